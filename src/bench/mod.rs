@@ -1,0 +1,29 @@
+//! Load generators and micro-benchmarks behind `jumgw bench`. Every figure
+//! is reported beside a baseline measured in the same run on the same
+//! machine, because these machines are shared and absolute timings drift.
+
+pub mod xml;
+
+use std::time::{Duration, Instant};
+
+/// Runs `f` repeatedly for about `seconds` (after a short warm-up) and
+/// returns calls per second.
+pub fn rate<F: FnMut()>(seconds: f64, mut f: F) -> f64 {
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs_f64(seconds / 10.0) {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    let budget = Duration::from_secs_f64(seconds);
+    loop {
+        for _ in 0..4 {
+            f();
+        }
+        n += 4;
+        if start.elapsed() >= budget {
+            break;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}

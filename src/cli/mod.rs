@@ -1,0 +1,356 @@
+//! The `jumgw` command line: argument parsing and dispatch only. Each
+//! command calls into the module that owns the work.
+//!
+//! Exit codes: 0 success; 1 the input was examined and is invalid (a bad
+//! check digit, a signature that does not verify, a schema violation);
+//! 2 the command could not run (unreadable file, bad key, usage error).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ids;
+use crate::xml::{self, c14n, Limits};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jumgw",
+    version,
+    about = "Gateway between a municipal one-stop shop and the state registries",
+    long_about = "jumgw asks the cadastre, the civil registry and the tax administration for the \
+data a case needs, by signed XML over mutual TLS, queues every request durably and delivers the \
+signed answers into the case.\n\nExit codes: 0 success, 1 invalid input (bad identifier, \
+signature or schema), 2 the command could not run."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check Serbian identifiers (JMBG, PIB, MB, KO, parcel numbers).
+    Ids {
+        #[command(subcommand)]
+        command: IdsCommand,
+    },
+    /// Canonicalise, sign, verify and validate XML documents.
+    Xml {
+        #[command(subcommand)]
+        command: XmlCommand,
+    },
+    /// Measure performance against baselines measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdsCommand {
+    /// Validate one identifier and print its parts; exit 1 with the reason if invalid.
+    Check {
+        /// What kind of identifier VALUE is.
+        kind: IdKind,
+        /// The value, e.g. 0512981717776 (JMBG) or 1234/5 (parcel).
+        value: String,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum IdKind {
+    /// Personal number, 13 digits.
+    Jmbg,
+    /// Tax identification number, 9 digits.
+    Pib,
+    /// Registration number of a legal entity, 8 digits.
+    Mb,
+    /// Cadastral municipality code, 6 digits.
+    Ko,
+    /// Municipality code, 5 digits.
+    Municipality,
+    /// Parcel number broj[/podbroj], optionally prefixed with the KO: 803472:1234/5.
+    Parcel,
+    /// Property sheet number.
+    Sheet,
+}
+
+#[derive(Args, Debug)]
+struct Input {
+    /// The document; `-` or nothing reads standard input.
+    #[arg(default_value = "-")]
+    file: String,
+    /// Largest document accepted, in bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    max_size: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum XmlCommand {
+    /// Write the canonical form of a document to standard output.
+    C14n {
+        /// Exclusive XML Canonicalization 1.0 (default: inclusive C14N 1.0).
+        #[arg(long)]
+        exclusive: bool,
+        /// Keep comments.
+        #[arg(long)]
+        with_comments: bool,
+        /// InclusiveNamespaces PrefixList for exclusive C14N, e.g. "bar #default".
+        #[arg(long, requires = "exclusive")]
+        prefix_list: Option<String>,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Sign a document (enveloped XML-DSig) and write it to standard output.
+    Sign {
+        /// PEM private key (RSA or EC P-256).
+        #[arg(long)]
+        key: PathBuf,
+        /// PEM certificate of that key; it is embedded in the signature.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Signature algorithm; must fit the key. Default: from the key type.
+        #[arg(long, value_parser = ["rsa-sha256", "ecdsa-sha256"])]
+        alg: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Verify an enveloped signature: exit 0 valid, 1 invalid (reason on stderr).
+    Verify {
+        /// PEM file with the CA certificate(s) the signer must chain to.
+        #[arg(long)]
+        trust: PathBuf,
+        #[command(flatten)]
+        input: Input,
+    },
+    /// Validate a document against the XSDs in schemas/: exit 0 valid, 1 invalid.
+    Validate {
+        /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+        #[command(flatten)]
+        input: Input,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
+    Xml {
+        /// One JSON object on standard output instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to spend on each measurement.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Python with lxml and xmlsec for the peer measurements
+        /// (default: target/venv/bin/python if present).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
+}
+
+/// Failure of a command: `Invalid` exits 1, `Failed` exits 2.
+enum Fail {
+    Invalid(String),
+    Failed(String),
+}
+
+type CmdResult = Result<(), Fail>;
+
+fn failed<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> Fail + '_ {
+    move |e| Fail::Failed(format!("{context}: {e}"))
+}
+
+fn read_input(input: &Input) -> Result<Vec<u8>, Fail> {
+    let mut buf = Vec::new();
+    let res = if input.file == "-" {
+        std::io::stdin()
+            .take(input.max_size as u64 + 1)
+            .read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(&input.file).and_then(|f| f.take(input.max_size as u64 + 1).read_to_end(&mut buf))
+    };
+    res.map_err(failed(&input.file))?;
+    if buf.len() > input.max_size {
+        return Err(Fail::Invalid(format!(
+            "{}: larger than the limit of {} bytes",
+            input.file, input.max_size
+        )));
+    }
+    Ok(buf)
+}
+
+fn limits(input: &Input) -> Limits {
+    Limits {
+        max_size: input.max_size,
+        max_text_len: input.max_size,
+        ..Limits::default()
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(failed("standard output"))
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ids { command } => match command {
+            IdsCommand::Check { kind, value } => ids_check(kind, &value),
+        },
+        Command::Xml { command } => xml_command(command),
+        Command::Bench { command } => match command {
+            BenchCommand::Xml { json, seconds, python } => {
+                crate::bench::xml::run(json, seconds, python).map_err(|e| Fail::Failed(e.to_string()))
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Invalid(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(1)
+        }
+        Err(Fail::Failed(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ids_check(kind: IdKind, value: &str) -> CmdResult {
+    let invalid = |e: ids::IdError| Fail::Invalid(format!("invalid: {e}"));
+    let lines: Vec<String> = match kind {
+        IdKind::Jmbg => {
+            let j = ids::Jmbg::parse(value).map_err(invalid)?;
+            let sex = match j.sex() {
+                ids::Sex::Male => "male",
+                ids::Sex::Female => "female",
+            };
+            vec![
+                format!("valid JMBG {}", j.as_str()),
+                format!("date of birth: {}", j.birth_date()),
+                format!("region: {:02}", j.region()),
+                format!("serial: {:03} ({sex})", j.serial()),
+                format!("check digit: {}", &value[12..]),
+            ]
+        }
+        IdKind::Pib => {
+            let p = ids::Pib::parse(value).map_err(invalid)?;
+            vec![format!("valid PIB {p}"), format!("check digit: {}", &value[8..])]
+        }
+        IdKind::Mb => {
+            let m = ids::Mb::parse(value).map_err(invalid)?;
+            vec![format!("valid MB {m}"), format!("check digit: {}", &value[7..])]
+        }
+        IdKind::Ko => {
+            let k = ids::KoCode::parse(value).map_err(invalid)?;
+            vec![format!("valid KO code {k}"), format!("check digit: {}", &value[5..])]
+        }
+        IdKind::Municipality => {
+            let k = ids::MunicipalityCode::parse(value).map_err(invalid)?;
+            vec![format!("valid municipality code {k}"), format!("check digit: {}", &value[4..])]
+        }
+        IdKind::Parcel => {
+            let (ko, parcel) = match value.split_once(':') {
+                Some((ko, p)) => (Some(ids::KoCode::parse(ko).map_err(invalid)?), p),
+                None => (None, value),
+            };
+            let p = ids::ParcelNumber::parse(parcel).map_err(invalid)?;
+            let mut v = vec![format!("valid parcel {p}")];
+            if let Some(ko) = ko {
+                v.push(format!("KO: {ko}"));
+            }
+            v.push(format!("number: {}", p.number));
+            v.push(format!(
+                "sub-number: {}",
+                p.sub.map_or("none".to_owned(), |s| s.to_string())
+            ));
+            v
+        }
+        IdKind::Sheet => {
+            let s = ids::SheetNumber::parse(value).map_err(invalid)?;
+            vec![format!("valid property sheet number {}", s.0)]
+        }
+    };
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+fn xml_command(cmd: XmlCommand) -> CmdResult {
+    match cmd {
+        XmlCommand::C14n {
+            exclusive,
+            with_comments,
+            prefix_list,
+            input,
+        } => {
+            let bytes = read_input(&input)?;
+            let mut opts = c14n::Options {
+                exclusive,
+                with_comments,
+                inclusive_prefixes: Vec::new(),
+            };
+            if let Some(l) = prefix_list {
+                opts = opts.with_prefix_list(&l);
+            }
+            let out = c14n::WriteOutput {
+                inner: std::io::BufWriter::new(std::io::stdout().lock()),
+                error: None,
+            };
+            let mut out = c14n::canonicalize_into(&bytes, &opts, &limits(&input), out)
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            if let Some(e) = out.error {
+                return Err(failed("standard output")(e));
+            }
+            out.inner.flush().map_err(failed("standard output"))
+        }
+        XmlCommand::Sign {
+            key,
+            cert,
+            alg,
+            out,
+            input,
+        } => {
+            let key_pem = std::fs::read(&key).map_err(failed(&key.display().to_string()))?;
+            let cert_pem = std::fs::read(&cert).map_err(failed(&cert.display().to_string()))?;
+            let alg = alg.as_deref().and_then(xml::Algorithm::from_name);
+            let k = xml::SigningKey::from_pem(&key_pem, &cert_pem, alg).map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            let signed = xml::sign(&bytes, &k, &limits(&input)).map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            match out {
+                Some(p) => std::fs::write(&p, signed).map_err(failed(&p.display().to_string())),
+                None => write_stdout(&signed),
+            }
+        }
+        XmlCommand::Verify { trust, input } => {
+            let pem = std::fs::read(&trust).map_err(failed(&trust.display().to_string()))?;
+            let store = xml::TrustStore::from_pem(&pem).map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            let v = xml::verify(&bytes, &store, &limits(&input)).map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
+            println!(
+                "valid {} signature by {}",
+                v.algorithm.name(),
+                v.signer_subject()
+            );
+            Ok(())
+        }
+        XmlCommand::Validate { schemas, input } => {
+            let dir = schemas.unwrap_or_else(xml::schema::default_dir);
+            let v = xml::schema::Validator::start(&dir, limits(&input)).map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            v.validate(&bytes).map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            println!("{}: valid", input.file);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! jum-gateway: connects a municipal one-stop shop (JUM) to the state
+//! registries. See DESIGN.md in the steering repository for the
+//! architecture; each module's doc says what it owns.
+
+pub mod bench;
+pub mod cli;
+pub mod ids;
+pub mod pki;
+pub mod xml;

@@ -1,0 +1,182 @@
+//! Keys and X.509 certificates made with openssl: the development PKI
+//! (`jumgw certs init`) and the throw-away PKIs of tests, including the
+//! deliberately wrong ones (other CA, expired, wrong key usage).
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa2048,
+    EcP256,
+}
+
+pub fn new_key(kind: KeyKind) -> Result<PKey<Private>, openssl::error::ErrorStack> {
+    match kind {
+        KeyKind::Rsa2048 => PKey::from_rsa(Rsa::generate(2048)?),
+        KeyKind::EcP256 => {
+            let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            PKey::from_ec_key(EcKey::generate(&g)?)
+        }
+    }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Ca,
+    /// XML signatures: digitalSignature + nonRepudiation.
+    Signing,
+    TlsServer,
+    TlsClient,
+    /// A leaf whose key usage forbids signing (keyEncipherment only).
+    EncryptionOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    pub common_name: String,
+    pub organization: String,
+    pub role: Role,
+    /// DNS names and IP addresses for TLS server certificates.
+    pub san: Vec<String>,
+    /// Validity start relative to now, in days (negative: in the past).
+    pub not_before_days: i64,
+    /// Validity end relative to now, in days.
+    pub not_after_days: i64,
+}
+
+impl CertSpec {
+    pub fn new(cn: &str, role: Role) -> CertSpec {
+        CertSpec {
+            common_name: cn.to_owned(),
+            organization: "jum-gateway development".to_owned(),
+            role,
+            san: Vec::new(),
+            not_before_days: -1,
+            not_after_days: if role == Role::Ca { 3650 } else { 825 },
+        }
+    }
+}
+
+fn time(days: i64) -> Result<Asn1Time, openssl::error::ErrorStack> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Asn1Time::from_unix(now + days * 86_400)
+}
+
+/// Issues a certificate for `key`; self-signed when `issuer` is `None`.
+pub fn issue(
+    spec: &CertSpec,
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+) -> Result<X509, openssl::error::ErrorStack> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, &spec.organization)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &spec.common_name)?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = Asn1Integer::from_bn(&serial)?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name()))?;
+    b.set_pubkey(key)?;
+    let (nb, na) = (time(spec.not_before_days)?, time(spec.not_after_days)?);
+    b.set_not_before(&nb)?;
+    b.set_not_after(&na)?;
+    match spec.role {
+        Role::Ca => {
+            b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+        }
+        Role::Signing => {
+            b.append_extension(BasicConstraints::new().build()?)?;
+            b.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?;
+        }
+        Role::TlsServer | Role::TlsClient => {
+            b.append_extension(BasicConstraints::new().build()?)?;
+            b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+            let mut eku = ExtendedKeyUsage::new();
+            if spec.role == Role::TlsServer {
+                eku.server_auth();
+            } else {
+                eku.client_auth();
+            }
+            b.append_extension(eku.build()?)?;
+        }
+        Role::EncryptionOnly => {
+            b.append_extension(BasicConstraints::new().build()?)?;
+            b.append_extension(KeyUsage::new().critical().key_encipherment().build()?)?;
+        }
+    }
+    if !spec.san.is_empty() {
+        let mut san = SubjectAlternativeName::new();
+        for s in &spec.san {
+            if s.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(s);
+            } else {
+                san.dns(s);
+            }
+        }
+        let ext = san.build(&b.x509v3_context(issuer.map(|(c, _)| &**c), None))?;
+        b.append_extension(ext)?;
+    }
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ski)?;
+    let signing_key = issuer.map_or(key, |(_, k)| k);
+    b.sign(signing_key, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+/// A key with its certificate, as PEM.
+pub struct Issued {
+    pub key: PKey<Private>,
+    pub cert: X509,
+}
+
+impl Issued {
+    pub fn new(
+        spec: &CertSpec,
+        kind: KeyKind,
+        issuer: Option<&Issued>,
+    ) -> Result<Issued, openssl::error::ErrorStack> {
+        let key = new_key(kind)?;
+        let cert = issue(spec, &key, issuer.map(|i| (&i.cert, &i.key)))?;
+        Ok(Issued { key, cert })
+    }
+
+    pub fn key_pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        self.key.private_key_to_pem_pkcs8()
+    }
+
+    pub fn cert_pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        self.cert.to_pem()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_chains_to_its_ca() {
+        let ca = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let leaf = Issued::new(&CertSpec::new("signer", Role::Signing), KeyKind::EcP256, Some(&ca)).unwrap();
+        assert!(leaf.cert.verify(&ca.key).unwrap());
+        assert_eq!(leaf.cert.issuer_name().to_der().unwrap(), ca.cert.subject_name().to_der().unwrap());
+    }
+}
