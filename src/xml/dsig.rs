@@ -413,6 +413,11 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     };
 
     // Placement: exactly where the profile says, nowhere else.
+    if signature == doc.root() {
+        return Err(DsigError::Placement(
+            "enveloping signatures (ds:Signature as the root element) are not accepted".into(),
+        ));
+    }
     let expected_parent = signature_parent(&doc);
     let parent = doc.parent(signature);
     if parent != Some(expected_parent) {
@@ -532,7 +537,12 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     if !key_fits {
         return Err(DsigError::AlgorithmMismatch {
             method: alg.name(),
-            key: format!("{:?}", pkey.id()).replace("Id(", "").replace(')', ""),
+            key: match pkey.id() {
+                Id::RSA => "RSA".into(),
+                Id::EC => "EC".into(),
+                Id::DSA => "DSA".into(),
+                other => format!("type {}", other.as_raw()),
+            },
         });
     }
 

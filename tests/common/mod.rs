@@ -1,0 +1,136 @@
+//! Helpers shared by the integration tests: the Python peer (lxml, signxml,
+//! python-xmlsec), the `jumgw` binary, and throw-away PKIs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python that `./tests/run` prepares. Missing means the suite
+/// was started without its set-up: fail loudly rather than skip.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("JUMGW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = manifest_dir().join("target/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run ./tests/run, which creates the venv with lxml, signxml and xmlsec",
+        p.display()
+    );
+    p
+}
+
+pub fn peer<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(python())
+        .arg(manifest_dir().join("tests/py/xml_peer.py"))
+        .args(args)
+        .output()
+        .expect("run python peer")
+}
+
+pub fn jumgw() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jumgw"))
+}
+
+/// An external tool from the test set-up (xmlsec1, xmllint).
+pub fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
+        .unwrap_or(false);
+    assert!(found, "{name} not found on PATH: run ./tests/run, which installs it");
+    Command::new(name)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A PKI in a temp folder: a CA, signers of both key types, and the wrong
+/// ones (another CA, expired, not yet valid, encryption-only key usage).
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Issued,
+    pub rsa: Issued,
+    pub ec: Issued,
+    pub other_ca: Issued,
+    pub foreign: Issued,
+    pub expired: Issued,
+    pub encryption_only: Issued,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::Rsa2048, None).unwrap();
+        let rsa = Issued::new(&CertSpec::new("registry signer rsa", Role::Signing), KeyKind::Rsa2048, Some(&ca)).unwrap();
+        let ec = Issued::new(&CertSpec::new("registry signer ec", Role::Signing), KeyKind::EcP256, Some(&ca)).unwrap();
+        let other_ca = Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let foreign = Issued::new(&CertSpec::new("foreign signer", Role::Signing), KeyKind::EcP256, Some(&other_ca)).unwrap();
+        let mut exp = CertSpec::new("expired signer", Role::Signing);
+        exp.not_before_days = -30;
+        exp.not_after_days = -1;
+        let expired = Issued::new(&exp, KeyKind::EcP256, Some(&ca)).unwrap();
+        let encryption_only =
+            Issued::new(&CertSpec::new("encryption only", Role::EncryptionOnly), KeyKind::Rsa2048, Some(&ca)).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            rsa,
+            ec,
+            other_ca,
+            foreign,
+            expired,
+            encryption_only,
+        };
+        for (name, i) in [
+            ("ca", &pki.ca),
+            ("rsa", &pki.rsa),
+            ("ec", &pki.ec),
+            ("other-ca", &pki.other_ca),
+            ("foreign", &pki.foreign),
+            ("expired", &pki.expired),
+            ("encryption-only", &pki.encryption_only),
+        ] {
+            std::fs::write(pki.path(&format!("{name}.key")), i.key_pem().unwrap()).unwrap();
+            std::fs::write(pki.path(&format!("{name}.pem")), i.cert_pem().unwrap()).unwrap();
+        }
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn key(&self, which: &Issued) -> jum_gateway::xml::SigningKey {
+        jum_gateway::xml::SigningKey::from_pem(&which.key_pem().unwrap(), &which.cert_pem().unwrap(), None).unwrap()
+    }
+
+    pub fn trust(&self) -> jum_gateway::xml::TrustStore {
+        jum_gateway::xml::TrustStore::from_pem(&self.ca.cert_pem().unwrap()).unwrap()
+    }
+}
+
+pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// A request envelope as the gateway sends it, unsigned.
+pub fn envelope() -> String {
+    jum_gateway::bench::xml::small_envelope()
+}

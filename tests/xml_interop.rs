@@ -1,0 +1,263 @@
+//! Interoperability of our exclusive C14N and XML-DSig with independent
+//! implementations: lxml (libxml2), xmlsec1 (libxmlsec1) and signxml.
+
+mod common;
+
+use std::io::BufRead;
+
+use base64::Engine;
+use common::*;
+use jum_gateway::xml::{self, c14n::Options, dsig, Document, Limits};
+
+fn ours(doc: &[u8], opts: &Options) -> Result<String, String> {
+    xml::canonicalize(doc, opts, &Limits::default())
+        .map(|c| String::from_utf8(c.into_bytes()).unwrap())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn c14n_equals_lxml_on_thousands_of_generated_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gen.jsonl");
+    let seed = std::env::var("JUMGW_C14N_SEED").unwrap_or_else(|_| "20261125".into());
+    let o = peer(["c14n-gen", &seed, "3000", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for line in f.lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let doc = v["doc"].as_str().unwrap();
+        let prefixes: Vec<String> = v["prefixes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        let cases = [
+            ("exc", Options::exclusive()),
+            ("exc_comments", Options { with_comments: true, ..Options::exclusive() }),
+            ("inc", Options::default()),
+            ("exc_prefixes", Options::exclusive().with_prefix_list(&prefixes.join(" "))),
+        ];
+        for (key, opts) in cases {
+            let Some(expected) = v[key].as_str() else { continue };
+            let got = ours(doc.as_bytes(), &opts);
+            if got.as_deref() != Ok(expected) {
+                failures.push(format!("{key} prefixes={prefixes:?}\n doc: {doc:?}\n lxml: {expected:?}\n ours: {got:?}"));
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, 3000, "the generator wrote {n} documents");
+    assert!(
+        failures.is_empty(),
+        "{} of {} comparisons differ from lxml; first ones:\n{}",
+        failures.len(),
+        n * 4,
+        failures.iter().take(4).cloned().collect::<Vec<_>>().join("\n\n")
+    );
+}
+
+#[test]
+fn c14n_equals_lxml_on_vendored_vectors() {
+    let mut files = Vec::new();
+    for entry in walk(&manifest_dir().join("tests/vectors")) {
+        if entry.extension().is_some_and(|e| e == "xml") {
+            files.push(entry);
+        }
+    }
+    assert!(files.len() >= 10, "vectors missing: {files:?}");
+    let o = peer(std::iter::once("c14n".to_string()).chain(files.iter().map(|f| f.display().to_string())));
+    assert!(o.status.success(), "{}", text(&o));
+    let forms: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        let expected = &forms[f.display().to_string()];
+        for (key, opts) in [
+            ("exc", Options::exclusive()),
+            ("exc_comments", Options { with_comments: true, ..Options::exclusive() }),
+            ("inc", Options::default()),
+        ] {
+            assert_eq!(
+                ours(&data, &opts).as_deref(),
+                Ok(expected[key].as_str().unwrap()),
+                "{key} of {}",
+                f.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The W3C exc-c14n interop: the published digests of one subtree under
+/// the four combinations of comments and PrefixList.
+#[test]
+fn exc_c14n_reproduces_the_published_merlin_digests() {
+    let data = std::fs::read(manifest_dir().join("tests/vectors/merlin-exc-c14n-one/exc-signature.xml")).unwrap();
+    let doc = Document::parse(&data, &Limits::default()).unwrap();
+    let target = doc
+        .find_all(dsig::DSIG_NS, "Object")
+        .into_iter()
+        .find(|&o| doc.attr(o, "Id") == Some("to-be-signed"))
+        .unwrap();
+    let expected = [
+        (false, "", "7yOTjUu+9oEhShgyIIXDLjQ08aY="),
+        (false, "bar #default", "09xMy0RTQM1Q91demYe/0F6AGXo="),
+        (true, "", "ZQH+SkCN8c5y0feAr+aRTZDwyvY="),
+        (true, "bar #default", "a1cTqBgbqpUt6bMJN4C6zFtnoyo="),
+    ];
+    for (comments, list, digest) in expected {
+        let opts = Options { with_comments: comments, ..Options::exclusive().with_prefix_list(list) };
+        let bytes = doc.canonicalize_subtree(target, &opts, Vec::new());
+        let sha1 = openssl::hash::hash(openssl::hash::MessageDigest::sha1(), &bytes).unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(sha1),
+            digest,
+            "comments={comments} prefixes={list:?}\n{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
+
+fn xmlsec1_verify(pki: &Pki, file: &std::path::Path) -> std::process::Output {
+    tool("xmlsec1")
+        .args(["--verify", "--trusted-pem"])
+        .arg(pki.path("ca.pem"))
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn our_signatures_verify_with_xmlsec1_and_signxml() {
+    let pki = Pki::new();
+    for (name, signer) in [("rsa", &pki.rsa), ("ec", &pki.ec)] {
+        for doc in [envelope(), jum_gateway::bench::xml::large_document(20_000), "<r xmlns='urn:x'><a>š</a></r>".to_string()] {
+            let signed = xml::sign(doc.as_bytes(), &pki.key(signer), &Limits::default()).unwrap();
+            let f = write(pki.dir.path(), &format!("ours-{name}.xml"), &signed);
+            let o = xmlsec1_verify(&pki, &f);
+            assert!(o.status.success(), "xmlsec1 rejects our {name} signature: {}", text(&o));
+            let o = peer(["signxml-verify", pki.path("ca.pem").to_str().unwrap(), f.to_str().unwrap()]);
+            assert!(o.status.success(), "signxml rejects our {name} signature: {}", text(&o));
+            let o = peer(["xmlsec-verify", pki.path("ca.pem").to_str().unwrap(), f.to_str().unwrap()]);
+            assert!(o.status.success(), "python-xmlsec rejects our {name} signature: {}", text(&o));
+            // and our own verifier agrees
+            xml::verify(&signed, &pki.trust(), &Limits::default()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn xmlsec1_detects_tampering_in_our_signatures() {
+    // The oracle must be able to say no, or the positive test proves nothing.
+    let pki = Pki::new();
+    let signed = xml::sign(envelope().as_bytes(), &pki.key(&pki.rsa), &Limits::default()).unwrap();
+    let tampered = String::from_utf8(signed).unwrap().replace("0512981717776", "0512981717777");
+    let f = write(pki.dir.path(), "tampered.xml", tampered.as_bytes());
+    assert!(!xmlsec1_verify(&pki, &f).status.success());
+}
+
+fn template(alg_uri: &str) -> String {
+    envelope().replace(
+        "</SOAP-ENV:Header>",
+        &format!(
+            "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+<ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+<ds:SignatureMethod Algorithm=\"{alg_uri}\"/><ds:Reference URI=\"\"><ds:Transforms>\
+<ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
+<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue/>\
+</ds:Reference></ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data/></ds:KeyInfo>\
+</ds:Signature></SOAP-ENV:Header>"
+        ),
+    )
+}
+
+#[test]
+fn signatures_by_xmlsec1_and_signxml_verify_with_ours() {
+    let pki = Pki::new();
+    for (name, alg) in [("rsa", dsig::RSA_SHA256), ("ec", dsig::ECDSA_SHA256)] {
+        let tmpl = write(pki.dir.path(), &format!("tmpl-{name}.xml"), template(alg).as_bytes());
+        let out = pki.path(&format!("xmlsec1-{name}.xml"));
+        let o = tool("xmlsec1")
+            .arg("--sign")
+            .arg("--privkey-pem")
+            .arg(format!("{},{}", pki.path(&format!("{name}.key")).display(), pki.path(&format!("{name}.pem")).display()))
+            .arg("--output")
+            .arg(&out)
+            .arg(&tmpl)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "xmlsec1 --sign: {}", text(&o));
+        let signed = std::fs::read(&out).unwrap();
+        let v = xml::verify(&signed, &pki.trust(), &Limits::default())
+            .unwrap_or_else(|e| panic!("xmlsec1 {name} signature rejected: {e}\n{}", String::from_utf8_lossy(&signed)));
+        assert!(v.signer_subject().contains(&format!("registry signer {name}")));
+
+        let src = write(pki.dir.path(), "plain.xml", envelope().as_bytes());
+        let out = pki.path(&format!("signxml-{name}.xml"));
+        let alg_name = if name == "rsa" { "rsa-sha256" } else { "ecdsa-sha256" };
+        let o = peer([
+            "signxml-sign",
+            pki.path(&format!("{name}.key")).to_str().unwrap(),
+            pki.path(&format!("{name}.pem")).to_str().unwrap(),
+            alg_name,
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "signxml sign: {}", text(&o));
+        let signed = std::fs::read(&out).unwrap();
+        xml::verify(&signed, &pki.trust(), &Limits::default())
+            .unwrap_or_else(|e| panic!("signxml {name} signature rejected: {e}\n{}", String::from_utf8_lossy(&signed)));
+    }
+}
+
+#[test]
+fn third_party_vectors_outside_the_profile_are_refused_by_name() {
+    let pki = Pki::new();
+    let trust = pki.trust();
+    let v = manifest_dir().join("tests/vectors");
+    let cases = [
+        (
+            "merlin-xmldsig-twenty-three/signature-enveloped-dsa.xml",
+            "canonicalization method http://www.w3.org/TR/2001/REC-xml-c14n-20010315 is not accepted (only exclusive C14N 1.0 without comments)",
+        ),
+        (
+            "merlin-xmldsig-twenty-three/signature-enveloping-hmac-sha1.xml",
+            "enveloping signatures (ds:Signature as the root element) are not accepted",
+        ),
+        (
+            "merlin-xmldsig-twenty-three/signature-enveloping-rsa.xml",
+            "enveloping signatures (ds:Signature as the root element) are not accepted",
+        ),
+        (
+            "merlin-xmldsig-twenty-three/signature-external-b64-dsa.xml",
+            "enveloping signatures (ds:Signature as the root element) are not accepted",
+        ),
+        (
+            "aleksey-xmldsig-01-enveloped/enveloped-sha256-rsa-sha256-test-1.xml",
+            "it must be the last child element of its parent",
+        ),
+        ("merlin-exc-c14n-one/exc-signature.xml", "dsig:Object after ds:KeyInfo is not accepted"),
+    ];
+    for (file, expected) in cases {
+        let data = std::fs::read(v.join(file)).unwrap();
+        let err = xml::verify(&data, &trust, &Limits::default()).err().unwrap_or_else(|| panic!("{file} verified"));
+        assert!(err.to_string().contains(expected), "{file}: {err}");
+    }
+}
