@@ -316,12 +316,13 @@ pub fn name_to_string(n: &openssl::x509::X509NameRef) -> String {
 }
 
 fn refused(what: &'static str, uri: &str) -> DsigError {
-    let why = if uri.contains("sha1") || uri.ends_with("#sha1") {
-        "SHA-1"
-    } else if uri.contains("hmac") {
+    // Most specific first: hmac-sha1 is refused for being HMAC.
+    let why = if uri.contains("hmac") {
         "HMAC"
     } else if uri.contains("dsa-") && !uri.contains("ecdsa") {
         "DSA"
+    } else if uri.contains("sha1") {
+        "SHA-1"
     } else if uri.contains("xpath") || uri.contains("xmldsig-filter2") {
         "XPath"
     } else if uri.contains("md5") {
