@@ -7,7 +7,15 @@ use jum_gateway::xml::{self, dsig::DsigError, Limits};
 use proptest::prelude::*;
 
 fn signed(pki: &Pki) -> String {
-    String::from_utf8(xml::sign(envelope().as_bytes(), &pki.key(&pki.rsa), &Limits::default()).unwrap()).unwrap()
+    String::from_utf8(
+        xml::sign(
+            envelope().as_bytes(),
+            &pki.key(&pki.rsa),
+            &Limits::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap()
 }
 
 fn verify_err(pki: &Pki, doc: &str) -> String {
@@ -50,21 +58,37 @@ fn changed_signed_info_or_value_is_a_bad_signature() {
     let digest = between(&doc, "<ds:DigestValue>", "</ds:DigestValue>");
     let mut d = digest.to_owned();
     d.replace_range(0..1, if d.starts_with('A') { "B" } else { "A" });
-    assert_eq!(verify_err(&pki, &doc.replacen(digest, &d, 1)), "signature value does not verify");
+    assert_eq!(
+        verify_err(&pki, &doc.replacen(digest, &d, 1)),
+        "signature value does not verify"
+    );
     let sv = between(&doc, "<ds:SignatureValue>", "</ds:SignatureValue>");
     let mut s = sv.to_owned();
     s.replace_range(5..6, if &s[5..6] == "A" { "B" } else { "A" });
-    assert_eq!(verify_err(&pki, &doc.replacen(sv, &s, 1)), "signature value does not verify");
+    assert_eq!(
+        verify_err(&pki, &doc.replacen(sv, &s, 1)),
+        "signature value does not verify"
+    );
 }
 
 #[test]
 fn a_moved_signature_is_refused() {
     let pki = Pki::new();
     let doc = signed(&pki);
-    let sig = format!("<ds:Signature{}</ds:Signature>", between(&doc, "<ds:Signature", "</ds:Signature>"));
-    let moved = doc.replace(&sig, "").replace("</SOAP-ENV:Body>", &format!("{sig}</SOAP-ENV:Body>"));
-    assert_eq!(verify_err(&pki, &moved), "ds:Signature is in the wrong place: it must be the last child of SOAP-ENV:Header");
-    let not_last = doc.replace(&sig, "").replace("<xrd:userId>", &format!("{sig}<xrd:userId>"));
+    let sig = format!(
+        "<ds:Signature{}</ds:Signature>",
+        between(&doc, "<ds:Signature", "</ds:Signature>")
+    );
+    let moved = doc
+        .replace(&sig, "")
+        .replace("</SOAP-ENV:Body>", &format!("{sig}</SOAP-ENV:Body>"));
+    assert_eq!(
+        verify_err(&pki, &moved),
+        "ds:Signature is in the wrong place: it must be the last child of SOAP-ENV:Header"
+    );
+    let not_last = doc
+        .replace(&sig, "")
+        .replace("<xrd:userId>", &format!("{sig}<xrd:userId>"));
     assert_eq!(
         verify_err(&pki, &not_last),
         "ds:Signature is in the wrong place: it must be the last child element of its parent"
@@ -75,18 +99,30 @@ fn a_moved_signature_is_refused() {
 fn a_duplicated_signature_is_refused() {
     let pki = Pki::new();
     let doc = signed(&pki);
-    let sig = format!("<ds:Signature{}</ds:Signature>", between(&doc, "<ds:Signature", "</ds:Signature>"));
+    let sig = format!(
+        "<ds:Signature{}</ds:Signature>",
+        between(&doc, "<ds:Signature", "</ds:Signature>")
+    );
     let dup = doc.replace("</SOAP-ENV:Body>", &format!("{sig}</SOAP-ENV:Body>"));
-    assert_eq!(verify_err(&pki, &dup), "found 2 ds:Signature elements; exactly one is accepted");
+    assert_eq!(
+        verify_err(&pki, &dup),
+        "found 2 ds:Signature elements; exactly one is accepted"
+    );
 }
 
 #[test]
 fn a_second_reference_is_refused() {
     let pki = Pki::new();
     let doc = signed(&pki);
-    let r = format!("<ds:Reference{}</ds:Reference>", between(&doc, "<ds:Reference", "</ds:Reference>"));
+    let r = format!(
+        "<ds:Reference{}</ds:Reference>",
+        between(&doc, "<ds:Reference", "</ds:Reference>")
+    );
     let two = doc.replacen(&r, &format!("{r}{r}"), 1);
-    assert_eq!(verify_err(&pki, &two), "found 2 ds:Reference elements; exactly one is accepted");
+    assert_eq!(
+        verify_err(&pki, &two),
+        "found 2 ds:Reference elements; exactly one is accepted"
+    );
     let other_uri = doc.replacen("<ds:Reference URI=\"\">", "<ds:Reference URI=\"#body\">", 1);
     assert_eq!(
         verify_err(&pki, &other_uri),
@@ -99,13 +135,22 @@ fn swapped_or_weak_algorithms_are_refused_by_name() {
     let pki = Pki::new();
     let doc = signed(&pki);
     let swapped = doc.replace(xml::dsig::RSA_SHA256, xml::dsig::ECDSA_SHA256);
-    assert_eq!(verify_err(&pki, &swapped), "signature method ecdsa-sha256 does not fit the signer's RSA key");
-    let sha1 = doc.replace(xml::dsig::RSA_SHA256, "http://www.w3.org/2000/09/xmldsig#rsa-sha1");
+    assert_eq!(
+        verify_err(&pki, &swapped),
+        "signature method ecdsa-sha256 does not fit the signer's RSA key"
+    );
+    let sha1 = doc.replace(
+        xml::dsig::RSA_SHA256,
+        "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+    );
     assert_eq!(
         verify_err(&pki, &sha1),
         "signature method http://www.w3.org/2000/09/xmldsig#rsa-sha1 is not accepted (SHA-1)"
     );
-    let hmac = doc.replace(xml::dsig::RSA_SHA256, "http://www.w3.org/2000/09/xmldsig#hmac-sha1");
+    let hmac = doc.replace(
+        xml::dsig::RSA_SHA256,
+        "http://www.w3.org/2000/09/xmldsig#hmac-sha1",
+    );
     assert!(verify_err(&pki, &hmac).ends_with("is not accepted (HMAC)"));
     let digest = doc.replace(xml::dsig::SHA256, "http://www.w3.org/2000/09/xmldsig#sha1");
     assert_eq!(
@@ -117,21 +162,36 @@ fn swapped_or_weak_algorithms_are_refused_by_name() {
         "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xpath-19991116\"><ds:XPath>1</ds:XPath></ds:Transform>",
         2,
     );
-    assert!(verify_err(&pki, &xpath).contains("REC-xpath-19991116 is not accepted (XPath)"), "{}", verify_err(&pki, &xpath));
-    let inclusive = doc.replacen(xml::dsig::EXC_C14N, "http://www.w3.org/TR/2001/REC-xml-c14n-20010315", 1);
-    assert!(verify_err(&pki, &inclusive).contains("is not accepted (only exclusive C14N 1.0 without comments)"));
+    assert!(
+        verify_err(&pki, &xpath).contains("REC-xpath-19991116 is not accepted (XPath)"),
+        "{}",
+        verify_err(&pki, &xpath)
+    );
+    let inclusive = doc.replacen(
+        xml::dsig::EXC_C14N,
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+        1,
+    );
+    assert!(verify_err(&pki, &inclusive)
+        .contains("is not accepted (only exclusive C14N 1.0 without comments)"));
 }
 
 #[test]
 fn wrong_certificates_are_refused() {
     let pki = Pki::new();
     let env = envelope();
-    let sign_with = |i| String::from_utf8(xml::sign(env.as_bytes(), &pki.key(i), &Limits::default()).unwrap()).unwrap();
+    let sign_with = |i| {
+        String::from_utf8(xml::sign(env.as_bytes(), &pki.key(i), &Limits::default()).unwrap())
+            .unwrap()
+    };
     assert_eq!(
         verify_err(&pki, &sign_with(&pki.foreign)),
         "signer certificate is not trusted: unable to get local issuer certificate"
     );
-    assert_eq!(verify_err(&pki, &sign_with(&pki.expired)), "signer certificate is not trusted: certificate has expired");
+    assert_eq!(
+        verify_err(&pki, &sign_with(&pki.expired)),
+        "signer certificate is not trusted: certificate has expired"
+    );
     assert_eq!(
         verify_err(&pki, &sign_with(&pki.encryption_only)),
         "signer certificate: key usage allows neither digitalSignature nor nonRepudiation"
@@ -148,8 +208,13 @@ fn wrong_certificates_are_refused() {
     );
     let mut pinned = pki.trust();
     pinned.subject_pin = Some("CN=cadastre".into());
-    let e = xml::verify(doc.as_bytes(), &pinned, &Limits::default()).err().unwrap();
-    assert!(e.to_string().contains("does not match the configured pin"), "{e}");
+    let e = xml::verify(doc.as_bytes(), &pinned, &Limits::default())
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("does not match the configured pin"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -157,7 +222,10 @@ fn a_signature_cannot_hide_extra_content() {
     let pki = Pki::new();
     let doc = signed(&pki);
     let obj = doc.replace("</ds:KeyInfo>", "</ds:KeyInfo><ds:Object>x</ds:Object>");
-    assert_eq!(verify_err(&pki, &obj), "malformed ds:Signature: ds:Object after ds:KeyInfo is not accepted");
+    assert_eq!(
+        verify_err(&pki, &obj),
+        "malformed ds:Signature: ds:Object after ds:KeyInfo is not accepted"
+    );
     assert!(matches!(
         xml::verify(envelope().as_bytes(), &pki.trust(), &Limits::default()),
         Err(DsigError::NoSignature)

@@ -37,12 +37,23 @@ fn c14n_equals_lxml_on_thousands_of_generated_documents() {
             .collect();
         let cases = [
             ("exc", Options::exclusive()),
-            ("exc_comments", Options { with_comments: true, ..Options::exclusive() }),
+            (
+                "exc_comments",
+                Options {
+                    with_comments: true,
+                    ..Options::exclusive()
+                },
+            ),
             ("inc", Options::default()),
-            ("exc_prefixes", Options::exclusive().with_prefix_list(&prefixes.join(" "))),
+            (
+                "exc_prefixes",
+                Options::exclusive().with_prefix_list(&prefixes.join(" ")),
+            ),
         ];
         for (key, opts) in cases {
-            let Some(expected) = v[key].as_str() else { continue };
+            let Some(expected) = v[key].as_str() else {
+                continue;
+            };
             let got = ours(doc.as_bytes(), &opts);
             if got.as_deref() != Ok(expected) {
                 failures.push(format!("{key} prefixes={prefixes:?}\n doc: {doc:?}\n lxml: {expected:?}\n ours: {got:?}"));
@@ -56,7 +67,12 @@ fn c14n_equals_lxml_on_thousands_of_generated_documents() {
         "{} of {} comparisons differ from lxml; first ones:\n{}",
         failures.len(),
         n * 4,
-        failures.iter().take(4).cloned().collect::<Vec<_>>().join("\n\n")
+        failures
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
     );
 }
 
@@ -69,7 +85,9 @@ fn c14n_equals_lxml_on_vendored_vectors() {
         }
     }
     assert!(files.len() >= 10, "vectors missing: {files:?}");
-    let o = peer(std::iter::once("c14n".to_string()).chain(files.iter().map(|f| f.display().to_string())));
+    let o = peer(
+        std::iter::once("c14n".to_string()).chain(files.iter().map(|f| f.display().to_string())),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let forms: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for f in &files {
@@ -77,7 +95,13 @@ fn c14n_equals_lxml_on_vendored_vectors() {
         let expected = &forms[f.display().to_string()];
         for (key, opts) in [
             ("exc", Options::exclusive()),
-            ("exc_comments", Options { with_comments: true, ..Options::exclusive() }),
+            (
+                "exc_comments",
+                Options {
+                    with_comments: true,
+                    ..Options::exclusive()
+                },
+            ),
             ("inc", Options::default()),
         ] {
             assert_eq!(
@@ -108,7 +132,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// the four combinations of comments and PrefixList.
 #[test]
 fn exc_c14n_reproduces_the_published_merlin_digests() {
-    let data = std::fs::read(manifest_dir().join("tests/vectors/merlin-exc-c14n-one/exc-signature.xml")).unwrap();
+    let data =
+        std::fs::read(manifest_dir().join("tests/vectors/merlin-exc-c14n-one/exc-signature.xml"))
+            .unwrap();
     let doc = Document::parse(&data, &Limits::default()).unwrap();
     let target = doc
         .find_all(dsig::DSIG_NS, "Object")
@@ -122,7 +148,10 @@ fn exc_c14n_reproduces_the_published_merlin_digests() {
         (true, "bar #default", "a1cTqBgbqpUt6bMJN4C6zFtnoyo="),
     ];
     for (comments, list, digest) in expected {
-        let opts = Options { with_comments: comments, ..Options::exclusive().with_prefix_list(list) };
+        let opts = Options {
+            with_comments: comments,
+            ..Options::exclusive().with_prefix_list(list)
+        };
         let bytes = doc.canonicalize_subtree(target, &opts, Vec::new());
         let sha1 = openssl::hash::hash(openssl::hash::MessageDigest::sha1(), &bytes).unwrap();
         assert_eq!(
@@ -147,15 +176,39 @@ fn xmlsec1_verify(pki: &Pki, file: &std::path::Path) -> std::process::Output {
 fn our_signatures_verify_with_xmlsec1_and_signxml() {
     let pki = Pki::new();
     for (name, signer) in [("rsa", &pki.rsa), ("ec", &pki.ec)] {
-        for doc in [envelope(), jum_gateway::bench::xml::large_document(20_000), "<r xmlns='urn:x'><a>š</a></r>".to_string()] {
+        for doc in [
+            envelope(),
+            jum_gateway::bench::xml::large_document(20_000),
+            "<r xmlns='urn:x'><a>š</a></r>".to_string(),
+        ] {
             let signed = xml::sign(doc.as_bytes(), &pki.key(signer), &Limits::default()).unwrap();
             let f = write(pki.dir.path(), &format!("ours-{name}.xml"), &signed);
             let o = xmlsec1_verify(&pki, &f);
-            assert!(o.status.success(), "xmlsec1 rejects our {name} signature: {}", text(&o));
-            let o = peer(["signxml-verify", pki.path("ca.pem").to_str().unwrap(), f.to_str().unwrap()]);
-            assert!(o.status.success(), "signxml rejects our {name} signature: {}", text(&o));
-            let o = peer(["xmlsec-verify", pki.path("ca.pem").to_str().unwrap(), f.to_str().unwrap()]);
-            assert!(o.status.success(), "python-xmlsec rejects our {name} signature: {}", text(&o));
+            assert!(
+                o.status.success(),
+                "xmlsec1 rejects our {name} signature: {}",
+                text(&o)
+            );
+            let o = peer([
+                "signxml-verify",
+                pki.path("ca.pem").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ]);
+            assert!(
+                o.status.success(),
+                "signxml rejects our {name} signature: {}",
+                text(&o)
+            );
+            let o = peer([
+                "xmlsec-verify",
+                pki.path("ca.pem").to_str().unwrap(),
+                f.to_str().unwrap(),
+            ]);
+            assert!(
+                o.status.success(),
+                "python-xmlsec rejects our {name} signature: {}",
+                text(&o)
+            );
             // and our own verifier agrees
             xml::verify(&signed, &pki.trust(), &Limits::default()).unwrap();
         }
@@ -166,8 +219,15 @@ fn our_signatures_verify_with_xmlsec1_and_signxml() {
 fn xmlsec1_detects_tampering_in_our_signatures() {
     // The oracle must be able to say no, or the positive test proves nothing.
     let pki = Pki::new();
-    let signed = xml::sign(envelope().as_bytes(), &pki.key(&pki.rsa), &Limits::default()).unwrap();
-    let tampered = String::from_utf8(signed).unwrap().replace("0512981717776", "0512981717777");
+    let signed = xml::sign(
+        envelope().as_bytes(),
+        &pki.key(&pki.rsa),
+        &Limits::default(),
+    )
+    .unwrap();
+    let tampered = String::from_utf8(signed)
+        .unwrap()
+        .replace("0512981717776", "0512981717777");
     let f = write(pki.dir.path(), "tampered.xml", tampered.as_bytes());
     assert!(!xmlsec1_verify(&pki, &f).status.success());
 }
@@ -192,12 +252,20 @@ fn template(alg_uri: &str) -> String {
 fn signatures_by_xmlsec1_and_signxml_verify_with_ours() {
     let pki = Pki::new();
     for (name, alg) in [("rsa", dsig::RSA_SHA256), ("ec", dsig::ECDSA_SHA256)] {
-        let tmpl = write(pki.dir.path(), &format!("tmpl-{name}.xml"), template(alg).as_bytes());
+        let tmpl = write(
+            pki.dir.path(),
+            &format!("tmpl-{name}.xml"),
+            template(alg).as_bytes(),
+        );
         let out = pki.path(&format!("xmlsec1-{name}.xml"));
         let o = tool("xmlsec1")
             .arg("--sign")
             .arg("--privkey-pem")
-            .arg(format!("{},{}", pki.path(&format!("{name}.key")).display(), pki.path(&format!("{name}.pem")).display()))
+            .arg(format!(
+                "{},{}",
+                pki.path(&format!("{name}.key")).display(),
+                pki.path(&format!("{name}.pem")).display()
+            ))
             .arg("--output")
             .arg(&out)
             .arg(&tmpl)
@@ -205,13 +273,23 @@ fn signatures_by_xmlsec1_and_signxml_verify_with_ours() {
             .unwrap();
         assert!(o.status.success(), "xmlsec1 --sign: {}", text(&o));
         let signed = std::fs::read(&out).unwrap();
-        let v = xml::verify(&signed, &pki.trust(), &Limits::default())
-            .unwrap_or_else(|e| panic!("xmlsec1 {name} signature rejected: {e}\n{}", String::from_utf8_lossy(&signed)));
-        assert!(v.signer_subject().contains(&format!("registry signer {name}")));
+        let v = xml::verify(&signed, &pki.trust(), &Limits::default()).unwrap_or_else(|e| {
+            panic!(
+                "xmlsec1 {name} signature rejected: {e}\n{}",
+                String::from_utf8_lossy(&signed)
+            )
+        });
+        assert!(v
+            .signer_subject()
+            .contains(&format!("registry signer {name}")));
 
         let src = write(pki.dir.path(), "plain.xml", envelope().as_bytes());
         let out = pki.path(&format!("signxml-{name}.xml"));
-        let alg_name = if name == "rsa" { "rsa-sha256" } else { "ecdsa-sha256" };
+        let alg_name = if name == "rsa" {
+            "rsa-sha256"
+        } else {
+            "ecdsa-sha256"
+        };
         let o = peer([
             "signxml-sign",
             pki.path(&format!("{name}.key")).to_str().unwrap(),
@@ -222,8 +300,12 @@ fn signatures_by_xmlsec1_and_signxml_verify_with_ours() {
         ]);
         assert!(o.status.success(), "signxml sign: {}", text(&o));
         let signed = std::fs::read(&out).unwrap();
-        xml::verify(&signed, &pki.trust(), &Limits::default())
-            .unwrap_or_else(|e| panic!("signxml {name} signature rejected: {e}\n{}", String::from_utf8_lossy(&signed)));
+        xml::verify(&signed, &pki.trust(), &Limits::default()).unwrap_or_else(|e| {
+            panic!(
+                "signxml {name} signature rejected: {e}\n{}",
+                String::from_utf8_lossy(&signed)
+            )
+        });
     }
 }
 
@@ -257,7 +339,9 @@ fn third_party_vectors_outside_the_profile_are_refused_by_name() {
     ];
     for (file, expected) in cases {
         let data = std::fs::read(v.join(file)).unwrap();
-        let err = xml::verify(&data, &trust, &Limits::default()).err().unwrap_or_else(|| panic!("{file} verified"));
+        let err = xml::verify(&data, &trust, &Limits::default())
+            .err()
+            .unwrap_or_else(|| panic!("{file} verified"));
         assert!(err.to_string().contains(expected), "{file}: {err}");
     }
 }

@@ -67,8 +67,14 @@ fn peer_script() -> PathBuf {
 
 pub fn run(json: bool, seconds: f64, python: Option<PathBuf>) -> Result<(), BenchError> {
     let limits = Limits::default();
-    let ca = Issued::new(&CertSpec::new("bench CA", Role::Ca), KeyKind::Rsa2048, None).map_err(setup)?;
-    let signer = Issued::new(&CertSpec::new("bench signer", Role::Signing), KeyKind::Rsa2048, Some(&ca)).map_err(setup)?;
+    let ca =
+        Issued::new(&CertSpec::new("bench CA", Role::Ca), KeyKind::Rsa2048, None).map_err(setup)?;
+    let signer = Issued::new(
+        &CertSpec::new("bench signer", Role::Signing),
+        KeyKind::Rsa2048,
+        Some(&ca),
+    )
+    .map_err(setup)?;
     let key = xml::SigningKey::from_pem(
         &signer.key_pem().map_err(setup)?,
         &signer.cert_pem().map_err(setup)?,
@@ -165,7 +171,9 @@ pub fn run(json: bool, seconds: f64, python: Option<PathBuf>) -> Result<(), Benc
             .output()
             .map_err(|e| BenchError::Peer(format!("{}: {e}", py.display())))?;
         if !out.status.success() {
-            return Err(BenchError::Peer(String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(BenchError::Peer(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
         let peer: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout)
             .map_err(|e| BenchError::Peer(format!("unreadable output: {e}")))?;
@@ -181,9 +189,21 @@ pub fn run(json: bool, seconds: f64, python: Option<PathBuf>) -> Result<(), Benc
         _ => None,
     };
     let ratios = [
-        ("sign_small_vs_openssl_rsa_sign", ratio("sign_small_per_s", "openssl_rsa_sign_per_s"), 0.95),
-        ("verify_small_vs_xmlsec", ratio("verify_small_per_s", "xmlsec_verify_small_per_s"), 5.0),
-        ("c14n_large_vs_lxml", ratio("c14n_large_mb_s", "lxml_c14n_large_mb_s"), 2.0),
+        (
+            "sign_small_vs_openssl_rsa_sign",
+            ratio("sign_small_per_s", "openssl_rsa_sign_per_s"),
+            0.95,
+        ),
+        (
+            "verify_small_vs_xmlsec",
+            ratio("verify_small_per_s", "xmlsec_verify_small_per_s"),
+            5.0,
+        ),
+        (
+            "c14n_large_vs_lxml",
+            ratio("c14n_large_mb_s", "lxml_c14n_large_mb_s"),
+            2.0,
+        ),
     ];
     for (k, v, _) in &ratios {
         if let Some(v) = v {
@@ -209,7 +229,9 @@ pub fn run(json: bool, seconds: f64, python: Option<PathBuf>) -> Result<(), Benc
             }
         }
         if !peer_ran {
-            println!("\nno Python peer: run ./tests/run once to create target/venv, or pass --python");
+            println!(
+                "\nno Python peer: run ./tests/run once to create target/venv, or pass --python"
+            );
         }
     }
     Ok(())

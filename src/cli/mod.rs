@@ -174,7 +174,8 @@ fn read_input(input: &Input) -> Result<Vec<u8>, Fail> {
             .take(input.max_size as u64 + 1)
             .read_to_end(&mut buf)
     } else {
-        std::fs::File::open(&input.file).and_then(|f| f.take(input.max_size as u64 + 1).read_to_end(&mut buf))
+        std::fs::File::open(&input.file)
+            .and_then(|f| f.take(input.max_size as u64 + 1).read_to_end(&mut buf))
     };
     res.map_err(failed(&input.file))?;
     if buf.len() > input.max_size {
@@ -209,9 +210,12 @@ pub fn run() -> ExitCode {
         },
         Command::Xml { command } => xml_command(command),
         Command::Bench { command } => match command {
-            BenchCommand::Xml { json, seconds, python } => {
-                crate::bench::xml::run(json, seconds, python).map_err(|e| Fail::Failed(e.to_string()))
-            }
+            BenchCommand::Xml {
+                json,
+                seconds,
+                python,
+            } => crate::bench::xml::run(json, seconds, python)
+                .map_err(|e| Fail::Failed(e.to_string())),
         },
     };
     match result {
@@ -246,19 +250,31 @@ fn ids_check(kind: IdKind, value: &str) -> CmdResult {
         }
         IdKind::Pib => {
             let p = ids::Pib::parse(value).map_err(invalid)?;
-            vec![format!("valid PIB {p}"), format!("check digit: {}", &value[8..])]
+            vec![
+                format!("valid PIB {p}"),
+                format!("check digit: {}", &value[8..]),
+            ]
         }
         IdKind::Mb => {
             let m = ids::Mb::parse(value).map_err(invalid)?;
-            vec![format!("valid MB {m}"), format!("check digit: {}", &value[7..])]
+            vec![
+                format!("valid MB {m}"),
+                format!("check digit: {}", &value[7..]),
+            ]
         }
         IdKind::Ko => {
             let k = ids::KoCode::parse(value).map_err(invalid)?;
-            vec![format!("valid KO code {k}"), format!("check digit: {}", &value[5..])]
+            vec![
+                format!("valid KO code {k}"),
+                format!("check digit: {}", &value[5..]),
+            ]
         }
         IdKind::Municipality => {
             let k = ids::MunicipalityCode::parse(value).map_err(invalid)?;
-            vec![format!("valid municipality code {k}"), format!("check digit: {}", &value[4..])]
+            vec![
+                format!("valid municipality code {k}"),
+                format!("check digit: {}", &value[4..]),
+            ]
         }
         IdKind::Parcel => {
             let (ko, parcel) = match value.split_once(':') {
@@ -324,9 +340,11 @@ fn xml_command(cmd: XmlCommand) -> CmdResult {
             let key_pem = std::fs::read(&key).map_err(failed(&key.display().to_string()))?;
             let cert_pem = std::fs::read(&cert).map_err(failed(&cert.display().to_string()))?;
             let alg = alg.as_deref().and_then(xml::Algorithm::from_name);
-            let k = xml::SigningKey::from_pem(&key_pem, &cert_pem, alg).map_err(|e| Fail::Failed(e.to_string()))?;
+            let k = xml::SigningKey::from_pem(&key_pem, &cert_pem, alg)
+                .map_err(|e| Fail::Failed(e.to_string()))?;
             let bytes = read_input(&input)?;
-            let signed = xml::sign(&bytes, &k, &limits(&input)).map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            let signed = xml::sign(&bytes, &k, &limits(&input))
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
             match out {
                 Some(p) => std::fs::write(&p, signed).map_err(failed(&p.display().to_string())),
                 None => write_stdout(&signed),
@@ -336,7 +354,8 @@ fn xml_command(cmd: XmlCommand) -> CmdResult {
             let pem = std::fs::read(&trust).map_err(failed(&trust.display().to_string()))?;
             let store = xml::TrustStore::from_pem(&pem).map_err(|e| Fail::Failed(e.to_string()))?;
             let bytes = read_input(&input)?;
-            let v = xml::verify(&bytes, &store, &limits(&input)).map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
+            let v = xml::verify(&bytes, &store, &limits(&input))
+                .map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
             println!(
                 "valid {} signature by {}",
                 v.algorithm.name(),
@@ -346,9 +365,11 @@ fn xml_command(cmd: XmlCommand) -> CmdResult {
         }
         XmlCommand::Validate { schemas, input } => {
             let dir = schemas.unwrap_or_else(xml::schema::default_dir);
-            let v = xml::schema::Validator::start(&dir, limits(&input)).map_err(|e| Fail::Failed(e.to_string()))?;
+            let v = xml::schema::Validator::start(&dir, limits(&input))
+                .map_err(|e| Fail::Failed(e.to_string()))?;
             let bytes = read_input(&input)?;
-            v.validate(&bytes).map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            v.validate(&bytes)
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
             println!("{}: valid", input.file);
             Ok(())
         }

@@ -240,7 +240,9 @@ impl Jmbg {
 
     pub fn serial(&self) -> u16 {
         let b = self.0.as_bytes();
-        b[9..12].iter().fold(0u16, |a, &x| a * 10 + (x - b'0') as u16)
+        b[9..12]
+            .iter()
+            .fold(0u16, |a, &x| a * 10 + (x - b'0') as u16)
     }
 
     pub fn sex(&self) -> Sex {
@@ -479,7 +481,10 @@ mod tests {
             e("3102981717776"),
             "day 31 does not exist in month 02 of 1981"
         );
-        assert_eq!(e("2902001717776"), "day 29 does not exist in month 02 of 2001");
+        assert_eq!(
+            e("2902001717776"),
+            "day 29 does not exist in month 02 of 2001"
+        );
         assert_eq!(e("0513981717776"), "month 13 does not exist");
         assert_eq!(e("051298171777"), "JMBG must have 13 digits, found 12");
         assert_eq!(

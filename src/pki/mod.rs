@@ -101,15 +101,33 @@ pub fn issue(
     match spec.role {
         Role::Ca => {
             b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()?,
+            )?;
         }
         Role::Signing => {
             b.append_extension(BasicConstraints::new().build()?)?;
-            b.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .digital_signature()
+                    .non_repudiation()
+                    .build()?,
+            )?;
         }
         Role::TlsServer | Role::TlsClient => {
             b.append_extension(BasicConstraints::new().build()?)?;
-            b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .digital_signature()
+                    .key_encipherment()
+                    .build()?,
+            )?;
             let mut eku = ExtendedKeyUsage::new();
             if spec.role == Role::TlsServer {
                 eku.server_auth();
@@ -175,8 +193,16 @@ mod tests {
     #[test]
     fn leaf_chains_to_its_ca() {
         let ca = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
-        let leaf = Issued::new(&CertSpec::new("signer", Role::Signing), KeyKind::EcP256, Some(&ca)).unwrap();
+        let leaf = Issued::new(
+            &CertSpec::new("signer", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca),
+        )
+        .unwrap();
         assert!(leaf.cert.verify(&ca.key).unwrap());
-        assert_eq!(leaf.cert.issuer_name().to_der().unwrap(), ca.cert.subject_name().to_der().unwrap());
+        assert_eq!(
+            leaf.cert.issuer_name().to_der().unwrap(),
+            ca.cert.subject_name().to_der().unwrap()
+        );
     }
 }

@@ -73,7 +73,13 @@ impl Options {
     pub fn with_prefix_list(mut self, list: &str) -> Options {
         self.inclusive_prefixes = list
             .split_ascii_whitespace()
-            .map(|p| if p == "#default" { String::new() } else { p.to_owned() })
+            .map(|p| {
+                if p == "#default" {
+                    String::new()
+                } else {
+                    p.to_owned()
+                }
+            })
             .collect();
         self
     }
@@ -225,7 +231,10 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
         if self.opts.exclusive {
             cand.push((el.prefix, el.ns));
             for a in &el.attrs {
-                if !a.prefix.is_empty() && a.prefix != "xml" && !cand.iter().any(|(p, _)| *p == a.prefix) {
+                if !a.prefix.is_empty()
+                    && a.prefix != "xml"
+                    && !cand.iter().any(|(p, _)| *p == a.prefix)
+                {
                     cand.push((a.prefix, a.ns));
                 }
             }
@@ -298,7 +307,8 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
         let start = self.name_ends.last().copied().unwrap_or(0);
         self.scratch.clear();
         self.scratch.extend_from_slice(b"</");
-        self.scratch.extend_from_slice(&self.names.as_bytes()[start..]);
+        self.scratch
+            .extend_from_slice(&self.names.as_bytes()[start..]);
         self.scratch.push(b'>');
         self.out.put(&self.scratch);
         self.names.truncate(start);
@@ -419,7 +429,10 @@ mod tests {
 
     #[test]
     fn default_namespace_undeclaration() {
-        assert_eq!(exc("<r xmlns='u'><c xmlns=''/></r>"), "<r xmlns=\"u\"><c xmlns=\"\"></c></r>");
+        assert_eq!(
+            exc("<r xmlns='u'><c xmlns=''/></r>"),
+            "<r xmlns=\"u\"><c xmlns=\"\"></c></r>"
+        );
         assert_eq!(exc("<r><c xmlns=''/></r>"), "<r><c></c></r>");
     }
 

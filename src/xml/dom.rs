@@ -199,7 +199,8 @@ impl Document {
     }
 
     pub fn is(&self, id: NodeId, ns: &str, local: &str) -> bool {
-        self.element(id).is_some_and(|e| e.ns == ns && e.local == local)
+        self.element(id)
+            .is_some_and(|e| e.ns == ns && e.local == local)
     }
 
     /// Every element in the document with this expanded name, in order.
@@ -241,9 +242,9 @@ impl Document {
     /// Does `id` have any non-whitespace text child directly?
     pub fn has_text_content(&self, id: NodeId) -> bool {
         self.element(id).is_some_and(|e| {
-            e.children.iter().any(|&c| {
-                matches!(&self.nodes[c.0].kind, NodeKind::Text(t) if !t.trim().is_empty())
-            })
+            e.children.iter().any(
+                |&c| matches!(&self.nodes[c.0].kind, NodeKind::Text(t) if !t.trim().is_empty()),
+            )
         })
     }
 
@@ -356,7 +357,14 @@ mod tests {
     fn replay_equals_streaming() {
         let doc = "<?p x?><!--a--><r xmlns='u' xmlns:q='v'>t&amp;x<q:c q:a='1'>y</q:c><!--b--></r>";
         let d = Document::parse(doc.as_bytes(), &Limits::default()).unwrap();
-        for opts in [Options::exclusive(), Options::default(), Options { with_comments: true, ..Options::exclusive() }] {
+        for opts in [
+            Options::exclusive(),
+            Options::default(),
+            Options {
+                with_comments: true,
+                ..Options::exclusive()
+            },
+        ] {
             let tree = d.canonicalize_without(None, &opts, Vec::new());
             let stream = canonicalize(doc.as_bytes(), &opts, &Limits::default()).unwrap();
             assert_eq!(tree, stream.as_bytes());

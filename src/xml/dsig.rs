@@ -122,7 +122,11 @@ pub struct SigningKey {
 impl SigningKey {
     /// Loads a PEM private key and certificate. The algorithm follows the
     /// key type unless `alg` forces one (which must fit).
-    pub fn from_pem(key_pem: &[u8], cert_pem: &[u8], alg: Option<Algorithm>) -> Result<SigningKey, DsigError> {
+    pub fn from_pem(
+        key_pem: &[u8],
+        cert_pem: &[u8],
+        alg: Option<Algorithm>,
+    ) -> Result<SigningKey, DsigError> {
         let key = PKey::private_key_from_pem(key_pem)
             .map_err(|e| DsigError::Key(format!("cannot read private key: {e}")))?;
         let cert = X509::from_pem(cert_pem)
@@ -136,19 +140,28 @@ impl SigningKey {
                 }
                 Algorithm::EcdsaSha256
             }
-            other => return Err(DsigError::Key(format!("unsupported key type {other:?}; use RSA or EC P-256"))),
+            other => {
+                return Err(DsigError::Key(format!(
+                    "unsupported key type {other:?}; use RSA or EC P-256"
+                )))
+            }
         };
         if let Some(a) = alg {
             if a != natural {
+                let kind = match natural {
+                    Algorithm::RsaSha256 => "an RSA",
+                    Algorithm::EcdsaSha256 => "an EC P-256",
+                };
                 return Err(DsigError::Key(format!(
-                    "algorithm {} does not fit a {} key",
-                    a.name(),
-                    natural.name().split('-').next().unwrap_or_default()
+                    "algorithm {} does not fit {kind} key",
+                    a.name()
                 )));
             }
         }
         if !cert.public_key()?.public_eq(&key) {
-            return Err(DsigError::Key("the certificate does not belong to the private key".into()));
+            return Err(DsigError::Key(
+                "the certificate does not belong to the private key".into(),
+            ));
         }
         Ok(SigningKey {
             key,
@@ -273,7 +286,9 @@ impl TrustStore {
         let certs = X509::stack_from_pem(pem)
             .map_err(|e| DsigError::Certificate(format!("cannot read trust anchors: {e}")))?;
         if certs.is_empty() {
-            return Err(DsigError::Certificate("the trust file holds no certificate".into()));
+            return Err(DsigError::Certificate(
+                "the trust file holds no certificate".into(),
+            ));
         }
         let mut b = X509StoreBuilder::new()?;
         for c in certs {
@@ -308,7 +323,11 @@ pub fn name_to_string(n: &openssl::x509::X509NameRef) -> String {
     n.entries()
         .map(|e| {
             let k = e.object().nid().short_name().unwrap_or("?");
-            let v = e.data().as_utf8().map(|s| s.to_string()).unwrap_or_default();
+            let v = e
+                .data()
+                .as_utf8()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             format!("{k}={v}")
         })
         .collect::<Vec<_>>()
@@ -332,7 +351,11 @@ fn refused(what: &'static str, uri: &str) -> DsigError {
     } else {
         "not in the protocol profile"
     };
-    DsigError::Refused { what, uri: uri.to_owned(), why }
+    DsigError::Refused {
+        what,
+        uri: uri.to_owned(),
+        why,
+    }
 }
 
 /// Elements of the signature: each must be exactly where the profile puts
@@ -348,22 +371,38 @@ impl Sig<'_> {
         }
         let kids: Vec<NodeId> = self.doc.child_elements(id).collect();
         for &k in &kids {
-            if self.doc.element(k).is_some_and(|e| e.ns != DSIG_NS && !(e.ns == EXC_C14N && e.local == "InclusiveNamespaces")) {
-                let q = self.doc.element(k).map(|e| e.qname.clone()).unwrap_or_default();
-                return Err(DsigError::Structure(format!("unexpected element {q} in {what}")));
+            if self.doc.element(k).is_some_and(|e| {
+                e.ns != DSIG_NS && !(e.ns == EXC_C14N && e.local == "InclusiveNamespaces")
+            }) {
+                let q = self
+                    .doc
+                    .element(k)
+                    .map(|e| e.qname.clone())
+                    .unwrap_or_default();
+                return Err(DsigError::Structure(format!(
+                    "unexpected element {q} in {what}"
+                )));
             }
         }
         Ok(kids)
     }
 
-    fn expect(&self, kids: &[NodeId], i: usize, local: &str, parent: &str) -> Result<NodeId, DsigError> {
+    fn expect(
+        &self,
+        kids: &[NodeId],
+        i: usize,
+        local: &str,
+        parent: &str,
+    ) -> Result<NodeId, DsigError> {
         match kids.get(i) {
             Some(&k) if self.doc.is(k, DSIG_NS, local) => Ok(k),
             Some(&k) => Err(DsigError::Structure(format!(
                 "expected ds:{local} in ds:{parent}, found {}",
                 self.doc.element(k).map(|e| e.qname.as_str()).unwrap_or("?")
             ))),
-            None => Err(DsigError::Structure(format!("ds:{parent} lacks ds:{local}"))),
+            None => Err(DsigError::Structure(format!(
+                "ds:{parent} lacks ds:{local}"
+            ))),
         }
     }
 
@@ -371,7 +410,10 @@ impl Sig<'_> {
         self.doc.attr(id, "Algorithm").ok_or_else(|| {
             DsigError::Structure(format!(
                 "{} has no Algorithm",
-                self.doc.element(id).map(|e| e.qname.as_str()).unwrap_or("?")
+                self.doc
+                    .element(id)
+                    .map(|e| e.qname.as_str())
+                    .unwrap_or("?")
             ))
         })
     }
@@ -390,7 +432,11 @@ impl Sig<'_> {
                 let list = self.doc.attr(*k, "PrefixList").unwrap_or_default();
                 opts = opts.with_prefix_list(list);
             }
-            _ => return Err(DsigError::Structure(format!("unexpected content in {what}"))),
+            _ => {
+                return Err(DsigError::Structure(format!(
+                    "unexpected content in {what}"
+                )))
+            }
         }
         Ok(opts)
     }
@@ -430,7 +476,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         return Err(DsigError::Placement(format!("it must be {want}")));
     }
     if doc.child_elements(expected_parent).last() != Some(signature) {
-        return Err(DsigError::Placement("it must be the last child element of its parent".into()));
+        return Err(DsigError::Placement(
+            "it must be the last child element of its parent".into(),
+        ));
     }
 
     let s = Sig { doc: &doc };
@@ -439,8 +487,13 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     let sig_value = s.expect(&kids, 1, "SignatureValue", "Signature")?;
     let key_info = s.expect(&kids, 2, "KeyInfo", "Signature")?;
     if let Some(&extra) = kids.get(3) {
-        let q = doc.element(extra).map(|e| e.qname.clone()).unwrap_or_default();
-        return Err(DsigError::Structure(format!("{q} after ds:KeyInfo is not accepted")));
+        let q = doc
+            .element(extra)
+            .map(|e| e.qname.clone())
+            .unwrap_or_default();
+        return Err(DsigError::Structure(format!(
+            "{q} after ds:KeyInfo is not accepted"
+        )));
     }
 
     let si = s.children(signed_info, "ds:SignedInfo")?;
@@ -455,7 +508,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     let refs: Vec<NodeId> = si[2..].to_vec();
     if refs.len() != 1 || !doc.is(refs[0], DSIG_NS, "Reference") {
         return Err(DsigError::ReferenceCount(
-            refs.iter().filter(|&&r| doc.is(r, DSIG_NS, "Reference")).count(),
+            refs.iter()
+                .filter(|&&r| doc.is(r, DSIG_NS, "Reference"))
+                .count(),
         ));
     }
     let reference = refs[0];
@@ -469,12 +524,16 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     let digest_method = s.expect(&r, 1, "DigestMethod", "Reference")?;
     let digest_value = s.expect(&r, 2, "DigestValue", "Reference")?;
     if r.len() > 3 {
-        return Err(DsigError::Structure("unexpected content in ds:Reference".into()));
+        return Err(DsigError::Structure(
+            "unexpected content in ds:Reference".into(),
+        ));
     }
     let t = s.children(transforms, "ds:Transforms")?;
     for &x in &t {
         if !doc.is(x, DSIG_NS, "Transform") {
-            return Err(DsigError::Structure("ds:Transforms may contain only ds:Transform".into()));
+            return Err(DsigError::Structure(
+                "ds:Transforms may contain only ds:Transform".into(),
+            ));
         }
     }
     if t.len() != 2 {
@@ -498,7 +557,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         });
     }
     if doc.child_elements(t[0]).next().is_some() {
-        return Err(DsigError::Structure("unexpected content in the enveloped-signature transform".into()));
+        return Err(DsigError::Structure(
+            "unexpected content in the enveloped-signature transform".into(),
+        ));
     }
     let ref_opts = s.exc_c14n(t[1], "transform")?;
     let dm = s.algorithm(digest_method)?;
@@ -520,11 +581,16 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     for c in doc.child_elements(x509data) {
         if doc.is(c, DSIG_NS, "X509Certificate") {
             let der = b64_decode(&doc.text(c), "ds:X509Certificate")?;
-            certs.push(X509::from_der(&der).map_err(|e| DsigError::Certificate(format!("cannot parse: {e}")))?);
+            certs.push(
+                X509::from_der(&der)
+                    .map_err(|e| DsigError::Certificate(format!("cannot parse: {e}")))?,
+            );
         }
     }
     if certs.is_empty() {
-        return Err(DsigError::Structure("ds:X509Data has no ds:X509Certificate".into()));
+        return Err(DsigError::Structure(
+            "ds:X509Data has no ds:X509Certificate".into(),
+        ));
     }
     let signer = certs.remove(0);
     check_certificate(&signer, certs, trust)?;
@@ -580,7 +646,11 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     })
 }
 
-fn check_certificate(signer: &X509, intermediates: Vec<X509>, trust: &TrustStore) -> Result<(), DsigError> {
+fn check_certificate(
+    signer: &X509,
+    intermediates: Vec<X509>,
+    trust: &TrustStore,
+) -> Result<(), DsigError> {
     if let Some(ku) = signer.key_usage() {
         if !ku.intersects(X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION) {
             return Err(DsigError::Certificate(

@@ -118,7 +118,10 @@ impl XmlError {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         XmlError {
             kind,
             offset,
@@ -308,9 +311,9 @@ fn normalize_attr(raw: &str) -> Result<Cow<'_, str>, XmlErrorKind> {
         match c {
             b'<' => return Err(XmlErrorKind::LtInAttribute),
             b'&' => {
-                let end = rest
-                    .find(';')
-                    .ok_or_else(|| XmlErrorKind::Syntax("unterminated reference in attribute value".into()))?;
+                let end = rest.find(';').ok_or_else(|| {
+                    XmlErrorKind::Syntax("unterminated reference in attribute value".into())
+                })?;
                 out.push(decode_ref(&rest[..end])?);
                 rest = &rest[end + 1..];
             }
@@ -434,26 +437,35 @@ impl<'a> Parser<'a> {
             match ev {
                 Event::Decl(d) => {
                     if !first {
-                        return self.fail(pos, XmlErrorKind::Declaration(
-                            "the XML declaration must come first".into(),
-                        ));
+                        return self.fail(
+                            pos,
+                            XmlErrorKind::Declaration("the XML declaration must come first".into()),
+                        );
                     }
                     if let Some(enc) = d.encoding() {
-                        let enc = enc.map_err(|e| XmlError::new(self.input, pos, XmlErrorKind::Declaration(e.to_string())))?;
+                        let enc = enc.map_err(|e| {
+                            XmlError::new(self.input, pos, XmlErrorKind::Declaration(e.to_string()))
+                        })?;
                         if !enc.eq_ignore_ascii_case("utf-8") {
-                            return self.fail(pos, XmlErrorKind::Encoding(format!(
-                                "the declaration names encoding {:?}",
-                                enc
-                            )));
+                            return self.fail(
+                                pos,
+                                XmlErrorKind::Encoding(format!(
+                                    "the declaration names encoding {:?}",
+                                    enc
+                                )),
+                            );
                         }
                     }
                     match d.version() {
                         Ok(v) if v == "1.0" => {}
                         Ok(v) => {
-                            return self.fail(pos, XmlErrorKind::Declaration(format!(
-                                "version {:?} is not supported, only 1.0",
-                                v
-                            )))
+                            return self.fail(
+                                pos,
+                                XmlErrorKind::Declaration(format!(
+                                    "version {:?} is not supported, only 1.0",
+                                    v
+                                )),
+                            )
                         }
                         Err(e) => return self.fail(pos, XmlErrorKind::Declaration(e.to_string())),
                     }
@@ -495,7 +507,10 @@ impl<'a> Parser<'a> {
                 Event::PI(p) => {
                     let raw: &str = &p;
                     let (target, data) = match raw.find(|c: char| c.is_ascii_whitespace()) {
-                        Some(i) => (&raw[..i], raw[i..].trim_start_matches(|c: char| c.is_ascii_whitespace())),
+                        Some(i) => (
+                            &raw[..i],
+                            raw[i..].trim_start_matches(|c: char| c.is_ascii_whitespace()),
+                        ),
                         None => (raw, ""),
                     };
                     if !check_ncname(target) || target.eq_ignore_ascii_case("xml") {
@@ -528,7 +543,10 @@ impl<'a> Parser<'a> {
             return self.fail(pos, XmlErrorKind::TextTooLong(self.limits.max_text_len));
         }
         if let Some(i) = memchr::memmem::find(raw.as_bytes(), b"]]>") {
-            return self.fail(pos + i, XmlErrorKind::Syntax("']]>' is not allowed in text".into()));
+            return self.fail(
+                pos + i,
+                XmlErrorKind::Syntax("']]>' is not allowed in text".into()),
+            );
         }
         sink.text(&normalize_newlines(raw));
         Ok(())
@@ -562,17 +580,31 @@ impl<'a> Parser<'a> {
         if qname.len() > self.limits.max_name_len {
             return self.fail(pos, XmlErrorKind::NameTooLong(self.limits.max_name_len));
         }
-        let (prefix, local) = split_qname(qname)
-            .ok_or_else(|| XmlError::new(self.input, self.base + pos, XmlErrorKind::BadName(qname.to_owned())))?;
+        let (prefix, local) = split_qname(qname).ok_or_else(|| {
+            XmlError::new(
+                self.input,
+                self.base + pos,
+                XmlErrorKind::BadName(qname.to_owned()),
+            )
+        })?;
 
         // Raw attributes first: declarations must be known before any
         // prefix on this element can be resolved.
         let mut raw_attrs: Vec<(&str, Cow<'_, str>)> = Vec::new();
         let mut decls: Vec<(&str, Cow<'_, str>)> = Vec::new();
         for a in e.attributes().with_checks(true) {
-            let a = a.map_err(|er| XmlError::new(self.input, self.base + pos, XmlErrorKind::Syntax(er.to_string())))?;
+            let a = a.map_err(|er| {
+                XmlError::new(
+                    self.input,
+                    self.base + pos,
+                    XmlErrorKind::Syntax(er.to_string()),
+                )
+            })?;
             if raw_attrs.len() + decls.len() >= self.limits.max_attributes {
-                return self.fail(pos, XmlErrorKind::TooManyAttributes(self.limits.max_attributes));
+                return self.fail(
+                    pos,
+                    XmlErrorKind::TooManyAttributes(self.limits.max_attributes),
+                );
             }
             let key: &str = a.key.0;
             if key.len() > self.limits.max_name_len {
@@ -582,7 +614,12 @@ impl<'a> Parser<'a> {
                 Cow::Borrowed(b) => b,
                 // quick-xml borrows from a &str input; an owned value would
                 // only come from a reader that decodes, which we do not use.
-                Cow::Owned(_) => return self.fail(pos, XmlErrorKind::Syntax("unexpected attribute encoding".into())),
+                Cow::Owned(_) => {
+                    return self.fail(
+                        pos,
+                        XmlErrorKind::Syntax("unexpected attribute encoding".into()),
+                    )
+                }
             };
             if rawv.len() > self.limits.max_text_len {
                 return self.fail(pos, XmlErrorKind::TextTooLong(self.limits.max_text_len));
@@ -598,7 +635,9 @@ impl<'a> Parser<'a> {
         }
 
         for (p, uri) in &decls {
-            let bad = |m: String| XmlError::new(self.input, self.base + pos, XmlErrorKind::BadNamespace(m));
+            let bad = |m: String| {
+                XmlError::new(self.input, self.base + pos, XmlErrorKind::BadNamespace(m))
+            };
             if !p.is_empty() && !check_ncname(p) {
                 return Err(bad(format!("invalid prefix {p:?}")));
             }
@@ -615,7 +654,14 @@ impl<'a> Parser<'a> {
                 return Err(bad(format!("prefix {p:?} cannot be undeclared in XML 1.0")));
             }
             if decls.iter().filter(|(q, _)| q == p).count() > 1 {
-                return self.fail(pos, XmlErrorKind::DuplicateAttribute(if p.is_empty() { "xmlns".into() } else { format!("xmlns:{p}") }));
+                return self.fail(
+                    pos,
+                    XmlErrorKind::DuplicateAttribute(if p.is_empty() {
+                        "xmlns".into()
+                    } else {
+                        format!("xmlns:{p}")
+                    }),
+                );
             }
         }
 
@@ -631,8 +677,13 @@ impl<'a> Parser<'a> {
         let el_ns = self.resolve(prefix, true, pos)?;
         let mut resolved: Vec<(&str, &str, String)> = Vec::with_capacity(raw_attrs.len());
         for (key, _) in &raw_attrs {
-            let (p, l) = split_qname(key)
-                .ok_or_else(|| XmlError::new(self.input, self.base + pos, XmlErrorKind::BadName((*key).to_owned())))?;
+            let (p, l) = split_qname(key).ok_or_else(|| {
+                XmlError::new(
+                    self.input,
+                    self.base + pos,
+                    XmlErrorKind::BadName((*key).to_owned()),
+                )
+            })?;
             let ns = if p.is_empty() {
                 String::new()
             } else {
@@ -701,7 +752,10 @@ impl<'a> Parser<'a> {
             });
         }
         if prefix == "xmlns" {
-            return self.fail(pos, XmlErrorKind::BadNamespace("xmlns is not a usable prefix".into()));
+            return self.fail(
+                pos,
+                XmlErrorKind::BadNamespace("xmlns is not a usable prefix".into()),
+            );
         }
         match self.lookup(prefix) {
             Some(u) => Ok(u.to_owned()),
@@ -783,7 +837,12 @@ mod tests {
         b.extend("<a/>".encode_utf16().flat_map(|u| u.to_le_bytes()));
         let e = parse(&b, &Limits::default(), &mut Trace::default()).unwrap_err();
         assert!(matches!(e.kind, XmlErrorKind::Encoding(_)));
-        let e = parse(b"<a>\xC3\x28</a>", &Limits::default(), &mut Trace::default()).unwrap_err();
+        let e = parse(
+            b"<a>\xC3\x28</a>",
+            &Limits::default(),
+            &mut Trace::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e.kind, XmlErrorKind::Encoding(_)));
         assert_eq!(e.offset, 3);
         assert!(run("\u{FEFF}<a/>").is_ok());
@@ -796,7 +855,10 @@ mod tests {
         let ok = "<a>".repeat(64) + &"</a>".repeat(64);
         assert!(run(&ok).is_ok());
         let attrs: String = (0..257).map(|i| format!(" a{i}='x'")).collect();
-        assert_eq!(kind(&format!("<a{attrs}/>")), XmlErrorKind::TooManyAttributes(256));
+        assert_eq!(
+            kind(&format!("<a{attrs}/>")),
+            XmlErrorKind::TooManyAttributes(256)
+        );
         let l = Limits {
             max_size: 10,
             ..Limits::default()
@@ -820,7 +882,10 @@ mod tests {
         assert_eq!(kind("<a>&#0;</a>"), XmlErrorKind::BadChar(0));
         assert_eq!(kind("<a b='<'/>"), XmlErrorKind::LtInAttribute);
         assert!(matches!(kind("<a></b>"), XmlErrorKind::Syntax(_)));
-        assert!(matches!(kind("<a xmlns:p=''/>"), XmlErrorKind::BadNamespace(_)));
+        assert!(matches!(
+            kind("<a xmlns:p=''/>"),
+            XmlErrorKind::BadNamespace(_)
+        ));
         let e = run("<a>\n  <b>&nope;</b></a>").unwrap_err();
         assert_eq!((e.line, e.column), (2, 6));
         assert_eq!(

@@ -47,7 +47,10 @@ pub fn tool(name: &str) -> Command {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
         .unwrap_or(false);
-    assert!(found, "{name} not found on PATH: run ./tests/run, which installs it");
+    assert!(
+        found,
+        "{name} not found on PATH: run ./tests/run, which installs it"
+    );
     Command::new(name)
 }
 
@@ -76,16 +79,36 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Pki {
         let ca = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::Rsa2048, None).unwrap();
-        let rsa = Issued::new(&CertSpec::new("registry signer rsa", Role::Signing), KeyKind::Rsa2048, Some(&ca)).unwrap();
-        let ec = Issued::new(&CertSpec::new("registry signer ec", Role::Signing), KeyKind::EcP256, Some(&ca)).unwrap();
-        let other_ca = Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
-        let foreign = Issued::new(&CertSpec::new("foreign signer", Role::Signing), KeyKind::EcP256, Some(&other_ca)).unwrap();
+        let rsa = Issued::new(
+            &CertSpec::new("registry signer rsa", Role::Signing),
+            KeyKind::Rsa2048,
+            Some(&ca),
+        )
+        .unwrap();
+        let ec = Issued::new(
+            &CertSpec::new("registry signer ec", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca),
+        )
+        .unwrap();
+        let other_ca =
+            Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let foreign = Issued::new(
+            &CertSpec::new("foreign signer", Role::Signing),
+            KeyKind::EcP256,
+            Some(&other_ca),
+        )
+        .unwrap();
         let mut exp = CertSpec::new("expired signer", Role::Signing);
         exp.not_before_days = -30;
         exp.not_after_days = -1;
         let expired = Issued::new(&exp, KeyKind::EcP256, Some(&ca)).unwrap();
-        let encryption_only =
-            Issued::new(&CertSpec::new("encryption only", Role::EncryptionOnly), KeyKind::Rsa2048, Some(&ca)).unwrap();
+        let encryption_only = Issued::new(
+            &CertSpec::new("encryption only", Role::EncryptionOnly),
+            KeyKind::Rsa2048,
+            Some(&ca),
+        )
+        .unwrap();
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
             ca,
@@ -116,7 +139,12 @@ impl Pki {
     }
 
     pub fn key(&self, which: &Issued) -> jum_gateway::xml::SigningKey {
-        jum_gateway::xml::SigningKey::from_pem(&which.key_pem().unwrap(), &which.cert_pem().unwrap(), None).unwrap()
+        jum_gateway::xml::SigningKey::from_pem(
+            &which.key_pem().unwrap(),
+            &which.cert_pem().unwrap(),
+            None,
+        )
+        .unwrap()
     }
 
     pub fn trust(&self) -> jum_gateway::xml::TrustStore {
