@@ -308,3 +308,54 @@ thread_local! {
     static PKI: SharedPki = SharedPki(std::rc::Rc::new(Pki::new()));
     static SIGNED: String = PKI.with(|p| signed(&p.0));
 }
+
+#[test]
+fn a_remembered_certificate_does_not_weaken_any_check() {
+    let pki = Pki::new();
+    let mut trust = pki.trust();
+    let doc = signed(&pki);
+    for _ in 0..3 {
+        xml::verify(doc.as_bytes(), &trust, &Limits::default()).unwrap();
+    }
+    let tampered = doc.replace("0512981717776", "0512981717777");
+    assert!(matches!(
+        xml::verify(tampered.as_bytes(), &trust, &Limits::default()),
+        Err(DsigError::DigestMismatch)
+    ));
+    let foreign = xml::sign(
+        envelope().as_bytes(),
+        &pki.key(&pki.foreign),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        xml::verify(&foreign, &trust, &Limits::default()),
+        Err(DsigError::Untrusted(_))
+    ));
+    trust.subject_pin = Some("CN=cadastre".into());
+    assert!(matches!(
+        xml::verify(doc.as_bytes(), &trust, &Limits::default()),
+        Err(DsigError::Untrusted(_))
+    ));
+    // the signer's certificate with a different "intermediate" offered is a
+    // different chain, checked afresh
+    let theirs = between(&doc, "<ds:X509Certificate>", "</ds:X509Certificate>");
+    let other = String::from_utf8(
+        xml::sign(
+            envelope().as_bytes(),
+            &pki.key(&pki.foreign),
+            &Limits::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let foreign_cert = between(&other, "<ds:X509Certificate>", "</ds:X509Certificate>");
+    let with_extra = doc.replace(
+        &format!("{theirs}</ds:X509Certificate>"),
+        &format!(
+            "{theirs}</ds:X509Certificate><ds:X509Certificate>{foreign_cert}</ds:X509Certificate>"
+        ),
+    );
+    trust.subject_pin = None;
+    xml::verify(with_extra.as_bytes(), &trust, &Limits::default()).unwrap();
+}

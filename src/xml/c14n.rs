@@ -15,7 +15,9 @@
 
 use std::io::Write;
 
-use super::reader::{parse, Element, Limits, Sink, XmlError};
+use smallvec::SmallVec;
+
+use super::reader::{parse, Attr, Element, Limits, Sink, XmlError};
 
 /// Where canonical bytes go.
 pub trait Output {
@@ -227,7 +229,7 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
 
         // Namespace nodes to consider: for exclusive C14N the visibly
         // utilised prefixes plus the PrefixList; for inclusive, all in scope.
-        let mut cand: Vec<(&str, &str)> = Vec::new();
+        let mut cand: SmallVec<[(&str, &str); 8]> = SmallVec::new();
         if self.opts.exclusive {
             cand.push((el.prefix, el.ns));
             for a in &el.attrs {
@@ -246,7 +248,7 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
                 }
             }
         } else {
-            cand = self.in_scope.visible();
+            cand = self.in_scope.visible().into_iter().collect();
         }
         // The xml prefix is bound by definition and never declared.
         cand.retain(|(p, _)| *p != "xml");
@@ -256,8 +258,9 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
         self.scratch.push(b'<');
         self.scratch.extend_from_slice(el.qname.as_bytes());
         self.rendered.open();
-        let mut newly: Vec<(String, String)> = Vec::new();
         for (p, u) in cand {
+            // Candidates have distinct prefixes, so pushing as we go cannot
+            // change the answer for a later one.
             let cur = self.rendered.get(p);
             let render = if p.is_empty() {
                 // xmlns="" only undoes a non-empty default rendered above.
@@ -267,15 +270,19 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
             };
             if render {
                 emit_ns(&mut self.scratch, p, u);
-                newly.push((p.to_owned(), u.to_owned()));
+                self.rendered.push(p, u);
             }
         }
-        for (p, u) in &newly {
-            self.rendered.push(p, u);
-        }
 
-        let mut attrs: Vec<_> = el.attrs.iter().collect();
-        attrs.sort_unstable_by(|a, b| (a.ns, a.local).cmp(&(b.ns, b.local)));
+        let mut attrs: SmallVec<[&Attr<'_>; 4]> = el.attrs.iter().collect();
+        if attrs.len() > 1 {
+            // Unqualified attributes (empty namespace) are the common case;
+            // comparing their empty namespaces would cost a call each.
+            attrs.sort_unstable_by(|a, b| match (a.ns.is_empty(), b.ns.is_empty()) {
+                (true, true) => a.local.cmp(b.local),
+                _ => (a.ns, a.local).cmp(&(b.ns, b.local)),
+            });
+        }
         for a in attrs {
             self.scratch.push(b' ');
             if !a.prefix.is_empty() {
@@ -321,6 +328,11 @@ impl<O: Output> Sink for Canonicalizer<'_, O> {
     }
 
     fn text(&mut self, text: &str) {
+        let b = text.as_bytes();
+        if memchr::memchr3(b'&', b'<', b'>', b).is_none() && memchr::memchr(b'\r', b).is_none() {
+            self.out.put(b);
+            return;
+        }
         self.scratch.clear();
         escape_text(&mut self.scratch, text);
         self.out.put(&self.scratch);
@@ -381,6 +393,13 @@ fn escape_text(out: &mut Vec<u8>, s: &str) {
 
 fn escape_attr(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(b);
+        return;
+    }
     let mut last = 0;
     for (i, &c) in b.iter().enumerate() {
         let rep: &[u8] = match c {

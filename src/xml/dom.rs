@@ -5,6 +5,8 @@
 //! canonicaliser is replayed from this tree, never from a second parse.
 //! Nodes live in one arena in document order; ids are indexes.
 
+use smallvec::SmallVec;
+
 use super::reader::{parse, Attr, Element, Limits, NsDecl, Sink, XmlError};
 
 /// Index of a node in its [`Document`].
@@ -248,7 +250,7 @@ impl Document {
         })
     }
 
-    fn as_element<'d>(e: &'d ElementData, attrs: Vec<Attr<'d>>) -> Element<'d> {
+    fn as_element<'d>(e: &'d ElementData, attrs: SmallVec<[Attr<'d>; 4]>) -> Element<'d> {
         Element {
             qname: &e.qname,
             prefix: &e.prefix,
@@ -265,7 +267,7 @@ impl Document {
         }
     }
 
-    fn attrs_of(e: &ElementData) -> Vec<Attr<'_>> {
+    fn attrs_of(e: &ElementData) -> SmallVec<[Attr<'_>; 4]> {
         e.attrs
             .iter()
             .map(|a| Attr {
@@ -328,7 +330,7 @@ impl Document {
         let mut c = super::c14n::Canonicalizer::new(out, opts);
         for a in self.ancestors(id) {
             if let Some(e) = self.element(a) {
-                c.enter_context(&Self::as_element(e, Vec::new()));
+                c.enter_context(&Self::as_element(e, SmallVec::new()));
             }
         }
         self.replay(id, None, &mut c);

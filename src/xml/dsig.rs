@@ -19,15 +19,20 @@ use openssl::bn::BigNum;
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::sign::{Signer, Verifier};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509KeyUsage, X509StoreContext, X509};
 
-use super::c14n::Options;
+use super::c14n::{Canonicalizer, Options};
 use super::dom::{Document, NodeId};
-use super::reader::{Limits, XmlError};
+use super::reader::{parse, Element, Limits, Sink, XmlError};
 
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -218,27 +223,110 @@ fn signature_parent(doc: &Document) -> NodeId {
     root
 }
 
+/// An element that may receive the signature: its name and byte spans.
+#[derive(Default, Clone)]
+struct Slot {
+    qname: String,
+    start_span: (usize, usize),
+    end_span: (usize, usize),
+    empty: bool,
+}
+
+/// One streaming pass for signing, with no tree: the digest of the
+/// exclusive canonical form, where the signature goes (same rule as
+/// [`signature_parent`]), and whether the document is signed already.
+struct SignScan<'o> {
+    c14n: Canonicalizer<'o, openssl::sha::Sha256>,
+    depth: usize,
+    envelope: bool,
+    header_open: bool,
+    root: Option<Slot>,
+    header: Option<Slot>,
+    signed: bool,
+}
+
+impl Sink for SignScan<'_> {
+    fn start(&mut self, el: &Element<'_>) {
+        self.c14n.start(el);
+        let slot = || Slot {
+            qname: el.qname.to_owned(),
+            start_span: el.span,
+            end_span: el.span,
+            empty: el.empty,
+        };
+        if el.ns == DSIG_NS && el.local == "Signature" {
+            self.signed = true;
+        }
+        if self.depth == 0 {
+            self.root = Some(slot());
+            self.envelope = el.ns == SOAP_NS && el.local == "Envelope";
+        } else if self.depth == 1
+            && self.envelope
+            && self.header.is_none()
+            && el.ns == SOAP_NS
+            && el.local == "Header"
+        {
+            self.header = Some(slot());
+            self.header_open = true;
+        }
+        self.depth += 1;
+    }
+
+    fn end(&mut self, span: (usize, usize)) {
+        self.c14n.end(span);
+        self.depth -= 1;
+        match self.depth {
+            0 => {
+                if let Some(r) = &mut self.root {
+                    r.end_span = span;
+                }
+            }
+            1 if self.header_open => {
+                self.header_open = false;
+                if let Some(h) = &mut self.header {
+                    h.end_span = span;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        self.c14n.text(text);
+    }
+
+    fn comment(&mut self, text: &str) {
+        self.c14n.comment(text);
+    }
+
+    fn pi(&mut self, target: &str, data: &str) {
+        self.c14n.pi(target, data);
+    }
+}
+
 /// Signs a document: returns it byte for byte, with a `ds:Signature`
 /// inserted as the last child of the SOAP Header (or of the root).
 pub fn sign(input: &[u8], key: &SigningKey, limits: &Limits) -> Result<Vec<u8>, DsigError> {
-    let doc = Document::parse(input, limits)?;
-    if !doc.find_all(DSIG_NS, "Signature").is_empty() {
+    let opts = Options::exclusive();
+    let mut scan = SignScan {
+        c14n: Canonicalizer::new(openssl::sha::Sha256::new(), &opts),
+        depth: 0,
+        envelope: false,
+        header_open: false,
+        root: None,
+        header: None,
+        signed: false,
+    };
+    parse(input, limits, &mut scan)?;
+    if scan.signed {
         return Err(DsigError::AlreadySigned);
     }
-    let digest = doc
-        .canonicalize_without(None, &Options::exclusive(), openssl::sha::Sha256::new())
-        .finish();
-    sign_with_digest(input, &doc, &digest, key)
-}
+    let slot = scan
+        .header
+        .or(scan.root)
+        .ok_or_else(|| DsigError::Structure("no element to hold the signature".into()))?;
+    let digest = scan.c14n.finish().finish();
 
-/// Signing when the caller already has the parsed document and the digest
-/// of its exclusive canonical form (the envelope builder does).
-pub fn sign_with_digest(
-    input: &[u8],
-    doc: &Document,
-    digest: &[u8],
-    key: &SigningKey,
-) -> Result<Vec<u8>, DsigError> {
     let b64 = &base64::engine::general_purpose::STANDARD;
     let si = signed_info(key.alg, &b64.encode(digest));
     let sig = b64.encode(key.sign_bytes(si.as_bytes())?);
@@ -247,14 +335,10 @@ pub fn sign_with_digest(
 <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>",
         key.cert_b64
     );
-    let parent = signature_parent(doc);
-    let el = doc
-        .element(parent)
-        .ok_or_else(|| DsigError::Structure("no element to hold the signature".into()))?;
     let mut out = Vec::with_capacity(input.len() + signature.len() + 16);
-    if el.empty {
+    if slot.empty {
         // `<Header/>` becomes `<Header>…</Header>`.
-        let (s, e) = el.start_span;
+        let (s, e) = slot.start_span;
         let slash = input[s..e]
             .iter()
             .rposition(|&b| b == b'/')
@@ -263,10 +347,10 @@ pub fn sign_with_digest(
         out.extend_from_slice(&input[..slash]);
         out.push(b'>');
         out.extend_from_slice(signature.as_bytes());
-        out.extend_from_slice(format!("</{}>", el.qname).as_bytes());
+        out.extend_from_slice(format!("</{}>", slot.qname).as_bytes());
         out.extend_from_slice(&input[e..]);
     } else {
-        let at = el.end_span.0;
+        let at = slot.end_span.0;
         out.extend_from_slice(&input[..at]);
         out.extend_from_slice(signature.as_bytes());
         out.extend_from_slice(&input[at..]);
@@ -275,13 +359,46 @@ pub fn sign_with_digest(
 }
 
 /// Trust anchors for the signer certificates of one peer.
+///
+/// Verified signer certificates are remembered (by the SHA-256 of the
+/// certificates offered) so that the chain is not rebuilt for every
+/// document from the same registry: a registry signs thousands of answers
+/// with one certificate. Validity dates and the subject pin are still
+/// checked on every use; a remembered chain is re-checked after
+/// [`TrustStore::RECHECK`].
 pub struct TrustStore {
     store: X509Store,
     /// Optional pin: the signer's subject must contain this text.
     pub subject_pin: Option<String>,
+    checked: Mutex<HashMap<[u8; 32], Checked>>,
+}
+
+#[derive(Clone)]
+struct Checked {
+    cert: X509,
+    key: PKey<Public>,
+    not_before: i64,
+    not_after: i64,
+    at: Instant,
+}
+
+fn unix_of(t: &Asn1TimeRef) -> Result<i64, DsigError> {
+    let d = Asn1Time::from_unix(0)?.diff(t)?;
+    Ok(d.days as i64 * 86_400 + d.secs as i64)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl TrustStore {
+    /// How long a verified chain is trusted before it is built again.
+    pub const RECHECK: Duration = Duration::from_secs(300);
+    const CAPACITY: usize = 64;
+
     pub fn from_pem(pem: &[u8]) -> Result<TrustStore, DsigError> {
         let certs = X509::stack_from_pem(pem)
             .map_err(|e| DsigError::Certificate(format!("cannot read trust anchors: {e}")))?;
@@ -297,7 +414,66 @@ impl TrustStore {
         Ok(TrustStore {
             store: b.build(),
             subject_pin: None,
+            checked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The signer certificate and its key, once its chain is trusted.
+    /// `ders` are the offered certificates, signer first.
+    fn signer(&self, ders: &[Vec<u8>]) -> Result<Checked, DsigError> {
+        let mut h = openssl::sha::Sha256::new();
+        for d in ders {
+            h.update(&(d.len() as u64).to_be_bytes());
+            h.update(d);
+        }
+        let id = h.finish();
+        let now = unix_now();
+        let cached = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let c = match cached {
+            Some(c)
+                if c.at.elapsed() < Self::RECHECK && c.not_before <= now && now <= c.not_after =>
+            {
+                c
+            }
+            _ => {
+                let mut certs = Vec::with_capacity(ders.len());
+                for d in ders {
+                    certs.push(
+                        X509::from_der(d)
+                            .map_err(|e| DsigError::Certificate(format!("cannot parse: {e}")))?,
+                    );
+                }
+                let signer = certs.remove(0);
+                check_certificate(&signer, certs, self)?;
+                let c = Checked {
+                    key: signer.public_key()?,
+                    not_before: unix_of(signer.not_before())?,
+                    not_after: unix_of(signer.not_after())?,
+                    cert: signer,
+                    at: Instant::now(),
+                };
+                let mut m = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+                if m.len() >= Self::CAPACITY {
+                    m.clear();
+                }
+                m.insert(id, c.clone());
+                c
+            }
+        };
+        if let Some(pin) = &self.subject_pin {
+            let subject = name_to_string(c.cert.subject_name());
+            if !subject.contains(pin.as_str()) {
+                return Err(DsigError::Untrusted(format!(
+                    "subject {subject:?} does not match the configured pin {pin:?}"
+                )));
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -577,25 +753,23 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         .copied()
         .find(|&k| doc.is(k, DSIG_NS, "X509Data"))
         .ok_or_else(|| DsigError::Structure("ds:KeyInfo has no ds:X509Data".into()))?;
-    let mut certs = Vec::new();
+    let mut ders = Vec::new();
     for c in doc.child_elements(x509data) {
         if doc.is(c, DSIG_NS, "X509Certificate") {
-            let der = b64_decode(&doc.text(c), "ds:X509Certificate")?;
-            certs.push(
-                X509::from_der(&der)
-                    .map_err(|e| DsigError::Certificate(format!("cannot parse: {e}")))?,
-            );
+            ders.push(b64_decode(&doc.text(c), "ds:X509Certificate")?);
         }
     }
-    if certs.is_empty() {
+    if ders.is_empty() {
         return Err(DsigError::Structure(
             "ds:X509Data has no ds:X509Certificate".into(),
         ));
     }
-    let signer = certs.remove(0);
-    check_certificate(&signer, certs, trust)?;
+    let Checked {
+        cert: signer,
+        key: pkey,
+        ..
+    } = trust.signer(&ders)?;
 
-    let pkey = signer.public_key()?;
     let key_fits = match (alg, pkey.id()) {
         (Algorithm::RsaSha256, Id::RSA) => true,
         (Algorithm::EcdsaSha256, Id::EC) => true,
@@ -669,14 +843,6 @@ fn check_certificate(
     })?;
     if !result.0 {
         return Err(DsigError::Untrusted(result.1.error_string().to_owned()));
-    }
-    if let Some(pin) = &trust.subject_pin {
-        let subject = name_to_string(signer.subject_name());
-        if !subject.contains(pin.as_str()) {
-            return Err(DsigError::Untrusted(format!(
-                "subject {subject:?} does not match the configured pin {pin:?}"
-            )));
-        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use smallvec::SmallVec;
 
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
@@ -166,8 +167,8 @@ pub struct Element<'e> {
     pub local: &'e str,
     /// The namespace the element is in (empty: none).
     pub ns: &'e str,
-    pub attrs: Vec<Attr<'e>>,
-    pub ns_decls: Vec<NsDecl<'e>>,
+    pub attrs: SmallVec<[Attr<'e>; 4]>,
+    pub ns_decls: SmallVec<[NsDecl<'e>; 2]>,
     /// Byte span of the start tag in the input (`<` .. after `>`).
     pub span: (usize, usize),
     /// `<a/>` rather than `<a></a>`.
@@ -198,7 +199,8 @@ struct Scope {
 
 struct Parser<'a> {
     input: &'a [u8],
-    text: &'a str,
+    /// The input after a UTF-8 BOM.
+    text: &'a [u8],
     /// Where the text starts after a UTF-8 BOM.
     base: usize,
     limits: &'a Limits,
@@ -206,7 +208,22 @@ struct Parser<'a> {
     marks: Vec<usize>,
     depth: usize,
     root_seen: bool,
-    scratch: String,
+}
+
+/// First position of a character XML 1.0 never allows anywhere, not even in
+/// markup: C0 controls other than TAB, LF, CR, and U+FFFE / U+FFFF. Scans
+/// in blocks so the common all-clean case vectorises.
+fn find_forbidden(b: &[u8]) -> Option<usize> {
+    // Bitwise rather than `&&` so that LLVM can vectorise the block test.
+    let bad = |c: u8| (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r');
+    for (i, chunk) in b.chunks(64).enumerate() {
+        if chunk.iter().fold(0u8, |acc, &c| acc | bad(c) as u8) != 0 {
+            return chunk.iter().position(|&c| bad(c)).map(|p| i * 64 + p);
+        }
+    }
+    // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8.
+    memchr::memmem::find_iter(b, b"\xEF\xBF")
+        .find(|&p| matches!(b.get(p + 2), Some(0xBE) | Some(0xBF)))
 }
 
 fn err<T>(input: &[u8], offset: usize, kind: XmlErrorKind) -> Result<T, XmlError> {
@@ -358,33 +375,17 @@ impl<'a> Parser<'a> {
         } else {
             0
         };
-        let text = match std::str::from_utf8(&input[base..]) {
-            Ok(t) => t,
-            Err(e) => {
-                return err(
-                    input,
-                    base + e.valid_up_to(),
-                    XmlErrorKind::Encoding("invalid UTF-8 byte sequence".into()),
-                )
-            }
-        };
-        // C0 controls other than TAB, LF, CR are never allowed in XML 1.0,
-        // not even in markup, so one scan covers the whole document.
-        if let Some(p) = text
-            .bytes()
-            .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-        {
-            return err(
-                input,
-                base + p,
-                XmlErrorKind::BadChar(text.as_bytes()[p] as u32),
-            );
-        }
-        if let Some((p, c)) = text
-            .char_indices()
-            .find(|&(_, c)| c == '\u{FFFE}' || c == '\u{FFFF}')
-        {
-            return err(input, base + p, XmlErrorKind::BadChar(c as u32));
+        // UTF-8 validity is checked by quick-xml on every event it emits
+        // (it hands out &str); checking the whole input here again would
+        // double the cost. Only the error path locates the byte itself.
+        let text = &input[base..];
+        if let Some(p) = find_forbidden(text) {
+            let c = match text[p] {
+                0xEF if text.get(p + 2) == Some(&0xBE) => 0xFFFE,
+                0xEF => 0xFFFF,
+                b => b as u32,
+            };
+            return err(input, base + p, XmlErrorKind::BadChar(c));
         }
         Ok(Parser {
             input,
@@ -398,7 +399,6 @@ impl<'a> Parser<'a> {
             marks: Vec::new(),
             depth: 0,
             root_seen: false,
-            scratch: String::new(),
         })
     }
 
@@ -406,16 +406,8 @@ impl<'a> Parser<'a> {
         err(self.input, self.base + offset, kind)
     }
 
-    fn lookup(&self, prefix: &str) -> Option<&str> {
-        self.scopes
-            .iter()
-            .rev()
-            .find(|s| s.prefix == prefix)
-            .map(|s| s.uri.as_str())
-    }
-
     fn run<S: Sink>(mut self, sink: &mut S) -> Result<(), XmlError> {
-        let mut reader = Reader::from_str(self.text);
+        let mut reader = Reader::from_reader(self.text);
         {
             let c = reader.config_mut();
             c.check_comments = true;
@@ -428,6 +420,15 @@ impl<'a> Parser<'a> {
             let pos = reader.buffer_position() as usize;
             let ev = match reader.read_event() {
                 Ok(ev) => ev,
+                Err(quick_xml::Error::Encoding(_)) => {
+                    let at = std::str::from_utf8(self.text)
+                        .err()
+                        .map_or(0, |e| e.valid_up_to());
+                    return self.fail(
+                        at,
+                        XmlErrorKind::Encoding("invalid UTF-8 byte sequence".into()),
+                    );
+                }
                 Err(e) => {
                     let at = reader.error_position() as usize;
                     return self.fail(at, XmlErrorKind::Syntax(e.to_string()));
@@ -590,8 +591,8 @@ impl<'a> Parser<'a> {
 
         // Raw attributes first: declarations must be known before any
         // prefix on this element can be resolved.
-        let mut raw_attrs: Vec<(&str, Cow<'_, str>)> = Vec::new();
-        let mut decls: Vec<(&str, Cow<'_, str>)> = Vec::new();
+        let mut raw_attrs: SmallVec<[(&str, Cow<'_, str>); 4]> = SmallVec::new();
+        let mut decls: SmallVec<[(&str, Cow<'_, str>); 2]> = SmallVec::new();
         for a in e.attributes().with_checks(true) {
             let a = a.map_err(|er| {
                 XmlError::new(
@@ -675,7 +676,9 @@ impl<'a> Parser<'a> {
         self.depth += 1;
 
         let el_ns = self.resolve(prefix, true, pos)?;
-        let mut resolved: Vec<(&str, &str, String)> = Vec::with_capacity(raw_attrs.len());
+        // Resolved namespaces are indexes into `scopes` (None: no namespace),
+        // so the element borrows them instead of copying.
+        let mut resolved: SmallVec<[(&str, &str, Option<usize>); 4]> = SmallVec::new();
         for (key, _) in &raw_attrs {
             let (p, l) = split_qname(key).ok_or_else(|| {
                 XmlError::new(
@@ -685,42 +688,36 @@ impl<'a> Parser<'a> {
                 )
             })?;
             let ns = if p.is_empty() {
-                String::new()
+                None
             } else {
-                self.resolve(p, false, pos)?.to_owned()
+                self.resolve(p, false, pos)?
             };
-            if resolved.iter().any(|(_, l2, ns2)| *l2 == l && *ns2 == ns) {
+            let uri = |i: Option<usize>| i.map_or("", |i| self.scopes[i].uri.as_str());
+            // quick-xml already refused equal raw names, and a prefix is never
+            // bound to no namespace, so only two prefixed attributes can clash.
+            if ns.is_some()
+                && resolved
+                    .iter()
+                    .any(|(_, l2, ns2)| ns2.is_some() && *l2 == l && uri(*ns2) == uri(ns))
+            {
                 return self.fail(pos, XmlErrorKind::DuplicateAttribute((*key).to_owned()));
             }
             resolved.push((p, l, ns));
         }
-        // Resolved URIs live in `scratch` so the element can borrow them.
-        self.scratch.clear();
-        let el_ns_range = {
-            let s = self.scratch.len();
-            self.scratch.push_str(&el_ns);
-            s..self.scratch.len()
-        };
-        let mut ranges = Vec::with_capacity(resolved.len());
-        for (_, _, ns) in &resolved {
-            let s = self.scratch.len();
-            self.scratch.push_str(ns);
-            ranges.push(s..self.scratch.len());
-        }
-        let scratch = &self.scratch;
+        let scopes = &self.scopes;
+        let uri = |i: Option<usize>| i.map_or("", |i| scopes[i].uri.as_str());
         let el = Element {
             qname,
             prefix,
             local,
-            ns: &scratch[el_ns_range],
+            ns: uri(el_ns),
             attrs: resolved
                 .iter()
                 .zip(&raw_attrs)
-                .zip(&ranges)
-                .map(|(((p, l, _), (_, v)), r)| Attr {
+                .map(|((p, l, ns), (_, v))| Attr {
                     prefix: p,
                     local: l,
-                    ns: &scratch[r.clone()],
+                    ns: uri(*ns),
                     value: v.as_ref(),
                 })
                 .collect(),
@@ -735,6 +732,7 @@ impl<'a> Parser<'a> {
             empty,
         };
         sink.start(&el);
+        drop(el);
         if empty {
             self.close_scope();
             sink.end((self.base + span.0, self.base + span.1));
@@ -742,14 +740,11 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn resolve(&self, prefix: &str, element: bool, pos: usize) -> Result<String, XmlError> {
-        if prefix.is_empty() {
+    /// Index of the binding of `prefix` in `scopes`; None for no namespace.
+    fn resolve(&self, prefix: &str, element: bool, pos: usize) -> Result<Option<usize>, XmlError> {
+        if prefix.is_empty() && !element {
             // The default namespace applies to elements, never to attributes.
-            return Ok(if element {
-                self.lookup("").unwrap_or("").to_owned()
-            } else {
-                String::new()
-            });
+            return Ok(None);
         }
         if prefix == "xmlns" {
             return self.fail(
@@ -757,8 +752,9 @@ impl<'a> Parser<'a> {
                 XmlErrorKind::BadNamespace("xmlns is not a usable prefix".into()),
             );
         }
-        match self.lookup(prefix) {
-            Some(u) => Ok(u.to_owned()),
+        match self.scopes.iter().rposition(|s| s.prefix == prefix) {
+            Some(i) => Ok(Some(i)),
+            None if prefix.is_empty() => Ok(None),
             None => self.fail(pos, XmlErrorKind::UndeclaredPrefix(prefix.to_owned())),
         }
     }
