@@ -359,3 +359,29 @@ fn a_remembered_certificate_does_not_weaken_any_check() {
     trust.subject_pin = None;
     xml::verify(with_extra.as_bytes(), &trust, &Limits::default()).unwrap();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Hostile input never panics the verifier: random bytes overwritten
+    /// anywhere in a valid signed document, including inside the signature.
+    #[test]
+    fn verify_never_panics_on_mutated_documents(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let pki = PKI.with(|p| p.clone());
+        let mut doc = SIGNED.with(|s| s.clone()).into_bytes();
+        for (i, b) in edits {
+            let at = i.index(doc.len());
+            doc[at] = b;
+        }
+        let _ = xml::verify(&doc, &pki.0.trust(), &Limits::default());
+    }
+
+    /// Certificate and key parsers reject garbage with an error.
+    #[test]
+    fn trust_and_key_loading_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), pem_body in "[A-Za-z0-9+/=\n]{0,200}") {
+        let pem = format!("-----BEGIN CERTIFICATE-----\n{pem_body}\n-----END CERTIFICATE-----\n");
+        prop_assert!(xml::TrustStore::from_pem(pem.as_bytes()).is_err());
+        let _ = xml::TrustStore::from_pem(&bytes);
+        let _ = xml::SigningKey::from_pem(&bytes, pem.as_bytes(), None);
+    }
+}
