@@ -373,49 +373,54 @@ fn emit_ns(out: &mut Vec<u8>, prefix: &str, uri: &str) {
     out.push(b'"');
 }
 
-fn escape_text(out: &mut Vec<u8>, s: &str) {
+/// Appends `s`, replacing each byte for which `rep` has a replacement.
+fn escape_with(out: &mut Vec<u8>, s: &str, rep: fn(u8) -> Option<&'static [u8]>) {
     let b = s.as_bytes();
     let mut last = 0;
     for (i, &c) in b.iter().enumerate() {
-        let rep: &[u8] = match c {
-            b'&' => b"&amp;",
-            b'<' => b"&lt;",
-            b'>' => b"&gt;",
-            b'\r' => b"&#xD;",
-            _ => continue,
-        };
-        out.extend_from_slice(&b[last..i]);
-        out.extend_from_slice(rep);
-        last = i + 1;
+        if let Some(r) = rep(c) {
+            out.extend_from_slice(&b[last..i]);
+            out.extend_from_slice(r);
+            last = i + 1;
+        }
     }
     out.extend_from_slice(&b[last..]);
 }
 
+/// Text nodes (C14N 1.0, section 2.3).
+fn text_escape(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'>' => Some(b"&gt;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    }
+}
+
+/// Attribute values and namespace URIs (C14N 1.0, section 2.3).
+fn attr_escape(c: u8) -> Option<&'static [u8]> {
+    match c {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'"' => Some(b"&quot;"),
+        b'\t' => Some(b"&#x9;"),
+        b'\n' => Some(b"&#xA;"),
+        b'\r' => Some(b"&#xD;"),
+        _ => None,
+    }
+}
+
+fn escape_text(out: &mut Vec<u8>, s: &str) {
+    escape_with(out, s, text_escape);
+}
+
 fn escape_attr(out: &mut Vec<u8>, s: &str) {
-    let b = s.as_bytes();
-    if !b
-        .iter()
-        .any(|&c| matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r'))
-    {
-        out.extend_from_slice(b);
-        return;
+    if s.bytes().any(|c| attr_escape(c).is_some()) {
+        escape_with(out, s, attr_escape);
+    } else {
+        out.extend_from_slice(s.as_bytes());
     }
-    let mut last = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let rep: &[u8] = match c {
-            b'&' => b"&amp;",
-            b'<' => b"&lt;",
-            b'"' => b"&quot;",
-            b'\t' => b"&#x9;",
-            b'\n' => b"&#xA;",
-            b'\r' => b"&#xD;",
-            _ => continue,
-        };
-        out.extend_from_slice(&b[last..i]);
-        out.extend_from_slice(rep);
-        last = i + 1;
-    }
-    out.extend_from_slice(&b[last..]);
 }
 
 #[cfg(test)]
