@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod ids;
 pub mod pki;
+pub mod protocol;
 pub mod xml;

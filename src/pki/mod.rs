@@ -186,9 +186,192 @@ impl Issued {
     }
 }
 
+/// The registries the development PKI makes certificates for.
+pub const REGISTRIES: [&str; 3] = ["civil", "cadastre", "tax"];
+
+/// Errors of the development PKI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error("{path} exists; use --force to overwrite")]
+    Exists { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("openssl: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+}
+
+/// One file written by [`init_dev`], for the report.
+pub struct Written {
+    pub path: std::path::PathBuf,
+    /// `notAfter` of the certificate, or None for keys and bundles.
+    pub expires: Option<String>,
+}
+
+/// The file names of the development PKI, relative to its folder.
+pub mod files {
+    pub const CA: &str = "ca.pem";
+    pub const CA_KEY: &str = "ca.key";
+    pub const GATEWAY_TLS: &str = "gateway-tls";
+    pub const GATEWAY_SIGN: &str = "gateway-sign";
+    /// What the gateway trusts: registry TLS servers and registry signers.
+    pub const GATEWAY_TRUST: &str = "gateway-trust.pem";
+    /// What registries trust: the gateway's TLS client and its signer.
+    pub const REGISTRY_TRUST: &str = "registry-trust.pem";
+
+    pub fn tls(registry: &str) -> String {
+        format!("{registry}-tls")
+    }
+    pub fn sign(registry: &str) -> String {
+        format!("{registry}-sign")
+    }
+}
+
+fn write_file(path: &std::path::Path, data: &[u8], secret: bool) -> Result<(), PkiError> {
+    use std::io::Write;
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        // `mode` applies only on creation; an overwritten key is tightened too.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(io)
+}
+
+/// Generates the development PKI in `dir`: a CA, the gateway's TLS client
+/// and signing certificates, each registry's TLS server (SAN localhost,
+/// 127.0.0.1) and signing certificates, and the trust bundles. Refuses to
+/// overwrite anything unless `force`.
+pub fn init_dev(dir: &std::path::Path, force: bool) -> Result<Vec<Written>, PkiError> {
+    let mut names: Vec<String> = vec![
+        files::CA.into(),
+        files::CA_KEY.into(),
+        files::GATEWAY_TRUST.into(),
+        files::REGISTRY_TRUST.into(),
+    ];
+    for base in [
+        files::GATEWAY_TLS.to_string(),
+        files::GATEWAY_SIGN.to_string(),
+    ]
+    .into_iter()
+    .chain(
+        REGISTRIES
+            .iter()
+            .flat_map(|r| [files::tls(r), files::sign(r)]),
+    ) {
+        names.push(format!("{base}.pem"));
+        names.push(format!("{base}.key"));
+    }
+    if !force {
+        if let Some(p) = names.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
+            return Err(PkiError::Exists {
+                path: p.display().to_string(),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+
+    let mut written = Vec::new();
+    let mut put =
+        |name: &str, data: &[u8], secret: bool, expires: Option<String>| -> Result<(), PkiError> {
+            let path = dir.join(name);
+            write_file(&path, data, secret)?;
+            written.push(Written { path, expires });
+            Ok(())
+        };
+    let expiry = |c: &X509| Some(c.not_after().to_string());
+
+    let ca = Issued::new(
+        &CertSpec::new("jum-gateway development CA", Role::Ca),
+        KeyKind::EcP256,
+        None,
+    )?;
+    put(files::CA, &ca.cert_pem()?, false, expiry(&ca.cert))?;
+    put(files::CA_KEY, &ca.key_pem()?, true, None)?;
+
+    let mut leaf = |base: &str, spec: CertSpec, kind: KeyKind| -> Result<(), PkiError> {
+        let i = Issued::new(&spec, kind, Some(&ca))?;
+        put(
+            &format!("{base}.pem"),
+            &i.cert_pem()?,
+            false,
+            expiry(&i.cert),
+        )?;
+        put(&format!("{base}.key"), &i.key_pem()?, true, None)
+    };
+    leaf(
+        files::GATEWAY_TLS,
+        CertSpec::new("jum-gateway", Role::TlsClient),
+        KeyKind::EcP256,
+    )?;
+    leaf(
+        files::GATEWAY_SIGN,
+        CertSpec::new("jum-gateway signer", Role::Signing),
+        KeyKind::Rsa2048,
+    )?;
+    for r in REGISTRIES {
+        let mut tls = CertSpec::new(&format!("{r} registry"), Role::TlsServer);
+        tls.san = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        leaf(&files::tls(r), tls, KeyKind::EcP256)?;
+        leaf(
+            &files::sign(r),
+            CertSpec::new(&format!("{r} signer"), Role::Signing),
+            KeyKind::Rsa2048,
+        )?;
+    }
+    // One development CA issues everything, so both bundles hold it; in
+    // production they differ (each side trusts the other's CA).
+    put(files::GATEWAY_TRUST, &ca.cert_pem()?, false, None)?;
+    put(files::REGISTRY_TRUST, &ca.cert_pem()?, false, None)?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_dev_writes_everything_once_with_private_keys_0600() {
+        let d = tempfile::tempdir().unwrap();
+        let w = init_dev(d.path(), false).unwrap();
+        assert_eq!(w.len(), 4 + 2 * 2 + 3 * 2 * 2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.path().join("civil-sign.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            init_dev(d.path(), false),
+            Err(PkiError::Exists { .. })
+        ));
+        let before = std::fs::read(d.path().join("ca.pem")).unwrap();
+        init_dev(d.path(), true).unwrap();
+        assert_ne!(before, std::fs::read(d.path().join("ca.pem")).unwrap());
+    }
 
     #[test]
     fn leaf_chains_to_its_ca() {

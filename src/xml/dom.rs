@@ -307,6 +307,20 @@ impl Document {
         }
     }
 
+    /// The namespace a prefix is bound to at `id` (`""` for the default).
+    pub fn lookup_prefix(&self, id: NodeId, prefix: &str) -> Option<&str> {
+        let mut cur = Some(id);
+        while let Some(n) = cur {
+            if let Some(e) = self.element(n) {
+                if let Some((_, u)) = e.ns_decls.iter().find(|(p, _)| p == prefix) {
+                    return Some(u);
+                }
+            }
+            cur = self.parent(n);
+        }
+        (prefix == "xml").then_some(super::reader::XML_NS)
+    }
+
     /// Ancestors of `id`, outermost first.
     pub fn ancestors(&self, id: NodeId) -> Vec<NodeId> {
         let mut v = Vec::new();

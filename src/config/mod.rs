@@ -1,0 +1,466 @@
+//! Configuration files (`config/gateway.toml`, `config/simulator.toml`),
+//! parsed once into typed values and validated at start with messages that
+//! name the file, the key and the problem.
+//!
+//! Any key can be overridden by an environment variable: `JUMGW_` followed
+//! by the key path in upper case with `__` between levels, e.g.
+//! `JUMGW_REGISTRIES__CIVIL__URL=https://10.0.0.5:9441/`. Values that parse
+//! as integers or booleans are taken as such.
+//!
+//! Relative file paths in a configuration are resolved against the current
+//! working directory, which is the repository root in every documented
+//! command.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Reads a TOML file, applies `JUMGW_*` overrides and deserialises it.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string(), std::env::vars())
+}
+
+/// Parses TOML text with the given environment overrides.
+pub fn parse<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let perr = |message: String| ConfigError::Parse {
+        path: origin.to_owned(),
+        message,
+    };
+    let mut value: toml::Table = toml::from_str(text).map_err(|e| perr(e.to_string()))?;
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("JUMGW_") else {
+            continue;
+        };
+        // Variables that are not key paths (JUMGW_TOKEN, JUMGW_SCHEMAS) are
+        // for other parts of the program.
+        if !rest.contains("__") && !value.contains_key(&rest.to_lowercase()) {
+            continue;
+        }
+        let keys: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
+        set_path(&mut value, &keys, &v);
+    }
+    T::deserialize(toml::Value::Table(value)).map_err(|e| perr(e.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], v: &str) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for k in parents {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(next) => t = next,
+            _ => return,
+        }
+    }
+    let value = if let Ok(i) = v.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(v.to_owned())
+    };
+    t.insert(last.clone(), value);
+}
+
+/// A duration written as `250ms`, `5s`, `10m`, `1h` or `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 250ms, 5s, 10m, 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        "" => return Err(format!("{s:?} has no unit; write e.g. {s}s")),
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m, h or d")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 10.0 * 365.0 * 86_400.0 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Serde helper: a duration string.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An X-Road member or subsystem: `RS/GOV/08070431/jum-becej`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub instance: String,
+    pub class: String,
+    pub code: String,
+    #[serde(default)]
+    pub subsystem: Option<String>,
+}
+
+/// The gateway's own identity and keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub client: Member,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub sign_cert: PathBuf,
+    pub sign_key: PathBuf,
+    /// Largest response body accepted from a registry, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    10 * 1024 * 1024
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One registry as the gateway sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    /// CA bundle that is the only TLS trust root for this registry.
+    pub tls_ca: PathBuf,
+    /// CA bundle the registry's signing certificate must chain to.
+    pub signer_ca: PathBuf,
+    /// Optional pin: the signer certificate's subject must contain this.
+    #[serde(default)]
+    pub signer_subject: Option<String>,
+    pub member: Member,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Whole exchange, from connect to the last byte of the answer.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+/// One service of the catalogue: which registry, which payload elements,
+/// which subjects. Adding a service is configuration plus a schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub registry: String,
+    /// Namespace of the service's payloads.
+    pub namespace: String,
+    /// Prefix used when writing the request payload.
+    pub prefix: String,
+    /// Local name of the request payload element.
+    pub request: String,
+    /// Local name of the document element in a successful answer.
+    pub document: String,
+    /// Subject kinds accepted: jmbg, pib, mb, ko+sheet, ko+parcel, ko+jmbg, ko+mb.
+    pub subjects: Vec<String>,
+    /// Element names for subject fields where they differ from the field
+    /// name (e.g. `jmbg = "ownerJmbg"`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Human description for listings.
+    #[serde(default)]
+    pub title: String,
+}
+
+fn default_version() -> String {
+    "v1".into()
+}
+
+/// `config/gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub registries: BTreeMap<String, RegistryConfig>,
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+pub const SUBJECT_KINDS: [&str; 7] = [
+    "jmbg",
+    "pib",
+    "mb",
+    "ko+sheet",
+    "ko+parcel",
+    "ko+jmbg",
+    "ko+mb",
+];
+
+impl GatewayConfig {
+    /// Loads and checks cross-references (services name known registries,
+    /// subject kinds exist, URLs are https).
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let c: GatewayConfig = load(path)?;
+        c.validate(&path.display().to_string())?;
+        Ok(c)
+    }
+
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: String, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message,
+        };
+        for (name, r) in &self.registries {
+            if !r.url.starts_with("https://") {
+                return Err(bad(
+                    format!("registries.{name}.url"),
+                    format!("{:?} must be an https:// URL", r.url),
+                ));
+            }
+            if r.timeout < r.connect_timeout {
+                return Err(bad(
+                    format!("registries.{name}.timeout"),
+                    "must not be shorter than connect_timeout".into(),
+                ));
+            }
+        }
+        for (id, s) in &self.services {
+            if !self.registries.contains_key(&s.registry) {
+                return Err(bad(
+                    format!("services.{id}.registry"),
+                    format!("unknown registry {:?}", s.registry),
+                ));
+            }
+            if !id.starts_with(&format!("{}.", s.registry)) {
+                return Err(bad(
+                    format!("services.{id}"),
+                    format!(
+                        "a service id starts with its registry, e.g. {}.…",
+                        s.registry
+                    ),
+                ));
+            }
+            if s.subjects.is_empty() {
+                return Err(bad(
+                    format!("services.{id}.subjects"),
+                    "needs at least one subject kind".into(),
+                ));
+            }
+            for k in &s.subjects {
+                if !SUBJECT_KINDS.contains(&k.as_str()) {
+                    return Err(bad(
+                        format!("services.{id}.subjects"),
+                        format!(
+                            "unknown subject kind {k:?}; known: {}",
+                            SUBJECT_KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.gateway.max_body_bytes < 1024 {
+            return Err(bad(
+                "gateway.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One registry as the simulator serves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimRegistry {
+    /// Port on `listen`; 0 picks a free one (printed at start).
+    pub port: u16,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub sign_cert: PathBuf,
+    pub sign_key: PathBuf,
+    pub member: Member,
+}
+
+/// `config/simulator.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Plain-HTTP control endpoint (faults, what was seen); loopback only.
+    #[serde(default = "default_control")]
+    pub control: String,
+    /// CA bundle for client TLS certificates and request signatures.
+    pub client_ca: PathBuf,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Citizens in the synthetic population.
+    #[serde(default = "default_population")]
+    pub population: usize,
+    /// Fault specification applied at start (see `jumgw simulate --help`).
+    #[serde(default)]
+    pub faults: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    pub registries: BTreeMap<String, SimRegistry>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1".into()
+}
+fn default_control() -> String {
+    "127.0.0.1:9440".into()
+}
+fn default_seed() -> u64 {
+    20_261_125
+}
+fn default_population() -> usize {
+    500
+}
+
+impl SimulatorConfig {
+    pub fn load(path: &Path) -> Result<SimulatorConfig, ConfigError> {
+        let c: SimulatorConfig = load(path)?;
+        let origin = path.display().to_string();
+        for name in c.registries.keys() {
+            if !crate::pki::REGISTRIES.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: origin,
+                    key: format!("registries.{name}"),
+                    message: format!("the simulator knows {}", crate::pki::REGISTRIES.join(", ")),
+                });
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const GW: &str = include_str!("../../config/gateway.toml");
+
+    #[test]
+    fn shipped_gateway_config_is_valid() {
+        let c: GatewayConfig = parse(GW, "gateway.toml", std::iter::empty()).unwrap();
+        c.validate("gateway.toml").unwrap();
+        assert_eq!(c.services.len(), 6);
+        assert_eq!(
+            c.registries["civil"].connect_timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let env = vec![
+            (
+                "JUMGW_REGISTRIES__CIVIL__URL".to_string(),
+                "https://10.1.1.1:1/".to_string(),
+            ),
+            (
+                "JUMGW_GATEWAY__MAX_BODY_BYTES".to_string(),
+                "2048".to_string(),
+            ),
+            ("JUMGW_TOKEN".to_string(), "not a key".to_string()),
+        ];
+        let c: GatewayConfig = parse(GW, "gateway.toml", env.into_iter()).unwrap();
+        assert_eq!(c.registries["civil"].url, "https://10.1.1.1:1/");
+        assert_eq!(c.gateway.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let broken = GW.replace("registry = \"tax\"", "registry = \"taxes\"");
+        let c: GatewayConfig = parse(&broken, "g.toml", std::iter::empty()).unwrap();
+        let e = c.validate("g.toml").unwrap_err().to_string();
+        assert!(e.starts_with("g.toml: services.tax."), "{e}");
+        assert!(e.ends_with("unknown registry \"taxes\""), "{e}");
+        let e = parse::<GatewayConfig>(
+            &GW.replace("timeout = \"30s\"", "timeout = \"30\""),
+            "g.toml",
+            std::iter::empty(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has no unit"), "{e}");
+        let e = parse::<GatewayConfig>(
+            &format!("{GW}\n[gateway2]\nx=1\n"),
+            "g.toml",
+            std::iter::empty(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `gateway2`"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn config_parsing_never_panics(s in "\\PC{0,200}") {
+            let _ = parse::<GatewayConfig>(&s, "x", std::iter::empty());
+            let _ = parse::<SimulatorConfig>(&s, "x", std::iter::empty());
+            let _ = parse_duration(&s);
+        }
+    }
+}
