@@ -5,7 +5,9 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod exchange;
 pub mod ids;
 pub mod pki;
 pub mod protocol;
+pub mod sim;
 pub mod xml;

@@ -41,11 +41,103 @@ enum Command {
         #[command(subcommand)]
         command: XmlCommand,
     },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Run the registry simulator (civil, cadastre, tax) over HTTPS with client certificates.
+    #[command(
+        long_about = "Run the registry simulator: the server side of the protocol for the three \
+registries, over HTTPS with client certificates required, with synthetic data and fault injection.\n\n\
+Faults: comma-separated SCOPE:FAULT[=WHEN]; SCOPE is *, a registry or a service; WHEN is a rate \
+0..1 or next:N. Faults: 500 503 429 reset drip truncate oversize malformed invalid badsig untrusted \
+badhash unavailable maintenance async lost notfound; also latency=50ms or latency=20ms..200ms and \
+async-delay=2s. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\nA control endpoint (plain HTTP, \
+loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset."
+    )]
+    Simulate {
+        #[arg(long, default_value = "config/simulator.toml")]
+        config: PathBuf,
+        /// Address to listen on (the ports come from the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Faults to inject, replacing those of the configuration.
+        #[arg(long)]
+        faults: Option<String>,
+    },
+    /// One synchronous exchange with a registry, for diagnosis.
+    #[command(
+        long_about = "Perform one attempt with the gateway's configuration and write the \
+registry's signed answer, byte for byte, to --out or standard output.\n\nExit codes: 0 a document; \
+2 the command could not run; 3 accepted (answer later, ticket printed); 4 retryable failure; \
+5 permanent failure; 6 security failure. The reason is printed on standard error."
+    )]
+    Exchange(ExchangeArgs),
     /// Measure performance against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Generate the development PKI: a CA, the gateway's and each registry's TLS and signing certificates.
+    Init {
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ExchangeArgs {
+    /// Registry to ask (civil, cadastre, tax); must be the service's.
+    #[arg(long)]
+    registry: String,
+    /// Service, e.g. civil.birth-extract (see config/gateway.toml).
+    #[arg(long)]
+    service: String,
+    #[arg(long)]
+    jmbg: Option<String>,
+    #[arg(long)]
+    pib: Option<String>,
+    #[arg(long)]
+    mb: Option<String>,
+    /// Cadastral municipality code, with --sheet, --parcel, --jmbg or --mb.
+    #[arg(long)]
+    ko: Option<String>,
+    #[arg(long)]
+    sheet: Option<String>,
+    #[arg(long)]
+    parcel: Option<String>,
+    /// Case number.
+    #[arg(long, default_value = "000-0/0000-DIAG")]
+    case: String,
+    /// The official asking.
+    #[arg(long, default_value = "diagnosis")]
+    official: String,
+    #[arg(long, default_value = "Zakon o opštem upravnom postupku, čl. 103")]
+    legal_basis: String,
+    #[arg(long, default_value = "diagnosis by an administrator")]
+    purpose: String,
+    /// Poll this ticket of an earlier accepted request (use --id of that request too).
+    #[arg(long)]
+    ticket: Option<String>,
+    /// Request id (ULID); default: a new one.
+    #[arg(long)]
+    id: Option<String>,
+    /// Write the answer here instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value = "config/gateway.toml")]
+    config: PathBuf,
+    /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+    #[arg(long)]
+    schemas: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,10 +247,12 @@ enum BenchCommand {
     },
 }
 
-/// Failure of a command: `Invalid` exits 1, `Failed` exits 2.
+/// Failure of a command: `Invalid` exits 1, `Failed` exits 2, `Code`
+/// exits with its own code.
 enum Fail {
     Invalid(String),
     Failed(String),
+    Code(u8, String),
 }
 
 type CmdResult = Result<(), Fail>;
@@ -209,6 +303,15 @@ pub fn run() -> ExitCode {
             IdsCommand::Check { kind, value } => ids_check(kind, &value),
         },
         Command::Xml { command } => xml_command(command),
+        Command::Certs {
+            command: CertsCommand::Init { dir, force },
+        } => certs_init(&dir, force),
+        Command::Simulate {
+            config,
+            listen,
+            faults,
+        } => simulate(&config, listen, faults),
+        Command::Exchange(args) => exchange(args),
         Command::Bench { command } => match command {
             BenchCommand::Xml {
                 json,
@@ -228,7 +331,140 @@ pub fn run() -> ExitCode {
             eprintln!("error: {m}");
             ExitCode::from(2)
         }
+        Err(Fail::Code(c, m)) => {
+            eprintln!("{m}");
+            ExitCode::from(c)
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(failed("tokio runtime"))
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JUMGW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn certs_init(dir: &std::path::Path, force: bool) -> CmdResult {
+    let written = crate::pki::init_dev(dir, force).map_err(|e| Fail::Failed(e.to_string()))?;
+    for w in written {
+        match w.expires {
+            Some(e) => println!("wrote {}  (expires {e})", w.path.display()),
+            None => println!("wrote {}", w.path.display()),
+        }
+    }
+    Ok(())
+}
+
+fn simulate(config: &std::path::Path, listen: Option<String>, faults: Option<String>) -> CmdResult {
+    init_logs();
+    let mut cfg =
+        crate::config::SimulatorConfig::load(config).map_err(|e| Fail::Failed(e.to_string()))?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(f) = faults {
+        cfg.faults = f;
+    }
+    runtime()?.block_on(async {
+        let sim = crate::sim::start(&cfg)
+            .await
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+        for (name, addr) in &sim.addrs {
+            println!("{name} listening on https://{addr}/");
+        }
+        println!("control on http://{}/", sim.control);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tokio::signal::ctrl_c().await.map_err(failed("signal"))?;
+        drop(sim);
+        Ok(())
+    })
+}
+
+fn exchange(a: ExchangeArgs) -> CmdResult {
+    use crate::exchange::{Call, Exchange, Outcome};
+    let cfg =
+        crate::config::GatewayConfig::load(&a.config).map_err(|e| Fail::Failed(e.to_string()))?;
+    let svc = cfg.services.get(&a.service).ok_or_else(|| {
+        Fail::Failed(format!(
+            "unknown service {:?}; known: {}",
+            a.service,
+            cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if svc.registry != a.registry {
+        return Err(Fail::Failed(format!(
+            "service {} belongs to registry {}, not {}",
+            a.service, svc.registry, a.registry
+        )));
+    }
+    let subject = crate::protocol::subject::Subject::from_parts(
+        a.jmbg.as_deref(),
+        a.pib.as_deref(),
+        a.mb.as_deref(),
+        a.ko.as_deref(),
+        a.sheet.as_deref(),
+        a.parcel.as_deref(),
+    )
+    .map_err(|e| Fail::Invalid(format!("invalid subject: {e}")))?;
+    let schemas = a.schemas.clone().unwrap_or_else(xml::schema::default_dir);
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let attempt = runtime()?.block_on(async {
+        let ex = Exchange::new(&cfg, &schemas).map_err(|e| Fail::Failed(e.to_string()))?;
+        ex.attempt(&Call {
+            id: &id,
+            service: &a.service,
+            subject: &subject,
+            case: &a.case,
+            official: &a.official,
+            legal_basis: &a.legal_basis,
+            purpose: &a.purpose,
+            ticket: a.ticket.as_deref(),
+        })
+        .await
+        .map_err(|e| Fail::Failed(e.to_string()))
+    })?;
+    let code = match &attempt.outcome {
+        Outcome::Document => 0,
+        Outcome::Accepted { .. } => 3,
+        Outcome::Retryable { .. } | Outcome::TicketLost { .. } => 4,
+        Outcome::Permanent { .. } => 5,
+        Outcome::Security { .. } => 6,
+    };
+    if code != 0 {
+        let extra = match &attempt.outcome {
+            Outcome::Accepted { .. } => {
+                format!(" (request id {id}; poll with --id {id} --ticket TICKET)")
+            }
+            _ => String::new(),
+        };
+        return Err(Fail::Code(code, format!("{}{extra}", attempt.outcome)));
+    }
+    let bytes = attempt.response.unwrap_or_default();
+    match a.out {
+        Some(p) => std::fs::write(&p, &bytes).map_err(failed(&p.display().to_string()))?,
+        None => write_stdout(&bytes)?,
+    }
+    eprintln!(
+        "document from {} signed by {} in {} ms",
+        a.registry,
+        attempt.signer.unwrap_or_default(),
+        attempt.duration.as_millis()
+    );
+    Ok(())
 }
 
 fn ids_check(kind: IdKind, value: &str) -> CmdResult {

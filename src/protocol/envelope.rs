@@ -576,6 +576,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Envelopes from outside never panic the reader, whatever is changed.
+        #[test]
+        fn reading_mutated_envelopes_never_panics(edits in proptest::collection::vec((0usize..4000, proptest::prelude::any::<u8>()), 1..8)) {
+            let h = headers();
+            let mut x = response(&h, "aGFzaA==", &fault(&FaultCode::Maintenance, "down", Some(Duration::from_secs(60)))).into_bytes();
+            x.extend(accepted("T-12345678", Duration::from_secs(1)).into_bytes());
+            for (i, b) in edits {
+                let at = i % x.len();
+                x[at] = b;
+            }
+            if let Ok(d) = Document::parse(&x, &Limits::default()) {
+                let _ = read(&d);
+            }
+        }
+    }
+
     #[test]
     fn xs_durations() {
         assert_eq!(parse_xs_duration("PT2M"), Some(Duration::from_secs(120)));

@@ -1,0 +1,466 @@
+//! What an attempt's result means: one pure function from what was observed
+//! to what it is (document, accepted, permanent, retryable, security). The
+//! decision of *when* to retry lives in the dispatcher, not here.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::envelope::FaultCode;
+
+/// How the transport failed, before any answer was read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// No connection (refused, unreachable, DNS).
+    Connect(String),
+    /// The registry's TLS certificate is not trusted: never retried blindly.
+    UntrustedServer(String),
+    /// Any other TLS failure (handshake refused, our certificate rejected).
+    Tls(String),
+    Timeout,
+    /// The connection broke while sending or reading.
+    Interrupted(String),
+    /// The answer was larger than the configured limit.
+    TooLarge {
+        limit: usize,
+    },
+}
+
+/// What the answer's bytes turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Not XML, or not an envelope.
+    Malformed(String),
+    /// Well-formed but unsigned (an error page, an unsigned fault).
+    Unsigned { fault: Option<String> },
+    /// The signature or its certificate does not verify.
+    BadSignature(String),
+    /// Signed, but the `requestHash` is not that of what we sent.
+    HashMismatch,
+    /// Signed, but it answers another request id.
+    IdMismatch { expected: String, found: String },
+    /// Signed, but not valid against the schemas.
+    SchemaInvalid(String),
+    /// A verified, valid document of the expected kind.
+    Document,
+    /// A verified, valid payload of another kind than the service's document.
+    UnexpectedPayload(String),
+    Accepted {
+        ticket: String,
+        retry_after: Duration,
+    },
+    Fault {
+        code: FaultCode,
+        text: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Everything the classification looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    Transport(Transport),
+    Answer {
+        status: u16,
+        retry_after: Option<Duration>,
+        content: Content,
+        /// This attempt polled a ticket.
+        polling: bool,
+    },
+}
+
+/// The meaning of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A signed document for the case.
+    Document,
+    /// The registry answers later: poll with the ticket.
+    Accepted {
+        ticket: String,
+        retry_after: Duration,
+    },
+    /// The ticket being polled is unknown to the registry: send the request again.
+    TicketLost { reason: String },
+    /// Will not succeed by retrying.
+    Permanent { reason: String },
+    /// May succeed later.
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Never delivered; raises a security event; retried at most 3 times.
+    Security { reason: String },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Document => write!(f, "document"),
+            Outcome::Accepted {
+                ticket,
+                retry_after,
+            } => {
+                write!(
+                    f,
+                    "accepted: ticket {ticket}, poll after {} s",
+                    retry_after.as_secs()
+                )
+            }
+            Outcome::TicketLost { reason } => write!(f, "ticket lost: {reason}"),
+            Outcome::Permanent { reason } => write!(f, "permanent failure: {reason}"),
+            Outcome::Retryable {
+                reason,
+                retry_after: Some(d),
+            } => {
+                write!(f, "retryable: {reason}, retry after {} s", d.as_secs())
+            }
+            Outcome::Retryable {
+                reason,
+                retry_after: None,
+            } => write!(f, "retryable: {reason}"),
+            Outcome::Security { reason } => write!(f, "security failure: {reason}"),
+        }
+    }
+}
+
+fn retryable(reason: impl Into<String>, retry_after: Option<Duration>) -> Outcome {
+    Outcome::Retryable {
+        reason: reason.into(),
+        retry_after,
+    }
+}
+
+fn permanent(reason: impl Into<String>) -> Outcome {
+    Outcome::Permanent {
+        reason: reason.into(),
+    }
+}
+
+fn security(reason: impl Into<String>) -> Outcome {
+    Outcome::Security {
+        reason: reason.into(),
+    }
+}
+
+/// The one place that decides what an attempt means.
+pub fn classify(obs: &Observation) -> Outcome {
+    let (status, retry_after, content, polling) = match obs {
+        Observation::Transport(t) => {
+            return match t {
+                Transport::Connect(e) => retryable(format!("cannot connect: {e}"), None),
+                Transport::UntrustedServer(e) => {
+                    security(format!("registry TLS certificate is not trusted: {e}"))
+                }
+                Transport::Tls(e) => retryable(format!("TLS failed: {e}"), None),
+                Transport::Timeout => retryable("no complete answer before the timeout", None),
+                Transport::Interrupted(e) => retryable(format!("connection broke: {e}"), None),
+                Transport::TooLarge { limit } => retryable(
+                    format!("answer larger than the limit of {limit} bytes"),
+                    None,
+                ),
+            }
+        }
+        Observation::Answer {
+            status,
+            retry_after,
+            content,
+            polling,
+        } => (*status, *retry_after, content, *polling),
+    };
+    match content {
+        // Security: whatever the HTTP status, a signed answer that does not
+        // check out is never trusted.
+        Content::BadSignature(e) => security(format!("response signature does not verify: {e}")),
+        Content::HashMismatch => security("response requestHash does not match the request sent"),
+        Content::IdMismatch { expected, found } => security(format!(
+            "response answers request {found:?}, not {expected:?}"
+        )),
+        Content::Fault {
+            code,
+            text,
+            retry_after: fault_ra,
+        } => {
+            let ra = fault_ra.or(retry_after);
+            match code {
+                FaultCode::NotFound if polling => Outcome::TicketLost {
+                    reason: text.clone(),
+                },
+                FaultCode::NotFound => permanent(format!("registry found no data: {text}")),
+                FaultCode::InvalidSubject => {
+                    permanent(format!("registry refused the subject: {text}"))
+                }
+                FaultCode::NotAuthorized => permanent(format!("registry refused access: {text}")),
+                FaultCode::Unavailable => retryable(format!("registry unavailable: {text}"), ra),
+                FaultCode::Maintenance => retryable(format!("registry in maintenance: {text}"), ra),
+                FaultCode::Internal => retryable(format!("registry internal error: {text}"), ra),
+                FaultCode::BadSignature => {
+                    security(format!("registry rejected our signature: {text}"))
+                }
+                FaultCode::Other(c) => permanent(format!("registry fault {c}: {text}")),
+            }
+        }
+        Content::Document if status == 200 => Outcome::Document,
+        Content::Accepted {
+            ticket,
+            retry_after: r,
+        } if status == 200 || status == 202 => Outcome::Accepted {
+            ticket: ticket.clone(),
+            retry_after: *r,
+        },
+        _ if status == 408 || status == 429 || status >= 500 => {
+            retryable(format!("registry returned {status}"), retry_after)
+        }
+        _ if (400..500).contains(&status) => permanent(format!("registry returned {status}")),
+        Content::Unsigned { fault: Some(f) } => security(format!("unsigned fault {f}")),
+        Content::Unsigned { fault: None } => security("the answer is not signed"),
+        Content::Malformed(e) => retryable(format!("malformed answer: {e}"), retry_after),
+        Content::SchemaInvalid(e) => retryable(format!("schema-invalid answer: {e}"), retry_after),
+        Content::UnexpectedPayload(p) => retryable(format!("unexpected payload {p}"), retry_after),
+        Content::Document | Content::Accepted { .. } => retryable(
+            format!("registry returned {status} with a document"),
+            retry_after,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, content: Content) -> Observation {
+        Observation::Answer {
+            status,
+            retry_after: None,
+            content,
+            polling: false,
+        }
+    }
+
+    fn fault(code: FaultCode) -> Content {
+        Content::Fault {
+            code,
+            text: "x".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        }
+    }
+
+    fn kind(o: &Outcome) -> &'static str {
+        match o {
+            Outcome::Document => "document",
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::TicketLost { .. } => "ticket-lost",
+            Outcome::Permanent { .. } => "permanent",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Security { .. } => "security",
+        }
+    }
+
+    /// Every fault the simulator can inject, and what it must mean.
+    #[test]
+    fn classification_table() {
+        let ra = Some(Duration::from_secs(2));
+        let table: Vec<(&str, Observation, &str)> = vec![
+            ("document", answer(200, Content::Document), "document"),
+            (
+                "async",
+                answer(
+                    200,
+                    Content::Accepted {
+                        ticket: "T".into(),
+                        retry_after: Duration::from_secs(1),
+                    },
+                ),
+                "accepted",
+            ),
+            (
+                "500 plain",
+                answer(500, Content::Unsigned { fault: None }),
+                "retryable",
+            ),
+            (
+                "503 plain",
+                answer(503, Content::Malformed("not XML".into())),
+                "retryable",
+            ),
+            (
+                "429",
+                Observation::Answer {
+                    status: 429,
+                    retry_after: ra,
+                    content: Content::Malformed("x".into()),
+                    polling: false,
+                },
+                "retryable",
+            ),
+            (
+                "408",
+                answer(408, Content::Malformed("x".into())),
+                "retryable",
+            ),
+            (
+                "404 plain",
+                answer(404, Content::Malformed("x".into())),
+                "permanent",
+            ),
+            (
+                "reset",
+                Observation::Transport(Transport::Interrupted("reset".into())),
+                "retryable",
+            ),
+            (
+                "drip/timeout",
+                Observation::Transport(Transport::Timeout),
+                "retryable",
+            ),
+            (
+                "truncate",
+                Observation::Transport(Transport::Interrupted("incomplete body".into())),
+                "retryable",
+            ),
+            (
+                "oversize",
+                Observation::Transport(Transport::TooLarge { limit: 10 }),
+                "retryable",
+            ),
+            (
+                "connect",
+                Observation::Transport(Transport::Connect("refused".into())),
+                "retryable",
+            ),
+            (
+                "our cert refused",
+                Observation::Transport(Transport::Tls("handshake".into())),
+                "retryable",
+            ),
+            (
+                "server cert untrusted",
+                Observation::Transport(Transport::UntrustedServer("UnknownIssuer".into())),
+                "security",
+            ),
+            (
+                "malformed 200",
+                answer(200, Content::Malformed("line 1".into())),
+                "retryable",
+            ),
+            (
+                "schema-invalid",
+                answer(200, Content::SchemaInvalid("missing".into())),
+                "retryable",
+            ),
+            (
+                "badsig",
+                answer(200, Content::BadSignature("digest".into())),
+                "security",
+            ),
+            (
+                "untrusted signer",
+                answer(200, Content::BadSignature("not trusted".into())),
+                "security",
+            ),
+            (
+                "badsig on 500",
+                answer(500, Content::BadSignature("digest".into())),
+                "security",
+            ),
+            ("badhash", answer(200, Content::HashMismatch), "security"),
+            (
+                "other id",
+                answer(
+                    200,
+                    Content::IdMismatch {
+                        expected: "A".into(),
+                        found: "B".into(),
+                    },
+                ),
+                "security",
+            ),
+            (
+                "unsigned 200",
+                answer(200, Content::Unsigned { fault: None }),
+                "security",
+            ),
+            (
+                "unavailable",
+                answer(500, fault(FaultCode::Unavailable)),
+                "retryable",
+            ),
+            (
+                "maintenance",
+                answer(500, fault(FaultCode::Maintenance)),
+                "retryable",
+            ),
+            (
+                "internal",
+                answer(500, fault(FaultCode::Internal)),
+                "retryable",
+            ),
+            (
+                "not found",
+                answer(500, fault(FaultCode::NotFound)),
+                "permanent",
+            ),
+            (
+                "invalid subject",
+                answer(500, fault(FaultCode::InvalidSubject)),
+                "permanent",
+            ),
+            (
+                "not authorized",
+                answer(500, fault(FaultCode::NotAuthorized)),
+                "permanent",
+            ),
+            (
+                "they reject our signature",
+                answer(500, fault(FaultCode::BadSignature)),
+                "security",
+            ),
+            (
+                "unknown fault",
+                answer(500, fault(FaultCode::Other("{urn:x}Y".into()))),
+                "permanent",
+            ),
+            (
+                "lost ticket",
+                Observation::Answer {
+                    status: 500,
+                    retry_after: None,
+                    content: fault(FaultCode::NotFound),
+                    polling: true,
+                },
+                "ticket-lost",
+            ),
+            (
+                "unexpected payload",
+                answer(200, Content::UnexpectedPayload("{urn:x}Y".into())),
+                "retryable",
+            ),
+        ];
+        for (name, obs, want) in table {
+            let got = classify(&obs);
+            assert_eq!(kind(&got), want, "{name}: {got}");
+        }
+    }
+
+    #[test]
+    fn retry_after_and_messages() {
+        let o = classify(&answer(500, fault(FaultCode::Maintenance)));
+        assert_eq!(
+            o.to_string(),
+            "retryable: registry in maintenance: x, retry after 30 s"
+        );
+        let o = classify(&Observation::Answer {
+            status: 503,
+            retry_after: Some(Duration::from_secs(30)),
+            content: Content::Malformed("x".into()),
+            polling: false,
+        });
+        assert_eq!(
+            o.to_string(),
+            "retryable: registry returned 503, retry after 30 s"
+        );
+        let o = classify(&answer(
+            200,
+            Content::BadSignature("digest of the signed content does not match".into()),
+        ));
+        assert_eq!(o.to_string(), "security failure: response signature does not verify: digest of the signed content does not match");
+    }
+}

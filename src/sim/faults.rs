@@ -1,0 +1,339 @@
+//! Fault injection: which misbehaviour the simulator shows, for which
+//! registry or service, how often.
+//!
+//! A specification is a comma-separated list of `SCOPE:FAULT[=WHEN]`:
+//! - `SCOPE` is `*`, a registry (`cadastre`) or a service (`tax.clearance-certificate`);
+//! - `WHEN` is a rate from 0 to 1 (`0.1`), or `next:N` for the next N
+//!   matching requests; absent means always;
+//! - `latency` takes a duration or a range instead: `latency=50ms`,
+//!   `latency=20ms..200ms` (uniform).
+//!
+//! Faults: `500`, `503`, `429` (with `Retry-After: 2`), `reset` (the
+//! connection drops before an answer), `drip` (the answer trickles slower
+//! than any timeout), `truncate` (the body stops half-way), `oversize` (a
+//! body over 10 MiB), `malformed` (not XML), `invalid` (signed, but
+//! schema-invalid), `badsig` (the signature does not verify), `untrusted`
+//! (signed by a certificate from another CA), `badhash` (wrong
+//! `requestHash`), `unavailable` and `maintenance` (signed SOAP faults),
+//! `async` (answered later: `jum:Accepted`, ready after `async-delay`,
+//! default 1 s), `lost` (a polled ticket is unknown), `notfound`.
+//! Example: `cadastre:503=0.1, tax.clearance-certificate:async=next:2, *:latency=5ms..20ms`.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    Http500,
+    Http503,
+    Http429,
+    Reset,
+    Drip,
+    Truncate,
+    Oversize,
+    Malformed,
+    Invalid,
+    BadSig,
+    Untrusted,
+    BadHash,
+    Unavailable,
+    Maintenance,
+    Async,
+    Lost,
+    NotFound,
+}
+
+impl Fault {
+    pub const ALL: [(&'static str, Fault); 17] = [
+        ("500", Fault::Http500),
+        ("503", Fault::Http503),
+        ("429", Fault::Http429),
+        ("reset", Fault::Reset),
+        ("drip", Fault::Drip),
+        ("truncate", Fault::Truncate),
+        ("oversize", Fault::Oversize),
+        ("malformed", Fault::Malformed),
+        ("invalid", Fault::Invalid),
+        ("badsig", Fault::BadSig),
+        ("untrusted", Fault::Untrusted),
+        ("badhash", Fault::BadHash),
+        ("unavailable", Fault::Unavailable),
+        ("maintenance", Fault::Maintenance),
+        ("async", Fault::Async),
+        ("lost", Fault::Lost),
+        ("notfound", Fault::NotFound),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Fault::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    Rate(f64),
+    Next(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Action {
+    Fault { fault: Fault },
+    Latency { min_ms: u64, max_ms: u64 },
+    AsyncDelay { ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rule {
+    pub scope: String,
+    pub action: Action,
+    pub when: When,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fault spec {item:?}: {reason}")]
+pub struct SpecError {
+    pub item: String,
+    pub reason: String,
+}
+
+fn duration_ms(s: &str) -> Result<u64, String> {
+    crate::config::parse_duration(s).map(|d| d.as_millis() as u64)
+}
+
+/// Parses a specification (see the module doc).
+pub fn parse_spec(spec: &str) -> Result<Vec<Rule>, SpecError> {
+    let mut rules = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let err = |reason: String| SpecError {
+            item: item.to_owned(),
+            reason,
+        };
+        let (scope, rest) = item
+            .split_once(':')
+            .ok_or_else(|| err("expected SCOPE:FAULT[=WHEN], e.g. cadastre:503=0.1".into()))?;
+        if scope.is_empty() {
+            return Err(err("empty scope; use * for every registry".into()));
+        }
+        let (name, value) = match rest.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (rest.trim(), None),
+        };
+        let (action, when) = match name {
+            "latency" => {
+                let v = value.ok_or_else(|| {
+                    err("latency needs a duration, e.g. latency=50ms or latency=20ms..200ms".into())
+                })?;
+                let (a, b) = match v.split_once("..") {
+                    Some((a, b)) => (duration_ms(a).map_err(&err)?, duration_ms(b).map_err(&err)?),
+                    None => {
+                        let d = duration_ms(v).map_err(&err)?;
+                        (d, d)
+                    }
+                };
+                if b < a {
+                    return Err(err("the range must go from low to high".into()));
+                }
+                (
+                    Action::Latency {
+                        min_ms: a,
+                        max_ms: b,
+                    },
+                    When::Rate(1.0),
+                )
+            }
+            "async-delay" => {
+                let v = value.ok_or_else(|| err("async-delay needs a duration".into()))?;
+                (
+                    Action::AsyncDelay {
+                        ms: duration_ms(v).map_err(&err)?,
+                    },
+                    When::Rate(1.0),
+                )
+            }
+            _ => {
+                let fault = Fault::ALL
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| {
+                        err(format!(
+                            "unknown fault {name:?}; known: latency, async-delay, {}",
+                            Fault::ALL.map(|(n, _)| n).join(", ")
+                        ))
+                    })?;
+                let when = match value {
+                    None => When::Rate(1.0),
+                    Some(v) => match v.strip_prefix("next:") {
+                        Some(n) => When::Next(
+                            n.parse()
+                                .map_err(|_| err(format!("{n:?} is not a count")))?,
+                        ),
+                        None => {
+                            let r: f64 = v.parse().map_err(|_| {
+                                err(format!("{v:?} is neither a rate (0 to 1) nor next:N"))
+                            })?;
+                            if !(0.0..=1.0).contains(&r) {
+                                return Err(err(format!("rate {r} is outside 0 to 1")));
+                            }
+                            When::Rate(r)
+                        }
+                    },
+                };
+                (Action::Fault { fault }, when)
+            }
+        };
+        rules.push(Rule {
+            scope: scope.to_owned(),
+            action,
+            when,
+        });
+    }
+    Ok(rules)
+}
+
+fn in_scope(scope: &str, registry: &str, service: &str) -> bool {
+    scope == "*" || scope == registry || scope == service
+}
+
+/// What to do with one request.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Decision {
+    pub latency: Option<Duration>,
+    pub fault: Option<Fault>,
+    pub async_delay: Option<Duration>,
+}
+
+/// The rules in force; the first matching fault rule that fires wins.
+#[derive(Debug, Default)]
+pub struct FaultTable {
+    pub rules: Vec<Rule>,
+}
+
+impl FaultTable {
+    pub fn decide<R: Rng>(&mut self, registry: &str, service: &str, rng: &mut R) -> Decision {
+        let mut d = Decision::default();
+        for rule in self
+            .rules
+            .iter_mut()
+            .filter(|r| in_scope(&r.scope, registry, service))
+        {
+            match &rule.action {
+                Action::Latency { min_ms, max_ms } => {
+                    if d.latency.is_none() {
+                        d.latency =
+                            Some(Duration::from_millis(rng.random_range(*min_ms..=*max_ms)));
+                    }
+                }
+                Action::AsyncDelay { ms } => d.async_delay = Some(Duration::from_millis(*ms)),
+                Action::Fault { fault } => {
+                    if d.fault.is_some() {
+                        continue;
+                    }
+                    let fire = match &mut rule.when {
+                        When::Rate(r) => rng.random_bool(r.clamp(0.0, 1.0)),
+                        When::Next(n) if *n > 0 => {
+                            *n -= 1;
+                            true
+                        }
+                        When::Next(_) => false,
+                    };
+                    if fire {
+                        d.fault = Some(*fault);
+                    }
+                }
+            }
+        }
+        // Spent next:N rules are dropped so a listing shows what is left.
+        self.rules.retain(|r| r.when != When::Next(0));
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let r = parse_spec(
+            "cadastre:503=0.1, tax.clearance-certificate:async=next:2, *:latency=5ms..20ms",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[0].action,
+            Action::Fault {
+                fault: Fault::Http503
+            }
+        );
+        assert_eq!(r[0].when, When::Rate(0.1));
+        assert_eq!(r[1].when, When::Next(2));
+        assert_eq!(
+            r[2].action,
+            Action::Latency {
+                min_ms: 5,
+                max_ms: 20
+            }
+        );
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(
+            parse_spec("cadastre").unwrap_err().reason,
+            "expected SCOPE:FAULT[=WHEN], e.g. cadastre:503=0.1"
+        );
+        assert!(parse_spec("civil:404")
+            .unwrap_err()
+            .reason
+            .starts_with("unknown fault \"404\""));
+        assert_eq!(
+            parse_spec("civil:503=1.5").unwrap_err().reason,
+            "rate 1.5 is outside 0 to 1"
+        );
+        assert!(parse_spec("civil:latency=fast").is_err());
+    }
+
+    #[test]
+    fn next_n_fires_exactly_n_times_for_its_scope_only() {
+        let mut t = FaultTable {
+            rules: parse_spec("tax:503=next:2").unwrap(),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(
+            t.decide("civil", "civil.birth-extract", &mut rng).fault,
+            None
+        );
+        assert_eq!(
+            t.decide("tax", "tax.property-tax-status", &mut rng).fault,
+            Some(Fault::Http503)
+        );
+        assert_eq!(
+            t.decide("tax", "tax.clearance-certificate", &mut rng).fault,
+            Some(Fault::Http503)
+        );
+        assert_eq!(
+            t.decide("tax", "tax.clearance-certificate", &mut rng).fault,
+            None
+        );
+        assert!(t.rules.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn spec_parsing_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_spec(&s);
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The registry simulator: the server side of the exchange protocol for the
+//! three registries, on HTTPS with client certificates required, with a
+//! synthetic population ([`data`]) and fault injection ([`faults`]).
+//!
+//! Each request is checked as a registry would: the client certificate by
+//! TLS, then the XML signature against the configured trust, then the
+//! envelope. The answer echoes the request headers, carries the SHA-512 of
+//! the request bytes as `xrd:requestHash`, and is signed with the registry's
+//! signing key.
+//!
+//! A plain-HTTP control endpoint on loopback lets tests flip faults and ask
+//! what was seen: `GET/PUT/POST/DELETE /faults`, `GET /seen`, `POST /reset`.
+
+pub mod data;
+pub mod faults;
+pub mod tls;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::config::{Member, SimulatorConfig};
+use crate::pki::{CertSpec, Issued, KeyKind, Role};
+use crate::protocol::envelope::{self, FaultCode, Headers};
+use crate::protocol::{request_hash, Body as PBody};
+use crate::xml::{self, dsig, Limits, SigningKey, TrustStore};
+use data::{Answer, Fields, Population};
+use faults::{Fault, FaultTable};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error("{path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    #[error("faults: {0}")]
+    Faults(#[from] faults::SpecError),
+}
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    pub registry: String,
+    pub service: String,
+    pub id: String,
+    pub poll: bool,
+    pub outcome: String,
+}
+
+struct Ticket {
+    ready_at: Instant,
+    service: String,
+    fields: Fields,
+}
+
+struct Registry {
+    name: String,
+    member: Member,
+    key: SigningKey,
+}
+
+struct Shared {
+    population: Population,
+    gateway_trust: TrustStore,
+    /// Signs the `untrusted` fault: a key whose CA nobody trusts.
+    rogue: SigningKey,
+    faults: Mutex<FaultTable>,
+    seen: Mutex<Vec<Seen>>,
+    tickets: Mutex<HashMap<String, Ticket>>,
+    rng: Mutex<StdRng>,
+    limits: Limits,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, SimError> {
+    std::fs::read(path).map_err(|e| SimError::File {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// A running simulator.
+pub struct Simulator {
+    /// Where each registry listens.
+    pub addrs: BTreeMap<String, SocketAddr>,
+    pub control: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the three registries and the control endpoint.
+pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
+    let client_ca = read(&cfg.client_ca)?;
+    let gateway_trust = TrustStore::from_pem(&client_ca).map_err(|e| SimError::File {
+        path: cfg.client_ca.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let rogue_ca = Issued::new(&CertSpec::new("rogue CA", Role::Ca), KeyKind::EcP256, None)
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    let rogue = Issued::new(
+        &CertSpec::new("rogue signer", Role::Signing),
+        KeyKind::EcP256,
+        Some(&rogue_ca),
+    )
+    .map_err(|e| SimError::Tls(e.to_string()))?;
+    let rogue = SigningKey::from_pem(
+        &rogue.key_pem().map_err(|e| SimError::Tls(e.to_string()))?,
+        &rogue.cert_pem().map_err(|e| SimError::Tls(e.to_string()))?,
+        None,
+    )
+    .map_err(|e| SimError::Tls(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        population: Population::generate(cfg.seed, cfg.population),
+        gateway_trust,
+        rogue,
+        faults: Mutex::new(FaultTable {
+            rules: faults::parse_spec(&cfg.faults)?,
+        }),
+        seen: Mutex::new(Vec::new()),
+        tickets: Mutex::new(HashMap::new()),
+        rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
+        limits: Limits {
+            max_size: cfg.max_body_bytes,
+            ..Limits::default()
+        },
+    });
+
+    let mut addrs = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for (name, r) in &cfg.registries {
+        let key =
+            SigningKey::from_pem(&read(&r.sign_key)?, &read(&r.sign_cert)?, None).map_err(|e| {
+                SimError::File {
+                    path: r.sign_key.display().to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let reg = Arc::new(Registry {
+            name: name.clone(),
+            member: r.member.clone(),
+            key,
+        });
+        let app = Router::new()
+            .route("/", post(handle))
+            .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+            .with_state((reg, shared.clone()));
+        let tls = tls::server_config(&r.tls_cert, &r.tls_key, &cfg.client_ca)?;
+        let addr = format!("{}:{}", cfg.listen, r.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| SimError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        addrs.insert(
+            name.clone(),
+            listener
+                .local_addr()
+                .map_err(|source| SimError::Listen { addr, source })?,
+        );
+        tasks.push(tokio::spawn(tls::serve(listener, tls, app)));
+    }
+
+    let control = Router::new()
+        .route(
+            "/faults",
+            get(faults_get)
+                .put(faults_put)
+                .post(faults_add)
+                .delete(faults_clear),
+        )
+        .route("/seen", get(seen_get))
+        .route("/reset", post(reset))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(&cfg.control)
+        .await
+        .map_err(|source| SimError::Listen {
+            addr: cfg.control.clone(),
+            source,
+        })?;
+    let control_addr = listener.local_addr().map_err(|source| SimError::Listen {
+        addr: cfg.control.clone(),
+        source,
+    })?;
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(listener, control).await;
+    }));
+    Ok(Simulator {
+        addrs,
+        control: control_addr,
+        tasks,
+    })
+}
+
+type St = State<(Arc<Registry>, Arc<Shared>)>;
+
+fn xml_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    r
+}
+
+/// A body stream: some bytes, then optionally an error that aborts the
+/// connection mid-answer.
+fn broken_body(prefix: Vec<u8>, delay: Option<Duration>) -> Body {
+    let stream = futures_util::stream::unfold(
+        (prefix, 0usize, false),
+        move |(data, pos, done)| async move {
+            if done {
+                return None;
+            }
+            if pos >= data.len() {
+                return Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "simulated fault",
+                    )),
+                    (data, pos, true),
+                ));
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let step = if delay.is_some() { 1 } else { data.len() - pos };
+            let chunk = Bytes::copy_from_slice(&data[pos..pos + step]);
+            Some((Ok(chunk), (data, pos + step, false)))
+        },
+    );
+    Body::from_stream(stream)
+}
+
+async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
+    // 1. The request must be signed by someone the registry trusts.
+    let verified = match xml::verify(&body, &sh.gateway_trust, &sh.limits) {
+        Ok(v) => v,
+        Err(e) => return unsigned_fault(&reg, &sh, &format!("request rejected: {e}")),
+    };
+    let env = match envelope::read(&verified.doc) {
+        Ok(e) => e,
+        Err(e) => return unsigned_fault(&reg, &sh, &format!("request rejected: {e}")),
+    };
+    let h = env.headers;
+    let service = h.service_code.clone();
+    let poll = matches!(env.body, PBody::Poll { .. });
+    let hash = request_hash(&body);
+
+    let decision = lock(&sh.faults).decide(&reg.name, &service, &mut *lock(&sh.rng));
+    if let Some(l) = decision.latency {
+        tokio::time::sleep(l).await;
+    }
+    let record = |outcome: &str| {
+        lock(&sh.seen).push(Seen {
+            registry: reg.name.clone(),
+            service: service.clone(),
+            id: h.id.clone(),
+            poll,
+            outcome: outcome.to_owned(),
+        })
+    };
+    if !service.starts_with(&format!("{}.", reg.name)) || h.service.code != reg.member.code {
+        record("wrong registry");
+        return signed(
+            &reg.key,
+            &h,
+            &hash,
+            &envelope::fault(
+                &FaultCode::NotAuthorized,
+                &format!("this registry does not offer {service}"),
+                None,
+            ),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &sh,
+        );
+    }
+    let fault = decision.fault;
+    if let Some(f) = fault {
+        record(f.name());
+    }
+    match fault {
+        Some(Fault::Http500) => {
+            return xml_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+        Some(Fault::Http503) => {
+            return xml_response(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+        }
+        Some(Fault::Http429) => {
+            let mut r = xml_response(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            return r;
+        }
+        Some(Fault::Reset) => return xml_response(StatusCode::OK, broken_body(Vec::new(), None)),
+        Some(Fault::Malformed) => {
+            return xml_response(StatusCode::OK, "<SOAP-ENV:Envelope><not-closed>")
+        }
+        Some(Fault::Oversize) => {
+            let filler = "<!-- padding -->".repeat(11 * 1024 * 1024 / 16 + 1);
+            return xml_response(
+                StatusCode::OK,
+                format!(
+                    "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"{}\">{filler}</SOAP-ENV:Envelope>",
+                    dsig::SOAP_NS
+                ),
+            );
+        }
+        Some(Fault::Unavailable) => {
+            let b = envelope::fault(
+                &FaultCode::Unavailable,
+                "registry temporarily unavailable",
+                Some(Duration::from_secs(30)),
+            );
+            return signed(
+                &reg.key,
+                &h,
+                &hash,
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &sh,
+            );
+        }
+        Some(Fault::Maintenance) => {
+            let b = envelope::fault(
+                &FaultCode::Maintenance,
+                "scheduled maintenance",
+                Some(Duration::from_secs(1800)),
+            );
+            return signed(
+                &reg.key,
+                &h,
+                &hash,
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &sh,
+            );
+        }
+        Some(Fault::NotFound) => {
+            let b = envelope::fault(&FaultCode::NotFound, "not found (injected)", None);
+            return signed(
+                &reg.key,
+                &h,
+                &hash,
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &sh,
+            );
+        }
+        _ => {}
+    }
+
+    // 2. The answer: at once, or by ticket.
+    let (answer_service, fields) = match &env.body {
+        PBody::Poll { ticket } => {
+            let t = if fault == Some(Fault::Lost) {
+                None
+            } else {
+                lock(&sh.tickets).remove(ticket)
+            };
+            let Some(t) = t else {
+                if fault.is_none() {
+                    record("unknown ticket");
+                }
+                let b = envelope::fault(
+                    &FaultCode::NotFound,
+                    &format!("unknown ticket {ticket}"),
+                    None,
+                );
+                return signed(
+                    &reg.key,
+                    &h,
+                    &hash,
+                    &b,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &sh,
+                );
+            };
+            if t.ready_at > Instant::now() {
+                let left = t.ready_at - Instant::now();
+                lock(&sh.tickets).insert(ticket.clone(), t);
+                if fault.is_none() {
+                    record("not ready");
+                }
+                return signed(
+                    &reg.key,
+                    &h,
+                    &hash,
+                    &envelope::accepted(ticket, left),
+                    StatusCode::OK,
+                    &sh,
+                );
+            }
+            (t.service, t.fields)
+        }
+        PBody::Payload { node, .. } => {
+            let fields: Fields = verified
+                .doc
+                .child_elements(*node)
+                .filter_map(|c| {
+                    verified
+                        .doc
+                        .element(c)
+                        .map(|e| (e.local.clone(), verified.doc.text(c).trim().to_owned()))
+                })
+                .collect();
+            if fault == Some(Fault::Async) {
+                let ticket = format!("{}-{}", reg.name.to_uppercase(), ulid::Ulid::new());
+                let delay = decision.async_delay.unwrap_or(Duration::from_secs(1));
+                lock(&sh.tickets).insert(
+                    ticket.clone(),
+                    Ticket {
+                        ready_at: Instant::now() + delay,
+                        service: service.clone(),
+                        fields,
+                    },
+                );
+                return signed(
+                    &reg.key,
+                    &h,
+                    &hash,
+                    &envelope::accepted(&ticket, delay),
+                    StatusCode::OK,
+                    &sh,
+                );
+            }
+            (service.clone(), fields)
+        }
+        _ => {
+            record("bad body");
+            let b = envelope::fault(
+                &FaultCode::InvalidSubject,
+                "the body is neither a request nor a poll",
+                None,
+            );
+            return signed(
+                &reg.key,
+                &h,
+                &hash,
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &sh,
+            );
+        }
+    };
+    let (status, body_xml) = match sh.population.answer(&answer_service, &fields) {
+        Answer::Document(d) => (StatusCode::OK, d),
+        Answer::NotFound(why) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            envelope::fault(&FaultCode::NotFound, &why, None),
+        ),
+    };
+    if fault.is_none() {
+        record(if status == StatusCode::OK {
+            "document"
+        } else {
+            "not found"
+        });
+    }
+    match fault {
+        Some(Fault::Invalid) => {
+            // Signed correctly, but the document lacks its required first child.
+            let broken = body_xml.replacen("issuance>", "issuanceX>", 2);
+            signed(&reg.key, &h, &hash, &broken, status, &sh)
+        }
+        Some(Fault::BadHash) => signed(
+            &reg.key,
+            &h,
+            &request_hash(b"some other request"),
+            &body_xml,
+            status,
+            &sh,
+        ),
+        Some(Fault::Untrusted) => signed(&sh.rogue, &h, &hash, &body_xml, status, &sh),
+        Some(Fault::BadSig) => {
+            let r = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
+            // Change one character of signed content after signing.
+            let tampered = String::from_utf8_lossy(&r).replacen("<xrd:userId>", "<xrd:userId>X", 1);
+            xml_response(status, tampered)
+        }
+        Some(Fault::Truncate) => {
+            let full = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
+            let mut r = xml_response(status, broken_body(full[..full.len() / 2].to_vec(), None));
+            if let Ok(v) = HeaderValue::from_str(&full.len().to_string()) {
+                r.headers_mut().insert(header::CONTENT_LENGTH, v);
+            }
+            r
+        }
+        Some(Fault::Drip) => {
+            let full = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
+            xml_response(status, broken_body(full, Some(Duration::from_millis(200))))
+        }
+        _ => signed(&reg.key, &h, &hash, &body_xml, status, &sh),
+    }
+}
+
+fn sign_envelope(key: &SigningKey, h: &Headers, hash: &str, body: &str, sh: &Shared) -> Vec<u8> {
+    let x = envelope::response(h, hash, body);
+    // Our own envelopes always sign; a failure here is a bug worth seeing.
+    xml::sign(x.as_bytes(), key, &sh.limits)
+        .unwrap_or_else(|e| format!("<!-- cannot sign: {e} -->").into_bytes())
+}
+
+fn signed(
+    key: &SigningKey,
+    h: &Headers,
+    hash: &str,
+    body: &str,
+    status: StatusCode,
+    sh: &Shared,
+) -> Response {
+    xml_response(status, sign_envelope(key, h, hash, body, sh))
+}
+
+/// A request we cannot even read gets an unsigned SOAP fault: there are no
+/// headers to echo.
+fn unsigned_fault(reg: &Registry, sh: &Shared, why: &str) -> Response {
+    lock(&sh.seen).push(Seen {
+        registry: reg.name.clone(),
+        service: String::new(),
+        id: String::new(),
+        poll: false,
+        outcome: "bad signature".into(),
+    });
+    xml_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"{}\" xmlns:jum=\"urn:jum-gateway:exchange:1\"><SOAP-ENV:Body><SOAP-ENV:Fault><faultcode>jum:BadSignature</faultcode><faultstring>{}</faultstring></SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>",
+            dsig::SOAP_NS,
+            envelope::esc(why)
+        ),
+    )
+}
+
+type Ctl = State<Arc<Shared>>;
+
+async fn faults_get(State(sh): Ctl) -> Response {
+    axum::Json(lock(&sh.faults).rules.clone()).into_response()
+}
+
+async fn faults_put(State(sh): Ctl, spec: String) -> Response {
+    match faults::parse_spec(&spec) {
+        Ok(r) => {
+            lock(&sh.faults).rules = r;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn faults_add(State(sh): Ctl, spec: String) -> Response {
+    match faults::parse_spec(&spec) {
+        Ok(r) => {
+            lock(&sh.faults).rules.extend(r);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn faults_clear(State(sh): Ctl) -> Response {
+    lock(&sh.faults).rules.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(serde::Serialize)]
+struct SeenReport {
+    total: usize,
+    by_registry: BTreeMap<String, usize>,
+    by_service: BTreeMap<String, usize>,
+    by_id: BTreeMap<String, usize>,
+    requests: Vec<Seen>,
+}
+
+async fn seen_get(State(sh): Ctl) -> Response {
+    let seen = lock(&sh.seen).clone();
+    let mut r = SeenReport {
+        total: seen.len(),
+        by_registry: BTreeMap::new(),
+        by_service: BTreeMap::new(),
+        by_id: BTreeMap::new(),
+        requests: Vec::new(),
+    };
+    for s in &seen {
+        *r.by_registry.entry(s.registry.clone()).or_default() += 1;
+        if !s.service.is_empty() {
+            *r.by_service.entry(s.service.clone()).or_default() += 1;
+        }
+        if !s.id.is_empty() {
+            *r.by_id.entry(s.id.clone()).or_default() += 1;
+        }
+    }
+    r.requests = seen;
+    axum::Json(r).into_response()
+}
+
+async fn reset(State(sh): Ctl) -> Response {
+    lock(&sh.seen).clear();
+    lock(&sh.faults).rules.clear();
+    lock(&sh.tickets).clear();
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,441 @@
+//! The exchange client against the real simulator, over real mTLS on
+//! loopback: documents for all six services, every fault class, and the
+//! certificate checks of both sides.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use jum_gateway::config::{self, GatewayConfig, SimulatorConfig};
+use jum_gateway::exchange::{Call, Exchange, Outcome};
+use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+use jum_gateway::protocol::Subject;
+use jum_gateway::sim::{self, Simulator};
+
+struct Env {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    gw: GatewayConfig,
+    control: reqwest::Client,
+}
+
+fn certs(dir: &Path) -> PathBuf {
+    dir.join("certs")
+}
+
+async fn setup(faults: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path());
+    jum_gateway::pki::init_dev(&c, false).unwrap();
+    let sim_text = std::fs::read_to_string(manifest_dir().join("config/simulator.toml")).unwrap();
+    let mut sc: SimulatorConfig =
+        config::parse(&sim_text, "simulator.toml", std::iter::empty()).unwrap();
+    sc.control = "127.0.0.1:0".into();
+    sc.client_ca = c.join("registry-trust.pem");
+    sc.population = 100;
+    sc.faults = faults.into();
+    for (name, r) in sc.registries.iter_mut() {
+        r.port = 0;
+        r.tls_cert = c.join(format!("{name}-tls.pem"));
+        r.tls_key = c.join(format!("{name}-tls.key"));
+        r.sign_cert = c.join(format!("{name}-sign.pem"));
+        r.sign_key = c.join(format!("{name}-sign.key"));
+    }
+    let sim = sim::start(&sc).await.unwrap();
+    let gw_text = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
+    let mut gw: GatewayConfig =
+        config::parse(&gw_text, "gateway.toml", std::iter::empty()).unwrap();
+    gw.gateway.tls_cert = c.join("gateway-tls.pem");
+    gw.gateway.tls_key = c.join("gateway-tls.key");
+    gw.gateway.sign_cert = c.join("gateway-sign.pem");
+    gw.gateway.sign_key = c.join("gateway-sign.key");
+    for (name, r) in gw.registries.iter_mut() {
+        r.url = format!("https://{}/", sim.addrs[name]);
+        r.tls_ca = c.join("gateway-trust.pem");
+        r.signer_ca = c.join("gateway-trust.pem");
+        r.timeout = Duration::from_secs(3);
+        r.connect_timeout = Duration::from_secs(2);
+    }
+    gw.validate("test").unwrap();
+    Env {
+        dir,
+        sim,
+        gw,
+        control: reqwest::Client::new(),
+    }
+}
+
+impl Env {
+    fn exchange(&self) -> Exchange {
+        Exchange::new(&self.gw, &manifest_dir().join("schemas")).unwrap()
+    }
+
+    async fn faults(&self, spec: &str) {
+        let r = self
+            .control
+            .put(format!("http://{}/faults", self.sim.control))
+            .body(spec.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{spec}: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    async fn seen(&self) -> serde_json::Value {
+        self.control
+            .get(format!("http://{}/seen", self.sim.control))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn subject(s: &str) -> Subject {
+    let (k, v) = s.split_once('=').unwrap();
+    match k {
+        "jmbg" => Subject::from_parts(Some(v), None, None, None, None, None),
+        "pib" => Subject::from_parts(None, Some(v), None, None, None, None),
+        "ko+sheet" => {
+            let (ko, sh) = v.split_once('/').unwrap();
+            Subject::from_parts(None, None, None, Some(ko), Some(sh), None)
+        }
+        "ko+parcel" => {
+            let (ko, p) = v.split_once(':').unwrap();
+            Subject::from_parts(None, None, None, Some(ko), None, Some(p))
+        }
+        _ => unreachable!(),
+    }
+    .unwrap()
+}
+
+async fn attempt(
+    ex: &Exchange,
+    service: &str,
+    subj: &Subject,
+    id: &str,
+    ticket: Option<&str>,
+) -> jum_gateway::exchange::Attempt {
+    ex.attempt(&Call {
+        id,
+        service,
+        subject: subj,
+        case: "351-12/2026-IV",
+        official: "marija.kovac",
+        legal_basis: "ZUP čl. 103",
+        purpose: "test",
+        ticket,
+    })
+    .await
+    .unwrap()
+}
+
+const SIX: [(&str, &str); 6] = [
+    ("civil.birth-extract", "jmbg=0512981717776"),
+    ("civil.citizenship-certificate", "jmbg=0512981717776"),
+    ("cadastre.property-sheet", "ko+sheet=803472/1520"),
+    ("cadastre.parcel", "ko+parcel=803472:1234/5"),
+    ("tax.clearance-certificate", "pib=101134702"),
+    ("tax.property-tax-status", "jmbg=0512981717776"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_services_return_documents_that_xmlsec1_and_xmllint_accept() {
+    let env = setup("").await;
+    let ex = env.exchange();
+    for (service, s) in SIX {
+        let id = ulid::Ulid::new().to_string();
+        let a = attempt(&ex, service, &subject(s), &id, None).await;
+        assert_eq!(a.outcome, Outcome::Document, "{service}: {}", a.outcome);
+        let registry = service.split('.').next().unwrap();
+        assert_eq!(
+            a.signer.as_deref(),
+            Some(format!("O=jum-gateway development, CN={registry} signer").as_str())
+        );
+        let f = env.dir.path().join(format!("{service}.xml"));
+        std::fs::write(&f, a.response.unwrap()).unwrap();
+        let o = tool("xmlsec1")
+            .arg("--verify")
+            .arg("--trusted-pem")
+            .arg(certs(env.dir.path()).join("ca.pem"))
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "xmlsec1 on {service}: {}", text(&o));
+        let o = tool("xmllint")
+            .args(["--noout", "--schema"])
+            .arg(manifest_dir().join("schemas/jum-gateway.xsd"))
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "xmllint on {service}: {}", text(&o));
+    }
+    let seen = env.seen().await;
+    assert_eq!(seen["total"], 6);
+    assert_eq!(seen["by_registry"]["cadastre"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_ends_in_its_classification() {
+    let env = setup("").await;
+    let ex = env.exchange();
+    let s = subject("jmbg=0512981717776");
+    let cases: &[(&str, &str)] = &[
+        ("civil:500=next:1", "retryable: registry returned 500"),
+        ("civil:503=next:1", "retryable: registry returned 503"),
+        ("civil:429=next:1", "retryable: registry returned 429, retry after 2 s"),
+        ("civil:reset=next:1", "retryable: connection broke"),
+        ("civil:truncate=next:1", "retryable: connection broke"),
+        ("civil:drip=next:1", "retryable: no complete answer before the timeout"),
+        ("civil:oversize=next:1", "retryable: answer larger than the limit of 10485760 bytes"),
+        ("civil:malformed=next:1", "retryable: malformed answer: line 1"),
+        ("civil:invalid=next:1", "retryable: schema-invalid answer"),
+        ("civil:badsig=next:1", "security failure: response signature does not verify: digest of the signed content does not match"),
+        ("civil:untrusted=next:1", "security failure: response signature does not verify: signer certificate is not trusted"),
+        ("civil:badhash=next:1", "security failure: response requestHash does not match the request sent"),
+        ("civil:unavailable=next:1", "retryable: registry unavailable: registry temporarily unavailable, retry after 30 s"),
+        ("civil:maintenance=next:1", "retryable: registry in maintenance: scheduled maintenance, retry after 1800 s"),
+        ("civil:notfound=next:1", "permanent failure: registry found no data"),
+    ];
+    for (spec, want) in cases {
+        env.faults(spec).await;
+        let a = attempt(
+            &ex,
+            "civil.birth-extract",
+            &s,
+            &ulid::Ulid::new().to_string(),
+            None,
+        )
+        .await;
+        assert!(
+            a.outcome.to_string().starts_with(want),
+            "{spec}: got {:?}, want {want:?}",
+            a.outcome.to_string()
+        );
+        // the fault was used up: the next attempt succeeds
+        let a = attempt(
+            &ex,
+            "civil.birth-extract",
+            &s,
+            &ulid::Ulid::new().to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(a.outcome, Outcome::Document, "after {spec}");
+    }
+    // a subject the registry does not know
+    let unknown = subject("jmbg=0101990800007");
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &unknown,
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert!(
+        a.outcome
+            .to_string()
+            .starts_with("permanent failure: registry found no data"),
+        "{}",
+        a.outcome
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_answers_are_polled_and_lost_tickets_noticed() {
+    let env = setup("").await;
+    let ex = env.exchange();
+    let s = subject("ko+sheet=803472/1520");
+    env.faults("cadastre:async=next:1, cadastre:async-delay=700ms")
+        .await;
+    let id = ulid::Ulid::new().to_string();
+    let a = attempt(&ex, "cadastre.property-sheet", &s, &id, None).await;
+    let Outcome::Accepted {
+        ticket,
+        retry_after,
+    } = a.outcome
+    else {
+        panic!("{}", a.outcome)
+    };
+    assert!(retry_after <= Duration::from_secs(1));
+    let early = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
+    assert!(
+        matches!(early.outcome, Outcome::Accepted { .. }),
+        "{}",
+        early.outcome
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let done = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
+    assert_eq!(done.outcome, Outcome::Document);
+    // polled once more, the ticket is gone
+    let again = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
+    assert!(
+        matches!(again.outcome, Outcome::TicketLost { .. }),
+        "{}",
+        again.outcome
+    );
+    // a registry that loses tickets
+    env.faults("cadastre:async=next:1, cadastre:async-delay=1ms")
+        .await;
+    let id2 = ulid::Ulid::new().to_string();
+    let Outcome::Accepted { ticket, .. } = attempt(&ex, "cadastre.property-sheet", &s, &id2, None)
+        .await
+        .outcome
+    else {
+        panic!()
+    };
+    env.faults("cadastre:lost=next:1").await;
+    let lost = attempt(&ex, "cadastre.property-sheet", &s, &id2, Some(&ticket)).await;
+    assert!(
+        matches!(lost.outcome, Outcome::TicketLost { .. }),
+        "{}",
+        lost.outcome
+    );
+    let seen = env.seen().await;
+    assert_eq!(seen["by_id"][&id], 4, "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_injected_and_still_answered() {
+    let env = setup("civil:latency=300ms").await;
+    let ex = env.exchange();
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &subject("jmbg=0512981717776"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(a.outcome, Outcome::Document);
+    assert!(a.duration >= Duration::from_millis(300), "{:?}", a.duration);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_is_refused_by_the_registry() {
+    let mut env = setup("").await;
+    let other = Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let intruder = Issued::new(
+        &CertSpec::new("intruder", Role::TlsClient),
+        KeyKind::EcP256,
+        Some(&other),
+    )
+    .unwrap();
+    let cert = write(
+        env.dir.path(),
+        "intruder.pem",
+        &intruder.cert_pem().unwrap(),
+    );
+    let key = write(env.dir.path(), "intruder.key", &intruder.key_pem().unwrap());
+    env.gw.gateway.tls_cert = cert;
+    env.gw.gateway.tls_key = key;
+    let ex = env.exchange();
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &subject("jmbg=0512981717776"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert!(
+        matches!(a.outcome, Outcome::Retryable { .. }),
+        "{}",
+        a.outcome
+    );
+    assert_eq!(
+        env.seen().await["total"],
+        0,
+        "the registry must not have handled it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_certificate_from_another_ca_is_refused_by_the_gateway() {
+    let mut env = setup("").await;
+    let other = Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let other_ca = write(env.dir.path(), "other-ca.pem", &other.cert_pem().unwrap());
+    env.gw.registries.get_mut("civil").unwrap().tls_ca = other_ca;
+    let ex = env.exchange();
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &subject("jmbg=0512981717776"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert!(
+        a.outcome
+            .to_string()
+            .starts_with("security failure: registry TLS certificate is not trusted"),
+        "{}",
+        a.outcome
+    );
+    assert_eq!(env.seen().await["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_bad_signature_gets_jum_bad_signature() {
+    let env = setup("").await;
+    let c = certs(env.dir.path());
+    let mut id = std::fs::read(c.join("gateway-tls.pem")).unwrap();
+    id.extend(std::fs::read(c.join("gateway-tls.key")).unwrap());
+    let http = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(c.join("ca.pem")).unwrap())
+                .unwrap(),
+        )
+        .identity(reqwest::Identity::from_pem(&id).unwrap())
+        .build()
+        .unwrap();
+    let unsigned =
+        std::fs::read(manifest_dir().join("schemas/examples/request-civil-birth-extract.xml"))
+            .unwrap();
+    let r = http
+        .post(format!("https://{}/", env.sim.addrs["civil"]))
+        .body(unsigned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("<faultcode>jum:BadSignature</faultcode>"),
+        "{body}"
+    );
+    assert!(body.contains("no ds:Signature found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_asked_of_the_wrong_registry_is_not_authorized() {
+    let mut env = setup("").await;
+    // point the civil registry's URL at the tax simulator
+    env.gw.registries.get_mut("civil").unwrap().url = format!("https://{}/", env.sim.addrs["tax"]);
+    env.gw.registries.get_mut("civil").unwrap().signer_subject = None;
+    let ex = env.exchange();
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &subject("jmbg=0512981717776"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert!(
+        a.outcome
+            .to_string()
+            .starts_with("permanent failure: registry refused access"),
+        "{}",
+        a.outcome
+    );
+}
