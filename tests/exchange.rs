@@ -26,6 +26,10 @@ fn certs(dir: &Path) -> PathBuf {
 }
 
 async fn setup(faults: &str) -> Env {
+    setup_with(faults, |_| {}).await
+}
+
+async fn setup_with(faults: &str, adjust: impl FnOnce(&mut SimulatorConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path());
     jum_gateway::pki::init_dev(&c, false).unwrap();
@@ -43,6 +47,7 @@ async fn setup(faults: &str) -> Env {
         r.sign_cert = c.join(format!("{name}-sign.pem"));
         r.sign_key = c.join(format!("{name}-sign.key"));
     }
+    adjust(&mut sc);
     let sim = sim::start(&sc).await.unwrap();
     let gw_text = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
     let mut gw: GatewayConfig =
@@ -438,4 +443,47 @@ async fn a_service_asked_of_the_wrong_registry_is_not_authorized() {
         "{}",
         a.outcome
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_answers_maintenance_until_it_ends() {
+    let env = setup_with("", |sc| {
+        // a window opening every second and lasting a minute: always open
+        sc.registries.get_mut("tax").unwrap().maintenance = vec![config::MaintenanceWindow {
+            cron: "* * * * * *".into(),
+            duration: Duration::from_secs(60),
+        }];
+        // a window at 03:00 on 1 January that lasts one second: closed now
+        // unless the test runs exactly then
+        sc.registries.get_mut("civil").unwrap().maintenance = vec![config::MaintenanceWindow {
+            cron: "0 0 3 1 1 *".into(),
+            duration: Duration::from_secs(1),
+        }];
+    })
+    .await;
+    let ex = env.exchange();
+    let a = attempt(
+        &ex,
+        "tax.clearance-certificate",
+        &subject("pib=101134702"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert!(
+        a.outcome.to_string().starts_with(
+            "retryable: registry in maintenance: scheduled maintenance window, retry after"
+        ),
+        "{}",
+        a.outcome
+    );
+    let a = attempt(
+        &ex,
+        "civil.birth-extract",
+        &subject("jmbg=0512981717776"),
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(a.outcome, Outcome::Document);
 }

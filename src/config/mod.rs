@@ -327,6 +327,20 @@ pub struct SimRegistry {
     pub sign_cert: PathBuf,
     pub sign_key: PathBuf,
     pub member: Member,
+    /// Scheduled maintenance: during a window every request gets a signed
+    /// `jum:Maintenance` fault.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// A maintenance window: starts at each time the cron expression names
+/// (6 fields, seconds first, UTC) and lasts `duration`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub cron: String,
+    #[serde(with = "duration")]
+    pub duration: Duration,
 }
 
 /// `config/simulator.toml`.
@@ -371,6 +385,15 @@ impl SimulatorConfig {
     pub fn load(path: &Path) -> Result<SimulatorConfig, ConfigError> {
         let c: SimulatorConfig = load(path)?;
         let origin = path.display().to_string();
+        for (name, r) in &c.registries {
+            for (i, w) in r.maintenance.iter().enumerate() {
+                crate::sim::faults::Window::new(w).map_err(|message| ConfigError::Invalid {
+                    path: origin.clone(),
+                    key: format!("registries.{name}.maintenance[{i}].cron"),
+                    message,
+                })?;
+            }
+        }
         for name in c.registries.keys() {
             if !crate::pki::REGISTRIES.contains(&name.as_str()) {
                 return Err(ConfigError::Invalid {

@@ -257,6 +257,41 @@ impl FaultTable {
     }
 }
 
+/// A maintenance window of a registry.
+#[derive(Debug, Clone)]
+pub struct Window {
+    cron: croner::Cron,
+    duration: Duration,
+}
+
+impl Window {
+    pub fn new(w: &crate::config::MaintenanceWindow) -> Result<Window, String> {
+        let cron = croner::Cron::new(&w.cron)
+            .with_seconds_required()
+            .parse()
+            .map_err(|e| {
+                format!(
+                    "{:?} is not a 6-field cron expression (seconds first): {e}",
+                    w.cron
+                )
+            })?;
+        Ok(Window {
+            cron,
+            duration: w.duration,
+        })
+    }
+
+    /// If `now` falls in a window, when that window ends.
+    pub fn active_until(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let span = chrono::Duration::from_std(self.duration).ok()?;
+        let start = self.cron.find_next_occurrence(&(now - span), true).ok()?;
+        (start <= now).then(|| start + span)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -328,6 +363,27 @@ mod tests {
             None
         );
         assert!(t.rules.is_empty());
+    }
+
+    #[test]
+    fn maintenance_windows_follow_their_cron() {
+        use chrono::TimeZone;
+        let w = Window::new(&crate::config::MaintenanceWindow {
+            cron: "0 0 2 * * *".into(),
+            duration: Duration::from_secs(1800),
+        })
+        .unwrap();
+        let at = |h, m| chrono::Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+        assert_eq!(w.active_until(at(2, 10)), Some(at(2, 30)));
+        assert_eq!(w.active_until(at(2, 0)), Some(at(2, 30)));
+        assert_eq!(w.active_until(at(2, 31)), None);
+        assert_eq!(w.active_until(at(1, 59)), None);
+        let e = Window::new(&crate::config::MaintenanceWindow {
+            cron: "0 2 * * *".into(),
+            duration: Duration::from_secs(1),
+        })
+        .unwrap_err();
+        assert!(e.contains("is not a 6-field cron expression"), "{e}");
     }
 
     proptest! {

@@ -74,6 +74,7 @@ struct Registry {
     name: String,
     member: Member,
     key: SigningKey,
+    maintenance: Vec<faults::Window>,
 }
 
 struct Shared {
@@ -162,10 +163,20 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                     detail: e.to_string(),
                 }
             })?;
+        let maintenance = r
+            .maintenance
+            .iter()
+            .map(faults::Window::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|detail| SimError::File {
+                path: format!("registries.{name}.maintenance"),
+                detail,
+            })?;
         let reg = Arc::new(Registry {
             name: name.clone(),
             member: r.member.clone(),
             key,
+            maintenance,
         });
         let app = Router::new()
             .route("/", post(handle))
@@ -303,7 +314,35 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
             &sh,
         );
     }
-    let fault = decision.fault;
+    let now = chrono::Utc::now();
+    let window_end = reg
+        .maintenance
+        .iter()
+        .filter_map(|w| w.active_until(now))
+        .max();
+    let fault = match window_end {
+        Some(end) => {
+            record("maintenance window");
+            let left = (end - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            let b = envelope::fault(
+                &FaultCode::Maintenance,
+                "scheduled maintenance window",
+                Some(left),
+            );
+            return signed(
+                &reg.key,
+                &h,
+                &hash,
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &sh,
+            );
+        }
+        None => decision.fault,
+    };
     if let Some(f) = fault {
         record(f.name());
     }
