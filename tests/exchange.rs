@@ -143,6 +143,19 @@ async fn attempt(
     .unwrap()
 }
 
+/// The most common attempt in these tests: the example citizen's birth extract.
+async fn birth_extract(ex: &Exchange) -> jum_gateway::exchange::Attempt {
+    let s = subject("jmbg=0512981717776");
+    attempt(
+        ex,
+        "civil.birth-extract",
+        &s,
+        &ulid::Ulid::new().to_string(),
+        None,
+    )
+    .await
+}
+
 const SIX: [(&str, &str); 6] = [
     ("civil.birth-extract", "jmbg=0512981717776"),
     ("civil.citizenship-certificate", "jmbg=0512981717776"),
@@ -313,14 +326,7 @@ async fn asynchronous_answers_are_polled_and_lost_tickets_noticed() {
 async fn latency_is_injected_and_still_answered() {
     let env = setup("civil:latency=300ms").await;
     let ex = env.exchange();
-    let a = attempt(
-        &ex,
-        "civil.birth-extract",
-        &subject("jmbg=0512981717776"),
-        &ulid::Ulid::new().to_string(),
-        None,
-    )
-    .await;
+    let a = birth_extract(&ex).await;
     assert_eq!(a.outcome, Outcome::Document);
     assert!(a.duration >= Duration::from_millis(300), "{:?}", a.duration);
 }
@@ -344,14 +350,7 @@ async fn a_client_certificate_from_another_ca_is_refused_by_the_registry() {
     env.gw.gateway.tls_cert = cert;
     env.gw.gateway.tls_key = key;
     let ex = env.exchange();
-    let a = attempt(
-        &ex,
-        "civil.birth-extract",
-        &subject("jmbg=0512981717776"),
-        &ulid::Ulid::new().to_string(),
-        None,
-    )
-    .await;
+    let a = birth_extract(&ex).await;
     assert!(
         matches!(a.outcome, Outcome::Retryable { .. }),
         "{}",
@@ -371,14 +370,7 @@ async fn a_registry_certificate_from_another_ca_is_refused_by_the_gateway() {
     let other_ca = write(env.dir.path(), "other-ca.pem", &other.cert_pem().unwrap());
     env.gw.registries.get_mut("civil").unwrap().tls_ca = other_ca;
     let ex = env.exchange();
-    let a = attempt(
-        &ex,
-        "civil.birth-extract",
-        &subject("jmbg=0512981717776"),
-        &ulid::Ulid::new().to_string(),
-        None,
-    )
-    .await;
+    let a = birth_extract(&ex).await;
     assert!(
         a.outcome
             .to_string()
@@ -428,14 +420,7 @@ async fn a_service_asked_of_the_wrong_registry_is_not_authorized() {
     env.gw.registries.get_mut("civil").unwrap().url = format!("https://{}/", env.sim.addrs["tax"]);
     env.gw.registries.get_mut("civil").unwrap().signer_subject = None;
     let ex = env.exchange();
-    let a = attempt(
-        &ex,
-        "civil.birth-extract",
-        &subject("jmbg=0512981717776"),
-        &ulid::Ulid::new().to_string(),
-        None,
-    )
-    .await;
+    let a = birth_extract(&ex).await;
     assert!(
         a.outcome
             .to_string()
@@ -477,13 +462,6 @@ async fn a_maintenance_window_answers_maintenance_until_it_ends() {
         "{}",
         a.outcome
     );
-    let a = attempt(
-        &ex,
-        "civil.birth-extract",
-        &subject("jmbg=0512981717776"),
-        &ulid::Ulid::new().to_string(),
-        None,
-    )
-    .await;
+    let a = birth_extract(&ex).await;
     assert_eq!(a.outcome, Outcome::Document);
 }

@@ -277,18 +277,17 @@ impl Exchange {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let too_large = || {
+            let t = Transport::TooLarge {
+                limit: reg.max_body,
+            };
+            (Some(status), None, Observation::Transport(t), None)
+        };
         if resp
             .content_length()
             .is_some_and(|l| l as usize > reg.max_body)
         {
-            return (
-                Some(status),
-                None,
-                Observation::Transport(Transport::TooLarge {
-                    limit: reg.max_body,
-                }),
-                None,
-            );
+            return too_large();
         }
         // Read with a cap: an endless answer costs at most the limit.
         let mut body = Vec::new();
@@ -297,14 +296,7 @@ impl Exchange {
             match chunk {
                 Ok(c) => {
                     if body.len() + c.len() > reg.max_body {
-                        return (
-                            Some(status),
-                            None,
-                            Observation::Transport(Transport::TooLarge {
-                                limit: reg.max_body,
-                            }),
-                            None,
-                        );
+                        return too_large();
                     }
                     body.extend_from_slice(&c);
                 }

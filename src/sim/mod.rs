@@ -299,19 +299,24 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
             outcome: outcome.to_owned(),
         })
     };
-    if !service.starts_with(&format!("{}.", reg.name)) || h.service.code != reg.member.code {
-        record("wrong registry");
-        return signed(
+    // A signed SOAP fault (HTTP 500, as SOAP 1.1 has it) echoing the request.
+    let fault_reply = |code: FaultCode, text: &str, retry_after: Option<Duration>| {
+        let b = envelope::fault(&code, text, retry_after);
+        signed(
             &reg.key,
             &h,
             &hash,
-            &envelope::fault(
-                &FaultCode::NotAuthorized,
-                &format!("this registry does not offer {service}"),
-                None,
-            ),
+            &b,
             StatusCode::INTERNAL_SERVER_ERROR,
             &sh,
+        )
+    };
+    if !service.starts_with(&format!("{}.", reg.name)) || h.service.code != reg.member.code {
+        record("wrong registry");
+        return fault_reply(
+            FaultCode::NotAuthorized,
+            &format!("this registry does not offer {service}"),
+            None,
         );
     }
     let now = chrono::Utc::now();
@@ -327,18 +332,10 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
                 .to_std()
                 .unwrap_or_default()
                 .max(Duration::from_secs(1));
-            let b = envelope::fault(
-                &FaultCode::Maintenance,
+            return fault_reply(
+                FaultCode::Maintenance,
                 "scheduled maintenance window",
                 Some(left),
-            );
-            return signed(
-                &reg.key,
-                &h,
-                &hash,
-                &b,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &sh,
             );
         }
         None => decision.fault,
@@ -374,45 +371,21 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
             );
         }
         Some(Fault::Unavailable) => {
-            let b = envelope::fault(
-                &FaultCode::Unavailable,
+            return fault_reply(
+                FaultCode::Unavailable,
                 "registry temporarily unavailable",
                 Some(Duration::from_secs(30)),
             );
-            return signed(
-                &reg.key,
-                &h,
-                &hash,
-                &b,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &sh,
-            );
         }
         Some(Fault::Maintenance) => {
-            let b = envelope::fault(
-                &FaultCode::Maintenance,
+            return fault_reply(
+                FaultCode::Maintenance,
                 "scheduled maintenance",
                 Some(Duration::from_secs(1800)),
             );
-            return signed(
-                &reg.key,
-                &h,
-                &hash,
-                &b,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &sh,
-            );
         }
         Some(Fault::NotFound) => {
-            let b = envelope::fault(&FaultCode::NotFound, "not found (injected)", None);
-            return signed(
-                &reg.key,
-                &h,
-                &hash,
-                &b,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &sh,
-            );
+            return fault_reply(FaultCode::NotFound, "not found (injected)", None);
         }
         _ => {}
     }
@@ -429,18 +402,10 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
                 if fault.is_none() {
                     record("unknown ticket");
                 }
-                let b = envelope::fault(
-                    &FaultCode::NotFound,
+                return fault_reply(
+                    FaultCode::NotFound,
                     &format!("unknown ticket {ticket}"),
                     None,
-                );
-                return signed(
-                    &reg.key,
-                    &h,
-                    &hash,
-                    &b,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &sh,
                 );
             };
             if t.ready_at > Instant::now() {
@@ -495,18 +460,10 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
         }
         _ => {
             record("bad body");
-            let b = envelope::fault(
-                &FaultCode::InvalidSubject,
+            return fault_reply(
+                FaultCode::InvalidSubject,
                 "the body is neither a request nor a poll",
                 None,
-            );
-            return signed(
-                &reg.key,
-                &h,
-                &hash,
-                &b,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &sh,
             );
         }
     };
