@@ -1,5 +1,7 @@
 //! The command-line contract of DESIGN.md: names, exit codes, messages.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::io::Write;

@@ -2,6 +2,8 @@
 //! `jumgw certs init`, `jumgw simulate`, then `jumgw exchange` for each
 //! service; every answer verifies with xmlsec1 and validates with xmllint.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! What the verifier must refuse, each with its own message.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! loopback: documents for all six services, every fault class, and the
 //! certificate checks of both sides.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The schemas in schemas/ as two XSD engines see them: ours (libxml2 through
 //! the `libxml` crate, behind `jumgw xml validate`) and `xmllint --schema`.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Interoperability of our exclusive C14N and XML-DSig with independent
 //! implementations: lxml (libxml2), xmlsec1 (libxmlsec1) and signxml.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::io::BufRead;

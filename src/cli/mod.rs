@@ -73,7 +73,7 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
 2 the command could not run; 3 accepted (answer later, ticket printed); 4 retryable failure; \
 5 permanent failure; 6 security failure. The reason is printed on standard error."
     )]
-    Exchange(ExchangeArgs),
+    Exchange(Box<ExchangeArgs>),
     /// Measure performance against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -311,7 +311,7 @@ pub fn run() -> ExitCode {
             listen,
             faults,
         } => simulate(&config, listen, faults),
-        Command::Exchange(args) => exchange(args),
+        Command::Exchange(args) => exchange(*args),
         Command::Bench { command } => match command {
             BenchCommand::Xml {
                 json,

@@ -174,15 +174,12 @@ fn jmbg(
 }
 
 fn with_check(rng: &mut StdRng, n: usize, f: fn(&[u8]) -> u8) -> String {
-    loop {
-        let mut d: Vec<u8> = (0..n - 1).map(|_| rng.random_range(0..10u8)).collect();
-        if d[0] == 0 {
-            d[0] = 1;
-        }
-        let k = f(&d);
-        d.push(k);
-        return digits_str(&d);
+    let mut d: Vec<u8> = (0..n - 1).map(|_| rng.random_range(0..10u8)).collect();
+    if d[0] == 0 {
+        d[0] = 1;
     }
+    d.push(f(&d));
+    digits_str(&d)
 }
 
 impl Population {
@@ -641,7 +638,7 @@ impl Population {
 
     fn clearance(&self, w: Result<&Citizen, &Entity>) -> String {
         let debt = match w {
-            Ok(c) => (c.entry.1 as u64 % 3 == 0) as u64 * (c.entry.1 as u64 * 1234),
+            Ok(c) => (c.entry.1 as u64).is_multiple_of(3) as u64 * (c.entry.1 as u64 * 1234),
             Err(e) => e.debt_para,
         };
         let mut o = format!(
@@ -683,7 +680,7 @@ impl Population {
             let base = s
                 .parcels
                 .iter()
-                .map(|p| p.area as u64 * 100_00)
+                .map(|p| p.area as u64 * 10_000)
                 .sum::<u64>();
             let tax = base / 800;
             total += tax;

@@ -770,11 +770,10 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         ..
     } = trust.signer(&ders)?;
 
-    let key_fits = match (alg, pkey.id()) {
-        (Algorithm::RsaSha256, Id::RSA) => true,
-        (Algorithm::EcdsaSha256, Id::EC) => true,
-        _ => false,
-    };
+    let key_fits = matches!(
+        (alg, pkey.id()),
+        (Algorithm::RsaSha256, Id::RSA) | (Algorithm::EcdsaSha256, Id::EC)
+    );
     if !key_fits {
         return Err(DsigError::AlgorithmMismatch {
             method: alg.name(),

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the Python peer (lxml, signxml,
 //! python-xmlsec), the `jumgw` binary, and throw-away PKIs.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
