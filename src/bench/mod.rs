@@ -7,23 +7,26 @@ pub mod xml;
 use std::time::{Duration, Instant};
 
 /// Runs `f` repeatedly for about `seconds` (after a short warm-up) and
-/// returns calls per second.
-pub fn rate<F: FnMut()>(seconds: f64, mut f: F) -> f64 {
+/// returns calls per second; the first error ends the measurement.
+pub fn rate<E: std::fmt::Display, F: FnMut() -> Result<(), E>>(
+    seconds: f64,
+    mut f: F,
+) -> Result<f64, String> {
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_secs_f64(seconds / 10.0) {
-        f();
+        f().map_err(|e| e.to_string())?;
     }
     let start = Instant::now();
     let mut n = 0u64;
     let budget = Duration::from_secs_f64(seconds);
     loop {
         for _ in 0..4 {
-            f();
+            f().map_err(|e| e.to_string())?;
         }
         n += 4;
         if start.elapsed() >= budget {
             break;
         }
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }

@@ -93,57 +93,71 @@ pub fn run(json: bool, seconds: f64, python: Option<PathBuf>) -> Result<(), Benc
 
     // Baseline: openssl RSA-2048 PKCS#1 v1.5 over SHA-256, nothing else.
     let digest = openssl::sha::sha256(small.as_bytes());
+    let raw_sign = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let mut s = Signer::new(MessageDigest::sha256(), &signer.key)?;
+        s.update(&digest)?;
+        s.sign_to_vec()
+    };
     r.insert(
         "openssl_rsa_sign_per_s",
-        rate(seconds, || {
-            let mut s = Signer::new(MessageDigest::sha256(), &signer.key).expect("signer");
-            s.update(&digest).expect("update");
-            std::hint::black_box(s.sign_to_vec().expect("sign"));
-        }),
+        rate(seconds, || raw_sign().map(drop)).map_err(BenchError::Setup)?,
     );
-    let raw_sig = {
-        let mut s = Signer::new(MessageDigest::sha256(), &signer.key).map_err(setup)?;
-        s.update(&digest).map_err(setup)?;
-        s.sign_to_vec().map_err(setup)?
-    };
+    let raw_sig = raw_sign().map_err(setup)?;
     let pubkey = signer.cert.public_key().map_err(setup)?;
+    let raw_verify = || -> Result<(), String> {
+        let mut v = Verifier::new(MessageDigest::sha256(), &pubkey).map_err(|e| e.to_string())?;
+        v.update(&digest).map_err(|e| e.to_string())?;
+        v.verify(&raw_sig)
+            .map_err(|e| e.to_string())?
+            .then_some(())
+            .ok_or_else(|| "the baseline signature does not verify".to_string())
+    };
     r.insert(
         "openssl_rsa_verify_per_s",
-        rate(seconds, || {
-            let mut v = Verifier::new(MessageDigest::sha256(), &pubkey).expect("verifier");
-            v.update(&digest).expect("update");
-            assert!(v.verify(&raw_sig).expect("verify"));
-        }),
+        rate(seconds, raw_verify).map_err(BenchError::Setup)?,
     );
 
+    let measure =
+        |f: &mut dyn FnMut() -> Result<(), String>| rate(seconds, f).map_err(BenchError::Setup);
+    let e = |e: xml::DsigError| e.to_string();
     r.insert(
         "sign_small_per_s",
-        rate(seconds, || {
-            std::hint::black_box(xml::sign(small.as_bytes(), &key, &limits).expect("sign"));
-        }),
+        measure(&mut || {
+            xml::sign(small.as_bytes(), &key, &limits)
+                .map(drop)
+                .map_err(e)
+        })?,
     );
     r.insert(
         "verify_small_per_s",
-        rate(seconds, || {
-            std::hint::black_box(xml::verify(&small_signed, &trust, &limits).expect("verify"));
-        }),
+        measure(&mut || {
+            xml::verify(&small_signed, &trust, &limits)
+                .map(drop)
+                .map_err(e)
+        })?,
     );
     r.insert(
         "sign_large_per_s",
-        rate(seconds, || {
-            std::hint::black_box(xml::sign(large.as_bytes(), &key, &limits).expect("sign"));
-        }),
+        measure(&mut || {
+            xml::sign(large.as_bytes(), &key, &limits)
+                .map(drop)
+                .map_err(e)
+        })?,
     );
     r.insert(
         "verify_large_per_s",
-        rate(seconds, || {
-            std::hint::black_box(xml::verify(&large_signed, &trust, &limits).expect("verify"));
-        }),
+        measure(&mut || {
+            xml::verify(&large_signed, &trust, &limits)
+                .map(drop)
+                .map_err(e)
+        })?,
     );
     let opts = c14n::Options::exclusive();
-    let c14n_rate = rate(seconds, || {
-        std::hint::black_box(c14n::canonicalize(large.as_bytes(), &opts, &limits).expect("c14n"));
-    });
+    let c14n_rate = measure(&mut || {
+        c14n::canonicalize(large.as_bytes(), &opts, &limits)
+            .map(|c| drop(std::hint::black_box(c)))
+            .map_err(|e| e.to_string())
+    })?;
     r.insert("c14n_large_mb_s", c14n_rate * large.len() as f64 / 1e6);
 
     // The peer: libxmlsec1 (python-xmlsec) and lxml, same files, same run.

@@ -563,7 +563,7 @@ impl Sig<'_> {
         Ok(kids)
     }
 
-    fn expect(
+    fn require(
         &self,
         kids: &[NodeId],
         i: usize,
@@ -659,9 +659,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
 
     let s = Sig { doc: &doc };
     let kids = s.children(signature, "ds:Signature")?;
-    let signed_info = s.expect(&kids, 0, "SignedInfo", "Signature")?;
-    let sig_value = s.expect(&kids, 1, "SignatureValue", "Signature")?;
-    let key_info = s.expect(&kids, 2, "KeyInfo", "Signature")?;
+    let signed_info = s.require(&kids, 0, "SignedInfo", "Signature")?;
+    let sig_value = s.require(&kids, 1, "SignatureValue", "Signature")?;
+    let key_info = s.require(&kids, 2, "KeyInfo", "Signature")?;
     if let Some(&extra) = kids.get(3) {
         let q = doc
             .element(extra)
@@ -673,9 +673,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     }
 
     let si = s.children(signed_info, "ds:SignedInfo")?;
-    let c14n_method = s.expect(&si, 0, "CanonicalizationMethod", "SignedInfo")?;
+    let c14n_method = s.require(&si, 0, "CanonicalizationMethod", "SignedInfo")?;
     let si_opts = s.exc_c14n(c14n_method, "canonicalization method")?;
-    let sig_method = s.expect(&si, 1, "SignatureMethod", "SignedInfo")?;
+    let sig_method = s.require(&si, 1, "SignatureMethod", "SignedInfo")?;
     let alg = match s.algorithm(sig_method)? {
         RSA_SHA256 => Algorithm::RsaSha256,
         ECDSA_SHA256 => Algorithm::EcdsaSha256,
@@ -696,9 +696,9 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         None => return Err(DsigError::ReferenceUri("(absent)".into())),
     }
     let r = s.children(reference, "ds:Reference")?;
-    let transforms = s.expect(&r, 0, "Transforms", "Reference")?;
-    let digest_method = s.expect(&r, 1, "DigestMethod", "Reference")?;
-    let digest_value = s.expect(&r, 2, "DigestValue", "Reference")?;
+    let transforms = s.require(&r, 0, "Transforms", "Reference")?;
+    let digest_method = s.require(&r, 1, "DigestMethod", "Reference")?;
+    let digest_value = s.require(&r, 2, "DigestValue", "Reference")?;
     if r.len() > 3 {
         return Err(DsigError::Structure(
             "unexpected content in ds:Reference".into(),
