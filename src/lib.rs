@@ -10,4 +10,5 @@ pub mod ids;
 pub mod pki;
 pub mod protocol;
 pub mod sim;
+pub mod store;
 pub mod xml;

@@ -1,0 +1,418 @@
+//! The durable store: every accepted request, its attempts, its document
+//! and its delivery, on sled (the embedded default) behind the
+//! [`QueueStore`] trait, so that a PostgreSQL backend can follow.
+//!
+//! # Trees and key layouts
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
+//! | `due` | due time in ms, big-endian u64 ‖ request id | empty: the request needs attention at that time |
+//! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
+//! | `documents` | document id (= request id) | the registry's signed envelope, byte for byte |
+//! | `meta` | `schema` | store schema version |
+//!
+//! A request is in `due` exactly when something must happen to it: queued
+//! or retrying (send), awaiting (poll the ticket), sending (its lease
+//! expires: the attempt is repeated), fetched (deliver). Terminal states are
+//! not in `due`. Every change to a record and its `due` key is one sled
+//! transaction.
+//!
+//! # Durability
+//!
+//! `202 Accepted` is answered only after the flush that contains the
+//! request: concurrent accepts are batched by one committer task into one
+//! transaction and one `flush` (group commit). State changes after that are
+//! flushed by sled within `flush_every_ms` (500 ms); losing one in a crash
+//! only repeats an attempt (same request id, which registries treat
+//! idempotently) or a delivery (which rewrites the same file).
+
+pub mod record;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{mpsc, oneshot};
+
+pub use record::{now_ms, AttemptRecord, RequestRecord, State, RECORD_VERSION};
+
+/// The store schema version written to `meta`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("the store at {path} cannot be opened: {detail}. If it was damaged, move it aside and restore the latest backup with `jumgw store import` from {backups}")]
+    Damaged {
+        path: String,
+        detail: String,
+        backups: String,
+    },
+    #[error("the store at {path} has schema version {found}; this jumgw knows up to {known}")]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("record {id} is unreadable: {detail}")]
+    Corrupt { id: String, detail: String },
+    #[error("no request {0}")]
+    NotFound(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// The seam between the dispatcher/API and a storage engine.
+pub trait QueueStore: Send + Sync + 'static {
+    /// Durably stores new requests (group commit): when the future resolves
+    /// they survive a crash.
+    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
+    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Ids due at or before `now_ms`, earliest first.
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+    /// The earliest due time, if any.
+    fn next_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Changes one record atomically with its `due` key. `f` may run more
+    /// than once and must not have side effects; returning `false` leaves
+    /// the record as it was.
+    fn update(
+        &self,
+        id: &str,
+        f: &dyn Fn(&mut RequestRecord) -> bool,
+    ) -> Result<Option<RequestRecord>, StoreError>;
+    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Number of requests in each state.
+    fn counts(&self) -> Result<Vec<(State, u64)>, StoreError>;
+    /// Can it take writes now (for readiness)?
+    fn writable(&self) -> bool;
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+fn due_key(due: u64, id: &str) -> Vec<u8> {
+    let mut k = due.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn case_key(case: &str, id: &str) -> Vec<u8> {
+    let mut k = case.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn decode(id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        id: String::from_utf8_lossy(id).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn encode(r: &RequestRecord) -> Vec<u8> {
+    // A record of plain strings and numbers always serialises.
+    serde_json::to_vec(r).unwrap_or_default()
+}
+
+type Batch = (Vec<RequestRecord>, oneshot::Sender<Result<(), StoreError>>);
+
+#[derive(Clone)]
+struct Trees {
+    db: sled::Db,
+    requests: sled::Tree,
+    due: sled::Tree,
+    by_case: sled::Tree,
+    documents: sled::Tree,
+}
+
+/// The sled store.
+pub struct SledStore {
+    t: Trees,
+    path: PathBuf,
+    committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Must be called inside a tokio
+    /// runtime (the group committer is a task).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
+        let damaged = |detail: String| StoreError::Damaged {
+            path: dir.display().to_string(),
+            detail,
+            backups: dir
+                .parent()
+                .unwrap_or(dir)
+                .join("backups")
+                .display()
+                .to_string(),
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| damaged(e.to_string()))?;
+        let tree = |n: &str| db.open_tree(n).map_err(|e| damaged(e.to_string()));
+        let t = Trees {
+            requests: tree("requests")?,
+            due: tree("due")?,
+            by_case: tree("by_case")?,
+            documents: tree("documents")?,
+            db: db.clone(),
+        };
+        let meta = tree("meta")?;
+        match meta.get("schema").map_err(|e| damaged(e.to_string()))? {
+            None => {
+                meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|e| damaged(e.to_string()))?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| damaged("unreadable schema version".into()))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::TooNew {
+                        path: dir.display().to_string(),
+                        found,
+                        known: SCHEMA_VERSION,
+                    });
+                }
+                // Versions below SCHEMA_VERSION would be migrated here.
+            }
+        }
+        // A quick consistency check: every due key names a record.
+        for item in t.due.iter().take(1000) {
+            let (k, _) = item.map_err(|e| damaged(e.to_string()))?;
+            let id = &k[8..];
+            if t.requests
+                .get(id)
+                .map_err(|e| damaged(e.to_string()))?
+                .is_none()
+            {
+                return Err(damaged(format!(
+                    "due index names a missing request {}",
+                    String::from_utf8_lossy(id)
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Batch>(4096);
+        let task = tokio::spawn(commit_loop(t.clone(), rx));
+        Ok(Arc::new(SledStore {
+            t,
+            path: dir.to_owned(),
+            committer: std::sync::Mutex::new(Some(tx)),
+            task: std::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Stops accepting, lets the committer finish what it holds, flushes.
+    /// The database closes when the last handle to the store is dropped.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        self.t.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Group commit: takes every batch that is waiting, writes them in one
+/// transaction, flushes once, then answers them all.
+async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
+    let mut pending: Vec<Batch> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        pending.push(first);
+        while pending.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => pending.push(b),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&RequestRecord> = pending.iter().flat_map(|(r, _)| r.iter()).collect();
+        let res = (&t.requests, &t.due, &t.by_case)
+            .transaction(|(req, due, by_case)| {
+                for r in &records {
+                    req.insert(r.id.as_bytes(), encode(r))?;
+                    if let Some(d) = r.due_ms {
+                        due.insert(due_key(d, &r.id), &[])?;
+                    }
+                    by_case.insert(case_key(&r.case, &r.id), &[])?;
+                }
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e: TransactionError<StoreError>| StoreError::Io(e.to_string()));
+        let res = match res {
+            Ok(()) => {
+                t.db.flush_async()
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from)
+            }
+            Err(e) => Err(e),
+        };
+        for (_, reply) in pending.drain(..) {
+            let _ = reply.send(res.clone());
+        }
+    }
+}
+
+impl QueueStore for SledStore {
+    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let committer = self
+                .committer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let committer = committer.ok_or(StoreError::Closed)?;
+            committer
+                .send((records, tx))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.t
+            .requests
+            .get(id.as_bytes())?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut prefix = case.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.t.by_case.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(r) = self.get(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.due.range(..end.as_slice()).take(limit) {
+            let (k, _) = item?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            out.push((
+                u64::from_be_bytes(b),
+                String::from_utf8_lossy(&k[8..]).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.t.due.first()?.map(|(k, _)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            u64::from_be_bytes(b)
+        }))
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        f: &dyn Fn(&mut RequestRecord) -> bool,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let res = (&self.t.requests, &self.t.due).transaction(|(req, due)| {
+            let Some(cur) = req.get(id.as_bytes())? else {
+                return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
+                    id.to_owned(),
+                )));
+            };
+            let old = decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
+            let mut new = old.clone();
+            if !f(&mut new) {
+                return Ok(None);
+            }
+            if new.state.is_terminal() {
+                new.due_ms = None;
+            }
+            if old.due_ms != new.due_ms {
+                if let Some(d) = old.due_ms {
+                    due.remove(due_key(d, id))?;
+                }
+                if let Some(d) = new.due_ms {
+                    due.insert(due_key(d, id), &[])?;
+                }
+            }
+            req.insert(id.as_bytes(), encode(&new))?;
+            Ok(Some(new))
+        });
+        match res {
+            Ok(r) => Ok(r),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.t.documents.insert(id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        let mut c = std::collections::BTreeMap::new();
+        for item in self.t.requests.iter() {
+            let (k, v) = item?;
+            *c.entry(decode(&k, &v)?.state).or_insert(0u64) += 1;
+        }
+        Ok(State::ALL
+            .iter()
+            .map(|s| (*s, c.get(s).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    fn writable(&self) -> bool {
+        self.t.db.insert("__probe", &[1u8]).is_ok() && self.t.db.flush().is_ok()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.t
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! What the store keeps about a request, and its life cycle (DESIGN.md,
+//! "Request life cycle"). Records are JSON with a schema version `v`, so a
+//! later version can migrate them on open.
+
+use serde::{Deserialize, Serialize};
+
+/// The current record schema version.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Life-cycle states; the names are those of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Queued,
+    /// Leased to a dispatcher until `lease_until`.
+    Sending,
+    /// Accepted by the registry; poll the ticket when due.
+    Awaiting,
+    Retrying,
+    /// The document is here; delivery into the case is pending.
+    Fetched,
+    Delivered,
+    Dead,
+    Cancelled,
+}
+
+impl State {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Delivered | State::Dead | State::Cancelled)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Sending => "sending",
+            State::Awaiting => "awaiting",
+            State::Retrying => "retrying",
+            State::Fetched => "fetched",
+            State::Delivered => "delivered",
+            State::Dead => "dead",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    pub const ALL: [State; 8] = [
+        State::Queued,
+        State::Sending,
+        State::Awaiting,
+        State::Retrying,
+        State::Fetched,
+        State::Delivered,
+        State::Dead,
+        State::Cancelled,
+    ];
+}
+
+/// One attempt as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub http_status: Option<u16>,
+    /// document, accepted, ticket-lost, permanent, retryable, security.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// A request and everything that happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub v: u32,
+    /// ULID.
+    pub id: String,
+    /// The back-office client that submitted it.
+    pub client: String,
+    pub case: String,
+    pub legal_basis: String,
+    pub official: String,
+    pub purpose: String,
+    pub service: String,
+    pub registry: String,
+    /// Subject fields by name (jmbg, pib, mb, ko, sheet, parcel).
+    pub subject: Vec<(String, String)>,
+    pub state: State,
+    pub created_ms: u64,
+    /// ZUP deadline: never retried past it.
+    pub deadline_ms: u64,
+    /// When something next has to happen (the `due` index key), if anything.
+    pub due_ms: Option<u64>,
+    pub attempts: Vec<AttemptRecord>,
+    /// Consecutive security failures.
+    pub security_failures: u32,
+    pub ticket: Option<String>,
+    pub document_id: Option<String>,
+    pub delivered_ms: Option<u64>,
+    /// Why it is dead, or the last error.
+    pub error: Option<String>,
+}
+
+impl RequestRecord {
+    /// The subject rebuilt and checked again from its stored fields.
+    pub fn subject(
+        &self,
+    ) -> Result<crate::protocol::Subject, crate::protocol::subject::SubjectError> {
+        let get = |k: &str| {
+            self.subject
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.as_str())
+        };
+        crate::protocol::Subject::from_parts(
+            get("jmbg"),
+            get("pib"),
+            get("mb"),
+            get("ko"),
+            get("sheet"),
+            get("parcel"),
+        )
+    }
+
+    /// For logs: the subject with JMBGs masked.
+    pub fn subject_redacted(&self) -> String {
+        self.subject()
+            .map(|s| s.redacted())
+            .unwrap_or_else(|_| "(invalid subject)".into())
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

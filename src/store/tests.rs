@@ -1,0 +1,233 @@
+//! The store against a model: random enqueue / lease / complete / fail /
+//! cancel / retry / restart actions applied to sled and to a map, compared
+//! after every step (as vector tests its disk buffer).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn record(n: u64, due: u64) -> RequestRecord {
+    RequestRecord {
+        v: RECORD_VERSION,
+        id: format!("01TEST{n:020}"),
+        client: "c".into(),
+        case: format!("351-{}/2026-IV", n % 3),
+        legal_basis: "ZUP".into(),
+        official: "o".into(),
+        purpose: "p".into(),
+        service: "civil.birth-extract".into(),
+        registry: "civil".into(),
+        subject: vec![("jmbg".into(), "0512981717776".into())],
+        state: State::Queued,
+        created_ms: 1,
+        deadline_ms: u64::MAX,
+        due_ms: Some(due),
+        attempts: Vec::new(),
+        security_failures: 0,
+        ticket: None,
+        document_id: None,
+        delivered_ms: None,
+        error: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue(u8),
+    Lease,
+    Complete(prop::sample::Index),
+    Fail(prop::sample::Index),
+    Cancel(prop::sample::Index),
+    Retry(prop::sample::Index),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1u8..4).prop_map(Op::Enqueue),
+        3 => Just(Op::Lease),
+        2 => any::<prop::sample::Index>().prop_map(Op::Complete),
+        2 => any::<prop::sample::Index>().prop_map(Op::Fail),
+        1 => any::<prop::sample::Index>().prop_map(Op::Cancel),
+        1 => any::<prop::sample::Index>().prop_map(Op::Retry),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// The transitions, written once and applied to both sides.
+fn lease(r: &mut RequestRecord, now: u64) -> bool {
+    if r.state.is_terminal() || r.state == State::Fetched {
+        return false;
+    }
+    r.state = State::Sending;
+    r.due_ms = Some(now + 30_000);
+    true
+}
+
+fn complete(r: &mut RequestRecord) -> bool {
+    if r.state != State::Sending {
+        return false;
+    }
+    r.state = State::Delivered;
+    r.document_id = Some(r.id.clone());
+    r.due_ms = None;
+    true
+}
+
+fn fail(r: &mut RequestRecord, now: u64) -> bool {
+    if r.state != State::Sending {
+        return false;
+    }
+    r.attempts.push(AttemptRecord {
+        at_ms: now,
+        duration_ms: 1,
+        http_status: Some(503),
+        outcome: "retryable".into(),
+        detail: "x".into(),
+    });
+    if r.attempts.len() >= 3 {
+        r.state = State::Dead;
+        r.due_ms = None;
+    } else {
+        r.state = State::Retrying;
+        r.due_ms = Some(now + 1000 * r.attempts.len() as u64);
+    }
+    true
+}
+
+fn cancel(r: &mut RequestRecord) -> bool {
+    if r.state.is_terminal() {
+        return false;
+    }
+    r.state = State::Cancelled;
+    r.due_ms = None;
+    true
+}
+
+fn retry(r: &mut RequestRecord, now: u64) -> bool {
+    if r.state != State::Dead {
+        return false;
+    }
+    r.state = State::Queued;
+    r.attempts.clear();
+    r.due_ms = Some(now);
+    true
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn sled_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = SledStore::open(dir.path(), 8 << 20).unwrap();
+            let mut model: BTreeMap<String, RequestRecord> = BTreeMap::new();
+            let mut n = 0u64;
+            let mut now = 1_000u64;
+            for op in ops {
+                now += 100;
+                let ids: Vec<String> = model.keys().cloned().collect();
+                let pick = |i: &prop::sample::Index| (!ids.is_empty()).then(|| ids[i.index(ids.len())].clone());
+                match op {
+                    Op::Enqueue(k) => {
+                        let recs: Vec<_> = (0..k).map(|i| { n += 1; record(n, now + i as u64) }).collect();
+                        store.enqueue(recs.clone()).await.unwrap();
+                        for r in recs { model.insert(r.id.clone(), r); }
+                    }
+                    Op::Lease => {
+                        let due = store.due(now + 100_000, 1).unwrap();
+                        let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
+                        want.sort();
+                        prop_assert_eq!(due.first(), want.first());
+                        if let Some((_, id)) = due.first() {
+                            let got = store.update(id, &|r| lease(r, now)).unwrap();
+                            let m = model.get_mut(id).unwrap();
+                            let changed = lease(m, now);
+                            prop_assert_eq!(got.is_some(), changed);
+                        }
+                    }
+                    Op::Complete(i) | Op::Fail(i) | Op::Cancel(i) | Op::Retry(i) => {
+                        let Some(id) = pick(&i) else { continue };
+                        let f: Box<dyn Fn(&mut RequestRecord) -> bool> = match op {
+                            Op::Complete(_) => Box::new(complete),
+                            Op::Fail(_) => Box::new(move |r| fail(r, now)),
+                            Op::Cancel(_) => Box::new(cancel),
+                            _ => Box::new(move |r| retry(r, now)),
+                        };
+                        let got = store.update(&id, &*f).unwrap();
+                        let changed = f(model.get_mut(&id).unwrap());
+                        prop_assert_eq!(got.is_some(), changed);
+                    }
+                    Op::Restart => {
+                        store.close().await.unwrap();
+                        drop(store);
+                        store = SledStore::open(dir.path(), 8 << 20).unwrap();
+                    }
+                }
+                // compare everything
+                for (id, want) in &model {
+                    let got = store.get(id).unwrap();
+                    prop_assert_eq!(got.as_ref(), Some(want));
+                }
+                let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
+                want.sort();
+                prop_assert_eq!(store.due(u64::MAX - 1, 10_000).unwrap(), want);
+                let counts: BTreeMap<State, u64> = store.counts().unwrap().into_iter().filter(|(_, c)| *c > 0).collect();
+                let mut mc: BTreeMap<State, u64> = BTreeMap::new();
+                for r in model.values() { *mc.entry(r.state).or_default() += 1; }
+                prop_assert_eq!(counts, mc);
+            }
+            for case in ["351-0/2026-IV", "351-1/2026-IV"] {
+                let by: Vec<String> = store.by_case(case).unwrap().into_iter().map(|r| r.id).collect();
+                let want: Vec<String> = model.values().filter(|r| r.case == case).map(|r| r.id.clone()).collect();
+                prop_assert_eq!(by, want);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn a_store_from_the_future_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = SledStore::open(dir.path(), 1 << 20)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("has schema version 99; this jumgw knows up to 1"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_index_is_a_start_up_error_that_names_the_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        s.enqueue(vec![record(1, 5)]).await.unwrap();
+        s.t.requests.remove(record(1, 5).id.as_bytes()).unwrap();
+        s.close().await.unwrap();
+    }
+    let e = SledStore::open(dir.path(), 1 << 20)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("due index names a missing request"), "{e}");
+    assert!(
+        e.contains("restore the latest backup with `jumgw store import`"),
+        "{e}"
+    );
+}
