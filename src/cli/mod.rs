@@ -31,6 +31,27 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway: back-office API, dispatcher, delivery into case folders.
+    Serve {
+        /// Gateway configuration (ignored with --demo, which uses the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Zero set-up: development certificates (generated if missing) and the
+        /// embedded registry simulator on free loopback ports.
+        #[arg(long)]
+        demo: bool,
+        /// Where the store, the case folders (and with --demo the certificates) live.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Faults for the embedded simulator (with --demo), as for `jumgw simulate --faults`.
+        #[arg(long, requires = "demo")]
+        sim_faults: Option<String>,
+        /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+    },
     /// Check Serbian identifiers (JMBG, PIB, MB, KO, parcel numbers).
     Ids {
         #[command(subcommand)]
@@ -312,6 +333,28 @@ pub fn run() -> ExitCode {
             faults,
         } => simulate(&config, listen, faults),
         Command::Exchange(args) => exchange(*args),
+        Command::Serve {
+            config,
+            demo,
+            data_dir,
+            listen,
+            sim_faults,
+            schemas,
+        } => {
+            init_logs();
+            let opts = crate::daemon::ServeOptions {
+                config,
+                demo,
+                data_dir,
+                listen,
+                sim_faults,
+                schemas: schemas.unwrap_or_else(xml::schema::default_dir),
+            };
+            runtime().and_then(|rt| {
+                rt.block_on(crate::daemon::serve(opts))
+                    .map_err(|e| Fail::Failed(e.to_string()))
+            })
+        }
         Command::Bench { command } => match command {
             BenchCommand::Xml {
                 json,

@@ -191,6 +191,107 @@ pub struct RegistryConfig {
     /// Whole exchange, from connect to the last byte of the answer.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Exchanges in flight at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second sent to this registry.
+    #[serde(default = "default_rate")]
+    pub rate_per_s: f64,
+    /// Consecutive failures that open the circuit breaker.
+    #[serde(default = "default_breaker")]
+    pub breaker_failures: u32,
+    /// First cool-down of an open breaker; doubles on each failed probe.
+    #[serde(default = "default_cooldown", with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// Start with this registry paused (an administrator resumes it).
+    #[serde(default)]
+    pub paused: bool,
+    /// Known maintenance windows: requests wait until they end.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+fn default_in_flight() -> usize {
+    8
+}
+fn default_rate() -> f64 {
+    50.0
+}
+fn default_breaker() -> u32 {
+    5
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// When to retry (DESIGN.md): exponential backoff with full jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_base", with = "duration")]
+    pub base: Duration,
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_cap", with = "duration")]
+    pub cap: Duration,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// ZUP deadline, counted from filing: never retried past it.
+    #[serde(default = "default_deadline", with = "duration")]
+    pub deadline: Duration,
+    /// How long a leased request may stay in `sending` before it is sent again.
+    #[serde(default = "default_lease", with = "duration")]
+    pub lease: Duration,
+}
+
+fn default_base() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_cap() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_attempts() -> u32 {
+    12
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(15 * 86_400)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base: default_base(),
+            factor: default_factor(),
+            cap: default_cap(),
+            max_attempts: default_attempts(),
+            deadline: default_deadline(),
+            lease: default_lease(),
+        }
+    }
+}
+
+/// A back-office client of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// SHA-256 of the bearer token, hex. Tokens are never stored in clear.
+    pub token_sha256: String,
+    /// `backoffice` or `admin`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// Services it may request; empty: all.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn default_role() -> String {
+    "backoffice".into()
 }
 
 /// One service of the catalogue: which registry, which payload elements,
@@ -229,6 +330,10 @@ fn default_version() -> String {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub gateway: GatewaySection,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
     pub registries: BTreeMap<String, RegistryConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
 }
@@ -263,6 +368,16 @@ impl GatewayConfig {
                 return Err(bad(
                     format!("registries.{name}.url"),
                     format!("{:?} must be an https:// URL", r.url),
+                ));
+            }
+            for (i, w) in r.maintenance.iter().enumerate() {
+                crate::schedule::Window::new(w)
+                    .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;
+            }
+            if r.max_in_flight == 0 || !(r.rate_per_s > 0.0) {
+                return Err(bad(
+                    format!("registries.{name}"),
+                    "max_in_flight and rate_per_s must be positive".into(),
                 ));
             }
             if r.timeout < r.connect_timeout {
@@ -387,7 +502,7 @@ impl SimulatorConfig {
         let origin = path.display().to_string();
         for (name, r) in &c.registries {
             for (i, w) in r.maintenance.iter().enumerate() {
-                crate::sim::faults::Window::new(w).map_err(|message| ConfigError::Invalid {
+                crate::schedule::Window::new(w).map_err(|message| ConfigError::Invalid {
                     path: origin.clone(),
                     key: format!("registries.{name}.maintenance[{i}].cron"),
                     message,

@@ -257,40 +257,7 @@ impl FaultTable {
     }
 }
 
-/// A maintenance window of a registry.
-#[derive(Debug, Clone)]
-pub struct Window {
-    cron: croner::Cron,
-    duration: Duration,
-}
-
-impl Window {
-    pub fn new(w: &crate::config::MaintenanceWindow) -> Result<Window, String> {
-        let cron = croner::Cron::new(&w.cron)
-            .with_seconds_required()
-            .parse()
-            .map_err(|e| {
-                format!(
-                    "{:?} is not a 6-field cron expression (seconds first): {e}",
-                    w.cron
-                )
-            })?;
-        Ok(Window {
-            cron,
-            duration: w.duration,
-        })
-    }
-
-    /// If `now` falls in a window, when that window ends.
-    pub fn active_until(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let span = chrono::Duration::from_std(self.duration).ok()?;
-        let start = self.cron.find_next_occurrence(&(now - span), true).ok()?;
-        (start <= now).then(|| start + span)
-    }
-}
+pub use crate::schedule::Window;
 
 #[cfg(test)]
 mod tests {

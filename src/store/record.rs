@@ -92,6 +92,9 @@ pub struct RequestRecord {
     pub security_failures: u32,
     pub ticket: Option<String>,
     pub document_id: Option<String>,
+    /// Subject of the registry's signing certificate, once fetched.
+    #[serde(default)]
+    pub signer: Option<String>,
     pub delivered_ms: Option<u64>,
     /// Why it is dead, or the last error.
     pub error: Option<String>,

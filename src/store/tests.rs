@@ -28,6 +28,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         security_failures: 0,
         ticket: None,
         document_id: None,
+        signer: None,
         delivered_ms: None,
         error: None,
     }

@@ -1,0 +1,466 @@
+//! HTTP: the back-office API `/api/v1` (accept a request, read it, read a
+//! case), `/healthz` and `/readyz`. Every error is RFC 9457
+//! `application/problem+json` with a stable `type`, produced in one place
+//! ([`ApiError`]'s `IntoResponse`), and JSON that does not parse comes back
+//! in the same shape.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{RetryConfig, ServiceConfig};
+use crate::dispatch::Dispatcher;
+use crate::ids;
+use crate::store::{now_ms, QueueStore, RequestRecord, State as RState, RECORD_VERSION};
+
+/// A client of the API, after its token was checked.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub admin: bool,
+    /// Services it may request; empty: all.
+    pub services: Vec<String>,
+}
+
+/// Known clients by SHA-256 of their token (hex).
+pub type Clients = BTreeMap<String, Client>;
+
+pub fn token_hash(token: &str) -> String {
+    openssl::sha::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn QueueStore>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub services: BTreeMap<String, ServiceConfig>,
+    pub clients: Arc<Clients>,
+    pub retry: RetryConfig,
+}
+
+/// Everything that can go wrong in a request, with its stable type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the request body is not valid JSON for this operation: {0}")]
+    BadJson(String),
+    #[error("some fields are invalid")]
+    Invalid(Vec<(String, String)>),
+    #[error("the store cannot take the request now; try again")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = match &self {
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Missing or unknown bearer token",
+            ),
+            ApiError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not allowed for this client",
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "No such resource"),
+            ApiError::BadJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed request body",
+            ),
+            ApiError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Invalid request",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Temporarily unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        };
+        // 5xx bodies say little; the detail goes to the log.
+        if let ApiError::Unavailable(d) | ApiError::Internal(d) = &self {
+            tracing::error!(error = %d, "request failed");
+        }
+        let mut body = json!({
+            "type": format!("urn:jum-gateway:problem:{kind}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        if let ApiError::Invalid(errs) = &self {
+            body["errors"] = errs
+                .iter()
+                .map(|(p, r)| json!({"pointer": p, "reason": r}))
+                .collect();
+        }
+        let mut r = (status, Json(body)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    }
+}
+
+/// JSON body extractor whose rejections are problem+json too.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(ApiError::BadJson(match e {
+                JsonRejection::JsonDataError(e) => e.body_text(),
+                JsonRejection::JsonSyntaxError(e) => e.body_text(),
+                JsonRejection::MissingJsonContentType(_) => {
+                    "expected Content-Type: application/json".into()
+                }
+                other => other.body_text(),
+            })),
+        }
+    }
+}
+
+fn client(state: &AppState, headers: &HeaderMap) -> Result<Client, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+    state
+        .clients
+        .get(&token_hash(token.trim()))
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseIn {
+    pub number: String,
+    pub legal_basis: String,
+    pub official: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectIn {
+    pub jmbg: Option<String>,
+    pub pib: Option<String>,
+    pub mb: Option<String>,
+    pub ko: Option<String>,
+    pub sheet: Option<String>,
+    pub parcel: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIn {
+    pub case: CaseIn,
+    pub service: String,
+    pub subject: SubjectIn,
+    #[serde(default)]
+    pub purpose: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptOut {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub http_status: Option<u16>,
+    pub outcome: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestOut {
+    pub id: String,
+    pub state: &'static str,
+    pub service: String,
+    pub registry: String,
+    pub case: String,
+    pub created_ms: u64,
+    pub deadline_ms: u64,
+    pub attempts: Vec<AttemptOut>,
+    pub document_id: Option<String>,
+    pub delivered_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl From<&RequestRecord> for RequestOut {
+    fn from(r: &RequestRecord) -> Self {
+        RequestOut {
+            id: r.id.clone(),
+            state: r.state.name(),
+            service: r.service.clone(),
+            registry: r.registry.clone(),
+            case: r.case.clone(),
+            created_ms: r.created_ms,
+            deadline_ms: r.deadline_ms,
+            attempts: r
+                .attempts
+                .iter()
+                .map(|a| AttemptOut {
+                    at_ms: a.at_ms,
+                    duration_ms: a.duration_ms,
+                    http_status: a.http_status,
+                    outcome: a.outcome.clone(),
+                    detail: a.detail.clone(),
+                })
+                .collect(),
+            document_id: r.document_id.clone(),
+            delivered_ms: r.delivered_ms,
+            error: r.error.clone(),
+        }
+    }
+}
+
+fn text_field(errs: &mut Vec<(String, String)>, pointer: &str, v: &str) {
+    if v.trim().is_empty() {
+        errs.push((pointer.into(), "must not be empty".into()));
+    } else if v.chars().count() > 1000 {
+        errs.push((pointer.into(), "longer than 1000 characters".into()));
+    }
+}
+
+/// Validates a request body into a record, or lists every invalid field.
+pub fn validate(
+    state: &AppState,
+    who: &Client,
+    body: RequestIn,
+) -> Result<RequestRecord, ApiError> {
+    let mut errs = Vec::new();
+    text_field(&mut errs, "/case/number", &body.case.number);
+    text_field(&mut errs, "/case/legal_basis", &body.case.legal_basis);
+    text_field(&mut errs, "/case/official", &body.case.official);
+    let purpose = body
+        .purpose
+        .clone()
+        .unwrap_or_else(|| "ex officio data for the case (ZUP art. 103)".into());
+    text_field(&mut errs, "/purpose", &purpose);
+    let svc = state.services.get(&body.service);
+    if svc.is_none() {
+        errs.push((
+            "/service".into(),
+            format!(
+                "unknown service {:?}; known: {}",
+                body.service,
+                state
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if svc.is_some() && !who.services.is_empty() && !who.services.contains(&body.service) {
+        return Err(ApiError::Forbidden(format!(
+            "client {} may not request {}",
+            who.name, body.service
+        )));
+    }
+    let s = &body.subject;
+    let checks: [(&str, Option<&String>, fn(&str) -> Result<(), ids::IdError>); 6] = [
+        ("jmbg", s.jmbg.as_ref(), |v| ids::Jmbg::parse(v).map(drop)),
+        ("pib", s.pib.as_ref(), |v| ids::Pib::parse(v).map(drop)),
+        ("mb", s.mb.as_ref(), |v| ids::Mb::parse(v).map(drop)),
+        ("ko", s.ko.as_ref(), |v| ids::KoCode::parse(v).map(drop)),
+        ("sheet", s.sheet.as_ref(), |v| {
+            ids::SheetNumber::parse(v).map(drop)
+        }),
+        ("parcel", s.parcel.as_ref(), |v| {
+            ids::ParcelNumber::parse(v).map(drop)
+        }),
+    ];
+    let mut fields = Vec::new();
+    for (name, v, check) in checks {
+        if let Some(v) = v {
+            match check(v) {
+                Ok(()) => fields.push((name.to_owned(), v.clone())),
+                Err(e) => errs.push((format!("/subject/{name}"), e.to_string())),
+            }
+        }
+    }
+    let subject = crate::protocol::Subject::from_parts(
+        s.jmbg.as_deref(),
+        s.pib.as_deref(),
+        s.mb.as_deref(),
+        s.ko.as_deref(),
+        s.sheet.as_deref(),
+        s.parcel.as_deref(),
+    );
+    if errs.iter().all(|(p, _)| !p.starts_with("/subject")) {
+        match (&subject, svc) {
+            (Err(e), _) => errs.push(("/subject".into(), e.to_string())),
+            (Ok(sub), Some(svc)) if !svc.subjects.iter().any(|k| k == sub.kind()) => {
+                errs.push((
+                    "/subject".into(),
+                    format!(
+                        "{} does not take a {} subject; it takes {}",
+                        body.service,
+                        sub.kind(),
+                        svc.subjects.join(", ")
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Invalid(errs));
+    }
+    let svc = svc.ok_or_else(|| ApiError::Internal("service vanished".into()))?;
+    let now = now_ms();
+    Ok(RequestRecord {
+        v: RECORD_VERSION,
+        id: ulid::Ulid::new().to_string(),
+        client: who.name.clone(),
+        case: body.case.number,
+        legal_basis: body.case.legal_basis,
+        official: body.case.official,
+        purpose,
+        service: body.service,
+        registry: svc.registry.clone(),
+        subject: fields,
+        state: RState::Queued,
+        created_ms: now,
+        deadline_ms: now + state.retry.deadline.as_millis() as u64,
+        due_ms: Some(now),
+        attempts: Vec::new(),
+        security_failures: 0,
+        ticket: None,
+        document_id: None,
+        signer: None,
+        delivered_ms: None,
+        error: None,
+    })
+}
+
+async fn create(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RequestIn>,
+) -> Result<Response, ApiError> {
+    let who = client(&st, &headers)?;
+    let rec = validate(&st, &who, body)?;
+    st.store
+        .enqueue(vec![rec.clone()])
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.dispatcher.wake();
+    tracing::info!(request = %rec.id, client = %who.name, service = %rec.service, subject = %rec.subject_redacted(), "accepted");
+    let location = format!("/api/v1/requests/{}", rec.id);
+    let mut r = (StatusCode::ACCEPTED, Json(RequestOut::from(&rec))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+fn visible(who: &Client, r: &RequestRecord) -> bool {
+    who.admin || r.client == who.name
+}
+
+async fn get_request(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RequestOut>, ApiError> {
+    let who = client(&st, &headers)?;
+    let rec = st
+        .store
+        .get(&id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match rec {
+        Some(r) if visible(&who, &r) => Ok(Json(RequestOut::from(&r))),
+        _ => Err(ApiError::NotFound(format!("no request {id}"))),
+    }
+}
+
+async fn get_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(case): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = client(&st, &headers)?;
+    let recs: Vec<RequestRecord> = st
+        .store
+        .by_case(&case)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .into_iter()
+        .filter(|r| visible(&who, r))
+        .collect();
+    if recs.is_empty() {
+        return Err(ApiError::NotFound(format!("no requests in case {case:?}")));
+    }
+    let count = |f: fn(RState) -> bool| recs.iter().filter(|r| f(r.state)).count();
+    let delivered = count(|s| s == RState::Delivered);
+    let failed = count(|s| s == RState::Dead || s == RState::Cancelled);
+    Ok(Json(json!({
+        "case": case,
+        "requests": recs.iter().map(RequestOut::from).collect::<Vec<_>>(),
+        "delivered": delivered,
+        "failed": failed,
+        "pending": recs.len() - delivered - failed,
+        "complete": delivered + failed == recs.len(),
+    })))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let store = st.store.writable();
+    let registries = !st.dispatcher.gates.is_empty();
+    let body = Json(json!({"store_writable": store, "registries_configured": registries}));
+    if store && registries {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn fallback() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/requests", post(create))
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/cases/{case}", get(get_case))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(fallback)
+        .with_state(state)
+}

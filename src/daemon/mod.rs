@@ -1,0 +1,211 @@
+//! `jumgw serve`: wires the store, exchange, dispatcher, delivery and API
+//! together, and in `--demo` mode also development certificates and the
+//! embedded registry simulator, so that nothing needs setting up. Shuts down
+//! gracefully on SIGTERM/SIGINT: stops taking requests, lets attempts in
+//! flight finish and be recorded, flushes the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::api::{self, AppState, Client, Clients};
+use crate::config::{self, GatewayConfig, SimulatorConfig};
+use crate::delivery::CaseFolders;
+use crate::dispatch::Dispatcher;
+use crate::exchange::Exchange;
+use crate::store::{QueueStore, SledStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Exchange(#[from] crate::exchange::ExchangeError),
+    #[error("{0}")]
+    Sim(#[from] crate::sim::SimError),
+    #[error("development certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub demo: bool,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Faults for the embedded simulator (demo only).
+    pub sim_faults: Option<String>,
+    pub schemas: PathBuf,
+}
+
+pub const DEMO_BACKOFFICE_TOKEN: &str = "demo-backoffice";
+pub const DEMO_ADMIN_TOKEN: &str = "demo-admin";
+
+const GATEWAY_TOML: &str = include_str!("../../config/gateway.toml");
+const SIMULATOR_TOML: &str = include_str!("../../config/simulator.toml");
+
+fn demo_configs(
+    certs: &Path,
+    faults: Option<String>,
+) -> Result<(GatewayConfig, SimulatorConfig), DaemonError> {
+    let c = certs.display().to_string();
+    let mut sim: SimulatorConfig = config::parse(
+        &SIMULATOR_TOML.replace("certs/dev", &c),
+        "embedded simulator.toml",
+        std::env::vars(),
+    )?;
+    sim.control = "127.0.0.1:0".into();
+    for r in sim.registries.values_mut() {
+        r.port = 0;
+    }
+    if let Some(f) = faults {
+        sim.faults = f;
+    }
+    let gw: GatewayConfig = config::parse(
+        &GATEWAY_TOML.replace("certs/dev", &c),
+        "embedded gateway.toml",
+        std::env::vars(),
+    )?;
+    Ok((gw, sim))
+}
+
+fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
+    let mut c: Clients = cfg
+        .clients
+        .iter()
+        .map(|(name, k)| {
+            (
+                k.token_sha256.to_lowercase(),
+                Client {
+                    name: name.clone(),
+                    admin: k.role == "admin",
+                    services: k.services.clone(),
+                },
+            )
+        })
+        .collect();
+    if demo {
+        c.insert(
+            api::token_hash(DEMO_BACKOFFICE_TOKEN),
+            Client {
+                name: "demo-backoffice".into(),
+                admin: false,
+                services: Vec::new(),
+            },
+        );
+        c.insert(
+            api::token_hash(DEMO_ADMIN_TOKEN),
+            Client {
+                name: "demo-admin".into(),
+                admin: true,
+                services: Vec::new(),
+            },
+        );
+    }
+    c
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&opts.data_dir)?;
+    let mut _sim = None;
+    let cfg = if opts.demo {
+        let certs = opts.data_dir.join("certs");
+        if !certs.join(crate::pki::files::CA).exists() {
+            crate::pki::init_dev(&certs, false)?;
+            println!("generated development certificates in {}", certs.display());
+        }
+        let (mut gw, sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
+        let sim = crate::sim::start(&sim_cfg).await?;
+        for (name, r) in gw.registries.iter_mut() {
+            if let Some(a) = sim.addrs.get(name) {
+                r.url = format!("https://{a}/");
+            }
+        }
+        println!(
+            "embedded registry simulator: control on http://{}/",
+            sim.control
+        );
+        _sim = Some(sim);
+        gw.validate("embedded gateway.toml")?;
+        gw
+    } else {
+        GatewayConfig::load(
+            opts.config
+                .as_deref()
+                .unwrap_or(Path::new("config/gateway.toml")),
+        )?
+    };
+
+    let store = SledStore::open(&opts.data_dir.join("store"), 64 << 20)?;
+    let exchange = Arc::new(Exchange::new(&cfg, &opts.schemas)?);
+    let cases = CaseFolders {
+        root: opts.data_dir.join("cases"),
+    };
+    let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let dispatcher = Dispatcher::new(&cfg, dyn_store.clone(), exchange, cases.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx));
+
+    let state = AppState {
+        store: dyn_store,
+        dispatcher,
+        services: cfg.services.clone(),
+        clients: Arc::new(clients(&cfg, opts.demo)),
+        retry: cfg.retry.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: opts.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    println!(
+        "jumgw listening on http://{addr}/ (data in {}, cases in {})",
+        opts.data_dir.display(),
+        cases.root.display()
+    );
+    if opts.demo {
+        println!("demo tokens: back-office {DEMO_BACKOFFICE_TOKEN}, admin {DEMO_ADMIN_TOKEN}");
+    }
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: finishing attempts in flight");
+    let _ = stop_tx.send(true);
+    let _ = dispatch_task.await;
+    store.close().await?;
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Picks due requests and sends them, within each registry's limits: max
+//! in flight, requests per second, circuit breaker, administrator pause,
+//! maintenance windows. Leases requests (`sending` until a lease expiry that
+//! is also their `due` time, so an expired lease is simply due again, at
+//! start-up or later), applies outcomes through the pure [`policy`], and
+//! hands fetched documents to delivery. It sleeps until the next due time or
+//! a wake-up (new request, finished attempt); it never polls busily.
+
+pub mod policy;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{GatewayConfig, RetryConfig};
+use crate::delivery::CaseFolders;
+use crate::exchange::{Call, Exchange, Outcome};
+use crate::schedule::Window;
+use crate::store::{now_ms, QueueStore, RequestRecord, State};
+use policy::{AttemptFacts, Breaker, BreakerState, TokenBucket};
+
+/// One registry's limits and health.
+pub struct Gate {
+    pub name: String,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    bucket: Mutex<TokenBucket>,
+    breaker: Mutex<Breaker>,
+    paused: AtomicBool,
+    windows: Vec<Window>,
+}
+
+/// Why a registry cannot take a request now.
+enum Blocked {
+    /// Until this time (ms since the epoch).
+    Until(u64),
+    /// Until something changes (a permit is released, a probe returns).
+    Event,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A registry's state as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateStatus {
+    pub registry: String,
+    pub breaker: &'static str,
+    pub paused: bool,
+    pub in_maintenance: bool,
+    pub in_flight: usize,
+}
+
+impl Gate {
+    fn admit(&self, now: u64) -> Result<OwnedSemaphorePermit, Blocked> {
+        if self.paused.load(Ordering::Relaxed) {
+            return Err(Blocked::Until(now + 1000));
+        }
+        let t =
+            chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now as i64).unwrap_or_default();
+        if let Some(end) = self.windows.iter().filter_map(|w| w.active_until(t)).max() {
+            return Err(Blocked::Until(end.timestamp_millis().max(0) as u64));
+        }
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Blocked::Event)?;
+        if let Err(until) = lock(&self.bucket).take(now) {
+            return Err(Blocked::Until(until));
+        }
+        match lock(&self.breaker).admit(now) {
+            Ok(()) => Ok(permit),
+            Err(Some(until)) => Err(Blocked::Until(until)),
+            Err(None) => Err(Blocked::Event),
+        }
+    }
+
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> GateStatus {
+        let now = chrono::Utc::now();
+        GateStatus {
+            registry: self.name.clone(),
+            breaker: match lock(&self.breaker).state() {
+                BreakerState::Closed => "closed",
+                BreakerState::Open { .. } => "open",
+                BreakerState::HalfOpen => "half-open",
+            },
+            paused: self.paused.load(Ordering::Relaxed),
+            in_maintenance: self.windows.iter().any(|w| w.active_until(now).is_some()),
+            in_flight: self.max_in_flight - self.in_flight.available_permits(),
+        }
+    }
+}
+
+/// The dispatcher: shared by the API (to wake it) and its own loop.
+pub struct Dispatcher {
+    store: Arc<dyn QueueStore>,
+    exchange: Arc<Exchange>,
+    cases: CaseFolders,
+    pub gates: BTreeMap<String, Arc<Gate>>,
+    policy: RetryConfig,
+    wake: Notify,
+    /// Requests with a task working on them in this process.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        cfg: &GatewayConfig,
+        store: Arc<dyn QueueStore>,
+        exchange: Arc<Exchange>,
+        cases: CaseFolders,
+    ) -> Arc<Dispatcher> {
+        let now = now_ms();
+        let gates = cfg
+            .registries
+            .iter()
+            .map(|(name, r)| {
+                let gate = Gate {
+                    name: name.clone(),
+                    in_flight: Arc::new(Semaphore::new(r.max_in_flight)),
+                    max_in_flight: r.max_in_flight,
+                    bucket: Mutex::new(TokenBucket::new(r.rate_per_s, now)),
+                    breaker: Mutex::new(Breaker::new(r.breaker_failures, r.breaker_cooldown)),
+                    paused: AtomicBool::new(r.paused),
+                    // validated when the configuration was loaded
+                    windows: r
+                        .maintenance
+                        .iter()
+                        .filter_map(|w| Window::new(w).ok())
+                        .collect(),
+                };
+                (name.clone(), Arc::new(gate))
+            })
+            .collect();
+        Arc::new(Dispatcher {
+            store,
+            exchange,
+            cases,
+            gates,
+            policy: cfg.retry.clone(),
+            wake: Notify::new(),
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Something new is due (a request was accepted, a registry resumed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `stop` turns true; then waits for attempts in flight.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let wait = match self.clone().round(&mut tasks) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher cannot read the store");
+                    Duration::from_secs(1)
+                }
+            };
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Finish what is in flight; its results are recorded.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One pass over what is due; returns how long to sleep.
+    fn round(
+        self: Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Result<Duration, crate::store::StoreError> {
+        let now = now_ms();
+        let mut earliest: Option<u64> = None;
+        let mut event_blocked = false;
+        for (due, id) in self.store.due(now, 512)? {
+            if lock(&self.busy).contains(&id) {
+                continue;
+            }
+            let Some(rec) = self.store.get(&id)? else {
+                continue;
+            };
+            match rec.state {
+                State::Fetched => {
+                    // Lease the delivery too, so that it is not started twice.
+                    let lease_until = now + self.policy.lease.as_millis() as u64;
+                    let leased = self.store.update(&id, &|r| {
+                        if r.state != State::Fetched || r.due_ms != Some(due) {
+                            return false;
+                        }
+                        r.due_ms = Some(lease_until);
+                        true
+                    })?;
+                    if let Some(r) = leased {
+                        lock(&self.busy).insert(id.clone());
+                        let me = self.clone();
+                        tasks.spawn(async move { me.deliver(r).await });
+                    }
+                }
+                State::Queued | State::Retrying | State::Awaiting | State::Sending => {
+                    let Some(gate) = self.gates.get(&rec.registry).cloned() else {
+                        self.store.update(&id, &|r| {
+                            r.state = State::Dead;
+                            r.error = Some(format!("registry {} is not configured", r.registry));
+                            true
+                        })?;
+                        continue;
+                    };
+                    let permit = match gate.admit(now) {
+                        Ok(p) => p,
+                        Err(Blocked::Until(t)) => {
+                            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                            continue;
+                        }
+                        Err(Blocked::Event) => {
+                            event_blocked = true;
+                            continue;
+                        }
+                    };
+                    let lease_until = now + self.policy.lease.as_millis() as u64;
+                    let leased = self.store.update(&id, &|r| {
+                        if r.due_ms != Some(due)
+                            || r.state.is_terminal()
+                            || r.state == State::Fetched
+                        {
+                            return false;
+                        }
+                        r.state = State::Sending;
+                        r.due_ms = Some(lease_until);
+                        true
+                    })?;
+                    if let Some(r) = leased {
+                        lock(&self.busy).insert(id.clone());
+                        let me = self.clone();
+                        let polling = rec.state == State::Awaiting;
+                        tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
+                    }
+                }
+                _ => {
+                    // A terminal request left in the index: clear it.
+                    self.store.update(&id, &|r| {
+                        r.due_ms = None;
+                        true
+                    })?;
+                }
+            }
+        }
+        let now = now_ms();
+        let next = self.store.next_due()?.filter(|d| *d > now);
+        let mut wake_at = [next, earliest].into_iter().flatten().min();
+        if event_blocked {
+            // Woken by the finished attempt; the timer is a safety net.
+            wake_at = Some(wake_at.map_or(now + 1000, |w| w.min(now + 1000)));
+        }
+        Ok(Duration::from_millis(
+            wake_at.map_or(5_000, |w| w.saturating_sub(now).clamp(1, 5_000)),
+        ))
+    }
+
+    async fn attempt(
+        self: Arc<Self>,
+        rec: RequestRecord,
+        polling: bool,
+        gate: Arc<Gate>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let id = rec.id.clone();
+        let result = match rec.subject() {
+            Ok(subject) => {
+                let call = Call {
+                    id: &rec.id,
+                    service: &rec.service,
+                    subject: &subject,
+                    case: &rec.case,
+                    official: &rec.official,
+                    legal_basis: &rec.legal_basis,
+                    purpose: &rec.purpose,
+                    ticket: if polling { rec.ticket.as_deref() } else { None },
+                };
+                self.exchange
+                    .attempt(&call)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        drop(permit);
+        let now = now_ms();
+        let (outcome, status, duration_ms, signer, document) = match result {
+            Ok(a) => {
+                let doc = (a.outcome == Outcome::Document)
+                    .then_some(a.response)
+                    .flatten();
+                (
+                    a.outcome,
+                    a.status,
+                    a.duration.as_millis() as u64,
+                    a.signer,
+                    doc,
+                )
+            }
+            // The request cannot even be built (a service removed from the
+            // configuration, say): nothing will change by retrying.
+            Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None),
+        };
+        lock(&gate.breaker).record(policy::is_registry_failure(&outcome), now);
+        tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %outcome, "attempt");
+        if let Some(doc) = &document {
+            if let Err(e) = self.store.put_document(&id, doc) {
+                tracing::error!(request = %id, error = %e, "cannot store the document; the attempt will be repeated");
+                lock(&self.busy).remove(&id);
+                self.wake();
+                return;
+            }
+        }
+        let jitter: f64 = rand::rng().random();
+        let facts = AttemptFacts {
+            outcome: &outcome,
+            at_ms: now,
+            duration_ms,
+            http_status: status,
+            signer: signer.as_deref(),
+        };
+        let updated = self
+            .store
+            .update(&id, &|r| policy::apply(r, &facts, &self.policy, jitter));
+        lock(&self.busy).remove(&id);
+        match updated {
+            Ok(Some(r)) if r.state == State::Fetched => {
+                // Deliver at once rather than waiting for the next pass.
+                let lease_until = now + self.policy.lease.as_millis() as u64;
+                if let Ok(Some(r)) = self.store.update(&id, &|x| {
+                    if x.state != State::Fetched {
+                        return false;
+                    }
+                    x.due_ms = Some(lease_until);
+                    true
+                }) {
+                    lock(&self.busy).insert(id.clone());
+                    self.clone().deliver(r).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(request = %id, error = %e, "cannot record the attempt; it will be repeated")
+            }
+        }
+        self.wake();
+    }
+
+    async fn deliver(self: Arc<Self>, rec: RequestRecord) {
+        let id = rec.id.clone();
+        let result = async {
+            let doc = self
+                .store
+                .document(&id)?
+                .ok_or_else(|| crate::store::StoreError::NotFound(format!("document of {id}")))?;
+            let cases = self.cases.clone();
+            let r = rec.clone();
+            tokio::task::spawn_blocking(move || cases.deliver(&r, &doc))
+                .await
+                .map_err(|e| crate::store::StoreError::Io(e.to_string()))?
+                .map_err(|e| crate::store::StoreError::Io(e.to_string()))?;
+            let now = now_ms();
+            self.store.update(&id, &|r| {
+                if r.state != State::Fetched {
+                    return false;
+                }
+                r.state = State::Delivered;
+                r.delivered_ms = Some(now);
+                r.due_ms = None;
+                true
+            })
+        }
+        .await;
+        lock(&self.busy).remove(&id);
+        match result {
+            Ok(_) => tracing::info!(request = %id, case = %rec.case, "delivered"),
+            // The delivery lease expires and it is tried again.
+            Err(e) => tracing::warn!(request = %id, error = %e, "delivery failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The pure parts of dispatching: when to retry (backoff), whether a
+//! registry is healthy (circuit breaker), how fast to send (token bucket),
+//! and what an attempt's outcome does to a request record. No clocks or
+//! randomness inside: callers pass `now` and the jitter.
+
+use std::time::Duration;
+
+use crate::config::RetryConfig;
+use crate::exchange::Outcome;
+use crate::store::{AttemptRecord, RequestRecord, State};
+
+/// Security failures are retried at most this often, then the request dies.
+pub const MAX_SECURITY_FAILURES: u32 = 3;
+
+/// Delay before retry number `failures` (1 = after the first failure):
+/// full jitter over `min(cap, base × factor^(failures-1))`, never shorter
+/// than the registry's `Retry-After`. `jitter` is uniform in [0, 1).
+pub fn backoff(
+    p: &RetryConfig,
+    failures: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let exp = p.base.as_secs_f64() * p.factor.powi(failures.saturating_sub(1).min(64) as i32);
+    let ceiling = exp.min(p.cap.as_secs_f64());
+    let d = Duration::from_secs_f64((ceiling * jitter.clamp(0.0, 1.0)).max(0.0));
+    d.max(retry_after.unwrap_or_default())
+}
+
+/// The due time of the next retry, or `None` when attempts or the
+/// deadline are exhausted.
+pub fn next_retry(
+    p: &RetryConfig,
+    failures: u32,
+    now_ms: u64,
+    retry_after: Option<Duration>,
+    deadline_ms: u64,
+    jitter: f64,
+) -> Option<u64> {
+    if failures >= p.max_attempts {
+        return None;
+    }
+    let due = now_ms.saturating_add(backoff(p, failures, retry_after, jitter).as_millis() as u64);
+    (due <= deadline_ms).then_some(due)
+}
+
+fn kind(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Document => "document",
+        Outcome::Accepted { .. } => "accepted",
+        Outcome::TicketLost { .. } => "ticket-lost",
+        Outcome::Permanent { .. } => "permanent",
+        Outcome::Retryable { .. } => "retryable",
+        Outcome::Security { .. } => "security",
+    }
+}
+
+/// What an attempt did, for the record.
+pub struct AttemptFacts<'a> {
+    pub outcome: &'a Outcome,
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub http_status: Option<u16>,
+    pub signer: Option<&'a str>,
+}
+
+/// Applies an attempt's outcome to a request that was `sending`. Returns
+/// false (no change) if the request is no longer ours to change: an
+/// administrator cancelled it meanwhile, or another lease took over.
+pub fn apply(r: &mut RequestRecord, f: &AttemptFacts<'_>, p: &RetryConfig, jitter: f64) -> bool {
+    if r.state != State::Sending {
+        return false;
+    }
+    let now = f.at_ms;
+    r.attempts.push(AttemptRecord {
+        at_ms: f.at_ms,
+        duration_ms: f.duration_ms,
+        http_status: f.http_status,
+        outcome: kind(f.outcome).into(),
+        detail: f.outcome.to_string(),
+    });
+    let failures = r
+        .attempts
+        .iter()
+        .filter(|a| matches!(a.outcome.as_str(), "retryable" | "security" | "ticket-lost"))
+        .count() as u32;
+    let retry_or_die =
+        |r: &mut RequestRecord, retry_after: Option<Duration>, why: String| match next_retry(
+            p,
+            failures,
+            now,
+            retry_after,
+            r.deadline_ms,
+            jitter,
+        ) {
+            Some(due) => {
+                r.state = State::Retrying;
+                r.due_ms = Some(due);
+                r.error = Some(why);
+            }
+            None => {
+                r.state = State::Dead;
+                r.due_ms = None;
+                r.error = Some(format!("{why} (attempts or ZUP deadline exhausted)"));
+            }
+        };
+    match f.outcome {
+        Outcome::Document => {
+            r.state = State::Fetched;
+            r.document_id = Some(r.id.clone());
+            r.signer = f.signer.map(str::to_owned);
+            r.security_failures = 0;
+            r.ticket = None;
+            r.error = None;
+            r.due_ms = Some(now);
+        }
+        Outcome::Accepted {
+            ticket,
+            retry_after,
+        } => {
+            r.state = State::Awaiting;
+            r.ticket = Some(ticket.clone());
+            let due = now.saturating_add(retry_after.as_millis() as u64);
+            if due > r.deadline_ms {
+                r.state = State::Dead;
+                r.due_ms = None;
+                r.error = Some("the registry would answer after the ZUP deadline".into());
+            } else {
+                r.due_ms = Some(due);
+            }
+        }
+        Outcome::TicketLost { reason } => {
+            // Ask again from scratch.
+            r.ticket = None;
+            retry_or_die(r, None, format!("ticket lost: {reason}"));
+        }
+        Outcome::Permanent { reason } => {
+            r.state = State::Dead;
+            r.due_ms = None;
+            r.error = Some(reason.clone());
+        }
+        Outcome::Retryable {
+            reason,
+            retry_after,
+        } => retry_or_die(r, *retry_after, reason.clone()),
+        Outcome::Security { reason } => {
+            r.security_failures += 1;
+            if r.security_failures >= MAX_SECURITY_FAILURES {
+                r.state = State::Dead;
+                r.due_ms = None;
+                r.error = Some(format!(
+                    "security failure, {} times: {reason}",
+                    r.security_failures
+                ));
+            } else {
+                retry_or_die(r, None, format!("security failure: {reason}"));
+            }
+        }
+    }
+    true
+}
+
+/// Does this outcome say the registry is unhealthy (for the breaker)?
+pub fn is_registry_failure(o: &Outcome) -> bool {
+    matches!(o, Outcome::Retryable { .. })
+}
+
+/// Circuit breaker of one registry.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    threshold: u32,
+    base: Duration,
+    max: Duration,
+    failures: u32,
+    cooldown: Duration,
+    state: BreakerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    /// Until this many ms since the epoch.
+    Open {
+        until_ms: u64,
+    },
+    /// One probe is out; its result decides.
+    HalfOpen,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, base: Duration) -> Breaker {
+        Breaker {
+            threshold: threshold.max(1),
+            base,
+            max: base * 64,
+            failures: 0,
+            cooldown: base,
+            state: BreakerState::Closed,
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// May a request go now? `Err(until)` when it must wait.
+    pub fn admit(&mut self, now_ms: u64) -> Result<(), Option<u64>> {
+        match self.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open { until_ms } if now_ms >= until_ms => {
+                self.state = BreakerState::HalfOpen;
+                Ok(())
+            }
+            BreakerState::Open { until_ms } => Err(Some(until_ms)),
+            BreakerState::HalfOpen => Err(None),
+        }
+    }
+
+    pub fn record(&mut self, failure: bool, now_ms: u64) {
+        match (failure, self.state) {
+            (false, _) => {
+                self.failures = 0;
+                self.cooldown = self.base;
+                self.state = BreakerState::Closed;
+            }
+            (true, BreakerState::HalfOpen) => {
+                self.cooldown = (self.cooldown * 2).min(self.max);
+                self.state = BreakerState::Open {
+                    until_ms: now_ms + self.cooldown.as_millis() as u64,
+                };
+            }
+            (true, _) => {
+                self.failures += 1;
+                if self.failures >= self.threshold {
+                    self.state = BreakerState::Open {
+                        until_ms: now_ms + self.cooldown.as_millis() as u64,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Token bucket: `rate` per second, bursts up to one second's worth.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, now_ms: u64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: rate.max(1.0),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Takes a token, or says when one will be there.
+    pub fn take(&mut self, now_ms: u64) -> Result<(), u64> {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.last_ms = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now_ms + (((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn policy() -> RetryConfig {
+        RetryConfig::default()
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let p = policy();
+        assert_eq!(backoff(&p, 1, None, 0.999_999).as_secs(), 9);
+        assert_eq!(backoff(&p, 3, None, 0.999_999).as_secs(), 39);
+        assert_eq!(backoff(&p, 30, None, 0.999_999).as_secs(), 3599);
+        assert_eq!(backoff(&p, 3, None, 0.0), Duration::ZERO);
+        assert_eq!(
+            backoff(&p, 1, Some(Duration::from_secs(120)), 0.1),
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn retries_stop_at_max_attempts_and_the_deadline() {
+        let p = policy();
+        assert!(next_retry(&p, 11, 0, None, u64::MAX, 0.5).is_some());
+        assert!(next_retry(&p, 12, 0, None, u64::MAX, 0.5).is_none());
+        assert!(next_retry(&p, 1, 1000, Some(Duration::from_secs(60)), 30_000, 0.5).is_none());
+    }
+
+    #[test]
+    fn breaker_opens_probes_and_grows_its_cooldown() {
+        let mut b = Breaker::new(3, Duration::from_secs(10));
+        for _ in 0..2 {
+            b.record(true, 0);
+        }
+        assert_eq!(b.admit(0), Ok(()));
+        b.record(true, 0);
+        assert_eq!(b.admit(5_000), Err(Some(10_000)));
+        assert_eq!(b.admit(10_000), Ok(()), "half-open probe");
+        assert_eq!(b.admit(10_001), Err(None), "one probe at a time");
+        b.record(true, 10_000);
+        assert_eq!(
+            b.state(),
+            BreakerState::Open { until_ms: 30_000 },
+            "cool-down doubled"
+        );
+        assert_eq!(b.admit(30_000), Ok(()));
+        b.record(false, 30_000);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn bucket_limits_rate() {
+        let mut t = TokenBucket::new(2.0, 0);
+        assert!(t.take(0).is_ok());
+        assert!(t.take(0).is_ok());
+        assert_eq!(t.take(0), Err(500));
+        assert!(t.take(500).is_ok());
+    }
+
+    fn sending() -> RequestRecord {
+        RequestRecord {
+            v: 1,
+            id: "01X".into(),
+            client: "c".into(),
+            case: "1".into(),
+            legal_basis: "l".into(),
+            official: "o".into(),
+            purpose: "p".into(),
+            service: "civil.birth-extract".into(),
+            registry: "civil".into(),
+            subject: vec![],
+            state: State::Sending,
+            created_ms: 0,
+            deadline_ms: 15 * 86_400_000,
+            due_ms: Some(60_000),
+            attempts: vec![],
+            security_failures: 0,
+            ticket: None,
+            document_id: None,
+            signer: None,
+            delivered_ms: None,
+            error: None,
+        }
+    }
+
+    fn facts(o: &Outcome) -> AttemptFacts<'_> {
+        AttemptFacts {
+            outcome: o,
+            at_ms: 1000,
+            duration_ms: 5,
+            http_status: Some(200),
+            signer: Some("CN=x"),
+        }
+    }
+
+    #[test]
+    fn outcomes_move_the_record() {
+        let p = policy();
+        let mut r = sending();
+        assert!(apply(&mut r, &facts(&Outcome::Document), &p, 0.5));
+        assert_eq!(
+            (r.state, r.due_ms, r.signer.as_deref()),
+            (State::Fetched, Some(1000), Some("CN=x"))
+        );
+
+        let mut r = sending();
+        apply(
+            &mut r,
+            &facts(&Outcome::Accepted {
+                ticket: "T".into(),
+                retry_after: Duration::from_secs(2),
+            }),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (r.state, r.due_ms, r.ticket.as_deref()),
+            (State::Awaiting, Some(3000), Some("T"))
+        );
+
+        let mut r = sending();
+        apply(
+            &mut r,
+            &facts(&Outcome::Permanent {
+                reason: "no".into(),
+            }),
+            &p,
+            0.5,
+        );
+        assert_eq!((r.state, r.due_ms), (State::Dead, None));
+
+        let mut r = sending();
+        apply(
+            &mut r,
+            &facts(&Outcome::Retryable {
+                reason: "503".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            }),
+            &p,
+            0.0,
+        );
+        assert_eq!((r.state, r.due_ms), (State::Retrying, Some(31_000)));
+
+        let mut r = sending();
+        for i in 0..3 {
+            r.state = State::Sending;
+            apply(
+                &mut r,
+                &facts(&Outcome::Security {
+                    reason: "bad".into(),
+                }),
+                &p,
+                0.0,
+            );
+            assert_eq!(r.state, if i < 2 { State::Retrying } else { State::Dead });
+        }
+
+        let mut r = sending();
+        r.state = State::Cancelled;
+        assert!(
+            !apply(&mut r, &facts(&Outcome::Document), &p, 0.5),
+            "a cancelled request is not moved"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn backoff_is_bounded(failures in 0u32..100, jitter in 0.0f64..1.0, ra in proptest::option::of(0u64..10_000)) {
+            let p = policy();
+            let d = backoff(&p, failures, ra.map(Duration::from_secs), jitter);
+            prop_assert!(d <= p.cap.max(Duration::from_secs(ra.unwrap_or(0))));
+        }
+    }
+}
