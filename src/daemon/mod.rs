@@ -59,7 +59,9 @@ fn demo_configs(
     let mut sim: SimulatorConfig = config::parse(
         &SIMULATOR_TOML.replace("certs/dev", &c),
         "embedded simulator.toml",
-        std::env::vars(),
+        // JUMGW_* overrides address the gateway's configuration; the
+        // embedded simulator is configured by --sim-faults only.
+        std::iter::empty(),
     )?;
     sim.control = "127.0.0.1:0".into();
     for r in sim.registries.values_mut() {

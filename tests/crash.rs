@@ -1,0 +1,257 @@
+//! Crash safety, for real: `jumgw serve --demo` as a child process, a few
+//! hundred requests across registries while the simulator injects latency,
+//! 503s, resets and asynchronous answers, SIGKILL at moments chosen by a
+//! seeded RNG, restarts on the same data. Every request that got a `202`
+//! must end delivered, with exactly one document file in its case.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path, port: u16) -> Daemon {
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let mut child = jumgw()
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--sim-faults",
+            "*:latency=2ms..40ms, *:503=0.1, *:reset=0.05, *:async=0.1, *:async-delay=300ms",
+        ])
+        // fast retries and short leases, so that the test ends in seconds
+        .env("JUMGW_RETRY__BASE", "100ms")
+        .env("JUMGW_RETRY__CAP", "1s")
+        .env("JUMGW_RETRY__LEASE", "2s")
+        .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
+        .env("JUMGW_REGISTRIES__CIVIL__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_REGISTRIES__TAX__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_LOG", "warn")
+        .current_dir(manifest_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.with_extension("log"))
+                .unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let d = Daemon(child);
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        let Some(Ok(l)) = lines.next() else {
+            panic!(
+                "daemon exited before listening: {}",
+                std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+            );
+        };
+        if l.starts_with("jumgw listening on") {
+            break;
+        }
+    }
+    // keep draining stdout so the child never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    d
+}
+
+const BODIES: [(&str, &str); 6] = [
+    ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
+    (
+        "civil.citizenship-certificate",
+        r#"{"jmbg":"0512981717776"}"#,
+    ),
+    (
+        "cadastre.property-sheet",
+        r#"{"ko":"803472","sheet":"1520"}"#,
+    ),
+    ("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#),
+    ("tax.clearance-certificate", r#"{"pib":"101134702"}"#),
+    ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
+];
+
+async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
+    let (service, subject) = BODIES[i % BODIES.len()];
+    let body = format!(
+        r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"service":"{service}","subject":{subject}}}"#,
+        i % 17
+    );
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if r.status().as_u16() != 202 {
+        return None;
+    }
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["id"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seed: u64 = std::env::var("JUMGW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_125);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let total = 300;
+    let kills: BTreeSet<usize> = [
+        rng.random_range(30..100),
+        rng.random_range(120..200),
+        rng.random_range(220..290),
+    ]
+    .into();
+    let mut accepted: Vec<String> = Vec::new();
+    let mut daemon = start(&data, port);
+    let mut kills_done = 0;
+    let mut i = 0;
+    while i < total {
+        // submit in small concurrent bursts
+        let burst: Vec<usize> = (i..(i + 10).min(total)).collect();
+        let kill_now = kills.iter().any(|&k| k >= i && k < i + burst.len());
+        let pid = daemon.0.id().to_string();
+        // When a kill is due, it lands while this burst is being accepted:
+        // requests between their transaction and their flush are at stake.
+        let delay = Duration::from_millis(rng.random_range(0..30));
+        let killer = async move {
+            if kill_now {
+                tokio::time::sleep(delay).await;
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+        };
+        let futs = futures_util::future::join_all(burst.iter().map(|&k| submit(&http, port, k)));
+        let (ids, ()) = tokio::join!(futs, killer);
+        accepted.extend(ids.into_iter().flatten());
+        i += burst.len();
+        if kill_now {
+            drop(daemon);
+            daemon = start(&data, port);
+            kills_done += 1;
+        }
+    }
+    // one more crash while the queue drains
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+    drop(daemon);
+    let _daemon = start(&data, port);
+
+    assert_eq!(kills_done, 3, "kills while accepting");
+    assert!(
+        accepted.len() >= total * 8 / 10,
+        "only {} of {total} accepted",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: BTreeSet<String> = accepted.iter().cloned().collect();
+    let mut last_states = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    while !pending.is_empty() && Instant::now() < deadline {
+        for id in pending.clone() {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await;
+            let Ok(r) = r else { continue };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let state = v["state"].as_str().unwrap_or("?").to_owned();
+            assert!(
+                state != "dead" && state != "cancelled",
+                "{id} ended {state}: {v}"
+            );
+            if state == "delivered" {
+                pending.remove(&id);
+                for a in v["attempts"].as_array().into_iter().flatten() {
+                    *outcomes
+                        .entry(a["outcome"].as_str().unwrap_or("?").to_owned())
+                        .or_insert(0usize) += 1;
+                }
+            }
+            last_states.insert(id, state);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} accepted requests not delivered: {:?}",
+        pending.len(),
+        pending
+            .iter()
+            .take(5)
+            .map(|p| (p, &last_states[p]))
+            .collect::<Vec<_>>()
+    );
+
+    // the faults really happened (or this test would prove nothing)
+    assert!(
+        outcomes.get("retryable").copied().unwrap_or(0) > 5,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("accepted").copied().unwrap_or(0) > 5,
+        "{outcomes:?}"
+    );
+    eprintln!(
+        "accepted {} requests; attempt outcomes {outcomes:?}",
+        accepted.len()
+    );
+
+    // exactly one document file per request, in its case folder
+    let mut files: BTreeMap<String, usize> = BTreeMap::new();
+    for case in std::fs::read_dir(data.join("cases")).unwrap() {
+        for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") && !name.starts_with('.') {
+                *files
+                    .entry(name.split('.').next().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for id in &accepted {
+        assert_eq!(
+            files.get(id),
+            Some(&1),
+            "request {id} has {:?} document files",
+            files.get(id)
+        );
+    }
+    assert!(files.values().all(|&n| n == 1), "a request delivered twice");
+}
