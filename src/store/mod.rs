@@ -50,6 +50,8 @@ pub enum StoreError {
         detail: String,
         backups: String,
     },
+    #[error("the store at {path} is in use by another process (is another jumgw running on the same data folder?)")]
+    Locked { path: String },
     #[error("the store at {path} has schema version {found}; this jumgw knows up to {known}")]
     TooNew {
         path: String,
@@ -158,12 +160,28 @@ impl SledStore {
                 .display()
                 .to_string(),
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| damaged(e.to_string()))?;
+            .flush_every_ms(Some(500));
+        // sled releases its file lock from a background thread after the
+        // last handle is dropped; a reopen right after a close can race it.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    if tries == 40 {
+                        return Err(StoreError::Locked {
+                            path: dir.display().to_string(),
+                        });
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(damaged(e.to_string())),
+            }
+        };
         let tree = |n: &str| db.open_tree(n).map_err(|e| damaged(e.to_string()));
         let t = Trees {
             requests: tree("requests")?,

@@ -232,3 +232,14 @@ async fn a_damaged_index_is_a_start_up_error_that_names_the_backups() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_store_in_use_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let e = SledStore::open(dir.path(), 1 << 20)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is in use by another process"), "{e}");
+}
