@@ -6,105 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use jum_gateway::config::{self, GatewayConfig, SimulatorConfig};
+use jum_gateway::config;
 use jum_gateway::exchange::{Call, Exchange, Outcome};
 use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
 use jum_gateway::protocol::Subject;
-use jum_gateway::sim::{self, Simulator};
-
-struct Env {
-    dir: tempfile::TempDir,
-    sim: Simulator,
-    gw: GatewayConfig,
-    control: reqwest::Client,
-}
-
-fn certs(dir: &Path) -> PathBuf {
-    dir.join("certs")
-}
-
-async fn setup(faults: &str) -> Env {
-    setup_with(faults, |_| {}).await
-}
-
-async fn setup_with(faults: &str, adjust: impl FnOnce(&mut SimulatorConfig)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let c = certs(dir.path());
-    jum_gateway::pki::init_dev(&c, false).unwrap();
-    let sim_text = std::fs::read_to_string(manifest_dir().join("config/simulator.toml")).unwrap();
-    let mut sc: SimulatorConfig =
-        config::parse(&sim_text, "simulator.toml", std::iter::empty()).unwrap();
-    sc.control = "127.0.0.1:0".into();
-    sc.client_ca = c.join("registry-trust.pem");
-    sc.population = 100;
-    sc.faults = faults.into();
-    for (name, r) in sc.registries.iter_mut() {
-        r.port = 0;
-        r.tls_cert = c.join(format!("{name}-tls.pem"));
-        r.tls_key = c.join(format!("{name}-tls.key"));
-        r.sign_cert = c.join(format!("{name}-sign.pem"));
-        r.sign_key = c.join(format!("{name}-sign.key"));
-    }
-    adjust(&mut sc);
-    let sim = sim::start(&sc).await.unwrap();
-    let gw_text = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
-    let mut gw: GatewayConfig =
-        config::parse(&gw_text, "gateway.toml", std::iter::empty()).unwrap();
-    gw.gateway.tls_cert = c.join("gateway-tls.pem");
-    gw.gateway.tls_key = c.join("gateway-tls.key");
-    gw.gateway.sign_cert = c.join("gateway-sign.pem");
-    gw.gateway.sign_key = c.join("gateway-sign.key");
-    for (name, r) in gw.registries.iter_mut() {
-        r.url = format!("https://{}/", sim.addrs[name]);
-        r.tls_ca = c.join("gateway-trust.pem");
-        r.signer_ca = c.join("gateway-trust.pem");
-        r.timeout = Duration::from_secs(3);
-        r.connect_timeout = Duration::from_secs(2);
-    }
-    gw.validate("test").unwrap();
-    Env {
-        dir,
-        sim,
-        gw,
-        control: reqwest::Client::new(),
-    }
-}
-
-impl Env {
-    fn exchange(&self) -> Exchange {
-        Exchange::new(&self.gw, &manifest_dir().join("schemas")).unwrap()
-    }
-
-    async fn faults(&self, spec: &str) {
-        let r = self
-            .control
-            .put(format!("http://{}/faults", self.sim.control))
-            .body(spec.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{spec}: {}",
-            r.text().await.unwrap()
-        );
-    }
-
-    async fn seen(&self) -> serde_json::Value {
-        self.control
-            .get(format!("http://{}/seen", self.sim.control))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
 
 fn subject(s: &str) -> Subject {
     let (k, v) = s.split_once('=').unwrap();

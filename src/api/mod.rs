@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -149,17 +149,27 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     }
 }
 
-fn client(state: &AppState, headers: &HeaderMap) -> Result<Client, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-    state
-        .clients
-        .get(&token_hash(token.trim()))
-        .cloned()
-        .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
+/// The authenticated client: an extractor that runs before the body is
+/// read, so an unauthenticated caller learns nothing about validation.
+impl axum::extract::FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+        state
+            .clients
+            .get(&token_hash(token.trim()))
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,10 +377,9 @@ pub fn validate(
 
 async fn create(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    who: Client,
     ApiJson(body): ApiJson<RequestIn>,
 ) -> Result<Response, ApiError> {
-    let who = client(&st, &headers)?;
     let rec = validate(&st, &who, body)?;
     st.store
         .enqueue(vec![rec.clone()])
@@ -392,10 +401,9 @@ fn visible(who: &Client, r: &RequestRecord) -> bool {
 
 async fn get_request(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<RequestOut>, ApiError> {
-    let who = client(&st, &headers)?;
     let rec = st
         .store
         .get(&id)
@@ -408,10 +416,9 @@ async fn get_request(
 
 async fn get_case(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    who: Client,
     Path(case): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = client(&st, &headers)?;
     let recs: Vec<RequestRecord> = st
         .store
         .by_case(&case)

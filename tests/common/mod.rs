@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+use jum_gateway::config::{self, GatewayConfig, SimulatorConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -162,4 +163,99 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// A request envelope as the gateway sends it, unsigned.
 pub fn envelope() -> String {
     jum_gateway::bench::xml::small_envelope()
+}
+
+/// An in-process simulator on free ports with a fresh PKI, and a gateway
+/// configuration pointing at it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: jum_gateway::sim::Simulator,
+    pub gw: jum_gateway::config::GatewayConfig,
+    pub control: reqwest::Client,
+}
+
+pub fn certs(dir: &Path) -> PathBuf {
+    dir.join("certs")
+}
+
+pub async fn setup(faults: &str) -> Env {
+    setup_with(faults, |_| {}).await
+}
+
+pub async fn setup_with(
+    faults: &str,
+    adjust: impl FnOnce(&mut jum_gateway::config::SimulatorConfig),
+) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path());
+    jum_gateway::pki::init_dev(&c, false).unwrap();
+    let sim_text = std::fs::read_to_string(manifest_dir().join("config/simulator.toml")).unwrap();
+    let mut sc: SimulatorConfig =
+        config::parse(&sim_text, "simulator.toml", std::iter::empty()).unwrap();
+    sc.control = "127.0.0.1:0".into();
+    sc.client_ca = c.join("registry-trust.pem");
+    sc.population = 100;
+    sc.faults = faults.into();
+    for (name, r) in sc.registries.iter_mut() {
+        r.port = 0;
+        r.tls_cert = c.join(format!("{name}-tls.pem"));
+        r.tls_key = c.join(format!("{name}-tls.key"));
+        r.sign_cert = c.join(format!("{name}-sign.pem"));
+        r.sign_key = c.join(format!("{name}-sign.key"));
+    }
+    adjust(&mut sc);
+    let sim = jum_gateway::sim::start(&sc).await.unwrap();
+    let gw_text = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
+    let mut gw: GatewayConfig =
+        config::parse(&gw_text, "gateway.toml", std::iter::empty()).unwrap();
+    gw.gateway.tls_cert = c.join("gateway-tls.pem");
+    gw.gateway.tls_key = c.join("gateway-tls.key");
+    gw.gateway.sign_cert = c.join("gateway-sign.pem");
+    gw.gateway.sign_key = c.join("gateway-sign.key");
+    for (name, r) in gw.registries.iter_mut() {
+        r.url = format!("https://{}/", sim.addrs[name]);
+        r.tls_ca = c.join("gateway-trust.pem");
+        r.signer_ca = c.join("gateway-trust.pem");
+        r.timeout = std::time::Duration::from_secs(3);
+        r.connect_timeout = std::time::Duration::from_secs(2);
+    }
+    gw.validate("test").unwrap();
+    Env {
+        dir,
+        sim,
+        gw,
+        control: reqwest::Client::new(),
+    }
+}
+
+impl Env {
+    pub fn exchange(&self) -> jum_gateway::exchange::Exchange {
+        jum_gateway::exchange::Exchange::new(&self.gw, &manifest_dir().join("schemas")).unwrap()
+    }
+
+    pub async fn faults(&self, spec: &str) {
+        let r = self
+            .control
+            .put(format!("http://{}/faults", self.sim.control))
+            .body(spec.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{spec}: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    pub async fn seen(&self) -> serde_json::Value {
+        self.control
+            .get(format!("http://{}/seen", self.sim.control))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }

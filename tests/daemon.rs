@@ -1,0 +1,270 @@
+//! The daemon's behaviours against the simulator's faults, in-process:
+//! retries, the circuit breaker, pause, maintenance windows, the security
+//! cap, asynchronous answers, permanent failures, delivery into the case;
+//! requests go in through the API router itself.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use jum_gateway::api::{self, AppState, Client};
+use jum_gateway::config::MaintenanceWindow;
+use jum_gateway::delivery::CaseFolders;
+use jum_gateway::dispatch::Dispatcher;
+use jum_gateway::store::{QueueStore, RequestRecord, SledStore, State};
+use tower::ServiceExt;
+
+struct Running {
+    env: Env,
+    store: Arc<SledStore>,
+    dispatcher: Arc<Dispatcher>,
+    state: AppState,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn run(
+    mut env: Env,
+    adjust: impl FnOnce(&mut jum_gateway::config::GatewayConfig),
+) -> Running {
+    env.gw.retry.base = Duration::from_millis(50);
+    env.gw.retry.cap = Duration::from_millis(200);
+    for r in env.gw.registries.values_mut() {
+        r.breaker_cooldown = Duration::from_millis(500);
+    }
+    adjust(&mut env.gw);
+    let store = SledStore::open(&env.dir.path().join("store"), 8 << 20).unwrap();
+    let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let dispatcher = Dispatcher::new(
+        &env.gw,
+        dyn_store.clone(),
+        Arc::new(env.exchange()),
+        CaseFolders {
+            root: env.dir.path().join("cases"),
+        },
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(dispatcher.clone().run(rx));
+    let clients = [(
+        api::token_hash("t"),
+        Client {
+            name: "backoffice".into(),
+            admin: false,
+            services: vec![],
+        },
+    )]
+    .into_iter()
+    .collect();
+    let state = AppState {
+        store: dyn_store,
+        dispatcher: dispatcher.clone(),
+        services: env.gw.services.clone(),
+        clients: Arc::new(clients),
+        retry: env.gw.retry.clone(),
+    };
+    Running {
+        env,
+        store,
+        dispatcher,
+        state,
+        _stop: stop,
+    }
+}
+
+impl Running {
+    async fn submit(&self, service: &str, subject: &str) -> String {
+        let body = format!(
+            r#"{{"case":{{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"o"}},"service":"{service}","subject":{subject}}}"#
+        );
+        let req = Request::post("/api/v1/requests")
+            .header("authorization", "Bearer t")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let r = api::app(self.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn until(&self, id: &str, want: State, within: Duration) -> RequestRecord {
+        let end = Instant::now() + within;
+        loop {
+            let r = self.store.get(id).unwrap().unwrap();
+            if r.state == want {
+                return r;
+            }
+            assert!(
+                Instant::now() < end,
+                "{id} is {:?}, not {want:?}, after {within:?}: {r:?}",
+                r.state
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+const BIRTH: (&str, &str) = ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
+    let d = run(setup("civil:503=next:2").await, |_| {}).await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["retryable", "retryable", "document"]);
+    let file = d
+        .env
+        .dir
+        .path()
+        .join("cases/351-12%2F2026-IV")
+        .join(format!("{id}.civil.birth-extract.xml"));
+    let xml = std::fs::read(&file).unwrap();
+    assert_eq!(
+        xml,
+        d.store.document(&id).unwrap().unwrap(),
+        "the signed envelope, byte for byte"
+    );
+    let sidecar = std::fs::read_to_string(file.with_extension("json")).unwrap();
+    assert!(
+        sidecar.contains("\"subject\": \"jmbg=0512******776\""),
+        "{sidecar}"
+    );
+    assert!(
+        !sidecar.contains("0512981717776"),
+        "no JMBG in clear in the sidecar"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_consecutive_failures_and_closes_when_the_registry_heals() {
+    let d = run(setup("tax:503").await, |g| {
+        g.registries.get_mut("tax").unwrap().breaker_failures = 3
+    })
+    .await;
+    let ids: Vec<String> = futures_util::future::join_all(
+        (0..6).map(|_| d.submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.dispatcher.gates["tax"].status().breaker, "open");
+    let seen_open = d.env.seen().await["by_registry"]["tax"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // while open, nothing (or one probe) more reaches the registry
+    let seen_later = d.env.seen().await["by_registry"]["tax"].as_u64().unwrap();
+    assert!(seen_later <= seen_open + 1, "{seen_open} -> {seen_later}");
+    d.env.faults("").await;
+    for id in &ids {
+        d.until(id, State::Delivered, Duration::from_secs(15)).await;
+    }
+    assert_eq!(d.dispatcher.gates["tax"].status().breaker, "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_registry_gets_nothing_until_resumed() {
+    let d = run(setup("").await, |g| {
+        g.registries.get_mut("civil").unwrap().paused = true
+    })
+    .await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(d.store.get(&id).unwrap().unwrap().state, State::Queued);
+    assert_eq!(d.env.seen().await["total"], 0);
+    d.dispatcher.gates["civil"].pause(false);
+    d.dispatcher.wake();
+    d.until(&id, State::Delivered, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_out_a_known_maintenance_window() {
+    let d = run(setup("").await, |g| {
+        g.registries.get_mut("cadastre").unwrap().maintenance = vec![MaintenanceWindow {
+            cron: "* * * * * *".into(),
+            duration: Duration::from_secs(3600),
+        }];
+    })
+    .await;
+    let id = d
+        .submit("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#)
+        .await;
+    let other = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&other, State::Delivered, Duration::from_secs(5))
+        .await;
+    assert_eq!(d.store.get(&id).unwrap().unwrap().state, State::Queued);
+    assert!(d.dispatcher.gates["cadastre"].status().in_maintenance);
+    assert!(d.env.seen().await["by_registry"]["cadastre"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_failures_stop_after_three_and_are_never_delivered() {
+    let d = run(setup("civil:badsig").await, |_| {}).await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d.until(&id, State::Dead, Duration::from_secs(10)).await;
+    assert_eq!(r.attempts.len(), 3);
+    assert!(r
+        .error
+        .unwrap()
+        .starts_with("security failure, 3 times: response signature does not verify"));
+    assert!(d.store.document(&id).unwrap().is_none());
+    assert!(!d.env.dir.path().join("cases").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_answers_are_polled_and_permanent_failures_end_dead() {
+    let d = run(
+        setup("cadastre:async=next:1, cadastre:async-delay=300ms").await,
+        |_| {},
+    )
+    .await;
+    let id = d
+        .submit(
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        )
+        .await;
+    d.until(&id, State::Awaiting, Duration::from_secs(5)).await;
+    let r = d.until(&id, State::Delivered, Duration::from_secs(5)).await;
+    assert_eq!(r.attempts.first().unwrap().outcome, "accepted");
+    let gone = d.submit(BIRTH.0, r#"{"jmbg":"0101990800007"}"#).await;
+    let r = d.until(&gone, State::Dead, Duration::from_secs(5)).await;
+    assert_eq!(r.attempts.len(), 1);
+    assert!(r.error.unwrap().starts_with("registry found no data"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_422_naming_each_field() {
+    let d = run(setup("").await, |_| {}).await;
+    let body = r#"{"case":{"number":"","legal_basis":"x","official":"y"},"service":"civil.birth-extract","subject":{"pib":"101134702"}}"#;
+    let req = Request::post("/api/v1/requests")
+        .header("authorization", "Bearer t")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap())
+            .unwrap();
+    assert_eq!(v["type"], "urn:jum-gateway:problem:validation-failed");
+    assert_eq!(v["errors"][0]["pointer"], "/case/number");
+    assert_eq!(v["errors"][1]["pointer"], "/subject");
+    assert_eq!(
+        v["errors"][1]["reason"],
+        "civil.birth-extract does not take a pib subject; it takes jmbg"
+    );
+    let req = Request::post("/api/v1/requests")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
