@@ -299,7 +299,8 @@ pub fn validate(
         )));
     }
     let s = &body.subject;
-    let checks: [(&str, Option<&String>, fn(&str) -> Result<(), ids::IdError>); 6] = [
+    type Check = fn(&str) -> Result<(), ids::IdError>;
+    let checks: [(&str, Option<&String>, Check); 6] = [
         ("jmbg", s.jmbg.as_ref(), |v| ids::Jmbg::parse(v).map(drop)),
         ("pib", s.pib.as_ref(), |v| ids::Pib::parse(v).map(drop)),
         ("mb", s.mb.as_ref(), |v| ids::Mb::parse(v).map(drop)),

@@ -374,7 +374,7 @@ impl GatewayConfig {
                 crate::schedule::Window::new(w)
                     .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;
             }
-            if r.max_in_flight == 0 || !(r.rate_per_s > 0.0) {
+            if r.max_in_flight == 0 || r.rate_per_s.is_nan() || r.rate_per_s <= 0.0 {
                 return Err(bad(
                     format!("registries.{name}"),
                     "max_in_flight and rate_per_s must be positive".into(),
