@@ -255,3 +255,112 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
     }
     assert!(files.values().all(|&n| n == 1), "a request delivered twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_then_export_and_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = reqwest::Client::new();
+    let mut daemon = start(&data, port);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&http, port, i).await.unwrap());
+    }
+    for id in &ids {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == "delivered" {
+                break;
+            }
+            assert!(Instant::now() < end, "{v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // the store is in use while the daemon runs
+    let o = jumgw()
+        .args(["store", "export", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is in use by another process"),
+        "{}",
+        text(&o)
+    );
+    // SIGTERM: graceful
+    let pid = daemon.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+
+    let export = dir.path().join("export.jsonl");
+    let o = jumgw()
+        .args(["store", "export", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(": 6 requests, 6 documents"),
+        "{}",
+        text(&o)
+    );
+    let restored = dir.path().join("restored");
+    let o = jumgw()
+        .args(["store", "import", "--data-dir"])
+        .arg(&restored)
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let again = dir.path().join("again.jsonl");
+    let o = jumgw()
+        .args(["store", "export", "--data-dir"])
+        .arg(&restored)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let body = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        body(&export),
+        body(&again),
+        "the restored store exports the same"
+    );
+    let o = jumgw()
+        .args(["store", "import", "--data-dir"])
+        .arg(&restored)
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("import restores into an empty store only"));
+}

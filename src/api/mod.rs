@@ -373,6 +373,7 @@ pub fn validate(
         signer: None,
         delivered_ms: None,
         error: None,
+        at_risk: false,
     })
 }
 

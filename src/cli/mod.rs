@@ -52,6 +52,11 @@ enum Command {
         #[arg(long)]
         schemas: Option<PathBuf>,
     },
+    /// Back up and restore the store (the daemon must not be running).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Check Serbian identifiers (JMBG, PIB, MB, KO, parcel numbers).
     Ids {
         #[command(subcommand)]
@@ -99,6 +104,25 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Write everything (requests, attempts, documents) as JSON lines.
+    Export {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Restore an export into an empty store.
+    Import {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The export (JSON lines); `-` reads standard input.
+        file: String,
     },
 }
 
@@ -333,6 +357,7 @@ pub fn run() -> ExitCode {
             faults,
         } => simulate(&config, listen, faults),
         Command::Exchange(args) => exchange(*args),
+        Command::Store { command } => store_command(command),
         Command::Serve {
             config,
             demo,
@@ -396,6 +421,63 @@ fn init_logs() {
         )
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn store_command(cmd: StoreCommand) -> CmdResult {
+    use crate::store::{backup, SledStore};
+    runtime()?.block_on(async {
+        let (dir, result) = match cmd {
+            StoreCommand::Export { data_dir, out } => {
+                let store = SledStore::open(&data_dir.join("store"), 64 << 20)
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                let counts = match &out {
+                    Some(p) => {
+                        let f =
+                            std::fs::File::create(p).map_err(failed(&p.display().to_string()))?;
+                        let mut w = std::io::BufWriter::new(f);
+                        backup::export(&*store, &mut w)
+                    }
+                    None => backup::export(
+                        &*store,
+                        &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                    ),
+                }
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+                store
+                    .close()
+                    .await
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                (data_dir, counts)
+            }
+            StoreCommand::Import { data_dir, file } => {
+                let store = SledStore::open(&data_dir.join("store"), 64 << 20)
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                let counts = if file == "-" {
+                    backup::import(
+                        &*store,
+                        &mut std::io::BufReader::new(std::io::stdin().lock()),
+                    )
+                    .await
+                } else {
+                    let f = std::fs::File::open(&file).map_err(failed(&file))?;
+                    backup::import(&*store, &mut std::io::BufReader::new(f)).await
+                }
+                .map_err(|e| Fail::Invalid(format!("{file}: {e}")))?;
+                store
+                    .close()
+                    .await
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                (data_dir, counts)
+            }
+        };
+        eprintln!(
+            "{}: {} requests, {} documents",
+            dir.display(),
+            result.requests,
+            result.documents
+        );
+        Ok(())
+    })
 }
 
 fn certs_init(dir: &std::path::Path, force: bool) -> CmdResult {

@@ -276,6 +276,66 @@ impl Default for RetryConfig {
     }
 }
 
+/// The daemon's periodic jobs (6-field cron, seconds first, UTC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    #[serde(default = "default_backup_cron")]
+    pub backup_cron: String,
+    /// Daily exports kept in `{data}/backups`.
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
+    #[serde(default = "default_retention_cron")]
+    pub retention_cron: String,
+    /// Finished requests (and their documents) are deleted after this.
+    #[serde(default = "default_retention", with = "duration")]
+    pub retention: Duration,
+    #[serde(default = "default_watch_cron")]
+    pub watch_cron: String,
+    /// Requests this close to their ZUP deadline are flagged.
+    #[serde(default = "default_deadline_warning", with = "duration")]
+    pub deadline_warning: Duration,
+    /// Certificates this close to expiry are warned about.
+    #[serde(default = "default_cert_warning", with = "duration")]
+    pub cert_warning: Duration,
+}
+
+fn default_backup_cron() -> String {
+    "0 0 3 * * *".into()
+}
+fn default_backup_keep() -> usize {
+    7
+}
+fn default_retention_cron() -> String {
+    "0 30 3 * * *".into()
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_watch_cron() -> String {
+    "0 * * * * *".into()
+}
+fn default_deadline_warning() -> Duration {
+    Duration::from_secs(3 * 86_400)
+}
+fn default_cert_warning() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            backup_cron: default_backup_cron(),
+            backup_keep: default_backup_keep(),
+            retention_cron: default_retention_cron(),
+            retention: default_retention(),
+            watch_cron: default_watch_cron(),
+            deadline_warning: default_deadline_warning(),
+            cert_warning: default_cert_warning(),
+        }
+    }
+}
+
 /// A back-office client of the API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +392,8 @@ pub struct GatewayConfig {
     pub gateway: GatewaySection,
     #[serde(default)]
     pub retry: RetryConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
     pub registries: BTreeMap<String, RegistryConfig>,

@@ -33,6 +33,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("scheduler: {0}")]
+    Jobs(String),
 }
 
 pub struct ServeOptions {
@@ -175,6 +177,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     let dispatcher = Dispatcher::new(&cfg, dyn_store.clone(), exchange, cases.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx));
+    let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
+        .await
+        .map_err(|e| DaemonError::Jobs(e.to_string()))?;
 
     let state = AppState {
         store: dyn_store,
@@ -206,6 +211,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: finishing attempts in flight");
+    let _ = jobs.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = dispatch_task.await;
     store.close().await?;

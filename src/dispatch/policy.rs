@@ -357,6 +357,7 @@ mod tests {
             signer: None,
             delivered_ms: None,
             error: None,
+            at_risk: false,
         }
     }
 

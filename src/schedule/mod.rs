@@ -4,6 +4,8 @@
 //! reaping, retention, certificate expiry, deadline watch) will live here
 //! too, on tokio-cron-scheduler, acting on state kept in the store.
 
+pub mod jobs;
+
 use std::time::Duration;
 
 /// A maintenance window of a registry.

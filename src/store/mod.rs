@@ -27,6 +27,7 @@
 //! only repeats an attempt (same request id, which registries treat
 //! idempotently) or a delivery (which rewrites the same file).
 
+pub mod backup;
 pub mod record;
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,10 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<Option<RequestRecord>, StoreError>;
     fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Requests in id order after `after` (cursor pagination).
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Deletes a request, its indexes and its document (retention).
+    fn remove(&self, id: &str) -> Result<(), StoreError>;
     /// Number of requests in each state.
     fn counts(&self) -> Result<Vec<(State, u64)>, StoreError>;
     /// Can it take writes now (for readiness)?
@@ -402,6 +407,48 @@ impl QueueStore for SledStore {
 
     fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let iter = match after {
+            Some(a) => self.t.requests.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.t.requests.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let res = (
+            &self.t.requests,
+            &self.t.due,
+            &self.t.by_case,
+            &self.t.documents,
+        )
+            .transaction(|(req, due, by_case, docs)| {
+                if let Some(cur) = req.remove(id.as_bytes())? {
+                    let r =
+                        decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
+                    if let Some(d) = r.due_ms {
+                        due.remove(due_key(d, id))?;
+                    }
+                    by_case.remove(case_key(&r.case, id))?;
+                    docs.remove(id.as_bytes())?;
+                }
+                Ok(())
+            });
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     fn counts(&self) -> Result<Vec<(State, u64)>, StoreError> {

@@ -98,6 +98,9 @@ pub struct RequestRecord {
     pub delivered_ms: Option<u64>,
     /// Why it is dead, or the last error.
     pub error: Option<String>,
+    /// Flagged by the deadline watch: within days of its ZUP deadline.
+    #[serde(default)]
+    pub at_risk: bool,
 }
 
 impl RequestRecord {

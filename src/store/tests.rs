@@ -31,6 +31,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         signer: None,
         delivered_ms: None,
         error: None,
+        at_risk: false,
     }
 }
 

@@ -1,0 +1,293 @@
+//! The daemon's periodic jobs on tokio-cron-scheduler. Each job is a plain
+//! function over the store (tested on its own); the scheduler only calls
+//! them. Jobs keep no state of their own: everything they act on is in the
+//! store, and they are added again at every start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::config::{GatewayConfig, JobsConfig};
+use crate::store::{backup, now_ms, QueueStore};
+
+/// Writes today's export into `dir` and keeps the newest `keep` of them.
+pub fn backup_now(
+    store: &dyn QueueStore,
+    dir: &Path,
+    keep: usize,
+) -> Result<PathBuf, backup::BackupError> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let path = dir.join(format!("export-{stamp}.jsonl"));
+    let tmp = dir.join(format!(".export-{stamp}.jsonl.tmp"));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        backup::export(store, &mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    let mut old: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("export-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    old.sort();
+    let excess = old.len().saturating_sub(keep.max(1));
+    for p in old.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(path)
+}
+
+/// Deletes finished requests older than `retention`; returns how many.
+pub fn purge(
+    store: &dyn QueueStore,
+    retention: Duration,
+    now: u64,
+) -> Result<usize, crate::store::StoreError> {
+    let cutoff = now.saturating_sub(retention.as_millis() as u64);
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 500)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for r in page {
+            let finished = r
+                .delivered_ms
+                .or(r.attempts.last().map(|a| a.at_ms))
+                .unwrap_or(r.created_ms);
+            if r.state.is_terminal() && finished < cutoff {
+                store.remove(&r.id)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Flags open requests within `warning` of their ZUP deadline; returns how
+/// many were newly flagged.
+pub fn deadline_watch(
+    store: &dyn QueueStore,
+    warning: Duration,
+    now: u64,
+) -> Result<usize, crate::store::StoreError> {
+    let limit = now.saturating_add(warning.as_millis() as u64);
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 500)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for r in page {
+            if !r.state.is_terminal() && !r.at_risk && r.deadline_ms <= limit {
+                let flagged = store.update(&r.id, &|x| {
+                    if x.at_risk || x.state.is_terminal() {
+                        return false;
+                    }
+                    x.at_risk = true;
+                    true
+                })?;
+                if flagged.is_some() {
+                    n += 1;
+                    tracing::warn!(request = %r.id, case = %r.case, service = %r.service, state = r.state.name(), deadline_ms = r.deadline_ms, "request near its ZUP deadline");
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Certificates of the gateway that expire within `warning`, with their expiry.
+pub fn expiring_certificates(cfg: &GatewayConfig, warning: Duration) -> Vec<(PathBuf, String)> {
+    let limit =
+        openssl::asn1::Asn1Time::from_unix((now_ms() / 1000) as i64 + warning.as_secs() as i64);
+    let Ok(limit) = limit else { return Vec::new() };
+    let mut out = Vec::new();
+    for p in [&cfg.gateway.tls_cert, &cfg.gateway.sign_cert] {
+        let Ok(pem) = std::fs::read(p) else { continue };
+        let Ok(cert) = openssl::x509::X509::from_pem(&pem) else {
+            continue;
+        };
+        if cert.not_after() < limit {
+            out.push((p.clone(), cert.not_after().to_string()));
+        }
+    }
+    out
+}
+
+fn job<F>(cron: &str, f: F) -> Result<Job, tokio_cron_scheduler::JobSchedulerError>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    Job::new_async(cron, move |_, _| {
+        let f = f.clone();
+        Box::pin(async move {
+            // Jobs touch the disk: keep them off the async workers.
+            let _ = tokio::task::spawn_blocking(move || f()).await;
+        })
+    })
+}
+
+/// Starts the scheduler with every job.
+pub async fn start(
+    store: Arc<dyn QueueStore>,
+    cfg: &GatewayConfig,
+    data_dir: &Path,
+) -> Result<JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
+    let j: JobsConfig = cfg.jobs.clone();
+    let sched = JobScheduler::new().await?;
+    let (s, dir, keep) = (store.clone(), data_dir.join("backups"), j.backup_keep);
+    sched
+        .add(job(&j.backup_cron, move || {
+            match backup_now(&*s, &dir, keep) {
+                Ok(p) => tracing::info!(path = %p.display(), "backup written"),
+                Err(e) => tracing::error!(error = %e, "backup failed"),
+            }
+        })?)
+        .await?;
+    let (s, retention) = (store.clone(), j.retention);
+    sched
+        .add(job(&j.retention_cron, move || {
+            match purge(&*s, retention, now_ms()) {
+                Ok(n) => tracing::info!(removed = n, "retention purge"),
+                Err(e) => tracing::error!(error = %e, "retention purge failed"),
+            }
+        })?)
+        .await?;
+    let (s, warning) = (store.clone(), j.deadline_warning);
+    let cfg2 = cfg.clone();
+    let cert_warning = j.cert_warning;
+    sched
+        .add(job(&j.watch_cron, move || {
+            if let Err(e) = deadline_watch(&*s, warning, now_ms()) {
+                tracing::error!(error = %e, "deadline watch failed");
+            }
+            for (p, when) in expiring_certificates(&cfg2, cert_warning) {
+                tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");
+            }
+        })?)
+        .await?;
+    sched.start().await?;
+    Ok(sched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RequestRecord, SledStore, State};
+
+    fn rec(id: &str, state: State, created: u64, deadline: u64) -> RequestRecord {
+        RequestRecord {
+            v: 1,
+            id: id.into(),
+            client: "c".into(),
+            case: "k".into(),
+            legal_basis: "l".into(),
+            official: "o".into(),
+            purpose: "p".into(),
+            service: "civil.birth-extract".into(),
+            registry: "civil".into(),
+            subject: vec![("jmbg".into(), "0512981717776".into())],
+            state,
+            created_ms: created,
+            deadline_ms: deadline,
+            due_ms: (!state.is_terminal()).then_some(created),
+            attempts: vec![],
+            security_failures: 0,
+            ticket: None,
+            document_id: None,
+            signer: None,
+            delivered_ms: None,
+            error: None,
+            at_risk: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_watch_backup_and_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000;
+        let now = 200 * day;
+        let s = SledStore::open(&dir.path().join("store"), 1 << 20).unwrap();
+        s.enqueue(vec![
+            rec("01A", State::Delivered, now - 100 * day, now),
+            rec("01B", State::Delivered, now - 10 * day, now),
+            rec("01C", State::Queued, now - 13 * day, now + 2 * day),
+            rec("01D", State::Queued, now, now + 15 * day),
+        ])
+        .await
+        .unwrap();
+        s.put_document("01B", b"<signed/>").unwrap();
+        s.update("01B", &|r| {
+            r.document_id = Some("01B".into());
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            purge(&*s, Duration::from_secs(90 * 86_400), now).unwrap(),
+            1
+        );
+        assert!(s.get("01A").unwrap().is_none());
+        assert_eq!(
+            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now).unwrap(),
+            1
+        );
+        assert!(s.get("01C").unwrap().unwrap().at_risk);
+        assert_eq!(
+            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now).unwrap(),
+            0,
+            "flagged once"
+        );
+
+        let backups = dir.path().join("backups");
+        let p = backup_now(&*s, &backups, 2).unwrap();
+        let fresh = SledStore::open(&dir.path().join("restored"), 1 << 20).unwrap();
+        let counts = backup::import(
+            &*fresh,
+            &mut std::io::BufReader::new(std::fs::File::open(&p).unwrap()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            counts,
+            backup::Counts {
+                requests: 3,
+                documents: 1
+            }
+        );
+        for id in ["01B", "01C", "01D"] {
+            assert_eq!(fresh.get(id).unwrap(), s.get(id).unwrap());
+        }
+        assert_eq!(
+            fresh.document("01B").unwrap().as_deref(),
+            Some(&b"<signed/>"[..])
+        );
+        assert_eq!(
+            fresh.due(u64::MAX - 1, 10).unwrap(),
+            s.due(u64::MAX - 1, 10).unwrap()
+        );
+        let again = backup::import(
+            &*fresh,
+            &mut std::io::BufReader::new(std::fs::File::open(&p).unwrap()),
+        )
+        .await;
+        assert!(matches!(again, Err(backup::BackupError::NotEmpty)));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1100));
+            backup_now(&*s, &backups, 2).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_dir(&backups).unwrap().count(),
+            2,
+            "only the newest two are kept"
+        );
+    }
+}
