@@ -9,107 +9,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &Path, port: u16) -> Daemon {
-    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-    let mut child = jumgw()
-        .args(["serve", "--demo", "--data-dir"])
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--sim-faults",
-            "*:latency=2ms..40ms, *:503=0.1, *:reset=0.05, *:async=0.1, *:async-delay=300ms",
-        ])
-        // fast retries and short leases, so that the test ends in seconds
-        .env("JUMGW_RETRY__BASE", "100ms")
-        .env("JUMGW_RETRY__CAP", "1s")
-        .env("JUMGW_RETRY__LEASE", "2s")
-        .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
-        .env("JUMGW_REGISTRIES__CIVIL__BREAKER_COOLDOWN", "200ms")
-        .env("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "200ms")
-        .env("JUMGW_REGISTRIES__TAX__BREAKER_COOLDOWN", "200ms")
-        .env("JUMGW_LOG", "warn")
-        .current_dir(manifest_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data.with_extension("log"))
-                .unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let d = Daemon(child);
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        let Some(Ok(l)) = lines.next() else {
-            panic!(
-                "daemon exited before listening: {}",
-                std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
-            );
-        };
-        if l.starts_with("jumgw listening on") {
-            break;
-        }
-    }
-    // keep draining stdout so the child never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
-    d
-}
-
-const BODIES: [(&str, &str); 6] = [
-    ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
-    (
-        "civil.citizenship-certificate",
-        r#"{"jmbg":"0512981717776"}"#,
-    ),
-    (
-        "cadastre.property-sheet",
-        r#"{"ko":"803472","sheet":"1520"}"#,
-    ),
-    ("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#),
-    ("tax.clearance-certificate", r#"{"pib":"101134702"}"#),
-    ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
-];
-
-async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
-    let (service, subject) = BODIES[i % BODIES.len()];
-    let body = format!(
-        r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"service":"{service}","subject":{subject}}}"#,
-        i % 17
-    );
-    let r = http
-        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
-        .bearer_auth("demo-backoffice")
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    if r.status().as_u16() != 202 {
-        return None;
-    }
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["id"].as_str().map(str::to_owned)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
@@ -138,7 +42,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
     ]
     .into();
     let mut accepted: Vec<String> = Vec::new();
-    let mut daemon = start(&data, port);
+    let mut daemon = start_daemon(&data, port);
     let mut kills_done = 0;
     let mut i = 0;
     while i < total {
@@ -163,14 +67,14 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         i += burst.len();
         if kill_now {
             drop(daemon);
-            daemon = start(&data, port);
+            daemon = start_daemon(&data, port);
             kills_done += 1;
         }
     }
     // one more crash while the queue drains
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
     drop(daemon);
-    let _daemon = start(&data, port);
+    let _daemon = start_daemon(&data, port);
 
     assert_eq!(kills_done, 3, "kills while accepting");
     assert!(
@@ -266,7 +170,7 @@ async fn graceful_shutdown_then_export_and_import_round_trip() {
         .unwrap()
         .port();
     let http = reqwest::Client::new();
-    let mut daemon = start(&data, port);
+    let mut daemon = start_daemon(&data, port);
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(submit(&http, port, i).await.unwrap());

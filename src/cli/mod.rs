@@ -277,6 +277,19 @@ enum XmlCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Durable accepts/s through the API against raw sled group commit; restart over 1M queued.
+    Enqueue {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Concurrent clients (and raw sled writers).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Queued requests for the restart measurement (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        restart_requests: u64,
+    },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
         /// One JSON object on standard output instead of a table.
@@ -381,6 +394,13 @@ pub fn run() -> ExitCode {
             })
         }
         Command::Bench { command } => match command {
+            BenchCommand::Enqueue {
+                json,
+                seconds,
+                clients,
+                restart_requests,
+            } => crate::bench::enqueue::run(json, seconds, clients, restart_requests)
+                .map_err(Fail::Failed),
             BenchCommand::Xml {
                 json,
                 seconds,

@@ -61,6 +61,8 @@ pub enum StoreError {
     },
     #[error("storage error: {0}")]
     Io(String),
+    #[error("the disk holding the store has {available} bytes free, less than the {minimum} kept in reserve")]
+    Full { available: u64, minimum: u64 },
     #[error("record {id} is unreadable: {detail}")]
     Corrupt { id: String, detail: String },
     #[error("no request {0}")]
@@ -147,6 +149,9 @@ struct Trees {
 pub struct SledStore {
     t: Trees,
     path: PathBuf,
+    /// Accepts stop below this much free disk, long before sled would hit
+    /// ENOSPC (on which its flush blocks rather than failing).
+    min_free: u64,
     committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -154,7 +159,20 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Must be called inside a tokio
     /// runtime (the group committer is a task).
+    /// Free disk below which accepts are refused, by default.
+    pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
+    /// How long a group-commit flush may take before its accepts fail.
+    pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
+        Self::open_with(dir, cache_bytes, Self::DEFAULT_MIN_FREE)
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        min_free: u64,
+    ) -> Result<Arc<SledStore>, StoreError> {
         let damaged = |detail: String| StoreError::Damaged {
             path: dir.display().to_string(),
             detail,
@@ -235,6 +253,7 @@ impl SledStore {
         Ok(Arc::new(SledStore {
             t,
             path: dir.to_owned(),
+            min_free,
             committer: std::sync::Mutex::new(Some(tx)),
             task: std::sync::Mutex::new(Some(task)),
         }))
@@ -257,6 +276,19 @@ impl SledStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Is there enough free disk for new requests?
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let available =
+            fs4::available_space(&self.path).map_err(|e| StoreError::Io(e.to_string()))?;
+        if available < self.min_free {
+            return Err(StoreError::Full {
+                available,
+                minimum: self.min_free,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -303,6 +335,7 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
 impl QueueStore for SledStore {
     fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            self.check_space()?;
             let (tx, rx) = oneshot::channel();
             let committer = self
                 .committer
@@ -464,7 +497,9 @@ impl QueueStore for SledStore {
     }
 
     fn writable(&self) -> bool {
-        self.t.db.insert("__probe", &[1u8]).is_ok() && self.t.db.flush().is_ok()
+        // No flush here: on a full disk sled's flush blocks. Free space is
+        // the signal, and accepts check the same.
+        self.check_space().is_ok() && self.t.db.insert("__probe", &[1u8]).is_ok()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -259,3 +259,107 @@ impl Env {
             .unwrap()
     }
 }
+
+/// `jumgw serve --demo` as a child process; killed (SIGKILL) on drop.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where a test daemon on `port` writes its log (outside its data folder,
+/// which may be on a deliberately full disk).
+pub fn daemon_log(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("jumgw-test-{port}.log"))
+}
+
+/// Starts `jumgw serve --demo` on `data` with fast retries and short
+/// leases, and waits until it listens.
+pub fn start_daemon(data: &Path, port: u16) -> Daemon {
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let mut child = jumgw()
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--sim-faults",
+            "*:latency=2ms..40ms, *:503=0.1, *:reset=0.05, *:async=0.1, *:async-delay=300ms",
+        ])
+        // fast retries and short leases, so that the test ends in seconds
+        .env("JUMGW_RETRY__BASE", "100ms")
+        .env("JUMGW_RETRY__CAP", "1s")
+        .env("JUMGW_RETRY__LEASE", "2s")
+        .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
+        .env("JUMGW_REGISTRIES__CIVIL__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_REGISTRIES__TAX__BREAKER_COOLDOWN", "200ms")
+        .env("JUMGW_LOG", "warn")
+        .current_dir(manifest_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(daemon_log(port))
+                .unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let d = Daemon(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    loop {
+        let Some(Ok(l)) = lines.next() else {
+            panic!(
+                "daemon exited before listening: {}",
+                std::fs::read_to_string(daemon_log(port)).unwrap_or_default()
+            );
+        };
+        if l.starts_with("jumgw listening on") {
+            break;
+        }
+    }
+    // keep draining stdout so the child never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    d
+}
+
+pub const BODIES: [(&str, &str); 6] = [
+    ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
+    (
+        "civil.citizenship-certificate",
+        r#"{"jmbg":"0512981717776"}"#,
+    ),
+    (
+        "cadastre.property-sheet",
+        r#"{"ko":"803472","sheet":"1520"}"#,
+    ),
+    ("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#),
+    ("tax.clearance-certificate", r#"{"pib":"101134702"}"#),
+    ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
+];
+
+/// Files request number `i` (services in turn); the id if it got a 202.
+pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
+    let (service, subject) = BODIES[i % BODIES.len()];
+    let body = format!(
+        r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"service":"{service}","subject":{subject}}}"#,
+        i % 17
+    );
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if r.status().as_u16() != 202 {
+        return None;
+    }
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["id"].as_str().map(str::to_owned)
+}

@@ -1,0 +1,290 @@
+//! `jumgw bench enqueue`: durable accepts per second through the HTTP API
+//! (each `202` after its group-commit flush), against raw sled group commit
+//! measured in the same run; and restart time and RSS of `jumgw serve` over
+//! a store holding a million queued requests.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{self, AppState, Client};
+use crate::config::GatewayConfig;
+use crate::delivery::CaseFolders;
+use crate::dispatch::Dispatcher;
+use crate::exchange::Exchange;
+use crate::store::{QueueStore, RequestRecord, SledStore, State, RECORD_VERSION};
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Raw sled group commit: `writers` tasks each hand a record-sized value to
+/// one committer, which inserts everything waiting (no transaction, no JSON,
+/// no HTTP) and flushes once for all of them. (Concurrent `flush_async`
+/// calls from many tasks can hang sled 0.34, which is why group commit has
+/// one flusher.)
+async fn raw_sled(dir: &std::path::Path, writers: usize, seconds: f64) -> Result<f64, String> {
+    type Item = (Vec<u8>, tokio::sync::oneshot::Sender<bool>);
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(64 << 20)
+        .open()
+        .map_err(err)?;
+    let tree = db.open_tree("requests").map_err(err)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4096);
+    let committer = tokio::spawn(async move {
+        let value = vec![b'x'; 600];
+        let mut pending: Vec<Item> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            pending.push(first);
+            while let Ok(more) = rx.try_recv() {
+                pending.push(more);
+            }
+            let mut ok = true;
+            for (k, _) in &pending {
+                ok &= tree.insert(k.as_slice(), value.as_slice()).is_ok();
+            }
+            ok &= db.flush_async().await.is_ok();
+            for (_, reply) in pending.drain(..) {
+                let _ = reply.send(ok);
+            }
+        }
+    });
+    let done = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (tx, done) = (tx.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let (rtx, rrx) = tokio::sync::oneshot::channel();
+                if tx
+                    .send((format!("{w:04}-{i:012}").into_bytes(), rtx))
+                    .await
+                    .is_err()
+                    || rrx.await != Ok(true)
+                {
+                    break;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    drop(tx);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let _ = committer.await;
+    Ok(rate)
+}
+
+fn record(n: u64) -> RequestRecord {
+    RequestRecord {
+        v: RECORD_VERSION,
+        id: ulid::Ulid::new().to_string(),
+        client: "bench".into(),
+        case: format!("351-{}/2026-IV", n % 1000),
+        legal_basis: "Zakon o opštem upravnom postupku, čl. 103".into(),
+        official: "bench".into(),
+        purpose: "benchmark".into(),
+        service: "civil.birth-extract".into(),
+        registry: "civil".into(),
+        subject: vec![("jmbg".into(), "0512981717776".into())],
+        state: State::Queued,
+        created_ms: crate::store::now_ms(),
+        deadline_ms: crate::store::now_ms() + 15 * 86_400_000,
+        due_ms: Some(crate::store::now_ms() + 86_400_000),
+        attempts: Vec::new(),
+        security_failures: 0,
+        ticket: None,
+        document_id: None,
+        signer: None,
+        delivered_ms: None,
+        error: None,
+        at_risk: false,
+    }
+}
+
+/// Accepts through the real API over loopback HTTP, registries paused so
+/// that dispatching does not compete.
+async fn api_accepts(dir: &std::path::Path, clients: usize, seconds: f64) -> Result<f64, String> {
+    let certs = dir.join("certs");
+    crate::pki::init_dev(&certs, true).map_err(err)?;
+    let text = include_str!("../../config/gateway.toml")
+        .replace("certs/dev", &certs.display().to_string());
+    let mut cfg: GatewayConfig =
+        crate::config::parse(&text, "embedded gateway.toml", std::iter::empty()).map_err(err)?;
+    for r in cfg.registries.values_mut() {
+        r.paused = true;
+    }
+    let store = SledStore::open(&dir.join("store"), 64 << 20).map_err(err)?;
+    let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let exchange = Arc::new(Exchange::new(&cfg, &crate::xml::schema::default_dir()).map_err(err)?);
+    let dispatcher = Dispatcher::new(
+        &cfg,
+        dyn_store.clone(),
+        exchange,
+        CaseFolders {
+            root: dir.join("cases"),
+        },
+    );
+    let token = "bench-token";
+    let state = AppState {
+        store: dyn_store,
+        dispatcher,
+        services: cfg.services.clone(),
+        clients: Arc::new(
+            [(
+                api::token_hash(token),
+                Client {
+                    name: "bench".into(),
+                    admin: false,
+                    services: vec![],
+                },
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        retry: cfg.retry.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    let server = tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .map_err(err)?;
+    let body = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let url = format!("http://{addr}/api/v1/requests");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, done, failed, url) = (http.clone(), done.clone(), failed.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    server.abort();
+    if failed.load(Ordering::Relaxed) > 0 {
+        return Err(format!("{} accepts failed", failed.load(Ordering::Relaxed)));
+    }
+    store.close().await.map_err(err)?;
+    Ok(rate)
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Fills a store with `n` queued requests, then times `jumgw serve --demo`
+/// until it listens on it, and reads its RSS.
+async fn restart(dir: &std::path::Path, n: u64) -> Result<(f64, f64), String> {
+    let data = dir.join("big");
+    {
+        let store = SledStore::open(&data.join("store"), 64 << 20).map_err(err)?;
+        let mut i = 0;
+        while i < n {
+            let batch: Vec<RequestRecord> = (i..(i + 10_000).min(n)).map(record).collect();
+            i += batch.len() as u64;
+            store.enqueue(batch).await.map_err(err)?;
+        }
+        store.close().await.map_err(err)?;
+    }
+    let exe = std::env::current_exe().map_err(err)?;
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(exe)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("JUMGW_REGISTRIES__CIVIL__PAUSED", "true")
+        .env("JUMGW_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(err)?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    loop {
+        match lines.next_line().await.map_err(err)? {
+            Some(l) if l.starts_with("jumgw listening") => break,
+            Some(_) => {}
+            None => return Err("serve exited before listening".into()),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = child.id().and_then(rss_mb).unwrap_or(f64::NAN);
+    let _ = child.kill().await;
+    Ok((secs, rss))
+}
+
+pub fn run(json: bool, seconds: f64, clients: usize, restart_n: u64) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    rt.block_on(async {
+        let dir = tempfile::tempdir_in(".").map_err(err)?;
+        let mut r: BTreeMap<&str, f64> = BTreeMap::new();
+        r.insert(
+            "sled_group_commit_per_s",
+            raw_sled(&dir.path().join("raw"), clients, seconds).await?,
+        );
+        r.insert(
+            "accepts_per_s",
+            api_accepts(&dir.path().join("api"), clients, seconds).await?,
+        );
+        r.insert("clients", clients as f64);
+        if restart_n > 0 {
+            let (s, rss) = restart(dir.path(), restart_n).await?;
+            r.insert("restart_requests", restart_n as f64);
+            r.insert("restart_1m_s", s);
+            r.insert("rss_1m_mb", rss);
+        }
+        let ratio = r["accepts_per_s"] / r["sled_group_commit_per_s"];
+        r.insert("accepts_vs_sled_group_commit", ratio);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r).map_err(err)?);
+        } else {
+            for (k, v) in &r {
+                println!("{k:<32} {v:>12.2}");
+            }
+        }
+        Ok(())
+    })
+}
