@@ -444,6 +444,30 @@ async fn get_case(
     })))
 }
 
+/// `GET /admin/v1/store/export`: a backup while the daemon runs (admin
+/// role), as the JSON lines `jumgw store import` reads.
+async fn export(State(st): State<AppState>, who: Client) -> Result<Response, ApiError> {
+    if !who.admin {
+        return Err(ApiError::Forbidden(
+            "the export needs an admin token".into(),
+        ));
+    }
+    let store = st.store.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        crate::store::backup::export(&*store, &mut out).map(|_| out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut r = (StatusCode::OK, bytes).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(r)
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -468,6 +492,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/requests", post(create))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/cases/{case}", get(get_case))
+        .route("/admin/v1/store/export", get(export))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)

@@ -113,6 +113,12 @@ enum StoreCommand {
     Export {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Ask a running daemon instead (its admin API), e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Admin token for --url (default: $JUMGW_TOKEN).
+        #[arg(long, env = "JUMGW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Write here instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -447,7 +453,60 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
     use crate::store::{backup, SledStore};
     runtime()?.block_on(async {
         let (dir, result) = match cmd {
-            StoreCommand::Export { data_dir, out } => {
+            StoreCommand::Export {
+                data_dir,
+                out,
+                url: Some(url),
+                token,
+            } => {
+                let token = token.ok_or_else(|| {
+                    Fail::Failed("--url needs an admin token (--token or JUMGW_TOKEN)".into())
+                })?;
+                let r = reqwest::Client::new()
+                    .get(format!(
+                        "{}/admin/v1/store/export",
+                        url.trim_end_matches('/')
+                    ))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(failed(&url))?;
+                if !r.status().is_success() {
+                    let status = r.status();
+                    return Err(Fail::Failed(format!(
+                        "{url}: {status}: {}",
+                        r.text().await.unwrap_or_default()
+                    )));
+                }
+                let bytes = r.bytes().await.map_err(failed(&url))?;
+                let n = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.starts_with(b"{\"kind\":\"request\""))
+                    .count();
+                match &out {
+                    Some(p) => {
+                        std::fs::write(p, &bytes).map_err(failed(&p.display().to_string()))?
+                    }
+                    None => write_stdout(&bytes)?,
+                }
+                let docs = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.starts_with(b"{\"kind\":\"document\""))
+                    .count();
+                (
+                    data_dir,
+                    crate::store::backup::Counts {
+                        requests: n,
+                        documents: docs,
+                    },
+                )
+            }
+            StoreCommand::Export {
+                data_dir,
+                out,
+                url: None,
+                ..
+            } => {
                 let store = SledStore::open(&data_dir.join("store"), 64 << 20)
                     .map_err(|e| Fail::Failed(e.to_string()))?;
                 let counts = match &out {
