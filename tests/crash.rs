@@ -206,6 +206,13 @@ async fn graceful_shutdown_then_export_and_import_round_trip() {
         "{}",
         text(&o)
     );
+    // the log names subjects, but never a JMBG in clear
+    let log = std::fs::read_to_string(daemon_log(port)).unwrap();
+    assert!(
+        log.contains("0512******776"),
+        "the log should show masked subjects"
+    );
+    assert!(!log.contains("0512981717776"), "a JMBG in clear in the log");
     // SIGTERM: graceful
     let pid = daemon.0.id().to_string();
     std::process::Command::new("kill")

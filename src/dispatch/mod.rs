@@ -322,7 +322,7 @@ impl Dispatcher {
             Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None),
         };
         lock(&gate.breaker).record(policy::is_registry_failure(&outcome), now);
-        tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %outcome, "attempt");
+        tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %crate::ids::redact_text(&outcome.to_string()), "attempt");
         if let Some(doc) = &document {
             if let Err(e) = self.store.put_document(&id, doc) {
                 tracing::error!(request = %id, error = %e, "cannot store the document; the attempt will be repeated");

@@ -271,6 +271,33 @@ pub fn redact_jmbg(s: &str) -> String {
     }
 }
 
+/// Masks every run of exactly 13 digits in free text (a registry's fault
+/// message, an error) as a JMBG, for logs.
+pub fn redact_text(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let run = &s[start..i];
+            out.push_str(&if run.len() == 13 {
+                redact_jmbg(run)
+            } else {
+                run.to_owned()
+            });
+        } else {
+            let c = s[i..].chars().next().unwrap_or('?');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
 impl fmt::Debug for Jmbg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Jmbg({})", self.redacted())
@@ -521,6 +548,10 @@ mod tests {
     fn redaction_never_leaks_middle_digits() {
         assert_eq!(redact_jmbg("0512981717776"), "0512******776");
         assert_eq!(redact_jmbg("12345"), "*****");
+        assert_eq!(
+            redact_text("nema upisa za 0512981717776, PIB 101134702, č. 12345678901234"),
+            "nema upisa za 0512******776, PIB 101134702, č. 12345678901234"
+        );
     }
 
     fn to_string(d: &[u8]) -> String {

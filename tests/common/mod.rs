@@ -296,7 +296,7 @@ pub fn start_daemon(data: &Path, port: u16) -> Daemon {
         .env("JUMGW_REGISTRIES__CIVIL__BREAKER_COOLDOWN", "200ms")
         .env("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "200ms")
         .env("JUMGW_REGISTRIES__TAX__BREAKER_COOLDOWN", "200ms")
-        .env("JUMGW_LOG", "warn")
+        .env("JUMGW_LOG", "info")
         .current_dir(manifest_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::from(
