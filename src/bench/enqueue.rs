@@ -110,9 +110,15 @@ fn record(n: u64) -> RequestRecord {
     }
 }
 
+const BODY: &str = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+
 /// Accepts through the real API over loopback HTTP, registries paused so
 /// that dispatching does not compete.
-async fn api_accepts(dir: &std::path::Path, clients: usize, seconds: f64) -> Result<f64, String> {
+async fn api_accepts(
+    dir: &std::path::Path,
+    clients: usize,
+    seconds: f64,
+) -> Result<(f64, f64), String> {
     let certs = dir.join("certs");
     crate::pki::init_dev(&certs, true).map_err(err)?;
     let text = include_str!("../../config/gateway.toml")
@@ -152,6 +158,40 @@ async fn api_accepts(dir: &std::path::Path, clients: usize, seconds: f64) -> Res
         ),
         retry: cfg.retry.clone(),
     };
+    // The same accepts without HTTP: validation, record, group commit.
+    let direct = {
+        let done = Arc::new(AtomicU64::new(0));
+        let end = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (st, done) = (state.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                let who = Client {
+                    name: "bench".into(),
+                    admin: false,
+                    services: vec![],
+                };
+                while Instant::now() < end {
+                    let body: api::RequestIn = match serde_json::from_str(BODY) {
+                        Ok(b) => b,
+                        Err(_) => break,
+                    };
+                    let Ok(rec) = api::validate(&st, &who, body) else {
+                        break;
+                    };
+                    if st.store.enqueue(vec![rec]).await.is_err() {
+                        break;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(err)?;
@@ -161,7 +201,7 @@ async fn api_accepts(dir: &std::path::Path, clients: usize, seconds: f64) -> Res
         .pool_max_idle_per_host(clients)
         .build()
         .map_err(err)?;
-    let body = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let body = BODY;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(seconds);
@@ -195,7 +235,7 @@ async fn api_accepts(dir: &std::path::Path, clients: usize, seconds: f64) -> Res
         return Err(format!("{} accepts failed", failed.load(Ordering::Relaxed)));
     }
     store.close().await.map_err(err)?;
-    Ok(rate)
+    Ok((rate, direct))
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
@@ -265,10 +305,9 @@ pub fn run(json: bool, seconds: f64, clients: usize, restart_n: u64) -> Result<(
             "sled_group_commit_per_s",
             raw_sled(&dir.path().join("raw"), clients, seconds).await?,
         );
-        r.insert(
-            "accepts_per_s",
-            api_accepts(&dir.path().join("api"), clients, seconds).await?,
-        );
+        let (http, direct) = api_accepts(&dir.path().join("api"), clients, seconds).await?;
+        r.insert("accepts_per_s", http);
+        r.insert("accepts_without_http_per_s", direct);
         r.insert("clients", clients as f64);
         if restart_n > 0 {
             let (s, rss) = restart(dir.path(), restart_n).await?;
