@@ -35,6 +35,7 @@ pub struct Gate {
 }
 
 /// Why a registry cannot take a request now.
+#[derive(Clone, Copy)]
 enum Blocked {
     /// Until this time (ms since the epoch).
     Until(u64),
@@ -191,9 +192,27 @@ impl Dispatcher {
         let now = now_ms();
         let mut earliest: Option<u64> = None;
         let mut event_blocked = false;
-        for (due, id) in self.store.due(now, 512)? {
+        // Registries found blocked in this pass: their other requests are
+        // passed over without being read.
+        let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
+        let note = |b: Blocked, earliest: &mut Option<u64>, event: &mut bool| match b {
+            Blocked::Until(t) => *earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            Blocked::Event => *event = true,
+        };
+        for crate::store::Due {
+            at_ms: due,
+            id,
+            work,
+        } in self.store.due(now, 512)?
+        {
             if lock(&self.busy).contains(&id) {
                 continue;
+            }
+            if let crate::store::Work::Exchange(reg) = &work {
+                if let Some(b) = blocked.get(reg) {
+                    note(*b, &mut earliest, &mut event_blocked);
+                    continue;
+                }
             }
             let Some(rec) = self.store.get(&id)? else {
                 continue;
@@ -226,12 +245,9 @@ impl Dispatcher {
                     };
                     let permit = match gate.admit(now) {
                         Ok(p) => p,
-                        Err(Blocked::Until(t)) => {
-                            earliest = Some(earliest.map_or(t, |e| e.min(t)));
-                            continue;
-                        }
-                        Err(Blocked::Event) => {
-                            event_blocked = true;
+                        Err(b) => {
+                            note(b, &mut earliest, &mut event_blocked);
+                            blocked.insert(rec.registry.clone(), b);
                             continue;
                         }
                     };

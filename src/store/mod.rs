@@ -7,7 +7,7 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
-//! | `due` | due time in ms, big-endian u64 ‖ request id | empty: the request needs attention at that time |
+//! | `due` | due time in ms, big-endian u64 ‖ request id | the registry to ask, or `!deliver`: the request needs attention at that time |
 //! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
 //! | `documents` | document id (= request id) | the registry's signed envelope, byte for byte |
 //! | `meta` | `schema` | store schema version |
@@ -84,8 +84,8 @@ pub trait QueueStore: Send + Sync + 'static {
     fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
     fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
-    /// Ids due at or before `now_ms`, earliest first.
-    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+    /// What is due at or before `now_ms`, earliest first.
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// The earliest due time, if any.
     fn next_due(&self) -> Result<Option<u64>, StoreError>;
     /// Changes one record atomically with its `due` key. `f` may run more
@@ -107,6 +107,36 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Can it take writes now (for readiness)?
     fn writable(&self) -> bool;
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// An entry of the `due` index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub at_ms: u64,
+    pub id: String,
+    pub work: Work,
+}
+
+/// What a due request needs, kept in the index so that the dispatcher can
+/// pass over requests for a blocked registry without reading them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Delivery into the case (not limited by the registry).
+    Deliver,
+    /// An exchange with this registry.
+    Exchange(String),
+    /// Written without a value: read the record.
+    Unknown,
+}
+
+const DELIVER: &[u8] = b"!deliver";
+
+fn due_value(r: &RequestRecord) -> Vec<u8> {
+    if r.state == State::Fetched {
+        DELIVER.to_vec()
+    } else {
+        r.registry.as_bytes().to_vec()
+    }
 }
 
 fn due_key(due: u64, id: &str) -> Vec<u8> {
@@ -310,7 +340,7 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                 for r in &records {
                     req.insert(r.id.as_bytes(), encode(r))?;
                     if let Some(d) = r.due_ms {
-                        due.insert(due_key(d, &r.id), &[])?;
+                        due.insert(due_key(d, &r.id), due_value(r))?;
                     }
                     by_case.insert(case_key(&r.case, &r.id), &[])?;
                 }
@@ -373,17 +403,23 @@ impl QueueStore for SledStore {
         Ok(out)
     }
 
-    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         let end = (now_ms.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for item in self.t.due.range(..end.as_slice()).take(limit) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let mut b = [0u8; 8];
             b.copy_from_slice(&k[..8]);
-            out.push((
-                u64::from_be_bytes(b),
-                String::from_utf8_lossy(&k[8..]).into_owned(),
-            ));
+            let work = match v.as_ref() {
+                b"" => Work::Unknown,
+                DELIVER => Work::Deliver,
+                reg => Work::Exchange(String::from_utf8_lossy(reg).into_owned()),
+            };
+            out.push(Due {
+                at_ms: u64::from_be_bytes(b),
+                id: String::from_utf8_lossy(&k[8..]).into_owned(),
+                work,
+            });
         }
         Ok(out)
     }
@@ -415,12 +451,12 @@ impl QueueStore for SledStore {
             if new.state.is_terminal() {
                 new.due_ms = None;
             }
-            if old.due_ms != new.due_ms {
+            if old.due_ms != new.due_ms || due_value(&old) != due_value(&new) {
                 if let Some(d) = old.due_ms {
                     due.remove(due_key(d, id))?;
                 }
                 if let Some(d) = new.due_ms {
-                    due.insert(due_key(d, id), &[])?;
+                    due.insert(due_key(d, id), due_value(&new))?;
                 }
             }
             req.insert(id.as_bytes(), encode(&new))?;

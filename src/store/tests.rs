@@ -141,7 +141,7 @@ proptest! {
                         for r in recs { model.insert(r.id.clone(), r); }
                     }
                     Op::Lease => {
-                        let due = store.due(now + 100_000, 1).unwrap();
+                        let due: Vec<(u64, String)> = store.due(now + 100_000, 1).unwrap().into_iter().map(|d| (d.at_ms, d.id)).collect();
                         let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
                         want.sort();
                         prop_assert_eq!(due.first(), want.first());
@@ -177,7 +177,14 @@ proptest! {
                 }
                 let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
                 want.sort();
-                prop_assert_eq!(store.due(u64::MAX - 1, 10_000).unwrap(), want);
+                let due = store.due(u64::MAX - 1, 10_000).unwrap();
+                let got: Vec<(u64, String)> = due.iter().map(|d| (d.at_ms, d.id.clone())).collect();
+                prop_assert_eq!(got, want);
+                for d in due {
+                    let r = &model[&d.id];
+                    let work = if r.state == State::Fetched { Work::Deliver } else { Work::Exchange(r.registry.clone()) };
+                    prop_assert_eq!(d.work, work);
+                }
                 let counts: BTreeMap<State, u64> = store.counts().unwrap().into_iter().filter(|(_, c)| *c > 0).collect();
                 let mut mc: BTreeMap<State, u64> = BTreeMap::new();
                 for r in model.values() { *mc.entry(r.state).or_default() += 1; }
