@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::config::{RetryConfig, ServiceConfig};
 use crate::dispatch::Dispatcher;
 use crate::ids;
-use crate::store::{now_ms, QueueStore, RequestRecord, State as RState, RECORD_VERSION};
+use crate::store::{QueueStore, RequestRecord, State as RState};
 
 /// A client of the API, after its token was checked.
 #[derive(Debug, Clone)]
@@ -350,31 +350,17 @@ pub fn validate(
         return Err(ApiError::Invalid(errs));
     }
     let svc = svc.ok_or_else(|| ApiError::Internal("service vanished".into()))?;
-    let now = now_ms();
-    Ok(RequestRecord {
-        v: RECORD_VERSION,
-        id: ulid::Ulid::new().to_string(),
-        client: who.name.clone(),
-        case: body.case.number,
-        legal_basis: body.case.legal_basis,
-        official: body.case.official,
+    Ok(RequestRecord::queued(
+        &who.name,
+        body.case.number,
+        body.case.legal_basis,
+        body.case.official,
         purpose,
-        service: body.service,
-        registry: svc.registry.clone(),
-        subject: fields,
-        state: RState::Queued,
-        created_ms: now,
-        deadline_ms: now + state.retry.deadline.as_millis() as u64,
-        due_ms: Some(now),
-        attempts: Vec::new(),
-        security_failures: 0,
-        ticket: None,
-        document_id: None,
-        signer: None,
-        delivered_ms: None,
-        error: None,
-        at_risk: false,
-    })
+        body.service,
+        svc.registry.clone(),
+        fields,
+        state.retry.deadline,
+    ))
 }
 
 async fn create(

@@ -13,7 +13,7 @@ use crate::config::GatewayConfig;
 use crate::delivery::CaseFolders;
 use crate::dispatch::Dispatcher;
 use crate::exchange::Exchange;
-use crate::store::{QueueStore, RequestRecord, SledStore, State, RECORD_VERSION};
+use crate::store::{QueueStore, RequestRecord, SledStore};
 
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
@@ -84,30 +84,20 @@ async fn raw_sled(dir: &std::path::Path, writers: usize, seconds: f64) -> Result
 }
 
 fn record(n: u64) -> RequestRecord {
-    RequestRecord {
-        v: RECORD_VERSION,
-        id: ulid::Ulid::new().to_string(),
-        client: "bench".into(),
-        case: format!("351-{}/2026-IV", n % 1000),
-        legal_basis: "Zakon o opštem upravnom postupku, čl. 103".into(),
-        official: "bench".into(),
-        purpose: "benchmark".into(),
-        service: "civil.birth-extract".into(),
-        registry: "civil".into(),
-        subject: vec![("jmbg".into(), "0512981717776".into())],
-        state: State::Queued,
-        created_ms: crate::store::now_ms(),
-        deadline_ms: crate::store::now_ms() + 15 * 86_400_000,
-        due_ms: Some(crate::store::now_ms() + 86_400_000),
-        attempts: Vec::new(),
-        security_failures: 0,
-        ticket: None,
-        document_id: None,
-        signer: None,
-        delivered_ms: None,
-        error: None,
-        at_risk: false,
-    }
+    let mut r = RequestRecord::queued(
+        "bench",
+        format!("351-{}/2026-IV", n % 1000),
+        "Zakon o opštem upravnom postupku, čl. 103".into(),
+        "bench".into(),
+        "benchmark".into(),
+        "civil.birth-extract".into(),
+        "civil".into(),
+        vec![("jmbg".into(), "0512981717776".into())],
+        Duration::from_secs(15 * 86_400),
+    );
+    // Due tomorrow, so the restart measurement starts an idle dispatcher.
+    r.due_ms = Some(crate::store::now_ms() + 86_400_000);
+    r
 }
 
 const BODY: &str = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;

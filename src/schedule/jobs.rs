@@ -52,22 +52,17 @@ pub fn purge(
 ) -> Result<usize, crate::store::StoreError> {
     let cutoff = now.saturating_sub(retention.as_millis() as u64);
     let mut n = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(after.as_deref(), 500)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        for r in page {
-            let finished = r
-                .delivered_ms
-                .or(r.attempts.last().map(|a| a.at_ms))
-                .unwrap_or(r.created_ms);
-            if r.state.is_terminal() && finished < cutoff {
-                store.remove(&r.id)?;
-                n += 1;
-            }
+    crate::store::for_each(store, |r| {
+        let finished = r
+            .delivered_ms
+            .or(r.attempts.last().map(|a| a.at_ms))
+            .unwrap_or(r.created_ms);
+        if r.state.is_terminal() && finished < cutoff {
+            store.remove(&r.id)?;
+            n += 1;
         }
-    }
+        Ok::<(), crate::store::StoreError>(())
+    })?;
     Ok(n)
 }
 
@@ -80,27 +75,22 @@ pub fn deadline_watch(
 ) -> Result<usize, crate::store::StoreError> {
     let limit = now.saturating_add(warning.as_millis() as u64);
     let mut n = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(after.as_deref(), 500)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        for r in page {
-            if !r.state.is_terminal() && !r.at_risk && r.deadline_ms <= limit {
-                let flagged = store.update(&r.id, &|x| {
-                    if x.at_risk || x.state.is_terminal() {
-                        return false;
-                    }
-                    x.at_risk = true;
-                    true
-                })?;
-                if flagged.is_some() {
-                    n += 1;
-                    tracing::warn!(request = %r.id, case = %r.case, service = %r.service, state = r.state.name(), deadline_ms = r.deadline_ms, "request near its ZUP deadline");
+    crate::store::for_each(store, |r| {
+        if !r.state.is_terminal() && !r.at_risk && r.deadline_ms <= limit {
+            let flagged = store.update(&r.id, &|x| {
+                if x.at_risk || x.state.is_terminal() {
+                    return false;
                 }
+                x.at_risk = true;
+                true
+            })?;
+            if flagged.is_some() {
+                n += 1;
+                tracing::warn!(request = %r.id, case = %r.case, service = %r.service, state = r.state.name(), deadline_ms = r.deadline_ms, "request near its ZUP deadline");
             }
         }
-    }
+        Ok::<(), crate::store::StoreError>(())
+    })?;
     Ok(n)
 }
 

@@ -64,42 +64,37 @@ pub fn export(store: &dyn QueueStore, w: &mut dyn Write) -> Result<Counts, Backu
         },
     )?;
     let mut c = Counts::default();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scan(after.as_deref(), 500)?;
-        if page.is_empty() {
-            break;
-        }
-        for r in page {
-            // Read the record again right before its document, so the pair
-            // is consistent even if it changed since the page was read.
-            let Some(r) = store.get(&r.id)? else { continue };
-            let doc = if r.document_id.is_some() {
-                store.document(&r.id)?
-            } else {
-                None
-            };
-            after = Some(r.id.clone());
-            let id = r.id.clone();
+    super::for_each(store, |r| {
+        // Read the record again right before its document, so the pair is
+        // consistent even if it changed since its page was read.
+        let Some(r) = store.get(&r.id)? else {
+            return Ok(());
+        };
+        let doc = if r.document_id.is_some() {
+            store.document(&r.id)?
+        } else {
+            None
+        };
+        let id = r.id.clone();
+        line(
+            w,
+            &Line::Request {
+                record: Box::new(r),
+            },
+        )?;
+        c.requests += 1;
+        if let Some(d) = doc {
             line(
                 w,
-                &Line::Request {
-                    record: Box::new(r),
+                &Line::Document {
+                    id,
+                    base64: base64::engine::general_purpose::STANDARD.encode(d),
                 },
             )?;
-            c.requests += 1;
-            if let Some(d) = doc {
-                line(
-                    w,
-                    &Line::Document {
-                        id,
-                        base64: base64::engine::general_purpose::STANDARD.encode(d),
-                    },
-                )?;
-                c.documents += 1;
-            }
+            c.documents += 1;
         }
-    }
+        Ok::<(), BackupError>(())
+    })?;
     w.flush()?;
     Ok(c)
 }

@@ -139,6 +139,24 @@ fn due_value(r: &RequestRecord) -> Vec<u8> {
     }
 }
 
+/// Calls `f` on every request, in id order, a page at a time.
+pub fn for_each<E: From<StoreError>>(
+    store: &dyn QueueStore,
+    mut f: impl FnMut(RequestRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 500)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.id.clone());
+        for r in page {
+            f(r)?;
+        }
+    }
+}
+
 fn due_key(due: u64, id: &str) -> Vec<u8> {
     let mut k = due.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());

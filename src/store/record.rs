@@ -104,6 +104,47 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// A new request, queued and due now, with the deadline `deadline`
+    /// from now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queued(
+        client: &str,
+        case: String,
+        legal_basis: String,
+        official: String,
+        purpose: String,
+        service: String,
+        registry: String,
+        subject: Vec<(String, String)>,
+        deadline: std::time::Duration,
+    ) -> RequestRecord {
+        let now = now_ms();
+        RequestRecord {
+            v: RECORD_VERSION,
+            id: ulid::Ulid::new().to_string(),
+            client: client.to_owned(),
+            case,
+            legal_basis,
+            official,
+            purpose,
+            service,
+            registry,
+            subject,
+            state: State::Queued,
+            created_ms: now,
+            deadline_ms: now + deadline.as_millis() as u64,
+            due_ms: Some(now),
+            attempts: Vec::new(),
+            security_failures: 0,
+            ticket: None,
+            document_id: None,
+            signer: None,
+            delivered_ms: None,
+            error: None,
+            at_risk: false,
+        }
+    }
+
     /// The subject rebuilt and checked again from its stored fields.
     pub fn subject(
         &self,
