@@ -17,11 +17,13 @@ use jum_gateway::api::{self, AppState, Client};
 use jum_gateway::config::MaintenanceWindow;
 use jum_gateway::delivery::CaseFolders;
 use jum_gateway::dispatch::Dispatcher;
+use jum_gateway::store::crypt::DocumentCipher;
 use jum_gateway::store::{QueueStore, RequestRecord, SledStore, State};
 use tower::ServiceExt;
 
 struct Running {
     env: Env,
+    cipher: Arc<DocumentCipher>,
     store: Arc<SledStore>,
     dispatcher: Arc<Dispatcher>,
     state: AppState,
@@ -40,9 +42,12 @@ async fn run(
     adjust(&mut env.gw);
     let store = SledStore::open(&env.dir.path().join("store"), 8 << 20).unwrap();
     let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let cipher =
+        Arc::new(DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap());
     let dispatcher = Dispatcher::new(
         &env.gw,
         dyn_store.clone(),
+        cipher.clone(),
         Arc::new(env.exchange()),
         CaseFolders {
             root: env.dir.path().join("cases"),
@@ -66,9 +71,11 @@ async fn run(
         services: env.gw.services.clone(),
         clients: Arc::new(clients),
         retry: env.gw.retry.clone(),
+        cipher: cipher.clone(),
     };
     Running {
         env,
+        cipher,
         store,
         dispatcher,
         state,
@@ -130,7 +137,9 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
     let xml = std::fs::read(&file).unwrap();
     assert_eq!(
         xml,
-        d.store.document(&id).unwrap().unwrap(),
+        d.cipher
+            .open(&id, &d.store.document(&id).unwrap().unwrap())
+            .unwrap(),
         "the signed envelope, byte for byte"
     );
     let sidecar = std::fs::read_to_string(file.with_extension("json")).unwrap();
@@ -267,4 +276,90 @@ async fn bad_input_is_a_422_naming_each_field() {
         .unwrap();
     let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+async fn get(d: &Running, uri: &str, etag: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::get(uri).header("authorization", "Bearer t");
+    if let Some(e) = etag {
+        req = req.header("if-none-match", e);
+    }
+    let r = api::app(d.state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (
+        status,
+        headers,
+        axum::body::to_bytes(r.into_body(), 1 << 24)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_encrypted_at_rest_and_served_byte_exact() {
+    let d = run(setup("").await, |_| {}).await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let file = d
+        .env
+        .dir
+        .path()
+        .join("cases/351-12%2F2026-IV")
+        .join(format!("{id}.civil.birth-extract.xml"));
+    let delivered = std::fs::read(&file).unwrap();
+
+    let (status, headers, body) = get(&d, &format!("/api/v1/documents/{id}/content"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, delivered, "byte for byte");
+    assert_eq!(headers["content-type"], "text/xml; charset=utf-8");
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = get(&d, &format!("/api/v1/documents/{id}/content"), Some(&etag)).await;
+    assert_eq!(status, 304);
+
+    let (status, _, body) = get(&d, &format!("/api/v1/documents/{id}"), None).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["payload"]["person"]["jmbg"], "0512981717776");
+    assert_eq!(v["payload"]["person"]["firstName"], "Jelena");
+    assert!(
+        v["signer"]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("CN=civil signer"),
+        "{v}"
+    );
+    assert_eq!(v["etag"], etag);
+    let (status, _, _) = get(&d, "/api/v1/documents/01NOSUCHDOCUMENT000000000", None).await;
+    assert_eq!(status, 404);
+
+    let (_, _, body) = get(&d, "/api/v1/services", None).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["services"].as_array().unwrap().len(), 6);
+    assert_eq!(v["services"][0]["registry_state"]["breaker"], "closed");
+
+    // nothing of the document in clear in the raw store files
+    d.store.flush().await.unwrap();
+    let marker = "Matično područje";
+    assert!(String::from_utf8_lossy(&delivered).contains(marker));
+    let mut files = vec![d.env.dir.path().join("store")];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            seen += bytes.len();
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "document text in clear in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(seen > 0);
 }

@@ -47,6 +47,7 @@ pub struct AppState {
     pub services: BTreeMap<String, ServiceConfig>,
     pub clients: Arc<Clients>,
     pub retry: RetryConfig,
+    pub cipher: Arc<crate::store::crypt::DocumentCipher>,
 }
 
 /// Everything that can go wrong in a request, with its stable type.
@@ -430,6 +431,168 @@ async fn get_case(
     })))
 }
 
+/// A visible request that has a document, and the document in clear.
+fn document_of(
+    st: &AppState,
+    who: &Client,
+    id: &str,
+) -> Result<(RequestRecord, Vec<u8>), ApiError> {
+    let rec = st
+        .store
+        .get(id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rec = match rec {
+        Some(r) if visible(who, &r) && r.document_id.is_some() => r,
+        _ => return Err(ApiError::NotFound(format!("no document {id}"))),
+    };
+    let sealed = st
+        .store
+        .document(id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no document {id}")))?;
+    let plain = st
+        .cipher
+        .open(id, &sealed)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((rec, plain))
+}
+
+/// A generic JSON view of an element: text, or an object of children
+/// (repeated names become arrays), attributes as `@name`.
+fn project(doc: &crate::xml::Document, node: crate::xml::dom::NodeId) -> serde_json::Value {
+    let Some(el) = doc.element(node) else {
+        return serde_json::Value::Null;
+    };
+    let kids: Vec<_> = doc.child_elements(node).collect();
+    if kids.is_empty() && el.attrs.is_empty() {
+        return serde_json::Value::String(doc.text(node).trim().to_owned());
+    }
+    let mut m = serde_json::Map::new();
+    for a in &el.attrs {
+        m.insert(
+            format!("@{}", a.local),
+            serde_json::Value::String(a.value.clone()),
+        );
+    }
+    for k in kids {
+        let name = doc.element(k).map(|e| e.local.clone()).unwrap_or_default();
+        let v = project(doc, k);
+        match m.get_mut(&name) {
+            Some(serde_json::Value::Array(a)) => a.push(v),
+            Some(prev) => {
+                let p = prev.take();
+                *prev = serde_json::Value::Array(vec![p, v]);
+            }
+            None => {
+                m.insert(name, v);
+            }
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+fn etag(bytes: &[u8]) -> String {
+    let h: String = openssl::sha::sha256(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{h}\"")
+}
+
+async fn get_document(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (rec, plain) = document_of(&st, &who, &id)?;
+    let doc = crate::xml::Document::parse(&plain, &crate::xml::Limits::default())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let env =
+        crate::protocol::envelope::read(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let payload = match env.body {
+        crate::protocol::Body::Payload { node, .. } => project(&doc, node),
+        _ => serde_json::Value::Null,
+    };
+    // The signer certificate as received in the signature.
+    let cert = doc
+        .find_all(crate::xml::dsig::DSIG_NS, "X509Certificate")
+        .first()
+        .and_then(|&n| {
+            use base64::Engine;
+            let clean: String = doc.text(n).chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(clean).ok()
+        })
+        .and_then(|der| openssl::x509::X509::from_der(&der).ok());
+    let signer = cert.as_ref().map(|c| {
+        json!({
+            "subject": crate::xml::dsig::name_to_string(c.subject_name()),
+            "issuer": crate::xml::dsig::name_to_string(c.issuer_name()),
+            "not_before": c.not_before().to_string(),
+            "not_after": c.not_after().to_string(),
+        })
+    });
+    Ok(Json(json!({
+        "id": id,
+        "request_id": rec.id,
+        "case": rec.case,
+        "service": rec.service,
+        "registry": rec.registry,
+        "fetched_ms": rec.attempts.last().map(|a| a.at_ms),
+        "size": plain.len(),
+        "etag": etag(&plain),
+        // Verified on receipt (signature, chain, requestHash, schema):
+        // an unverified answer is never stored as a document.
+        "verification": "verified on receipt",
+        "signer": signer,
+        "payload": payload,
+    })))
+}
+
+async fn get_document_content(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, plain) = document_of(&st, &who, &id)?;
+    let tag = etag(&plain);
+    let mut r = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(tag.as_str())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = (StatusCode::OK, plain).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
+async fn list_services(State(st): State<AppState>, _who: Client) -> Json<serde_json::Value> {
+    let services: Vec<serde_json::Value> = st
+        .services
+        .iter()
+        .map(|(id, s)| {
+            json!({
+                "id": id,
+                "title": s.title,
+                "registry": s.registry,
+                "subjects": s.subjects,
+                "registry_state": st.dispatcher.gates.get(&s.registry).map(|g| g.status()),
+            })
+        })
+        .collect();
+    Json(json!({ "services": services }))
+}
+
 /// `GET /admin/v1/store/export`: a backup while the daemon runs (admin
 /// role), as the JSON lines `jumgw store import` reads.
 async fn export(State(st): State<AppState>, who: Client) -> Result<Response, ApiError> {
@@ -478,6 +641,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/requests", post(create))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/cases/{case}", get(get_case))
+        .route("/api/v1/documents/{id}", get(get_document))
+        .route("/api/v1/documents/{id}/content", get(get_document_content))
+        .route("/api/v1/services", get(list_services))
         .route("/admin/v1/store/export", get(export))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -121,9 +121,16 @@ async fn api_accepts(
     let store = SledStore::open(&dir.join("store"), 64 << 20).map_err(err)?;
     let dyn_store: Arc<dyn QueueStore> = store.clone();
     let exchange = Arc::new(Exchange::new(&cfg, &crate::xml::schema::default_dir()).map_err(err)?);
+    let cipher = Arc::new(
+        crate::store::crypt::DocumentCipher::from_hex(
+            &crate::store::crypt::DocumentCipher::generate_hex().map_err(err)?,
+        )
+        .map_err(err)?,
+    );
     let dispatcher = Dispatcher::new(
         &cfg,
         dyn_store.clone(),
+        cipher.clone(),
         exchange,
         CaseFolders {
             root: dir.join("cases"),
@@ -147,6 +154,7 @@ async fn api_accepts(
             .collect(),
         ),
         retry: cfg.retry.clone(),
+        cipher,
     };
     // The same accepts without HTTP: validation, record, group commit.
     let direct = {

@@ -159,6 +159,16 @@ pub struct GatewaySection {
     /// Largest response body accepted from a registry, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The AES-256 key for documents at rest: 64 hex digits in a file
+    /// (make one with `openssl rand -hex 32 > FILE`; keep it 0600). A
+    /// relative path is taken inside the data folder. With `--demo` it is
+    /// generated when missing.
+    #[serde(default = "default_document_key")]
+    pub document_key_file: PathBuf,
+}
+
+fn default_document_key() -> PathBuf {
+    PathBuf::from("keys/documents.key")
 }
 
 fn default_max_body() -> usize {

@@ -35,6 +35,8 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("scheduler: {0}")]
     Jobs(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 pub struct ServeOptions {
@@ -169,12 +171,34 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     };
 
     let store = SledStore::open(&opts.data_dir.join("store"), 64 << 20)?;
+    let key_file = if opts.demo || cfg.gateway.document_key_file.is_relative() {
+        opts.data_dir.join(&cfg.gateway.document_key_file)
+    } else {
+        cfg.gateway.document_key_file.clone()
+    };
+    let cipher =
+        crate::store::crypt::DocumentCipher::from_file(&key_file, opts.demo).map_err(|e| {
+            DaemonError::Key(format!(
+                "{e} (make one with `openssl rand -hex 32 > {}`)",
+                key_file.display()
+            ))
+        })?;
+    cipher
+        .check(&*store)
+        .map_err(|e| DaemonError::Key(e.to_string()))?;
+    let cipher = Arc::new(cipher);
     let exchange = Arc::new(Exchange::new(&cfg, &opts.schemas)?);
     let cases = CaseFolders {
         root: opts.data_dir.join("cases"),
     };
     let dyn_store: Arc<dyn QueueStore> = store.clone();
-    let dispatcher = Dispatcher::new(&cfg, dyn_store.clone(), exchange, cases.clone());
+    let dispatcher = Dispatcher::new(
+        &cfg,
+        dyn_store.clone(),
+        cipher.clone(),
+        exchange,
+        cases.clone(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
@@ -187,6 +211,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         services: cfg.services.clone(),
         clients: Arc::new(clients(&cfg, opts.demo)),
         retry: cfg.retry.clone(),
+        cipher,
     };
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await

@@ -105,6 +105,7 @@ impl Gate {
 /// The dispatcher: shared by the API (to wake it) and its own loop.
 pub struct Dispatcher {
     store: Arc<dyn QueueStore>,
+    cipher: Arc<crate::store::crypt::DocumentCipher>,
     exchange: Arc<Exchange>,
     cases: CaseFolders,
     pub gates: BTreeMap<String, Arc<Gate>>,
@@ -118,6 +119,7 @@ impl Dispatcher {
     pub fn new(
         cfg: &GatewayConfig,
         store: Arc<dyn QueueStore>,
+        cipher: Arc<crate::store::crypt::DocumentCipher>,
         exchange: Arc<Exchange>,
         cases: CaseFolders,
     ) -> Arc<Dispatcher> {
@@ -145,6 +147,7 @@ impl Dispatcher {
             .collect();
         Arc::new(Dispatcher {
             store,
+            cipher,
             exchange,
             cases,
             gates,
@@ -340,7 +343,11 @@ impl Dispatcher {
         lock(&gate.breaker).record(policy::is_registry_failure(&outcome), now);
         tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %crate::ids::redact_text(&outcome.to_string()), "attempt");
         if let Some(doc) = &document {
-            if let Err(e) = self.store.put_document(&id, doc) {
+            let sealed = self
+                .cipher
+                .seal(&id, doc)
+                .map_err(|e| crate::store::StoreError::Io(e.to_string()));
+            if let Err(e) = sealed.and_then(|s| self.store.put_document(&id, &s)) {
                 tracing::error!(request = %id, error = %e, "cannot store the document; the attempt will be repeated");
                 lock(&self.busy).remove(&id);
                 self.wake();
@@ -385,10 +392,14 @@ impl Dispatcher {
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {
         let id = rec.id.clone();
         let result = async {
-            let doc = self
+            let sealed = self
                 .store
                 .document(&id)?
                 .ok_or_else(|| crate::store::StoreError::NotFound(format!("document of {id}")))?;
+            let doc = self
+                .cipher
+                .open(&id, &sealed)
+                .map_err(|e| crate::store::StoreError::Io(e.to_string()))?;
             let cases = self.cases.clone();
             let r = rec.clone();
             tokio::task::spawn_blocking(move || cases.deliver(&r, &doc))

@@ -28,6 +28,7 @@
 //! idempotently) or a delivery (which rewrites the same file).
 
 pub mod backup;
+pub mod crypt;
 pub mod record;
 
 use std::path::{Path, PathBuf};
