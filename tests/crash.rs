@@ -275,3 +275,32 @@ async fn graceful_shutdown_then_export_and_import_round_trip() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("import restores into an empty store only"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = reqwest::Client::new();
+    let body = r#"{"case":{"number":"7/2026","legal_basis":"ZUP","official":"o"},"service":"tax.clearance-certificate","subject":{"pib":"101134702"}}"#;
+    let post = || {
+        http.post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+            .bearer_auth("demo-backoffice")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "case-7-tax")
+            .body(body)
+            .send()
+    };
+    let daemon = start_daemon(&data, port);
+    let first: serde_json::Value = post().await.unwrap().json().await.unwrap();
+    drop(daemon); // SIGKILL
+    let _daemon = start_daemon(&data, port);
+    let r = post().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let again: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+}

@@ -363,3 +363,66 @@ async fn documents_are_encrypted_at_rest_and_served_byte_exact() {
     }
     assert!(seen > 0);
 }
+
+async fn post_with_key(d: &Running, key: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = Request::post("/api/v1/requests")
+        .header("authorization", "Bearer t")
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&b).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
+    let d = run(setup("").await, |g| {
+        g.registries.get_mut("civil").unwrap().paused = true
+    })
+    .await;
+    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let (s1, v1) = post_with_key(&d, "order-42", body).await;
+    let (s2, v2) = post_with_key(&d, "order-42", body).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(v1["id"], v2["id"], "same key, same body: same request");
+    let other = body.replace("1/2026", "2/2026");
+    let (s3, v3) = post_with_key(&d, "order-42", &other).await;
+    assert_eq!(s3, 409);
+    assert_eq!(v3["type"], "urn:jum-gateway:problem:idempotency-key-reused");
+    let (s4, v4) = post_with_key(&d, "bad key with spaces", body).await;
+    assert_eq!(s4, 422);
+    assert_eq!(v4["errors"][0]["pointer"], "Idempotency-Key");
+    // concurrent submissions with one key store one request
+    let results =
+        futures_util::future::join_all((0..8).map(|_| post_with_key(&d, "burst-7", &other))).await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|(s, v)| {
+            assert_eq!(*s, 202);
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let queued: u64 = d
+        .store
+        .counts()
+        .unwrap()
+        .into_iter()
+        .filter(|(s, _)| *s == State::Queued)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(queued, 2, "one request per key");
+    // keys expire
+    assert_eq!(
+        d.store
+            .purge_idempotency(jum_gateway::store::now_ms() + 1)
+            .unwrap(),
+        2
+    );
+    let (s5, v5) = post_with_key(&d, "order-42", &other).await;
+    assert_eq!(s5, 202);
+    assert_ne!(v5["id"], v1["id"], "an expired key is a new request");
+}

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,6 +62,8 @@ pub enum ApiError {
     BadJson(String),
     #[error("some fields are invalid")]
     Invalid(Vec<(String, String)>),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the store cannot take the request now; try again")]
     Unavailable(String),
     #[error("internal error")]
@@ -87,6 +88,11 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 "malformed-json",
                 "Malformed request body",
+            ),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
             ),
             ApiError::Invalid(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,27 +132,6 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         r
-    }
-}
-
-/// JSON body extractor whose rejections are problem+json too.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(ApiError::BadJson(match e {
-                JsonRejection::JsonDataError(e) => e.body_text(),
-                JsonRejection::JsonSyntaxError(e) => e.body_text(),
-                JsonRejection::MissingJsonContentType(_) => {
-                    "expected Content-Type: application/json".into()
-                }
-                other => other.body_text(),
-            })),
-        }
     }
 }
 
@@ -364,24 +349,106 @@ pub fn validate(
     ))
 }
 
-async fn create(
-    State(st): State<AppState>,
-    who: Client,
-    ApiJson(body): ApiJson<RequestIn>,
-) -> Result<Response, ApiError> {
-    let rec = validate(&st, &who, body)?;
-    st.store
-        .enqueue(vec![rec.clone()])
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    st.dispatcher.wake();
-    tracing::info!(request = %rec.id, client = %who.name, service = %rec.service, subject = %rec.subject_redacted(), "accepted");
+fn accepted_response(rec: &RequestRecord) -> Response {
     let location = format!("/api/v1/requests/{}", rec.id);
-    let mut r = (StatusCode::ACCEPTED, Json(RequestOut::from(&rec))).into_response();
+    let mut r = (StatusCode::ACCEPTED, Json(RequestOut::from(rec))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(r)
+    r
+}
+
+/// The original answer for a reused idempotency key, or 409 if the body differs.
+fn replay(
+    st: &AppState,
+    e: &crate::store::IdemEntry,
+    body_hash: &str,
+) -> Result<Response, ApiError> {
+    if e.body_hash != body_hash {
+        return Err(ApiError::Conflict(
+            "this Idempotency-Key was used with another request body".into(),
+        ));
+    }
+    let id = e
+        .request_ids
+        .first()
+        .ok_or_else(|| ApiError::Internal("empty idempotency entry".into()))?;
+    let rec = st
+        .store
+        .get(id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::Internal(format!("idempotency entry names a missing request {id}"))
+        })?;
+    Ok(accepted_response(&rec))
+}
+
+async fn create(
+    State(st): State<AppState>,
+    who: Client,
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_type {
+        return Err(ApiError::BadJson(
+            "expected Content-Type: application/json".into(),
+        ));
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(k.to_owned())
+            }
+            _ => {
+                return Err(ApiError::Invalid(vec![(
+                    "Idempotency-Key".into(),
+                    "1 to 255 printable ASCII characters without spaces".into(),
+                )]))
+            }
+        },
+    };
+    let body_hash: String = openssl::sha::sha256(&raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Some(k) = &key {
+        if let Some(e) = st
+            .store
+            .idempotency(&who.name, k)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            return replay(&st, &e, &body_hash);
+        }
+    }
+    let body: RequestIn =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let rec = validate(&st, &who, body)?;
+    let idem = key.map(|k| crate::store::IdemKey {
+        client: who.name.clone(),
+        key: k,
+        body_hash: body_hash.clone(),
+    });
+    match st
+        .store
+        .enqueue_once(vec![rec.clone()], idem)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    {
+        crate::store::Enqueued::Stored => {}
+        crate::store::Enqueued::Existing(e) => return replay(&st, &e, &body_hash),
+    }
+    st.dispatcher.wake();
+    tracing::info!(request = %rec.id, client = %who.name, service = %rec.service, subject = %rec.subject_redacted(), "accepted");
+    Ok(accepted_response(&rec))
 }
 
 fn visible(who: &Client, r: &RequestRecord) -> bool {

@@ -308,6 +308,13 @@ pub struct JobsConfig {
     /// Certificates this close to expiry are warned about.
     #[serde(default = "default_cert_warning", with = "duration")]
     pub cert_warning: Duration,
+    /// Idempotency keys are forgotten after this.
+    #[serde(default = "default_idempotency_ttl", with = "duration")]
+    pub idempotency_ttl: Duration,
+}
+
+fn default_idempotency_ttl() -> Duration {
+    Duration::from_secs(86_400)
 }
 
 fn default_backup_cron() -> String {
@@ -342,6 +349,7 @@ impl Default for JobsConfig {
             watch_cron: default_watch_cron(),
             deadline_warning: default_deadline_warning(),
             cert_warning: default_cert_warning(),
+            idempotency_ttl: default_idempotency_ttl(),
         }
     }
 }

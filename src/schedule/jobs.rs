@@ -155,10 +155,14 @@ pub async fn start(
     let (s, warning) = (store.clone(), j.deadline_warning);
     let cfg2 = cfg.clone();
     let cert_warning = j.cert_warning;
+    let idem_ttl = j.idempotency_ttl;
     sched
         .add(job(&j.watch_cron, move || {
             if let Err(e) = deadline_watch(&*s, warning, now_ms()) {
                 tracing::error!(error = %e, "deadline watch failed");
+            }
+            if let Err(e) = s.purge_idempotency(now_ms().saturating_sub(idem_ttl.as_millis() as u64)) {
+                tracing::error!(error = %e, "idempotency expiry failed");
             }
             for (p, when) in expiring_certificates(&cfg2, cert_warning) {
                 tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");

@@ -9,7 +9,8 @@
 //! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
 //! | `due` | due time in ms, big-endian u64 ‖ request id | the registry to ask, or `!deliver`: the request needs attention at that time |
 //! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
-//! | `documents` | document id (= request id) | the registry's signed envelope, byte for byte |
+//! | `documents` | document id (= request id) | the registry's signed envelope, sealed with AES-256-GCM (see [`crypt`]) |
+//! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
 //! | `meta` | `schema` | store schema version |
 //!
 //! A request is in `due` exactly when something must happen to it: queued
@@ -82,7 +83,22 @@ impl From<sled::Error> for StoreError {
 pub trait QueueStore: Send + Sync + 'static {
     /// Durably stores new requests (group commit): when the future resolves
     /// they survive a crash.
-    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.enqueue_once(records, None).await.map(|_| ()) })
+    }
+    /// Like [`QueueStore::enqueue`], under an idempotency key: if the key
+    /// is already taken (by an earlier request, or a concurrent one in the
+    /// same commit), nothing is stored and the holder is returned. The key
+    /// is written in the same transaction as the records.
+    fn enqueue_once(
+        &self,
+        records: Vec<RequestRecord>,
+        key: Option<IdemKey>,
+    ) -> BoxFuture<'_, Result<Enqueued, StoreError>>;
+    /// Who holds an idempotency key.
+    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError>;
+    /// Forgets idempotency keys created before `before_ms`; returns how many.
+    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError>;
     fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
     /// What is due at or before `now_ms`, earliest first.
@@ -183,7 +199,42 @@ fn encode(r: &RequestRecord) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_default()
 }
 
-type Batch = (Vec<RequestRecord>, oneshot::Sender<Result<(), StoreError>>);
+/// An idempotency key of a client, with the hash of the body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemKey {
+    pub client: String,
+    pub key: String,
+    pub body_hash: String,
+}
+
+/// What an idempotency key points to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdemEntry {
+    pub request_ids: Vec<String>,
+    pub body_hash: String,
+    pub created_ms: u64,
+}
+
+/// The outcome of [`QueueStore::enqueue_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Stored,
+    /// The key was taken: nothing was stored.
+    Existing(IdemEntry),
+}
+
+fn idem_key(client: &str, key: &str) -> Vec<u8> {
+    let mut k = client.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+type Batch = (
+    Vec<RequestRecord>,
+    Option<IdemKey>,
+    oneshot::Sender<Result<Enqueued, StoreError>>,
+);
 
 #[derive(Clone)]
 struct Trees {
@@ -192,6 +243,7 @@ struct Trees {
     due: sled::Tree,
     by_case: sled::Tree,
     documents: sled::Tree,
+    idempotency: sled::Tree,
 }
 
 /// The sled store.
@@ -260,6 +312,7 @@ impl SledStore {
             due: tree("due")?,
             by_case: tree("by_case")?,
             documents: tree("documents")?,
+            idempotency: tree("idempotency")?,
             db: db.clone(),
         };
         let meta = tree("meta")?;
@@ -353,36 +406,80 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let records: Vec<&RequestRecord> = pending.iter().flat_map(|(r, _)| r.iter()).collect();
-        let res = (&t.requests, &t.due, &t.by_case)
-            .transaction(|(req, due, by_case)| {
-                for r in &records {
-                    req.insert(r.id.as_bytes(), encode(r))?;
-                    if let Some(d) = r.due_ms {
-                        due.insert(due_key(d, &r.id), due_value(r))?;
+        let now = now_ms();
+        let res = (&t.requests, &t.due, &t.by_case, &t.idempotency)
+            .transaction(|(req, due, by_case, idem)| {
+                // Rebuilt on every run: sled may run this closure again.
+                let mut outcomes = Vec::with_capacity(pending.len());
+                for (records, key, _) in &pending {
+                    if let Some(k) = key {
+                        let kb = idem_key(&k.client, &k.key);
+                        // Read-your-writes: a duplicate within this batch sees the first.
+                        if let Some(v) = idem.get(&kb)? {
+                            let e: IdemEntry = serde_json::from_slice(&v).map_err(|e| {
+                                ConflictableTransactionError::Abort(StoreError::Corrupt {
+                                    id: k.key.clone(),
+                                    detail: e.to_string(),
+                                })
+                            })?;
+                            outcomes.push(Enqueued::Existing(e));
+                            continue;
+                        }
+                        let e = IdemEntry {
+                            request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                            body_hash: k.body_hash.clone(),
+                            created_ms: now,
+                        };
+                        idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
                     }
-                    by_case.insert(case_key(&r.case, &r.id), &[])?;
+                    for r in records {
+                        req.insert(r.id.as_bytes(), encode(r))?;
+                        if let Some(d) = r.due_ms {
+                            due.insert(due_key(d, &r.id), due_value(r))?;
+                        }
+                        by_case.insert(case_key(&r.case, &r.id), &[])?;
+                    }
+                    outcomes.push(Enqueued::Stored);
                 }
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
+                Ok::<Vec<Enqueued>, ConflictableTransactionError<StoreError>>(outcomes)
             })
-            .map_err(|e: TransactionError<StoreError>| StoreError::Io(e.to_string()));
+            .map_err(|e: TransactionError<StoreError>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::from(e),
+            });
         let res = match res {
-            Ok(()) => {
-                t.db.flush_async()
-                    .await
-                    .map(|_| ())
-                    .map_err(StoreError::from)
+            Ok(outcomes) => {
+                match tokio::time::timeout(SledStore::FLUSH_TIMEOUT, t.db.flush_async()).await {
+                    Ok(Ok(_)) => Ok(outcomes),
+                    Ok(Err(e)) => Err(StoreError::from(e)),
+                    Err(_) => Err(StoreError::Io(
+                        "the disk did not complete a flush in time".into(),
+                    )),
+                }
             }
             Err(e) => Err(e),
         };
-        for (_, reply) in pending.drain(..) {
-            let _ = reply.send(res.clone());
+        match res {
+            Ok(outcomes) => {
+                for ((_, _, reply), o) in pending.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in pending.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
 impl QueueStore for SledStore {
-    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn enqueue_once(
+        &self,
+        records: Vec<RequestRecord>,
+        key: Option<IdemKey>,
+    ) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
         Box::pin(async move {
             self.check_space()?;
             let (tx, rx) = oneshot::channel();
@@ -393,11 +490,39 @@ impl QueueStore for SledStore {
                 .clone();
             let committer = committer.ok_or(StoreError::Closed)?;
             committer
-                .send((records, tx))
+                .send((records, key, tx))
                 .await
                 .map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
+    }
+
+    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        self.t
+            .idempotency
+            .get(idem_key(client, key))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: key.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.idempotency.iter() {
+            let (k, v) = item?;
+            let old = serde_json::from_slice::<IdemEntry>(&v)
+                .map(|e| e.created_ms < before_ms)
+                .unwrap_or(true);
+            if old {
+                self.t.idempotency.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
