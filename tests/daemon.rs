@@ -55,14 +55,20 @@ async fn run(
     );
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(dispatcher.clone().run(rx));
-    let clients = [(
-        api::token_hash("t"),
-        Client {
-            name: "backoffice".into(),
-            admin: false,
-            services: vec![],
-        },
-    )]
+    let client = |name: &str, services: Vec<String>, rate_per_s: Option<f64>| Client {
+        name: name.into(),
+        admin: false,
+        services,
+        rate_per_s,
+    };
+    let clients = [
+        (api::token_hash("t"), client("backoffice", vec![], None)),
+        (api::token_hash("l"), client("limited", vec![], Some(1.0))),
+        (
+            api::token_hash("x"),
+            client("tax-office", vec!["tax.clearance-certificate".into()], None),
+        ),
+    ]
     .into_iter()
     .collect();
     let state = AppState {
@@ -72,6 +78,8 @@ async fn run(
         clients: Arc::new(clients),
         retry: env.gw.retry.clone(),
         cipher: cipher.clone(),
+        max_body: env.gw.gateway.max_request_bytes,
+        limits: Default::default(),
     };
     Running {
         env,
@@ -425,4 +433,129 @@ async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
     let (s5, v5) = post_with_key(&d, "order-42", &other).await;
     assert_eq!(s5, 202);
     assert_ne!(v5["id"], v1["id"], "an expired key is a new request");
+}
+
+async fn call(
+    d: &Running,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: String,
+) -> (u16, axum::http::HeaderMap, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&b).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_problem_json_with_its_own_type() {
+    let d = run(setup("").await, |g| {
+        g.registries.get_mut("civil").unwrap().paused = true
+    })
+    .await;
+    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let cases: Vec<(&str, &str, &str, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/requests",
+            "t",
+            "x".repeat(70 * 1024),
+            413,
+            "body-too-large",
+        ),
+        (
+            "DELETE",
+            "/api/v1/requests",
+            "t",
+            String::new(),
+            405,
+            "method-not-allowed",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            "x",
+            body.into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            "t",
+            body.replace("\"purpose\"", "x")
+                .replace("}}", "},\"extra\":1}"),
+            400,
+            "malformed-json",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            "t",
+            "[1,2".into(),
+            400,
+            "malformed-json",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing-here",
+            "t",
+            String::new(),
+            404,
+            "not-found",
+        ),
+        (
+            "GET",
+            "/api/v1/requests/01NOSUCHREQUEST0000000000",
+            "t",
+            String::new(),
+            404,
+            "not-found",
+        ),
+        (
+            "GET",
+            "/admin/v1/store/export",
+            "t",
+            String::new(),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (method, uri, token, body, status, kind) in cases {
+        let (s, h, v) = call(&d, method, uri, token, body).await;
+        assert_eq!(s, status, "{method} {uri}: {v}");
+        assert_eq!(
+            h["content-type"], "application/problem+json",
+            "{method} {uri}"
+        );
+        assert_eq!(
+            v["type"],
+            format!("urn:jum-gateway:problem:{kind}"),
+            "{method} {uri}: {v}"
+        );
+        assert_eq!(v["status"], status);
+    }
+    let (_, _, v) = call(&d, "POST", "/api/v1/requests", "x", body.into()).await;
+    assert_eq!(
+        v["detail"],
+        "client tax-office may not request civil.birth-extract"
+    );
+    // the rate-limited client: one per second
+    let (s1, _, _) = call(&d, "POST", "/api/v1/requests", "l", body.into()).await;
+    let (s2, h2, v2) = call(&d, "POST", "/api/v1/requests", "l", body.into()).await;
+    assert_eq!((s1, s2), (202, 429), "{v2}");
+    assert_eq!(h2["retry-after"], "1");
+    assert_eq!(v2["type"], "urn:jum-gateway:problem:rate-limited");
 }

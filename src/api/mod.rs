@@ -27,6 +27,8 @@ pub struct Client {
     pub admin: bool,
     /// Services it may request; empty: all.
     pub services: Vec<String>,
+    /// Requests per second it may submit; None: no limit.
+    pub rate_per_s: Option<f64>,
 }
 
 /// Known clients by SHA-256 of their token (hex).
@@ -47,6 +49,10 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     pub retry: RetryConfig,
     pub cipher: Arc<crate::store::crypt::DocumentCipher>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Per-client rate limits, by client name.
+    pub limits: Arc<std::sync::Mutex<BTreeMap<String, crate::dispatch::policy::TokenBucket>>>,
 }
 
 /// Everything that can go wrong in a request, with its stable type.
@@ -64,6 +70,12 @@ pub enum ApiError {
     Invalid(Vec<(String, String)>),
     #[error("{0}")]
     Conflict(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("too many requests from this client; retry after {0} s")]
+    TooMany(u64),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
     #[error("the store cannot take the request now; try again")]
     Unavailable(String),
     #[error("internal error")]
@@ -93,6 +105,21 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 "idempotency-key-reused",
                 "Idempotency-Key reused",
+            ),
+            ApiError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            ApiError::TooMany(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
             ),
             ApiError::Invalid(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -131,6 +158,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::TooMany(secs) = &self {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         r
     }
 }
@@ -387,8 +419,27 @@ async fn create(
     State(st): State<AppState>,
     who: Client,
     headers: axum::http::HeaderMap,
-    raw: axum::body::Bytes,
+    raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let raw = raw.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(st.max_body)
+        } else {
+            ApiError::BadJson(e.body_text())
+        }
+    })?;
+    if let Some(rate) = who.rate_per_s {
+        let now = crate::store::now_ms();
+        let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = limits
+            .entry(who.name.clone())
+            .or_insert_with(|| crate::dispatch::policy::TokenBucket::new(rate, now));
+        if let Err(until) = bucket.take(now) {
+            return Err(ApiError::TooMany(
+                until.saturating_sub(now).div_ceil(1000).max(1),
+            ));
+        }
+    }
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -703,6 +754,10 @@ async fn fallback() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/requests", post(create))
@@ -715,5 +770,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body))
         .with_state(state)
 }

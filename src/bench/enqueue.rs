@@ -148,6 +148,7 @@ async fn api_accepts(
                     name: "bench".into(),
                     admin: false,
                     services: vec![],
+                    rate_per_s: None,
                 },
             )]
             .into_iter()
@@ -155,6 +156,8 @@ async fn api_accepts(
         ),
         retry: cfg.retry.clone(),
         cipher,
+        max_body: cfg.gateway.max_request_bytes,
+        limits: Default::default(),
     };
     // The same accepts without HTTP: validation, record, group commit.
     let direct = {
@@ -169,6 +172,7 @@ async fn api_accepts(
                     name: "bench".into(),
                     admin: false,
                     services: vec![],
+                    rate_per_s: None,
                 };
                 while Instant::now() < end {
                     let body: api::RequestIn = match serde_json::from_str(BODY) {

@@ -165,6 +165,13 @@ pub struct GatewaySection {
     /// generated when missing.
     #[serde(default = "default_document_key")]
     pub document_key_file: PathBuf,
+    /// Largest API request body accepted, in bytes.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
+}
+
+fn default_max_request() -> usize {
+    64 * 1024
 }
 
 fn default_document_key() -> PathBuf {
@@ -366,6 +373,9 @@ pub struct ClientConfig {
     /// Services it may request; empty: all.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Requests per second it may submit (429 with Retry-After beyond).
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
 }
 
 fn default_role() -> String {

@@ -93,6 +93,7 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
                     name: name.clone(),
                     admin: k.role == "admin",
                     services: k.services.clone(),
+                    rate_per_s: k.rate_per_s,
                 },
             )
         })
@@ -104,6 +105,7 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
                 name: "demo-backoffice".into(),
                 admin: false,
                 services: Vec::new(),
+                rate_per_s: None,
             },
         );
         c.insert(
@@ -112,6 +114,7 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
                 name: "demo-admin".into(),
                 admin: true,
                 services: Vec::new(),
+                rate_per_s: None,
             },
         );
     }
@@ -212,6 +215,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         clients: Arc::new(clients(&cfg, opts.demo)),
         retry: cfg.retry.clone(),
         cipher,
+        max_body: cfg.gateway.max_request_bytes,
+        limits: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
