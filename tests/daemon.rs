@@ -559,3 +559,65 @@ async fn every_refusal_is_problem_json_with_its_own_type() {
     assert_eq!(h2["retry-after"], "1");
     assert_eq!(v2["type"], "urn:jum-gateway:problem:rate-limited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_bundle_asks_every_registry_in_one_call() {
+    let d = run(setup("").await, |_| {}).await;
+    let body = r#"{"legal_basis":"ZUP čl. 103","official":"marija.kovac","purpose":"building permit","requests":[
+        {"service":"cadastre.property-sheet","subject":{"ko":"803472","sheet":"1520"}},
+        {"service":"tax.property-tax-status","subject":{"jmbg":"0512981717776"}},
+        {"service":"civil.citizenship-certificate","subject":{"jmbg":"0512981717776"}}]}"#;
+    let (s, h, v) = call(
+        &d,
+        "POST",
+        "/api/v1/cases/351-12%2F2026-IV/requests",
+        "t",
+        body.into(),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(h["location"], "/api/v1/cases/351-12%2F2026-IV");
+    assert_eq!(v["case"], "351-12/2026-IV");
+    let ids: Vec<String> = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        d.until(id, State::Delivered, Duration::from_secs(10)).await;
+    }
+    let (s, _, v) = call(
+        &d,
+        "GET",
+        "/api/v1/cases/351-12%2F2026-IV",
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (
+            v["delivered"].as_u64(),
+            v["pending"].as_u64(),
+            v["complete"].as_bool()
+        ),
+        (Some(3), Some(0), Some(true)),
+        "{v}"
+    );
+
+    let bad = body.replace(
+        "\"subject\":{\"jmbg\":\"0512981717776\"}},\n        {\"service\":\"civil",
+        "\"subject\":{\"jmbg\":\"0512981717775\"}},\n        {\"service\":\"civil",
+    );
+    let (s, _, v) = call(&d, "POST", "/api/v1/cases/9%2F2026/requests", "t", bad).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["errors"][0]["pointer"], "/requests/1/subject/jmbg");
+    assert_eq!(v["errors"][0]["reason"], "check digit should be 6, found 5");
+    assert_eq!(
+        d.store.by_case("9/2026").unwrap().len(),
+        0,
+        "nothing of an invalid bundle is stored"
+    );
+}

@@ -415,12 +415,14 @@ fn replay(
     Ok(accepted_response(&rec))
 }
 
-async fn create(
-    State(st): State<AppState>,
-    who: Client,
-    headers: axum::http::HeaderMap,
+/// What every POST checks first: size, rate, content type, the
+/// Idempotency-Key; returns the body, the key and the body's SHA-256.
+fn admit_body(
+    st: &AppState,
+    who: &Client,
+    headers: &axum::http::HeaderMap,
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(axum::body::Bytes, Option<String>, String), ApiError> {
     let raw = raw.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(st.max_body)
@@ -471,6 +473,16 @@ async fn create(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    Ok((raw, key, body_hash))
+}
+
+async fn create(
+    State(st): State<AppState>,
+    who: Client,
+    headers: axum::http::HeaderMap,
+    raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
     if let Some(k) = &key {
         if let Some(e) = st
             .store
@@ -500,6 +512,139 @@ async fn create(
     st.dispatcher.wake();
     tracing::info!(request = %rec.id, client = %who.name, service = %rec.service, subject = %rec.subject_redacted(), "accepted");
     Ok(accepted_response(&rec))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleItem {
+    pub service: String,
+    pub subject: SubjectIn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleIn {
+    pub legal_basis: String,
+    pub official: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    pub requests: Vec<BundleItem>,
+}
+
+fn bundle_response(case: &str, recs: &[RequestRecord]) -> Response {
+    let body = json!({
+        "case": case,
+        "requests": recs.iter().map(|r| json!({"id": r.id, "state": r.state.name(), "service": r.service})).collect::<Vec<_>>(),
+    });
+    let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "/api/v1/cases/{}",
+        crate::delivery::case_folder(case)
+    )) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// `POST /api/v1/cases/{case}/requests`: everything a procedure needs from
+/// every registry, in one call, stored in one transaction.
+async fn create_bundle(
+    State(st): State<AppState>,
+    who: Client,
+    Path(case): Path<String>,
+    headers: axum::http::HeaderMap,
+    raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
+    if let Some(k) = &key {
+        if let Some(e) = st
+            .store
+            .idempotency(&who.name, k)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            return replay_bundle(&st, &case, &e, &body_hash);
+        }
+    }
+    let body: BundleIn =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let mut errs = Vec::new();
+    text_field(&mut errs, "/legal_basis", &body.legal_basis);
+    text_field(&mut errs, "/official", &body.official);
+    if case.trim().is_empty() {
+        errs.push(("/case".into(), "must not be empty".into()));
+    }
+    if body.requests.is_empty() || body.requests.len() > 50 {
+        errs.push(("/requests".into(), "between 1 and 50 requests".into()));
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Invalid(errs));
+    }
+    let mut recs = Vec::new();
+    for (i, item) in body.requests.into_iter().enumerate() {
+        let one = RequestIn {
+            case: CaseIn {
+                number: case.clone(),
+                legal_basis: body.legal_basis.clone(),
+                official: body.official.clone(),
+            },
+            service: item.service,
+            subject: item.subject,
+            purpose: body.purpose.clone(),
+        };
+        match validate(&st, &who, one) {
+            Ok(r) => recs.push(r),
+            Err(ApiError::Invalid(e)) => {
+                errs.extend(e.into_iter().map(|(p, r)| (format!("/requests/{i}{p}"), r)))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Invalid(errs));
+    }
+    let idem = key.map(|k| crate::store::IdemKey {
+        client: who.name.clone(),
+        key: k,
+        body_hash: body_hash.clone(),
+    });
+    match st
+        .store
+        .enqueue_once(recs.clone(), idem)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    {
+        crate::store::Enqueued::Stored => {}
+        crate::store::Enqueued::Existing(e) => return replay_bundle(&st, &case, &e, &body_hash),
+    }
+    st.dispatcher.wake();
+    for r in &recs {
+        tracing::info!(request = %r.id, client = %who.name, service = %r.service, subject = %r.subject_redacted(), "accepted in a bundle");
+    }
+    Ok(bundle_response(&case, &recs))
+}
+
+fn replay_bundle(
+    st: &AppState,
+    case: &str,
+    e: &crate::store::IdemEntry,
+    body_hash: &str,
+) -> Result<Response, ApiError> {
+    if e.body_hash != body_hash {
+        return Err(ApiError::Conflict(
+            "this Idempotency-Key was used with another request body".into(),
+        ));
+    }
+    let mut recs = Vec::new();
+    for id in &e.request_ids {
+        if let Some(r) = st
+            .store
+            .get(id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            recs.push(r);
+        }
+    }
+    Ok(bundle_response(case, &recs))
 }
 
 fn visible(who: &Client, r: &RequestRecord) -> bool {
@@ -763,6 +908,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/requests", post(create))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/cases/{case}", get(get_case))
+        .route("/api/v1/cases/{case}/requests", post(create_bundle))
         .route("/api/v1/documents/{id}", get(get_document))
         .route("/api/v1/documents/{id}/content", get(get_document_content))
         .route("/api/v1/services", get(list_services))
