@@ -304,3 +304,86 @@ async fn an_idempotency_key_survives_a_crash() {
     let again: serde_json::Value = r.json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_cli_files_waits_and_saves_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _daemon = start_daemon(&data, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let out = dir.path().join("sheet.xml");
+    let o = jumgw()
+        .args([
+            "request",
+            "--service",
+            "cadastre.property-sheet",
+            "--ko",
+            "803472",
+            "--sheet",
+            "1520",
+        ])
+        .args([
+            "--case",
+            "351-12/2026-IV",
+            "--legal-basis",
+            "ZUP čl. 103",
+            "--official",
+            "marija.kovac",
+        ])
+        .args(["--wait", "--url", &url, "--out"])
+        .arg(&out)
+        .env("JUMGW_TOKEN", "demo-backoffice")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("{id}: delivered")),
+        "{}",
+        text(&o)
+    );
+    let saved = std::fs::read(&out).unwrap();
+    let in_case = std::fs::read(
+        data.join("cases/351-12%2F2026-IV")
+            .join(format!("{id}.cadastre.property-sheet.xml")),
+    )
+    .unwrap();
+    assert_eq!(
+        saved, in_case,
+        "the saved document is the delivered one, byte for byte"
+    );
+    let o = jumgw()
+        .args([
+            "request",
+            "--service",
+            "civil.birth-extract",
+            "--jmbg",
+            "0512981717775",
+        ])
+        .args([
+            "--case",
+            "1",
+            "--legal-basis",
+            "x",
+            "--official",
+            "y",
+            "--url",
+            &url,
+            "--token",
+            "demo-backoffice",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("/subject/jmbg: check digit should be 6, found 5"),
+        "{}",
+        text(&o)
+    );
+}

@@ -52,6 +52,14 @@ enum Command {
         #[arg(long)]
         schemas: Option<PathBuf>,
     },
+    /// File a request through a running gateway's API (a client for operators and an example).
+    #[command(
+        long_about = "File one request through the back-office API of a running gateway, \
+optionally wait until it is delivered and save the signed document.\n\nExit codes: 0 accepted \
+(or, with --wait, delivered); 1 refused by the API (the problem is printed); 2 the command could \
+not run; 5 the request ended dead or cancelled."
+    )]
+    Request(Box<RequestArgs>),
     /// Back up and restore the store (the daemon must not be running).
     Store {
         #[command(subcommand)]
@@ -105,6 +113,48 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Args, Debug)]
+struct RequestArgs {
+    /// Service, e.g. cadastre.property-sheet (GET /api/v1/services lists them).
+    #[arg(long)]
+    service: String,
+    #[arg(long)]
+    jmbg: Option<String>,
+    #[arg(long)]
+    pib: Option<String>,
+    #[arg(long)]
+    mb: Option<String>,
+    #[arg(long)]
+    ko: Option<String>,
+    #[arg(long)]
+    sheet: Option<String>,
+    #[arg(long)]
+    parcel: Option<String>,
+    /// Case number, e.g. 351-12/2026-IV.
+    #[arg(long)]
+    case: String,
+    #[arg(long)]
+    legal_basis: String,
+    #[arg(long)]
+    official: String,
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Idempotency-Key, so that repeating the command files one request.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait until it is delivered (or dead), printing its progress.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: save the signed document here.
+    #[arg(long, short, requires = "wait")]
+    out: Option<PathBuf>,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token (default: $JUMGW_TOKEN).
+    #[arg(long, env = "JUMGW_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -377,6 +427,7 @@ pub fn run() -> ExitCode {
         } => simulate(&config, listen, faults),
         Command::Exchange(args) => exchange(*args),
         Command::Store { command } => store_command(command),
+        Command::Request(args) => request(*args),
         Command::Serve {
             config,
             demo,
@@ -447,6 +498,110 @@ fn init_logs() {
         )
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn request(a: RequestArgs) -> CmdResult {
+    let subject: serde_json::Map<String, serde_json::Value> = [
+        ("jmbg", &a.jmbg),
+        ("pib", &a.pib),
+        ("mb", &a.mb),
+        ("ko", &a.ko),
+        ("sheet", &a.sheet),
+        ("parcel", &a.parcel),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| {
+        v.as_ref()
+            .map(|v| (k.to_owned(), serde_json::Value::String(v.clone())))
+    })
+    .collect();
+    let mut body = serde_json::json!({
+        "case": {"number": a.case, "legal_basis": a.legal_basis, "official": a.official},
+        "service": a.service,
+        "subject": subject,
+    });
+    if let Some(p) = &a.purpose {
+        body["purpose"] = serde_json::Value::String(p.clone());
+    }
+    let base = a.url.trim_end_matches('/').to_owned();
+    runtime()?.block_on(async {
+        let http = reqwest::Client::new();
+        let mut req = http
+            .post(format!("{base}/api/v1/requests"))
+            .bearer_auth(&a.token)
+            .json(&body);
+        if let Some(k) = &a.idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.send().await.map_err(failed(&base))?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.map_err(failed(&base))?;
+        if status.as_u16() != 202 {
+            let mut m = format!(
+                "{}: {}",
+                v["title"].as_str().unwrap_or("refused"),
+                v["detail"].as_str().unwrap_or("")
+            );
+            for e in v["errors"].as_array().into_iter().flatten() {
+                m.push_str(&format!(
+                    "\n  {}: {}",
+                    e["pointer"].as_str().unwrap_or(""),
+                    e["reason"].as_str().unwrap_or("")
+                ));
+            }
+            return Err(Fail::Invalid(m));
+        }
+        let id = v["id"].as_str().unwrap_or_default().to_owned();
+        println!("{id}");
+        if !a.wait {
+            return Ok(());
+        }
+        let mut last = String::new();
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("{base}/api/v1/requests/{id}"))
+                .bearer_auth(&a.token)
+                .send()
+                .await
+                .map_err(failed(&base))?
+                .json()
+                .await
+                .map_err(failed(&base))?;
+            let state = v["state"].as_str().unwrap_or("?").to_owned();
+            let line = format!(
+                "{state} ({} attempts)",
+                v["attempts"].as_array().map_or(0, |x| x.len())
+            );
+            if line != last {
+                eprintln!("{id}: {line}");
+                last = line;
+            }
+            match state.as_str() {
+                "delivered" => break,
+                "dead" | "cancelled" => {
+                    return Err(Fail::Code(
+                        5,
+                        format!("{id} ended {state}: {}", v["error"].as_str().unwrap_or("")),
+                    ));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+        if let Some(out) = &a.out {
+            let bytes = http
+                .get(format!("{base}/api/v1/documents/{id}/content"))
+                .bearer_auth(&a.token)
+                .send()
+                .await
+                .map_err(failed(&base))?
+                .bytes()
+                .await
+                .map_err(failed(&base))?;
+            std::fs::write(out, &bytes).map_err(failed(&out.display().to_string()))?;
+            eprintln!("saved the signed document to {}", out.display());
+        }
+        Ok(())
+    })
 }
 
 fn store_command(cmd: StoreCommand) -> CmdResult {
