@@ -44,17 +44,6 @@ pub fn next_retry(
     (due <= deadline_ms).then_some(due)
 }
 
-fn kind(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Document => "document",
-        Outcome::Accepted { .. } => "accepted",
-        Outcome::TicketLost { .. } => "ticket-lost",
-        Outcome::Permanent { .. } => "permanent",
-        Outcome::Retryable { .. } => "retryable",
-        Outcome::Security { .. } => "security",
-    }
-}
-
 /// What an attempt did, for the record.
 pub struct AttemptFacts<'a> {
     pub outcome: &'a Outcome,
@@ -76,7 +65,7 @@ pub fn apply(r: &mut RequestRecord, f: &AttemptFacts<'_>, p: &RetryConfig, jitte
         at_ms: f.at_ms,
         duration_ms: f.duration_ms,
         http_status: f.http_status,
-        outcome: kind(f.outcome).into(),
+        outcome: f.outcome.kind().into(),
         detail: f.outcome.to_string(),
     });
     let failures = r

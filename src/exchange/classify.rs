@@ -91,6 +91,20 @@ pub enum Outcome {
     Security { reason: String },
 }
 
+impl Outcome {
+    /// The outcome's name as records and the API show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Document => "document",
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::TicketLost { .. } => "ticket-lost",
+            Outcome::Permanent { .. } => "permanent",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Security { .. } => "security",
+        }
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -240,17 +254,6 @@ mod tests {
             code,
             text: "x".into(),
             retry_after: Some(Duration::from_secs(30)),
-        }
-    }
-
-    fn kind(o: &Outcome) -> &'static str {
-        match o {
-            Outcome::Document => "document",
-            Outcome::Accepted { .. } => "accepted",
-            Outcome::TicketLost { .. } => "ticket-lost",
-            Outcome::Permanent { .. } => "permanent",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Security { .. } => "security",
         }
     }
 
@@ -436,7 +439,7 @@ mod tests {
         ];
         for (name, obs, want) in table {
             let got = classify(&obs);
-            assert_eq!(kind(&got), want, "{name}: {got}");
+            assert_eq!(got.kind(), want, "{name}: {got}");
         }
     }
 
