@@ -115,23 +115,48 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
     },
 }
 
+/// The subject of a request, as flags (see IDENTIFIERS.md).
 #[derive(Args, Debug)]
-struct RequestArgs {
-    /// Service, e.g. cadastre.property-sheet (GET /api/v1/services lists them).
-    #[arg(long)]
-    service: String,
+struct SubjectArgs {
     #[arg(long)]
     jmbg: Option<String>,
     #[arg(long)]
     pib: Option<String>,
     #[arg(long)]
     mb: Option<String>,
+    /// Cadastral municipality code, with --sheet, --parcel, --jmbg or --mb.
     #[arg(long)]
     ko: Option<String>,
     #[arg(long)]
     sheet: Option<String>,
     #[arg(long)]
     parcel: Option<String>,
+}
+
+impl SubjectArgs {
+    /// The flags given, by field name.
+    fn fields(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("jmbg", &self.jmbg),
+            ("pib", &self.pib),
+            ("mb", &self.mb),
+            ("ko", &self.ko),
+            ("sheet", &self.sheet),
+            ("parcel", &self.parcel),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+#[derive(Args, Debug)]
+struct RequestArgs {
+    /// Service, e.g. cadastre.property-sheet (GET /api/v1/services lists them).
+    #[arg(long)]
+    service: String,
+    #[command(flatten)]
+    subject: SubjectArgs,
     /// Case number, e.g. 351-12/2026-IV.
     #[arg(long)]
     case: String,
@@ -202,19 +227,8 @@ struct ExchangeArgs {
     /// Service, e.g. civil.birth-extract (see config/gateway.toml).
     #[arg(long)]
     service: String,
-    #[arg(long)]
-    jmbg: Option<String>,
-    #[arg(long)]
-    pib: Option<String>,
-    #[arg(long)]
-    mb: Option<String>,
-    /// Cadastral municipality code, with --sheet, --parcel, --jmbg or --mb.
-    #[arg(long)]
-    ko: Option<String>,
-    #[arg(long)]
-    sheet: Option<String>,
-    #[arg(long)]
-    parcel: Option<String>,
+    #[command(flatten)]
+    subject: SubjectArgs,
     /// Case number.
     #[arg(long, default_value = "000-0/0000-DIAG")]
     case: String,
@@ -501,20 +515,12 @@ fn init_logs() {
 }
 
 fn request(a: RequestArgs) -> CmdResult {
-    let subject: serde_json::Map<String, serde_json::Value> = [
-        ("jmbg", &a.jmbg),
-        ("pib", &a.pib),
-        ("mb", &a.mb),
-        ("ko", &a.ko),
-        ("sheet", &a.sheet),
-        ("parcel", &a.parcel),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| {
-        v.as_ref()
-            .map(|v| (k.to_owned(), serde_json::Value::String(v.clone())))
-    })
-    .collect();
+    let subject: serde_json::Map<String, serde_json::Value> = a
+        .subject
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        .collect();
     let mut body = serde_json::json!({
         "case": {"number": a.case, "legal_basis": a.legal_basis, "official": a.official},
         "service": a.service,
@@ -769,12 +775,12 @@ fn exchange(a: ExchangeArgs) -> CmdResult {
         )));
     }
     let subject = crate::protocol::subject::Subject::from_parts(
-        a.jmbg.as_deref(),
-        a.pib.as_deref(),
-        a.mb.as_deref(),
-        a.ko.as_deref(),
-        a.sheet.as_deref(),
-        a.parcel.as_deref(),
+        a.subject.jmbg.as_deref(),
+        a.subject.pib.as_deref(),
+        a.subject.mb.as_deref(),
+        a.subject.ko.as_deref(),
+        a.subject.sheet.as_deref(),
+        a.subject.parcel.as_deref(),
     )
     .map_err(|e| Fail::Invalid(format!("invalid subject: {e}")))?;
     let schemas = a.schemas.clone().unwrap_or_else(xml::schema::default_dir);
