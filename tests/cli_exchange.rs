@@ -11,14 +11,6 @@ use std::process::{Child, Stdio};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Sim(Child);
 
 impl Drop for Sim {

@@ -19,11 +19,7 @@ use rand::{Rng, SeedableRng};
 async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let seed: u64 = std::env::var("JUMGW_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -164,36 +160,14 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
 async fn graceful_shutdown_then_export_and_import_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let http = reqwest::Client::new();
     let mut daemon = start_daemon(&data, port);
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(submit(&http, port, i).await.unwrap());
     }
-    for id in &ids {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v: serde_json::Value = http
-                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-                .bearer_auth("demo-backoffice")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["state"] == "delivered" {
-                break;
-            }
-            assert!(Instant::now() < end, "{v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    wait_delivered(&http, port, &ids).await;
     // the store is in use while the daemon runs
     let o = jumgw()
         .args(["store", "export", "--data-dir"])
@@ -280,11 +254,7 @@ async fn graceful_shutdown_then_export_and_import_round_trip() {
 async fn an_idempotency_key_survives_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let http = reqwest::Client::new();
     let body = r#"{"case":{"number":"7/2026","legal_basis":"ZUP","official":"o"},"service":"tax.clearance-certificate","subject":{"pib":"101134702"}}"#;
     let post = || {
@@ -309,11 +279,7 @@ async fn an_idempotency_key_survives_a_crash() {
 async fn the_request_cli_files_waits_and_saves_the_document() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _daemon = start_daemon(&data, port);
     let url = format!("http://127.0.0.1:{port}");
     let out = dir.path().join("sheet.xml");

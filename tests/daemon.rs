@@ -96,15 +96,8 @@ impl Running {
         let body = format!(
             r#"{{"case":{{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"o"}},"service":"{service}","subject":{subject}}}"#
         );
-        let req = Request::post("/api/v1/requests")
-            .header("authorization", "Bearer t")
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        let r = api::app(self.state.clone()).oneshot(req).await.unwrap();
-        assert_eq!(r.status().as_u16(), 202);
-        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let (status, _, v) = call(self, "POST", "/api/v1/requests", "t", body).await;
+        assert_eq!(status, 202, "{v}");
         v["id"].as_str().unwrap().to_owned()
     }
 
@@ -260,17 +253,9 @@ async fn asynchronous_answers_are_polled_and_permanent_failures_end_dead() {
 async fn bad_input_is_a_422_naming_each_field() {
     let d = run(setup("").await, |_| {}).await;
     let body = r#"{"case":{"number":"","legal_basis":"x","official":"y"},"service":"civil.birth-extract","subject":{"pib":"101134702"}}"#;
-    let req = Request::post("/api/v1/requests")
-        .header("authorization", "Bearer t")
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap();
-    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
-    assert_eq!(r.status().as_u16(), 422);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let v: serde_json::Value =
-        serde_json::from_slice(&axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap())
-            .unwrap();
+    let (status, headers, v) = call(&d, "POST", "/api/v1/requests", "t", body.into()).await;
+    assert_eq!(status, 422);
+    assert_eq!(headers["content-type"], "application/problem+json");
     assert_eq!(v["type"], "urn:jum-gateway:problem:validation-failed");
     assert_eq!(v["errors"][0]["pointer"], "/case/number");
     assert_eq!(v["errors"][1]["pointer"], "/subject");
@@ -373,16 +358,16 @@ async fn documents_are_encrypted_at_rest_and_served_byte_exact() {
 }
 
 async fn post_with_key(d: &Running, key: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = Request::post("/api/v1/requests")
-        .header("authorization", "Bearer t")
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
-    let status = r.status().as_u16();
-    let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&b).unwrap_or_default())
+    let (status, _, v) = call_with(
+        d,
+        "POST",
+        "/api/v1/requests",
+        "t",
+        &[("idempotency-key", key)],
+        body.to_owned(),
+    )
+    .await;
+    (status, v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,14 +427,31 @@ async fn call(
     token: &str,
     body: String,
 ) -> (u16, axum::http::HeaderMap, serde_json::Value) {
-    let req = Request::builder()
+    call_with(d, method, uri, token, &[], body).await
+}
+
+/// A request through the API router, with the bearer token and JSON body
+/// every test sends, plus `extra` headers.
+async fn call_with(
+    d: &Running,
+    method: &str,
+    uri: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+    body: String,
+) -> (u16, axum::http::HeaderMap, serde_json::Value) {
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
+        .header("content-type", "application/json");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = api::app(d.state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
         .unwrap();
-    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
     let (status, headers) = (r.status().as_u16(), r.headers().clone());
     let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
     (

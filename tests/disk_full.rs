@@ -46,28 +46,6 @@ async fn ready(http: &reqwest::Client, port: u16) -> u16 {
         .unwrap_or(0)
 }
 
-async fn wait_delivered(http: &reqwest::Client, port: u16, ids: &[String]) {
-    for id in ids {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v: serde_json::Value = match http
-                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-                .bearer_auth("demo-backoffice")
-                .send()
-                .await
-            {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
-            if v["state"] == "delivered" {
-                break;
-            }
-            assert!(Instant::now() < end, "{id} not delivered: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_accepts_with_503_and_recovers_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,11 +62,7 @@ async fn a_full_disk_refuses_accepts_with_503_and_recovers_when_space_returns() 
     );
     let _mount = Mount(mnt.clone());
     let data = mnt.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

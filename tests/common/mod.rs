@@ -363,3 +363,35 @@ pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<Strin
     let v: serde_json::Value = r.json().await.ok()?;
     v["id"].as_str().map(str::to_owned)
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 30 s each) until every request is delivered, through the API.
+pub async fn wait_delivered(http: &reqwest::Client, port: u16, ids: &[String]) {
+    for id in ids {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let v: serde_json::Value = match http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if v["state"] == "delivered" {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "{id} not delivered: {v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
