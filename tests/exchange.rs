@@ -90,21 +90,7 @@ async fn six_services_return_documents_that_xmlsec1_and_xmllint_accept() {
         );
         let f = env.dir.path().join(format!("{service}.xml"));
         std::fs::write(&f, a.response.unwrap()).unwrap();
-        let o = tool("xmlsec1")
-            .arg("--verify")
-            .arg("--trusted-pem")
-            .arg(certs(env.dir.path()).join("ca.pem"))
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "xmlsec1 on {service}: {}", text(&o));
-        let o = tool("xmllint")
-            .args(["--noout", "--schema"])
-            .arg(manifest_dir().join("schemas/jum-gateway.xsd"))
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "xmllint on {service}: {}", text(&o));
+        assert_xmlsec1_and_xmllint_accept(&f, &certs(env.dir.path()).join("ca.pem"), service);
     }
     let seen = env.seen().await;
     assert_eq!(seen["total"], 6);

@@ -395,3 +395,23 @@ pub async fn wait_delivered(http: &reqwest::Client, port: u16, ids: &[String]) {
         }
     }
 }
+
+/// A registry's saved answer must verify with xmlsec1 against `ca` and
+/// validate with `xmllint --schema`: both independent of our code.
+pub fn assert_xmlsec1_and_xmllint_accept(file: &Path, ca: &Path, what: &str) {
+    let o = tool("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(ca)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xmlsec1 on {what}: {}", text(&o));
+    let o = tool("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(manifest_dir().join("schemas/jum-gateway.xsd"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xmllint on {what}: {}", text(&o));
+}
