@@ -256,7 +256,7 @@ async fn an_idempotency_key_survives_a_crash() {
     let data = dir.path().join("data");
     let port = free_port();
     let http = reqwest::Client::new();
-    let body = r#"{"case":{"number":"7/2026","legal_basis":"ZUP","official":"o"},"service":"tax.clearance-certificate","subject":{"pib":"101134702"}}"#;
+    let body = r#"{"case":{"number":"7/2026","legal_basis":"ZUP","official":"o"},"purpose":"ex officio data for the case","service":"tax.clearance-certificate","subject":{"pib":"101134702"}}"#;
     let post = || {
         http.post(format!("http://127.0.0.1:{port}/api/v1/requests"))
             .bearer_auth("demo-backoffice")
@@ -300,6 +300,8 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
             "ZUP čl. 103",
             "--official",
             "marija.kovac",
+            "--purpose",
+            "building permit",
         ])
         .args(["--wait", "--url", &url, "--out"])
         .arg(&out)
@@ -338,6 +340,8 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
             "x",
             "--official",
             "y",
+            "--purpose",
+            "z",
             "--url",
             &url,
             "--token",

@@ -71,16 +71,13 @@ async fn run(
     ]
     .into_iter()
     .collect();
-    let state = AppState {
-        store: dyn_store,
-        dispatcher: dispatcher.clone(),
-        services: env.gw.services.clone(),
-        clients: Arc::new(clients),
-        retry: env.gw.retry.clone(),
-        cipher: cipher.clone(),
-        max_body: env.gw.gateway.max_request_bytes,
-        limits: Default::default(),
-    };
+    let state = AppState::new(
+        &env.gw,
+        dyn_store,
+        dispatcher.clone(),
+        cipher.clone(),
+        clients,
+    );
     Running {
         env,
         cipher,
@@ -94,7 +91,7 @@ async fn run(
 impl Running {
     async fn submit(&self, service: &str, subject: &str) -> String {
         let body = format!(
-            r#"{{"case":{{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"o"}},"service":"{service}","subject":{subject}}}"#
+            r#"{{"case":{{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"o"}},"purpose":"ex officio data for the case","service":"{service}","subject":{subject}}}"#
         );
         let (status, _, v) = call(self, "POST", "/api/v1/requests", "t", body).await;
         assert_eq!(status, 202, "{v}");
@@ -252,7 +249,7 @@ async fn asynchronous_answers_are_polled_and_permanent_failures_end_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_422_naming_each_field() {
     let d = run(setup("").await, |_| {}).await;
-    let body = r#"{"case":{"number":"","legal_basis":"x","official":"y"},"service":"civil.birth-extract","subject":{"pib":"101134702"}}"#;
+    let body = r#"{"case":{"number":"","legal_basis":"x","official":"y"},"purpose":"ex officio data for the case","service":"civil.birth-extract","subject":{"pib":"101134702"}}"#;
     let (status, headers, v) = call(&d, "POST", "/api/v1/requests", "t", body.into()).await;
     assert_eq!(status, 422);
     assert_eq!(headers["content-type"], "application/problem+json");
@@ -376,7 +373,7 @@ async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
         g.registries.get_mut("civil").unwrap().paused = true
     })
     .await;
-    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"purpose":"ex officio data for the case","service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
     let (s1, v1) = post_with_key(&d, "order-42", body).await;
     let (s2, v2) = post_with_key(&d, "order-42", body).await;
     assert_eq!((s1, s2), (202, 202));
@@ -467,7 +464,7 @@ async fn every_refusal_is_problem_json_with_its_own_type() {
         g.registries.get_mut("civil").unwrap().paused = true
     })
     .await;
-    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let body = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"purpose":"ex officio data for the case","service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
     let cases: Vec<(&str, &str, &str, String, u16, &str)> = vec![
         (
             "POST",
@@ -497,8 +494,7 @@ async fn every_refusal_is_problem_json_with_its_own_type() {
             "POST",
             "/api/v1/requests",
             "t",
-            body.replace("\"purpose\"", "x")
-                .replace("}}", "},\"extra\":1}"),
+            body.replace("}}", "},\"extra\":1}"),
             400,
             "malformed-json",
         ),
@@ -622,4 +618,88 @@ async fn a_case_bundle_asks_every_registry_in_one_call() {
         0,
         "nothing of an invalid bundle is stored"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
+    let d = run(setup("").await, |_| {}).await;
+    let (s, _, v) = call(
+        &d,
+        "POST",
+        "/api/v1/cases/5%2F2026/requests",
+        "t",
+        r#"{"legal_basis":"ZUP čl. 103","official":"o","purpose":"building permit","procedure":"building-permit","subject":{"jmbg":"0512981717776","ko":"803472","sheet":"1520"}}"#.into(),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let mut got: Vec<(String, Vec<(String, String)>)> = d
+        .store
+        .by_case("5/2026")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.service, r.subject))
+        .collect();
+    got.sort();
+    let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            (
+                "cadastre.property-sheet".into(),
+                vec![f("ko", "803472"), f("sheet", "1520")]
+            ),
+            (
+                "civil.citizenship-certificate".into(),
+                vec![f("jmbg", "0512981717776")]
+            ),
+            (
+                "tax.property-tax-status".into(),
+                vec![f("jmbg", "0512981717776")]
+            ),
+        ],
+        "each service takes the fields of its own subject kind"
+    );
+
+    for (body, pointer, reason) in [
+        (
+            r#"{"legal_basis":"x","official":"o","purpose":"p","procedure":"no-such","subject":{"jmbg":"0512981717776"}}"#,
+            "/procedure",
+            "unknown procedure \"no-such\"; known: building-permit, child-allowance",
+        ),
+        (
+            r#"{"legal_basis":"x","official":"o","purpose":"p","procedure":"building-permit","subject":{"jmbg":"0512981717776"}}"#,
+            "/subject",
+            "cadastre.property-sheet (in building-permit) needs one of: ko+sheet, ko+jmbg, ko+mb",
+        ),
+        (
+            r#"{"legal_basis":"x","official":"o","purpose":"p","procedure":"building-permit"}"#,
+            "/subject",
+            "a procedure needs a subject",
+        ),
+        (
+            r#"{"legal_basis":"x","official":"o","purpose":"p"}"#,
+            "/requests",
+            "give either requests, or a procedure with a subject",
+        ),
+        (
+            r#"{"legal_basis":"x","official":"o","procedure":"building-permit","subject":{"jmbg":"0512981717776","ko":"803472"}}"#,
+            "/purpose",
+            "required: why the case needs this data (it goes into the envelope and the audit trail)",
+        ),
+    ] {
+        let (s, _, v) = call(&d, "POST", "/api/v1/cases/6%2F2026/requests", "t", body.into()).await;
+        assert_eq!(s, 422, "{body}: {v}");
+        assert_eq!(v["errors"][0]["pointer"], pointer, "{body}: {v}");
+        assert_eq!(v["errors"][0]["reason"], reason, "{body}: {v}");
+    }
+    let no_purpose = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+    let (s, _, v) = call(&d, "POST", "/api/v1/requests", "t", no_purpose.into()).await;
+    assert_eq!(
+        (s, v["errors"][0]["pointer"].as_str()),
+        (422, Some("/purpose")),
+        "{v}"
+    );
+    let (s, _, v) = call(&d, "GET", "/api/v1/services", "t", String::new()).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["procedures"][0]["id"], "building-permit", "{v}");
 }

@@ -85,7 +85,7 @@ async fn a_full_disk_refuses_accepts_with_503_and_recovers_when_space_returns() 
             .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
             .bearer_auth("demo-backoffice")
             .header("content-type", "application/json")
-            .body(format!(r#"{{"case":{{"number":"9/2026","legal_basis":"ZUP","official":"o"}},"service":"{}","subject":{}}}"#, BODIES[i % 6].0, BODIES[i % 6].1))
+            .body(format!(r#"{{"case":{{"number":"9/2026","legal_basis":"ZUP","official":"o"}},"purpose":"ex officio data for the case","service":"{}","subject":{}}}"#, BODIES[i % 6].0, BODIES[i % 6].1))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", std::fs::read_to_string(daemon_log(port)).unwrap_or_default()));

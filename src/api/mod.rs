@@ -46,6 +46,7 @@ pub struct AppState {
     pub store: Arc<dyn QueueStore>,
     pub dispatcher: Arc<Dispatcher>,
     pub services: BTreeMap<String, ServiceConfig>,
+    pub procedures: BTreeMap<String, crate::config::ProcedureConfig>,
     pub clients: Arc<Clients>,
     pub retry: RetryConfig,
     pub cipher: Arc<crate::store::crypt::DocumentCipher>,
@@ -53,6 +54,28 @@ pub struct AppState {
     pub max_body: usize,
     /// Per-client rate limits, by client name.
     pub limits: Arc<std::sync::Mutex<BTreeMap<String, crate::dispatch::policy::TokenBucket>>>,
+}
+
+impl AppState {
+    pub fn new(
+        cfg: &crate::config::GatewayConfig,
+        store: Arc<dyn QueueStore>,
+        dispatcher: Arc<Dispatcher>,
+        cipher: Arc<crate::store::crypt::DocumentCipher>,
+        clients: Clients,
+    ) -> AppState {
+        AppState {
+            store,
+            dispatcher,
+            services: cfg.services.clone(),
+            procedures: cfg.procedures.clone(),
+            clients: Arc::new(clients),
+            retry: cfg.retry.clone(),
+            cipher,
+            max_body: cfg.gateway.max_request_bytes,
+            limits: Default::default(),
+        }
+    }
 }
 
 /// Everything that can go wrong in a request, with its stable type.
@@ -279,6 +302,18 @@ fn text_field(errs: &mut Vec<(String, String)>, pointer: &str, v: &str) {
     }
 }
 
+/// The purpose is required (the audit trail must say why), but checked
+/// here rather than by serde so that a missing one is a 422 naming it.
+fn purpose_field(errs: &mut Vec<(String, String)>, purpose: Option<&str>) {
+    match purpose {
+        None => errs.push((
+            "/purpose".into(),
+            "required: why the case needs this data (it goes into the envelope and the audit trail)".into(),
+        )),
+        Some(p) => text_field(errs, "/purpose", p),
+    }
+}
+
 /// Validates a request body into a record, or lists every invalid field.
 pub fn validate(
     state: &AppState,
@@ -289,11 +324,8 @@ pub fn validate(
     text_field(&mut errs, "/case/number", &body.case.number);
     text_field(&mut errs, "/case/legal_basis", &body.case.legal_basis);
     text_field(&mut errs, "/case/official", &body.case.official);
-    let purpose = body
-        .purpose
-        .clone()
-        .unwrap_or_else(|| "ex officio data for the case (ZUP art. 103)".into());
-    text_field(&mut errs, "/purpose", &purpose);
+    purpose_field(&mut errs, body.purpose.as_deref());
+    let purpose = body.purpose.clone().unwrap_or_default();
     let svc = state.services.get(&body.service);
     if svc.is_none() {
         errs.push((
@@ -521,6 +553,8 @@ pub struct BundleItem {
     pub subject: SubjectIn,
 }
 
+/// A bundle: an explicit list of requests, or a named procedure from the
+/// configuration with one subject that every service takes its fields from.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleIn {
@@ -528,7 +562,111 @@ pub struct BundleIn {
     pub official: String,
     #[serde(default)]
     pub purpose: Option<String>,
-    pub requests: Vec<BundleItem>,
+    #[serde(default)]
+    pub requests: Option<Vec<BundleItem>>,
+    #[serde(default)]
+    pub procedure: Option<String>,
+    #[serde(default)]
+    pub subject: Option<SubjectIn>,
+}
+
+impl SubjectIn {
+    fn field(&self, name: &str) -> Option<&String> {
+        match name {
+            "jmbg" => self.jmbg.as_ref(),
+            "pib" => self.pib.as_ref(),
+            "mb" => self.mb.as_ref(),
+            "ko" => self.ko.as_ref(),
+            "sheet" => self.sheet.as_ref(),
+            "parcel" => self.parcel.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The part of this subject that one of `kinds` (e.g. "ko+sheet")
+    /// needs: the first kind whose fields are all present.
+    fn narrowed(&self, kinds: &[String]) -> Option<SubjectIn> {
+        let kind = kinds
+            .iter()
+            .find(|k| k.split('+').all(|f| self.field(f).is_some()))?;
+        let pick = |f: &str| {
+            kind.split('+')
+                .any(|k| k == f)
+                .then(|| self.field(f).cloned())
+                .flatten()
+        };
+        Some(SubjectIn {
+            jmbg: pick("jmbg"),
+            pib: pick("pib"),
+            mb: pick("mb"),
+            ko: pick("ko"),
+            sheet: pick("sheet"),
+            parcel: pick("parcel"),
+        })
+    }
+}
+
+/// The requests a bundle stands for: its list, or its procedure's services
+/// each with the fields of the subject it takes.
+fn bundle_items(
+    st: &AppState,
+    body: &mut BundleIn,
+    errs: &mut Vec<(String, String)>,
+) -> Vec<BundleItem> {
+    match (
+        body.requests.take(),
+        body.procedure.take(),
+        body.subject.take(),
+    ) {
+        (Some(items), None, None) => {
+            if items.is_empty() || items.len() > 50 {
+                errs.push(("/requests".into(), "between 1 and 50 requests".into()));
+            }
+            items
+        }
+        (None, Some(name), Some(subject)) => {
+            let Some(p) = st.procedures.get(&name) else {
+                errs.push((
+                    "/procedure".into(),
+                    format!(
+                        "unknown procedure {name:?}; known: {}",
+                        st.procedures.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+                return Vec::new();
+            };
+            let mut items = Vec::new();
+            for svc in &p.services {
+                let kinds = st
+                    .services
+                    .get(svc)
+                    .map(|s| s.subjects.clone())
+                    .unwrap_or_default();
+                match subject.narrowed(&kinds) {
+                    Some(s) => items.push(BundleItem {
+                        service: svc.clone(),
+                        subject: s,
+                    }),
+                    None => errs.push((
+                        "/subject".into(),
+                        format!("{svc} (in {name}) needs one of: {}", kinds.join(", ")),
+                    )),
+                }
+            }
+            items
+        }
+        (None, Some(_), None) => {
+            errs.push(("/subject".into(), "a procedure needs a subject".into()));
+            Vec::new()
+        }
+        _ => {
+            errs.push((
+                "/requests".into(),
+                "give either requests, or a procedure with a subject".into(),
+            ));
+            Vec::new()
+        }
+    }
 }
 
 fn bundle_response(case: &str, recs: &[RequestRecord]) -> Response {
@@ -565,22 +703,22 @@ async fn create_bundle(
             return replay_bundle(&st, &case, &e, &body_hash);
         }
     }
-    let body: BundleIn =
+    let mut body: BundleIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let mut errs = Vec::new();
     text_field(&mut errs, "/legal_basis", &body.legal_basis);
     text_field(&mut errs, "/official", &body.official);
+    purpose_field(&mut errs, body.purpose.as_deref());
     if case.trim().is_empty() {
         errs.push(("/case".into(), "must not be empty".into()));
     }
-    if body.requests.is_empty() || body.requests.len() > 50 {
-        errs.push(("/requests".into(), "between 1 and 50 requests".into()));
-    }
+    let from_procedure = body.procedure.is_some();
+    let items = bundle_items(&st, &mut body, &mut errs);
     if !errs.is_empty() {
         return Err(ApiError::Invalid(errs));
     }
     let mut recs = Vec::new();
-    for (i, item) in body.requests.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let one = RequestIn {
             case: CaseIn {
                 number: case.clone(),
@@ -593,9 +731,21 @@ async fn create_bundle(
         };
         match validate(&st, &who, one) {
             Ok(r) => recs.push(r),
-            Err(ApiError::Invalid(e)) => {
-                errs.extend(e.into_iter().map(|(p, r)| (format!("/requests/{i}{p}"), r)))
-            }
+            Err(ApiError::Invalid(e)) => errs.extend(
+                e.into_iter()
+                    // The case and purpose were checked for the whole bundle.
+                    .filter(|(p, _)| !p.starts_with("/case/") && p != "/purpose")
+                    .map(|(p, r)| {
+                        // A procedure's subject fields are the body's /subject.
+                        if from_procedure && p.starts_with("/subject") {
+                            (p, r)
+                        } else if from_procedure {
+                            (format!("/procedure{p}"), r)
+                        } else {
+                            (format!("/requests/{i}{p}"), r)
+                        }
+                    }),
+            ),
             Err(other) => return Err(other),
         }
     }
@@ -853,7 +1003,12 @@ async fn list_services(State(st): State<AppState>, _who: Client) -> Json<serde_j
             })
         })
         .collect();
-    Json(json!({ "services": services }))
+    let procedures: Vec<serde_json::Value> = st
+        .procedures
+        .iter()
+        .map(|(id, p)| json!({"id": id, "title": p.title, "services": p.services}))
+        .collect();
+    Json(json!({ "services": services, "procedures": procedures }))
 }
 
 /// `GET /admin/v1/store/export`: a backup while the daemon runs (admin

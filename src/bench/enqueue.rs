@@ -100,7 +100,7 @@ fn record(n: u64) -> RequestRecord {
     r
 }
 
-const BODY: &str = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+const BODY: &str = r#"{"case":{"number":"351-12/2026-IV","legal_basis":"ZUP čl. 103","official":"bench"},"purpose":"ex officio data for the case","service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
 
 /// Accepts through the real API over loopback HTTP, registries paused so
 /// that dispatching does not compete.
@@ -137,28 +137,18 @@ async fn api_accepts(
         },
     );
     let token = "bench-token";
-    let state = AppState {
-        store: dyn_store,
-        dispatcher,
-        services: cfg.services.clone(),
-        clients: Arc::new(
-            [(
-                api::token_hash(token),
-                Client {
-                    name: "bench".into(),
-                    admin: false,
-                    services: vec![],
-                    rate_per_s: None,
-                },
-            )]
-            .into_iter()
-            .collect(),
-        ),
-        retry: cfg.retry.clone(),
-        cipher,
-        max_body: cfg.gateway.max_request_bytes,
-        limits: Default::default(),
-    };
+    let known = [(
+        api::token_hash(token),
+        Client {
+            name: "bench".into(),
+            admin: false,
+            services: vec![],
+            rate_per_s: None,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let state = AppState::new(&cfg, dyn_store, dispatcher, cipher, known);
     // The same accepts without HTTP: validation, record, group commit.
     let direct = {
         let done = Arc::new(AtomicU64::new(0));

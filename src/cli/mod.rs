@@ -164,8 +164,9 @@ struct RequestArgs {
     legal_basis: String,
     #[arg(long)]
     official: String,
+    /// Why the case needs the data (goes into the envelope and the audit trail).
     #[arg(long)]
-    purpose: Option<String>,
+    purpose: String,
     /// Idempotency-Key, so that repeating the command files one request.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -521,14 +522,12 @@ fn request(a: RequestArgs) -> CmdResult {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
         .collect();
-    let mut body = serde_json::json!({
+    let body = serde_json::json!({
         "case": {"number": a.case, "legal_basis": a.legal_basis, "official": a.official},
         "service": a.service,
         "subject": subject,
+        "purpose": a.purpose,
     });
-    if let Some(p) = &a.purpose {
-        body["purpose"] = serde_json::Value::String(p.clone());
-    }
     let base = a.url.trim_end_matches('/').to_owned();
     runtime()?.block_on(async {
         let http = reqwest::Client::new();

@@ -376,6 +376,101 @@ pub struct ClientConfig {
     /// Requests per second it may submit (429 with Retry-After beyond).
     #[serde(default)]
     pub rate_per_s: Option<f64>,
+    /// How its documents reach it: `folder` (the case folder, the
+    /// default), `webhook` (signed events to `webhook_url`) or `pull`
+    /// (it reads `/api/v1/cases/...` itself).
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// With `delivery = "webhook"`: where events are POSTed.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// With `delivery = "webhook"`: the Standard Webhooks secret, `whsec_`
+    /// and base64 of 24 to 64 random bytes. Better set through the
+    /// environment (JUMGW_CLIENTS__<NAME>__WEBHOOK_SECRET) than written here.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// When the API is served with client certificates: the subject the
+    /// certificate of this client must have (e.g. "CN=pisarnica").
+    #[serde(default)]
+    pub tls_subject: Option<String>,
+}
+
+/// How a client receives documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    #[default]
+    Folder,
+    Webhook,
+    Pull,
+}
+
+/// Decodes a Standard Webhooks secret (`whsec_` + base64) to the HMAC key.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_ (Standard Webhooks)")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must hold 24 to 64 bytes, not {} (make one with `echo whsec_$(openssl rand -base64 32)`)",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// A named procedure: the services a kind of case needs from every
+/// registry, filed together by `POST /api/v1/cases/{case}/requests` with
+/// `{"procedure": name, "subject": {...}}`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureConfig {
+    #[serde(default)]
+    pub title: String,
+    pub services: Vec<String>,
+}
+
+/// Webhook delivery: its own durable queue, retried with backoff (full
+/// jitter) without end, so that a back-office that was down gets every
+/// event when it returns, in order per case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "default_hook_base", with = "duration")]
+    pub base: Duration,
+    #[serde(default = "default_hook_cap", with = "duration")]
+    pub cap: Duration,
+    /// For one POST, connection included.
+    #[serde(default = "default_hook_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Extra CA bundle for https webhook URLs (besides the system roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+fn default_hook_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_hook_cap() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            base: default_hook_base(),
+            cap: default_hook_cap(),
+            timeout: default_hook_timeout(),
+            tls_ca: None,
+        }
+    }
 }
 
 fn default_role() -> String {
@@ -424,6 +519,10 @@ pub struct GatewayConfig {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+    #[serde(default)]
+    pub procedures: BTreeMap<String, ProcedureConfig>,
     pub registries: BTreeMap<String, RegistryConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
 }
@@ -510,6 +609,42 @@ impl GatewayConfig {
                     ));
                 }
             }
+        }
+        for (name, p) in &self.procedures {
+            if p.services.is_empty() {
+                return Err(bad(
+                    format!("procedures.{name}.services"),
+                    "needs at least one service".into(),
+                ));
+            }
+            for svc in &p.services {
+                if !self.services.contains_key(svc) {
+                    return Err(bad(
+                        format!("procedures.{name}.services"),
+                        format!("unknown service {svc:?}"),
+                    ));
+                }
+            }
+        }
+        for (name, c) in &self.clients {
+            if c.delivery != DeliveryMode::Webhook {
+                continue;
+            }
+            let url = c.webhook_url.as_deref().unwrap_or("");
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(bad(
+                    format!("clients.{name}.webhook_url"),
+                    "delivery = \"webhook\" needs an http:// or https:// URL".into(),
+                ));
+            }
+            webhook_key(c.webhook_secret.as_deref().unwrap_or(""))
+                .map_err(|m| bad(format!("clients.{name}.webhook_secret"), m))?;
+        }
+        if self.webhooks.base.is_zero() || self.webhooks.cap < self.webhooks.base {
+            return Err(bad(
+                "webhooks".into(),
+                "base must be positive and cap at least base".into(),
+            ));
         }
         if self.gateway.max_body_bytes < 1024 {
             return Err(bad(

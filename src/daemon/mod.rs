@@ -37,6 +37,8 @@ pub enum DaemonError {
     Jobs(String),
     #[error("{0}")]
     Key(String),
+    #[error("{0}")]
+    Webhooks(String),
 }
 
 pub struct ServeOptions {
@@ -195,6 +197,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         root: opts.data_dir.join("cases"),
     };
     let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let hook_notify = Arc::new(tokio::sync::Notify::new());
+    dyn_store.set_event_rule(crate::delivery::webhook::event_rule(
+        &cfg,
+        hook_notify.clone(),
+    ));
+    let webhooks = crate::delivery::webhook::Webhooks::new(&cfg, dyn_store.clone(), hook_notify)
+        .map_err(|e| DaemonError::Webhooks(e.to_string()))?;
     let dispatcher = Dispatcher::new(
         &cfg,
         dyn_store.clone(),
@@ -203,21 +212,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         cases.clone(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx));
+    let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
+    let webhook_task = tokio::spawn(webhooks.run(stop_rx));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
         .await
         .map_err(|e| DaemonError::Jobs(e.to_string()))?;
 
-    let state = AppState {
-        store: dyn_store,
+    let state = AppState::new(
+        &cfg,
+        dyn_store,
         dispatcher,
-        services: cfg.services.clone(),
-        clients: Arc::new(clients(&cfg, opts.demo)),
-        retry: cfg.retry.clone(),
         cipher,
-        max_body: cfg.gateway.max_request_bytes,
-        limits: Default::default(),
-    };
+        clients(&cfg, opts.demo),
+    );
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -244,6 +251,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     let _ = jobs.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = dispatch_task.await;
+    let _ = webhook_task.await;
     store.close().await?;
     Ok(())
 }

@@ -1,9 +1,16 @@
-//! Handing documents to the case. For now the case folder:
-//! `{cases_dir}/{case}/{request-id}.{service}.xml`, the registry's signed
-//! envelope byte for byte, plus a `.json` sidecar; written atomically (temp
-//! file, fsync, rename, fsync of the folder) and idempotently, so a
-//! redelivery after a crash rewrites the same file and never adds a second.
-//! Webhooks and pull delivery come with the back-office API.
+//! Handing documents to the case, as each client chose in its
+//! configuration (`clients.<name>.delivery`):
+//!
+//! - `folder` (the default): `{cases_dir}/{case}/{request-id}.{service}.xml`,
+//!   the registry's signed envelope byte for byte, plus a `.json` sidecar;
+//!   written atomically (temp file, fsync, rename, fsync of the folder) and
+//!   idempotently, so a redelivery after a crash rewrites the same file and
+//!   never adds a second. This module.
+//! - `webhook`: signed events on their own durable queue ([`webhook`]).
+//! - `pull`: nothing is pushed; the client reads the case and its documents
+//!   through the API.
+
+pub mod webhook;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -113,6 +113,9 @@ pub struct Dispatcher {
     wake: Notify,
     /// Requests with a task working on them in this process.
     busy: Mutex<HashSet<String>>,
+    /// Clients that take their documents by webhook or pull, not from the
+    /// case folder.
+    no_folder: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -154,6 +157,12 @@ impl Dispatcher {
             policy: cfg.retry.clone(),
             wake: Notify::new(),
             busy: Mutex::new(HashSet::new()),
+            no_folder: cfg
+                .clients
+                .iter()
+                .filter(|(_, c)| c.delivery != crate::config::DeliveryMode::Folder)
+                .map(|(n, _)| n.clone())
+                .collect(),
         })
     }
 
@@ -389,9 +398,27 @@ impl Dispatcher {
         self.wake();
     }
 
+    fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, crate::store::StoreError> {
+        let now = now_ms();
+        self.store.update(id, &|r| {
+            if r.state != State::Fetched {
+                return false;
+            }
+            r.state = State::Delivered;
+            r.delivered_ms = Some(now);
+            r.due_ms = None;
+            true
+        })
+    }
+
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {
         let id = rec.id.clone();
         let result = async {
+            if self.no_folder.contains(&rec.client) {
+                // The document is in the store for the API; a webhook
+                // client hears of it from the event this change raises.
+                return self.mark_delivered(&id);
+            }
             let sealed = self
                 .store
                 .document(&id)?
@@ -406,16 +433,7 @@ impl Dispatcher {
                 .await
                 .map_err(|e| crate::store::StoreError::Io(e.to_string()))?
                 .map_err(|e| crate::store::StoreError::Io(e.to_string()))?;
-            let now = now_ms();
-            self.store.update(&id, &|r| {
-                if r.state != State::Fetched {
-                    return false;
-                }
-                r.state = State::Delivered;
-                r.delivered_ms = Some(now);
-                r.due_ms = None;
-                true
-            })
+            self.mark_delivered(&id)
         }
         .await;
         lock(&self.busy).remove(&id);

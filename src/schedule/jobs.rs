@@ -63,6 +63,8 @@ pub fn purge(
         }
         Ok::<(), crate::store::StoreError>(())
     })?;
+    // The ids of events sent about requests that are gone.
+    store.purge_event_ids(cutoff)?;
     Ok(n)
 }
 

@@ -11,6 +11,8 @@
 //! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
 //! | `documents` | document id (= request id) | the registry's signed envelope, sealed with AES-256-GCM (see [`crypt`]) |
 //! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
+//! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
+//! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |
 //! | `meta` | `schema` | store schema version |
 //!
 //! A request is in `due` exactly when something must happen to it: queued
@@ -30,6 +32,7 @@
 
 pub mod backup;
 pub mod crypt;
+pub mod outbox;
 pub mod record;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ use futures_util::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 
+pub use outbox::{EventRule, OutEvent};
 pub use record::{now_ms, AttemptRecord, RequestRecord, State, RECORD_VERSION};
 
 /// The store schema version written to `meta`.
@@ -105,14 +109,30 @@ pub trait QueueStore: Send + Sync + 'static {
     fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// The earliest due time, if any.
     fn next_due(&self) -> Result<Option<u64>, StoreError>;
-    /// Changes one record atomically with its `due` key. `f` may run more
-    /// than once and must not have side effects; returning `false` leaves
-    /// the record as it was.
+    /// Changes one record atomically with its `due` key and the events the
+    /// [`EventRule`] raises for the change. `f` may run more than once and
+    /// must not have side effects; returning `false` leaves the record as
+    /// it was.
     fn update(
         &self,
         id: &str,
         f: &dyn Fn(&mut RequestRecord) -> bool,
     ) -> Result<Option<RequestRecord>, StoreError>;
+    /// Installs the rule that turns record changes into events.
+    fn set_event_rule(&self, rule: EventRule);
+    /// Writes events whose ids are new (others are skipped); returns how
+    /// many were written.
+    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError>;
+    /// Waiting events in the order they were written.
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError>;
+    /// One waiting event, as it is now.
+    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError>;
+    /// Records a failed send (attempts, next time, error).
+    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError>;
+    /// The event reached its client.
+    fn outbox_done(&self, seq: u64) -> Result<(), StoreError>;
+    /// Forgets the ids of sent events written before `before_ms`.
+    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError>;
     fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Requests in id order after `after` (cursor pagination).
@@ -154,6 +174,36 @@ fn due_value(r: &RequestRecord) -> Vec<u8> {
     } else {
         r.registry.as_bytes().to_vec()
     }
+}
+
+fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(k)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            id: "outbox".into(),
+            detail: "a key is not a sequence number".into(),
+        })
+}
+
+/// Writes an event unless its id was written before; 1 if written.
+fn put_event(
+    outbox: &sled::transaction::TransactionalTree,
+    ids: &sled::transaction::TransactionalTree,
+    e: &OutEvent,
+) -> Result<usize, ConflictableTransactionError<StoreError>> {
+    if ids.get(e.id.as_bytes())?.is_some() {
+        return Ok(0);
+    }
+    let seq = outbox.generate_id()?;
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&e.created_ms.to_be_bytes());
+    ids.insert(e.id.as_bytes(), v)?;
+    outbox.insert(
+        &seq.to_be_bytes(),
+        serde_json::to_vec(e)
+            .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?,
+    )?;
+    Ok(1)
 }
 
 /// Calls `f` on every request, in id order, a page at a time.
@@ -244,6 +294,8 @@ struct Trees {
     by_case: sled::Tree,
     documents: sled::Tree,
     idempotency: sled::Tree,
+    outbox: sled::Tree,
+    outbox_ids: sled::Tree,
 }
 
 /// The sled store.
@@ -254,6 +306,7 @@ pub struct SledStore {
     /// ENOSPC (on which its flush blocks rather than failing).
     min_free: u64,
     committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
+    events: std::sync::RwLock<Option<EventRule>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -313,6 +366,8 @@ impl SledStore {
             by_case: tree("by_case")?,
             documents: tree("documents")?,
             idempotency: tree("idempotency")?,
+            outbox: tree("outbox")?,
+            outbox_ids: tree("outbox_ids")?,
             db: db.clone(),
         };
         let meta = tree("meta")?;
@@ -357,6 +412,7 @@ impl SledStore {
             path: dir.to_owned(),
             min_free,
             committer: std::sync::Mutex::new(Some(tx)),
+            events: std::sync::RwLock::new(None),
             task: std::sync::Mutex::new(Some(task)),
         }))
     }
@@ -581,36 +637,147 @@ impl QueueStore for SledStore {
         id: &str,
         f: &dyn Fn(&mut RequestRecord) -> bool,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let res = (&self.t.requests, &self.t.due).transaction(|(req, due)| {
-            let Some(cur) = req.get(id.as_bytes())? else {
-                return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
-                    id.to_owned(),
-                )));
-            };
-            let old = decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
-            let mut new = old.clone();
-            if !f(&mut new) {
-                return Ok(None);
-            }
-            if new.state.is_terminal() {
-                new.due_ms = None;
-            }
-            if old.due_ms != new.due_ms || due_value(&old) != due_value(&new) {
-                if let Some(d) = old.due_ms {
-                    due.remove(due_key(d, id))?;
+        let events = self
+            .events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let t = &self.t;
+        let res = (&t.requests, &t.due, &t.outbox, &t.outbox_ids).transaction(
+            |(req, due, outbox, ids)| {
+                let Some(cur) = req.get(id.as_bytes())? else {
+                    return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
+                        id.to_owned(),
+                    )));
+                };
+                let old =
+                    decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
+                let mut new = old.clone();
+                if !f(&mut new) {
+                    return Ok(None);
                 }
-                if let Some(d) = new.due_ms {
-                    due.insert(due_key(d, id), due_value(&new))?;
+                if new.state.is_terminal() {
+                    new.due_ms = None;
                 }
-            }
-            req.insert(id.as_bytes(), encode(&new))?;
-            Ok(Some(new))
-        });
+                if old.due_ms != new.due_ms || due_value(&old) != due_value(&new) {
+                    if let Some(d) = old.due_ms {
+                        due.remove(due_key(d, id))?;
+                    }
+                    if let Some(d) = new.due_ms {
+                        due.insert(due_key(d, id), due_value(&new))?;
+                    }
+                }
+                req.insert(id.as_bytes(), encode(&new))?;
+                let mut raised = 0;
+                if let Some(ev) = &events {
+                    for e in (ev.rule)(&old, &new) {
+                        raised += put_event(outbox, ids, &e)?;
+                    }
+                }
+                Ok(Some((new, raised)))
+            },
+        );
         match res {
-            Ok(r) => Ok(r),
+            Ok(Some((r, raised))) => {
+                if raised > 0 {
+                    if let Some(ev) = &events {
+                        ev.notify.notify_one();
+                    }
+                }
+                Ok(Some(r))
+            }
+            Ok(None) => Ok(None),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    fn set_event_rule(&self, rule: EventRule) {
+        *self.events.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+    }
+
+    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
+            let mut n = 0;
+            for e in &events {
+                n += put_event(outbox, ids, e)?;
+            }
+            Ok(n)
+        });
+        let n = match res {
+            Ok(n) => n,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if n > 0 {
+            if let Some(ev) = &*self.events.read().unwrap_or_else(|e| e.into_inner()) {
+                ev.notify.notify_one();
+            }
+        }
+        Ok(n)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.outbox.iter().take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            let e = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                id: format!("event {seq}"),
+                detail: e.to_string(),
+            })?;
+            out.push((seq, e));
+        }
+        Ok(out)
+    }
+
+    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        self.t
+            .outbox
+            .get(seq.to_be_bytes())?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: format!("event {seq}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
+        // Only if it is still waiting: never resurrect a sent event.
+        let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        let _ = self
+            .t
+            .outbox
+            .compare_and_swap(seq.to_be_bytes(), Some(cur), Some(v))?;
+        Ok(())
+    }
+
+    fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.t.outbox.remove(seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.outbox_ids.iter() {
+            let (k, v) = item?;
+            if v.len() != 16 {
+                self.t.outbox_ids.remove(k)?;
+                continue;
+            }
+            let seq = seq_of(&v[..8])?;
+            let created = seq_of(&v[8..])?;
+            if created < before_ms && !self.t.outbox.contains_key(seq.to_be_bytes())? {
+                self.t.outbox_ids.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {

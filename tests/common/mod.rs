@@ -279,6 +279,11 @@ pub fn daemon_log(port: u16) -> PathBuf {
 /// Starts `jumgw serve --demo` on `data` with fast retries and short
 /// leases, and waits until it listens.
 pub fn start_daemon(data: &Path, port: u16) -> Daemon {
+    start_daemon_env(data, port, &[])
+}
+
+/// [`start_daemon`] with more environment (configuration overrides).
+pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Daemon {
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
     let mut child = jumgw()
         .args(["serve", "--demo", "--data-dir"])
@@ -297,6 +302,7 @@ pub fn start_daemon(data: &Path, port: u16) -> Daemon {
         .env("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "200ms")
         .env("JUMGW_REGISTRIES__TAX__BREAKER_COOLDOWN", "200ms")
         .env("JUMGW_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(manifest_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::from(
@@ -346,7 +352,7 @@ pub const BODIES: [(&str, &str); 6] = [
 pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
     let (service, subject) = BODIES[i % BODIES.len()];
     let body = format!(
-        r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"service":"{service}","subject":{subject}}}"#,
+        r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"purpose":"ex officio data for the case","service":"{service}","subject":{subject}}}"#,
         i % 17
     );
     let r = http

@@ -1,0 +1,258 @@
+//! Webhook delivery against a back-office that is down, then restarts, with
+//! the gateway killed in between: every event arrives once the receiver is
+//! up, signed so that Python's hmac accepts it, in order per case.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use rand::RngCore;
+
+struct Receiver(std::process::Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_receiver(port: u16, secret: &str, out: &std::path::Path, fail: usize) -> Receiver {
+    let mut child = std::process::Command::new(python())
+        .arg(manifest_dir().join("tests/py/webhook_receiver.py"))
+        .arg(port.to_string())
+        .arg(secret)
+        .arg(out)
+        .args(["--fail", &fail.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    Receiver(child)
+}
+
+fn received(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const TOKEN: &str = "hook-token";
+
+async fn case_view(http: &reqwest::Client, port: u16, case: &str) -> serde_json::Value {
+    let enc = case.replace('/', "%2F");
+    match http
+        .get(format!("http://127.0.0.1:{port}/api/v1/cases/{enc}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (port, hook_port) = (free_port(), free_port());
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    let token_hash: String = openssl::sha::sha256(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let env: Vec<(String, String)> = [
+        ("JUMGW_CLIENTS__HOOK__TOKEN_SHA256", token_hash),
+        ("JUMGW_CLIENTS__HOOK__DELIVERY", "webhook".into()),
+        (
+            "JUMGW_CLIENTS__HOOK__WEBHOOK_URL",
+            format!("http://127.0.0.1:{hook_port}/events"),
+        ),
+        ("JUMGW_CLIENTS__HOOK__WEBHOOK_SECRET", secret.clone()),
+        ("JUMGW_WEBHOOKS__BASE", "100ms".into()),
+        ("JUMGW_WEBHOOKS__CAP", "400ms".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut daemon = start_daemon_env(&data, port, &env);
+    let http = reqwest::Client::new();
+
+    // Four building permits (a named procedure: three registries each), and
+    // a case with one request that fails for good.
+    let cases: Vec<String> = (1..=4).map(|i| format!("351-{i}/2026-IV")).collect();
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for case in &cases {
+        let r = http
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/cases/{}/requests",
+                case.replace('/', "%2F")
+            ))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(r#"{"legal_basis":"ZUP čl. 103","official":"marija.kovac","purpose":"building permit","procedure":"building-permit","subject":{"jmbg":"0512981717776","ko":"803472","sheet":"1520"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let services: BTreeSet<&str> = v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["service"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            services,
+            BTreeSet::from([
+                "cadastre.property-sheet",
+                "civil.citizenship-certificate",
+                "tax.property-tax-status"
+            ])
+        );
+        expected.insert(
+            case.clone(),
+            v["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned())
+                .collect(),
+        );
+    }
+    let failing = "352-1/2026-IV".to_owned();
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"case":{{"number":"{failing}","legal_basis":"ZUP","official":"o"}},"purpose":"p","service":"civil.birth-extract","subject":{{"jmbg":"0101990800007"}}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: serde_json::Value = r.json().await.unwrap();
+    expected.insert(
+        failing.clone(),
+        BTreeSet::from([v["id"].as_str().unwrap().to_owned()]),
+    );
+
+    // Everything finishes while the back-office is down.
+    let end = Instant::now() + Duration::from_secs(60);
+    for case in expected.keys() {
+        while case_view(&http, port, case).await["complete"] != true {
+            assert!(Instant::now() < end, "{case} did not complete");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A webhook client's documents stay in the store: no case folder.
+    assert!(!data.join("cases").join("351-1%2F2026-IV").exists());
+
+    // The gateway dies with every event still queued, and comes back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(daemon);
+    daemon = start_daemon_env(&data, port, &env);
+
+    let out = tmp.path().join("received.jsonl");
+    let _receiver = start_receiver(hook_port, &secret, &out, 3);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received(&out);
+        let bundles = got
+            .iter()
+            .filter(|e| e["type"] == "bundle.completed")
+            .count();
+        if bundles == expected.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "only {bundles} of {} bundles arrived: {got:?}\n{}",
+            expected.len(),
+            std::fs::read_to_string(daemon_log(port)).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Anything late would show now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = received(&out);
+
+    assert!(
+        got.iter().all(|e| e["verified"] == true),
+        "Python's hmac rejected a signature: {got:?}"
+    );
+    let ids: BTreeSet<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "an event arrived twice: {got:?}");
+    for (case, reqs) in &expected {
+        let mine: Vec<&serde_json::Value> =
+            got.iter().filter(|e| e["data"]["case"] == **case).collect();
+        let (last, first) = mine.split_last().unwrap();
+        assert_eq!(
+            last["type"], "bundle.completed",
+            "{case}: the bundle is reported after its requests: {mine:?}"
+        );
+        let reported: BTreeSet<String> = first
+            .iter()
+            .map(|e| e["data"]["request_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(&reported, reqs, "{case}: one event per request");
+        assert_eq!(first.len(), reqs.len());
+        if *case == failing {
+            assert_eq!(first[0]["type"], "request.failed");
+            assert_eq!(last["data"]["failed"], 1);
+        } else {
+            assert!(first.iter().all(|e| e["type"] == "request.delivered"));
+            assert_eq!(last["data"]["delivered"], 3);
+            // The link in the event works, and gives the signed document.
+            let url = first[0]["data"]["document_url"].as_str().unwrap();
+            let r = http
+                .get(format!("http://127.0.0.1:{port}{url}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.text().await.unwrap().contains("SignatureValue"));
+        }
+    }
+    drop(daemon);
+
+    // The receiver is not a pass-through: a wrong signature is refused.
+    let r = http
+        .post(format!("http://127.0.0.1:{hook_port}/events"))
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            (jum_gateway::store::now_ms() / 1000).to_string(),
+        )
+        .header(
+            "webhook-signature",
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        )
+        .body(r#"{"type":"request.delivered","timestamp":"x","data":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a forged event: {:?}",
+        received(&out).last()
+    );
+}
