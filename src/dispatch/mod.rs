@@ -48,9 +48,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A registry's state as operators see it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct GateStatus {
     pub registry: String,
+    /// closed, open or half-open.
+    #[schema(value_type = String)]
     pub breaker: &'static str,
     pub paused: bool,
     pub in_maintenance: bool,

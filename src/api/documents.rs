@@ -1,0 +1,284 @@
+//! Documents (metadata, a JSON projection, the signed XML byte for byte)
+//! and the service catalogue.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::requests::visible;
+use super::{ApiError, AppState, Client};
+use crate::store::RequestRecord;
+
+/// A visible request that has a document, and the document in clear.
+fn document_of(
+    st: &AppState,
+    who: &Client,
+    id: &str,
+) -> Result<(RequestRecord, Vec<u8>), ApiError> {
+    let rec = st
+        .store
+        .get(id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rec = match rec {
+        Some(r) if visible(who, &r) && r.document_id.is_some() => r,
+        _ => return Err(ApiError::NotFound(format!("no document {id}"))),
+    };
+    let sealed = st
+        .store
+        .document(id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no document {id}")))?;
+    let plain = st
+        .cipher
+        .open(id, &sealed)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((rec, plain))
+}
+
+/// A generic JSON view of an element: text, or an object of children
+/// (repeated names become arrays), attributes as `@name`.
+fn project(doc: &crate::xml::Document, node: crate::xml::dom::NodeId) -> serde_json::Value {
+    let Some(el) = doc.element(node) else {
+        return serde_json::Value::Null;
+    };
+    let kids: Vec<_> = doc.child_elements(node).collect();
+    if kids.is_empty() && el.attrs.is_empty() {
+        return serde_json::Value::String(doc.text(node).trim().to_owned());
+    }
+    let mut m = serde_json::Map::new();
+    for a in &el.attrs {
+        m.insert(
+            format!("@{}", a.local),
+            serde_json::Value::String(a.value.clone()),
+        );
+    }
+    for k in kids {
+        let name = doc.element(k).map(|e| e.local.clone()).unwrap_or_default();
+        let v = project(doc, k);
+        match m.get_mut(&name) {
+            Some(serde_json::Value::Array(a)) => a.push(v),
+            Some(prev) => {
+                let p = prev.take();
+                *prev = serde_json::Value::Array(vec![p, v]);
+            }
+            None => {
+                m.insert(name, v);
+            }
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+fn etag(bytes: &[u8]) -> String {
+    let h: String = openssl::sha::sha256(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{h}\"")
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/documents/{id}", tag = "documents",
+    summary = "A document's metadata, signer and a JSON projection of its payload",
+    params(("id" = String, Path, description = "Document id (the id of the request that fetched it)")),
+    responses((status = 200, body = DocumentOut), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn get_document(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+) -> Result<Json<DocumentOut>, ApiError> {
+    let (rec, plain) = document_of(&st, &who, &id)?;
+    let doc = crate::xml::Document::parse(&plain, &crate::xml::Limits::default())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let env =
+        crate::protocol::envelope::read(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let payload = match env.body {
+        crate::protocol::Body::Payload { node, .. } => project(&doc, node),
+        _ => serde_json::Value::Null,
+    };
+    // The signer certificate as received in the signature.
+    let cert = doc
+        .find_all(crate::xml::dsig::DSIG_NS, "X509Certificate")
+        .first()
+        .and_then(|&n| {
+            use base64::Engine;
+            let clean: String = doc.text(n).chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(clean).ok()
+        })
+        .and_then(|der| openssl::x509::X509::from_der(&der).ok());
+    let signer = cert.as_ref().map(|c| SignerOut {
+        subject: crate::xml::dsig::name_to_string(c.subject_name()),
+        issuer: crate::xml::dsig::name_to_string(c.issuer_name()),
+        not_before: c.not_before().to_string(),
+        not_after: c.not_after().to_string(),
+    });
+    Ok(Json(DocumentOut {
+        id,
+        request_id: rec.id,
+        case: rec.case,
+        service: rec.service,
+        registry: rec.registry,
+        fetched_ms: rec.attempts.last().map(|a| a.at_ms),
+        size: plain.len(),
+        etag: etag(&plain),
+        // Verified on receipt (signature, chain, requestHash, schema):
+        // an unverified answer is never stored as a document.
+        verification: "verified on receipt".into(),
+        signer,
+        payload,
+    }))
+}
+
+/// The registry's signing certificate, as it came in the signature.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignerOut {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+/// A document's metadata and a JSON view of its payload.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01KAW3Q3ZJ0N5W9K5T1X0Y8B2C", "request_id": "01KAW3Q3ZJ0N5W9K5T1X0Y8B2C",
+    "case": "351-12/2026-IV", "service": "cadastre.property-sheet", "registry": "cadastre",
+    "fetched_ms": 1795643792420u64, "size": 4210, "etag": "\"5f2c…\"",
+    "verification": "verified on receipt",
+    "signer": {"subject": "CN=cadastre signer", "issuer": "CN=JUM dev CA",
+               "not_before": "Nov 25 00:00:00 2026 GMT", "not_after": "Nov 25 00:00:00 2027 GMT"},
+    "payload": {"ko": "803472", "sheet": "1520"}
+}))]
+pub struct DocumentOut {
+    /// The document id (the id of the request that fetched it).
+    pub id: String,
+    pub request_id: String,
+    pub case: String,
+    pub service: String,
+    pub registry: String,
+    pub fetched_ms: Option<u64>,
+    /// Bytes of the signed XML.
+    pub size: usize,
+    /// The ETag of `/content`.
+    pub etag: String,
+    pub verification: String,
+    pub signer: Option<SignerOut>,
+    /// The payload as JSON: elements become keys (repeated ones arrays),
+    /// attributes `@name`, leaves their text.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/documents/{id}/content", tag = "documents",
+    summary = "The registry's signed XML, byte for byte",
+    params(("id" = String, Path, description = "Document id (the id of the request that fetched it)"), ("If-None-Match" = Option<String>, Header, nullable = false, description = "An ETag from an earlier answer")),
+    responses(
+        (status = 200, description = "The signed envelope", content_type = "text/xml", body = String,
+         headers(("ETag" = String, description = "SHA-256 of the bytes")),
+         example = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><env:Envelope xmlns:env=\"http://schemas.xmlsoap.org/soap/envelope/\">…<ds:Signature>…</ds:Signature></env:Envelope>"),
+        (status = 304, description = "Unchanged since the ETag given",
+         headers(("ETag" = String, description = "SHA-256 of the bytes"))),
+        super::openapi::ReadErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_document_content(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, plain) = document_of(&st, &who, &id)?;
+    let tag = etag(&plain);
+    let mut r = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(tag.as_str())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = (StatusCode::OK, plain).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/services", tag = "documents",
+    summary = "The service catalogue, each registry's current state, and the named procedures",
+    responses((status = 200, body = ServicesOut), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn list_services(State(st): State<AppState>, _who: Client) -> Json<ServicesOut> {
+    let services = st
+        .services
+        .iter()
+        .map(|(id, s)| ServiceOut {
+            id: id.clone(),
+            title: s.title.clone(),
+            registry: s.registry.clone(),
+            subjects: s.subjects.clone(),
+            registry_state: st.dispatcher.gates.get(&s.registry).map(|g| g.status()),
+        })
+        .collect();
+    let procedures = st
+        .procedures
+        .iter()
+        .map(|(id, p)| ProcedureOut {
+            id: id.clone(),
+            title: p.title.clone(),
+            services: p.services.clone(),
+        })
+        .collect();
+    Json(ServicesOut {
+        services,
+        procedures,
+    })
+}
+
+/// One service of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOut {
+    pub id: String,
+    pub title: String,
+    pub registry: String,
+    /// Subject kinds it takes: jmbg, pib, mb, ko+sheet, ko+parcel, ko+jmbg, ko+mb.
+    pub subjects: Vec<String>,
+    pub registry_state: Option<crate::dispatch::GateStatus>,
+}
+
+/// A named procedure: what a kind of case needs, for bundles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcedureOut {
+    pub id: String,
+    pub title: String,
+    pub services: Vec<String>,
+}
+
+/// The catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "services": [{"id": "cadastre.property-sheet", "title": "Property sheet (list nepokretnosti)",
+                  "registry": "cadastre", "subjects": ["ko+sheet", "ko+jmbg", "ko+mb"],
+                  "registry_state": {"registry": "cadastre", "breaker": "closed", "paused": false,
+                                     "in_maintenance": false, "in_flight": 0}}],
+    "procedures": [{"id": "building-permit", "title": "Building permit (građevinska dozvola)",
+                    "services": ["cadastre.property-sheet", "tax.property-tax-status", "civil.citizenship-certificate"]}]
+}))]
+pub struct ServicesOut {
+    pub services: Vec<ServiceOut>,
+    pub procedures: Vec<ProcedureOut>,
+}
