@@ -60,6 +60,7 @@ async fn run(
         admin: false,
         services,
         rate_per_s,
+        tls_subject: None,
     };
     let clients = [
         (api::token_hash("t"), client("backoffice", vec![], None)),

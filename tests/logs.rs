@@ -144,7 +144,10 @@ async fn no_jmbg_reaches_the_log_under_load() {
         "the log is too thin to prove anything ({attempts} attempts for {} requests)",
         ids.len()
     );
-    let leaked: Vec<&String> = submitted.iter().filter(|j| text.contains(j.as_str())).collect();
+    let leaked: Vec<&String> = submitted
+        .iter()
+        .filter(|j| text.contains(j.as_str()))
+        .collect();
     assert!(leaked.is_empty(), "JMBGs in the log: {leaked:?}");
     // The subjects are there, masked.
     let masked = submitted

@@ -33,6 +33,34 @@ pub struct Client {
     pub services: Vec<String>,
     /// Requests per second it may submit; None: no limit.
     pub rate_per_s: Option<f64>,
+    /// Its TLS client certificate must have these subject attributes
+    /// (e.g. "CN=pisarnica"), if set.
+    pub tls_subject: Option<String>,
+}
+
+impl Client {
+    /// A back-office client with no limits: every service, no rate, no
+    /// certificate.
+    pub fn unlimited(name: &str, admin: bool) -> Client {
+        Client {
+            name: name.to_owned(),
+            admin,
+            services: Vec::new(),
+            rate_per_s: None,
+            tls_subject: None,
+        }
+    }
+}
+
+/// Does a certificate subject ("O=…, CN=…") have every attribute `wanted`
+/// lists?
+pub fn subject_matches(subject: &str, wanted: &str) -> bool {
+    let have: Vec<&str> = subject.split(',').map(str::trim).collect();
+    wanted
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .all(|w| have.contains(&w))
 }
 
 /// Known clients by SHA-256 of their token (hex).
@@ -97,11 +125,24 @@ impl axum::extract::FromRequestParts<AppState> for Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-        state
+        let client = state
             .clients
             .get(&token_hash(token.trim()))
             .cloned()
-            .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
+            .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
+        if let Some(wanted) = &client.tls_subject {
+            // A stolen token alone is not enough for such a client.
+            let peer = parts
+                .extensions
+                .get::<crate::pki::tls::PeerCert>()
+                .and_then(|p| p.0.as_deref());
+            if !peer.is_some_and(|s| subject_matches(s, wanted)) {
+                return Err(ApiError::Unauthorized(
+                    "this token must come with its client's TLS certificate".into(),
+                ));
+            }
+        }
+        Ok(client)
     }
 }
 

@@ -137,17 +137,9 @@ async fn api_accepts(
         },
     );
     let token = "bench-token";
-    let known = [(
-        api::token_hash(token),
-        Client {
-            name: "bench".into(),
-            admin: false,
-            services: vec![],
-            rate_per_s: None,
-        },
-    )]
-    .into_iter()
-    .collect();
+    let known = [(api::token_hash(token), Client::unlimited("bench", false))]
+        .into_iter()
+        .collect();
     let state = AppState::new(&cfg, dyn_store, dispatcher, cipher, known);
     // The same accepts without HTTP: validation, record, group commit.
     let direct = {
@@ -158,12 +150,7 @@ async fn api_accepts(
         for _ in 0..clients {
             let (st, done) = (state.clone(), done.clone());
             tasks.push(tokio::spawn(async move {
-                let who = Client {
-                    name: "bench".into(),
-                    admin: false,
-                    services: vec![],
-                    rate_per_s: None,
-                };
+                let who = Client::unlimited("bench", false);
                 while Instant::now() < end {
                     let body: api::RequestIn = match serde_json::from_str(BODY) {
                         Ok(b) => b,

@@ -168,6 +168,24 @@ pub struct GatewaySection {
     /// Largest API request body accepted, in bytes.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
+    /// Serve the API over HTTPS, optionally with client certificates.
+    #[serde(default)]
+    pub api_tls: Option<ApiTls>,
+}
+
+/// HTTPS for the API. With `client_ca`, client certificates are verified
+/// against it; a client whose configuration names a `tls_subject` must
+/// present a certificate with that subject along with its token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate (at the handshake).
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 fn default_max_request() -> usize {
@@ -639,6 +657,27 @@ impl GatewayConfig {
             }
             webhook_key(c.webhook_secret.as_deref().unwrap_or(""))
                 .map_err(|m| bad(format!("clients.{name}.webhook_secret"), m))?;
+        }
+        if let Some(t) = &self.gateway.api_tls {
+            if t.require_client_cert && t.client_ca.is_none() {
+                return Err(bad(
+                    "gateway.api_tls.require_client_cert".into(),
+                    "needs gateway.api_tls.client_ca to verify the certificates against".into(),
+                ));
+            }
+        }
+        for (name, c) in &self.clients {
+            let needs_ca = self
+                .gateway
+                .api_tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca.is_none());
+            if c.tls_subject.is_some() && needs_ca {
+                return Err(bad(
+                    format!("clients.{name}.tls_subject"),
+                    "client certificates need gateway.api_tls with a client_ca".into(),
+                ));
+            }
         }
         if self.webhooks.base.is_zero() || self.webhooks.cap < self.webhooks.base {
             return Err(bad(

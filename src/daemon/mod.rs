@@ -39,6 +39,8 @@ pub enum DaemonError {
     Key(String),
     #[error("{0}")]
     Webhooks(String),
+    #[error("API TLS: {0}")]
+    Tls(#[from] crate::pki::tls::TlsError),
 }
 
 pub struct ServeOptions {
@@ -96,6 +98,7 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
                     admin: k.role == "admin",
                     services: k.services.clone(),
                     rate_per_s: k.rate_per_s,
+                    tls_subject: k.tls_subject.clone(),
                 },
             )
         })
@@ -103,21 +106,11 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
     if demo {
         c.insert(
             api::token_hash(DEMO_BACKOFFICE_TOKEN),
-            Client {
-                name: "demo-backoffice".into(),
-                admin: false,
-                services: Vec::new(),
-                rate_per_s: None,
-            },
+            Client::unlimited("demo-backoffice", false),
         );
         c.insert(
             api::token_hash(DEMO_ADMIN_TOKEN),
-            Client {
-                name: "demo-admin".into(),
-                admin: true,
-                services: Vec::new(),
-                rate_per_s: None,
-            },
+            Client::unlimited("demo-admin", true),
         );
     }
     c
@@ -232,8 +225,22 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let tls = match &cfg.gateway.api_tls {
+        Some(t) => Some(crate::pki::tls::server_config(
+            &t.cert,
+            &t.key,
+            t.client_ca.as_deref(),
+            if t.require_client_cert {
+                crate::pki::tls::ClientAuth::Required
+            } else {
+                crate::pki::tls::ClientAuth::Optional
+            },
+        )?),
+        None => None,
+    };
     println!(
-        "jumgw listening on http://{addr}/ (data in {}, cases in {})",
+        "jumgw listening on {}://{addr}/ (data in {}, cases in {})",
+        if tls.is_some() { "https" } else { "http" },
         opts.data_dir.display(),
         cases.root.display()
     );
@@ -244,9 +251,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
     }
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    match tls {
+        Some(tls) => {
+            crate::pki::tls::serve(listener, tls, api::app(state), shutdown_signal()).await
+        }
+        None => {
+            axum::serve(listener, api::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
     tracing::info!("shutting down: finishing attempts in flight");
     let _ = jobs.shutdown().await;
     let _ = stop_tx.send(true);

@@ -13,8 +13,8 @@
 
 pub mod data;
 pub mod faults;
-pub mod tls;
 
+use crate::pki::tls;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,8 @@ pub enum SimError {
     Tls(String),
     #[error("faults: {0}")]
     Faults(#[from] faults::SpecError),
+    #[error("{0}")]
+    Https(#[from] crate::pki::tls::TlsError),
 }
 
 /// One request as the simulator saw it.
@@ -182,7 +184,12 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             .route("/", post(handle))
             .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
             .with_state((reg, shared.clone()));
-        let tls = tls::server_config(&r.tls_cert, &r.tls_key, &cfg.client_ca)?;
+        let tls = tls::server_config(
+            &r.tls_cert,
+            &r.tls_key,
+            Some(&cfg.client_ca),
+            tls::ClientAuth::Required,
+        )?;
         let addr = format!("{}:{}", cfg.listen, r.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -196,7 +203,12 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                 .local_addr()
                 .map_err(|source| SimError::Listen { addr, source })?,
         );
-        tasks.push(tokio::spawn(tls::serve(listener, tls, app)));
+        tasks.push(tokio::spawn(tls::serve(
+            listener,
+            tls,
+            app,
+            std::future::pending(),
+        )));
     }
 
     let control = Router::new()

@@ -1,0 +1,158 @@
+//! The API over HTTPS with client certificates: a client bound to a
+//! certificate subject needs both its token and that certificate; other
+//! clients keep working with their token alone, unless certificates are
+//! required for everyone.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+
+struct Files {
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    server: (std::path::PathBuf, std::path::PathBuf),
+    /// Client identities (cert + key PEM) by name.
+    office: Vec<u8>,
+    intruder: Vec<u8>,
+    foreign: Vec<u8>,
+}
+
+fn pki() -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Issued::new(&CertSpec::new("API CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let other = Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let mut spec = CertSpec::new("jumgw api", Role::TlsServer);
+    spec.san = vec!["127.0.0.1".into(), "localhost".into()];
+    let server = Issued::new(&spec, KeyKind::EcP256, Some(&ca)).unwrap();
+    let identity = |cn: &str, issuer: &Issued| {
+        let i = Issued::new(
+            &CertSpec::new(cn, Role::TlsClient),
+            KeyKind::EcP256,
+            Some(issuer),
+        )
+        .unwrap();
+        let mut pem = i.cert_pem().unwrap();
+        pem.extend(i.key_pem().unwrap());
+        pem
+    };
+    let put = |name: &str, data: Vec<u8>| write(dir.path(), name, &data);
+    Files {
+        ca: put("ca.pem", ca.cert_pem().unwrap()),
+        server: (
+            put("server.pem", server.cert_pem().unwrap()),
+            put("server.key", server.key_pem().unwrap()),
+        ),
+        office: identity("pisarnica", &ca),
+        intruder: identity("intruder", &ca),
+        foreign: identity("pisarnica", &other),
+        _dir: dir,
+    }
+}
+
+fn client(ca: &Path, identity: Option<&[u8]>) -> reqwest::Client {
+    let roots = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder().tls_certs_only(roots);
+    if let Some(id) = identity {
+        b = b.identity(reqwest::Identity::from_pem(id).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn services(c: &reqwest::Client, port: u16, token: &str) -> Result<u16, String> {
+    c.get(format!("https://127.0.0.1:{port}/api/v1/services"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_bound_to_a_certificate_needs_token_and_certificate() {
+    let f = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hash: String = openssl::sha::sha256(b"office-token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "JUMGW_GATEWAY__API_TLS__CERT".into(),
+            f.server.0.display().to_string(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__KEY".into(),
+            f.server.1.display().to_string(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__CLIENT_CA".into(),
+            f.ca.display().to_string(),
+        ),
+        ("JUMGW_CLIENTS__OFFICE__TOKEN_SHA256".into(), hash),
+        (
+            "JUMGW_CLIENTS__OFFICE__TLS_SUBJECT".into(),
+            "CN=pisarnica".into(),
+        ),
+    ];
+    let data = dir.path().join("data");
+    let daemon = start_daemon_env(&data, port, &env);
+
+    let with = |id: &[u8]| client(&f.ca, Some(id));
+    let without = client(&f.ca, None);
+    assert_eq!(
+        services(&with(&f.office), port, "office-token").await,
+        Ok(200)
+    );
+    assert_eq!(services(&without, port, "office-token").await, Ok(401));
+    assert_eq!(
+        services(&with(&f.intruder), port, "office-token").await,
+        Ok(401)
+    );
+    assert!(
+        services(&with(&f.foreign), port, "office-token")
+            .await
+            .is_err(),
+        "a certificate of another CA is refused at the handshake"
+    );
+    // Clients not bound to a certificate: token alone, as before.
+    assert_eq!(services(&without, port, "demo-backoffice").await, Ok(200));
+    // The problem says why, without naming the subject it wants.
+    let r = without
+        .get(format!("https://127.0.0.1:{port}/api/v1/services"))
+        .bearer_auth("office-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("TLS certificate") && !body.contains("pisarnica"),
+        "{body}"
+    );
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err(),
+        "no plain HTTP on a TLS port"
+    );
+    drop(daemon);
+
+    env.push((
+        "JUMGW_GATEWAY__API_TLS__REQUIRE_CLIENT_CERT".into(),
+        "true".into(),
+    ));
+    let _daemon = start_daemon_env(&data, port, &env);
+    assert!(
+        services(&without, port, "demo-backoffice").await.is_err(),
+        "required: no certificate, no connection"
+    );
+    assert_eq!(
+        services(&with(&f.intruder), port, "demo-backoffice").await,
+        Ok(200)
+    );
+}
