@@ -280,6 +280,21 @@ fn replay(
     Ok(accepted_response(&rec))
 }
 
+/// The requests an Idempotency-Key already stands for, if any.
+fn key_holder(
+    st: &AppState,
+    who: &Client,
+    key: Option<&str>,
+) -> Result<Option<crate::store::IdemEntry>, ApiError> {
+    match key {
+        Some(k) => st
+            .store
+            .idempotency(&who.name, k)
+            .map_err(|e| ApiError::Internal(e.to_string())),
+        None => Ok(None),
+    }
+}
+
 /// What every POST checks first: size, rate, content type, the
 /// Idempotency-Key; returns the body, the key and the body's SHA-256.
 fn admit_body(
@@ -358,14 +373,8 @@ pub async fn create(
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
-    if let Some(k) = &key {
-        if let Some(e) = st
-            .store
-            .idempotency(&who.name, k)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-        {
-            return replay(&st, &e, &body_hash);
-        }
+    if let Some(e) = key_holder(&st, &who, key.as_deref())? {
+        return replay(&st, &e, &body_hash);
     }
     let body: RequestIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
@@ -597,14 +606,8 @@ pub async fn create_bundle(
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
-    if let Some(k) = &key {
-        if let Some(e) = st
-            .store
-            .idempotency(&who.name, k)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-        {
-            return replay_bundle(&st, &case, &e, &body_hash);
-        }
+    if let Some(e) = key_holder(&st, &who, key.as_deref())? {
+        return replay_bundle(&st, &case, &e, &body_hash);
     }
     let mut body: BundleIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;

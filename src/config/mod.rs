@@ -824,6 +824,56 @@ mod tests {
     }
 
     #[test]
+    fn clients_procedures_and_api_tls_are_cross_checked() {
+        let check = |vars: &[(&str, &str)]| {
+            let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            let c: GatewayConfig = parse(GW, "g.toml", env).unwrap();
+            c.validate("g.toml").err().map(|e| e.to_string())
+        };
+        let hook = [
+            ("JUMGW_CLIENTS__A__TOKEN_SHA256", "ab"),
+            ("JUMGW_CLIENTS__A__DELIVERY", "webhook"),
+        ];
+        let e = check(&hook).unwrap();
+        assert!(
+            e.contains("clients.a.webhook_url") && e.contains("http://"),
+            "{e}"
+        );
+        let mut with_url = hook.to_vec();
+        with_url.push(("JUMGW_CLIENTS__A__WEBHOOK_URL", "http://127.0.0.1:1/"));
+        let e = check(&with_url).unwrap();
+        assert!(
+            e.contains("clients.a.webhook_secret: must start with whsec_"),
+            "{e}"
+        );
+        with_url.push((
+            "JUMGW_CLIENTS__A__WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ));
+        assert_eq!(check(&with_url), None);
+        let c: GatewayConfig = parse(
+            &format!("{GW}\n[procedures.x]\nservices = [\"civil.nothing\"]\n"),
+            "g.toml",
+            std::iter::empty(),
+        )
+        .unwrap();
+        let e = c.validate("g.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("procedures.x.services") && e.contains("civil.nothing"),
+            "{e}"
+        );
+        let e = check(&[
+            ("JUMGW_CLIENTS__B__TOKEN_SHA256", "ab"),
+            ("JUMGW_CLIENTS__B__TLS_SUBJECT", "CN=b"),
+        ])
+        .unwrap();
+        assert!(
+            e.contains("clients.b.tls_subject") && e.contains("client_ca"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_file_key_and_problem() {
         let broken = GW.replace("registry = \"tax\"", "registry = \"taxes\"");
         let c: GatewayConfig = parse(&broken, "g.toml", std::iter::empty()).unwrap();
@@ -863,6 +913,28 @@ mod tests {
             let _ = parse::<GatewayConfig>(&s, "x", std::iter::empty());
             let _ = parse::<SimulatorConfig>(&s, "x", std::iter::empty());
             let _ = parse_duration(&s);
+            let _ = webhook_key(&s);
+            let _ = webhook_key(&format!("whsec_{s}"));
         }
+    }
+
+    #[test]
+    fn webhook_secrets_are_checked_with_a_precise_reason() {
+        assert_eq!(
+            webhook_key("abc").unwrap_err(),
+            "must start with whsec_ (Standard Webhooks)"
+        );
+        assert!(webhook_key("whsec_!!")
+            .unwrap_err()
+            .starts_with("the part after whsec_ is not base64"));
+        assert!(webhook_key("whsec_c2hvcnQ=")
+            .unwrap_err()
+            .starts_with("must hold 24 to 64 bytes, not 5"));
+        assert_eq!(
+            webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .unwrap()
+                .len(),
+            24
+        );
     }
 }

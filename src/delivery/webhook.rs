@@ -247,27 +247,12 @@ impl Webhooks {
     }
 
     /// Runs until `stop`; POSTs in flight are finished first.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let wait = match self.clone().round(&mut tasks) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhooks cannot read the store");
-                    Duration::from_secs(1)
-                }
-            };
-            while tasks.try_join_next().is_some() {}
-            tokio::select! {
-                _ = self.notify.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        while tasks.join_next().await.is_some() {}
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let me = self.clone();
+        crate::schedule::rounds("webhooks", &self.notify, stop, |tasks| {
+            me.clone().round(tasks)
+        })
+        .await
     }
 
     fn round(

@@ -174,28 +174,12 @@ impl Dispatcher {
     }
 
     /// Runs until `stop` turns true; then waits for attempts in flight.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let wait = match self.clone().round(&mut tasks) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatcher cannot read the store");
-                    Duration::from_secs(1)
-                }
-            };
-            while tasks.try_join_next().is_some() {}
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        // Finish what is in flight; its results are recorded.
-        while tasks.join_next().await.is_some() {}
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let me = self.clone();
+        crate::schedule::rounds("dispatcher", &self.wake, stop, |tasks| {
+            me.clone().round(tasks)
+        })
+        .await
     }
 
     /// One pass over what is due; returns how long to sleep.

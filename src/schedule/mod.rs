@@ -1,8 +1,8 @@
-//! Time-based rules: maintenance windows as cron expressions (used by the
-//! dispatcher to hold requests for a registry, and by the simulator to
-//! answer `jum:Maintenance`). The periodic jobs of the daemon (lease
-//! reaping, retention, certificate expiry, deadline watch) will live here
-//! too, on tokio-cron-scheduler, acting on state kept in the store.
+//! Time: maintenance windows as cron expressions (used by the dispatcher to
+//! hold requests for a registry, and by the simulator to answer
+//! `jum:Maintenance`), the daemon's periodic jobs on tokio-cron-scheduler
+//! ([`jobs`]: backups, retention, deadline watch, certificate expiry), and
+//! the sleep-until-due loop the queue workers share ([`rounds`]).
 
 pub mod jobs;
 
@@ -41,4 +41,37 @@ impl Window {
         let start = self.cron.find_next_occurrence(&(now - span), true).ok()?;
         (start <= now).then(|| start + span)
     }
+}
+
+/// The loop of a queue worker (the dispatcher, the webhook sender): runs
+/// `round` until `stop` turns true. Each round starts tasks into the set and
+/// says how long to sleep until something is due; `wake` cuts the sleep
+/// short. At the end it waits for the tasks, so that their results are
+/// recorded.
+pub async fn rounds<E: std::fmt::Display>(
+    what: &str,
+    wake: &tokio::sync::Notify,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut round: impl FnMut(&mut tokio::task::JoinSet<()>) -> Result<std::time::Duration, E>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match round(&mut tasks) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "{what} cannot read the store");
+                std::time::Duration::from_secs(1)
+            }
+        };
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
