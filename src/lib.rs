@@ -3,6 +3,7 @@
 //! architecture; each module's doc says what it owns.
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;

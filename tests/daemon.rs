@@ -186,7 +186,7 @@ async fn a_paused_registry_gets_nothing_until_resumed() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(d.store.get(&id).unwrap().unwrap().state, State::Queued);
     assert_eq!(d.env.seen().await["total"], 0);
-    d.dispatcher.gates["civil"].pause(false);
+    d.dispatcher.gates["civil"].pause(false, None);
     d.dispatcher.wake();
     d.until(&id, State::Delivered, Duration::from_secs(5)).await;
 }

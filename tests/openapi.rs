@@ -29,6 +29,8 @@ fn has_example(doc: &Value, content: &Value) -> bool {
         media.get("example").is_some()
             || media.get("examples").is_some()
             || resolve(doc, &media["schema"]).get("example").is_some()
+            // A list: its items' example.
+            || resolve(doc, &media["schema"]["items"]).get("example").is_some()
     })
 }
 

@@ -35,6 +35,16 @@ fn document_of(
         .cipher
         .open(id, &sealed)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // No personal data leaves without its trace in the audit trail.
+    st.store
+        .audit_append(vec![crate::audit::about(
+            &st.audit_key,
+            &rec,
+            &who.name,
+            "document.read",
+            "read",
+        )])
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok((rec, plain))
 }
 

@@ -3,6 +3,7 @@
 //! authenticated here (bearer token, hashed) before any body is read; every
 //! error is RFC 9457 problem+json ([`problem`]).
 
+pub mod admin;
 pub mod documents;
 pub mod openapi;
 pub mod problem;
@@ -86,6 +87,12 @@ pub struct AppState {
     pub max_body: usize,
     /// Per-client rate limits, by client name.
     pub limits: Arc<std::sync::Mutex<BTreeMap<String, crate::dispatch::policy::TokenBucket>>>,
+    /// Keys subjects in the audit trail.
+    pub audit_key: Arc<crate::audit::AuditKey>,
+    /// Where the audit trail's checkpoints are; None: none are kept.
+    pub checkpoints: Option<crate::audit::Checkpoints>,
+    /// The configuration, for operators' views (registries, certificates).
+    pub config: Arc<crate::config::GatewayConfig>,
 }
 
 impl AppState {
@@ -106,7 +113,25 @@ impl AppState {
             cipher,
             max_body: cfg.gateway.max_request_bytes,
             limits: Default::default(),
+            // Replaced by the daemon's (`with_audit`); a random one keeps
+            // tests and benchmarks honest without a key file.
+            audit_key: Arc::new(crate::audit::AuditKey::from_bytes(openssl::sha::sha256(
+                ulid::Ulid::new().to_string().as_bytes(),
+            ))),
+            checkpoints: None,
+            config: Arc::new(cfg.clone()),
         }
+    }
+
+    /// With the audit key and checkpoint file the daemon uses.
+    pub fn with_audit(
+        mut self,
+        key: Arc<crate::audit::AuditKey>,
+        checkpoints: crate::audit::Checkpoints,
+    ) -> AppState {
+        self.audit_key = key;
+        self.checkpoints = Some(checkpoints);
+        self
     }
 }
 
@@ -252,6 +277,17 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/services", get(documents::list_services))
         .route("/admin/v1/store/export", get(export))
+        .route("/admin/v1/requests", get(admin::list))
+        .route("/admin/v1/requests/retry-dead", post(admin::retry_dead))
+        .route("/admin/v1/requests/{id}", get(admin::show))
+        .route("/admin/v1/requests/{id}/retry", post(admin::retry))
+        .route("/admin/v1/requests/{id}/cancel", post(admin::cancel))
+        .route("/admin/v1/stats", get(admin::get_stats))
+        .route("/admin/v1/registries", get(admin::list_registries))
+        .route("/admin/v1/registries/{name}/pause", post(admin::pause))
+        .route("/admin/v1/registries/{name}/resume", post(admin::resume))
+        .route("/admin/v1/audit/verify", post(admin::audit_verify))
+        .route("/admin/v1/audit/who", post(admin::audit_who))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))

@@ -112,6 +112,17 @@ impl Modify for Security {
         documents::get_document_content,
         documents::list_services,
         super::export,
+        super::admin::list,
+        super::admin::show,
+        super::admin::retry,
+        super::admin::cancel,
+        super::admin::retry_dead,
+        super::admin::get_stats,
+        super::admin::list_registries,
+        super::admin::pause,
+        super::admin::resume,
+        super::admin::audit_verify,
+        super::admin::audit_who,
         super::healthz,
         super::readyz,
         super::openapi_json,
@@ -122,6 +133,7 @@ impl Modify for Security {
         (name = "requests", description = "File requests and follow them"),
         (name = "documents", description = "The registries' signed documents and the catalogue"),
         (name = "operations", description = "Health, readiness, backups"),
+        (name = "administration", description = "The operators' console: queue, registries, audit (admin tokens)"),
     )
 )]
 pub struct ApiDoc;

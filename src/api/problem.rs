@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 pub struct Problem {
     /// Stable: `urn:jum-gateway:problem:` + unauthorized, forbidden,
     /// not-found, malformed-json, unsupported-media-type,
-    /// validation-failed, idempotency-key-reused, body-too-large,
+    /// validation-failed, idempotency-key-reused, state-conflict, body-too-large,
     /// rate-limited, method-not-allowed, store-unavailable or internal.
     #[serde(rename = "type")]
     pub kind: String,
@@ -55,6 +55,10 @@ pub enum ApiError {
     Invalid(Vec<(String, String)>),
     #[error("{0}")]
     Conflict(String),
+    /// The resource's state does not allow the action (retry a delivered
+    /// request, cancel a finished one).
+    #[error("{0}")]
+    StateConflict(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
     #[error("too many requests from this client; retry after {0} s")]
@@ -90,6 +94,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
+            ),
+            ApiError::StateConflict(_) => (
+                StatusCode::CONFLICT,
+                "state-conflict",
+                "Not possible in this state",
             ),
             ApiError::Conflict(_) => (
                 StatusCode::CONFLICT,

@@ -165,6 +165,11 @@ pub struct GatewaySection {
     /// generated when missing.
     #[serde(default = "default_document_key")]
     pub document_key_file: PathBuf,
+    /// The HMAC key for subjects in the audit trail, as the document key
+    /// (64 hex digits; relative: inside the data folder; generated with
+    /// `--demo`). Keep it: without it "who used my data" finds nothing.
+    #[serde(default = "default_audit_key")]
+    pub audit_key_file: PathBuf,
     /// Largest API request body accepted, in bytes.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
@@ -190,6 +195,10 @@ pub struct ApiTls {
 
 fn default_max_request() -> usize {
     64 * 1024
+}
+
+fn default_audit_key() -> PathBuf {
+    PathBuf::from("keys/audit.key")
 }
 
 fn default_document_key() -> PathBuf {
@@ -336,6 +345,13 @@ pub struct JobsConfig {
     /// Idempotency keys are forgotten after this.
     #[serde(default = "default_idempotency_ttl", with = "duration")]
     pub idempotency_ttl: Duration,
+    /// When the audit trail's head is written to `{data}/audit/checkpoints.log`.
+    #[serde(default = "default_checkpoint_cron")]
+    pub audit_checkpoint_cron: String,
+}
+
+fn default_checkpoint_cron() -> String {
+    "30 * * * * *".into()
 }
 
 fn default_idempotency_ttl() -> Duration {
@@ -375,6 +391,7 @@ impl Default for JobsConfig {
             deadline_warning: default_deadline_warning(),
             cert_warning: default_cert_warning(),
             idempotency_ttl: default_idempotency_ttl(),
+            audit_checkpoint_cron: default_checkpoint_cron(),
         }
     }
 }

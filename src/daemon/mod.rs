@@ -169,11 +169,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     };
 
     let store = SledStore::open(&opts.data_dir.join("store"), 64 << 20)?;
-    let key_file = if opts.demo || cfg.gateway.document_key_file.is_relative() {
-        opts.data_dir.join(&cfg.gateway.document_key_file)
-    } else {
-        cfg.gateway.document_key_file.clone()
-    };
+    // Relative key paths are inside the data folder (an absolute one stays).
+    let key_file = opts.data_dir.join(&cfg.gateway.document_key_file);
     let cipher =
         crate::store::crypt::DocumentCipher::from_file(&key_file, opts.demo).map_err(|e| {
             DaemonError::Key(format!(
@@ -190,6 +187,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         root: opts.data_dir.join("cases"),
     };
     let dyn_store: Arc<dyn QueueStore> = store.clone();
+    let audit_key_file = opts.data_dir.join(&cfg.gateway.audit_key_file);
+    let audit_key = Arc::new(
+        crate::audit::AuditKey::from_file(&audit_key_file, opts.demo).map_err(|e| {
+            DaemonError::Key(format!(
+                "{e} (make one with `openssl rand -hex 32 > {}`)",
+                audit_key_file.display()
+            ))
+        })?,
+    );
+    dyn_store.set_audit_rule(crate::audit::rule(audit_key.clone()));
     let hook_notify = Arc::new(tokio::sync::Notify::new());
     dyn_store.set_event_rule(crate::delivery::webhook::event_rule(
         &cfg,
@@ -217,6 +224,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         dispatcher,
         cipher,
         clients(&cfg, opts.demo),
+    )
+    .with_audit(
+        audit_key,
+        crate::audit::Checkpoints {
+            path: opts.data_dir.join("audit").join("checkpoints.log"),
+        },
     );
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await

@@ -31,7 +31,18 @@ pub struct Gate {
     bucket: Mutex<TokenBucket>,
     breaker: Mutex<Breaker>,
     paused: AtomicBool,
+    /// When a pause ends by itself (ms since the epoch); 0: when resumed.
+    paused_until: std::sync::atomic::AtomicU64,
     windows: Vec<Window>,
+    last: Mutex<LastSeen>,
+}
+
+/// The latest attempt results of a registry, for operators.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct LastSeen {
+    pub success_ms: Option<u64>,
+    pub error_ms: Option<u64>,
+    pub error: Option<String>,
 }
 
 /// Why a registry cannot take a request now.
@@ -49,19 +60,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A registry's state as operators see it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"registry": "cadastre", "breaker": "closed", "paused": true, "paused_until": null, "in_maintenance": false, "in_flight": 0}))]
 pub struct GateStatus {
     pub registry: String,
     /// closed, open or half-open.
     #[schema(value_type = String)]
     pub breaker: &'static str,
     pub paused: bool,
+    /// When the pause ends by itself (ms since the epoch).
+    pub paused_until: Option<u64>,
     pub in_maintenance: bool,
     pub in_flight: usize,
 }
 
 impl Gate {
     fn admit(&self, now: u64) -> Result<OwnedSemaphorePermit, Blocked> {
-        if self.paused.load(Ordering::Relaxed) {
+        if self.is_paused(now) {
             return Err(Blocked::Until(now + 1000));
         }
         let t =
@@ -84,8 +98,27 @@ impl Gate {
         }
     }
 
-    pub fn pause(&self, on: bool) {
+    /// Pauses (until `until` ms since the epoch, if given) or resumes.
+    pub fn pause(&self, on: bool, until: Option<u64>) {
+        self.paused_until
+            .store(if on { until.unwrap_or(0) } else { 0 }, Ordering::Relaxed);
         self.paused.store(on, Ordering::Relaxed);
+    }
+
+    fn is_paused(&self, now: u64) -> bool {
+        if !self.paused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.paused_until.load(Ordering::Relaxed);
+        if until != 0 && now >= until {
+            self.pause(false, None);
+            return false;
+        }
+        true
+    }
+
+    pub fn last(&self) -> LastSeen {
+        lock(&self.last).clone()
     }
 
     pub fn status(&self) -> GateStatus {
@@ -97,7 +130,8 @@ impl Gate {
                 BreakerState::Open { .. } => "open",
                 BreakerState::HalfOpen => "half-open",
             },
-            paused: self.paused.load(Ordering::Relaxed),
+            paused: self.is_paused(crate::store::now_ms()),
+            paused_until: Some(self.paused_until.load(Ordering::Relaxed)).filter(|u| *u != 0),
             in_maintenance: self.windows.iter().any(|w| w.active_until(now).is_some()),
             in_flight: self.max_in_flight - self.in_flight.available_permits(),
         }
@@ -140,6 +174,8 @@ impl Dispatcher {
                     bucket: Mutex::new(TokenBucket::new(r.rate_per_s, now)),
                     breaker: Mutex::new(Breaker::new(r.breaker_failures, r.breaker_cooldown)),
                     paused: AtomicBool::new(r.paused),
+                    paused_until: Default::default(),
+                    last: Default::default(),
                     // validated when the configuration was loaded
                     windows: r
                         .maintenance
@@ -335,7 +371,19 @@ impl Dispatcher {
             // configuration, say): nothing will change by retrying.
             Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None),
         };
-        lock(&gate.breaker).record(policy::is_registry_failure(&outcome), now);
+        let failed = policy::is_registry_failure(&outcome);
+        lock(&gate.breaker).record(failed, now);
+        {
+            let mut last = lock(&gate.last);
+            match &outcome {
+                Outcome::Document | Outcome::Accepted { .. } => last.success_ms = Some(now),
+                o if failed || matches!(o, Outcome::Security { .. }) => {
+                    last.error_ms = Some(now);
+                    last.error = Some(crate::ids::redact_text(&o.to_string()));
+                }
+                _ => {}
+            }
+        }
         tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %crate::ids::redact_text(&outcome.to_string()), "attempt");
         if let Some(doc) = &document {
             let sealed = self
@@ -400,6 +448,14 @@ impl Dispatcher {
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {
         let id = rec.id.clone();
         let result = async {
+            // Cancelled since it was leased: its document stays undelivered.
+            if self
+                .store
+                .get(&id)?
+                .is_none_or(|r| r.state != State::Fetched)
+            {
+                return Ok(None);
+            }
             if self.no_folder.contains(&rec.client) {
                 // The document is in the store for the API; a webhook
                 // client hears of it from the event this change raises.

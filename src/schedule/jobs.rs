@@ -171,6 +171,25 @@ pub async fn start(
             }
         })?)
         .await?;
+    let (s, file) = (
+        store.clone(),
+        crate::audit::Checkpoints {
+            path: data_dir.join("audit").join("checkpoints.log"),
+        },
+    );
+    sched
+        .add(Job::new_async(
+            j.audit_checkpoint_cron.as_str(),
+            move |_, _| {
+                let (s, file) = (s.clone(), file.clone());
+                Box::pin(async move {
+                    if let Err(e) = crate::audit::checkpoint(&*s, &file).await {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                    }
+                })
+            },
+        )?)
+        .await?;
     sched.start().await?;
     Ok(sched)
 }

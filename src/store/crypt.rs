@@ -27,6 +27,46 @@ pub enum CryptError {
     Store(#[from] StoreError),
 }
 
+/// 256 bits written as 64 hex digits.
+pub fn parse_hex_key(text: &str) -> Result<[u8; 32], CryptError> {
+    let t = text.trim();
+    if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CryptError::Key("expected 64 hex digits (256 bits)".into()));
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
+            .map_err(|e| CryptError::Key(e.to_string()))?;
+    }
+    Ok(key)
+}
+
+/// Reads a key file of 64 hex digits, or creates one (0600, random) when
+/// `create` and it is absent. Used for the document key and the audit key.
+pub fn read_key_file(path: &std::path::Path, create: bool) -> Result<[u8; 32], CryptError> {
+    let err = |e: std::io::Error| CryptError::Key(format!("{}: {e}", path.display()));
+    if !path.exists() && create {
+        let hex = DocumentCipher::generate_hex()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CryptError::Key(format!("{}: {e}", dir.display())))?;
+        }
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        opts.open(path)
+            .and_then(|mut f| f.write_all(hex.as_bytes()))
+            .map_err(err)?;
+    }
+    let text = std::fs::read_to_string(path).map_err(err)?;
+    parse_hex_key(&text).map_err(|e| CryptError::Key(format!("{}: {e}", path.display())))
+}
+
 /// The document key.
 #[derive(Clone)]
 pub struct DocumentCipher {
@@ -42,16 +82,9 @@ impl std::fmt::Debug for DocumentCipher {
 impl DocumentCipher {
     /// A key written as 64 hex digits (as in a key file).
     pub fn from_hex(text: &str) -> Result<DocumentCipher, CryptError> {
-        let t = text.trim();
-        if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(CryptError::Key("expected 64 hex digits (256 bits)".into()));
-        }
-        let mut key = [0u8; 32];
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
-                .map_err(|e| CryptError::Key(e.to_string()))?;
-        }
-        Ok(DocumentCipher { key })
+        Ok(DocumentCipher {
+            key: parse_hex_key(text)?,
+        })
     }
 
     /// A fresh random key, as hex.
@@ -63,29 +96,9 @@ impl DocumentCipher {
 
     /// Reads a key file, or creates one (0600) when `create` and it is absent.
     pub fn from_file(path: &std::path::Path, create: bool) -> Result<DocumentCipher, CryptError> {
-        if !path.exists() && create {
-            let hex = Self::generate_hex()?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| CryptError::Key(format!("{}: {e}", dir.display())))?;
-            }
-            use std::io::Write;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts
-                .open(path)
-                .map_err(|e| CryptError::Key(format!("{}: {e}", path.display())))?;
-            f.write_all(hex.as_bytes())
-                .map_err(|e| CryptError::Key(format!("{}: {e}", path.display())))?;
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CryptError::Key(format!("{}: {e}", path.display())))?;
-        Self::from_hex(&text).map_err(|e| CryptError::Key(format!("{}: {e}", path.display())))
+        Ok(DocumentCipher {
+            key: read_key_file(path, create)?,
+        })
     }
 
     pub fn seal(&self, id: &str, plain: &[u8]) -> Result<Vec<u8>, CryptError> {

@@ -13,6 +13,8 @@
 //! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
 //! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
 //! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |
+//! | `audit` | sequence number, big-endian u64 | an audit [`Entry`](crate::audit::Entry), hash-chained, as JSON; never removed |
+//! | `audit_subject` | keyed subject hash (hex) ‖ sequence number | empty: the entries about one person |
 //! | `meta` | `schema` | store schema version |
 //!
 //! A request is in `due` exactly when something must happen to it: queued
@@ -118,6 +120,21 @@ pub trait QueueStore: Send + Sync + 'static {
         id: &str,
         f: &dyn Fn(&mut RequestRecord) -> bool,
     ) -> Result<Option<RequestRecord>, StoreError>;
+    /// Installs the rule that turns record changes into audit entries.
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule);
+    /// Appends entries to the audit trail (document reads, admin actions).
+    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError>;
+    /// Audit entries after `after_seq`, in order; an unreadable one is an
+    /// `Err` with the reason, so that verification can name it.
+    #[allow(clippy::type_complexity)]
+    fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError>;
+    /// The entries whose subject has this keyed hash.
+    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError>;
+    fn audit_head(&self) -> Result<crate::audit::Head, StoreError>;
     /// Installs the rule that turns record changes into events.
     fn set_event_rule(&self, rule: EventRule);
     /// Writes events whose ids are new (others are skipped); returns how
@@ -296,6 +313,51 @@ struct Trees {
     idempotency: sled::Tree,
     outbox: sled::Tree,
     outbox_ids: sled::Tree,
+    audit: sled::Tree,
+    audit_subject: sled::Tree,
+    /// The chain head: held while entries are chained and written, so
+    /// that writers take turns.
+    audit_head: Arc<std::sync::Mutex<crate::audit::Head>>,
+    audit_rule: Arc<std::sync::RwLock<Option<crate::audit::AuditRule>>>,
+}
+
+impl Trees {
+    fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
+        self.audit_rule
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, crate::audit::Head> {
+        self.audit_head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Chains drafts after `head` and writes them; returns the new head.
+fn chain_in(
+    audit: &sled::transaction::TransactionalTree,
+    by_subject: &sled::transaction::TransactionalTree,
+    head: &crate::audit::Head,
+    drafts: Vec<crate::audit::Draft>,
+) -> Result<crate::audit::Head, ConflictableTransactionError<StoreError>> {
+    let mut h = head.clone();
+    for d in drafts {
+        let e = crate::audit::Entry::chained(d, h.seq + 1, &h.hash);
+        let v = serde_json::to_vec(&e)
+            .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?;
+        audit.insert(&e.seq.to_be_bytes(), v)?;
+        for s in &e.draft.subject {
+            let mut k = s.as_bytes().to_vec();
+            k.extend_from_slice(&e.seq.to_be_bytes());
+            by_subject.insert(k, &[])?;
+        }
+        h = crate::audit::Head {
+            seq: e.seq,
+            hash: e.hash,
+        };
+    }
+    Ok(h)
 }
 
 /// The sled store.
@@ -368,6 +430,10 @@ impl SledStore {
             idempotency: tree("idempotency")?,
             outbox: tree("outbox")?,
             outbox_ids: tree("outbox_ids")?,
+            audit: tree("audit")?,
+            audit_subject: tree("audit_subject")?,
+            audit_head: Default::default(),
+            audit_rule: Default::default(),
             db: db.clone(),
         };
         let meta = tree("meta")?;
@@ -389,6 +455,17 @@ impl SledStore {
                 }
                 // Versions below SCHEMA_VERSION would be migrated here.
             }
+        }
+        if let Some((k, v)) = t.audit.last().map_err(|e| damaged(e.to_string()))? {
+            let e: crate::audit::Entry = serde_json::from_slice(&v).map_err(|e| {
+                damaged(format!(
+                    "the newest audit entry is unreadable ({e}); run `jumgw audit verify`"
+                ))
+            })?;
+            *t.head() = crate::audit::Head {
+                seq: seq_of(&k).map_err(|e| damaged(e.to_string()))?,
+                hash: e.hash,
+            };
         }
         // A quick consistency check: every due key names a record.
         for item in t.due.iter().take(1000) {
@@ -463,46 +540,68 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
             }
         }
         let now = now_ms();
-        let res = (&t.requests, &t.due, &t.by_case, &t.idempotency)
-            .transaction(|(req, due, by_case, idem)| {
-                // Rebuilt on every run: sled may run this closure again.
-                let mut outcomes = Vec::with_capacity(pending.len());
-                for (records, key, _) in &pending {
-                    if let Some(k) = key {
-                        let kb = idem_key(&k.client, &k.key);
-                        // Read-your-writes: a duplicate within this batch sees the first.
-                        if let Some(v) = idem.get(&kb)? {
-                            let e: IdemEntry = serde_json::from_slice(&v).map_err(|e| {
-                                ConflictableTransactionError::Abort(StoreError::Corrupt {
-                                    id: k.key.clone(),
-                                    detail: e.to_string(),
-                                })
-                            })?;
-                            outcomes.push(Enqueued::Existing(e));
-                            continue;
+        let rule = t.audit_rule();
+        // The guard must not live across an await: this block ends first.
+        let res = {
+            let mut head = t.head();
+            let res = (
+                &t.requests,
+                &t.due,
+                &t.by_case,
+                &t.idempotency,
+                &t.audit,
+                &t.audit_subject,
+            )
+                .transaction(|(req, due, by_case, idem, audit, audit_subject)| {
+                    let mut drafts = Vec::new();
+                    // Rebuilt on every run: sled may run this closure again.
+                    let mut outcomes = Vec::with_capacity(pending.len());
+                    for (records, key, _) in &pending {
+                        if let Some(k) = key {
+                            let kb = idem_key(&k.client, &k.key);
+                            // Read-your-writes: a duplicate within this batch sees the first.
+                            if let Some(v) = idem.get(&kb)? {
+                                let e: IdemEntry = serde_json::from_slice(&v).map_err(|e| {
+                                    ConflictableTransactionError::Abort(StoreError::Corrupt {
+                                        id: k.key.clone(),
+                                        detail: e.to_string(),
+                                    })
+                                })?;
+                                outcomes.push(Enqueued::Existing(e));
+                                continue;
+                            }
+                            let e = IdemEntry {
+                                request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                                body_hash: k.body_hash.clone(),
+                                created_ms: now,
+                            };
+                            idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
                         }
-                        let e = IdemEntry {
-                            request_ids: records.iter().map(|r| r.id.clone()).collect(),
-                            body_hash: k.body_hash.clone(),
-                            created_ms: now,
-                        };
-                        idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
-                    }
-                    for r in records {
-                        req.insert(r.id.as_bytes(), encode(r))?;
-                        if let Some(d) = r.due_ms {
-                            due.insert(due_key(d, &r.id), due_value(r))?;
+                        for r in records {
+                            req.insert(r.id.as_bytes(), encode(r))?;
+                            if let Some(d) = r.due_ms {
+                                due.insert(due_key(d, &r.id), due_value(r))?;
+                            }
+                            by_case.insert(case_key(&r.case, &r.id), &[])?;
+                            if let Some(rule) = &rule {
+                                drafts.extend(rule(None, r));
+                            }
                         }
-                        by_case.insert(case_key(&r.case, &r.id), &[])?;
+                        outcomes.push(Enqueued::Stored);
                     }
-                    outcomes.push(Enqueued::Stored);
-                }
-                Ok::<Vec<Enqueued>, ConflictableTransactionError<StoreError>>(outcomes)
-            })
-            .map_err(|e: TransactionError<StoreError>| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::from(e),
+                    let new_head = chain_in(audit, audit_subject, &head, drafts)?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>((outcomes, new_head))
+                })
+                .map_err(|e: TransactionError<StoreError>| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StoreError::from(e),
+                });
+            let res = res.map(|(outcomes, new_head)| {
+                *head = new_head;
+                outcomes
             });
+            res
+        };
         let res = match res {
             Ok(outcomes) => {
                 match tokio::time::timeout(SledStore::FLUSH_TIMEOUT, t.db.flush_async()).await {
@@ -643,8 +742,17 @@ impl QueueStore for SledStore {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let t = &self.t;
-        let res = (&t.requests, &t.due, &t.outbox, &t.outbox_ids).transaction(
-            |(req, due, outbox, ids)| {
+        let rule = t.audit_rule();
+        let mut head = t.head();
+        let res = (
+            &t.requests,
+            &t.due,
+            &t.outbox,
+            &t.outbox_ids,
+            &t.audit,
+            &t.audit_subject,
+        )
+            .transaction(|(req, due, outbox, ids, audit, audit_subject)| {
                 let Some(cur) = req.get(id.as_bytes())? else {
                     return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
                         id.to_owned(),
@@ -674,9 +782,20 @@ impl QueueStore for SledStore {
                         raised += put_event(outbox, ids, &e)?;
                     }
                 }
-                Ok(Some((new, raised)))
-            },
-        );
+                let drafts = rule
+                    .as_ref()
+                    .map(|r| r(Some(&old), &new))
+                    .unwrap_or_default();
+                let new_head = chain_in(audit, audit_subject, &head, drafts)?;
+                Ok(Some((new, raised, new_head)))
+            });
+        let res = res.map(|r| {
+            r.map(|(rec, raised, new_head)| {
+                *head = new_head;
+                (rec, raised)
+            })
+        });
+        drop(head);
         match res {
             Ok(Some((r, raised))) => {
                 if raised > 0 {
@@ -690,6 +809,58 @@ impl QueueStore for SledStore {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+        *self.t.audit_rule.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+    }
+
+    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject)
+            .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        let start = after_seq.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.audit.range(start..).take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            out.push((seq, serde_json::from_slice(&v).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.audit_subject.scan_prefix(hash.as_bytes()) {
+            let (k, _) = item?;
+            let seq = &k[k.len().saturating_sub(8)..];
+            if let Some(v) = self.t.audit.get(seq)? {
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: format!("audit entry {}", seq_of(seq).unwrap_or(0)),
+                    detail: e.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        Ok(self.t.head().clone())
     }
 
     fn set_event_rule(&self, rule: EventRule) {

@@ -261,7 +261,8 @@ impl Env {
 }
 
 /// `jumgw serve --demo` as a child process; killed (SIGKILL) on drop.
-pub struct Daemon(pub std::process::Child);
+/// The child, and the embedded simulator's control URL.
+pub struct Daemon(pub std::process::Child, pub String);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -315,7 +316,7 @@ pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Dae
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
-    let d = Daemon(child);
+    let mut d = Daemon(child, String::new());
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
     loop {
         let Some(Ok(l)) = lines.next() else {
@@ -324,6 +325,9 @@ pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Dae
                 std::fs::read_to_string(daemon_log(port)).unwrap_or_default()
             );
         };
+        if let Some(url) = l.strip_prefix("embedded registry simulator: control on ") {
+            d.1 = url.trim_end_matches('/').to_owned();
+        }
         if l.starts_with("jumgw listening on") {
             break;
         }

@@ -1,0 +1,868 @@
+//! The administrators' API `/admin/v1` (admin-role tokens only; others get
+//! 403): the queue (list with filters and a cursor, one request, retry,
+//! cancel, bulk retry of dead requests), statistics, registries (state,
+//! pause, resume), the audit trail (verify, "who used my data"). Every
+//! action that changes something is itself audited.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, AppState, Client, RequestOut};
+use crate::audit::Draft;
+use crate::store::{now_ms, RequestRecord, State as RState};
+
+fn require_admin(who: &Client) -> Result<(), ApiError> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "the admin API needs an admin token".into(),
+        ))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Appends an administrator's action to the audit trail; an action that
+/// cannot be audited is not done.
+fn audit(
+    st: &AppState,
+    who: &Client,
+    action: &str,
+    r: Option<&RequestRecord>,
+    outcome: &str,
+) -> Result<(), ApiError> {
+    let draft = match r {
+        Some(r) => crate::audit::about(&st.audit_key, r, &who.name, action, outcome),
+        None => Draft {
+            at_ms: now_ms(),
+            actor: who.name.clone(),
+            action: action.to_owned(),
+            outcome: outcome.to_owned(),
+            ..Draft::default()
+        },
+    };
+    st.store
+        .audit_append(vec![draft])
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// A request as operators see it: everything but the subject in clear.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01KAW3Q3ZJ0N5W9K5T1X0Y8B2C", "state": "dead", "service": "cadastre.property-sheet",
+    "registry": "cadastre", "case": "351-12/2026-IV", "created_ms": 1795643792420u64,
+    "deadline_ms": 1796939792420u64,
+    "attempts": [{"at_ms": 1795643792431u64, "duration_ms": 38, "http_status": 503, "outcome": "retryable", "detail": "HTTP 503"}],
+    "document_id": null, "delivered_ms": null, "error": "HTTP 503 (attempts or ZUP deadline exhausted)",
+    "client": "pisarnica", "official": "marija.kovac", "legal_basis": "ZUP čl. 103",
+    "purpose": "building permit", "subject": "ko 803472, sheet 1520", "at_risk": false, "due_ms": null
+}))]
+pub struct AdminRequestOut {
+    #[serde(flatten)]
+    pub request: RequestOut,
+    pub client: String,
+    pub official: String,
+    pub legal_basis: String,
+    pub purpose: String,
+    /// JMBGs masked.
+    pub subject: String,
+    /// Within days of its ZUP deadline.
+    pub at_risk: bool,
+    pub due_ms: Option<u64>,
+}
+
+impl From<&RequestRecord> for AdminRequestOut {
+    fn from(r: &RequestRecord) -> Self {
+        AdminRequestOut {
+            request: RequestOut::from(r),
+            client: r.client.clone(),
+            official: r.official.clone(),
+            legal_basis: r.legal_basis.clone(),
+            purpose: r.purpose.clone(),
+            subject: r.subject_redacted(),
+            at_risk: r.at_risk,
+            due_ms: r.due_ms,
+        }
+    }
+}
+
+/// Filters for the queue.
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Filter {
+    /// queued, sending, awaiting, retrying, fetched, delivered, dead, cancelled.
+    pub state: Option<String>,
+    pub registry: Option<String>,
+    pub service: Option<String>,
+    pub case: Option<String>,
+    pub client: Option<String>,
+    /// Text the last error contains (case-insensitive).
+    pub error: Option<String>,
+    /// Only requests filed longer ago than this (e.g. 10m, 2h, 1d).
+    pub older_than: Option<String>,
+}
+
+impl Filter {
+    fn check(&self) -> Result<(Option<RState>, u64), ApiError> {
+        let mut errs = Vec::new();
+        let state = match self.state.as_deref() {
+            None => None,
+            Some(s) => match RState::ALL.iter().find(|x| x.name() == s) {
+                Some(x) => Some(*x),
+                None => {
+                    errs.push(("/state".into(), format!("unknown state {s:?}")));
+                    None
+                }
+            },
+        };
+        let before = match self.older_than.as_deref() {
+            None => u64::MAX,
+            Some(d) => match crate::config::parse_duration(d) {
+                Ok(d) => now_ms().saturating_sub(d.as_millis() as u64),
+                Err(e) => {
+                    errs.push(("/older_than".into(), e));
+                    0
+                }
+            },
+        };
+        if errs.is_empty() {
+            Ok((state, before))
+        } else {
+            Err(ApiError::Invalid(errs))
+        }
+    }
+
+    fn matches(&self, r: &RequestRecord, state: Option<RState>, before: u64) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        state.is_none_or(|s| s == r.state)
+            && eq(&self.registry, &r.registry)
+            && eq(&self.service, &r.service)
+            && eq(&self.case, &r.case)
+            && eq(&self.client, &r.client)
+            && r.created_ms < before
+            && self.error.as_deref().is_none_or(|w| {
+                r.error
+                    .as_deref()
+                    .is_some_and(|e| e.to_lowercase().contains(&w.to_lowercase()))
+            })
+    }
+
+    /// Every matching request, oldest first.
+    fn select(&self, st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
+        let (state, before) = self.check()?;
+        let mut out = Vec::new();
+        crate::store::for_each(&*st.store, |r| {
+            if self.matches(&r, state, before) {
+                out.push(r);
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .map_err(internal)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub registry: Option<String>,
+    pub service: Option<String>,
+    pub case: Option<String>,
+    pub client: Option<String>,
+    /// Text the last error contains (case-insensitive).
+    pub error: Option<String>,
+    /// Only requests filed longer ago than this (e.g. 10m, 2h, 1d).
+    pub older_than: Option<String>,
+    /// `newest` (default) or `oldest` first.
+    pub order: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// 1 to 500, default 50.
+    pub limit: Option<usize>,
+}
+
+/// A page of the queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"requests": [], "total": 0, "next": null}))]
+pub struct Page {
+    pub requests: Vec<AdminRequestOut>,
+    /// How many match the filter, on every page.
+    pub total: usize,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/v1/requests", tag = "administration",
+    summary = "List and filter the queue, newest or oldest first, a page at a time",
+    params(ListQuery),
+    responses((status = 200, body = Page), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 422, description = "A filter is invalid", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(st): State<AppState>,
+    who: Client,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    require_admin(&who)?;
+    let Query(q) = q.map_err(|e| ApiError::Invalid(vec![("query".into(), e.body_text())]))?;
+    let filter = Filter {
+        state: q.state,
+        registry: q.registry,
+        service: q.service,
+        case: q.case,
+        client: q.client,
+        error: q.error,
+        older_than: q.older_than,
+    };
+    let newest = match q.order.as_deref() {
+        None | Some("newest") => true,
+        Some("oldest") => false,
+        Some(o) => {
+            return Err(ApiError::Invalid(vec![(
+                "/order".into(),
+                format!("{o:?} is neither newest nor oldest"),
+            )]))
+        }
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Invalid(vec![(
+            "/limit".into(),
+            "between 1 and 500".into(),
+        )]));
+    }
+    let st2 = st.clone();
+    let mut all = tokio::task::spawn_blocking(move || filter.select(&st2))
+        .await
+        .map_err(internal)??;
+    let total = all.len();
+    // Ids are ULIDs: their order is the order of filing.
+    if newest {
+        all.reverse();
+    }
+    let start = match &q.after {
+        Some(a) => all
+            .iter()
+            .position(|r| if newest { r.id < *a } else { r.id > *a })
+            .unwrap_or(all.len()),
+        None => 0,
+    };
+    let page: Vec<&RequestRecord> = all.iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < all.len())
+        .then(|| page.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(Page {
+        requests: page.into_iter().map(AdminRequestOut::from).collect(),
+        total,
+        next,
+    }))
+}
+
+fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
+    st.store
+        .get(id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
+}
+
+#[utoipa::path(
+    get, path = "/admin/v1/requests/{id}", tag = "administration",
+    summary = "One request with every attempt",
+    params(("id" = String, Path, description = "Request id")),
+    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn show(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+) -> Result<Json<AdminRequestOut>, ApiError> {
+    require_admin(&who)?;
+    Ok(Json(AdminRequestOut::from(&find(&st, &id)?)))
+}
+
+/// Makes a request due now; a dead or cancelled one starts over.
+fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
+    let now = now_ms();
+    let before = find(st, id)?;
+    let updated = st
+        .store
+        .update(id, &|r| match r.state {
+            RState::Dead | RState::Cancelled => {
+                r.state = RState::Queued;
+                r.due_ms = Some(now);
+                r.error = None;
+                r.security_failures = 0;
+                true
+            }
+            RState::Queued | RState::Retrying | RState::Awaiting => {
+                r.due_ms = Some(now);
+                true
+            }
+            _ => false,
+        })
+        .map_err(internal)?;
+    match updated {
+        Some(r) => {
+            st.dispatcher.wake();
+            Ok(r)
+        }
+        None => Err(ApiError::StateConflict(format!(
+            "request {id} is {}: nothing to retry",
+            before.state.name()
+        ))),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/requests/{id}/retry", tag = "administration",
+    summary = "Retry one request now (a dead or cancelled one starts over)",
+    params(("id" = String, Path, description = "Request id")),
+    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 409, description = "Delivered, being sent or fetched: nothing to retry", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+) -> Result<Json<AdminRequestOut>, ApiError> {
+    require_admin(&who)?;
+    let r = find(&st, &id)?;
+    audit(&st, &who, "admin.retry", Some(&r), "requested")?;
+    let r = retry_one(&st, &id)?;
+    Ok(Json(AdminRequestOut::from(&r)))
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/requests/{id}/cancel", tag = "administration",
+    summary = "Cancel a request that has not finished; one being sent finishes its attempt, and its answer is kept but not delivered",
+    params(("id" = String, Path, description = "Request id")),
+    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(st): State<AppState>,
+    who: Client,
+    Path(id): Path<String>,
+) -> Result<Json<AdminRequestOut>, ApiError> {
+    require_admin(&who)?;
+    let r = find(&st, &id)?;
+    audit(&st, &who, "admin.cancel", Some(&r), "requested")?;
+    let name = who.name.clone();
+    let updated = st
+        .store
+        .update(&id, &|r| {
+            if r.state.is_terminal() {
+                return false;
+            }
+            r.state = RState::Cancelled;
+            r.error = Some(format!("cancelled by {name}"));
+            true
+        })
+        .map_err(internal)?;
+    match updated {
+        Some(r) => Ok(Json(AdminRequestOut::from(&r))),
+        None => Err(ApiError::StateConflict(format!(
+            "request {id} is {}: already finished",
+            r.state.name()
+        ))),
+    }
+}
+
+/// Bulk retry of dead requests.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"registry": "cadastre", "dry_run": true}))]
+pub struct RetryDeadIn {
+    pub registry: Option<String>,
+    pub service: Option<String>,
+    pub case: Option<String>,
+    pub client: Option<String>,
+    pub error: Option<String>,
+    pub older_than: Option<String>,
+    /// Only count and list; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"matched": 2, "retried": 0, "dry_run": true, "ids": ["01KAW3Q3ZJ0N5W9K5T1X0Y8B2C", "01KAW3Q3ZJ7M4T2W5T1X0Y8B2D"]}))]
+pub struct RetryDeadOut {
+    pub matched: usize,
+    pub retried: usize,
+    pub dry_run: bool,
+    pub ids: Vec<String>,
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/requests/retry-dead", tag = "administration",
+    summary = "Retry every dead request that matches a filter (or, with dry_run, count them)",
+    request_body = RetryDeadIn,
+    responses((status = 200, body = RetryDeadOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors),
+    security(("bearer" = []))
+)]
+pub async fn retry_dead(
+    State(st): State<AppState>,
+    who: Client,
+    body: Result<Json<RetryDeadIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RetryDeadOut>, ApiError> {
+    require_admin(&who)?;
+    let Json(b) = body.map_err(json_rejection)?;
+    let filter = Filter {
+        state: Some("dead".into()),
+        registry: b.registry,
+        service: b.service,
+        case: b.case,
+        client: b.client,
+        error: b.error,
+        older_than: b.older_than,
+    };
+    let st2 = st.clone();
+    let dead = tokio::task::spawn_blocking(move || filter.select(&st2))
+        .await
+        .map_err(internal)??;
+    let ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
+    let mut retried = 0;
+    if !b.dry_run {
+        audit(
+            &st,
+            &who,
+            "admin.retry-dead",
+            None,
+            &format!("{} requests", ids.len()),
+        )?;
+        for id in &ids {
+            if retry_one(&st, id).is_ok() {
+                retried += 1;
+            }
+        }
+    }
+    Ok(Json(RetryDeadOut {
+        matched: ids.len(),
+        retried,
+        dry_run: b.dry_run,
+        ids,
+    }))
+}
+
+fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    use axum::extract::rejection::JsonRejection as J;
+    match e {
+        J::MissingJsonContentType(_) => ApiError::MediaType,
+        other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(0)
+        }
+        other => ApiError::BadJson(other.body_text()),
+    }
+}
+
+/// Requests by state, overall and per registry.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(example = json!({"states": {"queued": 3, "dead": 1}, "registries": {"cadastre": {"queued": 3, "dead": 1}}, "oldest_queued_ms": 1795643792420u64, "at_risk": 0}))]
+pub struct Stats {
+    pub states: BTreeMap<String, u64>,
+    pub registries: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Filing time of the oldest request not yet fetched.
+    pub oldest_queued_ms: Option<u64>,
+    /// Open requests near their ZUP deadline.
+    pub at_risk: u64,
+}
+
+/// One pass over the store.
+pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
+    let mut s = Stats::default();
+    for x in RState::ALL {
+        s.states.insert(x.name().into(), 0);
+    }
+    for r in st.config.registries.keys() {
+        s.registries.insert(r.clone(), BTreeMap::new());
+    }
+    crate::store::for_each(&*st.store, |r| {
+        *s.states.entry(r.state.name().into()).or_default() += 1;
+        *s.registries
+            .entry(r.registry.clone())
+            .or_default()
+            .entry(r.state.name().into())
+            .or_default() += 1;
+        if matches!(
+            r.state,
+            RState::Queued | RState::Retrying | RState::Sending | RState::Awaiting
+        ) {
+            s.oldest_queued_ms = Some(
+                s.oldest_queued_ms
+                    .map_or(r.created_ms, |o| o.min(r.created_ms)),
+            );
+        }
+        if r.at_risk && !r.state.is_terminal() {
+            s.at_risk += 1;
+        }
+        Ok::<(), crate::store::StoreError>(())
+    })
+    .map_err(internal)?;
+    Ok(s)
+}
+
+#[utoipa::path(
+    get, path = "/admin/v1/stats", tag = "administration",
+    summary = "Requests by state, overall and per registry",
+    responses((status = 200, body = Stats), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn get_stats(State(st): State<AppState>, who: Client) -> Result<Json<Stats>, ApiError> {
+    require_admin(&who)?;
+    let st2 = st.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || stats(&st2))
+            .await
+            .map_err(internal)??,
+    ))
+}
+
+/// A certificate the gateway relies on for a registry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertOut {
+    pub role: String,
+    pub subject: String,
+    pub not_after: String,
+    pub days_left: i64,
+}
+
+/// Everything about a registry an operator needs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "registry": "cadastre", "breaker": "open", "paused": false, "paused_until": null,
+    "in_maintenance": false, "in_flight": 0, "queue": {"retrying": 12, "queued": 3},
+    "last": {"success_ms": 1795643792420u64, "error_ms": 1795643799420u64, "error": "HTTP 503"},
+    "certificates": [{"role": "tls trust", "subject": "CN=jum-gateway development CA", "not_after": "Nov 23 21:00:00 2036 GMT", "days_left": 3650}]
+}))]
+pub struct RegistryOut {
+    #[serde(flatten)]
+    pub gate: crate::dispatch::GateStatus,
+    /// Requests not finished, by state.
+    pub queue: BTreeMap<String, u64>,
+    pub last: crate::dispatch::LastSeen,
+    pub certificates: Vec<CertOut>,
+}
+
+/// The first certificate of a PEM file.
+pub fn cert_info(role: &str, path: &std::path::Path) -> Option<CertOut> {
+    let pem = std::fs::read(path).ok()?;
+    let cert = openssl::x509::X509::from_pem(&pem).ok()?;
+    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+    let days_left = now
+        .diff(cert.not_after())
+        .map(|d| i64::from(d.days))
+        .unwrap_or(0);
+    Some(CertOut {
+        role: role.to_owned(),
+        subject: crate::xml::dsig::name_to_string(cert.subject_name()),
+        not_after: cert.not_after().to_string(),
+        days_left,
+    })
+}
+
+pub fn registries(st: &AppState) -> Result<Vec<RegistryOut>, ApiError> {
+    let stats = stats(st)?;
+    Ok(st
+        .dispatcher
+        .gates
+        .iter()
+        .map(|(name, g)| {
+            let cfg = st.config.registries.get(name);
+            let certificates = cfg
+                .map(|c| {
+                    [("tls trust", &c.tls_ca), ("signer trust", &c.signer_ca)]
+                        .into_iter()
+                        .filter_map(|(role, p)| cert_info(role, p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            RegistryOut {
+                gate: g.status(),
+                queue: stats
+                    .registries
+                    .get(name)
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(s, _)| {
+                                !matches!(s.as_str(), "delivered" | "dead" | "cancelled")
+                            })
+                            .map(|(s, n)| (s.clone(), *n))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last: g.last(),
+                certificates,
+            }
+        })
+        .collect())
+}
+
+#[utoipa::path(
+    get, path = "/admin/v1/registries", tag = "administration",
+    summary = "Each registry: breaker, pause, maintenance, in flight, queue, last success and error, certificates",
+    responses((status = 200, body = Vec<RegistryOut>), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn list_registries(
+    State(st): State<AppState>,
+    who: Client,
+) -> Result<Json<Vec<RegistryOut>>, ApiError> {
+    require_admin(&who)?;
+    let st2 = st.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || registries(&st2))
+            .await
+            .map_err(internal)??,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"until": "2026-11-26T06:00:00Z"}))]
+pub struct PauseIn {
+    /// When the pause ends by itself (RFC 3339); absent: until resumed.
+    pub until: Option<String>,
+}
+
+fn gate<'a>(
+    st: &'a AppState,
+    name: &str,
+) -> Result<&'a std::sync::Arc<crate::dispatch::Gate>, ApiError> {
+    st.dispatcher
+        .gates
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no registry {name}")))
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/registries/{name}/pause", tag = "administration",
+    summary = "Stop sending to a registry (optionally until a time); its requests wait",
+    params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
+    request_body(content = PauseIn, description = "Optional; {} pauses until resumed"),
+    responses((status = 200, body = crate::dispatch::GateStatus), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors, super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn pause(
+    State(st): State<AppState>,
+    who: Client,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
+    require_admin(&who)?;
+    let g = gate(&st, &name)?;
+    // The body is optional: none (or `{}`) pauses until resumed.
+    let b: PauseIn = if body.iter().all(u8::is_ascii_whitespace) {
+        PauseIn::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?
+    };
+    let until = match b.until {
+        None => None,
+        Some(u) => Some(
+            chrono::DateTime::parse_from_rfc3339(&u)
+                .map_err(|e| {
+                    ApiError::Invalid(vec![(
+                        "/until".into(),
+                        format!("not an RFC 3339 time: {e}"),
+                    )])
+                })?
+                .timestamp_millis()
+                .max(0) as u64,
+        ),
+    };
+    audit(
+        &st,
+        &who,
+        "admin.pause",
+        None,
+        &format!(
+            "{name} until {}",
+            until.map_or("resumed".into(), |u| u.to_string())
+        ),
+    )?;
+    g.pause(true, until);
+    Ok(Json(g.status()))
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/registries/{name}/resume", tag = "administration",
+    summary = "Resume sending to a registry",
+    params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
+    responses((status = 200, body = crate::dispatch::GateStatus), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn resume(
+    State(st): State<AppState>,
+    who: Client,
+    Path(name): Path<String>,
+) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
+    require_admin(&who)?;
+    let g = gate(&st, &name)?;
+    audit(&st, &who, "admin.resume", None, &name)?;
+    g.pause(false, None);
+    st.dispatcher.wake();
+    Ok(Json(g.status()))
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/audit/verify", tag = "administration",
+    summary = "Walk the audit trail's hash chain and check it against the checkpoints",
+    responses((status = 200, description = "The report; `broken` names the first broken link", body = crate::audit::Verification), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    security(("bearer" = []))
+)]
+pub async fn audit_verify(
+    State(st): State<AppState>,
+    who: Client,
+) -> Result<Json<crate::audit::Verification>, ApiError> {
+    require_admin(&who)?;
+    let st2 = st.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let checkpoints = match &st2.checkpoints {
+            Some(c) => c.read()?,
+            None => Vec::new(),
+        };
+        crate::audit::verify(&*st2.store, &checkpoints)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    audit(
+        &st,
+        &who,
+        "audit.verify",
+        None,
+        if report.broken.is_some() {
+            "broken"
+        } else {
+            "intact"
+        },
+    )?;
+    Ok(Json(report))
+}
+
+/// "Who used my data": the person, and the period.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"jmbg": "0512981717776", "from": "2026-01-01T00:00:00Z"}))]
+pub struct WhoIn {
+    pub jmbg: String,
+    /// RFC 3339; default: the beginning.
+    pub from: Option<String>,
+    /// RFC 3339; default: now.
+    pub to: Option<String>,
+}
+
+/// One access to data about the person.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Access {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub actor: String,
+    pub official: String,
+    pub action: String,
+    pub case: String,
+    pub service: String,
+    pub legal_basis: String,
+    pub purpose: String,
+    pub outcome: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"subject": "0512******776", "accesses": [{"seq": 12, "at_ms": 1795643792420u64, "at": "2026-11-25T21:56:32Z", "actor": "pisarnica", "official": "marija.kovac", "action": "request.accepted", "case": "351-12/2026-IV", "service": "civil.citizenship-certificate", "legal_basis": "ZUP čl. 103", "purpose": "building permit", "outcome": "accepted", "request_id": "01KAW3Q3ZJ0N5W9K5T1X0Y8B2C"}]}))]
+pub struct WhoOut {
+    /// The JMBG, masked.
+    pub subject: String,
+    pub accesses: Vec<Access>,
+}
+
+fn time_arg(pointer: &str, v: Option<&str>, default: u64) -> Result<u64, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.timestamp_millis().max(0) as u64)
+            .map_err(|e| {
+                ApiError::Invalid(vec![(pointer.into(), format!("not an RFC 3339 time: {e}"))])
+            }),
+    }
+}
+
+/// The report for one person.
+pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
+    let jmbg = crate::ids::Jmbg::parse(&b.jmbg)
+        .map_err(|e| ApiError::Invalid(vec![("/jmbg".into(), e.to_string())]))?;
+    let from = time_arg("/from", b.from.as_deref(), 0)?;
+    let to = time_arg("/to", b.to.as_deref(), u64::MAX)?;
+    let hash = st.audit_key.hash("jmbg", &b.jmbg);
+    let accesses = st
+        .store
+        .audit_by_subject(&hash)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|e| (from..=to).contains(&e.draft.at_ms))
+        .map(|e| Access {
+            seq: e.seq,
+            at_ms: e.draft.at_ms,
+            at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(e.draft.at_ms as i64)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            actor: e.draft.actor,
+            official: e.draft.official,
+            action: e.draft.action,
+            case: e.draft.case,
+            service: e.draft.service,
+            legal_basis: e.draft.legal_basis,
+            purpose: e.draft.purpose,
+            outcome: e.draft.outcome,
+            request_id: e.draft.request_id,
+        })
+        .collect();
+    Ok(WhoOut {
+        subject: jmbg.redacted(),
+        accesses,
+    })
+}
+
+#[utoipa::path(
+    post, path = "/admin/v1/audit/who", tag = "administration",
+    summary = "Who used my data: every access to data about a person (by JMBG, in the body so that it stays out of URLs and logs)",
+    request_body = WhoIn,
+    responses((status = 200, body = WhoOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors),
+    security(("bearer" = []))
+)]
+pub async fn audit_who(
+    State(st): State<AppState>,
+    who: Client,
+    body: Result<Json<WhoIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<WhoOut>, ApiError> {
+    require_admin(&who)?;
+    let Json(b) = body.map_err(json_rejection)?;
+    let report = who_report(&st, &b)?;
+    // The query is itself an access to the person's data.
+    let mut d = Draft {
+        at_ms: now_ms(),
+        actor: who.name.clone(),
+        action: "audit.who".into(),
+        outcome: format!("{} entries", report.accesses.len()),
+        ..Draft::default()
+    };
+    d.subject = vec![st.audit_key.hash("jmbg", &b.jmbg)];
+    st.store
+        .audit_append(vec![d])
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(report))
+}

@@ -1,0 +1,433 @@
+//! The audit trail: who accessed whose data, when, in which case, on what
+//! legal basis and for what purpose. Append-only and hash-chained: each
+//! entry carries the hash of the one before and its own hash over all its
+//! fields, so changing, removing or reordering an entry breaks the chain
+//! from there on. The chain head is also written, now and then, to a
+//! separate append-only checkpoint file, so that cutting entries off the
+//! end is caught too.
+//!
+//! Subjects are never stored in clear: each identifier (JMBG, PIB, MB) is
+//! kept as an HMAC-SHA256 under the audit key, which still lets "who used
+//! my data" find every entry about one person.
+//!
+//! Entries about requests are derived from the record changes themselves,
+//! inside the store's transaction ([`rule`]): accepted, and each exchange
+//! with its outcome. Document reads and administrators' actions are
+//! appended by the API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{QueueStore, RequestRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit key: {0}")]
+    Key(String),
+    #[error("audit checkpoints {path}: {detail}")]
+    Checkpoints { path: String, detail: String },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// An entry before it is chained.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Draft {
+    pub at_ms: u64,
+    /// The API client (back-office system or administrator).
+    pub actor: String,
+    /// The official on whose behalf, when known.
+    pub official: String,
+    /// request.accepted, exchange, document.read, admin.retry, admin.cancel,
+    /// admin.retry-dead, admin.pause, admin.resume, audit.who, ...
+    pub action: String,
+    pub request_id: Option<String>,
+    pub case: String,
+    pub service: String,
+    pub legal_basis: String,
+    pub purpose: String,
+    pub outcome: String,
+    /// Keyed hashes of the subject's identifiers.
+    pub subject: Vec<String>,
+}
+
+/// A chained entry, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub draft: Draft,
+    /// Hash of the previous entry (64 zeros for the first).
+    pub prev: String,
+    /// SHA-256 over this entry with `hash` empty, hex.
+    pub hash: String,
+}
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Entry {
+    pub fn chained(draft: Draft, seq: u64, prev: &str) -> Entry {
+        let mut e = Entry {
+            seq,
+            draft,
+            prev: prev.to_owned(),
+            hash: String::new(),
+        };
+        e.hash = e.digest();
+        e
+    }
+
+    /// The hash this entry should have.
+    pub fn digest(&self) -> String {
+        let mut c = self.clone();
+        c.hash.clear();
+        // Field order is the struct's: the same bytes on every run.
+        hex(&openssl::sha::sha256(
+            &serde_json::to_vec(&c).unwrap_or_default(),
+        ))
+    }
+}
+
+/// The newest entry's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            seq: 0,
+            hash: GENESIS.into(),
+        }
+    }
+}
+
+/// The HMAC key for subjects.
+pub struct AuditKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    pub fn from_file(path: &Path, create: bool) -> Result<AuditKey, AuditError> {
+        crate::store::crypt::read_key_file(path, create)
+            .map(|key| AuditKey { key })
+            .map_err(|e| AuditError::Key(e.to_string()))
+    }
+
+    pub fn from_bytes(key: [u8; 32]) -> AuditKey {
+        AuditKey { key }
+    }
+
+    /// The keyed hash of one identifier, e.g. `("jmbg", "0512981717776")`.
+    pub fn hash(&self, kind: &str, value: &str) -> String {
+        let mac = openssl::pkey::PKey::hmac(&self.key)
+            .and_then(|k| {
+                let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &k)?;
+                s.sign_oneshot_to_vec(format!("{kind}:{value}").as_bytes())
+            })
+            .unwrap_or_default();
+        hex(&mac)
+    }
+
+    /// The keyed hashes of a subject's personal identifiers.
+    pub fn subject(&self, fields: &[(String, String)]) -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "jmbg" | "pib" | "mb"))
+            .map(|(k, v)| self.hash(k, v))
+            .collect()
+    }
+}
+
+/// What a record change adds to the trail: `(None, new)` for a request
+/// just accepted, `(Some(old), new)` for a change. Runs inside the store's
+/// transaction; may run more than once; no side effects.
+pub type AuditRule =
+    Arc<dyn Fn(Option<&RequestRecord>, &RequestRecord) -> Vec<Draft> + Send + Sync>;
+
+/// A draft about a request, with its case, legal basis and purpose.
+pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outcome: &str) -> Draft {
+    Draft {
+        at_ms: crate::store::now_ms(),
+        actor: actor.to_owned(),
+        official: r.official.clone(),
+        action: action.to_owned(),
+        request_id: Some(r.id.clone()),
+        case: r.case.clone(),
+        service: r.service.clone(),
+        legal_basis: r.legal_basis.clone(),
+        purpose: r.purpose.clone(),
+        outcome: outcome.to_owned(),
+        subject: key.subject(&r.subject),
+    }
+}
+
+/// The rule the daemon installs: accepted requests and every exchange.
+pub fn rule(key: Arc<AuditKey>) -> AuditRule {
+    Arc::new(move |old, new| match old {
+        None => vec![about(
+            &key,
+            new,
+            &new.client,
+            "request.accepted",
+            "accepted",
+        )],
+        Some(old) => new
+            .attempts
+            .iter()
+            .skip(old.attempts.len())
+            .map(|a| {
+                let outcome = match a.http_status {
+                    Some(s) => format!("{} (HTTP {s})", a.outcome),
+                    None => a.outcome.clone(),
+                };
+                let mut d = about(&key, new, &new.client, "exchange", &outcome);
+                d.at_ms = a.at_ms;
+                d
+            })
+            .collect(),
+    })
+}
+
+/// A line of the checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The checkpoint file: one `<rfc3339> <seq> <hash>` line per checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    pub path: PathBuf,
+}
+
+impl Checkpoints {
+    pub fn read(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(AuditError::Checkpoints {
+                    path: self.path.display().to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let parts: Vec<&str> = l.split_whitespace().collect();
+                match parts.as_slice() {
+                    [_, seq, hash] if hash.len() == 64 => Ok(Checkpoint {
+                        seq: seq.parse().map_err(|_| self.bad(i, "sequence number"))?,
+                        hash: (*hash).to_owned(),
+                    }),
+                    _ => Err(self.bad(i, "line")),
+                }
+            })
+            .collect()
+    }
+
+    fn bad(&self, line: usize, what: &str) -> AuditError {
+        AuditError::Checkpoints {
+            path: self.path.display().to_string(),
+            detail: format!("unreadable {what} on line {}", line + 1),
+        }
+    }
+
+    /// Appends the head if it moved since the last checkpoint; fsyncs.
+    pub fn append(&self, head: &Head) -> Result<bool, AuditError> {
+        let err = |e: std::io::Error| AuditError::Checkpoints {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        };
+        if head.seq == 0 || self.read()?.last().is_some_and(|c| c.seq == head.seq) {
+            return Ok(false);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(err)?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        writeln!(f, "{now} {} {}", head.seq, head.hash).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        Ok(true)
+    }
+}
+
+/// Writes a checkpoint of the store's durable head.
+pub async fn checkpoint(store: &dyn QueueStore, file: &Checkpoints) -> Result<bool, AuditError> {
+    // Never vouch for entries that a crash could still take back.
+    store.flush().await?;
+    let head = store.audit_head()?;
+    file.append(&head)
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"entries": 1280, "head_seq": 1280, "head_hash": "9f2c…", "checkpoints": 42, "broken": null}))]
+pub struct Verification {
+    pub entries: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+    pub checkpoints: usize,
+    /// The first broken link, if any.
+    pub broken: Option<Broken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Broken {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Walks the whole chain and checks it against the checkpoints.
+pub fn verify(
+    store: &dyn QueueStore,
+    checkpoints: &[Checkpoint],
+) -> Result<Verification, AuditError> {
+    let mut head = Head::default();
+    let mut n = 0u64;
+    let mut broken: Option<Broken> = None;
+    let mut hashes: std::collections::BTreeMap<u64, String> = Default::default();
+    let wanted: std::collections::BTreeSet<u64> = checkpoints.iter().map(|c| c.seq).collect();
+    let mut after = 0u64;
+    'walk: loop {
+        let page = store.audit_scan(after, 1000)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = *last;
+        for (seq, item) in page {
+            let fail = |reason: String| Broken { seq, reason };
+            let e = match item {
+                Ok(e) => e,
+                Err(why) => {
+                    broken = Some(fail(format!("entry {seq} is unreadable: {why}")));
+                    break 'walk;
+                }
+            };
+            if seq != head.seq + 1 {
+                broken = Some(Broken {
+                    seq: head.seq + 1,
+                    reason: format!("entry {} is missing (next is {seq})", head.seq + 1),
+                });
+                break 'walk;
+            }
+            if e.seq != seq {
+                broken = Some(fail(format!("entry {seq} says it is {}", e.seq)));
+                break 'walk;
+            }
+            if e.prev != head.hash {
+                broken = Some(fail(format!(
+                    "entry {seq} does not follow entry {}: its link to the previous hash is wrong",
+                    head.seq
+                )));
+                break 'walk;
+            }
+            if e.digest() != e.hash {
+                broken = Some(fail(format!(
+                    "entry {seq} was changed after it was written"
+                )));
+                break 'walk;
+            }
+            if wanted.contains(&seq) {
+                hashes.insert(seq, e.hash.clone());
+            }
+            head = Head { seq, hash: e.hash };
+            n += 1;
+        }
+    }
+    if broken.is_none() {
+        for c in checkpoints {
+            match hashes.get(&c.seq) {
+                Some(h) if *h == c.hash => {}
+                Some(_) => {
+                    broken = Some(Broken {
+                        seq: c.seq,
+                        reason: format!("entry {} differs from its checkpoint", c.seq),
+                    });
+                    break;
+                }
+                None => {
+                    broken = Some(Broken {
+                        seq: head.seq + 1,
+                        reason: format!(
+                            "the trail ends at entry {} but a checkpoint vouches for entry {}: entries were removed from the end",
+                            head.seq, c.seq
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Verification {
+        entries: n,
+        head_seq: head.seq,
+        head_hash: head.hash,
+        checkpoints: checkpoints.len(),
+        broken,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_hash_covers_every_field() {
+        let d = Draft {
+            actor: "pisarnica".into(),
+            action: "request.accepted".into(),
+            subject: vec!["ab".into()],
+            ..Draft::default()
+        };
+        let e = Entry::chained(d, 1, GENESIS);
+        assert_eq!(e.digest(), e.hash);
+        let mut changed = e.clone();
+        changed.draft.purpose = "x".into();
+        assert_ne!(changed.digest(), e.hash);
+        let mut moved = e.clone();
+        moved.seq = 2;
+        assert_ne!(moved.digest(), e.hash);
+    }
+
+    #[test]
+    fn subjects_are_keyed_hashes_of_identifiers_only() {
+        let k = AuditKey::from_bytes([7; 32]);
+        let fields = vec![
+            ("ko".to_string(), "803472".to_string()),
+            ("jmbg".to_string(), "0512981717776".to_string()),
+        ];
+        let h = k.subject(&fields);
+        assert_eq!(h, vec![k.hash("jmbg", "0512981717776")]);
+        assert_eq!(h[0].len(), 64);
+        assert!(!h[0].contains("0512981717776"));
+        assert_ne!(
+            h[0],
+            AuditKey::from_bytes([8; 32]).hash("jmbg", "0512981717776")
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! The operators' console against a live daemon: find why the cadastre
+//! fails (breaker open after the simulator's 503s), pause it, retry the
+//! dead, resume; cancel; the audit trail answers "who used my data" and
+//! catches tampering and truncation.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, "demo-admin", body).await;
+        assert!(s < 300, "{method} {path}: {s} {v}");
+        v
+    }
+
+    async fn submit(&self, case: &str, service: &str, subject: Value) -> String {
+        let body = json!({"case": {"number": case, "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
+                          "purpose": "building permit", "service": service, "subject": subject});
+        let (s, v) = self
+            .call("POST", "/api/v1/requests", "demo-backoffice", Some(body))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn until(&self, id: &str, states: &[&str]) -> Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self
+                .admin("GET", &format!("/admin/v1/requests/{id}"), None)
+                .await;
+            if states.contains(&v["state"].as_str().unwrap()) {
+                return v;
+            }
+            assert!(Instant::now() < end, "{id} never reached {states:?}: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn faults(d: &Daemon, spec: &str) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/faults", d.1))
+        .body(spec.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+fn env() -> Vec<(String, String)> {
+    [
+        ("JUMGW_RETRY__MAX_ATTEMPTS", "3"),
+        ("JUMGW_RETRY__BASE", "50ms"),
+        ("JUMGW_RETRY__CAP", "100ms"),
+        // 3 requests × 3 attempts: the breaker opens on the last failure.
+        ("JUMGW_REGISTRIES__CADASTRE__BREAKER_FAILURES", "9"),
+        ("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "3s"),
+        ("JUMGW_JOBS__AUDIT_CHECKPOINT_CRON", "* * * * * *"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let d = start_daemon_env(&data, port, &env());
+    faults(&d, "cadastre:503").await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+
+    // Back-office tokens do not open the console.
+    let (s, v) = api
+        .call("GET", "/admin/v1/requests", "demo-backoffice", None)
+        .await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (403, Some("urn:jum-gateway:problem:forbidden"))
+    );
+
+    let sheets: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(
+                api.submit(
+                    &format!("10-{i}/2026"),
+                    "cadastre.property-sheet",
+                    json!({"ko": "803472", "sheet": "1520"}),
+                )
+                .await,
+            );
+        }
+        ids
+    };
+    let birth = api
+        .submit(
+            "11/2026",
+            "civil.birth-extract",
+            json!({"jmbg": "0512981717776"}),
+        )
+        .await;
+    for id in &sheets {
+        api.until(id, &["dead"]).await;
+    }
+    api.until(&birth, &["delivered"]).await;
+
+    // Why? The registries view says it.
+    let regs = api.admin("GET", "/admin/v1/registries", None).await;
+    let cad = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["registry"] == "cadastre")
+        .unwrap();
+    assert_eq!(cad["breaker"], "open", "{cad}");
+    assert!(
+        cad["last"]["error"].as_str().unwrap().contains("503"),
+        "{cad}"
+    );
+    assert!(cad["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["days_left"].as_i64().unwrap() > 300));
+    let civil = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["registry"] == "civil")
+        .unwrap();
+    assert_eq!(civil["breaker"], "closed");
+    assert!(civil["last"]["success_ms"].is_u64());
+
+    let page = api
+        .admin(
+            "GET",
+            "/admin/v1/requests?state=dead&registry=cadastre&limit=2&order=oldest",
+            None,
+        )
+        .await;
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["requests"][0]["id"], sheets[0].as_str());
+    assert_eq!(page["requests"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap();
+    let rest = api
+        .admin(
+            "GET",
+            &format!("/admin/v1/requests?state=dead&registry=cadastre&order=oldest&after={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["requests"][0]["id"], sheets[2].as_str());
+    assert!(rest["next"].is_null());
+    let one = api
+        .admin("GET", &format!("/admin/v1/requests/{}", sheets[0]), None)
+        .await;
+    assert_eq!(one["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(one["attempts"][0]["http_status"], 503);
+    let (s, v) = api
+        .call("GET", "/admin/v1/requests?state=asleep", "demo-admin", None)
+        .await;
+    assert_eq!(
+        (s, v["errors"][0]["pointer"].as_str()),
+        (422, Some("/state"))
+    );
+
+    // Pause, heal, retry the dead while paused: they wait.
+    let p = api
+        .admin("POST", "/admin/v1/registries/cadastre/pause", None)
+        .await;
+    assert_eq!(p["paused"], true);
+    faults(&d, "").await;
+    let dry = api
+        .admin(
+            "POST",
+            "/admin/v1/requests/retry-dead",
+            Some(json!({"registry": "cadastre", "dry_run": true})),
+        )
+        .await;
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["retried"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let done = api
+        .admin(
+            "POST",
+            "/admin/v1/requests/retry-dead",
+            Some(json!({"registry": "cadastre"})),
+        )
+        .await;
+    assert_eq!(done["retried"], 3);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for id in &sheets {
+        let v = api
+            .admin("GET", &format!("/admin/v1/requests/{id}"), None)
+            .await;
+        assert_eq!(v["state"], "queued", "paused: nothing is sent");
+    }
+    api.admin("POST", "/admin/v1/registries/cadastre/resume", None)
+        .await;
+    // The breaker still counts its cool-down; a probe goes when it ends.
+    let (s, _) = api
+        .call(
+            "POST",
+            "/admin/v1/registries/nowhere/pause",
+            "demo-admin",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // Cancel: only what has not finished.
+    api.admin("POST", "/admin/v1/registries/civil/pause", Some(json!({})))
+        .await;
+    let c = api
+        .submit(
+            "12/2026",
+            "civil.citizenship-certificate",
+            json!({"jmbg": "0512981717776"}),
+        )
+        .await;
+    let v = api
+        .admin("POST", &format!("/admin/v1/requests/{c}/cancel"), None)
+        .await;
+    assert_eq!(v["state"], "cancelled");
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("/admin/v1/requests/{c}/cancel"),
+            "demo-admin",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (409, Some("urn:jum-gateway:problem:state-conflict"))
+    );
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/admin/v1/requests/{birth}/retry"),
+            "demo-admin",
+            None,
+        )
+        .await;
+    assert_eq!(s, 409, "a delivered request is not retried");
+    api.admin("POST", "/admin/v1/registries/civil/resume", None)
+        .await;
+
+    // Who used the data of 0512981717776?
+    let doc = api
+        .http
+        .get(format!("{}/api/v1/documents/{birth}/content", api.base))
+        .bearer_auth("demo-backoffice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), 200);
+    let who = api
+        .admin(
+            "POST",
+            "/admin/v1/audit/who",
+            Some(json!({"jmbg": "0512981717776"})),
+        )
+        .await;
+    assert_eq!(who["subject"], "0512******776");
+    let actions: Vec<(&str, &str)> = who["accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["case"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("request.accepted", "11/2026"),
+        ("exchange", "11/2026"),
+        ("document.read", "11/2026"),
+        ("request.accepted", "12/2026"),
+        ("admin.cancel", "12/2026"),
+    ] {
+        assert!(actions.contains(&want), "{want:?} missing from {actions:?}");
+    }
+    assert!(who["accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["legal_basis"] == "ZUP čl. 103"
+            || a["action"].as_str().unwrap().starts_with("admin")));
+    assert!(!who.to_string().contains("0512981717776"));
+    let nobody = api
+        .admin(
+            "POST",
+            "/admin/v1/audit/who",
+            Some(json!({"jmbg": "0101990800007"})),
+        )
+        .await;
+    assert_eq!(nobody["accesses"].as_array().unwrap().len(), 0);
+    let report = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert!(report["broken"].is_null(), "{report}");
+    assert!(report["entries"].as_u64().unwrap() > 20);
+
+    for id in &sheets {
+        api.until(id, &["delivered"]).await;
+    }
+}
+
+/// Stops the daemon gracefully (its store flushed), changes the store with
+/// `f`, and starts it again.
+fn tamper(d: Daemon, data: &std::path::Path, port: u16, f: impl FnOnce(&sled::Tree)) -> Daemon {
+    let pid = d.0.id().to_string();
+    let mut d = d;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    d.0.wait().unwrap();
+    {
+        let db = sled::open(data.join("store")).unwrap();
+        f(&db.open_tree("audit").unwrap());
+        db.flush().unwrap();
+    }
+    start_daemon_env(data, port, &env())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_audit_trail_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let d = start_daemon_env(&data, port, &env());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            api.submit(
+                &format!("20-{i}/2026"),
+                "civil.birth-extract",
+                json!({"jmbg": "0512981717776"}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        api.until(id, &["delivered"]).await;
+    }
+    // A checkpoint (every second here) covers the whole trail.
+    let head = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    let checkpoints = data.join("audit/checkpoints.log");
+    let end = Instant::now() + Duration::from_secs(10);
+    let covered = || {
+        std::fs::read_to_string(&checkpoints)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    while covered() < head["head_seq"].as_u64().unwrap() {
+        assert!(Instant::now() < end, "no checkpoint of {head}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Someone edits entry 2: it no longer matches its hash.
+    let d = tamper(d, &data, port, |audit| {
+        let k = 2u64.to_be_bytes();
+        let mut e: Value = serde_json::from_slice(&audit.get(k).unwrap().unwrap()).unwrap();
+        e["purpose"] = json!("curiosity");
+        audit.insert(k, serde_json::to_vec(&e).unwrap()).unwrap();
+    });
+    let r = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert_eq!(r["broken"]["seq"], 2, "{r}");
+    assert!(
+        r["broken"]["reason"].as_str().unwrap().contains("changed"),
+        "{r}"
+    );
+
+    // Someone rewrites entry 2 with a correct hash: entry 3 no longer follows.
+    let d = tamper(d, &data, port, |audit| {
+        let k = 2u64.to_be_bytes();
+        let mut e: jum_gateway::audit::Entry =
+            serde_json::from_slice(&audit.get(k).unwrap().unwrap()).unwrap();
+        e.hash = e.digest();
+        audit.insert(k, serde_json::to_vec(&e).unwrap()).unwrap();
+    });
+    let r = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert_eq!(r["broken"]["seq"], 3, "{r}");
+
+    // Put entry 2 back as it was by re-chaining everything after it is not
+    // possible without the checkpoints noticing; cutting off the tail is
+    // caught by them too.
+    let seq: u64 = head["head_seq"].as_u64().unwrap();
+    let d = tamper(d, &data, port, |audit| {
+        // Restore a consistent chain up to entry 1 only: drop 2.. entirely.
+        for s in 2..=seq + 100 {
+            audit.remove(s.to_be_bytes()).unwrap();
+        }
+    });
+    let r = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert!(
+        r["broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed from the end"),
+        "{r}"
+    );
+    drop(d);
+}
