@@ -596,11 +596,10 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => StoreError::from(e),
                 });
-            let res = res.map(|(outcomes, new_head)| {
+            res.map(|(outcomes, new_head)| {
                 *head = new_head;
                 outcomes
-            });
-            res
+            })
         };
         let res = match res {
             Ok(outcomes) => {
