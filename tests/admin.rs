@@ -442,3 +442,130 @@ async fn tampering_with_the_audit_trail_is_caught() {
     );
     drop(d);
 }
+
+fn cli(port: u16, token: &str, args: &[&str]) -> (i32, String, String) {
+    let o = jumgw()
+        .args(args)
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .env("JUMGW_TOKEN", token)
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_from_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let d = start_daemon_env(&data, port, &env());
+    faults(&d, "tax:notfound").await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let dead = api
+        .submit(
+            "30/2026",
+            "tax.clearance-certificate",
+            json!({"pib": "101134702"}),
+        )
+        .await;
+    let ok = api
+        .submit(
+            "31/2026",
+            "civil.birth-extract",
+            json!({"jmbg": "0512981717776"}),
+        )
+        .await;
+    api.until(&dead, &["dead"]).await;
+    api.until(&ok, &["delivered"]).await;
+
+    let (code, out, _) = cli(port, "demo-admin", &["queue", "ls"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().all(|l| l.chars().count() <= 80),
+        "wider than 80 columns:\n{out}"
+    );
+    assert!(out.contains(&dead) && out.contains(&ok), "{out}");
+    assert!(out.contains("2 of 2"), "{out}");
+    let (_, out, _) = cli(
+        port,
+        "demo-admin",
+        &["queue", "ls", "--state", "dead", "--json"],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["requests"][0]["id"], dead.as_str());
+    let (code, out, _) = cli(port, "demo-admin", &["queue", "show", &dead]);
+    assert_eq!(code, 0);
+    assert!(out.contains("registry found no data"), "{out}");
+    let (code, out, _) = cli(port, "demo-admin", &["queue", "stats"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tax ") && l.split_whitespace().nth(7) == Some("1")),
+        "{out}"
+    );
+    let (code, out, _) = cli(port, "demo-admin", &["registries", "ls"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    assert!(out.contains("cadastre") && out.contains("closed"), "{out}");
+
+    let (code, out, _) = cli(port, "demo-admin", &["registries", "pause", "tax"]);
+    assert_eq!((code, out.trim()), (0, "tax: paused"));
+    faults(&d, "").await;
+    let (code, out, _) = cli(
+        port,
+        "demo-admin",
+        &["queue", "retry", "--dead", "--registry", "tax", "--dry-run"],
+    );
+    assert_eq!((code, out.trim()), (0, "1 dead requests match"));
+    let (code, out, _) = cli(
+        port,
+        "demo-admin",
+        &["queue", "retry", "--dead", "--registry", "tax"],
+    );
+    assert_eq!((code, out.trim()), (0, "1 of 1 dead requests retried"));
+    let (code, _, _) = cli(port, "demo-admin", &["registries", "resume", "tax"]);
+    assert_eq!(code, 0);
+    api.until(&dead, &["delivered"]).await;
+    let (code, _, err) = cli(port, "demo-admin", &["queue", "cancel", &ok]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Not possible in this state"), "{err}");
+
+    let (code, out, _) = cli(port, "demo-admin", &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("intact: "), "{out}");
+    let (code, out, _) = cli(port, "demo-admin", &["audit", "who", "0512981717776"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Accesses to data about 0512******776"),
+        "{out}"
+    );
+    assert!(
+        out.contains("request.accepted") && out.contains("31/2026"),
+        "{out}"
+    );
+    assert!(!out.contains("0512981717776"));
+    let (_, out, _) = cli(
+        port,
+        "demo-admin",
+        &["audit", "who", "0512981717776", "--json"],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["accesses"].as_array().unwrap().len() >= 2);
+
+    // Not an admin: refused, with the problem's words, exit 1.
+    let (code, _, err) = cli(port, "demo-backoffice", &["queue", "ls"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("admin token"), "{err}");
+    let (code, _, err) = cli(port, "demo-admin", &["audit", "who", "0512981717775"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/jmbg: check digit"), "{err}");
+}

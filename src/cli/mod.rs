@@ -5,6 +5,8 @@
 //! check digit, a signature that does not verify, a schema violation);
 //! 2 the command could not run (unreadable file, bad key, usage error).
 
+mod admin;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,21 @@ optionally wait until it is delivered and save the signed document.\n\nExit code
 not run; 5 the request ended dead or cancelled."
     )]
     Request(Box<RequestArgs>),
+    /// The queue of a running gateway (admin token): list, show, retry, cancel, stats.
+    Queue {
+        #[command(subcommand)]
+        command: admin::QueueCommand,
+    },
+    /// The registries of a running gateway (admin token): state, pause, resume.
+    Registries {
+        #[command(subcommand)]
+        command: admin::RegistriesCommand,
+    },
+    /// The audit trail of a running gateway (admin token): verify, who used a person's data.
+    Audit {
+        #[command(subcommand)]
+        command: admin::AuditCommand,
+    },
     /// Back up and restore the store (the daemon must not be running).
     Store {
         #[command(subcommand)]
@@ -443,6 +460,9 @@ pub fn run() -> ExitCode {
         Command::Exchange(args) => exchange(*args),
         Command::Store { command } => store_command(command),
         Command::Request(args) => request(*args),
+        Command::Queue { command } => admin::queue(command),
+        Command::Registries { command } => admin::registries(command),
+        Command::Audit { command } => admin::audit(command),
         Command::Serve {
             config,
             demo,
@@ -498,6 +518,23 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// A problem+json answer for a terminal: title, detail, each bad field.
+fn problem_text(v: &serde_json::Value) -> String {
+    let mut m = format!(
+        "{}: {}",
+        v["title"].as_str().unwrap_or("refused"),
+        v["detail"].as_str().unwrap_or("")
+    );
+    for e in v["errors"].as_array().into_iter().flatten() {
+        m.push_str(&format!(
+            "\n  {}: {}",
+            e["pointer"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        ));
+    }
+    m
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -542,19 +579,7 @@ fn request(a: RequestArgs) -> CmdResult {
         let status = r.status();
         let v: serde_json::Value = r.json().await.map_err(failed(&base))?;
         if status.as_u16() != 202 {
-            let mut m = format!(
-                "{}: {}",
-                v["title"].as_str().unwrap_or("refused"),
-                v["detail"].as_str().unwrap_or("")
-            );
-            for e in v["errors"].as_array().into_iter().flatten() {
-                m.push_str(&format!(
-                    "\n  {}: {}",
-                    e["pointer"].as_str().unwrap_or(""),
-                    e["reason"].as_str().unwrap_or("")
-                ));
-            }
-            return Err(Fail::Invalid(m));
+            return Err(Fail::Invalid(problem_text(&v)));
         }
         let id = v["id"].as_str().unwrap_or_default().to_owned();
         println!("{id}");
