@@ -93,6 +93,8 @@ pub struct AppState {
     pub checkpoints: Option<crate::audit::Checkpoints>,
     /// The configuration, for operators' views (registries, certificates).
     pub config: Arc<crate::config::GatewayConfig>,
+    /// Renders `/metrics`; None: not served (no recorder in this process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -120,7 +122,16 @@ impl AppState {
             ))),
             checkpoints: None,
             config: Arc::new(cfg.clone()),
+            metrics: None,
         }
+    }
+
+    pub fn with_metrics(
+        mut self,
+        handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> AppState {
+        self.metrics = handle;
+        self
     }
 
     /// With the audit key and checkpoint file the daemon uses.
@@ -245,6 +256,50 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 #[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    summary = "Prometheus metrics: attempts by outcome, durations, queue depth by state and registry, breakers, deliveries, certificates, store size",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String,
+         example = "# TYPE jumgw_queue_depth gauge\njumgw_queue_depth{registry=\"cadastre\",state=\"queued\"} 3\n"),
+        (status = 404, description = "Metrics are not served by this process", body = problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let Some(handle) = st.metrics.clone() else {
+        return Err(ApiError::NotFound("metrics are not served here".into()));
+    };
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let stats = admin::stats(&st2)?;
+        let registries = admin::registries(&st2)?;
+        let g = &st2.config.gateway;
+        let gateway_certs = [
+            ("gateway tls", &g.tls_cert),
+            ("gateway signer", &g.sign_cert),
+        ]
+        .into_iter()
+        .filter_map(|(role, p)| admin::cert_info(role, p))
+        .collect();
+        crate::metrics::set_levels(&crate::metrics::Levels {
+            stats: &stats,
+            registries: &registries,
+            gateway_certs,
+            store_bytes: st2.store.size_on_disk().unwrap_or(0),
+            webhook_backlog: st2.store.outbox(100_000).map(|o| o.len()).unwrap_or(0),
+        });
+        Ok::<(), ApiError>(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut r = (StatusCode::OK, handle.render()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+#[utoipa::path(
     get, path = "/openapi.json", tag = "operations", summary = "This description (OpenAPI 3.1)",
     responses((status = 200, description = "The OpenAPI document", body = Object,
                example = json!({"openapi": "3.1.0", "info": {"title": "jum-gateway back-office API"}, "paths": {}})))
@@ -291,6 +346,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics_text))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))

@@ -124,6 +124,7 @@ impl Modify for Security {
         super::admin::audit_verify,
         super::admin::audit_who,
         super::healthz,
+        super::metrics_text,
         super::readyz,
         super::openapi_json,
     ),

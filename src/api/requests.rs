@@ -394,6 +394,7 @@ pub async fn create(
         crate::store::Enqueued::Existing(e) => return replay(&st, &e, &body_hash),
     }
     st.dispatcher.wake();
+    crate::metrics::accepted(&who.name, 1);
     tracing::info!(request = %rec.id, client = %who.name, service = %rec.service, subject = %rec.subject_redacted(), "accepted");
     Ok(accepted_response(&rec))
 }
@@ -673,6 +674,7 @@ pub async fn create_bundle(
         crate::store::Enqueued::Existing(e) => return replay_bundle(&st, &case, &e, &body_hash),
     }
     st.dispatcher.wake();
+    crate::metrics::accepted(&who.name, recs.len());
     for r in &recs {
         tracing::info!(request = %r.id, client = %who.name, service = %r.service, subject = %r.subject_redacted(), "accepted in a bundle");
     }

@@ -225,6 +225,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         cipher,
         clients(&cfg, opts.demo),
     )
+    .with_metrics(crate::metrics::install())
     .with_audit(
         audit_key,
         crate::audit::Checkpoints {

@@ -310,6 +310,7 @@ impl Webhooks {
 
     async fn send(self: Arc<Self>, seq: u64, mut ev: OutEvent) {
         let result = self.post(&ev).await;
+        crate::metrics::webhook(result.is_ok());
         let recorded = match result {
             Ok(()) => {
                 tracing::info!(event = %ev.id, kind = %ev.kind, client = %ev.client, "webhook delivered");

@@ -149,9 +149,8 @@ pub struct Dispatcher {
     wake: Notify,
     /// Requests with a task working on them in this process.
     busy: Mutex<HashSet<String>>,
-    /// Clients that take their documents by webhook or pull, not from the
-    /// case folder.
-    no_folder: HashSet<String>,
+    /// How each client takes its documents (absent: the case folder).
+    modes: BTreeMap<String, crate::config::DeliveryMode>,
 }
 
 impl Dispatcher {
@@ -195,11 +194,10 @@ impl Dispatcher {
             policy: cfg.retry.clone(),
             wake: Notify::new(),
             busy: Mutex::new(HashSet::new()),
-            no_folder: cfg
+            modes: cfg
                 .clients
                 .iter()
-                .filter(|(_, c)| c.delivery != crate::config::DeliveryMode::Folder)
-                .map(|(n, _)| n.clone())
+                .map(|(n, c)| (n.clone(), c.delivery))
                 .collect(),
         })
     }
@@ -371,6 +369,12 @@ impl Dispatcher {
             // configuration, say): nothing will change by retrying.
             Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None),
         };
+        crate::metrics::attempt(
+            &rec.registry,
+            &rec.service,
+            outcome.kind(),
+            Duration::from_millis(duration_ms),
+        );
         let failed = policy::is_registry_failure(&outcome);
         lock(&gate.breaker).record(failed, now);
         {
@@ -447,6 +451,7 @@ impl Dispatcher {
 
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {
         let id = rec.id.clone();
+        let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
         let result = async {
             // Cancelled since it was leased: its document stays undelivered.
             if self
@@ -456,7 +461,7 @@ impl Dispatcher {
             {
                 return Ok(None);
             }
-            if self.no_folder.contains(&rec.client) {
+            if mode != crate::config::DeliveryMode::Folder {
                 // The document is in the store for the API; a webhook
                 // client hears of it from the event this change raises.
                 return self.mark_delivered(&id);
@@ -480,7 +485,15 @@ impl Dispatcher {
         .await;
         lock(&self.busy).remove(&id);
         match result {
-            Ok(_) => tracing::info!(request = %id, case = %rec.case, "delivered"),
+            Ok(Some(_)) => {
+                crate::metrics::delivered(match mode {
+                    crate::config::DeliveryMode::Folder => "folder",
+                    crate::config::DeliveryMode::Webhook => "webhook",
+                    crate::config::DeliveryMode::Pull => "pull",
+                });
+                tracing::info!(request = %id, case = %rec.case, "delivered")
+            }
+            Ok(None) => tracing::info!(request = %id, "not delivered: cancelled meanwhile"),
             // The delivery lease expires and it is tried again.
             Err(e) => tracing::warn!(request = %id, error = %e, "delivery failed; will retry"),
         }

@@ -160,6 +160,8 @@ pub trait QueueStore: Send + Sync + 'static {
     fn counts(&self) -> Result<Vec<(State, u64)>, StoreError>;
     /// Can it take writes now (for readiness)?
     fn writable(&self) -> bool;
+    /// Bytes on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
@@ -1011,6 +1013,10 @@ impl QueueStore for SledStore {
             .iter()
             .map(|s| (*s, c.get(s).copied().unwrap_or(0)))
             .collect())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.t.db.size_on_disk()?)
     }
 
     fn writable(&self) -> bool {

@@ -1,0 +1,143 @@
+//! What the gateway counts, for `/metrics` (Prometheus text format through
+//! `metrics-exporter-prometheus`). Events are counted where they happen
+//! (attempts, deliveries, webhooks, accepts); levels (queue depth, breaker
+//! states, certificate expiry, store size) are read when scraped.
+//!
+//! Labels never carry personal data: registry, service, outcome, state,
+//! client name.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide recorder; the daemon calls it once. None if
+/// one is installed already (tests running several gateways in-process).
+pub fn install() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("jumgw_attempt_duration_seconds".into()),
+            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        )
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "jumgw_accepted_total",
+        "Requests accepted from back-office clients"
+    );
+    describe_counter!(
+        "jumgw_attempts_total",
+        "Attempts at a registry, by classified outcome"
+    );
+    describe_histogram!(
+        "jumgw_attempt_duration_seconds",
+        Unit::Seconds,
+        "Duration of one attempt at a registry"
+    );
+    describe_counter!(
+        "jumgw_security_failures_total",
+        "Answers refused for a bad signature, an untrusted signer or a wrong request hash"
+    );
+    describe_counter!("jumgw_deliveries_total", "Documents delivered, by mode");
+    describe_counter!("jumgw_webhooks_total", "Webhook POSTs, by outcome");
+    describe_gauge!("jumgw_queue_depth", "Requests by state and registry");
+    describe_gauge!(
+        "jumgw_oldest_open_age_seconds",
+        "Age of the oldest request not yet fetched"
+    );
+    describe_gauge!(
+        "jumgw_breaker_state",
+        "Circuit breaker per registry: 0 closed, 1 half-open, 2 open"
+    );
+    describe_gauge!(
+        "jumgw_registry_paused",
+        "1 while an administrator has paused the registry"
+    );
+    describe_gauge!(
+        "jumgw_deadline_at_risk",
+        "Open requests within the warning time of their ZUP deadline"
+    );
+    describe_gauge!(
+        "jumgw_certificate_days_left",
+        "Days until a certificate the gateway relies on expires"
+    );
+    describe_gauge!("jumgw_store_bytes", "Size of the store on disk");
+    describe_gauge!("jumgw_webhook_backlog", "Webhook events waiting to be sent");
+}
+
+pub fn accepted(client: &str, n: usize) {
+    counter!("jumgw_accepted_total", "client" => client.to_owned()).increment(n as u64);
+}
+
+pub fn attempt(registry: &str, service: &str, outcome: &str, took: Duration) {
+    counter!("jumgw_attempts_total", "registry" => registry.to_owned(), "service" => service.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+    histogram!("jumgw_attempt_duration_seconds", "registry" => registry.to_owned())
+        .record(took.as_secs_f64());
+    if outcome == "security" {
+        counter!("jumgw_security_failures_total", "registry" => registry.to_owned()).increment(1);
+    }
+}
+
+pub fn delivered(mode: &'static str) {
+    counter!("jumgw_deliveries_total", "mode" => mode).increment(1);
+}
+
+pub fn webhook(ok: bool) {
+    counter!("jumgw_webhooks_total", "outcome" => if ok { "delivered" } else { "failed" })
+        .increment(1);
+}
+
+/// The levels, read now.
+pub struct Levels<'a> {
+    pub stats: &'a crate::api::admin::Stats,
+    pub registries: &'a [crate::api::admin::RegistryOut],
+    pub gateway_certs: Vec<crate::api::admin::CertOut>,
+    pub store_bytes: u64,
+    pub webhook_backlog: usize,
+}
+
+pub fn set_levels(l: &Levels<'_>) {
+    for (registry, states) in &l.stats.registries {
+        for s in crate::store::State::ALL {
+            let n = states.get(s.name()).copied().unwrap_or(0);
+            gauge!("jumgw_queue_depth", "registry" => registry.clone(), "state" => s.name())
+                .set(n as f64);
+        }
+    }
+    let age = l
+        .stats
+        .oldest_queued_ms
+        .map(|t| crate::store::now_ms().saturating_sub(t) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    gauge!("jumgw_oldest_open_age_seconds").set(age);
+    gauge!("jumgw_deadline_at_risk").set(l.stats.at_risk as f64);
+    for r in l.registries {
+        let b = match r.gate.breaker {
+            "closed" => 0.0,
+            "half-open" => 1.0,
+            _ => 2.0,
+        };
+        gauge!("jumgw_breaker_state", "registry" => r.gate.registry.clone()).set(b);
+        gauge!("jumgw_registry_paused", "registry" => r.gate.registry.clone())
+            .set(if r.gate.paused { 1.0 } else { 0.0 });
+        for c in &r.certificates {
+            gauge!("jumgw_certificate_days_left", "registry" => r.gate.registry.clone(), "role" => c.role.clone())
+                .set(c.days_left as f64);
+        }
+    }
+    for c in &l.gateway_certs {
+        gauge!("jumgw_certificate_days_left", "registry" => "gateway", "role" => c.role.clone())
+            .set(c.days_left as f64);
+    }
+    gauge!("jumgw_store_bytes").set(l.store_bytes as f64);
+    gauge!("jumgw_webhook_backlog").set(l.webhook_backlog as f64);
+}
