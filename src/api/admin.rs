@@ -293,7 +293,7 @@ pub async fn show(
 }
 
 /// Makes a request due now; a dead or cancelled one starts over.
-fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
+pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     let now = now_ms();
     let before = find(st, id)?;
     let updated = st
@@ -337,11 +337,15 @@ pub async fn retry(
     who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    require_admin(&who)?;
-    let r = find(&st, &id)?;
-    audit(&st, &who, "admin.retry", Some(&r), "requested")?;
-    let r = retry_one(&st, &id)?;
-    Ok(Json(AdminRequestOut::from(&r)))
+    Ok(Json(AdminRequestOut::from(&do_retry(&st, &who, &id)?)))
+}
+
+/// An administrator retries one request (audited first).
+pub fn do_retry(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, ApiError> {
+    require_admin(who)?;
+    let r = find(st, id)?;
+    audit(st, who, "admin.retry", Some(&r), "requested")?;
+    retry_one(st, id)
 }
 
 #[utoipa::path(
@@ -356,13 +360,18 @@ pub async fn cancel(
     who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    require_admin(&who)?;
-    let r = find(&st, &id)?;
-    audit(&st, &who, "admin.cancel", Some(&r), "requested")?;
+    Ok(Json(AdminRequestOut::from(&do_cancel(&st, &who, &id)?)))
+}
+
+/// An administrator cancels a request that has not finished (audited first).
+pub fn do_cancel(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, ApiError> {
+    require_admin(who)?;
+    let r = find(st, id)?;
+    audit(st, who, "admin.cancel", Some(&r), "requested")?;
     let name = who.name.clone();
     let updated = st
         .store
-        .update(&id, &|r| {
+        .update(id, &|r| {
             if r.state.is_terminal() {
                 return false;
             }
@@ -371,13 +380,12 @@ pub async fn cancel(
             true
         })
         .map_err(internal)?;
-    match updated {
-        Some(r) => Ok(Json(AdminRequestOut::from(&r))),
-        None => Err(ApiError::StateConflict(format!(
+    updated.ok_or_else(|| {
+        ApiError::StateConflict(format!(
             "request {id} is {}: already finished",
             r.state.name()
-        ))),
-    }
+        ))
+    })
 }
 
 /// Bulk retry of dead requests.
@@ -419,6 +427,16 @@ pub async fn retry_dead(
 ) -> Result<Json<RetryDeadOut>, ApiError> {
     require_admin(&who)?;
     let Json(b) = body.map_err(json_rejection)?;
+    Ok(Json(do_retry_dead(&st, &who, b).await?))
+}
+
+/// An administrator retries every dead request that matches (audited).
+pub async fn do_retry_dead(
+    st: &AppState,
+    who: &Client,
+    b: RetryDeadIn,
+) -> Result<RetryDeadOut, ApiError> {
+    require_admin(who)?;
     let filter = Filter {
         state: Some("dead".into()),
         registry: b.registry,
@@ -436,24 +454,24 @@ pub async fn retry_dead(
     let mut retried = 0;
     if !b.dry_run {
         audit(
-            &st,
-            &who,
+            st,
+            who,
             "admin.retry-dead",
             None,
             &format!("{} requests", ids.len()),
         )?;
         for id in &ids {
-            if retry_one(&st, id).is_ok() {
+            if retry_one(st, id).is_ok() {
                 retried += 1;
             }
         }
     }
-    Ok(Json(RetryDeadOut {
+    Ok(RetryDeadOut {
         matched: ids.len(),
         retried,
         dry_run: b.dry_run,
         ids,
-    }))
+    })
 }
 
 fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
@@ -661,7 +679,7 @@ pub async fn pause(
     body: axum::body::Bytes,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
     require_admin(&who)?;
-    let g = gate(&st, &name)?;
+    gate(&st, &name)?;
     // The body is optional: none (or `{}`) pauses until resumed.
     let b: PauseIn = if body.iter().all(u8::is_ascii_whitespace) {
         PauseIn::default()
@@ -682,9 +700,21 @@ pub async fn pause(
                 .max(0) as u64,
         ),
     };
+    Ok(Json(do_pause(&st, &who, &name, until)?))
+}
+
+/// An administrator pauses a registry (audited).
+pub fn do_pause(
+    st: &AppState,
+    who: &Client,
+    name: &str,
+    until: Option<u64>,
+) -> Result<crate::dispatch::GateStatus, ApiError> {
+    require_admin(who)?;
+    let g = gate(st, name)?;
     audit(
-        &st,
-        &who,
+        st,
+        who,
         "admin.pause",
         None,
         &format!(
@@ -693,7 +723,21 @@ pub async fn pause(
         ),
     )?;
     g.pause(true, until);
-    Ok(Json(g.status()))
+    Ok(g.status())
+}
+
+/// An administrator resumes a registry (audited).
+pub fn do_resume(
+    st: &AppState,
+    who: &Client,
+    name: &str,
+) -> Result<crate::dispatch::GateStatus, ApiError> {
+    require_admin(who)?;
+    let g = gate(st, name)?;
+    audit(st, who, "admin.resume", None, name)?;
+    g.pause(false, None);
+    st.dispatcher.wake();
+    Ok(g.status())
 }
 
 #[utoipa::path(
@@ -708,12 +752,7 @@ pub async fn resume(
     who: Client,
     Path(name): Path<String>,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
-    require_admin(&who)?;
-    let g = gate(&st, &name)?;
-    audit(&st, &who, "admin.resume", None, &name)?;
-    g.pause(false, None);
-    st.dispatcher.wake();
-    Ok(Json(g.status()))
+    Ok(Json(do_resume(&st, &who, &name)?))
 }
 
 #[utoipa::path(
@@ -851,7 +890,13 @@ pub async fn audit_who(
 ) -> Result<Json<WhoOut>, ApiError> {
     require_admin(&who)?;
     let Json(b) = body.map_err(json_rejection)?;
-    let report = who_report(&st, &b)?;
+    Ok(Json(do_who(&st, &who, &b)?))
+}
+
+/// "Who used my data", itself audited as an access to the person's data.
+pub fn do_who(st: &AppState, who: &Client, b: &WhoIn) -> Result<WhoOut, ApiError> {
+    require_admin(who)?;
+    let report = who_report(st, b)?;
     // The query is itself an access to the person's data.
     let mut d = Draft {
         at_ms: now_ms(),
@@ -864,5 +909,5 @@ pub async fn audit_who(
     st.store
         .audit_append(vec![d])
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(report))
+    Ok(report)
 }

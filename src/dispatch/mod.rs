@@ -35,6 +35,18 @@ pub struct Gate {
     paused_until: std::sync::atomic::AtomicU64,
     windows: Vec<Window>,
     last: Mutex<LastSeen>,
+    /// Attempts per minute over the last hour, for the dashboard.
+    history: Mutex<std::collections::VecDeque<Minute>>,
+}
+
+/// One minute of attempts at a registry.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Minute {
+    /// Minutes since the epoch.
+    pub minute: u64,
+    pub attempts: u32,
+    pub failures: u32,
+    pub total_ms: u64,
 }
 
 /// The latest attempt results of a registry, for operators.
@@ -121,6 +133,41 @@ impl Gate {
         lock(&self.last).clone()
     }
 
+    fn record_minute(&self, now: u64, failed: bool, duration_ms: u64) {
+        let minute = now / 60_000;
+        let mut h = lock(&self.history);
+        match h.back_mut() {
+            Some(m) if m.minute == minute => {
+                m.attempts += 1;
+                m.failures += u32::from(failed);
+                m.total_ms += duration_ms;
+            }
+            _ => h.push_back(Minute {
+                minute,
+                attempts: 1,
+                failures: u32::from(failed),
+                total_ms: duration_ms,
+            }),
+        }
+        while h.front().is_some_and(|m| m.minute + 60 <= minute) {
+            h.pop_front();
+        }
+    }
+
+    /// The last 60 minutes, oldest first, quiet minutes included.
+    pub fn history(&self, now: u64) -> Vec<Minute> {
+        let minute = now / 60_000;
+        let h = lock(&self.history);
+        (minute.saturating_sub(59)..=minute)
+            .map(|m| {
+                h.iter().find(|x| x.minute == m).copied().unwrap_or(Minute {
+                    minute: m,
+                    ..Minute::default()
+                })
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> GateStatus {
         let now = chrono::Utc::now();
         GateStatus {
@@ -175,6 +222,7 @@ impl Dispatcher {
                     paused: AtomicBool::new(r.paused),
                     paused_until: Default::default(),
                     last: Default::default(),
+                    history: Default::default(),
                     // validated when the configuration was loaded
                     windows: r
                         .maintenance
@@ -377,6 +425,11 @@ impl Dispatcher {
         );
         let failed = policy::is_registry_failure(&outcome);
         lock(&gate.breaker).record(failed, now);
+        gate.record_minute(
+            now,
+            failed || matches!(outcome, Outcome::Security { .. }),
+            duration_ms,
+        );
         {
             let mut last = lock(&gate.last);
             match &outcome {
