@@ -8,6 +8,7 @@ pub mod documents;
 pub mod openapi;
 pub mod problem;
 pub mod requests;
+pub mod ui;
 
 pub use problem::ApiError;
 pub use requests::{validate, CaseIn, RequestIn, RequestOut, SubjectIn};
@@ -161,25 +162,31 @@ impl axum::extract::FromRequestParts<AppState> for Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-        let client = state
-            .clients
-            .get(&token_hash(token.trim()))
-            .cloned()
-            .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
-        if let Some(wanted) = &client.tls_subject {
-            // A stolen token alone is not enough for such a client.
-            let peer = parts
-                .extensions
-                .get::<crate::pki::tls::PeerCert>()
-                .and_then(|p| p.0.as_deref());
-            if !peer.is_some_and(|s| subject_matches(s, wanted)) {
-                return Err(ApiError::Unauthorized(
-                    "this token must come with its client's TLS certificate".into(),
-                ));
-            }
-        }
-        Ok(client)
+        let peer = parts
+            .extensions
+            .get::<crate::pki::tls::PeerCert>()
+            .and_then(|p| p.0.as_deref());
+        authenticate(state, token, peer)
     }
+}
+
+/// The client a token belongs to, with the subject of the connection's
+/// TLS client certificate (if any) for clients bound to one.
+pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result<Client, ApiError> {
+    let client = state
+        .clients
+        .get(&token_hash(token.trim()))
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
+    if let Some(wanted) = &client.tls_subject {
+        // A stolen token alone is not enough for such a client.
+        if !peer.is_some_and(|s| subject_matches(s, wanted)) {
+            return Err(ApiError::Unauthorized(
+                "this token must come with its client's TLS certificate".into(),
+            ));
+        }
+    }
+    Ok(client)
 }
 
 /// `GET /admin/v1/store/export`: a backup while the daemon runs (admin
@@ -347,6 +354,16 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
+        .route("/ui", get(ui::overview))
+        .route("/ui/login", get(ui::login_page).post(ui::login))
+        .route("/ui/logout", get(ui::logout))
+        .route("/ui/lang/{code}", get(ui::set_lang))
+        .route("/ui/deadlines", get(ui::deadlines))
+        .route("/ui/audit", get(ui::audit_page).post(ui::audit_who))
+        .route("/ui/audit/verify", post(ui::audit_verify))
+        .route("/ui/requests/{id}", get(ui::request_page))
+        .route("/ui/requests/{id}/{action}", post(ui::act_request))
+        .route("/ui/registries/{name}/{action}", post(ui::act_registry))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))

@@ -1,0 +1,152 @@
+//! The dashboard in a real browser (Debian's headless Chromium, driven by
+//! Playwright): it shows the counts the API reports, in three languages,
+//! and its retry button works. Screenshots land in target/ui-screenshots.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: Vec<(String, String)> = [
+        ("JUMGW_RETRY__MAX_ATTEMPTS", "3"),
+        ("JUMGW_RETRY__BASE", "50ms"),
+        ("JUMGW_RETRY__CAP", "100ms"),
+        // 3 requests × 3 attempts: the breaker opens on the last failure.
+        ("JUMGW_REGISTRIES__CADASTRE__BREAKER_FAILURES", "9"),
+        ("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "60s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let d = start_daemon_env(&dir.path().join("data"), port, &env);
+    let http = reqwest::Client::new();
+    http.put(format!("{}/faults", d.1))
+        .body("cadastre:503")
+        .send()
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ids = Vec::new();
+    for (i, (service, subject)) in [
+        (
+            "cadastre.property-sheet",
+            json!({"ko": "803472", "sheet": "1520"}),
+        ),
+        (
+            "cadastre.property-sheet",
+            json!({"ko": "803472", "sheet": "1520"}),
+        ),
+        (
+            "cadastre.property-sheet",
+            json!({"ko": "803472", "sheet": "1520"}),
+        ),
+        ("civil.birth-extract", json!({"jmbg": "0512981717776"})),
+        ("tax.property-tax-status", json!({"jmbg": "0512981717776"})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v: Value = http
+            .post(format!("{base}/api/v1/requests"))
+            .bearer_auth("demo-backoffice")
+            .json(&json!({"case": {"number": format!("40-{i}/2026"), "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
+                          "purpose": "building permit", "service": service, "subject": subject}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let stats = |http: reqwest::Client| {
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}/admin/v1/stats"))
+                .bearer_auth("demo-admin")
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    let api = loop {
+        let s = stats(http.clone()).await;
+        if s["states"]["dead"] == 3 && s["states"]["delivered"] == 2 {
+            break s;
+        }
+        assert!(Instant::now() < end, "not settled: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let shots = manifest_dir().join("target/ui-screenshots");
+    let o = std::process::Command::new(python())
+        .arg(manifest_dir().join("tests/py/ui_check.py"))
+        .args([&base, "demo-admin", "0512981717776"])
+        .arg(&shots)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let seen: Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    assert_eq!(seen["redirected_to_login"], true);
+    assert_eq!(seen["bad_token_refused"], true);
+    for (state, n) in api["states"].as_object().unwrap() {
+        assert_eq!(
+            &seen["counts"][state], n,
+            "{state}: page {seen} vs API {api}"
+        );
+    }
+    let cad = seen["registries"]["cadastre"].as_str().unwrap();
+    assert!(cad.contains("Breaker open") && cad.contains('■'), "{cad}");
+    assert!(seen["registries"]["civil"]
+        .as_str()
+        .unwrap()
+        .contains("Breaker closed"));
+    assert_eq!(seen["charts"], 6, "two charts per registry");
+    assert_eq!(seen["lang_sr"], true);
+    assert!(seen["title_sr"].as_str().unwrap().contains("Konzola"));
+    assert_eq!(seen["lang_hu"], true);
+    assert!(seen["title_hu"].as_str().unwrap().contains("konzol"));
+
+    // The retry button worked: the API no longer says dead.
+    let rid = seen["retried"].as_str().unwrap();
+    assert!(ids[..3].contains(&rid.to_owned()), "{seen}");
+    assert!(seen["banner"].as_str().unwrap().contains(rid), "{seen}");
+    let v: Value = http
+        .get(format!("{base}/admin/v1/requests/{rid}"))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(v["state"], "dead", "{v}");
+    assert!(
+        seen["timeline_items"].as_u64().unwrap() >= 4,
+        "filed + 3 attempts"
+    );
+    assert!(seen["who_rows"].as_u64().unwrap() >= 4, "{seen}");
+    assert_eq!(seen["who_page_has_jmbg"], false);
+    for shot in [
+        "overview-en",
+        "overview-sr",
+        "overview-hu",
+        "request-en",
+        "audit-who-en",
+    ] {
+        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot}");
+    }
+}
