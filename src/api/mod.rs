@@ -208,6 +208,16 @@ async fn export(State(st): State<AppState>, who: Client) -> Result<Response, Api
             "the export needs an admin token".into(),
         ));
     }
+    // A backup holds everyone's data: who took one is on record.
+    st.store
+        .audit_append(vec![crate::audit::Draft {
+            at_ms: crate::store::now_ms(),
+            actor: who.name.clone(),
+            action: "admin.export".into(),
+            outcome: "requested".into(),
+            ..Default::default()
+        }])
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let store = st.store.clone();
     let bytes = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();

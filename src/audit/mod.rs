@@ -414,6 +414,49 @@ mod tests {
         assert_ne!(moved.digest(), e.hash);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn checkpoint_files_never_panic_the_reader(text in "\\PC{0,300}", lines in proptest::collection::vec("[0-9a-fT:Z -]{0,80}", 0..6)) {
+            let dir = tempfile::tempdir().unwrap();
+            let c = Checkpoints { path: dir.path().join("c.log") };
+            std::fs::write(&c.path, format!("{text}\n{}", lines.join("\n"))).unwrap();
+            if let Err(e) = c.read() {
+                proptest::prop_assert!(e.to_string().contains("unreadable"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints {
+            path: dir.path().join("audit/c.log"),
+        };
+        assert_eq!(c.read().unwrap(), vec![]);
+        let h = Head {
+            seq: 7,
+            hash: "a".repeat(64),
+        };
+        assert!(c.append(&h).unwrap());
+        assert!(
+            !c.append(&h).unwrap(),
+            "an unmoved head is not written twice"
+        );
+        assert_eq!(
+            c.read().unwrap(),
+            vec![Checkpoint {
+                seq: 7,
+                hash: "a".repeat(64)
+            }]
+        );
+        std::fs::write(&c.path, "2026-11-25T00:00:00Z seven aaaa\n").unwrap();
+        assert!(c
+            .read()
+            .unwrap_err()
+            .to_string()
+            .ends_with("unreadable line on line 1"));
+    }
+
     #[test]
     fn subjects_are_keyed_hashes_of_identifiers_only() {
         let k = AuditKey::from_bytes([7; 32]);
