@@ -569,3 +569,77 @@ async fn the_same_from_a_terminal() {
     assert_eq!(code, 1);
     assert!(err.contains("/jmbg: check digit"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, moved) = (dir.path().join("data"), dir.path().join("moved"));
+    let port = free_port();
+    let d = start_daemon_env(&data, port, &env());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let id = api
+        .submit(
+            "50/2026",
+            "civil.birth-extract",
+            json!({"jmbg": "0512981717776"}),
+        )
+        .await;
+    api.until(&id, &["delivered"]).await;
+    let before = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    let pid = d.0.id().to_string();
+    let mut d = d;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    d.0.wait().unwrap();
+
+    let backup = dir.path().join("backup.jsonl");
+    let o = jumgw()
+        .args(["store", "export", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = jumgw()
+        .args(["store", "import", "--data-dir"])
+        .arg(&moved)
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("audit entries"),
+        "{}",
+        text(&o)
+    );
+    // The keys move with the data (the audit key finds the person again).
+    for k in ["documents.key", "audit.key"] {
+        std::fs::create_dir_all(moved.join("keys")).unwrap();
+        std::fs::copy(data.join("keys").join(k), moved.join("keys").join(k)).unwrap();
+    }
+    let _d = start_daemon_env(&moved, port, &env());
+    let after = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert!(after["broken"].is_null(), "{after}");
+    assert!(after["head_seq"].as_u64().unwrap() > before["head_seq"].as_u64().unwrap());
+    let who = api
+        .admin(
+            "POST",
+            "/admin/v1/audit/who",
+            Some(json!({"jmbg": "0512981717776"})),
+        )
+        .await;
+    assert!(
+        who["accesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["request_id"] == id.as_str() && a["action"] == "exchange"),
+        "{who}"
+    );
+}

@@ -674,15 +674,19 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
                     }
                     None => write_stdout(&bytes)?,
                 }
-                let docs = bytes
-                    .split(|&b| b == b'\n')
-                    .filter(|l| l.starts_with(b"{\"kind\":\"document\""))
-                    .count();
+                let count = |kind: &str| {
+                    let prefix = format!("{{\"kind\":\"{kind}\"");
+                    bytes
+                        .split(|&b| b == b'\n')
+                        .filter(|l| l.starts_with(prefix.as_bytes()))
+                        .count()
+                };
                 (
                     data_dir,
                     crate::store::backup::Counts {
                         requests: n,
-                        documents: docs,
+                        documents: count("document"),
+                        audit: count("audit"),
                     },
                 )
             }
@@ -735,10 +739,11 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
             }
         };
         eprintln!(
-            "{}: {} requests, {} documents",
+            "{}: {} requests, {} documents, {} audit entries",
             dir.display(),
             result.requests,
-            result.documents
+            result.documents,
+            result.audit
         );
         Ok(())
     })

@@ -275,7 +275,8 @@ mod tests {
             counts,
             backup::Counts {
                 requests: 3,
-                documents: 1
+                documents: 1,
+                audit: 0
             }
         );
         for id in ["01B", "01C", "01D"] {

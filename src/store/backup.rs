@@ -2,7 +2,9 @@
 //! if it has one, its document (base64, still the signed bytes). Written
 //! request by request, so every exported request is consistent with its
 //! document even while the daemon runs; `import` restores into an empty
-//! store and rebuilds the indexes from the records.
+//! store and rebuilds the indexes from the records. The audit trail follows
+//! the requests, entry by entry, and is restored verbatim, so that its hash
+//! chain still verifies in the new store.
 
 use std::io::{BufRead, Write};
 
@@ -28,6 +30,10 @@ enum Line {
         id: String,
         base64: String,
     },
+    /// An audit entry, verbatim: its chain verifies after the move.
+    Audit {
+        entry: Box<crate::audit::Entry>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,7 @@ pub enum BackupError {
 pub struct Counts {
     pub requests: usize,
     pub documents: usize,
+    pub audit: usize,
 }
 
 fn line(w: &mut dyn Write, l: &Line) -> Result<(), BackupError> {
@@ -95,14 +102,36 @@ pub fn export(store: &dyn QueueStore, w: &mut dyn Write) -> Result<Counts, Backu
         }
         Ok::<(), BackupError>(())
     })?;
+    let mut after = 0;
+    loop {
+        let page = store.audit_scan(after, 1000)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = *last;
+        for (seq, e) in page {
+            let entry = e.map_err(|detail| StoreError::Corrupt {
+                id: format!("audit entry {seq}"),
+                detail,
+            })?;
+            line(
+                w,
+                &Line::Audit {
+                    entry: Box::new(entry),
+                },
+            )?;
+            c.audit += 1;
+        }
+    }
     w.flush()?;
     Ok(c)
 }
 
 pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Counts, BackupError> {
-    if !store.scan(None, 1)?.is_empty() {
+    if !store.scan(None, 1)?.is_empty() || store.audit_head()?.seq != 0 {
         return Err(BackupError::NotEmpty);
     }
+    let mut audit = Vec::new();
     let mut c = Counts::default();
     let mut batch = Vec::new();
     let mut header = false;
@@ -139,6 +168,13 @@ pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Count
                 store.put_document(&id, &bytes)?;
                 c.documents += 1;
             }
+            Line::Audit { entry } => {
+                audit.push(*entry);
+                c.audit += 1;
+                if audit.len() >= 1000 {
+                    store.audit_restore(std::mem::take(&mut audit))?;
+                }
+            }
         }
     }
     if !header {
@@ -148,6 +184,7 @@ pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Count
         });
     }
     store.enqueue(batch).await?;
+    store.audit_restore(audit)?;
     store.flush().await?;
     Ok(c)
 }

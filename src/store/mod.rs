@@ -135,6 +135,9 @@ pub trait QueueStore: Send + Sync + 'static {
     /// The entries whose subject has this keyed hash.
     fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError>;
     fn audit_head(&self) -> Result<crate::audit::Head, StoreError>;
+    /// Writes entries exactly as given (a restore from a backup); they
+    /// must continue the chain's numbering.
+    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError>;
     /// Installs the rule that turns record changes into events.
     fn set_event_rule(&self, rule: EventRule);
     /// Writes events whose ids are new (others are skipped); returns how
@@ -862,6 +865,43 @@ impl QueueStore for SledStore {
 
     fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
         Ok(self.t.head().clone())
+    }
+
+    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
+            let mut h = head.clone();
+            for e in &entries {
+                if e.seq != h.seq + 1 {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        id: format!("audit entry {}", e.seq),
+                        detail: format!("expected entry {}", h.seq + 1),
+                    }));
+                }
+                let v = serde_json::to_vec(e).map_err(|x| {
+                    ConflictableTransactionError::Abort(StoreError::Io(x.to_string()))
+                })?;
+                audit.insert(&e.seq.to_be_bytes(), v)?;
+                for s in &e.draft.subject {
+                    let mut k = s.as_bytes().to_vec();
+                    k.extend_from_slice(&e.seq.to_be_bytes());
+                    by_subject.insert(k, &[])?;
+                }
+                h = crate::audit::Head {
+                    seq: e.seq,
+                    hash: e.hash.clone(),
+                };
+            }
+            Ok(h)
+        });
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     fn set_event_rule(&self, rule: EventRule) {
