@@ -2,6 +2,7 @@
 //! is reported beside a baseline measured in the same run on the same
 //! machine, because these machines are shared and absolute timings drift.
 
+pub mod e2e;
 pub mod enqueue;
 pub mod xml;
 

@@ -378,6 +378,26 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         restart_requests: u64,
     },
+    /// The whole path: simulator and gateway as processes, mTLS and signatures on
+    /// both sides, N requests through the API until delivered, against the crypto bound.
+    E2e {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Signature algorithm of both sides: rsa-sha256 or ecdsa-sha256.
+        #[arg(long, default_value = "rsa-sha256")]
+        alg: String,
+        /// Faults for the simulator, e.g. "*:503=0.1, *:async=0.05".
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// Requests in flight at the API (closed loop).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Offered load in requests/s (open loop); 0: as fast as accepted.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
         /// One JSON object on standard output instead of a table.
@@ -493,6 +513,33 @@ pub fn run() -> ExitCode {
                 restart_requests,
             } => crate::bench::enqueue::run(json, seconds, clients, restart_requests)
                 .map_err(Fail::Failed),
+            BenchCommand::E2e {
+                json,
+                requests,
+                alg,
+                faults,
+                concurrency,
+                rate,
+            } => {
+                let alg = match alg.as_str() {
+                    "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
+                    "ecdsa-sha256" => crate::pki::KeyKind::EcP256,
+                    other => {
+                        return finish(Err(Fail::Invalid(format!(
+                            "--alg {other:?}: use rsa-sha256 or ecdsa-sha256"
+                        ))))
+                    }
+                };
+                crate::bench::e2e::run(crate::bench::e2e::Options {
+                    json,
+                    requests,
+                    alg,
+                    faults,
+                    concurrency,
+                    rate,
+                })
+                .map_err(Fail::Failed)
+            }
             BenchCommand::Xml {
                 json,
                 seconds,
@@ -501,6 +548,10 @@ pub fn run() -> ExitCode {
                 .map_err(|e| Fail::Failed(e.to_string())),
         },
     };
+    finish(result)
+}
+
+fn finish(result: CmdResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Invalid(m)) => {

@@ -262,6 +262,15 @@ fn write_file(path: &std::path::Path, data: &[u8], secret: bool) -> Result<(), P
 /// 127.0.0.1) and signing certificates, and the trust bundles. Refuses to
 /// overwrite anything unless `force`.
 pub fn init_dev(dir: &std::path::Path, force: bool) -> Result<Vec<Written>, PkiError> {
+    init_dev_with(dir, force, KeyKind::Rsa2048)
+}
+
+/// [`init_dev`] with the signing keys (gateway and registries) of `sign`.
+pub fn init_dev_with(
+    dir: &std::path::Path,
+    force: bool,
+    sign: KeyKind,
+) -> Result<Vec<Written>, PkiError> {
     let mut names: Vec<String> = vec![
         files::CA.into(),
         files::CA_KEY.into(),
@@ -329,7 +338,7 @@ pub fn init_dev(dir: &std::path::Path, force: bool) -> Result<Vec<Written>, PkiE
     leaf(
         files::GATEWAY_SIGN,
         CertSpec::new("jum-gateway signer", Role::Signing),
-        KeyKind::Rsa2048,
+        sign,
     )?;
     for r in REGISTRIES {
         let mut tls = CertSpec::new(&format!("{r} registry"), Role::TlsServer);
@@ -338,7 +347,7 @@ pub fn init_dev(dir: &std::path::Path, force: bool) -> Result<Vec<Written>, PkiE
         leaf(
             &files::sign(r),
             CertSpec::new(&format!("{r} signer"), Role::Signing),
-            KeyKind::Rsa2048,
+            sign,
         )?;
     }
     // One development CA issues everything, so both bundles hold it; in

@@ -1,0 +1,418 @@
+//! `jumgw bench e2e`: the whole path under load. The simulator and the
+//! gateway run as separate processes on loopback, with real mutual TLS and
+//! signatures on both sides; requests go in through the back-office API and
+//! are counted when delivered into their case folders (fsync included).
+//! Reported beside the crypto bound measured in the same run: cores × raw
+//! openssl sign rate / 2 (every exchange needs two signatures, our request
+//! and the registry's answer).
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::pki::KeyKind;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+pub struct Options {
+    pub json: bool,
+    pub requests: usize,
+    pub alg: KeyKind,
+    pub faults: String,
+    /// Requests in flight at the API (closed loop).
+    pub concurrency: usize,
+    /// Offered load in requests/s (open loop); 0: as fast as accepted.
+    pub rate: f64,
+}
+
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which may contain spaces: ") S ...".
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// Peak resident set of a process, in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(err)
+}
+
+/// Raw openssl signatures per second on one core, for the algorithm.
+pub fn sign_rate(alg: KeyKind, seconds: f64) -> Result<f64, String> {
+    let key = crate::pki::new_key(alg).map_err(err)?;
+    let data = [7u8; 64];
+    super::rate(seconds, || {
+        let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)?;
+        s.update(&data)?;
+        s.sign_to_vec().map(drop)
+    })
+}
+
+fn wait_for_line(child: &mut Child, prefix: &str, name: &str) -> Result<(), String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with(prefix) => break,
+            Some(Ok(_)) => continue,
+            _ => return Err(format!("{name} exited before it was ready")),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok(())
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    sim: Proc,
+    gw: Proc,
+    base: String,
+    token: String,
+}
+
+fn start(o: &Options) -> Result<Setup, String> {
+    let exe = std::env::current_exe().map_err(err)?;
+    let dir = tempfile::tempdir().map_err(err)?;
+    let certs = dir.path().join("certs");
+    crate::pki::init_dev_with(&certs, false, o.alg).map_err(err)?;
+    let c = certs.display().to_string();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let sim_toml = include_str!("../../config/simulator.toml")
+        .replace("certs/dev", &c)
+        .replace("127.0.0.1:9440", &format!("127.0.0.1:{}", ports[0]))
+        .replace("port = 9441", &format!("port = {}", ports[1]))
+        .replace("port = 9442", &format!("port = {}", ports[2]))
+        .replace("port = 9443", &format!("port = {}", ports[3]));
+    let token = "bench-e2e-token".to_owned();
+    let hash = crate::api::token_hash(&token);
+    let gw_toml = include_str!("../../config/gateway.toml")
+        .replace("certs/dev", &c)
+        .replace("127.0.0.1:9441", &format!("127.0.0.1:{}", ports[1]))
+        .replace("127.0.0.1:9442", &format!("127.0.0.1:{}", ports[2]))
+        .replace("127.0.0.1:9443", &format!("127.0.0.1:{}", ports[3]))
+        + &format!("\n[clients.bench]\ntoken_sha256 = \"{hash}\"\nrole = \"admin\"\n");
+    let sim_path = dir.path().join("simulator.toml");
+    let gw_path = dir.path().join("gateway.toml");
+    std::fs::write(&sim_path, sim_toml).map_err(err)?;
+    std::fs::write(&gw_path, gw_toml).map_err(err)?;
+
+    let mut sim = Command::new(&exe);
+    sim.args(["simulate", "--config"])
+        .arg(&sim_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if !o.faults.is_empty() {
+        sim.args(["--faults", &o.faults]);
+    }
+    let mut sim = Proc {
+        child: sim.spawn().map_err(err)?,
+        name: "simulator",
+    };
+    wait_for_line(&mut sim.child, "control on", sim.name)?;
+    // The simulator is ready when its ports accept connections.
+    let ready = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", ports[3])).is_err() {
+        if ready.elapsed() > Duration::from_secs(10) {
+            return Err("the simulator did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+        let data = dir.path().join("data");
+    // Outside --demo the keys must exist: made here, as an operator would.
+    for k in ["documents.key", "audit.key"] {
+        crate::store::crypt::read_key_file(&data.join("keys").join(k), true).map_err(err)?;
+    }
+    let mut gw = Command::new(&exe);
+    gw.args(["serve", "--config"])
+        .arg(&gw_path)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{}", ports[4])])
+        .arg("--schemas")
+        .arg(crate::xml::schema::default_dir())
+        .env("JUMGW_LOG", "warn")
+        .stderr(std::fs::File::create(dir.path().join("gateway.log")).map_err(err)?)
+        // Fast retries so that injected faults do not stall the run.
+        .env("JUMGW_RETRY__BASE", "50ms")
+        .env("JUMGW_RETRY__CAP", "500ms")
+        .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
+        .stdout(Stdio::piped());
+    // The registries are not the limit being measured.
+    for r in ["CIVIL", "CADASTRE", "TAX"] {
+        gw.env(format!("JUMGW_REGISTRIES__{r}__RATE_PER_S"), "1000000")
+            .env(format!("JUMGW_REGISTRIES__{r}__MAX_IN_FLIGHT"), "64")
+            .env(
+                format!("JUMGW_REGISTRIES__{r}__BREAKER_FAILURES"),
+                "1000000",
+            );
+    }
+    let mut gw = Proc {
+        child: gw.spawn().map_err(err)?,
+        name: "gateway",
+    };
+    wait_for_line(&mut gw.child, "jumgw listening on", gw.name).map_err(|e| {
+        format!(
+            "{e}: {}",
+            std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default()
+        )
+    })?;
+    Ok(Setup {
+        _dir: dir,
+        sim,
+        gw,
+        base: format!("http://127.0.0.1:{}", ports[4]),
+        token,
+    })
+}
+
+const BODIES: [(&str, &str); 6] = [
+    ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
+    (
+        "civil.citizenship-certificate",
+        r#"{"jmbg":"0512981717776"}"#,
+    ),
+    (
+        "cadastre.property-sheet",
+        r#"{"ko":"803472","sheet":"1520"}"#,
+    ),
+    ("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#),
+    ("tax.clearance-certificate", r#"{"pib":"101134702"}"#),
+    ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
+];
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub fn run(o: Options) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let sign_per_s = sign_rate(o.alg, 1.0)?;
+    let bound = cores * sign_per_s / 2.0;
+    let setup = start(&o)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    let (gw_pid, sim_pid) = (setup.gw.child.id(), setup.sim.child.id());
+    let (gw_cpu0, sim_cpu0) = (cpu_seconds(gw_pid), cpu_seconds(sim_pid));
+    let bar = indicatif::ProgressBar::new(o.requests as u64);
+    if o.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(o.concurrency)
+            .build()
+            .map_err(err)?;
+        let start = Instant::now();
+        bar.set_message("submitted");
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(o.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..o.requests {
+            if o.rate > 0.0 {
+                let due = start + Duration::from_secs_f64(i as f64 / o.rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let permit = sem.clone().acquire_owned().await.map_err(err)?;
+            let (http, base, token) = (http.clone(), setup.base.clone(), setup.token.clone());
+            let bar = bar.clone();
+            tasks.spawn(async move {
+                let (service, subject) = BODIES[i % BODIES.len()];
+                let body = format!(
+                    r#"{{"case":{{"number":"B-{}/2026","legal_basis":"ZUP čl. 103","official":"bench"}},"purpose":"load test","service":"{service}","subject":{subject}}}"#,
+                    i % 97
+                );
+                let r = http
+                    .post(format!("{base}/api/v1/requests"))
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                drop(permit);
+                bar.inc(1);
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => Ok(()),
+                    Ok(r) => Err(format!("the API answered {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(err)??;
+        }
+        let submitted_s = start.elapsed().as_secs_f64();
+        bar.set_position(0);
+        bar.set_message("delivered");
+        // Until every request has finished.
+        let (delivered, failed) = loop {
+            let v: Value = http
+                .get(format!("{}/admin/v1/stats", setup.base))
+                .bearer_auth(&setup.token)
+                .send()
+                .await
+                .map_err(err)?
+                .json()
+                .await
+                .map_err(err)?;
+            let n = |s: &str| v["states"][s].as_u64().unwrap_or(0);
+            bar.set_position(n("delivered"));
+            if n("delivered") + n("dead") + n("cancelled") >= o.requests as u64 {
+                break (n("delivered"), n("dead") + n("cancelled"));
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                return Err("the run did not finish within 10 minutes".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        // Added latency per request: filed (202) to delivered, from the
+        // gateway's own records.
+        let mut lat = Vec::with_capacity(o.requests);
+        let mut first_created = u64::MAX;
+        let mut last_delivered = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/admin/v1/requests?state=delivered&order=oldest&limit=500",
+                setup.base
+            );
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let v: Value = http
+                .get(url)
+                .bearer_auth(&setup.token)
+                .send()
+                .await
+                .map_err(err)?
+                .json()
+                .await
+                .map_err(err)?;
+            for r in v["requests"].as_array().into_iter().flatten() {
+                let (c, d) = (
+                    r["created_ms"].as_u64().unwrap_or(0),
+                    r["delivered_ms"].as_u64().unwrap_or(0),
+                );
+                first_created = first_created.min(c);
+                last_delivered = last_delivered.max(d);
+                lat.push(d.saturating_sub(c) as f64);
+            }
+            match v["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        Ok::<_, String>((delivered, failed, elapsed, submitted_s, lat, first_created, last_delivered))
+    });
+    let (delivered, failed, elapsed, submitted_s, lat, first, last) = result?;
+    let gw_cpu = cpu_seconds(gw_pid) - gw_cpu0;
+    let sim_cpu = cpu_seconds(sim_pid) - sim_cpu0;
+    // Throughput over the span the gateway worked: first filed to last delivered.
+    let span_s = (last.saturating_sub(first) as f64 / 1000.0).max(elapsed.min(0.001));
+    let exchanges_per_s = delivered as f64 / span_s.max(0.001);
+    let mut r: BTreeMap<&str, Value> = BTreeMap::new();
+    r.insert(
+        "alg",
+        json!(match o.alg {
+            KeyKind::Rsa2048 => "rsa-sha256",
+            KeyKind::EcP256 => "ecdsa-sha256",
+        }),
+    );
+    r.insert("requests", json!(o.requests));
+    r.insert("delivered", json!(delivered));
+    r.insert("failed", json!(failed));
+    r.insert("faults", json!(o.faults));
+    r.insert("offered_rate_per_s", json!(o.rate));
+    r.insert("concurrency", json!(o.concurrency));
+    r.insert("exchanges_per_s", json!(exchanges_per_s));
+    r.insert(
+        "accepts_per_s",
+        json!(o.requests as f64 / submitted_s.max(0.001)),
+    );
+    r.insert("sign_per_s_one_core", json!(sign_per_s));
+    r.insert("cores", json!(cores));
+    r.insert("crypto_bound_per_s", json!(bound));
+    r.insert("vs_crypto_bound", json!(exchanges_per_s / bound));
+    r.insert("p50_ms", json!(percentile(&lat, 0.5)));
+    r.insert("p90_ms", json!(percentile(&lat, 0.9)));
+    r.insert("p99_ms", json!(percentile(&lat, 0.99)));
+    r.insert("rss_mb", json!(peak_rss_mb(gw_pid)));
+    r.insert("simulator_rss_mb", json!(peak_rss_mb(sim_pid)));
+    r.insert(
+        "cpu_ms_per_exchange_gateway",
+        json!(gw_cpu * 1000.0 / delivered.max(1) as f64),
+    );
+    r.insert(
+        "cpu_ms_per_exchange_simulator",
+        json!(sim_cpu * 1000.0 / delivered.max(1) as f64),
+    );
+    r.insert("elapsed_s", json!(elapsed));
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(err)?);
+    } else {
+        for (k, v) in &r {
+            match v.as_f64() {
+                Some(f) => println!("{k:<32} {f:>12.2}"),
+                None => println!("{k:<32} {v:>12}"),
+            }
+        }
+    }
+    if delivered + failed < o.requests as u64 {
+        return Err("not every request finished".into());
+    }
+    Ok(())
+}
