@@ -25,8 +25,10 @@ pub struct Options {
     pub faults: String,
     /// Requests in flight at the API (closed loop).
     pub concurrency: usize,
-    /// Offered load in requests/s (open loop); 0: as fast as accepted.
+        /// Offered load in requests/s (open loop); 0: as fast as accepted.
     pub rate: f64,
+    /// How the bench client takes documents: folder (default) or pull.
+    pub delivery: String,
 }
 
 struct Proc {
@@ -131,7 +133,10 @@ fn start(o: &Options) -> Result<Setup, String> {
         .replace("127.0.0.1:9441", &format!("127.0.0.1:{}", ports[1]))
         .replace("127.0.0.1:9442", &format!("127.0.0.1:{}", ports[2]))
         .replace("127.0.0.1:9443", &format!("127.0.0.1:{}", ports[3]))
-        + &format!("\n[clients.bench]\ntoken_sha256 = \"{hash}\"\nrole = \"admin\"\n");
+                + &format!(
+            "\n[clients.bench]\ntoken_sha256 = \"{hash}\"\nrole = \"admin\"\ndelivery = \"{}\"\n",
+            o.delivery
+        );
     let sim_path = dir.path().join("simulator.toml");
     let gw_path = dir.path().join("gateway.toml");
     std::fs::write(&sim_path, sim_toml).map_err(err)?;
@@ -375,7 +380,8 @@ pub fn run(o: Options) -> Result<(), String> {
     r.insert("requests", json!(o.requests));
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
-    r.insert("faults", json!(o.faults));
+        r.insert("faults", json!(o.faults));
+    r.insert("delivery", json!(o.delivery));
     r.insert("offered_rate_per_s", json!(o.rate));
     r.insert("concurrency", json!(o.concurrency));
     r.insert("exchanges_per_s", json!(exchanges_per_s));

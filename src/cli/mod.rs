@@ -394,9 +394,12 @@ enum BenchCommand {
         /// Requests in flight at the API (closed loop).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        /// Offered load in requests/s (open loop); 0: as fast as accepted.
+                /// Offered load in requests/s (open loop); 0: as fast as accepted.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// Delivery of the bench client: folder (into case folders, fsync) or pull.
+        #[arg(long, default_value = "folder")]
+        delivery: String,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -518,8 +521,9 @@ pub fn run() -> ExitCode {
                 requests,
                 alg,
                 faults,
-                concurrency,
+                                concurrency,
                 rate,
+                delivery,
             } => {
                 let alg = match alg.as_str() {
                     "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
@@ -535,8 +539,9 @@ pub fn run() -> ExitCode {
                     requests,
                     alg,
                     faults,
-                    concurrency,
+                                        concurrency,
                     rate,
+                    delivery,
                 })
                 .map_err(Fail::Failed)
             }

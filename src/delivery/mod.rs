@@ -59,14 +59,18 @@ struct Sidecar<'a> {
     document: String,
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+/// Writes files into `dir` atomically and durably: each to a temporary
+/// name, its data synced, then all renamed, then the folder synced once
+/// (one folder sync for the document and its sidecar, not one each).
+fn write_atomically(dir: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
+    for (name, bytes) in files {
+        let mut f = std::fs::File::create(dir.join(format!(".{name}.tmp")))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_data()?;
     }
-    std::fs::rename(&tmp, dir.join(name))?;
+    for (name, _) in files {
+        std::fs::rename(dir.join(format!(".{name}.tmp")), dir.join(name))?;
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -87,8 +91,7 @@ impl CaseFolders {
     pub fn deliver(&self, r: &RequestRecord, document: &[u8]) -> std::io::Result<PathBuf> {
         let dir = self.root.join(case_folder(&r.case));
         std::fs::create_dir_all(&dir)?;
-        let name = format!("{}.{}.xml", r.id, r.service);
-        write_atomically(&dir, &name, document)?;
+                let name = format!("{}.{}.xml", r.id, r.service);
         let sidecar = Sidecar {
             request_id: &r.id,
             case: &r.case,
@@ -104,8 +107,15 @@ impl CaseFolders {
             signer: r.signer.as_deref(),
             document: name.clone(),
         };
-        let json = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
-        write_atomically(&dir, &format!("{}.{}.json", r.id, r.service), &json)?;
+                let json = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
+        // The sidecar names the document, so the document is renamed first.
+        write_atomically(
+            &dir,
+            &[
+                (name.as_str(), document),
+                (&format!("{}.{}.json", r.id, r.service), &json),
+            ],
+        )?;
         Ok(dir.join(name))
     }
 }
