@@ -4,6 +4,8 @@
 //! `cargo bench --bench hot_paths`; BENCHMARKS.md has the ratios against
 //! raw openssl and libxmlsec1/lxml from `jumgw bench xml`.
 
+#![allow(clippy::unwrap_used)] // benchmarks: a panic is the failure report
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -27,8 +29,12 @@ fn xml_paths(c: &mut Criterion) {
     let ca = Issued::new(&CertSpec::new("bench CA", Role::Ca), KeyKind::EcP256, None).unwrap();
     let mut g = c.benchmark_group("xml");
     for (name, kind) in [("rsa", KeyKind::Rsa2048), ("ecdsa", KeyKind::EcP256)] {
-        let signer =
-            Issued::new(&CertSpec::new("bench signer", Role::Signing), kind, Some(&ca)).unwrap();
+        let signer = Issued::new(
+            &CertSpec::new("bench signer", Role::Signing),
+            kind,
+            Some(&ca),
+        )
+        .unwrap();
         let key = xml::SigningKey::from_pem(
             &signer.key_pem().unwrap(),
             &signer.cert_pem().unwrap(),
@@ -75,7 +81,9 @@ fn envelope_paths(c: &mut Criterion) {
     let built = envelope::request(&h, payload);
     let limits = Limits::default();
     let mut g = c.benchmark_group("envelope");
-    g.bench_function("build", |b| b.iter(|| envelope::request(black_box(&h), payload)));
+    g.bench_function("build", |b| {
+        b.iter(|| envelope::request(black_box(&h), payload))
+    });
     g.bench_function("parse", |b| {
         b.iter(|| {
             let doc = xml::Document::parse(black_box(built.as_bytes()), &limits).unwrap();
@@ -94,7 +102,9 @@ fn identifiers(c: &mut Criterion) {
         b.iter(|| jum_gateway::ids::Pib::parse(black_box("101134702")).unwrap())
     });
     g.bench_function("redact_text", |b| {
-        b.iter(|| jum_gateway::ids::redact_text(black_box("no entry for 0512981717776 in KO 803472")))
+        b.iter(|| {
+            jum_gateway::ids::redact_text(black_box("no entry for 0512981717776 in KO 803472"))
+        })
     });
     g.finish();
 }
@@ -134,5 +144,11 @@ fn store_enqueue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, xml_paths, envelope_paths, identifiers, store_enqueue);
+criterion_group!(
+    benches,
+    xml_paths,
+    envelope_paths,
+    identifiers,
+    store_enqueue
+);
 criterion_main!(benches);

@@ -25,7 +25,7 @@ pub struct Options {
     pub faults: String,
     /// Requests in flight at the API (closed loop).
     pub concurrency: usize,
-        /// Offered load in requests/s (open loop); 0: as fast as accepted.
+    /// Offered load in requests/s (open loop); 0: as fast as accepted.
     pub rate: f64,
     /// How the bench client takes documents: folder (default) or pull.
     pub delivery: String,
@@ -133,7 +133,7 @@ fn start(o: &Options) -> Result<Setup, String> {
         .replace("127.0.0.1:9441", &format!("127.0.0.1:{}", ports[1]))
         .replace("127.0.0.1:9442", &format!("127.0.0.1:{}", ports[2]))
         .replace("127.0.0.1:9443", &format!("127.0.0.1:{}", ports[3]))
-                + &format!(
+        + &format!(
             "\n[clients.bench]\ntoken_sha256 = \"{hash}\"\nrole = \"admin\"\ndelivery = \"{}\"\n",
             o.delivery
         );
@@ -164,7 +164,7 @@ fn start(o: &Options) -> Result<Setup, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-        let data = dir.path().join("data");
+    let data = dir.path().join("data");
     // Outside --demo the keys must exist: made here, as an operator would.
     for k in ["documents.key", "audit.key"] {
         crate::store::crypt::read_key_file(&data.join("keys").join(k), true).map_err(err)?;
@@ -235,11 +235,103 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub fn run(o: Options) -> Result<(), String> {
+/// Runs one measurement, or a sweep of offered loads with a chart.
+pub fn run(o: Options, sweep: &[f64], chart: Option<&std::path::Path>) -> Result<(), String> {
+    if sweep.is_empty() {
+        let r = measure(&o)?;
+        print(&o, &r)?;
+        return Ok(());
+    }
+    let mut points = Vec::new();
+    for &rate in sweep {
+        let one = Options {
+            rate,
+            json: true,
+            faults: o.faults.clone(),
+            delivery: o.delivery.clone(),
+            ..o
+        };
+        let r = measure(&one)?;
+        if !o.json {
+            eprintln!(
+                "offered {rate:>7.0}/s: delivered {:>7.1}/s, p99 {:>6.0} ms",
+                r["exchanges_per_s"].as_f64().unwrap_or(0.0),
+                r["p99_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        points.push(r);
+    }
+    if let Some(path) = chart {
+        std::fs::write(path, svg(&points)).map_err(err)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&points).map_err(err)?);
+    Ok(())
+}
+
+/// Throughput (left axis) and p99 latency (right axis) against offered load.
+fn svg(points: &[BTreeMap<&str, Value>]) -> String {
+    let get = |r: &BTreeMap<&str, Value>, k: &str| r.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let (w, h, pad) = (640.0, 360.0, 56.0);
+    let xmax = points
+        .iter()
+        .map(|r| get(r, "offered_rate_per_s"))
+        .fold(1.0, f64::max);
+    let ymax = points
+        .iter()
+        .map(|r| get(r, "exchanges_per_s").max(get(r, "offered_rate_per_s")))
+        .fold(1.0, f64::max);
+    let lmax = points.iter().map(|r| get(r, "p99_ms")).fold(1.0, f64::max);
+    let x = |v: f64| pad + v / xmax * (w - 2.0 * pad);
+    let y = |v: f64, max: f64| h - pad - v / max * (h - 2.0 * pad);
+    let line = |k: &str, max: f64| {
+        points
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(get(r, "offered_rate_per_s")),
+                    y(get(r, k), max)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let alg = points
+        .first()
+        .and_then(|r| r.get("alg"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="{w}" height="{h}" fill="#fff"/>
+<text x="{pad}" y="24" font-size="14">jumgw bench e2e ({alg}): delivered/s and p99 against offered load</text>
+<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#333"/><line x1="{r}" y1="{pad}" x2="{r}" y2="{b}" stroke="#333"/>
+<polyline fill="none" stroke="#bbb" stroke-dasharray="4 4" points="{x0:.1},{y0:.1} {x1:.1},{y1:.1}"/>
+<polyline fill="none" stroke="#0072B2" stroke-width="2.5" points="{tp}"/>
+<polyline fill="none" stroke="#D55E00" stroke-width="2.5" stroke-dasharray="6 3" points="{lat}"/>
+<text x="{pad}" y="{lb}">0</text><text x="{r}" y="{lb}" text-anchor="end">{xmax:.0} offered/s</text>
+<text x="8" y="{pad}" fill="#0072B2">{ymax:.0}/s</text><text x="{rl}" y="{pad}" fill="#D55E00">{lmax:.0} ms</text>
+<text x="{pad}" y="44" fill="#0072B2">— delivered/s (left)</text><text x="240" y="44" fill="#D55E00">- - p99 ms (right)</text><text x="420" y="44" fill="#888">· · offered = delivered</text>
+</svg>
+"##,
+        b = h - pad,
+        r = w - pad,
+        lb = h - pad + 18.0,
+        rl = w - pad + 4.0,
+        x0 = x(0.0),
+        y0 = y(0.0, ymax),
+        x1 = x(xmax),
+        y1 = y(xmax, ymax),
+        tp = line("exchanges_per_s", ymax),
+        lat = line("p99_ms", lmax),
+    )
+}
+
+fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let sign_per_s = sign_rate(o.alg, 1.0)?;
     let bound = cores * sign_per_s / 2.0;
-    let setup = start(&o)?;
+    let setup = start(o)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -369,7 +461,7 @@ pub fn run(o: Options) -> Result<(), String> {
     // Throughput over the span the gateway worked: first filed to last delivered.
     let span_s = (last.saturating_sub(first) as f64 / 1000.0).max(elapsed.min(0.001));
     let exchanges_per_s = delivered as f64 / span_s.max(0.001);
-    let mut r: BTreeMap<&str, Value> = BTreeMap::new();
+    let mut r: BTreeMap<&'static str, Value> = BTreeMap::new();
     r.insert(
         "alg",
         json!(match o.alg {
@@ -380,7 +472,7 @@ pub fn run(o: Options) -> Result<(), String> {
     r.insert("requests", json!(o.requests));
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
-        r.insert("faults", json!(o.faults));
+    r.insert("faults", json!(o.faults));
     r.insert("delivery", json!(o.delivery));
     r.insert("offered_rate_per_s", json!(o.rate));
     r.insert("concurrency", json!(o.concurrency));
@@ -407,18 +499,22 @@ pub fn run(o: Options) -> Result<(), String> {
         json!(sim_cpu * 1000.0 / delivered.max(1) as f64),
     );
     r.insert("elapsed_s", json!(elapsed));
+    if delivered + failed < o.requests as u64 {
+        return Err("not every request finished".into());
+    }
+    Ok(r)
+}
+
+fn print(o: &Options, r: &BTreeMap<&str, Value>) -> Result<(), String> {
     if o.json {
-        println!("{}", serde_json::to_string_pretty(&r).map_err(err)?);
+        println!("{}", serde_json::to_string_pretty(r).map_err(err)?);
     } else {
-        for (k, v) in &r {
+        for (k, v) in r {
             match v.as_f64() {
                 Some(f) => println!("{k:<32} {f:>12.2}"),
                 None => println!("{k:<32} {v:>12}"),
             }
         }
-    }
-    if delivered + failed < o.requests as u64 {
-        return Err("not every request finished".into());
     }
     Ok(())
 }

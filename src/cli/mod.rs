@@ -394,12 +394,18 @@ enum BenchCommand {
         /// Requests in flight at the API (closed loop).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-                /// Offered load in requests/s (open loop); 0: as fast as accepted.
+        /// Offered load in requests/s (open loop); 0: as fast as accepted.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
         /// Delivery of the bench client: folder (into case folders, fsync) or pull.
         #[arg(long, default_value = "folder")]
         delivery: String,
+        /// Offered loads to sweep (open loop), e.g. 200,400,800; prints JSON per point.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<f64>,
+        /// With --sweep: write an SVG chart of delivered/s and p99 against offered load.
+        #[arg(long, requires = "sweep")]
+        chart: Option<PathBuf>,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -521,9 +527,11 @@ pub fn run() -> ExitCode {
                 requests,
                 alg,
                 faults,
-                                concurrency,
+                concurrency,
                 rate,
                 delivery,
+                sweep,
+                chart,
             } => {
                 let alg = match alg.as_str() {
                     "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
@@ -534,15 +542,19 @@ pub fn run() -> ExitCode {
                         ))))
                     }
                 };
-                crate::bench::e2e::run(crate::bench::e2e::Options {
-                    json,
-                    requests,
-                    alg,
-                    faults,
-                                        concurrency,
-                    rate,
-                    delivery,
-                })
+                crate::bench::e2e::run(
+                    crate::bench::e2e::Options {
+                        json,
+                        requests,
+                        alg,
+                        faults,
+                        concurrency,
+                        rate,
+                        delivery,
+                    },
+                    &sweep,
+                    chart.as_deref(),
+                )
                 .map_err(Fail::Failed)
             }
             BenchCommand::Xml {

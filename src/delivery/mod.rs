@@ -91,7 +91,7 @@ impl CaseFolders {
     pub fn deliver(&self, r: &RequestRecord, document: &[u8]) -> std::io::Result<PathBuf> {
         let dir = self.root.join(case_folder(&r.case));
         std::fs::create_dir_all(&dir)?;
-                let name = format!("{}.{}.xml", r.id, r.service);
+        let name = format!("{}.{}.xml", r.id, r.service);
         let sidecar = Sidecar {
             request_id: &r.id,
             case: &r.case,
@@ -107,7 +107,7 @@ impl CaseFolders {
             signer: r.signer.as_deref(),
             document: name.clone(),
         };
-                let json = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
+        let json = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
         // The sidecar names the document, so the document is renamed first.
         write_atomically(
             &dir,

@@ -1,0 +1,37 @@
+//! `jumgw bench e2e` runs to completion from a clean checkout: a few
+//! hundred requests through both processes. Only completion is asserted;
+//! the figures belong in BENCHMARKS.md, never in a pass/fail test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_e2e_bench_completes() {
+    let o = jumgw()
+        .args([
+            "bench",
+            "e2e",
+            "--requests",
+            "200",
+            "--json",
+            "--concurrency",
+            "16",
+        ])
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["delivered"], 200, "{v}");
+    for k in [
+        "exchanges_per_s",
+        "crypto_bound_per_s",
+        "p50_ms",
+        "p99_ms",
+        "rss_mb",
+    ] {
+        assert!(v[k].is_number(), "{k} missing: {v}");
+    }
+}
