@@ -206,7 +206,7 @@ pub struct Page {
     get, path = "/admin/v1/requests", tag = "administration",
     summary = "List and filter the queue, newest or oldest first, a page at a time",
     params(ListQuery),
-    responses((status = 200, body = Page), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 422, description = "A filter is invalid", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = Page), (status = 422, description = "A filter is invalid", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -280,7 +280,7 @@ fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     get, path = "/admin/v1/requests/{id}", tag = "administration",
     summary = "One request with every attempt",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = AdminRequestOut), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn show(
@@ -329,7 +329,7 @@ pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     post, path = "/admin/v1/requests/{id}/retry", tag = "administration",
     summary = "Retry one request now (a dead or cancelled one starts over)",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 409, description = "Delivered, being sent or fetched: nothing to retry", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Delivered, being sent or fetched: nothing to retry", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn retry(
@@ -352,7 +352,7 @@ pub fn do_retry(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, 
     post, path = "/admin/v1/requests/{id}/cancel", tag = "administration",
     summary = "Cancel a request that has not finished; one being sent finishes its attempt, and its answer is kept but not delivered",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn cancel(
@@ -417,7 +417,7 @@ pub struct RetryDeadOut {
     post, path = "/admin/v1/requests/retry-dead", tag = "administration",
     summary = "Retry every dead request that matches a filter (or, with dry_run, count them)",
     request_body = RetryDeadIn,
-    responses((status = 200, body = RetryDeadOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors),
+    responses((status = 200, body = RetryDeadOut), super::openapi::WriteErrors),
     security(("bearer" = []))
 )]
 pub async fn retry_dead(
@@ -534,7 +534,7 @@ pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
 #[utoipa::path(
     get, path = "/admin/v1/stats", tag = "administration",
     summary = "Requests by state, overall and per registry",
-    responses((status = 200, body = Stats), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = Stats), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn get_stats(State(st): State<AppState>, who: Client) -> Result<Json<Stats>, ApiError> {
@@ -630,7 +630,7 @@ pub fn registries(st: &AppState) -> Result<Vec<RegistryOut>, ApiError> {
 #[utoipa::path(
     get, path = "/admin/v1/registries", tag = "administration",
     summary = "Each registry: breaker, pause, maintenance, in flight, queue, last success and error, certificates",
-    responses((status = 200, body = Vec<RegistryOut>), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = Vec<RegistryOut>), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn list_registries(
@@ -669,7 +669,7 @@ fn gate<'a>(
     summary = "Stop sending to a registry (optionally until a time); its requests wait",
     params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
     request_body(content = PauseIn, description = "Optional; {} pauses until resumed"),
-    responses((status = 200, body = crate::dispatch::GateStatus), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors, super::openapi::ReadErrors),
+    responses((status = 200, body = crate::dispatch::GateStatus), super::openapi::WriteErrors, super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn pause(
@@ -744,7 +744,7 @@ pub fn do_resume(
     post, path = "/admin/v1/registries/{name}/resume", tag = "administration",
     summary = "Resume sending to a registry",
     params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
-    responses((status = 200, body = crate::dispatch::GateStatus), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, body = crate::dispatch::GateStatus), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn resume(
@@ -758,7 +758,7 @@ pub async fn resume(
 #[utoipa::path(
     post, path = "/admin/v1/audit/verify", tag = "administration",
     summary = "Walk the audit trail's hash chain and check it against the checkpoints",
-    responses((status = 200, description = "The report; `broken` names the first broken link", body = crate::audit::Verification), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::ReadErrors),
+    responses((status = 200, description = "The report; `broken` names the first broken link", body = crate::audit::Verification), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn audit_verify(
@@ -880,7 +880,7 @@ pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
     post, path = "/admin/v1/audit/who", tag = "administration",
     summary = "Who used my data: every access to data about a person (by JMBG, in the body so that it stays out of URLs and logs)",
     request_body = WhoIn,
-    responses((status = 200, body = WhoOut), (status = 403, description = "Not an admin token", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::WriteErrors),
+    responses((status = 200, body = WhoOut), super::openapi::WriteErrors),
     security(("bearer" = []))
 )]
 pub async fn audit_who(

@@ -48,6 +48,17 @@ impl IntoResponses for ReadErrors {
     }
 }
 
+/// Errors of an operator's call: as a read, and 403 for a non-admin token.
+pub struct AdminErrors;
+
+impl IntoResponses for AdminErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut r = ReadErrors::responses();
+        r.extend(responses(&[("403", "Not an admin token")]));
+        r
+    }
+}
+
 /// Errors of a POST that files requests.
 pub struct WriteErrors;
 

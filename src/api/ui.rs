@@ -36,6 +36,15 @@ impl Lang {
         }
     }
 
+    /// This language's word of an English, Serbian, Hungarian triple.
+    fn pick(self, [en, sr, hu]: [&'static str; 3]) -> &'static str {
+        match self {
+            Lang::En => en,
+            Lang::Sr => sr,
+            Lang::Hu => hu,
+        }
+    }
+
     fn from_code(c: &str) -> Option<Lang> {
         match c {
             "en" => Some(Lang::En),
@@ -158,11 +167,7 @@ fn t(lang: Lang, key: &str) -> &'static str {
         ],
         _ => [""; 3],
     };
-    match lang {
-        Lang::En => en,
-        Lang::Sr => sr,
-        Lang::Hu => hu,
-    }
+    lang.pick([en, sr, hu])
 }
 
 fn state_word(lang: Lang, s: RState) -> &'static str {
@@ -176,11 +181,7 @@ fn state_word(lang: Lang, s: RState) -> &'static str {
         RState::Dead => ["dead", "neuspelo", "sikertelen"],
         RState::Cancelled => ["cancelled", "otkazano", "visszavonva"],
     };
-    match lang {
-        Lang::En => en,
-        Lang::Sr => sr,
-        Lang::Hu => hu,
-    }
+    lang.pick([en, sr, hu])
 }
 
 /// HTML-escapes text.

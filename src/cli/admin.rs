@@ -365,36 +365,12 @@ pub fn queue(cmd: QueueCommand) -> CmdResult {
                 .await?;
                 print(&remote, &v, show_request)
             }
-            QueueCommand::Cancel { id, remote } => {
-                let v = call(
-                    &http,
-                    &remote,
-                    reqwest::Method::POST,
-                    &format!("/admin/v1/requests/{id}/cancel"),
-                    None,
-                )
-                .await?;
-                print(&remote, &v, |v| {
-                    format!("{}: {}\n", s(&v["id"]), s(&v["state"]))
-                })
-            }
+            QueueCommand::Cancel { id, remote } => act(&http, &remote, &id, "cancel").await,
             QueueCommand::Retry {
                 id: Some(id),
                 remote,
                 ..
-            } => {
-                let v = call(
-                    &http,
-                    &remote,
-                    reqwest::Method::POST,
-                    &format!("/admin/v1/requests/{id}/retry"),
-                    None,
-                )
-                .await?;
-                print(&remote, &v, |v| {
-                    format!("{}: {}\n", s(&v["id"]), s(&v["state"]))
-                })
-            }
+            } => act(&http, &remote, &id, "retry").await,
             QueueCommand::Retry {
                 id: None,
                 filter,
@@ -448,6 +424,15 @@ pub fn queue(cmd: QueueCommand) -> CmdResult {
                 })
             }
         }
+    })
+}
+
+/// Retry or cancel one request; prints its new state.
+async fn act(http: &reqwest::Client, remote: &Remote, id: &str, action: &str) -> CmdResult {
+    let path = format!("/admin/v1/requests/{id}/{action}");
+    let v = call(http, remote, reqwest::Method::POST, &path, None).await?;
+    print(remote, &v, |v| {
+        format!("{}: {}\n", s(&v["id"]), s(&v["state"]))
     })
 }
 
