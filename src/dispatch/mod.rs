@@ -462,27 +462,25 @@ impl Dispatcher {
             http_status: status,
             signer: signer.as_deref(),
         };
-        let updated = self
-            .store
-            .update(&id, &|r| policy::apply(r, &facts, &self.policy, jitter));
-        lock(&self.busy).remove(&id);
+                // A fetched document is delivered at once by this task: its
+        // delivery lease is taken in the same write as the attempt.
+        let lease_until = now + self.policy.lease.as_millis() as u64;
+        let updated = self.store.update(&id, &|r| {
+            let changed = policy::apply(r, &facts, &self.policy, jitter);
+            if changed && r.state == State::Fetched {
+                r.due_ms = Some(lease_until);
+            }
+            changed
+        });
         match updated {
             Ok(Some(r)) if r.state == State::Fetched => {
-                // Deliver at once rather than waiting for the next pass.
-                let lease_until = now + self.policy.lease.as_millis() as u64;
-                if let Ok(Some(r)) = self.store.update(&id, &|x| {
-                    if x.state != State::Fetched {
-                        return false;
-                    }
-                    x.due_ms = Some(lease_until);
-                    true
-                }) {
-                    lock(&self.busy).insert(id.clone());
-                    self.clone().deliver(r).await;
-                }
+                self.clone().deliver(r).await;
             }
-            Ok(_) => {}
+                        Ok(_) => {
+                lock(&self.busy).remove(&id);
+            }
             Err(e) => {
+                lock(&self.busy).remove(&id);
                 tracing::error!(request = %id, error = %e, "cannot record the attempt; it will be repeated")
             }
         }
