@@ -307,7 +307,8 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
         .collect();
     for want in [
         ("request.accepted", "11/2026"),
-        ("exchange", "11/2026"),
+        ("exchange.sent", "11/2026"),
+        ("exchange.answered", "11/2026"),
         ("document.read", "11/2026"),
         ("request.accepted", "12/2026"),
         ("admin.cancel", "12/2026"),
@@ -639,7 +640,7 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["request_id"] == id.as_str() && a["action"] == "exchange"),
+            .any(|a| a["request_id"] == id.as_str() && a["action"] == "exchange.answered"),
         "{who}"
     );
 }

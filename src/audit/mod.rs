@@ -11,8 +11,8 @@
 //! my data" find every entry about one person.
 //!
 //! Entries about requests are derived from the record changes themselves,
-//! inside the store's transaction ([`rule`]): accepted, and each exchange
-//! with its outcome. Document reads and administrators' actions are
+//! inside the store's transaction ([`rule`]): accepted, each exchange sent,
+//! and each answer with its outcome. Document reads and administrators' actions are
 //! appended by the API.
 
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub struct Draft {
     pub actor: String,
     /// The official on whose behalf, when known.
     pub official: String,
-    /// request.accepted, exchange, document.read, admin.retry, admin.cancel,
+    /// request.accepted, exchange.sent, exchange.answered, document.read, admin.retry, admin.cancel,
     /// admin.retry-dead, admin.pause, admin.resume, audit.who, ...
     pub action: String,
     pub request_id: Option<String>,
@@ -176,7 +176,8 @@ pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outco
     }
 }
 
-/// The rule the daemon installs: accepted requests and every exchange.
+/// The rule the daemon installs: accepted requests, and every exchange
+/// when it is sent and when it is answered.
 pub fn rule(key: Arc<AuditKey>) -> AuditRule {
     Arc::new(move |old, new| match old {
         None => vec![about(
@@ -186,20 +187,24 @@ pub fn rule(key: Arc<AuditKey>) -> AuditRule {
             "request.accepted",
             "accepted",
         )],
-        Some(old) => new
-            .attempts
-            .iter()
-            .skip(old.attempts.len())
-            .map(|a| {
-                let outcome = match a.http_status {
-                    Some(s) => format!("{} (HTTP {s})", a.outcome),
-                    None => a.outcome.clone(),
-                };
-                let mut d = about(&key, new, &new.client, "exchange", &outcome);
-                d.at_ms = a.at_ms;
-                d
-            })
-            .collect(),
+        Some(old) => {
+            // Leased for an attempt: the subject's data is about to be
+            // asked for (recorded even if the answer never comes).
+            let sent = (new.state == crate::store::State::Sending
+                && old.state != crate::store::State::Sending)
+                .then(|| about(&key, new, &new.client, "exchange.sent", "sent"));
+            sent.into_iter()
+                .chain(new.attempts.iter().skip(old.attempts.len()).map(|a| {
+                    let outcome = match a.http_status {
+                        Some(s) => format!("{} (HTTP {s})", a.outcome),
+                        None => a.outcome.clone(),
+                    };
+                    let mut d = about(&key, new, &new.client, "exchange.answered", &outcome);
+                    d.at_ms = a.at_ms;
+                    d
+                }))
+                .collect()
+        }
     })
 }
 
@@ -455,6 +460,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .ends_with("unreadable line on line 1"));
+    }
+
+    #[test]
+    fn the_rule_records_accepted_sent_and_answered() {
+        use crate::store::{AttemptRecord, State};
+        let key = Arc::new(AuditKey::from_bytes([1; 32]));
+        let r = rule(key.clone());
+        let q = RequestRecord::queued(
+            "pisarnica",
+            "1/2026".into(),
+            "ZUP".into(),
+            "marija".into(),
+            "permit".into(),
+            "civil.birth-extract".into(),
+            "civil".into(),
+            vec![("jmbg".into(), "0512981717776".into())],
+            std::time::Duration::from_secs(60),
+        );
+        let accepted = r(None, &q);
+        assert_eq!(accepted[0].action, "request.accepted");
+        assert_eq!(accepted[0].subject, vec![key.hash("jmbg", "0512981717776")]);
+        let mut sending = q.clone();
+        sending.state = State::Sending;
+        let sent = r(Some(&q), &sending);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].action.as_str(), sent[0].official.as_str()),
+            ("exchange.sent", "marija")
+        );
+        let mut answered = sending.clone();
+        answered.state = State::Fetched;
+        answered.attempts.push(AttemptRecord {
+            at_ms: 5,
+            duration_ms: 1,
+            http_status: Some(200),
+            outcome: "document".into(),
+            detail: "document".into(),
+        });
+        let a = r(Some(&sending), &answered);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].action.as_str(), a[0].outcome.as_str(), a[0].at_ms),
+            ("exchange.answered", "document (HTTP 200)", 5)
+        );
+        assert!(
+            r(Some(&answered), &answered).is_empty(),
+            "no change, no entry"
+        );
     }
 
     #[test]
