@@ -17,6 +17,13 @@ struct Api {
 }
 
 impl Api {
+    fn on(port: u16) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -99,10 +106,7 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
     let port = free_port();
     let d = start_daemon_env(&data, port, &env());
     faults(&d, "cadastre:503").await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let api = Api::on(port);
 
     // Back-office tokens do not open the console.
     let (s, v) = api
@@ -339,16 +343,20 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
     }
 }
 
-/// Stops the daemon gracefully (its store flushed), changes the store with
-/// `f`, and starts it again.
-fn tamper(d: Daemon, data: &std::path::Path, port: u16, f: impl FnOnce(&sled::Tree)) -> Daemon {
+/// SIGTERM, and waits: the daemon flushes its store and exits.
+fn stop(mut d: Daemon) {
     let pid = d.0.id().to_string();
-    let mut d = d;
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     d.0.wait().unwrap();
+}
+
+/// Stops the daemon gracefully (its store flushed), changes the store with
+/// `f`, and starts it again.
+fn tamper(d: Daemon, data: &std::path::Path, port: u16, f: impl FnOnce(&sled::Tree)) -> Daemon {
+    stop(d);
     {
         let db = sled::open(data.join("store")).unwrap();
         f(&db.open_tree("audit").unwrap());
@@ -363,10 +371,7 @@ async fn tampering_with_the_audit_trail_is_caught() {
     let data = dir.path().join("data");
     let port = free_port();
     let d = start_daemon_env(&data, port, &env());
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let api = Api::on(port);
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -466,10 +471,7 @@ async fn the_same_from_a_terminal() {
     let port = free_port();
     let d = start_daemon_env(&data, port, &env());
     faults(&d, "tax:notfound").await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let api = Api::on(port);
     let dead = api
         .submit(
             "30/2026",
@@ -577,10 +579,7 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
     let (data, moved) = (dir.path().join("data"), dir.path().join("moved"));
     let port = free_port();
     let d = start_daemon_env(&data, port, &env());
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let api = Api::on(port);
     let id = api
         .submit(
             "50/2026",
@@ -590,13 +589,7 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
         .await;
     api.until(&id, &["delivered"]).await;
     let before = api.admin("POST", "/admin/v1/audit/verify", None).await;
-    let pid = d.0.id().to_string();
-    let mut d = d;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    d.0.wait().unwrap();
+    stop(d);
 
     let backup = dir.path().join("backup.jsonl");
     let o = jumgw()
