@@ -44,6 +44,24 @@ pub struct SubjectIn {
     pub parcel: Option<String>,
 }
 
+/// The `Idempotency-Key` header every POST takes (documentation only: the
+/// handlers read it in [`admit_body`]).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes the POST safe to repeat: the same key with the same body gives
+    /// the original answer (also after a restart); with another body, 409.
+    /// 1 to 255 printable ASCII characters; kept 24 h.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    pub key: Option<String>,
+}
+
 /// One request for one service.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -358,7 +376,7 @@ fn admit_body(
     post, path = "/api/v1/requests", tag = "requests",
     summary = "File one request for one service",
     request_body = super::RequestIn,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes the POST safe to repeat: the same key with the same body gives the original answer (also after a restart); with another body, 409. 1 to 255 printable ASCII characters; kept 24 h.")),
+    params(IdempotencyKey),
     responses(
         (status = 202, description = "Accepted and stored durably; follow it at Location", body = super::RequestOut,
          headers(("Location" = String, description = "/api/v1/requests/{id}"))),
@@ -591,7 +609,7 @@ fn bundle_response(case: &str, recs: &[RequestRecord]) -> Response {
     post, path = "/api/v1/cases/{case}/requests", tag = "requests",
     summary = "File everything a case needs in one call (a list, or a named procedure)",
     request_body = BundleIn,
-    params(("case" = String, Path, description = "The case number, URL-encoded", example = "351-12/2026-IV"), ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes the POST safe to repeat: the same key with the same body gives the original answer (also after a restart); with another body, 409. 1 to 255 printable ASCII characters; kept 24 h.")),
+    params(("case" = String, Path, description = "The case number, URL-encoded", example = "351-12/2026-IV"), IdempotencyKey),
     responses(
         (status = 202, description = "All stored together (or none)", body = BundleOut,
          headers(("Location" = String, description = "/api/v1/cases/{case}"))),
