@@ -11,10 +11,7 @@ use axum::body::Body;
 use axum::http::Request;
 use common::*;
 use jum_gateway::api::{self, AppState, Client};
-use jum_gateway::delivery::CaseFolders;
-use jum_gateway::dispatch::Dispatcher;
-use jum_gateway::store::crypt::DocumentCipher;
-use jum_gateway::store::{QueueStore, SledStore};
+use jum_gateway::store::QueueStore;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -103,20 +100,14 @@ fn client_json_never_makes_the_api_fail() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (state, _env) = rt.block_on(async {
         let env = setup("").await;
-        let store = SledStore::open(&env.dir.path().join("store"), 8 << 20).unwrap();
-        let dyn_store: Arc<dyn QueueStore> = store.clone();
-        let cipher =
-            Arc::new(DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap());
-        // Never run: requests stay queued, which is all this needs.
-        let dispatcher = Dispatcher::new(
-            &env.gw,
-            dyn_store.clone(),
-            cipher.clone(),
-            Arc::new(env.exchange()),
-            CaseFolders {
-                root: env.dir.path().join("cases"),
-            },
-        );
+        // The dispatcher never runs: requests stay queued, which is all
+        // this needs.
+        let Parts {
+            store,
+            cipher,
+            dispatcher,
+        } = env.parts();
+        let dyn_store: Arc<dyn QueueStore> = store;
         let clients = [(api::token_hash("t"), Client::unlimited("t", false))]
             .into_iter()
             .collect();

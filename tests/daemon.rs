@@ -15,7 +15,6 @@ use axum::http::Request;
 use common::*;
 use jum_gateway::api::{self, AppState, Client};
 use jum_gateway::config::MaintenanceWindow;
-use jum_gateway::delivery::CaseFolders;
 use jum_gateway::dispatch::Dispatcher;
 use jum_gateway::store::crypt::DocumentCipher;
 use jum_gateway::store::{QueueStore, RequestRecord, SledStore, State};
@@ -40,19 +39,12 @@ async fn run(
         r.breaker_cooldown = Duration::from_millis(500);
     }
     adjust(&mut env.gw);
-    let store = SledStore::open(&env.dir.path().join("store"), 8 << 20).unwrap();
+    let Parts {
+        store,
+        cipher,
+        dispatcher,
+    } = env.parts();
     let dyn_store: Arc<dyn QueueStore> = store.clone();
-    let cipher =
-        Arc::new(DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap());
-    let dispatcher = Dispatcher::new(
-        &env.gw,
-        dyn_store.clone(),
-        cipher.clone(),
-        Arc::new(env.exchange()),
-        CaseFolders {
-            root: env.dir.path().join("cases"),
-        },
-    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(dispatcher.clone().run(rx));
     let client = |name: &str, services: Vec<String>, rate_per_s: Option<f64>| Client {

@@ -228,9 +228,41 @@ pub async fn setup_with(
     }
 }
 
+/// The gateway's parts in-process on `env`: a store in its folder, a
+/// fresh document key, and a dispatcher (not yet running).
+pub struct Parts {
+    pub store: std::sync::Arc<jum_gateway::store::SledStore>,
+    pub cipher: std::sync::Arc<jum_gateway::store::crypt::DocumentCipher>,
+    pub dispatcher: std::sync::Arc<jum_gateway::dispatch::Dispatcher>,
+}
+
 impl Env {
     pub fn exchange(&self) -> jum_gateway::exchange::Exchange {
         jum_gateway::exchange::Exchange::new(&self.gw, &manifest_dir().join("schemas")).unwrap()
+    }
+
+    /// Must run inside a tokio runtime (the store's committer is a task).
+    pub fn parts(&self) -> Parts {
+        use jum_gateway::store::crypt::DocumentCipher;
+        let store =
+            jum_gateway::store::SledStore::open(&self.dir.path().join("store"), 8 << 20).unwrap();
+        let cipher = std::sync::Arc::new(
+            DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap(),
+        );
+        let dispatcher = jum_gateway::dispatch::Dispatcher::new(
+            &self.gw,
+            store.clone(),
+            cipher.clone(),
+            std::sync::Arc::new(self.exchange()),
+            jum_gateway::delivery::CaseFolders {
+                root: self.dir.path().join("cases"),
+            },
+        );
+        Parts {
+            store,
+            cipher,
+            dispatcher,
+        }
     }
 
     pub async fn faults(&self, spec: &str) {
