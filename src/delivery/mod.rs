@@ -3,8 +3,8 @@
 //!
 //! - `folder` (the default): `{cases_dir}/{case}/{request-id}.{service}.xml`,
 //!   the registry's signed envelope byte for byte, plus a `.json` sidecar;
-//!   written atomically (temp file, fsync, rename, fsync of the folder) and
-//!   idempotently, so a redelivery after a crash rewrites the same file and
+//!   written atomically and durably in batches (temporary files, a
+//!   file-system sync, renames, another sync) and idempotently, so a redelivery after a crash rewrites the same file and
 //!   never adds a second. This module.
 //! - `webhook`: signed events on their own durable queue ([`webhook`]).
 //! - `pull`: nothing is pushed; the client reads the case and its documents
@@ -12,8 +12,7 @@
 
 pub mod webhook;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -59,21 +58,6 @@ struct Sidecar<'a> {
     document: String,
 }
 
-/// Writes files into `dir` atomically and durably: each to a temporary
-/// name, its data synced, then all renamed, then the folder synced once
-/// (one folder sync for the document and its sidecar, not one each).
-fn write_atomically(dir: &Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
-    for (name, bytes) in files {
-        let mut f = std::fs::File::create(dir.join(format!(".{name}.tmp")))?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-    }
-    for (name, _) in files {
-        std::fs::rename(dir.join(format!(".{name}.tmp")), dir.join(name))?;
-    }
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// A file to write: its name in the case folder and its bytes.
 type NamedFile = (String, Vec<u8>);
 
@@ -88,17 +72,6 @@ impl CaseFolders {
         self.root
             .join(case_folder(&r.case))
             .join(format!("{}.{}.xml", r.id, r.service))
-    }
-
-    /// Writes the document and its sidecar; safe to repeat.
-    pub fn deliver(&self, r: &RequestRecord, document: &[u8]) -> std::io::Result<PathBuf> {
-        let (dir, files) = self.files(r, document)?;
-        let named: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        write_atomically(&dir, &named)?;
-        Ok(dir.join(&files[0].0))
     }
 
     /// Delivers many at once, durably, with two file-system syncs in all
