@@ -590,10 +590,10 @@ pub fn cert_info(role: &str, path: &std::path::Path) -> Option<CertOut> {
     })
 }
 
-pub fn registries(st: &AppState) -> Result<Vec<RegistryOut>, ApiError> {
-    let stats = stats(st)?;
-    Ok(st
-        .dispatcher
+/// Every registry, with its queue taken from `stats` (one scan of the
+/// store serves both).
+pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {
+    st.dispatcher
         .gates
         .iter()
         .map(|(name, g)| {
@@ -624,7 +624,7 @@ pub fn registries(st: &AppState) -> Result<Vec<RegistryOut>, ApiError> {
                 certificates,
             }
         })
-        .collect())
+        .collect()
 }
 
 #[utoipa::path(
@@ -640,7 +640,7 @@ pub async fn list_registries(
     require_admin(&who)?;
     let st2 = st.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || registries(&st2))
+        tokio::task::spawn_blocking(move || stats(&st2).map(|s| registries(&st2, &s)))
             .await
             .map_err(internal)??,
     ))

@@ -287,7 +287,7 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let st2 = st.clone();
     tokio::task::spawn_blocking(move || {
         let stats = admin::stats(&st2)?;
-        let registries = admin::registries(&st2)?;
+        let registries = admin::registries(&st2, &stats);
         let g = &st2.config.gateway;
         let gateway_certs = [
             ("gateway tls", &g.tls_cert),

@@ -550,11 +550,9 @@ pub async fn overview(
 ) -> Response {
     let st2 = st.clone();
     let data = tokio::task::spawn_blocking(move || {
-        Ok::<_, ApiError>((
-            admin::stats(&st2)?,
-            admin::registries(&st2)?,
-            all_requests(&st2)?,
-        ))
+        let stats = admin::stats(&st2)?;
+        let regs = admin::registries(&st2, &stats);
+        Ok::<_, ApiError>((stats, regs, all_requests(&st2)?))
     })
     .await;
     let (stats, regs, recs) = match data {
