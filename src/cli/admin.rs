@@ -150,9 +150,19 @@ pub enum AuditCommand {
     },
 }
 
+impl Remote {
+    pub(super) fn new(url: &str, token: &str) -> Remote {
+        Remote {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            json: false,
+        }
+    }
+}
+
 /// One call; a problem+json answer becomes exit 1 with its title, detail
 /// and the fields it names.
-async fn call(
+pub(super) async fn call(
     http: &reqwest::Client,
     r: &Remote,
     method: reqwest::Method,

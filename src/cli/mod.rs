@@ -655,16 +655,16 @@ fn request(a: RequestArgs) -> CmdResult {
             return Ok(());
         }
         let mut last = String::new();
+        let remote = admin::Remote::new(&base, &a.token);
         loop {
-            let v: serde_json::Value = http
-                .get(format!("{base}/api/v1/requests/{id}"))
-                .bearer_auth(&a.token)
-                .send()
-                .await
-                .map_err(failed(&base))?
-                .json()
-                .await
-                .map_err(failed(&base))?;
+            let v = admin::call(
+                &http,
+                &remote,
+                reqwest::Method::GET,
+                &format!("/api/v1/requests/{id}"),
+                None,
+            )
+            .await?;
             let state = v["state"].as_str().unwrap_or("?").to_owned();
             let line = format!(
                 "{state} ({} attempts)",
