@@ -722,7 +722,9 @@ pub fn do_pause(
             until.map_or("resumed".into(), |u| u.to_string())
         ),
     )?;
-    g.pause(true, until);
+    st.dispatcher
+        .pause(name, true, until)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(g.status())
 }
 
@@ -735,8 +737,9 @@ pub fn do_resume(
     require_admin(who)?;
     let g = gate(st, name)?;
     audit(st, who, "admin.resume", None, name)?;
-    g.pause(false, None);
-    st.dispatcher.wake();
+    st.dispatcher
+        .pause(name, false, None)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(g.status())
 }
 

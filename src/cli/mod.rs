@@ -53,6 +53,11 @@ enum Command {
         /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
         #[arg(long)]
         schemas: Option<PathBuf>,
+        /// The queue store: `sled` (in the data folder) or a PostgreSQL URL,
+        /// postgres://user@host:port/db, shared by every instance given it.
+        /// Overrides [store] of the configuration.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// File a request through a running gateway's API (a client for operators and an example).
     #[command(
@@ -215,6 +220,10 @@ enum StoreCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Read this store instead of the data folder's sled: a PostgreSQL
+        /// URL, postgres://user@host:port/db.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Restore an export into an empty store.
     Import {
@@ -222,6 +231,10 @@ enum StoreCommand {
         data_dir: PathBuf,
         /// The export (JSON lines); `-` reads standard input.
         file: String,
+        /// Restore into this store instead of the data folder's sled: a
+        /// PostgreSQL URL, postgres://user@host:port/db.
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -499,6 +512,7 @@ pub fn run() -> ExitCode {
             listen,
             sim_faults,
             schemas,
+            store,
         } => {
             init_logs();
             let opts = crate::daemon::ServeOptions {
@@ -508,6 +522,7 @@ pub fn run() -> ExitCode {
                 listen,
                 sim_faults,
                 schemas: schemas.unwrap_or_else(xml::schema::default_dir),
+                store,
             };
             runtime().and_then(|rt| {
                 rt.block_on(crate::daemon::serve(opts))
@@ -702,8 +717,28 @@ fn request(a: RequestArgs) -> CmdResult {
     })
 }
 
+/// The store a `store` command works on, and how to name it.
+fn open_store(
+    data_dir: &std::path::Path,
+    url: Option<&str>,
+) -> Result<(std::sync::Arc<dyn crate::store::QueueStore>, PathBuf), Fail> {
+    let cfg = match url {
+        Some(u) => crate::config::StoreConfig::from_arg(u, &Default::default()).map_err(Fail::Invalid)?,
+        None => crate::config::StoreConfig::default(),
+    };
+    let name = match &cfg.url {
+        Some(u) => <postgres::Config as std::str::FromStr>::from_str(u)
+            .map(|c| PathBuf::from(crate::store::postgres::display_url(&c)))
+            .unwrap_or_else(|_| PathBuf::from("PostgreSQL")),
+        None => data_dir.to_owned(),
+    };
+    let store = crate::store::open_configured(&cfg, data_dir)
+        .map_err(|e| Fail::Failed(e.to_string()))?;
+    Ok((store, name))
+}
+
 fn store_command(cmd: StoreCommand) -> CmdResult {
-    use crate::store::{backup, SledStore};
+    use crate::store::backup;
     runtime()?.block_on(async {
         let (dir, result) = match cmd {
             StoreCommand::Export {
@@ -711,6 +746,7 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
                 out,
                 url: Some(url),
                 token,
+                ..
             } => {
                 let token = token.ok_or_else(|| {
                     Fail::Failed("--url needs an admin token (--token or JUMGW_TOKEN)".into())
@@ -762,10 +798,10 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
                 data_dir,
                 out,
                 url: None,
+                store,
                 ..
             } => {
-                let store = SledStore::open(&data_dir.join("store"), 64 << 20)
-                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
                 let counts = match &out {
                     Some(p) => {
                         let f =
@@ -785,9 +821,12 @@ fn store_command(cmd: StoreCommand) -> CmdResult {
                     .map_err(|e| Fail::Failed(e.to_string()))?;
                 (data_dir, counts)
             }
-            StoreCommand::Import { data_dir, file } => {
-                let store = SledStore::open(&data_dir.join("store"), 64 << 20)
-                    .map_err(|e| Fail::Failed(e.to_string()))?;
+            StoreCommand::Import {
+                data_dir,
+                file,
+                store,
+            } => {
+                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
                 let counts = if file == "-" {
                     backup::import(
                         &*store,

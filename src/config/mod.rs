@@ -320,6 +320,66 @@ impl Default for RetryConfig {
     }
 }
 
+/// Where the queue lives: sled in the data folder (one instance), or a
+/// PostgreSQL database that several instances share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// For `postgres`: a libpq URL, `postgres://user:password@host:port/db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `postgres`: connections per instance.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sled,
+            url: None,
+            pool_size: default_pool(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `--store`: `sled`, or a `postgres://` URL.
+    pub fn from_arg(arg: &str, base: &StoreConfig) -> Result<StoreConfig, String> {
+        if arg == "sled" {
+            return Ok(StoreConfig {
+                backend: StoreBackend::Sled,
+                url: None,
+                ..base.clone()
+            });
+        }
+        if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            return Ok(StoreConfig {
+                backend: StoreBackend::Postgres,
+                url: Some(arg.to_owned()),
+                ..base.clone()
+            });
+        }
+        Err(format!(
+            "--store {arg:?}: expected `sled` or a URL postgres://user@host:port/database"
+        ))
+    }
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
 /// The daemon's periodic jobs (6-field cron, seconds first, UTC).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,6 +609,8 @@ fn default_version() -> String {
 pub struct GatewayConfig {
     pub gateway: GatewaySection,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default)]
     pub jobs: JobsConfig,
@@ -587,6 +649,15 @@ impl GatewayConfig {
             key,
             message,
         };
+        if self.store.backend == StoreBackend::Postgres && self.store.url.is_none() {
+            return Err(bad(
+                "store.url".into(),
+                "the postgres backend needs a URL, postgres://user@host:port/database".into(),
+            ));
+        }
+        if self.store.pool_size == 0 {
+            return Err(bad("store.pool_size".into(), "must be at least 1".into()));
+        }
         for (name, r) in &self.registries {
             if !r.url.starts_with("https://") {
                 return Err(bad(

@@ -12,7 +12,7 @@ use crate::config::{self, GatewayConfig, SimulatorConfig};
 use crate::delivery::CaseFolders;
 use crate::dispatch::Dispatcher;
 use crate::exchange::Exchange;
-use crate::store::{QueueStore, SledStore};
+use crate::store::QueueStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -38,6 +38,8 @@ pub enum DaemonError {
     #[error("{0}")]
     Key(String),
     #[error("{0}")]
+    Arg(String),
+    #[error("{0}")]
     Webhooks(String),
     #[error("API TLS: {0}")]
     Tls(#[from] crate::pki::tls::TlsError),
@@ -51,6 +53,8 @@ pub struct ServeOptions {
     /// Faults for the embedded simulator (demo only).
     pub sim_faults: Option<String>,
     pub schemas: PathBuf,
+    /// `--store`: `sled` or a PostgreSQL URL, over the configuration's.
+    pub store: Option<String>,
 }
 
 pub const DEMO_BACKOFFICE_TOKEN: &str = "demo-backoffice";
@@ -140,7 +144,7 @@ async fn shutdown_signal() {
 pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&opts.data_dir)?;
     let mut _sim = None;
-    let cfg = if opts.demo {
+    let mut cfg = if opts.demo {
         let certs = opts.data_dir.join("certs");
         if !certs.join(crate::pki::files::CA).exists() {
             crate::pki::init_dev(&certs, false)?;
@@ -168,7 +172,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         )?
     };
 
-    let store = SledStore::open(&opts.data_dir.join("store"), 64 << 20)?;
+    if let Some(s) = &opts.store {
+        cfg.store = config::StoreConfig::from_arg(s, &cfg.store).map_err(DaemonError::Arg)?;
+    }
+    let store = crate::store::open_configured(&cfg.store, &opts.data_dir)?;
     // Relative key paths are inside the data folder (an absolute one stays).
     let key_file = opts.data_dir.join(&cfg.gateway.document_key_file);
     let cipher =
@@ -187,6 +194,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         root: opts.data_dir.join("cases"),
     };
     let dyn_store: Arc<dyn QueueStore> = store.clone();
+    if dyn_store.shares_limits() {
+        println!("store: PostgreSQL, shared with every instance on it");
+    }
     let audit_key_file = opts.data_dir.join(&cfg.gateway.audit_key_file);
     let audit_key = Arc::new(
         crate::audit::AuditKey::from_file(&audit_key_file, opts.demo).map_err(|e| {

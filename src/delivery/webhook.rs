@@ -259,6 +259,11 @@ impl Webhooks {
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Result<Duration, crate::store::StoreError> {
+        // Instances sharing a store send webhooks one at a time, so that
+        // each case's events go out once and in order; the others stand by.
+        if !self.store.lead("webhooks") {
+            return Ok(Duration::from_secs(2));
+        }
         let now = now_ms();
         let mut heads: HashSet<(String, String)> = HashSet::new();
         let mut earliest: Option<u64> = None;

@@ -20,7 +20,7 @@ use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
 use crate::schedule::Window;
-use crate::store::{now_ms, QueueStore, RequestRecord, State};
+use crate::store::{QueueStore, RequestRecord, State};
 use policy::{AttemptFacts, Breaker, BreakerState, TokenBucket};
 
 /// One registry's limits and health.
@@ -34,6 +34,10 @@ pub struct Gate {
     /// When a pause ends by itself (ms since the epoch); 0: when resumed.
     paused_until: std::sync::atomic::AtomicU64,
     windows: Vec<Window>,
+    /// The limits as configured, for a store that holds them for every
+    /// instance (then the bucket and breaker here only mirror it).
+    limits: crate::store::GateLimits,
+    shared: bool,
     last: Mutex<LastSeen>,
     /// Attempts per minute over the last hour, for the dashboard.
     history: Mutex<std::collections::VecDeque<Minute>>,
@@ -100,6 +104,11 @@ impl Gate {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Blocked::Event)?;
+        if self.shared {
+            // The rate and the breaker are checked by the store, for all
+            // instances at once, when the lease is taken.
+            return Ok(permit);
+        }
         if let Err(until) = lock(&self.bucket).take(now) {
             return Err(Blocked::Until(until));
         }
@@ -234,7 +243,7 @@ pub struct Dispatcher {
     cases: CaseFolders,
     pub gates: BTreeMap<String, Arc<Gate>>,
     policy: RetryConfig,
-    wake: Notify,
+    wake: Arc<Notify>,
     /// Requests with a task working on them in this process.
     busy: Mutex<HashSet<String>>,
     /// How each client takes its documents (absent: the case folder).
@@ -253,12 +262,22 @@ impl Dispatcher {
         exchange: Arc<Exchange>,
         cases: CaseFolders,
     ) -> Arc<Dispatcher> {
-        let now = now_ms();
-        let gates = cfg
+        let now = store.clock_ms();
+        let shared = store.shares_limits();
+        let gates: BTreeMap<String, Arc<Gate>> = cfg
             .registries
             .iter()
             .map(|(name, r)| {
                 let gate = Gate {
+                    limits: crate::store::GateLimits {
+                        registry: name.clone(),
+                        max_in_flight: r.max_in_flight,
+                        rate_per_s: r.rate_per_s,
+                        breaker_failures: r.breaker_failures,
+                        breaker_cooldown: r.breaker_cooldown,
+                        lease_ms: cfg.retry.lease.as_millis() as u64,
+                    },
+                    shared,
                     name: name.clone(),
                     in_flight: Arc::new(Semaphore::new(r.max_in_flight)),
                     max_in_flight: r.max_in_flight,
@@ -278,6 +297,25 @@ impl Dispatcher {
                 (name.clone(), Arc::new(gate))
             })
             .collect();
+        let wake = Arc::new(Notify::new());
+        if shared {
+            let apply = |gates: &BTreeMap<String, Arc<Gate>>, pauses: Vec<crate::store::Pause>| {
+                for p in pauses {
+                    if let Some(g) = gates.get(&p.registry) {
+                        g.pause(p.paused, p.until);
+                    }
+                }
+            };
+            match store.pauses() {
+                Ok(p) => apply(&gates, p),
+                Err(e) => tracing::warn!(error = %e, "cannot read the registries' pauses"),
+            }
+            let g = gates.clone();
+            store.watch(crate::store::Watch {
+                work: wake.clone(),
+                pauses: Arc::new(move |p| apply(&g, p)),
+            });
+        }
         let (folder_jobs, folder_rx) = tokio::sync::mpsc::channel(1024);
         Arc::new(Dispatcher {
             folder_jobs,
@@ -288,7 +326,7 @@ impl Dispatcher {
             cases,
             gates,
             policy: cfg.retry.clone(),
-            wake: Notify::new(),
+            wake,
             busy: Mutex::new(HashSet::new()),
             modes: cfg
                 .clients
@@ -301,6 +339,28 @@ impl Dispatcher {
     /// Something new is due (a request was accepted, a registry resumed).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Pauses (until `until`, if given) or resumes a registry, for every
+    /// instance where the store is shared.
+    pub fn pause(
+        &self,
+        registry: &str,
+        on: bool,
+        until: Option<u64>,
+    ) -> Result<(), crate::store::StoreError> {
+        if let Some(g) = self.gates.get(registry) {
+            self.store.set_pause(&crate::store::Pause {
+                registry: registry.to_owned(),
+                paused: on,
+                until: if on { until } else { None },
+            })?;
+            g.pause(on, until);
+        }
+        if !on {
+            self.wake();
+        }
+        Ok(())
     }
 
     /// Runs until `stop` turns true; then waits for attempts in flight.
@@ -324,7 +384,7 @@ impl Dispatcher {
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Result<Duration, crate::store::StoreError> {
-        let now = now_ms();
+        let now = self.store.clock_ms();
         let mut earliest: Option<u64> = None;
         let mut event_blocked = false;
         // Registries found blocked in this pass: their other requests are
@@ -356,14 +416,14 @@ impl Dispatcher {
                 State::Fetched => {
                     // Lease the delivery too, so that it is not started twice.
                     let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let leased = self.store.update(&id, &|r| {
+                    let leased = self.store.lease(&id, None, &|r| {
                         if r.state != State::Fetched || r.due_ms != Some(due) {
                             return false;
                         }
                         r.due_ms = Some(lease_until);
                         true
                     })?;
-                    if let Some(r) = leased {
+                    if let crate::store::Lease::Taken(r) = leased {
                         lock(&self.busy).insert(id.clone());
                         let me = self.clone();
                         tasks.spawn(async move { me.deliver(r).await });
@@ -387,22 +447,34 @@ impl Dispatcher {
                         }
                     };
                     let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let leased = self.store.update(&id, &|r| {
-                        if r.due_ms != Some(due)
-                            || r.state.is_terminal()
-                            || r.state == State::Fetched
-                        {
-                            return false;
+                    let leased = self.store.lease(
+                        &id,
+                        gate.shared.then_some(&gate.limits),
+                        &|r| {
+                            if r.due_ms != Some(due)
+                                || r.state.is_terminal()
+                                || r.state == State::Fetched
+                            {
+                                return false;
+                            }
+                            r.state = State::Sending;
+                            r.due_ms = Some(lease_until);
+                            true
+                        },
+                    )?;
+                    match leased {
+                        crate::store::Lease::Taken(r) => {
+                            lock(&self.busy).insert(id.clone());
+                            let me = self.clone();
+                            let polling = rec.state == State::Awaiting;
+                            tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
                         }
-                        r.state = State::Sending;
-                        r.due_ms = Some(lease_until);
-                        true
-                    })?;
-                    if let Some(r) = leased {
-                        lock(&self.busy).insert(id.clone());
-                        let me = self.clone();
-                        let polling = rec.state == State::Awaiting;
-                        tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
+                        crate::store::Lease::Passed => {}
+                        crate::store::Lease::Blocked(until) => {
+                            let b = until.map_or(Blocked::Event, Blocked::Until);
+                            note(b, &mut earliest, &mut event_blocked);
+                            blocked.insert(rec.registry.clone(), b);
+                        }
                     }
                 }
                 _ => {
@@ -414,7 +486,7 @@ impl Dispatcher {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.store.clock_ms();
         let next = self.store.next_due()?.filter(|d| *d > now);
         let mut wake_at = [next, earliest].into_iter().flatten().min();
         if event_blocked {
@@ -454,7 +526,7 @@ impl Dispatcher {
             Err(e) => Err(e.to_string()),
         };
         drop(permit);
-        let now = now_ms();
+        let now = self.store.clock_ms();
         let (outcome, status, duration_ms, signer, document) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
@@ -479,7 +551,15 @@ impl Dispatcher {
             Duration::from_millis(duration_ms),
         );
         let failed = policy::is_registry_failure(&outcome);
-        lock(&gate.breaker).record(failed, now);
+        if gate.shared {
+            match self.store.gate_record(&gate.limits, failed, now) {
+                Ok(Some(b)) => *lock(&gate.breaker) = b,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(registry = %rec.registry, error = %e, "cannot record the attempt in the shared breaker"),
+            }
+        } else {
+            lock(&gate.breaker).record(failed, now);
+        }
         gate.record_minute(
             now,
             failed || matches!(outcome, Outcome::Security { .. }),
@@ -543,7 +623,7 @@ impl Dispatcher {
     }
 
     fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, crate::store::StoreError> {
-        let now = now_ms();
+        let now = self.store.clock_ms();
         self.store.update(id, &|r| {
             if r.state != State::Fetched {
                 return false;

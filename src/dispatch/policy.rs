@@ -155,7 +155,7 @@ pub fn is_registry_failure(o: &Outcome) -> bool {
 }
 
 /// Circuit breaker of one registry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Breaker {
     threshold: u32,
     base: Duration,
@@ -165,7 +165,7 @@ pub struct Breaker {
     state: BreakerState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BreakerState {
     Closed,
     /// Until this many ms since the epoch.
@@ -190,6 +190,12 @@ impl Breaker {
 
     pub fn state(&self) -> BreakerState {
         self.state
+    }
+
+    /// Was it made with these settings (or must it be made anew after a
+    /// configuration change)?
+    pub fn made_with(&self, threshold: u32, base: Duration) -> bool {
+        self.threshold == threshold.max(1) && self.base == base
     }
 
     /// May a request go now? `Err(until)` when it must wait.
@@ -231,7 +237,7 @@ impl Breaker {
 }
 
 /// Token bucket: `rate` per second, bursts up to one second's worth.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TokenBucket {
     rate: f64,
     tokens: f64,
@@ -245,6 +251,10 @@ impl TokenBucket {
             tokens: rate.max(1.0),
             last_ms: now_ms,
         }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
     }
 
     /// Takes a token, or says when one will be there.

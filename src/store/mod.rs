@@ -36,6 +36,9 @@ pub mod backup;
 pub mod crypt;
 pub mod outbox;
 pub mod record;
+pub mod postgres;
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +80,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("PostgreSQL at {url}: {detail}")]
+    Postgres { url: String, detail: String },
 }
 
 impl From<sled::Error> for StoreError {
@@ -84,6 +89,10 @@ impl From<sled::Error> for StoreError {
         StoreError::Io(e.to_string())
     }
 }
+
+/// A change to a record, made inside the store's transaction: it may run
+/// more than once, on any thread, and must not have side effects.
+pub type Change<'a> = dyn Fn(&mut RequestRecord) -> bool + Sync + 'a;
 
 /// The seam between the dispatcher/API and a storage engine.
 pub trait QueueStore: Send + Sync + 'static {
@@ -118,7 +127,7 @@ pub trait QueueStore: Send + Sync + 'static {
     fn update(
         &self,
         id: &str,
-        f: &dyn Fn(&mut RequestRecord) -> bool,
+        f: &Change<'_>,
     ) -> Result<Option<RequestRecord>, StoreError>;
     /// Installs the rule that turns record changes into audit entries.
     fn set_audit_rule(&self, rule: crate::audit::AuditRule);
@@ -166,6 +175,111 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Bytes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Stops background work and makes everything durable; the store is
+    /// not used afterwards.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.flush()
+    }
+
+    // Several gateway instances on one store. The defaults are those of a
+    // store that one process owns (sled): its limits, pauses and clock are
+    // that process's own.
+
+    /// Takes a lease on a due request: like [`QueueStore::update`], but a
+    /// record that another instance holds locked right now is passed over
+    /// instead of waited for, and, where the store holds the registry
+    /// limits for every instance ([`QueueStore::shares_limits`]), the
+    /// exchange is admitted against them in the same transaction.
+    fn lease(
+        &self,
+        id: &str,
+        _gate: Option<&GateLimits>,
+        f: &Change<'_>,
+    ) -> Result<Lease, StoreError> {
+        Ok(match self.update(id, f)? {
+            Some(r) => Lease::Taken(r),
+            None => Lease::Passed,
+        })
+    }
+    /// Does the store hold registry limits (in flight, rate, breaker) and
+    /// pauses for every instance that shares it?
+    fn shares_limits(&self) -> bool {
+        false
+    }
+    /// Records an attempt's result in the shared breaker; returns it as it
+    /// now is (`None`: limits are not shared).
+    fn gate_record(
+        &self,
+        _gate: &GateLimits,
+        _failed: bool,
+        _now_ms: u64,
+    ) -> Result<Option<crate::dispatch::policy::Breaker>, StoreError> {
+        Ok(None)
+    }
+    /// Pauses or resumes a registry for every instance.
+    fn set_pause(&self, _p: &Pause) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Pauses as the store holds them.
+    fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Whom to wake when another instance made work due or changed a
+    /// pause.
+    fn watch(&self, _w: Watch) {}
+    /// May this instance do a job that only one instance may do at a time
+    /// (`role`, e.g. sending webhooks)? Asked before each round; once true
+    /// it stays true while this instance lives.
+    fn lead(&self, _role: &str) -> bool {
+        true
+    }
+    /// The time leases and due times are measured in: the store's clock
+    /// where several machines share it.
+    fn clock_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// A registry's limits, as configured, for a store that shares them.
+#[derive(Debug, Clone)]
+pub struct GateLimits {
+    pub registry: String,
+    pub max_in_flight: usize,
+    pub rate_per_s: f64,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: std::time::Duration,
+    /// How long a half-open breaker waits for its probe's answer before
+    /// another instance may probe (the probe's instance may have died).
+    pub lease_ms: u64,
+}
+
+/// The result of [`QueueStore::lease`].
+#[derive(Debug)]
+pub enum Lease {
+    Taken(RequestRecord),
+    /// Not changed: someone else has it, or `f` said no.
+    Passed,
+    /// The registry's shared limits refuse it until this time (ms since
+    /// the epoch), or (`None`) until an attempt finishes.
+    Blocked(Option<u64>),
+}
+
+/// A registry's administrator pause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub registry: String,
+    pub paused: bool,
+    /// When the pause ends by itself (ms since the epoch).
+    pub until: Option<u64>,
+}
+
+/// Callbacks for changes made by other instances.
+#[derive(Clone)]
+pub struct Watch {
+    /// Work became due.
+    pub work: Arc<tokio::sync::Notify>,
+    /// Pauses changed: the whole list.
+    pub pauses: Arc<dyn Fn(Vec<Pause>) + Send + Sync>,
 }
 
 /// An entry of the `due` index.
@@ -228,6 +342,26 @@ fn put_event(
     Ok(1)
 }
 
+/// Opens the configured store: sled in `data_dir/store`, or PostgreSQL.
+/// Must be called inside a (multi-thread) tokio runtime.
+pub fn open_configured(
+    cfg: &crate::config::StoreConfig,
+    data_dir: &Path,
+) -> Result<Arc<dyn QueueStore>, StoreError> {
+    match (cfg.backend, &cfg.url) {
+        (crate::config::StoreBackend::Postgres, Some(url)) => {
+            Ok(postgres::PgStore::open(url, cfg.pool_size)?)
+        }
+        (crate::config::StoreBackend::Postgres, None) => Err(StoreError::Postgres {
+            url: "(none)".into(),
+            detail: "store.url is not set".into(),
+        }),
+        (crate::config::StoreBackend::Sled, _) => {
+            Ok(SledStore::open(&data_dir.join("store"), 64 << 20)?)
+        }
+    }
+}
+
 /// Calls `f` on every request, in id order, a page at a time.
 pub fn for_each<E: From<StoreError>>(
     store: &dyn QueueStore,
@@ -264,6 +398,11 @@ fn decode(id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
         id: String::from_utf8_lossy(id).into_owned(),
         detail: e.to_string(),
     })
+}
+
+fn encode_text(r: &RequestRecord) -> String {
+    // A record of plain strings and numbers always serialises.
+    serde_json::to_string(r).unwrap_or_default()
 }
 
 fn encode(r: &RequestRecord) -> Vec<u8> {
@@ -738,7 +877,7 @@ impl QueueStore for SledStore {
     fn update(
         &self,
         id: &str,
-        f: &dyn Fn(&mut RequestRecord) -> bool,
+        f: &Change<'_>,
     ) -> Result<Option<RequestRecord>, StoreError> {
         let events = self
             .events
@@ -1063,6 +1202,10 @@ impl QueueStore for SledStore {
         // No flush here: on a full disk sled's flush blocks. Free space is
         // the signal, and accepts check the same.
         self.check_space().is_ok() && self.t.db.insert("__probe", &[1u8]).is_ok()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(SledStore::close(self))
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -118,15 +118,19 @@ fn retry(r: &mut RequestRecord, now: u64) -> bool {
     true
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
-
-    #[test]
-    fn sled_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let mut store = SledStore::open(dir.path(), 8 << 20).unwrap();
+/// Applies `ops` to a store (opened, and after a `Restart` reopened, by
+/// `open`) and to the model, comparing after every step.
+fn run_model(
+    ops: Vec<Op>,
+    open: &dyn Fn() -> Arc<dyn QueueStore>,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+            let mut store = open();
             let mut model: BTreeMap<String, RequestRecord> = BTreeMap::new();
             let mut n = 0u64;
             let mut now = 1_000u64;
@@ -146,15 +150,15 @@ proptest! {
                         want.sort();
                         prop_assert_eq!(due.first(), want.first());
                         if let Some((_, id)) = due.first() {
-                            let got = store.update(id, &|r| lease(r, now)).unwrap();
+                            let got = store.lease(id, None, &|r| lease(r, now)).unwrap();
                             let m = model.get_mut(id).unwrap();
                             let changed = lease(m, now);
-                            prop_assert_eq!(got.is_some(), changed);
+                            prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
                         }
                     }
                     Op::Complete(i) | Op::Fail(i) | Op::Cancel(i) | Op::Retry(i) => {
                         let Some(id) = pick(&i) else { continue };
-                        let f: Box<dyn Fn(&mut RequestRecord) -> bool> = match op {
+                        let f: Box<Change<'_>> = match op {
                             Op::Complete(_) => Box::new(complete),
                             Op::Fail(_) => Box::new(move |r| fail(r, now)),
                             Op::Cancel(_) => Box::new(cancel),
@@ -167,7 +171,7 @@ proptest! {
                     Op::Restart => {
                         store.close().await.unwrap();
                         drop(store);
-                        store = SledStore::open(dir.path(), 8 << 20).unwrap();
+                        store = open();
                     }
                 }
                 // compare everything
@@ -177,7 +181,7 @@ proptest! {
                 }
                 let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
                 want.sort();
-                let due = store.due(u64::MAX - 1, 10_000).unwrap();
+                let due = store.due(u64::MAX / 4, 10_000).unwrap();
                 let got: Vec<(u64, String)> = due.iter().map(|d| (d.at_ms, d.id.clone())).collect();
                 prop_assert_eq!(got, want);
                 for d in due {
@@ -195,8 +199,33 @@ proptest! {
                 let want: Vec<String> = model.values().filter(|r| r.case == case).map(|r| r.id.clone()).collect();
                 prop_assert_eq!(by, want);
             }
+            store.close().await.unwrap();
             Ok(())
-        })?;
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn sled_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        run_model(ops, &|| SledStore::open(dir.path(), 8 << 20).unwrap())?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The same actions and model on PostgreSQL: a fresh database per case.
+    #[test]
+    fn postgres_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        // One database for all cases (making one takes a second), emptied
+        // before each.
+        static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let Some(url) = URL.get_or_init(|| testing::fresh_database("model")) else { return Ok(()) };
+        postgres::PgStore::open(url, 2).unwrap().truncate_all().unwrap();
+        run_model(ops, &|| postgres::PgStore::open(url, 4).unwrap())?;
     }
 }
 

@@ -1,0 +1,1543 @@
+//! The PostgreSQL store: the same [`QueueStore`] as sled, for a hub where
+//! several `jumgw` instances share one queue. It owns the schema and its
+//! migrations, and everything the instances must agree on:
+//!
+//! - **Leases.** A due request is leased with `SELECT … FOR UPDATE SKIP
+//!   LOCKED` on its row: two instances never lease one request, and one
+//!   never waits for a row another is leasing. A lease is a due time, so an
+//!   instance that dies leaves requests that are simply due again when
+//!   their lease expires.
+//! - **Time.** Leases and due times are in the database's clock: each
+//!   instance measures its offset from `clock_timestamp()` at start and
+//!   every 30 s ([`QueueStore::clock_ms`]), so no instance trusts another
+//!   machine's clock.
+//! - **Registry limits.** Max in flight (live leases counted in the
+//!   database), the request rate (a token bucket) and the circuit breaker
+//!   are kept in the `gates` row of each registry, locked in the leasing
+//!   transaction; an administrator's pause is a column of that row, pushed
+//!   to every instance by `NOTIFY`.
+//! - **Wake-ups.** Accepting a request, making one due now or raising an
+//!   event sends `NOTIFY`; a listener thread per instance wakes its
+//!   dispatcher or webhook sender, which otherwise sleep until the next
+//!   due time.
+//! - **One sender of webhooks.** Jobs only one instance may do at a time
+//!   are held with a session advisory lock, released when the holder's
+//!   connection ends (also by SIGKILL).
+//! - **The audit chain** is one chain for all instances: its head is a row
+//!   locked by each transaction that appends, as the last step before the
+//!   commit so that it is held as briefly as possible.
+//!
+//! Every commit is durable (`synchronous_commit` as the server has it, on
+//! by default): `202 Accepted` follows the commit of the request.
+//!
+//! The `postgres` client is blocking; calls made on a runtime worker run in
+//! [`tokio::task::block_in_place`], so the other tasks go on meanwhile.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{
+    now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, OutEvent, Pause,
+    QueueStore, RequestRecord, State, StoreError, Watch, Work,
+};
+use crate::dispatch::policy::{Breaker, BreakerState, TokenBucket};
+
+/// The newest schema this build knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Versioned migrations, applied in order, each once, in one transaction
+/// under an advisory lock (instances starting together take turns).
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE requests (
+    id text PRIMARY KEY,
+    case_no text NOT NULL,
+    state text NOT NULL,
+    registry text NOT NULL,
+    due_ms bigint,
+    work text,
+    record text NOT NULL
+);
+CREATE INDEX requests_due ON requests (due_ms, id) WHERE due_ms IS NOT NULL;
+CREATE INDEX requests_case ON requests (case_no, id);
+CREATE INDEX requests_sending ON requests (registry, due_ms) WHERE state = 'sending';
+CREATE TABLE documents (id text PRIMARY KEY, sealed bytea NOT NULL);
+CREATE TABLE idempotency (
+    client text NOT NULL,
+    key text NOT NULL,
+    entry text NOT NULL,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (client, key)
+);
+CREATE TABLE events (
+    seq bigserial PRIMARY KEY,
+    event_id text NOT NULL UNIQUE,
+    created_ms bigint NOT NULL,
+    body text NOT NULL,
+    done boolean NOT NULL DEFAULT false
+);
+CREATE INDEX events_waiting ON events (seq) WHERE NOT done;
+CREATE TABLE audit (seq bigint PRIMARY KEY, entry text NOT NULL);
+CREATE TABLE audit_subject (subject text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (subject, seq));
+CREATE TABLE audit_head (one int PRIMARY KEY CHECK (one = 1), seq bigint NOT NULL, hash text NOT NULL);
+CREATE TABLE gates (
+    registry text PRIMARY KEY,
+    paused boolean NOT NULL DEFAULT false,
+    paused_until bigint,
+    limits text
+);
+"#,
+)];
+
+/// The advisory lock key of migrations ("jumgw" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6a_75_6d_67_77;
+
+const WORK: &str = "jumgw_work";
+const GATES: &str = "jumgw_gates";
+const EVENTS: &str = "jumgw_events";
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Runs blocking database work without stalling the runtime's other tasks.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        // A current-thread runtime cannot lend its thread: use another.
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }),
+        Err(_) => f(),
+    }
+}
+
+fn ms(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn work_of(r: &RequestRecord) -> Option<String> {
+    r.due_ms?;
+    Some(if r.state == State::Fetched {
+        "!deliver".into()
+    } else {
+        r.registry.clone()
+    })
+}
+
+/// What the `gates` row keeps of a registry's limits between attempts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedLimits {
+    bucket: TokenBucket,
+    breaker: Breaker,
+    /// While half-open: when the probe counts as lost.
+    #[serde(default)]
+    probe_until: u64,
+}
+
+impl SharedLimits {
+    fn load(text: Option<String>, g: &GateLimits, now: u64) -> SharedLimits {
+        let fresh = || SharedLimits {
+            bucket: TokenBucket::new(g.rate_per_s, now),
+            breaker: Breaker::new(g.breaker_failures, g.breaker_cooldown),
+            probe_until: 0,
+        };
+        match text.and_then(|t| serde_json::from_str::<SharedLimits>(&t).ok()) {
+            Some(s)
+                if s.bucket.rate() == g.rate_per_s
+                    && s.breaker.made_with(g.breaker_failures, g.breaker_cooldown) =>
+            {
+                s
+            }
+            // None yet, unreadable, or made with other settings.
+            _ => fresh(),
+        }
+    }
+}
+
+/// What the listener thread needs.
+struct Shared {
+    config: postgres::Config,
+    url: String,
+    stop: AtomicBool,
+    /// Database clock minus ours, in ms.
+    offset: AtomicI64,
+    watch: RwLock<Option<Watch>>,
+    events: RwLock<Option<EventRule>>,
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    /// Taken out on drop, to close its connections off the runtime.
+    pool: Option<Pool>,
+    shared: Arc<Shared>,
+    audit_rule: RwLock<Option<crate::audit::AuditRule>>,
+    /// The connection that holds this instance's advisory locks, and the
+    /// roles it holds.
+    leader: Mutex<(Option<postgres::Client>, HashSet<String>)>,
+    listener: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// `postgres://user@host:port/db`, without a password, for messages.
+pub fn display_url(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+impl PgStore {
+    /// Connects, applies migrations and starts the listener. `url` is a
+    /// libpq URL or key=value string.
+    pub fn open(url: &str, pool_size: u32) -> Result<Arc<PgStore>, StoreError> {
+        let config = postgres::Config::from_str(url).map_err(|e| StoreError::Postgres {
+            url: "(unreadable URL)".into(),
+            detail: format!("{e}; expected postgres://user@host:port/database"),
+        })?;
+        let shown = display_url(&config);
+        let err = |detail: String| StoreError::Postgres {
+            url: shown.clone(),
+            detail,
+        };
+        let mut config = config;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("jumgw");
+        let pool = blocking(|| {
+            r2d2::Pool::builder()
+                .max_size(pool_size.max(2))
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(10))
+                .build(PostgresConnectionManager::new(config.clone(), NoTls))
+        })
+        .map_err(|e| err(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            config,
+            url: shown.clone(),
+            stop: AtomicBool::new(false),
+            offset: AtomicI64::new(0),
+            watch: RwLock::new(None),
+            events: RwLock::new(None),
+        });
+        let store = PgStore {
+            pool: Some(pool),
+            shared: shared.clone(),
+            audit_rule: RwLock::new(None),
+            leader: Mutex::new((None, HashSet::new())),
+            listener: Mutex::new(None),
+        };
+        store.with(|c| {
+            migrate(c, &shown)?;
+            let off = measure_offset(c)?;
+            shared.offset.store(off, Ordering::Relaxed);
+            Ok(())
+        })?;
+        let handle = std::thread::Builder::new()
+            .name("jumgw-pg-listen".into())
+            .spawn(move || listen(&shared))
+            .map_err(|e| err(e.to_string()))?;
+        *lock(&store.listener) = Some(handle);
+        Ok(Arc::new(store))
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Postgres {
+            url: self.shared.url.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Runs `f` on a pooled connection.
+    fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        blocking(|| {
+            let pool = self.pool.as_ref().ok_or(StoreError::Closed)?;
+            let mut c = pool.get().map_err(|e| self.err(e))?;
+            f(&mut c)
+        })
+    }
+
+    /// Runs `f` in a transaction; commits if it returns `Ok`.
+    fn tx<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.with(|c| {
+            let mut t = c.transaction().map_err(|e| self.err(e))?;
+            let v = f(&mut t)?;
+            t.commit().map_err(|e| self.err(e))?;
+            Ok(v)
+        })
+    }
+
+    fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
+        read(&self.audit_rule).clone()
+    }
+
+    fn event_rule(&self) -> Option<EventRule> {
+        read(&self.shared.events).clone()
+    }
+
+    /// Writes a changed record with its events and audit entries; returns
+    /// how many events it raised.
+    fn write_change(
+        &self,
+        t: &mut Transaction<'_>,
+        old: &RequestRecord,
+        new: &mut RequestRecord,
+    ) -> Result<usize, StoreError> {
+        let e = |x: postgres::Error| self.err(x);
+        if new.state.is_terminal() {
+            new.due_ms = None;
+        }
+        t.execute(
+            "UPDATE requests SET state = $2, due_ms = $3, work = $4, record = $5 WHERE id = $1",
+            &[
+                &new.id,
+                &new.state.name(),
+                &new.due_ms.map(ms),
+                &work_of(new),
+                &super::encode_text(new),
+            ],
+        )
+        .map_err(e)?;
+        let mut raised = 0;
+        if let Some(ev) = self.event_rule() {
+            raised = put_events(t, &(ev.rule)(old, new)).map_err(e)?;
+        }
+        if raised > 0 {
+            t.execute(&format!("NOTIFY {EVENTS}"), &[]).map_err(e)?;
+        }
+        // Made due now (an administrator's retry, a resume): wake every
+        // instance, not only this one.
+        if new.due_ms != old.due_ms && new.due_ms.is_some_and(|d| d <= self.clock_ms()) {
+            t.execute(&format!("NOTIFY {WORK}"), &[]).map_err(e)?;
+        }
+        let drafts = self
+            .audit_rule()
+            .map(|r| r(Some(old), new))
+            .unwrap_or_default();
+        chain(t, drafts).map_err(e)?;
+        Ok(raised)
+    }
+
+    fn after_events(&self, raised: usize) {
+        if raised > 0 {
+            if let Some(ev) = self.event_rule() {
+                ev.notify.notify_one();
+            }
+        }
+    }
+
+    /// Loads, changes and writes one record under its row lock; `skip`
+    /// passes over a row locked by another transaction.
+    fn change(
+        &self,
+        t: &mut Transaction<'_>,
+        id: &str,
+        skip: bool,
+        f: &super::Change<'_>,
+    ) -> Result<Option<(RequestRecord, RequestRecord)>, StoreError> {
+        let sql = if skip {
+            "SELECT record FROM requests WHERE id = $1 FOR UPDATE SKIP LOCKED"
+        } else {
+            "SELECT record FROM requests WHERE id = $1 FOR UPDATE"
+        };
+        let Some(row) = t.query_opt(sql, &[&id]).map_err(|e| self.err(e))? else {
+            return if skip {
+                Ok(None)
+            } else {
+                Err(StoreError::NotFound(id.to_owned()))
+            };
+        };
+        let text: String = row.get(0);
+        let old = super::decode(id.as_bytes(), text.as_bytes())?;
+        let mut new = old.clone();
+        if !f(&mut new) {
+            return Ok(None);
+        }
+        Ok(Some((old, new)))
+    }
+
+    /// The shared limits of a registry refuse or admit one more exchange.
+    fn admit(
+        &self,
+        t: &mut Transaction<'_>,
+        g: &GateLimits,
+        id: &str,
+        now: u64,
+    ) -> Result<Result<(), Option<u64>>, StoreError> {
+        let e = |x: postgres::Error| self.err(x);
+        let row = t
+            .query_one(
+                "SELECT limits FROM gates WHERE registry = $1 FOR UPDATE",
+                &[&g.registry],
+            )
+            .map_err(e)?;
+        let live: i64 = t
+            .query_one(
+                "SELECT count(*) FROM requests WHERE registry = $1 AND state = 'sending' \
+                 AND due_ms > $2 AND id <> $3",
+                &[&g.registry, &ms(now), &id],
+            )
+            .map_err(e)?
+            .get(0);
+        if live >= g.max_in_flight as i64 {
+            return Ok(Err(None));
+        }
+        let mut s = SharedLimits::load(row.get(0), g, now);
+        if let Err(until) = s.bucket.take(now) {
+            return Ok(Err(Some(until)));
+        }
+        match s.breaker.admit(now) {
+            Ok(()) => {
+                if s.breaker.state() == BreakerState::HalfOpen {
+                    s.probe_until = now + g.lease_ms;
+                }
+            }
+            // Half-open with its probe out: the probe's instance may have
+            // died with it; after a lease another may probe.
+            Err(None) if now >= s.probe_until => s.probe_until = now + g.lease_ms,
+            Err(None) => return Ok(Err(Some(s.probe_until))),
+            Err(Some(until)) => return Ok(Err(Some(until))),
+        }
+        t.execute(
+            "UPDATE gates SET limits = $2 WHERE registry = $1",
+            &[&g.registry, &serde_json::to_string(&s).unwrap_or_default()],
+        )
+        .map_err(e)?;
+        Ok(Ok(()))
+    }
+
+    fn ensure_gate(&self, t: &mut Transaction<'_>, registry: &str) -> Result<(), StoreError> {
+        t.execute(
+            "INSERT INTO gates (registry) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&registry],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn migrate(c: &mut postgres::Client, url: &str) -> Result<(), StoreError> {
+    let err = |e: postgres::Error| StoreError::Postgres {
+        url: url.to_owned(),
+        detail: format!("applying the schema: {e}"),
+    };
+    let mut t = c.transaction().map_err(err)?;
+    t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(err)?;
+    t.batch_execute(
+        "CREATE TABLE IF NOT EXISTS jumgw_schema (version int PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .map_err(err)?;
+    let found: i32 = t
+        .query_one("SELECT coalesce(max(version), 0) FROM jumgw_schema", &[])
+        .map_err(err)?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: url.to_owned(),
+            found: found as u32,
+            known: SCHEMA_VERSION as u32,
+        });
+    }
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        t.batch_execute(sql).map_err(err)?;
+        t.execute("INSERT INTO jumgw_schema (version) VALUES ($1)", &[v])
+            .map_err(err)?;
+        tracing::info!(version = v, "applied PostgreSQL schema migration");
+    }
+    let genesis = crate::audit::Head::default();
+    t.execute(
+        "INSERT INTO audit_head (one, seq, hash) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
+        &[&ms(genesis.seq), &genesis.hash],
+    )
+    .map_err(err)?;
+    t.commit().map_err(err)
+}
+
+/// Database clock minus ours, taking the round trip's midpoint.
+fn measure_offset(c: &mut postgres::Client) -> Result<i64, StoreError> {
+    let before = now_ms() as i64;
+    let db: i64 = c
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            &[],
+        )
+        .map_err(|e| StoreError::Io(e.to_string()))?
+        .get(0);
+    let after = now_ms() as i64;
+    Ok(db - (before + after) / 2)
+}
+
+fn put_events(t: &mut Transaction<'_>, events: &[OutEvent]) -> Result<usize, postgres::Error> {
+    let mut n = 0;
+    for e in events {
+        n += t.execute(
+            "INSERT INTO events (event_id, created_ms, body) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id) DO NOTHING",
+            &[
+                &e.id,
+                &ms(e.created_ms),
+                &serde_json::to_string(e).unwrap_or_default(),
+            ],
+        )? as usize;
+    }
+    Ok(n)
+}
+
+/// Chains drafts after the head, under the head's row lock.
+fn chain(t: &mut Transaction<'_>, drafts: Vec<crate::audit::Draft>) -> Result<(), postgres::Error> {
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let row = t.query_one(
+        "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
+        &[],
+    )?;
+    let (mut seq, mut hash): (i64, String) = (row.get(0), row.get(1));
+    for d in drafts {
+        let e = crate::audit::Entry::chained(d, seq as u64 + 1, &hash);
+        write_entry(t, &e)?;
+        seq = e.seq as i64;
+        hash = e.hash;
+    }
+    t.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1",
+        &[&seq, &hash],
+    )?;
+    Ok(())
+}
+
+fn write_entry(t: &mut Transaction<'_>, e: &crate::audit::Entry) -> Result<(), postgres::Error> {
+    t.execute(
+        "INSERT INTO audit (seq, entry) VALUES ($1, $2)",
+        &[&ms(e.seq), &serde_json::to_string(e).unwrap_or_default()],
+    )?;
+    for s in &e.draft.subject {
+        t.execute(
+            "INSERT INTO audit_subject (subject, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[s, &ms(e.seq)],
+        )?;
+    }
+    Ok(())
+}
+
+fn read_pauses(c: &mut impl postgres::GenericClient) -> Result<Vec<Pause>, postgres::Error> {
+    Ok(c.query("SELECT registry, paused, paused_until FROM gates", &[])?
+        .into_iter()
+        .map(|r| Pause {
+            registry: r.get(0),
+            paused: r.get(1),
+            until: r.get::<_, Option<i64>>(2).map(|u| u.max(0) as u64),
+        })
+        .collect())
+}
+
+/// The listener: wakes this instance's dispatcher and webhook sender on
+/// other instances' `NOTIFY`, pushes pauses, and keeps the clock offset.
+fn listen(s: &Shared) {
+    let mut backoff = Duration::from_millis(200);
+    while !s.stop.load(Ordering::Relaxed) {
+        let mut c = match s.config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, url = %s.url, "PostgreSQL listener cannot connect; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        if let Err(e) = c.batch_execute(&format!("LISTEN {WORK}; LISTEN {GATES}; LISTEN {EVENTS}")) {
+            tracing::warn!(error = %e, "PostgreSQL listener cannot LISTEN; retrying");
+            continue;
+        }
+        // Whatever was announced while this connection was down.
+        wake_all(s, &mut c);
+        let mut last_clock = std::time::Instant::now();
+        loop {
+            if s.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut got: Vec<String> = Vec::new();
+            let res = {
+                let mut n = c.notifications();
+                let mut it = n.timeout_iter(Duration::from_millis(500));
+                loop {
+                    match it.next() {
+                        Ok(Some(m)) => got.push(m.channel().to_owned()),
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "PostgreSQL listener lost its connection; reconnecting");
+                break;
+            }
+            if got.iter().any(|ch| ch == GATES) {
+                if let Ok(p) = read_pauses(&mut c) {
+                    if let Some(w) = &*read(&s.watch) {
+                        (w.pauses)(p);
+                        w.work.notify_one();
+                    }
+                }
+            }
+            if got.iter().any(|ch| ch == WORK) {
+                if let Some(w) = &*read(&s.watch) {
+                    w.work.notify_one();
+                }
+            }
+            if got.iter().any(|ch| ch == EVENTS) {
+                if let Some(ev) = &*read(&s.events) {
+                    ev.notify.notify_one();
+                }
+            }
+            if last_clock.elapsed() > Duration::from_secs(30) {
+                last_clock = std::time::Instant::now();
+                match measure_offset(&mut c) {
+                    Ok(off) => s.offset.store(off, Ordering::Relaxed),
+                    Err(_) => break,
+                }
+            }
+            if c.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+fn wake_all(s: &Shared, c: &mut postgres::Client) {
+    if let Some(w) = &*read(&s.watch) {
+        if let Ok(p) = read_pauses(c) {
+            (w.pauses)(p);
+        }
+        w.work.notify_one();
+    }
+    if let Some(ev) = &*read(&s.events) {
+        ev.notify.notify_one();
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Closing a blocking client runs its own little runtime, which
+        // may not start on a runtime's thread.
+        let pool = self.pool.take();
+        let leader = lock(&self.leader).0.take();
+        blocking(move || {
+            drop(pool);
+            drop(leader);
+        });
+    }
+}
+
+impl QueueStore for PgStore {
+    fn enqueue_once(
+        &self,
+        records: Vec<RequestRecord>,
+        key: Option<IdemKey>,
+    ) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let rule = self.audit_rule();
+            self.tx(|t| {
+                let e = |x: postgres::Error| self.err(x);
+                if let Some(k) = &key {
+                    let entry = IdemEntry {
+                        request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                        body_hash: k.body_hash.clone(),
+                        created_ms: now,
+                    };
+                    let n = t
+                        .execute(
+                            "INSERT INTO idempotency (client, key, entry, created_ms) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            &[
+                                &k.client,
+                                &k.key,
+                                &serde_json::to_string(&entry).unwrap_or_default(),
+                                &ms(now),
+                            ],
+                        )
+                        .map_err(e)?;
+                    if n == 0 {
+                        // Taken, by an earlier request or a concurrent one
+                        // that committed first (the insert waited for it).
+                        let row = t
+                            .query_one(
+                                "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
+                                &[&k.client, &k.key],
+                            )
+                            .map_err(e)?;
+                        let text: String = row.get(0);
+                        let held = serde_json::from_str(&text).map_err(|x| {
+                            StoreError::Corrupt {
+                                id: k.key.clone(),
+                                detail: x.to_string(),
+                            }
+                        })?;
+                        return Ok(Enqueued::Existing(held));
+                    }
+                }
+                let insert = t
+                    .prepare(
+                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .map_err(e)?;
+                let mut drafts = Vec::new();
+                for r in &records {
+                    t.execute(
+                        &insert,
+                        &[
+                            &r.id,
+                            &r.case,
+                            &r.state.name(),
+                            &r.registry,
+                            &r.due_ms.map(ms),
+                            &work_of(r),
+                            &super::encode_text(r),
+                        ],
+                    )
+                    .map_err(e)?;
+                    if let Some(rule) = &rule {
+                        drafts.extend(rule(None, r));
+                    }
+                }
+                if records.iter().any(|r| r.due_ms.is_some()) {
+                    t.execute(&format!("NOTIFY {WORK}"), &[]).map_err(e)?;
+                }
+                chain(t, drafts).map_err(e)?;
+                Ok(Enqueued::Stored)
+            })
+        })
+    }
+
+    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
+                    &[&client, &key],
+                )
+                .map_err(|e| self.err(e))?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: key.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE created_ms < $1",
+                &[&ms(before_ms)],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_opt("SELECT record FROM requests WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                super::decode(id.as_bytes(), text.as_bytes())
+            })
+            .transpose()
+        })
+    }
+
+    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id",
+            &[&case],
+        )
+    }
+
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT due_ms, id, work FROM requests WHERE due_ms <= $1 \
+                     ORDER BY due_ms, id LIMIT $2",
+                    &[&ms(now_ms), &(limit as i64)],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| Due {
+                    at_ms: r.get::<_, i64>(0).max(0) as u64,
+                    id: r.get(1),
+                    work: match r.get::<_, Option<String>>(2).as_deref() {
+                        None | Some("") => Work::Unknown,
+                        Some("!deliver") => Work::Deliver,
+                        Some(reg) => Work::Exchange(reg.to_owned()),
+                    },
+                })
+                .collect())
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_one(
+                    "SELECT min(due_ms) FROM requests WHERE due_ms IS NOT NULL",
+                    &[],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(row.get::<_, Option<i64>>(0).map(|d| d.max(0) as u64))
+        })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        f: &super::Change<'_>,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let out = self.tx(|t| {
+            let Some((old, mut new)) = self.change(t, id, false, f)? else {
+                return Ok(None);
+            };
+            let raised = self.write_change(t, &old, &mut new)?;
+            Ok(Some((new, raised)))
+        })?;
+        Ok(out.map(|(r, raised)| {
+            self.after_events(raised);
+            r
+        }))
+    }
+
+    fn lease(
+        &self,
+        id: &str,
+        gate: Option<&GateLimits>,
+        f: &super::Change<'_>,
+    ) -> Result<Lease, StoreError> {
+        let now = self.clock_ms();
+        let out = self.tx(|t| {
+            // The gate row first: every instance's leases of one registry
+            // take turns on it, so its limits are checked and changed by
+            // one at a time (and locks are always taken in this order).
+            if let Some(g) = gate {
+                self.ensure_gate(t, &g.registry)?;
+                t.execute(
+                    "SELECT 1 FROM gates WHERE registry = $1 FOR UPDATE",
+                    &[&g.registry],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            let Some((old, mut new)) = self.change(t, id, true, f)? else {
+                return Ok(Err(Lease::Passed));
+            };
+            if let Some(g) = gate {
+                if let Err(until) = self.admit(t, g, id, now)? {
+                    return Ok(Err(Lease::Blocked(until)));
+                }
+            }
+            let raised = self.write_change(t, &old, &mut new)?;
+            Ok(Ok((new, raised)))
+        })?;
+        Ok(match out {
+            Ok((r, raised)) => {
+                self.after_events(raised);
+                Lease::Taken(r)
+            }
+            // Nothing was written: the transaction committed no change.
+            Err(l) => l,
+        })
+    }
+
+    fn shares_limits(&self) -> bool {
+        true
+    }
+
+    fn gate_record(
+        &self,
+        g: &GateLimits,
+        failed: bool,
+        now_ms: u64,
+    ) -> Result<Option<Breaker>, StoreError> {
+        self.tx(|t| {
+            self.ensure_gate(t, &g.registry)?;
+            let row = t
+                .query_one(
+                    "SELECT limits FROM gates WHERE registry = $1 FOR UPDATE",
+                    &[&g.registry],
+                )
+                .map_err(|e| self.err(e))?;
+            let mut s = SharedLimits::load(row.get(0), g, now_ms);
+            let before = serde_json::to_string(&s.breaker).unwrap_or_default();
+            s.breaker.record(failed, now_ms);
+            if serde_json::to_string(&s.breaker).unwrap_or_default() != before {
+                t.execute(
+                    "UPDATE gates SET limits = $2 WHERE registry = $1",
+                    &[&g.registry, &serde_json::to_string(&s).unwrap_or_default()],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            Ok(Some(s.breaker))
+        })
+    }
+
+    fn set_pause(&self, p: &Pause) -> Result<(), StoreError> {
+        self.tx(|t| {
+            let e = |x: postgres::Error| self.err(x);
+            t.execute(
+                "INSERT INTO gates (registry, paused, paused_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (registry) DO UPDATE SET paused = $2, paused_until = $3",
+                &[&p.registry, &p.paused, &p.until.map(ms)],
+            )
+            .map_err(e)?;
+            t.execute(&format!("NOTIFY {GATES}"), &[]).map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+        self.with(|c| read_pauses(c).map_err(|e| self.err(e)))
+    }
+
+    fn watch(&self, w: Watch) {
+        *self
+            .shared
+            .watch
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(w);
+    }
+
+    fn lead(&self, role: &str) -> bool {
+        let mut l = lock(&self.leader);
+        let (conn, held) = &mut *l;
+        if conn.as_ref().is_some_and(|c| c.is_closed()) {
+            // The locks went with the connection.
+            *conn = None;
+            held.clear();
+        }
+        if held.contains(role) {
+            return true;
+        }
+        blocking(|| {
+            if conn.is_none() {
+                match self.shared.config.connect(NoTls) {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot connect for an advisory lock");
+                        return false;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                return false;
+            };
+            match c.query_one(
+                "SELECT pg_try_advisory_lock(hashtext('jumgw:' || $1))",
+                &[&role],
+            ) {
+                Ok(r) if r.get::<_, bool>(0) => {
+                    held.insert(role.to_owned());
+                    tracing::info!(role, "this instance now leads");
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "advisory lock");
+                    *conn = None;
+                    held.clear();
+                    false
+                }
+            }
+        })
+    }
+
+    fn clock_ms(&self) -> u64 {
+        (now_ms() as i64 + self.shared.offset.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+        *self.audit_rule.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+    }
+
+    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        self.tx(|t| chain(t, drafts).map_err(|e| self.err(e)))
+    }
+
+    fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&ms(after_seq), &(limit as i64)],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let text: String = r.get(1);
+                    (
+                        r.get::<_, i64>(0).max(0) as u64,
+                        serde_json::from_str(&text).map_err(|e| e.to_string()),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT a.seq, a.entry FROM audit_subject s JOIN audit a ON a.seq = s.seq \
+                     WHERE s.subject = $1 ORDER BY a.seq",
+                    &[&hash],
+                )
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|r| {
+                    let text: String = r.get(1);
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        id: format!("audit entry {}", r.get::<_, i64>(0)),
+                        detail: e.to_string(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_one("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
+                .map_err(|e| self.err(e))?;
+            Ok(crate::audit::Head {
+                seq: row.get::<_, i64>(0).max(0) as u64,
+                hash: row.get(1),
+            })
+        })
+    }
+
+    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        self.tx(|t| {
+            let e = |x: postgres::Error| self.err(x);
+            let row = t
+                .query_one(
+                    "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
+                    &[],
+                )
+                .map_err(e)?;
+            let mut seq = row.get::<_, i64>(0).max(0) as u64;
+            let mut hash: String = row.get(1);
+            for entry in &entries {
+                if entry.seq != seq + 1 {
+                    return Err(StoreError::Corrupt {
+                        id: format!("audit entry {}", entry.seq),
+                        detail: format!("expected entry {}", seq + 1),
+                    });
+                }
+                write_entry(t, entry).map_err(e)?;
+                seq = entry.seq;
+                hash = entry.hash.clone();
+            }
+            t.execute(
+                "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1",
+                &[&ms(seq), &hash],
+            )
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn set_event_rule(&self, rule: EventRule) {
+        *self
+            .shared
+            .events
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(rule);
+    }
+
+    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let n = self.tx(|t| {
+            let n = put_events(t, &events).map_err(|e| self.err(e))?;
+            if n > 0 {
+                t.execute(&format!("NOTIFY {EVENTS}"), &[])
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(n)
+        })?;
+        self.after_events(n);
+        Ok(n)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT seq, body FROM events WHERE NOT done ORDER BY seq LIMIT $1",
+                    &[&(limit as i64)],
+                )
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|r| {
+                    let seq = r.get::<_, i64>(0).max(0) as u64;
+                    let text: String = r.get(1);
+                    let e = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        id: format!("event {seq}"),
+                        detail: e.to_string(),
+                    })?;
+                    Ok((seq, e))
+                })
+                .collect()
+        })
+    }
+
+    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT body FROM events WHERE seq = $1 AND NOT done",
+                    &[&ms(seq)],
+                )
+                .map_err(|e| self.err(e))?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: format!("event {seq}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.with(|c| {
+            // Only if it is still waiting: never resurrect a sent event.
+            c.execute(
+                "UPDATE events SET body = $2 WHERE seq = $1 AND NOT done",
+                &[&ms(seq), &body],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE events SET done = true WHERE seq = $1", &[&ms(seq)])
+                .map(drop)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM events WHERE done AND created_ms < $1",
+                &[&ms(before_ms)],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO documents (id, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed",
+                &[&id, &bytes],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_opt("SELECT sealed FROM documents WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?
+                .map(|r| r.get(0)))
+        })
+    }
+
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )
+    }
+
+    fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.tx(|t| {
+            t.execute("DELETE FROM requests WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?;
+            t.execute("DELETE FROM documents WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        let rows = self.with(|c| {
+            c.query("SELECT state, count(*) FROM requests GROUP BY state", &[])
+                .map_err(|e| self.err(e))
+        })?;
+        let got: std::collections::BTreeMap<String, i64> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(State::ALL
+            .iter()
+            .map(|s| (*s, got.get(s.name()).copied().unwrap_or(0).max(0) as u64))
+            .collect())
+    }
+
+    fn writable(&self) -> bool {
+        self.with(|c| {
+            c.query_one("SELECT NOT pg_is_in_recovery()", &[])
+                .map(|r| r.get::<_, bool>(0))
+                .map_err(|e| self.err(e))
+        })
+        .unwrap_or(false)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_one("SELECT pg_database_size(current_database())", &[])
+                .map(|r| r.get::<_, i64>(0).max(0) as u64)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Every commit is already durable.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // The listener sees this within half a second and ends; nothing
+            // waits for it (it writes nothing).
+            self.shared.stop.store(true, Ordering::Relaxed);
+            lock(&self.listener).take();
+            Ok(())
+        })
+    }
+}
+
+impl PgStore {
+    fn records(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.with(|c| {
+            let rows = c.query(sql, params).map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    let text: String = r.get(1);
+                    super::decode(id.as_bytes(), text.as_bytes())
+                })
+                .collect()
+        })
+    }
+
+    /// Empties every table (tests and `store import` into a fresh
+    /// database use a database of their own instead; this is for tests).
+    #[doc(hidden)]
+    pub fn truncate_all(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.batch_execute(
+                "TRUNCATE requests, documents, idempotency, events, audit, audit_subject, gates; \
+                 UPDATE audit_head SET seq = 0, hash = repeat('0', 64)",
+            )
+            .map_err(|e| self.err(e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Several instances on one database, as a hub runs them: two stores
+    //! opened on the same database stand for two processes.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(n: u64, registry: &str) -> RequestRecord {
+        let mut r = RequestRecord::queued(
+            "c",
+            format!("351-{}/2026", n % 5),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            format!("{registry}.x"),
+            registry.into(),
+            vec![("pib".into(), "101134702".into())],
+            Duration::from_secs(3600),
+        );
+        r.due_ms = Some(1_000 + n);
+        r
+    }
+
+    fn limits(registry: &str, max_in_flight: usize, rate: f64) -> GateLimits {
+        GateLimits {
+            registry: registry.into(),
+            max_in_flight,
+            rate_per_s: rate,
+            breaker_failures: 2,
+            breaker_cooldown: Duration::from_secs(5),
+            lease_ms: 30_000,
+        }
+    }
+
+    fn send(until: u64) -> impl Fn(&mut RequestRecord) -> bool + Sync {
+        move |r: &mut RequestRecord| {
+            if r.state != State::Queued {
+                return false;
+            }
+            r.state = State::Sending;
+            r.due_ms = Some(until);
+            true
+        }
+    }
+
+    fn two(tag: &str) -> Option<(Arc<PgStore>, Arc<PgStore>)> {
+        let url = crate::store::testing::fresh_database(tag)?;
+        Some((PgStore::open(&url, 4).unwrap(), PgStore::open(&url, 4).unwrap()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_never_lease_one_request_twice() {
+        let Some((a, b)) = two("lease") else { return };
+        let recs: Vec<_> = (0..300).map(|n| record(n, "tax")).collect();
+        a.enqueue(recs.clone()).await.unwrap();
+        let now = a.clock_ms();
+        let run = |s: Arc<PgStore>| {
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                loop {
+                    let due = s.due(now, 50).unwrap();
+                    if due.is_empty() {
+                        break;
+                    }
+                    for d in due {
+                        let at = d.at_ms;
+                        let f = move |r: &mut RequestRecord| {
+                            if r.due_ms != Some(at) {
+                                return false;
+                            }
+                            r.state = State::Sending;
+                            r.due_ms = Some(u64::MAX / 8);
+                            true
+                        };
+                        if let Lease::Taken(r) = s.lease(&d.id, None, &f).unwrap() {
+                            taken.push(r.id);
+                        }
+                    }
+                }
+                taken
+            })
+        };
+        let (x, y) = tokio::join!(run(a.clone()), run(b.clone()));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let mut all: Vec<String> = x.iter().chain(y.iter()).cloned().collect();
+        all.sort();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(n, all.len(), "a request was leased twice");
+        assert_eq!(n, 300, "every request leased once");
+        assert!(
+            !x.is_empty() && !y.is_empty(),
+            "both instances took part: {} and {}",
+            x.len(),
+            y.len()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_flight_rate_and_breaker_hold_across_instances() {
+        let Some((a, b)) = two("limits") else { return };
+        a.enqueue((0..10).map(|n| record(n, "civil")).collect())
+            .await
+            .unwrap();
+        let ids: Vec<String> = a.due(u64::MAX / 8, 10).unwrap().into_iter().map(|d| d.id).collect();
+        let now = a.clock_ms();
+        // max 3 in flight in all: two here, one there, then neither.
+        let g = limits("civil", 3, 1000.0);
+        let f = send(now + 60_000);
+        for (s, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2])] {
+            assert!(matches!(s.lease(id, Some(&g), &f).unwrap(), Lease::Taken(_)));
+        }
+        assert!(matches!(b.lease(&ids[3], Some(&g), &f).unwrap(), Lease::Blocked(None)));
+        assert!(matches!(a.lease(&ids[3], Some(&g), &f).unwrap(), Lease::Blocked(None)));
+        // a refused lease changed nothing
+        assert_eq!(b.get(&ids[3]).unwrap().unwrap().state, State::Queued);
+
+        // one request per second in all: one instance's token is gone for the other
+        let g = limits("civil", 100, 1.0);
+        let got = a.lease(&ids[4], Some(&g), &f).unwrap();
+        assert!(matches!(got, Lease::Taken(_)), "{got:?}");
+        match b.lease(&ids[5], Some(&g), &f).unwrap() {
+            Lease::Blocked(Some(until)) => assert!(until > now, "{until} {now}"),
+            other => panic!("the other instance got past the rate: {other:?}"),
+        }
+
+        // the breaker opens on failures seen by either instance
+        let g = limits("civil", 100, 1000.0);
+        a.gate_record(&g, true, now).unwrap();
+        let br = b.gate_record(&g, true, now).unwrap().unwrap();
+        assert!(matches!(br.state(), BreakerState::Open { .. }));
+        match a.lease(&ids[6], Some(&g), &f).unwrap() {
+            Lease::Blocked(Some(until)) => assert!(until >= now + 5_000),
+            other => panic!("an open breaker let a lease through: {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pause_reaches_the_other_instance_and_wakes_it() {
+        let Some((a, b)) = two("pause") else { return };
+        let seen: Arc<Mutex<Vec<Pause>>> = Default::default();
+        let s2 = seen.clone();
+        let work = Arc::new(tokio::sync::Notify::new());
+        b.watch(Watch {
+            work: work.clone(),
+            pauses: Arc::new(move |p| *lock(&s2) = p),
+        });
+        // the listener connects in the background: let it
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.set_pause(&Pause {
+            registry: "tax".into(),
+            paused: true,
+            until: Some(4_102_444_800_000),
+        })
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lock(&seen).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            *lock(&seen),
+            vec![Pause {
+                registry: "tax".into(),
+                paused: true,
+                until: Some(4_102_444_800_000)
+            }]
+        );
+        // a request accepted by one instance wakes the other
+        let woken = work.notified();
+        a.enqueue(vec![record(1, "tax")]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("NOTIFY woke the other instance");
+        assert_eq!(b.pauses().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_idempotency_key_stores_once_across_instances() {
+        let Some((a, b)) = two("idem") else { return };
+        let key = IdemKey {
+            client: "c".into(),
+            key: "k-1".into(),
+            body_hash: "h".into(),
+        };
+        let (x, y) = tokio::join!(
+            a.enqueue_once(vec![record(1, "tax")], Some(key.clone())),
+            b.enqueue_once(vec![record(2, "tax")], Some(key.clone()))
+        );
+        let outcomes = [x.unwrap(), y.unwrap()];
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Enqueued::Stored).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(a.scan(None, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+        let Some(url) = crate::store::testing::fresh_database("migrate") else {
+            return;
+        };
+        // instances starting together take turns
+        let opens: Vec<_> = (0..3)
+            .map(|_| {
+                let u = url.clone();
+                std::thread::spawn(move || PgStore::open(&u, 2).map(drop))
+            })
+            .collect();
+        for o in opens {
+            o.join().unwrap().unwrap();
+        }
+        let s = PgStore::open(&url, 2).unwrap();
+        s.with(|c| {
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM jumgw_schema", &[])
+                .unwrap()
+                .get(0);
+            assert_eq!(n, MIGRATIONS.len() as i64);
+            c.execute("INSERT INTO jumgw_schema (version) VALUES (99)", &[])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        drop(s);
+        let e = PgStore::open(&url, 2).err().unwrap().to_string();
+        assert!(e.contains("has schema version 99; this jumgw knows up to 1"), "{e}");
+        let e = PgStore::open("postgres://nobody@127.0.0.1:1/x", 2)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: "), "{e}");
+    }
+}
