@@ -357,3 +357,307 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
         text(&o)
     );
 }
+
+/// The hub's case: three `jumgw serve` instances on one PostgreSQL
+/// database and one shared data folder (keys, case folders), each with its
+/// own embedded simulator. Requests go to the instances in turn; a seeded
+/// RNG SIGKILLs one of them now and then (leases held by the dead one
+/// expire in the database and another instance takes them over) and
+/// restarts it. Every request that got a `202` must end delivered, with
+/// exactly one document file in its case, and the one audit chain of all
+/// instances must verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() {
+    let Some(url) = jum_gateway::store::testing::fresh_database("crash") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seed: u64 = std::env::var("JUMGW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_126);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let env = [
+        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
+        ("JUMGW_STORE__URL".to_owned(), url.clone()),
+        ("JUMGW_STORE__POOL_SIZE".to_owned(), "6".to_owned()),
+    ];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // One after the other: the first makes the keys the others read.
+    let mut daemons: Vec<Daemon> = ports
+        .iter()
+        .map(|&p| start_daemon_env(&data, p, &env))
+        .collect();
+
+    let total = 300;
+    let mut accepted: Vec<String> = Vec::new();
+    let mut kills = 0;
+    let mut i = 0;
+    while i < total {
+        let burst: Vec<usize> = (i..(i + 15).min(total)).collect();
+        // About one burst in four kills an instance while it is accepting
+        // and sending.
+        let victim = (rng.random_range(0..4) == 0).then(|| rng.random_range(0..3usize));
+        let delay = Duration::from_millis(rng.random_range(0..40));
+        let pid = victim.map(|v| daemons[v].0.id().to_string());
+        let killer = async move {
+            if let Some(pid) = pid {
+                tokio::time::sleep(delay).await;
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+        };
+        let futs = futures_util::future::join_all(
+            burst
+                .iter()
+                .map(|&k| submit(&http, ports[k % ports.len()], k)),
+        );
+        let (ids, ()) = tokio::join!(futs, killer);
+        accepted.extend(ids.into_iter().flatten());
+        i += burst.len();
+        if let Some(v) = victim {
+            daemons[v] = start_daemon_env(&data, ports[v], &env);
+            kills += 1;
+        }
+    }
+    // and one more while the queue drains
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
+    let v = rng.random_range(0..3usize);
+    let pid = daemons[v].0.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+    daemons[v] = start_daemon_env(&data, ports[v], &env);
+    kills += 1;
+
+    assert!(kills >= 3, "only {kills} kills: the seed proves too little");
+    assert!(
+        accepted.len() >= total * 8 / 10,
+        "only {} of {total} accepted",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: BTreeSet<String> = accepted.iter().cloned().collect();
+    let mut last_states = BTreeMap::new();
+    while !pending.is_empty() && Instant::now() < deadline {
+        for (n, id) in pending.clone().into_iter().enumerate() {
+            // any instance answers for all
+            let port = ports[n % ports.len()];
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await;
+            let Ok(r) = r else { continue };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let state = v["state"].as_str().unwrap_or("?").to_owned();
+            assert!(
+                state != "dead" && state != "cancelled",
+                "{id} ended {state}: {v}"
+            );
+            if state == "delivered" {
+                pending.remove(&id);
+            }
+            last_states.insert(id, state);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} accepted requests not delivered: {:?}",
+        pending.len(),
+        pending
+            .iter()
+            .take(5)
+            .map(|p| (p, &last_states[p]))
+            .collect::<Vec<_>>()
+    );
+
+    // exactly one document file per request, in its case folder
+    let mut files: BTreeMap<String, usize> = BTreeMap::new();
+    for case in std::fs::read_dir(data.join("cases")).unwrap() {
+        for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") && !name.starts_with('.') {
+                *files
+                    .entry(name.split('.').next().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for id in &accepted {
+        assert_eq!(files.get(id), Some(&1), "request {id}: {:?} files", files.get(id));
+    }
+    assert!(files.values().all(|&n| n == 1), "a request delivered twice");
+    assert_eq!(files.len(), accepted.len(), "documents of requests never accepted");
+
+    // every instance took part in sending
+    for &p in &ports {
+        let log = std::fs::read_to_string(daemon_log(p)).unwrap();
+        assert!(log.contains("attempt"), "instance on {p} never sent anything");
+    }
+    // one audit chain for all, intact
+    let r = http
+        .post(format!("http://127.0.0.1:{}/admin/v1/audit/verify", ports[0]))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["broken"].is_null(), "{v}");
+    assert!(
+        v["entries"].as_u64().unwrap() >= 3 * accepted.len() as u64,
+        "{v}"
+    );
+    eprintln!("3 instances, {kills} kills, {} accepted, all delivered once; audit {v}", accepted.len());
+}
+
+async fn audit_verify(http: &reqwest::Client, port: u16) -> serde_json::Value {
+    http.post(format!("http://127.0.0.1:{port}/admin/v1/audit/verify"))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn sigterm(d: &mut Daemon) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &d.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(d.0.wait().unwrap().success(), "graceful shutdown exits 0");
+}
+
+/// A municipality moves from sled to PostgreSQL and back with `store
+/// export` / `store import`: requests, documents and the audit chain
+/// arrive intact (the chain verifies against the checkpoints written
+/// before the move), and the gateway goes on working on the new store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
+    let Some(url) = jum_gateway::store::testing::fresh_database("move") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let run = |args: &[&str]| {
+        let o = jumgw().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let d = data.to_str().unwrap();
+
+    // 1. on sled
+    let fast_checkpoints = [(
+        "JUMGW_JOBS__AUDIT_CHECKPOINT_CRON".to_owned(),
+        "* * * * * *".to_owned(),
+    )];
+    let mut daemon = start_daemon_env(&data, port, &fast_checkpoints);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&http, port, i).await.unwrap());
+    }
+    wait_delivered(&http, port, &ids).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a checkpoint of the head
+    let before = audit_verify(&http, port).await;
+    assert!(before["broken"].is_null(), "{before}");
+    assert!(before["checkpoints"].as_u64().unwrap() >= 1, "{before}");
+    sigterm(&mut daemon);
+    let first = dir.path().join("sled.jsonl");
+    let f = first.to_str().unwrap();
+    run(&["store", "export", "--data-dir", d, "--out", f]);
+
+    // 2. into PostgreSQL, and the gateway on it
+    let said = run(&["store", "import", "--store", &url, f]);
+    assert!(said.contains(": 6 requests, 6 documents, "), "{said}");
+    assert!(said.starts_with("postgres://jumgw@"), "{said}");
+    let o = jumgw()
+        .args(["store", "import", "--store", &url, f])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("import restores into an empty store only"));
+    let on_pg = [
+        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
+        ("JUMGW_STORE__URL".to_owned(), url.clone()),
+    ];
+    let mut daemon = start_daemon_env(&data, port, &on_pg);
+    let moved = audit_verify(&http, port).await;
+    assert!(moved["broken"].is_null(), "the chain broke in the move: {moved}");
+    assert!(
+        moved["entries"].as_u64() > before["entries"].as_u64(),
+        "{before} {moved}"
+    );
+    assert_eq!(moved["checkpoints"], before["checkpoints"], "{moved}");
+    // documents sealed on sled open on PostgreSQL, byte for byte
+    let r = http
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/documents/{}/content",
+            ids[0]
+        ))
+        .bearer_auth("demo-backoffice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.bytes().await.unwrap();
+    let in_case = std::fs::read_dir(data.join("cases"))
+        .unwrap()
+        .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&ids[0]) && n.ends_with(".xml")
+        })
+        .unwrap();
+    assert_eq!(body.as_ref(), std::fs::read(in_case).unwrap().as_slice());
+    // and new work on the new store
+    let more = vec![
+        submit(&http, port, 6).await.unwrap(),
+        submit(&http, port, 7).await.unwrap(),
+    ];
+    wait_delivered(&http, port, &more).await;
+    sigterm(&mut daemon);
+
+    // 3. and back to sled, in a new data folder with the same keys
+    let second = dir.path().join("pg.jsonl");
+    let s = second.to_str().unwrap();
+    let said = run(&["store", "export", "--store", &url, "--out", s]);
+    assert!(said.contains(": 8 requests, 8 documents, "), "{said}");
+    let back = dir.path().join("back");
+    let b = back.to_str().unwrap();
+    copy_dir(&data.join("keys"), &back.join("keys"));
+    copy_dir(&data.join("audit"), &back.join("audit"));
+    run(&["store", "import", "--data-dir", b, s]);
+    let third = dir.path().join("back.jsonl");
+    run(&["store", "export", "--data-dir", b, "--out", third.to_str().unwrap()]);
+    let body = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(body(&second), body(&third), "sled holds what PostgreSQL held");
+    let _daemon = start_daemon(&back, port);
+    let home = audit_verify(&http, port).await;
+    assert!(home["broken"].is_null(), "{home}");
+    assert!(home["entries"].as_u64() > moved["entries"].as_u64(), "{home}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
