@@ -6,19 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
 use common::*;
-
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn certs_init_simulate_and_exchange_every_service() {
@@ -39,40 +27,15 @@ fn certs_init_simulate_and_exchange_every_service() {
     assert_eq!(o.status.code(), Some(2), "refuses to overwrite");
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists; use --force to overwrite"));
 
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let (sim, ports) = start_simulator(dir.path(), &certs);
     let c = certs.display().to_string();
-    let sim_cfg = std::fs::read_to_string(manifest_dir().join("config/simulator.toml"))
-        .unwrap()
-        .replace("certs/dev", &c)
-        .replace("127.0.0.1:9440", &format!("127.0.0.1:{}", ports[0]))
-        .replace("port = 9441", &format!("port = {}", ports[1]))
-        .replace("port = 9442", &format!("port = {}", ports[2]))
-        .replace("port = 9443", &format!("port = {}", ports[3]));
     let gw_cfg = std::fs::read_to_string(manifest_dir().join("config/gateway.toml"))
         .unwrap()
         .replace("certs/dev", &c)
         .replace(":9441/", &format!(":{}/", ports[1]))
         .replace(":9442/", &format!(":{}/", ports[2]))
         .replace(":9443/", &format!(":{}/", ports[3]));
-    let sim_path = write(dir.path(), "simulator.toml", sim_cfg.as_bytes());
     let gw_path = write(dir.path(), "gateway.toml", gw_cfg.as_bytes());
-
-    let mut child = jumgw()
-        .args(["simulate", "--config"])
-        .arg(&sim_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let sim = Sim(child);
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        let l = lines.next().expect("simulator exited").unwrap();
-        if l.starts_with("control on") {
-            break;
-        }
-    }
 
     let cases: &[(&str, &str, &[&str])] = &[
         ("civil", "civil.birth-extract", &["--jmbg", "0512981717776"]),

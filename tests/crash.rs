@@ -430,7 +430,9 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
     let v = rng.random_range(0..3usize);
     let pid = daemons[v].0.id().to_string();
-    let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
     daemons[v] = start_daemon_env(&data, ports[v], &env);
     kills += 1;
 
@@ -490,19 +492,34 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         }
     }
     for id in &accepted {
-        assert_eq!(files.get(id), Some(&1), "request {id}: {:?} files", files.get(id));
+        assert_eq!(
+            files.get(id),
+            Some(&1),
+            "request {id}: {:?} files",
+            files.get(id)
+        );
     }
     assert!(files.values().all(|&n| n == 1), "a request delivered twice");
-    assert_eq!(files.len(), accepted.len(), "documents of requests never accepted");
+    assert_eq!(
+        files.len(),
+        accepted.len(),
+        "documents of requests never accepted"
+    );
 
     // every instance took part in sending
     for &p in &ports {
         let log = std::fs::read_to_string(daemon_log(p)).unwrap();
-        assert!(log.contains("attempt"), "instance on {p} never sent anything");
+        assert!(
+            log.contains("attempt"),
+            "instance on {p} never sent anything"
+        );
     }
     // one audit chain for all, intact
     let r = http
-        .post(format!("http://127.0.0.1:{}/admin/v1/audit/verify", ports[0]))
+        .post(format!(
+            "http://127.0.0.1:{}/admin/v1/audit/verify",
+            ports[0]
+        ))
         .bearer_auth("demo-admin")
         .send()
         .await
@@ -513,7 +530,10 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         v["entries"].as_u64().unwrap() >= 3 * accepted.len() as u64,
         "{v}"
     );
-    eprintln!("3 instances, {kills} kills, {} accepted, all delivered once; audit {v}", accepted.len());
+    eprintln!(
+        "3 instances, {kills} kills, {} accepted, all delivered once; audit {v}",
+        accepted.len()
+    );
 }
 
 async fn audit_verify(http: &reqwest::Client, port: u16) -> serde_json::Value {
@@ -591,7 +611,10 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     ];
     let mut daemon = start_daemon_env(&data, port, &on_pg);
     let moved = audit_verify(&http, port).await;
-    assert!(moved["broken"].is_null(), "the chain broke in the move: {moved}");
+    assert!(
+        moved["broken"].is_null(),
+        "the chain broke in the move: {moved}"
+    );
     assert!(
         moved["entries"].as_u64() > before["entries"].as_u64(),
         "{before} {moved}"
@@ -638,7 +661,14 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     copy_dir(&data.join("audit"), &back.join("audit"));
     run(&["store", "import", "--data-dir", b, s]);
     let third = dir.path().join("back.jsonl");
-    run(&["store", "export", "--data-dir", b, "--out", third.to_str().unwrap()]);
+    run(&[
+        "store",
+        "export",
+        "--data-dir",
+        b,
+        "--out",
+        third.to_str().unwrap(),
+    ]);
     let body = |p: &Path| {
         std::fs::read_to_string(p)
             .unwrap()
@@ -647,11 +677,18 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    assert_eq!(body(&second), body(&third), "sled holds what PostgreSQL held");
+    assert_eq!(
+        body(&second),
+        body(&third),
+        "sled holds what PostgreSQL held"
+    );
     let _daemon = start_daemon(&back, port);
     let home = audit_verify(&http, port).await;
     assert!(home["broken"].is_null(), "{home}");
-    assert!(home["entries"].as_u64() > moved["entries"].as_u64(), "{home}");
+    assert!(
+        home["entries"].as_u64() > moved["entries"].as_u64(),
+        "{home}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -723,7 +723,9 @@ fn open_store(
     url: Option<&str>,
 ) -> Result<(std::sync::Arc<dyn crate::store::QueueStore>, PathBuf), Fail> {
     let cfg = match url {
-        Some(u) => crate::config::StoreConfig::from_arg(u, &Default::default()).map_err(Fail::Invalid)?,
+        Some(u) => {
+            crate::config::StoreConfig::from_arg(u, &Default::default()).map_err(Fail::Invalid)?
+        }
         None => crate::config::StoreConfig::default(),
     };
     let name = match &cfg.url {
@@ -732,8 +734,8 @@ fn open_store(
             .unwrap_or_else(|_| PathBuf::from("PostgreSQL")),
         None => data_dir.to_owned(),
     };
-    let store = crate::store::open_configured(&cfg, data_dir)
-        .map_err(|e| Fail::Failed(e.to_string()))?;
+    let store =
+        crate::store::open_configured(&cfg, data_dir).map_err(|e| Fail::Failed(e.to_string()))?;
     Ok((store, name))
 }
 

@@ -39,11 +39,50 @@ pub enum ConfigError {
 
 /// Reads a TOML file, applies `JUMGW_*` overrides and deserialises it.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let table = read_table(path, 0)?;
+    finish(table, &path.display().to_string(), std::env::vars())
+}
+
+/// A file's table, on top of the file it `extends` (a path relative to
+/// it): tables are merged key by key, this file's values win. So a
+/// variant (config/gateway-postgres.toml) says only what differs.
+fn read_table(path: &Path, depth: usize) -> Result<toml::Table, ConfigError> {
+    let origin = path.display().to_string();
+    let perr = |message: String| ConfigError::Parse {
+        path: origin.clone(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
+        path: origin.clone(),
         source,
     })?;
-    parse(&text, &path.display().to_string(), std::env::vars())
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| perr(e.to_string()))?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let base = base
+        .as_str()
+        .ok_or_else(|| perr("extends: expected the name of another configuration file".into()))?;
+    if depth >= 4 {
+        return Err(perr("extends: more than 4 files deep (a loop?)".into()));
+    }
+    let mut merged = read_table(
+        &path.parent().unwrap_or(Path::new(".")).join(base),
+        depth + 1,
+    )?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// Parses TOML text with the given environment overrides.
@@ -52,11 +91,19 @@ pub fn parse<T: DeserializeOwned>(
     origin: &str,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
-    let perr = |message: String| ConfigError::Parse {
+    let value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
-        message,
-    };
-    let mut value: toml::Table = toml::from_str(text).map_err(|e| perr(e.to_string()))?;
+        message: e.to_string(),
+    })?;
+    finish(value, origin, env)
+}
+
+/// Applies environment overrides and reads the configuration.
+fn finish<T: DeserializeOwned>(
+    mut value: toml::Table,
+    origin: &str,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
     for (k, v) in env {
         let Some(rest) = k.strip_prefix("JUMGW_") else {
             continue;
@@ -69,7 +116,10 @@ pub fn parse<T: DeserializeOwned>(
         let keys: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
         set_path(&mut value, &keys, &v);
     }
-    T::deserialize(toml::Value::Table(value)).map_err(|e| perr(e.to_string()))
+    T::deserialize(toml::Value::Table(value)).map_err(|e| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], v: &str) {
@@ -881,6 +931,52 @@ mod tests {
     use super::*;
 
     const GW: &str = include_str!("../../config/gateway.toml");
+
+    #[test]
+    fn a_file_extends_another_and_says_only_what_differs() {
+        let pg: GatewayConfig =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway-postgres.toml"))
+                .unwrap();
+        let base: GatewayConfig = parse(GW, "gateway.toml", std::iter::empty()).unwrap();
+        assert_eq!(pg.store.backend, StoreBackend::Postgres);
+        assert_eq!(
+            pg.store.url.as_deref(),
+            Some("postgres://jumgw@127.0.0.1:5432/jumgw")
+        );
+        assert_eq!(base.store.backend, StoreBackend::Sled);
+        assert_eq!(pg.services.len(), base.services.len());
+        assert_eq!(pg.registries["tax"].url, base.registries["tax"].url);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "[x]\nkeep = 1\nchange = 1\n").unwrap();
+        std::fs::write(
+            dir.path().join("b.toml"),
+            "extends = \"a.toml\"\n[x]\nchange = 2\n",
+        )
+        .unwrap();
+        let t: toml::Table = load(&dir.path().join("b.toml")).unwrap();
+        assert_eq!(t["x"]["keep"].as_integer(), Some(1));
+        assert_eq!(t["x"]["change"].as_integer(), Some(2));
+        std::fs::write(dir.path().join("c.toml"), "extends = \"c.toml\"\n").unwrap();
+        let e = load::<toml::Table>(&dir.path().join("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("extends: more than 4 files deep"), "{e}");
+        std::fs::write(dir.path().join("d.toml"), "extends = 3\n").unwrap();
+        let e = load::<toml::Table>(&dir.path().join("d.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("extends: expected the name of another configuration file"),
+            "{e}"
+        );
+        let c = StoreConfig::from_arg("postgres://u@h:1/d", &StoreConfig::default()).unwrap();
+        assert_eq!(
+            (c.backend, c.url.as_deref()),
+            (StoreBackend::Postgres, Some("postgres://u@h:1/d"))
+        );
+        assert!(StoreConfig::from_arg("sqlite://x", &StoreConfig::default()).is_err());
+    }
 
     #[test]
     fn shipped_gateway_config_is_valid() {

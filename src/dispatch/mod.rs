@@ -447,21 +447,19 @@ impl Dispatcher {
                         }
                     };
                     let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let leased = self.store.lease(
-                        &id,
-                        gate.shared.then_some(&gate.limits),
-                        &|r| {
-                            if r.due_ms != Some(due)
-                                || r.state.is_terminal()
-                                || r.state == State::Fetched
-                            {
-                                return false;
-                            }
-                            r.state = State::Sending;
-                            r.due_ms = Some(lease_until);
-                            true
-                        },
-                    )?;
+                    let leased =
+                        self.store
+                            .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
+                                if r.due_ms != Some(due)
+                                    || r.state.is_terminal()
+                                    || r.state == State::Fetched
+                                {
+                                    return false;
+                                }
+                                r.state = State::Sending;
+                                r.due_ms = Some(lease_until);
+                                true
+                            })?;
                     match leased {
                         crate::store::Lease::Taken(r) => {
                             lock(&self.busy).insert(id.clone());
@@ -555,7 +553,9 @@ impl Dispatcher {
             match self.store.gate_record(&gate.limits, failed, now) {
                 Ok(Some(b)) => *lock(&gate.breaker) = b,
                 Ok(None) => {}
-                Err(e) => tracing::warn!(registry = %rec.registry, error = %e, "cannot record the attempt in the shared breaker"),
+                Err(e) => {
+                    tracing::warn!(registry = %rec.registry, error = %e, "cannot record the attempt in the shared breaker")
+                }
             }
         } else {
             lock(&gate.breaker).record(failed, now);

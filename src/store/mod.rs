@@ -35,8 +35,8 @@
 pub mod backup;
 pub mod crypt;
 pub mod outbox;
-pub mod record;
 pub mod postgres;
+pub mod record;
 #[doc(hidden)]
 pub mod testing;
 
@@ -124,11 +124,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// [`EventRule`] raises for the change. `f` may run more than once and
     /// must not have side effects; returning `false` leaves the record as
     /// it was.
-    fn update(
-        &self,
-        id: &str,
-        f: &Change<'_>,
-    ) -> Result<Option<RequestRecord>, StoreError>;
+    fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError>;
     /// Installs the rule that turns record changes into audit entries.
     fn set_audit_rule(&self, rule: crate::audit::AuditRule);
     /// Appends entries to the audit trail (document reads, admin actions).
@@ -874,11 +870,7 @@ impl QueueStore for SledStore {
         }))
     }
 
-    fn update(
-        &self,
-        id: &str,
-        f: &Change<'_>,
-    ) -> Result<Option<RequestRecord>, StoreError> {
+    fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
         let events = self
             .events
             .read()

@@ -111,9 +111,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         // A current-thread runtime cannot lend its thread: use another.
         Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
             Ok(v) => v,
@@ -558,14 +556,16 @@ fn write_entry(t: &mut Transaction<'_>, e: &crate::audit::Entry) -> Result<(), p
 }
 
 fn read_pauses(c: &mut impl postgres::GenericClient) -> Result<Vec<Pause>, postgres::Error> {
-    Ok(c.query("SELECT registry, paused, paused_until FROM gates", &[])?
-        .into_iter()
-        .map(|r| Pause {
-            registry: r.get(0),
-            paused: r.get(1),
-            until: r.get::<_, Option<i64>>(2).map(|u| u.max(0) as u64),
-        })
-        .collect())
+    Ok(
+        c.query("SELECT registry, paused, paused_until FROM gates", &[])?
+            .into_iter()
+            .map(|r| Pause {
+                registry: r.get(0),
+                paused: r.get(1),
+                until: r.get::<_, Option<i64>>(2).map(|u| u.max(0) as u64),
+            })
+            .collect(),
+    )
 }
 
 /// The listener: wakes this instance's dispatcher and webhook sender on
@@ -583,7 +583,8 @@ fn listen(s: &Shared) {
             }
         };
         backoff = Duration::from_millis(200);
-        if let Err(e) = c.batch_execute(&format!("LISTEN {WORK}; LISTEN {GATES}; LISTEN {EVENTS}")) {
+        if let Err(e) = c.batch_execute(&format!("LISTEN {WORK}; LISTEN {GATES}; LISTEN {EVENTS}"))
+        {
             tracing::warn!(error = %e, "PostgreSQL listener cannot LISTEN; retrying");
             continue;
         }
@@ -707,12 +708,11 @@ impl QueueStore for PgStore {
                             )
                             .map_err(e)?;
                         let text: String = row.get(0);
-                        let held = serde_json::from_str(&text).map_err(|x| {
-                            StoreError::Corrupt {
+                        let held =
+                            serde_json::from_str(&text).map_err(|x| StoreError::Corrupt {
                                 id: k.key.clone(),
                                 detail: x.to_string(),
-                            }
-                        })?;
+                            })?;
                         return Ok(Enqueued::Existing(held));
                     }
                 }
@@ -836,11 +836,7 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn update(
-        &self,
-        id: &str,
-        f: &super::Change<'_>,
-    ) -> Result<Option<RequestRecord>, StoreError> {
+    fn update(&self, id: &str, f: &super::Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
         let out = self.tx(|t| {
             let Some((old, mut new)) = self.change(t, id, false, f)? else {
                 return Ok(None);
@@ -945,11 +941,7 @@ impl QueueStore for PgStore {
     }
 
     fn watch(&self, w: Watch) {
-        *self
-            .shared
-            .watch
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(w);
+        *self.shared.watch.write().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
     fn lead(&self, role: &str) -> bool {
@@ -1205,9 +1197,11 @@ impl QueueStore for PgStore {
 
     fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|c| {
-            Ok(c.query_opt("SELECT sealed FROM documents WHERE id = $1", &[&id])
-                .map_err(|e| self.err(e))?
-                .map(|r| r.get(0)))
+            Ok(
+                c.query_opt("SELECT sealed FROM documents WHERE id = $1", &[&id])
+                    .map_err(|e| self.err(e))?
+                    .map(|r| r.get(0)),
+            )
         })
     }
 
@@ -1354,7 +1348,10 @@ mod tests {
 
     fn two(tag: &str) -> Option<(Arc<PgStore>, Arc<PgStore>)> {
         let url = crate::store::testing::fresh_database(tag)?;
-        Some((PgStore::open(&url, 4).unwrap(), PgStore::open(&url, 4).unwrap()))
+        Some((
+            PgStore::open(&url, 4).unwrap(),
+            PgStore::open(&url, 4).unwrap(),
+        ))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1411,16 +1408,30 @@ mod tests {
         a.enqueue((0..10).map(|n| record(n, "civil")).collect())
             .await
             .unwrap();
-        let ids: Vec<String> = a.due(u64::MAX / 8, 10).unwrap().into_iter().map(|d| d.id).collect();
+        let ids: Vec<String> = a
+            .due(u64::MAX / 8, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         let now = a.clock_ms();
         // max 3 in flight in all: two here, one there, then neither.
         let g = limits("civil", 3, 1000.0);
         let f = send(now + 60_000);
         for (s, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2])] {
-            assert!(matches!(s.lease(id, Some(&g), &f).unwrap(), Lease::Taken(_)));
+            assert!(matches!(
+                s.lease(id, Some(&g), &f).unwrap(),
+                Lease::Taken(_)
+            ));
         }
-        assert!(matches!(b.lease(&ids[3], Some(&g), &f).unwrap(), Lease::Blocked(None)));
-        assert!(matches!(a.lease(&ids[3], Some(&g), &f).unwrap(), Lease::Blocked(None)));
+        assert!(matches!(
+            b.lease(&ids[3], Some(&g), &f).unwrap(),
+            Lease::Blocked(None)
+        ));
+        assert!(matches!(
+            a.lease(&ids[3], Some(&g), &f).unwrap(),
+            Lease::Blocked(None)
+        ));
         // a refused lease changed nothing
         assert_eq!(b.get(&ids[3]).unwrap().unwrap().state, State::Queued);
 
@@ -1533,11 +1544,17 @@ mod tests {
         .unwrap();
         drop(s);
         let e = PgStore::open(&url, 2).err().unwrap().to_string();
-        assert!(e.contains("has schema version 99; this jumgw knows up to 1"), "{e}");
+        assert!(
+            e.contains("has schema version 99; this jumgw knows up to 1"),
+            "{e}"
+        );
         let e = PgStore::open("postgres://nobody@127.0.0.1:1/x", 2)
             .err()
             .unwrap()
             .to_string();
-        assert!(e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: "), "{e}");
+        assert!(
+            e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: "),
+            "{e}"
+        );
     }
 }

@@ -120,87 +120,124 @@ fn retry(r: &mut RequestRecord, now: u64) -> bool {
 
 /// Applies `ops` to a store (opened, and after a `Restart` reopened, by
 /// `open`) and to the model, comparing after every step.
-fn run_model(
-    ops: Vec<Op>,
-    open: &dyn Fn() -> Arc<dyn QueueStore>,
-) -> Result<(), TestCaseError> {
+fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-            let mut store = open();
-            let mut model: BTreeMap<String, RequestRecord> = BTreeMap::new();
-            let mut n = 0u64;
-            let mut now = 1_000u64;
-            for op in ops {
-                now += 100;
-                let ids: Vec<String> = model.keys().cloned().collect();
-                let pick = |i: &prop::sample::Index| (!ids.is_empty()).then(|| ids[i.index(ids.len())].clone());
-                match op {
-                    Op::Enqueue(k) => {
-                        let recs: Vec<_> = (0..k).map(|i| { n += 1; record(n, now + i as u64) }).collect();
-                        store.enqueue(recs.clone()).await.unwrap();
-                        for r in recs { model.insert(r.id.clone(), r); }
-                    }
-                    Op::Lease => {
-                        let due: Vec<(u64, String)> = store.due(now + 100_000, 1).unwrap().into_iter().map(|d| (d.at_ms, d.id)).collect();
-                        let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
-                        want.sort();
-                        prop_assert_eq!(due.first(), want.first());
-                        if let Some((_, id)) = due.first() {
-                            let got = store.lease(id, None, &|r| lease(r, now)).unwrap();
-                            let m = model.get_mut(id).unwrap();
-                            let changed = lease(m, now);
-                            prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
-                        }
-                    }
-                    Op::Complete(i) | Op::Fail(i) | Op::Cancel(i) | Op::Retry(i) => {
-                        let Some(id) = pick(&i) else { continue };
-                        let f: Box<Change<'_>> = match op {
-                            Op::Complete(_) => Box::new(complete),
-                            Op::Fail(_) => Box::new(move |r| fail(r, now)),
-                            Op::Cancel(_) => Box::new(cancel),
-                            _ => Box::new(move |r| retry(r, now)),
-                        };
-                        let got = store.update(&id, &*f).unwrap();
-                        let changed = f(model.get_mut(&id).unwrap());
-                        prop_assert_eq!(got.is_some(), changed);
-                    }
-                    Op::Restart => {
-                        store.close().await.unwrap();
-                        drop(store);
-                        store = open();
+        let mut store = open();
+        let mut model: BTreeMap<String, RequestRecord> = BTreeMap::new();
+        let mut n = 0u64;
+        let mut now = 1_000u64;
+        for op in ops {
+            now += 100;
+            let ids: Vec<String> = model.keys().cloned().collect();
+            let pick = |i: &prop::sample::Index| {
+                (!ids.is_empty()).then(|| ids[i.index(ids.len())].clone())
+            };
+            match op {
+                Op::Enqueue(k) => {
+                    let recs: Vec<_> = (0..k)
+                        .map(|i| {
+                            n += 1;
+                            record(n, now + i as u64)
+                        })
+                        .collect();
+                    store.enqueue(recs.clone()).await.unwrap();
+                    for r in recs {
+                        model.insert(r.id.clone(), r);
                     }
                 }
-                // compare everything
-                for (id, want) in &model {
-                    let got = store.get(id).unwrap();
-                    prop_assert_eq!(got.as_ref(), Some(want));
+                Op::Lease => {
+                    let due: Vec<(u64, String)> = store
+                        .due(now + 100_000, 1)
+                        .unwrap()
+                        .into_iter()
+                        .map(|d| (d.at_ms, d.id))
+                        .collect();
+                    let mut want: Vec<(u64, String)> = model
+                        .values()
+                        .filter_map(|r| r.due_ms.map(|d| (d, r.id.clone())))
+                        .collect();
+                    want.sort();
+                    prop_assert_eq!(due.first(), want.first());
+                    if let Some((_, id)) = due.first() {
+                        let got = store.lease(id, None, &|r| lease(r, now)).unwrap();
+                        let m = model.get_mut(id).unwrap();
+                        let changed = lease(m, now);
+                        prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
+                    }
                 }
-                let mut want: Vec<(u64, String)> = model.values().filter_map(|r| r.due_ms.map(|d| (d, r.id.clone()))).collect();
-                want.sort();
-                let due = store.due(u64::MAX / 4, 10_000).unwrap();
-                let got: Vec<(u64, String)> = due.iter().map(|d| (d.at_ms, d.id.clone())).collect();
-                prop_assert_eq!(got, want);
-                for d in due {
-                    let r = &model[&d.id];
-                    let work = if r.state == State::Fetched { Work::Deliver } else { Work::Exchange(r.registry.clone()) };
-                    prop_assert_eq!(d.work, work);
+                Op::Complete(i) | Op::Fail(i) | Op::Cancel(i) | Op::Retry(i) => {
+                    let Some(id) = pick(&i) else { continue };
+                    let f: Box<Change<'_>> = match op {
+                        Op::Complete(_) => Box::new(complete),
+                        Op::Fail(_) => Box::new(move |r| fail(r, now)),
+                        Op::Cancel(_) => Box::new(cancel),
+                        _ => Box::new(move |r| retry(r, now)),
+                    };
+                    let got = store.update(&id, &*f).unwrap();
+                    let changed = f(model.get_mut(&id).unwrap());
+                    prop_assert_eq!(got.is_some(), changed);
                 }
-                let counts: BTreeMap<State, u64> = store.counts().unwrap().into_iter().filter(|(_, c)| *c > 0).collect();
-                let mut mc: BTreeMap<State, u64> = BTreeMap::new();
-                for r in model.values() { *mc.entry(r.state).or_default() += 1; }
-                prop_assert_eq!(counts, mc);
+                Op::Restart => {
+                    store.close().await.unwrap();
+                    drop(store);
+                    store = open();
+                }
             }
-            for case in ["351-0/2026-IV", "351-1/2026-IV"] {
-                let by: Vec<String> = store.by_case(case).unwrap().into_iter().map(|r| r.id).collect();
-                let want: Vec<String> = model.values().filter(|r| r.case == case).map(|r| r.id.clone()).collect();
-                prop_assert_eq!(by, want);
+            // compare everything
+            for (id, want) in &model {
+                let got = store.get(id).unwrap();
+                prop_assert_eq!(got.as_ref(), Some(want));
             }
-            store.close().await.unwrap();
-            Ok(())
+            let mut want: Vec<(u64, String)> = model
+                .values()
+                .filter_map(|r| r.due_ms.map(|d| (d, r.id.clone())))
+                .collect();
+            want.sort();
+            let due = store.due(u64::MAX / 4, 10_000).unwrap();
+            let got: Vec<(u64, String)> = due.iter().map(|d| (d.at_ms, d.id.clone())).collect();
+            prop_assert_eq!(got, want);
+            for d in due {
+                let r = &model[&d.id];
+                let work = if r.state == State::Fetched {
+                    Work::Deliver
+                } else {
+                    Work::Exchange(r.registry.clone())
+                };
+                prop_assert_eq!(d.work, work);
+            }
+            let counts: BTreeMap<State, u64> = store
+                .counts()
+                .unwrap()
+                .into_iter()
+                .filter(|(_, c)| *c > 0)
+                .collect();
+            let mut mc: BTreeMap<State, u64> = BTreeMap::new();
+            for r in model.values() {
+                *mc.entry(r.state).or_default() += 1;
+            }
+            prop_assert_eq!(counts, mc);
+        }
+        for case in ["351-0/2026-IV", "351-1/2026-IV"] {
+            let by: Vec<String> = store
+                .by_case(case)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            let want: Vec<String> = model
+                .values()
+                .filter(|r| r.case == case)
+                .map(|r| r.id.clone())
+                .collect();
+            prop_assert_eq!(by, want);
+        }
+        store.close().await.unwrap();
+        Ok(())
     })
 }
 

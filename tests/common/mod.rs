@@ -457,3 +457,45 @@ pub fn assert_xmlsec1_and_xmllint_accept(file: &Path, ca: &Path, what: &str) {
         .unwrap();
     assert!(o.status.success(), "xmllint on {what}: {}", text(&o));
 }
+
+/// A `jumgw simulate` process; killed when dropped.
+pub struct Sim(pub std::process::Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `jumgw simulate` with config/simulator.toml on free ports and the
+/// PKI in `certs`; returns it and its ports: control, civil, cadastre, tax.
+pub fn start_simulator(dir: &Path, certs: &Path) -> (Sim, [u16; 4]) {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let sim_cfg = std::fs::read_to_string(manifest_dir().join("config/simulator.toml"))
+        .unwrap()
+        .replace("certs/dev", &certs.display().to_string())
+        .replace("127.0.0.1:9440", &format!("127.0.0.1:{}", ports[0]))
+        .replace("port = 9441", &format!("port = {}", ports[1]))
+        .replace("port = 9442", &format!("port = {}", ports[2]))
+        .replace("port = 9443", &format!("port = {}", ports[3]));
+    let sim_path = write(dir, "simulator.toml", sim_cfg.as_bytes());
+    let mut child = jumgw()
+        .args(["simulate", "--config"])
+        .arg(&sim_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let sim = Sim(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    loop {
+        let l = lines.next().expect("simulator exited").unwrap();
+        if l.starts_with("control on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (sim, ports)
+}

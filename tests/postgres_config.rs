@@ -1,0 +1,141 @@
+//! `jumgw serve --config config/gateway-postgres.toml` as an operator runs
+//! it: the shipped file (which extends gateway.toml) against a local
+//! PostgreSQL and `jumgw simulate`, no --demo. Only what differs on this
+//! machine comes from the environment: the database, the simulator's
+//! ports, and a client token.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_the_postgres_configuration_file_delivers() {
+    let Some(url) = jum_gateway::store::testing::fresh_database("config") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // the documented layout: config/ and certs/dev under the working folder
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    for f in ["gateway.toml", "gateway-postgres.toml"] {
+        std::fs::copy(
+            manifest_dir().join("config").join(f),
+            root.join("config").join(f),
+        )
+        .unwrap();
+    }
+    let certs = root.join("certs/dev");
+    let o = jumgw()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (_sim, ports) = start_simulator(root, &certs);
+    std::fs::create_dir_all(root.join("data/keys")).unwrap();
+    for k in ["documents.key", "audit.key"] {
+        std::fs::write(root.join("data/keys").join(k), "ab".repeat(32)).unwrap();
+    }
+    let port = free_port();
+    let token_hash = jum_gateway::api::token_hash("t0k3n");
+    let mut child = jumgw()
+        .args([
+            "serve",
+            "--config",
+            "config/gateway-postgres.toml",
+            "--data-dir",
+            "data",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--schemas")
+        .arg(manifest_dir().join("schemas"))
+        .env("JUMGW_STORE__URL", &url)
+        .env(
+            "JUMGW_REGISTRIES__CIVIL__URL",
+            format!("https://127.0.0.1:{}/", ports[1]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__CADASTRE__URL",
+            format!("https://127.0.0.1:{}/", ports[2]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__TAX__URL",
+            format!("https://127.0.0.1:{}/", ports[3]),
+        )
+        .env("JUMGW_CLIENTS__CASES__TOKEN_SHA256", &token_hash)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let daemon = Daemon(child, String::new());
+    let mut said = String::new();
+    for l in std::io::BufReader::new(out).lines() {
+        let l = l.unwrap();
+        said.push_str(&l);
+        said.push('\n');
+        if l.starts_with("jumgw listening on") {
+            break;
+        }
+    }
+    assert!(said.contains("store: PostgreSQL"), "{said}");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth("t0k3n")
+        .header("content-type", "application/json")
+        .body(r#"{"case":{"number":"9/2026","legal_basis":"ZUP čl. 103","official":"o"},"purpose":"building permit","service":"cadastre.property-sheet","subject":{"ko":"803472","sheet":"1520"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+            .bearer_auth("t0k3n")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "delivered" {
+            break;
+        }
+        assert!(Instant::now() < end, "not delivered: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(daemon);
+    // it is in the database, not in a sled folder
+    assert!(!root.join("data/store").exists());
+    let o = jumgw()
+        .args(["store", "export", "--store", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
+
+    // a --store that is neither sled nor a PostgreSQL URL
+    let o = jumgw()
+        .args(["serve", "--demo", "--store", "mysql://x/y", "--data-dir"])
+        .arg(root.join("d2"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected `sled` or a URL postgres://"),
+        "{}",
+        text(&o)
+    );
+}
