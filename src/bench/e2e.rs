@@ -29,6 +29,13 @@ pub struct Options {
     pub rate: f64,
     /// How the bench client takes documents: folder (default) or pull.
     pub delivery: String,
+    /// A PostgreSQL server (`postgres://user@host:port`): each measurement
+    /// runs on a database of its own there, dropped afterwards. None: sled.
+    pub store: Option<String>,
+    /// Gateway instances sharing the store (PostgreSQL only).
+    pub instances: usize,
+    /// Only accept: the registries are paused, nothing is sent.
+    pub accept_only: bool,
 }
 
 struct Proc {
@@ -108,9 +115,23 @@ fn wait_for_line(child: &mut Child, prefix: &str, name: &str) -> Result<(), Stri
 struct Setup {
     _dir: tempfile::TempDir,
     sim: Proc,
-    gw: Proc,
-    base: String,
+    gws: Vec<Proc>,
+    bases: Vec<String>,
     token: String,
+    /// The database made for this run, dropped with the setup.
+    db: Option<(String, String)>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for g in &mut self.gws {
+            let _ = g.child.kill();
+            let _ = g.child.wait();
+        }
+        if let Some((server, url)) = &self.db {
+            let _ = crate::store::postgres::drop_database(server, url);
+        }
+    }
 }
 
 fn start(o: &Options) -> Result<Setup, String> {
@@ -119,7 +140,19 @@ fn start(o: &Options) -> Result<Setup, String> {
     let certs = dir.path().join("certs");
     crate::pki::init_dev_with(&certs, false, o.alg).map_err(err)?;
     let c = certs.display().to_string();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect::<Result<_, _>>()?;
+    if o.instances > 1 && o.store.is_none() {
+        return Err("--instances above 1 needs --store postgres://...: sled has one owner".into());
+    }
+    let ports: Vec<u16> = (0..4 + o.instances.max(1))
+        .map(|_| free_port())
+        .collect::<Result<_, _>>()?;
+    let db = match &o.store {
+        Some(server) => Some((
+            server.clone(),
+            crate::store::postgres::create_database(server, "bench")?,
+        )),
+        None => None,
+    };
     let sim_toml = include_str!("../../config/simulator.toml")
         .replace("certs/dev", &c)
         .replace("127.0.0.1:9440", &format!("127.0.0.1:{}", ports[0]))
@@ -169,47 +202,57 @@ fn start(o: &Options) -> Result<Setup, String> {
     for k in ["documents.key", "audit.key"] {
         crate::store::crypt::read_key_file(&data.join("keys").join(k), true).map_err(err)?;
     }
-    let mut gw = Command::new(&exe);
-    gw.args(["serve", "--config"])
-        .arg(&gw_path)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{}", ports[4])])
-        .arg("--schemas")
-        .arg(crate::xml::schema::default_dir())
-        .env("JUMGW_LOG", "warn")
-        .stderr(std::fs::File::create(dir.path().join("gateway.log")).map_err(err)?)
-        // Fast retries so that injected faults do not stall the run.
-        .env("JUMGW_RETRY__BASE", "50ms")
-        .env("JUMGW_RETRY__CAP", "500ms")
-        .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
-        .stdout(Stdio::piped());
-    // The registries are not the limit being measured.
-    for r in ["CIVIL", "CADASTRE", "TAX"] {
-        gw.env(format!("JUMGW_REGISTRIES__{r}__RATE_PER_S"), "1000000")
-            .env(format!("JUMGW_REGISTRIES__{r}__MAX_IN_FLIGHT"), "64")
-            .env(
-                format!("JUMGW_REGISTRIES__{r}__BREAKER_FAILURES"),
-                "1000000",
-            );
-    }
-    let mut gw = Proc {
-        child: gw.spawn().map_err(err)?,
-        name: "gateway",
-    };
-    wait_for_line(&mut gw.child, "jumgw listening on", gw.name).map_err(|e| {
-        format!(
-            "{e}: {}",
-            std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default()
-        )
-    })?;
-    Ok(Setup {
-        _dir: dir,
+    let mut setup = Setup {
         sim,
-        gw,
-        base: format!("http://127.0.0.1:{}", ports[4]),
+        gws: Vec::new(),
+        bases: Vec::new(),
         token,
-    })
+        db,
+        _dir: dir,
+    };
+    // Instances share the data folder (keys, case folders) and the store.
+    for (i, port) in ports[4..].iter().enumerate() {
+        let log = setup._dir.path().join(format!("gateway-{i}.log"));
+        let mut gw = Command::new(&exe);
+        gw.args(["serve", "--config"])
+            .arg(&gw_path)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--schemas")
+            .arg(crate::xml::schema::default_dir())
+            .env("JUMGW_LOG", "warn")
+            .stderr(std::fs::File::create(&log).map_err(err)?)
+            // Fast retries so that injected faults do not stall the run.
+            .env("JUMGW_RETRY__BASE", "50ms")
+            .env("JUMGW_RETRY__CAP", "500ms")
+            .env("JUMGW_RETRY__MAX_ATTEMPTS", "40")
+            .stdout(Stdio::piped());
+        if let Some((_, url)) = &setup.db {
+            gw.args(["--store", url]);
+        }
+        // The registries are not the limit being measured.
+        for r in ["CIVIL", "CADASTRE", "TAX"] {
+            gw.env(format!("JUMGW_REGISTRIES__{r}__RATE_PER_S"), "1000000")
+                .env(format!("JUMGW_REGISTRIES__{r}__MAX_IN_FLIGHT"), "64")
+                .env(
+                    format!("JUMGW_REGISTRIES__{r}__BREAKER_FAILURES"),
+                    "1000000",
+                );
+            if o.accept_only {
+                gw.env(format!("JUMGW_REGISTRIES__{r}__PAUSED"), "true");
+            }
+        }
+        let mut gw = Proc {
+            child: gw.spawn().map_err(err)?,
+            name: "gateway",
+        };
+        wait_for_line(&mut gw.child, "jumgw listening on", gw.name)
+            .map_err(|e| format!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()))?;
+        setup.gws.push(gw);
+        setup.bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    Ok(setup)
 }
 
 const BODIES: [(&str, &str); 6] = [
@@ -249,6 +292,7 @@ pub fn run(o: Options, sweep: &[f64], chart: Option<&std::path::Path>) -> Result
             json: true,
             faults: o.faults.clone(),
             delivery: o.delivery.clone(),
+            store: o.store.clone(),
             ..o
         };
         let r = measure(&one)?;
@@ -337,8 +381,11 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         .enable_all()
         .build()
         .map_err(err)?;
-    let (gw_pid, sim_pid) = (setup.gw.child.id(), setup.sim.child.id());
-    let (gw_cpu0, sim_cpu0) = (cpu_seconds(gw_pid), cpu_seconds(sim_pid));
+    let gw_pids: Vec<u32> = setup.gws.iter().map(|g| g.child.id()).collect();
+    let sim_pid = setup.sim.child.id();
+    let gw_cpu = || gw_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let (gw_cpu0, sim_cpu0) = (gw_cpu(), cpu_seconds(sim_pid));
+    let base = setup.bases[0].clone();
     let bar = indicatif::ProgressBar::new(o.requests as u64);
     if o.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -362,7 +409,12 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
                 tokio::time::sleep_until(due.into()).await;
             }
             let permit = sem.clone().acquire_owned().await.map_err(err)?;
-            let (http, base, token) = (http.clone(), setup.base.clone(), setup.token.clone());
+            // In turn to each instance, as a load balancer would.
+            let (http, base, token) = (
+                http.clone(),
+                setup.bases[i % setup.bases.len()].clone(),
+                setup.token.clone(),
+            );
             let bar = bar.clone();
             tasks.spawn(async move {
                 let (service, subject) = BODIES[i % BODIES.len()];
@@ -390,12 +442,16 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
             r.map_err(err)??;
         }
         let submitted_s = start.elapsed().as_secs_f64();
+        if o.accept_only {
+            bar.finish_and_clear();
+            return Ok((0, 0, submitted_s, submitted_s, Vec::new(), 0, 0));
+        }
         bar.set_position(0);
         bar.set_message("delivered");
         // Until every request has finished.
         let (delivered, failed) = loop {
             let v: Value = http
-                .get(format!("{}/admin/v1/stats", setup.base))
+                .get(format!("{base}/admin/v1/stats"))
                 .bearer_auth(&setup.token)
                 .send()
                 .await
@@ -424,10 +480,8 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         let mut last_delivered = 0u64;
         let mut after: Option<String> = None;
         loop {
-            let mut url = format!(
-                "{}/admin/v1/requests?state=delivered&order=oldest&limit=500",
-                setup.base
-            );
+            let mut url =
+                format!("{base}/admin/v1/requests?state=delivered&order=oldest&limit=500");
             if let Some(a) = &after {
                 url.push_str(&format!("&after={a}"));
             }
@@ -458,7 +512,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         Ok::<_, String>((delivered, failed, elapsed, submitted_s, lat, first_created, last_delivered))
     });
     let (delivered, failed, elapsed, submitted_s, lat, first, last) = result?;
-    let gw_cpu = cpu_seconds(gw_pid) - gw_cpu0;
+    let gw_cpu = gw_cpu() - gw_cpu0;
     let sim_cpu = cpu_seconds(sim_pid) - sim_cpu0;
     // Throughput over the span the gateway worked: first filed to last delivered.
     let span_s = (last.saturating_sub(first) as f64 / 1000.0).max(elapsed.min(0.001));
@@ -472,6 +526,16 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         }),
     );
     r.insert("requests", json!(o.requests));
+    r.insert(
+        "store",
+        json!(if o.store.is_some() {
+            "postgres"
+        } else {
+            "sled"
+        }),
+    );
+    r.insert("instances", json!(o.instances.max(1)));
+    r.insert("accept_only", json!(o.accept_only));
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
     r.insert("faults", json!(o.faults));
@@ -490,7 +554,10 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     r.insert("p50_ms", json!(percentile(&lat, 0.5)));
     r.insert("p90_ms", json!(percentile(&lat, 0.9)));
     r.insert("p99_ms", json!(percentile(&lat, 0.99)));
-    r.insert("rss_mb", json!(peak_rss_mb(gw_pid)));
+    r.insert(
+        "rss_mb",
+        json!(gw_pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max)),
+    );
     r.insert("simulator_rss_mb", json!(peak_rss_mb(sim_pid)));
     r.insert(
         "cpu_ms_per_exchange_gateway",
@@ -501,7 +568,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         json!(sim_cpu * 1000.0 / delivered.max(1) as f64),
     );
     r.insert("elapsed_s", json!(elapsed));
-    if delivered + failed < o.requests as u64 {
+    if !o.accept_only && delivered + failed < o.requests as u64 {
         return Err("not every request finished".into());
     }
     Ok(r)

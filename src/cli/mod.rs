@@ -419,6 +419,16 @@ enum BenchCommand {
         /// With --sweep: write an SVG chart of delivered/s and p99 against offered load.
         #[arg(long, requires = "sweep")]
         chart: Option<PathBuf>,
+        /// Run on PostgreSQL: a server URL, postgres://user@host:port; each
+        /// measurement makes a database of its own there and drops it.
+        #[arg(long)]
+        store: Option<String>,
+        /// Gateway instances sharing the store, behind round-robin (needs --store).
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// Measure accepts only: the registries stay paused.
+        #[arg(long)]
+        accept_only: bool,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -547,6 +557,9 @@ pub fn run() -> ExitCode {
                 delivery,
                 sweep,
                 chart,
+                store,
+                instances,
+                accept_only,
             } => {
                 let alg = match alg.as_str() {
                     "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
@@ -566,6 +579,9 @@ pub fn run() -> ExitCode {
                         concurrency,
                         rate,
                         delivery,
+                        store,
+                        instances,
+                        accept_only,
                     },
                     &sweep,
                     chart.as_deref(),

@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{NoTls, Transaction};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::types::ToSql;
+use postgres::NoTls;
 
 use super::{
     now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, OutEvent, Pause,
@@ -51,13 +51,14 @@ use super::{
 use crate::dispatch::policy::{Breaker, BreakerState, TokenBucket};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Versioned migrations, applied in order, each once, in one transaction
 /// under an advisory lock (instances starting together take turns).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE requests (
     id text PRIMARY KEY,
     case_no text NOT NULL,
@@ -96,7 +97,14 @@ CREATE TABLE gates (
     limits text
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE audit_pending (id bigserial PRIMARY KEY, draft text NOT NULL);
+"#,
+    ),
+];
 
 /// The advisory lock key of migrations ("jumgw" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6a_75_6d_67_77;
@@ -104,8 +112,130 @@ const MIGRATION_LOCK: i64 = 0x6a_75_6d_67_77;
 const WORK: &str = "jumgw_work";
 const GATES: &str = "jumgw_gates";
 const EVENTS: &str = "jumgw_events";
+const NOTIFY_WORK: &str = "NOTIFY jumgw_work";
+const NOTIFY_GATES: &str = "NOTIFY jumgw_gates";
+const NOTIFY_EVENTS: &str = "NOTIFY jumgw_events";
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
+
+/// A pooled connection and its prepared statements: each statement is
+/// parsed once per connection instead of on every call (which costs a
+/// round trip and the server's parse each time).
+pub struct Conn {
+    client: postgres::Client,
+    cache: std::collections::HashMap<&'static str, postgres::Statement>,
+}
+
+fn cached(
+    cache: &mut std::collections::HashMap<&'static str, postgres::Statement>,
+    c: &mut impl postgres::GenericClient,
+    sql: &'static str,
+) -> Result<postgres::Statement, postgres::Error> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = c.prepare(sql)?;
+    cache.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// The four ways of running a cached statement, for a connection and for
+/// a transaction alike.
+macro_rules! cached_calls {
+    ($client:ident) => {
+        pub fn execute(
+            &mut self,
+            sql: &'static str,
+            p: &[&(dyn ToSql + Sync)],
+        ) -> Result<u64, postgres::Error> {
+            let s = cached(&mut self.cache, &mut self.$client, sql)?;
+            self.$client.execute(&s, p)
+        }
+        pub fn query(
+            &mut self,
+            sql: &'static str,
+            p: &[&(dyn ToSql + Sync)],
+        ) -> Result<Vec<postgres::Row>, postgres::Error> {
+            let s = cached(&mut self.cache, &mut self.$client, sql)?;
+            self.$client.query(&s, p)
+        }
+        pub fn query_one(
+            &mut self,
+            sql: &'static str,
+            p: &[&(dyn ToSql + Sync)],
+        ) -> Result<postgres::Row, postgres::Error> {
+            let s = cached(&mut self.cache, &mut self.$client, sql)?;
+            self.$client.query_one(&s, p)
+        }
+        pub fn query_opt(
+            &mut self,
+            sql: &'static str,
+            p: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<postgres::Row>, postgres::Error> {
+            let s = cached(&mut self.cache, &mut self.$client, sql)?;
+            self.$client.query_opt(&s, p)
+        }
+    };
+}
+
+impl Conn {
+    cached_calls!(client);
+
+    pub fn transaction(&mut self) -> Result<Tx<'_>, postgres::Error> {
+        Ok(Tx {
+            t: self.client.transaction()?,
+            cache: &mut self.cache,
+        })
+    }
+
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+}
+
+/// A transaction on a [`Conn`], with its statement cache.
+pub struct Tx<'a> {
+    t: postgres::Transaction<'a>,
+    cache: &'a mut std::collections::HashMap<&'static str, postgres::Statement>,
+}
+
+impl Tx<'_> {
+    cached_calls!(t);
+
+    pub fn commit(self) -> Result<(), postgres::Error> {
+        self.t.commit()
+    }
+
+    pub fn rollback(self) -> Result<(), postgres::Error> {
+        self.t.rollback()
+    }
+}
+
+/// Makes pool connections (r2d2's own PostgreSQL manager has no place
+/// for the statement cache).
+pub struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        Ok(Conn {
+            client: self.config.connect(NoTls)?,
+            cache: Default::default(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut Conn) -> Result<(), postgres::Error> {
+        c.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, c: &mut Conn) -> bool {
+        c.client.is_closed()
+    }
+}
 
 /// Runs blocking database work without stalling the runtime's other tasks.
 fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -169,6 +299,8 @@ struct Shared {
     config: postgres::Config,
     url: String,
     stop: AtomicBool,
+    /// Set (and signalled) when audit drafts await chaining.
+    pending: (Mutex<bool>, std::sync::Condvar),
     /// Database clock minus ours, in ms.
     offset: AtomicI64,
     watch: RwLock<Option<Watch>>,
@@ -205,6 +337,43 @@ pub fn display_url(config: &postgres::Config) -> String {
     )
 }
 
+/// Makes a new, empty database on `server` (a URL without a database)
+/// and returns its URL. For tests and benchmarks.
+pub fn create_database(server: &str, tag: &str) -> Result<String, String> {
+    let base = server.trim_end_matches('/').to_owned();
+    let name = format!(
+        "jumgw_{}_{}",
+        tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    admin(&base, format!("CREATE DATABASE {name}"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`create_database`].
+pub fn drop_database(server: &str, url: &str) -> Result<(), String> {
+    let base = server.trim_end_matches('/');
+    let name = url.rsplit('/').next().unwrap_or_default();
+    if !name.starts_with("jumgw_")
+        || name.contains(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+    {
+        return Err(format!("{name}: not a database this program made"));
+    }
+    admin(base, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+}
+
+/// One statement on the server's `postgres` database, off any runtime
+/// thread (the blocking client may not run on one).
+fn admin(base: &str, sql: String) -> Result<(), String> {
+    let url = format!("{base}/postgres");
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, NoTls).map_err(|e| format!("{url}: {e}"))?;
+        c.batch_execute(&sql).map_err(|e| format!("{url}: {e}"))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the database thread panicked".into()))
+}
+
 impl PgStore {
     /// Connects, applies migrations and starts the listener. `url` is a
     /// libpq URL or key=value string.
@@ -228,13 +397,16 @@ impl PgStore {
                 .max_size(pool_size.max(2))
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(10))
-                .build(PostgresConnectionManager::new(config.clone(), NoTls))
+                .build(Manager {
+                    config: config.clone(),
+                })
         })
         .map_err(|e| err(e.to_string()))?;
         let shared = Arc::new(Shared {
             config,
             url: shown.clone(),
             stop: AtomicBool::new(false),
+            pending: Default::default(),
             offset: AtomicI64::new(0),
             watch: RwLock::new(None),
             events: RwLock::new(None),
@@ -247,11 +419,19 @@ impl PgStore {
             listener: Mutex::new(None),
         };
         store.with(|c| {
-            migrate(c, &shown)?;
-            let off = measure_offset(c)?;
+            migrate(&mut c.client, &shown)?;
+            let off = measure_offset(&mut c.client)?;
             shared.offset.store(off, Ordering::Relaxed);
             Ok(())
         })?;
+        let (s2, p2) = (
+            shared.clone(),
+            store.pool.clone().ok_or(StoreError::Closed)?,
+        );
+        std::thread::Builder::new()
+            .name("jumgw-pg-chain".into())
+            .spawn(move || chainer(&s2, p2))
+            .map_err(|e| err(e.to_string()))?;
         let handle = std::thread::Builder::new()
             .name("jumgw-pg-listen".into())
             .spawn(move || listen(&shared))
@@ -270,7 +450,7 @@ impl PgStore {
     /// Runs `f` on a pooled connection.
     fn with<T: Send>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, StoreError> + Send,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         blocking(|| {
             let pool = self.pool.as_ref().ok_or(StoreError::Closed)?;
@@ -282,7 +462,7 @@ impl PgStore {
     /// Runs `f` in a transaction; commits if it returns `Ok`.
     fn tx<T: Send>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError> + Send,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         self.with(|c| {
             let mut t = c.transaction().map_err(|e| self.err(e))?;
@@ -296,6 +476,24 @@ impl PgStore {
         read(&self.audit_rule).clone()
     }
 
+    /// Wakes the chainer after a commit that may have written drafts.
+    fn poke(&self) {
+        if read(&self.audit_rule).is_some() {
+            let (flag, cv) = &self.shared.pending;
+            *lock(flag) = true;
+            cv.notify_one();
+        }
+    }
+
+    /// Chains everything pending now (readers of the trail call this
+    /// first, so they see every committed entry).
+    fn chain_now(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            while chain_pending(c).map_err(|e| self.err(e))? == 5000 {}
+            Ok(())
+        })
+    }
+
     fn event_rule(&self) -> Option<EventRule> {
         read(&self.shared.events).clone()
     }
@@ -304,7 +502,7 @@ impl PgStore {
     /// how many events it raised.
     fn write_change(
         &self,
-        t: &mut Transaction<'_>,
+        t: &mut Tx<'_>,
         old: &RequestRecord,
         new: &mut RequestRecord,
     ) -> Result<usize, StoreError> {
@@ -328,18 +526,18 @@ impl PgStore {
             raised = put_events(t, &(ev.rule)(old, new)).map_err(e)?;
         }
         if raised > 0 {
-            t.execute(&format!("NOTIFY {EVENTS}"), &[]).map_err(e)?;
+            t.execute(NOTIFY_EVENTS, &[]).map_err(e)?;
         }
         // Made due now (an administrator's retry, a resume): wake every
         // instance, not only this one.
         if new.due_ms != old.due_ms && new.due_ms.is_some_and(|d| d <= self.clock_ms()) {
-            t.execute(&format!("NOTIFY {WORK}"), &[]).map_err(e)?;
+            t.execute(NOTIFY_WORK, &[]).map_err(e)?;
         }
         let drafts = self
             .audit_rule()
             .map(|r| r(Some(old), new))
             .unwrap_or_default();
-        chain(t, drafts).map_err(e)?;
+        pend(t, drafts).map_err(e)?;
         Ok(raised)
     }
 
@@ -355,7 +553,7 @@ impl PgStore {
     /// passes over a row locked by another transaction.
     fn change(
         &self,
-        t: &mut Transaction<'_>,
+        t: &mut Tx<'_>,
         id: &str,
         skip: bool,
         f: &super::Change<'_>,
@@ -384,7 +582,7 @@ impl PgStore {
     /// The shared limits of a registry refuse or admit one more exchange.
     fn admit(
         &self,
-        t: &mut Transaction<'_>,
+        t: &mut Tx<'_>,
         g: &GateLimits,
         id: &str,
         now: u64,
@@ -431,7 +629,7 @@ impl PgStore {
         Ok(Ok(()))
     }
 
-    fn ensure_gate(&self, t: &mut Transaction<'_>, registry: &str) -> Result<(), StoreError> {
+    fn ensure_gate(&self, t: &mut Tx<'_>, registry: &str) -> Result<(), StoreError> {
         t.execute(
             "INSERT INTO gates (registry) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&registry],
@@ -502,7 +700,7 @@ fn measure_offset(c: &mut postgres::Client) -> Result<i64, StoreError> {
     Ok(db - (before + after) / 2)
 }
 
-fn put_events(t: &mut Transaction<'_>, events: &[OutEvent]) -> Result<usize, postgres::Error> {
+fn put_events(t: &mut Tx<'_>, events: &[OutEvent]) -> Result<usize, postgres::Error> {
     let mut n = 0;
     for e in events {
         n += t.execute(
@@ -518,30 +716,92 @@ fn put_events(t: &mut Transaction<'_>, events: &[OutEvent]) -> Result<usize, pos
     Ok(n)
 }
 
-/// Chains drafts after the head, under the head's row lock.
-fn chain(t: &mut Transaction<'_>, drafts: Vec<crate::audit::Draft>) -> Result<(), postgres::Error> {
-    if drafts.is_empty() {
-        return Ok(());
+/// Writes audit drafts in the change's own transaction, to be chained
+/// right after by [`chain_pending`]: so that no transaction holds the
+/// chain's head through its commit, which made every audited change of
+/// every instance wait for the one before (one disk flush each).
+fn pend(t: &mut Tx<'_>, drafts: Vec<crate::audit::Draft>) -> Result<bool, postgres::Error> {
+    for d in &drafts {
+        t.execute(
+            "INSERT INTO audit_pending (draft) VALUES ($1)",
+            &[&serde_json::to_string(d).unwrap_or_default()],
+        )?;
     }
+    Ok(!drafts.is_empty())
+}
+
+/// Chains what is pending, in the order it was written, after the head;
+/// one writer at a time (the head's row lock). Returns how many.
+fn chain_pending(c: &mut Conn) -> Result<usize, postgres::Error> {
+    let mut t = c.transaction()?;
     let row = t.query_one(
         "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
         &[],
     )?;
+    let rows = t.query(
+        "SELECT id, draft FROM audit_pending ORDER BY id LIMIT 5000",
+        &[],
+    )?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
     let (mut seq, mut hash): (i64, String) = (row.get(0), row.get(1));
-    for d in drafts {
+    let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.get(0));
+        let text: String = r.get(1);
+        // A draft this program wrote; if it were unreadable, chaining it
+        // as an empty entry keeps its place visible to `audit verify`.
+        let d: crate::audit::Draft =
+            serde_json::from_str(&text).unwrap_or_else(|e| crate::audit::Draft {
+                action: "audit.unreadable".into(),
+                outcome: e.to_string(),
+                ..Default::default()
+            });
         let e = crate::audit::Entry::chained(d, seq as u64 + 1, &hash);
-        write_entry(t, &e)?;
+        write_entry(&mut t, &e)?;
         seq = e.seq as i64;
         hash = e.hash;
     }
+    t.execute("DELETE FROM audit_pending WHERE id = ANY($1)", &[&ids])?;
     t.execute(
         "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1",
         &[&seq, &hash],
     )?;
-    Ok(())
+    t.commit()?;
+    Ok(rows.len())
 }
 
-fn write_entry(t: &mut Transaction<'_>, e: &crate::audit::Entry) -> Result<(), postgres::Error> {
+/// The chainer: chains pending drafts soon after they are written (woken
+/// by this instance's commits, and every 200 ms for other instances').
+fn chainer(s: &Shared, pool: Pool) {
+    while !s.stop.load(Ordering::Relaxed) {
+        {
+            let (flag, cv) = &s.pending;
+            let mut f = lock(flag);
+            if !*f {
+                f = cv
+                    .wait_timeout(f, Duration::from_millis(200))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            *f = false;
+        }
+        let Ok(mut c) = pool.get() else { continue };
+        loop {
+            match chain_pending(&mut c) {
+                Ok(n) if n == 5000 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot chain audit entries; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn write_entry(t: &mut Tx<'_>, e: &crate::audit::Entry) -> Result<(), postgres::Error> {
     t.execute(
         "INSERT INTO audit (seq, entry) VALUES ($1, $2)",
         &[&ms(e.seq), &serde_json::to_string(e).unwrap_or_default()],
@@ -678,7 +938,7 @@ impl QueueStore for PgStore {
         Box::pin(async move {
             let now = now_ms();
             let rule = self.audit_rule();
-            self.tx(|t| {
+            let out = self.tx(|t| {
                 let e = |x: postgres::Error| self.err(x);
                 if let Some(k) = &key {
                     let entry = IdemEntry {
@@ -716,16 +976,11 @@ impl QueueStore for PgStore {
                         return Ok(Enqueued::Existing(held));
                     }
                 }
-                let insert = t
-                    .prepare(
-                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .map_err(e)?;
                 let mut drafts = Vec::new();
                 for r in &records {
                     t.execute(
-                        &insert,
+                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                         &[
                             &r.id,
                             &r.case,
@@ -742,11 +997,13 @@ impl QueueStore for PgStore {
                     }
                 }
                 if records.iter().any(|r| r.due_ms.is_some()) {
-                    t.execute(&format!("NOTIFY {WORK}"), &[]).map_err(e)?;
+                    t.execute(NOTIFY_WORK, &[]).map_err(e)?;
                 }
-                chain(t, drafts).map_err(e)?;
+                pend(t, drafts).map_err(e)?;
                 Ok(Enqueued::Stored)
-            })
+            });
+            self.poke();
+            out
         })
     }
 
@@ -844,6 +1101,7 @@ impl QueueStore for PgStore {
             let raised = self.write_change(t, &old, &mut new)?;
             Ok(Some((new, raised)))
         })?;
+        self.poke();
         Ok(out.map(|(r, raised)| {
             self.after_events(raised);
             r
@@ -857,37 +1115,30 @@ impl QueueStore for PgStore {
         f: &super::Change<'_>,
     ) -> Result<Lease, StoreError> {
         let now = self.clock_ms();
-        let out = self.tx(|t| {
-            // The gate row first: every instance's leases of one registry
-            // take turns on it, so its limits are checked and changed by
-            // one at a time (and locks are always taken in this order).
-            if let Some(g) = gate {
-                self.ensure_gate(t, &g.registry)?;
-                t.execute(
-                    "SELECT 1 FROM gates WHERE registry = $1 FOR UPDATE",
-                    &[&g.registry],
-                )
-                .map_err(|e| self.err(e))?;
-            }
-            let Some((old, mut new)) = self.change(t, id, true, f)? else {
-                return Ok(Err(Lease::Passed));
+        let out = self.with(|c| {
+            let e = |x: postgres::Error| self.err(x);
+            let mut t = c.transaction().map_err(e)?;
+            let Some((old, mut new)) = self.change(&mut t, id, true, f)? else {
+                return Ok(Lease::Passed);
             };
+            let raised = self.write_change(&mut t, &old, &mut new)?;
+            // The registry's limits last: its gate row is locked from here
+            // to the commit, and every instance's leases of that registry
+            // take turns on it; the shorter, the better. (Locks are always
+            // taken request row first, then gate row.)
             if let Some(g) = gate {
-                if let Err(until) = self.admit(t, g, id, now)? {
-                    return Ok(Err(Lease::Blocked(until)));
+                self.ensure_gate(&mut t, &g.registry)?;
+                if let Err(until) = self.admit(&mut t, g, id, now)? {
+                    t.rollback().map_err(e)?;
+                    return Ok(Lease::Blocked(until));
                 }
             }
-            let raised = self.write_change(t, &old, &mut new)?;
-            Ok(Ok((new, raised)))
+            t.commit().map_err(e)?;
+            self.after_events(raised);
+            Ok(Lease::Taken(new))
         })?;
-        Ok(match out {
-            Ok((r, raised)) => {
-                self.after_events(raised);
-                Lease::Taken(r)
-            }
-            // Nothing was written: the transaction committed no change.
-            Err(l) => l,
-        })
+        self.poke();
+        Ok(out)
     }
 
     fn shares_limits(&self) -> bool {
@@ -931,13 +1182,13 @@ impl QueueStore for PgStore {
                 &[&p.registry, &p.paused, &p.until.map(ms)],
             )
             .map_err(e)?;
-            t.execute(&format!("NOTIFY {GATES}"), &[]).map_err(e)?;
+            t.execute(NOTIFY_GATES, &[]).map_err(e)?;
             Ok(())
         })
     }
 
     fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
-        self.with(|c| read_pauses(c).map_err(|e| self.err(e)))
+        self.with(|c| read_pauses(&mut c.client).map_err(|e| self.err(e)))
     }
 
     fn watch(&self, w: Watch) {
@@ -997,7 +1248,9 @@ impl QueueStore for PgStore {
     }
 
     fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
-        self.tx(|t| chain(t, drafts).map_err(|e| self.err(e)))
+        self.tx(|t| pend(t, drafts).map_err(|e| self.err(e)))?;
+        // Chained before it returns, as on sled: the caller may read it.
+        self.chain_now()
     }
 
     fn audit_scan(
@@ -1005,6 +1258,7 @@ impl QueueStore for PgStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        self.chain_now()?;
         self.with(|c| {
             let rows = c
                 .query(
@@ -1026,6 +1280,7 @@ impl QueueStore for PgStore {
     }
 
     fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        self.chain_now()?;
         self.with(|c| {
             let rows = c
                 .query(
@@ -1047,6 +1302,7 @@ impl QueueStore for PgStore {
     }
 
     fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        self.chain_now()?;
         self.with(|c| {
             let row = c
                 .query_one("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
@@ -1059,6 +1315,7 @@ impl QueueStore for PgStore {
     }
 
     fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        self.chain_now()?;
         self.tx(|t| {
             let e = |x: postgres::Error| self.err(x);
             let row = t
@@ -1101,8 +1358,7 @@ impl QueueStore for PgStore {
         let n = self.tx(|t| {
             let n = put_events(t, &events).map_err(|e| self.err(e))?;
             if n > 0 {
-                t.execute(&format!("NOTIFY {EVENTS}"), &[])
-                    .map_err(|e| self.err(e))?;
+                t.execute(NOTIFY_EVENTS, &[]).map_err(|e| self.err(e))?;
             }
             Ok(n)
         })?;
@@ -1271,7 +1527,7 @@ impl QueueStore for PgStore {
 impl PgStore {
     fn records(
         &self,
-        sql: &str,
+        sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<RequestRecord>, StoreError> {
         self.with(|c| {
@@ -1545,7 +1801,9 @@ mod tests {
         drop(s);
         let e = PgStore::open(&url, 2).err().unwrap().to_string();
         assert!(
-            e.contains("has schema version 99; this jumgw knows up to 1"),
+            e.contains(&format!(
+                "has schema version 99; this jumgw knows up to {SCHEMA_VERSION}"
+            )),
             "{e}"
         );
         let e = PgStore::open("postgres://nobody@127.0.0.1:1/x", 2)

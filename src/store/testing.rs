@@ -14,24 +14,8 @@ pub fn fresh_database(tag: &str) -> Option<String> {
         eprintln!("PostgreSQL tests skipped: JUMGW_TEST_PG is not set (./tests/run sets it)");
         return None;
     };
-    let base = base.trim_end_matches('/').to_owned();
-    let name = format!(
-        "jumgw_{}_{}",
-        tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let admin = format!("{base}/postgres");
-    let sql = format!("CREATE DATABASE {name}");
-    // The blocking client must not run on a runtime's thread.
-    let made = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls)
-            .map_err(|e| format!("{admin}: {e}"))?;
-        c.batch_execute(&sql).map_err(|e| e.to_string())
-    })
-    .join()
-    .unwrap_or_else(|_| Err("panicked".into()));
-    if let Err(e) = made {
-        panic!("cannot create a test database on {base}: {e}");
+    match super::postgres::create_database(&base, tag) {
+        Ok(url) => Some(url),
+        Err(e) => panic!("cannot create a test database: {e}"),
     }
-    Some(format!("{base}/{name}"))
 }
