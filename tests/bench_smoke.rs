@@ -35,3 +35,31 @@ fn the_e2e_bench_completes() {
         assert!(v[k].is_number(), "{k} missing: {v}");
     }
 }
+
+/// The same on PostgreSQL with two instances sharing the queue.
+#[test]
+fn the_e2e_bench_completes_on_postgres_with_two_instances() {
+    let Ok(server) = std::env::var("JUMGW_TEST_PG") else {
+        assert!(std::env::var_os("JUMGW_REQUIRE_PG").is_none());
+        return;
+    };
+    let o = jumgw()
+        .args([
+            "bench",
+            "e2e",
+            "--requests",
+            "200",
+            "--json",
+            "--concurrency",
+            "16",
+        ])
+        .args(["--store", &server, "--instances", "2"])
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["delivered"], 200, "{v}");
+    assert_eq!(v["instances"], 2, "{v}");
+    assert_eq!(v["store"], "postgres", "{v}");
+}

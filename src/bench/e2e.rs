@@ -36,6 +36,9 @@ pub struct Options {
     pub instances: usize,
     /// Only accept: the registries are paused, nothing is sent.
     pub accept_only: bool,
+    /// Measure sled on one instance and PostgreSQL on 1..=scale instances,
+    /// accepts and exchanges, as one table with ratios to sled.
+    pub scale: usize,
 }
 
 struct Proc {
@@ -280,6 +283,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs one measurement, or a sweep of offered loads with a chart.
 pub fn run(o: Options, sweep: &[f64], chart: Option<&std::path::Path>) -> Result<(), String> {
+    if o.scale > 0 {
+        return scale(&o);
+    }
     if sweep.is_empty() {
         let r = measure(&o)?;
         print(&o, &r)?;
@@ -559,19 +565,90 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         json!(gw_pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max)),
     );
     r.insert("simulator_rss_mb", json!(peak_rss_mb(sim_pid)));
-    r.insert(
-        "cpu_ms_per_exchange_gateway",
-        json!(gw_cpu * 1000.0 / delivered.max(1) as f64),
-    );
-    r.insert(
-        "cpu_ms_per_exchange_simulator",
-        json!(sim_cpu * 1000.0 / delivered.max(1) as f64),
-    );
+    if o.accept_only {
+        r.insert(
+            "cpu_ms_per_accept_gateway",
+            json!(gw_cpu * 1000.0 / o.requests.max(1) as f64),
+        );
+    } else {
+        r.insert(
+            "cpu_ms_per_exchange_gateway",
+            json!(gw_cpu * 1000.0 / delivered.max(1) as f64),
+        );
+        r.insert(
+            "cpu_ms_per_exchange_simulator",
+            json!(sim_cpu * 1000.0 / delivered.max(1) as f64),
+        );
+    }
     r.insert("elapsed_s", json!(elapsed));
     if !o.accept_only && delivered + failed < o.requests as u64 {
         return Err("not every request finished".into());
     }
     Ok(r)
+}
+
+type Figures = BTreeMap<&'static str, Value>;
+
+/// The scale-out table: every configuration measured in this one run, so
+/// that the ratios to sled compare like with like on a shared machine.
+fn scale(o: &Options) -> Result<(), String> {
+    let server = o
+        .store
+        .clone()
+        .ok_or("--scale needs --store postgres://user@host:port")?;
+    // (configuration, accepts only, whole path)
+    type Row = (String, Figures, Figures);
+    let mut rows: Vec<Row> = Vec::new();
+    let configs: Vec<(String, Option<String>, usize)> =
+        std::iter::once(("sled".to_owned(), None, 1))
+            .chain((1..=o.scale).map(|n| (format!("PostgreSQL ×{n}"), Some(server.clone()), n)))
+            .collect();
+    for (name, store, instances) in configs {
+        let one = |accept_only| Options {
+            json: true,
+            faults: o.faults.clone(),
+            delivery: o.delivery.clone(),
+            store: store.clone(),
+            instances,
+            accept_only,
+            scale: 0,
+            ..*o
+        };
+        if !o.json {
+            eprintln!("measuring {name} ...");
+        }
+        let accepts = measure(&one(true))?;
+        let full = measure(&one(false))?;
+        rows.push((name, accepts, full));
+    }
+    let f = |r: &BTreeMap<&str, Value>, k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let (base_acc, base_ex) = (
+        f(&rows[0].1, "accepts_per_s"),
+        f(&rows[0].2, "exchanges_per_s"),
+    );
+    if o.json {
+        let all: Vec<Value> = rows
+            .iter()
+            .map(|(n, a, e)| json!({"config": n, "accept_only": a, "e2e": e}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all).map_err(err)?);
+        return Ok(());
+    }
+    println!("| store | accepts/s | vs sled | exchanges/s | vs sled | vs crypto bound | p99 ms | gateway CPU ms/exchange (all instances) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, a, e) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            f(a, "accepts_per_s"),
+            f(a, "accepts_per_s") / base_acc.max(1e-9),
+            f(e, "exchanges_per_s"),
+            f(e, "exchanges_per_s") / base_ex.max(1e-9),
+            f(e, "vs_crypto_bound"),
+            f(e, "p99_ms"),
+            f(e, "cpu_ms_per_exchange_gateway"),
+        );
+    }
+    Ok(())
 }
 
 fn print(o: &Options, r: &BTreeMap<&str, Value>) -> Result<(), String> {

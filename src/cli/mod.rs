@@ -429,6 +429,11 @@ enum BenchCommand {
         /// Measure accepts only: the registries stay paused.
         #[arg(long)]
         accept_only: bool,
+        /// With --store: sled on one instance, then PostgreSQL on 1..=N
+        /// instances (accepts, then the whole path), as one Markdown table
+        /// with ratios to sled measured in the same run.
+        #[arg(long, default_value_t = 0, requires = "store")]
+        scale: usize,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -560,6 +565,7 @@ pub fn run() -> ExitCode {
                 store,
                 instances,
                 accept_only,
+                scale,
             } => {
                 let alg = match alg.as_str() {
                     "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
@@ -582,6 +588,7 @@ pub fn run() -> ExitCode {
                         store,
                         instances,
                         accept_only,
+                        scale,
                     },
                     &sweep,
                     chart.as_deref(),

@@ -426,7 +426,7 @@ impl Dispatcher {
                     if let crate::store::Lease::Taken(r) = leased {
                         lock(&self.busy).insert(id.clone());
                         let me = self.clone();
-                        tasks.spawn(async move { me.deliver(r).await });
+                        tasks.spawn(async move { me.deliver(*r).await });
                     }
                 }
                 State::Queued | State::Retrying | State::Awaiting | State::Sending => {
@@ -465,7 +465,7 @@ impl Dispatcher {
                             lock(&self.busy).insert(id.clone());
                             let me = self.clone();
                             let polling = rec.state == State::Awaiting;
-                            tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
+                            tasks.spawn(async move { me.attempt(*r, polling, gate, permit).await });
                         }
                         crate::store::Lease::Passed => {}
                         crate::store::Lease::Blocked(until) => {

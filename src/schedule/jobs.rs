@@ -128,7 +128,9 @@ where
     })
 }
 
-/// Starts the scheduler with every job.
+/// Starts the scheduler with every job. Where several instances share a
+/// store, the jobs that act on the whole store (backups, retention, the
+/// deadline watch, audit checkpoints) run on one of them at a time.
 pub async fn start(
     store: Arc<dyn QueueStore>,
     cfg: &GatewayConfig,
@@ -139,6 +141,9 @@ pub async fn start(
     let (s, dir, keep) = (store.clone(), data_dir.join("backups"), j.backup_keep);
     sched
         .add(job(&j.backup_cron, move || {
+            if !s.lead("jobs") {
+                return;
+            }
             match backup_now(&*s, &dir, keep) {
                 Ok(p) => tracing::info!(path = %p.display(), "backup written"),
                 Err(e) => tracing::error!(error = %e, "backup failed"),
@@ -148,6 +153,9 @@ pub async fn start(
     let (s, retention) = (store.clone(), j.retention);
     sched
         .add(job(&j.retention_cron, move || {
+            if !s.lead("jobs") {
+                return;
+            }
             match purge(&*s, retention, now_ms()) {
                 Ok(n) => tracing::info!(removed = n, "retention purge"),
                 Err(e) => tracing::error!(error = %e, "retention purge failed"),
@@ -160,14 +168,17 @@ pub async fn start(
     let idem_ttl = j.idempotency_ttl;
     sched
         .add(job(&j.watch_cron, move || {
+            for (p, when) in expiring_certificates(&cfg2, cert_warning) {
+                tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");
+            }
+            if !s.lead("jobs") {
+                return;
+            }
             if let Err(e) = deadline_watch(&*s, warning, now_ms()) {
                 tracing::error!(error = %e, "deadline watch failed");
             }
             if let Err(e) = s.purge_idempotency(now_ms().saturating_sub(idem_ttl.as_millis() as u64)) {
                 tracing::error!(error = %e, "idempotency expiry failed");
-            }
-            for (p, when) in expiring_certificates(&cfg2, cert_warning) {
-                tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");
             }
         })?)
         .await?;
@@ -183,6 +194,11 @@ pub async fn start(
             move |_, _| {
                 let (s, file) = (s.clone(), file.clone());
                 Box::pin(async move {
+                    // Instances sharing a store share one chain: one of
+                    // them checkpoints it.
+                    if !s.lead("jobs") {
+                        return;
+                    }
                     if let Err(e) = crate::audit::checkpoint(&*s, &file).await {
                         tracing::error!(error = %e, "audit checkpoint failed");
                     }

@@ -1,6 +1,7 @@
 //! The durable store: every accepted request, its attempts, its document
-//! and its delivery, on sled (the embedded default) behind the
-//! [`QueueStore`] trait, so that a PostgreSQL backend can follow.
+//! and its delivery, behind the [`QueueStore`] trait: on sled (the
+//! embedded default, one process; this file) or on PostgreSQL, shared by
+//! several instances ([`postgres`]). `open_configured` picks one.
 //!
 //! # Trees and key layouts
 //!
@@ -193,7 +194,7 @@ pub trait QueueStore: Send + Sync + 'static {
         f: &Change<'_>,
     ) -> Result<Lease, StoreError> {
         Ok(match self.update(id, f)? {
-            Some(r) => Lease::Taken(r),
+            Some(r) => Lease::Taken(Box::new(r)),
             None => Lease::Passed,
         })
     }
@@ -252,7 +253,7 @@ pub struct GateLimits {
 /// The result of [`QueueStore::lease`].
 #[derive(Debug)]
 pub enum Lease {
-    Taken(RequestRecord),
+    Taken(Box<RequestRecord>),
     /// Not changed: someone else has it, or `f` said no.
     Passed,
     /// The registry's shared limits refuse it until this time (ms since

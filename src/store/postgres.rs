@@ -588,12 +588,7 @@ impl PgStore {
         now: u64,
     ) -> Result<Result<(), Option<u64>>, StoreError> {
         let e = |x: postgres::Error| self.err(x);
-        let row = t
-            .query_one(
-                "SELECT limits FROM gates WHERE registry = $1 FOR UPDATE",
-                &[&g.registry],
-            )
-            .map_err(e)?;
+        let limits = self.lock_gate(t, &g.registry)?;
         let live: i64 = t
             .query_one(
                 "SELECT count(*) FROM requests WHERE registry = $1 AND state = 'sending' \
@@ -605,7 +600,7 @@ impl PgStore {
         if live >= g.max_in_flight as i64 {
             return Ok(Err(None));
         }
-        let mut s = SharedLimits::load(row.get(0), g, now);
+        let mut s = SharedLimits::load(limits, g, now);
         if let Err(until) = s.bucket.take(now) {
             return Ok(Err(Some(until)));
         }
@@ -629,13 +624,20 @@ impl PgStore {
         Ok(Ok(()))
     }
 
-    fn ensure_gate(&self, t: &mut Tx<'_>, registry: &str) -> Result<(), StoreError> {
+    /// Locks a registry's gate row (made on first use) and returns the
+    /// limits it keeps.
+    fn lock_gate(&self, t: &mut Tx<'_>, registry: &str) -> Result<Option<String>, StoreError> {
+        let e = |x: postgres::Error| self.err(x);
+        let sql = "SELECT limits FROM gates WHERE registry = $1 FOR UPDATE";
+        if let Some(row) = t.query_opt(sql, &[&registry]).map_err(e)? {
+            return Ok(row.get(0));
+        }
         t.execute(
             "INSERT INTO gates (registry) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&registry],
         )
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        .map_err(e)?;
+        Ok(t.query_one(sql, &[&registry]).map_err(e)?.get(0))
     }
 }
 
@@ -790,7 +792,7 @@ fn chainer(s: &Shared, pool: Pool) {
         let Ok(mut c) = pool.get() else { continue };
         loop {
             match chain_pending(&mut c) {
-                Ok(n) if n == 5000 => continue,
+                Ok(5000) => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot chain audit entries; will retry");
@@ -1127,7 +1129,6 @@ impl QueueStore for PgStore {
             // take turns on it; the shorter, the better. (Locks are always
             // taken request row first, then gate row.)
             if let Some(g) = gate {
-                self.ensure_gate(&mut t, &g.registry)?;
                 if let Err(until) = self.admit(&mut t, g, id, now)? {
                     t.rollback().map_err(e)?;
                     return Ok(Lease::Blocked(until));
@@ -1135,7 +1136,7 @@ impl QueueStore for PgStore {
             }
             t.commit().map_err(e)?;
             self.after_events(raised);
-            Ok(Lease::Taken(new))
+            Ok(Lease::Taken(Box::new(new)))
         })?;
         self.poke();
         Ok(out)
@@ -1152,14 +1153,8 @@ impl QueueStore for PgStore {
         now_ms: u64,
     ) -> Result<Option<Breaker>, StoreError> {
         self.tx(|t| {
-            self.ensure_gate(t, &g.registry)?;
-            let row = t
-                .query_one(
-                    "SELECT limits FROM gates WHERE registry = $1 FOR UPDATE",
-                    &[&g.registry],
-                )
-                .map_err(|e| self.err(e))?;
-            let mut s = SharedLimits::load(row.get(0), g, now_ms);
+            let limits = self.lock_gate(t, &g.registry)?;
+            let mut s = SharedLimits::load(limits, g, now_ms);
             let before = serde_json::to_string(&s.breaker).unwrap_or_default();
             s.breaker.record(failed, now_ms);
             if serde_json::to_string(&s.breaker).unwrap_or_default() != before {
