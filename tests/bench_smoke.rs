@@ -7,24 +7,24 @@ mod common;
 
 use common::*;
 
-#[test]
-fn the_e2e_bench_completes() {
+/// 200 requests through `jumgw bench e2e` with `extra` arguments; its JSON.
+fn bench(extra: &[&str]) -> serde_json::Value {
     let o = jumgw()
-        .args([
-            "bench",
-            "e2e",
-            "--requests",
-            "200",
-            "--json",
-            "--concurrency",
-            "16",
-        ])
+        .args(["bench", "e2e", "--requests", "200", "--json"])
+        .args(["--concurrency", "16"])
+        .args(extra)
         .current_dir(manifest_dir())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["delivered"], 200, "{v}");
+    v
+}
+
+#[test]
+fn the_e2e_bench_completes() {
+    let v = bench(&[]);
     for k in [
         "exchanges_per_s",
         "crypto_bound_per_s",
@@ -43,23 +43,7 @@ fn the_e2e_bench_completes_on_postgres_with_two_instances() {
         assert!(std::env::var_os("JUMGW_REQUIRE_PG").is_none());
         return;
     };
-    let o = jumgw()
-        .args([
-            "bench",
-            "e2e",
-            "--requests",
-            "200",
-            "--json",
-            "--concurrency",
-            "16",
-        ])
-        .args(["--store", &server, "--instances", "2"])
-        .current_dir(manifest_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["delivered"], 200, "{v}");
+    let v = bench(&["--store", &server, "--instances", "2"]);
     assert_eq!(v["instances"], 2, "{v}");
     assert_eq!(v["store"], "postgres", "{v}");
 }

@@ -78,46 +78,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         "only {} of {total} accepted",
         accepted.len()
     );
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut pending: BTreeSet<String> = accepted.iter().cloned().collect();
-    let mut last_states = BTreeMap::new();
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    while !pending.is_empty() && Instant::now() < deadline {
-        for id in pending.clone() {
-            let r = http
-                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-                .bearer_auth("demo-backoffice")
-                .send()
-                .await;
-            let Ok(r) = r else { continue };
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            let state = v["state"].as_str().unwrap_or("?").to_owned();
-            assert!(
-                state != "dead" && state != "cancelled",
-                "{id} ended {state}: {v}"
-            );
-            if state == "delivered" {
-                pending.remove(&id);
-                for a in v["attempts"].as_array().into_iter().flatten() {
-                    *outcomes
-                        .entry(a["outcome"].as_str().unwrap_or("?").to_owned())
-                        .or_insert(0usize) += 1;
-                }
-            }
-            last_states.insert(id, state);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        pending.is_empty(),
-        "{} accepted requests not delivered: {:?}",
-        pending.len(),
-        pending
-            .iter()
-            .take(5)
-            .map(|p| (p, &last_states[p]))
-            .collect::<Vec<_>>()
-    );
+    let outcomes = until_delivered(&http, &[port], &accepted).await;
 
     // the faults really happened (or this test would prove nothing)
     assert!(
@@ -133,27 +94,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         accepted.len()
     );
 
-    // exactly one document file per request, in its case folder
-    let mut files: BTreeMap<String, usize> = BTreeMap::new();
-    for case in std::fs::read_dir(data.join("cases")).unwrap() {
-        for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
-            let name = f.unwrap().file_name().to_string_lossy().into_owned();
-            if name.ends_with(".xml") && !name.starts_with('.') {
-                *files
-                    .entry(name.split('.').next().unwrap().to_owned())
-                    .or_default() += 1;
-            }
-        }
-    }
-    for id in &accepted {
-        assert_eq!(
-            files.get(id),
-            Some(&1),
-            "request {id} has {:?} document files",
-            files.get(id)
-        );
-    }
-    assert!(files.values().all(|&n| n == 1), "a request delivered twice");
+    assert_one_document_each(&data, &accepted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,69 +383,9 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         "only {} of {total} accepted",
         accepted.len()
     );
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut pending: BTreeSet<String> = accepted.iter().cloned().collect();
-    let mut last_states = BTreeMap::new();
-    while !pending.is_empty() && Instant::now() < deadline {
-        for (n, id) in pending.clone().into_iter().enumerate() {
-            // any instance answers for all
-            let port = ports[n % ports.len()];
-            let r = http
-                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-                .bearer_auth("demo-backoffice")
-                .send()
-                .await;
-            let Ok(r) = r else { continue };
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            let state = v["state"].as_str().unwrap_or("?").to_owned();
-            assert!(
-                state != "dead" && state != "cancelled",
-                "{id} ended {state}: {v}"
-            );
-            if state == "delivered" {
-                pending.remove(&id);
-            }
-            last_states.insert(id, state);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        pending.is_empty(),
-        "{} accepted requests not delivered: {:?}",
-        pending.len(),
-        pending
-            .iter()
-            .take(5)
-            .map(|p| (p, &last_states[p]))
-            .collect::<Vec<_>>()
-    );
+    until_delivered(&http, &ports, &accepted).await;
 
-    // exactly one document file per request, in its case folder
-    let mut files: BTreeMap<String, usize> = BTreeMap::new();
-    for case in std::fs::read_dir(data.join("cases")).unwrap() {
-        for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
-            let name = f.unwrap().file_name().to_string_lossy().into_owned();
-            if name.ends_with(".xml") && !name.starts_with('.') {
-                *files
-                    .entry(name.split('.').next().unwrap().to_owned())
-                    .or_default() += 1;
-            }
-        }
-    }
-    for id in &accepted {
-        assert_eq!(
-            files.get(id),
-            Some(&1),
-            "request {id}: {:?} files",
-            files.get(id)
-        );
-    }
-    assert!(files.values().all(|&n| n == 1), "a request delivered twice");
-    assert_eq!(
-        files.len(),
-        accepted.len(),
-        "documents of requests never accepted"
-    );
+    assert_one_document_each(&data, &accepted);
 
     // every instance took part in sending
     for &p in &ports {
@@ -697,4 +578,82 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// Waits (up to 3 minutes) until every accepted request is delivered,
+/// asking the instances in turn; none may end dead or cancelled. Returns
+/// how many attempts had each outcome.
+async fn until_delivered(
+    http: &reqwest::Client,
+    ports: &[u16],
+    accepted: &[String],
+) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: BTreeSet<String> = accepted.iter().cloned().collect();
+    let mut last_states = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    while !pending.is_empty() && Instant::now() < deadline {
+        for (n, id) in pending.clone().into_iter().enumerate() {
+            // any instance answers for all
+            let port = ports[n % ports.len()];
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await;
+            let Ok(r) = r else { continue };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let state = v["state"].as_str().unwrap_or("?").to_owned();
+            assert!(
+                state != "dead" && state != "cancelled",
+                "{id} ended {state}: {v}"
+            );
+            if state == "delivered" {
+                pending.remove(&id);
+                for a in v["attempts"].as_array().into_iter().flatten() {
+                    *outcomes
+                        .entry(a["outcome"].as_str().unwrap_or("?").to_owned())
+                        .or_insert(0usize) += 1;
+                }
+            }
+            last_states.insert(id, state);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} accepted requests not delivered: {:?}",
+        pending.len(),
+        pending
+            .iter()
+            .take(5)
+            .map(|p| (p, &last_states[p]))
+            .collect::<Vec<_>>()
+    );
+    outcomes
+}
+
+/// Exactly one document file per accepted request, in its case folder.
+fn assert_one_document_each(data: &Path, accepted: &[String]) {
+    let mut files: BTreeMap<String, usize> = BTreeMap::new();
+    for case in std::fs::read_dir(data.join("cases")).unwrap() {
+        for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".xml") && !name.starts_with('.') {
+                *files
+                    .entry(name.split('.').next().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for id in accepted {
+        assert_eq!(
+            files.get(id),
+            Some(&1),
+            "request {id} has {:?} document files",
+            files.get(id)
+        );
+    }
+    // (A request whose 202 a kill cut off may be delivered too: rightly.)
+    assert!(files.values().all(|&n| n == 1), "a request delivered twice");
 }

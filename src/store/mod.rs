@@ -397,6 +397,13 @@ fn decode(id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
     })
 }
 
+fn decode_event(seq: u64, v: &[u8]) -> Result<OutEvent, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        id: format!("event {seq}"),
+        detail: e.to_string(),
+    })
+}
+
 fn encode_text(r: &RequestRecord) -> String {
     // A record of plain strings and numbers always serialises.
     serde_json::to_string(r).unwrap_or_default()
@@ -1066,11 +1073,7 @@ impl QueueStore for SledStore {
         for item in self.t.outbox.iter().take(limit) {
             let (k, v) = item?;
             let seq = seq_of(&k)?;
-            let e = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                id: format!("event {seq}"),
-                detail: e.to_string(),
-            })?;
-            out.push((seq, e));
+            out.push((seq, decode_event(seq, &v)?));
         }
         Ok(out)
     }
@@ -1079,12 +1082,7 @@ impl QueueStore for SledStore {
         self.t
             .outbox
             .get(seq.to_be_bytes())?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    id: format!("event {seq}"),
-                    detail: e.to_string(),
-                })
-            })
+            .map(|v| decode_event(seq, &v))
             .transpose()
     }
 

@@ -1373,11 +1373,7 @@ impl QueueStore for PgStore {
                 .map(|r| {
                     let seq = r.get::<_, i64>(0).max(0) as u64;
                     let text: String = r.get(1);
-                    let e = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                        id: format!("event {seq}"),
-                        detail: e.to_string(),
-                    })?;
-                    Ok((seq, e))
+                    Ok((seq, super::decode_event(seq, text.as_bytes())?))
                 })
                 .collect()
         })
@@ -1393,10 +1389,7 @@ impl QueueStore for PgStore {
                 .map_err(|e| self.err(e))?;
             row.map(|r| {
                 let text: String = r.get(0);
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    id: format!("event {seq}"),
-                    detail: e.to_string(),
-                })
+                super::decode_event(seq, text.as_bytes())
             })
             .transpose()
         })
