@@ -363,6 +363,8 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         accepted.extend(ids.into_iter().flatten());
         i += burst.len();
         if let Some(v) = victim {
+            // reaped before its port is taken again
+            let _ = daemons[v].0.wait();
             daemons[v] = start_daemon_env(&data, ports[v], &env);
             kills += 1;
         }
@@ -374,6 +376,7 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid])
         .status();
+    let _ = daemons[v].0.wait();
     daemons[v] = start_daemon_env(&data, ports[v], &env);
     kills += 1;
 

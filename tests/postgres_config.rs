@@ -1,8 +1,9 @@
-//! `jumgw serve --config config/gateway-postgres.toml` as an operator runs
-//! it: the shipped file (which extends gateway.toml) against a local
-//! PostgreSQL and `jumgw simulate`, no --demo. Only what differs on this
-//! machine comes from the environment: the database, the simulator's
-//! ports, and a client token.
+//! Serving on PostgreSQL. First `jumgw serve --config
+//! config/gateway-postgres.toml` as an operator runs it: the shipped file
+//! (which extends gateway.toml) against a local PostgreSQL and `jumgw
+//! simulate`, no --demo; only what differs on this machine comes from the
+//! environment (the database, the simulator's ports, a client token). Then
+//! an administrator's pause across two instances.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -138,4 +139,79 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
         "{}",
         text(&o)
     );
+}
+
+/// Two `serve --demo` instances on one database: an administrator's pause
+/// given to one reaches the other at once (NOTIFY), the other sends
+/// nothing to the paused registry, and a resume given to the other lets
+/// the request through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_given_to_one_instance_holds_at_the_other() {
+    let Some(url) = jum_gateway::store::testing::fresh_database("pause") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
+        ("JUMGW_STORE__URL".to_owned(), url),
+    ];
+    let (a, b) = (free_port(), free_port());
+    let _da = start_daemon_env(&data, a, &env);
+    let _db = start_daemon_env(&data, b, &env);
+    let http = reqwest::Client::new();
+    let admin = |port: u16, path: &str| {
+        http.post(format!("http://127.0.0.1:{port}/admin/v1/{path}"))
+            .bearer_auth("demo-admin")
+            .send()
+    };
+    let r = admin(a, "registries/cadastre/pause").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let paused_at_b = || async {
+        let v: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{b}/admin/v1/registries"))
+            .bearer_auth("demo-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["registry"] == "cadastre")
+            .map(|r| r["paused"] == true)
+            .unwrap_or(false)
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while !paused_at_b().await {
+        assert!(
+            Instant::now() < end,
+            "the pause did not reach the other instance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a cadastre request filed at either instance waits
+    let id = submit(&http, b, 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = |port: u16, id: String| {
+        let http = http.clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
+                .bearer_auth("demo-backoffice")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["state"].as_str().unwrap_or("?").to_owned()
+        }
+    };
+    assert_eq!(state(a, id.clone()).await, "queued");
+    let r = admin(b, "registries/cadastre/resume").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_delivered(&http, a, &[id]).await;
 }
