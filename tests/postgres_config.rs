@@ -215,3 +215,85 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     assert_eq!(r.status().as_u16(), 200);
     wait_delivered(&http, a, &[id]).await;
 }
+
+/// Two instances on one database, one on a machine whose clock is ten
+/// minutes fast. Leases and due times are in the database's clock, so the
+/// fast one neither takes over the other's leases (which by its own clock
+/// expired long ago) nor files requests that the other sees as due only in
+/// ten minutes: every request reaches a registry exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
+    let Some(url) = jum_gateway::store::testing::fresh_database("clock") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = vec![
+        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
+        ("JUMGW_STORE__URL".to_owned(), url),
+    ];
+    let mut fast_env = env.clone();
+    fast_env.push(("JUMGW_CLOCK_SKEW_MS".to_owned(), "600000".to_owned()));
+    let (a, b) = (free_port(), free_port());
+    let da = start_daemon_env(&data, a, &env);
+    let db = start_daemon_env(&data, b, &fast_env);
+    let http = reqwest::Client::new();
+    // No faults, and slow registries: every send is in flight 300 ms.
+    for sim in [&da.1, &db.1] {
+        http.post(format!("{sim}/reset")).send().await.unwrap();
+        let r = http
+            .put(format!("{sim}/faults"))
+            .body("*:latency=300ms")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let started = jum_gateway::store::now_ms();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            submit(&http, if i % 2 == 0 { a } else { b }, i)
+                .await
+                .unwrap(),
+        );
+    }
+    wait_delivered(&http, a, &ids).await;
+    let mut sent: std::collections::BTreeMap<String, u64> = Default::default();
+    for sim in [&da.1, &db.1] {
+        let v: serde_json::Value = http
+            .get(format!("{sim}/seen"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (id, n) in v["by_id"].as_object().unwrap() {
+            *sent.entry(id.clone()).or_default() += n.as_u64().unwrap();
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            sent.get(id),
+            Some(&1),
+            "{id} reached the registries {:?} times",
+            sent.get(id)
+        );
+    }
+    // and what the fast instance filed carries the database's time
+    let v: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{b}/api/v1/requests/{}", ids[1]))
+        .bearer_auth("demo-backoffice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = v["created_ms"].as_u64().unwrap();
+    assert!(
+        created.abs_diff(started) < 60_000,
+        "created {created}, the test started at {started}"
+    );
+}

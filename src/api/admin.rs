@@ -294,7 +294,8 @@ pub async fn show(
 
 /// Makes a request due now; a dead or cancelled one starts over.
 pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
-    let now = now_ms();
+    // Due times are in the store's clock (shared by every instance).
+    let now = st.store.clock_ms();
     let before = find(st, id)?;
     let updated = st
         .store

@@ -261,7 +261,8 @@ pub fn validate(
         svc.registry.clone(),
         fields,
         state.retry.deadline,
-    ))
+    )
+    .at(state.store.clock_ms()))
 }
 
 fn accepted_response(rec: &RequestRecord) -> Response {

@@ -145,6 +145,17 @@ impl RequestRecord {
         }
     }
 
+    /// The same request timed by another clock (the store's, where
+    /// instances on several machines share it): created and due at `now`,
+    /// its deadline as far from `now` as it was.
+    pub fn at(mut self, now: u64) -> RequestRecord {
+        let deadline = self.deadline_ms.saturating_sub(self.created_ms);
+        self.created_ms = now;
+        self.deadline_ms = now.saturating_add(deadline);
+        self.due_ms = Some(now);
+        self
+    }
+
     /// The subject rebuilt and checked again from its stored fields.
     pub fn subject(
         &self,
@@ -173,9 +184,23 @@ impl RequestRecord {
     }
 }
 
+/// Milliseconds since the epoch by this machine's clock. Where several
+/// instances share a store, times that must agree between them come from
+/// [`QueueStore::clock_ms`](super::QueueStore::clock_ms) instead.
+///
+/// `JUMGW_CLOCK_SKEW_MS` (signed) shifts this clock: the tests' way of
+/// giving one instance a machine whose clock is wrong.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let skew = *SKEW.get_or_init(|| {
+        std::env::var("JUMGW_CLOCK_SKEW_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    real.saturating_add(skew).max(0) as u64
 }
