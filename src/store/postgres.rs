@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::NoTls;
 
@@ -211,6 +210,16 @@ impl Tx<'_> {
     }
 }
 
+/// Logs the pool's failed connections with the server's reason.
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<postgres::Error> for LogErrors {
+    fn handle_error(&self, e: postgres::Error) {
+        tracing::warn!(error = %why(&e), "PostgreSQL connection failed");
+    }
+}
+
 /// Makes pool connections (r2d2's own PostgreSQL manager has no place
 /// for the statement cache).
 pub struct Manager {
@@ -297,6 +306,8 @@ impl SharedLimits {
 /// What the listener thread needs.
 struct Shared {
     config: postgres::Config,
+    /// The same, for the listener's asynchronous connection.
+    listen_config: tokio_postgres::Config,
     url: String,
     stop: AtomicBool,
     /// Set (and signalled) when audit drafts await chaining.
@@ -305,6 +316,17 @@ struct Shared {
     offset: AtomicI64,
     watch: RwLock<Option<Watch>>,
     events: RwLock<Option<EventRule>>,
+}
+
+impl Shared {
+    /// Ends the chainer (at once) and the listener (within 200 ms), and
+    /// with them their connections.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (flag, cv) = &self.pending;
+        *lock(flag) = true;
+        cv.notify_all();
+    }
 }
 
 /// The PostgreSQL store.
@@ -392,18 +414,31 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("jumgw");
+        let mut listen_config = tokio_postgres::Config::from_str(url).map_err(|e| err(why(&e)))?;
+        listen_config
+            .connect_timeout(Duration::from_secs(10))
+            .application_name("jumgw listener");
+        // One connection first, to fail at once with the server's reason
+        // (the pool would retry for its whole timeout and say less).
+        blocking(|| config.connect(NoTls).map(drop)).map_err(|e| err(why(&e)))?;
         let pool = blocking(|| {
             r2d2::Pool::builder()
+                .error_handler(Box::new(LogErrors))
                 .max_size(pool_size.max(2))
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(10))
+                // No probe query before every use (a round trip each): a
+                // connection that died fails its statement, and the pool
+                // drops it when it comes back closed.
+                .test_on_check_out(true)
                 .build(Manager {
                     config: config.clone(),
                 })
         })
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(why(&e)))?;
         let shared = Arc::new(Shared {
             config,
+            listen_config,
             url: shown.clone(),
             stop: AtomicBool::new(false),
             pending: Default::default(),
@@ -431,19 +466,19 @@ impl PgStore {
         std::thread::Builder::new()
             .name("jumgw-pg-chain".into())
             .spawn(move || chainer(&s2, p2))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(why(&e)))?;
         let handle = std::thread::Builder::new()
             .name("jumgw-pg-listen".into())
             .spawn(move || listen(&shared))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(why(&e)))?;
         *lock(&store.listener) = Some(handle);
         Ok(Arc::new(store))
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+    fn err(&self, e: impl std::error::Error) -> StoreError {
         StoreError::Postgres {
             url: self.shared.url.clone(),
-            detail: e.to_string(),
+            detail: why(&e),
         }
     }
 
@@ -641,6 +676,22 @@ impl PgStore {
     }
 }
 
+/// An error with its causes: the postgres client's own text is often just
+/// "db error", the server's message is in its source.
+fn why(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -652,7 +703,7 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn migrate(c: &mut postgres::Client, url: &str) -> Result<(), StoreError> {
     let err = |e: postgres::Error| StoreError::Postgres {
         url: url.to_owned(),
-        detail: format!("applying the schema: {e}"),
+        detail: format!("applying the schema: {}", why(&e)),
     };
     let mut t = c.transaction().map_err(err)?;
     t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -689,17 +740,16 @@ fn migrate(c: &mut postgres::Client, url: &str) -> Result<(), StoreError> {
 }
 
 /// Database clock minus ours, taking the round trip's midpoint.
+const DB_CLOCK: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Database clock minus ours, taking the round trip's midpoint.
 fn measure_offset(c: &mut postgres::Client) -> Result<i64, StoreError> {
     let before = now_ms() as i64;
     let db: i64 = c
-        .query_one(
-            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-            &[],
-        )
-        .map_err(|e| StoreError::Io(e.to_string()))?
+        .query_one(DB_CLOCK, &[])
+        .map_err(|e| StoreError::Io(why(&e)))?
         .get(0);
-    let after = now_ms() as i64;
-    Ok(db - (before + after) / 2)
+    Ok(db - (before + now_ms() as i64) / 2)
 }
 
 fn put_events(t: &mut Tx<'_>, events: &[OutEvent]) -> Result<usize, postgres::Error> {
@@ -795,7 +845,7 @@ fn chainer(s: &Shared, pool: Pool) {
                 Ok(5000) => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot chain audit entries; will retry");
+                    tracing::warn!(error = %why(&e), "cannot chain audit entries; will retry");
                     break;
                 }
             }
@@ -817,109 +867,134 @@ fn write_entry(t: &mut Tx<'_>, e: &crate::audit::Entry) -> Result<(), postgres::
     Ok(())
 }
 
-fn read_pauses(c: &mut impl postgres::GenericClient) -> Result<Vec<Pause>, postgres::Error> {
-    Ok(
-        c.query("SELECT registry, paused, paused_until FROM gates", &[])?
-            .into_iter()
-            .map(|r| Pause {
-                registry: r.get(0),
-                paused: r.get(1),
-                until: r.get::<_, Option<i64>>(2).map(|u| u.max(0) as u64),
-            })
-            .collect(),
-    )
+const PAUSES: &str = "SELECT registry, paused, paused_until FROM gates";
+
+fn pauses_of(rows: Vec<postgres::Row>) -> Vec<Pause> {
+    rows.into_iter()
+        .map(|r| Pause {
+            registry: r.get(0),
+            paused: r.get(1),
+            until: r.get::<_, Option<i64>>(2).map(|u| u.max(0) as u64),
+        })
+        .collect()
 }
 
 /// The listener: wakes this instance's dispatcher and webhook sender on
 /// other instances' `NOTIFY`, pushes pauses, and keeps the clock offset.
+/// It runs on a thread of its own with a small runtime: the blocking
+/// client's notification wait does not end on its timeout once idle, so
+/// the connection is driven asynchronously here.
 fn listen(s: &Shared) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(listen_async(s)),
+        Err(e) => tracing::error!(error = %e, "no runtime for the PostgreSQL listener"),
+    }
+}
+
+async fn listen_async(s: &Shared) {
+    use futures_util::StreamExt;
     let mut backoff = Duration::from_millis(200);
     while !s.stop.load(Ordering::Relaxed) {
-        let mut c = match s.config.connect(NoTls) {
+        let (client, mut conn) = match s.listen_config.connect(tokio_postgres::NoTls).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, url = %s.url, "PostgreSQL listener cannot connect; retrying");
-                std::thread::sleep(backoff);
+                tracing::warn!(error = %why(&e), url = %s.url, "PostgreSQL listener cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
         backoff = Duration::from_millis(200);
-        if let Err(e) = c.batch_execute(&format!("LISTEN {WORK}; LISTEN {GATES}; LISTEN {EVENTS}"))
+        // The connection's messages: notifications go to the loop below.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n.channel().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %why(&e), "PostgreSQL listener lost its connection; reconnecting");
+                        break;
+                    }
+                }
+            }
+        });
+        if let Err(e) = client
+            .batch_execute(&format!("LISTEN {WORK}; LISTEN {GATES}; LISTEN {EVENTS}"))
+            .await
         {
-            tracing::warn!(error = %e, "PostgreSQL listener cannot LISTEN; retrying");
+            tracing::warn!(error = %why(&e), "PostgreSQL listener cannot LISTEN; retrying");
+            driver.abort();
             continue;
         }
         // Whatever was announced while this connection was down.
-        wake_all(s, &mut c);
+        wake(s, &client, &[WORK, GATES, EVENTS]).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_clock = std::time::Instant::now();
         loop {
-            if s.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let mut got: Vec<String> = Vec::new();
-            let res = {
-                let mut n = c.notifications();
-                let mut it = n.timeout_iter(Duration::from_millis(500));
-                loop {
-                    match it.next() {
-                        Ok(Some(m)) => got.push(m.channel().to_owned()),
-                        Ok(None) => break Ok(()),
-                        Err(e) => break Err(e),
+            tokio::select! {
+                ch = rx.recv() => {
+                    let Some(ch) = ch else { break };
+                    let mut got = vec![ch];
+                    while let Ok(more) = rx.try_recv() {
+                        got.push(more);
+                    }
+                    let got: Vec<&str> = got.iter().map(String::as_str).collect();
+                    wake(s, &client, &got).await;
+                }
+                _ = tick.tick() => {
+                    if s.stop.load(Ordering::Relaxed) {
+                        driver.abort();
+                        return;
+                    }
+                    if last_clock.elapsed() > Duration::from_secs(30) {
+                        last_clock = std::time::Instant::now();
+                        let before = now_ms() as i64;
+                        match client.query_one(DB_CLOCK, &[]).await {
+                            Ok(r) => s.offset.store(
+                                r.get::<_, i64>(0) - (before + now_ms() as i64) / 2,
+                                Ordering::Relaxed,
+                            ),
+                            Err(_) => break,
+                        }
                     }
                 }
-            };
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "PostgreSQL listener lost its connection; reconnecting");
-                break;
-            }
-            if got.iter().any(|ch| ch == GATES) {
-                if let Ok(p) = read_pauses(&mut c) {
-                    if let Some(w) = &*read(&s.watch) {
-                        (w.pauses)(p);
-                        w.work.notify_one();
-                    }
-                }
-            }
-            if got.iter().any(|ch| ch == WORK) {
-                if let Some(w) = &*read(&s.watch) {
-                    w.work.notify_one();
-                }
-            }
-            if got.iter().any(|ch| ch == EVENTS) {
-                if let Some(ev) = &*read(&s.events) {
-                    ev.notify.notify_one();
-                }
-            }
-            if last_clock.elapsed() > Duration::from_secs(30) {
-                last_clock = std::time::Instant::now();
-                match measure_offset(&mut c) {
-                    Ok(off) => s.offset.store(off, Ordering::Relaxed),
-                    Err(_) => break,
-                }
-            }
-            if c.is_closed() {
-                break;
             }
         }
+        driver.abort();
     }
 }
 
-fn wake_all(s: &Shared, c: &mut postgres::Client) {
-    if let Some(w) = &*read(&s.watch) {
-        if let Ok(p) = read_pauses(c) {
-            (w.pauses)(p);
+/// Passes on what the channels in `got` announced.
+async fn wake(s: &Shared, client: &tokio_postgres::Client, got: &[&str]) {
+    let watch = read(&s.watch).clone();
+    if let Some(w) = watch {
+        if got.contains(&GATES) {
+            if let Ok(rows) = client.query(PAUSES, &[]).await {
+                (w.pauses)(pauses_of(rows));
+            }
+            w.work.notify_one();
         }
-        w.work.notify_one();
+        if got.contains(&WORK) {
+            w.work.notify_one();
+        }
     }
-    if let Some(ev) = &*read(&s.events) {
-        ev.notify.notify_one();
+    if got.contains(&EVENTS) {
+        if let Some(ev) = &*read(&s.events) {
+            ev.notify.notify_one();
+        }
     }
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop();
         // Closing a blocking client runs its own little runtime, which
         // may not start on a runtime's thread.
         let pool = self.pool.take();
@@ -1183,7 +1258,7 @@ impl QueueStore for PgStore {
     }
 
     fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
-        self.with(|c| read_pauses(&mut c.client).map_err(|e| self.err(e)))
+        self.with(|c| Ok(pauses_of(c.query(PAUSES, &[]).map_err(|e| self.err(e))?)))
     }
 
     fn watch(&self, w: Watch) {
@@ -1206,7 +1281,7 @@ impl QueueStore for PgStore {
                 match self.shared.config.connect(NoTls) {
                     Ok(c) => *conn = Some(c),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot connect for an advisory lock");
+                        tracing::warn!(error = %why(&e), "cannot connect for an advisory lock");
                         return false;
                     }
                 }
@@ -1225,7 +1300,7 @@ impl QueueStore for PgStore {
                 }
                 Ok(_) => false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "advisory lock");
+                    tracing::warn!(error = %why(&e), "advisory lock");
                     *conn = None;
                     held.clear();
                     false
@@ -1503,9 +1578,9 @@ impl QueueStore for PgStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            // The listener sees this within half a second and ends; nothing
+            // The listener sees this within 200 ms and ends; nothing
             // waits for it (it writes nothing).
-            self.shared.stop.store(true, Ordering::Relaxed);
+            self.shared.stop();
             lock(&self.listener).take();
             Ok(())
         })
@@ -1759,6 +1834,47 @@ mod tests {
         assert_eq!(a.scan(None, 10).unwrap().len(), 1);
     }
 
+    /// A closed store leaves no connection behind (its listener, idle and
+    /// waiting for notifications, must still see that it is to stop).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_store_releases_its_connections() {
+        let Some(url) = crate::store::testing::fresh_database("close") else {
+            return;
+        };
+        for _ in 0..5 {
+            let s: Arc<dyn QueueStore> = PgStore::open(&url, 3).unwrap();
+            s.enqueue(vec![record(1, "tax")]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.close().await.unwrap();
+            drop(s);
+        }
+        let probe = PgStore::open(&url, 2).unwrap();
+        let count = || {
+            probe
+                .with(|c| {
+                    Ok(c.query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                         AND application_name = 'jumgw listener'",
+                        &[],
+                    )
+                    .unwrap()
+                    .get::<_, i64>(0))
+                })
+                .unwrap()
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(3);
+        // the probe's own listener is the one left
+        while count() > 1 {
+            assert!(
+                std::time::Instant::now() < end,
+                "{} listeners left",
+                count()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         let Some(url) = crate::store::testing::fresh_database("migrate") else {
@@ -1799,8 +1915,14 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: "),
+            e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: ")
+                && e.contains("Connection refused"),
             "{e}"
         );
+        // the server's own reason, not the client's "db error"
+        let (server, _) = url.rsplit_once('/').unwrap();
+        let stranger = format!("{}/x", server.replacen("://jumgw@", "://nobody@", 1));
+        let e = PgStore::open(&stranger, 2).err().unwrap().to_string();
+        assert!(e.contains(r#"role "nobody" does not exist"#), "{e}");
     }
 }
