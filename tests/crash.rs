@@ -168,17 +168,9 @@ async fn graceful_shutdown_then_export_and_import_round_trip() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let body = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
     assert_eq!(
-        body(&export),
-        body(&again),
+        export_body(&export),
+        export_body(&again),
         "the restored store exports the same"
     );
     let o = jumgw()
@@ -323,11 +315,8 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let env = [
-        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
-        ("JUMGW_STORE__URL".to_owned(), url.clone()),
-        ("JUMGW_STORE__POOL_SIZE".to_owned(), "6".to_owned()),
-    ];
+    let mut env = on_postgres(&url);
+    env.push(("JUMGW_STORE__POOL_SIZE".to_owned(), "6".to_owned()));
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     // One after the other: the first makes the keys the others read.
     let mut daemons: Vec<Daemon> = ports
@@ -489,10 +478,7 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("import restores into an empty store only"));
-    let on_pg = [
-        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
-        ("JUMGW_STORE__URL".to_owned(), url.clone()),
-    ];
+    let on_pg = on_postgres(&url);
     let mut daemon = start_daemon_env(&data, port, &on_pg);
     let moved = audit_verify(&http, port).await;
     assert!(
@@ -553,17 +539,9 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
         "--out",
         third.to_str().unwrap(),
     ]);
-    let body = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
     assert_eq!(
-        body(&second),
-        body(&third),
+        export_body(&second),
+        export_body(&third),
         "sled holds what PostgreSQL held"
     );
     let _daemon = start_daemon(&back, port);
@@ -659,4 +637,14 @@ fn assert_one_document_each(data: &Path, accepted: &[String]) {
     }
     // (A request whose 202 a kill cut off may be delivered too: rightly.)
     assert!(files.values().all(|&n| n == 1), "a request delivered twice");
+}
+
+/// An export's lines after its header (which holds the export's time).
+fn export_body(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
 }

@@ -102,15 +102,8 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
         .to_owned();
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let v: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-            .bearer_auth("t0k3n")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/api/v1/requests/{id}");
+        let v = get_json(&http, &url, Some("t0k3n")).await;
         if v["state"] == "delivered" {
             break;
         }
@@ -152,10 +145,7 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = [
-        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
-        ("JUMGW_STORE__URL".to_owned(), url),
-    ];
+    let env = on_postgres(&url);
     let (a, b) = (free_port(), free_port());
     let _da = start_daemon_env(&data, a, &env);
     let _db = start_daemon_env(&data, b, &env);
@@ -168,15 +158,8 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     let r = admin(a, "registries/cadastre/pause").await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let paused_at_b = || async {
-        let v: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{b}/admin/v1/registries"))
-            .bearer_auth("demo-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("http://127.0.0.1:{b}/admin/v1/registries");
+        let v = get_json(&http, &url, Some("demo-admin")).await;
         v.as_array()
             .into_iter()
             .flatten()
@@ -198,15 +181,8 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     let state = |port: u16, id: String| {
         let http = http.clone();
         async move {
-            let v: serde_json::Value = http
-                .get(format!("http://127.0.0.1:{port}/api/v1/requests/{id}"))
-                .bearer_auth("demo-backoffice")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("http://127.0.0.1:{port}/api/v1/requests/{id}");
+            let v = get_json(&http, &url, Some("demo-backoffice")).await;
             v["state"].as_str().unwrap_or("?").to_owned()
         }
     };
@@ -228,10 +204,7 @@ async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = vec![
-        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
-        ("JUMGW_STORE__URL".to_owned(), url),
-    ];
+    let env = on_postgres(&url);
     let mut fast_env = env.clone();
     fast_env.push(("JUMGW_CLOCK_SKEW_MS".to_owned(), "600000".to_owned()));
     let (a, b) = (free_port(), free_port());
@@ -261,14 +234,7 @@ async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
     wait_delivered(&http, a, &ids).await;
     let mut sent: std::collections::BTreeMap<String, u64> = Default::default();
     for sim in [&da.1, &db.1] {
-        let v: serde_json::Value = http
-            .get(format!("{sim}/seen"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&http, &format!("{sim}/seen"), None).await;
         for (id, n) in v["by_id"].as_object().unwrap() {
             *sent.entry(id.clone()).or_default() += n.as_u64().unwrap();
         }
@@ -282,15 +248,8 @@ async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
         );
     }
     // and what the fast instance filed carries the database's time
-    let v: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{b}/api/v1/requests/{}", ids[1]))
-        .bearer_auth("demo-backoffice")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("http://127.0.0.1:{b}/api/v1/requests/{}", ids[1]);
+    let v = get_json(&http, &url, Some("demo-backoffice")).await;
     let created = v["created_ms"].as_u64().unwrap();
     assert!(
         created.abs_diff(started) < 60_000,

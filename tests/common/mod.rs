@@ -499,3 +499,20 @@ pub fn start_simulator(dir: &Path, certs: &Path) -> (Sim, [u16; 4]) {
     std::thread::spawn(move || for _ in lines {});
     (sim, ports)
 }
+
+/// GET `url` (with a bearer token, if any) and its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> serde_json::Value {
+    let mut r = http.get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().json().await.unwrap()
+}
+
+/// The environment that puts a test daemon on the PostgreSQL database `url`.
+pub fn on_postgres(url: &str) -> Vec<(String, String)> {
+    vec![
+        ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
+        ("JUMGW_STORE__URL".to_owned(), url.to_owned()),
+    ]
+}
