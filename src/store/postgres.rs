@@ -20,18 +20,25 @@
 //!   event sends `NOTIFY`; a listener thread per instance wakes its
 //!   dispatcher or webhook sender, which otherwise sleep until the next
 //!   due time.
-//! - **One sender of webhooks.** Jobs only one instance may do at a time
-//!   are held with a session advisory lock, released when the holder's
-//!   connection ends (also by SIGKILL).
-//! - **The audit chain** is one chain for all instances: its head is a row
-//!   locked by each transaction that appends, as the last step before the
-//!   commit so that it is held as briefly as possible.
+//! - **Jobs of the whole store** (webhooks, backups, retention, the
+//!   deadline watch, checkpoints) are held with a session advisory lock by
+//!   one instance at a time, released when its connection ends (also by
+//!   SIGKILL) and then taken by another ([`QueueStore::lead`]).
+//! - **The audit chain** is one chain for all instances. Entries are
+//!   written in the transaction of the change they record, into
+//!   `audit_pending`; one writer at a time (the head row's lock) chains
+//!   them in order into `audit`, soon after the commit, and readers chain
+//!   what is pending before they read. So no change holds the chain's head
+//!   through its commit.
 //!
 //! Every commit is durable (`synchronous_commit` as the server has it, on
 //! by default): `202 Accepted` follows the commit of the request.
 //!
 //! The `postgres` client is blocking; calls made on a runtime worker run in
 //! [`tokio::task::block_in_place`], so the other tasks go on meanwhile.
+//! Statements are prepared once per pooled connection ([`Conn`]). The
+//! listener is the exception: it runs tokio-postgres on a small runtime of
+//! its own thread.
 
 use std::collections::HashSet;
 use std::str::FromStr;
