@@ -217,7 +217,8 @@ pub trait QueueStore: Send + Sync + 'static {
     fn set_pause(&self, _p: &Pause) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Pauses as the store holds them.
+    /// The pauses and resumes administrators set, as the store holds them
+    /// (a registry without one keeps its configured `paused`).
     fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         Ok(Vec::new())
     }

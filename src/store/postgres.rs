@@ -57,7 +57,7 @@ use super::{
 use crate::dispatch::policy::{Breaker, BreakerState, TokenBucket};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Versioned migrations, applied in order, each once, in one transaction
 /// under an advisory lock (instances starting together take turns).
@@ -108,6 +108,15 @@ CREATE TABLE gates (
         2,
         r#"
 CREATE TABLE audit_pending (id bigserial PRIMARY KEY, draft text NOT NULL);
+"#,
+    ),
+    (
+        3,
+        // A gate row is made by the first lease of its registry; only an
+        // administrator's pause or resume makes its pause columns count
+        // (over the configuration's `paused`).
+        r#"
+ALTER TABLE gates ADD COLUMN pause_set boolean NOT NULL DEFAULT false;
 "#,
     ),
 ];
@@ -874,7 +883,7 @@ fn write_entry(t: &mut Tx<'_>, e: &crate::audit::Entry) -> Result<(), postgres::
     Ok(())
 }
 
-const PAUSES: &str = "SELECT registry, paused, paused_until FROM gates";
+const PAUSES: &str = "SELECT registry, paused, paused_until FROM gates WHERE pause_set";
 
 fn pauses_of(rows: Vec<postgres::Row>) -> Vec<Pause> {
     rows.into_iter()
@@ -1254,8 +1263,9 @@ impl QueueStore for PgStore {
         self.tx(|t| {
             let e = |x: postgres::Error| self.err(x);
             t.execute(
-                "INSERT INTO gates (registry, paused, paused_until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (registry) DO UPDATE SET paused = $2, paused_until = $3",
+                "INSERT INTO gates (registry, paused, paused_until, pause_set) \
+                 VALUES ($1, $2, $3, true) ON CONFLICT (registry) \
+                 DO UPDATE SET paused = $2, paused_until = $3, pause_set = true",
                 &[&p.registry, &p.paused, &p.until.map(ms)],
             )
             .map_err(e)?;
@@ -1760,6 +1770,8 @@ mod tests {
         ));
         // a refused lease changed nothing
         assert_eq!(b.get(&ids[3]).unwrap().unwrap().state, State::Queued);
+        // the gate row the leases made is no administrator's pause
+        assert!(a.pauses().unwrap().is_empty());
 
         // one request per second in all: one instance's token is gone for the other
         let g = limits("civil", 100, 1.0);
