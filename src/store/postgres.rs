@@ -1910,6 +1910,27 @@ mod tests {
             o.join().unwrap().unwrap();
         }
         let s = PgStore::open(&url, 2).unwrap();
+        // A database of version 2 with a request and a gate row in it, as
+        // the previous build left it: opening it applies migration 3 only,
+        // and keeps what was there.
+        s.enqueue(vec![record(7, "tax")]).await.unwrap();
+        s.with(|c| {
+            c.batch_execute(
+                "INSERT INTO gates (registry, paused) VALUES ('tax', true); \
+                 ALTER TABLE gates DROP COLUMN pause_set; \
+                 DELETE FROM jumgw_schema WHERE version = 3",
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        drop(s);
+        let s = PgStore::open(&url, 2).unwrap();
+        assert_eq!(s.scan(None, 10).unwrap().len(), 1);
+        assert!(
+            s.pauses().unwrap().is_empty(),
+            "the old row is no admin pause"
+        );
         s.with(|c| {
             let n: i64 = c
                 .query_one("SELECT count(*) FROM jumgw_schema", &[])
