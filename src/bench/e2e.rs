@@ -82,11 +82,20 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(err)
+/// A loopback port free a moment ago, for a child process to listen on.
+/// Chosen at random below the kernel's ephemeral range (32768 and up on
+/// Linux), where no outgoing connection takes it as its source port in
+/// the meantime, as one released by `bind(0)` can be.
+pub fn free_port() -> Result<u16, String> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free loopback port between 20000 and 32000".into())
 }
 
 /// Raw openssl signatures per second on one core, for the algorithm.

@@ -406,13 +406,13 @@ pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<Strin
     v["id"].as_str().map(str::to_owned)
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago. Taken below the kernel's
+/// ephemeral range (32768–60999 on Linux): a port handed out by `bind(0)`
+/// and released can be taken again, before our daemon binds it, as the
+/// source port of any outgoing connection (PostgreSQL clients, HTTP
+/// clients of other tests); ports below that range never are.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    jum_gateway::bench::e2e::free_port().unwrap()
 }
 
 /// Waits (up to 30 s each) until every request is delivered, through the API.
