@@ -267,7 +267,9 @@ fn start(o: &Options) -> Result<Setup, String> {
     Ok(setup)
 }
 
-const BODIES: [(&str, &str); 6] = [
+/// One valid subject for each service of the shipped catalogue (the demo
+/// simulator knows them all); the tests file the same.
+pub const BODIES: [(&str, &str); 6] = [
     ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
     (
         "civil.citizenship-certificate",

@@ -369,20 +369,7 @@ pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Dae
     d
 }
 
-pub const BODIES: [(&str, &str); 6] = [
-    ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
-    (
-        "civil.citizenship-certificate",
-        r#"{"jmbg":"0512981717776"}"#,
-    ),
-    (
-        "cadastre.property-sheet",
-        r#"{"ko":"803472","sheet":"1520"}"#,
-    ),
-    ("cadastre.parcel", r#"{"ko":"803472","parcel":"1234/5"}"#),
-    ("tax.clearance-certificate", r#"{"pib":"101134702"}"#),
-    ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
-];
+pub use jum_gateway::bench::e2e::BODIES;
 
 /// Files request number `i` (services in turn); the id if it got a 202.
 pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
