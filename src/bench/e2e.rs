@@ -284,6 +284,18 @@ pub const BODIES: [(&str, &str); 6] = [
     ("tax.property-tax-status", r#"{"jmbg":"0512981717776"}"#),
 ];
 
+/// GET an admin API resource of the gateway under test, as JSON.
+async fn admin_get(http: &reqwest::Client, url: &str, token: &str) -> Result<Value, String> {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(err)?
+        .json()
+        .await
+        .map_err(err)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -467,15 +479,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         bar.set_message("delivered");
         // Until every request has finished.
         let (delivered, failed) = loop {
-            let v: Value = http
-                .get(format!("{base}/admin/v1/stats"))
-                .bearer_auth(&setup.token)
-                .send()
-                .await
-                .map_err(err)?
-                .json()
-                .await
-                .map_err(err)?;
+            let v = admin_get(&http, &format!("{base}/admin/v1/stats"), &setup.token).await?;
             let n = |s: &str| v["states"][s].as_u64().unwrap_or(0);
             bar.set_position(n("delivered"));
             if n("delivered") + n("dead") + n("cancelled") >= o.requests as u64 {
@@ -484,7 +488,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
             if start.elapsed() > Duration::from_secs(600) {
                 return Err("the run did not finish within 10 minutes".to_string());
             }
-                        // The count scans the store: poll rarely, or the watching
+            // The count scans the store: poll rarely, or the watching
             // costs the gateway a visible share of its CPU.
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
@@ -502,15 +506,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
             if let Some(a) = &after {
                 url.push_str(&format!("&after={a}"));
             }
-            let v: Value = http
-                .get(url)
-                .bearer_auth(&setup.token)
-                .send()
-                .await
-                .map_err(err)?
-                .json()
-                .await
-                .map_err(err)?;
+            let v = admin_get(&http, &url, &setup.token).await?;
             for r in v["requests"].as_array().into_iter().flatten() {
                 let (c, d) = (
                     r["created_ms"].as_u64().unwrap_or(0),

@@ -483,6 +483,23 @@ impl Trees {
     }
 }
 
+/// Writes one chained entry and its subject index keys.
+fn put_entry(
+    audit: &sled::transaction::TransactionalTree,
+    by_subject: &sled::transaction::TransactionalTree,
+    e: &crate::audit::Entry,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let v = serde_json::to_vec(e)
+        .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?;
+    audit.insert(&e.seq.to_be_bytes(), v)?;
+    for s in &e.draft.subject {
+        let mut k = s.as_bytes().to_vec();
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        by_subject.insert(k, &[])?;
+    }
+    Ok(())
+}
+
 /// Chains drafts after `head` and writes them; returns the new head.
 fn chain_in(
     audit: &sled::transaction::TransactionalTree,
@@ -493,14 +510,7 @@ fn chain_in(
     let mut h = head.clone();
     for d in drafts {
         let e = crate::audit::Entry::chained(d, h.seq + 1, &h.hash);
-        let v = serde_json::to_vec(&e)
-            .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?;
-        audit.insert(&e.seq.to_be_bytes(), v)?;
-        for s in &e.draft.subject {
-            let mut k = s.as_bytes().to_vec();
-            k.extend_from_slice(&e.seq.to_be_bytes());
-            by_subject.insert(k, &[])?;
-        }
+        put_entry(audit, by_subject, &e)?;
         h = crate::audit::Head {
             seq: e.seq,
             hash: e.hash,
@@ -1018,15 +1028,7 @@ impl QueueStore for SledStore {
                         detail: format!("expected entry {}", h.seq + 1),
                     }));
                 }
-                let v = serde_json::to_vec(e).map_err(|x| {
-                    ConflictableTransactionError::Abort(StoreError::Io(x.to_string()))
-                })?;
-                audit.insert(&e.seq.to_be_bytes(), v)?;
-                for s in &e.draft.subject {
-                    let mut k = s.as_bytes().to_vec();
-                    k.extend_from_slice(&e.seq.to_be_bytes());
-                    by_subject.insert(k, &[])?;
-                }
+                put_entry(audit, by_subject, e)?;
                 h = crate::audit::Head {
                     seq: e.seq,
                     hash: e.hash.clone(),
