@@ -35,9 +35,7 @@ fn jmbgs(n: usize) -> Vec<String> {
 async fn no_jmbg_reaches_the_log_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let log = daemon_log(port);
-    let _ = std::fs::remove_file(&log);
-    let _daemon = start_daemon_env(
+    let daemon = start_daemon_env(
         &dir.path().join("data"),
         port,
         &[("JUMGW_LOG".into(), "debug".into())],
@@ -137,7 +135,7 @@ async fn no_jmbg_reaches_the_log_under_load() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.log();
     let attempts = text.matches("attempt").count();
     assert!(
         attempts >= ids.len(),

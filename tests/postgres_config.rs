@@ -75,7 +75,7 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
-    let daemon = Daemon(child, String::new());
+    let daemon = Daemon(child, String::new(), std::path::PathBuf::new());
     let mut said = String::new();
     for l in std::io::BufReader::new(out).lines() {
         let l = l.unwrap();

@@ -6,47 +6,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
 use rand::RngCore;
-
-struct Receiver(std::process::Child);
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_receiver(port: u16, secret: &str, out: &std::path::Path, fail: usize) -> Receiver {
-    let mut child = std::process::Command::new(python())
-        .arg(manifest_dir().join("tests/py/webhook_receiver.py"))
-        .arg(port.to_string())
-        .arg(secret)
-        .arg(out)
-        .args(["--fail", &fail.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "listening");
-    Receiver(child)
-}
-
-fn received(out: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 const TOKEN: &str = "hook-token";
 
@@ -185,7 +149,7 @@ async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
             Instant::now() < end,
             "only {bundles} of {} bundles arrived: {got:?}\n{}",
             expected.len(),
-            std::fs::read_to_string(daemon_log(port)).unwrap_or_default()
+            daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -293,8 +293,9 @@ impl Env {
 }
 
 /// `jumgw serve --demo` as a child process; killed (SIGKILL) on drop.
-/// The child, and the embedded simulator's control URL.
-pub struct Daemon(pub std::process::Child, pub String);
+/// The child, the embedded simulator's control URL, and the file its
+/// stderr (the log) goes to.
+pub struct Daemon(pub std::process::Child, pub String, pub PathBuf);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -303,10 +304,60 @@ impl Drop for Daemon {
     }
 }
 
-/// Where a test daemon on `port` writes its log (outside its data folder,
-/// which may be on a deliberately full disk).
-pub fn daemon_log(port: u16) -> PathBuf {
-    std::env::temp_dir().join(format!("jumgw-test-{port}.log"))
+impl Daemon {
+    /// Its whole log so far (every start on the same log file appends).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.2).unwrap_or_default()
+    }
+
+    /// SIGKILL, confirmed: the process must end, and by signal 9, within
+    /// 10 s; anything else (a kill that never happened, an exit of its
+    /// own) fails the test.
+    pub fn sigkill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let status = self.reap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "the daemon did not die by SIGKILL: {status:?}"
+        );
+    }
+
+    /// SIGTERM, and its exit status once it has stopped (within 30 s).
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.reap_within(std::time::Duration::from_secs(30))
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {pid}: {e}"));
+    }
+
+    fn reap(&mut self) -> std::process::ExitStatus {
+        self.reap_within(std::time::Duration::from_secs(10))
+    }
+
+    fn reap_within(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "the daemon (pid {}) was still running {limit:?} after the signal",
+                self.0.id()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Where a test daemon on `port` logs by default: beside its data folder,
+/// in the test's own temporary folder, so no other run's log is read.
+pub fn default_log(data: &Path, port: u16) -> PathBuf {
+    data.parent().unwrap().join(format!("daemon-{port}.log"))
 }
 
 /// Starts `jumgw serve --demo` on `data` with fast retries and short
@@ -317,6 +368,11 @@ pub fn start_daemon(data: &Path, port: u16) -> Daemon {
 
 /// [`start_daemon`] with more environment (configuration overrides).
 pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Daemon {
+    start_daemon_logged(data, port, env, &default_log(data, port))
+}
+
+/// [`start_daemon_env`] logging to `log` (appended to).
+pub fn start_daemon_logged(data: &Path, port: u16, env: &[(String, String)], log: &Path) -> Daemon {
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
     let mut child = jumgw()
         .args(["serve", "--demo", "--data-dir"])
@@ -342,20 +398,17 @@ pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Dae
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(daemon_log(port))
+                .open(log)
                 .unwrap(),
         ))
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
-    let mut d = Daemon(child, String::new());
+    let mut d = Daemon(child, String::new(), log.to_owned());
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
     loop {
         let Some(Ok(l)) = lines.next() else {
-            panic!(
-                "daemon exited before listening: {}",
-                std::fs::read_to_string(daemon_log(port)).unwrap_or_default()
-            );
+            panic!("daemon exited before listening: {}", d.log());
         };
         if let Some(url) = l.strip_prefix("embedded registry simulator: control on ") {
             d.1 = url.trim_end_matches('/').to_owned();
@@ -373,6 +426,11 @@ pub use jum_gateway::bench::e2e::BODIES;
 
 /// Files request number `i` (services in turn); the id if it got a 202.
 pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<String> {
+    submit_as(http, port, i, "demo-backoffice").await
+}
+
+/// [`submit`] with the bearer token of another client.
+pub async fn submit_as(http: &reqwest::Client, port: u16, i: usize, token: &str) -> Option<String> {
     let (service, subject) = BODIES[i % BODIES.len()];
     let body = format!(
         r#"{{"case":{{"number":"351-{}/2026-IV","legal_basis":"ZUP čl. 103","official":"test"}},"purpose":"ex officio data for the case","service":"{service}","subject":{subject}}}"#,
@@ -380,7 +438,7 @@ pub async fn submit(http: &reqwest::Client, port: u16, i: usize) -> Option<Strin
     );
     let r = http
         .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
-        .bearer_auth("demo-backoffice")
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -502,4 +560,109 @@ pub fn on_postgres(url: &str) -> Vec<(String, String)> {
         ("JUMGW_STORE__BACKEND".to_owned(), "postgres".to_owned()),
         ("JUMGW_STORE__URL".to_owned(), url.to_owned()),
     ]
+}
+
+/// GET `url` with the admin token: its body, which must come with a 200.
+pub async fn get_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
+    let r = http
+        .get(url)
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {url}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// A signed document must verify with xmlsec1 against `ca`.
+pub fn assert_xmlsec1_accepts(file: &Path, ca: &Path, what: &str) {
+    let o = tool("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(ca)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xmlsec1 on {what}: {}", text(&o));
+}
+
+/// What the tests need of `GET /api/v1/requests/{id}`.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    pub id: String,
+    pub case: String,
+    pub service: String,
+    pub state: String,
+}
+
+impl RequestView {
+    pub fn of(v: &serde_json::Value) -> RequestView {
+        let s = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("no {k} in {v}"))
+                .to_owned()
+        };
+        RequestView {
+            id: s("id"),
+            case: s("case"),
+            service: s("service"),
+            state: s("state"),
+        }
+    }
+
+    /// Its document's file name in the case folder.
+    pub fn file(&self) -> String {
+        format!("{}.{}.xml", self.id, self.service)
+    }
+
+    /// Its case's folder under the case folders' root.
+    pub fn folder(&self) -> String {
+        jum_gateway::delivery::case_folder(&self.case)
+    }
+}
+
+pub fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// The webhook receiver of `tests/py/webhook_receiver.py`; killed on drop.
+pub struct Receiver(pub std::process::Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the receiver on `port`, checking signatures under `secret`,
+/// appending what it gets to `out`, refusing the first `fail` events.
+pub fn start_receiver(port: u16, secret: &str, out: &Path, fail: usize) -> Receiver {
+    let mut child = Command::new(python())
+        .arg(manifest_dir().join("tests/py/webhook_receiver.py"))
+        .arg(port.to_string())
+        .arg(secret)
+        .arg(out)
+        .args(["--fail", &fail.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    Receiver(child)
+}
+
+/// Every POST the receiver has written to `out` so far.
+pub fn received(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
