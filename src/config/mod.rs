@@ -1091,7 +1091,84 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
     }
 
+    /// The shipped gateway.toml with one line changed as an operator might
+    /// get it wrong: the line removed or repeated, its value replaced by
+    /// one of another kind, or an unknown key added.
+    fn edited_gateway_toml() -> impl Strategy<Value = (String, String, Option<String>)> {
+        let values = vec![
+            "\"x\"",
+            "-1",
+            "0",
+            "true",
+            "[]",
+            "{}",
+            "\"1h\"",
+            "\"-5s\"",
+            "1e400",
+            "\"\"",
+            "[1, \"a\"]",
+            "18446744073709551616",
+        ];
+        (
+            any::<prop::sample::Index>(),
+            0u8..4,
+            prop::sample::select(values),
+        )
+            .prop_map(|(at, how, v)| {
+                let lines: Vec<&str> = GW.lines().collect();
+                let keyed: Vec<usize> = (0..lines.len())
+                    .filter(|&i| {
+                        let l = lines[i].trim_start();
+                        !l.starts_with('#') && !l.starts_with('[') && l.contains(" = ")
+                    })
+                    .collect();
+                let i = keyed[at.index(keyed.len())];
+                let key = lines[i].split(" = ").next().unwrap().trim().to_owned();
+                let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                let what = match how {
+                    0 => {
+                        out.remove(i);
+                        format!("without {key}")
+                    }
+                    1 => {
+                        out.insert(i, lines[i].to_owned());
+                        format!("{key} twice")
+                    }
+                    2 => {
+                        out[i] = format!("{key} = {v}");
+                        format!("{key} = {v}")
+                    }
+                    _ => {
+                        out.insert(i, "bogus_key = 1".into());
+                        "bogus_key".into()
+                    }
+                };
+                let named = match how {
+                    2 => Some(key),
+                    3 => Some("bogus_key".into()),
+                    _ => None,
+                };
+                (out.join("\n"), what, named)
+            })
+    }
+
     proptest! {
+        /// An edited configuration is read or refused, never a panic; a
+        /// refusal names the file, and a bad or unknown key names the key.
+        #[test]
+        fn an_edited_configuration_is_refused_naming_what_is_wrong((text, what, named) in edited_gateway_toml()) {
+            match parse::<GatewayConfig>(&text, "edited.toml", std::iter::empty()) {
+                Ok(cfg) => { let _ = cfg.validate("edited.toml"); }
+                Err(e) => {
+                    let m = e.to_string();
+                    prop_assert!(m.contains("edited.toml"), "{what}: {m}");
+                    if let Some(k) = named {
+                        prop_assert!(m.contains(&k), "{what}: the message does not name {k}: {m}");
+                    }
+                }
+            }
+        }
+
         #[test]
         fn config_parsing_never_panics(s in "\\PC{0,200}") {
             let _ = parse::<GatewayConfig>(&s, "x", std::iter::empty());

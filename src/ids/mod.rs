@@ -625,6 +625,44 @@ mod tests {
             }
         }
 
+        /// Near misses of valid identifiers (one character inserted,
+        /// removed or replaced by a look-alike) never panic a parser, and
+        /// what a parser takes is exactly the digits it was given.
+        #[test]
+        fn near_misses_are_refused_or_taken_as_written(
+            base in prop_oneof![
+                valid_jmbg(),
+                valid_with(9, pib_check_digit),
+                valid_with(8, mod11_check_digit),
+                "[1-9][0-9]{0,5}(/[1-9][0-9]{0,2})?",
+                "[0-9]{6}:[1-9][0-9]{0,4}(/[1-9][0-9]{0,2})?",
+            ],
+            edit in 0u8..4,
+            pos in any::<prop::sample::Index>(),
+            with in prop::sample::select(vec!["0", "7", " ", "-", "/", "O", "l", "\u{0663}", "\u{FF13}", "\u{200B}", "+"]),
+        ) {
+            let mut c: Vec<char> = base.chars().collect();
+            let at = pos.index(c.len() + 1);
+            match edit {
+                0 => c.insert(at, with.chars().next().unwrap()),
+                1 if at < c.len() => { c.remove(at); }
+                2 if at < c.len() => c[at] = with.chars().next().unwrap(),
+                _ => {}
+            }
+            let s: String = c.into_iter().collect();
+            let digits_only = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+            if let Ok(j) = Jmbg::parse(&s) { prop_assert_eq!(j.as_str(), s.as_str()); prop_assert!(digits_only(&s) && s.len() == 13); }
+            if let Ok(p) = Pib::parse(&s) { prop_assert_eq!(p.as_str(), s.as_str()); prop_assert!(digits_only(&s) && s.len() == 9); }
+            if let Ok(m) = Mb::parse(&s) { prop_assert_eq!(m.as_str(), s.as_str()); prop_assert!(digits_only(&s) && s.len() == 8); }
+            if let Ok(p) = ParcelNumber::parse(&s) { prop_assert_eq!(p.to_string(), s.clone()); }
+            if let Ok((k, p)) = parse_ko_parcel(&s) { prop_assert_eq!(format!("{k}:{p}"), s.clone()); }
+            let _ = KoCode::parse(&s);
+            // masking always changes what it masks
+            if !s.is_empty() && !s.contains('*') {
+                prop_assert_ne!(redact_jmbg(&s), s);
+            }
+        }
+
         #[test]
         fn parsers_never_panic(s in "\\PC{0,20}") {
             let _ = Jmbg::parse(&s);

@@ -353,10 +353,63 @@ mod tests {
         assert!(e.contains("is not a 6-field cron expression"), "{e}");
     }
 
+    /// One rule as the grammar has it (`SCOPE:FAULT[=WHEN]`), right or
+    /// wrong in one part: the scope, the name or the value.
+    fn rule() -> impl Strategy<Value = (String, bool)> {
+        let scope = prop_oneof![
+            Just(("*".to_owned(), true)),
+            prop::sample::select(vec![
+                "civil",
+                "cadastre",
+                "tax",
+                "tax.clearance-certificate"
+            ])
+            .prop_map(|s| (s.to_owned(), true)),
+            Just((" ".to_owned(), false)),
+        ];
+        let names: Vec<&'static str> = Fault::ALL.iter().map(|(n, _)| *n).collect();
+        let fault = prop_oneof![
+            4 => (prop::sample::select(names), prop_oneof![
+                Just((String::new(), true)),
+                (0.0f64..=1.0).prop_map(|r| (format!("={r}"), true)),
+                (0u32..50).prop_map(|n| (format!("=next:{n}"), true)),
+                (1.01f64..9.0).prop_map(|r| (format!("={r}"), false)),
+                "[a-z:=.-]{1,8}".prop_map(|v| (format!("={v}"), false)),
+            ]).prop_map(|(n, (v, ok))| (format!("{n}{v}"), ok)),
+            1 => ((0u32..500), (0u32..500), "(ms|s)").prop_map(|(a, b, u)| {
+                (format!("latency={a}{u}..{b}{u}"), a <= b)
+            }),
+            1 => (0u32..5000).prop_map(|a| (format!("async-delay={a}ms"), true)),
+            1 => "[a-z0-9]{1,8}".prop_map(|n| {
+                let known = Fault::ALL.iter().any(|(k, _)| *k == n);
+                (n, known)
+            }),
+        ];
+        (scope, fault).prop_map(|((s, s_ok), (f, f_ok))| (format!("{s}:{f}"), s_ok && f_ok))
+    }
+
     proptest! {
         #[test]
         fn spec_parsing_never_panics(s in "\\PC{0,60}") {
             let _ = parse_spec(&s);
+        }
+
+        /// Specs built from the grammar parse, one rule per item; a spec
+        /// with one wrong part is refused naming that item.
+        #[test]
+        fn specs_from_the_grammar_parse_or_name_the_wrong_item(rules in proptest::collection::vec(rule(), 1..5)) {
+            let spec = rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ");
+            match parse_spec(&spec) {
+                Ok(parsed) => {
+                    prop_assert!(rules.iter().all(|(_, ok)| *ok), "{spec:?} accepted");
+                    prop_assert_eq!(parsed.len(), rules.len());
+                }
+                Err(e) => {
+                    let bad: Vec<&str> = rules.iter().filter(|(_, ok)| !ok).map(|(r, _)| r.trim()).collect();
+                    prop_assert!(!bad.is_empty(), "{spec:?} refused: {e}");
+                    prop_assert!(bad.contains(&e.item.trim()), "{spec:?}: {e} names another item");
+                }
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 pub mod c14n;
 pub mod dom;
 pub mod dsig;
+#[cfg(test)]
+pub mod mutate;
 pub mod reader;
 pub mod schema;
 

@@ -595,11 +595,26 @@ impl<'a> Parser<'a> {
         let mut decls: SmallVec<[(&str, Cow<'_, str>); 2]> = SmallVec::new();
         for a in e.attributes().with_checks(true) {
             let a = a.map_err(|er| {
-                XmlError::new(
-                    self.input,
-                    self.base + pos,
-                    XmlErrorKind::Syntax(er.to_string()),
-                )
+                let kind = match er {
+                    // Name the attribute: quick-xml's message gives offsets only.
+                    quick_xml::events::attributes::AttrError::Duplicated(..) => {
+                        let mut seen: SmallVec<[&str; 8]> = SmallVec::new();
+                        let dup = e
+                            .attributes()
+                            .with_checks(false)
+                            .flatten()
+                            .map(|a| a.key.0)
+                            .find(|k| {
+                                let again = seen.contains(k);
+                                seen.push(k);
+                                again
+                            })
+                            .unwrap_or_default();
+                        XmlErrorKind::DuplicateAttribute(dup.to_owned())
+                    }
+                    other => XmlErrorKind::Syntax(other.to_string()),
+                };
+                XmlError::new(self.input, self.base + pos, kind)
             })?;
             if raw_attrs.len() + decls.len() >= self.limits.max_attributes {
                 return self.fail(
@@ -882,6 +897,10 @@ mod tests {
             kind("<a xmlns:p=''/>"),
             XmlErrorKind::BadNamespace(_)
         ));
+        assert_eq!(
+            kind("<a c='0' b='1' b='2'/>"),
+            XmlErrorKind::DuplicateAttribute("b".into())
+        );
         let e = run("<a>\n  <b>&nope;</b></a>").unwrap_err();
         assert_eq!((e.line, e.column), (2, 6));
         assert_eq!(
@@ -907,5 +926,58 @@ mod tests {
             let _ = run(&s);
             let _ = run(&format!("<r xmlns:a='u'>{s}</r>"));
         }
+
+        /// Well-formed edits of the schema examples (text replaced,
+        /// elements removed, repeated, wrapped, moved) are read.
+        #[test]
+        fn restructured_documents_are_read(
+            which in any::<prop::sample::Index>(),
+            edits in proptest::collection::vec(crate::xml::mutate::edit(), 1..6),
+        ) {
+            let docs = examples();
+            let x = crate::xml::mutate::apply_all(&docs[which.index(docs.len())], &edits);
+            let r = parse(&x, &Limits::default(), &mut Trace::default());
+            prop_assert!(r.is_ok(), "{:?}\n{}", r.err(), String::from_utf8_lossy(&x));
+        }
+
+        /// What a hostile peer inserts into a valid document is refused,
+        /// each for its own reason.
+        #[test]
+        fn hostile_insertions_are_refused_for_their_reason(
+            which in any::<prop::sample::Index>(),
+            (at, what) in crate::xml::mutate::hostile(),
+        ) {
+            let docs = examples();
+            let x = crate::xml::mutate::insert(&docs[which.index(docs.len())], &at, what);
+            let r = parse(&x, &Limits::default(), &mut Trace::default());
+            let Err(e) = r else {
+                return Err(TestCaseError::fail(format!("{what:?} was accepted")));
+            };
+            let want = |k: &XmlErrorKind| match what {
+                w if w.starts_with("<!DOCTYPE") => matches!(k, XmlErrorKind::Doctype),
+                "&e;" => matches!(k, XmlErrorKind::Entity(_)),
+                "&#0;" | "&#xD800;" => matches!(k, XmlErrorKind::CharRef(_) | XmlErrorKind::BadChar(_)),
+                "<u:x/>" => matches!(k, XmlErrorKind::UndeclaredPrefix(_)),
+                "<a b=\"1\" b=\"2\"/>" => matches!(k, XmlErrorKind::DuplicateAttribute(_)),
+                "<a xmlns:p=\"\"/>" => matches!(k, XmlErrorKind::BadNamespace(_)),
+                "\u{FFFE}" => matches!(k, XmlErrorKind::BadChar(0xFFFE)),
+                "<a:b:c/>" => matches!(k, XmlErrorKind::BadName(_) | XmlErrorKind::UndeclaredPrefix(_)),
+                "<x xml:lang=\"sr\" xmlns:xml=\"urn:other\"/>" => matches!(k, XmlErrorKind::BadNamespace(_)),
+                _ => true,
+            };
+            prop_assert!(want(&e.kind), "{what:?} refused for another reason: {e}");
+        }
+    }
+
+    /// The schema examples: real documents of every kind we exchange.
+    fn examples() -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/examples");
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            .collect();
+        v.sort();
+        v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 }
