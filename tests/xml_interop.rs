@@ -212,21 +212,88 @@ fn our_signatures_verify_with_xmlsec1_and_signxml() {
     }
 }
 
+/// The oracles must be able to say no, or the positive tests prove
+/// nothing: each of xmlsec1, signxml and python-xmlsec refuses our
+/// signature over a changed document (a digest failure) and a signature by
+/// a signer of another CA (a trust failure), for both key types, while it
+/// accepts the same signature untouched.
 #[test]
-fn xmlsec1_detects_tampering_in_our_signatures() {
-    // The oracle must be able to say no, or the positive test proves nothing.
+fn every_oracle_refuses_tampered_documents_and_foreign_signers() {
     let pki = Pki::new();
-    let signed = xml::sign(
-        envelope().as_bytes(),
-        &pki.key(&pki.rsa),
-        &Limits::default(),
-    )
-    .unwrap();
-    let tampered = String::from_utf8(signed)
-        .unwrap()
-        .replace("0512981717776", "0512981717777");
-    let f = write(pki.dir.path(), "tampered.xml", tampered.as_bytes());
-    assert!(!xmlsec1_verify(&pki, &f).status.success());
+    let ca = pki.path("ca.pem");
+    for (name, signer) in [("rsa", &pki.rsa), ("ec", &pki.ec)] {
+        let signed =
+            xml::sign(envelope().as_bytes(), &pki.key(signer), &Limits::default()).unwrap();
+        let tampered = String::from_utf8(signed.clone())
+            .unwrap()
+            .replace("0512981717776", "0512981717777");
+        let foreign = xml::sign(
+            envelope().as_bytes(),
+            &pki.key(&pki.foreign),
+            &Limits::default(),
+        )
+        .unwrap();
+        let good = write(pki.dir.path(), &format!("good-{name}.xml"), &signed);
+        let cases = [
+            (
+                "tampered",
+                write(
+                    pki.dir.path(),
+                    &format!("tampered-{name}.xml"),
+                    tampered.as_bytes(),
+                ),
+                [
+                    "data and digest do not match",
+                    "InvalidDigest",
+                    "VerificationError",
+                ],
+            ),
+            (
+                "signed under another CA",
+                write(pki.dir.path(), &format!("foreign-{name}.xml"), &foreign),
+                [
+                    "certificate verification failed",
+                    "InvalidCertificate",
+                    "failed to verify",
+                ],
+            ),
+        ];
+        // the untouched one passes all three: what fails below is the change
+        assert!(xmlsec1_verify(&pki, &good).status.success());
+        for cmd in ["signxml-verify", "xmlsec-verify"] {
+            let o = peer([cmd, ca.to_str().unwrap(), good.to_str().unwrap()]);
+            assert!(o.status.success(), "{cmd} on the good {name}: {}", text(&o));
+        }
+        for (what, f, [xmlsec1_says, signxml_says, pyxmlsec_says]) in &cases {
+            let o = xmlsec1_verify(&pki, f);
+            let said = text(&o).to_lowercase();
+            assert!(
+                !o.status.success(),
+                "xmlsec1 accepts a {what} {name} document"
+            );
+            assert!(
+                said.contains(xmlsec1_says),
+                "xmlsec1 on the {what} {name}: {said}"
+            );
+            for (cmd, says) in [
+                ("signxml-verify", signxml_says),
+                ("xmlsec-verify", pyxmlsec_says),
+            ] {
+                let o = peer([cmd, ca.to_str().unwrap(), f.to_str().unwrap()]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(1),
+                    "{cmd} on the {what} {name}: {}",
+                    text(&o)
+                );
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains(says),
+                    "{cmd} on the {what} {name}: {}",
+                    text(&o)
+                );
+            }
+        }
+    }
 }
 
 fn template(alg_uri: &str) -> String {
