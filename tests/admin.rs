@@ -151,7 +151,12 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
         .iter()
         .find(|r| r["registry"] == "cadastre")
         .unwrap();
-    assert_eq!(cad["breaker"], "open", "{cad}");
+    // Tripped: open for its 3 s cool-down, half-open after it (no probe
+    // goes while every cadastre request is dead), never closed.
+    assert!(
+        cad["breaker"] == "open" || cad["breaker"] == "half-open",
+        "{cad}"
+    );
     assert!(
         cad["last"]["error"].as_str().unwrap().contains("503"),
         "{cad}"

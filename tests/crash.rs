@@ -275,25 +275,6 @@ impl Hook {
     }
 }
 
-/// Webhook events still waiting to be sent, from `/metrics`.
-async fn webhook_backlog(http: &reqwest::Client, port: u16) -> u64 {
-    let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .bearer_auth("demo-admin")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix("jumgw_webhook_backlog "))
-        .unwrap_or_else(|| panic!("no jumgw_webhook_backlog in /metrics:\n{body}"))
-        .trim()
-        .parse::<f64>()
-        .unwrap() as u64
-}
-
 /// How many requests are open (neither delivered, dead nor cancelled),
 /// from the admin API's counts: the work a kill cuts into.
 async fn open_requests(http: &reqwest::Client, port: u16) -> u64 {

@@ -169,7 +169,9 @@ async fn asynchronous_answers_are_polled_and_lost_tickets_noticed() {
     let env = setup("").await;
     let ex = env.exchange();
     let s = subject("ko+sheet=803472/1520");
-    env.faults("cadastre:async=next:1, cadastre:async-delay=700ms")
+    // Long enough that the early poll is early on any machine; the answer
+    // is then polled for until it is ready, not after a guessed sleep.
+    env.faults("cadastre:async=next:1, cadastre:async-delay=3s")
         .await;
     let id = ulid::Ulid::new().to_string();
     let a = attempt(&ex, "cadastre.property-sheet", &s, &id, None).await;
@@ -180,16 +182,30 @@ async fn asynchronous_answers_are_polled_and_lost_tickets_noticed() {
     else {
         panic!("{}", a.outcome)
     };
-    assert!(retry_after <= Duration::from_secs(1));
+    assert!(
+        retry_after > Duration::ZERO && retry_after <= Duration::from_secs(3),
+        "{retry_after:?}"
+    );
     let early = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
     assert!(
         matches!(early.outcome, Outcome::Accepted { .. }),
         "{}",
         early.outcome
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let done = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
-    assert_eq!(done.outcome, Outcome::Document);
+    let mut polls = 1;
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let p = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
+        polls += 1;
+        match p.outcome {
+            Outcome::Document => break,
+            Outcome::Accepted { .. } => {
+                assert!(std::time::Instant::now() < end, "never ready")
+            }
+            other => panic!("polling: {other}"),
+        }
+    }
     // polled once more, the ticket is gone
     let again = attempt(&ex, "cadastre.property-sheet", &s, &id, Some(&ticket)).await;
     assert!(
@@ -215,7 +231,7 @@ async fn asynchronous_answers_are_polled_and_lost_tickets_noticed() {
         lost.outcome
     );
     let seen = env.seen().await;
-    assert_eq!(seen["by_id"][&id], 4, "{seen}");
+    assert_eq!(seen["by_id"][&id], 1 + polls + 1, "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,8 +263,13 @@ async fn a_client_certificate_from_another_ca_is_refused_by_the_registry() {
     env.gw.gateway.tls_key = key;
     let ex = env.exchange();
     let a = birth_extract(&ex).await;
+    // refused in the handshake by the registry, and said so: not any
+    // connection error
     assert!(
-        matches!(a.outcome, Outcome::Retryable { .. }),
+        matches!(a.outcome, Outcome::Retryable { .. })
+            && a.outcome
+                .to_string()
+                .contains("received fatal alert: UnknownCA"),
         "{}",
         a.outcome
     );

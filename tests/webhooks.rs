@@ -130,7 +130,7 @@ async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
 
     // The gateway dies with every event still queued, and comes back.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(daemon);
+    daemon.sigkill();
     daemon = start_daemon_env(&data, port, &env);
 
     let out = tmp.path().join("received.jsonl");
@@ -153,8 +153,13 @@ async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Anything late would show now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the outbox is empty nothing more will be sent: anything late
+    // or repeated is in the file by then.
+    let end = Instant::now() + Duration::from_secs(30);
+    while webhook_backlog(&http, port).await != 0 {
+        assert!(Instant::now() < end, "the webhook outbox never emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let got = received(&out);
 
     assert!(

@@ -1773,8 +1773,9 @@ mod tests {
         // the gate row the leases made is no administrator's pause
         assert!(a.pauses().unwrap().is_empty());
 
-        // one request per second in all: one instance's token is gone for the other
-        let g = limits("civil", 100, 1.0);
+        // one request per 1,000 s in all: one instance's token is gone for
+        // the other (however slowly this machine goes on to ask)
+        let g = limits("civil", 100, 0.001);
         let got = a.lease(&ids[4], Some(&g), &f).unwrap();
         assert!(matches!(got, Lease::Taken(_)), "{got:?}");
         match b.lease(&ids[5], Some(&g), &f).unwrap() {
@@ -1782,13 +1783,17 @@ mod tests {
             other => panic!("the other instance got past the rate: {other:?}"),
         }
 
-        // the breaker opens on failures seen by either instance
-        let g = limits("civil", 100, 1000.0);
+        // the breaker opens on failures seen by either instance (and stays
+        // open for ten minutes, longer than any pause of this machine)
+        let g = GateLimits {
+            breaker_cooldown: Duration::from_secs(600),
+            ..limits("civil", 100, 1000.0)
+        };
         a.gate_record(&g, true, now).unwrap();
         let br = b.gate_record(&g, true, now).unwrap().unwrap();
         assert!(matches!(br.state(), BreakerState::Open { .. }));
         match a.lease(&ids[6], Some(&g), &f).unwrap() {
-            Lease::Blocked(Some(until)) => assert!(until >= now + 5_000),
+            Lease::Blocked(Some(until)) => assert!(until >= now + 600_000, "{until} {now}"),
             other => panic!("an open breaker let a lease through: {other:?}"),
         }
     }
@@ -1803,17 +1808,18 @@ mod tests {
             work: work.clone(),
             pauses: Arc::new(move |p| *lock(&s2) = p),
         });
-        // the listener connects in the background: let it
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        a.set_pause(&Pause {
-            registry: "tax".into(),
-            paused: true,
-            until: Some(4_102_444_800_000),
-        })
-        .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // The listener connects in the background, and a NOTIFY before it
+        // listens reaches nobody: pause again until the other instance has
+        // heard it (a deadline, not a guess of how long connecting takes).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while lock(&seen).is_empty() && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            a.set_pause(&Pause {
+                registry: "tax".into(),
+                paused: true,
+                until: Some(4_102_444_800_000),
+            })
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(
             *lock(&seen),

@@ -666,3 +666,22 @@ pub fn received(out: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Webhook events still waiting to be sent, from `/metrics`.
+pub async fn webhook_backlog(http: &reqwest::Client, port: u16) -> u64 {
+    let body = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("jumgw_webhook_backlog "))
+        .unwrap_or_else(|| panic!("no jumgw_webhook_backlog in /metrics:\n{body}"))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
