@@ -80,14 +80,37 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         }
     };
     let end = Instant::now() + Duration::from_secs(30);
-    let api = loop {
+    loop {
         let s = stats(http.clone()).await;
         if s["states"]["dead"] == 3 && s["states"]["delivered"] == 2 {
-            break s;
+            break;
         }
         assert!(Instant::now() < end, "not settled: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+    // One request that stays open (its registry paused): the deadline
+    // list must show it, and none of the finished ones.
+    let r = http
+        .post(format!("{base}/admin/v1/registries/tax/pause"))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let parked: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .json(&json!({"case": {"number": "41/2026", "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
+                      "purpose": "building permit", "service": "tax.clearance-certificate", "subject": {"pib": "101134702"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parked = parked["id"].as_str().unwrap().to_owned();
+    let api = stats(http.clone()).await;
+    assert_eq!(api["states"]["queued"], 1, "{api}");
 
     let shots = manifest_dir().join("target/ui-screenshots");
     let o = std::process::Command::new(python())
@@ -137,6 +160,23 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         seen["timeline_items"].as_u64().unwrap() >= 4,
         "filed + 3 attempts"
     );
+    let rows: Vec<&str> = seen["deadline_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&parked) && r.contains("41/2026") && r.contains("days left")),
+        "the open request is not on the deadline list: {rows:?}"
+    );
+    for done in &ids[3..] {
+        assert!(
+            !rows.iter().any(|r| r.contains(done.as_str())),
+            "a delivered request {done} on the deadline list: {rows:?}"
+        );
+    }
     assert!(seen["who_rows"].as_u64().unwrap() >= 4, "{seen}");
     assert_eq!(seen["who_page_has_jmbg"], false);
     for shot in [
@@ -144,6 +184,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         "overview-sr",
         "overview-hu",
         "request-en",
+        "deadlines-en",
         "audit-who-en",
     ] {
         let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();

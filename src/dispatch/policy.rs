@@ -442,10 +442,27 @@ mod tests {
 
     proptest! {
         #[test]
-        fn backoff_is_bounded(failures in 0u32..100, jitter in 0.0f64..1.0, ra in proptest::option::of(0u64..10_000)) {
+        /// Full jitter between nothing and the exponential ceiling (capped),
+        /// never earlier than the registry's Retry-After: bounded on both
+        /// sides, and exactly the jittered ceiling when no Retry-After says
+        /// otherwise.
+        fn backoff_is_bounded_on_both_sides(failures in 0u32..100, jitter in 0.0f64..=1.0, ra in proptest::option::of(0u64..10_000)) {
             let p = policy();
             let d = backoff(&p, failures, ra.map(Duration::from_secs), jitter);
-            prop_assert!(d <= p.cap.max(Duration::from_secs(ra.unwrap_or(0))));
+            let retry_after = Duration::from_secs(ra.unwrap_or(0));
+            let ceiling = (p.base.as_secs_f64() * p.factor.powi(failures.saturating_sub(1).min(64) as i32))
+                .min(p.cap.as_secs_f64());
+            let jittered = Duration::from_secs_f64(ceiling * jitter);
+            prop_assert!(d <= p.cap.max(retry_after), "{d:?} above the cap");
+            prop_assert!(d >= retry_after, "{d:?} before Retry-After {retry_after:?}");
+            prop_assert!(d >= jittered.saturating_sub(Duration::from_micros(1)), "{d:?} below the jittered ceiling {jittered:?}");
+            prop_assert_eq!(d, jittered.max(retry_after));
+            // the ceiling grows with failures until the cap
+            let next = backoff(&p, failures + 1, None, 1.0);
+            prop_assert!(next >= backoff(&p, failures, None, 1.0));
+            if failures >= 1 {
+                prop_assert!(backoff(&p, failures, None, 1.0) >= p.base.min(p.cap));
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ with sync_playwright() as p:
     seen["timeline_items"] = page.locator("ol.timeline li").count()
     page.screenshot(path=f"{out}/request-en.png", full_page=True)
     page.goto(base + "/ui/deadlines")
-    seen["deadline_rows"] = page.locator("tbody tr").count()
+    seen["deadline_rows"] = [r.inner_text() for r in page.locator("tbody tr").all()]
+    page.screenshot(path=f"{out}/deadlines-en.png", full_page=True)
     page.goto(base + "/ui/audit")
     page.fill("input[name=jmbg]", jmbg)
     page.click("button.primary")
