@@ -490,11 +490,13 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
 /// restarts it. Every request that got a `202` must end delivered, with
 /// exactly one document file in its case, and the one audit chain of all
 /// instances must verify.
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() {
-    let Some(url) = jum_gateway::store::testing::fresh_database("crash") else {
-        return;
-    };
+    let url = jum_gateway::store::testing::fresh_database("crash");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let seed: u64 = std::env::var("JUMGW_CRASH_SEED")
@@ -622,11 +624,13 @@ fn sigterm(d: &mut Daemon) {
 /// export` / `store import`: requests, documents and the audit chain
 /// arrive intact (the chain verifies against the checkpoints written
 /// before the move), and the gateway goes on working on the new store.
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
-    let Some(url) = jum_gateway::store::testing::fresh_database("move") else {
-        return;
-    };
+    let url = jum_gateway::store::testing::fresh_database("move");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_the_postgres_configuration_file_delivers() {
-    let Some(url) = jum_gateway::store::testing::fresh_database("config") else {
-        return;
-    };
+    let url = jum_gateway::store::testing::fresh_database("config");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     // the documented layout: config/ and certs/dev under the working folder
@@ -138,11 +140,13 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
 /// given to one reaches the other at once (NOTIFY), the other sends
 /// nothing to the paused registry, and a resume given to the other lets
 /// the request through.
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_given_to_one_instance_holds_at_the_other() {
-    let Some(url) = jum_gateway::store::testing::fresh_database("pause") else {
-        return;
-    };
+    let url = jum_gateway::store::testing::fresh_database("pause");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env = on_postgres(&url);
@@ -197,11 +201,13 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
 /// fast one neither takes over the other's leases (which by its own clock
 /// expired long ago) nor files requests that the other sees as due only in
 /// ten minutes: every request reaches a registry exactly once.
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
-    let Some(url) = jum_gateway::store::testing::fresh_database("clock") else {
-        return;
-    };
+    let url = jum_gateway::store::testing::fresh_database("clock");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env = on_postgres(&url);

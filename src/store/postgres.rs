@@ -1682,17 +1682,21 @@ mod tests {
         }
     }
 
-    fn two(tag: &str) -> Option<(Arc<PgStore>, Arc<PgStore>)> {
-        let url = crate::store::testing::fresh_database(tag)?;
-        Some((
+    fn two(tag: &str) -> (Arc<PgStore>, Arc<PgStore>) {
+        let url = crate::store::testing::fresh_database(tag);
+        (
             PgStore::open(&url, 4).unwrap(),
             PgStore::open(&url, 4).unwrap(),
-        ))
+        )
     }
 
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_instances_never_lease_one_request_twice() {
-        let Some((a, b)) = two("lease") else { return };
+        let (a, b) = two("lease");
         let recs: Vec<_> = (0..300).map(|n| record(n, "tax")).collect();
         a.enqueue(recs.clone()).await.unwrap();
         let now = a.clock_ms();
@@ -1738,9 +1742,13 @@ mod tests {
         );
     }
 
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_flight_rate_and_breaker_hold_across_instances() {
-        let Some((a, b)) = two("limits") else { return };
+        let (a, b) = two("limits");
         a.enqueue((0..10).map(|n| record(n, "civil")).collect())
             .await
             .unwrap();
@@ -1798,9 +1806,13 @@ mod tests {
         }
     }
 
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pause_reaches_the_other_instance_and_wakes_it() {
-        let Some((a, b)) = two("pause") else { return };
+        let (a, b) = two("pause");
         let seen: Arc<Mutex<Vec<Pause>>> = Default::default();
         let s2 = seen.clone();
         let work = Arc::new(tokio::sync::Notify::new());
@@ -1838,9 +1850,13 @@ mod tests {
         assert_eq!(b.pauses().unwrap().len(), 1);
     }
 
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_idempotency_key_stores_once_across_instances() {
-        let Some((a, b)) = two("idem") else { return };
+        let (a, b) = two("idem");
         let key = IdemKey {
             client: "c".into(),
             key: "k-1".into(),
@@ -1861,11 +1877,13 @@ mod tests {
 
     /// A closed store leaves no connection behind (its listener, idle and
     /// waiting for notifications, must still see that it is to stop).
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_store_releases_its_connections() {
-        let Some(url) = crate::store::testing::fresh_database("close") else {
-            return;
-        };
+        let url = crate::store::testing::fresh_database("close");
         for _ in 0..5 {
             let s: Arc<dyn QueueStore> = PgStore::open(&url, 3).unwrap();
             s.enqueue(vec![record(1, "tax")]).await.unwrap();
@@ -1900,11 +1918,13 @@ mod tests {
         }
     }
 
+    #[cfg_attr(
+        not(jumgw_pg),
+        ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
-        let Some(url) = crate::store::testing::fresh_database("migrate") else {
-            return;
-        };
+        let url = crate::store::testing::fresh_database("migrate");
         // instances starting together take turns
         let opens: Vec<_> = (0..3)
             .map(|_| {
