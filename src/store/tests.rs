@@ -1,6 +1,8 @@
-//! The store against a model: random enqueue / lease / complete / fail /
-//! cancel / retry / restart actions applied to sled and to a map, compared
-//! after every step (as vector tests its disk buffer).
+//! The store against a model: random enqueue / lease / fetch / accept /
+//! fail / deliver / cancel / retry actions, clean restarts and crashes
+//! (dropped without close), applied to a store and to a map, compared after
+//! every step (as vector tests its disk buffer), on sled and PostgreSQL.
+//! The runs must reach every state between them.
 
 use std::collections::BTreeMap;
 
@@ -38,42 +40,79 @@ fn record(n: u64, due: u64) -> RequestRecord {
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(u8),
+    /// Lease the first due request: for an exchange (or a poll), or the
+    /// delivery of a fetched one.
     Lease,
-    Complete(prop::sample::Index),
+    /// The leased exchange brought the document.
+    Fetch(prop::sample::Index),
+    /// The registry accepted it and will answer later (a ticket).
+    Accept(prop::sample::Index),
+    /// It failed: retried, or dead after its attempts.
     Fail(prop::sample::Index),
+    /// The fetched document went into its case.
+    Deliver(prop::sample::Index),
     Cancel(prop::sample::Index),
     Retry(prop::sample::Index),
+    /// Close and reopen.
     Restart,
+    /// Drop without closing (what a crash leaves), and reopen.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1u8..4).prop_map(Op::Enqueue),
-        3 => Just(Op::Lease),
-        2 => any::<prop::sample::Index>().prop_map(Op::Complete),
+        4 => Just(Op::Lease),
+        2 => any::<prop::sample::Index>().prop_map(Op::Fetch),
+        1 => any::<prop::sample::Index>().prop_map(Op::Accept),
         2 => any::<prop::sample::Index>().prop_map(Op::Fail),
+        2 => any::<prop::sample::Index>().prop_map(Op::Deliver),
         1 => any::<prop::sample::Index>().prop_map(Op::Cancel),
         1 => any::<prop::sample::Index>().prop_map(Op::Retry),
         1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
     ]
 }
 
 /// The transitions, written once and applied to both sides.
 fn lease(r: &mut RequestRecord, now: u64) -> bool {
-    if r.state.is_terminal() || r.state == State::Fetched {
+    if r.state.is_terminal() {
         return false;
     }
-    r.state = State::Sending;
+    if r.state != State::Fetched {
+        r.state = State::Sending;
+    }
     r.due_ms = Some(now + 30_000);
     true
 }
 
-fn complete(r: &mut RequestRecord) -> bool {
+fn fetch(r: &mut RequestRecord, now: u64) -> bool {
     if r.state != State::Sending {
         return false;
     }
-    r.state = State::Delivered;
+    r.state = State::Fetched;
     r.document_id = Some(r.id.clone());
+    r.ticket = None;
+    r.due_ms = Some(now);
+    true
+}
+
+fn accept(r: &mut RequestRecord, now: u64) -> bool {
+    if r.state != State::Sending {
+        return false;
+    }
+    r.state = State::Awaiting;
+    r.ticket = Some(format!("T-{now}"));
+    r.due_ms = Some(now + 500);
+    true
+}
+
+fn deliver(r: &mut RequestRecord, now: u64) -> bool {
+    if r.state != State::Fetched {
+        return false;
+    }
+    r.state = State::Delivered;
+    r.delivered_ms = Some(now);
     r.due_ms = None;
     true
 }
@@ -89,7 +128,7 @@ fn fail(r: &mut RequestRecord, now: u64) -> bool {
         outcome: "retryable".into(),
         detail: "x".into(),
     });
-    if r.attempts.len() >= 3 {
+    if r.attempts.len() >= 2 {
         r.state = State::Dead;
         r.due_ms = None;
     } else {
@@ -118,9 +157,22 @@ fn retry(r: &mut RequestRecord, now: u64) -> bool {
     true
 }
 
-/// Applies `ops` to a store (opened, and after a `Restart` reopened, by
-/// `open`) and to the model, comparing after every step.
-fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(), TestCaseError> {
+/// What the generated cases reached, over all of them: a model test whose
+/// generator never reaches a state compares nothing about it.
+#[derive(Default)]
+struct Reached {
+    states: std::collections::BTreeSet<State>,
+    restarts: usize,
+    crashes: usize,
+}
+
+/// Applies `ops` to a store (opened, and after a `Restart` or `Crash`
+/// reopened, by `open`) and to the model, comparing after every step.
+fn run_model(
+    ops: Vec<Op>,
+    open: &dyn Fn() -> Arc<dyn QueueStore>,
+    reached: &std::sync::Mutex<Reached>,
+) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -133,9 +185,18 @@ fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(),
         let mut now = 1_000u64;
         for op in ops {
             now += 100;
-            let ids: Vec<String> = model.keys().cloned().collect();
-            let pick = |i: &prop::sample::Index| {
-                (!ids.is_empty()).then(|| ids[i.index(ids.len())].clone())
+            // An outcome picks among the requests it applies to (when
+            // there are any, else any request: then the store must refuse
+            // the change as the model does).
+            let pick = |i: &prop::sample::Index, states: &[State]| {
+                let fit: Vec<&String> = model
+                    .values()
+                    .filter(|r| states.contains(&r.state))
+                    .map(|r| &r.id)
+                    .collect();
+                let all: Vec<&String> = model.keys().collect();
+                let from = if fit.is_empty() { all } else { fit };
+                (!from.is_empty()).then(|| from[i.index(from.len())].clone())
             };
             match op {
                 Op::Enqueue(k) => {
@@ -170,11 +231,26 @@ fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(),
                         prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
                     }
                 }
-                Op::Complete(i) | Op::Fail(i) | Op::Cancel(i) | Op::Retry(i) => {
-                    let Some(id) = pick(&i) else { continue };
+                Op::Fetch(i)
+                | Op::Accept(i)
+                | Op::Fail(i)
+                | Op::Deliver(i)
+                | Op::Cancel(i)
+                | Op::Retry(i) => {
+                    let applies: &[State] = match op {
+                        Op::Fetch(_) | Op::Accept(_) | Op::Fail(_) => &[State::Sending],
+                        Op::Deliver(_) => &[State::Fetched],
+                        Op::Retry(_) => &[State::Dead],
+                        _ => &State::ALL,
+                    };
+                    let Some(id) = pick(&i, applies) else {
+                        continue;
+                    };
                     let f: Box<Change<'_>> = match op {
-                        Op::Complete(_) => Box::new(complete),
+                        Op::Fetch(_) => Box::new(move |r| fetch(r, now)),
+                        Op::Accept(_) => Box::new(move |r| accept(r, now)),
                         Op::Fail(_) => Box::new(move |r| fail(r, now)),
+                        Op::Deliver(_) => Box::new(move |r| deliver(r, now)),
                         Op::Cancel(_) => Box::new(cancel),
                         _ => Box::new(move |r| retry(r, now)),
                     };
@@ -186,8 +262,21 @@ fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(),
                     store.close().await.unwrap();
                     drop(store);
                     store = open();
+                    reached.lock().unwrap().restarts += 1;
+                }
+                Op::Crash => {
+                    // No close: whatever the store acknowledged must be
+                    // there when it opens again.
+                    drop(store);
+                    store = open();
+                    reached.lock().unwrap().crashes += 1;
                 }
             }
+            reached
+                .lock()
+                .unwrap()
+                .states
+                .extend(model.values().map(|r| r.state));
             // compare everything
             for (id, want) in &model {
                 let got = store.get(id).unwrap();
@@ -241,30 +330,65 @@ fn run_model(ops: Vec<Op>, open: &dyn Fn() -> Arc<dyn QueueStore>) -> Result<(),
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
-
-    #[test]
-    fn sled_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        let dir = tempfile::tempdir().unwrap();
-        run_model(ops, &|| SledStore::open(dir.path(), 8 << 20).unwrap())?;
+/// Runs `cases` generated cases against the store `open` makes, then
+/// checks that together they reached every state, restarts and crashes.
+fn model_test(cases: u32, before_each: &dyn Fn(), open: &dyn Fn() -> Arc<dyn QueueStore>) {
+    let reached = std::sync::Mutex::new(Reached::default());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
+        before_each();
+        run_model(ops, open, &reached)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let r = reached.into_inner().unwrap();
+    for s in State::ALL {
+        assert!(
+            r.states.contains(&s),
+            "no generated case reached {s:?}: {:?}",
+            r.states
+        );
+    }
+    assert!(
+        r.restarts > 0 && r.crashes > 0,
+        "restarts {} crashes {}",
+        r.restarts,
+        r.crashes
+    );
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+#[test]
+fn sled_store_behaves_like_the_model() {
+    let dir = std::cell::RefCell::new(tempfile::tempdir().unwrap());
+    // a fresh store for each case
+    let fresh = || *dir.borrow_mut() = tempfile::tempdir().unwrap();
+    model_test(40, &fresh, &|| {
+        let d = dir.borrow();
+        SledStore::open(d.path(), 8 << 20).unwrap()
+    });
+}
 
-    /// The same actions and model on PostgreSQL: a fresh database per case.
-    #[cfg_attr(not(jumgw_pg), ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)")]
-    #[test]
-    fn postgres_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        // One database for all cases (making one takes a second), emptied
-        // before each.
-        static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let url = URL.get_or_init(|| testing::fresh_database("model"));
-        postgres::PgStore::open(url, 2).unwrap().truncate_all().unwrap();
-        run_model(ops, &|| postgres::PgStore::open(url, 4).unwrap())?;
-    }
+/// The same actions and model on PostgreSQL: one database, emptied before
+/// each case (making one takes a second).
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[test]
+fn postgres_store_behaves_like_the_model() {
+    let url = testing::fresh_database("model");
+    let empty = || {
+        postgres::PgStore::open(&url, 2)
+            .unwrap()
+            .truncate_all()
+            .unwrap()
+    };
+    model_test(24, &empty, &|| postgres::PgStore::open(&url, 4).unwrap());
 }
 
 #[tokio::test]
