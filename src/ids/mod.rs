@@ -635,7 +635,7 @@ mod tests {
                 valid_with(9, pib_check_digit),
                 valid_with(8, mod11_check_digit),
                 "[1-9][0-9]{0,5}(/[1-9][0-9]{0,2})?",
-                "[0-9]{6}:[1-9][0-9]{0,4}(/[1-9][0-9]{0,2})?",
+                "[0-9]{6}/[1-9][0-9]{0,4}(/[1-9][0-9]{0,2})?",
             ],
             edit in 0u8..4,
             pos in any::<prop::sample::Index>(),
@@ -655,7 +655,7 @@ mod tests {
             if let Ok(p) = Pib::parse(&s) { prop_assert_eq!(p.as_str(), s.as_str()); prop_assert!(digits_only(&s) && s.len() == 9); }
             if let Ok(m) = Mb::parse(&s) { prop_assert_eq!(m.as_str(), s.as_str()); prop_assert!(digits_only(&s) && s.len() == 8); }
             if let Ok(p) = ParcelNumber::parse(&s) { prop_assert_eq!(p.to_string(), s.clone()); }
-            if let Ok((k, p)) = parse_ko_parcel(&s) { prop_assert_eq!(format!("{k}:{p}"), s.clone()); }
+            if let Ok((k, p)) = parse_ko_parcel(&s) { prop_assert_eq!(format!("{k}/{p}"), s.clone()); }
             let _ = KoCode::parse(&s);
             // masking always changes what it masks
             if !s.is_empty() && !s.contains('*') {
