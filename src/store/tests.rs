@@ -49,6 +49,8 @@ enum Op {
     Accept(prop::sample::Index),
     /// It failed: retried, or dead after its attempts.
     Fail(prop::sample::Index),
+    /// It failed for good (the registry refused it): dead at once.
+    Refuse(prop::sample::Index),
     /// The fetched document went into its case.
     Deliver(prop::sample::Index),
     Cancel(prop::sample::Index),
@@ -66,6 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<prop::sample::Index>().prop_map(Op::Fetch),
         1 => any::<prop::sample::Index>().prop_map(Op::Accept),
         2 => any::<prop::sample::Index>().prop_map(Op::Fail),
+        1 => any::<prop::sample::Index>().prop_map(Op::Refuse),
         2 => any::<prop::sample::Index>().prop_map(Op::Deliver),
         1 => any::<prop::sample::Index>().prop_map(Op::Cancel),
         1 => any::<prop::sample::Index>().prop_map(Op::Retry),
@@ -135,6 +138,16 @@ fn fail(r: &mut RequestRecord, now: u64) -> bool {
         r.state = State::Retrying;
         r.due_ms = Some(now + 1000 * r.attempts.len() as u64);
     }
+    true
+}
+
+fn refuse(r: &mut RequestRecord) -> bool {
+    if r.state != State::Sending {
+        return false;
+    }
+    r.state = State::Dead;
+    r.error = Some("permanent failure: registry found no data".into());
+    r.due_ms = None;
     true
 }
 
@@ -234,11 +247,14 @@ fn run_model(
                 Op::Fetch(i)
                 | Op::Accept(i)
                 | Op::Fail(i)
+                | Op::Refuse(i)
                 | Op::Deliver(i)
                 | Op::Cancel(i)
                 | Op::Retry(i) => {
                     let applies: &[State] = match op {
-                        Op::Fetch(_) | Op::Accept(_) | Op::Fail(_) => &[State::Sending],
+                        Op::Fetch(_) | Op::Accept(_) | Op::Fail(_) | Op::Refuse(_) => {
+                            &[State::Sending]
+                        }
                         Op::Deliver(_) => &[State::Fetched],
                         Op::Retry(_) => &[State::Dead],
                         _ => &State::ALL,
@@ -250,6 +266,7 @@ fn run_model(
                         Op::Fetch(_) => Box::new(move |r| fetch(r, now)),
                         Op::Accept(_) => Box::new(move |r| accept(r, now)),
                         Op::Fail(_) => Box::new(move |r| fail(r, now)),
+                        Op::Refuse(_) => Box::new(refuse),
                         Op::Deliver(_) => Box::new(move |r| deliver(r, now)),
                         Op::Cancel(_) => Box::new(cancel),
                         _ => Box::new(move |r| retry(r, now)),
@@ -339,7 +356,7 @@ fn model_test(cases: u32, before_each: &dyn Fn(), open: &dyn Fn() -> Arc<dyn Que
         failure_persistence: None,
         ..ProptestConfig::default()
     });
-    let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
+    let result = runner.run(&proptest::collection::vec(op(), 8..60), |ops| {
         before_each();
         run_model(ops, open, &reached)
     });
