@@ -263,20 +263,23 @@ async fn a_client_certificate_from_another_ca_is_refused_by_the_registry() {
     env.gw.gateway.tls_key = key;
     let ex = env.exchange();
     let a = birth_extract(&ex).await;
-    // refused in the handshake by the registry, and said so: not any
-    // connection error
     assert!(
-        matches!(a.outcome, Outcome::Retryable { .. })
-            && a.outcome
-                .to_string()
-                .contains("received fatal alert: UnknownCA"),
+        matches!(a.outcome, Outcome::Retryable { .. }),
         "{}",
         a.outcome
     );
-    assert_eq!(
-        env.seen().await["total"],
-        0,
-        "the registry must not have handled it"
+    // Refused in the handshake by the registry, for that certificate: not
+    // any connection error. (Under TLS 1.3 the client may see the alert or
+    // only a closed connection, as it races to write; the server knows.)
+    let seen = env.seen().await;
+    assert_eq!(seen["total"], 0, "the registry must not have handled it");
+    let refused = seen["tls_refused"].as_array().unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["registry"] == "civil"
+                && r["error"].as_str().unwrap().contains("UnknownIssuer")),
+        "{seen}"
     );
 }
 

@@ -277,7 +277,14 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     }
     match tls {
         Some(tls) => {
-            crate::pki::tls::serve(listener, tls, api::app(state), shutdown_signal()).await
+            crate::pki::tls::serve(
+                listener,
+                tls,
+                api::app(state),
+                shutdown_signal(),
+                Arc::new(|_| crate::metrics::api_tls_refused()),
+            )
+            .await
         }
         None => {
             axum::serve(listener, api::app(state))

@@ -71,6 +71,15 @@ fn describe() {
     );
     describe_gauge!("jumgw_store_bytes", "Size of the store on disk");
     describe_gauge!("jumgw_webhook_backlog", "Webhook events waiting to be sent");
+    describe_counter!(
+        "jumgw_api_tls_refused_total",
+        "TLS handshakes the API refused (no, or an untrusted, client certificate)"
+    );
+}
+
+/// A TLS handshake at the API was refused.
+pub fn api_tls_refused() {
+    counter!("jumgw_api_tls_refused_total").increment(1);
 }
 
 pub fn accepted(client: &str, n: usize) {

@@ -105,6 +105,10 @@ fn peer_subject(der: &[u8]) -> Option<String> {
     Some(crate::xml::dsig::name_to_string(cert.subject_name()))
 }
 
+/// Told of every handshake refused, with the reason (a client certificate
+/// of another CA, an expired one, none at all …).
+pub type OnRefused = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Accepts TLS connections and serves `app` on each until `stop` resolves
 /// (or the task is aborted); connections already open finish on their own.
 pub async fn serve(
@@ -112,6 +116,7 @@ pub async fn serve(
     cfg: Arc<ServerConfig>,
     app: Router,
     stop: impl std::future::Future<Output = ()>,
+    on_refused: OnRefused,
 ) {
     let acceptor = TlsAcceptor::from(cfg);
     tokio::pin!(stop);
@@ -125,11 +130,13 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let on_refused = on_refused.clone();
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake refused");
+                    on_refused(&e.to_string());
                     return;
                 }
             };

@@ -86,6 +86,8 @@ struct Shared {
     rogue: SigningKey,
     faults: Mutex<FaultTable>,
     seen: Mutex<Vec<Seen>>,
+    /// Handshakes refused, per registry, with the reason.
+    tls_refused: Mutex<Vec<TlsRefused>>,
     tickets: Mutex<HashMap<String, Ticket>>,
     rng: Mutex<StdRng>,
     limits: Limits,
@@ -147,6 +149,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             rules: faults::parse_spec(&cfg.faults)?,
         }),
         seen: Mutex::new(Vec::new()),
+        tls_refused: Mutex::new(Vec::new()),
         tickets: Mutex::new(HashMap::new()),
         rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
         limits: Limits {
@@ -203,11 +206,18 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                 .local_addr()
                 .map_err(|source| SimError::Listen { addr, source })?,
         );
+        let (sh, registry) = (shared.clone(), name.clone());
         tasks.push(tokio::spawn(tls::serve(
             listener,
             tls,
             app,
             std::future::pending(),
+            Arc::new(move |error| {
+                lock(&sh.tls_refused).push(TlsRefused {
+                    registry: registry.clone(),
+                    error: error.to_owned(),
+                })
+            }),
         )));
     }
 
@@ -599,8 +609,16 @@ async fn faults_clear(State(sh): Ctl) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+struct TlsRefused {
+    registry: String,
+    error: String,
+}
+
 #[derive(serde::Serialize)]
 struct SeenReport {
+    /// Handshakes refused (these never became requests).
+    tls_refused: Vec<TlsRefused>,
     total: usize,
     by_registry: BTreeMap<String, usize>,
     by_service: BTreeMap<String, usize>,
@@ -611,6 +629,7 @@ struct SeenReport {
 async fn seen_get(State(sh): Ctl) -> Response {
     let seen = lock(&sh.seen).clone();
     let mut r = SeenReport {
+        tls_refused: lock(&sh.tls_refused).clone(),
         total: seen.len(),
         by_registry: BTreeMap::new(),
         by_service: BTreeMap::new(),
@@ -632,6 +651,7 @@ async fn seen_get(State(sh): Ctl) -> Response {
 
 async fn reset(State(sh): Ctl) -> Response {
     lock(&sh.seen).clear();
+    lock(&sh.tls_refused).clear();
     lock(&sh.faults).rules.clear();
     lock(&sh.tickets).clear();
     StatusCode::NO_CONTENT.into_response()
