@@ -151,21 +151,8 @@ async fn a_client_bound_to_a_certificate_needs_token_and_certificate() {
         .await
         .is_err());
     // and the gateway counted what it refused, for its operators
-    let metrics = with(&f.office)
-        .get(format!("https://127.0.0.1:{port}/metrics"))
-        .bearer_auth("demo-admin")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("jumgw_api_tls_refused_total "))
-        .unwrap_or_else(|| panic!("no jumgw_api_tls_refused_total:\n{metrics}"))
-        .parse()
-        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let refused = metric(&with(&f.office), &base, "jumgw_api_tls_refused_total").await;
     assert!(refused >= 2.0, "{refused} refused handshakes counted");
     // Clients not bound to a certificate: token alone, as before.
     assert_eq!(services(&without, port, "demo-backoffice").await, Ok(200));

@@ -53,18 +53,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
     .into_iter()
     .enumerate()
     {
-        let v: Value = http
-            .post(format!("{base}/api/v1/requests"))
-            .bearer_auth("demo-backoffice")
-            .json(&json!({"case": {"number": format!("40-{i}/2026"), "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
-                          "purpose": "building permit", "service": service, "subject": subject}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(v["id"].as_str().unwrap().to_owned());
+        ids.push(file(&http, &base, &format!("40-{i}/2026"), service, subject).await);
     }
     let stats = |http: reqwest::Client| {
         let base = base.clone();
@@ -97,18 +86,14 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let parked: Value = http
-        .post(format!("{base}/api/v1/requests"))
-        .bearer_auth("demo-backoffice")
-        .json(&json!({"case": {"number": "41/2026", "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
-                      "purpose": "building permit", "service": "tax.clearance-certificate", "subject": {"pib": "101134702"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let parked = parked["id"].as_str().unwrap().to_owned();
+    let parked = file(
+        &http,
+        &base,
+        "41/2026",
+        "tax.clearance-certificate",
+        json!({"pib": "101134702"}),
+    )
+    .await;
     let api = stats(http.clone()).await;
     assert_eq!(api["states"]["queued"], 1, "{api}");
 
@@ -190,4 +175,26 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot}");
     }
+}
+
+/// Files a request for `case` as the back-office; its id.
+async fn file(
+    http: &reqwest::Client,
+    base: &str,
+    case: &str,
+    service: &str,
+    subject: Value,
+) -> String {
+    let v: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .json(&json!({"case": {"number": case, "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
+                      "purpose": "building permit", "service": service, "subject": subject}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned()
 }

@@ -486,14 +486,7 @@ pub async fn wait_delivered(http: &reqwest::Client, port: u16, ids: &[String]) {
 /// A registry's saved answer must verify with xmlsec1 against `ca` and
 /// validate with `xmllint --schema`: both independent of our code.
 pub fn assert_xmlsec1_and_xmllint_accept(file: &Path, ca: &Path, what: &str) {
-    let o = tool("xmlsec1")
-        .arg("--verify")
-        .arg("--trusted-pem")
-        .arg(ca)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "xmlsec1 on {what}: {}", text(&o));
+    assert_xmlsec1_accepts(file, ca, what);
     let o = tool("xmllint")
         .args(["--noout", "--schema"])
         .arg(manifest_dir().join("schemas/jum-gateway.xsd"))
@@ -669,8 +662,19 @@ pub fn received(out: &Path) -> Vec<serde_json::Value> {
 
 /// Webhook events still waiting to be sent, from `/metrics`.
 pub async fn webhook_backlog(http: &reqwest::Client, port: u16) -> u64 {
+    metric(
+        http,
+        &format!("http://127.0.0.1:{port}"),
+        "jumgw_webhook_backlog",
+    )
+    .await as u64
+}
+
+/// The value of the unlabelled metric `name` at `base`'s `/metrics`
+/// (read with the admin token).
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
     let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .get(format!("{base}/metrics"))
         .bearer_auth("demo-admin")
         .send()
         .await
@@ -679,9 +683,9 @@ pub async fn webhook_backlog(http: &reqwest::Client, port: u16) -> u64 {
         .await
         .unwrap();
     body.lines()
-        .find_map(|l| l.strip_prefix("jumgw_webhook_backlog "))
-        .unwrap_or_else(|| panic!("no jumgw_webhook_backlog in /metrics:\n{body}"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
         .trim()
-        .parse::<f64>()
-        .unwrap() as u64
+        .parse()
+        .unwrap()
 }
