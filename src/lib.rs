@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod exchange;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod protocol;

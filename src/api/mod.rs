@@ -87,7 +87,7 @@ pub struct AppState {
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Per-client rate limits, by client name.
-    pub limits: Arc<std::sync::Mutex<BTreeMap<String, crate::dispatch::policy::TokenBucket>>>,
+    pub limits: Arc<std::sync::Mutex<BTreeMap<String, crate::limits::TokenBucket>>>,
     /// Keys subjects in the audit trail.
     pub audit_key: Arc<crate::audit::AuditKey>,
     /// Where the audit trail's checkpoints are; None: none are kept.

@@ -334,7 +334,7 @@ fn admit_body(
         let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = limits
             .entry(who.name.clone())
-            .or_insert_with(|| crate::dispatch::policy::TokenBucket::new(rate, now));
+            .or_insert_with(|| crate::limits::TokenBucket::new(rate, now));
         if let Err(until) = bucket.take(now) {
             return Err(ApiError::TooMany(
                 until.saturating_sub(now).div_ceil(1000).max(1),

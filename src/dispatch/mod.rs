@@ -19,24 +19,26 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
+use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
 use crate::store::{QueueStore, RequestRecord, State};
-use policy::{AttemptFacts, Breaker, BreakerState, TokenBucket};
+use policy::AttemptFacts;
 
 /// One registry's limits and health.
 pub struct Gate {
     pub name: String,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
-    bucket: Mutex<TokenBucket>,
-    breaker: Mutex<Breaker>,
+    /// Rate and breaker (in flight is the semaphore, whose permits are
+    /// held by the attempts).
+    limiter: Mutex<Limiter>,
     paused: AtomicBool,
     /// When a pause ends by itself (ms since the epoch); 0: when resumed.
     paused_until: std::sync::atomic::AtomicU64,
     windows: Vec<Window>,
     /// The limits as configured, for a store that holds them for every
-    /// instance (then the bucket and breaker here only mirror it).
-    limits: crate::store::GateLimits,
+    /// instance (then the breaker here only mirrors it).
+    limits: GateLimits,
     shared: bool,
     last: Mutex<LastSeen>,
     /// Attempts per minute over the last hour, for the dashboard.
@@ -109,13 +111,13 @@ impl Gate {
             // instances at once, when the lease is taken.
             return Ok(permit);
         }
-        if let Err(until) = lock(&self.bucket).take(now) {
-            return Err(Blocked::Until(until));
-        }
-        match lock(&self.breaker).admit(now) {
+        // This request holds a permit already: the others are below the
+        // ceiling, and the limiter decides on rate and breaker.
+        let others = self.max_in_flight - self.in_flight.available_permits() - 1;
+        match lock(&self.limiter).admit(others, &self.limits, now) {
             Ok(()) => Ok(permit),
-            Err(Some(until)) => Err(Blocked::Until(until)),
-            Err(None) => Err(Blocked::Event),
+            Err(Wait::Until(until)) => Err(Blocked::Until(until)),
+            Err(Wait::Event) => Err(Blocked::Event),
         }
     }
 
@@ -181,7 +183,7 @@ impl Gate {
         let now = chrono::Utc::now();
         GateStatus {
             registry: self.name.clone(),
-            breaker: match lock(&self.breaker).state() {
+            breaker: match lock(&self.limiter).breaker().state() {
                 BreakerState::Closed => "closed",
                 BreakerState::Open { .. } => "open",
                 BreakerState::HalfOpen => "half-open",
@@ -268,21 +270,21 @@ impl Dispatcher {
             .registries
             .iter()
             .map(|(name, r)| {
+                let limits = GateLimits {
+                    registry: name.clone(),
+                    max_in_flight: r.max_in_flight,
+                    rate_per_s: r.rate_per_s,
+                    breaker_failures: r.breaker_failures,
+                    breaker_cooldown: r.breaker_cooldown,
+                    lease_ms: cfg.retry.lease.as_millis() as u64,
+                };
                 let gate = Gate {
-                    limits: crate::store::GateLimits {
-                        registry: name.clone(),
-                        max_in_flight: r.max_in_flight,
-                        rate_per_s: r.rate_per_s,
-                        breaker_failures: r.breaker_failures,
-                        breaker_cooldown: r.breaker_cooldown,
-                        lease_ms: cfg.retry.lease.as_millis() as u64,
-                    },
+                    limiter: Mutex::new(Limiter::new(&limits, now)),
+                    limits,
                     shared,
                     name: name.clone(),
                     in_flight: Arc::new(Semaphore::new(r.max_in_flight)),
                     max_in_flight: r.max_in_flight,
-                    bucket: Mutex::new(TokenBucket::new(r.rate_per_s, now)),
-                    breaker: Mutex::new(Breaker::new(r.breaker_failures, r.breaker_cooldown)),
                     paused: AtomicBool::new(r.paused),
                     paused_until: Default::default(),
                     last: Default::default(),
@@ -551,14 +553,14 @@ impl Dispatcher {
         let failed = policy::is_registry_failure(&outcome);
         if gate.shared {
             match self.store.gate_record(&gate.limits, failed, now) {
-                Ok(Some(b)) => *lock(&gate.breaker) = b,
+                Ok(Some(b)) => lock(&gate.limiter).mirror(b),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(registry = %rec.registry, error = %e, "cannot record the attempt in the shared breaker")
                 }
             }
         } else {
-            lock(&gate.breaker).record(failed, now);
+            lock(&gate.limiter).record(failed, now);
         }
         gate.record_minute(
             now,

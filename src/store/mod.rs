@@ -210,7 +210,7 @@ pub trait QueueStore: Send + Sync + 'static {
         _gate: &GateLimits,
         _failed: bool,
         _now_ms: u64,
-    ) -> Result<Option<crate::dispatch::policy::Breaker>, StoreError> {
+    ) -> Result<Option<crate::limits::Breaker>, StoreError> {
         Ok(None)
     }
     /// Pauses or resumes a registry for every instance.
@@ -238,18 +238,7 @@ pub trait QueueStore: Send + Sync + 'static {
     }
 }
 
-/// A registry's limits, as configured, for a store that shares them.
-#[derive(Debug, Clone)]
-pub struct GateLimits {
-    pub registry: String,
-    pub max_in_flight: usize,
-    pub rate_per_s: f64,
-    pub breaker_failures: u32,
-    pub breaker_cooldown: std::time::Duration,
-    /// How long a half-open breaker waits for its probe's answer before
-    /// another instance may probe (the probe's instance may have died).
-    pub lease_ms: u64,
-}
+pub use crate::limits::GateLimits;
 
 /// The result of [`QueueStore::lease`].
 #[derive(Debug)]

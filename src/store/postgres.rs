@@ -54,7 +54,7 @@ use super::{
     now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, OutEvent, Pause,
     QueueStore, RequestRecord, State, StoreError, Watch, Work,
 };
-use crate::dispatch::policy::{Breaker, BreakerState, TokenBucket};
+use crate::limits::{Breaker, Limiter, Wait};
 
 /// The newest schema this build knows.
 pub const SCHEMA_VERSION: i32 = 3;
@@ -287,36 +287,6 @@ fn work_of(r: &RequestRecord) -> Option<String> {
     } else {
         r.registry.clone()
     })
-}
-
-/// What the `gates` row keeps of a registry's limits between attempts.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SharedLimits {
-    bucket: TokenBucket,
-    breaker: Breaker,
-    /// While half-open: when the probe counts as lost.
-    #[serde(default)]
-    probe_until: u64,
-}
-
-impl SharedLimits {
-    fn load(text: Option<String>, g: &GateLimits, now: u64) -> SharedLimits {
-        let fresh = || SharedLimits {
-            bucket: TokenBucket::new(g.rate_per_s, now),
-            breaker: Breaker::new(g.breaker_failures, g.breaker_cooldown),
-            probe_until: 0,
-        };
-        match text.and_then(|t| serde_json::from_str::<SharedLimits>(&t).ok()) {
-            Some(s)
-                if s.bucket.rate() == g.rate_per_s
-                    && s.breaker.made_with(g.breaker_failures, g.breaker_cooldown) =>
-            {
-                s
-            }
-            // None yet, unreadable, or made with other settings.
-            _ => fresh(),
-        }
-    }
 }
 
 /// What the listener thread needs.
@@ -648,28 +618,15 @@ impl PgStore {
             )
             .map_err(e)?
             .get(0);
-        if live >= g.max_in_flight as i64 {
-            return Ok(Err(None));
-        }
-        let mut s = SharedLimits::load(limits, g, now);
-        if let Err(until) = s.bucket.take(now) {
-            return Ok(Err(Some(until)));
-        }
-        match s.breaker.admit(now) {
-            Ok(()) => {
-                if s.breaker.state() == BreakerState::HalfOpen {
-                    s.probe_until = now + g.lease_ms;
-                }
-            }
-            // Half-open with its probe out: the probe's instance may have
-            // died with it; after a lease another may probe.
-            Err(None) if now >= s.probe_until => s.probe_until = now + g.lease_ms,
-            Err(None) => return Ok(Err(Some(s.probe_until))),
-            Err(Some(until)) => return Ok(Err(Some(until))),
+        let mut s = Limiter::restore(limits.as_deref(), g, now);
+        match s.admit(live.max(0) as usize, g, now) {
+            Ok(()) => {}
+            Err(Wait::Event) => return Ok(Err(None)),
+            Err(Wait::Until(until)) => return Ok(Err(Some(until))),
         }
         t.execute(
             "UPDATE gates SET limits = $2 WHERE registry = $1",
-            &[&g.registry, &serde_json::to_string(&s).unwrap_or_default()],
+            &[&g.registry, &s.keep()],
         )
         .map_err(e)?;
         Ok(Ok(()))
@@ -1245,17 +1202,18 @@ impl QueueStore for PgStore {
     ) -> Result<Option<Breaker>, StoreError> {
         self.tx(|t| {
             let limits = self.lock_gate(t, &g.registry)?;
-            let mut s = SharedLimits::load(limits, g, now_ms);
-            let before = serde_json::to_string(&s.breaker).unwrap_or_default();
-            s.breaker.record(failed, now_ms);
-            if serde_json::to_string(&s.breaker).unwrap_or_default() != before {
+            let mut s = Limiter::restore(limits.as_deref(), g, now_ms);
+            let before = s.keep();
+            s.record(failed, now_ms);
+            let after = s.keep();
+            if after != before {
                 t.execute(
                     "UPDATE gates SET limits = $2 WHERE registry = $1",
-                    &[&g.registry, &serde_json::to_string(&s).unwrap_or_default()],
+                    &[&g.registry, &after],
                 )
                 .map_err(|e| self.err(e))?;
             }
-            Ok(Some(s.breaker))
+            Ok(Some(s.breaker().clone()))
         })
     }
 
@@ -1643,6 +1601,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::limits::BreakerState;
 
     fn record(n: u64, registry: &str) -> RequestRecord {
         let mut r = RequestRecord::queued(
