@@ -1,6 +1,6 @@
 //! jum-gateway: connects a municipal one-stop shop (JUM) to the state
-//! registries. See DESIGN.md in the steering repository for the
-//! architecture; each module's doc says what it owns.
+//! registries. ARCHITECTURE.md says how the parts fit and which may use
+//! which; each module's doc says what it owns.
 
 pub mod api;
 pub mod audit;
@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod exchange;
 pub mod ids;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod pki;

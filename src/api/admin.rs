@@ -4,6 +4,7 @@
 //! pause, resume), the audit trail (verify, "who used my data"). Every
 //! action that changes something is itself audited.
 
+use crate::lifecycle::{self, Event};
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
@@ -299,20 +300,7 @@ pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     let before = find(st, id)?;
     let updated = st
         .store
-        .update(id, &|r| match r.state {
-            RState::Dead | RState::Cancelled => {
-                r.state = RState::Queued;
-                r.due_ms = Some(now);
-                r.error = None;
-                r.security_failures = 0;
-                true
-            }
-            RState::Queued | RState::Retrying | RState::Awaiting => {
-                r.due_ms = Some(now);
-                true
-            }
-            _ => false,
-        })
+        .update(id, &|r| lifecycle::apply(r, &Event::Retry, now))
         .map_err(internal)?;
     match updated {
         Some(r) => {
@@ -369,17 +357,11 @@ pub fn do_cancel(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord,
     require_admin(who)?;
     let r = find(st, id)?;
     audit(st, who, "admin.cancel", Some(&r), "requested")?;
-    let name = who.name.clone();
+    let now = st.store.clock_ms();
+    let cancel = Event::Cancel { by: &who.name };
     let updated = st
         .store
-        .update(id, &|r| {
-            if r.state.is_terminal() {
-                return false;
-            }
-            r.state = RState::Cancelled;
-            r.error = Some(format!("cancelled by {name}"));
-            true
-        })
+        .update(id, &|r| lifecycle::apply(r, &cancel, now))
         .map_err(internal)?;
     updated.ok_or_else(|| {
         ApiError::StateConflict(format!(

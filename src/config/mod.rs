@@ -318,7 +318,7 @@ fn default_cooldown() -> Duration {
     Duration::from_secs(10)
 }
 
-/// When to retry (DESIGN.md): exponential backoff with full jitter.
+/// When to retry: exponential backoff with full jitter (see `lifecycle::retry`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {

@@ -6,8 +6,6 @@
 //! hands fetched documents to delivery. It sleeps until the next due time or
 //! a wake-up (new request, finished attempt); it never polls busily.
 
-pub mod policy;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +17,10 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
+use crate::lifecycle::{self, AttemptFacts, Event};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
 use crate::store::{QueueStore, RequestRecord, State};
-use policy::AttemptFacts;
 
 /// One registry's limits and health.
 pub struct Gate {
@@ -418,13 +416,13 @@ impl Dispatcher {
                 State::Fetched => {
                     // Lease the delivery too, so that it is not started twice.
                     let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let leased = self.store.lease(&id, None, &|r| {
-                        if r.state != State::Fetched || r.due_ms != Some(due) {
-                            return false;
-                        }
-                        r.due_ms = Some(lease_until);
-                        true
-                    })?;
+                    let ev = Event::LeaseDelivery {
+                        due,
+                        until: lease_until,
+                    };
+                    let leased = self
+                        .store
+                        .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))?;
                     if let crate::store::Lease::Taken(r) = leased {
                         lock(&self.busy).insert(id.clone());
                         let me = self.clone();
@@ -433,11 +431,8 @@ impl Dispatcher {
                 }
                 State::Queued | State::Retrying | State::Awaiting | State::Sending => {
                     let Some(gate) = self.gates.get(&rec.registry).cloned() else {
-                        self.store.update(&id, &|r| {
-                            r.state = State::Dead;
-                            r.error = Some(format!("registry {} is not configured", r.registry));
-                            true
-                        })?;
+                        self.store
+                            .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))?;
                         continue;
                     };
                     let permit = match gate.admit(now) {
@@ -449,18 +444,14 @@ impl Dispatcher {
                         }
                     };
                     let lease_until = now + self.policy.lease.as_millis() as u64;
+                    let ev = Event::Lease {
+                        due,
+                        until: lease_until,
+                    };
                     let leased =
                         self.store
                             .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
-                                if r.due_ms != Some(due)
-                                    || r.state.is_terminal()
-                                    || r.state == State::Fetched
-                                {
-                                    return false;
-                                }
-                                r.state = State::Sending;
-                                r.due_ms = Some(lease_until);
-                                true
+                                lifecycle::apply(r, &ev, now)
                             })?;
                     match leased {
                         crate::store::Lease::Taken(r) => {
@@ -479,10 +470,8 @@ impl Dispatcher {
                 }
                 _ => {
                     // A terminal request left in the index: clear it.
-                    self.store.update(&id, &|r| {
-                        r.due_ms = None;
-                        true
-                    })?;
+                    self.store
+                        .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))?;
                 }
             }
         }
@@ -550,7 +539,7 @@ impl Dispatcher {
             outcome.kind(),
             Duration::from_millis(duration_ms),
         );
-        let failed = policy::is_registry_failure(&outcome);
+        let failed = outcome.is_registry_failure();
         if gate.shared {
             match self.store.gate_record(&gate.limits, failed, now) {
                 Ok(Some(b)) => lock(&gate.limiter).mirror(b),
@@ -602,13 +591,15 @@ impl Dispatcher {
         // A fetched document is delivered at once by this task: its
         // delivery lease is taken in the same write as the attempt.
         let lease_until = now + self.policy.lease.as_millis() as u64;
-        let updated = self.store.update(&id, &|r| {
-            let changed = policy::apply(r, &facts, &self.policy, jitter);
-            if changed && r.state == State::Fetched {
-                r.due_ms = Some(lease_until);
-            }
-            changed
-        });
+        let answered = Event::Answered {
+            facts: &facts,
+            retry: &self.policy,
+            jitter,
+            deliver_by: lease_until,
+        };
+        let updated = self
+            .store
+            .update(&id, &|r| lifecycle::apply(r, &answered, now));
         match updated {
             Ok(Some(r)) if r.state == State::Fetched => {
                 self.clone().deliver(r).await;
@@ -626,15 +617,8 @@ impl Dispatcher {
 
     fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, crate::store::StoreError> {
         let now = self.store.clock_ms();
-        self.store.update(id, &|r| {
-            if r.state != State::Fetched {
-                return false;
-            }
-            r.state = State::Delivered;
-            r.delivered_ms = Some(now);
-            r.due_ms = None;
-            true
-        })
+        self.store
+            .update(id, &|r| lifecycle::apply(r, &Event::Delivered, now))
     }
 
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {

@@ -1,5 +1,5 @@
-//! The exchange protocol between the gateway and the registries (DESIGN.md,
-//! "Wire protocol"): SOAP 1.1 envelopes with X-Road 4.0 headers plus our
+//! The exchange protocol between the gateway and the registries (the XSDs
+//! in `schemas/` define it): SOAP 1.1 envelopes with X-Road 4.0 headers plus our
 //! legal basis and purpose, one payload per body, faults and asynchronous
 //! tickets. This module builds and reads envelopes; signing and transport
 //! are elsewhere (`xml::dsig`, `exchange`). It also owns subjects and the

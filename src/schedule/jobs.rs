@@ -80,11 +80,7 @@ pub fn deadline_watch(
     crate::store::for_each(store, |r| {
         if !r.state.is_terminal() && !r.at_risk && r.deadline_ms <= limit {
             let flagged = store.update(&r.id, &|x| {
-                if x.at_risk || x.state.is_terminal() {
-                    return false;
-                }
-                x.at_risk = true;
-                true
+                crate::lifecycle::apply(x, &crate::lifecycle::Event::AtRisk, now)
             })?;
             if flagged.is_some() {
                 n += 1;

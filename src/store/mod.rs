@@ -37,7 +37,6 @@ pub mod backup;
 pub mod crypt;
 pub mod outbox;
 pub mod postgres;
-pub mod record;
 #[doc(hidden)]
 pub mod testing;
 
@@ -48,8 +47,8 @@ use futures_util::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::lifecycle::{now_ms, AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
 pub use outbox::{EventRule, OutEvent};
-pub use record::{now_ms, AttemptRecord, RequestRecord, State, RECORD_VERSION};
 
 /// The store schema version written to `meta`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -277,26 +276,11 @@ pub struct Due {
     pub work: Work,
 }
 
-/// What a due request needs, kept in the index so that the dispatcher can
-/// pass over requests for a blocked registry without reading them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Work {
-    /// Delivery into the case (not limited by the registry).
-    Deliver,
-    /// An exchange with this registry.
-    Exchange(String),
-    /// Written without a value: read the record.
-    Unknown,
-}
-
-const DELIVER: &[u8] = b"!deliver";
-
+/// The due index's value for `r`: what it is due for, as its code.
 fn due_value(r: &RequestRecord) -> Vec<u8> {
-    if r.state == State::Fetched {
-        DELIVER.to_vec()
-    } else {
-        r.registry.as_bytes().to_vec()
-    }
+    Work::of(r)
+        .map(|w| w.code().as_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
@@ -856,11 +840,7 @@ impl QueueStore for SledStore {
             let (k, v) = item?;
             let mut b = [0u8; 8];
             b.copy_from_slice(&k[..8]);
-            let work = match v.as_ref() {
-                b"" => Work::Unknown,
-                DELIVER => Work::Deliver,
-                reg => Work::Exchange(String::from_utf8_lossy(reg).into_owned()),
-            };
+            let work = Work::from_code(&String::from_utf8_lossy(&v));
             out.push(Due {
                 at_ms: u64::from_be_bytes(b),
                 id: String::from_utf8_lossy(&k[8..]).into_owned(),
@@ -906,9 +886,6 @@ impl QueueStore for SledStore {
                 let mut new = old.clone();
                 if !f(&mut new) {
                     return Ok(None);
-                }
-                if new.state.is_terminal() {
-                    new.due_ms = None;
                 }
                 if old.due_ms != new.due_ms || due_value(&old) != due_value(&new) {
                     if let Some(d) = old.due_ms {

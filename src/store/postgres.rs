@@ -281,12 +281,7 @@ fn ms(v: u64) -> i64 {
 }
 
 fn work_of(r: &RequestRecord) -> Option<String> {
-    r.due_ms?;
-    Some(if r.state == State::Fetched {
-        "!deliver".into()
-    } else {
-        r.registry.clone()
-    })
+    Work::of(r).map(|w| w.code().to_owned())
 }
 
 /// What the listener thread needs.
@@ -528,9 +523,6 @@ impl PgStore {
         new: &mut RequestRecord,
     ) -> Result<usize, StoreError> {
         let e = |x: postgres::Error| self.err(x);
-        if new.state.is_terminal() {
-            new.due_ms = None;
-        }
         t.execute(
             "UPDATE requests SET state = $2, due_ms = $3, work = $4, record = $5 WHERE id = $1",
             &[
@@ -1121,11 +1113,7 @@ impl QueueStore for PgStore {
                 .map(|r| Due {
                     at_ms: r.get::<_, i64>(0).max(0) as u64,
                     id: r.get(1),
-                    work: match r.get::<_, Option<String>>(2).as_deref() {
-                        None | Some("") => Work::Unknown,
-                        Some("!deliver") => Work::Deliver,
-                        Some(reg) => Work::Exchange(reg.to_owned()),
-                    },
+                    work: Work::from_code(r.get::<_, Option<String>>(2).as_deref().unwrap_or("")),
                 })
                 .collect())
         })

@@ -2,7 +2,7 @@
 //! tree ([`dom`]), canonicalisation ([`c14n`]), enveloped signatures
 //! ([`dsig`]) and XSD validation ([`schema`]).
 //!
-//! DESIGN.md has us own exclusive C14N and XML-DSig on quick-xml and openssl
+//! We own exclusive C14N and XML-DSig on quick-xml and openssl
 //! rather than bind a C library: signing and verifying are the hot path of
 //! every exchange, and the strict profile is the security boundary.
 

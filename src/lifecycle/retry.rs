@@ -1,13 +1,12 @@
-//! The pure parts of dispatching: when to retry (backoff), whether a
-//! registry is healthy (circuit breaker), how fast to send (token bucket),
-//! and what an attempt's outcome does to a request record. No clocks or
-//! randomness inside: callers pass `now` and the jitter.
+//! When to try again (backoff with full jitter, the attempts and the ZUP
+//! deadline as limits), and what an attempt's outcome does to a request
+//! that was being sent. No clocks or randomness inside: callers pass `now`
+//! and the jitter.
 
 use std::time::Duration;
 
+use super::{AttemptRecord, Outcome, RequestRecord, State};
 use crate::config::RetryConfig;
-use crate::exchange::Outcome;
-use crate::store::{AttemptRecord, RequestRecord, State};
 
 /// Security failures are retried at most this often, then the request dies.
 pub const MAX_SECURITY_FAILURES: u32 = 3;
@@ -56,7 +55,12 @@ pub struct AttemptFacts<'a> {
 /// Applies an attempt's outcome to a request that was `sending`. Returns
 /// false (no change) if the request is no longer ours to change: an
 /// administrator cancelled it meanwhile, or another lease took over.
-pub fn apply(r: &mut RequestRecord, f: &AttemptFacts<'_>, p: &RetryConfig, jitter: f64) -> bool {
+pub(super) fn apply(
+    r: &mut RequestRecord,
+    f: &AttemptFacts<'_>,
+    p: &RetryConfig,
+    jitter: f64,
+) -> bool {
     if r.state != State::Sending {
         return false;
     }
@@ -147,11 +151,6 @@ pub fn apply(r: &mut RequestRecord, f: &AttemptFacts<'_>, p: &RetryConfig, jitte
         }
     }
     true
-}
-
-/// Does this outcome say the registry is unhealthy (for the breaker)?
-pub fn is_registry_failure(o: &Outcome) -> bool {
-    matches!(o, Outcome::Retryable { .. })
 }
 
 #[cfg(test)]

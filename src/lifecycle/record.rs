@@ -1,6 +1,7 @@
-//! What the store keeps about a request, and its life cycle (DESIGN.md,
-//! "Request life cycle"). Records are JSON with a schema version `v`, so a
-//! later version can migrate them on open.
+//! A request's record: what is kept about it, its states, its attempts.
+//! The stores keep records as JSON with a schema version `v`, so a later
+//! version can migrate them on open; how a record changes is
+//! [`super::apply`]'s.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,221 @@
+//! The life of one request, in one place. A request is made by
+//! [`RequestRecord::queued`] when a back-office files it, and from then on
+//! every change of its state is an [`Event`] given to [`apply`]: the
+//! dispatcher's leases and attempt outcomes, deliveries, an
+//! administrator's retry and cancel, the deadline watch. Nothing else sets a
+//! record's state; the stores only persist what `apply` returns, and index
+//! it by [`Work::of`].
+//!
+//! Pure: no clock, no randomness, no I/O. Callers pass `now` (the store's
+//! clock, shared by every instance) and the jitter. The transitions are
+//! listed in ARCHITECTURE.md ("Request life cycle"); a test walks every
+//! (state, event) pair and checks the list against [`apply`].
+//!
+//! What a change raises besides the record (audit entries, webhook events)
+//! is derived from the old and new record by the audit and webhook rules,
+//! which the store runs in the same transaction.
+
+pub mod outcome;
+pub mod record;
+pub mod retry;
+
+pub use outcome::Outcome;
+pub use record::{now_ms, AttemptRecord, RequestRecord, State, RECORD_VERSION};
+pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
+
+use crate::config::RetryConfig;
+
+/// Something that happens to a request.
+#[derive(Clone, Copy)]
+pub enum Event<'a> {
+    /// The dispatcher leases it for an exchange (or a poll of its ticket)
+    /// until `until`, if it is still due at `due`, the index entry it read.
+    Lease { due: u64, until: u64 },
+    /// The dispatcher leases a fetched document's delivery until `until`,
+    /// if it is still due at `due`.
+    LeaseDelivery { due: u64, until: u64 },
+    /// The attempt came back. A fetched document's delivery is leased at
+    /// once, until `deliver_by`, by the same task.
+    Answered {
+        facts: &'a AttemptFacts<'a>,
+        retry: &'a RetryConfig,
+        jitter: f64,
+        deliver_by: u64,
+    },
+    /// The document reached the client (case folder, webhook or pull).
+    Delivered,
+    /// An administrator retries it: a dead or cancelled request starts
+    /// over, a waiting one is due now.
+    Retry,
+    /// An administrator cancels it. One being sent finishes its attempt,
+    /// whose answer is kept and not delivered.
+    Cancel { by: &'a str },
+    /// Its registry is not configured (any more): it cannot be sent.
+    Unroutable,
+    /// A finished request was found in the due index: take it out.
+    Unindex,
+    /// The deadline watch found it within the warning of its ZUP deadline.
+    AtRisk,
+}
+
+impl Event<'_> {
+    /// The event's name, as ARCHITECTURE.md lists the transitions.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Lease { .. } => "lease",
+            Event::LeaseDelivery { .. } => "lease-delivery",
+            Event::Answered { facts, .. } => match facts.outcome {
+                Outcome::Document => "document",
+                Outcome::Accepted { .. } => "accepted",
+                Outcome::TicketLost { .. } => "ticket-lost",
+                Outcome::Permanent { .. } => "permanent",
+                Outcome::Retryable { .. } => "retryable",
+                Outcome::Security { .. } => "security",
+            },
+            Event::Delivered => "delivered",
+            Event::Retry => "retry",
+            Event::Cancel { .. } => "cancel",
+            Event::Unroutable => "unroutable",
+            Event::Unindex => "unindex",
+            Event::AtRisk => "at-risk",
+        }
+    }
+}
+
+/// Applies `e` to `r` at `now`. Returns whether it changed anything: false
+/// leaves `r` as it was (the event does not apply in its state, or is
+/// stale: another lease, a cancel, took over meanwhile).
+pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
+    let changed = match *e {
+        Event::Lease { due, until } => {
+            if r.due_ms != Some(due) || r.state.is_terminal() || r.state == State::Fetched {
+                return false;
+            }
+            r.state = State::Sending;
+            r.due_ms = Some(until);
+            true
+        }
+        Event::LeaseDelivery { due, until } => {
+            if r.state != State::Fetched || r.due_ms != Some(due) {
+                return false;
+            }
+            r.due_ms = Some(until);
+            true
+        }
+        Event::Answered {
+            facts,
+            retry,
+            jitter,
+            deliver_by,
+        } => {
+            let changed = retry::apply(r, facts, retry, jitter);
+            if changed && r.state == State::Fetched {
+                r.due_ms = Some(deliver_by);
+            }
+            changed
+        }
+        Event::Delivered => {
+            if r.state != State::Fetched {
+                return false;
+            }
+            r.state = State::Delivered;
+            r.delivered_ms = Some(now);
+            true
+        }
+        Event::Retry => match r.state {
+            State::Dead | State::Cancelled => {
+                r.state = State::Queued;
+                r.due_ms = Some(now);
+                r.error = None;
+                r.security_failures = 0;
+                true
+            }
+            State::Queued | State::Retrying | State::Awaiting => {
+                r.due_ms = Some(now);
+                true
+            }
+            State::Sending | State::Fetched | State::Delivered => false,
+        },
+        Event::Cancel { by } => {
+            if r.state.is_terminal() {
+                return false;
+            }
+            r.state = State::Cancelled;
+            r.error = Some(format!("cancelled by {by}"));
+            true
+        }
+        Event::Unroutable => {
+            // A fetched request has its document: it needs no registry.
+            if r.state.is_terminal() || r.state == State::Fetched {
+                return false;
+            }
+            r.state = State::Dead;
+            r.error = Some(format!("registry {} is not configured", r.registry));
+            true
+        }
+        Event::Unindex => {
+            if !r.state.is_terminal() || r.due_ms.is_none() {
+                return false;
+            }
+            true
+        }
+        Event::AtRisk => {
+            if r.at_risk || r.state.is_terminal() {
+                return false;
+            }
+            r.at_risk = true;
+            true
+        }
+    };
+    // A finished request is due for nothing.
+    if changed && r.state.is_terminal() {
+        r.due_ms = None;
+    }
+    changed
+}
+
+/// What a due request is due for, kept in the due index so that the
+/// dispatcher can pass over requests of a blocked registry without
+/// reading them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Delivery into the case (not limited by the registry).
+    Deliver,
+    /// An exchange with this registry (a first send, a retry, a poll).
+    Exchange(String),
+    /// Written without a value: read the record.
+    Unknown,
+}
+
+impl Work {
+    /// What `r` is due for, if it is due at all.
+    pub fn of(r: &RequestRecord) -> Option<Work> {
+        r.due_ms?;
+        Some(if r.state == State::Fetched {
+            Work::Deliver
+        } else {
+            Work::Exchange(r.registry.clone())
+        })
+    }
+
+    /// As the stores keep it: `!deliver`, or the registry's name (which
+    /// cannot start with `!`).
+    pub fn code(&self) -> &str {
+        match self {
+            Work::Deliver => "!deliver",
+            Work::Exchange(r) => r,
+            Work::Unknown => "",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Work {
+        match s {
+            "" => Work::Unknown,
+            "!deliver" => Work::Deliver,
+            reg => Work::Exchange(reg.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

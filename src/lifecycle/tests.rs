@@ -1,0 +1,225 @@
+//! Every (state, event) pair, against the list of transitions in
+//! ARCHITECTURE.md: what the document says is what [`apply`] does.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::*;
+
+const NOW: u64 = 1_000_000;
+const DUE: u64 = 999_000;
+
+fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
+    let retry = RetryConfig::default();
+    let mut r = RequestRecord::queued(
+        "c",
+        "1/2026".into(),
+        "ZUP".into(),
+        "o".into(),
+        "p".into(),
+        "civil.birth-extract".into(),
+        "civil".into(),
+        vec![("jmbg".into(), "0512981717776".into())],
+        Duration::from_secs(86_400),
+    );
+    r.state = state;
+    r.due_ms = due;
+    r.deadline_ms = NOW + 86_400_000;
+    if worn {
+        // one failure from the last attempt, one security failure from
+        // the last, and the ZUP deadline a second away
+        for _ in 1..retry.max_attempts {
+            r.attempts.push(AttemptRecord {
+                at_ms: 0,
+                duration_ms: 1,
+                http_status: Some(503),
+                outcome: "retryable".into(),
+                detail: "x".into(),
+            });
+        }
+        r.security_failures = MAX_SECURITY_FAILURES - 1;
+        r.deadline_ms = NOW + 1_000;
+    }
+    r
+}
+
+fn outcomes() -> Vec<Outcome> {
+    vec![
+        Outcome::Document,
+        Outcome::Accepted {
+            ticket: "T-1".into(),
+            retry_after: Duration::from_secs(60),
+        },
+        Outcome::TicketLost {
+            reason: "gone".into(),
+        },
+        Outcome::Permanent {
+            reason: "no".into(),
+        },
+        Outcome::Retryable {
+            reason: "503".into(),
+            retry_after: None,
+        },
+        Outcome::Security {
+            reason: "bad".into(),
+        },
+    ]
+}
+
+/// Every transition `apply` makes: (from, event, to), over records in
+/// every state, due or not, fresh or with their attempts nearly spent.
+fn transitions() -> BTreeSet<(String, &'static str, String)> {
+    let retry = RetryConfig::default();
+    let outcomes = outcomes();
+    let facts: Vec<AttemptFacts<'_>> = outcomes
+        .iter()
+        .map(|o| AttemptFacts {
+            outcome: o,
+            at_ms: NOW,
+            duration_ms: 5,
+            http_status: Some(200),
+            signer: Some("CN=registry"),
+        })
+        .collect();
+    let mut events = vec![
+        Event::Lease {
+            due: DUE,
+            until: NOW + 30_000,
+        },
+        Event::LeaseDelivery {
+            due: DUE,
+            until: NOW + 30_000,
+        },
+        Event::Delivered,
+        Event::Retry,
+        Event::Cancel { by: "admin" },
+        Event::Unroutable,
+        Event::Unindex,
+        Event::AtRisk,
+    ];
+    for f in &facts {
+        events.push(Event::Answered {
+            facts: f,
+            retry: &retry,
+            jitter: 0.5,
+            deliver_by: NOW + 30_000,
+        });
+    }
+    let mut out = BTreeSet::new();
+    for state in State::ALL {
+        for due in [Some(DUE), None] {
+            for worn in [false, true] {
+                for e in &events {
+                    let before = record(state, due, worn);
+                    let mut r = before.clone();
+                    let changed = apply(&mut r, e, NOW);
+                    if changed {
+                        assert!(
+                            !r.state.is_terminal() || r.due_ms.is_none(),
+                            "{state:?} --{}--> {:?} left it due",
+                            e.name(),
+                            r.state
+                        );
+                        out.insert((state.name().to_owned(), e.name(), r.state.name().to_owned()));
+                    } else {
+                        assert_eq!(
+                            r,
+                            before,
+                            "{state:?} --{}--> changed nothing, yet moved",
+                            e.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The transitions ARCHITECTURE.md lists between its lifecycle markers.
+fn documented() -> BTreeSet<(String, &'static str, String)> {
+    let doc = include_str!("../../ARCHITECTURE.md");
+    let start = doc
+        .find("<!-- lifecycle:begin -->")
+        .expect("no lifecycle:begin marker");
+    let end = doc
+        .find("<!-- lifecycle:end -->")
+        .expect("no lifecycle:end marker");
+    let mut out = BTreeSet::new();
+    for line in doc[start..end].lines() {
+        // `from --event--> to`, several events as `--a, b-->`
+        if !line.starts_with(|c: char| c.is_ascii_lowercase()) {
+            continue;
+        }
+        let Some((from, rest)) = line.split_once(" --") else {
+            continue;
+        };
+        let (events, to) = rest.split_once("--> ").expect(line);
+        for e in events.split(", ") {
+            let e: &'static str = Box::leak(e.trim().to_owned().into_boxed_str());
+            out.insert((from.trim().to_owned(), e, to.trim().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_life_cycle_is_what_apply_does() {
+    let done = transitions();
+    let said = documented();
+    let missing: Vec<_> = done.difference(&said).collect();
+    let wrong: Vec<_> = said.difference(&done).collect();
+    assert!(
+        missing.is_empty() && wrong.is_empty(),
+        "ARCHITECTURE.md does not list {missing:?}\nand lists what apply never does: {wrong:?}"
+    );
+}
+
+#[test]
+fn stale_events_change_nothing() {
+    // a lease read from an index entry that has moved on
+    let mut r = record(State::Queued, Some(DUE + 1), false);
+    assert!(!apply(
+        &mut r,
+        &Event::Lease {
+            due: DUE,
+            until: NOW
+        },
+        NOW
+    ));
+    // an answer for a request cancelled meanwhile
+    let mut r = record(State::Cancelled, None, false);
+    let f = AttemptFacts {
+        outcome: &Outcome::Document,
+        at_ms: NOW,
+        duration_ms: 1,
+        http_status: Some(200),
+        signer: None,
+    };
+    let retry = RetryConfig::default();
+    let answered = Event::Answered {
+        facts: &f,
+        retry: &retry,
+        jitter: 0.0,
+        deliver_by: NOW,
+    };
+    assert!(!apply(&mut r, &answered, NOW));
+    assert_eq!(r.document_id, None);
+}
+
+#[test]
+fn work_is_kept_as_a_code_and_read_back() {
+    for w in [
+        Work::Deliver,
+        Work::Exchange("cadastre".into()),
+        Work::Unknown,
+    ] {
+        assert_eq!(Work::from_code(w.code()), w);
+    }
+    let mut r = record(State::Fetched, Some(DUE), false);
+    assert_eq!(Work::of(&r), Some(Work::Deliver));
+    r.state = State::Retrying;
+    assert_eq!(Work::of(&r), Some(Work::Exchange("civil".into())));
+    r.due_ms = None;
+    assert_eq!(Work::of(&r), None);
+}
