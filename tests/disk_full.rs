@@ -1,7 +1,8 @@
 //! The store on a full disk, for real: the daemon's data folder on a small
 //! tmpfs (the test runs as root, as CI does), filled to the last byte.
-//! Accepts must fail with `503` and `/readyz` must say so; once space
-//! returns, the queue goes on and nothing accepted is lost or corrupted.
+//! Accepts must fail with `507` (insufficient storage) and `/readyz` must
+//! say so (503); once space returns, the queue goes on and nothing
+//! accepted is lost or corrupted.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -97,9 +98,11 @@ async fn a_full_disk_refuses_accepts_with_503_and_recovers_when_space_returns() 
                     .unwrap()
                     .to_owned(),
             ),
-            503 => {
+            // a full disk is its own answer, not "try again"
+            507 => {
                 let v: serde_json::Value = r.json().await.unwrap();
-                assert_eq!(v["type"], "urn:jum-gateway:problem:store-unavailable");
+                assert_eq!(v["type"], "urn:jum-gateway:problem:insufficient-storage");
+                assert!(!v["detail"].as_str().unwrap().contains("bytes free"), "{v}");
                 refused += 1;
             }
             s => panic!("unexpected status {s}"),

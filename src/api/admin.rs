@@ -12,23 +12,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::layers::Admin;
 use super::{ApiError, AppState, Client, RequestOut};
 use crate::audit::Draft;
 use crate::store::{now_ms, RequestRecord, State as RState};
-
-fn require_admin(who: &Client) -> Result<(), ApiError> {
-    if who.admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "the admin API needs an admin token".into(),
-        ))
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
 
 /// Appends an administrator's action to the audit trail; an action that
 /// cannot be audited is not done.
@@ -49,9 +36,7 @@ fn audit(
             ..Draft::default()
         },
     };
-    st.store
-        .audit_append(vec![draft])
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+    st.store.audit_append(vec![draft]).map_err(ApiError::from)
 }
 
 /// A request as operators see it: everything but the subject in clear.
@@ -165,8 +150,7 @@ impl Filter {
                 out.push(r);
             }
             Ok::<(), crate::store::StoreError>(())
-        })
-        .map_err(internal)?;
+        })?;
         Ok(out)
     }
 }
@@ -212,10 +196,9 @@ pub struct Page {
 )]
 pub async fn list(
     State(st): State<AppState>,
-    who: Client,
+    _admin: Admin,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
-    require_admin(&who)?;
     let Query(q) = q.map_err(|e| ApiError::Invalid(vec![("query".into(), e.body_text())]))?;
     let filter = Filter {
         state: q.state,
@@ -244,9 +227,7 @@ pub async fn list(
         )]));
     }
     let st2 = st.clone();
-    let mut all = tokio::task::spawn_blocking(move || filter.select(&st2))
-        .await
-        .map_err(internal)??;
+    let mut all = tokio::task::spawn_blocking(move || filter.select(&st2)).await??;
     let total = all.len();
     // Ids are ULIDs: their order is the order of filing.
     if newest {
@@ -272,8 +253,7 @@ pub async fn list(
 
 fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     st.store
-        .get(id)
-        .map_err(internal)?
+        .get(id)?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
 }
 
@@ -286,10 +266,9 @@ fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
 )]
 pub async fn show(
     State(st): State<AppState>,
-    who: Client,
+    _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    require_admin(&who)?;
     Ok(Json(AdminRequestOut::from(&find(&st, &id)?)))
 }
 
@@ -300,8 +279,7 @@ pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     let before = find(st, id)?;
     let updated = st
         .store
-        .update(id, &|r| lifecycle::apply(r, &Event::Retry, now))
-        .map_err(internal)?;
+        .update(id, &|r| lifecycle::apply(r, &Event::Retry, now))?;
     match updated {
         Some(r) => {
             st.dispatcher.wake();
@@ -323,15 +301,14 @@ pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
 )]
 pub async fn retry(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
     Ok(Json(AdminRequestOut::from(&do_retry(&st, &who, &id)?)))
 }
 
 /// An administrator retries one request (audited first).
-pub fn do_retry(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, ApiError> {
-    require_admin(who)?;
+pub fn do_retry(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
     let r = find(st, id)?;
     audit(st, who, "admin.retry", Some(&r), "requested")?;
     retry_one(st, id)
@@ -346,23 +323,21 @@ pub fn do_retry(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, 
 )]
 pub async fn cancel(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
     Ok(Json(AdminRequestOut::from(&do_cancel(&st, &who, &id)?)))
 }
 
 /// An administrator cancels a request that has not finished (audited first).
-pub fn do_cancel(st: &AppState, who: &Client, id: &str) -> Result<RequestRecord, ApiError> {
-    require_admin(who)?;
+pub fn do_cancel(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
     let r = find(st, id)?;
     audit(st, who, "admin.cancel", Some(&r), "requested")?;
     let now = st.store.clock_ms();
     let cancel = Event::Cancel { by: &who.name };
     let updated = st
         .store
-        .update(id, &|r| lifecycle::apply(r, &cancel, now))
-        .map_err(internal)?;
+        .update(id, &|r| lifecycle::apply(r, &cancel, now))?;
     updated.ok_or_else(|| {
         ApiError::StateConflict(format!(
             "request {id} is {}: already finished",
@@ -405,10 +380,9 @@ pub struct RetryDeadOut {
 )]
 pub async fn retry_dead(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     body: Result<Json<RetryDeadIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RetryDeadOut>, ApiError> {
-    require_admin(&who)?;
     let Json(b) = body.map_err(json_rejection)?;
     Ok(Json(do_retry_dead(&st, &who, b).await?))
 }
@@ -416,10 +390,9 @@ pub async fn retry_dead(
 /// An administrator retries every dead request that matches (audited).
 pub async fn do_retry_dead(
     st: &AppState,
-    who: &Client,
+    who: &Admin,
     b: RetryDeadIn,
 ) -> Result<RetryDeadOut, ApiError> {
-    require_admin(who)?;
     let filter = Filter {
         state: Some("dead".into()),
         registry: b.registry,
@@ -430,9 +403,7 @@ pub async fn do_retry_dead(
         older_than: b.older_than,
     };
     let st2 = st.clone();
-    let dead = tokio::task::spawn_blocking(move || filter.select(&st2))
-        .await
-        .map_err(internal)??;
+    let dead = tokio::task::spawn_blocking(move || filter.select(&st2)).await??;
     let ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
     let mut retried = 0;
     if !b.dry_run {
@@ -509,8 +480,7 @@ pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
             s.at_risk += 1;
         }
         Ok::<(), crate::store::StoreError>(())
-    })
-    .map_err(internal)?;
+    })?;
     Ok(s)
 }
 
@@ -520,13 +490,10 @@ pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
     responses((status = 200, body = Stats), super::openapi::AdminErrors),
     security(("bearer" = []))
 )]
-pub async fn get_stats(State(st): State<AppState>, who: Client) -> Result<Json<Stats>, ApiError> {
-    require_admin(&who)?;
+pub async fn get_stats(State(st): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
     let st2 = st.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || stats(&st2))
-            .await
-            .map_err(internal)??,
+        tokio::task::spawn_blocking(move || stats(&st2)).await??,
     ))
 }
 
@@ -618,14 +585,11 @@ pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {
 )]
 pub async fn list_registries(
     State(st): State<AppState>,
-    who: Client,
+    _admin: Admin,
 ) -> Result<Json<Vec<RegistryOut>>, ApiError> {
-    require_admin(&who)?;
     let st2 = st.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || stats(&st2).map(|s| registries(&st2, &s)))
-            .await
-            .map_err(internal)??,
+        tokio::task::spawn_blocking(move || stats(&st2).map(|s| registries(&st2, &s))).await??,
     ))
 }
 
@@ -657,11 +621,10 @@ fn gate<'a>(
 )]
 pub async fn pause(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
-    require_admin(&who)?;
     gate(&st, &name)?;
     // The body is optional: none (or `{}`) pauses until resumed.
     let b: PauseIn = if body.iter().all(u8::is_ascii_whitespace) {
@@ -689,11 +652,10 @@ pub async fn pause(
 /// An administrator pauses a registry (audited).
 pub fn do_pause(
     st: &AppState,
-    who: &Client,
+    who: &Admin,
     name: &str,
     until: Option<u64>,
 ) -> Result<crate::dispatch::GateStatus, ApiError> {
-    require_admin(who)?;
     let g = gate(st, name)?;
     audit(
         st,
@@ -705,24 +667,19 @@ pub fn do_pause(
             until.map_or("resumed".into(), |u| u.to_string())
         ),
     )?;
-    st.dispatcher
-        .pause(name, true, until)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.dispatcher.pause(name, true, until)?;
     Ok(g.status())
 }
 
 /// An administrator resumes a registry (audited).
 pub fn do_resume(
     st: &AppState,
-    who: &Client,
+    who: &Admin,
     name: &str,
 ) -> Result<crate::dispatch::GateStatus, ApiError> {
-    require_admin(who)?;
     let g = gate(st, name)?;
     audit(st, who, "admin.resume", None, name)?;
-    st.dispatcher
-        .pause(name, false, None)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.dispatcher.pause(name, false, None)?;
     Ok(g.status())
 }
 
@@ -735,7 +692,7 @@ pub fn do_resume(
 )]
 pub async fn resume(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
     Ok(Json(do_resume(&st, &who, &name)?))
@@ -749,9 +706,8 @@ pub async fn resume(
 )]
 pub async fn audit_verify(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
 ) -> Result<Json<crate::audit::Verification>, ApiError> {
-    require_admin(&who)?;
     let st2 = st.clone();
     let report = tokio::task::spawn_blocking(move || {
         let checkpoints = match &st2.checkpoints {
@@ -760,9 +716,8 @@ pub async fn audit_verify(
         };
         crate::audit::verify(&*st2.store, &checkpoints)
     })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    .await?
+    .map_err(ApiError::internal)?;
     audit(
         &st,
         &who,
@@ -835,8 +790,7 @@ pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
     let hash = st.audit_key.hash("jmbg", &b.jmbg);
     let accesses = st
         .store
-        .audit_by_subject(&hash)
-        .map_err(internal)?
+        .audit_by_subject(&hash)?
         .into_iter()
         .filter(|e| (from..=to).contains(&e.draft.at_ms))
         .map(|e| Access {
@@ -871,17 +825,15 @@ pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
 )]
 pub async fn audit_who(
     State(st): State<AppState>,
-    who: Client,
+    who: Admin,
     body: Result<Json<WhoIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<WhoOut>, ApiError> {
-    require_admin(&who)?;
     let Json(b) = body.map_err(json_rejection)?;
     Ok(Json(do_who(&st, &who, &b)?))
 }
 
 /// "Who used my data", itself audited as an access to the person's data.
-pub fn do_who(st: &AppState, who: &Client, b: &WhoIn) -> Result<WhoOut, ApiError> {
-    require_admin(who)?;
+pub fn do_who(st: &AppState, who: &Admin, b: &WhoIn) -> Result<WhoOut, ApiError> {
     let report = who_report(st, b)?;
     // The query is itself an access to the person's data.
     let mut d = Draft {
@@ -892,8 +844,28 @@ pub fn do_who(st: &AppState, who: &Client, b: &WhoIn) -> Result<WhoOut, ApiError
         ..Draft::default()
     };
     d.subject = vec![st.audit_key.hash("jmbg", &b.jmbg)];
-    st.store
-        .audit_append(vec![d])
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.store.audit_append(vec![d])?;
     Ok(report)
+}
+
+/// The operators' API, for administrators only (one layer for all).
+pub fn router(st: &AppState) -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/admin/v1/store/export", get(super::export))
+        .route("/admin/v1/requests", get(list))
+        .route("/admin/v1/requests/retry-dead", post(retry_dead))
+        .route("/admin/v1/requests/{id}", get(show))
+        .route("/admin/v1/requests/{id}/retry", post(retry))
+        .route("/admin/v1/requests/{id}/cancel", post(cancel))
+        .route("/admin/v1/stats", get(get_stats))
+        .route("/admin/v1/registries", get(list_registries))
+        .route("/admin/v1/registries/{name}/pause", post(pause))
+        .route("/admin/v1/registries/{name}/resume", post(resume))
+        .route("/admin/v1/audit/verify", post(audit_verify))
+        .route("/admin/v1/audit/who", post(audit_who))
+        .route_layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            super::layers::admin_only,
+        ))
 }

@@ -18,33 +18,24 @@ fn document_of(
     who: &Client,
     id: &str,
 ) -> Result<(RequestRecord, Vec<u8>), ApiError> {
-    let rec = st
-        .store
-        .get(id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rec = st.store.get(id)?;
     let rec = match rec {
         Some(r) if visible(who, &r) && r.document_id.is_some() => r,
         _ => return Err(ApiError::NotFound(format!("no document {id}"))),
     };
     let sealed = st
         .store
-        .document(id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .document(id)?
         .ok_or_else(|| ApiError::NotFound(format!("no document {id}")))?;
-    let plain = st
-        .cipher
-        .open(id, &sealed)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let plain = st.cipher.open(id, &sealed).map_err(ApiError::internal)?;
     // No personal data leaves without its trace in the audit trail.
-    st.store
-        .audit_append(vec![crate::audit::about(
-            &st.audit_key,
-            &rec,
-            &who.name,
-            "document.read",
-            "read",
-        )])
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.store.audit_append(vec![crate::audit::about(
+        &st.audit_key,
+        &rec,
+        &who.name,
+        "document.read",
+        "read",
+    )])?;
     Ok((rec, plain))
 }
 
@@ -104,9 +95,8 @@ pub async fn get_document(
 ) -> Result<Json<DocumentOut>, ApiError> {
     let (rec, plain) = document_of(&st, &who, &id)?;
     let doc = crate::xml::Document::parse(&plain, &crate::xml::Limits::default())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let env =
-        crate::protocol::envelope::read(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
+    let env = crate::protocol::envelope::read(&doc).map_err(ApiError::internal)?;
     let payload = match env.body {
         crate::protocol::Body::Payload { node, .. } => project(&doc, node),
         _ => serde_json::Value::Null,
@@ -291,4 +281,13 @@ pub struct ProcedureOut {
 pub struct ServicesOut {
     pub services: Vec<ServiceOut>,
     pub procedures: Vec<ProcedureOut>,
+}
+
+/// Documents and the service catalogue.
+pub fn router() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v1/documents/{id}", get(get_document))
+        .route("/api/v1/documents/{id}/content", get(get_document_content))
+        .route("/api/v1/services", get(list_services))
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod documents;
+pub mod layers;
 pub mod openapi;
 pub mod problem;
 pub mod requests;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::config::{RetryConfig, ServiceConfig};
@@ -156,6 +157,10 @@ impl axum::extract::FromRequestParts<AppState> for Client {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
+        // A layer may have authenticated it already.
+        if let Some(c) = parts.extensions.get::<Client>() {
+            return Ok(c.clone());
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -201,30 +206,22 @@ pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result
     ),
     security(("bearer" = []))
 )]
-async fn export(State(st): State<AppState>, who: Client) -> Result<Response, ApiError> {
-    if !who.admin {
-        return Err(ApiError::Forbidden(
-            "the export needs an admin token".into(),
-        ));
-    }
+async fn export(State(st): State<AppState>, who: layers::Admin) -> Result<Response, ApiError> {
     // A backup holds everyone's data: who took one is on record.
-    st.store
-        .audit_append(vec![crate::audit::Draft {
-            at_ms: crate::store::now_ms(),
-            actor: who.name.clone(),
-            action: "admin.export".into(),
-            outcome: "requested".into(),
-            ..Default::default()
-        }])
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    st.store.audit_append(vec![crate::audit::Draft {
+        at_ms: crate::store::now_ms(),
+        actor: who.name.clone(),
+        action: "admin.export".into(),
+        outcome: "requested".into(),
+        ..Default::default()
+    }])?;
     let store = st.store.clone();
     let bytes = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         crate::store::backup::export(&*store, &mut out).map(|_| out)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .await?
+    .map_err(ApiError::internal)?;
     let mut r = (StatusCode::OK, bytes).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -305,8 +302,7 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
         });
         Ok::<(), ApiError>(())
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await??;
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -332,47 +328,23 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-pub fn app(state: AppState) -> Router {
+/// Operations: liveness, readiness, metrics, the OpenAPI document.
+fn operations() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/requests", post(requests::create))
-        .route("/api/v1/requests/{id}", get(requests::get_request))
-        .route("/api/v1/cases/{case}", get(requests::get_case))
-        .route(
-            "/api/v1/cases/{case}/requests",
-            post(requests::create_bundle),
-        )
-        .route("/api/v1/documents/{id}", get(documents::get_document))
-        .route(
-            "/api/v1/documents/{id}/content",
-            get(documents::get_document_content),
-        )
-        .route("/api/v1/services", get(documents::list_services))
-        .route("/admin/v1/store/export", get(export))
-        .route("/admin/v1/requests", get(admin::list))
-        .route("/admin/v1/requests/retry-dead", post(admin::retry_dead))
-        .route("/admin/v1/requests/{id}", get(admin::show))
-        .route("/admin/v1/requests/{id}/retry", post(admin::retry))
-        .route("/admin/v1/requests/{id}/cancel", post(admin::cancel))
-        .route("/admin/v1/stats", get(admin::get_stats))
-        .route("/admin/v1/registries", get(admin::list_registries))
-        .route("/admin/v1/registries/{name}/pause", post(admin::pause))
-        .route("/admin/v1/registries/{name}/resume", post(admin::resume))
-        .route("/admin/v1/audit/verify", post(admin::audit_verify))
-        .route("/admin/v1/audit/who", post(admin::audit_who))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
-        .route("/ui", get(ui::overview))
-        .route("/ui/login", get(ui::login_page).post(ui::login))
-        .route("/ui/logout", get(ui::logout))
-        .route("/ui/lang/{code}", get(ui::set_lang))
-        .route("/ui/deadlines", get(ui::deadlines))
-        .route("/ui/audit", get(ui::audit_page).post(ui::audit_who))
-        .route("/ui/audit/verify", post(ui::audit_verify))
-        .route("/ui/requests/{id}", get(ui::request_page))
-        .route("/ui/requests/{id}/{action}", post(ui::act_request))
-        .route("/ui/registries/{name}/{action}", post(ui::act_registry))
+}
+
+/// The whole API: one router per area, each with the layers it needs.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(requests::router(&state))
+        .merge(documents::router())
+        .merge(admin::router(&state))
+        .merge(ui::router())
+        .merge(operations())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))

@@ -82,7 +82,11 @@ impl IntoResponses for WriteErrors {
             INTERNAL,
             (
                 "503",
-                "The store cannot take requests now (e.g. disk full); try again",
+                "The store cannot take requests now (closing, or its disk or server failing for a moment); try again",
+            ),
+            (
+                "507",
+                "The gateway's disk is full: nothing is stored until an operator makes room (`insufficient-storage`)",
             ),
         ])
     }

@@ -19,7 +19,8 @@ pub struct Problem {
     /// Stable: `urn:jum-gateway:problem:` + unauthorized, forbidden,
     /// not-found, malformed-json, unsupported-media-type,
     /// validation-failed, idempotency-key-reused, state-conflict, body-too-large,
-    /// rate-limited, method-not-allowed, store-unavailable or internal.
+    /// rate-limited, method-not-allowed, store-unavailable,
+    /// insufficient-storage or internal.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -67,8 +68,21 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the store cannot take the request now; try again")]
     Unavailable(String),
+    /// The disk that holds the store is full: nothing is written until an
+    /// operator makes room.
+    #[error("the gateway's disk is full; nothing can be stored until an operator makes room")]
+    StorageFull(String),
     #[error("internal error")]
     Internal(String),
+}
+
+impl ApiError {
+    /// A fault of ours that is not the store's (a sealed document that does
+    /// not open, a stored envelope that does not read): 500, the detail
+    /// for the log only.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -130,6 +144,11 @@ impl IntoResponse for ApiError {
                 "store-unavailable",
                 "Temporarily unavailable",
             ),
+            ApiError::StorageFull(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -137,7 +156,7 @@ impl IntoResponse for ApiError {
             ),
         };
         // 5xx bodies say little; the detail goes to the log.
-        if let ApiError::Unavailable(d) | ApiError::Internal(d) = &self {
+        if let ApiError::Unavailable(d) | ApiError::StorageFull(d) | ApiError::Internal(d) = &self {
             tracing::error!(error = %d, "request failed");
         }
         let body = Problem {
@@ -168,5 +187,83 @@ impl IntoResponse for ApiError {
             }
         }
         r
+    }
+}
+
+/// What a storage failure means for the caller: a full disk is its own
+/// answer (507); a store that is closing, or whose disk or server fails
+/// for a moment, is 503 (try again); a damaged or unreadable store is an
+/// internal fault (500). Only the log gets the detail.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        use crate::store::StoreError as S;
+        match e {
+            S::Full { .. } => ApiError::StorageFull(e.to_string()),
+            S::NotFound(id) => ApiError::NotFound(format!("no request {id}")),
+            S::Io(_) | S::Closed | S::Postgres { .. } | S::Locked { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+            S::Damaged { .. } | S::TooNew { .. } | S::Corrupt { .. } => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// A task that panicked or was cancelled: an internal fault.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    async fn answer(e: StoreError) -> (u16, serde_json::Value) {
+        let r = ApiError::from(e).into_response();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_store_failure_answers_what_happened_and_leaks_nothing() {
+        let (s, v) = answer(StoreError::Full {
+            available: 1234,
+            minimum: 8 << 20,
+        })
+        .await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (507, Some("urn:jum-gateway:problem:insufficient-storage"))
+        );
+        assert!(!v["detail"].as_str().unwrap().contains("1234"), "{v}");
+        let (s, v) = answer(StoreError::Closed).await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (503, Some("urn:jum-gateway:problem:store-unavailable"))
+        );
+        let (s, v) = answer(StoreError::Postgres {
+            url: "postgres://jumgw@db.local/jumgw".into(),
+            detail: "connection refused".into(),
+        })
+        .await;
+        assert_eq!(s, 503);
+        assert!(!v.to_string().contains("db.local"), "{v}");
+        let (s, v) = answer(StoreError::Corrupt {
+            id: "01X".into(),
+            detail: "expected value at line 1".into(),
+        })
+        .await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (500, Some("urn:jum-gateway:problem:internal"))
+        );
+        assert_eq!(v["detail"], "internal error");
+        let (s, _) = answer(StoreError::NotFound("01X".into())).await;
+        assert_eq!(s, 404);
     }
 }

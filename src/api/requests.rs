@@ -289,13 +289,9 @@ fn replay(
         .request_ids
         .first()
         .ok_or_else(|| ApiError::Internal("empty idempotency entry".into()))?;
-    let rec = st
-        .store
-        .get(id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::Internal(format!("idempotency entry names a missing request {id}"))
-        })?;
+    let rec = st.store.get(id)?.ok_or_else(|| {
+        ApiError::Internal(format!("idempotency entry names a missing request {id}"))
+    })?;
     Ok(accepted_response(&rec))
 }
 
@@ -306,19 +302,16 @@ fn key_holder(
     key: Option<&str>,
 ) -> Result<Option<crate::store::IdemEntry>, ApiError> {
     match key {
-        Some(k) => st
-            .store
-            .idempotency(&who.name, k)
-            .map_err(|e| ApiError::Internal(e.to_string())),
+        Some(k) => st.store.idempotency(&who.name, k).map_err(ApiError::from),
         None => Ok(None),
     }
 }
 
-/// What every POST checks first: size, rate, content type, the
+/// What every filing POST checks of its body (the caller, its rate and
+/// the content type were checked by the router's layers): size and the
 /// Idempotency-Key; returns the body, the key and the body's SHA-256.
 fn admit_body(
     st: &AppState,
-    who: &Client,
     headers: &axum::http::HeaderMap,
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(axum::body::Bytes, Option<String>, String), ApiError> {
@@ -329,29 +322,6 @@ fn admit_body(
             ApiError::BadJson(e.body_text())
         }
     })?;
-    if let Some(rate) = who.rate_per_s {
-        let now = crate::store::now_ms();
-        let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = limits
-            .entry(who.name.clone())
-            .or_insert_with(|| crate::limits::TokenBucket::new(rate, now));
-        if let Err(until) = bucket.take(now) {
-            return Err(ApiError::TooMany(
-                until.saturating_sub(now).div_ceil(1000).max(1),
-            ));
-        }
-    }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json_type {
-        return Err(ApiError::MediaType);
-    }
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
@@ -391,7 +361,7 @@ pub async fn create(
     headers: axum::http::HeaderMap,
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
+    let (raw, key, body_hash) = admit_body(&st, &headers, raw)?;
     if let Some(e) = key_holder(&st, &who, key.as_deref())? {
         return replay(&st, &e, &body_hash);
     }
@@ -403,12 +373,7 @@ pub async fn create(
         key: k,
         body_hash: body_hash.clone(),
     });
-    match st
-        .store
-        .enqueue_once(vec![rec.clone()], idem)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-    {
+    match st.store.enqueue_once(vec![rec.clone()], idem).await? {
         crate::store::Enqueued::Stored => {}
         crate::store::Enqueued::Existing(e) => return replay(&st, &e, &body_hash),
     }
@@ -625,7 +590,7 @@ pub async fn create_bundle(
     headers: axum::http::HeaderMap,
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (raw, key, body_hash) = admit_body(&st, &who, &headers, raw)?;
+    let (raw, key, body_hash) = admit_body(&st, &headers, raw)?;
     if let Some(e) = key_holder(&st, &who, key.as_deref())? {
         return replay_bundle(&st, &case, &e, &body_hash);
     }
@@ -683,12 +648,7 @@ pub async fn create_bundle(
         key: k,
         body_hash: body_hash.clone(),
     });
-    match st
-        .store
-        .enqueue_once(recs.clone(), idem)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-    {
+    match st.store.enqueue_once(recs.clone(), idem).await? {
         crate::store::Enqueued::Stored => {}
         crate::store::Enqueued::Existing(e) => return replay_bundle(&st, &case, &e, &body_hash),
     }
@@ -713,11 +673,7 @@ fn replay_bundle(
     }
     let mut recs = Vec::new();
     for id in &e.request_ids {
-        if let Some(r) = st
-            .store
-            .get(id)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-        {
+        if let Some(r) = st.store.get(id)? {
             recs.push(r);
         }
     }
@@ -740,10 +696,7 @@ pub async fn get_request(
     who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<RequestOut>, ApiError> {
-    let rec = st
-        .store
-        .get(&id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rec = st.store.get(&id)?;
     match rec {
         Some(r) if visible(&who, &r) => Ok(Json(RequestOut::from(&r))),
         _ => Err(ApiError::NotFound(format!("no request {id}"))),
@@ -764,8 +717,7 @@ pub async fn get_case(
 ) -> Result<Json<CaseOut>, ApiError> {
     let recs: Vec<RequestRecord> = st
         .store
-        .by_case(&case)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .by_case(&case)?
         .into_iter()
         .filter(|r| visible(&who, r))
         .collect();
@@ -807,4 +759,20 @@ pub struct CaseOut {
     pub pending: usize,
     /// Every request has finished (delivered, dead or cancelled).
     pub complete: bool,
+}
+
+/// The back-office's requests and cases. Filing (the two POSTs) goes
+/// through the client's rate and the JSON content type first.
+pub fn router(st: &AppState) -> axum::Router<AppState> {
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::{get, post};
+    let filing = axum::Router::new()
+        .route("/api/v1/requests", post(create))
+        .route("/api/v1/cases/{case}/requests", post(create_bundle))
+        .route_layer(axum::middleware::from_fn(super::layers::json_only))
+        .route_layer(from_fn_with_state(st.clone(), super::layers::client_rate));
+    axum::Router::new()
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/cases/{case}", get(get_case))
+        .merge(filing)
 }

@@ -17,7 +17,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::admin;
-use super::{ApiError, AppState, Client};
+use super::{ApiError, AppState};
 use crate::store::{now_ms, RequestRecord, State as RState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ fn csrf_for(token: &str) -> String {
 
 /// A signed-in administrator.
 pub struct Ui {
-    who: Client,
+    who: super::layers::Admin,
     lang: Lang,
     csrf: String,
 }
@@ -245,10 +245,9 @@ impl axum::extract::FromRequestParts<AppState> for Ui {
             .extensions
             .get::<crate::pki::tls::PeerCert>()
             .and_then(|p| p.0.clone());
-        let who = super::authenticate(state, token, peer.as_deref()).map_err(|_| to_login())?;
-        if !who.admin {
-            return Err(to_login());
-        }
+        let who = super::authenticate(state, token, peer.as_deref())
+            .and_then(super::layers::Admin::check)
+            .map_err(|_| to_login())?;
         Ok(Ui {
             who,
             lang,
@@ -534,8 +533,7 @@ fn all_requests(st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
     crate::store::for_each(&*st.store, |r| {
         out.push(r);
         Ok::<(), crate::store::StoreError>(())
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    })?;
     Ok(out)
 }
 
@@ -1062,4 +1060,20 @@ impl ApiError {
             other => other.to_string(),
         }
     }
+}
+
+/// The dashboard (its own sign-in: a session cookie for `/ui`).
+pub fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/ui", get(overview))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", get(logout))
+        .route("/ui/lang/{code}", get(set_lang))
+        .route("/ui/deadlines", get(deadlines))
+        .route("/ui/audit", get(audit_page).post(audit_who))
+        .route("/ui/audit/verify", post(audit_verify))
+        .route("/ui/requests/{id}", get(request_page))
+        .route("/ui/requests/{id}/{action}", post(act_request))
+        .route("/ui/registries/{name}/{action}", post(act_registry))
 }

@@ -1,0 +1,125 @@
+//! What runs before a handler, as layers on the routers that need it:
+//! who the caller is (bearer token, and the TLS client certificate for a
+//! client bound to one), the admin role, the per-client request rate and
+//! the JSON content type. Each answers with its own problem before the body
+//! is read.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{authenticate, ApiError, AppState, Client};
+
+/// The caller, authenticated once per request: a later layer or the
+/// handler's [`Client`] extractor finds it in the request's extensions.
+pub fn caller(st: &AppState, req: &mut Request) -> Result<Client, ApiError> {
+    if let Some(c) = req.extensions().get::<Client>() {
+        return Ok(c.clone());
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+    let peer = req
+        .extensions()
+        .get::<crate::pki::tls::PeerCert>()
+        .and_then(|p| p.0.as_deref());
+    let client = authenticate(st, token, peer)?;
+    req.extensions_mut().insert(client.clone());
+    Ok(client)
+}
+
+/// A client with the admin role. Only [`Admin::check`] makes one, so an
+/// operator's action (which takes an `&Admin`) cannot be reached by any
+/// other client, whichever door it comes through (the admin API, the
+/// dashboard).
+#[derive(Debug, Clone)]
+pub struct Admin(Client);
+
+impl Admin {
+    pub fn check(c: Client) -> Result<Admin, ApiError> {
+        if c.admin {
+            Ok(Admin(c))
+        } else {
+            Err(ApiError::Forbidden(
+                "the admin API needs an admin token".into(),
+            ))
+        }
+    }
+}
+
+impl std::ops::Deref for Admin {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.0
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        Admin::check(Client::from_request_parts(parts, state).await?)
+    }
+}
+
+/// Only administrators (401 without a known token, 403 with another's),
+/// before anything of the request is read.
+pub async fn admin_only(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    Admin::check(caller(&st, &mut req)?)?;
+    Ok(next.run(req).await)
+}
+
+/// A client with `rate_per_s` files at most that many requests per second
+/// (bursts of one second's worth); beyond, 429 with Retry-After.
+pub async fn client_rate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let who = caller(&st, &mut req)?;
+    if let Some(rate) = who.rate_per_s {
+        let now = crate::store::now_ms();
+        let refused = {
+            let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
+            limits
+                .entry(who.name.clone())
+                .or_insert_with(|| crate::limits::TokenBucket::new(rate, now))
+                .take(now)
+                .err()
+        };
+        if let Some(until) = refused {
+            return Err(ApiError::TooMany(
+                until.saturating_sub(now).div_ceil(1000).max(1),
+            ));
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// The body must be declared `application/json` (parameters allowed).
+pub async fn json_only(req: Request, next: Next) -> Result<Response, ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::MediaType);
+    }
+    Ok(next.run(req).await)
+}
