@@ -20,4 +20,5 @@ pub mod protocol;
 pub mod schedule;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod xml;

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{authenticate, ApiError, AppState, Client};
+use crate::sync::lock;
 
 /// The caller, authenticated once per request: a later layer or the
 /// handler's [`Client`] extractor finds it in the request's extensions.
@@ -91,7 +92,7 @@ pub async fn client_rate(
     if let Some(rate) = who.rate_per_s {
         let now = crate::store::now_ms();
         let refused = {
-            let mut limits = st.limits.lock().unwrap_or_else(|e| e.into_inner());
+            let mut limits = lock(&st.limits);
             limits
                 .entry(who.name.clone())
                 .or_insert_with(|| crate::limits::TokenBucket::new(rate, now))

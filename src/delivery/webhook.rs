@@ -193,9 +193,7 @@ pub struct Webhooks {
     busy: Mutex<HashSet<u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 impl Webhooks {
     pub fn new(

@@ -70,9 +70,7 @@ enum Blocked {
     Event,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 /// A registry's state as operators see it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]

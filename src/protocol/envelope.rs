@@ -28,21 +28,7 @@ pub struct Headers {
     pub purpose: String,
 }
 
-/// Escapes text for element content or a double-quoted attribute.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\r' => o.push_str("&#13;"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
+pub use crate::xml::escape as esc;
 
 fn member_xml(out: &mut String, m: &Member) {
     let _ = write!(

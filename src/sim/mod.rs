@@ -93,9 +93,7 @@ struct Shared {
     limits: Limits,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, SimError> {
     std::fs::read(path).map_err(|e| SimError::File {

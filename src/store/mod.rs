@@ -47,6 +47,8 @@ use futures_util::future::BoxFuture;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sync::{lock, read, write};
+
 pub use crate::lifecycle::{now_ms, AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
 pub use outbox::{EventRule, OutEvent};
 
@@ -445,14 +447,11 @@ struct Trees {
 
 impl Trees {
     fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
-        self.audit_rule
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.audit_rule).clone()
     }
 
     fn head(&self) -> std::sync::MutexGuard<'_, crate::audit::Head> {
-        self.audit_head.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.audit_head)
     }
 }
 
@@ -629,11 +628,8 @@ impl SledStore {
     /// Stops accepting, lets the committer finish what it holds, flushes.
     /// The database closes when the last handle to the store is dropped.
     pub async fn close(&self) -> Result<(), StoreError> {
-        self.committer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&self.committer).take();
+        let task = lock(&self.task).take();
         if let Some(t) = task {
             let _ = t.await;
         }
@@ -769,11 +765,7 @@ impl QueueStore for SledStore {
         Box::pin(async move {
             self.check_space()?;
             let (tx, rx) = oneshot::channel();
-            let committer = self
-                .committer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let committer = lock(&self.committer).clone();
             let committer = committer.ok_or(StoreError::Closed)?;
             committer
                 .send((records, key, tx))
@@ -859,11 +851,7 @@ impl QueueStore for SledStore {
     }
 
     fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
-        let events = self
-            .events
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let events = read(&self.events).clone();
         let t = &self.t;
         let rule = t.audit_rule();
         let mut head = t.head();
@@ -932,7 +920,7 @@ impl QueueStore for SledStore {
     }
 
     fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
-        *self.t.audit_rule.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+        *write(&self.t.audit_rule) = Some(rule);
     }
 
     fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
@@ -1013,7 +1001,7 @@ impl QueueStore for SledStore {
     }
 
     fn set_event_rule(&self, rule: EventRule) {
-        *self.events.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+        *write(&self.events) = Some(rule);
     }
 
     fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
@@ -1030,7 +1018,7 @@ impl QueueStore for SledStore {
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
         if n > 0 {
-            if let Some(ev) = &*self.events.read().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(ev) = &*read(&self.events) {
                 ev.notify.notify_one();
             }
         }

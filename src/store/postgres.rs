@@ -657,13 +657,7 @@ fn why(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::{lock, read, write};
 
 fn migrate(c: &mut postgres::Client, url: &str) -> Result<(), StoreError> {
     let err = |e: postgres::Error| StoreError::Postgres {
@@ -1225,7 +1219,7 @@ impl QueueStore for PgStore {
     }
 
     fn watch(&self, w: Watch) {
-        *self.shared.watch.write().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        *write(&self.shared.watch) = Some(w);
     }
 
     fn lead(&self, role: &str) -> bool {
@@ -1277,7 +1271,7 @@ impl QueueStore for PgStore {
     }
 
     fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
-        *self.audit_rule.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+        *write(&self.audit_rule) = Some(rule);
     }
 
     fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
@@ -1380,11 +1374,7 @@ impl QueueStore for PgStore {
     }
 
     fn set_event_rule(&self, rule: EventRule) {
-        *self
-            .shared
-            .events
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(rule);
+        *write(&self.shared.events) = Some(rule);
     }
 
     fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
