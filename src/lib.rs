@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod pki;
 pub mod protocol;
 pub mod schedule;
+#[cfg(feature = "simulator")]
 pub mod sim;
 pub mod store;
 pub mod sync;

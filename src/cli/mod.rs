@@ -102,6 +102,7 @@ not run; 5 the request ended dead or cancelled."
         #[command(subcommand)]
         command: CertsCommand,
     },
+    #[cfg(feature = "simulator")]
     /// Run the registry simulator (civil, cadastre, tax) over HTTPS with client certificates.
     #[command(
         long_about = "Run the registry simulator: the server side of the protocol for the three \
@@ -131,6 +132,7 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
     )]
     Exchange(Box<ExchangeArgs>),
     /// Measure performance against baselines measured in the same run.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
@@ -509,6 +511,7 @@ pub fn run() -> ExitCode {
         Command::Certs {
             command: CertsCommand::Init { dir, force },
         } => certs_init(&dir, force),
+        #[cfg(feature = "simulator")]
         Command::Simulate {
             config,
             listen,
@@ -544,6 +547,7 @@ pub fn run() -> ExitCode {
                     .map_err(|e| Fail::Failed(e.to_string()))
             })
         }
+        #[cfg(feature = "bench")]
         Command::Bench { command } => match command {
             BenchCommand::Enqueue {
                 json,
@@ -892,6 +896,7 @@ fn certs_init(dir: &std::path::Path, force: bool) -> CmdResult {
     Ok(())
 }
 
+#[cfg(feature = "simulator")]
 fn simulate(config: &std::path::Path, listen: Option<String>, faults: Option<String>) -> CmdResult {
     init_logs();
     let mut cfg =

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::{self, AppState, Client, Clients};
-use crate::config::{self, GatewayConfig, SimulatorConfig};
+#[cfg(feature = "simulator")]
+use crate::config::SimulatorConfig;
+use crate::config::{self, GatewayConfig};
 use crate::delivery::CaseFolders;
 use crate::dispatch::Dispatcher;
 use crate::exchange::Exchange;
@@ -22,8 +24,11 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Exchange(#[from] crate::exchange::ExchangeError),
+    #[cfg(feature = "simulator")]
     #[error("{0}")]
     Sim(#[from] crate::sim::SimError),
+    #[error("serve --demo runs the built-in registry simulator, which this build of jumgw leaves out (it was built without the `simulator` feature, e.g. with --no-default-features). Run with --config and real registries, or use a build with the default features")]
+    NoSimulator,
     #[error("development certificates: {0}")]
     Pki(#[from] crate::pki::PkiError),
     #[error("cannot listen on {addr}: {source}")]
@@ -60,9 +65,12 @@ pub struct ServeOptions {
 pub const DEMO_BACKOFFICE_TOKEN: &str = "demo-backoffice";
 pub const DEMO_ADMIN_TOKEN: &str = "demo-admin";
 
+#[cfg(feature = "simulator")]
 const GATEWAY_TOML: &str = include_str!("../../config/gateway.toml");
+#[cfg(feature = "simulator")]
 const SIMULATOR_TOML: &str = include_str!("../../config/simulator.toml");
 
+#[cfg(feature = "simulator")]
 fn demo_configs(
     certs: &Path,
     faults: Option<String>,
@@ -141,28 +149,46 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// `--demo`: development certificates, the embedded configuration, and the
+/// registry simulator on free loopback ports (kept running while the
+/// returned guard lives).
+#[cfg(feature = "simulator")]
+async fn demo(
+    opts: &ServeOptions,
+) -> Result<(GatewayConfig, Box<dyn std::any::Any + Send>), DaemonError> {
+    let certs = opts.data_dir.join("certs");
+    if !certs.join(crate::pki::files::CA).exists() {
+        crate::pki::init_dev(&certs, false)?;
+        println!("generated development certificates in {}", certs.display());
+    }
+    let (mut gw, sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
+    let sim = crate::sim::start(&sim_cfg).await?;
+    for (name, r) in gw.registries.iter_mut() {
+        if let Some(a) = sim.addrs.get(name) {
+            r.url = format!("https://{a}/");
+        }
+    }
+    println!(
+        "embedded registry simulator: control on http://{}/",
+        sim.control
+    );
+    gw.validate("embedded gateway.toml")?;
+    Ok((gw, Box::new(sim)))
+}
+
+#[cfg(not(feature = "simulator"))]
+async fn demo(
+    _opts: &ServeOptions,
+) -> Result<(GatewayConfig, Box<dyn std::any::Any + Send>), DaemonError> {
+    Err(DaemonError::NoSimulator)
+}
+
 pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&opts.data_dir)?;
     let mut _sim = None;
     let mut cfg = if opts.demo {
-        let certs = opts.data_dir.join("certs");
-        if !certs.join(crate::pki::files::CA).exists() {
-            crate::pki::init_dev(&certs, false)?;
-            println!("generated development certificates in {}", certs.display());
-        }
-        let (mut gw, sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
-        let sim = crate::sim::start(&sim_cfg).await?;
-        for (name, r) in gw.registries.iter_mut() {
-            if let Some(a) = sim.addrs.get(name) {
-                r.url = format!("https://{a}/");
-            }
-        }
-        println!(
-            "embedded registry simulator: control on http://{}/",
-            sim.control
-        );
+        let (gw, sim) = demo(&opts).await?;
         _sim = Some(sim);
-        gw.validate("embedded gateway.toml")?;
         gw
     } else {
         GatewayConfig::load(
