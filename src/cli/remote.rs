@@ -1,11 +1,12 @@
-//! The operators' commands over the admin API: `jumgw queue`, `jumgw
-//! registries`, `jumgw audit`. Tables fit an 80-column terminal (wider if
+//! The commands that talk to a running gateway over its API: `jumgw
+//! request` (files a request and waits for it) and the operators' `jumgw
+//! queue`, `jumgw registries`, `jumgw audit` over the admin API. Tables fit an 80-column terminal (wider if
 //! `$COLUMNS` says so); `--json` prints the API's answer for scripts.
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::{failed, runtime, CmdResult, Fail};
+use super::{failed, runtime, CmdResult, Fail, RequestArgs};
 
 /// Where the gateway is and who asks.
 #[derive(Args, Debug, Clone)]
@@ -182,7 +183,7 @@ pub(super) async fn call(
     if status.is_success() {
         Ok(v)
     } else {
-        Err(Fail::Invalid(super::problem_text(&v)))
+        Err(Fail::Invalid(problem_text(&v)))
     }
 }
 
@@ -255,7 +256,7 @@ fn print(remote: &Remote, v: &Value, text: impl FnOnce(&Value) -> String) -> Cmd
     } else {
         text(v)
     };
-    super::write_stdout(out.as_bytes())
+    super::local::write_stdout(out.as_bytes())
 }
 
 fn request_rows(list: &[Value]) -> Vec<Vec<String>> {
@@ -715,5 +716,104 @@ pub fn audit(cmd: AuditCommand) -> CmdResult {
                 })
             }
         }
+    })
+}
+
+/// A problem+json answer for a terminal: title, detail, each bad field.
+pub(super) fn problem_text(v: &serde_json::Value) -> String {
+    let mut m = format!(
+        "{}: {}",
+        v["title"].as_str().unwrap_or("refused"),
+        v["detail"].as_str().unwrap_or("")
+    );
+    for e in v["errors"].as_array().into_iter().flatten() {
+        m.push_str(&format!(
+            "\n  {}: {}",
+            e["pointer"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        ));
+    }
+    m
+}
+
+pub(super) fn request(a: RequestArgs) -> CmdResult {
+    let subject: serde_json::Map<String, serde_json::Value> = a
+        .subject
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        .collect();
+    let body = serde_json::json!({
+        "case": {"number": a.case, "legal_basis": a.legal_basis, "official": a.official},
+        "service": a.service,
+        "subject": subject,
+        "purpose": a.purpose,
+    });
+    let base = a.url.trim_end_matches('/').to_owned();
+    runtime()?.block_on(async {
+        let http = reqwest::Client::new();
+        let mut req = http
+            .post(format!("{base}/api/v1/requests"))
+            .bearer_auth(&a.token)
+            .json(&body);
+        if let Some(k) = &a.idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.send().await.map_err(failed(&base))?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.map_err(failed(&base))?;
+        if status.as_u16() != 202 {
+            return Err(Fail::Invalid(problem_text(&v)));
+        }
+        let id = v["id"].as_str().unwrap_or_default().to_owned();
+        println!("{id}");
+        if !a.wait {
+            return Ok(());
+        }
+        let mut last = String::new();
+        let remote = Remote::new(&base, &a.token);
+        loop {
+            let v = call(
+                &http,
+                &remote,
+                reqwest::Method::GET,
+                &format!("/api/v1/requests/{id}"),
+                None,
+            )
+            .await?;
+            let state = v["state"].as_str().unwrap_or("?").to_owned();
+            let line = format!(
+                "{state} ({} attempts)",
+                v["attempts"].as_array().map_or(0, |x| x.len())
+            );
+            if line != last {
+                eprintln!("{id}: {line}");
+                last = line;
+            }
+            match state.as_str() {
+                "delivered" => break,
+                "dead" | "cancelled" => {
+                    return Err(Fail::Code(
+                        5,
+                        format!("{id} ended {state}: {}", v["error"].as_str().unwrap_or("")),
+                    ));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+        if let Some(out) = &a.out {
+            let bytes = http
+                .get(format!("{base}/api/v1/documents/{id}/content"))
+                .bearer_auth(&a.token)
+                .send()
+                .await
+                .map_err(failed(&base))?
+                .bytes()
+                .await
+                .map_err(failed(&base))?;
+            std::fs::write(out, &bytes).map_err(failed(&out.display().to_string()))?;
+            eprintln!("saved the signed document to {}", out.display());
+        }
+        Ok(())
     })
 }

@@ -1,0 +1,445 @@
+//! The commands that work on this machine: the store offline (export,
+//! import), development certificates, identifiers, XML, one exchange with a
+//! registry, and the simulator.
+
+use std::io::{Read, Write};
+
+use super::*;
+
+pub(super) fn read_input(input: &Input) -> Result<Vec<u8>, Fail> {
+    let mut buf = Vec::new();
+    let res = if input.file == "-" {
+        std::io::stdin()
+            .take(input.max_size as u64 + 1)
+            .read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(&input.file)
+            .and_then(|f| f.take(input.max_size as u64 + 1).read_to_end(&mut buf))
+    };
+    res.map_err(failed(&input.file))?;
+    if buf.len() > input.max_size {
+        return Err(Fail::Invalid(format!(
+            "{}: larger than the limit of {} bytes",
+            input.file, input.max_size
+        )));
+    }
+    Ok(buf)
+}
+
+pub(super) fn limits(input: &Input) -> Limits {
+    Limits {
+        max_size: input.max_size,
+        max_text_len: input.max_size,
+        ..Limits::default()
+    }
+}
+
+pub(super) fn write_stdout(bytes: &[u8]) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(failed("standard output"))
+}
+
+/// The store a `store` command works on, and how to name it.
+pub(super) fn open_store(
+    data_dir: &std::path::Path,
+    url: Option<&str>,
+) -> Result<(std::sync::Arc<dyn crate::store::QueueStore>, PathBuf), Fail> {
+    let cfg = match url {
+        Some(u) => {
+            crate::config::StoreConfig::from_arg(u, &Default::default()).map_err(Fail::Invalid)?
+        }
+        None => crate::config::StoreConfig::default(),
+    };
+    let name = match &cfg.url {
+        Some(u) => <postgres::Config as std::str::FromStr>::from_str(u)
+            .map(|c| PathBuf::from(crate::store::postgres::display_url(&c)))
+            .unwrap_or_else(|_| PathBuf::from("PostgreSQL")),
+        None => data_dir.to_owned(),
+    };
+    let store =
+        crate::store::open_configured(&cfg, data_dir).map_err(|e| Fail::Failed(e.to_string()))?;
+    Ok((store, name))
+}
+
+pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
+    use crate::store::backup;
+    runtime()?.block_on(async {
+        let (dir, result) = match cmd {
+            StoreCommand::Export {
+                data_dir,
+                out,
+                url: Some(url),
+                token,
+                ..
+            } => {
+                let token = token.ok_or_else(|| {
+                    Fail::Failed("--url needs an admin token (--token or JUMGW_TOKEN)".into())
+                })?;
+                let r = reqwest::Client::new()
+                    .get(format!(
+                        "{}/admin/v1/store/export",
+                        url.trim_end_matches('/')
+                    ))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(failed(&url))?;
+                if !r.status().is_success() {
+                    let status = r.status();
+                    return Err(Fail::Failed(format!(
+                        "{url}: {status}: {}",
+                        r.text().await.unwrap_or_default()
+                    )));
+                }
+                let bytes = r.bytes().await.map_err(failed(&url))?;
+                let n = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.starts_with(b"{\"kind\":\"request\""))
+                    .count();
+                match &out {
+                    Some(p) => {
+                        std::fs::write(p, &bytes).map_err(failed(&p.display().to_string()))?
+                    }
+                    None => write_stdout(&bytes)?,
+                }
+                let count = |kind: &str| {
+                    let prefix = format!("{{\"kind\":\"{kind}\"");
+                    bytes
+                        .split(|&b| b == b'\n')
+                        .filter(|l| l.starts_with(prefix.as_bytes()))
+                        .count()
+                };
+                (
+                    data_dir,
+                    crate::store::backup::Counts {
+                        requests: n,
+                        documents: count("document"),
+                        audit: count("audit"),
+                    },
+                )
+            }
+            StoreCommand::Export {
+                data_dir,
+                out,
+                url: None,
+                store,
+                ..
+            } => {
+                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
+                let counts = match &out {
+                    Some(p) => {
+                        let f =
+                            std::fs::File::create(p).map_err(failed(&p.display().to_string()))?;
+                        let mut w = std::io::BufWriter::new(f);
+                        backup::export(&*store, &mut w)
+                    }
+                    None => backup::export(
+                        &*store,
+                        &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                    ),
+                }
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+                store
+                    .close()
+                    .await
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                (data_dir, counts)
+            }
+            StoreCommand::Import {
+                data_dir,
+                file,
+                store,
+            } => {
+                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
+                let counts = if file == "-" {
+                    backup::import(
+                        &*store,
+                        &mut std::io::BufReader::new(std::io::stdin().lock()),
+                    )
+                    .await
+                } else {
+                    let f = std::fs::File::open(&file).map_err(failed(&file))?;
+                    backup::import(&*store, &mut std::io::BufReader::new(f)).await
+                }
+                .map_err(|e| Fail::Invalid(format!("{file}: {e}")))?;
+                store
+                    .close()
+                    .await
+                    .map_err(|e| Fail::Failed(e.to_string()))?;
+                (data_dir, counts)
+            }
+        };
+        eprintln!(
+            "{}: {} requests, {} documents, {} audit entries",
+            dir.display(),
+            result.requests,
+            result.documents,
+            result.audit
+        );
+        Ok(())
+    })
+}
+
+pub(super) fn certs_init(dir: &std::path::Path, force: bool) -> CmdResult {
+    let written = crate::pki::init_dev(dir, force).map_err(|e| Fail::Failed(e.to_string()))?;
+    for w in written {
+        match w.expires {
+            Some(e) => println!("wrote {}  (expires {e})", w.path.display()),
+            None => println!("wrote {}", w.path.display()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "simulator")]
+pub(super) fn simulate(
+    config: &std::path::Path,
+    listen: Option<String>,
+    faults: Option<String>,
+) -> CmdResult {
+    init_logs();
+    let mut cfg =
+        crate::config::SimulatorConfig::load(config).map_err(|e| Fail::Failed(e.to_string()))?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(f) = faults {
+        cfg.faults = f;
+    }
+    runtime()?.block_on(async {
+        let sim = crate::sim::start(&cfg)
+            .await
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+        for (name, addr) in &sim.addrs {
+            println!("{name} listening on https://{addr}/");
+        }
+        println!("control on http://{}/", sim.control);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tokio::signal::ctrl_c().await.map_err(failed("signal"))?;
+        drop(sim);
+        Ok(())
+    })
+}
+
+pub(super) fn exchange(a: ExchangeArgs) -> CmdResult {
+    use crate::exchange::{Call, Exchange, Outcome};
+    let cfg =
+        crate::config::GatewayConfig::load(&a.config).map_err(|e| Fail::Failed(e.to_string()))?;
+    let svc = cfg.services.get(&a.service).ok_or_else(|| {
+        Fail::Failed(format!(
+            "unknown service {:?}; known: {}",
+            a.service,
+            cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if svc.registry != a.registry {
+        return Err(Fail::Failed(format!(
+            "service {} belongs to registry {}, not {}",
+            a.service, svc.registry, a.registry
+        )));
+    }
+    let subject = crate::protocol::subject::Subject::from_parts(
+        a.subject.jmbg.as_deref(),
+        a.subject.pib.as_deref(),
+        a.subject.mb.as_deref(),
+        a.subject.ko.as_deref(),
+        a.subject.sheet.as_deref(),
+        a.subject.parcel.as_deref(),
+    )
+    .map_err(|e| Fail::Invalid(format!("invalid subject: {e}")))?;
+    let schemas = a.schemas.clone().unwrap_or_else(xml::schema::default_dir);
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let attempt = runtime()?.block_on(async {
+        let ex = Exchange::new(&cfg, &schemas).map_err(|e| Fail::Failed(e.to_string()))?;
+        ex.attempt(&Call {
+            id: &id,
+            service: &a.service,
+            subject: &subject,
+            case: &a.case,
+            official: &a.official,
+            legal_basis: &a.legal_basis,
+            purpose: &a.purpose,
+            ticket: a.ticket.as_deref(),
+        })
+        .await
+        .map_err(|e| Fail::Failed(e.to_string()))
+    })?;
+    let code = match &attempt.outcome {
+        Outcome::Document => 0,
+        Outcome::Accepted { .. } => 3,
+        Outcome::Retryable { .. } | Outcome::TicketLost { .. } => 4,
+        Outcome::Permanent { .. } => 5,
+        Outcome::Security { .. } => 6,
+    };
+    if code != 0 {
+        let extra = match &attempt.outcome {
+            Outcome::Accepted { .. } => {
+                format!(" (request id {id}; poll with --id {id} --ticket TICKET)")
+            }
+            _ => String::new(),
+        };
+        return Err(Fail::Code(code, format!("{}{extra}", attempt.outcome)));
+    }
+    let bytes = attempt.response.unwrap_or_default();
+    match a.out {
+        Some(p) => std::fs::write(&p, &bytes).map_err(failed(&p.display().to_string()))?,
+        None => write_stdout(&bytes)?,
+    }
+    eprintln!(
+        "document from {} signed by {} in {} ms",
+        a.registry,
+        attempt.signer.unwrap_or_default(),
+        attempt.duration.as_millis()
+    );
+    Ok(())
+}
+
+pub(super) fn ids_check(kind: IdKind, value: &str) -> CmdResult {
+    let invalid = |e: ids::IdError| Fail::Invalid(format!("invalid: {e}"));
+    let lines: Vec<String> = match kind {
+        IdKind::Jmbg => {
+            let j = ids::Jmbg::parse(value).map_err(invalid)?;
+            let sex = match j.sex() {
+                ids::Sex::Male => "male",
+                ids::Sex::Female => "female",
+            };
+            vec![
+                format!("valid JMBG {}", j.as_str()),
+                format!("date of birth: {}", j.birth_date()),
+                format!("region: {:02}", j.region()),
+                format!("serial: {:03} ({sex})", j.serial()),
+                format!("check digit: {}", &value[12..]),
+            ]
+        }
+        IdKind::Pib => {
+            let p = ids::Pib::parse(value).map_err(invalid)?;
+            vec![
+                format!("valid PIB {p}"),
+                format!("check digit: {}", &value[8..]),
+            ]
+        }
+        IdKind::Mb => {
+            let m = ids::Mb::parse(value).map_err(invalid)?;
+            vec![
+                format!("valid MB {m}"),
+                format!("check digit: {}", &value[7..]),
+            ]
+        }
+        IdKind::Ko => {
+            let k = ids::KoCode::parse(value).map_err(invalid)?;
+            vec![
+                format!("valid KO code {k}"),
+                format!("check digit: {}", &value[5..]),
+            ]
+        }
+        IdKind::Municipality => {
+            let k = ids::MunicipalityCode::parse(value).map_err(invalid)?;
+            vec![
+                format!("valid municipality code {k}"),
+                format!("check digit: {}", &value[4..]),
+            ]
+        }
+        IdKind::Parcel => {
+            let (ko, parcel) = match value.split_once(':') {
+                Some((ko, p)) => (Some(ids::KoCode::parse(ko).map_err(invalid)?), p),
+                None => (None, value),
+            };
+            let p = ids::ParcelNumber::parse(parcel).map_err(invalid)?;
+            let mut v = vec![format!("valid parcel {p}")];
+            if let Some(ko) = ko {
+                v.push(format!("KO: {ko}"));
+            }
+            v.push(format!("number: {}", p.number));
+            v.push(format!(
+                "sub-number: {}",
+                p.sub.map_or("none".to_owned(), |s| s.to_string())
+            ));
+            v
+        }
+        IdKind::Sheet => {
+            let s = ids::SheetNumber::parse(value).map_err(invalid)?;
+            vec![format!("valid property sheet number {}", s.0)]
+        }
+    };
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
+    match cmd {
+        XmlCommand::C14n {
+            exclusive,
+            with_comments,
+            prefix_list,
+            input,
+        } => {
+            let bytes = read_input(&input)?;
+            let mut opts = c14n::Options {
+                exclusive,
+                with_comments,
+                inclusive_prefixes: Vec::new(),
+            };
+            if let Some(l) = prefix_list {
+                opts = opts.with_prefix_list(&l);
+            }
+            let out = c14n::WriteOutput {
+                inner: std::io::BufWriter::new(std::io::stdout().lock()),
+                error: None,
+            };
+            let mut out = c14n::canonicalize_into(&bytes, &opts, &limits(&input), out)
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            if let Some(e) = out.error {
+                return Err(failed("standard output")(e));
+            }
+            out.inner.flush().map_err(failed("standard output"))
+        }
+        XmlCommand::Sign {
+            key,
+            cert,
+            alg,
+            out,
+            input,
+        } => {
+            let key_pem = std::fs::read(&key).map_err(failed(&key.display().to_string()))?;
+            let cert_pem = std::fs::read(&cert).map_err(failed(&cert.display().to_string()))?;
+            let alg = alg.as_deref().and_then(xml::Algorithm::from_name);
+            let k = xml::SigningKey::from_pem(&key_pem, &cert_pem, alg)
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            let signed = xml::sign(&bytes, &k, &limits(&input))
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            match out {
+                Some(p) => std::fs::write(&p, signed).map_err(failed(&p.display().to_string())),
+                None => write_stdout(&signed),
+            }
+        }
+        XmlCommand::Verify { trust, input } => {
+            let pem = std::fs::read(&trust).map_err(failed(&trust.display().to_string()))?;
+            let store = xml::TrustStore::from_pem(&pem).map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            let v = xml::verify(&bytes, &store, &limits(&input))
+                .map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
+            println!(
+                "valid {} signature by {}",
+                v.algorithm.name(),
+                v.signer_subject()
+            );
+            Ok(())
+        }
+        XmlCommand::Validate { schemas, input } => {
+            let dir = schemas.unwrap_or_else(xml::schema::default_dir);
+            let v = xml::schema::Validator::start(&dir, limits(&input))
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            let bytes = read_input(&input)?;
+            v.validate(&bytes)
+                .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;
+            println!("{}: valid", input.file);
+            Ok(())
+        }
+    }
+}
