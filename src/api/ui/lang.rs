@@ -1,0 +1,168 @@
+//! The dashboard's words in English, Serbian (Latin) and Hungarian, and
+//! which of them a browser asked for.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Sr,
+    Hu,
+}
+
+impl Lang {
+    pub(super) fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Sr => "sr-Latn",
+            Lang::Hu => "hu",
+        }
+    }
+
+    /// This language's word of an English, Serbian, Hungarian triple.
+    pub(super) fn pick(self, [en, sr, hu]: [&'static str; 3]) -> &'static str {
+        match self {
+            Lang::En => en,
+            Lang::Sr => sr,
+            Lang::Hu => hu,
+        }
+    }
+
+    pub(super) fn from_code(c: &str) -> Option<Lang> {
+        match c {
+            "en" => Some(Lang::En),
+            "sr" | "sr-Latn" => Some(Lang::Sr),
+            "hu" => Some(Lang::Hu),
+            _ => None,
+        }
+    }
+}
+
+/// The words of the dashboard: English, Serbian (Latin), Hungarian.
+pub(super) fn t(lang: Lang, key: &str) -> &'static str {
+    let [en, sr, hu]: [&'static str; 3] = match key {
+        "title" => [
+            "Gateway console",
+            "Konzola mrežnog prolaza",
+            "Átjáró konzol",
+        ],
+        "overview" => ["Overview", "Pregled", "Áttekintés"],
+        "deadlines" => ["ZUP deadlines", "Rokovi po ZUP-u", "ÁKE határidők"],
+        "audit" => ["Audit", "Revizija", "Napló"],
+        "logout" => ["Sign out", "Odjava", "Kilépés"],
+        "login" => ["Sign in", "Prijava", "Belépés"],
+        "token" => [
+            "Admin token",
+            "Administratorski token",
+            "Adminisztrátori token",
+        ],
+        "login-failed" => [
+            "That is not an admin token.",
+            "To nije administratorski token.",
+            "Ez nem adminisztrátori token.",
+        ],
+        "registries" => ["Registries", "Registri", "Nyilvántartások"],
+        "queue" => [
+            "Requests by state",
+            "Zahtevi po stanju",
+            "Kérelmek állapot szerint",
+        ],
+        "breaker" => ["Breaker", "Prekidač", "Megszakító"],
+        "closed" => ["closed", "zatvoren", "zárva"],
+        "open" => ["open", "otvoren", "nyitva"],
+        "half-open" => ["half-open", "poluotvoren", "félig nyitva"],
+        "paused" => ["paused", "pauzirano", "szüneteltetve"],
+        "maintenance" => ["maintenance", "održavanje", "karbantartás"],
+        "active" => ["active", "aktivan", "aktív"],
+        "in-flight" => ["in flight", "u toku", "folyamatban"],
+        "waiting" => ["waiting", "čeka", "várakozik"],
+        "last-ok" => ["last success", "poslednji uspeh", "utolsó siker"],
+        "last-error" => ["last error", "poslednja greška", "utolsó hiba"],
+        "certs" => ["certificates", "sertifikati", "tanúsítványok"],
+        "days" => ["days", "dana", "nap"],
+        "pause" => ["Pause", "Pauziraj", "Szüneteltetés"],
+        "resume" => ["Resume", "Nastavi", "Folytatás"],
+        "retry-dead" => ["Retry dead", "Ponovi neuspele", "Sikertelenek újra"],
+        "throughput" => [
+            "Attempts per minute, last hour",
+            "Pokušaji po minutu, poslednji sat",
+            "Próbálkozások percenként, utolsó óra",
+        ],
+        "latency" => [
+            "Average latency (ms), last hour",
+            "Prosečno kašnjenje (ms), poslednji sat",
+            "Átlagos késleltetés (ms), utolsó óra",
+        ],
+        "stuck" => [
+            "Stuck and dead requests",
+            "Zaglavljeni i neuspeli zahtevi",
+            "Elakadt és sikertelen kérelmek",
+        ],
+        "none" => ["Nothing here.", "Ništa.", "Nincs ilyen."],
+        "id" => ["Request", "Zahtev", "Kérelem"],
+        "state" => ["State", "Stanje", "Állapot"],
+        "service" => ["Service", "Usluga", "Szolgáltatás"],
+        "case" => ["Case", "Predmet", "Ügy"],
+        "age" => ["Age", "Starost", "Kor"],
+        "error" => ["Error", "Greška", "Hiba"],
+        "actions" => ["Actions", "Radnje", "Műveletek"],
+        "retry" => ["Retry", "Ponovi", "Újra"],
+        "cancel" => ["Cancel", "Otkaži", "Visszavonás"],
+        "timeline" => ["Timeline", "Tok", "Idővonal"],
+        "filed" => ["Filed", "Podnet", "Benyújtva"],
+        "deadline" => ["Deadline", "Rok", "Határidő"],
+        "official" => ["Official", "Službenik", "Ügyintéző"],
+        "legal-basis" => ["Legal basis", "Pravni osnov", "Jogalap"],
+        "purpose" => ["Purpose", "Svrha", "Cél"],
+        "subject" => ["Subject", "Lice", "Érintett"],
+        "attempt" => ["Attempt", "Pokušaj", "Próbálkozás"],
+        "delivered" => ["Delivered", "Dostavljeno", "Kézbesítve"],
+        "at-risk" => ["near its deadline", "blizu roka", "közel a határidőhöz"],
+        "left" => ["left", "preostalo", "hátra"],
+        "who" => [
+            "Who used a person's data",
+            "Ko je koristio podatke o licu",
+            "Ki használta a személy adatait",
+        ],
+        "jmbg" => ["JMBG", "JMBG", "Személyi szám (JMBG)"],
+        "search" => ["Search", "Traži", "Keresés"],
+        "print" => ["Print", "Štampaj", "Nyomtatás"],
+        "when" => ["When (UTC)", "Kada (UTC)", "Mikor (UTC)"],
+        "action" => ["Action", "Radnja", "Művelet"],
+        "verify" => [
+            "Verify the audit trail",
+            "Proveri revizioni trag",
+            "Napló ellenőrzése",
+        ],
+        "intact" => [
+            "The trail is intact",
+            "Trag je neoštećen",
+            "A napló sértetlen",
+        ],
+        "broken" => ["The trail is BROKEN", "Trag je OŠTEĆEN", "A napló SÉRÜLT"],
+        "entries" => ["entries", "unosa", "bejegyzés"],
+        "done" => ["Done", "Urađeno", "Kész"],
+        "welcome" => ["Welcome", "Dobro došli", "Isten hozta"],
+        "oldest" => [
+            "oldest open request",
+            "najstariji otvoren zahtev",
+            "legrégebbi nyitott kérelem",
+        ],
+        _ => [""; 3],
+    };
+    lang.pick([en, sr, hu])
+}
+
+pub(super) fn state_word(lang: Lang, s: RState) -> &'static str {
+    let [en, sr, hu] = match s {
+        RState::Queued => ["queued", "u redu", "sorban"],
+        RState::Sending => ["sending", "šalje se", "küldés alatt"],
+        RState::Awaiting => ["awaiting", "čeka odgovor", "válaszra vár"],
+        RState::Retrying => ["retrying", "ponavlja se", "újrapróbálás"],
+        RState::Fetched => ["fetched", "preuzeto", "letöltve"],
+        RState::Delivered => ["delivered", "dostavljeno", "kézbesítve"],
+        RState::Dead => ["dead", "neuspelo", "sikertelen"],
+        RState::Cancelled => ["cancelled", "otkazano", "visszavonva"],
+    };
+    lang.pick([en, sr, hu])
+}
