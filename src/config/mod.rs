@@ -4,8 +4,10 @@
 //!
 //! Any key can be overridden by an environment variable: `JUMGW_` followed
 //! by the key path in upper case with `__` between levels, e.g.
-//! `JUMGW_REGISTRIES__CIVIL__URL=https://10.0.0.5:9441/`. Values that parse
-//! as integers or booleans are taken as such.
+//! `JUMGW_REGISTRIES__CIVIL__URL=https://10.0.0.5:9441/`. Values are read
+//! as figment reads them: booleans, numbers, `[a, b]` lists, `{k = v}`
+//! tables, and anything else as a string. The layering (a file, the files
+//! it `extends`, the environment) is figment's.
 //!
 //! Relative file paths in a configuration are resolved against the current
 //! working directory, which is the repository root in every documented
@@ -39,14 +41,15 @@ pub enum ConfigError {
 
 /// Reads a TOML file, applies `JUMGW_*` overrides and deserialises it.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let table = read_table(path, 0)?;
-    finish(table, &path.display().to_string(), std::env::vars())
+    let mut files = Vec::new();
+    read_chain(path, 0, &mut files)?;
+    layered(files, &path.display().to_string(), std::env::vars())
 }
 
-/// A file's table, on top of the file it `extends` (a path relative to
-/// it): tables are merged key by key, this file's values win. So a
+/// A file and the files it `extends` (a path relative to it), the one it
+/// extends first: each layer overrides the one before key by key, so a
 /// variant (config/gateway-postgres.toml) says only what differs.
-fn read_table(path: &Path, depth: usize) -> Result<toml::Table, ConfigError> {
+fn read_chain(path: &Path, depth: usize, files: &mut Vec<toml::Table>) -> Result<(), ConfigError> {
     let origin = path.display().to_string();
     let perr = |message: String| ConfigError::Parse {
         path: origin.clone(),
@@ -57,32 +60,21 @@ fn read_table(path: &Path, depth: usize) -> Result<toml::Table, ConfigError> {
         source,
     })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| perr(e.to_string()))?;
-    let Some(base) = table.remove("extends") else {
-        return Ok(table);
-    };
-    let base = base
-        .as_str()
-        .ok_or_else(|| perr("extends: expected the name of another configuration file".into()))?;
-    if depth >= 4 {
-        return Err(perr("extends: more than 4 files deep (a loop?)".into()));
-    }
-    let mut merged = read_table(
-        &path.parent().unwrap_or(Path::new(".")).join(base),
-        depth + 1,
-    )?;
-    merge(&mut merged, table);
-    Ok(merged)
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
+    if let Some(base) = table.remove("extends") {
+        let base = base.as_str().ok_or_else(|| {
+            perr("extends: expected the name of another configuration file".into())
+        })?;
+        if depth >= 4 {
+            return Err(perr("extends: more than 4 files deep (a loop?)".into()));
         }
+        read_chain(
+            &path.parent().unwrap_or(Path::new(".")).join(base),
+            depth + 1,
+            files,
+        )?;
     }
+    files.push(table);
+    Ok(())
 }
 
 /// Parses TOML text with the given environment overrides.
@@ -91,38 +83,94 @@ pub fn parse<T: DeserializeOwned>(
     origin: &str,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
-    let value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
         message: e.to_string(),
     })?;
-    finish(value, origin, env)
+    layered(vec![table], origin, env)
 }
 
-/// Applies environment overrides and reads the configuration.
-fn finish<T: DeserializeOwned>(
-    mut value: toml::Table,
+/// The layers, lowest first (the files, then the environment), merged and
+/// read by figment: tables merge key by key, anything else is replaced.
+/// An environment value is read as figment reads one: `true`, numbers,
+/// `[a, b]` lists and `{k = v}` tables, anything else a string; so
+/// `JUMGW_CLIENTS__X__SERVICES='["civil.birth-extract"]'` sets a list.
+fn layered<T: DeserializeOwned>(
+    files: Vec<toml::Table>,
     origin: &str,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
+    use figment::providers::Serialized;
+    use figment::value::{Dict, Value};
+    let top: std::collections::BTreeSet<String> =
+        files.iter().flat_map(|t| t.keys().cloned()).collect();
+    let mut fig = figment::Figment::new();
+    for t in files {
+        fig = fig.merge(Serialized::defaults(t));
+    }
+    let mut overrides = Dict::new();
     for (k, v) in env {
         let Some(rest) = k.strip_prefix("JUMGW_") else {
             continue;
         };
         // Variables that are not key paths (JUMGW_TOKEN, JUMGW_SCHEMAS) are
         // for other parts of the program.
-        if !rest.contains("__") && !value.contains_key(&rest.to_lowercase()) {
+        if !rest.contains("__") && !top.contains(&rest.to_lowercase()) {
             continue;
         }
         let keys: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
-        set_path(&mut value, &keys, &v);
+        let value: Value = v
+            .parse()
+            .unwrap_or_else(|never: std::convert::Infallible| match never {});
+        set_path(&mut overrides, &keys, value);
     }
-    T::deserialize(toml::Value::Table(value)).map_err(|e| ConfigError::Parse {
+    fig = fig.merge(Serialized::defaults(overrides));
+    fig.extract::<T>().map_err(|e| ConfigError::Parse {
         path: origin.to_owned(),
-        message: e.to_string(),
+        message: figment_message(e),
     })
 }
 
-fn set_path(table: &mut toml::Table, keys: &[String], v: &str) {
+/// A figment error as we say it: the key path, then the problem (its own
+/// text names the profile and the provider's source location, which mean
+/// nothing to an operator).
+fn figment_message(e: figment::Error) -> String {
+    use figment::error::Kind;
+    let Some(e) = e.into_iter().next() else {
+        return "unreadable configuration".into();
+    };
+    let what = match &e.kind {
+        Kind::UnknownField(field, expected) => format!(
+            "unknown field `{field}`, expected one of {}",
+            expected
+                .iter()
+                .map(|x| format!("`{x}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::MissingField(field) => format!("missing field `{field}`"),
+        other => other.to_string(),
+    };
+    // An unknown field is the last part of its path already (a missing
+    // one's path is the table that lacks it).
+    let path: Vec<&str> = match &e.kind {
+        Kind::UnknownField(..) => e
+            .path
+            .iter()
+            .take(e.path.len().saturating_sub(1))
+            .map(String::as_str)
+            .collect(),
+        _ => e.path.iter().map(String::as_str).collect(),
+    };
+    if path.is_empty() {
+        what
+    } else {
+        format!("{}: {what}", path.join("."))
+    }
+}
+
+fn set_path(table: &mut figment::value::Dict, keys: &[String], v: figment::value::Value) {
+    use figment::value::{Dict, Value};
     let Some((last, parents)) = keys.split_last() else {
         return;
     };
@@ -130,23 +178,16 @@ fn set_path(table: &mut toml::Table, keys: &[String], v: &str) {
     for k in parents {
         let entry = t
             .entry(k.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
+            .or_insert_with(|| Value::from(Dict::new()));
+        if !matches!(entry, Value::Dict(..)) {
+            *entry = Value::from(Dict::new());
         }
         match entry {
-            toml::Value::Table(next) => t = next,
+            Value::Dict(_, next) => t = next,
             _ => return,
         }
     }
-    let value = if let Ok(i) = v.parse::<i64>() {
-        toml::Value::Integer(i)
-    } else if let Ok(b) = v.parse::<bool>() {
-        toml::Value::Boolean(b)
-    } else {
-        toml::Value::String(v.to_owned())
-    };
-    t.insert(last.clone(), value);
+    t.insert(last.clone(), v);
 }
 
 /// A duration written as `250ms`, `5s`, `10m`, `1h` or `1d`.
@@ -1005,6 +1046,50 @@ mod tests {
         let c: GatewayConfig = parse(GW, "gateway.toml", env.into_iter()).unwrap();
         assert_eq!(c.registries["civil"].url, "https://10.1.1.1:1/");
         assert_eq!(c.gateway.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn lists_and_tables_can_be_set_from_the_environment() {
+        let env = [
+            ("JUMGW_CLIENTS__X__TOKEN_SHA256", "ab"),
+            (
+                "JUMGW_CLIENTS__X__SERVICES",
+                r#"["civil.birth-extract", "tax.clearance-certificate"]"#,
+            ),
+            (
+                "JUMGW_REGISTRIES__TAX__MEMBER",
+                r#"{instance = "RS", class = "GOV", code = "08070431"}"#,
+            ),
+            // quoted: a string, though it looks like a number
+            ("JUMGW_REGISTRIES__TAX__SIGNER_SUBJECT", r#""12345""#),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c: GatewayConfig = parse(GW, "gateway.toml", env.into_iter()).unwrap();
+        assert_eq!(
+            c.clients["x"].services,
+            ["civil.birth-extract", "tax.clearance-certificate"]
+        );
+        assert_eq!(c.registries["tax"].member.code, "08070431");
+        // a table is merged into the file's key by key, as `extends` does
+        assert_eq!(
+            c.registries["tax"].member.subsystem.as_deref(),
+            Some("poreska-uprava")
+        );
+        assert_eq!(c.registries["tax"].signer_subject.as_deref(), Some("12345"));
+        c.validate("gateway.toml").unwrap();
+        // and a list where a string is wanted is refused naming the key
+        let e = parse::<GatewayConfig>(
+            GW,
+            "gateway.toml",
+            [(
+                "JUMGW_REGISTRIES__CIVIL__URL".to_string(),
+                "[1, 2]".to_string(),
+            )]
+            .into_iter(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("gateway.toml: registries.civil.url: "), "{e}");
     }
 
     #[test]
