@@ -1,0 +1,147 @@
+//! What the gateway's configuration must satisfy beyond its types: every
+//! service names a known registry and subject kinds, URLs are https,
+//! clients, procedures and the API's TLS agree; checked once at start with
+//! the file and the key named.
+
+use super::{webhook_key, ConfigError, DeliveryMode, GatewayConfig, StoreBackend, SUBJECT_KINDS};
+
+impl GatewayConfig {
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: String, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message,
+        };
+        if self.store.backend == StoreBackend::Postgres && self.store.url.is_none() {
+            return Err(bad(
+                "store.url".into(),
+                "the postgres backend needs a URL, postgres://user@host:port/database".into(),
+            ));
+        }
+        if self.store.pool_size == 0 {
+            return Err(bad("store.pool_size".into(), "must be at least 1".into()));
+        }
+        for (name, r) in &self.registries {
+            if !r.url.starts_with("https://") {
+                return Err(bad(
+                    format!("registries.{name}.url"),
+                    format!("{:?} must be an https:// URL", r.url),
+                ));
+            }
+            for (i, w) in r.maintenance.iter().enumerate() {
+                crate::schedule::Window::new(w)
+                    .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;
+            }
+            if r.max_in_flight == 0 || r.rate_per_s.is_nan() || r.rate_per_s <= 0.0 {
+                return Err(bad(
+                    format!("registries.{name}"),
+                    "max_in_flight and rate_per_s must be positive".into(),
+                ));
+            }
+            if r.timeout < r.connect_timeout {
+                return Err(bad(
+                    format!("registries.{name}.timeout"),
+                    "must not be shorter than connect_timeout".into(),
+                ));
+            }
+        }
+        for (id, s) in &self.services {
+            if !self.registries.contains_key(&s.registry) {
+                return Err(bad(
+                    format!("services.{id}.registry"),
+                    format!("unknown registry {:?}", s.registry),
+                ));
+            }
+            if !id.starts_with(&format!("{}.", s.registry)) {
+                return Err(bad(
+                    format!("services.{id}"),
+                    format!(
+                        "a service id starts with its registry, e.g. {}.…",
+                        s.registry
+                    ),
+                ));
+            }
+            if s.subjects.is_empty() {
+                return Err(bad(
+                    format!("services.{id}.subjects"),
+                    "needs at least one subject kind".into(),
+                ));
+            }
+            for k in &s.subjects {
+                if !SUBJECT_KINDS.contains(&k.as_str()) {
+                    return Err(bad(
+                        format!("services.{id}.subjects"),
+                        format!(
+                            "unknown subject kind {k:?}; known: {}",
+                            SUBJECT_KINDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, p) in &self.procedures {
+            if p.services.is_empty() {
+                return Err(bad(
+                    format!("procedures.{name}.services"),
+                    "needs at least one service".into(),
+                ));
+            }
+            for svc in &p.services {
+                if !self.services.contains_key(svc) {
+                    return Err(bad(
+                        format!("procedures.{name}.services"),
+                        format!("unknown service {svc:?}"),
+                    ));
+                }
+            }
+        }
+        for (name, c) in &self.clients {
+            if c.delivery != DeliveryMode::Webhook {
+                continue;
+            }
+            let url = c.webhook_url.as_deref().unwrap_or("");
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(bad(
+                    format!("clients.{name}.webhook_url"),
+                    "delivery = \"webhook\" needs an http:// or https:// URL".into(),
+                ));
+            }
+            webhook_key(c.webhook_secret.as_deref().unwrap_or(""))
+                .map_err(|m| bad(format!("clients.{name}.webhook_secret"), m))?;
+        }
+        if let Some(t) = &self.gateway.api_tls {
+            if t.require_client_cert && t.client_ca.is_none() {
+                return Err(bad(
+                    "gateway.api_tls.require_client_cert".into(),
+                    "needs gateway.api_tls.client_ca to verify the certificates against".into(),
+                ));
+            }
+        }
+        for (name, c) in &self.clients {
+            let needs_ca = self
+                .gateway
+                .api_tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca.is_none());
+            if c.tls_subject.is_some() && needs_ca {
+                return Err(bad(
+                    format!("clients.{name}.tls_subject"),
+                    "client certificates need gateway.api_tls with a client_ca".into(),
+                ));
+            }
+        }
+        if self.webhooks.base.is_zero() || self.webhooks.cap < self.webhooks.base {
+            return Err(bad(
+                "webhooks".into(),
+                "base must be positive and cap at least base".into(),
+            ));
+        }
+        if self.gateway.max_body_bytes < 1024 {
+            return Err(bad(
+                "gateway.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,507 @@
+//! The gateway's configuration (`config/gateway.toml`): what each key
+//! means and its default. The cross-checks between keys are in `check.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{duration, load, ConfigError, MaintenanceWindow, Member};
+
+/// The gateway's own identity and keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub client: Member,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub sign_cert: PathBuf,
+    pub sign_key: PathBuf,
+    /// Largest response body accepted from a registry, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// The AES-256 key for documents at rest: 64 hex digits in a file
+    /// (make one with `openssl rand -hex 32 > FILE`; keep it 0600). A
+    /// relative path is taken inside the data folder. With `--demo` it is
+    /// generated when missing.
+    #[serde(default = "default_document_key")]
+    pub document_key_file: PathBuf,
+    /// The HMAC key for subjects in the audit trail, as the document key
+    /// (64 hex digits; relative: inside the data folder; generated with
+    /// `--demo`). Keep it: without it "who used my data" finds nothing.
+    #[serde(default = "default_audit_key")]
+    pub audit_key_file: PathBuf,
+    /// Largest API request body accepted, in bytes.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
+    /// Serve the API over HTTPS, optionally with client certificates.
+    #[serde(default)]
+    pub api_tls: Option<ApiTls>,
+}
+
+/// HTTPS for the API. With `client_ca`, client certificates are verified
+/// against it; a client whose configuration names a `tls_subject` must
+/// present a certificate with that subject along with its token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate (at the handshake).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+fn default_max_request() -> usize {
+    64 * 1024
+}
+
+fn default_audit_key() -> PathBuf {
+    PathBuf::from("keys/audit.key")
+}
+
+fn default_document_key() -> PathBuf {
+    PathBuf::from("keys/documents.key")
+}
+
+pub(super) fn default_max_body() -> usize {
+    10 * 1024 * 1024
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One registry as the gateway sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    /// CA bundle that is the only TLS trust root for this registry.
+    pub tls_ca: PathBuf,
+    /// CA bundle the registry's signing certificate must chain to.
+    pub signer_ca: PathBuf,
+    /// Optional pin: the signer certificate's subject must contain this.
+    #[serde(default)]
+    pub signer_subject: Option<String>,
+    pub member: Member,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Whole exchange, from connect to the last byte of the answer.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Exchanges in flight at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second sent to this registry.
+    #[serde(default = "default_rate")]
+    pub rate_per_s: f64,
+    /// Consecutive failures that open the circuit breaker.
+    #[serde(default = "default_breaker")]
+    pub breaker_failures: u32,
+    /// First cool-down of an open breaker; doubles on each failed probe.
+    #[serde(default = "default_cooldown", with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// Start with this registry paused (an administrator resumes it).
+    #[serde(default)]
+    pub paused: bool,
+    /// Known maintenance windows: requests wait until they end.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+fn default_in_flight() -> usize {
+    8
+}
+fn default_rate() -> f64 {
+    50.0
+}
+fn default_breaker() -> u32 {
+    5
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// When to retry: exponential backoff with full jitter (see `lifecycle::retry`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_base", with = "duration")]
+    pub base: Duration,
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_cap", with = "duration")]
+    pub cap: Duration,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// ZUP deadline, counted from filing: never retried past it.
+    #[serde(default = "default_deadline", with = "duration")]
+    pub deadline: Duration,
+    /// How long a leased request may stay in `sending` before it is sent again.
+    #[serde(default = "default_lease", with = "duration")]
+    pub lease: Duration,
+}
+
+fn default_base() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_cap() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_attempts() -> u32 {
+    12
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(15 * 86_400)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base: default_base(),
+            factor: default_factor(),
+            cap: default_cap(),
+            max_attempts: default_attempts(),
+            deadline: default_deadline(),
+            lease: default_lease(),
+        }
+    }
+}
+
+/// Where the queue lives: sled in the data folder (one instance), or a
+/// PostgreSQL database that several instances share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// For `postgres`: a libpq URL, `postgres://user:password@host:port/db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `postgres`: connections per instance.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sled,
+            url: None,
+            pool_size: default_pool(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `--store`: `sled`, or a `postgres://` URL.
+    pub fn from_arg(arg: &str, base: &StoreConfig) -> Result<StoreConfig, String> {
+        if arg == "sled" {
+            return Ok(StoreConfig {
+                backend: StoreBackend::Sled,
+                url: None,
+                ..base.clone()
+            });
+        }
+        if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            return Ok(StoreConfig {
+                backend: StoreBackend::Postgres,
+                url: Some(arg.to_owned()),
+                ..base.clone()
+            });
+        }
+        Err(format!(
+            "--store {arg:?}: expected `sled` or a URL postgres://user@host:port/database"
+        ))
+    }
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// The daemon's periodic jobs (6-field cron, seconds first, UTC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    #[serde(default = "default_backup_cron")]
+    pub backup_cron: String,
+    /// Daily exports kept in `{data}/backups`.
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
+    #[serde(default = "default_retention_cron")]
+    pub retention_cron: String,
+    /// Finished requests (and their documents) are deleted after this.
+    #[serde(default = "default_retention", with = "duration")]
+    pub retention: Duration,
+    #[serde(default = "default_watch_cron")]
+    pub watch_cron: String,
+    /// Requests this close to their ZUP deadline are flagged.
+    #[serde(default = "default_deadline_warning", with = "duration")]
+    pub deadline_warning: Duration,
+    /// Certificates this close to expiry are warned about.
+    #[serde(default = "default_cert_warning", with = "duration")]
+    pub cert_warning: Duration,
+    /// Idempotency keys are forgotten after this.
+    #[serde(default = "default_idempotency_ttl", with = "duration")]
+    pub idempotency_ttl: Duration,
+    /// When the audit trail's head is written to `{data}/audit/checkpoints.log`.
+    #[serde(default = "default_checkpoint_cron")]
+    pub audit_checkpoint_cron: String,
+}
+
+fn default_checkpoint_cron() -> String {
+    "30 * * * * *".into()
+}
+
+fn default_idempotency_ttl() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+fn default_backup_cron() -> String {
+    "0 0 3 * * *".into()
+}
+fn default_backup_keep() -> usize {
+    7
+}
+fn default_retention_cron() -> String {
+    "0 30 3 * * *".into()
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_watch_cron() -> String {
+    "0 * * * * *".into()
+}
+fn default_deadline_warning() -> Duration {
+    Duration::from_secs(3 * 86_400)
+}
+fn default_cert_warning() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            backup_cron: default_backup_cron(),
+            backup_keep: default_backup_keep(),
+            retention_cron: default_retention_cron(),
+            retention: default_retention(),
+            watch_cron: default_watch_cron(),
+            deadline_warning: default_deadline_warning(),
+            cert_warning: default_cert_warning(),
+            idempotency_ttl: default_idempotency_ttl(),
+            audit_checkpoint_cron: default_checkpoint_cron(),
+        }
+    }
+}
+
+/// A back-office client of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// SHA-256 of the bearer token, hex. Tokens are never stored in clear.
+    pub token_sha256: String,
+    /// `backoffice` or `admin`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// Services it may request; empty: all.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Requests per second it may submit (429 with Retry-After beyond).
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
+    /// How its documents reach it: `folder` (the case folder, the
+    /// default), `webhook` (signed events to `webhook_url`) or `pull`
+    /// (it reads `/api/v1/cases/...` itself).
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// With `delivery = "webhook"`: where events are POSTed.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// With `delivery = "webhook"`: the Standard Webhooks secret, `whsec_`
+    /// and base64 of 24 to 64 random bytes. Better set through the
+    /// environment (JUMGW_CLIENTS__<NAME>__WEBHOOK_SECRET) than written here.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// When the API is served with client certificates: the subject the
+    /// certificate of this client must have (e.g. "CN=pisarnica").
+    #[serde(default)]
+    pub tls_subject: Option<String>,
+}
+
+/// How a client receives documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    #[default]
+    Folder,
+    Webhook,
+    Pull,
+}
+
+/// Decodes a Standard Webhooks secret (`whsec_` + base64) to the HMAC key.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_ (Standard Webhooks)")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must hold 24 to 64 bytes, not {} (make one with `echo whsec_$(openssl rand -base64 32)`)",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// A named procedure: the services a kind of case needs from every
+/// registry, filed together by `POST /api/v1/cases/{case}/requests` with
+/// `{"procedure": name, "subject": {...}}`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureConfig {
+    #[serde(default)]
+    pub title: String,
+    pub services: Vec<String>,
+}
+
+/// Webhook delivery: its own durable queue, retried with backoff (full
+/// jitter) without end, so that a back-office that was down gets every
+/// event when it returns, in order per case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "default_hook_base", with = "duration")]
+    pub base: Duration,
+    #[serde(default = "default_hook_cap", with = "duration")]
+    pub cap: Duration,
+    /// For one POST, connection included.
+    #[serde(default = "default_hook_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Extra CA bundle for https webhook URLs (besides the system roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+fn default_hook_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_hook_cap() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            base: default_hook_base(),
+            cap: default_hook_cap(),
+            timeout: default_hook_timeout(),
+            tls_ca: None,
+        }
+    }
+}
+
+fn default_role() -> String {
+    "backoffice".into()
+}
+
+/// One service of the catalogue: which registry, which payload elements,
+/// which subjects. Adding a service is configuration plus a schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub registry: String,
+    /// Namespace of the service's payloads.
+    pub namespace: String,
+    /// Prefix used when writing the request payload.
+    pub prefix: String,
+    /// Local name of the request payload element.
+    pub request: String,
+    /// Local name of the document element in a successful answer.
+    pub document: String,
+    /// Subject kinds accepted: jmbg, pib, mb, ko+sheet, ko+parcel, ko+jmbg, ko+mb.
+    pub subjects: Vec<String>,
+    /// Element names for subject fields where they differ from the field
+    /// name (e.g. `jmbg = "ownerJmbg"`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Human description for listings.
+    #[serde(default)]
+    pub title: String,
+}
+
+fn default_version() -> String {
+    "v1".into()
+}
+
+/// `config/gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+    #[serde(default)]
+    pub procedures: BTreeMap<String, ProcedureConfig>,
+    pub registries: BTreeMap<String, RegistryConfig>,
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+pub const SUBJECT_KINDS: [&str; 7] = [
+    "jmbg",
+    "pib",
+    "mb",
+    "ko+sheet",
+    "ko+parcel",
+    "ko+jmbg",
+    "ko+mb",
+];
+
+impl GatewayConfig {
+    /// Loads and checks cross-references (services name known registries,
+    /// subject kinds exist, URLs are https).
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let c: GatewayConfig = load(path)?;
+        c.validate(&path.display().to_string())?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,90 @@
+//! The registry simulator's configuration (`config/simulator.toml`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::gateway::default_max_body;
+use super::{load, ConfigError, MaintenanceWindow, Member};
+
+/// One registry as the simulator serves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimRegistry {
+    /// Port on `listen`; 0 picks a free one (printed at start).
+    pub port: u16,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub sign_cert: PathBuf,
+    pub sign_key: PathBuf,
+    pub member: Member,
+    /// Scheduled maintenance: during a window every request gets a signed
+    /// `jum:Maintenance` fault.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// `config/simulator.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Plain-HTTP control endpoint (faults, what was seen); loopback only.
+    #[serde(default = "default_control")]
+    pub control: String,
+    /// CA bundle for client TLS certificates and request signatures.
+    pub client_ca: PathBuf,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Citizens in the synthetic population.
+    #[serde(default = "default_population")]
+    pub population: usize,
+    /// Fault specification applied at start (see `jumgw simulate --help`).
+    #[serde(default)]
+    pub faults: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    pub registries: BTreeMap<String, SimRegistry>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1".into()
+}
+fn default_control() -> String {
+    "127.0.0.1:9440".into()
+}
+fn default_seed() -> u64 {
+    20_261_125
+}
+fn default_population() -> usize {
+    500
+}
+
+impl SimulatorConfig {
+    pub fn load(path: &Path) -> Result<SimulatorConfig, ConfigError> {
+        let c: SimulatorConfig = load(path)?;
+        let origin = path.display().to_string();
+        for (name, r) in &c.registries {
+            for (i, w) in r.maintenance.iter().enumerate() {
+                crate::schedule::Window::new(w).map_err(|message| ConfigError::Invalid {
+                    path: origin.clone(),
+                    key: format!("registries.{name}.maintenance[{i}].cron"),
+                    message,
+                })?;
+            }
+        }
+        for name in c.registries.keys() {
+            if !crate::pki::REGISTRIES.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: origin,
+                    key: format!("registries.{name}"),
+                    message: format!("the simulator knows {}", crate::pki::REGISTRIES.join(", ")),
+                });
+            }
+        }
+        Ok(c)
+    }
+}
