@@ -80,10 +80,12 @@ pub fn token_hash(token: &str) -> String {
 pub struct AppState {
     pub store: Arc<dyn QueueStore>,
     pub dispatcher: Arc<Dispatcher>,
-    pub services: BTreeMap<String, ServiceConfig>,
-    pub procedures: BTreeMap<String, crate::config::ProcedureConfig>,
+    // Shared, not copied: the state is cloned for every request (each
+    // layer and handler that takes it).
+    pub services: Arc<BTreeMap<String, ServiceConfig>>,
+    pub procedures: Arc<BTreeMap<String, crate::config::ProcedureConfig>>,
     pub clients: Arc<Clients>,
-    pub retry: RetryConfig,
+    pub retry: Arc<RetryConfig>,
     pub cipher: Arc<crate::store::crypt::DocumentCipher>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
@@ -110,10 +112,10 @@ impl AppState {
         AppState {
             store,
             dispatcher,
-            services: cfg.services.clone(),
-            procedures: cfg.procedures.clone(),
+            services: Arc::new(cfg.services.clone()),
+            procedures: Arc::new(cfg.procedures.clone()),
             clients: Arc::new(clients),
-            retry: cfg.retry.clone(),
+            retry: Arc::new(cfg.retry.clone()),
             cipher,
             max_body: cfg.gateway.max_request_bytes,
             limits: Default::default(),
