@@ -64,14 +64,7 @@ impl Event<'_> {
         match self {
             Event::Lease { .. } => "lease",
             Event::LeaseDelivery { .. } => "lease-delivery",
-            Event::Answered { facts, .. } => match facts.outcome {
-                Outcome::Document => "document",
-                Outcome::Accepted { .. } => "accepted",
-                Outcome::TicketLost { .. } => "ticket-lost",
-                Outcome::Permanent { .. } => "permanent",
-                Outcome::Retryable { .. } => "retryable",
-                Outcome::Security { .. } => "security",
-            },
+            Event::Answered { facts, .. } => facts.outcome.kind(),
             Event::Delivered => "delivered",
             Event::Retry => "retry",
             Event::Cancel { .. } => "cancel",
