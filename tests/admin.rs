@@ -350,12 +350,7 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
 
 /// SIGTERM, and waits: the daemon flushes its store and exits.
 fn stop(mut d: Daemon) {
-    let pid = d.0.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    d.0.wait().unwrap();
+    d.sigterm();
 }
 
 /// Stops the daemon gracefully (its store flushed), changes the store with

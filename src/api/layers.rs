@@ -9,26 +9,13 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::{authenticate, ApiError, AppState, Client};
+use super::{bearer_client, ApiError, AppState, Client};
 use crate::sync::lock;
 
 /// The caller, authenticated once per request: a later layer or the
 /// handler's [`Client`] extractor finds it in the request's extensions.
 pub fn caller(st: &AppState, req: &mut Request) -> Result<Client, ApiError> {
-    if let Some(c) = req.extensions().get::<Client>() {
-        return Ok(c.clone());
-    }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-    let peer = req
-        .extensions()
-        .get::<crate::pki::tls::PeerCert>()
-        .and_then(|p| p.0.as_deref());
-    let client = authenticate(st, token, peer)?;
+    let client = bearer_client(st, req.headers(), req.extensions())?;
     req.extensions_mut().insert(client.clone());
     Ok(client)
 }

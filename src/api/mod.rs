@@ -159,22 +159,29 @@ impl axum::extract::FromRequestParts<AppState> for Client {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
-        // A layer may have authenticated it already.
-        if let Some(c) = parts.extensions.get::<Client>() {
-            return Ok(c.clone());
-        }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-        let peer = parts
-            .extensions
-            .get::<crate::pki::tls::PeerCert>()
-            .and_then(|p| p.0.as_deref());
-        authenticate(state, token, peer)
+        bearer_client(state, &parts.headers, &parts.extensions)
     }
+}
+
+/// The client of a request's bearer token (and TLS client certificate),
+/// or the one a layer already authenticated and kept in its extensions.
+pub fn bearer_client(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<Client, ApiError> {
+    if let Some(c) = extensions.get::<Client>() {
+        return Ok(c.clone());
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+    let peer = extensions
+        .get::<crate::pki::tls::PeerCert>()
+        .and_then(|p| p.0.as_deref());
+    authenticate(state, token, peer)
 }
 
 /// The client a token belongs to, with the subject of the connection's

@@ -26,7 +26,6 @@ use crate::store::{QueueStore, RequestRecord, State};
 pub struct Gate {
     pub name: String,
     in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
     /// Rate and breaker (in flight is the semaphore, whose permits are
     /// held by the attempts).
     limiter: Mutex<Limiter>,
@@ -109,7 +108,7 @@ impl Gate {
         }
         // This request holds a permit already: the others are below the
         // ceiling, and the limiter decides on rate and breaker.
-        let others = self.max_in_flight - self.in_flight.available_permits() - 1;
+        let others = self.in_flight() - 1;
         match lock(&self.limiter).admit(others, &self.limits, now) {
             Ok(()) => Ok(permit),
             Err(Wait::Until(until)) => Err(Blocked::Until(until)),
@@ -175,6 +174,11 @@ impl Gate {
             .collect()
     }
 
+    /// Attempts holding a permit now.
+    fn in_flight(&self) -> usize {
+        self.limits.max_in_flight - self.in_flight.available_permits()
+    }
+
     pub fn status(&self) -> GateStatus {
         let now = chrono::Utc::now();
         GateStatus {
@@ -187,7 +191,7 @@ impl Gate {
             paused: self.is_paused(crate::store::now_ms()),
             paused_until: Some(self.paused_until.load(Ordering::Relaxed)).filter(|u| *u != 0),
             in_maintenance: self.windows.iter().any(|w| w.active_until(now).is_some()),
-            in_flight: self.max_in_flight - self.in_flight.available_permits(),
+            in_flight: self.in_flight(),
         }
     }
 }
@@ -280,7 +284,6 @@ impl Dispatcher {
                     shared,
                     name: name.clone(),
                     in_flight: Arc::new(Semaphore::new(r.max_in_flight)),
-                    max_in_flight: r.max_in_flight,
                     paused: AtomicBool::new(r.paused),
                     paused_until: Default::default(),
                     last: Default::default(),
