@@ -56,6 +56,13 @@ async fn run(
     };
     let clients = [
         (api::token_hash("t"), client("backoffice", vec![], None)),
+        (
+            api::token_hash("a"),
+            Client {
+                admin: true,
+                ..client("ops", vec![], None)
+            },
+        ),
         // one request per 100 s: the second is refused however slowly it comes
         (api::token_hash("l"), client("limited", vec![], Some(0.01))),
         (
@@ -400,14 +407,7 @@ async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let queued: u64 = d
-        .store
-        .counts()
-        .unwrap()
-        .into_iter()
-        .filter(|(s, _)| *s == State::Queued)
-        .map(|(_, n)| n)
-        .sum();
+    let queued: u64 = d.store.tally().unwrap().state(State::Queued);
     assert_eq!(queued, 2, "one request per key");
     // keys expire
     assert_eq!(
@@ -707,4 +707,116 @@ async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
     let (s, _, v) = call(&d, "GET", "/api/v1/services", "t", String::new()).await;
     assert_eq!(s, 200);
     assert_eq!(v["procedures"][0]["id"], "building-permit", "{v}");
+}
+
+/// With 3,000 requests in the store, the operators' views (the metrics
+/// scrape, the stats, the first page of the dead, the dashboard's overview
+/// and deadlines) read only what they show: from counters and indexes, not
+/// by a walk over every record. Their answers are checked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_views_read_only_what_they_show() {
+    let mut d = run(setup("").await, |_| {}).await;
+    d.state = d
+        .state
+        .clone()
+        .with_metrics(jum_gateway::metrics::install());
+    let now = jum_gateway::store::now_ms();
+    let mut recs = Vec::new();
+    for i in 0..3000u64 {
+        let mut r = RequestRecord::queued(
+            "backoffice",
+            format!("351-{}/2026-IV", i % 40),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            BIRTH.0.into(),
+            "civil".into(),
+            vec![("jmbg".into(), "0512981717776".into())],
+            Duration::from_secs(86_400 * 30),
+        )
+        .at(now - 3_600_000 + i);
+        match i % 10 {
+            0..=5 => {
+                r.state = State::Delivered;
+                r.due_ms = None;
+            }
+            6 | 7 => {
+                r.state = State::Dead;
+                r.due_ms = None;
+                r.error = Some("permanent failure".into());
+            }
+            // Waiting for a retry tomorrow: the dispatcher leaves them.
+            _ => {
+                r.state = State::Retrying;
+                r.due_ms = Some(now + 86_400_000);
+            }
+        }
+        recs.push(r);
+    }
+    d.store.enqueue(recs).await.unwrap();
+    let read = |what: &str, max: u64, before: u64| {
+        let n = d.store.records_read() - before;
+        assert!(n <= max, "{what} read {n} records (at most {max} expected)");
+    };
+    let admin = |uri: &str| {
+        Request::get(uri)
+            .header("authorization", "Bearer a")
+            .header("cookie", "jumgw_token=a")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let body = |r: axum::response::Response| async move {
+        assert_eq!(r.status(), 200);
+        String::from_utf8(
+            axum::body::to_bytes(r.into_body(), 1 << 24)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let app = || api::app(d.state.clone());
+
+    let b = d.store.records_read();
+    let text = body(app().oneshot(admin("/metrics")).await.unwrap()).await;
+    assert!(
+        text.contains("jumgw_queue_depth{registry=\"civil\",state=\"dead\"} 600"),
+        "{text}"
+    );
+    read("/metrics", 10, b);
+
+    let b = d.store.records_read();
+    let v: serde_json::Value =
+        serde_json::from_str(&body(app().oneshot(admin("/admin/v1/stats")).await.unwrap()).await)
+            .unwrap();
+    assert_eq!(v["states"]["delivered"], 1800);
+    assert_eq!(v["states"]["dead"], 600);
+    assert_eq!(v["registries"]["civil"]["retrying"], 600);
+    assert_eq!(v["oldest_queued_ms"], now - 3_600_000 + 8);
+    read("/admin/v1/stats", 10, b);
+
+    let b = d.store.records_read();
+    let v: serde_json::Value = serde_json::from_str(
+        &body(
+            app()
+                .oneshot(admin("/admin/v1/requests?state=dead"))
+                .await
+                .unwrap(),
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(v["total"], 600);
+    assert_eq!(v["requests"].as_array().unwrap().len(), 50);
+    assert!(v["next"].is_string());
+    read("/admin/v1/requests?state=dead", 60, b);
+
+    let b = d.store.records_read();
+    let html = body(app().oneshot(admin("/ui")).await.unwrap()).await;
+    assert!(html.contains("id=\"count-dead\">600<"), "{html}");
+    read("/ui", 500, b);
+
+    let b = d.store.records_read();
+    body(app().oneshot(admin("/ui/deadlines")).await.unwrap()).await;
+    read("/ui/deadlines", 500, b);
 }

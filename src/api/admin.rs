@@ -126,32 +126,38 @@ impl Filter {
         }
     }
 
-    fn matches(&self, r: &RequestRecord, state: Option<RState>, before: u64) -> bool {
-        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        state.is_none_or(|s| s == r.state)
-            && eq(&self.registry, &r.registry)
-            && eq(&self.service, &r.service)
-            && eq(&self.case, &r.case)
-            && eq(&self.client, &r.client)
-            && r.created_ms < before
-            && self.error.as_deref().is_none_or(|w| {
-                r.error
-                    .as_deref()
-                    .is_some_and(|e| e.to_lowercase().contains(&w.to_lowercase()))
-            })
+    /// The store's selector for this filter.
+    fn selector(&self) -> Result<crate::store::Selector, ApiError> {
+        let (state, before) = self.check()?;
+        Ok(crate::store::Selector {
+            state,
+            registry: self.registry.clone(),
+            service: self.service.clone(),
+            case: self.case.clone(),
+            client: self.client.clone(),
+            error: self.error.clone(),
+            created_before: (before != u64::MAX).then_some(before),
+            attention: false,
+        })
     }
 
     /// Every matching request, oldest first.
     fn select(&self, st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
-        let (state, before) = self.check()?;
+        let selector = self.selector()?;
         let mut out = Vec::new();
-        crate::store::for_each(&*st.store, |r| {
-            if self.matches(&r, state, before) {
-                out.push(r);
+        loop {
+            let page = st.store.list(&crate::store::Listing {
+                selector: selector.clone(),
+                order: crate::store::Order::Oldest,
+                after: out.last().map(|r: &RequestRecord| r.id.clone()),
+                limit: 1000,
+            })?;
+            let done = page.len() < 1000;
+            out.extend(page);
+            if done {
+                return Ok(out);
             }
-            Ok::<(), crate::store::StoreError>(())
-        })?;
-        Ok(out)
+        }
     }
 }
 
@@ -226,27 +232,31 @@ pub async fn list(
             "between 1 and 500".into(),
         )]));
     }
+    let selector = filter.selector()?;
     let st2 = st.clone();
-    let mut all = tokio::task::spawn_blocking(move || filter.select(&st2)).await??;
-    let total = all.len();
-    // Ids are ULIDs: their order is the order of filing.
-    if newest {
-        all.reverse();
-    }
-    let start = match &q.after {
-        Some(a) => all
-            .iter()
-            .position(|r| if newest { r.id < *a } else { r.id > *a })
-            .unwrap_or(all.len()),
-        None => 0,
-    };
-    let page: Vec<&RequestRecord> = all.iter().skip(start).take(limit).collect();
-    let next = (start + page.len() < all.len())
-        .then(|| page.last().map(|r| r.id.clone()))
-        .flatten();
+    let after = q.after.clone();
+    // One more than the page: whether there is a next one.
+    let (mut page, total) = tokio::task::spawn_blocking(move || {
+        let page = st2.store.list(&crate::store::Listing {
+            selector: selector.clone(),
+            order: if newest {
+                crate::store::Order::Newest
+            } else {
+                crate::store::Order::Oldest
+            },
+            after,
+            limit: limit + 1,
+        })?;
+        let total = st2.store.count(&selector)?;
+        Ok::<_, ApiError>((page, total))
+    })
+    .await??;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = more.then(|| page.last().map(|r| r.id.clone())).flatten();
     Ok(Json(Page {
-        requests: page.into_iter().map(AdminRequestOut::from).collect(),
-        total,
+        requests: page.iter().map(AdminRequestOut::from).collect(),
+        total: total as usize,
         next,
     }))
 }
@@ -451,36 +461,24 @@ pub struct Stats {
     pub at_risk: u64,
 }
 
-/// One pass over the store.
+/// From the store's counters: no record is read.
 pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
+    let t = st.store.tally()?;
     let mut s = Stats::default();
     for x in RState::ALL {
-        s.states.insert(x.name().into(), 0);
+        s.states.insert(x.name().into(), t.state(x));
     }
     for r in st.config.registries.keys() {
         s.registries.insert(r.clone(), BTreeMap::new());
     }
-    crate::store::for_each(&*st.store, |r| {
-        *s.states.entry(r.state.name().into()).or_default() += 1;
-        *s.registries
-            .entry(r.registry.clone())
+    for ((registry, state), n) in &t.by_registry {
+        s.registries
+            .entry(registry.clone())
             .or_default()
-            .entry(r.state.name().into())
-            .or_default() += 1;
-        if matches!(
-            r.state,
-            RState::Queued | RState::Retrying | RState::Sending | RState::Awaiting
-        ) {
-            s.oldest_queued_ms = Some(
-                s.oldest_queued_ms
-                    .map_or(r.created_ms, |o| o.min(r.created_ms)),
-            );
-        }
-        if r.at_risk && !r.state.is_terminal() {
-            s.at_risk += 1;
-        }
-        Ok::<(), crate::store::StoreError>(())
-    })?;
+            .insert(state.name().into(), *n);
+    }
+    s.oldest_queued_ms = t.oldest_open_ms;
+    s.at_risk = t.at_risk;
     Ok(s)
 }
 

@@ -8,11 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{self, AppState, Client};
-use crate::config::GatewayConfig;
-use crate::delivery::CaseFolders;
-use crate::dispatch::Dispatcher;
-use crate::exchange::Exchange;
+use crate::api::{self, Client};
 use crate::store::{QueueStore, RequestRecord, SledStore};
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -109,38 +105,15 @@ async fn api_accepts(
     clients: usize,
     seconds: f64,
 ) -> Result<(f64, f64), String> {
-    let certs = dir.join("certs");
-    crate::pki::init_dev(&certs, true).map_err(err)?;
-    let text = include_str!("../../config/gateway.toml")
-        .replace("certs/dev", &certs.display().to_string());
-    let mut cfg: GatewayConfig =
-        crate::config::parse(&text, "embedded gateway.toml", std::iter::empty()).map_err(err)?;
-    for r in cfg.registries.values_mut() {
-        r.paused = true;
-    }
     let store = SledStore::open(&dir.join("store"), 64 << 20).map_err(err)?;
-    let dyn_store: Arc<dyn QueueStore> = store.clone();
-    let exchange = Arc::new(Exchange::new(&cfg, &crate::xml::schema::default_dir()).map_err(err)?);
-    let cipher = Arc::new(
-        crate::store::crypt::DocumentCipher::from_hex(
-            &crate::store::crypt::DocumentCipher::generate_hex().map_err(err)?,
-        )
-        .map_err(err)?,
-    );
-    let dispatcher = Dispatcher::new(
-        &cfg,
-        dyn_store.clone(),
-        cipher.clone(),
-        exchange,
-        CaseFolders {
-            root: dir.join("cases"),
-        },
-    );
     let token = "bench-token";
-    let known = [(api::token_hash(token), Client::unlimited("bench", false))]
-        .into_iter()
-        .collect();
-    let state = AppState::new(&cfg, dyn_store, dispatcher, cipher, known);
+    let state = super::paused_gateway(
+        dir,
+        store.clone(),
+        [(api::token_hash(token), Client::unlimited("bench", false))]
+            .into_iter()
+            .collect(),
+    )?;
     // The same accepts without HTTP: validation, record, group commit.
     let direct = {
         let done = Arc::new(AtomicU64::new(0));

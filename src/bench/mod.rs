@@ -4,6 +4,7 @@
 
 pub mod e2e;
 pub mod enqueue;
+pub mod queries;
 pub mod xml;
 
 use std::time::{Duration, Instant};
@@ -31,4 +32,48 @@ pub fn rate<E: std::fmt::Display, F: FnMut() -> Result<(), E>>(
         }
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The gateway's API state over `store`, with the embedded configuration,
+/// development certificates made in `dir`, every registry paused (so no
+/// dispatching competes with what is measured) and `clients`.
+pub(crate) fn paused_gateway(
+    dir: &std::path::Path,
+    store: std::sync::Arc<dyn crate::store::QueueStore>,
+    clients: crate::api::Clients,
+) -> Result<crate::api::AppState, String> {
+    use std::sync::Arc;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let certs = dir.join("certs");
+    crate::pki::init_dev(&certs, true).map_err(|e| err(&e))?;
+    let text = include_str!("../../config/gateway.toml")
+        .replace("certs/dev", &certs.display().to_string());
+    let mut cfg: crate::config::GatewayConfig =
+        crate::config::parse(&text, "embedded gateway.toml", std::iter::empty())
+            .map_err(|e| err(&e))?;
+    for r in cfg.registries.values_mut() {
+        r.paused = true;
+    }
+    let exchange = Arc::new(
+        crate::exchange::Exchange::new(&cfg, &crate::xml::schema::default_dir())
+            .map_err(|e| err(&e))?,
+    );
+    let cipher = Arc::new(
+        crate::store::crypt::DocumentCipher::from_hex(
+            &crate::store::crypt::DocumentCipher::generate_hex().map_err(|e| err(&e))?,
+        )
+        .map_err(|e| err(&e))?,
+    );
+    let dispatcher = crate::dispatch::Dispatcher::new(
+        &cfg,
+        store.clone(),
+        cipher.clone(),
+        exchange,
+        crate::delivery::CaseFolders {
+            root: dir.join("cases"),
+        },
+    );
+    Ok(crate::api::AppState::new(
+        &cfg, store, dispatcher, cipher, clients,
+    ))
 }

@@ -398,6 +398,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         restart_requests: u64,
     },
+    /// The operators' views (metrics, stats, the dead, the dashboard) over a store of
+    /// N requests, p50/p99 of each against one full pass over the store.
+    Queries {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: u64,
+        /// Timed calls of each view.
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// A PostgreSQL server URL (a database is made for the run and dropped);
+        /// absent: sled.
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// The whole path: simulator and gateway as processes, mTLS and signatures on
     /// both sides, N requests through the API until delivered, against the crypto bound.
     E2e {
@@ -569,6 +584,18 @@ pub fn run() -> ExitCode {
                 )
                 .map_err(Fail::Failed)
             }
+            BenchCommand::Queries {
+                json,
+                requests,
+                calls,
+                store,
+            } => crate::bench::queries::run(crate::bench::queries::Options {
+                json,
+                requests,
+                calls,
+                store,
+            })
+            .map_err(Fail::Failed),
             BenchCommand::Xml {
                 json,
                 seconds,

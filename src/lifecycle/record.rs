@@ -146,11 +146,29 @@ impl RequestRecord {
         }
     }
 
+    /// Needs an operator: dead, or not yet fetched after failing twice.
+    /// The stores index it, so the dashboard finds these without a scan.
+    pub fn needs_attention(&self) -> bool {
+        self.state == State::Dead
+            || (!self.state.is_terminal()
+                && self.state != State::Fetched
+                && self.attempts.len() >= 2)
+    }
+
+    /// Flagged near its deadline and still open: what the at-risk count
+    /// counts.
+    pub fn at_risk_open(&self) -> bool {
+        self.at_risk && !self.state.is_terminal()
+    }
+
     /// The same request timed by another clock (the store's, where
     /// instances on several machines share it): created and due at `now`,
     /// its deadline as far from `now` as it was.
     pub fn at(mut self, now: u64) -> RequestRecord {
         let deadline = self.deadline_ms.saturating_sub(self.created_ms);
+        // Ids sort in filing order, and the stores seek by filing time in
+        // them: the id's time must be this clock's too.
+        self.id = ulid::Ulid::from_parts(now, rand::random()).to_string();
         self.created_ms = now;
         self.deadline_ms = now.saturating_add(deadline);
         self.due_ms = Some(now);

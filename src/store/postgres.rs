@@ -51,13 +51,13 @@ use postgres::types::ToSql;
 use postgres::NoTls;
 
 use super::{
-    now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, OutEvent, Pause,
-    QueueStore, RequestRecord, State, StoreError, Watch, Work,
+    now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, Listing, Order,
+    OutEvent, Pause, QueueStore, RequestRecord, Selector, State, StoreError, Tally, Watch, Work,
 };
 use crate::limits::{Breaker, Limiter, Wait};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Versioned migrations, applied in order, each once, in one transaction
 /// under an advisory lock (instances starting together take turns).
@@ -117,6 +117,72 @@ CREATE TABLE audit_pending (id bigserial PRIMARY KEY, draft text NOT NULL);
         // (over the configuration's `paused`).
         r#"
 ALTER TABLE gates ADD COLUMN pause_set boolean NOT NULL DEFAULT false;
+"#,
+    ),
+    (
+        4,
+        // Queries instead of scans: the columns the admin list, the
+        // dashboard and the deadline watch select by, and counters by
+        // registry and state kept by a trigger in the writing transaction.
+        // Counters are spread over 16 rows per (registry, state), picked by
+        // transaction id, so concurrent writers rarely wait for each other;
+        // a read sums them. The backfill computes what
+        // `RequestRecord::needs_attention` and `at_risk_open` say.
+        r#"
+ALTER TABLE requests
+    ADD COLUMN deadline_ms bigint,
+    ADD COLUMN attention boolean NOT NULL DEFAULT false,
+    ADD COLUMN at_risk boolean NOT NULL DEFAULT false;
+UPDATE requests SET
+    deadline_ms = (record::jsonb->>'deadline_ms')::bigint,
+    attention = (state = 'dead' OR (state IN ('queued', 'sending', 'awaiting', 'retrying')
+                 AND jsonb_array_length(record::jsonb->'attempts') >= 2)),
+    at_risk = (state NOT IN ('delivered', 'dead', 'cancelled')
+               AND coalesce((record::jsonb->>'at_risk')::boolean, false));
+CREATE INDEX requests_state ON requests (state, id);
+CREATE INDEX requests_attention ON requests (id) WHERE attention;
+CREATE INDEX requests_deadline ON requests (deadline_ms, id)
+    WHERE state NOT IN ('delivered', 'dead', 'cancelled');
+CREATE TABLE request_counts (
+    registry text NOT NULL,
+    state text NOT NULL,
+    shard int NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (registry, state, shard)
+);
+INSERT INTO request_counts
+    SELECT registry, state, 0, count(*) FROM requests GROUP BY registry, state;
+INSERT INTO request_counts
+    SELECT registry, '!at_risk', 0, count(*) FROM requests WHERE at_risk GROUP BY registry;
+CREATE FUNCTION jumgw_count() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    spread int := (txid_current() % 16)::int;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO request_counts VALUES (OLD.registry, OLD.state, spread, -1)
+            ON CONFLICT (registry, state, shard) DO UPDATE SET n = request_counts.n - 1;
+        IF OLD.at_risk THEN
+            INSERT INTO request_counts VALUES (OLD.registry, '!at_risk', spread, -1)
+                ON CONFLICT (registry, state, shard) DO UPDATE SET n = request_counts.n - 1;
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO request_counts VALUES (NEW.registry, NEW.state, spread, 1)
+            ON CONFLICT (registry, state, shard) DO UPDATE SET n = request_counts.n + 1;
+        IF NEW.at_risk THEN
+            INSERT INTO request_counts VALUES (NEW.registry, '!at_risk', spread, 1)
+                ON CONFLICT (registry, state, shard) DO UPDATE SET n = request_counts.n + 1;
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER requests_count AFTER INSERT OR DELETE ON requests
+    FOR EACH ROW EXECUTE FUNCTION jumgw_count();
+CREATE TRIGGER requests_recount AFTER UPDATE OF state, registry, at_risk ON requests
+    FOR EACH ROW
+    WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.registry IS DISTINCT FROM NEW.registry
+          OR OLD.at_risk IS DISTINCT FROM NEW.at_risk)
+    EXECUTE FUNCTION jumgw_count();
 "#,
     ),
 ];
@@ -320,6 +386,7 @@ pub struct PgStore {
     /// roles it holds.
     leader: Mutex<(Option<postgres::Client>, HashSet<String>)>,
     listener: Mutex<Option<std::thread::JoinHandle<()>>>,
+    decoded: std::sync::atomic::AtomicU64,
 }
 
 /// `postgres://user@host:port/db`, without a password, for messages.
@@ -433,6 +500,7 @@ impl PgStore {
             audit_rule: RwLock::new(None),
             leader: Mutex::new((None, HashSet::new())),
             listener: Mutex::new(None),
+            decoded: Default::default(),
         };
         store.with(|c| {
             migrate(&mut c.client, &shown)?;
@@ -524,13 +592,17 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let e = |x: postgres::Error| self.err(x);
         t.execute(
-            "UPDATE requests SET state = $2, due_ms = $3, work = $4, record = $5 WHERE id = $1",
+            "UPDATE requests SET state = $2, due_ms = $3, work = $4, record = $5, \
+             deadline_ms = $6, attention = $7, at_risk = $8 WHERE id = $1",
             &[
                 &new.id,
                 &new.state.name(),
                 &new.due_ms.map(ms),
                 &work_of(new),
                 &super::encode_text(new),
+                &ms(new.deadline_ms),
+                &new.needs_attention(),
+                &new.at_risk_open(),
             ],
         )
         .map_err(e)?;
@@ -1015,8 +1087,9 @@ impl QueueStore for PgStore {
                 let mut drafts = Vec::new();
                 for r in &records {
                     t.execute(
-                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
+                         deadline_ms, attention, at_risk) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         &[
                             &r.id,
                             &r.case,
@@ -1025,6 +1098,9 @@ impl QueueStore for PgStore {
                             &r.due_ms.map(ms),
                             &work_of(r),
                             &super::encode_text(r),
+                            &ms(r.deadline_ms),
+                            &r.needs_attention(),
+                            &r.at_risk_open(),
                         ],
                     )
                     .map_err(e)?;
@@ -1079,6 +1155,7 @@ impl QueueStore for PgStore {
                 .query_opt("SELECT record FROM requests WHERE id = $1", &[&id])
                 .map_err(|e| self.err(e))?;
             row.map(|r| {
+                self.decoded.fetch_add(1, Ordering::Relaxed);
                 let text: String = r.get(0);
                 super::decode(id.as_bytes(), text.as_bytes())
             })
@@ -1494,17 +1571,70 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn counts(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        let rows = self.with(|c| {
-            c.query("SELECT state, count(*) FROM requests GROUP BY state", &[])
-                .map_err(|e| self.err(e))
+    fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut out = Vec::new();
+        self.walk(&q.selector, q.order, q.after.clone(), q.limit, |r| {
+            out.push(r);
+            out.len() < q.limit
         })?;
-        let got: std::collections::BTreeMap<String, i64> =
-            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(State::ALL
-            .iter()
-            .map(|s| (*s, got.get(s.name()).copied().unwrap_or(0).max(0) as u64))
-            .collect())
+        Ok(out)
+    }
+
+    fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+        if sel.counted() {
+            return Ok(self.tally()?.of(sel));
+        }
+        let mut n = 0;
+        self.walk(sel, Order::Oldest, None, 1000, |_| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn tally(&self) -> Result<Tally, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT registry, state, sum(n)::bigint FROM request_counts \
+                 GROUP BY registry, state HAVING sum(n) <> 0",
+                &[],
+            )
+            .map_err(|e| self.err(e))
+        })?;
+        let mut t = Tally::default();
+        for r in rows {
+            let (registry, state, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+            let n = n.max(0) as u64;
+            if state == "!at_risk" {
+                t.at_risk += n;
+            } else if let Some(s) = State::ALL.iter().find(|s| s.name() == state) {
+                t.by_registry.insert((registry, *s), n);
+            }
+        }
+        // The first id of each unfetched state, by the state index.
+        let first = self.records(
+            "SELECT id, record FROM requests WHERE id = ANY(ARRAY[\
+             (SELECT id FROM requests WHERE state = 'queued' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'sending' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'awaiting' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'retrying' ORDER BY id LIMIT 1)])",
+            &[],
+        )?;
+        t.oldest_open_ms = first.iter().map(|r| r.created_ms).min();
+        Ok(t)
+    }
+
+    fn by_deadline(&self, until_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests \
+             WHERE state NOT IN ('delivered', 'dead', 'cancelled') AND deadline_ms <= $1 \
+             ORDER BY deadline_ms, id LIMIT $2",
+            &[&ms(until_ms), &(limit.min(i64::MAX as usize) as i64)],
+        )
+    }
+
+    fn records_read(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
     }
 
     fn writable(&self) -> bool {
@@ -1541,6 +1671,72 @@ impl QueueStore for PgStore {
 }
 
 impl PgStore {
+    /// Calls `f` on each request `sel` selects, in `order`, after the id
+    /// `after`, until `f` says stop: pages of `batch` rows from the index
+    /// that fits (state, attention, case, or the primary key), filtered
+    /// here by the fields no column holds.
+    fn walk(
+        &self,
+        sel: &Selector,
+        order: Order,
+        mut after: Option<String>,
+        batch: usize,
+        mut f: impl FnMut(RequestRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        // Above every ULID (26 characters of Crockford base32).
+        const TOP: &str = "ZZZZZZZZZZZZZZZZZZZZZZZZZZZ";
+        let floor = sel.created_before.map(super::query::id_floor);
+        let batch = batch.clamp(50, 1000) as i64;
+        macro_rules! by {
+            ($cond:literal) => {
+                (
+                    concat!("SELECT id, record FROM requests WHERE ", $cond,
+                        " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id LIMIT $5"),
+                    concat!("SELECT id, record FROM requests WHERE ", $cond,
+                        " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id DESC LIMIT $5"),
+                )
+            };
+        }
+        let (key, (asc, desc)) = if sel.attention {
+            (None, by!("attention AND $1::text IS NULL"))
+        } else if let Some(s) = sel.state {
+            (Some(s.name().to_owned()), by!("state = $1"))
+        } else if let Some(c) = &sel.case {
+            (Some(c.clone()), by!("case_no = $1"))
+        } else {
+            (None, by!("$1::text IS NULL"))
+        };
+        loop {
+            let (lo, hi) = match order {
+                Order::Oldest => (
+                    after.clone().unwrap_or_default(),
+                    floor.clone().unwrap_or_else(|| TOP.into()),
+                ),
+                Order::Newest => (
+                    String::new(),
+                    match (&after, &floor) {
+                        (Some(a), Some(f)) => a.clone().min(f.clone()),
+                        (Some(a), None) => a.clone(),
+                        (None, Some(f)) => f.clone(),
+                        (None, None) => TOP.into(),
+                    },
+                ),
+            };
+            let sql = if order == Order::Oldest { asc } else { desc };
+            let page = self.records(sql, &[&key, &lo, &hi, &sel.registry, &batch])?;
+            let full = page.len() as i64 == batch;
+            for r in page {
+                after = Some(r.id.clone());
+                if sel.matches(&r) && !f(r) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     fn records(
         &self,
         sql: &'static str,
@@ -1548,6 +1744,7 @@ impl PgStore {
     ) -> Result<Vec<RequestRecord>, StoreError> {
         self.with(|c| {
             let rows = c.query(sql, params).map_err(|e| self.err(e))?;
+            self.decoded.fetch_add(rows.len() as u64, Ordering::Relaxed);
             rows.into_iter()
                 .map(|r| {
                     let id: String = r.get(0);
@@ -1564,7 +1761,7 @@ impl PgStore {
     pub fn truncate_all(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.batch_execute(
-                "TRUNCATE requests, documents, idempotency, events, audit, audit_subject, gates; \
+                "TRUNCATE requests, request_counts, documents, idempotency, events, audit, audit_subject, gates; \
                  UPDATE audit_head SET seq = 0, hash = repeat('0', 64)",
             )
             .map_err(|e| self.err(e))
@@ -1874,14 +2071,20 @@ mod tests {
         }
         let s = PgStore::open(&url, 2).unwrap();
         // A database of version 2 with a request and a gate row in it, as
-        // the previous build left it: opening it applies migration 3 only,
-        // and keeps what was there.
+        // an earlier build left it: opening it applies migrations 3 and 4
+        // only, and keeps what was there (counted by 4's backfill).
         s.enqueue(vec![record(7, "tax")]).await.unwrap();
         s.with(|c| {
             c.batch_execute(
                 "INSERT INTO gates (registry, paused) VALUES ('tax', true); \
                  ALTER TABLE gates DROP COLUMN pause_set; \
-                 DELETE FROM jumgw_schema WHERE version = 3",
+                 DROP TRIGGER requests_count ON requests; \
+                 DROP TRIGGER requests_recount ON requests; \
+                 DROP FUNCTION jumgw_count(); DROP TABLE request_counts; \
+                 DROP INDEX requests_state; \
+                 ALTER TABLE requests DROP COLUMN deadline_ms, DROP COLUMN attention, \
+                     DROP COLUMN at_risk; \
+                 DELETE FROM jumgw_schema WHERE version IN (3, 4)",
             )
             .unwrap();
             Ok(())
@@ -1890,6 +2093,8 @@ mod tests {
         drop(s);
         let s = PgStore::open(&url, 2).unwrap();
         assert_eq!(s.scan(None, 10).unwrap().len(), 1);
+        assert_eq!(s.tally().unwrap().state(State::Queued), 1);
+        assert_eq!(s.by_deadline(u64::MAX, 10).unwrap().len(), 1);
         assert!(
             s.pauses().unwrap().is_empty(),
             "the old row is no admin pause"

@@ -20,11 +20,16 @@ fn record(n: u64, due: u64) -> RequestRecord {
         official: "o".into(),
         purpose: "p".into(),
         service: "civil.birth-extract".into(),
-        registry: "civil".into(),
+        registry: if n.is_multiple_of(2) {
+            "civil"
+        } else {
+            "cadastre"
+        }
+        .into(),
         subject: vec![("jmbg".into(), "0512981717776".into())],
         state: State::Queued,
-        created_ms: 1,
-        deadline_ms: u64::MAX,
+        created_ms: n,
+        deadline_ms: 10_000 + (n * 7919) % 1000,
         due_ms: Some(due),
         attempts: Vec::new(),
         security_failures: 0,
@@ -55,6 +60,10 @@ enum Op {
     Deliver(prop::sample::Index),
     Cancel(prop::sample::Index),
     Retry(prop::sample::Index),
+    /// The deadline watch flags it.
+    Flag(prop::sample::Index),
+    /// The retention job removes a finished one.
+    Remove(prop::sample::Index),
     /// Close and reopen.
     Restart,
     /// Drop without closing (what a crash leaves), and reopen.
@@ -72,6 +81,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<prop::sample::Index>().prop_map(Op::Deliver),
         1 => any::<prop::sample::Index>().prop_map(Op::Cancel),
         1 => any::<prop::sample::Index>().prop_map(Op::Retry),
+        1 => any::<prop::sample::Index>().prop_map(Op::Flag),
+        1 => any::<prop::sample::Index>().prop_map(Op::Remove),
         1 => Just(Op::Restart),
         1 => Just(Op::Crash),
     ]
@@ -160,6 +171,14 @@ fn cancel(r: &mut RequestRecord) -> bool {
     true
 }
 
+fn flag(r: &mut RequestRecord) -> bool {
+    if r.state.is_terminal() || r.at_risk {
+        return false;
+    }
+    r.at_risk = true;
+    true
+}
+
 fn retry(r: &mut RequestRecord, now: u64) -> bool {
     if r.state != State::Dead {
         return false;
@@ -177,6 +196,91 @@ struct Reached {
     states: std::collections::BTreeSet<State>,
     restarts: usize,
     crashes: usize,
+}
+
+/// The store's queries (counters, pages by state and order, attention,
+/// deadlines, filtered counts) against the same questions put to the model.
+fn compare_queries(
+    store: &dyn QueueStore,
+    model: &BTreeMap<String, RequestRecord>,
+) -> Result<(), TestCaseError> {
+    let t = store.tally().unwrap();
+    let mut by: BTreeMap<(String, State), u64> = BTreeMap::new();
+    for r in model.values() {
+        *by.entry((r.registry.clone(), r.state)).or_default() += 1;
+    }
+    prop_assert_eq!(&t.by_registry, &by);
+    prop_assert_eq!(
+        t.at_risk,
+        model.values().filter(|r| r.at_risk_open()).count() as u64
+    );
+    let oldest = model
+        .values()
+        .filter(|r| query::UNFETCHED.contains(&r.state))
+        .map(|r| r.created_ms)
+        .min();
+    prop_assert_eq!(t.oldest_open_ms, oldest);
+    let walk = |sel: &Selector, order: Order| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list(&Listing {
+                    selector: sel.clone(),
+                    order,
+                    after: after.clone(),
+                    limit: 3,
+                })
+                .unwrap();
+            let Some(last) = page.last() else {
+                return out;
+            };
+            after = Some(last.id.clone());
+            out.extend(page.into_iter().map(|r| r.id));
+        }
+    };
+    let mut selectors: Vec<Selector> = State::ALL.iter().map(|s| Selector::state(*s)).collect();
+    selectors.push(Selector::default());
+    selectors.push(Selector {
+        attention: true,
+        ..Selector::default()
+    });
+    selectors.push(Selector {
+        case: Some("351-1/2026-IV".into()),
+        registry: Some("cadastre".into()),
+        ..Selector::default()
+    });
+    selectors.push(Selector {
+        state: Some(State::Dead),
+        error: Some("NO DATA".into()),
+        ..Selector::default()
+    });
+    for sel in &selectors {
+        let want: Vec<String> = model
+            .values()
+            .filter(|r| sel.matches(r))
+            .map(|r| r.id.clone())
+            .collect();
+        prop_assert_eq!(&walk(sel, Order::Oldest), &want, "{:?}", sel);
+        let mut newest = want.clone();
+        newest.reverse();
+        prop_assert_eq!(&walk(sel, Order::Newest), &newest, "{:?}", sel);
+        prop_assert_eq!(store.count(sel).unwrap(), want.len() as u64, "{:?}", sel);
+    }
+    let mut open: Vec<(u64, String)> = model
+        .values()
+        .filter(|r| !r.state.is_terminal() && r.deadline_ms <= 10_500)
+        .map(|r| (r.deadline_ms, r.id.clone()))
+        .collect();
+    open.sort();
+    let got: Vec<(u64, String)> = store
+        .by_deadline(10_500, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.deadline_ms, r.id))
+        .collect();
+    prop_assert_eq!(got, open);
+    Ok(())
 }
 
 /// Applies `ops` to a store (opened, and after a `Restart` or `Crash`
@@ -250,6 +354,7 @@ fn run_model(
                 | Op::Refuse(i)
                 | Op::Deliver(i)
                 | Op::Cancel(i)
+                | Op::Flag(i)
                 | Op::Retry(i) => {
                     let applies: &[State] = match op {
                         Op::Fetch(_) | Op::Accept(_) | Op::Fail(_) | Op::Refuse(_) => {
@@ -269,11 +374,22 @@ fn run_model(
                         Op::Refuse(_) => Box::new(refuse),
                         Op::Deliver(_) => Box::new(move |r| deliver(r, now)),
                         Op::Cancel(_) => Box::new(cancel),
+                        Op::Flag(_) => Box::new(flag),
                         _ => Box::new(move |r| retry(r, now)),
                     };
                     let got = store.update(&id, &*f).unwrap();
                     let changed = f(model.get_mut(&id).unwrap());
                     prop_assert_eq!(got.is_some(), changed);
+                }
+                Op::Remove(i) => {
+                    let Some(id) = pick(&i, &[State::Delivered, State::Dead, State::Cancelled])
+                    else {
+                        continue;
+                    };
+                    if model[&id].state.is_terminal() {
+                        store.remove(&id).unwrap();
+                        model.remove(&id);
+                    }
                 }
                 Op::Restart => {
                     store.close().await.unwrap();
@@ -316,17 +432,7 @@ fn run_model(
                 };
                 prop_assert_eq!(d.work, work);
             }
-            let counts: BTreeMap<State, u64> = store
-                .counts()
-                .unwrap()
-                .into_iter()
-                .filter(|(_, c)| *c > 0)
-                .collect();
-            let mut mc: BTreeMap<State, u64> = BTreeMap::new();
-            for r in model.values() {
-                *mc.entry(r.state).or_default() += 1;
-            }
-            prop_assert_eq!(counts, mc);
+            compare_queries(&*store, &model)?;
         }
         for case in ["351-0/2026-IV", "351-1/2026-IV"] {
             let by: Vec<String> = store
@@ -424,7 +530,10 @@ async fn a_store_from_the_future_is_refused_with_a_clear_error() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("has schema version 99; this jumgw knows up to 1"),
+        e.contains(&format!(
+            "has schema version 99; this jumgw knows up to {}",
+            super::embedded::TREES_VERSION
+        )),
         "{e}"
     );
 }
@@ -458,4 +567,50 @@ async fn a_store_in_use_is_reported_as_such() {
         .unwrap()
         .to_string();
     assert!(e.contains("is in use by another process"), "{e}");
+}
+
+#[tokio::test]
+async fn a_store_of_the_first_layout_is_indexed_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let mut dead = record(2, 5);
+        dead.state = State::Dead;
+        dead.due_ms = None;
+        s.enqueue(vec![record(1, 5), dead, record(3, 7)])
+            .await
+            .unwrap();
+        s.close().await.unwrap();
+    }
+    {
+        // What a store written before the indexes looks like.
+        let db = sled::open(dir.path()).unwrap();
+        for t in ["by_state", "attention", "deadlines", "counts"] {
+            db.drop_tree(t).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &1u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let t = s.tally().unwrap();
+    assert_eq!(t.state(State::Queued), 2);
+    assert_eq!(t.state(State::Dead), 1);
+    assert_eq!(t.oldest_open_ms, Some(1));
+    let dead = s
+        .list(&Listing {
+            selector: Selector {
+                attention: true,
+                ..Selector::default()
+            },
+            order: Order::Newest,
+            after: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(s.by_deadline(u64::MAX, 10).unwrap().len(), 2);
+    s.close().await.unwrap();
 }

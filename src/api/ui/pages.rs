@@ -3,12 +3,36 @@
 
 use super::*;
 
-pub(super) fn all_requests(st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
-    let mut out = Vec::new();
-    crate::store::for_each(&*st.store, |r| {
-        out.push(r);
-        Ok::<(), crate::store::StoreError>(())
+/// How long an open request may wait before the overview lists it.
+const STUCK_AFTER_MS: u64 = 5 * 60_000;
+
+/// The newest 100 requests that need an operator: dead, failed twice, or
+/// open for over [`STUCK_AFTER_MS`]. From the attention index and the
+/// state index sought at that age, so at most 500 records are read.
+pub(super) fn stuck(st: &AppState, now: u64) -> Result<Vec<RequestRecord>, ApiError> {
+    use crate::store::{Listing, Order, Selector};
+    let newest = |selector: Selector| {
+        st.store.list(&Listing {
+            selector,
+            order: Order::Newest,
+            after: None,
+            limit: 100,
+        })
+    };
+    let mut out = newest(Selector {
+        attention: true,
+        ..Selector::default()
     })?;
+    for s in crate::store::query::UNFETCHED {
+        out.extend(newest(Selector {
+            state: Some(s),
+            created_before: Some(now.saturating_sub(STUCK_AFTER_MS)),
+            ..Selector::default()
+        })?);
+    }
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    out.dedup_by(|a, b| a.id == b.id);
+    out.truncate(100);
     Ok(out)
 }
 
@@ -25,7 +49,7 @@ pub async fn overview(
     let data = tokio::task::spawn_blocking(move || {
         let stats = admin::stats(&st2)?;
         let regs = admin::registries(&st2, &stats);
-        Ok::<_, ApiError>((stats, regs, all_requests(&st2)?))
+        Ok::<_, ApiError>((stats, regs, stuck(&st2, now_ms())?))
     })
     .await;
     let (stats, regs, recs) = match data {
@@ -119,19 +143,7 @@ pub async fn overview(
         );
     }
     b.push_str("</div>");
-    // Dead, and open requests that failed more than once or have been
-    // waiting for over 5 minutes.
-    let mut stuck: Vec<&RequestRecord> = recs
-        .iter()
-        .filter(|r| {
-            r.state == RState::Dead
-                || (!r.state.is_terminal()
-                    && r.state != RState::Fetched
-                    && (r.attempts.len() >= 2 || now.saturating_sub(r.created_ms) > 5 * 60_000))
-        })
-        .collect();
-    stuck.sort_by(|a, b| b.id.cmp(&a.id));
-    stuck.truncate(100);
+    let stuck: Vec<&RequestRecord> = recs.iter().collect();
     let _ = write!(
         b,
         "<h2>{}</h2><div id=\"stuck\">{}</div>",
@@ -201,13 +213,13 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
 pub async fn deadlines(State(st): State<AppState>, ui: Ui) -> Response {
     let l = ui.lang;
     let st2 = st.clone();
-    let recs = match tokio::task::spawn_blocking(move || all_requests(&st2)).await {
+    let recs = match tokio::task::spawn_blocking(move || st2.store.by_deadline(u64::MAX, 500)).await
+    {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return ui_error(e),
+        Ok(Err(e)) => return ui_error(e.into()),
         Err(e) => return ui_error(ApiError::Internal(e.to_string())),
     };
-    let mut open: Vec<&RequestRecord> = recs.iter().filter(|r| !r.state.is_terminal()).collect();
-    open.sort_by_key(|r| r.deadline_ms);
+    let open: Vec<&RequestRecord> = recs.iter().collect();
     let now = now_ms();
     let mut b = format!(
         "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",

@@ -1,0 +1,146 @@
+//! The secondary trees of a record, changed in the record's transaction:
+//! what it is due for, its case, its state, whether it needs an operator,
+//! its deadline while open, and the counters by registry and state.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `due` | due time, big-endian u64 ‖ id | [`Work`] code |
+//! | `by_case` | case number ‖ 0x00 ‖ id | empty |
+//! | `by_state` | state code (one byte) ‖ id | empty |
+//! | `attention` | id | empty: [`RequestRecord::needs_attention`] |
+//! | `deadlines` | deadline, big-endian u64 ‖ id | empty: open requests only |
+//! | `counts` | registry ‖ 0x00 ‖ state name (or `!at_risk`) | big-endian u64 |
+//!
+//! Every write of a record goes through [`change`] with the record before
+//! and after (`None` for one that did not exist or is removed), so the
+//! trees cannot drift from the records.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::super::{RequestRecord, State, StoreError, Work};
+
+/// The trees, inside one transaction.
+pub(super) struct Ix<'a> {
+    pub due: &'a TransactionalTree,
+    pub by_case: &'a TransactionalTree,
+    pub by_state: &'a TransactionalTree,
+    pub attention: &'a TransactionalTree,
+    pub deadlines: &'a TransactionalTree,
+    pub counts: &'a TransactionalTree,
+}
+
+type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
+
+pub(super) const AT_RISK: &str = "!at_risk";
+
+pub(super) fn state_code(s: State) -> u8 {
+    State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+}
+
+pub(super) fn due_key(due: u64, id: &str) -> Vec<u8> {
+    let mut k = due.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn case_key(case: &str, id: &str) -> Vec<u8> {
+    let mut k = case.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn state_key(s: State, id: &str) -> Vec<u8> {
+    let mut k = vec![state_code(s)];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn count_key(registry: &str, what: &str) -> Vec<u8> {
+    let mut k = registry.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(what.as_bytes());
+    k
+}
+
+/// The due index's value for `r`: what it is due for, as its code.
+pub(super) fn due_value(r: &RequestRecord) -> Vec<u8> {
+    Work::of(r)
+        .map(|w| w.code().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn deadline_of(r: &RequestRecord) -> Option<Vec<u8>> {
+    (!r.state.is_terminal()).then(|| due_key(r.deadline_ms, &r.id))
+}
+
+fn add(counts: &TransactionalTree, key: &[u8], delta: i64) -> TxResult {
+    let cur = counts
+        .get(key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let n = cur.saturating_add_signed(delta);
+    if n == 0 {
+        counts.remove(key)?;
+    } else {
+        counts.insert(key, &n.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+/// Brings every secondary tree from `old` to `new`.
+pub(super) fn change(
+    ix: &Ix<'_>,
+    old: Option<&RequestRecord>,
+    new: Option<&RequestRecord>,
+) -> TxResult {
+    let due = |r: &RequestRecord| r.due_ms.map(|d| (due_key(d, &r.id), due_value(r)));
+    let (od, nd) = (old.and_then(due), new.and_then(due));
+    if od != nd {
+        if let Some((k, _)) = od {
+            ix.due.remove(k)?;
+        }
+        if let Some((k, v)) = nd {
+            ix.due.insert(k, v)?;
+        }
+    }
+    let keyed =
+        |f: &dyn Fn(&RequestRecord) -> Option<Vec<u8>>, tree: &TransactionalTree| -> TxResult {
+            let (o, n) = (old.and_then(f), new.and_then(f));
+            if o != n {
+                if let Some(k) = o {
+                    tree.remove(k)?;
+                }
+                if let Some(k) = n {
+                    tree.insert(k, &[])?;
+                }
+            }
+            Ok(())
+        };
+    keyed(&|r| Some(case_key(&r.case, &r.id)), ix.by_case)?;
+    keyed(&|r| Some(state_key(r.state, &r.id)), ix.by_state)?;
+    keyed(
+        &|r| r.needs_attention().then(|| r.id.as_bytes().to_vec()),
+        ix.attention,
+    )?;
+    keyed(&deadline_of, ix.deadlines)?;
+    let counted = |r: &RequestRecord| {
+        let mut v = vec![count_key(&r.registry, r.state.name())];
+        if r.at_risk_open() {
+            v.push(count_key(&r.registry, AT_RISK));
+        }
+        v
+    };
+    let (o, n) = (
+        old.map(counted).unwrap_or_default(),
+        new.map(counted).unwrap_or_default(),
+    );
+    for k in o.iter().filter(|k| !n.contains(k)) {
+        add(ix.counts, k, -1)?;
+    }
+    for k in n.iter().filter(|k| !o.contains(k)) {
+        add(ix.counts, k, 1)?;
+    }
+    Ok(())
+}

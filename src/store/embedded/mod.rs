@@ -1,0 +1,1124 @@
+//! The embedded store on sled: one process, one data folder.
+//!
+//! # Trees and key layouts
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
+//! | `due` | due time in ms, big-endian u64 ‖ request id | the registry to ask, or `!deliver`: the request needs attention at that time |
+//! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
+//! | `documents` | document id (= request id) | the registry's signed envelope, sealed with AES-256-GCM (see [`crypt`](super::crypt)) |
+//! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
+//! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
+//! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |
+//! | `audit` | sequence number, big-endian u64 | an audit [`Entry`](crate::audit::Entry), hash-chained, as JSON; never removed |
+//! | `audit_subject` | keyed subject hash (hex) ‖ sequence number | empty: the entries about one person |
+//! | `meta` | `schema` | store schema version |
+//!
+//! A request is in `due` exactly when something must happen to it: queued
+//! or retrying (send), awaiting (poll the ticket), sending (its lease
+//! expires: the attempt is repeated), fetched (deliver). Terminal states are
+//! not in `due`. Every change to a record and its `due` key is one sled
+//! transaction.
+//!
+//! # Durability
+//!
+//! `202 Accepted` is answered only after the flush that contains the
+//! request: concurrent accepts are batched by one committer task into one
+//! transaction and one `flush` (group commit). State changes after that are
+//! flushed by sled within `flush_every_ms` (500 ms); losing one in a crash
+//! only repeats an attempt (same request id, which registries treat
+//! idempotently) or a delivery (which rewrites the same file).
+
+mod index;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::sync::{lock, read, write};
+
+fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(k)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            id: "outbox".into(),
+            detail: "a key is not a sequence number".into(),
+        })
+}
+
+/// Writes an event unless its id was written before; 1 if written.
+fn put_event(
+    outbox: &sled::transaction::TransactionalTree,
+    ids: &sled::transaction::TransactionalTree,
+    e: &OutEvent,
+) -> Result<usize, ConflictableTransactionError<StoreError>> {
+    if ids.get(e.id.as_bytes())?.is_some() {
+        return Ok(0);
+    }
+    let seq = outbox.generate_id()?;
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&e.created_ms.to_be_bytes());
+    ids.insert(e.id.as_bytes(), v)?;
+    outbox.insert(
+        &seq.to_be_bytes(),
+        serde_json::to_vec(e)
+            .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?,
+    )?;
+    Ok(1)
+}
+
+fn idem_key(client: &str, key: &str) -> Vec<u8> {
+    let mut k = client.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The layout of the trees, written to `meta` as `schema`. 2 added the
+/// state, attention and deadline indexes and the counters; a store of
+/// version 1 gets them built when it is opened.
+pub const TREES_VERSION: u32 = 2;
+
+/// Builds the secondary trees of every record from nothing, a thousand
+/// records per transaction.
+fn index_all(t: &Trees) -> Result<(), StoreError> {
+    for tree in [&t.by_state, &t.attention, &t.deadlines, &t.counts] {
+        tree.clear()?;
+    }
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let iter = match &after {
+            Some(a) => t.requests.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_ref()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => t.requests.iter(),
+        };
+        let mut page = Vec::new();
+        for item in iter.take(1000) {
+            let (k, v) = item?;
+            page.push(decode(&k, &v)?);
+            after = Some(k);
+        }
+        if page.is_empty() {
+            return Ok(());
+        }
+        (
+            &t.due,
+            &t.by_case,
+            &t.by_state,
+            &t.attention,
+            &t.deadlines,
+            &t.counts,
+        )
+            .transaction(|(due, by_case, by_state, attention, deadlines, counts)| {
+                let ix = index::Ix {
+                    due,
+                    by_case,
+                    by_state,
+                    attention,
+                    deadlines,
+                    counts,
+                };
+                for r in &page {
+                    // As if new: the due and case keys are written again, unchanged.
+                    index::change(&ix, None, Some(r))?;
+                }
+                Ok(())
+            })
+            .map_err(|e: TransactionError<StoreError>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::from(e),
+            })?;
+    }
+}
+
+type Batch = (
+    Vec<RequestRecord>,
+    Option<IdemKey>,
+    oneshot::Sender<Result<Enqueued, StoreError>>,
+);
+
+#[derive(Clone)]
+pub(super) struct Trees {
+    db: sled::Db,
+    pub(super) requests: sled::Tree,
+    due: sled::Tree,
+    by_case: sled::Tree,
+    by_state: sled::Tree,
+    attention: sled::Tree,
+    deadlines: sled::Tree,
+    counts: sled::Tree,
+    documents: sled::Tree,
+    idempotency: sled::Tree,
+    outbox: sled::Tree,
+    outbox_ids: sled::Tree,
+    audit: sled::Tree,
+    audit_subject: sled::Tree,
+    /// The chain head: held while entries are chained and written, so
+    /// that writers take turns.
+    audit_head: Arc<std::sync::Mutex<crate::audit::Head>>,
+    audit_rule: Arc<std::sync::RwLock<Option<crate::audit::AuditRule>>>,
+}
+
+impl Trees {
+    fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
+        read(&self.audit_rule).clone()
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, crate::audit::Head> {
+        lock(&self.audit_head)
+    }
+}
+
+/// Writes one chained entry and its subject index keys.
+fn put_entry(
+    audit: &sled::transaction::TransactionalTree,
+    by_subject: &sled::transaction::TransactionalTree,
+    e: &crate::audit::Entry,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let v = serde_json::to_vec(e)
+        .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?;
+    audit.insert(&e.seq.to_be_bytes(), v)?;
+    for s in &e.draft.subject {
+        let mut k = s.as_bytes().to_vec();
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        by_subject.insert(k, &[])?;
+    }
+    Ok(())
+}
+
+/// Chains drafts after `head` and writes them; returns the new head.
+fn chain_in(
+    audit: &sled::transaction::TransactionalTree,
+    by_subject: &sled::transaction::TransactionalTree,
+    head: &crate::audit::Head,
+    drafts: Vec<crate::audit::Draft>,
+) -> Result<crate::audit::Head, ConflictableTransactionError<StoreError>> {
+    let mut h = head.clone();
+    for d in drafts {
+        let e = crate::audit::Entry::chained(d, h.seq + 1, &h.hash);
+        put_entry(audit, by_subject, &e)?;
+        h = crate::audit::Head {
+            seq: e.seq,
+            hash: e.hash,
+        };
+    }
+    Ok(h)
+}
+
+/// The sled store.
+pub struct SledStore {
+    pub(super) t: Trees,
+    path: PathBuf,
+    /// Accepts stop below this much free disk, long before sled would hit
+    /// ENOSPC (on which its flush blocks rather than failing).
+    min_free: u64,
+    committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
+    events: std::sync::RwLock<Option<EventRule>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    decoded: std::sync::atomic::AtomicU64,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Must be called inside a tokio
+    /// runtime (the group committer is a task).
+    /// Free disk below which accepts are refused, by default.
+    pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
+    /// How long a group-commit flush may take before its accepts fail.
+    pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
+        Self::open_with(dir, cache_bytes, Self::DEFAULT_MIN_FREE)
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        min_free: u64,
+    ) -> Result<Arc<SledStore>, StoreError> {
+        let damaged = |detail: String| StoreError::Damaged {
+            path: dir.display().to_string(),
+            detail,
+            backups: dir
+                .parent()
+                .unwrap_or(dir)
+                .join("backups")
+                .display()
+                .to_string(),
+        };
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500));
+        // sled releases its file lock from a background thread after the
+        // last handle is dropped; a reopen right after a close can race it.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    if tries == 40 {
+                        return Err(StoreError::Locked {
+                            path: dir.display().to_string(),
+                        });
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(damaged(e.to_string())),
+            }
+        };
+        let tree = |n: &str| db.open_tree(n).map_err(|e| damaged(e.to_string()));
+        let t = Trees {
+            requests: tree("requests")?,
+            due: tree("due")?,
+            by_case: tree("by_case")?,
+            by_state: tree("by_state")?,
+            attention: tree("attention")?,
+            deadlines: tree("deadlines")?,
+            counts: tree("counts")?,
+            documents: tree("documents")?,
+            idempotency: tree("idempotency")?,
+            outbox: tree("outbox")?,
+            outbox_ids: tree("outbox_ids")?,
+            audit: tree("audit")?,
+            audit_subject: tree("audit_subject")?,
+            audit_head: Default::default(),
+            audit_rule: Default::default(),
+            db: db.clone(),
+        };
+        let meta = tree("meta")?;
+        let found = match meta.get("schema").map_err(|e| damaged(e.to_string()))? {
+            // A new store: nothing to index.
+            None if t.requests.is_empty() => TREES_VERSION,
+            None => 1,
+            Some(v) => <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| damaged("unreadable schema version".into()))?,
+        };
+        if found > TREES_VERSION {
+            return Err(StoreError::TooNew {
+                path: dir.display().to_string(),
+                found,
+                known: TREES_VERSION,
+            });
+        }
+        if found < 2 {
+            tracing::info!(store = %dir.display(), "indexing the store by state, attention and deadline (once, for this version)");
+            index_all(&t).map_err(|e| damaged(e.to_string()))?;
+        }
+        if found != TREES_VERSION {
+            meta.insert("schema", &TREES_VERSION.to_be_bytes())
+                .map_err(|e| damaged(e.to_string()))?;
+        }
+        if let Some((k, v)) = t.audit.last().map_err(|e| damaged(e.to_string()))? {
+            let e: crate::audit::Entry = serde_json::from_slice(&v).map_err(|e| {
+                damaged(format!(
+                    "the newest audit entry is unreadable ({e}); run `jumgw audit verify`"
+                ))
+            })?;
+            *t.head() = crate::audit::Head {
+                seq: seq_of(&k).map_err(|e| damaged(e.to_string()))?,
+                hash: e.hash,
+            };
+        }
+        // A quick consistency check: every due key names a record.
+        for item in t.due.iter().take(1000) {
+            let (k, _) = item.map_err(|e| damaged(e.to_string()))?;
+            let id = &k[8..];
+            if t.requests
+                .get(id)
+                .map_err(|e| damaged(e.to_string()))?
+                .is_none()
+            {
+                return Err(damaged(format!(
+                    "due index names a missing request {}",
+                    String::from_utf8_lossy(id)
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Batch>(4096);
+        let task = tokio::spawn(commit_loop(t.clone(), rx));
+        Ok(Arc::new(SledStore {
+            t,
+            path: dir.to_owned(),
+            min_free,
+            committer: std::sync::Mutex::new(Some(tx)),
+            events: std::sync::RwLock::new(None),
+            task: std::sync::Mutex::new(Some(task)),
+            decoded: Default::default(),
+        }))
+    }
+
+    /// Stops accepting, lets the committer finish what it holds, flushes.
+    /// The database closes when the last handle to the store is dropped.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        lock(&self.committer).take();
+        let task = lock(&self.task).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        self.t.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Decodes a record read for a caller (counted: [`QueueStore::records_read`]).
+    fn decode(&self, id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
+        self.decoded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        decode(id, v)
+    }
+
+    /// Calls `f` on each request `sel` selects, in `order`, after the id
+    /// `after`, until `f` says stop. Walks the narrowest index, seeking by
+    /// filing time where the selector bounds it.
+    fn walk(
+        &self,
+        sel: &Selector,
+        order: Order,
+        after: Option<&str>,
+        mut f: impl FnMut(RequestRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        // The tree, the key prefix before the id, and whether its values
+        // are the records themselves.
+        let (tree, prefix, records) = if sel.attention {
+            (&self.t.attention, Vec::new(), false)
+        } else if let Some(s) = sel.state {
+            (&self.t.by_state, vec![index::state_code(s)], false)
+        } else if let Some(c) = &sel.case {
+            let mut p = c.as_bytes().to_vec();
+            p.push(0);
+            (&self.t.by_case, p, false)
+        } else {
+            (&self.t.requests, Vec::new(), true)
+        };
+        let key = |id: &str| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(id.as_bytes());
+            k
+        };
+        let floor = sel.created_before.map(|b| key(&super::query::id_floor(b)));
+        let start = match order {
+            Order::Oldest => after.map_or(Included(prefix.clone()), |a| Excluded(key(a))),
+            Order::Newest => Included(prefix.clone()),
+        };
+        // Past the prefix: the prefix with its last byte raised, or the end.
+        let past = {
+            let mut p = prefix.clone();
+            while let Some(last) = p.pop() {
+                if last < 0xff {
+                    p.push(last + 1);
+                    break;
+                }
+            }
+            if p.is_empty() {
+                Unbounded
+            } else {
+                Excluded(p)
+            }
+        };
+        let end = match (order, after, floor) {
+            (Order::Newest, Some(a), Some(fl)) => Excluded(key(a).min(fl)),
+            (Order::Newest, Some(a), None) => Excluded(key(a)),
+            (_, _, Some(fl)) => Excluded(fl),
+            (_, _, None) => past,
+        };
+        if let (Included(s) | Excluded(s), Excluded(e)) = (&start, &end) {
+            if s >= e {
+                return Ok(());
+            }
+        }
+        let range = tree.range((start, end));
+        let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+            let (k, v) = item?;
+            let r = if records {
+                self.decode(&k, &v)?
+            } else {
+                match self.get(&String::from_utf8_lossy(&k[prefix.len()..]))? {
+                    Some(r) => r,
+                    None => return Ok(true),
+                }
+            };
+            Ok(!sel.matches(&r) || f(r))
+        };
+        match order {
+            Order::Oldest => {
+                for item in range {
+                    if !step(item)? {
+                        break;
+                    }
+                }
+            }
+            Order::Newest => {
+                for item in range.rev() {
+                    if !step(item)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Is there enough free disk for new requests?
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let available =
+            fs4::available_space(&self.path).map_err(|e| StoreError::Io(e.to_string()))?;
+        if available < self.min_free {
+            return Err(StoreError::Full {
+                available,
+                minimum: self.min_free,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Group commit: takes every batch that is waiting, writes them in one
+/// transaction, flushes once, then answers them all.
+async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
+    let mut pending: Vec<Batch> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        pending.push(first);
+        while pending.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => pending.push(b),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let rule = t.audit_rule();
+        // The guard must not live across an await: this block ends first.
+        let res = {
+            let mut head = t.head();
+            let res = (
+                &t.requests,
+                &t.due,
+                &t.by_case,
+                &t.idempotency,
+                &t.audit,
+                &t.audit_subject,
+                &t.by_state,
+                &t.attention,
+                &t.deadlines,
+                &t.counts,
+            )
+                .transaction(
+                    |(
+                        req,
+                        due,
+                        by_case,
+                        idem,
+                        audit,
+                        audit_subject,
+                        by_state,
+                        attention,
+                        deadlines,
+                        counts,
+                    )| {
+                        let ix = index::Ix {
+                            due,
+                            by_case,
+                            by_state,
+                            attention,
+                            deadlines,
+                            counts,
+                        };
+                        let mut drafts = Vec::new();
+                        // Rebuilt on every run: sled may run this closure again.
+                        let mut outcomes = Vec::with_capacity(pending.len());
+                        for (records, key, _) in &pending {
+                            if let Some(k) = key {
+                                let kb = idem_key(&k.client, &k.key);
+                                // Read-your-writes: a duplicate within this batch sees the first.
+                                if let Some(v) = idem.get(&kb)? {
+                                    let e: IdemEntry = serde_json::from_slice(&v).map_err(|e| {
+                                        ConflictableTransactionError::Abort(StoreError::Corrupt {
+                                            id: k.key.clone(),
+                                            detail: e.to_string(),
+                                        })
+                                    })?;
+                                    outcomes.push(Enqueued::Existing(e));
+                                    continue;
+                                }
+                                let e = IdemEntry {
+                                    request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                                    body_hash: k.body_hash.clone(),
+                                    created_ms: now,
+                                };
+                                idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
+                            }
+                            for r in records {
+                                let old = req
+                                    .insert(r.id.as_bytes(), encode(r))?
+                                    .map(|v| decode(r.id.as_bytes(), &v))
+                                    .transpose()
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                index::change(&ix, old.as_ref(), Some(r))?;
+                                if let Some(rule) = &rule {
+                                    drafts.extend(rule(None, r));
+                                }
+                            }
+                            outcomes.push(Enqueued::Stored);
+                        }
+                        let new_head = chain_in(audit, audit_subject, &head, drafts)?;
+                        Ok::<_, ConflictableTransactionError<StoreError>>((outcomes, new_head))
+                    },
+                )
+                .map_err(|e: TransactionError<StoreError>| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => StoreError::from(e),
+                });
+            res.map(|(outcomes, new_head)| {
+                *head = new_head;
+                outcomes
+            })
+        };
+        let res = match res {
+            Ok(outcomes) => {
+                match tokio::time::timeout(SledStore::FLUSH_TIMEOUT, t.db.flush_async()).await {
+                    Ok(Ok(_)) => Ok(outcomes),
+                    Ok(Err(e)) => Err(StoreError::from(e)),
+                    Err(_) => Err(StoreError::Io(
+                        "the disk did not complete a flush in time".into(),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(outcomes) => {
+                for ((_, _, reply), o) in pending.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in pending.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl QueueStore for SledStore {
+    fn enqueue_once(
+        &self,
+        records: Vec<RequestRecord>,
+        key: Option<IdemKey>,
+    ) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
+        Box::pin(async move {
+            self.check_space()?;
+            let (tx, rx) = oneshot::channel();
+            let committer = lock(&self.committer).clone();
+            let committer = committer.ok_or(StoreError::Closed)?;
+            committer
+                .send((records, key, tx))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        self.t
+            .idempotency
+            .get(idem_key(client, key))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: key.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.idempotency.iter() {
+            let (k, v) = item?;
+            let old = serde_json::from_slice::<IdemEntry>(&v)
+                .map(|e| e.created_ms < before_ms)
+                .unwrap_or(true);
+            if old {
+                self.t.idempotency.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.t
+            .requests
+            .get(id.as_bytes())?
+            .map(|v| self.decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut prefix = case.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.t.by_case.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(r) = self.get(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.due.range(..end.as_slice()).take(limit) {
+            let (k, v) = item?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            let work = Work::from_code(&String::from_utf8_lossy(&v));
+            out.push(Due {
+                at_ms: u64::from_be_bytes(b),
+                id: String::from_utf8_lossy(&k[8..]).into_owned(),
+                work,
+            });
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.t.due.first()?.map(|(k, _)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            u64::from_be_bytes(b)
+        }))
+    }
+
+    fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
+        let events = read(&self.events).clone();
+        let t = &self.t;
+        let rule = t.audit_rule();
+        let mut head = t.head();
+        let res = (
+            &t.requests,
+            &t.due,
+            &t.outbox,
+            &t.outbox_ids,
+            &t.audit,
+            &t.audit_subject,
+            &t.by_case,
+            &t.by_state,
+            &t.attention,
+            &t.deadlines,
+            &t.counts,
+        )
+            .transaction(
+                |(
+                    req,
+                    due,
+                    outbox,
+                    ids,
+                    audit,
+                    audit_subject,
+                    by_case,
+                    by_state,
+                    attention,
+                    deadlines,
+                    counts,
+                )| {
+                    let ix = index::Ix {
+                        due,
+                        by_case,
+                        by_state,
+                        attention,
+                        deadlines,
+                        counts,
+                    };
+                    let Some(cur) = req.get(id.as_bytes())? else {
+                        return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
+                            id.to_owned(),
+                        )));
+                    };
+                    let old =
+                        decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
+                    let mut new = old.clone();
+                    if !f(&mut new) {
+                        return Ok(None);
+                    }
+                    index::change(&ix, Some(&old), Some(&new))?;
+                    req.insert(id.as_bytes(), encode(&new))?;
+                    let mut raised = 0;
+                    if let Some(ev) = &events {
+                        for e in (ev.rule)(&old, &new) {
+                            raised += put_event(outbox, ids, &e)?;
+                        }
+                    }
+                    let drafts = rule
+                        .as_ref()
+                        .map(|r| r(Some(&old), &new))
+                        .unwrap_or_default();
+                    let new_head = chain_in(audit, audit_subject, &head, drafts)?;
+                    Ok(Some((new, raised, new_head)))
+                },
+            );
+        let res = res.map(|r| {
+            r.map(|(rec, raised, new_head)| {
+                *head = new_head;
+                (rec, raised)
+            })
+        });
+        drop(head);
+        match res {
+            Ok(Some((r, raised))) => {
+                if raised > 0 {
+                    if let Some(ev) = &events {
+                        ev.notify.notify_one();
+                    }
+                }
+                Ok(Some(r))
+            }
+            Ok(None) => Ok(None),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+        *write(&self.t.audit_rule) = Some(rule);
+    }
+
+    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject)
+            .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        let start = after_seq.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.audit.range(start..).take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            out.push((seq, serde_json::from_slice(&v).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.audit_subject.scan_prefix(hash.as_bytes()) {
+            let (k, _) = item?;
+            let seq = &k[k.len().saturating_sub(8)..];
+            if let Some(v) = self.t.audit.get(seq)? {
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: format!("audit entry {}", seq_of(seq).unwrap_or(0)),
+                    detail: e.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        Ok(self.t.head().clone())
+    }
+
+    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
+            let mut h = head.clone();
+            for e in &entries {
+                if e.seq != h.seq + 1 {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        id: format!("audit entry {}", e.seq),
+                        detail: format!("expected entry {}", h.seq + 1),
+                    }));
+                }
+                put_entry(audit, by_subject, e)?;
+                h = crate::audit::Head {
+                    seq: e.seq,
+                    hash: e.hash.clone(),
+                };
+            }
+            Ok(h)
+        });
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn set_event_rule(&self, rule: EventRule) {
+        *write(&self.events) = Some(rule);
+    }
+
+    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
+            let mut n = 0;
+            for e in &events {
+                n += put_event(outbox, ids, e)?;
+            }
+            Ok(n)
+        });
+        let n = match res {
+            Ok(n) => n,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if n > 0 {
+            if let Some(ev) = &*read(&self.events) {
+                ev.notify.notify_one();
+            }
+        }
+        Ok(n)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.outbox.iter().take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            out.push((seq, decode_event(seq, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        self.t
+            .outbox
+            .get(seq.to_be_bytes())?
+            .map(|v| decode_event(seq, &v))
+            .transpose()
+    }
+
+    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
+        // Only if it is still waiting: never resurrect a sent event.
+        let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        let _ = self
+            .t
+            .outbox
+            .compare_and_swap(seq.to_be_bytes(), Some(cur), Some(v))?;
+        Ok(())
+    }
+
+    fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.t.outbox.remove(seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.outbox_ids.iter() {
+            let (k, v) = item?;
+            if v.len() != 16 {
+                self.t.outbox_ids.remove(k)?;
+                continue;
+            }
+            let seq = seq_of(&v[..8])?;
+            let created = seq_of(&v[8..])?;
+            if created < before_ms && !self.t.outbox.contains_key(seq.to_be_bytes())? {
+                self.t.outbox_ids.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.t.documents.insert(id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let iter = match after {
+            Some(a) => self.t.requests.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.t.requests.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            out.push(self.decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let t = &self.t;
+        let res = (
+            &t.requests,
+            &t.due,
+            &t.by_case,
+            &t.documents,
+            &t.by_state,
+            &t.attention,
+            &t.deadlines,
+            &t.counts,
+        )
+            .transaction(
+                |(req, due, by_case, docs, by_state, attention, deadlines, counts)| {
+                    let ix = index::Ix {
+                        due,
+                        by_case,
+                        by_state,
+                        attention,
+                        deadlines,
+                        counts,
+                    };
+                    if let Some(cur) = req.remove(id.as_bytes())? {
+                        let r = decode(id.as_bytes(), &cur)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        index::change(&ix, Some(&r), None)?;
+                        docs.remove(id.as_bytes())?;
+                    }
+                    Ok(())
+                },
+            );
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut out = Vec::new();
+        self.walk(&q.selector, q.order, q.after.as_deref(), |r| {
+            out.push(r);
+            out.len() < q.limit
+        })?;
+        Ok(out)
+    }
+
+    fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+        if sel.counted() {
+            return Ok(self.tally()?.of(sel));
+        }
+        let mut n = 0;
+        self.walk(sel, Order::Oldest, None, |_| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn tally(&self) -> Result<Tally, StoreError> {
+        let mut t = Tally::default();
+        for item in self.t.counts.iter() {
+            let (k, v) = item?;
+            let bad = || StoreError::Corrupt {
+                id: String::from_utf8_lossy(&k).into_owned(),
+                detail: "not a counter".into(),
+            };
+            let n = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| bad())?;
+            let sep = k.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            let registry = String::from_utf8_lossy(&k[..sep]).into_owned();
+            let what = &k[sep + 1..];
+            if what == index::AT_RISK.as_bytes() {
+                t.at_risk += n;
+            } else {
+                let s = State::ALL
+                    .iter()
+                    .find(|s| s.name().as_bytes() == what)
+                    .ok_or_else(bad)?;
+                t.by_registry.insert((registry, *s), n);
+            }
+        }
+        for s in super::query::UNFETCHED {
+            let first = self.t.by_state.scan_prefix([index::state_code(s)]).next();
+            if let Some(item) = first {
+                let (k, _) = item?;
+                if let Some(r) = self.get(&String::from_utf8_lossy(&k[1..]))? {
+                    t.oldest_open_ms = Some(
+                        t.oldest_open_ms
+                            .map_or(r.created_ms, |o| o.min(r.created_ms)),
+                    );
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    fn by_deadline(&self, until_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let end = until_ms.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.deadlines.range(..end.as_slice()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            if let Some(r) = self.get(&String::from_utf8_lossy(&k[8..]))? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn records_read(&self) -> u64 {
+        self.decoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.t.db.size_on_disk()?)
+    }
+
+    fn writable(&self) -> bool {
+        // No flush here: on a full disk sled's flush blocks. Free space is
+        // the signal, and accepts check the same.
+        self.check_space().is_ok() && self.t.db.insert("__probe", &[1u8]).is_ok()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(SledStore::close(self))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.t
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from)
+        })
+    }
+}
