@@ -1,6 +1,9 @@
 //! The pieces every page is made of: the frame and its style, badges
 //! (a word and a shape, not colour alone), charts, banners, request rows.
-//! Every value from outside goes through `esc`.
+//! Markup is written with `maud`, which escapes every value it is given;
+//! only the style sheet goes in as it is.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::*;
 
@@ -38,46 +41,45 @@ input[type=text],input[type=password]{font:inherit;padding:.3rem .5rem;border:1p
 @media print{header,form,button,.noprint{display:none}body{background:#fff}table{border:none}}
 "#;
 
-pub(super) fn page(
-    ui_lang: Lang,
-    title: &str,
-    here: &str,
-    body: &str,
-    refresh: bool,
-) -> Html<String> {
+pub(super) fn page(ui_lang: Lang, title: &str, here: &str, body: Markup, refresh: bool) -> Html<String> {
     let nav = [
         ("/ui", "overview"),
         ("/ui/deadlines", "deadlines"),
         ("/ui/audit", "audit"),
-    ]
-    .iter()
-    .map(|(href, key)| {
-        let class = if *key == here { " class=\"here\"" } else { "" };
-        format!("<a href=\"{href}\"{class}>{}</a>", t(ui_lang, key))
-    })
-    .collect::<Vec<_>>()
-    .join("");
-    let langs = [("en", "English"), ("sr", "Srpski"), ("hu", "Magyar")]
-        .iter()
-        .map(|(c, n)| format!("<a href=\"/ui/lang/{c}\" lang=\"{c}\">{n}</a>"))
-        .collect::<Vec<_>>()
-        .join("");
-    Html(format!(
-        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{refresh}\
-<title>{title} · jum-gateway</title><style>{CSS}</style></head><body>\
-<header><h1>jum-gateway · {console}</h1><nav>{nav}</nav><div class=\"langs\">{langs}</div>\
-<a href=\"/ui/logout\">{logout}</a></header><main>{body}</main></body></html>",
-        lang = ui_lang.code(),
-        refresh = if refresh {
-            "<meta http-equiv=\"refresh\" content=\"15\">"
-        } else {
-            ""
-        },
-        title = esc(title),
-        console = t(ui_lang, "title"),
-        logout = t(ui_lang, "logout"),
-    ))
+    ];
+    let langs = [("en", "English"), ("sr", "Srpski"), ("hu", "Magyar")];
+    let doc = html! {
+        (DOCTYPE)
+        html lang=(ui_lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                @if refresh {
+                    meta http-equiv="refresh" content="15";
+                }
+                title { (title) " · jum-gateway" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    h1 { "jum-gateway · " (t(ui_lang, "title")) }
+                    nav {
+                        @for (href, key) in nav {
+                            a href=(href) class=[(key == here).then_some("here")] { (t(ui_lang, key)) }
+                        }
+                    }
+                    div.langs {
+                        @for (c, n) in langs {
+                            a href={ "/ui/lang/" (c) } lang=(c) { (n) }
+                        }
+                    }
+                    a href="/ui/logout" { (t(ui_lang, "logout")) }
+                }
+                main { (body) }
+            }
+        }
+    };
+    Html(doc.into_string())
 }
 
 pub(super) fn when(ms: u64) -> String {
@@ -96,46 +98,40 @@ pub(super) fn ago(ms: u64) -> String {
     }
 }
 
-pub(super) fn button(ui: &Ui, action: &str, label: &str, primary: bool) -> String {
-    format!(
-        "<form class=\"inline\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<button{}>{}</button></form>",
-        esc(action),
-        ui.csrf,
-        if primary { " class=\"primary\"" } else { "" },
-        esc(label)
-    )
+pub(super) fn button(ui: &Ui, action: &str, label: &str, primary: bool) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf" value=(ui.csrf);
+            button class=[primary.then_some("primary")] { (label) }
+        }
+    }
 }
 
-pub(super) fn breaker_badge(lang: Lang, b: &str) -> String {
+pub(super) fn breaker_badge(lang: Lang, b: &str) -> Markup {
     let (class, shape) = match b {
         "closed" => ("ok", "●"),
         "half-open" => ("warn", "▲"),
         _ => ("bad", "■"),
     };
-    format!(
-        "<span class=\"badge {class}\">{shape} {} {}</span>",
-        t(lang, "breaker"),
-        t(lang, b)
-    )
+    html! {
+        span class={ "badge " (class) } { (shape) " " (t(lang, "breaker")) " " (t(lang, b)) }
+    }
 }
 
-pub(super) fn state_badge(lang: Lang, s: RState) -> String {
+pub(super) fn state_badge(lang: Lang, s: RState) -> Markup {
     let class = match s {
         RState::Delivered => "ok",
         RState::Dead | RState::Cancelled => "bad",
         _ => "warn",
     };
-    format!(
-        "<span class=\"badge {class}\" data-state=\"{}\">{}</span>",
-        s.name(),
-        state_word(lang, s)
-    )
+    html! {
+        span class={ "badge " (class) } data-state=(s.name()) { (state_word(lang, s)) }
+    }
 }
 
 /// Bars of attempts per minute (failures on top, in the warning colour),
 /// or a line of average latency.
-pub(super) fn chart(history: &[crate::dispatch::Minute], latency: bool, label: &str) -> String {
+pub(super) fn chart(history: &[crate::dispatch::Minute], latency: bool, label: &str) -> Markup {
     let (w, h) = (360.0_f64, 60.0_f64);
     let n = history.len().max(1) as f64;
     let bw = w / n;
@@ -154,61 +150,38 @@ pub(super) fn chart(history: &[crate::dispatch::Minute], latency: bool, label: &
         })
         .collect();
     let max = values.iter().cloned().fold(1.0, f64::max);
-    let mut svg = format!(
-        "<svg role=\"img\" aria-label=\"{}\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
-<rect width=\"{w}\" height=\"{h}\" fill=\"#f0f2f6\"/>",
-        esc(label)
-    );
-    if latency {
-        let pts: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 * bw + bw / 2.0,
-                    h - v / max * (h - 4.0)
-                )
-            })
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"#0072B2\" stroke-width=\"2\" points=\"{}\"/>",
-            pts.join(" ")
-        );
-    } else {
-        for (i, m) in history.iter().enumerate() {
-            let total = f64::from(m.attempts) / max * (h - 4.0);
-            let bad = f64::from(m.failures) / max * (h - 4.0);
-            let x = i as f64 * bw;
-            let _ = write!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#0072B2\"/>\
-<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#D55E00\"/>",
-                h - total,
-                (bw - 1.0).max(1.0),
-                total - bad,
-                h - bad,
-                (bw - 1.0).max(1.0),
-                bad
-            );
+    let f1 = |v: f64| format!("{v:.1}");
+    let points = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{},{}", f1(i as f64 * bw + bw / 2.0), f1(h - v / max * (h - 4.0))))
+        .collect::<Vec<_>>()
+        .join(" ");
+    html! {
+        svg role="img" aria-label=(label) width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } {
+            rect width=(w) height=(h) fill="#f0f2f6" {}
+            @if latency {
+                polyline fill="none" stroke="#0072B2" stroke-width="2" points=(points) {}
+            } @else {
+                @for (i, m) in history.iter().enumerate() {
+                    @let total = f64::from(m.attempts) / max * (h - 4.0);
+                    @let bad = f64::from(m.failures) / max * (h - 4.0);
+                    @let x = f1(i as f64 * bw);
+                    @let width = f1((bw - 1.0).max(1.0));
+                    rect x=(x) y=(f1(h - total)) width=(width) height=(f1(total - bad)) fill="#0072B2" {}
+                    rect x=(x) y=(f1(h - bad)) width=(width) height=(f1(bad)) fill="#D55E00" {}
+                }
+            }
+            text x="4" y="12" font-size="10" fill="#5b6475" { "max " (format!("{max:.0}")) }
         }
     }
-    let _ = write!(
-        svg,
-        "<text x=\"4\" y=\"12\" font-size=\"10\" fill=\"#5b6475\">max {max:.0}</text></svg>"
-    );
-    svg
 }
 
-pub(super) fn banner(msg: Option<&str>, bad: bool) -> String {
-    match msg {
-        Some(m) => format!(
-            "<div class=\"banner{}\" role=\"status\">{}</div>",
-            if bad { " bad" } else { "" },
-            esc(m)
-        ),
-        None => String::new(),
+pub(super) fn banner(msg: Option<&str>, bad: bool) -> Markup {
+    html! {
+        @if let Some(m) = msg {
+            div class={ "banner" @if bad { " bad" } } role="status" { (m) }
+        }
     }
 }
 
@@ -218,68 +191,44 @@ pub struct Notice {
     pub(super) failed: Option<String>,
 }
 
-pub(super) fn request_rows(ui: &Ui, recs: &[&RequestRecord], actions: bool) -> String {
-    if recs.is_empty() {
-        return format!("<p class=\"muted\">{}</p>", t(ui.lang, "none"));
-    }
+pub(super) fn request_rows(ui: &Ui, recs: &[&RequestRecord], actions: bool) -> Markup {
     let l = ui.lang;
-    let mut o = format!(
-        "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>{}</tr></thead><tbody>",
-        t(l, "id"),
-        t(l, "state"),
-        t(l, "service"),
-        t(l, "case"),
-        t(l, "age"),
-        t(l, "error"),
-        if actions {
-            format!("<th>{}</th>", t(l, "actions"))
-        } else {
-            String::new()
-        }
-    );
-    for r in recs {
-        let _ = write!(
-            o,
-            "<tr data-id=\"{id}\"><td><a href=\"/ui/requests/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td>",
-            state_badge(l, r.state),
-            esc(&r.service),
-            esc(&r.case),
-            ago(r.created_ms),
-            esc(&crate::ids::redact_text(r.error.as_deref().unwrap_or(""))),
-            id = esc(&r.id),
-        );
-        if actions {
-            o.push_str("<td>");
-            if matches!(
-                r.state,
-                RState::Dead
-                    | RState::Cancelled
-                    | RState::Retrying
-                    | RState::Queued
-                    | RState::Awaiting
-            ) {
-                o.push_str(&button(
-                    ui,
-                    &format!("/ui/requests/{}/retry", r.id),
-                    t(l, "retry"),
-                    true,
-                ));
-                o.push(' ');
+    let heads = ["id", "state", "service", "case", "age", "error"];
+    html! {
+        @if recs.is_empty() {
+            p.muted { (t(l, "none")) }
+        } @else {
+            table {
+                thead { tr {
+                    @for h in heads { th { (t(l, h)) } }
+                    @if actions { th { (t(l, "actions")) } }
+                } }
+                tbody {
+                    @for r in recs {
+                        tr data-id=(r.id) {
+                            td { a href={ "/ui/requests/" (r.id) } { code { (r.id) } } }
+                            td { (state_badge(l, r.state)) }
+                            td { (r.service) }
+                            td { (r.case) }
+                            td.num { (ago(r.created_ms)) }
+                            td { (crate::ids::redact_text(r.error.as_deref().unwrap_or(""))) }
+                            @if actions {
+                                td {
+                                    @if matches!(r.state, RState::Dead | RState::Cancelled | RState::Retrying | RState::Queued | RState::Awaiting) {
+                                        (button(ui, &format!("/ui/requests/{}/retry", r.id), t(l, "retry"), true))
+                                        " "
+                                    }
+                                    @if !r.state.is_terminal() {
+                                        (button(ui, &format!("/ui/requests/{}/cancel", r.id), t(l, "cancel"), false))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            if !r.state.is_terminal() {
-                o.push_str(&button(
-                    ui,
-                    &format!("/ui/requests/{}/cancel", r.id),
-                    t(l, "cancel"),
-                    false,
-                ));
-            }
-            o.push_str("</td>");
         }
-        o.push_str("</tr>");
     }
-    o.push_str("</tbody></table>");
-    o
 }
 
 pub(super) fn url_encode(s: &str) -> String {
@@ -292,4 +241,52 @@ pub(super) fn url_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a back-office or a registry sends ends up in the pages as
+    /// text, never as markup: the templates escape every value.
+    #[test]
+    fn outside_text_is_escaped_in_every_piece() {
+        let evil = "<img src=x onerror=alert(1)>\"'&";
+        let ui = Ui {
+            who: crate::api::layers::Admin::check(crate::api::Client::unlimited("ops", true))
+                .unwrap(),
+            lang: Lang::En,
+            csrf: "c".into(),
+        };
+        let mut r = RequestRecord::queued(
+            "bo",
+            evil.into(),
+            "l".into(),
+            "o".into(),
+            "p".into(),
+            evil.into(),
+            "civil".into(),
+            vec![],
+            std::time::Duration::from_secs(60),
+        );
+        r.state = RState::Dead;
+        r.error = Some(evil.into());
+        let html = page(
+            Lang::En,
+            evil,
+            "",
+            html! {
+                (banner(Some(evil), true))
+                (request_rows(&ui, &[&r], true))
+                (chart(&[], false, evil))
+            },
+            false,
+        )
+        .0;
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;&quot;'&amp;"), "{html}");
+        // The title, the banner, the service, the case, the error, the
+        // chart's label.
+        assert_eq!(html.matches("&lt;img").count(), 6, "{html}");
+    }
 }

@@ -14,7 +14,6 @@ mod lang;
 mod pages;
 mod session;
 
-use std::fmt::Write as _;
 
 use axum::extract::{Form, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,7 +24,6 @@ use super::admin;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, RequestRecord, State as RState};
 
-use crate::xml::escape as esc;
 
 pub use html::Notice;
 use html::*;

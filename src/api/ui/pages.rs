@@ -1,6 +1,8 @@
 //! The pages and the actions behind their buttons (through the admin
 //! API's functions, so audited the same way).
 
+use maud::{html, Markup};
+
 use super::*;
 
 /// How long an open request may wait before the overview lists it.
@@ -59,98 +61,100 @@ pub async fn overview(
     };
     let l = ui.lang;
     let now = now_ms();
-    let mut b = String::new();
-    b.push_str(&banner(notice.done.as_deref(), false));
-    b.push_str(&banner(notice.failed.as_deref(), true));
-    let _ = write!(b, "<h2>{}</h2><dl class=\"counts\">", t(l, "queue"));
-    for s in RState::ALL {
-        let _ = write!(
-            b,
-            "<div><dt>{}</dt><dd id=\"count-{}\">{}</dd></div>",
-            state_word(l, s),
-            s.name(),
-            stats.states.get(s.name()).copied().unwrap_or(0)
-        );
-    }
-    b.push_str("</dl>");
-    if let Some(o) = stats.oldest_queued_ms {
-        let _ = write!(b, "<p class=\"muted\">{}: {}</p>", t(l, "oldest"), ago(o));
-    }
-    let _ = write!(b, "<h2>{}</h2><div class=\"grid\">", t(l, "registries"));
-    for r in &regs {
-        let name = &r.gate.registry;
-        let state = if r.gate.paused {
-            format!("<span class=\"badge warn\">‖ {}</span>", t(l, "paused"))
-        } else if r.gate.in_maintenance {
-            format!(
-                "<span class=\"badge warn\">⚒ {}</span>",
-                t(l, "maintenance")
-            )
-        } else {
-            format!("<span class=\"badge ok\">▶ {}</span>", t(l, "active"))
-        };
-        let waiting: u64 = r.queue.values().sum();
-        let dead = stats
-            .registries
-            .get(name)
-            .and_then(|m| m.get("dead"))
-            .copied()
-            .unwrap_or(0);
-        let history = st
-            .dispatcher
-            .gates
-            .get(name)
-            .map(|g| g.history(now))
-            .unwrap_or_default();
-        let certs = r
-            .certificates
-            .iter()
-            .map(|c| format!("{} {} {}", esc(&c.role), c.days_left, t(l, "days")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = write!(
-            b,
-            "<section class=\"card\" id=\"registry-{n}\"><h3>{n} {} {}</h3><dl class=\"kv\">\
-<dt>{}</dt><dd>{}</dd><dt>{}</dt><dd data-waiting=\"{waiting}\">{waiting}</dd><dt>{}</dt><dd>{}</dd>\
-<dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>\
-<div class=\"muted\">{}</div>{}<div class=\"muted\">{}</div>{}<p>{} {}</p></section>",
-            breaker_badge(l, r.gate.breaker),
-            state,
-            t(l, "in-flight"),
-            r.gate.in_flight,
-            t(l, "waiting"),
-            t(l, "last-ok"),
-            r.last.success_ms.map(ago).unwrap_or_else(|| "—".into()),
-            t(l, "last-error"),
-            esc(r.last.error.as_deref().unwrap_or("—")),
-            t(l, "certs"),
-            certs,
-            t(l, "throughput"),
-            chart(&history, false, t(l, "throughput")),
-            t(l, "latency"),
-            chart(&history, true, t(l, "latency")),
-            if r.gate.paused {
-                button(&ui, &format!("/ui/registries/{name}/resume"), t(l, "resume"), true)
-            } else {
-                button(&ui, &format!("/ui/registries/{name}/pause"), t(l, "pause"), false)
-            },
-            if dead > 0 {
-                button(&ui, &format!("/ui/registries/{name}/retry-dead"), &format!("{} ({dead})", t(l, "retry-dead")), true)
-            } else {
-                String::new()
-            },
-            n = esc(name),
-        );
-    }
-    b.push_str("</div>");
     let stuck: Vec<&RequestRecord> = recs.iter().collect();
-    let _ = write!(
-        b,
-        "<h2>{}</h2><div id=\"stuck\">{}</div>",
-        t(l, "stuck"),
-        request_rows(&ui, &stuck, true)
-    );
-    page(l, t(l, "overview"), "overview", &b, true).into_response()
+    let body = html! {
+        (banner(notice.done.as_deref(), false))
+        (banner(notice.failed.as_deref(), true))
+        h2 { (t(l, "queue")) }
+        dl.counts {
+            @for s in RState::ALL {
+                div {
+                    dt { (state_word(l, s)) }
+                    dd id={ "count-" (s.name()) } { (stats.states.get(s.name()).copied().unwrap_or(0)) }
+                }
+            }
+        }
+        @if let Some(o) = stats.oldest_queued_ms {
+            p.muted { (t(l, "oldest")) ": " (ago(o)) }
+        }
+        h2 { (t(l, "registries")) }
+        div.grid {
+            @for r in &regs {
+                (registry_card(&st, &ui, &stats, r, now))
+            }
+        }
+        h2 { (t(l, "stuck")) }
+        div #stuck { (request_rows(&ui, &stuck, true)) }
+    };
+    page(l, t(l, "overview"), "overview", body, true).into_response()
+}
+
+/// One registry on the overview: its breaker, pause, queue, last answers,
+/// certificates, traffic of the last hour and its buttons.
+fn registry_card(
+    st: &AppState,
+    ui: &Ui,
+    stats: &admin::Stats,
+    r: &admin::RegistryOut,
+    now: u64,
+) -> Markup {
+    let l = ui.lang;
+    let name = &r.gate.registry;
+    let waiting: u64 = r.queue.values().sum();
+    let dead = stats
+        .registries
+        .get(name)
+        .and_then(|m| m.get("dead"))
+        .copied()
+        .unwrap_or(0);
+    let history = st
+        .dispatcher
+        .gates
+        .get(name)
+        .map(|g| g.history(now))
+        .unwrap_or_default();
+    let certs = r
+        .certificates
+        .iter()
+        .map(|c| format!("{} {} {}", c.role, c.days_left, t(l, "days")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    html! {
+        section.card id={ "registry-" (name) } {
+            h3 {
+                (name) " " (breaker_badge(l, r.gate.breaker)) " "
+                @if r.gate.paused {
+                    span class="badge warn" { "‖ " (t(l, "paused")) }
+                } @else if r.gate.in_maintenance {
+                    span class="badge warn" { "⚒ " (t(l, "maintenance")) }
+                } @else {
+                    span class="badge ok" { "▶ " (t(l, "active")) }
+                }
+            }
+            dl.kv {
+                dt { (t(l, "in-flight")) } dd { (r.gate.in_flight) }
+                dt { (t(l, "waiting")) } dd data-waiting=(waiting) { (waiting) }
+                dt { (t(l, "last-ok")) } dd { (r.last.success_ms.map(ago).unwrap_or_else(|| "—".into())) }
+                dt { (t(l, "last-error")) } dd { (r.last.error.as_deref().unwrap_or("—")) }
+                dt { (t(l, "certs")) } dd { (certs) }
+            }
+            div.muted { (t(l, "throughput")) }
+            (chart(&history, false, t(l, "throughput")))
+            div.muted { (t(l, "latency")) }
+            (chart(&history, true, t(l, "latency")))
+            p {
+                @if r.gate.paused {
+                    (button(ui, &format!("/ui/registries/{name}/resume"), t(l, "resume"), true))
+                } @else {
+                    (button(ui, &format!("/ui/registries/{name}/pause"), t(l, "pause"), false))
+                }
+                " "
+                @if dead > 0 {
+                    (button(ui, &format!("/ui/registries/{name}/retry-dead"), &format!("{} ({dead})", t(l, "retry-dead")), true))
+                }
+            }
+        }
+    }
 }
 
 pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<String>) -> Response {
@@ -160,19 +164,13 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
         Ok(None) => {
             return (
                 StatusCode::NOT_FOUND,
-                page(l, &id, "", &format!("<p>{}</p>", t(l, "none")), false),
+                page(l, &id, "", html! { p { (t(l, "none")) } }, false),
             )
                 .into_response()
         }
         Err(e) => return ui_error(ApiError::Internal(e.to_string())),
     };
-    let mut b = format!(
-        "<h2>{} <code>{}</code> {}</h2><dl class=\"kv\">",
-        t(l, "id"),
-        esc(&r.id),
-        state_badge(l, r.state)
-    );
-    for (k, v) in [
+    let facts = [
         ("service", r.service.clone()),
         ("case", r.case.clone()),
         ("official", r.official.clone()),
@@ -181,33 +179,35 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
         ("subject", r.subject_redacted()),
         ("filed", when(r.created_ms)),
         ("deadline", when(r.deadline_ms)),
-    ] {
-        let _ = write!(b, "<dt>{}</dt><dd>{}</dd>", t(l, k), esc(&v));
-    }
-    b.push_str("</dl>");
-    b.push_str(&request_rows(&ui, &[&r], true));
-    let _ = write!(b, "<h2>{}</h2><ol class=\"timeline\">", t(l, "timeline"));
-    let _ = write!(b, "<li>{} — {}</li>", when(r.created_ms), t(l, "filed"));
-    for (i, a) in r.attempts.iter().enumerate() {
-        let bad = !matches!(a.outcome.as_str(), "document" | "accepted");
-        let _ = write!(
-            b,
-            "<li class=\"{}\">{} — {} {}: <strong>{}</strong>{} · {} ms<br><span class=\"muted\">{}</span></li>",
-            if bad { "bad" } else { "" },
-            when(a.at_ms),
-            t(l, "attempt"),
-            i + 1,
-            esc(&a.outcome),
-            a.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-            a.duration_ms,
-            esc(&crate::ids::redact_text(&a.detail)),
-        );
-    }
-    if let Some(d) = r.delivered_ms {
-        let _ = write!(b, "<li>{} — {}</li>", when(d), t(l, "delivered"));
-    }
-    b.push_str("</ol>");
-    page(l, &r.id, "", &b, false).into_response()
+    ];
+    let body = html! {
+        h2 { (t(l, "id")) " " code { (r.id) } " " (state_badge(l, r.state)) }
+        dl.kv {
+            @for (k, v) in &facts {
+                dt { (t(l, k)) } dd { (v) }
+            }
+        }
+        (request_rows(&ui, &[&r], true))
+        h2 { (t(l, "timeline")) }
+        ol.timeline {
+            li { (when(r.created_ms)) " — " (t(l, "filed")) }
+            @for (i, a) in r.attempts.iter().enumerate() {
+                @let bad = !matches!(a.outcome.as_str(), "document" | "accepted");
+                li class=(if bad { "bad" } else { "" }) {
+                    (when(a.at_ms)) " — " (t(l, "attempt")) " " (i + 1) ": "
+                    strong { (a.outcome) }
+                    @if let Some(s) = a.http_status { " (HTTP " (s) ")" }
+                    " · " (a.duration_ms) " ms"
+                    br;
+                    span.muted { (crate::ids::redact_text(&a.detail)) }
+                }
+            }
+            @if let Some(d) = r.delivered_ms {
+                li { (when(d)) " — " (t(l, "delivered")) }
+            }
+        }
+    };
+    page(l, &r.id, "", body, false).into_response()
 }
 
 pub async fn deadlines(State(st): State<AppState>, ui: Ui) -> Response {
@@ -221,61 +221,57 @@ pub async fn deadlines(State(st): State<AppState>, ui: Ui) -> Response {
     };
     let open: Vec<&RequestRecord> = recs.iter().collect();
     let now = now_ms();
-    let mut b = format!(
-        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        t(l, "deadlines"),
-        t(l, "deadline"),
-        t(l, "id"),
-        t(l, "state"),
-        t(l, "service"),
-        t(l, "case")
-    );
-    for r in open.iter().take(500) {
-        let days = r.deadline_ms.saturating_sub(now) as f64 / 86_400_000.0;
-        let _ = write!(
-            b,
-            "<tr><td>{} <span class=\"muted\">({days:.1} {} {})</span>{}</td><td><a href=\"/ui/requests/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            when(r.deadline_ms),
-            t(l, "days"),
-            t(l, "left"),
-            if r.at_risk {
-                format!(" <span class=\"badge bad\">■ {}</span>", t(l, "at-risk"))
-            } else {
-                String::new()
-            },
-            state_badge(l, r.state),
-            esc(&r.service),
-            esc(&r.case),
-            id = esc(&r.id),
-        );
-    }
-    b.push_str("</tbody></table>");
-    page(l, t(l, "deadlines"), "deadlines", &b, false).into_response()
+    let heads = ["deadline", "id", "state", "service", "case"];
+    let body = html! {
+        h2 { (t(l, "deadlines")) }
+        table {
+            thead { tr { @for h in heads { th { (t(l, h)) } } } }
+            tbody {
+                @for r in &open {
+                    @let days = r.deadline_ms.saturating_sub(now) as f64 / 86_400_000.0;
+                    tr {
+                        td {
+                            (when(r.deadline_ms)) " "
+                            span.muted { "(" (format!("{days:.1}")) " " (t(l, "days")) " " (t(l, "left")) ")" }
+                            @if r.at_risk {
+                                " " span class="badge bad" { "■ " (t(l, "at-risk")) }
+                            }
+                        }
+                        td { a href={ "/ui/requests/" (r.id) } { code { (r.id) } } }
+                        td { (state_badge(l, r.state)) }
+                        td { (r.service) }
+                        td { (r.case) }
+                    }
+                }
+            }
+        }
+    };
+    page(l, t(l, "deadlines"), "deadlines", body, false).into_response()
 }
 
-pub(super) fn audit_form(ui: &Ui, jmbg: &str) -> String {
+pub(super) fn audit_form(ui: &Ui, jmbg: &str) -> Markup {
     let l = ui.lang;
-    format!(
-        "<h2>{}</h2><form method=\"post\" action=\"/ui/audit\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label>{} <input type=\"text\" name=\"jmbg\" inputmode=\"numeric\" autocomplete=\"off\" value=\"{}\"></label> \
-<button class=\"primary\">{}</button></form>\
-<h2>{}</h2>{}",
-        t(l, "who"),
-        ui.csrf,
-        t(l, "jmbg"),
-        esc(jmbg),
-        t(l, "search"),
-        t(l, "verify"),
-        button(ui, "/ui/audit/verify", t(l, "verify"), false)
-    )
+    html! {
+        h2 { (t(l, "who")) }
+        form method="post" action="/ui/audit" {
+            input type="hidden" name="csrf" value=(ui.csrf);
+            label { (t(l, "jmbg")) " " input type="text" name="jmbg" inputmode="numeric" autocomplete="off" value=(jmbg); }
+            " "
+            button.primary { (t(l, "search")) }
+        }
+        h2 { (t(l, "verify")) }
+        (button(ui, "/ui/audit/verify", t(l, "verify"), false))
+    }
 }
 
 pub async fn audit_page(ui: Ui, notice: axum::extract::Query<Notice>) -> Response {
     let l = ui.lang;
-    let mut b = banner(notice.done.as_deref(), false);
-    b.push_str(&banner(notice.failed.as_deref(), true));
-    b.push_str(&audit_form(&ui, ""));
-    page(l, t(l, "audit"), "audit", &b, false).into_response()
+    let body = html! {
+        (banner(notice.done.as_deref(), false))
+        (banner(notice.failed.as_deref(), true))
+        (audit_form(&ui, ""))
+    };
+    page(l, t(l, "audit"), "audit", body, false).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,44 +293,36 @@ pub async fn audit_who(State(st): State<AppState>, ui: Ui, Form(f): Form<WhoForm
     let report = match admin::do_who(&st, &ui.who, &body) {
         Ok(r) => r,
         Err(e) => {
-            let mut b = banner(Some(&e.to_string_for_ui()), true);
-            b.push_str(&audit_form(&ui, ""));
-            return page(l, t(l, "audit"), "audit", &b, false).into_response();
+            let body = html! {
+                (banner(Some(&e.to_string_for_ui()), true))
+                (audit_form(&ui, ""))
+            };
+            return page(l, t(l, "audit"), "audit", body, false).into_response();
         }
     };
-    let mut b = audit_form(&ui, "");
-    let _ = write!(
-        b,
-        "<h2>{} — {} ({})</h2><p class=\"noprint\"><button onclick=\"window.print()\">{}</button></p>\
-<table id=\"accesses\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        t(l, "who"),
-        esc(&report.subject),
-        report.accesses.len(),
-        t(l, "print"),
-        t(l, "when"),
-        t(l, "action"),
-        t(l, "official"),
-        t(l, "case"),
-        t(l, "service"),
-        t(l, "legal-basis"),
-        t(l, "purpose"),
-    );
-    for a in &report.accesses {
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{} <span class=\"muted\">({})</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            when(a.at_ms),
-            esc(&a.action),
-            esc(&a.official),
-            esc(&a.actor),
-            esc(&a.case),
-            esc(&a.service),
-            esc(&a.legal_basis),
-            esc(&a.purpose)
-        );
-    }
-    b.push_str("</tbody></table>");
-    page(l, t(l, "who"), "audit", &b, false).into_response()
+    let heads = ["when", "action", "official", "case", "service", "legal-basis", "purpose"];
+    let body = html! {
+        (audit_form(&ui, ""))
+        h2 { (t(l, "who")) " — " (report.subject) " (" (report.accesses.len()) ")" }
+        p.noprint { button onclick="window.print()" { (t(l, "print")) } }
+        table #accesses {
+            thead { tr { @for h in heads { th { (t(l, h)) } } } }
+            tbody {
+                @for a in &report.accesses {
+                    tr {
+                        td { (when(a.at_ms)) }
+                        td { (a.action) }
+                        td { (a.official) " " span.muted { "(" (a.actor) ")" } }
+                        td { (a.case) }
+                        td { (a.service) }
+                        td { (a.legal_basis) }
+                        td { (a.purpose) }
+                    }
+                }
+            }
+        }
+    };
+    page(l, t(l, "who"), "audit", body, false).into_response()
 }
 
 #[derive(Debug, Deserialize)]

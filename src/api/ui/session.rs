@@ -65,21 +65,18 @@ pub async fn login_page(headers: HeaderMap) -> Html<String> {
 }
 
 pub(super) fn login_html(l: Lang, failed: bool) -> Html<String> {
-    let body = format!(
-        "<h2>{} · {} · Dobro došli · Isten hozta</h2>{}<form method=\"post\" action=\"/ui/login\">\
-<label>{} <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus></label> \
-<button class=\"primary\">{}</button></form>",
-        t(l, "title"),
-        t(l, "welcome"),
-        if failed {
-            banner(Some(t(l, "login-failed")), true)
-        } else {
-            String::new()
-        },
-        t(l, "token"),
-        t(l, "login")
-    );
-    page(l, t(l, "login"), "", &body, false)
+    let body = maud::html! {
+        h2 { (t(l, "title")) " · " (t(l, "welcome")) " · Dobro došli · Isten hozta" }
+        @if failed {
+            (banner(Some(t(l, "login-failed")), true))
+        }
+        form method="post" action="/ui/login" {
+            label { (t(l, "token")) " " input type="password" name="token" autocomplete="current-password" autofocus; }
+            " "
+            button.primary { (t(l, "login")) }
+        }
+    };
+    page(l, t(l, "login"), "", body, false)
 }
 
 #[derive(Debug, Deserialize)]
