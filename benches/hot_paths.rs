@@ -135,7 +135,7 @@ fn store_enqueue(c: &mut Criterion) {
                 )
             },
             |r| {
-                use jum_gateway::store::QueueStore;
+                use jum_gateway::store::Requests;
                 rt.block_on(store.enqueue(vec![r])).unwrap()
             },
             BatchSize::SmallInput,

@@ -17,6 +17,7 @@ use jum_gateway::api::{self, AppState, Client};
 use jum_gateway::config::MaintenanceWindow;
 use jum_gateway::dispatch::Dispatcher;
 use jum_gateway::store::crypt::DocumentCipher;
+use jum_gateway::store::prelude::*;
 use jum_gateway::store::{QueueStore, RequestRecord, SledStore, State};
 use tower::ServiceExt;
 
@@ -102,7 +103,7 @@ impl Running {
     async fn until(&self, id: &str, want: State, within: Duration) -> RequestRecord {
         let end = Instant::now() + within;
         loop {
-            let r = self.store.get(id).unwrap().unwrap();
+            let r = self.store.get(id).await.unwrap().unwrap();
             if r.state == want {
                 return r;
             }
@@ -137,7 +138,7 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
     assert_eq!(
         xml,
         d.cipher
-            .open(&id, &d.store.document(&id).unwrap().unwrap())
+            .open(&id, &d.store.document(&id).await.unwrap().unwrap())
             .unwrap(),
         "the signed envelope, byte for byte"
     );
@@ -194,7 +195,10 @@ async fn a_paused_registry_gets_nothing_until_resumed() {
     .await;
     let id = d.submit(BIRTH.0, BIRTH.1).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(d.store.get(&id).unwrap().unwrap().state, State::Queued);
+    assert_eq!(
+        d.store.get(&id).await.unwrap().unwrap().state,
+        State::Queued
+    );
     assert_eq!(d.env.seen().await["total"], 0);
     d.dispatcher.gates["civil"].pause(false, None);
     d.dispatcher.wake();
@@ -216,7 +220,10 @@ async fn requests_wait_out_a_known_maintenance_window() {
     let other = d.submit(BIRTH.0, BIRTH.1).await;
     d.until(&other, State::Delivered, Duration::from_secs(5))
         .await;
-    assert_eq!(d.store.get(&id).unwrap().unwrap().state, State::Queued);
+    assert_eq!(
+        d.store.get(&id).await.unwrap().unwrap().state,
+        State::Queued
+    );
     assert!(d.dispatcher.gates["cadastre"].status().in_maintenance);
     assert!(d.env.seen().await["by_registry"]["cadastre"].is_null());
 }
@@ -231,7 +238,7 @@ async fn security_failures_stop_after_three_and_are_never_delivered() {
         .error
         .unwrap()
         .starts_with("security failure, 3 times: response signature does not verify"));
-    assert!(d.store.document(&id).unwrap().is_none());
+    assert!(d.store.document(&id).await.unwrap().is_none());
     assert!(!d.env.dir.path().join("cases").exists());
 }
 
@@ -407,12 +414,13 @@ async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let queued: u64 = d.store.tally().unwrap().state(State::Queued);
+    let queued: u64 = d.store.tally().await.unwrap().state(State::Queued);
     assert_eq!(queued, 2, "one request per key");
     // keys expire
     assert_eq!(
         d.store
             .purge_idempotency(jum_gateway::store::now_ms() + 1)
+            .await
             .unwrap(),
         2
     );
@@ -619,7 +627,7 @@ async fn a_case_bundle_asks_every_registry_in_one_call() {
     assert_eq!(v["errors"][0]["pointer"], "/requests/1/subject/jmbg");
     assert_eq!(v["errors"][0]["reason"], "check digit should be 6, found 5");
     assert_eq!(
-        d.store.by_case("9/2026").unwrap().len(),
+        d.store.by_case("9/2026").await.unwrap().len(),
         0,
         "nothing of an invalid bundle is stored"
     );
@@ -640,6 +648,7 @@ async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
     let mut got: Vec<(String, Vec<(String, String)>)> = d
         .store
         .by_case("5/2026")
+        .await
         .unwrap()
         .into_iter()
         .map(|r| (r.service, r.subject))

@@ -19,7 +19,7 @@ use crate::store::{now_ms, RequestRecord, State as RState};
 
 /// Appends an administrator's action to the audit trail; an action that
 /// cannot be audited is not done.
-fn audit(
+async fn audit(
     st: &AppState,
     who: &Client,
     action: &str,
@@ -36,7 +36,10 @@ fn audit(
             ..Draft::default()
         },
     };
-    st.store.audit_append(vec![draft]).map_err(ApiError::from)
+    st.store
+        .audit_append(vec![draft])
+        .await
+        .map_err(ApiError::from)
 }
 
 /// A request as operators see it: everything but the subject in clear.
@@ -142,16 +145,19 @@ impl Filter {
     }
 
     /// Every matching request, oldest first.
-    fn select(&self, st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
+    async fn select(&self, st: &AppState) -> Result<Vec<RequestRecord>, ApiError> {
         let selector = self.selector()?;
         let mut out = Vec::new();
         loop {
-            let page = st.store.list(&crate::store::Listing {
-                selector: selector.clone(),
-                order: crate::store::Order::Oldest,
-                after: out.last().map(|r: &RequestRecord| r.id.clone()),
-                limit: 1000,
-            })?;
+            let page = st
+                .store
+                .list(&crate::store::Listing {
+                    selector: selector.clone(),
+                    order: crate::store::Order::Oldest,
+                    after: out.last().map(|r: &RequestRecord| r.id.clone()),
+                    limit: 1000,
+                })
+                .await?;
             let done = page.len() < 1000;
             out.extend(page);
             if done {
@@ -233,24 +239,24 @@ pub async fn list(
         )]));
     }
     let selector = filter.selector()?;
-    let st2 = st.clone();
-    let after = q.after.clone();
     // One more than the page: whether there is a next one.
-    let (mut page, total) = tokio::task::spawn_blocking(move || {
-        let page = st2.store.list(&crate::store::Listing {
-            selector: selector.clone(),
-            order: if newest {
-                crate::store::Order::Newest
-            } else {
-                crate::store::Order::Oldest
-            },
-            after,
-            limit: limit + 1,
-        })?;
-        let total = st2.store.count(&selector)?;
-        Ok::<_, ApiError>((page, total))
-    })
-    .await??;
+    let (mut page, total) = {
+        let page = st
+            .store
+            .list(&crate::store::Listing {
+                selector: selector.clone(),
+                order: if newest {
+                    crate::store::Order::Newest
+                } else {
+                    crate::store::Order::Oldest
+                },
+                after: q.after.clone(),
+                limit: limit + 1,
+            })
+            .await?;
+        let total = st.store.count(&selector).await?;
+        (page, total)
+    };
     let more = page.len() > limit;
     page.truncate(limit);
     let next = more.then(|| page.last().map(|r| r.id.clone())).flatten();
@@ -261,9 +267,10 @@ pub async fn list(
     }))
 }
 
-fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
+async fn find(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     st.store
-        .get(id)?
+        .get(id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
 }
 
@@ -279,17 +286,18 @@ pub async fn show(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    Ok(Json(AdminRequestOut::from(&find(&st, &id)?)))
+    Ok(Json(AdminRequestOut::from(&find(&st, &id).await?)))
 }
 
 /// Makes a request due now; a dead or cancelled one starts over.
-pub fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
+pub async fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiError> {
     // Due times are in the store's clock (shared by every instance).
     let now = st.store.clock_ms();
-    let before = find(st, id)?;
+    let before = find(st, id).await?;
     let updated = st
         .store
-        .update(id, &|r| lifecycle::apply(r, &Event::Retry, now))?;
+        .update(id, &|r| lifecycle::apply(r, &Event::Retry, now))
+        .await?;
     match updated {
         Some(r) => {
             st.dispatcher.wake();
@@ -314,14 +322,16 @@ pub async fn retry(
     who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    Ok(Json(AdminRequestOut::from(&do_retry(&st, &who, &id)?)))
+    Ok(Json(AdminRequestOut::from(
+        &do_retry(&st, &who, &id).await?,
+    )))
 }
 
 /// An administrator retries one request (audited first).
-pub fn do_retry(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
-    let r = find(st, id)?;
-    audit(st, who, "admin.retry", Some(&r), "requested")?;
-    retry_one(st, id)
+pub async fn do_retry(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
+    let r = find(st, id).await?;
+    audit(st, who, "admin.retry", Some(&r), "requested").await?;
+    retry_one(st, id).await
 }
 
 #[utoipa::path(
@@ -336,18 +346,21 @@ pub async fn cancel(
     who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
-    Ok(Json(AdminRequestOut::from(&do_cancel(&st, &who, &id)?)))
+    Ok(Json(AdminRequestOut::from(
+        &do_cancel(&st, &who, &id).await?,
+    )))
 }
 
 /// An administrator cancels a request that has not finished (audited first).
-pub fn do_cancel(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
-    let r = find(st, id)?;
-    audit(st, who, "admin.cancel", Some(&r), "requested")?;
+pub async fn do_cancel(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
+    let r = find(st, id).await?;
+    audit(st, who, "admin.cancel", Some(&r), "requested").await?;
     let now = st.store.clock_ms();
     let cancel = Event::Cancel { by: &who.name };
     let updated = st
         .store
-        .update(id, &|r| lifecycle::apply(r, &cancel, now))?;
+        .update(id, &|r| lifecycle::apply(r, &cancel, now))
+        .await?;
     updated.ok_or_else(|| {
         ApiError::StateConflict(format!(
             "request {id} is {}: already finished",
@@ -412,8 +425,7 @@ pub async fn do_retry_dead(
         error: b.error,
         older_than: b.older_than,
     };
-    let st2 = st.clone();
-    let dead = tokio::task::spawn_blocking(move || filter.select(&st2)).await??;
+    let dead = filter.select(st).await?;
     let ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
     let mut retried = 0;
     if !b.dry_run {
@@ -423,9 +435,10 @@ pub async fn do_retry_dead(
             "admin.retry-dead",
             None,
             &format!("{} requests", ids.len()),
-        )?;
+        )
+        .await?;
         for id in &ids {
-            if retry_one(st, id).is_ok() {
+            if retry_one(st, id).await.is_ok() {
                 retried += 1;
             }
         }
@@ -462,8 +475,8 @@ pub struct Stats {
 }
 
 /// From the store's counters: no record is read.
-pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
-    let t = st.store.tally()?;
+pub async fn stats(st: &AppState) -> Result<Stats, ApiError> {
+    let t = st.store.tally().await?;
     let mut s = Stats::default();
     for x in RState::ALL {
         s.states.insert(x.name().into(), t.state(x));
@@ -489,10 +502,7 @@ pub fn stats(st: &AppState) -> Result<Stats, ApiError> {
     security(("bearer" = []))
 )]
 pub async fn get_stats(State(st): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
-    let st2 = st.clone();
-    Ok(Json(
-        tokio::task::spawn_blocking(move || stats(&st2)).await??,
-    ))
+    Ok(Json(stats(&st).await?))
 }
 
 /// A certificate the gateway relies on for a registry.
@@ -585,10 +595,7 @@ pub async fn list_registries(
     State(st): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<Vec<RegistryOut>>, ApiError> {
-    let st2 = st.clone();
-    Ok(Json(
-        tokio::task::spawn_blocking(move || stats(&st2).map(|s| registries(&st2, &s))).await??,
-    ))
+    Ok(Json(stats(&st).await.map(|s| registries(&st, &s))?))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -644,11 +651,11 @@ pub async fn pause(
                 .max(0) as u64,
         ),
     };
-    Ok(Json(do_pause(&st, &who, &name, until)?))
+    Ok(Json(do_pause(&st, &who, &name, until).await?))
 }
 
 /// An administrator pauses a registry (audited).
-pub fn do_pause(
+pub async fn do_pause(
     st: &AppState,
     who: &Admin,
     name: &str,
@@ -664,20 +671,21 @@ pub fn do_pause(
             "{name} until {}",
             until.map_or("resumed".into(), |u| u.to_string())
         ),
-    )?;
-    st.dispatcher.pause(name, true, until)?;
+    )
+    .await?;
+    st.dispatcher.pause(name, true, until).await?;
     Ok(g.status())
 }
 
 /// An administrator resumes a registry (audited).
-pub fn do_resume(
+pub async fn do_resume(
     st: &AppState,
     who: &Admin,
     name: &str,
 ) -> Result<crate::dispatch::GateStatus, ApiError> {
     let g = gate(st, name)?;
-    audit(st, who, "admin.resume", None, name)?;
-    st.dispatcher.pause(name, false, None)?;
+    audit(st, who, "admin.resume", None, name).await?;
+    st.dispatcher.pause(name, false, None).await?;
     Ok(g.status())
 }
 
@@ -693,7 +701,7 @@ pub async fn resume(
     who: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
-    Ok(Json(do_resume(&st, &who, &name)?))
+    Ok(Json(do_resume(&st, &who, &name).await?))
 }
 
 #[utoipa::path(
@@ -706,16 +714,13 @@ pub async fn audit_verify(
     State(st): State<AppState>,
     who: Admin,
 ) -> Result<Json<crate::audit::Verification>, ApiError> {
-    let st2 = st.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let checkpoints = match &st2.checkpoints {
-            Some(c) => c.read()?,
-            None => Vec::new(),
-        };
-        crate::audit::verify(&*st2.store, &checkpoints)
-    })
-    .await?
-    .map_err(ApiError::internal)?;
+    let checkpoints = match &st.checkpoints {
+        Some(c) => c.read().map_err(ApiError::internal)?,
+        None => Vec::new(),
+    };
+    let report = crate::audit::verify(&*st.store, &checkpoints)
+        .await
+        .map_err(ApiError::internal)?;
     audit(
         &st,
         &who,
@@ -726,7 +731,8 @@ pub async fn audit_verify(
         } else {
             "intact"
         },
-    )?;
+    )
+    .await?;
     Ok(Json(report))
 }
 
@@ -780,7 +786,7 @@ fn time_arg(pointer: &str, v: Option<&str>, default: u64) -> Result<u64, ApiErro
 }
 
 /// The report for one person.
-pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
+pub async fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
     let jmbg = crate::ids::Jmbg::parse(&b.jmbg)
         .map_err(|e| ApiError::Invalid(vec![("/jmbg".into(), e.to_string())]))?;
     let from = time_arg("/from", b.from.as_deref(), 0)?;
@@ -788,7 +794,8 @@ pub fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
     let hash = st.audit_key.hash("jmbg", &b.jmbg);
     let accesses = st
         .store
-        .audit_by_subject(&hash)?
+        .audit_by_subject(&hash)
+        .await?
         .into_iter()
         .filter(|e| (from..=to).contains(&e.draft.at_ms))
         .map(|e| Access {
@@ -827,12 +834,12 @@ pub async fn audit_who(
     body: Result<Json<WhoIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<WhoOut>, ApiError> {
     let Json(b) = body.map_err(json_rejection)?;
-    Ok(Json(do_who(&st, &who, &b)?))
+    Ok(Json(do_who(&st, &who, &b).await?))
 }
 
 /// "Who used my data", itself audited as an access to the person's data.
-pub fn do_who(st: &AppState, who: &Admin, b: &WhoIn) -> Result<WhoOut, ApiError> {
-    let report = who_report(st, b)?;
+pub async fn do_who(st: &AppState, who: &Admin, b: &WhoIn) -> Result<WhoOut, ApiError> {
+    let report = who_report(st, b).await?;
     // The query is itself an access to the person's data.
     let mut d = Draft {
         at_ms: now_ms(),
@@ -842,7 +849,7 @@ pub fn do_who(st: &AppState, who: &Admin, b: &WhoIn) -> Result<WhoOut, ApiError>
         ..Draft::default()
     };
     d.subject = vec![st.audit_key.hash("jmbg", &b.jmbg)];
-    st.store.audit_append(vec![d])?;
+    st.store.audit_append(vec![d]).await?;
     Ok(report)
 }
 

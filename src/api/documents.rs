@@ -13,29 +13,32 @@ use super::{ApiError, AppState, Client};
 use crate::store::RequestRecord;
 
 /// A visible request that has a document, and the document in clear.
-fn document_of(
+async fn document_of(
     st: &AppState,
     who: &Client,
     id: &str,
 ) -> Result<(RequestRecord, Vec<u8>), ApiError> {
-    let rec = st.store.get(id)?;
+    let rec = st.store.get(id).await?;
     let rec = match rec {
         Some(r) if visible(who, &r) && r.document_id.is_some() => r,
         _ => return Err(ApiError::NotFound(format!("no document {id}"))),
     };
     let sealed = st
         .store
-        .document(id)?
+        .document(id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no document {id}")))?;
     let plain = st.cipher.open(id, &sealed).map_err(ApiError::internal)?;
     // No personal data leaves without its trace in the audit trail.
-    st.store.audit_append(vec![crate::audit::about(
-        &st.audit_key,
-        &rec,
-        &who.name,
-        "document.read",
-        "read",
-    )])?;
+    st.store
+        .audit_append(vec![crate::audit::about(
+            &st.audit_key,
+            &rec,
+            &who.name,
+            "document.read",
+            "read",
+        )])
+        .await?;
     Ok((rec, plain))
 }
 
@@ -93,7 +96,7 @@ pub async fn get_document(
     who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<DocumentOut>, ApiError> {
-    let (rec, plain) = document_of(&st, &who, &id)?;
+    let (rec, plain) = document_of(&st, &who, &id).await?;
     let doc = crate::xml::Document::parse(&plain, &crate::xml::Limits::default())
         .map_err(ApiError::internal)?;
     let env = crate::protocol::envelope::read(&doc).map_err(ApiError::internal)?;
@@ -194,7 +197,7 @@ pub async fn get_document_content(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, plain) = document_of(&st, &who, &id)?;
+    let (_, plain) = document_of(&st, &who, &id).await?;
     let tag = etag(&plain);
     let mut r = if headers
         .get(header::IF_NONE_MATCH)

@@ -217,20 +217,19 @@ pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result
 )]
 async fn export(State(st): State<AppState>, who: layers::Admin) -> Result<Response, ApiError> {
     // A backup holds everyone's data: who took one is on record.
-    st.store.audit_append(vec![crate::audit::Draft {
-        at_ms: crate::store::now_ms(),
-        actor: who.name.clone(),
-        action: "admin.export".into(),
-        outcome: "requested".into(),
-        ..Default::default()
-    }])?;
-    let store = st.store.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        crate::store::backup::export(&*store, &mut out).map(|_| out)
-    })
-    .await?
-    .map_err(ApiError::internal)?;
+    st.store
+        .audit_append(vec![crate::audit::Draft {
+            at_ms: crate::store::now_ms(),
+            actor: who.name.clone(),
+            action: "admin.export".into(),
+            outcome: "requested".into(),
+            ..Default::default()
+        }])
+        .await?;
+    let mut bytes = Vec::new();
+    crate::store::backup::export(&*st.store, &mut bytes)
+        .await
+        .map_err(ApiError::internal)?;
     let mut r = (StatusCode::OK, bytes).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -266,7 +265,7 @@ pub struct ReadyOut {
 )]
 async fn readyz(State(st): State<AppState>) -> Response {
     let body = ReadyOut {
-        store_writable: st.store.writable(),
+        store_writable: st.store.writable().await,
         registries_configured: !st.dispatcher.gates.is_empty(),
     };
     let status = if body.store_writable && body.registries_configured {
@@ -290,10 +289,11 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let Some(handle) = st.metrics.clone() else {
         return Err(ApiError::NotFound("metrics are not served here".into()));
     };
-    let st2 = st.clone();
-    tokio::task::spawn_blocking(move || {
-        let stats = admin::stats(&st2)?;
-        let registries = admin::registries(&st2, &stats);
+    {
+        let st2 = &st;
+        let stats = admin::stats(st2).await?;
+        // Reads certificate files: small, and the page cache holds them.
+        let registries = admin::registries(st2, &stats);
         let g = &st2.config.gateway;
         let gateway_certs = [
             ("gateway tls", &g.tls_cert),
@@ -306,12 +306,15 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
             stats: &stats,
             registries: &registries,
             gateway_certs,
-            store_bytes: st2.store.size_on_disk().unwrap_or(0),
-            webhook_backlog: st2.store.outbox(100_000).map(|o| o.len()).unwrap_or(0),
+            store_bytes: st2.store.size_on_disk().await.unwrap_or(0),
+            webhook_backlog: st2
+                .store
+                .outbox(100_000)
+                .await
+                .map(|o| o.len())
+                .unwrap_or(0),
         });
-        Ok::<(), ApiError>(())
-    })
-    .await??;
+    }
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

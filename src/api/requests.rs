@@ -275,7 +275,7 @@ fn accepted_response(rec: &RequestRecord) -> Response {
 }
 
 /// The original answer for a reused idempotency key, or 409 if the body differs.
-fn replay(
+async fn replay(
     st: &AppState,
     e: &crate::store::IdemEntry,
     body_hash: &str,
@@ -289,20 +289,24 @@ fn replay(
         .request_ids
         .first()
         .ok_or_else(|| ApiError::Internal("empty idempotency entry".into()))?;
-    let rec = st.store.get(id)?.ok_or_else(|| {
+    let rec = st.store.get(id).await?.ok_or_else(|| {
         ApiError::Internal(format!("idempotency entry names a missing request {id}"))
     })?;
     Ok(accepted_response(&rec))
 }
 
 /// The requests an Idempotency-Key already stands for, if any.
-fn key_holder(
+async fn key_holder(
     st: &AppState,
     who: &Client,
     key: Option<&str>,
 ) -> Result<Option<crate::store::IdemEntry>, ApiError> {
     match key {
-        Some(k) => st.store.idempotency(&who.name, k).map_err(ApiError::from),
+        Some(k) => st
+            .store
+            .idempotency(&who.name, k)
+            .await
+            .map_err(ApiError::from),
         None => Ok(None),
     }
 }
@@ -362,8 +366,8 @@ pub async fn create(
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (raw, key, body_hash) = admit_body(&st, &headers, raw)?;
-    if let Some(e) = key_holder(&st, &who, key.as_deref())? {
-        return replay(&st, &e, &body_hash);
+    if let Some(e) = key_holder(&st, &who, key.as_deref()).await? {
+        return replay(&st, &e, &body_hash).await;
     }
     let body: RequestIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
@@ -375,7 +379,7 @@ pub async fn create(
     });
     match st.store.enqueue_once(vec![rec.clone()], idem).await? {
         crate::store::Enqueued::Stored => {}
-        crate::store::Enqueued::Existing(e) => return replay(&st, &e, &body_hash),
+        crate::store::Enqueued::Existing(e) => return replay(&st, &e, &body_hash).await,
     }
     st.dispatcher.wake();
     crate::metrics::accepted(&who.name, 1);
@@ -591,8 +595,8 @@ pub async fn create_bundle(
     raw: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (raw, key, body_hash) = admit_body(&st, &headers, raw)?;
-    if let Some(e) = key_holder(&st, &who, key.as_deref())? {
-        return replay_bundle(&st, &case, &e, &body_hash);
+    if let Some(e) = key_holder(&st, &who, key.as_deref()).await? {
+        return replay_bundle(&st, &case, &e, &body_hash).await;
     }
     let mut body: BundleIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
@@ -650,7 +654,9 @@ pub async fn create_bundle(
     });
     match st.store.enqueue_once(recs.clone(), idem).await? {
         crate::store::Enqueued::Stored => {}
-        crate::store::Enqueued::Existing(e) => return replay_bundle(&st, &case, &e, &body_hash),
+        crate::store::Enqueued::Existing(e) => {
+            return replay_bundle(&st, &case, &e, &body_hash).await
+        }
     }
     st.dispatcher.wake();
     crate::metrics::accepted(&who.name, recs.len());
@@ -660,7 +666,7 @@ pub async fn create_bundle(
     Ok(bundle_response(&case, &recs))
 }
 
-fn replay_bundle(
+async fn replay_bundle(
     st: &AppState,
     case: &str,
     e: &crate::store::IdemEntry,
@@ -673,7 +679,7 @@ fn replay_bundle(
     }
     let mut recs = Vec::new();
     for id in &e.request_ids {
-        if let Some(r) = st.store.get(id)? {
+        if let Some(r) = st.store.get(id).await? {
             recs.push(r);
         }
     }
@@ -696,7 +702,7 @@ pub async fn get_request(
     who: Client,
     Path(id): Path<String>,
 ) -> Result<Json<RequestOut>, ApiError> {
-    let rec = st.store.get(&id)?;
+    let rec = st.store.get(&id).await?;
     match rec {
         Some(r) if visible(&who, &r) => Ok(Json(RequestOut::from(&r))),
         _ => Err(ApiError::NotFound(format!("no request {id}"))),
@@ -717,7 +723,8 @@ pub async fn get_case(
 ) -> Result<Json<CaseOut>, ApiError> {
     let recs: Vec<RequestRecord> = st
         .store
-        .by_case(&case)?
+        .by_case(&case)
+        .await?
         .into_iter()
         .filter(|r| visible(&who, r))
         .collect();

@@ -285,7 +285,7 @@ impl Checkpoints {
 pub async fn checkpoint(store: &dyn QueueStore, file: &Checkpoints) -> Result<bool, AuditError> {
     // Never vouch for entries that a crash could still take back.
     store.flush().await?;
-    let head = store.audit_head()?;
+    let head = store.audit_head().await?;
     file.append(&head)
 }
 
@@ -308,7 +308,7 @@ pub struct Broken {
 }
 
 /// Walks the whole chain and checks it against the checkpoints.
-pub fn verify(
+pub async fn verify(
     store: &dyn QueueStore,
     checkpoints: &[Checkpoint],
 ) -> Result<Verification, AuditError> {
@@ -319,7 +319,7 @@ pub fn verify(
     let wanted: std::collections::BTreeSet<u64> = checkpoints.iter().map(|c| c.seq).collect();
     let mut after = 0u64;
     'walk: loop {
-        let page = store.audit_scan(after, 1000)?;
+        let page = store.audit_scan(after, 1000).await?;
         let Some((last, _)) = page.last() else {
             break;
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{self, Client};
-use crate::store::{QueueStore, RequestRecord, SledStore};
+use crate::store::{RequestRecord, Requests, SledStore};
 
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()

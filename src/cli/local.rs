@@ -133,12 +133,12 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
                         let f =
                             std::fs::File::create(p).map_err(failed(&p.display().to_string()))?;
                         let mut w = std::io::BufWriter::new(f);
-                        backup::export(&*store, &mut w)
+                        backup::export(&*store, &mut w).await
                     }
-                    None => backup::export(
-                        &*store,
-                        &mut std::io::BufWriter::new(std::io::stdout().lock()),
-                    ),
+                    None => {
+                        let mut w = std::io::BufWriter::new(std::io::stdout());
+                        backup::export(&*store, &mut w).await
+                    }
                 }
                 .map_err(|e| Fail::Failed(e.to_string()))?;
                 store

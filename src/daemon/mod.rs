@@ -213,6 +213,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         })?;
     cipher
         .check(&*store)
+        .await
         .map_err(|e| DaemonError::Key(e.to_string()))?;
     let cipher = Arc::new(cipher);
     let exchange = Arc::new(Exchange::new(&cfg, &opts.schemas)?);

@@ -248,24 +248,24 @@ impl Webhooks {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let me = self.clone();
         crate::schedule::rounds("webhooks", &self.notify, stop, |tasks| {
-            me.clone().round(tasks)
+            Box::pin(me.clone().round(tasks))
         })
         .await
     }
 
-    fn round(
+    async fn round(
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Result<Duration, crate::store::StoreError> {
         // Instances sharing a store send webhooks one at a time, so that
         // each case's events go out once and in order; the others stand by.
-        if !self.store.lead("webhooks") {
+        if !self.store.lead("webhooks").await {
             return Ok(Duration::from_secs(2));
         }
         let now = now_ms();
         let mut heads: HashSet<(String, String)> = HashSet::new();
         let mut earliest: Option<u64> = None;
-        for (seq, ev) in self.store.outbox(10_000)? {
+        for (seq, ev) in self.store.outbox(10_000).await? {
             // Only the oldest event of a client's case may go.
             if !heads.insert((ev.client.clone(), ev.case.clone())) {
                 continue;
@@ -279,7 +279,7 @@ impl Webhooks {
             }
             if !self.targets.contains_key(&ev.client) {
                 tracing::warn!(event = %ev.id, client = %ev.client, "dropping an event: the client no longer takes webhooks");
-                self.store.outbox_done(seq)?;
+                self.store.outbox_done(seq).await?;
                 continue;
             }
             let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
@@ -292,7 +292,7 @@ impl Webhooks {
             // The list may be stale: a send that finished since it was
             // read has removed or rescheduled the event (before leaving
             // `busy`), so read it again now that it is ours.
-            let ev = match self.store.event(seq) {
+            let ev = match self.store.event(seq).await {
                 Ok(Some(ev)) if ev.next_ms <= now => ev,
                 other => {
                     lock(&self.busy).remove(&seq);
@@ -317,8 +317,10 @@ impl Webhooks {
         let recorded = match result {
             Ok(()) => {
                 tracing::info!(event = %ev.id, kind = %ev.kind, client = %ev.client, "webhook delivered");
-                self.after_sent(&ev)
-                    .and_then(|_| self.store.outbox_done(seq))
+                match self.after_sent(&ev).await {
+                    Ok(()) => self.store.outbox_done(seq).await,
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => {
                 ev.attempts += 1;
@@ -330,7 +332,7 @@ impl Webhooks {
                 ev.next_ms = now_ms() + (delay * 1000.0) as u64;
                 tracing::warn!(event = %ev.id, client = %ev.client, attempts = ev.attempts, error = %e, "webhook failed; will retry");
                 ev.last_error = Some(e);
-                self.store.outbox_retry(seq, &ev)
+                self.store.outbox_retry(seq, &ev).await
             }
         };
         if let Err(e) = recorded {
@@ -342,13 +344,13 @@ impl Webhooks {
 
     /// After a request's last event went out, its case may be complete:
     /// raise `bundle.completed` (queued behind it, so it arrives after).
-    fn after_sent(&self, ev: &OutEvent) -> Result<(), crate::store::StoreError> {
+    async fn after_sent(&self, ev: &OutEvent) -> Result<(), crate::store::StoreError> {
         if ev.kind != REQUEST_DELIVERED && ev.kind != REQUEST_FAILED {
             return Ok(());
         }
-        let recs = self.store.by_case(&ev.case)?;
+        let recs = self.store.by_case(&ev.case).await?;
         if let Some(b) = bundle_event(&ev.client, &ev.case, &recs) {
-            self.store.emit(vec![b])?;
+            self.store.emit(vec![b]).await?;
         }
         Ok(())
     }

@@ -256,6 +256,15 @@ pub struct Dispatcher {
     folder_rx: Mutex<Option<tokio::sync::mpsc::Receiver<FolderJob>>>,
 }
 
+/// Administrators' pauses, as the store holds them for every instance.
+fn apply_pauses(gates: &BTreeMap<String, Arc<Gate>>, pauses: Vec<crate::store::Pause>) {
+    for p in pauses {
+        if let Some(g) = gates.get(&p.registry) {
+            g.pause(p.paused, p.until);
+        }
+    }
+}
+
 impl Dispatcher {
     pub fn new(
         cfg: &GatewayConfig,
@@ -300,21 +309,10 @@ impl Dispatcher {
             .collect();
         let wake = Arc::new(Notify::new());
         if shared {
-            let apply = |gates: &BTreeMap<String, Arc<Gate>>, pauses: Vec<crate::store::Pause>| {
-                for p in pauses {
-                    if let Some(g) = gates.get(&p.registry) {
-                        g.pause(p.paused, p.until);
-                    }
-                }
-            };
-            match store.pauses() {
-                Ok(p) => apply(&gates, p),
-                Err(e) => tracing::warn!(error = %e, "cannot read the registries' pauses"),
-            }
             let g = gates.clone();
             store.watch(crate::store::Watch {
                 work: wake.clone(),
-                pauses: Arc::new(move |p| apply(&g, p)),
+                pauses: Arc::new(move |p| apply_pauses(&g, p)),
             });
         }
         let (folder_jobs, folder_rx) = tokio::sync::mpsc::channel(1024);
@@ -344,18 +342,20 @@ impl Dispatcher {
 
     /// Pauses (until `until`, if given) or resumes a registry, for every
     /// instance where the store is shared.
-    pub fn pause(
+    pub async fn pause(
         &self,
         registry: &str,
         on: bool,
         until: Option<u64>,
     ) -> Result<(), crate::store::StoreError> {
         if let Some(g) = self.gates.get(registry) {
-            self.store.set_pause(&crate::store::Pause {
-                registry: registry.to_owned(),
-                paused: on,
-                until: if on { until } else { None },
-            })?;
+            self.store
+                .set_pause(&crate::store::Pause {
+                    registry: registry.to_owned(),
+                    paused: on,
+                    until: if on { until } else { None },
+                })
+                .await?;
             g.pause(on, until);
         }
         if !on {
@@ -366,12 +366,20 @@ impl Dispatcher {
 
     /// Runs until `stop` turns true; then waits for attempts in flight.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        // Pauses set by administrators, for every instance: they hold
+        // before the first round.
+        if self.store.shares_limits() {
+            match self.store.pauses().await {
+                Ok(p) => apply_pauses(&self.gates, p),
+                Err(e) => tracing::warn!(error = %e, "cannot read the registries' pauses"),
+            }
+        }
         let writer = lock(&self.folder_rx)
             .take()
             .map(|rx| tokio::spawn(folder_writer(self.cases.clone(), rx)));
         let me = self.clone();
         crate::schedule::rounds("dispatcher", &self.wake, stop, |tasks| {
-            me.clone().round(tasks)
+            Box::pin(me.clone().round(tasks))
         })
         .await;
         // Every delivery task has finished: nothing waits on the writer.
@@ -381,7 +389,7 @@ impl Dispatcher {
     }
 
     /// One pass over what is due; returns how long to sleep.
-    fn round(
+    async fn round(
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Result<Duration, crate::store::StoreError> {
@@ -399,7 +407,7 @@ impl Dispatcher {
             at_ms: due,
             id,
             work,
-        } in self.store.due(now, 512)?
+        } in self.store.due(now, 512).await?
         {
             if lock(&self.busy).contains(&id) {
                 continue;
@@ -410,7 +418,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            let Some(rec) = self.store.get(&id)? else {
+            let Some(rec) = self.store.get(&id).await? else {
                 continue;
             };
             match rec.state {
@@ -423,7 +431,8 @@ impl Dispatcher {
                     };
                     let leased = self
                         .store
-                        .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))?;
+                        .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))
+                        .await?;
                     if let crate::store::Lease::Taken(r) = leased {
                         lock(&self.busy).insert(id.clone());
                         let me = self.clone();
@@ -433,7 +442,8 @@ impl Dispatcher {
                 State::Queued | State::Retrying | State::Awaiting | State::Sending => {
                     let Some(gate) = self.gates.get(&rec.registry).cloned() else {
                         self.store
-                            .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))?;
+                            .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))
+                            .await?;
                         continue;
                     };
                     let permit = match gate.admit(now) {
@@ -449,11 +459,12 @@ impl Dispatcher {
                         due,
                         until: lease_until,
                     };
-                    let leased =
-                        self.store
-                            .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
-                                lifecycle::apply(r, &ev, now)
-                            })?;
+                    let leased = self
+                        .store
+                        .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
+                            lifecycle::apply(r, &ev, now)
+                        })
+                        .await?;
                     match leased {
                         crate::store::Lease::Taken(r) => {
                             lock(&self.busy).insert(id.clone());
@@ -472,12 +483,13 @@ impl Dispatcher {
                 _ => {
                     // A terminal request left in the index: clear it.
                     self.store
-                        .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))?;
+                        .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))
+                        .await?;
                 }
             }
         }
         let now = self.store.clock_ms();
-        let next = self.store.next_due()?.filter(|d| *d > now);
+        let next = self.store.next_due().await?.filter(|d| *d > now);
         let mut wake_at = [next, earliest].into_iter().flatten().min();
         if event_blocked {
             // Woken by the finished attempt; the timer is a safety net.
@@ -542,7 +554,7 @@ impl Dispatcher {
         );
         let failed = outcome.is_registry_failure();
         if gate.shared {
-            match self.store.gate_record(&gate.limits, failed, now) {
+            match self.store.gate_record(&gate.limits, failed, now).await {
                 Ok(Some(b)) => lock(&gate.limiter).mirror(b),
                 Ok(None) => {}
                 Err(e) => {
@@ -574,7 +586,11 @@ impl Dispatcher {
                 .cipher
                 .seal(&id, doc)
                 .map_err(|e| crate::store::StoreError::Io(e.to_string()));
-            if let Err(e) = sealed.and_then(|s| self.store.put_document(&id, &s)) {
+            let stored = match sealed {
+                Ok(s) => self.store.put_document(&id, &s).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
                 tracing::error!(request = %id, error = %e, "cannot store the document; the attempt will be repeated");
                 lock(&self.busy).remove(&id);
                 self.wake();
@@ -600,7 +616,8 @@ impl Dispatcher {
         };
         let updated = self
             .store
-            .update(&id, &|r| lifecycle::apply(r, &answered, now));
+            .update(&id, &|r| lifecycle::apply(r, &answered, now))
+            .await;
         match updated {
             Ok(Some(r)) if r.state == State::Fetched => {
                 self.clone().deliver(r).await;
@@ -616,10 +633,14 @@ impl Dispatcher {
         self.wake();
     }
 
-    fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, crate::store::StoreError> {
+    async fn mark_delivered(
+        &self,
+        id: &str,
+    ) -> Result<Option<RequestRecord>, crate::store::StoreError> {
         let now = self.store.clock_ms();
         self.store
             .update(id, &|r| lifecycle::apply(r, &Event::Delivered, now))
+            .await
     }
 
     async fn deliver(self: Arc<Self>, rec: RequestRecord) {
@@ -629,7 +650,8 @@ impl Dispatcher {
             // Cancelled since it was leased: its document stays undelivered.
             if self
                 .store
-                .get(&id)?
+                .get(&id)
+                .await?
                 .is_none_or(|r| r.state != State::Fetched)
             {
                 return Ok(None);
@@ -637,12 +659,12 @@ impl Dispatcher {
             if mode != crate::config::DeliveryMode::Folder {
                 // The document is in the store for the API; a webhook
                 // client hears of it from the event this change raises.
-                return self.mark_delivered(&id);
+                return self.mark_delivered(&id).await;
             }
-            let sealed = self
-                .store
-                .document(&id)?
-                .ok_or_else(|| crate::store::StoreError::NotFound(format!("document of {id}")))?;
+            let sealed =
+                self.store.document(&id).await?.ok_or_else(|| {
+                    crate::store::StoreError::NotFound(format!("document of {id}"))
+                })?;
             let doc = self
                 .cipher
                 .open(&id, &sealed)
@@ -658,7 +680,7 @@ impl Dispatcher {
                 .await
                 .map_err(|e| io(&e))?;
             outcome.await.map_err(|e| io(&e))?.map_err(|e| io(&e))?;
-            self.mark_delivered(&id)
+            self.mark_delivered(&id).await
         }
         .await;
         lock(&self.busy).remove(&id);

@@ -13,7 +13,7 @@ use crate::config::{GatewayConfig, JobsConfig};
 use crate::store::{backup, now_ms, Listing, Order, QueueStore, Selector, State};
 
 /// Writes today's export into `dir` and keeps the newest `keep` of them.
-pub fn backup_now(
+pub async fn backup_now(
     store: &dyn QueueStore,
     dir: &Path,
     keep: usize,
@@ -24,7 +24,7 @@ pub fn backup_now(
     let tmp = dir.join(format!(".export-{stamp}.jsonl.tmp"));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        backup::export(store, &mut f)?;
+        backup::export(store, &mut f).await?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, &path)?;
@@ -45,7 +45,7 @@ pub fn backup_now(
 }
 
 /// Deletes finished requests older than `retention`; returns how many.
-pub fn purge(
+pub async fn purge(
     store: &dyn QueueStore,
     retention: Duration,
     now: u64,
@@ -58,12 +58,14 @@ pub fn purge(
     for state in [State::Delivered, State::Dead, State::Cancelled] {
         let mut after = None;
         loop {
-            let page = store.list(&Listing {
-                selector: Selector::state(state),
-                order: Order::Oldest,
-                after: after.take(),
-                limit: 500,
-            })?;
+            let page = store
+                .list(&Listing {
+                    selector: Selector::state(state),
+                    order: Order::Oldest,
+                    after: after.take(),
+                    limit: 500,
+                })
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for r in &page {
@@ -72,20 +74,20 @@ pub fn purge(
                     .or(r.attempts.last().map(|a| a.at_ms))
                     .unwrap_or(r.created_ms);
                 if finished < cutoff {
-                    store.remove(&r.id)?;
+                    store.remove(&r.id).await?;
                     n += 1;
                 }
             }
         }
     }
     // The ids of events sent about requests that are gone.
-    store.purge_event_ids(cutoff)?;
+    store.purge_event_ids(cutoff).await?;
     Ok(n)
 }
 
 /// Flags open requests within `warning` of their ZUP deadline; returns how
 /// many were newly flagged.
-pub fn deadline_watch(
+pub async fn deadline_watch(
     store: &dyn QueueStore,
     warning: Duration,
     now: u64,
@@ -94,13 +96,15 @@ pub fn deadline_watch(
     let mut n = 0;
     // Open requests by deadline: those already flagged stay in the index
     // until they finish, so the walk grows with them, not with the queue.
-    for r in store.by_deadline(limit, usize::MAX)? {
+    for r in store.by_deadline(limit, usize::MAX).await? {
         if r.at_risk {
             continue;
         }
-        let flagged = store.update(&r.id, &|x| {
-            crate::lifecycle::apply(x, &crate::lifecycle::Event::AtRisk, now)
-        })?;
+        let flagged = store
+            .update(&r.id, &|x| {
+                crate::lifecycle::apply(x, &crate::lifecycle::Event::AtRisk, now)
+            })
+            .await?;
         if flagged.is_some() {
             n += 1;
             tracing::warn!(request = %r.id, case = %r.case, service = %r.service, state = r.state.name(), deadline_ms = r.deadline_ms, "request near its ZUP deadline");
@@ -127,16 +131,19 @@ pub fn expiring_certificates(cfg: &GatewayConfig, warning: Duration) -> Vec<(Pat
     out
 }
 
-fn job<F>(cron: &str, f: F) -> Result<Job, tokio_cron_scheduler::JobSchedulerError>
+fn job<F, Fut>(cron: &str, f: F) -> Result<Job, tokio_cron_scheduler::JobSchedulerError>
 where
-    F: Fn() + Send + Sync + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let f = Arc::new(f);
     Job::new_async(cron, move |_, _| {
         let f = f.clone();
         Box::pin(async move {
-            // Jobs touch the disk: keep them off the async workers.
-            let _ = tokio::task::spawn_blocking(move || f()).await;
+            // Jobs write files and walk the store for long: keep them off
+            // the async workers that serve the API.
+            let h = tokio::runtime::Handle::current();
+            let _ = tokio::task::spawn_blocking(move || h.block_on(f())).await;
         })
     })
 }
@@ -154,24 +161,30 @@ pub async fn start(
     let (s, dir, keep) = (store.clone(), data_dir.join("backups"), j.backup_keep);
     sched
         .add(job(&j.backup_cron, move || {
-            if !s.lead("jobs") {
-                return;
-            }
-            match backup_now(&*s, &dir, keep) {
-                Ok(p) => tracing::info!(path = %p.display(), "backup written"),
-                Err(e) => tracing::error!(error = %e, "backup failed"),
+            let (s, dir) = (s.clone(), dir.clone());
+            async move {
+                if !s.lead("jobs").await {
+                    return;
+                }
+                match backup_now(&*s, &dir, keep).await {
+                    Ok(p) => tracing::info!(path = %p.display(), "backup written"),
+                    Err(e) => tracing::error!(error = %e, "backup failed"),
+                }
             }
         })?)
         .await?;
     let (s, retention) = (store.clone(), j.retention);
     sched
         .add(job(&j.retention_cron, move || {
-            if !s.lead("jobs") {
-                return;
-            }
-            match purge(&*s, retention, now_ms()) {
-                Ok(n) => tracing::info!(removed = n, "retention purge"),
-                Err(e) => tracing::error!(error = %e, "retention purge failed"),
+            let s = s.clone();
+            async move {
+                if !s.lead("jobs").await {
+                    return;
+                }
+                match purge(&*s, retention, now_ms()).await {
+                    Ok(n) => tracing::info!(removed = n, "retention purge"),
+                    Err(e) => tracing::error!(error = %e, "retention purge failed"),
+                }
             }
         })?)
         .await?;
@@ -181,17 +194,21 @@ pub async fn start(
     let idem_ttl = j.idempotency_ttl;
     sched
         .add(job(&j.watch_cron, move || {
-            for (p, when) in expiring_certificates(&cfg2, cert_warning) {
-                tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");
-            }
-            if !s.lead("jobs") {
-                return;
-            }
-            if let Err(e) = deadline_watch(&*s, warning, now_ms()) {
-                tracing::error!(error = %e, "deadline watch failed");
-            }
-            if let Err(e) = s.purge_idempotency(now_ms().saturating_sub(idem_ttl.as_millis() as u64)) {
-                tracing::error!(error = %e, "idempotency expiry failed");
+            let (s, cfg2) = (s.clone(), cfg2.clone());
+            async move {
+                for (p, when) in expiring_certificates(&cfg2, cert_warning) {
+                    tracing::warn!(certificate = %p.display(), expires = %when, "certificate expires soon");
+                }
+                if !s.lead("jobs").await {
+                    return;
+                }
+                if let Err(e) = deadline_watch(&*s, warning, now_ms()).await {
+                    tracing::error!(error = %e, "deadline watch failed");
+                }
+                let before = now_ms().saturating_sub(idem_ttl.as_millis() as u64);
+                if let Err(e) = s.purge_idempotency(before).await {
+                    tracing::error!(error = %e, "idempotency expiry failed");
+                }
             }
         })?)
         .await?;
@@ -209,7 +226,7 @@ pub async fn start(
                 Box::pin(async move {
                     // Instances sharing a store share one chain: one of
                     // them checkpoints it.
-                    if !s.lead("jobs") {
+                    if !s.lead("jobs").await {
                         return;
                     }
                     if let Err(e) = crate::audit::checkpoint(&*s, &file).await {
@@ -226,6 +243,7 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use crate::store::{RequestRecord, SledStore, State};
 
     fn rec(id: &str, state: State, created: u64, deadline: u64) -> RequestRecord {
@@ -269,30 +287,37 @@ mod tests {
         ])
         .await
         .unwrap();
-        s.put_document("01B", b"<signed/>").unwrap();
+        s.put_document("01B", b"<signed/>").await.unwrap();
         s.update("01B", &|r| {
             r.document_id = Some("01B".into());
             true
         })
+        .await
         .unwrap();
         assert_eq!(
-            purge(&*s, Duration::from_secs(90 * 86_400), now).unwrap(),
+            purge(&*s, Duration::from_secs(90 * 86_400), now)
+                .await
+                .unwrap(),
             1
         );
-        assert!(s.get("01A").unwrap().is_none());
+        assert!(s.get("01A").await.unwrap().is_none());
         assert_eq!(
-            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now).unwrap(),
+            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now)
+                .await
+                .unwrap(),
             1
         );
-        assert!(s.get("01C").unwrap().unwrap().at_risk);
+        assert!(s.get("01C").await.unwrap().unwrap().at_risk);
         assert_eq!(
-            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now).unwrap(),
+            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now)
+                .await
+                .unwrap(),
             0,
             "flagged once"
         );
 
         let backups = dir.path().join("backups");
-        let p = backup_now(&*s, &backups, 2).unwrap();
+        let p = backup_now(&*s, &backups, 2).await.unwrap();
         let fresh = SledStore::open(&dir.path().join("restored"), 1 << 20).unwrap();
         let counts = backup::import(
             &*fresh,
@@ -309,15 +334,15 @@ mod tests {
             }
         );
         for id in ["01B", "01C", "01D"] {
-            assert_eq!(fresh.get(id).unwrap(), s.get(id).unwrap());
+            assert_eq!(fresh.get(id).await.unwrap(), s.get(id).await.unwrap());
         }
         assert_eq!(
-            fresh.document("01B").unwrap().as_deref(),
+            fresh.document("01B").await.unwrap().as_deref(),
             Some(&b"<signed/>"[..])
         );
         assert_eq!(
-            fresh.due(u64::MAX - 1, 10).unwrap(),
-            s.due(u64::MAX - 1, 10).unwrap()
+            fresh.due(u64::MAX - 1, 10).await.unwrap(),
+            s.due(u64::MAX - 1, 10).await.unwrap()
         );
         let again = backup::import(
             &*fresh,
@@ -327,7 +352,7 @@ mod tests {
         assert!(matches!(again, Err(backup::BackupError::NotEmpty)));
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(1100));
-            backup_now(&*s, &backups, 2).unwrap();
+            backup_now(&*s, &backups, 2).await.unwrap();
         }
         assert_eq!(
             std::fs::read_dir(&backups).unwrap().count(),

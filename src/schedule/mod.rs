@@ -52,14 +52,17 @@ pub async fn rounds<E: std::fmt::Display>(
     what: &str,
     wake: &tokio::sync::Notify,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    mut round: impl FnMut(&mut tokio::task::JoinSet<()>) -> Result<std::time::Duration, E>,
+    mut round: impl for<'a> FnMut(
+        &'a mut tokio::task::JoinSet<()>,
+    )
+        -> futures_util::future::BoxFuture<'a, Result<std::time::Duration, E>>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
         }
-        let wait = match round(&mut tasks) {
+        let wait = match round(&mut tasks).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "{what} cannot read the store");

@@ -61,7 +61,10 @@ fn line(w: &mut dyn Write, l: &Line) -> Result<(), BackupError> {
     Ok(())
 }
 
-pub fn export(store: &dyn QueueStore, w: &mut dyn Write) -> Result<Counts, BackupError> {
+pub async fn export(
+    store: &dyn QueueStore,
+    w: &mut (dyn Write + Send),
+) -> Result<Counts, BackupError> {
     line(
         w,
         &Line::Header {
@@ -71,40 +74,45 @@ pub fn export(store: &dyn QueueStore, w: &mut dyn Write) -> Result<Counts, Backu
         },
     )?;
     let mut c = Counts::default();
-    super::for_each(store, |r| {
-        // Read the record again right before its document, so the pair is
-        // consistent even if it changed since its page was read.
-        let Some(r) = store.get(&r.id)? else {
-            return Ok(());
-        };
-        let doc = if r.document_id.is_some() {
-            store.document(&r.id)?
-        } else {
-            None
-        };
-        let id = r.id.clone();
-        line(
-            w,
-            &Line::Request {
-                record: Box::new(r),
-            },
-        )?;
-        c.requests += 1;
-        if let Some(d) = doc {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for r in page {
+            // Read the record again right before its document, so the pair is
+            // consistent even if it changed since its page was read.
+            let Some(r) = store.get(&r.id).await? else {
+                continue;
+            };
+            let doc = if r.document_id.is_some() {
+                store.document(&r.id).await?
+            } else {
+                None
+            };
+            let id = r.id.clone();
             line(
                 w,
-                &Line::Document {
-                    id,
-                    base64: base64::engine::general_purpose::STANDARD.encode(d),
+                &Line::Request {
+                    record: Box::new(r),
                 },
             )?;
-            c.documents += 1;
+            c.requests += 1;
+            if let Some(d) = doc {
+                line(
+                    w,
+                    &Line::Document {
+                        id,
+                        base64: base64::engine::general_purpose::STANDARD.encode(d),
+                    },
+                )?;
+                c.documents += 1;
+            }
         }
-        Ok::<(), BackupError>(())
-    })?;
+    }
     let mut after = 0;
     loop {
-        let page = store.audit_scan(after, 1000)?;
+        let page = store.audit_scan(after, 1000).await?;
         let Some((last, _)) = page.last() else {
             break;
         };
@@ -128,7 +136,7 @@ pub fn export(store: &dyn QueueStore, w: &mut dyn Write) -> Result<Counts, Backu
 }
 
 pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Counts, BackupError> {
-    if !store.scan(None, 1)?.is_empty() || store.audit_head()?.seq != 0 {
+    if !store.scan(None, 1).await?.is_empty() || store.audit_head().await?.seq != 0 {
         return Err(BackupError::NotEmpty);
     }
     let mut audit = Vec::new();
@@ -165,14 +173,14 @@ pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Count
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(base64)
                     .map_err(|e| err(e.to_string()))?;
-                store.put_document(&id, &bytes)?;
+                store.put_document(&id, &bytes).await?;
                 c.documents += 1;
             }
             Line::Audit { entry } => {
                 audit.push(*entry);
                 c.audit += 1;
                 if audit.len() >= 1000 {
-                    store.audit_restore(std::mem::take(&mut audit))?;
+                    store.audit_restore(std::mem::take(&mut audit)).await?;
                 }
             }
         }
@@ -184,7 +192,7 @@ pub async fn import(store: &dyn QueueStore, r: &mut dyn BufRead) -> Result<Count
         });
     }
     store.enqueue(batch).await?;
-    store.audit_restore(audit)?;
+    store.audit_restore(audit).await?;
     store.flush().await?;
     Ok(c)
 }

@@ -142,14 +142,16 @@ impl DocumentCipher {
     /// Checks this key against the store, writing the check value the first
     /// time. (A store restored from an export gets its check value from the
     /// first key it is opened with: restore with the key it was written with.)
-    pub fn check(&self, store: &dyn QueueStore) -> Result<(), CryptError> {
-        match store.document(CHECK_ID)? {
+    pub async fn check(&self, store: &dyn QueueStore) -> Result<(), CryptError> {
+        match store.document(CHECK_ID).await? {
             Some(sealed) => match self.open(CHECK_ID, &sealed) {
                 Ok(p) if p == CHECK_PLAINTEXT => Ok(()),
                 _ => Err(CryptError::WrongKey),
             },
             None => {
-                store.put_document(CHECK_ID, &self.seal(CHECK_ID, CHECK_PLAINTEXT)?)?;
+                store
+                    .put_document(CHECK_ID, &self.seal(CHECK_ID, CHECK_PLAINTEXT)?)
+                    .await?;
                 Ok(())
             }
         }
@@ -166,9 +168,9 @@ mod tests {
         let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
         let a = DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap();
         let b = DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap();
-        a.check(&*store).unwrap();
-        a.check(&*store).unwrap();
-        assert!(matches!(b.check(&*store), Err(CryptError::WrongKey)));
+        a.check(&*store).await.unwrap();
+        a.check(&*store).await.unwrap();
+        assert!(matches!(b.check(&*store).await, Err(CryptError::WrongKey)));
         assert_eq!(
             CryptError::WrongKey.to_string(),
             "the document key does not match the key this store was written with"

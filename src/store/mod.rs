@@ -16,7 +16,7 @@ pub mod testing;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 
 pub use crate::lifecycle::{now_ms, AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
 pub use embedded::SledStore;
@@ -68,122 +68,142 @@ impl From<sled::Error> for StoreError {
 /// more than once, on any thread, and must not have side effects.
 pub type Change<'a> = dyn Fn(&mut RequestRecord) -> bool + Sync + 'a;
 
-/// The seam between the dispatcher/API and a storage engine.
-pub trait QueueStore: Send + Sync + 'static {
+/// Requests and their indexes: the queue itself.
+#[async_trait]
+pub trait Requests: Send + Sync {
     /// Durably stores new requests (group commit): when the future resolves
     /// they survive a crash.
-    fn enqueue(&self, records: Vec<RequestRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.enqueue_once(records, None).await.map(|_| ()) })
+    async fn enqueue(&self, records: Vec<RequestRecord>) -> Result<(), StoreError> {
+        self.enqueue_once(records, None).await.map(|_| ())
     }
-    /// Like [`QueueStore::enqueue`], under an idempotency key: if the key
+    /// Like [`Requests::enqueue`], under an idempotency key: if the key
     /// is already taken (by an earlier request, or a concurrent one in the
     /// same commit), nothing is stored and the holder is returned. The key
     /// is written in the same transaction as the records.
-    fn enqueue_once(
+    async fn enqueue_once(
         &self,
         records: Vec<RequestRecord>,
         key: Option<IdemKey>,
-    ) -> BoxFuture<'_, Result<Enqueued, StoreError>>;
-    /// Who holds an idempotency key.
-    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError>;
-    /// Forgets idempotency keys created before `before_ms`; returns how many.
-    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError>;
-    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
-    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
+    ) -> Result<Enqueued, StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
+    async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
     /// What is due at or before `now_ms`, earliest first.
-    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
+    async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// The earliest due time, if any.
-    fn next_due(&self) -> Result<Option<u64>, StoreError>;
-    /// Changes one record atomically with its `due` key and the events the
+    async fn next_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Changes one record atomically with its indexes and the events the
     /// [`EventRule`] raises for the change. `f` may run more than once and
     /// must not have side effects; returning `false` leaves the record as
     /// it was.
-    fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError>;
-    /// Installs the rule that turns record changes into audit entries.
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule);
-    /// Appends entries to the audit trail (document reads, admin actions).
-    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError>;
-    /// Audit entries after `after_seq`, in order; an unreadable one is an
-    /// `Err` with the reason, so that verification can name it.
-    #[allow(clippy::type_complexity)]
-    fn audit_scan(
-        &self,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError>;
-    /// The entries whose subject has this keyed hash.
-    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError>;
-    fn audit_head(&self) -> Result<crate::audit::Head, StoreError>;
-    /// Writes entries exactly as given (a restore from a backup); they
-    /// must continue the chain's numbering.
-    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError>;
-    /// Installs the rule that turns record changes into events.
-    fn set_event_rule(&self, rule: EventRule);
-    /// Writes events whose ids are new (others are skipped); returns how
-    /// many were written.
-    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError>;
-    /// Waiting events in the order they were written.
-    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError>;
-    /// One waiting event, as it is now.
-    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError>;
-    /// Records a failed send (attempts, next time, error).
-    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError>;
-    /// The event reached its client.
-    fn outbox_done(&self, seq: u64) -> Result<(), StoreError>;
-    /// Forgets the ids of sent events written before `before_ms`.
-    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError>;
-    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
-    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Requests in id order after `after` (cursor pagination).
-    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
-    /// Deletes a request, its indexes and its document (retention).
-    fn remove(&self, id: &str) -> Result<(), StoreError>;
-    /// Number of requests in each state.
-    /// A page of the requests `q` selects, in its order, walking the
-    /// narrowest index (state, case, attention) from the cursor.
-    fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError>;
-    /// How many requests `s` selects: from the counters when only state
-    /// and registry are set, else by walking the narrowest index.
-    fn count(&self, s: &Selector) -> Result<u64, StoreError>;
-    /// The counters by registry and state, and the oldest unfetched request.
-    fn tally(&self) -> Result<Tally, StoreError>;
-    /// Open requests due by `until_ms` at the latest (their ZUP deadline),
-    /// earliest first.
-    fn by_deadline(&self, until_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
-    /// How many records this store has decoded since it was opened: what
-    /// a query cost, for the tests that keep handlers off full scans.
-    fn records_read(&self) -> u64;
-    /// Can it take writes now (for readiness)?
-    fn writable(&self) -> bool;
-    /// Bytes on disk.
-    fn size_on_disk(&self) -> Result<u64, StoreError>;
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Stops background work and makes everything durable; the store is
-    /// not used afterwards.
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.flush()
-    }
-
-    // Several gateway instances on one store. The defaults are those of a
-    // store that one process owns (sled): its limits, pauses and clock are
-    // that process's own.
-
-    /// Takes a lease on a due request: like [`QueueStore::update`], but a
+    async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError>;
+    /// Takes a lease on a due request: like [`Requests::update`], but a
     /// record that another instance holds locked right now is passed over
     /// instead of waited for, and, where the store holds the registry
-    /// limits for every instance ([`QueueStore::shares_limits`]), the
+    /// limits for every instance ([`Coordination::shares_limits`]), the
     /// exchange is admitted against them in the same transaction.
-    fn lease(
+    async fn lease(
         &self,
         id: &str,
         _gate: Option<&GateLimits>,
         f: &Change<'_>,
     ) -> Result<Lease, StoreError> {
-        Ok(match self.update(id, f)? {
+        Ok(match self.update(id, f).await? {
             Some(r) => Lease::Taken(Box::new(r)),
             None => Lease::Passed,
         })
     }
+    /// Requests in id order after `after` (cursor pagination).
+    async fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Deletes a request, its indexes and its document (retention).
+    async fn remove(&self, id: &str) -> Result<(), StoreError>;
+    /// A page of the requests `q` selects, in its order, walking the
+    /// narrowest index (state, case, attention) from the cursor.
+    async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError>;
+    /// How many requests `s` selects: from the counters when only state
+    /// and registry are set, else by walking the narrowest index.
+    async fn count(&self, s: &Selector) -> Result<u64, StoreError>;
+    /// The counters by registry and state, and the oldest unfetched request.
+    async fn tally(&self) -> Result<Tally, StoreError>;
+    /// Open requests due by `until_ms` at the latest (their ZUP deadline),
+    /// earliest first.
+    async fn by_deadline(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// How many records this store has decoded since it was opened: what
+    /// a query cost, for the tests that keep handlers off full scans.
+    fn records_read(&self) -> u64;
+}
+
+/// The registries' signed documents, sealed.
+#[async_trait]
+pub trait Documents: Send + Sync {
+    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The back-offices' idempotency keys.
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Who holds an idempotency key.
+    async fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError>;
+    /// Forgets idempotency keys created before `before_ms`; returns how many.
+    async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError>;
+}
+
+/// The hash-chained audit trail.
+#[async_trait]
+pub trait AuditTrail: Send + Sync {
+    /// Installs the rule that turns record changes into audit entries.
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule);
+    /// Appends entries to the audit trail (document reads, admin actions).
+    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError>;
+    /// Audit entries after `after_seq`, in order; an unreadable one is an
+    /// `Err` with the reason, so that verification can name it.
+    #[allow(clippy::type_complexity)]
+    async fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError>;
+    /// The entries whose subject has this keyed hash.
+    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError>;
+    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError>;
+    /// Writes entries exactly as given (a restore from a backup); they
+    /// must continue the chain's numbering.
+    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError>;
+}
+
+/// Webhook events waiting for their clients.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Installs the rule that turns record changes into events.
+    fn set_event_rule(&self, rule: EventRule);
+    /// Writes events whose ids are new (others are skipped); returns how
+    /// many were written.
+    async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError>;
+    /// Waiting events in the order they were written.
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError>;
+    /// One waiting event, as it is now.
+    async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError>;
+    /// Records a failed send (attempts, next time, error).
+    async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError>;
+    /// The event reached its client.
+    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError>;
+    /// Forgets the ids of sent events written before `before_ms`.
+    async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError>;
+}
+
+/// Several gateway instances on one store. The defaults are those of a
+/// store that one process owns (sled): its limits, pauses and clock are
+/// that process's own.
+#[async_trait]
+pub trait Coordination: Send + Sync {
     /// Does the store hold registry limits (in flight, rate, breaker) and
     /// pauses for every instance that shares it?
     fn shares_limits(&self) -> bool {
@@ -191,7 +211,7 @@ pub trait QueueStore: Send + Sync + 'static {
     }
     /// Records an attempt's result in the shared breaker; returns it as it
     /// now is (`None`: limits are not shared).
-    fn gate_record(
+    async fn gate_record(
         &self,
         _gate: &GateLimits,
         _failed: bool,
@@ -200,12 +220,12 @@ pub trait QueueStore: Send + Sync + 'static {
         Ok(None)
     }
     /// Pauses or resumes a registry for every instance.
-    fn set_pause(&self, _p: &Pause) -> Result<(), StoreError> {
+    async fn set_pause(&self, _p: &Pause) -> Result<(), StoreError> {
         Ok(())
     }
     /// The pauses and resumes administrators set, as the store holds them
     /// (a registry without one keeps its configured `paused`).
-    fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+    async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         Ok(Vec::new())
     }
     /// Whom to wake when another instance made work due or changed a
@@ -214,7 +234,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// May this instance do a job that only one instance may do at a time
     /// (`role`, e.g. sending webhooks)? Asked before each round; once true
     /// it stays true while this instance lives.
-    fn lead(&self, _role: &str) -> bool {
+    async fn lead(&self, _role: &str) -> bool {
         true
     }
     /// The time leases and due times are measured in: the store's clock
@@ -222,6 +242,40 @@ pub trait QueueStore: Send + Sync + 'static {
     fn clock_ms(&self) -> u64 {
         now_ms()
     }
+}
+
+/// The store as a whole: readiness, size, flushing, closing.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
+    /// Can it take writes now (for readiness)?
+    async fn writable(&self) -> bool;
+    /// Bytes on disk.
+    async fn size_on_disk(&self) -> Result<u64, StoreError>;
+    async fn flush(&self) -> Result<(), StoreError>;
+    /// Stops background work and makes everything durable; the store is
+    /// not used afterwards.
+    async fn close(&self) -> Result<(), StoreError> {
+        self.flush().await
+    }
+}
+
+/// The store's traits, for code that calls a backend by its own type
+/// (`Arc<SledStore>`) rather than as `dyn QueueStore`.
+pub mod prelude {
+    pub use super::{AuditTrail, Coordination, Documents, Idempotency, Outbox, Requests, Upkeep};
+}
+
+/// The seam between the gateway and a storage engine: one trait per
+/// thing it stores, every call that may touch the disk or the network
+/// async. Implemented by [`SledStore`] and [`postgres::PgStore`].
+pub trait QueueStore:
+    Requests + Documents + Idempotency + AuditTrail + Outbox + Coordination + Upkeep + 'static
+{
+}
+
+impl<T> QueueStore for T where
+    T: Requests + Documents + Idempotency + AuditTrail + Outbox + Coordination + Upkeep + 'static
+{
 }
 
 pub use crate::limits::GateLimits;
@@ -284,13 +338,13 @@ pub fn open_configured(
 }
 
 /// Calls `f` on every request, in id order, a page at a time.
-pub fn for_each<E: From<StoreError>>(
+pub async fn for_each<E: From<StoreError>>(
     store: &dyn QueueStore,
     mut f: impl FnMut(RequestRecord) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut after: Option<String> = None;
     loop {
-        let page = store.scan(after.as_deref(), 500)?;
+        let page = store.scan(after.as_deref(), 500).await?;
         let Some(last) = page.last() else {
             return Ok(());
         };

@@ -46,13 +46,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use postgres::types::ToSql;
 use postgres::NoTls;
 
 use super::{
-    now_ms, Due, Enqueued, EventRule, GateLimits, IdemEntry, IdemKey, Lease, Listing, Order,
-    OutEvent, Pause, QueueStore, RequestRecord, Selector, State, StoreError, Tally, Watch, Work,
+    now_ms, AuditTrail, Coordination, Documents, Due, Enqueued, EventRule, GateLimits, IdemEntry,
+    IdemKey, Idempotency, Lease, Listing, Order, OutEvent, Outbox, Pause, RequestRecord, Requests,
+    Selector, State, StoreError, Tally, Upkeep, Watch, Work,
 };
 use crate::limits::{Breaker, Limiter, Wait};
 
@@ -1037,119 +1038,87 @@ impl Drop for PgStore {
     }
 }
 
-impl QueueStore for PgStore {
-    fn enqueue_once(
+#[async_trait]
+impl Requests for PgStore {
+    async fn enqueue_once(
         &self,
         records: Vec<RequestRecord>,
         key: Option<IdemKey>,
-    ) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
-        Box::pin(async move {
-            let now = now_ms();
-            let rule = self.audit_rule();
-            let out = self.tx(|t| {
-                let e = |x: postgres::Error| self.err(x);
-                if let Some(k) = &key {
-                    let entry = IdemEntry {
-                        request_ids: records.iter().map(|r| r.id.clone()).collect(),
-                        body_hash: k.body_hash.clone(),
-                        created_ms: now,
-                    };
-                    let n = t
-                        .execute(
-                            "INSERT INTO idempotency (client, key, entry, created_ms) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                            &[
-                                &k.client,
-                                &k.key,
-                                &serde_json::to_string(&entry).unwrap_or_default(),
-                                &ms(now),
-                            ],
-                        )
-                        .map_err(e)?;
-                    if n == 0 {
-                        // Taken, by an earlier request or a concurrent one
-                        // that committed first (the insert waited for it).
-                        let row = t
-                            .query_one(
-                                "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
-                                &[&k.client, &k.key],
-                            )
-                            .map_err(e)?;
-                        let text: String = row.get(0);
-                        let held =
-                            serde_json::from_str(&text).map_err(|x| StoreError::Corrupt {
-                                id: k.key.clone(),
-                                detail: x.to_string(),
-                            })?;
-                        return Ok(Enqueued::Existing(held));
-                    }
-                }
-                let mut drafts = Vec::new();
-                for r in &records {
-                    t.execute(
-                        "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
-                         deadline_ms, attention, at_risk) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    ) -> Result<Enqueued, StoreError> {
+        let now = now_ms();
+        let rule = self.audit_rule();
+        let out = self.tx(|t| {
+            let e = |x: postgres::Error| self.err(x);
+            if let Some(k) = &key {
+                let entry = IdemEntry {
+                    request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                    body_hash: k.body_hash.clone(),
+                    created_ms: now,
+                };
+                let n = t
+                    .execute(
+                        "INSERT INTO idempotency (client, key, entry, created_ms) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                         &[
-                            &r.id,
-                            &r.case,
-                            &r.state.name(),
-                            &r.registry,
-                            &r.due_ms.map(ms),
-                            &work_of(r),
-                            &super::encode_text(r),
-                            &ms(r.deadline_ms),
-                            &r.needs_attention(),
-                            &r.at_risk_open(),
+                            &k.client,
+                            &k.key,
+                            &serde_json::to_string(&entry).unwrap_or_default(),
+                            &ms(now),
                         ],
                     )
                     .map_err(e)?;
-                    if let Some(rule) = &rule {
-                        drafts.extend(rule(None, r));
-                    }
+                if n == 0 {
+                    // Taken, by an earlier request or a concurrent one
+                    // that committed first (the insert waited for it).
+                    let row = t
+                        .query_one(
+                            "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
+                            &[&k.client, &k.key],
+                        )
+                        .map_err(e)?;
+                    let text: String = row.get(0);
+                    let held = serde_json::from_str(&text).map_err(|x| StoreError::Corrupt {
+                        id: k.key.clone(),
+                        detail: x.to_string(),
+                    })?;
+                    return Ok(Enqueued::Existing(held));
                 }
-                if records.iter().any(|r| r.due_ms.is_some()) {
-                    t.execute(NOTIFY_WORK, &[]).map_err(e)?;
-                }
-                pend(t, drafts).map_err(e)?;
-                Ok(Enqueued::Stored)
-            });
-            self.poke();
-            out
-        })
-    }
-
-    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
-        self.with(|c| {
-            let row = c
-                .query_opt(
-                    "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
-                    &[&client, &key],
+            }
+            let mut drafts = Vec::new();
+            for r in &records {
+                t.execute(
+                    "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
+                     deadline_ms, attention, at_risk) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &r.id,
+                        &r.case,
+                        &r.state.name(),
+                        &r.registry,
+                        &r.due_ms.map(ms),
+                        &work_of(r),
+                        &super::encode_text(r),
+                        &ms(r.deadline_ms),
+                        &r.needs_attention(),
+                        &r.at_risk_open(),
+                    ],
                 )
-                .map_err(|e| self.err(e))?;
-            row.map(|r| {
-                let text: String = r.get(0);
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    id: key.to_owned(),
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()
-        })
+                .map_err(e)?;
+                if let Some(rule) = &rule {
+                    drafts.extend(rule(None, r));
+                }
+            }
+            if records.iter().any(|r| r.due_ms.is_some()) {
+                t.execute(NOTIFY_WORK, &[]).map_err(e)?;
+            }
+            pend(t, drafts).map_err(e)?;
+            Ok(Enqueued::Stored)
+        });
+        self.poke();
+        out
     }
 
-    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM idempotency WHERE created_ms < $1",
-                &[&ms(before_ms)],
-            )
-            .map(|n| n as usize)
-            .map_err(|e| self.err(e))
-        })
-    }
-
-    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         self.with(|c| {
             let row = c
                 .query_opt("SELECT record FROM requests WHERE id = $1", &[&id])
@@ -1163,14 +1132,14 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
         self.records(
             "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id",
             &[&case],
         )
     }
 
-    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+    async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         self.with(|c| {
             let rows = c
                 .query(
@@ -1190,7 +1159,7 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+    async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         self.with(|c| {
             let row = c
                 .query_one(
@@ -1202,7 +1171,11 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn update(&self, id: &str, f: &super::Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
+    async fn update(
+        &self,
+        id: &str,
+        f: &super::Change<'_>,
+    ) -> Result<Option<RequestRecord>, StoreError> {
         let out = self.tx(|t| {
             let Some((old, mut new)) = self.change(t, id, false, f)? else {
                 return Ok(None);
@@ -1217,7 +1190,7 @@ impl QueueStore for PgStore {
         }))
     }
 
-    fn lease(
+    async fn lease(
         &self,
         id: &str,
         gate: Option<&GateLimits>,
@@ -1249,11 +1222,354 @@ impl QueueStore for PgStore {
         Ok(out)
     }
 
+    async fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.tx(|t| {
+            t.execute("DELETE FROM requests WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?;
+            t.execute("DELETE FROM documents WHERE id = $1", &[&id])
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut out = Vec::new();
+        self.walk(&q.selector, q.order, q.after.clone(), q.limit, |r| {
+            out.push(r);
+            out.len() < q.limit
+        })?;
+        Ok(out)
+    }
+
+    async fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+        if sel.counted() {
+            return Ok(self.tally().await?.of(sel));
+        }
+        let mut n = 0;
+        self.walk(sel, Order::Oldest, None, 1000, |_| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    async fn tally(&self) -> Result<Tally, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT registry, state, sum(n)::bigint FROM request_counts \
+                 GROUP BY registry, state HAVING sum(n) <> 0",
+                &[],
+            )
+            .map_err(|e| self.err(e))
+        })?;
+        let mut t = Tally::default();
+        for r in rows {
+            let (registry, state, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+            let n = n.max(0) as u64;
+            if state == "!at_risk" {
+                t.at_risk += n;
+            } else if let Some(s) = State::ALL.iter().find(|s| s.name() == state) {
+                t.by_registry.insert((registry, *s), n);
+            }
+        }
+        // The first id of each unfetched state, by the state index.
+        let first = self.records(
+            "SELECT id, record FROM requests WHERE id = ANY(ARRAY[\
+             (SELECT id FROM requests WHERE state = 'queued' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'sending' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'awaiting' ORDER BY id LIMIT 1), \
+             (SELECT id FROM requests WHERE state = 'retrying' ORDER BY id LIMIT 1)])",
+            &[],
+        )?;
+        t.oldest_open_ms = first.iter().map(|r| r.created_ms).min();
+        Ok(t)
+    }
+
+    async fn by_deadline(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests \
+             WHERE state NOT IN ('delivered', 'dead', 'cancelled') AND deadline_ms <= $1 \
+             ORDER BY deadline_ms, id LIMIT $2",
+            &[&ms(until_ms), &(limit.min(i64::MAX as usize) as i64)],
+        )
+    }
+
+    fn records_read(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Documents for PgStore {
+    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO documents (id, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed",
+                &[&id, &bytes],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            Ok(
+                c.query_opt("SELECT sealed FROM documents WHERE id = $1", &[&id])
+                    .map_err(|e| self.err(e))?
+                    .map(|r| r.get(0)),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Idempotency for PgStore {
+    async fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
+                    &[&client, &key],
+                )
+                .map_err(|e| self.err(e))?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: key.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE created_ms < $1",
+                &[&ms(before_ms)],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+        })
+    }
+}
+
+#[async_trait]
+impl AuditTrail for PgStore {
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+        *write(&self.audit_rule) = Some(rule);
+    }
+
+    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        self.tx(|t| pend(t, drafts).map_err(|e| self.err(e)))?;
+        // Chained before it returns, as on sled: the caller may read it.
+        self.chain_now()
+    }
+
+    async fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        self.chain_now()?;
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&ms(after_seq), &(limit as i64)],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let text: String = r.get(1);
+                    (
+                        r.get::<_, i64>(0).max(0) as u64,
+                        serde_json::from_str(&text).map_err(|e| e.to_string()),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        self.chain_now()?;
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT a.seq, a.entry FROM audit_subject s JOIN audit a ON a.seq = s.seq \
+                     WHERE s.subject = $1 ORDER BY a.seq",
+                    &[&hash],
+                )
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|r| {
+                    let text: String = r.get(1);
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        id: format!("audit entry {}", r.get::<_, i64>(0)),
+                        detail: e.to_string(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        self.chain_now()?;
+        self.with(|c| {
+            let row = c
+                .query_one("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
+                .map_err(|e| self.err(e))?;
+            Ok(crate::audit::Head {
+                seq: row.get::<_, i64>(0).max(0) as u64,
+                hash: row.get(1),
+            })
+        })
+    }
+
+    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        self.chain_now()?;
+        self.tx(|t| {
+            let e = |x: postgres::Error| self.err(x);
+            let row = t
+                .query_one(
+                    "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
+                    &[],
+                )
+                .map_err(e)?;
+            let mut seq = row.get::<_, i64>(0).max(0) as u64;
+            let mut hash: String = row.get(1);
+            for entry in &entries {
+                if entry.seq != seq + 1 {
+                    return Err(StoreError::Corrupt {
+                        id: format!("audit entry {}", entry.seq),
+                        detail: format!("expected entry {}", seq + 1),
+                    });
+                }
+                write_entry(t, entry).map_err(e)?;
+                seq = entry.seq;
+                hash = entry.hash.clone();
+            }
+            t.execute(
+                "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1",
+                &[&ms(seq), &hash],
+            )
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl Outbox for PgStore {
+    fn set_event_rule(&self, rule: EventRule) {
+        *write(&self.shared.events) = Some(rule);
+    }
+
+    async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let n = self.tx(|t| {
+            let n = put_events(t, &events).map_err(|e| self.err(e))?;
+            if n > 0 {
+                t.execute(NOTIFY_EVENTS, &[]).map_err(|e| self.err(e))?;
+            }
+            Ok(n)
+        })?;
+        self.after_events(n);
+        Ok(n)
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT seq, body FROM events WHERE NOT done ORDER BY seq LIMIT $1",
+                    &[&(limit as i64)],
+                )
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|r| {
+                    let seq = r.get::<_, i64>(0).max(0) as u64;
+                    let text: String = r.get(1);
+                    Ok((seq, super::decode_event(seq, text.as_bytes())?))
+                })
+                .collect()
+        })
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        self.with(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT body FROM events WHERE seq = $1 AND NOT done",
+                    &[&ms(seq)],
+                )
+                .map_err(|e| self.err(e))?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                super::decode_event(seq, text.as_bytes())
+            })
+            .transpose()
+        })
+    }
+
+    async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.with(|c| {
+            // Only if it is still waiting: never resurrect a sent event.
+            c.execute(
+                "UPDATE events SET body = $2 WHERE seq = $1 AND NOT done",
+                &[&ms(seq), &body],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE events SET done = true WHERE seq = $1", &[&ms(seq)])
+                .map(drop)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM events WHERE done AND created_ms < $1",
+                &[&ms(before_ms)],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+        })
+    }
+}
+
+#[async_trait]
+impl Coordination for PgStore {
     fn shares_limits(&self) -> bool {
         true
     }
 
-    fn gate_record(
+    async fn gate_record(
         &self,
         g: &GateLimits,
         failed: bool,
@@ -1276,7 +1592,7 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn set_pause(&self, p: &Pause) -> Result<(), StoreError> {
+    async fn set_pause(&self, p: &Pause) -> Result<(), StoreError> {
         self.tx(|t| {
             let e = |x: postgres::Error| self.err(x);
             t.execute(
@@ -1291,7 +1607,7 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
+    async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         self.with(|c| Ok(pauses_of(c.query(PAUSES, &[]).map_err(|e| self.err(e))?)))
     }
 
@@ -1299,7 +1615,7 @@ impl QueueStore for PgStore {
         *write(&self.shared.watch) = Some(w);
     }
 
-    fn lead(&self, role: &str) -> bool {
+    async fn lead(&self, role: &str) -> bool {
         let mut l = lock(&self.leader);
         let (conn, held) = &mut *l;
         if conn.as_ref().is_some_and(|c| c.is_closed()) {
@@ -1346,298 +1662,11 @@ impl QueueStore for PgStore {
     fn clock_ms(&self) -> u64 {
         (now_ms() as i64 + self.shared.offset.load(Ordering::Relaxed)).max(0) as u64
     }
+}
 
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
-        *write(&self.audit_rule) = Some(rule);
-    }
-
-    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
-        self.tx(|t| pend(t, drafts).map_err(|e| self.err(e)))?;
-        // Chained before it returns, as on sled: the caller may read it.
-        self.chain_now()
-    }
-
-    fn audit_scan(
-        &self,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
-        self.chain_now()?;
-        self.with(|c| {
-            let rows = c
-                .query(
-                    "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&ms(after_seq), &(limit as i64)],
-                )
-                .map_err(|e| self.err(e))?;
-            Ok(rows
-                .into_iter()
-                .map(|r| {
-                    let text: String = r.get(1);
-                    (
-                        r.get::<_, i64>(0).max(0) as u64,
-                        serde_json::from_str(&text).map_err(|e| e.to_string()),
-                    )
-                })
-                .collect())
-        })
-    }
-
-    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
-        self.chain_now()?;
-        self.with(|c| {
-            let rows = c
-                .query(
-                    "SELECT a.seq, a.entry FROM audit_subject s JOIN audit a ON a.seq = s.seq \
-                     WHERE s.subject = $1 ORDER BY a.seq",
-                    &[&hash],
-                )
-                .map_err(|e| self.err(e))?;
-            rows.into_iter()
-                .map(|r| {
-                    let text: String = r.get(1);
-                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                        id: format!("audit entry {}", r.get::<_, i64>(0)),
-                        detail: e.to_string(),
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
-        self.chain_now()?;
-        self.with(|c| {
-            let row = c
-                .query_one("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
-                .map_err(|e| self.err(e))?;
-            Ok(crate::audit::Head {
-                seq: row.get::<_, i64>(0).max(0) as u64,
-                hash: row.get(1),
-            })
-        })
-    }
-
-    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
-        self.chain_now()?;
-        self.tx(|t| {
-            let e = |x: postgres::Error| self.err(x);
-            let row = t
-                .query_one(
-                    "SELECT seq, hash FROM audit_head WHERE one = 1 FOR UPDATE",
-                    &[],
-                )
-                .map_err(e)?;
-            let mut seq = row.get::<_, i64>(0).max(0) as u64;
-            let mut hash: String = row.get(1);
-            for entry in &entries {
-                if entry.seq != seq + 1 {
-                    return Err(StoreError::Corrupt {
-                        id: format!("audit entry {}", entry.seq),
-                        detail: format!("expected entry {}", seq + 1),
-                    });
-                }
-                write_entry(t, entry).map_err(e)?;
-                seq = entry.seq;
-                hash = entry.hash.clone();
-            }
-            t.execute(
-                "UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1",
-                &[&ms(seq), &hash],
-            )
-            .map_err(e)?;
-            Ok(())
-        })
-    }
-
-    fn set_event_rule(&self, rule: EventRule) {
-        *write(&self.shared.events) = Some(rule);
-    }
-
-    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
-        let n = self.tx(|t| {
-            let n = put_events(t, &events).map_err(|e| self.err(e))?;
-            if n > 0 {
-                t.execute(NOTIFY_EVENTS, &[]).map_err(|e| self.err(e))?;
-            }
-            Ok(n)
-        })?;
-        self.after_events(n);
-        Ok(n)
-    }
-
-    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
-        self.with(|c| {
-            let rows = c
-                .query(
-                    "SELECT seq, body FROM events WHERE NOT done ORDER BY seq LIMIT $1",
-                    &[&(limit as i64)],
-                )
-                .map_err(|e| self.err(e))?;
-            rows.into_iter()
-                .map(|r| {
-                    let seq = r.get::<_, i64>(0).max(0) as u64;
-                    let text: String = r.get(1);
-                    Ok((seq, super::decode_event(seq, text.as_bytes())?))
-                })
-                .collect()
-        })
-    }
-
-    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
-        self.with(|c| {
-            let row = c
-                .query_opt(
-                    "SELECT body FROM events WHERE seq = $1 AND NOT done",
-                    &[&ms(seq)],
-                )
-                .map_err(|e| self.err(e))?;
-            row.map(|r| {
-                let text: String = r.get(0);
-                super::decode_event(seq, text.as_bytes())
-            })
-            .transpose()
-        })
-    }
-
-    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
-        let body = serde_json::to_string(event).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.with(|c| {
-            // Only if it is still waiting: never resurrect a sent event.
-            c.execute(
-                "UPDATE events SET body = $2 WHERE seq = $1 AND NOT done",
-                &[&ms(seq), &body],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
-        })
-    }
-
-    fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute("UPDATE events SET done = true WHERE seq = $1", &[&ms(seq)])
-                .map(drop)
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM events WHERE done AND created_ms < $1",
-                &[&ms(before_ms)],
-            )
-            .map(|n| n as usize)
-            .map_err(|e| self.err(e))
-        })
-    }
-
-    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO documents (id, sealed) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed",
-                &[&id, &bytes],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
-        })
-    }
-
-    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|c| {
-            Ok(
-                c.query_opt("SELECT sealed FROM documents WHERE id = $1", &[&id])
-                    .map_err(|e| self.err(e))?
-                    .map(|r| r.get(0)),
-            )
-        })
-    }
-
-    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        self.records(
-            "SELECT id, record FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&after.unwrap_or(""), &(limit as i64)],
-        )
-    }
-
-    fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.tx(|t| {
-            t.execute("DELETE FROM requests WHERE id = $1", &[&id])
-                .map_err(|e| self.err(e))?;
-            t.execute("DELETE FROM documents WHERE id = $1", &[&id])
-                .map_err(|e| self.err(e))?;
-            Ok(())
-        })
-    }
-
-    fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
-        let mut out = Vec::new();
-        self.walk(&q.selector, q.order, q.after.clone(), q.limit, |r| {
-            out.push(r);
-            out.len() < q.limit
-        })?;
-        Ok(out)
-    }
-
-    fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
-        if sel.counted() {
-            return Ok(self.tally()?.of(sel));
-        }
-        let mut n = 0;
-        self.walk(sel, Order::Oldest, None, 1000, |_| {
-            n += 1;
-            true
-        })?;
-        Ok(n)
-    }
-
-    fn tally(&self) -> Result<Tally, StoreError> {
-        let rows = self.with(|c| {
-            c.query(
-                "SELECT registry, state, sum(n)::bigint FROM request_counts \
-                 GROUP BY registry, state HAVING sum(n) <> 0",
-                &[],
-            )
-            .map_err(|e| self.err(e))
-        })?;
-        let mut t = Tally::default();
-        for r in rows {
-            let (registry, state, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let n = n.max(0) as u64;
-            if state == "!at_risk" {
-                t.at_risk += n;
-            } else if let Some(s) = State::ALL.iter().find(|s| s.name() == state) {
-                t.by_registry.insert((registry, *s), n);
-            }
-        }
-        // The first id of each unfetched state, by the state index.
-        let first = self.records(
-            "SELECT id, record FROM requests WHERE id = ANY(ARRAY[\
-             (SELECT id FROM requests WHERE state = 'queued' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'sending' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'awaiting' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'retrying' ORDER BY id LIMIT 1)])",
-            &[],
-        )?;
-        t.oldest_open_ms = first.iter().map(|r| r.created_ms).min();
-        Ok(t)
-    }
-
-    fn by_deadline(&self, until_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        self.records(
-            "SELECT id, record FROM requests \
-             WHERE state NOT IN ('delivered', 'dead', 'cancelled') AND deadline_ms <= $1 \
-             ORDER BY deadline_ms, id LIMIT $2",
-            &[&ms(until_ms), &(limit.min(i64::MAX as usize) as i64)],
-        )
-    }
-
-    fn records_read(&self) -> u64 {
-        self.decoded.load(Ordering::Relaxed)
-    }
-
-    fn writable(&self) -> bool {
+#[async_trait]
+impl Upkeep for PgStore {
+    async fn writable(&self) -> bool {
         self.with(|c| {
             c.query_one("SELECT NOT pg_is_in_recovery()", &[])
                 .map(|r| r.get::<_, bool>(0))
@@ -1646,7 +1675,7 @@ impl QueueStore for PgStore {
         .unwrap_or(false)
     }
 
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.with(|c| {
             c.query_one("SELECT pg_database_size(current_database())", &[])
                 .map(|r| r.get::<_, i64>(0).max(0) as u64)
@@ -1654,19 +1683,17 @@ impl QueueStore for PgStore {
         })
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    async fn flush(&self) -> Result<(), StoreError> {
         // Every commit is already durable.
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            // The listener sees this within 200 ms and ends; nothing
-            // waits for it (it writes nothing).
-            self.shared.stop();
-            lock(&self.listener).take();
-            Ok(())
-        })
+    async fn close(&self) -> Result<(), StoreError> {
+        // The listener sees this within 200 ms and ends; nothing
+        // waits for it (it writes nothing).
+        self.shared.stop();
+        lock(&self.listener).take();
+        Ok(())
     }
 }
 
@@ -1796,6 +1823,7 @@ mod tests {
 
     use super::*;
     use crate::limits::BreakerState;
+    use crate::store::QueueStore;
 
     fn record(n: u64, registry: &str) -> RequestRecord {
         let mut r = RequestRecord::queued(
@@ -1857,7 +1885,7 @@ mod tests {
             tokio::spawn(async move {
                 let mut taken = Vec::new();
                 loop {
-                    let due = s.due(now, 50).unwrap();
+                    let due = s.due(now, 50).await.unwrap();
                     if due.is_empty() {
                         break;
                     }
@@ -1871,7 +1899,7 @@ mod tests {
                             r.due_ms = Some(u64::MAX / 8);
                             true
                         };
-                        if let Lease::Taken(r) = s.lease(&d.id, None, &f).unwrap() {
+                        if let Lease::Taken(r) = s.lease(&d.id, None, &f).await.unwrap() {
                             taken.push(r.id);
                         }
                     }
@@ -1907,6 +1935,7 @@ mod tests {
             .unwrap();
         let ids: Vec<String> = a
             .due(u64::MAX / 8, 10)
+            .await
             .unwrap()
             .into_iter()
             .map(|d| d.id)
@@ -1917,29 +1946,29 @@ mod tests {
         let f = send(now + 60_000);
         for (s, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2])] {
             assert!(matches!(
-                s.lease(id, Some(&g), &f).unwrap(),
+                s.lease(id, Some(&g), &f).await.unwrap(),
                 Lease::Taken(_)
             ));
         }
         assert!(matches!(
-            b.lease(&ids[3], Some(&g), &f).unwrap(),
+            b.lease(&ids[3], Some(&g), &f).await.unwrap(),
             Lease::Blocked(None)
         ));
         assert!(matches!(
-            a.lease(&ids[3], Some(&g), &f).unwrap(),
+            a.lease(&ids[3], Some(&g), &f).await.unwrap(),
             Lease::Blocked(None)
         ));
         // a refused lease changed nothing
-        assert_eq!(b.get(&ids[3]).unwrap().unwrap().state, State::Queued);
+        assert_eq!(b.get(&ids[3]).await.unwrap().unwrap().state, State::Queued);
         // the gate row the leases made is no administrator's pause
-        assert!(a.pauses().unwrap().is_empty());
+        assert!(a.pauses().await.unwrap().is_empty());
 
         // one request per 1,000 s in all: one instance's token is gone for
         // the other (however slowly this machine goes on to ask)
         let g = limits("civil", 100, 0.001);
-        let got = a.lease(&ids[4], Some(&g), &f).unwrap();
+        let got = a.lease(&ids[4], Some(&g), &f).await.unwrap();
         assert!(matches!(got, Lease::Taken(_)), "{got:?}");
-        match b.lease(&ids[5], Some(&g), &f).unwrap() {
+        match b.lease(&ids[5], Some(&g), &f).await.unwrap() {
             Lease::Blocked(Some(until)) => assert!(until > now, "{until} {now}"),
             other => panic!("the other instance got past the rate: {other:?}"),
         }
@@ -1950,10 +1979,10 @@ mod tests {
             breaker_cooldown: Duration::from_secs(600),
             ..limits("civil", 100, 1000.0)
         };
-        a.gate_record(&g, true, now).unwrap();
-        let br = b.gate_record(&g, true, now).unwrap().unwrap();
+        a.gate_record(&g, true, now).await.unwrap();
+        let br = b.gate_record(&g, true, now).await.unwrap().unwrap();
         assert!(matches!(br.state(), BreakerState::Open { .. }));
-        match a.lease(&ids[6], Some(&g), &f).unwrap() {
+        match a.lease(&ids[6], Some(&g), &f).await.unwrap() {
             Lease::Blocked(Some(until)) => assert!(until >= now + 600_000, "{until} {now}"),
             other => panic!("an open breaker let a lease through: {other:?}"),
         }
@@ -1983,6 +2012,7 @@ mod tests {
                 paused: true,
                 until: Some(4_102_444_800_000),
             })
+            .await
             .unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -2000,7 +2030,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), woken)
             .await
             .expect("NOTIFY woke the other instance");
-        assert_eq!(b.pauses().unwrap().len(), 1);
+        assert_eq!(b.pauses().await.unwrap().len(), 1);
     }
 
     #[cfg_attr(
@@ -2025,7 +2055,7 @@ mod tests {
             1,
             "{outcomes:?}"
         );
-        assert_eq!(a.scan(None, 10).unwrap().len(), 1);
+        assert_eq!(a.scan(None, 10).await.unwrap().len(), 1);
     }
 
     /// A closed store leaves no connection behind (its listener, idle and
@@ -2111,11 +2141,11 @@ mod tests {
         .unwrap();
         drop(s);
         let s = PgStore::open(&url, 2).unwrap();
-        assert_eq!(s.scan(None, 10).unwrap().len(), 1);
-        assert_eq!(s.tally().unwrap().state(State::Queued), 1);
-        assert_eq!(s.by_deadline(u64::MAX, 10).unwrap().len(), 1);
+        assert_eq!(s.scan(None, 10).await.unwrap().len(), 1);
+        assert_eq!(s.tally().await.unwrap().state(State::Queued), 1);
+        assert_eq!(s.by_deadline(u64::MAX, 10).await.unwrap().len(), 1);
         assert!(
-            s.pauses().unwrap().is_empty(),
+            s.pauses().await.unwrap().is_empty(),
             "the old row is no admin pause"
         );
         s.with(|c| {

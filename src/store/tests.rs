@@ -200,11 +200,11 @@ struct Reached {
 
 /// The store's queries (counters, pages by state and order, attention,
 /// deadlines, filtered counts) against the same questions put to the model.
-fn compare_queries(
+async fn compare_queries(
     store: &dyn QueueStore,
     model: &BTreeMap<String, RequestRecord>,
 ) -> Result<(), TestCaseError> {
-    let t = store.tally().unwrap();
+    let t = store.tally().await.unwrap();
     let mut by: BTreeMap<(String, State), u64> = BTreeMap::new();
     for r in model.values() {
         *by.entry((r.registry.clone(), r.state)).or_default() += 1;
@@ -220,7 +220,7 @@ fn compare_queries(
         .map(|r| r.created_ms)
         .min();
     prop_assert_eq!(t.oldest_open_ms, oldest);
-    let walk = |sel: &Selector, order: Order| -> Vec<String> {
+    async fn walk(store: &dyn QueueStore, sel: &Selector, order: Order) -> Vec<String> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -231,6 +231,7 @@ fn compare_queries(
                     after: after.clone(),
                     limit: 3,
                 })
+                .await
                 .unwrap();
             let Some(last) = page.last() else {
                 return out;
@@ -238,7 +239,7 @@ fn compare_queries(
             after = Some(last.id.clone());
             out.extend(page.into_iter().map(|r| r.id));
         }
-    };
+    }
     let mut selectors: Vec<Selector> = State::ALL.iter().map(|s| Selector::state(*s)).collect();
     selectors.push(Selector::default());
     selectors.push(Selector {
@@ -261,11 +262,16 @@ fn compare_queries(
             .filter(|r| sel.matches(r))
             .map(|r| r.id.clone())
             .collect();
-        prop_assert_eq!(&walk(sel, Order::Oldest), &want, "{:?}", sel);
+        prop_assert_eq!(&walk(store, sel, Order::Oldest).await, &want, "{:?}", sel);
         let mut newest = want.clone();
         newest.reverse();
-        prop_assert_eq!(&walk(sel, Order::Newest), &newest, "{:?}", sel);
-        prop_assert_eq!(store.count(sel).unwrap(), want.len() as u64, "{:?}", sel);
+        prop_assert_eq!(&walk(store, sel, Order::Newest).await, &newest, "{:?}", sel);
+        prop_assert_eq!(
+            store.count(sel).await.unwrap(),
+            want.len() as u64,
+            "{:?}",
+            sel
+        );
     }
     let mut open: Vec<(u64, String)> = model
         .values()
@@ -275,6 +281,7 @@ fn compare_queries(
     open.sort();
     let got: Vec<(u64, String)> = store
         .by_deadline(10_500, 10_000)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| (r.deadline_ms, r.id))
@@ -331,6 +338,7 @@ fn run_model(
                 Op::Lease => {
                     let due: Vec<(u64, String)> = store
                         .due(now + 100_000, 1)
+                        .await
                         .unwrap()
                         .into_iter()
                         .map(|d| (d.at_ms, d.id))
@@ -342,7 +350,7 @@ fn run_model(
                     want.sort();
                     prop_assert_eq!(due.first(), want.first());
                     if let Some((_, id)) = due.first() {
-                        let got = store.lease(id, None, &|r| lease(r, now)).unwrap();
+                        let got = store.lease(id, None, &|r| lease(r, now)).await.unwrap();
                         let m = model.get_mut(id).unwrap();
                         let changed = lease(m, now);
                         prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
@@ -377,7 +385,7 @@ fn run_model(
                         Op::Flag(_) => Box::new(flag),
                         _ => Box::new(move |r| retry(r, now)),
                     };
-                    let got = store.update(&id, &*f).unwrap();
+                    let got = store.update(&id, &*f).await.unwrap();
                     let changed = f(model.get_mut(&id).unwrap());
                     prop_assert_eq!(got.is_some(), changed);
                 }
@@ -387,7 +395,7 @@ fn run_model(
                         continue;
                     };
                     if model[&id].state.is_terminal() {
-                        store.remove(&id).unwrap();
+                        store.remove(&id).await.unwrap();
                         model.remove(&id);
                     }
                 }
@@ -412,7 +420,7 @@ fn run_model(
                 .extend(model.values().map(|r| r.state));
             // compare everything
             for (id, want) in &model {
-                let got = store.get(id).unwrap();
+                let got = store.get(id).await.unwrap();
                 prop_assert_eq!(got.as_ref(), Some(want));
             }
             let mut want: Vec<(u64, String)> = model
@@ -420,7 +428,7 @@ fn run_model(
                 .filter_map(|r| r.due_ms.map(|d| (d, r.id.clone())))
                 .collect();
             want.sort();
-            let due = store.due(u64::MAX / 4, 10_000).unwrap();
+            let due = store.due(u64::MAX / 4, 10_000).await.unwrap();
             let got: Vec<(u64, String)> = due.iter().map(|d| (d.at_ms, d.id.clone())).collect();
             prop_assert_eq!(got, want);
             for d in due {
@@ -432,11 +440,12 @@ fn run_model(
                 };
                 prop_assert_eq!(d.work, work);
             }
-            compare_queries(&*store, &model)?;
+            compare_queries(&*store, &model).await?;
         }
         for case in ["351-0/2026-IV", "351-1/2026-IV"] {
             let by: Vec<String> = store
                 .by_case(case)
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|r| r.id)
@@ -595,7 +604,7 @@ async fn a_store_of_the_first_layout_is_indexed_when_opened() {
         db.flush().unwrap();
     }
     let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-    let t = s.tally().unwrap();
+    let t = s.tally().await.unwrap();
     assert_eq!(t.state(State::Queued), 2);
     assert_eq!(t.state(State::Dead), 1);
     assert_eq!(t.oldest_open_ms, Some(1));
@@ -609,8 +618,9 @@ async fn a_store_of_the_first_layout_is_indexed_when_opened() {
             after: None,
             limit: 10,
         })
+        .await
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(s.by_deadline(u64::MAX, 10).unwrap().len(), 2);
+    assert_eq!(s.by_deadline(u64::MAX, 10).await.unwrap().len(), 2);
     s.close().await.unwrap();
 }

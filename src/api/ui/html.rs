@@ -41,7 +41,13 @@ input[type=text],input[type=password]{font:inherit;padding:.3rem .5rem;border:1p
 @media print{header,form,button,.noprint{display:none}body{background:#fff}table{border:none}}
 "#;
 
-pub(super) fn page(ui_lang: Lang, title: &str, here: &str, body: Markup, refresh: bool) -> Html<String> {
+pub(super) fn page(
+    ui_lang: Lang,
+    title: &str,
+    here: &str,
+    body: Markup,
+    refresh: bool,
+) -> Html<String> {
     let nav = [
         ("/ui", "overview"),
         ("/ui/deadlines", "deadlines"),
@@ -154,7 +160,13 @@ pub(super) fn chart(history: &[crate::dispatch::Minute], latency: bool, label: &
     let points = values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{},{}", f1(i as f64 * bw + bw / 2.0), f1(h - v / max * (h - 4.0))))
+        .map(|(i, v)| {
+            format!(
+                "{},{}",
+                f1(i as f64 * bw + bw / 2.0),
+                f1(h - v / max * (h - 4.0))
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ");
     html! {
@@ -284,7 +296,10 @@ mod tests {
         )
         .0;
         assert!(!html.contains("<img"), "{html}");
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;&quot;'&amp;"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;&quot;'&amp;"),
+            "{html}"
+        );
         // The title, the banner, the service, the case, the error, the
         // chart's label.
         assert_eq!(html.matches("&lt;img").count(), 6, "{html}");

@@ -14,7 +14,6 @@ mod lang;
 mod pages;
 mod session;
 
-
 use axum::extract::{Form, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -23,7 +22,6 @@ use serde::Deserialize;
 use super::admin;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, RequestRecord, State as RState};
-
 
 pub use html::Notice;
 use html::*;

@@ -11,26 +11,28 @@ const STUCK_AFTER_MS: u64 = 5 * 60_000;
 /// The newest 100 requests that need an operator: dead, failed twice, or
 /// open for over [`STUCK_AFTER_MS`]. From the attention index and the
 /// state index sought at that age, so at most 500 records are read.
-pub(super) fn stuck(st: &AppState, now: u64) -> Result<Vec<RequestRecord>, ApiError> {
+pub(super) async fn stuck(st: &AppState, now: u64) -> Result<Vec<RequestRecord>, ApiError> {
     use crate::store::{Listing, Order, Selector};
-    let newest = |selector: Selector| {
-        st.store.list(&Listing {
-            selector,
-            order: Order::Newest,
-            after: None,
-            limit: 100,
-        })
+    let newest = |selector: Selector| Listing {
+        selector,
+        order: Order::Newest,
+        after: None,
+        limit: 100,
     };
-    let mut out = newest(Selector {
-        attention: true,
-        ..Selector::default()
-    })?;
+    let mut out = st
+        .store
+        .list(&newest(Selector {
+            attention: true,
+            ..Selector::default()
+        }))
+        .await?;
     for s in crate::store::query::UNFETCHED {
-        out.extend(newest(Selector {
+        let old = newest(Selector {
             state: Some(s),
             created_before: Some(now.saturating_sub(STUCK_AFTER_MS)),
             ..Selector::default()
-        })?);
+        });
+        out.extend(st.store.list(&old).await?);
     }
     out.sort_by(|a, b| b.id.cmp(&a.id));
     out.dedup_by(|a, b| a.id == b.id);
@@ -47,17 +49,14 @@ pub async fn overview(
     ui: Ui,
     notice: axum::extract::Query<Notice>,
 ) -> Response {
-    let st2 = st.clone();
-    let data = tokio::task::spawn_blocking(move || {
-        let stats = admin::stats(&st2)?;
-        let regs = admin::registries(&st2, &stats);
-        Ok::<_, ApiError>((stats, regs, stuck(&st2, now_ms())?))
-    })
-    .await;
-    let (stats, regs, recs) = match data {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return ui_error(e),
-        Err(e) => return ui_error(ApiError::Internal(e.to_string())),
+    let data = async {
+        let stats = admin::stats(&st).await?;
+        let regs = admin::registries(&st, &stats);
+        Ok::<_, ApiError>((stats, regs, stuck(&st, now_ms()).await?))
+    };
+    let (stats, regs, recs) = match data.await {
+        Ok(d) => d,
+        Err(e) => return ui_error(e),
     };
     let l = ui.lang;
     let now = now_ms();
@@ -159,7 +158,7 @@ fn registry_card(
 
 pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<String>) -> Response {
     let l = ui.lang;
-    let r = match st.store.get(&id) {
+    let r = match st.store.get(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             return (
@@ -212,12 +211,9 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
 
 pub async fn deadlines(State(st): State<AppState>, ui: Ui) -> Response {
     let l = ui.lang;
-    let st2 = st.clone();
-    let recs = match tokio::task::spawn_blocking(move || st2.store.by_deadline(u64::MAX, 500)).await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return ui_error(e.into()),
-        Err(e) => return ui_error(ApiError::Internal(e.to_string())),
+    let recs = match st.store.by_deadline(u64::MAX, 500).await {
+        Ok(r) => r,
+        Err(e) => return ui_error(e.into()),
     };
     let open: Vec<&RequestRecord> = recs.iter().collect();
     let now = now_ms();
@@ -290,7 +286,7 @@ pub async fn audit_who(State(st): State<AppState>, ui: Ui, Form(f): Form<WhoForm
         from: None,
         to: None,
     };
-    let report = match admin::do_who(&st, &ui.who, &body) {
+    let report = match admin::do_who(&st, &ui.who, &body).await {
         Ok(r) => r,
         Err(e) => {
             let body = html! {
@@ -300,7 +296,15 @@ pub async fn audit_who(State(st): State<AppState>, ui: Ui, Form(f): Form<WhoForm
             return page(l, t(l, "audit"), "audit", body, false).into_response();
         }
     };
-    let heads = ["when", "action", "official", "case", "service", "legal-basis", "purpose"];
+    let heads = [
+        "when",
+        "action",
+        "official",
+        "case",
+        "service",
+        "legal-basis",
+        "purpose",
+    ];
     let body = html! {
         (audit_form(&ui, ""))
         h2 { (t(l, "who")) " — " (report.subject) " (" (report.accesses.len()) ")" }
@@ -348,17 +352,15 @@ pub async fn audit_verify(State(st): State<AppState>, ui: Ui, Form(f): Form<Csrf
         return forbidden();
     }
     let l = ui.lang;
-    let st2 = st.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let cps = match &st2.checkpoints {
+    let report = async {
+        let cps = match &st.checkpoints {
             Some(c) => c.read()?,
             None => Vec::new(),
         };
-        crate::audit::verify(&*st2.store, &cps)
-    })
-    .await;
-    match report {
-        Ok(Ok(r)) => match r.broken {
+        crate::audit::verify(&*st.store, &cps).await
+    };
+    match report.await {
+        Ok(r) => match r.broken {
             None => back(
                 "/ui/audit",
                 Ok(format!(
@@ -374,7 +376,6 @@ pub async fn audit_verify(State(st): State<AppState>, ui: Ui, Form(f): Form<Csrf
             ))
             .into_response(),
         },
-        Ok(Err(e)) => back("/ui/audit", Err(ApiError::Internal(e.to_string()))),
         Err(e) => back("/ui/audit", Err(ApiError::Internal(e.to_string()))),
     }
 }
@@ -391,8 +392,10 @@ pub async fn act_request(
     let l = ui.lang;
     let r = match action.as_str() {
         "retry" => admin::do_retry(&st, &ui.who, &id)
+            .await
             .map(|r| format!("{}: {} → {}", t(l, "retry"), r.id, state_word(l, r.state))),
         "cancel" => admin::do_cancel(&st, &ui.who, &id)
+            .await
             .map(|r| format!("{}: {} → {}", t(l, "cancel"), r.id, state_word(l, r.state))),
         _ => Err(ApiError::NotFound(format!("no action {action}"))),
     };
@@ -411,10 +414,11 @@ pub async fn act_registry(
     let l = ui.lang;
     let r = match action.as_str() {
         "pause" => admin::do_pause(&st, &ui.who, &name, None)
+            .await
             .map(|_| format!("{name}: {}", t(l, "paused"))),
-        "resume" => {
-            admin::do_resume(&st, &ui.who, &name).map(|_| format!("{name}: {}", t(l, "active")))
-        }
+        "resume" => admin::do_resume(&st, &ui.who, &name)
+            .await
+            .map(|_| format!("{name}: {}", t(l, "active"))),
         "retry-dead" => admin::do_retry_dead(
             &st,
             &ui.who,

@@ -35,7 +35,7 @@ mod index;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 
@@ -368,6 +368,15 @@ impl SledStore {
         Ok(())
     }
 
+    /// One record, as [`Requests::get`] gives it; for the walks here.
+    fn read(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.t
+            .requests
+            .get(id.as_bytes())?
+            .map(|v| self.decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
     /// Decodes a record read for a caller (counted: [`QueueStore::records_read`]).
     fn decode(&self, id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
         self.decoded
@@ -441,7 +450,7 @@ impl SledStore {
             let r = if records {
                 self.decode(&k, &v)?
             } else {
-                match self.get(&String::from_utf8_lossy(&k[prefix.len()..]))? {
+                match self.read(&String::from_utf8_lossy(&k[prefix.len()..]))? {
                     Some(r) => r,
                     None => return Ok(true),
                 }
@@ -612,76 +621,43 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
     }
 }
 
-impl QueueStore for SledStore {
-    fn enqueue_once(
+#[async_trait]
+impl Requests for SledStore {
+    async fn enqueue_once(
         &self,
         records: Vec<RequestRecord>,
         key: Option<IdemKey>,
-    ) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
-        Box::pin(async move {
-            self.check_space()?;
-            let (tx, rx) = oneshot::channel();
-            let committer = lock(&self.committer).clone();
-            let committer = committer.ok_or(StoreError::Closed)?;
-            committer
-                .send((records, key, tx))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+    ) -> Result<Enqueued, StoreError> {
+        self.check_space()?;
+        let (tx, rx) = oneshot::channel();
+        let committer = lock(&self.committer).clone();
+        let committer = committer.ok_or(StoreError::Closed)?;
+        committer
+            .send((records, key, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
-        self.t
-            .idempotency
-            .get(idem_key(client, key))?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    id: key.to_owned(),
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()
+    async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.read(id)
     }
 
-    fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.t.idempotency.iter() {
-            let (k, v) = item?;
-            let old = serde_json::from_slice::<IdemEntry>(&v)
-                .map(|e| e.created_ms < before_ms)
-                .unwrap_or(true);
-            if old {
-                self.t.idempotency.remove(k)?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
-        self.t
-            .requests
-            .get(id.as_bytes())?
-            .map(|v| self.decode(id.as_bytes(), &v))
-            .transpose()
-    }
-
-    fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
         let mut prefix = case.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
         for item in self.t.by_case.scan_prefix(&prefix) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(r) = self.get(&id)? {
+            if let Some(r) = self.read(&id)? {
                 out.push(r);
             }
         }
         Ok(out)
     }
 
-    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+    async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         let end = (now_ms.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for item in self.t.due.range(..end.as_slice()).take(limit) {
@@ -698,7 +674,7 @@ impl QueueStore for SledStore {
         Ok(out)
     }
 
-    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+    async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.t.due.first()?.map(|(k, _)| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&k[..8]);
@@ -706,7 +682,7 @@ impl QueueStore for SledStore {
         }))
     }
 
-    fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
+    async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
         let events = read(&self.events).clone();
         let t = &self.t;
         let rule = t.audit_rule();
@@ -795,176 +771,11 @@ impl QueueStore for SledStore {
         }
     }
 
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
-        *write(&self.t.audit_rule) = Some(rule);
-    }
-
-    fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
-        let mut head = self.t.head();
-        let res = (&self.t.audit, &self.t.audit_subject)
-            .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
-        match res {
-            Ok(h) => {
-                *head = h;
-                Ok(())
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
-    }
-
-    fn audit_scan(
+    async fn scan(
         &self,
-        after_seq: u64,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
-        let start = after_seq.saturating_add(1).to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.t.audit.range(start..).take(limit) {
-            let (k, v) = item?;
-            let seq = seq_of(&k)?;
-            out.push((seq, serde_json::from_slice(&v).map_err(|e| e.to_string())));
-        }
-        Ok(out)
-    }
-
-    fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.t.audit_subject.scan_prefix(hash.as_bytes()) {
-            let (k, _) = item?;
-            let seq = &k[k.len().saturating_sub(8)..];
-            if let Some(v) = self.t.audit.get(seq)? {
-                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    id: format!("audit entry {}", seq_of(seq).unwrap_or(0)),
-                    detail: e.to_string(),
-                })?);
-            }
-        }
-        Ok(out)
-    }
-
-    fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
-        Ok(self.t.head().clone())
-    }
-
-    fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
-        let mut head = self.t.head();
-        let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
-            let mut h = head.clone();
-            for e in &entries {
-                if e.seq != h.seq + 1 {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
-                        id: format!("audit entry {}", e.seq),
-                        detail: format!("expected entry {}", h.seq + 1),
-                    }));
-                }
-                put_entry(audit, by_subject, e)?;
-                h = crate::audit::Head {
-                    seq: e.seq,
-                    hash: e.hash.clone(),
-                };
-            }
-            Ok(h)
-        });
-        match res {
-            Ok(h) => {
-                *head = h;
-                Ok(())
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
-    }
-
-    fn set_event_rule(&self, rule: EventRule) {
-        *write(&self.events) = Some(rule);
-    }
-
-    fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
-        let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
-            let mut n = 0;
-            for e in &events {
-                n += put_event(outbox, ids, e)?;
-            }
-            Ok(n)
-        });
-        let n = match res {
-            Ok(n) => n,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-        };
-        if n > 0 {
-            if let Some(ev) = &*read(&self.events) {
-                ev.notify.notify_one();
-            }
-        }
-        Ok(n)
-    }
-
-    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.t.outbox.iter().take(limit) {
-            let (k, v) = item?;
-            let seq = seq_of(&k)?;
-            out.push((seq, decode_event(seq, &v)?));
-        }
-        Ok(out)
-    }
-
-    fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
-        self.t
-            .outbox
-            .get(seq.to_be_bytes())?
-            .map(|v| decode_event(seq, &v))
-            .transpose()
-    }
-
-    fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
-        // Only if it is still waiting: never resurrect a sent event.
-        let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
-            return Ok(());
-        };
-        let _ = self
-            .t
-            .outbox
-            .compare_and_swap(seq.to_be_bytes(), Some(cur), Some(v))?;
-        Ok(())
-    }
-
-    fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
-        self.t.outbox.remove(seq.to_be_bytes())?;
-        Ok(())
-    }
-
-    fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.t.outbox_ids.iter() {
-            let (k, v) = item?;
-            if v.len() != 16 {
-                self.t.outbox_ids.remove(k)?;
-                continue;
-            }
-            let seq = seq_of(&v[..8])?;
-            let created = seq_of(&v[8..])?;
-            if created < before_ms && !self.t.outbox.contains_key(seq.to_be_bytes())? {
-                self.t.outbox_ids.remove(k)?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.t.documents.insert(id.as_bytes(), bytes)?;
-        Ok(())
-    }
-
-    fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
-    }
-
-    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+    ) -> Result<Vec<RequestRecord>, StoreError> {
         let iter = match after {
             Some(a) => self.t.requests.range::<&[u8], _>((
                 std::ops::Bound::Excluded(a.as_bytes()),
@@ -980,7 +791,7 @@ impl QueueStore for SledStore {
         Ok(out)
     }
 
-    fn remove(&self, id: &str) -> Result<(), StoreError> {
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
         let t = &self.t;
         let res = (
             &t.requests,
@@ -1018,7 +829,7 @@ impl QueueStore for SledStore {
         }
     }
 
-    fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
         let mut out = Vec::new();
         self.walk(&q.selector, q.order, q.after.as_deref(), |r| {
             out.push(r);
@@ -1027,9 +838,9 @@ impl QueueStore for SledStore {
         Ok(out)
     }
 
-    fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+    async fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
         if sel.counted() {
-            return Ok(self.tally()?.of(sel));
+            return Ok(self.tally().await?.of(sel));
         }
         let mut n = 0;
         self.walk(sel, Order::Oldest, None, |_| {
@@ -1039,7 +850,7 @@ impl QueueStore for SledStore {
         Ok(n)
     }
 
-    fn tally(&self) -> Result<Tally, StoreError> {
+    async fn tally(&self) -> Result<Tally, StoreError> {
         let mut t = Tally::default();
         for item in self.t.counts.iter() {
             let (k, v) = item?;
@@ -1067,7 +878,7 @@ impl QueueStore for SledStore {
             let first = self.t.by_state.scan_prefix([index::state_code(s)]).next();
             if let Some(item) = first {
                 let (k, _) = item?;
-                if let Some(r) = self.get(&String::from_utf8_lossy(&k[1..]))? {
+                if let Some(r) = self.read(&String::from_utf8_lossy(&k[1..]))? {
                     t.oldest_open_ms = Some(
                         t.oldest_open_ms
                             .map_or(r.created_ms, |o| o.min(r.created_ms)),
@@ -1078,7 +889,11 @@ impl QueueStore for SledStore {
         Ok(t)
     }
 
-    fn by_deadline(&self, until_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+    async fn by_deadline(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
         let end = until_ms.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
         for item in self.t.deadlines.range(..end.as_slice()) {
@@ -1086,7 +901,7 @@ impl QueueStore for SledStore {
                 break;
             }
             let (k, _) = item?;
-            if let Some(r) = self.get(&String::from_utf8_lossy(&k[8..]))? {
+            if let Some(r) = self.read(&String::from_utf8_lossy(&k[8..]))? {
                 out.push(r);
             }
         }
@@ -1096,29 +911,242 @@ impl QueueStore for SledStore {
     fn records_read(&self) -> u64 {
         self.decoded.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
 
-    fn size_on_disk(&self) -> Result<u64, StoreError> {
+#[async_trait]
+impl Documents for SledStore {
+    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.t.documents.insert(id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+}
+
+#[async_trait]
+impl Idempotency for SledStore {
+    async fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        self.t
+            .idempotency
+            .get(idem_key(client, key))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: key.to_owned(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.idempotency.iter() {
+            let (k, v) = item?;
+            let old = serde_json::from_slice::<IdemEntry>(&v)
+                .map(|e| e.created_ms < before_ms)
+                .unwrap_or(true);
+            if old {
+                self.t.idempotency.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl AuditTrail for SledStore {
+    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+        *write(&self.t.audit_rule) = Some(rule);
+    }
+
+    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject)
+            .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    async fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+        let start = after_seq.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.audit.range(start..).take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            out.push((seq, serde_json::from_slice(&v).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.audit_subject.scan_prefix(hash.as_bytes()) {
+            let (k, _) = item?;
+            let seq = &k[k.len().saturating_sub(8)..];
+            if let Some(v) = self.t.audit.get(seq)? {
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    id: format!("audit entry {}", seq_of(seq).unwrap_or(0)),
+                    detail: e.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+        Ok(self.t.head().clone())
+    }
+
+    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+        let mut head = self.t.head();
+        let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
+            let mut h = head.clone();
+            for e in &entries {
+                if e.seq != h.seq + 1 {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        id: format!("audit entry {}", e.seq),
+                        detail: format!("expected entry {}", h.seq + 1),
+                    }));
+                }
+                put_entry(audit, by_subject, e)?;
+                h = crate::audit::Head {
+                    seq: e.seq,
+                    hash: e.hash.clone(),
+                };
+            }
+            Ok(h)
+        });
+        match res {
+            Ok(h) => {
+                *head = h;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for SledStore {
+    fn set_event_rule(&self, rule: EventRule) {
+        *write(&self.events) = Some(rule);
+    }
+
+    async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
+            let mut n = 0;
+            for e in &events {
+                n += put_event(outbox, ids, e)?;
+            }
+            Ok(n)
+        });
+        let n = match res {
+            Ok(n) => n,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if n > 0 {
+            if let Some(ev) = &*read(&self.events) {
+                ev.notify.notify_one();
+            }
+        }
+        Ok(n)
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t.outbox.iter().take(limit) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            out.push((seq, decode_event(seq, &v)?));
+        }
+        Ok(out)
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        self.t
+            .outbox
+            .get(seq.to_be_bytes())?
+            .map(|v| decode_event(seq, &v))
+            .transpose()
+    }
+
+    async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
+        // Only if it is still waiting: never resurrect a sent event.
+        let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        let _ = self
+            .t
+            .outbox
+            .compare_and_swap(seq.to_be_bytes(), Some(cur), Some(v))?;
+        Ok(())
+    }
+
+    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.t.outbox.remove(seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.t.outbox_ids.iter() {
+            let (k, v) = item?;
+            if v.len() != 16 {
+                self.t.outbox_ids.remove(k)?;
+                continue;
+            }
+            let seq = seq_of(&v[..8])?;
+            let created = seq_of(&v[8..])?;
+            if created < before_ms && !self.t.outbox.contains_key(seq.to_be_bytes())? {
+                self.t.outbox_ids.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// One process owns a sled store: its limits, pauses and clock are its own.
+impl Coordination for SledStore {}
+
+#[async_trait]
+impl Upkeep for SledStore {
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.t.db.size_on_disk()?)
     }
 
-    fn writable(&self) -> bool {
+    async fn writable(&self) -> bool {
         // No flush here: on a full disk sled's flush blocks. Free space is
         // the signal, and accepts check the same.
         self.check_space().is_ok() && self.t.db.insert("__probe", &[1u8]).is_ok()
     }
 
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(SledStore::close(self))
+    async fn close(&self) -> Result<(), StoreError> {
+        SledStore::close(self).await
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.t
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from)
-        })
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.t
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)
     }
 }
