@@ -131,7 +131,9 @@ pub fn run(o: Options) -> Result<(), String> {
             None => None,
         };
         let store: Arc<dyn QueueStore> = match &db {
-            Some((_, url)) => crate::store::postgres::PgStore::open(url, 8).map_err(err)?,
+            Some((_, url)) => crate::store::postgres::PgStore::open(url, 8)
+                .await
+                .map_err(err)?,
             None => {
                 crate::store::SledStore::open(&dir.path().join("store"), 256 << 20).map_err(err)?
             }

@@ -42,7 +42,7 @@ pub(super) fn write_stdout(bytes: &[u8]) -> CmdResult {
 }
 
 /// The store a `store` command works on, and how to name it.
-pub(super) fn open_store(
+pub(super) async fn open_store(
     data_dir: &std::path::Path,
     url: Option<&str>,
 ) -> Result<(std::sync::Arc<dyn crate::store::QueueStore>, PathBuf), Fail> {
@@ -53,13 +53,14 @@ pub(super) fn open_store(
         None => crate::config::StoreConfig::default(),
     };
     let name = match &cfg.url {
-        Some(u) => <postgres::Config as std::str::FromStr>::from_str(u)
+        Some(u) => <tokio_postgres::Config as std::str::FromStr>::from_str(u)
             .map(|c| PathBuf::from(crate::store::postgres::display_url(&c)))
             .unwrap_or_else(|_| PathBuf::from("PostgreSQL")),
         None => data_dir.to_owned(),
     };
-    let store =
-        crate::store::open_configured(&cfg, data_dir).map_err(|e| Fail::Failed(e.to_string()))?;
+    let store = crate::store::open_configured(&cfg, data_dir)
+        .await
+        .map_err(|e| Fail::Failed(e.to_string()))?;
     Ok((store, name))
 }
 
@@ -127,7 +128,7 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
                 store,
                 ..
             } => {
-                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
+                let (store, data_dir) = open_store(&data_dir, store.as_deref()).await?;
                 let counts = match &out {
                     Some(p) => {
                         let f =
@@ -152,7 +153,7 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
                 file,
                 store,
             } => {
-                let (store, data_dir) = open_store(&data_dir, store.as_deref())?;
+                let (store, data_dir) = open_store(&data_dir, store.as_deref()).await?;
                 let counts = if file == "-" {
                     backup::import(
                         &*store,

@@ -201,7 +201,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     if let Some(s) = &opts.store {
         cfg.store = config::StoreConfig::from_arg(s, &cfg.store).map_err(DaemonError::Arg)?;
     }
-    let store = crate::store::open_configured(&cfg.store, &opts.data_dir)?;
+    let store = crate::store::open_configured(&cfg.store, &opts.data_dir).await?;
     // Relative key paths are inside the data folder (an absolute one stays).
     let key_file = opts.data_dir.join(&cfg.gateway.document_key_file);
     let cipher =

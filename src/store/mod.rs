@@ -319,13 +319,13 @@ pub struct Due {
 
 /// Opens the configured store: sled in `data_dir/store`, or PostgreSQL.
 /// Must be called inside a (multi-thread) tokio runtime.
-pub fn open_configured(
+pub async fn open_configured(
     cfg: &crate::config::StoreConfig,
     data_dir: &Path,
 ) -> Result<Arc<dyn QueueStore>, StoreError> {
     match (cfg.backend, &cfg.url) {
         (crate::config::StoreBackend::Postgres, Some(url)) => {
-            Ok(postgres::PgStore::open(url, cfg.pool_size)?)
+            Ok(postgres::PgStore::open(url, cfg.pool_size).await?)
         }
         (crate::config::StoreBackend::Postgres, None) => Err(StoreError::Postgres {
             url: "(none)".into(),
@@ -362,7 +362,7 @@ fn decode(id: &[u8], v: &[u8]) -> Result<RequestRecord, StoreError> {
     })
 }
 
-fn decode_event(seq: u64, v: &[u8]) -> Result<OutEvent, StoreError> {
+pub(crate) fn decode_event(seq: u64, v: &[u8]) -> Result<OutEvent, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         id: format!("event {seq}"),
         detail: e.to_string(),

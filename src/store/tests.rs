@@ -294,7 +294,7 @@ async fn compare_queries(
 /// reopened, by `open`) and to the model, comparing after every step.
 fn run_model(
     ops: Vec<Op>,
-    open: &dyn Fn() -> Arc<dyn QueueStore>,
+    open: &Open<'_>,
     reached: &std::sync::Mutex<Reached>,
 ) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -303,7 +303,7 @@ fn run_model(
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut store = open();
+        let mut store = open().await;
         let mut model: BTreeMap<String, RequestRecord> = BTreeMap::new();
         let mut n = 0u64;
         let mut now = 1_000u64;
@@ -402,14 +402,14 @@ fn run_model(
                 Op::Restart => {
                     store.close().await.unwrap();
                     drop(store);
-                    store = open();
+                    store = open().await;
                     reached.lock().unwrap().restarts += 1;
                 }
                 Op::Crash => {
                     // No close: whatever the store acknowledged must be
                     // there when it opens again.
                     drop(store);
-                    store = open();
+                    store = open().await;
                     reached.lock().unwrap().crashes += 1;
                 }
             }
@@ -464,7 +464,10 @@ fn run_model(
 
 /// Runs `cases` generated cases against the store `open` makes, then
 /// checks that together they reached every state, restarts and crashes.
-fn model_test(cases: u32, before_each: &dyn Fn(), open: &dyn Fn() -> Arc<dyn QueueStore>) {
+/// Opens the store under test (again, after a restart or a crash).
+type Open<'a> = dyn Fn() -> futures_util::future::BoxFuture<'static, Arc<dyn QueueStore>> + 'a;
+
+fn model_test(cases: u32, before_each: &dyn Fn(), open: &Open<'_>) {
     let reached = std::sync::Mutex::new(Reached::default());
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
@@ -500,8 +503,8 @@ fn sled_store_behaves_like_the_model() {
     // a fresh store for each case
     let fresh = || *dir.borrow_mut() = tempfile::tempdir().unwrap();
     model_test(40, &fresh, &|| {
-        let d = dir.borrow();
-        SledStore::open(d.path(), 8 << 20).unwrap()
+        let s: Arc<dyn QueueStore> = SledStore::open(dir.borrow().path(), 8 << 20).unwrap();
+        Box::pin(async move { s })
     });
 }
 
@@ -515,12 +518,20 @@ fn sled_store_behaves_like_the_model() {
 fn postgres_store_behaves_like_the_model() {
     let url = testing::fresh_database("model");
     let empty = || {
-        postgres::PgStore::open(&url, 2)
-            .unwrap()
-            .truncate_all()
-            .unwrap()
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let s = postgres::PgStore::open(&url, 2).await.unwrap();
+            s.truncate_all().await.unwrap();
+            s.close().await.unwrap();
+        })
     };
-    model_test(24, &empty, &|| postgres::PgStore::open(&url, 4).unwrap());
+    model_test(24, &empty, &|| {
+        let u = url.clone();
+        Box::pin(async move {
+            let s: Arc<dyn QueueStore> = postgres::PgStore::open(&u, 4).await.unwrap();
+            s
+        })
+    });
 }
 
 #[tokio::test]

@@ -1,0 +1,375 @@
+//! Several instances on one database, as a hub runs them: two stores
+//! opened on the same database stand for two processes.
+#![allow(clippy::unwrap_used)]
+
+use super::schema::MIGRATIONS;
+use super::*;
+use crate::limits::BreakerState;
+use crate::store::Pause;
+use crate::store::QueueStore;
+
+fn record(n: u64, registry: &str) -> RequestRecord {
+    let mut r = RequestRecord::queued(
+        "c",
+        format!("351-{}/2026", n % 5),
+        "ZUP".into(),
+        "o".into(),
+        "p".into(),
+        format!("{registry}.x"),
+        registry.into(),
+        vec![("pib".into(), "101134702".into())],
+        Duration::from_secs(3600),
+    );
+    r.due_ms = Some(1_000 + n);
+    r
+}
+
+fn limits(registry: &str, max_in_flight: usize, rate: f64) -> GateLimits {
+    GateLimits {
+        registry: registry.into(),
+        max_in_flight,
+        rate_per_s: rate,
+        breaker_failures: 2,
+        breaker_cooldown: Duration::from_secs(5),
+        lease_ms: 30_000,
+    }
+}
+
+fn send(until: u64) -> impl Fn(&mut RequestRecord) -> bool + Sync {
+    move |r: &mut RequestRecord| {
+        if r.state != State::Queued {
+            return false;
+        }
+        r.state = State::Sending;
+        r.due_ms = Some(until);
+        true
+    }
+}
+
+async fn two(tag: &str) -> (Arc<PgStore>, Arc<PgStore>) {
+    let url = crate::store::testing::fresh_database(tag);
+    (
+        PgStore::open(&url, 4).await.unwrap(),
+        PgStore::open(&url, 4).await.unwrap(),
+    )
+}
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_lease_one_request_twice() {
+    let (a, b) = two("lease").await;
+    let recs: Vec<_> = (0..300).map(|n| record(n, "tax")).collect();
+    a.enqueue(recs.clone()).await.unwrap();
+    let now = a.clock_ms();
+    let run = |s: Arc<PgStore>| {
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            loop {
+                let due = s.due(now, 50).await.unwrap();
+                if due.is_empty() {
+                    break;
+                }
+                for d in due {
+                    let at = d.at_ms;
+                    let f = move |r: &mut RequestRecord| {
+                        if r.due_ms != Some(at) {
+                            return false;
+                        }
+                        r.state = State::Sending;
+                        r.due_ms = Some(u64::MAX / 8);
+                        true
+                    };
+                    if let Lease::Taken(r) = s.lease(&d.id, None, &f).await.unwrap() {
+                        taken.push(r.id);
+                    }
+                }
+            }
+            taken
+        })
+    };
+    let (x, y) = tokio::join!(run(a.clone()), run(b.clone()));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<String> = x.iter().chain(y.iter()).cloned().collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(n, all.len(), "a request was leased twice");
+    assert_eq!(n, 300, "every request leased once");
+    assert!(
+        !x.is_empty() && !y.is_empty(),
+        "both instances took part: {} and {}",
+        x.len(),
+        y.len()
+    );
+}
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_rate_and_breaker_hold_across_instances() {
+    let (a, b) = two("limits").await;
+    a.enqueue((0..10).map(|n| record(n, "civil")).collect())
+        .await
+        .unwrap();
+    let ids: Vec<String> = a
+        .due(u64::MAX / 8, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let now = a.clock_ms();
+    // max 3 in flight in all: two here, one there, then neither.
+    let g = limits("civil", 3, 1000.0);
+    let f = send(now + 60_000);
+    for (s, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2])] {
+        assert!(matches!(
+            s.lease(id, Some(&g), &f).await.unwrap(),
+            Lease::Taken(_)
+        ));
+    }
+    assert!(matches!(
+        b.lease(&ids[3], Some(&g), &f).await.unwrap(),
+        Lease::Blocked(None)
+    ));
+    assert!(matches!(
+        a.lease(&ids[3], Some(&g), &f).await.unwrap(),
+        Lease::Blocked(None)
+    ));
+    // a refused lease changed nothing
+    assert_eq!(b.get(&ids[3]).await.unwrap().unwrap().state, State::Queued);
+    // the gate row the leases made is no administrator's pause
+    assert!(a.pauses().await.unwrap().is_empty());
+
+    // one request per 1,000 s in all: one instance's token is gone for
+    // the other (however slowly this machine goes on to ask)
+    let g = limits("civil", 100, 0.001);
+    let got = a.lease(&ids[4], Some(&g), &f).await.unwrap();
+    assert!(matches!(got, Lease::Taken(_)), "{got:?}");
+    match b.lease(&ids[5], Some(&g), &f).await.unwrap() {
+        Lease::Blocked(Some(until)) => assert!(until > now, "{until} {now}"),
+        other => panic!("the other instance got past the rate: {other:?}"),
+    }
+
+    // the breaker opens on failures seen by either instance (and stays
+    // open for ten minutes, longer than any pause of this machine)
+    let g = GateLimits {
+        breaker_cooldown: Duration::from_secs(600),
+        ..limits("civil", 100, 1000.0)
+    };
+    a.gate_record(&g, true, now).await.unwrap();
+    let br = b.gate_record(&g, true, now).await.unwrap().unwrap();
+    assert!(matches!(br.state(), BreakerState::Open { .. }));
+    match a.lease(&ids[6], Some(&g), &f).await.unwrap() {
+        Lease::Blocked(Some(until)) => assert!(until >= now + 600_000, "{until} {now}"),
+        other => panic!("an open breaker let a lease through: {other:?}"),
+    }
+}
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_reaches_the_other_instance_and_wakes_it() {
+    let (a, b) = two("pause").await;
+    let seen: Arc<Mutex<Vec<Pause>>> = Default::default();
+    let s2 = seen.clone();
+    let work = Arc::new(tokio::sync::Notify::new());
+    b.watch(Watch {
+        work: work.clone(),
+        pauses: Arc::new(move |p| *lock(&s2) = p),
+    });
+    // The listener connects in the background, and a NOTIFY before it
+    // listens reaches nobody: pause again until the other instance has
+    // heard it (a deadline, not a guess of how long connecting takes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lock(&seen).is_empty() && std::time::Instant::now() < deadline {
+        a.set_pause(&Pause {
+            registry: "tax".into(),
+            paused: true,
+            until: Some(4_102_444_800_000),
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        *lock(&seen),
+        vec![Pause {
+            registry: "tax".into(),
+            paused: true,
+            until: Some(4_102_444_800_000)
+        }]
+    );
+    // a request accepted by one instance wakes the other
+    let woken = work.notified();
+    a.enqueue(vec![record(1, "tax")]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("NOTIFY woke the other instance");
+    assert_eq!(b.pauses().await.unwrap().len(), 1);
+}
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_stores_once_across_instances() {
+    let (a, b) = two("idem").await;
+    let key = IdemKey {
+        client: "c".into(),
+        key: "k-1".into(),
+        body_hash: "h".into(),
+    };
+    let (x, y) = tokio::join!(
+        a.enqueue_once(vec![record(1, "tax")], Some(key.clone())),
+        b.enqueue_once(vec![record(2, "tax")], Some(key.clone()))
+    );
+    let outcomes = [x.unwrap(), y.unwrap()];
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Enqueued::Stored).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(a.scan(None, 10).await.unwrap().len(), 1);
+}
+
+/// A closed store leaves no connection behind (its listener, idle and
+/// waiting for notifications, must still see that it is to stop).
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_releases_its_connections() {
+    let url = crate::store::testing::fresh_database("close");
+    for _ in 0..5 {
+        let s: Arc<dyn QueueStore> = PgStore::open(&url, 3).await.unwrap();
+        s.enqueue(vec![record(1, "tax")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.close().await.unwrap();
+        drop(s);
+    }
+    let probe = PgStore::open(&url, 2).await.unwrap();
+    let count = async || {
+        probe
+            .with(async |c| {
+                Ok(c.one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND application_name = 'jumgw listener'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0))
+            })
+            .await
+            .unwrap()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    // the probe's own listener is the one left
+    while count().await > 1 {
+        assert!(
+            std::time::Instant::now() < end,
+            "{} listeners left",
+            count().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+    let url = crate::store::testing::fresh_database("migrate");
+    // instances starting together take turns
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let u = url.clone();
+            tokio::spawn(async move { PgStore::open(&u, 2).await.map(drop) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let s = PgStore::open(&url, 2).await.unwrap();
+    // A database of version 2 with a request and a gate row in it, as
+    // an earlier build left it: opening it applies migrations 3 and 4
+    // only, and keeps what was there (counted by 4's backfill).
+    s.enqueue(vec![record(7, "tax")]).await.unwrap();
+    s.with(async |c| {
+        c.batch_execute(
+            "INSERT INTO gates (registry, paused) VALUES ('tax', true); \
+             ALTER TABLE gates DROP COLUMN pause_set; \
+             DROP TRIGGER requests_count ON requests; \
+             DROP TRIGGER requests_recount ON requests; \
+             DROP FUNCTION jumgw_count(); DROP TABLE request_counts; \
+             DROP INDEX requests_state; \
+             ALTER TABLE requests DROP COLUMN deadline_ms, DROP COLUMN attention, \
+                 DROP COLUMN at_risk; \
+             DELETE FROM jumgw_schema WHERE version IN (3, 4)",
+        )
+        .await
+        .unwrap();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(s);
+    let s = PgStore::open(&url, 2).await.unwrap();
+    assert_eq!(s.scan(None, 10).await.unwrap().len(), 1);
+    assert_eq!(s.tally().await.unwrap().state(State::Queued), 1);
+    assert_eq!(s.by_deadline(u64::MAX, 10).await.unwrap().len(), 1);
+    assert!(
+        s.pauses().await.unwrap().is_empty(),
+        "the old row is no admin pause"
+    );
+    s.with(async |c| {
+        let n: i64 = c
+            .one("SELECT count(*) FROM jumgw_schema", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, MIGRATIONS.len() as i64);
+        c.run("INSERT INTO jumgw_schema (version) VALUES (99)", &[])
+            .await
+            .unwrap();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(s);
+    let e = PgStore::open(&url, 2).await.err().unwrap().to_string();
+    assert!(
+        e.contains(&format!(
+            "has schema version 99; this jumgw knows up to {SCHEMA_VERSION}"
+        )),
+        "{e}"
+    );
+    let e = PgStore::open("postgres://nobody@127.0.0.1:1/x", 2)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("PostgreSQL at postgres://nobody@127.0.0.1:1/x: ")
+            && e.contains("Connection refused"),
+        "{e}"
+    );
+    // the server's own reason, not the client's "db error"
+    let (server, _) = url.rsplit_once('/').unwrap();
+    let stranger = format!("{}/x", server.replacen("://jumgw@", "://nobody@", 1));
+    let e = PgStore::open(&stranger, 2).await.err().unwrap().to_string();
+    assert!(e.contains(r#"role "nobody" does not exist"#), "{e}");
+}
