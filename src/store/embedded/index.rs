@@ -74,24 +74,42 @@ fn deadline_of(r: &RequestRecord) -> Option<Vec<u8>> {
     (!r.state.is_terminal()).then(|| due_key(r.deadline_ms, &r.id))
 }
 
-fn add(counts: &TransactionalTree, key: &[u8], delta: i64) -> TxResult {
-    let cur = counts
-        .get(key)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    let n = cur.saturating_add_signed(delta);
-    if n == 0 {
-        counts.remove(key)?;
-    } else {
-        counts.insert(key, &n.to_be_bytes())?;
+/// Counter changes of a transaction, written once each at its end: a
+/// batch of accepts moves one counter by hundreds, not hundreds of times.
+#[derive(Default)]
+pub(super) struct Deltas(std::collections::BTreeMap<Vec<u8>, i64>);
+
+impl Deltas {
+    fn add(&mut self, key: Vec<u8>, d: i64) {
+        *self.0.entry(key).or_default() += d;
     }
-    Ok(())
+
+    pub(super) fn apply(self, counts: &TransactionalTree) -> TxResult {
+        for (key, delta) in self.0 {
+            if delta == 0 {
+                continue;
+            }
+            let cur = counts
+                .get(&key)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let n = cur.saturating_add_signed(delta);
+            if n == 0 {
+                counts.remove(key)?;
+            } else {
+                counts.insert(key, &n.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Brings every secondary tree from `old` to `new`.
+/// Brings every secondary tree from `old` to `new`; the counters' changes
+/// go into `deltas`, applied once at the end of the transaction.
 pub(super) fn change(
     ix: &Ix<'_>,
+    deltas: &mut Deltas,
     old: Option<&RequestRecord>,
     new: Option<&RequestRecord>,
 ) -> TxResult {
@@ -137,10 +155,10 @@ pub(super) fn change(
         new.map(counted).unwrap_or_default(),
     );
     for k in o.iter().filter(|k| !n.contains(k)) {
-        add(ix.counts, k, -1)?;
+        deltas.add(k.clone(), -1);
     }
     for k in n.iter().filter(|k| !o.contains(k)) {
-        add(ix.counts, k, 1)?;
+        deltas.add(k.clone(), 1);
     }
     Ok(())
 }

@@ -125,11 +125,12 @@ fn index_all(t: &Trees) -> Result<(), StoreError> {
                     deadlines,
                     counts,
                 };
+                let mut deltas = index::Deltas::default();
                 for r in &page {
                     // As if new: the due and case keys are written again, unchanged.
-                    index::change(&ix, None, Some(r))?;
+                    index::change(&ix, &mut deltas, None, Some(r))?;
                 }
-                Ok(())
+                deltas.apply(ix.counts)
             })
             .map_err(|e: TransactionError<StoreError>| match e {
                 TransactionError::Abort(e) => e,
@@ -547,6 +548,7 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                         let mut drafts = Vec::new();
                         // Rebuilt on every run: sled may run this closure again.
                         let mut outcomes = Vec::with_capacity(pending.len());
+                        let mut deltas = index::Deltas::default();
                         for (records, key, _) in &pending {
                             if let Some(k) = key {
                                 let kb = idem_key(&k.client, &k.key);
@@ -574,13 +576,14 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                                     .map(|v| decode(r.id.as_bytes(), &v))
                                     .transpose()
                                     .map_err(ConflictableTransactionError::Abort)?;
-                                index::change(&ix, old.as_ref(), Some(r))?;
+                                index::change(&ix, &mut deltas, old.as_ref(), Some(r))?;
                                 if let Some(rule) = &rule {
                                     drafts.extend(rule(None, r));
                                 }
                             }
                             outcomes.push(Enqueued::Stored);
                         }
+                        deltas.apply(ix.counts)?;
                         let new_head = chain_in(audit, audit_subject, &head, drafts)?;
                         Ok::<_, ConflictableTransactionError<StoreError>>((outcomes, new_head))
                     },
@@ -733,7 +736,9 @@ impl Requests for SledStore {
                     if !f(&mut new) {
                         return Ok(None);
                     }
-                    index::change(&ix, Some(&old), Some(&new))?;
+                    let mut deltas = index::Deltas::default();
+                    index::change(&ix, &mut deltas, Some(&old), Some(&new))?;
+                    deltas.apply(ix.counts)?;
                     req.insert(id.as_bytes(), encode(&new))?;
                     let mut raised = 0;
                     if let Some(ev) = &events {
@@ -816,7 +821,9 @@ impl Requests for SledStore {
                     if let Some(cur) = req.remove(id.as_bytes())? {
                         let r = decode(id.as_bytes(), &cur)
                             .map_err(ConflictableTransactionError::Abort)?;
-                        index::change(&ix, Some(&r), None)?;
+                        let mut deltas = index::Deltas::default();
+                        index::change(&ix, &mut deltas, Some(&r), None)?;
+                        deltas.apply(ix.counts)?;
                         docs.remove(id.as_bytes())?;
                     }
                     Ok(())
