@@ -10,16 +10,19 @@
 //! kept as an HMAC-SHA256 under the audit key, which still lets "who used
 //! my data" find every entry about one person.
 //!
-//! Entries about requests are derived from the record changes themselves,
-//! inside the store's transaction ([`rule`]): accepted, each exchange sent,
-//! and each answer with its outcome. Document reads and administrators' actions are
+//! Entries about requests are the traces of their changes
+//! ([`crate::lifecycle::effects`]), written by the store in the change's
+//! transaction ([`rule`]): accepted, each exchange sent, and each answer
+//! with its outcome. Document reads and administrators' actions are
 //! appended by the API.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::store::trail::hex;
+pub use crate::store::trail::{AuditRule, Draft, Entry, Head, GENESIS};
 use crate::store::{QueueStore, RequestRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,84 +33,6 @@ pub enum AuditError {
     Checkpoints { path: String, detail: String },
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
-}
-
-/// An entry before it is chained.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Draft {
-    pub at_ms: u64,
-    /// The API client (back-office system or administrator).
-    pub actor: String,
-    /// The official on whose behalf, when known.
-    pub official: String,
-    /// request.accepted, exchange.sent, exchange.answered, document.read, admin.retry, admin.cancel,
-    /// admin.retry-dead, admin.pause, admin.resume, audit.who, ...
-    pub action: String,
-    pub request_id: Option<String>,
-    pub case: String,
-    pub service: String,
-    pub legal_basis: String,
-    pub purpose: String,
-    pub outcome: String,
-    /// Keyed hashes of the subject's identifiers.
-    pub subject: Vec<String>,
-}
-
-/// A chained entry, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub seq: u64,
-    #[serde(flatten)]
-    pub draft: Draft,
-    /// Hash of the previous entry (64 zeros for the first).
-    pub prev: String,
-    /// SHA-256 over this entry with `hash` empty, hex.
-    pub hash: String,
-}
-
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl Entry {
-    pub fn chained(draft: Draft, seq: u64, prev: &str) -> Entry {
-        let mut e = Entry {
-            seq,
-            draft,
-            prev: prev.to_owned(),
-            hash: String::new(),
-        };
-        e.hash = e.digest();
-        e
-    }
-
-    /// The hash this entry should have.
-    pub fn digest(&self) -> String {
-        let mut c = self.clone();
-        c.hash.clear();
-        // Field order is the struct's: the same bytes on every run.
-        hex(&openssl::sha::sha256(
-            &serde_json::to_vec(&c).unwrap_or_default(),
-        ))
-    }
-}
-
-/// The newest entry's sequence number and hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: String,
-}
-
-impl Default for Head {
-    fn default() -> Self {
-        Head {
-            seq: 0,
-            hash: GENESIS.into(),
-        }
-    }
 }
 
 /// The HMAC key for subjects.
@@ -153,12 +78,6 @@ impl AuditKey {
     }
 }
 
-/// What a record change adds to the trail: `(None, new)` for a request
-/// just accepted, `(Some(old), new)` for a change. Runs inside the store's
-/// transaction; may run more than once; no side effects.
-pub type AuditRule =
-    Arc<dyn Fn(Option<&RequestRecord>, &RequestRecord) -> Vec<Draft> + Send + Sync>;
-
 /// A draft about a request, with its case, legal basis and purpose.
 pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outcome: &str) -> Draft {
     Draft {
@@ -176,35 +95,26 @@ pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outco
     }
 }
 
-/// The rule the daemon installs: accepted requests, and every exchange
-/// when it is sent and when it is answered.
+/// The rule the daemon installs: an entry for each [`Trace`] of a change
+/// (accepted, each exchange sent, each answer with its outcome).
+///
+/// [`Trace`]: crate::lifecycle::effects::Trace
 pub fn rule(key: Arc<AuditKey>) -> AuditRule {
-    Arc::new(move |old, new| match old {
-        None => vec![about(
-            &key,
-            new,
-            &new.client,
-            "request.accepted",
-            "accepted",
-        )],
-        Some(old) => {
-            // Leased for an attempt: the subject's data is about to be
-            // asked for (recorded even if the answer never comes).
-            let sent = (new.state == crate::store::State::Sending
-                && old.state != crate::store::State::Sending)
-                .then(|| about(&key, new, &new.client, "exchange.sent", "sent"));
-            sent.into_iter()
-                .chain(new.attempts.iter().skip(old.attempts.len()).map(|a| {
-                    let outcome = match a.http_status {
-                        Some(s) => format!("{} (HTTP {s})", a.outcome),
-                        None => a.outcome.clone(),
-                    };
+    use crate::lifecycle::effects::{effects, Trace};
+    Arc::new(move |old, new| {
+        effects(old, new)
+            .trace
+            .into_iter()
+            .map(|t| match t {
+                Trace::Accepted => about(&key, new, &new.client, "request.accepted", "accepted"),
+                Trace::Sent => about(&key, new, &new.client, "exchange.sent", "sent"),
+                Trace::Answered { at_ms, outcome } => {
                     let mut d = about(&key, new, &new.client, "exchange.answered", &outcome);
-                    d.at_ms = a.at_ms;
+                    d.at_ms = at_ms;
                     d
-                }))
-                .collect()
-        }
+                }
+            })
+            .collect()
     })
 }
 

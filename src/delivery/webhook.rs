@@ -97,23 +97,26 @@ fn event(kind: &str, id: String, r: &RequestRecord, data: serde_json::Value) -> 
     }
 }
 
-/// The events one record change raises. Pure.
+/// The events one record change raises: one for each [`Tell`] of it.
+/// Pure.
+///
+/// [`Tell`]: crate::lifecycle::effects::Tell
 pub fn request_events(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent> {
-    let mut out = Vec::new();
-    if !old.at_risk && new.at_risk && !new.state.is_terminal() {
-        out.push(event(
-            DEADLINE_AT_RISK,
-            format!("msg_{}_at_risk", new.id),
-            new,
-            json!({
-                "request_id": new.id, "case": new.case, "service": new.service,
-                "state": new.state.name(), "deadline_ms": new.deadline_ms,
-            }),
-        ));
-    }
-    if old.state != new.state {
-        match new.state {
-            State::Delivered => out.push(event(
+    use crate::lifecycle::effects::{effects, Tell};
+    effects(Some(old), new)
+        .tell
+        .into_iter()
+        .map(|t| match t {
+            Tell::AtRisk => event(
+                DEADLINE_AT_RISK,
+                format!("msg_{}_at_risk", new.id),
+                new,
+                json!({
+                    "request_id": new.id, "case": new.case, "service": new.service,
+                    "state": new.state.name(), "deadline_ms": new.deadline_ms,
+                }),
+            ),
+            Tell::Delivered => event(
                 REQUEST_DELIVERED,
                 format!("msg_{}_delivered", new.id),
                 new,
@@ -123,8 +126,8 @@ pub fn request_events(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent>
                     "document_url": new.document_id.as_ref().map(|d| format!("/api/v1/documents/{d}/content")),
                     "delivered_ms": new.delivered_ms,
                 }),
-            )),
-            State::Dead | State::Cancelled => out.push(event(
+            ),
+            Tell::Failed => event(
                 REQUEST_FAILED,
                 // An administrator may retry a dead request, and it may
                 // fail again: that is another event.
@@ -135,11 +138,9 @@ pub fn request_events(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent>
                     "state": new.state.name(),
                     "error": new.error.as_deref().map(crate::ids::redact_text),
                 }),
-            )),
-            _ => {}
-        }
-    }
-    out
+            ),
+        })
+        .collect()
 }
 
 /// `bundle.completed` for a client's requests in a case, if all of them

@@ -11,10 +11,12 @@
 //! listed in ARCHITECTURE.md ("Request life cycle"); a test walks every
 //! (state, event) pair and checks the list against [`apply`].
 //!
-//! What a change raises besides the record (audit entries, webhook events)
-//! is derived from the old and new record by the audit and webhook rules,
-//! which the store runs in the same transaction.
+//! What a change raises besides the record is [`effects::effects`] of the
+//! record before and after: the traces the audit trail records and what the
+//! back-office is told. The audit trail and the webhook sender turn them
+//! into entries and events, which the store writes in the same transaction.
 
+pub mod effects;
 pub mod outcome;
 pub mod record;
 pub mod retry;

@@ -32,7 +32,7 @@ enum Line {
     },
     /// An audit entry, verbatim: its chain verifies after the move.
     Audit {
-        entry: Box<crate::audit::Entry>,
+        entry: Box<crate::store::trail::Entry>,
     },
 }
 

@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod query;
 #[doc(hidden)]
 pub mod testing;
+pub mod trail;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -160,9 +161,10 @@ pub trait Idempotency: Send + Sync {
 #[async_trait]
 pub trait AuditTrail: Send + Sync {
     /// Installs the rule that turns record changes into audit entries.
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule);
+    fn set_audit_rule(&self, rule: crate::store::trail::AuditRule);
     /// Appends entries to the audit trail (document reads, admin actions).
-    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError>;
+    async fn audit_append(&self, drafts: Vec<crate::store::trail::Draft>)
+        -> Result<(), StoreError>;
     /// Audit entries after `after_seq`, in order; an unreadable one is an
     /// `Err` with the reason, so that verification can name it.
     #[allow(clippy::type_complexity)]
@@ -170,13 +172,19 @@ pub trait AuditTrail: Send + Sync {
         &self,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError>;
+    ) -> Result<Vec<(u64, Result<crate::store::trail::Entry, String>)>, StoreError>;
     /// The entries whose subject has this keyed hash.
-    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError>;
-    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError>;
+    async fn audit_by_subject(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<crate::store::trail::Entry>, StoreError>;
+    async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError>;
     /// Writes entries exactly as given (a restore from a backup); they
     /// must continue the chain's numbering.
-    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError>;
+    async fn audit_restore(
+        &self,
+        entries: Vec<crate::store::trail::Entry>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Webhook events waiting for their clients.

@@ -11,7 +11,7 @@
 //! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
 //! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
 //! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |
-//! | `audit` | sequence number, big-endian u64 | an audit [`Entry`](crate::audit::Entry), hash-chained, as JSON; never removed |
+//! | `audit` | sequence number, big-endian u64 | an audit [`Entry`](crate::store::trail::Entry), hash-chained, as JSON; never removed |
 //! | `audit_subject` | keyed subject hash (hex) ‖ sequence number | empty: the entries about one person |
 //! | `meta` | `schema` | store schema version |
 //!
@@ -163,16 +163,16 @@ pub(super) struct Trees {
     audit_subject: sled::Tree,
     /// The chain head: held while entries are chained and written, so
     /// that writers take turns.
-    audit_head: Arc<std::sync::Mutex<crate::audit::Head>>,
-    audit_rule: Arc<std::sync::RwLock<Option<crate::audit::AuditRule>>>,
+    audit_head: Arc<std::sync::Mutex<crate::store::trail::Head>>,
+    audit_rule: Arc<std::sync::RwLock<Option<crate::store::trail::AuditRule>>>,
 }
 
 impl Trees {
-    fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
+    fn audit_rule(&self) -> Option<crate::store::trail::AuditRule> {
         read(&self.audit_rule).clone()
     }
 
-    fn head(&self) -> std::sync::MutexGuard<'_, crate::audit::Head> {
+    fn head(&self) -> std::sync::MutexGuard<'_, crate::store::trail::Head> {
         lock(&self.audit_head)
     }
 }
@@ -181,7 +181,7 @@ impl Trees {
 fn put_entry(
     audit: &sled::transaction::TransactionalTree,
     by_subject: &sled::transaction::TransactionalTree,
-    e: &crate::audit::Entry,
+    e: &crate::store::trail::Entry,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
     let v = serde_json::to_vec(e)
         .map_err(|x| ConflictableTransactionError::Abort(StoreError::Io(x.to_string())))?;
@@ -198,14 +198,14 @@ fn put_entry(
 fn chain_in(
     audit: &sled::transaction::TransactionalTree,
     by_subject: &sled::transaction::TransactionalTree,
-    head: &crate::audit::Head,
-    drafts: Vec<crate::audit::Draft>,
-) -> Result<crate::audit::Head, ConflictableTransactionError<StoreError>> {
+    head: &crate::store::trail::Head,
+    drafts: Vec<crate::store::trail::Draft>,
+) -> Result<crate::store::trail::Head, ConflictableTransactionError<StoreError>> {
     let mut h = head.clone();
     for d in drafts {
-        let e = crate::audit::Entry::chained(d, h.seq + 1, &h.hash);
+        let e = crate::store::trail::Entry::chained(d, h.seq + 1, &h.hash);
         put_entry(audit, by_subject, &e)?;
-        h = crate::audit::Head {
+        h = crate::store::trail::Head {
             seq: e.seq,
             hash: e.hash,
         };
@@ -319,12 +319,12 @@ impl SledStore {
                 .map_err(|e| damaged(e.to_string()))?;
         }
         if let Some((k, v)) = t.audit.last().map_err(|e| damaged(e.to_string()))? {
-            let e: crate::audit::Entry = serde_json::from_slice(&v).map_err(|e| {
+            let e: crate::store::trail::Entry = serde_json::from_slice(&v).map_err(|e| {
                 damaged(format!(
                     "the newest audit entry is unreadable ({e}); run `jumgw audit verify`"
                 ))
             })?;
-            *t.head() = crate::audit::Head {
+            *t.head() = crate::store::trail::Head {
                 seq: seq_of(&k).map_err(|e| damaged(e.to_string()))?,
                 hash: e.hash,
             };
@@ -965,11 +965,14 @@ impl Idempotency for SledStore {
 
 #[async_trait]
 impl AuditTrail for SledStore {
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+    fn set_audit_rule(&self, rule: crate::store::trail::AuditRule) {
         *write(&self.t.audit_rule) = Some(rule);
     }
 
-    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+    async fn audit_append(
+        &self,
+        drafts: Vec<crate::store::trail::Draft>,
+    ) -> Result<(), StoreError> {
         let mut head = self.t.head();
         let res = (&self.t.audit, &self.t.audit_subject)
             .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
@@ -987,7 +990,7 @@ impl AuditTrail for SledStore {
         &self,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+    ) -> Result<Vec<(u64, Result<crate::store::trail::Entry, String>)>, StoreError> {
         let start = after_seq.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
         for item in self.t.audit.range(start..).take(limit) {
@@ -998,7 +1001,10 @@ impl AuditTrail for SledStore {
         Ok(out)
     }
 
-    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+    async fn audit_by_subject(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<crate::store::trail::Entry>, StoreError> {
         let mut out = Vec::new();
         for item in self.t.audit_subject.scan_prefix(hash.as_bytes()) {
             let (k, _) = item?;
@@ -1013,11 +1019,14 @@ impl AuditTrail for SledStore {
         Ok(out)
     }
 
-    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+    async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError> {
         Ok(self.t.head().clone())
     }
 
-    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+    async fn audit_restore(
+        &self,
+        entries: Vec<crate::store::trail::Entry>,
+    ) -> Result<(), StoreError> {
         let mut head = self.t.head();
         let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
             let mut h = head.clone();
@@ -1029,7 +1038,7 @@ impl AuditTrail for SledStore {
                     }));
                 }
                 put_entry(audit, by_subject, e)?;
-                h = crate::audit::Head {
+                h = crate::store::trail::Head {
                     seq: e.seq,
                     hash: e.hash.clone(),
                 };

@@ -19,7 +19,7 @@ use crate::sync::write;
 /// every instance wait for the one before (one disk flush each).
 pub(super) async fn pend(
     t: &Tx<'_>,
-    drafts: Vec<crate::audit::Draft>,
+    drafts: Vec<crate::store::trail::Draft>,
 ) -> Result<bool, tokio_postgres::Error> {
     for d in &drafts {
         t.run(
@@ -57,13 +57,13 @@ pub(super) async fn chain_pending(c: &mut Conn) -> Result<usize, tokio_postgres:
         let text: String = r.get(1);
         // A draft this program wrote; if it were unreadable, chaining it
         // as an empty entry keeps its place visible to `audit verify`.
-        let d: crate::audit::Draft =
-            serde_json::from_str(&text).unwrap_or_else(|e| crate::audit::Draft {
+        let d: crate::store::trail::Draft =
+            serde_json::from_str(&text).unwrap_or_else(|e| crate::store::trail::Draft {
                 action: "audit.unreadable".into(),
                 outcome: e.to_string(),
                 ..Default::default()
             });
-        let e = crate::audit::Entry::chained(d, seq as u64 + 1, &hash);
+        let e = crate::store::trail::Entry::chained(d, seq as u64 + 1, &hash);
         write_entry(&t, &e).await?;
         seq = e.seq as i64;
         hash = e.hash;
@@ -105,7 +105,7 @@ pub(super) async fn chainer(s: Arc<Shared>, pool: Pool) {
 
 pub(super) async fn write_entry(
     t: &Tx<'_>,
-    e: &crate::audit::Entry,
+    e: &crate::store::trail::Entry,
 ) -> Result<(), tokio_postgres::Error> {
     t.run(
         "INSERT INTO audit (seq, entry) VALUES ($1, $2)",
@@ -124,11 +124,14 @@ pub(super) async fn write_entry(
 
 #[async_trait]
 impl AuditTrail for PgStore {
-    fn set_audit_rule(&self, rule: crate::audit::AuditRule) {
+    fn set_audit_rule(&self, rule: crate::store::trail::AuditRule) {
         *write(&self.audit_rule) = Some(rule);
     }
 
-    async fn audit_append(&self, drafts: Vec<crate::audit::Draft>) -> Result<(), StoreError> {
+    async fn audit_append(
+        &self,
+        drafts: Vec<crate::store::trail::Draft>,
+    ) -> Result<(), StoreError> {
         self.tx(async |t| pend(t, drafts).await.map_err(|e| self.err(e)))
             .await?;
         // Chained before it returns, as on sled: the caller may read it.
@@ -139,7 +142,7 @@ impl AuditTrail for PgStore {
         &self,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<crate::audit::Entry, String>)>, StoreError> {
+    ) -> Result<Vec<(u64, Result<crate::store::trail::Entry, String>)>, StoreError> {
         self.chain_now().await?;
         self.with(async |c| {
             let rows = c
@@ -163,7 +166,10 @@ impl AuditTrail for PgStore {
         .await
     }
 
-    async fn audit_by_subject(&self, hash: &str) -> Result<Vec<crate::audit::Entry>, StoreError> {
+    async fn audit_by_subject(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<crate::store::trail::Entry>, StoreError> {
         self.chain_now().await?;
         self.with(async |c| {
             let rows = c
@@ -187,14 +193,14 @@ impl AuditTrail for PgStore {
         .await
     }
 
-    async fn audit_head(&self) -> Result<crate::audit::Head, StoreError> {
+    async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError> {
         self.chain_now().await?;
         self.with(async |c| {
             let row = c
                 .one("SELECT seq, hash FROM audit_head WHERE one = 1", &[])
                 .await
                 .map_err(|e| self.err(e))?;
-            Ok(crate::audit::Head {
+            Ok(crate::store::trail::Head {
                 seq: row.get::<_, i64>(0).max(0) as u64,
                 hash: row.get(1),
             })
@@ -202,7 +208,10 @@ impl AuditTrail for PgStore {
         .await
     }
 
-    async fn audit_restore(&self, entries: Vec<crate::audit::Entry>) -> Result<(), StoreError> {
+    async fn audit_restore(
+        &self,
+        entries: Vec<crate::store::trail::Entry>,
+    ) -> Result<(), StoreError> {
         self.chain_now().await?;
         self.tx(async |t| {
             let e = |x: tokio_postgres::Error| self.err(x);

@@ -109,7 +109,7 @@ use crate::store::Watch;
 pub struct PgStore {
     pool: Pool,
     shared: Arc<Shared>,
-    audit_rule: RwLock<Option<crate::audit::AuditRule>>,
+    audit_rule: RwLock<Option<crate::store::trail::AuditRule>>,
     /// The session that holds this instance's advisory locks, and the
     /// roles it holds.
     leader: tokio::sync::Mutex<(Option<tokio_postgres::Client>, HashSet<String>)>,
@@ -204,7 +204,7 @@ impl PgStore {
         .await
     }
 
-    fn audit_rule(&self) -> Option<crate::audit::AuditRule> {
+    fn audit_rule(&self) -> Option<crate::store::trail::AuditRule> {
         read(&self.audit_rule).clone()
     }
 

@@ -174,7 +174,7 @@ pub(super) async fn migrate(c: &mut Conn, url: &str) -> Result<(), StoreError> {
             .map_err(err)?;
         tracing::info!(version = v, "applied PostgreSQL schema migration");
     }
-    let genesis = crate::audit::Head::default();
+    let genesis = crate::store::trail::Head::default();
     t.run(
         "INSERT INTO audit_head (one, seq, hash) VALUES (1, $1, $2) ON CONFLICT DO NOTHING",
         &[&ms(genesis.seq), &genesis.hash],
