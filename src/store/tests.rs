@@ -635,3 +635,33 @@ async fn a_store_of_the_first_layout_is_indexed_when_opened() {
     assert_eq!(s.by_deadline(u64::MAX, 10).await.unwrap().len(), 2);
     s.close().await.unwrap();
 }
+
+/// sled runs a change on the caller's side and writes it only if the
+/// record is still what the change saw: concurrent changes of one record
+/// are each applied once, none lost to another's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_record_are_none_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let r = record(1, 5);
+    s.enqueue(vec![r.clone()]).await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (s, id) = (s.clone(), r.id.clone());
+            tokio::spawn(async move {
+                s.update(&id, &|x| {
+                    x.security_failures += 1;
+                    true
+                })
+                .await
+                .unwrap()
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.get(&r.id).await.unwrap().unwrap().security_failures, 64);
+    s.close().await.unwrap();
+}

@@ -213,17 +213,48 @@ fn chain_in(
     Ok(h)
 }
 
-/// The sled store.
+/// The sled store. Every call that touches sled runs on tokio's blocking
+/// threads (`spawn_blocking`), so that a transaction waiting on sled's
+/// lock or on a page from disk never holds up the runtime's workers;
+/// accepts go through the group committer, which does the same.
 pub struct SledStore {
+    core: Arc<Core>,
+    committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the blocking calls share with the store.
+pub struct Core {
     pub(super) t: Trees,
     path: PathBuf,
     /// Accepts stop below this much free disk, long before sled would hit
     /// ENOSPC (on which its flush blocks rather than failing).
     min_free: u64,
-    committer: std::sync::Mutex<Option<mpsc::Sender<Batch>>>,
     events: std::sync::RwLock<Option<EventRule>>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     decoded: std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for SledStore {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// The outcome of a conditional write.
+enum Written {
+    Done(Box<RequestRecord>),
+    /// Another writer changed the record since it was read.
+    Changed,
+}
+
+/// Runs sled work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(format!("a store task failed: {e}")))?
 }
 
 impl SledStore {
@@ -347,13 +378,15 @@ impl SledStore {
         let (tx, rx) = mpsc::channel::<Batch>(4096);
         let task = tokio::spawn(commit_loop(t.clone(), rx));
         Ok(Arc::new(SledStore {
-            t,
-            path: dir.to_owned(),
-            min_free,
+            core: Arc::new(Core {
+                t,
+                path: dir.to_owned(),
+                min_free,
+                events: std::sync::RwLock::new(None),
+                decoded: Default::default(),
+            }),
             committer: std::sync::Mutex::new(Some(tx)),
-            events: std::sync::RwLock::new(None),
             task: std::sync::Mutex::new(Some(task)),
-            decoded: Default::default(),
         }))
     }
 
@@ -368,7 +401,9 @@ impl SledStore {
         self.t.db.flush_async().await?;
         Ok(())
     }
+}
 
+impl Core {
     /// One record, as [`Requests::get`] gives it; for the walks here.
     fn read(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         self.t
@@ -509,93 +544,113 @@ async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
         }
         let now = now_ms();
         let rule = t.audit_rule();
-        // The guard must not live across an await: this block ends first.
-        let res = {
-            let mut head = t.head();
-            let res = (
-                &t.requests,
-                &t.due,
-                &t.by_case,
-                &t.idempotency,
-                &t.audit,
-                &t.audit_subject,
-                &t.by_state,
-                &t.attention,
-                &t.deadlines,
-                &t.counts,
-            )
-                .transaction(
-                    |(
-                        req,
-                        due,
-                        by_case,
-                        idem,
-                        audit,
-                        audit_subject,
-                        by_state,
-                        attention,
-                        deadlines,
-                        counts,
-                    )| {
-                        let ix = index::Ix {
+        // The transaction on a blocking thread, with the batch it writes.
+        let t2 = t.clone();
+        let batch = std::mem::take(&mut pending);
+        let done = tokio::task::spawn_blocking(move || {
+            let t = t2;
+            let pending = batch;
+            let res = {
+                let mut head = t.head();
+                let res = (
+                    &t.requests,
+                    &t.due,
+                    &t.by_case,
+                    &t.idempotency,
+                    &t.audit,
+                    &t.audit_subject,
+                    &t.by_state,
+                    &t.attention,
+                    &t.deadlines,
+                    &t.counts,
+                )
+                    .transaction(
+                        |(
+                            req,
                             due,
                             by_case,
+                            idem,
+                            audit,
+                            audit_subject,
                             by_state,
                             attention,
                             deadlines,
                             counts,
-                        };
-                        let mut drafts = Vec::new();
-                        // Rebuilt on every run: sled may run this closure again.
-                        let mut outcomes = Vec::with_capacity(pending.len());
-                        let mut deltas = index::Deltas::default();
-                        for (records, key, _) in &pending {
-                            if let Some(k) = key {
-                                let kb = idem_key(&k.client, &k.key);
-                                // Read-your-writes: a duplicate within this batch sees the first.
-                                if let Some(v) = idem.get(&kb)? {
-                                    let e: IdemEntry = serde_json::from_slice(&v).map_err(|e| {
-                                        ConflictableTransactionError::Abort(StoreError::Corrupt {
-                                            id: k.key.clone(),
-                                            detail: e.to_string(),
-                                        })
-                                    })?;
-                                    outcomes.push(Enqueued::Existing(e));
-                                    continue;
+                        )| {
+                            let ix = index::Ix {
+                                due,
+                                by_case,
+                                by_state,
+                                attention,
+                                deadlines,
+                                counts,
+                            };
+                            let mut drafts = Vec::new();
+                            // Rebuilt on every run: sled may run this closure again.
+                            let mut outcomes = Vec::with_capacity(pending.len());
+                            let mut deltas = index::Deltas::default();
+                            for (records, key, _) in &pending {
+                                if let Some(k) = key {
+                                    let kb = idem_key(&k.client, &k.key);
+                                    // Read-your-writes: a duplicate within this batch sees the first.
+                                    if let Some(v) = idem.get(&kb)? {
+                                        let e: IdemEntry =
+                                            serde_json::from_slice(&v).map_err(|e| {
+                                                ConflictableTransactionError::Abort(
+                                                    StoreError::Corrupt {
+                                                        id: k.key.clone(),
+                                                        detail: e.to_string(),
+                                                    },
+                                                )
+                                            })?;
+                                        outcomes.push(Enqueued::Existing(e));
+                                        continue;
+                                    }
+                                    let e = IdemEntry {
+                                        request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                                        body_hash: k.body_hash.clone(),
+                                        created_ms: now,
+                                    };
+                                    idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
                                 }
-                                let e = IdemEntry {
-                                    request_ids: records.iter().map(|r| r.id.clone()).collect(),
-                                    body_hash: k.body_hash.clone(),
-                                    created_ms: now,
-                                };
-                                idem.insert(kb, serde_json::to_vec(&e).unwrap_or_default())?;
-                            }
-                            for r in records {
-                                let old = req
-                                    .insert(r.id.as_bytes(), encode(r))?
-                                    .map(|v| decode(r.id.as_bytes(), &v))
-                                    .transpose()
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                index::change(&ix, &mut deltas, old.as_ref(), Some(r))?;
-                                if let Some(rule) = &rule {
-                                    drafts.extend(rule(None, r));
+                                for r in records {
+                                    let old = req
+                                        .insert(r.id.as_bytes(), encode(r))?
+                                        .map(|v| decode(r.id.as_bytes(), &v))
+                                        .transpose()
+                                        .map_err(ConflictableTransactionError::Abort)?;
+                                    index::change(&ix, &mut deltas, old.as_ref(), Some(r))?;
+                                    if let Some(rule) = &rule {
+                                        drafts.extend(rule(None, r));
+                                    }
                                 }
+                                outcomes.push(Enqueued::Stored);
                             }
-                            outcomes.push(Enqueued::Stored);
-                        }
-                        deltas.apply(ix.counts)?;
-                        let new_head = chain_in(audit, audit_subject, &head, drafts)?;
-                        Ok::<_, ConflictableTransactionError<StoreError>>((outcomes, new_head))
-                    },
-                )
-                .map_err(|e: TransactionError<StoreError>| match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => StoreError::from(e),
-                });
-            res.map(|(outcomes, new_head)| {
-                *head = new_head;
-                outcomes
-            })
+                            deltas.apply(ix.counts)?;
+                            let new_head = chain_in(audit, audit_subject, &head, drafts)?;
+                            Ok::<_, ConflictableTransactionError<StoreError>>((outcomes, new_head))
+                        },
+                    )
+                    .map_err(|e: TransactionError<StoreError>| match e {
+                        TransactionError::Abort(e) => e,
+                        TransactionError::Storage(e) => StoreError::from(e),
+                    });
+                res.map(|(outcomes, new_head)| {
+                    *head = new_head;
+                    outcomes
+                })
+            };
+            (pending, res)
+        })
+        .await;
+        let res = match done {
+            Ok((batch, res)) => {
+                pending = batch;
+                res
+            }
+            // The batch went with the failed task; its callers see their
+            // replies dropped, which they report as a closed store.
+            Err(e) => Err(StoreError::Io(format!("the committer failed: {e}"))),
         };
         let res = match res {
             Ok(outcomes) => {
@@ -643,49 +698,249 @@ impl Requests for SledStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
-        self.read(id)
+        let core = self.core.clone();
+        let id = id.to_owned();
+        blocking(move || core.get_now(&id)).await
     }
 
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
-        let mut prefix = case.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.t.by_case.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(r) = self.read(&id)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        let core = self.core.clone();
+        let case = case.to_owned();
+        blocking(move || core.by_case_now(&case)).await
     }
 
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
-        let end = (now_ms.saturating_add(1)).to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.t.due.range(..end.as_slice()).take(limit) {
-            let (k, v) = item?;
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&k[..8]);
-            let work = Work::from_code(&String::from_utf8_lossy(&v));
-            out.push(Due {
-                at_ms: u64::from_be_bytes(b),
-                id: String::from_utf8_lossy(&k[8..]).into_owned(),
-                work,
-            });
-        }
-        Ok(out)
+        let core = self.core.clone();
+        blocking(move || core.due_now(now_ms, limit)).await
     }
 
     async fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.t.due.first()?.map(|(k, _)| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&k[..8]);
-            u64::from_be_bytes(b)
-        }))
+        let core = self.core.clone();
+        blocking(move || core.next_due_now()).await
     }
 
     async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
+        // `f` is the caller's and may borrow from it, so it runs here, on
+        // the record as read; the write, on a blocking thread, takes place
+        // only if the record is still what `f` saw (else it is read again:
+        // another writer came first).
+        loop {
+            let (core, key) = (self.core.clone(), id.to_owned());
+            let seen = blocking(move || Ok(core.t.requests.get(key.as_bytes())?)).await?;
+            let Some(seen) = seen else {
+                return Err(StoreError::NotFound(id.to_owned()));
+            };
+            let old = decode(id.as_bytes(), &seen)?;
+            let mut new = old.clone();
+            if !f(&mut new) {
+                return Ok(None);
+            }
+            let (core, key) = (self.core.clone(), id.to_owned());
+            match blocking(move || core.update_now(&key, &seen, new)).await? {
+                Written::Done(r) => return Ok(Some(*r)),
+                Written::Changed => continue,
+            }
+        }
+    }
+
+    async fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let core = self.core.clone();
+        let after = after.map(str::to_owned);
+        blocking(move || core.scan_now(after.as_deref(), limit)).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        let id = id.to_owned();
+        blocking(move || core.remove_now(&id)).await
+    }
+
+    async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+        let core = self.core.clone();
+        let q = q.clone();
+        blocking(move || core.list_now(&q)).await
+    }
+
+    async fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+        let core = self.core.clone();
+        let sel = sel.clone();
+        blocking(move || core.count_now(&sel)).await
+    }
+
+    async fn tally(&self) -> Result<Tally, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.tally_now()).await
+    }
+
+    async fn by_deadline(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.by_deadline_now(until_ms, limit)).await
+    }
+
+    fn records_read(&self) -> u64 {
+        self.decoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Documents for SledStore {
+    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        let id = id.to_owned();
+        let bytes = bytes.to_vec();
+        blocking(move || core.put_document_now(&id, &bytes)).await
+    }
+
+    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let core = self.core.clone();
+        let id = id.to_owned();
+        blocking(move || core.document_now(&id)).await
+    }
+}
+
+#[async_trait]
+impl Idempotency for SledStore {
+    async fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+        let core = self.core.clone();
+        let client = client.to_owned();
+        let key = key.to_owned();
+        blocking(move || core.idempotency_now(&client, &key)).await
+    }
+
+    async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.purge_idempotency_now(before_ms)).await
+    }
+}
+
+#[async_trait]
+impl AuditTrail for SledStore {
+    fn set_audit_rule(&self, rule: crate::store::trail::AuditRule) {
+        *write(&self.t.audit_rule) = Some(rule);
+    }
+
+    async fn audit_append(
+        &self,
+        drafts: Vec<crate::store::trail::Draft>,
+    ) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.audit_append_now(drafts)).await
+    }
+
+    async fn audit_scan(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<crate::store::trail::Entry, String>)>, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.audit_scan_now(after_seq, limit)).await
+    }
+
+    async fn audit_by_subject(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<crate::store::trail::Entry>, StoreError> {
+        let core = self.core.clone();
+        let hash = hash.to_owned();
+        blocking(move || core.audit_by_subject_now(&hash)).await
+    }
+
+    async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError> {
+        Ok(self.t.head().clone())
+    }
+
+    async fn audit_restore(
+        &self,
+        entries: Vec<crate::store::trail::Entry>,
+    ) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.audit_restore_now(entries)).await
+    }
+}
+
+#[async_trait]
+impl Outbox for SledStore {
+    fn set_event_rule(&self, rule: EventRule) {
+        *write(&self.events) = Some(rule);
+    }
+
+    async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.emit_now(events)).await
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.outbox_now(limit)).await
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.event_now(seq)).await
+    }
+
+    async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        let event = event.clone();
+        blocking(move || core.outbox_retry_now(seq, &event)).await
+    }
+
+    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.outbox_done_now(seq)).await
+    }
+
+    async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.purge_event_ids_now(before_ms)).await
+    }
+}
+
+/// One process owns a sled store: its limits, pauses and clock are its own.
+impl Coordination for SledStore {}
+
+#[async_trait]
+impl Upkeep for SledStore {
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let core = self.core.clone();
+        blocking(move || core.size_on_disk_now()).await
+    }
+
+    async fn writable(&self) -> bool {
+        let core = self.core.clone();
+        blocking(move || Ok(core.writable_now()))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        SledStore::close(self).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.t
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)
+    }
+}
+
+/// The sled work of each call, run by [`blocking`].
+impl Core {
+    /// Writes `new` over the record if it is still `seen` (the bytes the
+    /// caller's change was made from), with its indexes, events and audit
+    /// entries, in one transaction.
+    fn update_now(&self, id: &str, seen: &[u8], new: RequestRecord) -> Result<Written, StoreError> {
         let events = read(&self.events).clone();
         let t = &self.t;
         let rule = t.audit_rule();
@@ -730,12 +985,12 @@ impl Requests for SledStore {
                             id.to_owned(),
                         )));
                     };
-                    let old =
-                        decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
-                    let mut new = old.clone();
-                    if !f(&mut new) {
+                    if cur != seen {
                         return Ok(None);
                     }
+                    let old =
+                        decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
+                    let new = new.clone();
                     let mut deltas = index::Deltas::default();
                     index::change(&ix, &mut deltas, Some(&old), Some(&new))?;
                     deltas.apply(ix.counts)?;
@@ -768,15 +1023,58 @@ impl Requests for SledStore {
                         ev.notify.notify_one();
                     }
                 }
-                Ok(Some(r))
+                Ok(Written::Done(Box::new(r)))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Written::Changed),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
 
-    async fn scan(
+    fn get_now(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.read(id)
+    }
+
+    fn by_case_now(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut prefix = case.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.t.by_case.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(r) = self.read(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn due_now(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.t.due.range(..end.as_slice()).take(limit) {
+            let (k, v) = item?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            let work = Work::from_code(&String::from_utf8_lossy(&v));
+            out.push(Due {
+                at_ms: u64::from_be_bytes(b),
+                id: String::from_utf8_lossy(&k[8..]).into_owned(),
+                work,
+            });
+        }
+        Ok(out)
+    }
+
+    fn next_due_now(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.t.due.first()?.map(|(k, _)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[..8]);
+            u64::from_be_bytes(b)
+        }))
+    }
+
+    fn scan_now(
         &self,
         after: Option<&str>,
         limit: usize,
@@ -796,7 +1094,7 @@ impl Requests for SledStore {
         Ok(out)
     }
 
-    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+    fn remove_now(&self, id: &str) -> Result<(), StoreError> {
         let t = &self.t;
         let res = (
             &t.requests,
@@ -836,7 +1134,7 @@ impl Requests for SledStore {
         }
     }
 
-    async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
+    fn list_now(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
         let mut out = Vec::new();
         self.walk(&q.selector, q.order, q.after.as_deref(), |r| {
             out.push(r);
@@ -845,9 +1143,9 @@ impl Requests for SledStore {
         Ok(out)
     }
 
-    async fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
+    fn count_now(&self, sel: &Selector) -> Result<u64, StoreError> {
         if sel.counted() {
-            return Ok(self.tally().await?.of(sel));
+            return Ok(self.tally_now()?.of(sel));
         }
         let mut n = 0;
         self.walk(sel, Order::Oldest, None, |_| {
@@ -857,7 +1155,7 @@ impl Requests for SledStore {
         Ok(n)
     }
 
-    async fn tally(&self) -> Result<Tally, StoreError> {
+    fn tally_now(&self) -> Result<Tally, StoreError> {
         let mut t = Tally::default();
         for item in self.t.counts.iter() {
             let (k, v) = item?;
@@ -896,7 +1194,7 @@ impl Requests for SledStore {
         Ok(t)
     }
 
-    async fn by_deadline(
+    fn by_deadline_now(
         &self,
         until_ms: u64,
         limit: usize,
@@ -915,26 +1213,16 @@ impl Requests for SledStore {
         Ok(out)
     }
 
-    fn records_read(&self) -> u64 {
-        self.decoded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-#[async_trait]
-impl Documents for SledStore {
-    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_document_now(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.t.documents.insert(id.as_bytes(), bytes)?;
         Ok(())
     }
 
-    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn document_now(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.t.documents.get(id.as_bytes())?.map(|v| v.to_vec()))
     }
-}
 
-#[async_trait]
-impl Idempotency for SledStore {
-    async fn idempotency(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
+    fn idempotency_now(&self, client: &str, key: &str) -> Result<Option<IdemEntry>, StoreError> {
         self.t
             .idempotency
             .get(idem_key(client, key))?
@@ -947,7 +1235,7 @@ impl Idempotency for SledStore {
             .transpose()
     }
 
-    async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
+    fn purge_idempotency_now(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.t.idempotency.iter() {
             let (k, v) = item?;
@@ -961,18 +1249,8 @@ impl Idempotency for SledStore {
         }
         Ok(n)
     }
-}
 
-#[async_trait]
-impl AuditTrail for SledStore {
-    fn set_audit_rule(&self, rule: crate::store::trail::AuditRule) {
-        *write(&self.t.audit_rule) = Some(rule);
-    }
-
-    async fn audit_append(
-        &self,
-        drafts: Vec<crate::store::trail::Draft>,
-    ) -> Result<(), StoreError> {
+    fn audit_append_now(&self, drafts: Vec<crate::store::trail::Draft>) -> Result<(), StoreError> {
         let mut head = self.t.head();
         let res = (&self.t.audit, &self.t.audit_subject)
             .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
@@ -986,7 +1264,8 @@ impl AuditTrail for SledStore {
         }
     }
 
-    async fn audit_scan(
+    #[allow(clippy::type_complexity)]
+    fn audit_scan_now(
         &self,
         after_seq: u64,
         limit: usize,
@@ -1001,7 +1280,7 @@ impl AuditTrail for SledStore {
         Ok(out)
     }
 
-    async fn audit_by_subject(
+    fn audit_by_subject_now(
         &self,
         hash: &str,
     ) -> Result<Vec<crate::store::trail::Entry>, StoreError> {
@@ -1019,11 +1298,7 @@ impl AuditTrail for SledStore {
         Ok(out)
     }
 
-    async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError> {
-        Ok(self.t.head().clone())
-    }
-
-    async fn audit_restore(
+    fn audit_restore_now(
         &self,
         entries: Vec<crate::store::trail::Entry>,
     ) -> Result<(), StoreError> {
@@ -1054,15 +1329,8 @@ impl AuditTrail for SledStore {
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
-}
 
-#[async_trait]
-impl Outbox for SledStore {
-    fn set_event_rule(&self, rule: EventRule) {
-        *write(&self.events) = Some(rule);
-    }
-
-    async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+    fn emit_now(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
         let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
             let mut n = 0;
             for e in &events {
@@ -1083,7 +1351,7 @@ impl Outbox for SledStore {
         Ok(n)
     }
 
-    async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
+    fn outbox_now(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
         let mut out = Vec::new();
         for item in self.t.outbox.iter().take(limit) {
             let (k, v) = item?;
@@ -1093,7 +1361,7 @@ impl Outbox for SledStore {
         Ok(out)
     }
 
-    async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
+    fn event_now(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
         self.t
             .outbox
             .get(seq.to_be_bytes())?
@@ -1101,7 +1369,7 @@ impl Outbox for SledStore {
             .transpose()
     }
 
-    async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+    fn outbox_retry_now(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
         let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
         // Only if it is still waiting: never resurrect a sent event.
         let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
@@ -1114,12 +1382,12 @@ impl Outbox for SledStore {
         Ok(())
     }
 
-    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+    fn outbox_done_now(&self, seq: u64) -> Result<(), StoreError> {
         self.t.outbox.remove(seq.to_be_bytes())?;
         Ok(())
     }
 
-    async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+    fn purge_event_ids_now(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.t.outbox_ids.iter() {
             let (k, v) = item?;
@@ -1136,33 +1404,14 @@ impl Outbox for SledStore {
         }
         Ok(n)
     }
-}
 
-/// One process owns a sled store: its limits, pauses and clock are its own.
-impl Coordination for SledStore {}
-
-#[async_trait]
-impl Upkeep for SledStore {
-    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+    fn size_on_disk_now(&self) -> Result<u64, StoreError> {
         Ok(self.t.db.size_on_disk()?)
     }
 
-    async fn writable(&self) -> bool {
+    fn writable_now(&self) -> bool {
         // No flush here: on a full disk sled's flush blocks. Free space is
         // the signal, and accepts check the same.
         self.check_space().is_ok() && self.t.db.insert("__probe", &[1u8]).is_ok()
-    }
-
-    async fn close(&self) -> Result<(), StoreError> {
-        SledStore::close(self).await
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.t
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
     }
 }
