@@ -55,6 +55,10 @@ enum Command {
         /// Faults for the embedded simulator (with --demo), as for `jumgw simulate --faults`.
         #[arg(long, requires = "demo")]
         sim_faults: Option<String>,
+        /// Append the id of every request the embedded simulator answers to this
+        /// file (with --demo): what the registry was asked, surviving a crash.
+        #[arg(long, requires = "demo")]
+        sim_log: Option<PathBuf>,
         /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
         #[arg(long)]
         schemas: Option<PathBuf>,
@@ -514,6 +518,7 @@ pub fn run() -> ExitCode {
             data_dir,
             listen,
             sim_faults,
+            sim_log,
             schemas,
             store,
         } => {
@@ -524,6 +529,7 @@ pub fn run() -> ExitCode {
                 data_dir,
                 listen,
                 sim_faults,
+                sim_log,
                 schemas: schemas.unwrap_or_else(xml::schema::default_dir),
                 store,
             };

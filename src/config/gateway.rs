@@ -195,6 +195,15 @@ pub struct StoreConfig {
     /// For `postgres`: connections per instance.
     #[serde(default = "default_pool")]
     pub pool_size: u32,
+    /// For `sled`: how often, in ms, sled writes out changes that nothing
+    /// flushed sooner (accepts and leases are flushed before they are
+    /// answered or sent; later state changes wait for this).
+    #[serde(default = "default_sled_flush_ms")]
+    pub sled_flush_ms: u64,
+}
+
+fn default_sled_flush_ms() -> u64 {
+    500
 }
 
 impl Default for StoreConfig {
@@ -203,6 +212,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Sled,
             url: None,
             pool_size: default_pool(),
+            sled_flush_ms: default_sled_flush_ms(),
         }
     }
 }

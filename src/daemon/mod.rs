@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub listen: String,
     /// Faults for the embedded simulator (demo only).
     pub sim_faults: Option<String>,
+    /// Where the embedded simulator logs the requests it answered (demo only).
+    pub sim_log: Option<PathBuf>,
     pub schemas: PathBuf,
     /// `--store`: `sled` or a PostgreSQL URL, over the configuration's.
     pub store: Option<String>,
@@ -161,7 +163,8 @@ async fn demo(
         crate::pki::init_dev(&certs, false)?;
         println!("generated development certificates in {}", certs.display());
     }
-    let (mut gw, sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
+    let (mut gw, mut sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
+    sim_cfg.served_log = opts.sim_log.clone();
     let sim = crate::sim::start(&sim_cfg).await?;
     for (name, r) in gw.registries.iter_mut() {
         if let Some(a) = sim.addrs.get(name) {

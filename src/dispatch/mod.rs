@@ -399,95 +399,122 @@ impl Dispatcher {
         // Registries found blocked in this pass: their other requests are
         // passed over without being read.
         let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
+        // Exchanges leased in this pass, started once their leases are
+        // durable.
+        let mut starts: Vec<(RequestRecord, bool, Arc<Gate>, OwnedSemaphorePermit)> = Vec::new();
         let note = |b: Blocked, earliest: &mut Option<u64>, event: &mut bool| match b {
             Blocked::Until(t) => *earliest = Some(earliest.map_or(t, |e| e.min(t))),
             Blocked::Event => *event = true,
         };
-        for crate::store::Due {
-            at_ms: due,
-            id,
-            work,
-        } in self.store.due(now, 512).await?
-        {
-            if lock(&self.busy).contains(&id) {
-                continue;
-            }
-            if let crate::store::Work::Exchange(reg) = &work {
-                if let Some(b) = blocked.get(reg) {
-                    note(*b, &mut earliest, &mut event_blocked);
+        // An error ends the walk, not the round: what was leased before it
+        // is started (or released) below all the same.
+        let walked = async {
+            for crate::store::Due {
+                at_ms: due,
+                id,
+                work,
+            } in self.store.due(now, 512).await?
+            {
+                if lock(&self.busy).contains(&id) {
                     continue;
                 }
-            }
-            let Some(rec) = self.store.get(&id).await? else {
-                continue;
-            };
-            match rec.state {
-                State::Fetched => {
-                    // Lease the delivery too, so that it is not started twice.
-                    let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let ev = Event::LeaseDelivery {
-                        due,
-                        until: lease_until,
-                    };
-                    let leased = self
-                        .store
-                        .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))
-                        .await?;
-                    if let crate::store::Lease::Taken(r) = leased {
-                        lock(&self.busy).insert(id.clone());
-                        let me = self.clone();
-                        tasks.spawn(async move { me.deliver(*r).await });
+                if let crate::store::Work::Exchange(reg) = &work {
+                    if let Some(b) = blocked.get(reg) {
+                        note(*b, &mut earliest, &mut event_blocked);
+                        continue;
                     }
                 }
-                State::Queued | State::Retrying | State::Awaiting | State::Sending => {
-                    let Some(gate) = self.gates.get(&rec.registry).cloned() else {
-                        self.store
-                            .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))
+                let Some(rec) = self.store.get(&id).await? else {
+                    continue;
+                };
+                match rec.state {
+                    State::Fetched => {
+                        // Lease the delivery too, so that it is not started twice.
+                        let lease_until = now + self.policy.lease.as_millis() as u64;
+                        let ev = Event::LeaseDelivery {
+                            due,
+                            until: lease_until,
+                        };
+                        let leased = self
+                            .store
+                            .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))
                             .await?;
-                        continue;
-                    };
-                    let permit = match gate.admit(now) {
-                        Ok(p) => p,
-                        Err(b) => {
-                            note(b, &mut earliest, &mut event_blocked);
-                            blocked.insert(rec.registry.clone(), b);
-                            continue;
-                        }
-                    };
-                    let lease_until = now + self.policy.lease.as_millis() as u64;
-                    let ev = Event::Lease {
-                        due,
-                        until: lease_until,
-                    };
-                    let leased = self
-                        .store
-                        .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
-                            lifecycle::apply(r, &ev, now)
-                        })
-                        .await?;
-                    match leased {
-                        crate::store::Lease::Taken(r) => {
+                        if let crate::store::Lease::Taken(r) = leased {
                             lock(&self.busy).insert(id.clone());
                             let me = self.clone();
-                            let polling = rec.state == State::Awaiting;
-                            tasks.spawn(async move { me.attempt(*r, polling, gate, permit).await });
-                        }
-                        crate::store::Lease::Passed => {}
-                        crate::store::Lease::Blocked(until) => {
-                            let b = until.map_or(Blocked::Event, Blocked::Until);
-                            note(b, &mut earliest, &mut event_blocked);
-                            blocked.insert(rec.registry.clone(), b);
+                            tasks.spawn(async move { me.deliver(*r).await });
                         }
                     }
-                }
-                _ => {
-                    // A terminal request left in the index: clear it.
-                    self.store
-                        .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))
-                        .await?;
+                    State::Queued | State::Retrying | State::Awaiting | State::Sending => {
+                        let Some(gate) = self.gates.get(&rec.registry).cloned() else {
+                            self.store
+                                .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))
+                                .await?;
+                            continue;
+                        };
+                        let permit = match gate.admit(now) {
+                            Ok(p) => p,
+                            Err(b) => {
+                                note(b, &mut earliest, &mut event_blocked);
+                                blocked.insert(rec.registry.clone(), b);
+                                continue;
+                            }
+                        };
+                        let lease_until = now + self.policy.lease.as_millis() as u64;
+                        let ev = Event::Lease {
+                            due,
+                            until: lease_until,
+                        };
+                        let leased = self
+                            .store
+                            .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
+                                lifecycle::apply(r, &ev, now)
+                            })
+                            .await?;
+                        match leased {
+                            crate::store::Lease::Taken(r) => {
+                                lock(&self.busy).insert(id.clone());
+                                let polling = rec.state == State::Awaiting;
+                                starts.push((*r, polling, gate, permit));
+                            }
+                            crate::store::Lease::Passed => {}
+                            crate::store::Lease::Blocked(until) => {
+                                let b = until.map_or(Blocked::Event, Blocked::Until);
+                                note(b, &mut earliest, &mut event_blocked);
+                                blocked.insert(rec.registry.clone(), b);
+                            }
+                        }
+                    }
+                    _ => {
+                        // A terminal request left in the index: clear it.
+                        self.store
+                            .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))
+                            .await?;
+                    }
                 }
             }
+            Ok::<(), crate::store::StoreError>(())
         }
+        .await;
+        // Write-ahead: the leases (and with them the `exchange.sent` audit
+        // entries) are on disk before any of their requests leaves, so a
+        // crash cannot hide an access to a person's data. One flush for
+        // the round's leases.
+        if !starts.is_empty() {
+            if let Err(e) = self.store.flush().await {
+                let mut busy = lock(&self.busy);
+                for (r, ..) in &starts {
+                    busy.remove(&r.id);
+                }
+                // Their leases expire and they are leased again.
+                return Err(e);
+            }
+            for (r, polling, gate, permit) in starts {
+                let me = self.clone();
+                tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
+            }
+        }
+        walked?;
         let now = self.store.clock_ms();
         let next = self.store.next_due().await?.filter(|d| *d > now);
         let mut wake_at = [next, earliest].into_iter().flatten().min();

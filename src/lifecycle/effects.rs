@@ -48,7 +48,9 @@ pub fn effects(old: Option<&RequestRecord>, new: &RequestRecord) -> Effects {
         };
     };
     let mut trace = Vec::new();
-    if new.state == State::Sending && old.state != State::Sending {
+    // A lease for an exchange, also the lease again of one whose lease ran
+    // out (its instance died mid-exchange): that is another exchange.
+    if new.state == State::Sending && (old.state != State::Sending || new.due_ms != old.due_ms) {
         trace.push(Trace::Sent);
     }
     trace.extend(
@@ -104,8 +106,12 @@ mod tests {
         assert_eq!(effects(None, &queued).trace, [Trace::Accepted]);
         let mut sending = rec(State::Sending);
         assert_eq!(effects(Some(&queued), &sending).trace, [Trace::Sent]);
-        // A repeated lease of a request already sending is no new send.
+        // A change of a request being sent that is no new lease is no send;
+        // a lease again (the first ran out) is.
         assert!(effects(Some(&sending), &sending).trace.is_empty());
+        let mut again = sending.clone();
+        again.due_ms = sending.due_ms.map(|d| d + 30_000);
+        assert_eq!(effects(Some(&sending), &again).trace, [Trace::Sent]);
         let before = sending.clone();
         sending.attempts.push(AttemptRecord {
             at_ms: 7,

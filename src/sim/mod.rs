@@ -86,6 +86,9 @@ struct Shared {
     rogue: SigningKey,
     faults: Mutex<FaultTable>,
     seen: Mutex<Vec<Seen>>,
+    /// `served_log`: the id of every request answered, a line each,
+    /// written as it is answered.
+    served: Option<Mutex<std::fs::File>>,
     /// Handshakes refused, per registry, with the reason.
     tls_refused: Mutex<Vec<TlsRefused>>,
     tickets: Mutex<HashMap<String, Ticket>>,
@@ -147,6 +150,19 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             rules: faults::parse_spec(&cfg.faults)?,
         }),
         seen: Mutex::new(Vec::new()),
+        served: match &cfg.served_log {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| SimError::File {
+                        path: p.display().to_string(),
+                        detail: e.to_string(),
+                    })?,
+            )),
+            None => None,
+        },
         tls_refused: Mutex::new(Vec::new()),
         tickets: Mutex::new(HashMap::new()),
         rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
@@ -311,6 +327,12 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
         tokio::time::sleep(l).await;
     }
     let record = |outcome: &str| {
+        if let Some(f) = &sh.served {
+            use std::io::Write;
+            // One write per line: lines of concurrent requests never mix.
+            let line = format!("{} {}\n", h.id, if poll { "poll" } else { "request" });
+            let _ = lock(f).write_all(line.as_bytes());
+        }
         lock(&sh.seen).push(Seen {
             registry: reg.name.clone(),
             service: service.clone(),

@@ -339,9 +339,12 @@ pub async fn open_configured(
             url: "(none)".into(),
             detail: "store.url is not set".into(),
         }),
-        (crate::config::StoreBackend::Sled, _) => {
-            Ok(SledStore::open(&data_dir.join("store"), 64 << 20)?)
-        }
+        (crate::config::StoreBackend::Sled, _) => Ok(SledStore::open_with(
+            &data_dir.join("store"),
+            64 << 20,
+            SledStore::DEFAULT_MIN_FREE,
+            cfg.sled_flush_ms,
+        )?),
     }
 }
 

@@ -356,6 +356,12 @@ impl Daemon {
 
 /// Where a test daemon on `port` logs by default: beside its data folder,
 /// in the test's own temporary folder, so no other run's log is read.
+/// Where a demo daemon on `data` logs what its simulator answered (kept
+/// across restarts of that daemon).
+pub fn served_log(data: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.served.log", data.display()))
+}
+
 pub fn default_log(data: &Path, port: u16) -> PathBuf {
     data.parent().unwrap().join(format!("daemon-{port}.log"))
 }
@@ -382,6 +388,8 @@ pub fn start_daemon_logged(data: &Path, port: u16, env: &[(String, String)], log
             "--sim-faults",
             "*:latency=2ms..40ms, *:503=0.1, *:reset=0.05, *:async=0.1, *:async-delay=300ms",
         ])
+        .arg("--sim-log")
+        .arg(served_log(data))
         // fast retries and short leases, so that the test ends in seconds
         .env("JUMGW_RETRY__BASE", "100ms")
         .env("JUMGW_RETRY__CAP", "1s")

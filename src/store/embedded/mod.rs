@@ -265,14 +265,23 @@ impl SledStore {
     /// How long a group-commit flush may take before its accepts fail.
     pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+    /// How often sled writes out what no accept flushed, by default.
+    pub const DEFAULT_FLUSH_MS: u64 = 500;
+
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
-        Self::open_with(dir, cache_bytes, Self::DEFAULT_MIN_FREE)
+        Self::open_with(
+            dir,
+            cache_bytes,
+            Self::DEFAULT_MIN_FREE,
+            Self::DEFAULT_FLUSH_MS,
+        )
     }
 
     pub fn open_with(
         dir: &Path,
         cache_bytes: u64,
         min_free: u64,
+        flush_ms: u64,
     ) -> Result<Arc<SledStore>, StoreError> {
         let damaged = |detail: String| StoreError::Damaged {
             path: dir.display().to_string(),
@@ -287,7 +296,7 @@ impl SledStore {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500));
+            .flush_every_ms(Some(flush_ms.max(1)));
         // sled releases its file lock from a background thread after the
         // last handle is dropped; a reopen right after a close can race it.
         let mut tries = 0;
@@ -926,12 +935,24 @@ impl Upkeep for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.t
-            .db
-            .flush_async()
+        // Through the committer, as an empty batch: sled 0.34 can hang
+        // when several tasks flush at once, so one task does every flush.
+        let committer = lock(&self.committer).clone();
+        let Some(committer) = committer else {
+            return self
+                .t
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+        };
+        let (tx, rx) = oneshot::channel();
+        committer
+            .send((Vec::new(), None, tx))
             .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
     }
 }
 
