@@ -400,10 +400,74 @@ fn svg(points: &[BTreeMap<&str, Value>]) -> String {
     )
 }
 
+/// The baseline for accepts on PostgreSQL, on the same server in the same
+/// run: `clients` connections each inserting a 600-byte row and committing,
+/// one row per transaction, for `seconds`, in a database of its own.
+fn pg_raw_commits(server: &str, clients: usize, seconds: f64) -> Result<f64, String> {
+    let url = crate::store::postgres::create_database(server, "raw")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    let out = rt.block_on(async {
+        let connect = || async {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(err)?;
+            tokio::spawn(conn);
+            Ok::<_, String>(c)
+        };
+        connect()
+            .await?
+            .batch_execute("CREATE TABLE raw (id bigserial PRIMARY KEY, body text NOT NULL)")
+            .await
+            .map_err(err)?;
+        let end = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients.max(1) {
+            let c = connect().await?;
+            tasks.push(tokio::spawn(async move {
+                let body = "x".repeat(600);
+                let st = c
+                    .prepare("INSERT INTO raw (body) VALUES ($1)")
+                    .await
+                    .map_err(err)?;
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    c.execute(&st, &[&body]).await.map_err(err)?;
+                    n += 1;
+                }
+                Ok::<u64, String>(n)
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.map_err(err)??;
+        }
+        Ok::<f64, String>(n as f64 / start.elapsed().as_secs_f64())
+    });
+    drop(rt);
+    let _ = crate::store::postgres::drop_database(server, &url);
+    out
+}
+
 fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let sign_per_s = sign_rate(o.alg, 1.0)?;
     let bound = cores * sign_per_s / 2.0;
+    // The unit of CPU per exchange is one raw RSA-2048 sign, whatever the
+    // run's algorithm, so that runs of both compare.
+    let rsa_sign_per_s = match o.alg {
+        KeyKind::Rsa2048 => sign_per_s,
+        _ => sign_rate(KeyKind::Rsa2048, 1.0)?,
+    };
+    // Before anything of ours runs, so that it has the machine to itself.
+    let pg_raw = match &o.store {
+        Some(server) => Some(pg_raw_commits(server, o.concurrency, 3.0)?),
+        None => None,
+    };
     let setup = start(o)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -560,6 +624,11 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         "accepts_per_s",
         json!(o.requests as f64 / submitted_s.max(0.001)),
     );
+    let accepts_per_s = o.requests as f64 / submitted_s.max(0.001);
+    if let Some(raw) = pg_raw {
+        r.insert("pg_raw_commits_per_s", json!(raw));
+        r.insert("pg_accepts_vs_raw", json!(accepts_per_s / raw.max(1e-9)));
+    }
     r.insert("sign_per_s_one_core", json!(sign_per_s));
     r.insert("cores", json!(cores));
     r.insert("crypto_bound_per_s", json!(bound));
@@ -581,6 +650,12 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         r.insert(
             "cpu_ms_per_exchange_gateway",
             json!(gw_cpu * 1000.0 / delivered.max(1) as f64),
+        );
+        // In units of one raw RSA-2048 sign of this run: what an exchange
+        // costs us against what a signature must cost.
+        r.insert(
+            "gateway_cpu_per_exchange_in_signs",
+            json!(gw_cpu * rsa_sign_per_s / delivered.max(1) as f64),
         );
         r.insert(
             "cpu_ms_per_exchange_simulator",
