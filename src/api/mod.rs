@@ -289,32 +289,24 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
     let Some(handle) = st.metrics.clone() else {
         return Err(ApiError::NotFound("metrics are not served here".into()));
     };
-    {
-        let st2 = &st;
-        let stats = admin::stats(st2).await?;
-        // Reads certificate files: small, and the page cache holds them.
-        let registries = admin::registries(st2, &stats);
-        let g = &st2.config.gateway;
-        let gateway_certs = [
-            ("gateway tls", &g.tls_cert),
-            ("gateway signer", &g.sign_cert),
-        ]
-        .into_iter()
-        .filter_map(|(role, p)| admin::cert_info(role, p))
-        .collect();
-        crate::metrics::set_levels(&crate::metrics::Levels {
-            stats: &stats,
-            registries: &registries,
-            gateway_certs,
-            store_bytes: st2.store.size_on_disk().await.unwrap_or(0),
-            webhook_backlog: st2
-                .store
-                .outbox(100_000)
-                .await
-                .map(|o| o.len())
-                .unwrap_or(0),
-        });
-    }
+    let stats = admin::stats(&st).await?;
+    // Reads certificate files: small, and the page cache holds them.
+    let registries = admin::registries(&st, &stats);
+    let g = &st.config.gateway;
+    let gateway_certs = [
+        ("gateway tls", &g.tls_cert),
+        ("gateway signer", &g.sign_cert),
+    ]
+    .into_iter()
+    .filter_map(|(role, p)| admin::cert_info(role, p))
+    .collect();
+    crate::metrics::set_levels(&crate::metrics::Levels {
+        stats: &stats,
+        registries: &registries,
+        gateway_certs,
+        store_bytes: st.store.size_on_disk().await.unwrap_or(0),
+        webhook_backlog: st.store.outbox(100_000).await.map(|o| o.len()).unwrap_or(0),
+    });
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -80,17 +80,7 @@ async fn raw_sled(dir: &std::path::Path, writers: usize, seconds: f64) -> Result
 }
 
 fn record(n: u64) -> RequestRecord {
-    let mut r = RequestRecord::queued(
-        "bench",
-        format!("351-{}/2026-IV", n % 1000),
-        "Zakon o opštem upravnom postupku, čl. 103".into(),
-        "bench".into(),
-        "benchmark".into(),
-        "civil.birth-extract".into(),
-        "civil".into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(15 * 86_400),
-    );
+    let mut r = super::queued(n % 1000, "civil.birth-extract", "civil");
     // Due tomorrow, so the restart measurement starts an idle dispatcher.
     r.due_ms = Some(crate::store::now_ms() + 86_400_000);
     r

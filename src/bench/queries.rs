@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::api::{self, Client};
 use crate::store::{QueueStore, RequestRecord, State};
@@ -25,10 +25,10 @@ pub struct Options {
     pub store: Option<String>,
 }
 
-const SERVICES: [(&str, &str, &str); 3] = [
-    ("civil.birth-extract", "civil", "jmbg"),
-    ("cadastre.property-sheet", "cadastre", "jmbg"),
-    ("tax.property-tax-status", "tax", "jmbg"),
+const SERVICES: [(&str, &str); 3] = [
+    ("civil.birth-extract", "civil"),
+    ("cadastre.property-sheet", "cadastre"),
+    ("tax.property-tax-status", "tax"),
 ];
 
 const DAY: u64 = 86_400_000;
@@ -37,20 +37,9 @@ const DAY: u64 = 86_400_000;
 /// dead, 20 % retrying and 10 % queued (those due tomorrow, so nothing is
 /// sent while measuring); a tenth of the open ones near their deadline.
 fn record(i: u64, n: u64, now: u64) -> RequestRecord {
-    let (service, registry, _) = SERVICES[(i % 3) as usize];
+    let (service, registry) = SERVICES[(i % 3) as usize];
     let filed = now - 30 * DAY + i * (30 * DAY / n.max(1));
-    let mut r = RequestRecord::queued(
-        "bench",
-        format!("351-{}/2026-IV", i % 5000),
-        "Zakon o opštem upravnom postupku, čl. 103".into(),
-        "bench".into(),
-        "benchmark".into(),
-        service.into(),
-        registry.into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(15 * 86_400),
-    )
-    .at(filed);
+    let mut r = super::queued(i % 5000, service, registry).at(filed);
     match i % 20 {
         0..=11 => {
             r.state = State::Delivered;

@@ -202,8 +202,11 @@ pub struct StoreConfig {
     pub sled_flush_ms: u64,
 }
 
+/// `store.sled_flush_ms` when not set.
+pub const DEFAULT_SLED_FLUSH_MS: u64 = 500;
+
 fn default_sled_flush_ms() -> u64 {
-    500
+    DEFAULT_SLED_FLUSH_MS
 }
 
 impl Default for StoreConfig {

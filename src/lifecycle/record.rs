@@ -43,6 +43,15 @@ impl State {
         }
     }
 
+    /// Open and not yet fetched: the registry is still to answer. The
+    /// oldest of these is the queue's age.
+    pub const UNFETCHED: [State; 4] = [
+        State::Queued,
+        State::Sending,
+        State::Awaiting,
+        State::Retrying,
+    ];
+
     pub const ALL: [State; 8] = [
         State::Queued,
         State::Sending,
@@ -150,9 +159,7 @@ impl RequestRecord {
     /// The stores index it, so the dashboard finds these without a scan.
     pub fn needs_attention(&self) -> bool {
         self.state == State::Dead
-            || (!self.state.is_terminal()
-                && self.state != State::Fetched
-                && self.attempts.len() >= 2)
+            || (State::UNFETCHED.contains(&self.state) && self.attempts.len() >= 2)
     }
 
     /// Flagged near its deadline and still open: what the at-risk count

@@ -95,11 +95,7 @@ pub struct Tally {
 
 impl Tally {
     pub fn state(&self, s: State) -> u64 {
-        self.by_registry
-            .iter()
-            .filter(|((_, x), _)| *x == s)
-            .map(|(_, n)| n)
-            .sum()
+        self.of(&Selector::state(s))
     }
 
     pub fn of(&self, sel: &Selector) -> u64 {
@@ -113,15 +109,6 @@ impl Tally {
             .sum()
     }
 }
-
-/// The states whose requests have not been fetched yet: the oldest of
-/// them is the queue's age.
-pub const UNFETCHED: [State; 4] = [
-    State::Queued,
-    State::Sending,
-    State::Awaiting,
-    State::Retrying,
-];
 
 /// The smallest ULID text of millisecond `ms`: every id filed before `ms`
 /// sorts below it. Lets a walk in filing order seek to a time.

@@ -216,7 +216,7 @@ async fn compare_queries(
     );
     let oldest = model
         .values()
-        .filter(|r| query::UNFETCHED.contains(&r.state))
+        .filter(|r| State::UNFETCHED.contains(&r.state))
         .map(|r| r.created_ms)
         .min();
     prop_assert_eq!(t.oldest_open_ms, oldest);

@@ -26,7 +26,7 @@ pub(super) async fn stuck(st: &AppState, now: u64) -> Result<Vec<RequestRecord>,
             ..Selector::default()
         }))
         .await?;
-    for s in crate::store::query::UNFETCHED {
+    for s in RState::UNFETCHED {
         let old = newest(Selector {
             state: Some(s),
             created_before: Some(now.saturating_sub(STUCK_AFTER_MS)),

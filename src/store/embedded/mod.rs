@@ -25,9 +25,11 @@
 //!
 //! `202 Accepted` is answered only after the flush that contains the
 //! request: concurrent accepts are batched by one committer task into one
-//! transaction and one `flush` (group commit). State changes after that are
-//! flushed by sled within `flush_every_ms` (500 ms); losing one in a crash
-//! only repeats an attempt (same request id, which registries treat
+//! transaction and one `flush` (group commit). Leases are flushed (through
+//! the same committer) before their requests are sent, so the trail shows
+//! every exchange. Other state changes are flushed by sled within
+//! `store.sled_flush_ms` (500 ms by default); losing one in a crash only
+//! repeats an attempt (same request id, which registries treat
 //! idempotently) or a delivery (which rewrites the same file).
 
 mod index;
@@ -258,22 +260,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`. Must be called inside a tokio
-    /// runtime (the group committer is a task).
     /// Free disk below which accepts are refused, by default.
     pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
     /// How long a group-commit flush may take before its accepts fail.
     pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// How often sled writes out what no accept flushed, by default.
-    pub const DEFAULT_FLUSH_MS: u64 = 500;
-
+    /// Opens (or creates) the store in `dir`, with the default reserve and
+    /// flush interval. Must be called inside a tokio runtime (the group
+    /// committer is a task).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
         Self::open_with(
             dir,
             cache_bytes,
             Self::DEFAULT_MIN_FREE,
-            Self::DEFAULT_FLUSH_MS,
+            crate::config::DEFAULT_SLED_FLUSH_MS,
         )
     }
 
@@ -1200,7 +1200,7 @@ impl Core {
                 t.by_registry.insert((registry, *s), n);
             }
         }
-        for s in super::query::UNFETCHED {
+        for s in State::UNFETCHED {
             let first = self.t.by_state.scan_prefix([index::state_code(s)]).next();
             if let Some(item) = first {
                 let (k, _) = item?;

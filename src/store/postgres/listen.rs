@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{why, Shared, DB_CLOCK};
-use crate::lifecycle::now_ms;
+use super::{clock_offset, why, Shared};
 use crate::store::Pause;
 use crate::sync::read;
 
@@ -97,12 +96,8 @@ pub(super) async fn listen(s: Arc<Shared>) {
                     }
                     if last_clock.elapsed() > Duration::from_secs(30) {
                         last_clock = std::time::Instant::now();
-                        let before = now_ms() as i64;
-                        match client.query_one(DB_CLOCK, &[]).await {
-                            Ok(r) => s.offset.store(
-                                r.get::<_, i64>(0) - (before + now_ms() as i64) / 2,
-                                Ordering::Relaxed,
-                            ),
+                        match clock_offset(&client).await {
+                            Ok(o) => s.offset.store(o, Ordering::Relaxed),
                             Err(_) => break,
                         }
                     }

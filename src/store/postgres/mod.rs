@@ -69,8 +69,19 @@ use conn::{Conn, Db, Pool, Tx};
 use listen::{NOTIFY_EVENTS, NOTIFY_WORK};
 pub use schema::SCHEMA_VERSION;
 
-/// Database clock minus ours, taking the round trip's midpoint.
-const DB_CLOCK: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+/// The database's clock minus ours, in ms, taking the round trip's
+/// midpoint as the moment the database read its clock.
+async fn clock_offset(c: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let before = now_ms() as i64;
+    let db: i64 = c
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(db - (before + now_ms() as i64) / 2)
+}
 
 fn ms(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
@@ -151,11 +162,8 @@ impl PgStore {
         // server's reason), before anything else starts.
         let mut c = pool.get().await.map_err(|e| err(why(&e)))?;
         schema::migrate(&mut c, &shown).await?;
-        let before = now_ms() as i64;
-        let db: i64 = c.one(DB_CLOCK, &[]).await.map_err(|e| err(why(&e)))?.get(0);
-        shared
-            .offset
-            .store(db - (before + now_ms() as i64) / 2, Ordering::Relaxed);
+        let offset = clock_offset(&c).await.map_err(|e| err(why(&e)))?;
+        shared.offset.store(offset, Ordering::Relaxed);
         drop(c);
         let tasks = vec![
             tokio::spawn(chain::chainer(shared.clone(), pool.clone())),
@@ -325,11 +333,7 @@ impl Drop for PgStore {
     }
 }
 
-/// An error with its causes: the client's own text is often just "db
-/// error", the server's message is in its source.
-pub(crate) fn why(e: &dyn std::error::Error) -> String {
-    conn::why(e)
-}
+pub(crate) use conn::why;
 
 #[async_trait]
 impl Requests for PgStore {
