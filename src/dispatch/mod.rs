@@ -2,9 +2,12 @@
 //! in flight, requests per second, circuit breaker, administrator pause,
 //! maintenance windows. Leases requests (`sending` until a lease expiry that
 //! is also their `due` time, so an expired lease is simply due again, at
-//! start-up or later), applies outcomes through the pure [`policy`], and
-//! hands fetched documents to delivery. It sleeps until the next due time or
-//! a wake-up (new request, finished attempt); it never polls busily.
+//! start-up or later), a round's worth in one store transaction, flushed
+//! before any of them is sent; applies outcomes through the pure
+//! [`lifecycle`], written by one recorder a batch per transaction; and
+//! hands fetched documents to delivery (case folders by one writer, a batch
+//! per two syncs). It sleeps until the next due time or a wake-up (new
+//! request, finished attempt); it never polls busily.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +23,7 @@ use crate::exchange::{Call, Exchange, Outcome};
 use crate::lifecycle::{self, AttemptFacts, Event};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
-use crate::store::{QueueStore, RequestRecord, State};
+use crate::store::{QueueStore, RequestRecord, State, StoreError};
 
 /// One registry's limits and health.
 pub struct Gate {
@@ -237,6 +240,81 @@ async fn folder_writer(cases: CaseFolders, mut rx: tokio::sync::mpsc::Receiver<F
     }
 }
 
+/// What an attempt or a delivery came to, for the recorder: the change
+/// to its request, and the document to store with it.
+struct Recorded {
+    id: String,
+    change: Box<dyn Fn(&mut RequestRecord) -> bool + Send + Sync>,
+    document: Option<Vec<u8>>,
+    done: tokio::sync::oneshot::Sender<Result<Option<RequestRecord>, StoreError>>,
+}
+
+/// Records what is waiting in one store transaction (`update_many`), then
+/// the next: while one batch is written, the next gathers, so many
+/// attempts share the cost of one write, as accepts share one flush.
+async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receiver<Recorded>) {
+    // One change per request in a batch: a second waits for the next.
+    let mut held: Option<Recorded> = None;
+    loop {
+        let first = match held.take() {
+            Some(o) => o,
+            None => match rx.recv().await {
+                Some(o) => o,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut at: std::collections::HashMap<String, usize> =
+            [(batch[0].id.clone(), 0)].into_iter().collect();
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(o) if at.contains_key(&o.id) => {
+                    held = Some(o);
+                    break;
+                }
+                Ok(o) => {
+                    at.insert(o.id.clone(), batch.len());
+                    batch.push(o);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = {
+            let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+            let docs: Vec<(&str, &[u8])> = batch
+                .iter()
+                .filter_map(|o| o.document.as_deref().map(|d| (o.id.as_str(), d)))
+                .collect();
+            let f = |r: &mut RequestRecord| {
+                at.get(r.id.as_str()).is_some_and(|&i| (batch[i].change)(r))
+            };
+            store.update_many(&ids, &docs, &f).await
+        };
+        match result {
+            Ok(records) => {
+                for (o, r) in batch.into_iter().zip(records) {
+                    let _ = o.done.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for o in batch {
+                    let _ = o.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// What a request leased in a round goes on to.
+enum Planned {
+    Deliver,
+    Exchange {
+        polling: bool,
+        gate: Arc<Gate>,
+        permit: OwnedSemaphorePermit,
+    },
+}
+
 /// The dispatcher: shared by the API (to wake it) and its own loop.
 pub struct Dispatcher {
     store: Arc<dyn QueueStore>,
@@ -254,6 +332,9 @@ pub struct Dispatcher {
     /// (two file-system syncs per batch instead of three per document).
     folder_jobs: tokio::sync::mpsc::Sender<FolderJob>,
     folder_rx: Mutex<Option<tokio::sync::mpsc::Receiver<FolderJob>>>,
+    /// Outcomes and deliveries go through one recorder that batches them.
+    outcomes: tokio::sync::mpsc::Sender<Recorded>,
+    outcomes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Recorded>>>,
 }
 
 /// Administrators' pauses, as the store holds them for every instance.
@@ -316,7 +397,10 @@ impl Dispatcher {
             });
         }
         let (folder_jobs, folder_rx) = tokio::sync::mpsc::channel(1024);
+        let (outcomes, outcomes_rx) = tokio::sync::mpsc::channel(1024);
         Arc::new(Dispatcher {
+            outcomes,
+            outcomes_rx: Mutex::new(Some(outcomes_rx)),
             folder_jobs,
             folder_rx: Mutex::new(Some(folder_rx)),
             store,
@@ -377,125 +461,143 @@ impl Dispatcher {
         let writer = lock(&self.folder_rx)
             .take()
             .map(|rx| tokio::spawn(folder_writer(self.cases.clone(), rx)));
+        let recorder = lock(&self.outcomes_rx)
+            .take()
+            .map(|rx| tokio::spawn(recorder(self.store.clone(), rx)));
         let me = self.clone();
         crate::schedule::rounds("dispatcher", &self.wake, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await;
         // Every delivery task has finished: nothing waits on the writer.
-        if let Some(w) = writer {
+        for w in [writer, recorder].into_iter().flatten() {
             w.abort();
         }
     }
 
-    /// One pass over what is due; returns how long to sleep.
+    /// One pass over what is due; returns how long to sleep. Reads what is
+    /// due and its records, admits each through its registry's limits, and
+    /// leases all that may go in one transaction; then flushes once and
+    /// starts them.
     async fn round(
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
-    ) -> Result<Duration, crate::store::StoreError> {
+    ) -> Result<Duration, StoreError> {
         let now = self.store.clock_ms();
         let mut earliest: Option<u64> = None;
         let mut event_blocked = false;
-        // Registries found blocked in this pass: their other requests are
-        // passed over without being read.
-        let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
-        // Exchanges leased in this pass, started once their leases are
-        // durable.
-        let mut starts: Vec<(RequestRecord, bool, Arc<Gate>, OwnedSemaphorePermit)> = Vec::new();
         let note = |b: Blocked, earliest: &mut Option<u64>, event: &mut bool| match b {
             Blocked::Until(t) => *earliest = Some(earliest.map_or(t, |e| e.min(t))),
             Blocked::Event => *event = true,
         };
-        // An error ends the walk, not the round: what was leased before it
-        // is started (or released) below all the same.
-        let walked = async {
-            for crate::store::Due {
-                at_ms: due,
-                id,
-                work,
-            } in self.store.due(now, 512).await?
-            {
-                if lock(&self.busy).contains(&id) {
-                    continue;
+        let mut due = self.store.due(now, 512).await?;
+        {
+            let busy = lock(&self.busy);
+            due.retain(|d| !busy.contains(&d.id));
+        }
+        if due.is_empty() {
+            return self.sleep_until_due(earliest, event_blocked).await;
+        }
+        let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+        let records = self.store.get_many(&ids).await?;
+        let lease_until = now + self.policy.lease.as_millis() as u64;
+        // Registries found blocked in this pass: their other requests are
+        // passed over.
+        let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
+        // What each request is leased for, and what it then needs.
+        let mut asks: Vec<(&str, Option<&GateLimits>)> = Vec::new();
+        let mut events: std::collections::HashMap<&str, Event<'static>> = Default::default();
+        let mut plans: Vec<Planned> = Vec::new();
+        let mut unroutable: Vec<&str> = Vec::new();
+        let mut unindex: Vec<&str> = Vec::new();
+        for (d, rec) in due.iter().zip(records) {
+            let Some(rec) = rec else { continue };
+            match rec.state {
+                State::Fetched => {
+                    // Lease the delivery too, so that it is not started twice.
+                    events.insert(
+                        &d.id,
+                        Event::LeaseDelivery {
+                            due: d.at_ms,
+                            until: lease_until,
+                        },
+                    );
+                    asks.push((&d.id, None));
+                    plans.push(Planned::Deliver);
                 }
-                if let crate::store::Work::Exchange(reg) = &work {
-                    if let Some(b) = blocked.get(reg) {
+                State::Queued | State::Retrying | State::Awaiting | State::Sending => {
+                    if let Some(b) = blocked.get(&rec.registry) {
                         note(*b, &mut earliest, &mut event_blocked);
                         continue;
                     }
-                }
-                let Some(rec) = self.store.get(&id).await? else {
-                    continue;
-                };
-                match rec.state {
-                    State::Fetched => {
-                        // Lease the delivery too, so that it is not started twice.
-                        let lease_until = now + self.policy.lease.as_millis() as u64;
-                        let ev = Event::LeaseDelivery {
-                            due,
-                            until: lease_until,
-                        };
-                        let leased = self
-                            .store
-                            .lease(&id, None, &|r| lifecycle::apply(r, &ev, now))
-                            .await?;
-                        if let crate::store::Lease::Taken(r) = leased {
-                            lock(&self.busy).insert(id.clone());
-                            let me = self.clone();
-                            tasks.spawn(async move { me.deliver(*r).await });
-                        }
-                    }
-                    State::Queued | State::Retrying | State::Awaiting | State::Sending => {
-                        let Some(gate) = self.gates.get(&rec.registry).cloned() else {
-                            self.store
-                                .update(&id, &|r| lifecycle::apply(r, &Event::Unroutable, now))
-                                .await?;
+                    let Some(gate) = self.gates.get(&rec.registry) else {
+                        unroutable.push(&d.id);
+                        continue;
+                    };
+                    let permit = match gate.admit(now) {
+                        Ok(p) => p,
+                        Err(b) => {
+                            note(b, &mut earliest, &mut event_blocked);
+                            blocked.insert(rec.registry.clone(), b);
                             continue;
-                        };
-                        let permit = match gate.admit(now) {
-                            Ok(p) => p,
-                            Err(b) => {
-                                note(b, &mut earliest, &mut event_blocked);
-                                blocked.insert(rec.registry.clone(), b);
-                                continue;
-                            }
-                        };
-                        let lease_until = now + self.policy.lease.as_millis() as u64;
-                        let ev = Event::Lease {
-                            due,
-                            until: lease_until,
-                        };
-                        let leased = self
-                            .store
-                            .lease(&id, gate.shared.then_some(&gate.limits), &|r| {
-                                lifecycle::apply(r, &ev, now)
-                            })
-                            .await?;
-                        match leased {
-                            crate::store::Lease::Taken(r) => {
-                                lock(&self.busy).insert(id.clone());
-                                let polling = rec.state == State::Awaiting;
-                                starts.push((*r, polling, gate, permit));
-                            }
-                            crate::store::Lease::Passed => {}
-                            crate::store::Lease::Blocked(until) => {
-                                let b = until.map_or(Blocked::Event, Blocked::Until);
-                                note(b, &mut earliest, &mut event_blocked);
-                                blocked.insert(rec.registry.clone(), b);
-                            }
                         }
-                    }
-                    _ => {
-                        // A terminal request left in the index: clear it.
-                        self.store
-                            .update(&id, &|r| lifecycle::apply(r, &Event::Unindex, now))
-                            .await?;
-                    }
+                    };
+                    events.insert(
+                        &d.id,
+                        Event::Lease {
+                            due: d.at_ms,
+                            until: lease_until,
+                        },
+                    );
+                    asks.push((&d.id, gate.shared.then_some(&gate.limits)));
+                    plans.push(Planned::Exchange {
+                        polling: rec.state == State::Awaiting,
+                        gate: gate.clone(),
+                        permit,
+                    });
                 }
+                // A terminal request left in the index: clear it.
+                _ => unindex.push(&d.id),
             }
-            Ok::<(), crate::store::StoreError>(())
         }
-        .await;
+        let leased = if asks.is_empty() {
+            Vec::new()
+        } else {
+            let f = |r: &mut RequestRecord| {
+                events
+                    .get(r.id.as_str())
+                    .is_some_and(|e| lifecycle::apply(r, e, now))
+            };
+            self.store.lease_many(&asks, &f).await?
+        };
+        let mut starts = Vec::new();
+        for (plan, lease) in plans.into_iter().zip(leased) {
+            match (plan, lease) {
+                (Planned::Deliver, crate::store::Lease::Taken(r)) => {
+                    lock(&self.busy).insert(r.id.clone());
+                    let me = self.clone();
+                    tasks.spawn(async move { me.deliver(*r, None).await });
+                }
+                (
+                    Planned::Exchange {
+                        polling,
+                        gate,
+                        permit,
+                    },
+                    crate::store::Lease::Taken(r),
+                ) => {
+                    lock(&self.busy).insert(r.id.clone());
+                    starts.push((*r, polling, gate, permit));
+                }
+                (Planned::Exchange { gate, .. }, crate::store::Lease::Blocked(until)) => {
+                    let b = until.map_or(Blocked::Event, Blocked::Until);
+                    note(b, &mut earliest, &mut event_blocked);
+                    blocked.insert(gate.name.clone(), b);
+                }
+                // Someone else has it, or it changed since it was read.
+                _ => {}
+            }
+        }
         // Write-ahead: the leases (and with them the `exchange.sent` audit
         // entries) are on disk before any of their requests leaves, so a
         // crash cannot hide an access to a person's data. One flush for
@@ -514,7 +616,23 @@ impl Dispatcher {
                 tasks.spawn(async move { me.attempt(r, polling, gate, permit).await });
             }
         }
-        walked?;
+        for (ids, ev) in [(unroutable, Event::Unroutable), (unindex, Event::Unindex)] {
+            if !ids.is_empty() {
+                self.store
+                    .update_many(&ids, &[], &|r| lifecycle::apply(r, &ev, now))
+                    .await?;
+            }
+        }
+        self.sleep_until_due(earliest, event_blocked).await
+    }
+
+    /// How long to sleep: until the next due time, a registry's limits
+    /// open again, or (when only a finished attempt can unblock) a second.
+    async fn sleep_until_due(
+        &self,
+        earliest: Option<u64>,
+        event_blocked: bool,
+    ) -> Result<Duration, StoreError> {
         let now = self.store.clock_ms();
         let next = self.store.next_due().await?.filter(|d| *d > now);
         let mut wake_at = [next, earliest].into_iter().flatten().min();
@@ -525,6 +643,26 @@ impl Dispatcher {
         Ok(Duration::from_millis(
             wake_at.map_or(5_000, |w| w.saturating_sub(now).clamp(1, 5_000)),
         ))
+    }
+
+    /// Records a change through the recorder (batched with others).
+    async fn record(
+        &self,
+        id: &str,
+        document: Option<Vec<u8>>,
+        change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.outcomes
+            .send(Recorded {
+                id: id.to_owned(),
+                change: Box::new(change),
+                document,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn attempt(
@@ -608,46 +746,43 @@ impl Dispatcher {
             }
         }
         tracing::info!(request = %id, registry = %rec.registry, service = %rec.service, subject = %rec.subject_redacted(), outcome = %crate::ids::redact_text(&outcome.to_string()), "attempt");
-        if let Some(doc) = &document {
-            let sealed = self
-                .cipher
-                .seal(&id, doc)
-                .map_err(|e| crate::store::StoreError::Io(e.to_string()));
-            let stored = match sealed {
-                Ok(s) => self.store.put_document(&id, &s).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = stored {
-                tracing::error!(request = %id, error = %e, "cannot store the document; the attempt will be repeated");
-                lock(&self.busy).remove(&id);
-                self.wake();
-                return;
-            }
-        }
-        let jitter: f64 = rand::rng().random();
-        let facts = AttemptFacts {
-            outcome: &outcome,
-            at_ms: now,
-            duration_ms,
-            http_status: status,
-            signer: signer.as_deref(),
+        let sealed = match &document {
+            Some(doc) => match self.cipher.seal(&id, doc) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(request = %id, error = %e, "cannot seal the document; the attempt will be repeated");
+                    lock(&self.busy).remove(&id);
+                    self.wake();
+                    return;
+                }
+            },
+            None => None,
         };
+        let jitter: f64 = rand::rng().random();
         // A fetched document is delivered at once by this task: its
         // delivery lease is taken in the same write as the attempt.
         let lease_until = now + self.policy.lease.as_millis() as u64;
-        let answered = Event::Answered {
-            facts: &facts,
-            retry: &self.policy,
-            jitter,
-            deliver_by: lease_until,
+        let policy = self.policy.clone();
+        let change = move |r: &mut RequestRecord| {
+            let facts = AttemptFacts {
+                outcome: &outcome,
+                at_ms: now,
+                duration_ms,
+                http_status: status,
+                signer: signer.as_deref(),
+            };
+            let answered = Event::Answered {
+                facts: &facts,
+                retry: &policy,
+                jitter,
+                deliver_by: lease_until,
+            };
+            lifecycle::apply(r, &answered, now)
         };
-        let updated = self
-            .store
-            .update(&id, &|r| lifecycle::apply(r, &answered, now))
-            .await;
-        match updated {
+        // The document is stored in the same transaction as the outcome.
+        match self.record(&id, sealed, change).await {
             Ok(Some(r)) if r.state == State::Fetched => {
-                self.clone().deliver(r).await;
+                self.clone().deliver(r, document).await;
             }
             Ok(_) => {
                 lock(&self.busy).remove(&id);
@@ -660,27 +795,31 @@ impl Dispatcher {
         self.wake();
     }
 
-    async fn mark_delivered(
-        &self,
-        id: &str,
-    ) -> Result<Option<RequestRecord>, crate::store::StoreError> {
+    async fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let now = self.store.clock_ms();
-        self.store
-            .update(id, &|r| lifecycle::apply(r, &Event::Delivered, now))
-            .await
+        self.record(id, None, move |r| {
+            lifecycle::apply(r, &Event::Delivered, now)
+        })
+        .await
     }
 
-    async fn deliver(self: Arc<Self>, rec: RequestRecord) {
+    /// Delivers a fetched document: `fresh` is the document as the attempt
+    /// that fetched it just verified (then the record is as that attempt
+    /// left it); without it, the record and the document are read again
+    /// (a delivery leased from the due index, after a restart or a failed
+    /// delivery).
+    async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Vec<u8>>) {
         let id = rec.id.clone();
         let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
         let result = async {
-            // Cancelled since it was leased: its document stays undelivered.
-            if self
-                .store
-                .get(&id)
-                .await?
-                .is_none_or(|r| r.state != State::Fetched)
+            if fresh.is_none()
+                && self
+                    .store
+                    .get(&id)
+                    .await?
+                    .is_none_or(|r| r.state != State::Fetched)
             {
+                // Cancelled since it was leased: its document stays undelivered.
                 return Ok(None);
             }
             if mode != crate::config::DeliveryMode::Folder {
@@ -688,16 +827,21 @@ impl Dispatcher {
                 // client hears of it from the event this change raises.
                 return self.mark_delivered(&id).await;
             }
-            let sealed =
-                self.store.document(&id).await?.ok_or_else(|| {
-                    crate::store::StoreError::NotFound(format!("document of {id}"))
-                })?;
-            let doc = self
-                .cipher
-                .open(&id, &sealed)
-                .map_err(|e| crate::store::StoreError::Io(e.to_string()))?;
+            let doc = match fresh {
+                Some(doc) => doc,
+                None => {
+                    let sealed = self
+                        .store
+                        .document(&id)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("document of {id}")))?;
+                    self.cipher
+                        .open(&id, &sealed)
+                        .map_err(|e| StoreError::Io(e.to_string()))?
+                }
+            };
             let (done, outcome) = tokio::sync::oneshot::channel();
-            let io = |e: &dyn std::fmt::Display| crate::store::StoreError::Io(e.to_string());
+            let io = |e: &dyn std::fmt::Display| StoreError::Io(e.to_string());
             self.folder_jobs
                 .send(FolderJob {
                     rec: rec.clone(),

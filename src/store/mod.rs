@@ -71,7 +71,7 @@ pub type Change<'a> = dyn Fn(&mut RequestRecord) -> bool + Sync + 'a;
 
 /// Requests and their indexes: the queue itself.
 #[async_trait]
-pub trait Requests: Send + Sync {
+pub trait Requests: Documents + Send + Sync {
     /// Durably stores new requests (group commit): when the future resolves
     /// they survive a crash.
     async fn enqueue(&self, records: Vec<RequestRecord>) -> Result<(), StoreError> {
@@ -112,6 +112,62 @@ pub trait Requests: Send + Sync {
             Some(r) => Lease::Taken(Box::new(r)),
             None => Lease::Passed,
         })
+    }
+    /// Several records at once (one round trip), in the order asked; a
+    /// missing one is `None`.
+    async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.get(id).await?);
+        }
+        Ok(out)
+    }
+    /// Changes many records in one transaction, with the documents to
+    /// store beside them (id, sealed bytes): what several attempts came to,
+    /// written at the cost of one. `f` runs on each record as
+    /// [`Requests::update`]'s does (it tells records apart by their id);
+    /// the result, in the order asked, is the changed record, or `None`
+    /// where `f` said no or the record is gone.
+    async fn update_many(
+        &self,
+        ids: &[&str],
+        documents: &[(&str, &[u8])],
+        f: &Change<'_>,
+    ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        for (id, bytes) in documents {
+            self.put_document(id, bytes).await?;
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match self.update(id, f).await {
+                Err(StoreError::NotFound(_)) => None,
+                r => r?,
+            });
+        }
+        Ok(out)
+    }
+    /// Takes leases on many due requests in one transaction: each as
+    /// [`Requests::lease`] takes one, with its registry's shared limits
+    /// where given. The result is in the order asked.
+    async fn lease_many(
+        &self,
+        asks: &[(&str, Option<&GateLimits>)],
+        f: &Change<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if asks.iter().all(|(_, g)| g.is_none()) {
+            let ids: Vec<&str> = asks.iter().map(|(id, _)| *id).collect();
+            return Ok(self
+                .update_many(&ids, &[], f)
+                .await?
+                .into_iter()
+                .map(|r| r.map_or(Lease::Passed, |r| Lease::Taken(Box::new(r))))
+                .collect());
+        }
+        let mut out = Vec::with_capacity(asks.len());
+        for (id, gate) in asks {
+            out.push(self.lease(id, *gate, f).await?);
+        }
+        Ok(out)
     }
     /// Requests in id order after `after` (cursor pagination).
     async fn scan(

@@ -64,6 +64,12 @@ enum Op {
     Flag(prop::sample::Index),
     /// The retention job removes a finished one.
     Remove(prop::sample::Index),
+    /// Lease the first few due requests in one transaction, with
+    /// their registries' limits where the store shares them.
+    LeaseMany(u8),
+    /// Several outcomes (fetch with its document, accept, fail, deliver,
+    /// cancel) recorded in one transaction.
+    Batch(Vec<(prop::sample::Index, u8)>),
     /// Close and reopen.
     Restart,
     /// Drop without closing (what a crash leaves), and reopen.
@@ -83,6 +89,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<prop::sample::Index>().prop_map(Op::Retry),
         1 => any::<prop::sample::Index>().prop_map(Op::Flag),
         1 => any::<prop::sample::Index>().prop_map(Op::Remove),
+        2 => (2u8..6).prop_map(Op::LeaseMany),
+        2 => proptest::collection::vec((any::<prop::sample::Index>(), 0u8..5), 1..6).prop_map(Op::Batch),
         1 => Just(Op::Restart),
         1 => Just(Op::Crash),
     ]
@@ -354,6 +362,81 @@ fn run_model(
                         let m = model.get_mut(id).unwrap();
                         let changed = lease(m, now);
                         prop_assert_eq!(matches!(got, Lease::Taken(_)), changed);
+                    }
+                }
+                Op::LeaseMany(k) => {
+                    let due = store.due(now + 100_000, k as usize).await.unwrap();
+                    // Generous limits: every lease is admitted, but through
+                    // the shared gate rows where the store keeps them.
+                    let gates: Vec<GateLimits> = ["civil", "cadastre"]
+                        .map(|g| GateLimits {
+                            registry: g.into(),
+                            max_in_flight: 1000,
+                            rate_per_s: 1e6,
+                            breaker_failures: 1000,
+                            breaker_cooldown: std::time::Duration::from_secs(1),
+                            lease_ms: 30_000,
+                        })
+                        .into();
+                    let asks: Vec<(&str, Option<&GateLimits>)> = due
+                        .iter()
+                        .map(|d| {
+                            let reg = &model[&d.id].registry;
+                            let g = store
+                                .shares_limits()
+                                .then(|| gates.iter().find(|g| &g.registry == reg))
+                                .flatten();
+                            (d.id.as_str(), g)
+                        })
+                        .collect();
+                    let got = store.lease_many(&asks, &|r| lease(r, now)).await.unwrap();
+                    prop_assert_eq!(got.len(), asks.len());
+                    for ((id, _), got) in asks.iter().zip(got) {
+                        let changed = lease(model.get_mut(*id).unwrap(), now);
+                        prop_assert_eq!(matches!(got, Lease::Taken(_)), changed, "{}", id);
+                    }
+                }
+                Op::Batch(picks) => {
+                    // One change per request in a batch (the recorder's rule).
+                    let mut kinds: BTreeMap<String, u8> = BTreeMap::new();
+                    for (i, kind) in picks {
+                        let applies: &[State] = match kind {
+                            3 => &[State::Fetched],
+                            4 => &State::ALL,
+                            _ => &[State::Sending],
+                        };
+                        if let Some(id) = pick(&i, applies) {
+                            kinds.entry(id).or_insert(kind);
+                        }
+                    }
+                    let change = |r: &mut RequestRecord| match kinds.get(&r.id) {
+                        Some(0) => fetch(r, now),
+                        Some(1) => accept(r, now),
+                        Some(2) => fail(r, now),
+                        Some(3) => deliver(r, now),
+                        Some(_) => cancel(r),
+                        None => false,
+                    };
+                    let ids: Vec<&str> = kinds.keys().map(String::as_str).collect();
+                    let docs: Vec<(String, Vec<u8>)> = kinds
+                        .iter()
+                        .filter(|(_, k)| **k == 0)
+                        .map(|(id, _)| (id.clone(), format!("doc of {id} at {now}").into_bytes()))
+                        .collect();
+                    let doc_refs: Vec<(&str, &[u8])> = docs
+                        .iter()
+                        .map(|(i, d)| (i.as_str(), d.as_slice()))
+                        .collect();
+                    let got = store.update_many(&ids, &doc_refs, &change).await.unwrap();
+                    prop_assert_eq!(got.len(), ids.len());
+                    for (id, got) in ids.iter().zip(got) {
+                        let m = model.get_mut(*id).unwrap();
+                        let changed = change(m);
+                        prop_assert_eq!(got.as_ref(), changed.then_some(&*m), "{}", id);
+                    }
+                    for (id, doc) in &docs {
+                        let stored = store.document(id).await.unwrap();
+                        prop_assert_eq!(stored.as_ref(), Some(doc));
                     }
                 }
                 Op::Fetch(i)

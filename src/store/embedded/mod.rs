@@ -752,6 +752,66 @@ impl Requests for SledStore {
         }
     }
 
+    async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        let (core, keys) = (
+            self.core.clone(),
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        );
+        let raw = blocking(move || core.get_many_now(&keys)).await?;
+        raw.iter()
+            .zip(ids)
+            .map(|(v, id)| {
+                v.as_ref()
+                    .map(|v| self.decode(id.as_bytes(), v))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    async fn update_many(
+        &self,
+        ids: &[&str],
+        documents: &[(&str, &[u8])],
+        f: &Change<'_>,
+    ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        // As in `update`: the changes run here, the write on a blocking
+        // thread, for all of them at once; those another writer changed
+        // in between are read and changed again.
+        let mut out: Vec<Option<RequestRecord>> = vec![None; ids.len()];
+        let mut todo: Vec<usize> = (0..ids.len()).collect();
+        let mut docs: Vec<(String, Vec<u8>)> = documents
+            .iter()
+            .map(|(id, b)| (id.to_string(), b.to_vec()))
+            .collect();
+        while !todo.is_empty() || !docs.is_empty() {
+            let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
+            let core = self.core.clone();
+            let seen = blocking(move || core.get_many_now(&keys)).await?;
+            let mut writes = Vec::new();
+            let mut slots = Vec::new();
+            for (&i, seen) in todo.iter().zip(seen) {
+                let Some(seen) = seen else { continue };
+                let mut new = decode(ids[i].as_bytes(), &seen)?;
+                if !f(&mut new) {
+                    continue;
+                }
+                writes.push((ids[i].to_owned(), seen.to_vec(), new));
+                slots.push(i);
+            }
+            let core = self.core.clone();
+            let docs = std::mem::take(&mut docs);
+            let written = blocking(move || core.update_batch_now(writes, docs)).await?;
+            todo.clear();
+            for (i, w) in slots.into_iter().zip(written) {
+                match w {
+                    Written::Done(r) => out[i] = Some(*r),
+                    Written::Changed => todo.push(i),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn scan(
         &self,
         after: Option<&str>,
@@ -962,6 +1022,18 @@ impl Core {
     /// caller's change was made from), with its indexes, events and audit
     /// entries, in one transaction.
     fn update_now(&self, id: &str, seen: &[u8], new: RequestRecord) -> Result<Written, StoreError> {
+        let mut w = self.update_batch_now(vec![(id.to_owned(), seen.to_vec(), new)], Vec::new())?;
+        Ok(w.pop().unwrap_or(Written::Changed))
+    }
+
+    /// [`Core::update_now`] for many records, and the documents beside
+    /// them, in one transaction: a record changed by another writer since
+    /// it was read is left alone (`Changed`), the others are written.
+    fn update_batch_now(
+        &self,
+        writes: Vec<(String, Vec<u8>, RequestRecord)>,
+        documents: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Written>, StoreError> {
         let events = read(&self.events).clone();
         let t = &self.t;
         let rule = t.audit_rule();
@@ -978,6 +1050,7 @@ impl Core {
             &t.attention,
             &t.deadlines,
             &t.counts,
+            &t.documents,
         )
             .transaction(
                 |(
@@ -992,6 +1065,7 @@ impl Core {
                     attention,
                     deadlines,
                     counts,
+                    docs,
                 )| {
                     let ix = index::Ix {
                         due,
@@ -1001,55 +1075,69 @@ impl Core {
                         deadlines,
                         counts,
                     };
-                    let Some(cur) = req.get(id.as_bytes())? else {
-                        return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
-                            id.to_owned(),
-                        )));
-                    };
-                    if cur != seen {
-                        return Ok(None);
+                    for (id, bytes) in &documents {
+                        docs.insert(id.as_bytes(), bytes.as_slice())?;
                     }
-                    let old =
-                        decode(id.as_bytes(), &cur).map_err(ConflictableTransactionError::Abort)?;
-                    let new = new.clone();
+                    // Rebuilt on every run: sled may run this closure again.
                     let mut deltas = index::Deltas::default();
-                    index::change(&ix, &mut deltas, Some(&old), Some(&new))?;
-                    deltas.apply(ix.counts)?;
-                    req.insert(id.as_bytes(), encode(&new))?;
+                    let mut drafts = Vec::new();
                     let mut raised = 0;
-                    if let Some(ev) = &events {
-                        for e in (ev.rule)(&old, &new) {
-                            raised += put_event(outbox, ids, &e)?;
+                    let mut out = Vec::with_capacity(writes.len());
+                    for (id, seen, new) in &writes {
+                        let Some(cur) = req.get(id.as_bytes())? else {
+                            // Removed meanwhile (retention): nothing to change.
+                            out.push(None);
+                            continue;
+                        };
+                        if cur != seen.as_slice() {
+                            out.push(None);
+                            continue;
                         }
+                        let old = decode(id.as_bytes(), &cur)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        index::change(&ix, &mut deltas, Some(&old), Some(new))?;
+                        req.insert(id.as_bytes(), encode(new))?;
+                        if let Some(ev) = &events {
+                            for e in (ev.rule)(&old, new) {
+                                raised += put_event(outbox, ids, &e)?;
+                            }
+                        }
+                        if let Some(r) = &rule {
+                            drafts.extend(r(Some(&old), new));
+                        }
+                        out.push(Some(new.clone()));
                     }
-                    let drafts = rule
-                        .as_ref()
-                        .map(|r| r(Some(&old), &new))
-                        .unwrap_or_default();
+                    deltas.apply(ix.counts)?;
                     let new_head = chain_in(audit, audit_subject, &head, drafts)?;
-                    Ok(Some((new, raised, new_head)))
+                    Ok((out, raised, new_head))
                 },
             );
-        let res = res.map(|r| {
-            r.map(|(rec, raised, new_head)| {
-                *head = new_head;
-                (rec, raised)
-            })
+        let res = res.map(|(out, raised, new_head)| {
+            *head = new_head;
+            (out, raised)
         });
         drop(head);
         match res {
-            Ok(Some((r, raised))) => {
+            Ok((out, raised)) => {
                 if raised > 0 {
                     if let Some(ev) = &events {
                         ev.notify.notify_one();
                     }
                 }
-                Ok(Written::Done(Box::new(r)))
+                Ok(out
+                    .into_iter()
+                    .map(|r| r.map_or(Written::Changed, |r| Written::Done(Box::new(r))))
+                    .collect())
             }
-            Ok(None) => Ok(Written::Changed),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    fn get_many_now(&self, ids: &[String]) -> Result<Vec<Option<sled::IVec>>, StoreError> {
+        ids.iter()
+            .map(|id| Ok(self.t.requests.get(id.as_bytes())?))
+            .collect()
     }
 
     fn get_now(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {

@@ -21,12 +21,28 @@ pub(super) async fn pend(
     t: &Tx<'_>,
     drafts: Vec<crate::store::trail::Draft>,
 ) -> Result<bool, tokio_postgres::Error> {
-    for d in &drafts {
-        t.run(
-            "INSERT INTO audit_pending (draft) VALUES ($1)",
-            &[&serde_json::to_string(d).unwrap_or_default()],
-        )
-        .await?;
+    match drafts.as_slice() {
+        [] => {}
+        [d] => {
+            t.run(
+                "INSERT INTO audit_pending (draft) VALUES ($1)",
+                &[&serde_json::to_string(d).unwrap_or_default()],
+            )
+            .await?;
+        }
+        many => {
+            // One statement; the serial ids follow the drafts' order.
+            let texts: Vec<String> = many
+                .iter()
+                .map(|d| serde_json::to_string(d).unwrap_or_default())
+                .collect();
+            t.run(
+                "INSERT INTO audit_pending (draft) \
+                 SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS x(d, n) ORDER BY n",
+                &[&texts],
+            )
+            .await?;
+        }
     }
     Ok(!drafts.is_empty())
 }

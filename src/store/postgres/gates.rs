@@ -49,6 +49,52 @@ impl PgStore {
         Ok(Ok(()))
     }
 
+    /// [`PgStore::admit`] for several requests of one registry at once
+    /// (`ids`, none of them written yet): how many of them, in order, the
+    /// limits admit, and for the rest until when they refuse (`None`:
+    /// until an attempt finishes).
+    pub(super) async fn admit_many(
+        &self,
+        t: &Tx<'_>,
+        g: &GateLimits,
+        ids: &[&str],
+        now: u64,
+    ) -> Result<(usize, Option<u64>), StoreError> {
+        let e = |x: tokio_postgres::Error| self.err(x);
+        let limits = self.lock_gate(t, &g.registry).await?;
+        let live: i64 = t
+            .one(
+                "SELECT count(*) FROM requests WHERE registry = $1 AND state = 'sending' \
+                 AND due_ms > $2 AND id <> ALL($3)",
+                &[&g.registry, &ms(now), &ids],
+            )
+            .await
+            .map_err(e)?
+            .get(0);
+        let mut s = Limiter::restore(limits.as_deref(), g, now);
+        let mut admitted = 0;
+        let mut until = None;
+        for _ in ids {
+            match s.admit(live.max(0) as usize + admitted, g, now) {
+                Ok(()) => admitted += 1,
+                Err(Wait::Event) => break,
+                Err(Wait::Until(u)) => {
+                    until = Some(u);
+                    break;
+                }
+            }
+        }
+        if admitted > 0 {
+            t.run(
+                "UPDATE gates SET limits = $2 WHERE registry = $1",
+                &[&g.registry, &s.keep()],
+            )
+            .await
+            .map_err(e)?;
+        }
+        Ok((admitted, until))
+    }
+
     /// Locks a registry's gate row (made on first use) and returns the
     /// limits it keeps.
     async fn lock_gate(&self, t: &Tx<'_>, registry: &str) -> Result<Option<String>, StoreError> {

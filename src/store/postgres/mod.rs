@@ -2,11 +2,15 @@
 //! several `jumgw` instances share one queue. It owns the schema and its
 //! migrations, and everything the instances must agree on:
 //!
-//! - **Leases.** A due request is leased with `SELECT … FOR UPDATE SKIP
-//!   LOCKED` on its row: two instances never lease one request, and one
-//!   never waits for a row another is leasing. A lease is a due time, so an
-//!   instance that dies leaves requests that are simply due again when
-//!   their lease expires.
+//! - **Leases.** A dispatcher round's due requests are leased together
+//!   with one `SELECT … FOR UPDATE SKIP LOCKED` over their rows and one
+//!   `UPDATE … FROM unnest(…)`: two instances never lease one request, and
+//!   one never waits for a row another is leasing. A lease is a due time,
+//!   so an instance that dies leaves requests that are simply due again
+//!   when their lease expires.
+//! - **Batches.** Accepts are group-committed by one task per instance
+//!   (one transaction, one multi-row insert per table), and what attempts
+//!   came to is written a batch per transaction (`update_many`).
 //! - **Time.** Leases and due times are in the database's clock: each
 //!   instance measures its offset from `clock_timestamp()` at start and
 //!   every 30 s ([`Coordination::clock_ms`]), so no instance trusts another
@@ -127,6 +131,8 @@ pub struct PgStore {
     /// The listener and the chainer.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     decoded: std::sync::atomic::AtomicU64,
+    /// Accepts go through one committer that batches them.
+    accepts: tokio::sync::mpsc::Sender<Accept>,
 }
 
 impl PgStore {
@@ -169,14 +175,19 @@ impl PgStore {
             tokio::spawn(chain::chainer(shared.clone(), pool.clone())),
             tokio::spawn(listen::listen(shared.clone())),
         ];
-        Ok(Arc::new(PgStore {
+        let (accepts, accepts_rx) = tokio::sync::mpsc::channel(4096);
+        let store = Arc::new(PgStore {
             pool,
             shared,
             audit_rule: RwLock::new(None),
             leader: tokio::sync::Mutex::new((None, HashSet::new())),
             tasks: Mutex::new(tasks),
             decoded: Default::default(),
-        }))
+            accepts,
+        });
+        let committer = tokio::spawn(accept_loop(Arc::downgrade(&store), accepts_rx));
+        lock(&store.tasks).push(committer);
+        Ok(store)
     }
 
     fn err(&self, e: impl std::error::Error) -> StoreError {
@@ -245,43 +256,101 @@ impl PgStore {
         old: &RequestRecord,
         new: &mut RequestRecord,
     ) -> Result<usize, StoreError> {
+        self.write_changes(t, &[(old, &*new)]).await
+    }
+
+    /// Writes changed records (one statement for all of them), with their
+    /// events and audit entries; returns how many events they raised.
+    async fn write_changes(
+        &self,
+        t: &Tx<'_>,
+        changes: &[(&RequestRecord, &RequestRecord)],
+    ) -> Result<usize, StoreError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
         let e = |x: tokio_postgres::Error| self.err(x);
+        let news = changes.iter().map(|(_, n)| *n);
+        let ids: Vec<&str> = news.clone().map(|n| n.id.as_str()).collect();
+        let states: Vec<&str> = news.clone().map(|n| n.state.name()).collect();
+        let dues: Vec<Option<i64>> = news.clone().map(|n| n.due_ms.map(ms)).collect();
+        let works: Vec<Option<String>> = news.clone().map(work_of).collect();
+        let records: Vec<String> = news.clone().map(super::encode_text).collect();
+        let deadlines: Vec<i64> = news.clone().map(|n| ms(n.deadline_ms)).collect();
+        let attention: Vec<bool> = news.clone().map(|n| n.needs_attention()).collect();
+        let at_risk: Vec<bool> = news.map(|n| n.at_risk_open()).collect();
         t.run(
-            "UPDATE requests SET state = $2, due_ms = $3, work = $4, record = $5, \
-             deadline_ms = $6, attention = $7, at_risk = $8 WHERE id = $1",
+            "UPDATE requests AS r SET state = u.state, due_ms = u.due_ms, work = u.work, \
+             record = u.record, deadline_ms = u.deadline_ms, attention = u.attention, \
+             at_risk = u.at_risk \
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+                         $6::int8[], $7::bool[], $8::bool[]) \
+                  AS u(id, state, due_ms, work, record, deadline_ms, attention, at_risk) \
+             WHERE r.id = u.id",
             &[
-                &new.id,
-                &new.state.name(),
-                &new.due_ms.map(ms),
-                &work_of(new),
-                &super::encode_text(new),
-                &ms(new.deadline_ms),
-                &new.needs_attention(),
-                &new.at_risk_open(),
+                &ids, &states, &dues, &works, &records, &deadlines, &attention, &at_risk,
             ],
         )
         .await
         .map_err(e)?;
         let mut raised = 0;
         if let Some(ev) = self.event_rule() {
-            raised = events::put_events(t, &(ev.rule)(old, new))
-                .await
-                .map_err(e)?;
+            let events: Vec<_> = changes
+                .iter()
+                .flat_map(|(old, new)| (ev.rule)(old, new))
+                .collect();
+            raised = events::put_events(t, &events).await.map_err(e)?;
         }
         if raised > 0 {
             t.run(NOTIFY_EVENTS, &[]).await.map_err(e)?;
         }
         // Made due now (an administrator's retry, a resume): wake every
         // instance, not only this one.
-        if new.due_ms != old.due_ms && new.due_ms.is_some_and(|d| d <= self.clock_ms()) {
+        let now = self.clock_ms();
+        if changes
+            .iter()
+            .any(|(o, n)| n.due_ms != o.due_ms && n.due_ms.is_some_and(|d| d <= now))
+        {
             t.run(NOTIFY_WORK, &[]).await.map_err(e)?;
         }
-        let drafts = self
-            .audit_rule()
-            .map(|r| r(Some(old), new))
-            .unwrap_or_default();
-        chain::pend(t, drafts).await.map_err(e)?;
+        if let Some(rule) = self.audit_rule() {
+            let drafts: Vec<_> = changes
+                .iter()
+                .flat_map(|(old, new)| rule(Some(old), new))
+                .collect();
+            chain::pend(t, drafts).await.map_err(e)?;
+        }
         Ok(raised)
+    }
+
+    /// Loads and changes records under their row locks, in id order (so
+    /// that two batches never wait on each other in a cycle); `skip`
+    /// passes over rows locked by another transaction. Returns the records
+    /// `f` changed, as (old, new), in id order.
+    async fn change_many(
+        &self,
+        t: &Tx<'_>,
+        ids: &[&str],
+        skip: bool,
+        f: &super::Change<'_>,
+    ) -> Result<Vec<(RequestRecord, RequestRecord)>, StoreError> {
+        let sql = if skip {
+            "SELECT id, record FROM requests WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"
+        } else {
+            "SELECT id, record FROM requests WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        };
+        let rows = t.rows(sql, &[&ids]).await.map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get(0);
+            let text: String = row.get(1);
+            let old = super::decode(id.as_bytes(), text.as_bytes())?;
+            let mut new = old.clone();
+            if f(&mut new) {
+                out.push((old, new));
+            }
+        }
+        Ok(out)
     }
 
     fn after_events(&self, raised: usize) {
@@ -323,6 +392,197 @@ impl PgStore {
     }
 }
 
+/// An accept waiting for the committer, and who waits for its outcome.
+type Accept = (
+    Vec<RequestRecord>,
+    Option<IdemKey>,
+    tokio::sync::oneshot::Sender<Result<Enqueued, StoreError>>,
+);
+
+/// Group commit of accepts: takes every accept that is waiting and writes
+/// them in one transaction (one statement per table), then the next. An
+/// idempotency key is taken once per batch: a second accept under the
+/// same key waits for the next, where it finds the key taken.
+async fn accept_loop(store: std::sync::Weak<PgStore>, mut rx: tokio::sync::mpsc::Receiver<Accept>) {
+    let mut held: Option<Accept> = None;
+    loop {
+        let first = match held.take() {
+            Some(a) => a,
+            None => match rx.recv().await {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        let mut keys: HashSet<(String, String)> = HashSet::new();
+        let key_of = |a: &Accept| a.1.as_ref().map(|k| (k.client.clone(), k.key.clone()));
+        keys.extend(key_of(&first));
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(a) => match key_of(&a) {
+                    Some(k) if keys.contains(&k) => {
+                        held = Some(a);
+                        break;
+                    }
+                    k => {
+                        keys.extend(k);
+                        batch.push(a);
+                    }
+                },
+                Err(_) => break,
+            }
+        }
+        let Some(store) = store.upgrade() else {
+            for (_, _, reply) in batch {
+                let _ = reply.send(Err(StoreError::Closed));
+            }
+            return;
+        };
+        match store.accept_batch(&batch).await {
+            Ok(outs) => {
+                for ((_, _, reply), o) in batch.into_iter().zip(outs) {
+                    let _ = reply.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Writes a batch of accepts in one transaction: the new idempotency
+    /// keys, the requests of every accept whose key was free (or that has
+    /// none), their audit drafts; returns each accept's outcome.
+    async fn accept_batch(&self, batch: &[Accept]) -> Result<Vec<Enqueued>, StoreError> {
+        let now = now_ms();
+        let rule = self.audit_rule();
+        let out = self
+            .tx(async |t| {
+                let e = |x: tokio_postgres::Error| self.err(x);
+                let mut outs: Vec<Enqueued> = vec![Enqueued::Stored; batch.len()];
+                let keyed: Vec<(usize, &IdemKey)> = batch
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, k, _))| k.as_ref().map(|k| (i, k)))
+                    .collect();
+                if !keyed.is_empty() {
+                    let clients: Vec<&str> = keyed.iter().map(|(_, k)| k.client.as_str()).collect();
+                    let names: Vec<&str> = keyed.iter().map(|(_, k)| k.key.as_str()).collect();
+                    let entries: Vec<String> = keyed
+                        .iter()
+                        .map(|(i, k)| {
+                            serde_json::to_string(&IdemEntry {
+                                request_ids: batch[*i].0.iter().map(|r| r.id.clone()).collect(),
+                                body_hash: k.body_hash.clone(),
+                                created_ms: now,
+                            })
+                            .unwrap_or_default()
+                        })
+                        .collect();
+                    let created: Vec<i64> = vec![ms(now); keyed.len()];
+                    // A key taken meanwhile by another instance: the insert
+                    // waits for its commit, then skips it.
+                    let rows = t
+                        .rows(
+                            "INSERT INTO idempotency (client, key, entry, created_ms) \
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
+                             ON CONFLICT DO NOTHING RETURNING client, key",
+                            &[&clients, &names, &entries, &created],
+                        )
+                        .await
+                        .map_err(e)?;
+                    let fresh: HashSet<(String, String)> =
+                        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                    for (i, k) in keyed {
+                        if fresh.contains(&(k.client.clone(), k.key.clone())) {
+                            continue;
+                        }
+                        let row = t
+                            .one(
+                                "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
+                                &[&k.client, &k.key],
+                            )
+                            .await
+                            .map_err(e)?;
+                        let text: String = row.get(0);
+                        let held =
+                            serde_json::from_str(&text).map_err(|x| StoreError::Corrupt {
+                                id: k.key.clone(),
+                                detail: x.to_string(),
+                            })?;
+                        outs[i] = Enqueued::Existing(held);
+                    }
+                }
+                let records: Vec<&RequestRecord> = batch
+                    .iter()
+                    .zip(&outs)
+                    .filter(|(_, o)| matches!(o, Enqueued::Stored))
+                    .flat_map(|((recs, _, _), _)| recs)
+                    .collect();
+                if !records.is_empty() {
+                    self.insert_records(t, &records).await?;
+                    if records.iter().any(|r| r.due_ms.is_some()) {
+                        t.run(NOTIFY_WORK, &[]).await.map_err(e)?;
+                    }
+                    if let Some(rule) = &rule {
+                        let drafts: Vec<_> = records.iter().flat_map(|r| rule(None, r)).collect();
+                        chain::pend(t, drafts).await.map_err(e)?;
+                    }
+                }
+                Ok(outs)
+            })
+            .await;
+        self.poke();
+        out
+    }
+
+    /// New records, in one statement.
+    async fn insert_records(
+        &self,
+        t: &Tx<'_>,
+        records: &[&RequestRecord],
+    ) -> Result<(), StoreError> {
+        let col = |f: &dyn Fn(&RequestRecord) -> String| -> Vec<String> {
+            records.iter().map(|r| f(r)).collect()
+        };
+        let ids = col(&|r| r.id.clone());
+        let cases = col(&|r| r.case.clone());
+        let states: Vec<&str> = records.iter().map(|r| r.state.name()).collect();
+        let registries = col(&|r| r.registry.clone());
+        let dues: Vec<Option<i64>> = records.iter().map(|r| r.due_ms.map(ms)).collect();
+        let works: Vec<Option<String>> = records.iter().map(|r| work_of(r)).collect();
+        let texts = col(&|r| super::encode_text(r));
+        let deadlines: Vec<i64> = records.iter().map(|r| ms(r.deadline_ms)).collect();
+        let attention: Vec<bool> = records.iter().map(|r| r.needs_attention()).collect();
+        let at_risk: Vec<bool> = records.iter().map(|r| r.at_risk_open()).collect();
+        t.run(
+            "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
+             deadline_ms, attention, at_risk) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+                                  $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[])",
+            &[
+                &ids,
+                &cases,
+                &states,
+                &registries,
+                &dues,
+                &works,
+                &texts,
+                &deadlines,
+                &attention,
+                &at_risk,
+            ],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.shared.stop();
@@ -342,82 +602,15 @@ impl Requests for PgStore {
         records: Vec<RequestRecord>,
         key: Option<IdemKey>,
     ) -> Result<Enqueued, StoreError> {
-        let now = now_ms();
-        let rule = self.audit_rule();
-        let out = self
-            .tx(async |t| {
-                let e = |x: tokio_postgres::Error| self.err(x);
-                if let Some(k) = &key {
-                    let entry = IdemEntry {
-                        request_ids: records.iter().map(|r| r.id.clone()).collect(),
-                        body_hash: k.body_hash.clone(),
-                        created_ms: now,
-                    };
-                    let n = t
-                        .run(
-                            "INSERT INTO idempotency (client, key, entry, created_ms) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                            &[
-                                &k.client,
-                                &k.key,
-                                &serde_json::to_string(&entry).unwrap_or_default(),
-                                &ms(now),
-                            ],
-                        )
-                        .await
-                        .map_err(e)?;
-                    if n == 0 {
-                        // Taken, by an earlier request or a concurrent one
-                        // that committed first (the insert waited for it).
-                        let row = t
-                            .one(
-                                "SELECT entry FROM idempotency WHERE client = $1 AND key = $2",
-                                &[&k.client, &k.key],
-                            )
-                            .await
-                            .map_err(e)?;
-                        let text: String = row.get(0);
-                        let held =
-                            serde_json::from_str(&text).map_err(|x| StoreError::Corrupt {
-                                id: k.key.clone(),
-                                detail: x.to_string(),
-                            })?;
-                        return Ok(Enqueued::Existing(held));
-                    }
-                }
-                let mut drafts = Vec::new();
-                for r in &records {
-                    t.run(
-                    "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
-                     deadline_ms, attention, at_risk) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    &[
-                        &r.id,
-                        &r.case,
-                        &r.state.name(),
-                        &r.registry,
-                        &r.due_ms.map(ms),
-                        &work_of(r),
-                        &super::encode_text(r),
-                        &ms(r.deadline_ms),
-                        &r.needs_attention(),
-                        &r.at_risk_open(),
-                    ],
-                ).await
-                .map_err(e)?;
-                    if let Some(rule) = &rule {
-                        drafts.extend(rule(None, r));
-                    }
-                }
-                if records.iter().any(|r| r.due_ms.is_some()) {
-                    t.run(NOTIFY_WORK, &[]).await.map_err(e)?;
-                }
-                chain::pend(t, drafts).await.map_err(e)?;
-                Ok(Enqueued::Stored)
-            })
-            .await;
-        self.poke();
-        out
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.accepts
+            .send((records, key, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
@@ -533,6 +726,126 @@ impl Requests for PgStore {
             .await?;
         self.poke();
         Ok(out)
+    }
+
+    async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        let found = self
+            .records(
+                "SELECT id, record FROM requests WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        let mut by_id: std::collections::HashMap<String, RequestRecord> =
+            found.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Ok(ids.iter().map(|id| by_id.remove(*id)).collect())
+    }
+
+    async fn update_many(
+        &self,
+        ids: &[&str],
+        documents: &[(&str, &[u8])],
+        f: &super::Change<'_>,
+    ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        let out = self
+            .tx(async |t| {
+                if !documents.is_empty() {
+                    // One row per id (a later one wins), for one statement.
+                    let mut docs: std::collections::BTreeMap<&str, &[u8]> = Default::default();
+                    docs.extend(documents.iter().copied());
+                    let (dids, bytes): (Vec<&str>, Vec<&[u8]>) = docs.into_iter().unzip();
+                    t.run(
+                        "INSERT INTO documents (id, sealed) \
+                         SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                         ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed",
+                        &[&dids, &bytes],
+                    )
+                    .await
+                    .map_err(|e| self.err(e))?;
+                }
+                let changed = self.change_many(t, ids, false, f).await?;
+                let pairs: Vec<_> = changed.iter().map(|(o, n)| (o, n)).collect();
+                let raised = self.write_changes(t, &pairs).await?;
+                Ok((changed, raised))
+            })
+            .await?;
+        self.poke();
+        let (changed, raised) = out;
+        self.after_events(raised);
+        let mut by_id: std::collections::HashMap<String, RequestRecord> = changed
+            .into_iter()
+            .map(|(_, n)| (n.id.clone(), n))
+            .collect();
+        Ok(ids.iter().map(|id| by_id.remove(*id)).collect())
+    }
+
+    async fn lease_many(
+        &self,
+        asks: &[(&str, Option<&GateLimits>)],
+        f: &super::Change<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let now = self.clock_ms();
+        let ids: Vec<&str> = asks.iter().map(|(id, _)| *id).collect();
+        let out = self
+            .tx(async |t| {
+                let changed = self.change_many(t, &ids, true, f).await?;
+                let mut taken: Vec<(RequestRecord, RequestRecord)> = Vec::new();
+                let mut blocked: std::collections::HashMap<String, Option<u64>> =
+                    Default::default();
+                // The registries' limits after the request rows (locks are
+                // always taken request rows first, then gate rows), one
+                // gate row per registry in the batch, in name order.
+                let gate_of: std::collections::HashMap<&str, &GateLimits> = asks
+                    .iter()
+                    .filter_map(|(id, g)| g.map(|g| (*id, g)))
+                    .collect();
+                let mut by_gate: std::collections::BTreeMap<
+                    &str,
+                    Vec<(RequestRecord, RequestRecord)>,
+                > = Default::default();
+                for (old, new) in changed {
+                    match gate_of.get(new.id.as_str()) {
+                        Some(g) => by_gate
+                            .entry(g.registry.as_str())
+                            .or_default()
+                            .push((old, new)),
+                        None => taken.push((old, new)),
+                    }
+                }
+                for (registry, group) in by_gate {
+                    let Some(g) = asks
+                        .iter()
+                        .find_map(|(_, g)| g.filter(|g| g.registry == registry))
+                    else {
+                        continue;
+                    };
+                    let leased: Vec<&str> = group.iter().map(|(_, n)| n.id.as_str()).collect();
+                    let (admitted, until) = self.admit_many(t, g, &leased, now).await?;
+                    let mut group = group.into_iter();
+                    taken.extend(group.by_ref().take(admitted));
+                    for (_, n) in group {
+                        blocked.insert(n.id, until);
+                    }
+                }
+                let pairs: Vec<_> = taken.iter().map(|(o, n)| (o, n)).collect();
+                let raised = self.write_changes(t, &pairs).await?;
+                Ok((taken, blocked, raised))
+            })
+            .await?;
+        self.poke();
+        let (taken, mut blocked, raised) = out;
+        self.after_events(raised);
+        let mut by_id: std::collections::HashMap<String, RequestRecord> =
+            taken.into_iter().map(|(_, n)| (n.id.clone(), n)).collect();
+        Ok(ids
+            .iter()
+            .map(|id| match by_id.remove(*id) {
+                Some(r) => Lease::Taken(Box::new(r)),
+                None => match blocked.remove(*id) {
+                    Some(until) => Lease::Blocked(until),
+                    None => Lease::Passed,
+                },
+            })
+            .collect())
     }
 
     async fn scan(
