@@ -200,7 +200,7 @@ pub(super) fn simulate(
     listen: Option<String>,
     faults: Option<String>,
 ) -> CmdResult {
-    init_logs();
+    let _logs = init_logs();
     let mut cfg =
         crate::config::SimulatorConfig::load(config).map_err(|e| Fail::Failed(e.to_string()))?;
     if let Some(l) = listen {

@@ -522,7 +522,7 @@ pub fn run() -> ExitCode {
             schemas,
             store,
         } => {
-            init_logs();
+            let _logs = init_logs();
             let opts = crate::daemon::ServeOptions {
                 config,
                 demo,
@@ -638,12 +638,25 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
         .map_err(failed("tokio runtime"))
 }
 
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
+/// Sets up the log, written by a thread of its own: a request's log line
+/// is handed over, not written while the request waits (stderr takes one
+/// write per line, under a lock every task would queue on). Lines are
+/// never dropped: a full buffer makes the writer wait. Keep the guard until
+/// the command ends; dropping it writes what is left.
+#[must_use]
+fn init_logs() -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("jumgw-log")
+        .finish(std::io::stderr());
+    tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("JUMGW_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }

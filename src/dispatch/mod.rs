@@ -91,13 +91,8 @@ pub struct GateStatus {
 
 impl Gate {
     fn admit(&self, now: u64) -> Result<OwnedSemaphorePermit, Blocked> {
-        if self.is_paused(now) {
-            return Err(Blocked::Until(now + 1000));
-        }
-        let t =
-            chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now as i64).unwrap_or_default();
-        if let Some(end) = self.windows.iter().filter_map(|w| w.active_until(t)).max() {
-            return Err(Blocked::Until(end.timestamp_millis().max(0) as u64));
+        if let Some(b) = self.closed(now) {
+            return Err(b);
         }
         let permit = self
             .in_flight
@@ -117,6 +112,21 @@ impl Gate {
             Err(Wait::Until(until)) => Err(Blocked::Until(until)),
             Err(Wait::Event) => Err(Blocked::Event),
         }
+    }
+
+    /// Why nothing can go to this registry now, as far as can be told
+    /// without taking a permit: a pause, a maintenance window, every
+    /// permit held. The rate and the breaker are for [`Gate::admit`].
+    fn closed(&self, now: u64) -> Option<Blocked> {
+        if self.is_paused(now) {
+            return Some(Blocked::Until(now + 1000));
+        }
+        let t =
+            chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now as i64).unwrap_or_default();
+        if let Some(end) = self.windows.iter().filter_map(|w| w.active_until(t)).max() {
+            return Some(Blocked::Until(end.timestamp_millis().max(0) as u64));
+        }
+        (self.in_flight.available_permits() == 0).then_some(Blocked::Event)
     }
 
     /// Pauses (until `until` ms since the epoch, if given) or resumes.
@@ -305,6 +315,10 @@ async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receive
     }
 }
 
+/// How long a round waits for more work to arrive before it reads what is
+/// due.
+const ROUND_GATHER: Duration = Duration::from_millis(2);
+
 /// What a request leased in a round goes on to.
 enum Planned {
     Deliver,
@@ -483,6 +497,11 @@ impl Dispatcher {
         self: Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Result<Duration, StoreError> {
+        // Every accept and every finished attempt wakes the dispatcher;
+        // under load, rounds back to back would each walk the due index
+        // for one new request. A round first lets the others of the burst
+        // arrive: they are leased together, for a few ms of latency.
+        tokio::time::sleep(ROUND_GATHER).await;
         let now = self.store.clock_ms();
         let mut earliest: Option<u64> = None;
         let mut event_blocked = false;
@@ -492,8 +511,38 @@ impl Dispatcher {
         };
         let mut due = self.store.due(now, 512).await?;
         {
+            // Registries closed now, or without room for more: their
+            // (other) requests are passed over before their records are read.
+            let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
             let busy = lock(&self.busy);
-            due.retain(|d| !busy.contains(&d.id));
+            // Each registry's requests, at most as many as it has permits.
+            let mut room: BTreeMap<&str, usize> = BTreeMap::new();
+            due.retain(|d| {
+                if busy.contains(&d.id) {
+                    return false;
+                }
+                let crate::store::Work::Exchange(reg) = &d.work else {
+                    return true;
+                };
+                if let Some(b) = blocked.get(reg) {
+                    note(*b, &mut earliest, &mut event_blocked);
+                    return false;
+                }
+                let Some(gate) = self.gates.get(reg) else {
+                    return true;
+                };
+                let left = room
+                    .entry(&gate.name)
+                    .or_insert_with(|| gate.in_flight.available_permits());
+                let closed = gate.closed(now).or((*left == 0).then_some(Blocked::Event));
+                if let Some(b) = closed {
+                    note(b, &mut earliest, &mut event_blocked);
+                    blocked.insert(reg.clone(), b);
+                    return false;
+                }
+                *left -= 1;
+                true
+            });
         }
         if due.is_empty() {
             return self.sleep_until_due(earliest, event_blocked).await;
@@ -501,8 +550,7 @@ impl Dispatcher {
         let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
         let records = self.store.get_many(&ids).await?;
         let lease_until = now + self.policy.lease.as_millis() as u64;
-        // Registries found blocked in this pass: their other requests are
-        // passed over.
+        // Registries found blocked by their limits in this pass.
         let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
         // What each request is leased for, and what it then needs.
         let mut asks: Vec<(&str, Option<&GateLimits>)> = Vec::new();
