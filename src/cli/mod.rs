@@ -632,10 +632,7 @@ fn finish(result: CmdResult) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(failed("tokio runtime"))
+    crate::daemon::runtime().map_err(failed("tokio runtime"))
 }
 
 /// Sets up the log, written by a thread of its own: a request's log line
