@@ -147,6 +147,18 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
         sidecar.contains("\"subject\": \"jmbg=0512******776\""),
         "{sidecar}"
     );
+    assert!(sidecar.contains("\"client\": \"backoffice\""), "{sidecar}");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [file.clone(), file.with_extension("json")] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{}: {mode:o}", f.display());
+    }
+    let mode = std::fs::metadata(file.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750);
     assert!(
         !sidecar.contains("0512981717776"),
         "no JMBG in clear in the sidecar"
@@ -284,6 +296,174 @@ async fn bad_input_is_a_422_naming_each_field() {
         .unwrap();
     let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // The scheme is case-insensitive (RFC 7235).
+    for scheme in ["bearer", "BEARER", "Bearer "] {
+        let req = Request::get("/api/v1/services")
+            .header("authorization", format!("{scheme} t"))
+            .body(Body::empty())
+            .unwrap();
+        let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{scheme:?}");
+    }
+}
+
+/// What was accepted before and could never be sent or delivered: case
+/// numbers past `xrd:issue`'s 255 characters or a folder name's 255 bytes,
+/// control characters in any field. Each is now a 422 naming the field;
+/// and a case number typed in NFD is the same case as in NFC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_can_never_succeed_is_refused_at_the_door() {
+    let d = run(setup("").await, |_| {}).await;
+    let body = |number: &str, official: &str, legal: &str, purpose: &str| {
+        serde_json::json!({
+            "case": {"number": number, "legal_basis": legal, "official": official},
+            "purpose": purpose, "service": "civil.birth-extract",
+            "subject": {"jmbg": "0512981717776"}
+        })
+        .to_string()
+    };
+    let refused = [
+        (
+            body(&"/".repeat(100), "o", "ZUP", "p"),
+            "/case/number",
+            "300 bytes",
+        ),
+        (
+            body(&"Ж".repeat(128), "o", "ZUP", "p"),
+            "/case/number",
+            "256 bytes",
+        ),
+        (
+            body(&"7".repeat(256), "o", "ZUP", "p"),
+            "/case/number",
+            "256 characters",
+        ),
+        (
+            body(&"7".repeat(1000), "o", "ZUP", "p"),
+            "/case/number",
+            "1000 characters",
+        ),
+        (
+            body("351\u{1}-12", "o", "ZUP", "p"),
+            "/case/number",
+            "U+0001",
+        ),
+        (
+            body("351-12", "mari\u{1f}ja", "ZUP", "p"),
+            "/case/official",
+            "U+001F",
+        ),
+        (
+            body("351-12", "o", "ZUP \u{fffe}", "p"),
+            "/case/legal_basis",
+            "U+FFFE",
+        ),
+        (
+            body("351-12", "o", "ZUP", "ex \u{7}officio"),
+            "/purpose",
+            "U+0007",
+        ),
+        (
+            body("351-12", "marija\nkovac", "ZUP", "p"),
+            "/case/official",
+            "U+000A",
+        ),
+    ];
+    for (b, pointer, why) in refused {
+        let (status, _, v) = call(&d, "POST", "/api/v1/requests", "t", b.clone()).await;
+        assert_eq!(status, 422, "{b}: {v}");
+        assert_eq!(v["errors"][0]["pointer"], pointer, "{b}: {v}");
+        let reason = v["errors"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{b}: {reason}");
+    }
+    assert_eq!(d.store.count(&Default::default()).await.unwrap(), 0);
+    // A line break is fine in the purpose and the legal basis.
+    let (status, _, _) = call(
+        &d,
+        "POST",
+        "/api/v1/requests",
+        "t",
+        body("351-12", "o", "ZUP\nčl. 103", "one\ntwo"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // NFD and NFC spellings of one case number are one case.
+    let nfd = "Predmet-c\u{30c}-7";
+    let (status, _, v) = call(
+        &d,
+        "POST",
+        "/api/v1/requests",
+        "t",
+        body(nfd, "o", "ZUP", "p"),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["case"], "Predmet-\u{10d}-7");
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        "/api/v1/cases/Predmet-c%CC%8C-7",
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["case"], "Predmet-\u{10d}-7");
+    assert_eq!(v["requests"].as_array().unwrap().len(), 1);
+}
+
+/// A delivery that fails the same way every time (here the case's folder
+/// cannot be made: a file has its name) no longer spins unseen: each
+/// failure is recorded with its error and counted, the request is dead
+/// after `retry.delivery_attempts`, and once the cause is fixed an
+/// operator's retry delivers the document it already has, without asking
+/// the registry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_always_fails_is_given_up_visibly_and_retried_by_an_operator() {
+    let d = run(setup("").await, |g| g.retry.delivery_attempts = 3).await;
+    let cases = d.env.dir.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    let blocker = cases.join("351-12%2F2026-IV");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d.until(&id, State::Dead, Duration::from_secs(20)).await;
+    assert_eq!(r.delivery_failures, 3);
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("delivery failed 3 times, last: "),
+        "{error}"
+    );
+    assert_eq!(r.attempts.len(), 1, "the registry was asked once");
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        "/admin/v1/requests?state=dead",
+        "a",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v.to_string().contains(&id),
+        "operators see it among the dead: {v}"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let (status, _, v) = call(
+        &d,
+        "POST",
+        &format!("/admin/v1/requests/{id}/retry"),
+        "a",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    assert_eq!(r.attempts.len(), 1, "delivered from the document it had");
+    assert!(blocker
+        .join(format!("{id}.civil.birth-extract.xml"))
+        .exists());
 }
 
 async fn get(d: &Running, uri: &str, etag: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {

@@ -409,3 +409,119 @@ fn third_party_vectors_outside_the_profile_are_refused_by_name() {
         assert!(err.to_string().contains(expected), "{file}: {err}");
     }
 }
+
+/// A registry signer certificate from the trusted CA, but with a key too
+/// weak for a seal (RSA-1024, RSA-512, an EC key on P-521... P-224), or
+/// signed by the CA with SHA-1: signxml signs with it (its signatures are
+/// valid), and the verifier refuses each, naming the key or the hash. Our
+/// own `xml sign` refuses such keys too.
+#[test]
+fn weak_signer_keys_and_sha1_certificates_are_refused_by_name() {
+    use jum_gateway::pki::{issue, CertSpec, Role};
+    use openssl::pkey::PKey;
+    let pki = Pki::new();
+    let spec = CertSpec::new("weak signer", Role::Signing);
+    let ca = Some((&pki.ca.cert, &pki.ca.key));
+    let rsa = |bits| PKey::from_rsa(openssl::rsa::Rsa::generate(bits).unwrap()).unwrap();
+    let ec = |nid| {
+        let g = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+        PKey::from_ec_key(openssl::ec::EcKey::generate(&g).unwrap()).unwrap()
+    };
+    let sha1_signed = |key: &PKey<openssl::pkey::Private>| {
+        // The CA's signature over the certificate with SHA-1.
+        let c = issue(&spec, key, ca).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(c.serial_number()).unwrap();
+        b.set_subject_name(c.subject_name()).unwrap();
+        b.set_issuer_name(c.issuer_name()).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(c.not_before()).unwrap();
+        b.set_not_after(c.not_after()).unwrap();
+        let ku = openssl::x509::extension::KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .non_repudiation()
+            .build()
+            .unwrap();
+        b.append_extension(ku).unwrap();
+        b.sign(&pki.ca.key, openssl::hash::MessageDigest::sha1())
+            .unwrap();
+        b.build()
+    };
+    let strong = rsa(2048);
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        PKey<openssl::pkey::Private>,
+        Option<openssl::x509::X509>,
+        &str,
+        &str,
+    )> = vec![
+        (
+            "rsa1024",
+            rsa(1024),
+            None,
+            "rsa-sha256",
+            "an RSA key of 1024 bits; at least 2048 are accepted",
+        ),
+        (
+            "rsa512",
+            rsa(512),
+            None,
+            "rsa-sha256",
+            "an RSA key of 512 bits; at least 2048 are accepted",
+        ),
+        (
+            "p521",
+            ec(openssl::nid::Nid::SECP521R1),
+            None,
+            "ecdsa-sha256",
+            "an EC key on secp521r1; only P-256 and P-384 are accepted",
+        ),
+        (
+            "sha1",
+            strong.clone(),
+            Some(sha1_signed(&strong)),
+            "rsa-sha256",
+            "is signed with sha1WithRSAEncryption; SHA-1 and MD5 are not accepted",
+        ),
+    ];
+    for (name, key, cert, alg, why) in cases {
+        let cert = cert.unwrap_or_else(|| issue(&spec, &key, ca).unwrap());
+        let key_pem = key.private_key_to_pem_pkcs8().unwrap();
+        let cert_pem = cert.to_pem().unwrap();
+        let kp = write(pki.dir.path(), &format!("{name}.key"), &key_pem);
+        let cp = write(pki.dir.path(), &format!("{name}.pem"), &cert_pem);
+        let src = write(pki.dir.path(), "plain.xml", envelope().as_bytes());
+        let out = pki.path(&format!("signxml-{name}.xml"));
+        let o = peer([
+            "signxml-sign",
+            kp.to_str().unwrap(),
+            cp.to_str().unwrap(),
+            alg,
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "signxml sign {name}: {}", text(&o));
+        let signed = std::fs::read(&out).unwrap();
+        match xml::verify(&signed, &pki.trust(), &Limits::default()) {
+            Ok(_) => panic!("{name}: a weak signer was accepted"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with("signer certificate is not trusted: "),
+                    "{name}: {e}"
+                );
+                assert!(e.contains(why), "{name}: {e}");
+            }
+        }
+        // And we do not sign with such a key ourselves.
+        let ours = xml::SigningKey::from_pem(&key_pem, &cert_pem, None);
+        let e = ours.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains("too weak to sign") || e.contains("only EC keys on P-256"),
+            "{name}: {e}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod documents;
+pub mod fields;
 pub mod layers;
 pub mod openapi;
 pub mod problem;
@@ -176,12 +177,20 @@ pub fn bearer_client(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
     let peer = extensions
         .get::<crate::pki::tls::PeerCert>()
         .and_then(|p| p.0.as_deref());
     authenticate(state, token, peer)
+}
+
+/// The token of an `Authorization: Bearer …` header. The scheme is
+/// case-insensitive (RFC 7235 §2.1: `bearer`, `BEARER` are the same).
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The client a token belongs to, with the subject of the connection's

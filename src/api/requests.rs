@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Client};
+use super::{fields, ApiError, AppState, Client};
 use crate::ids;
 use crate::store::{RequestRecord, State as RState};
 
@@ -18,13 +18,16 @@ use crate::store::{RequestRecord, State as RState};
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"number": "351-12/2026-IV", "legal_basis": "ZUP čl. 103", "official": "marija.kovac"}))]
 pub struct CaseIn {
-    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    /// At most 255 characters (`xrd:issue`), whose case-folder name fits
+    /// in 255 bytes; one line, no control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub number: String,
     /// The law and article that allow the authority to ask (e.g. ZUP čl. 103).
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub legal_basis: String,
-    /// Who asks: the official handling the case.
-    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    /// Who asks: the official handling the case (`xrd:userId`: at most
+    /// 255 characters, one line).
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub official: String,
 }
 
@@ -145,23 +148,18 @@ impl From<&RequestRecord> for RequestOut {
     }
 }
 
-fn text_field(errs: &mut Vec<(String, String)>, pointer: &str, v: &str) {
-    if v.trim().is_empty() {
-        errs.push((pointer.into(), "must not be empty".into()));
-    } else if v.chars().count() > 1000 {
-        errs.push((pointer.into(), "longer than 1000 characters".into()));
-    }
-}
-
 /// The purpose is required (the audit trail must say why), but checked
 /// here rather than by serde so that a missing one is a 422 naming it.
-fn purpose_field(errs: &mut Vec<(String, String)>, purpose: Option<&str>) {
+fn purpose_field(errs: &mut Vec<(String, String)>, purpose: Option<&str>) -> String {
     match purpose {
-        None => errs.push((
-            "/purpose".into(),
-            "required: why the case needs this data (it goes into the envelope and the audit trail)".into(),
-        )),
-        Some(p) => text_field(errs, "/purpose", p),
+        None => {
+            errs.push((
+                "/purpose".into(),
+                "required: why the case needs this data (it goes into the envelope and the audit trail)".into(),
+            ));
+            String::new()
+        }
+        Some(p) => fields::check(errs, "/purpose", p, fields::PURPOSE),
     }
 }
 
@@ -172,11 +170,20 @@ pub fn validate(
     body: RequestIn,
 ) -> Result<RequestRecord, ApiError> {
     let mut errs = Vec::new();
-    text_field(&mut errs, "/case/number", &body.case.number);
-    text_field(&mut errs, "/case/legal_basis", &body.case.legal_basis);
-    text_field(&mut errs, "/case/official", &body.case.official);
-    purpose_field(&mut errs, body.purpose.as_deref());
-    let purpose = body.purpose.clone().unwrap_or_default();
+    let number = fields::case_number(&mut errs, "/case/number", &body.case.number);
+    let legal_basis = fields::check(
+        &mut errs,
+        "/case/legal_basis",
+        &body.case.legal_basis,
+        fields::LEGAL_BASIS,
+    );
+    let official = fields::check(
+        &mut errs,
+        "/case/official",
+        &body.case.official,
+        fields::OFFICIAL,
+    );
+    let purpose = purpose_field(&mut errs, body.purpose.as_deref());
     let svc = state.services.get(&body.service);
     if svc.is_none() {
         errs.push((
@@ -253,9 +260,9 @@ pub fn validate(
     let svc = svc.ok_or_else(|| ApiError::Internal("service vanished".into()))?;
     Ok(RequestRecord::queued(
         &who.name,
-        body.case.number,
-        body.case.legal_basis,
-        body.case.official,
+        number,
+        legal_basis,
+        official,
         purpose,
         body.service,
         svc.registry.clone(),
@@ -407,7 +414,7 @@ pub struct BundleItem {
 pub struct BundleIn {
     #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub legal_basis: String,
-    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 255, pattern = "\\S")]
     pub official: String,
     /// Required: why the case needs the data.
     #[serde(default)]
@@ -601,12 +608,17 @@ pub async fn create_bundle(
     let mut body: BundleIn =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let mut errs = Vec::new();
-    text_field(&mut errs, "/legal_basis", &body.legal_basis);
-    text_field(&mut errs, "/official", &body.official);
+    // The bundle's case is its path; its fields are checked once here
+    // (as `/case`, `/legal_basis`, …), not for each request.
+    let case = fields::case_number(&mut errs, "/case", &case);
+    fields::check(
+        &mut errs,
+        "/legal_basis",
+        &body.legal_basis,
+        fields::LEGAL_BASIS,
+    );
+    fields::check(&mut errs, "/official", &body.official, fields::OFFICIAL);
     purpose_field(&mut errs, body.purpose.as_deref());
-    if case.trim().is_empty() {
-        errs.push(("/case".into(), "must not be empty".into()));
-    }
     let from_procedure = body.procedure.is_some();
     let items = bundle_items(&st, &mut body, &mut errs);
     if !errs.is_empty() {
@@ -721,6 +733,7 @@ pub async fn get_case(
     who: Client,
     Path(case): Path<String>,
 ) -> Result<Json<CaseOut>, ApiError> {
+    let case = fields::case_key(&case);
     let recs: Vec<RequestRecord> = st
         .store
         .by_case(&case)

@@ -18,6 +18,16 @@ impl GatewayConfig {
                 "the postgres backend needs a URL, postgres://user@host:port/database".into(),
             ));
         }
+        if self.gateway.min_rsa_bits < crate::xml::dsig::MIN_RSA_BITS {
+            return Err(bad(
+                "gateway.min_rsa_bits".into(),
+                format!(
+                    "{} is below {}: keys can be required stronger, never weaker",
+                    self.gateway.min_rsa_bits,
+                    crate::xml::dsig::MIN_RSA_BITS
+                ),
+            ));
+        }
         if self.store.pool_size == 0 {
             return Err(bad("store.pool_size".into(), "must be at least 1".into()));
         }

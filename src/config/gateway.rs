@@ -38,6 +38,15 @@ pub struct GatewaySection {
     /// Serve the API over HTTPS, optionally with client certificates.
     #[serde(default)]
     pub api_tls: Option<ApiTls>,
+    /// The smallest RSA key accepted for our seal, our TLS keys and every
+    /// registry signer: 2048 at least (it can be raised, e.g. to 3072,
+    /// never lowered).
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: u32,
+}
+
+fn default_min_rsa_bits() -> u32 {
+    crate::xml::dsig::MIN_RSA_BITS
 }
 
 /// HTTPS for the API. With `client_ca`, client certificates are verified
@@ -148,6 +157,15 @@ pub struct RetryConfig {
     /// How long a leased request may stay in `sending` before it is sent again.
     #[serde(default = "default_lease", with = "duration")]
     pub lease: Duration,
+    /// Failed deliveries into the case folder after which a fetched
+    /// request is given up (dead, with the last error, for an operator to
+    /// fix the cause and retry); they are retried on the same backoff.
+    #[serde(default = "default_delivery_attempts")]
+    pub delivery_attempts: u32,
+}
+
+fn default_delivery_attempts() -> u32 {
+    10
 }
 
 fn default_base() -> Duration {
@@ -178,6 +196,7 @@ impl Default for RetryConfig {
             max_attempts: default_attempts(),
             deadline: default_deadline(),
             lease: default_lease(),
+            delivery_attempts: default_delivery_attempts(),
         }
     }
 }

@@ -305,6 +305,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `gateway2`"), "{e}");
+        // Keys may be required stronger, never weaker.
+        let weaker = GW.replacen("[gateway]\n", "[gateway]\nmin_rsa_bits = 1024\n", 1);
+        assert_ne!(weaker, GW);
+        let e = parse::<GatewayConfig>(&weaker, "g.toml", std::iter::empty())
+            .unwrap()
+            .validate("g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gateway.min_rsa_bits"), "{e}");
+        assert!(e.contains("1024 is below 2048"), "{e}");
+        let stronger = GW.replacen("[gateway]\n", "[gateway]\nmin_rsa_bits = 3072\n", 1);
+        let cfg = parse::<GatewayConfig>(&stronger, "g.toml", std::iter::empty()).unwrap();
+        cfg.validate("g.toml").unwrap();
+        assert_eq!(cfg.gateway.min_rsa_bits, 3072);
     }
 
     #[test]

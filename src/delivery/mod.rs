@@ -20,11 +20,23 @@ use crate::store::RequestRecord;
 
 /// A case number as a folder name: characters that are not letters, digits,
 /// `-`, `_` or `.` are percent-encoded, so `351-12/2026-IV` becomes
-/// `351-12%2F2026-IV` and can be read back.
+/// `351-12%2F2026-IV` and can be read back. So are a leading or trailing
+/// dot and the first letter of a name Windows reserves for devices (`CON`,
+/// `AUX`, `NUL.2026`, `COM1` …), which SMB shares and Windows readers of
+/// the case folders could not open otherwise.
 pub fn case_folder(case: &str) -> String {
+    let n = case.chars().count();
+    let stem: String = case.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0');
     let mut out = String::with_capacity(case.len());
     for (i, c) in case.chars().enumerate() {
-        let keep = c.is_alphanumeric() || c == '-' || c == '_' || (c == '.' && i > 0);
+        let keep =
+            (c.is_alphanumeric() || c == '-' || c == '_' || (c == '.' && i > 0 && i + 1 < n))
+                && !(reserved && i == 0);
         if keep {
             out.push(c);
         } else {
@@ -43,6 +55,9 @@ pub fn case_folder(case: &str) -> String {
 #[derive(Serialize)]
 struct Sidecar<'a> {
     request_id: &'a str,
+    /// The back-office client that filed it: two clients may use the same
+    /// case number.
+    client: &'a str,
     case: &'a str,
     service: &'a str,
     registry: &'a str,
@@ -56,6 +71,21 @@ struct Sidecar<'a> {
     attempts: usize,
     signer: Option<&'a str>,
     document: String,
+}
+
+/// Writes a new file, mode 0640 whatever the umask allows beyond it.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(path)?;
+    // A file left from an earlier try keeps its old mode: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    f.write_all(bytes)
 }
 
 /// A file to write: its name in the case folder and its bytes.
@@ -84,7 +114,7 @@ impl CaseFolders {
         for (r, doc) in jobs {
             staged.push(self.files(r, doc).and_then(|(dir, files)| {
                 for (name, bytes) in &files {
-                    std::fs::write(dir.join(format!(".{name}.tmp")), bytes)?;
+                    write_private(&dir.join(format!(".{name}.tmp")), bytes)?;
                 }
                 Ok((dir, files.into_iter().map(|(n, _)| n).collect()))
             }));
@@ -127,10 +157,14 @@ impl CaseFolders {
         document: &[u8],
     ) -> std::io::Result<(PathBuf, Vec<NamedFile>)> {
         let dir = self.root.join(case_folder(&r.case));
-        std::fs::create_dir_all(&dir)?;
+        // Personal data: readable by the gateway's user and its group (the
+        // back-office's readers), not by every account on the machine.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+            .create(&dir)?;
         let name = format!("{}.{}.xml", r.id, r.service);
         let sidecar = Sidecar {
             request_id: &r.id,
+            client: &r.client,
             case: &r.case,
             service: &r.service,
             registry: &r.registry,
@@ -213,5 +247,14 @@ mod tests {
         assert_eq!(case_folder("../etc"), "%2E.%2Fetc");
         assert_eq!(case_folder("Predmet č. 7"), "Predmet%20č.%207");
         assert_eq!(case_folder(""), "%00");
+        // What Windows and SMB readers cannot open.
+        assert_eq!(case_folder("CON"), "%43ON");
+        assert_eq!(case_folder("nul.2026"), "%6Eul.2026");
+        assert_eq!(case_folder("COM1"), "%43OM1");
+        assert_eq!(case_folder("LPT9.x"), "%4CPT9.x");
+        assert_eq!(case_folder("COM0"), "COM0");
+        assert_eq!(case_folder("CONTO-1"), "CONTO-1");
+        assert_eq!(case_folder("351-12."), "351-12%2E");
+        assert_eq!(case_folder("a..b"), "a..b");
     }
 }

@@ -843,6 +843,44 @@ impl Dispatcher {
         self.wake();
     }
 
+    /// Records a failed delivery: its error, and when to try again, or
+    /// that it is given up (a delivery that fails the same way every time
+    /// must not spin unseen).
+    async fn delivery_failed(&self, id: &str, e: &StoreError) {
+        let now = self.store.clock_ms();
+        let error = crate::ids::redact_text(&e.to_string());
+        let policy = self.policy.clone();
+        let jitter: f64 = rand::rng().random();
+        let why = error.clone();
+        let recorded = self
+            .record(id, None, move |r| {
+                let ev = Event::DeliveryFailed {
+                    error: &why,
+                    retry: &policy,
+                    jitter,
+                };
+                lifecycle::apply(r, &ev, now)
+            })
+            .await;
+        match recorded {
+            Ok(Some(r)) if r.state == State::Dead => {
+                crate::metrics::delivery_failed(true);
+                tracing::error!(request = %id, error = %error, failures = r.delivery_failures, "delivery failed again; given up, the request is dead until an operator retries it");
+            }
+            Ok(Some(r)) => {
+                crate::metrics::delivery_failed(false);
+                tracing::warn!(request = %id, error = %error, failures = r.delivery_failures, "delivery failed; will retry");
+            }
+            // Its lease expires and it is tried again.
+            Ok(None) => {
+                tracing::warn!(request = %id, error = %error, "delivery failed; will retry")
+            }
+            Err(re) => {
+                tracing::warn!(request = %id, error = %error, record = %re, "delivery failed and could not be recorded; will retry")
+            }
+        }
+    }
+
     async fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let now = self.store.clock_ms();
         self.record(id, None, move |r| {
@@ -913,8 +951,7 @@ impl Dispatcher {
                 tracing::info!(request = %id, case = %rec.case, "delivered")
             }
             Ok(None) => tracing::info!(request = %id, "not delivered: cancelled meanwhile"),
-            // The delivery lease expires and it is tried again.
-            Err(e) => tracing::warn!(request = %id, error = %e, "delivery failed; will retry"),
+            Err(e) => self.delivery_failed(&id, &e).await,
         }
     }
 }

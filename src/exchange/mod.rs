@@ -151,6 +151,19 @@ impl Exchange {
                     detail: e.to_string(),
                 }
             })?;
+        // Our own keys, as strong as we ask of the registries' (their TLS
+        // keys are held to the same by rustls, which takes no RSA key under
+        // 2048 bits and no SHA-1 signature).
+        for (key, cert) in [(&g.sign_key, &g.sign_cert), (&g.tls_key, &g.tls_cert)] {
+            if let Some(w) =
+                crate::xml::dsig::weak_own_key(&read(key)?, &read(cert)?, g.min_rsa_bits)
+            {
+                return Err(ExchangeError::File {
+                    path: key.display().to_string(),
+                    detail: format!("too weak: {w}"),
+                });
+            }
+        }
         let mut identity = read(&g.tls_cert)?;
         identity.push(b'\n');
         identity.extend(read(&g.tls_key)?);
@@ -176,6 +189,7 @@ impl Exchange {
             let mut trust = TrustStore::from_pem(&read(&r.signer_ca)?)
                 .map_err(|e| cerr(format!("{}: {e}", r.signer_ca.display())))?;
             trust.subject_pin = r.signer_subject.clone();
+            trust.min_rsa_bits = g.min_rsa_bits;
             registries.insert(
                 name.clone(),
                 RegistryClient {

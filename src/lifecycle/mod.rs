@@ -46,6 +46,14 @@ pub enum Event<'a> {
     },
     /// The document reached the client (case folder, webhook or pull).
     Delivered,
+    /// Its delivery failed (`error`): tried again on the retry backoff,
+    /// or, after `retry.delivery_attempts` failures, given up (dead) for
+    /// an operator to see, fix and retry.
+    DeliveryFailed {
+        error: &'a str,
+        retry: &'a RetryConfig,
+        jitter: f64,
+    },
     /// An administrator retries it: a dead or cancelled request starts
     /// over, a waiting one is due now.
     Retry,
@@ -68,6 +76,7 @@ impl Event<'_> {
             Event::LeaseDelivery { .. } => "lease-delivery",
             Event::Answered { facts, .. } => facts.outcome.kind(),
             Event::Delivered => "delivered",
+            Event::DeliveryFailed { .. } => "delivery-failed",
             Event::Retry => "retry",
             Event::Cancel { .. } => "cancel",
             Event::Unroutable => "unroutable",
@@ -115,6 +124,40 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
             }
             r.state = State::Delivered;
             r.delivered_ms = Some(now);
+            true
+        }
+        Event::DeliveryFailed {
+            error,
+            retry,
+            jitter,
+        } => {
+            if r.state != State::Fetched {
+                return false;
+            }
+            r.delivery_failures += 1;
+            let n = r.delivery_failures;
+            if n >= retry.delivery_attempts {
+                r.state = State::Dead;
+                r.error = Some(format!("delivery failed {n} times, last: {error}"));
+            } else {
+                r.error = Some(format!(
+                    "delivery failed ({n} of {}): {error}",
+                    retry.delivery_attempts
+                ));
+                let wait = backoff(retry, n, None, jitter);
+                r.due_ms = Some(now + wait.as_millis() as u64);
+            }
+            true
+        }
+        // A document whose delivery was given up is delivered again, not
+        // asked for again.
+        Event::Retry
+            if r.state == State::Dead && r.document_id.is_some() && r.delivery_failures > 0 =>
+        {
+            r.state = State::Fetched;
+            r.due_ms = Some(now);
+            r.error = None;
+            r.delivery_failures = 0;
             true
         }
         Event::Retry => match r.state {

@@ -111,6 +111,9 @@ pub struct RequestRecord {
     /// Flagged by the deadline watch: within days of its ZUP deadline.
     #[serde(default)]
     pub at_risk: bool,
+    /// Failed deliveries of its document since it was fetched.
+    #[serde(default)]
+    pub delivery_failures: u32,
 }
 
 impl RequestRecord {
@@ -152,6 +155,7 @@ impl RequestRecord {
             delivered_ms: None,
             error: None,
             at_risk: false,
+            delivery_failures: 0,
         }
     }
 

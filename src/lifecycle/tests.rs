@@ -39,6 +39,9 @@ fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
         }
         r.security_failures = MAX_SECURITY_FAILURES - 1;
         r.deadline_ms = NOW + 1_000;
+        // its document fetched, and one failed delivery from giving up
+        r.document_id = Some(r.id.clone());
+        r.delivery_failures = retry.delivery_attempts - 1;
     }
     r
 }
@@ -91,6 +94,11 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             until: NOW + 30_000,
         },
         Event::Delivered,
+        Event::DeliveryFailed {
+            error: "No space left on device",
+            retry: &retry,
+            jitter: 0.5,
+        },
         Event::Retry,
         Event::Cancel { by: "admin" },
         Event::Unroutable,

@@ -47,6 +47,10 @@ fn describe() {
         "Answers refused for a bad signature, an untrusted signer or a wrong request hash"
     );
     describe_counter!("jumgw_deliveries_total", "Documents delivered, by mode");
+    describe_counter!(
+        "jumgw_delivery_failures_total",
+        "Failed deliveries into case folders, by outcome: retried, or given up (the request is dead)"
+    );
     describe_counter!("jumgw_webhooks_total", "Webhook POSTs, by outcome");
     describe_gauge!("jumgw_queue_depth", "Requests by state and registry");
     describe_gauge!(
@@ -98,6 +102,12 @@ pub fn attempt(registry: &str, service: &str, outcome: &str, took: Duration) {
 
 pub fn delivered(mode: &'static str) {
     counter!("jumgw_deliveries_total", "mode" => mode).increment(1);
+}
+
+/// A delivery failed; `gave_up`: for the last time (the request is dead).
+pub fn delivery_failed(gave_up: bool) {
+    counter!("jumgw_delivery_failures_total", "outcome" => if gave_up { "gave-up" } else { "retried" })
+        .increment(1);
 }
 
 pub fn webhook(ok: bool) {

@@ -93,6 +93,12 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
+    let pem = |p: &Path| std::fs::read(p).map_err(|e| file_err(p, e));
+    if let Some(w) =
+        crate::xml::dsig::weak_own_key(&pem(key)?, &pem(cert)?, crate::xml::dsig::MIN_RSA_BITS)
+    {
+        return Err(TlsError::Tls(format!("{}: too weak: {w}", key.display())));
+    }
     let mut cfg = builder
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|e| TlsError::Tls(e.to_string()))?;

@@ -270,6 +270,7 @@ mod tests {
             delivered_ms: None,
             error: None,
             at_risk: false,
+            delivery_failures: 0,
         }
     }
 

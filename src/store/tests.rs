@@ -39,6 +39,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         delivered_ms: None,
         error: None,
         at_risk: false,
+        delivery_failures: 0,
     }
 }
 

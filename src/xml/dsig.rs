@@ -117,6 +117,85 @@ pub enum DsigError {
     Crypto(#[from] openssl::error::ErrorStack),
 }
 
+/// The smallest RSA key accepted anywhere: our seal, our TLS keys and
+/// every registry signer (`[gateway] min_rsa_bits` may raise it, never
+/// lower it). EC keys must be on P-256 or P-384, and no certificate may
+/// be signed with SHA-1 or MD5: what the ETSI and CA/Browser Forum
+/// baselines have refused for years.
+pub const MIN_RSA_BITS: u32 = 2048;
+
+/// Why `key` is too weak to sign or to be trusted, if it is.
+pub fn weak_key<T: openssl::pkey::HasPublic>(
+    key: &openssl::pkey::PKeyRef<T>,
+    min_rsa_bits: u32,
+) -> Option<String> {
+    match key.id() {
+        Id::RSA => {
+            let bits = key.bits();
+            (bits < min_rsa_bits.max(MIN_RSA_BITS)).then(|| {
+                format!(
+                    "an RSA key of {bits} bits; at least {} are accepted",
+                    min_rsa_bits.max(MIN_RSA_BITS)
+                )
+            })
+        }
+        Id::EC => {
+            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1 | Nid::SECP384R1) => None,
+                other => Some(format!(
+                    "an EC key on {}; only P-256 and P-384 are accepted",
+                    other
+                        .and_then(|n| n.short_name().ok())
+                        .unwrap_or("an unnamed curve")
+                )),
+            }
+        }
+        other => Some(format!(
+            "a {other:?} key; only RSA and EC keys are accepted"
+        )),
+    }
+}
+
+/// Why `cert` is too weak to be trusted, if it is: its key, or the hash
+/// its issuer signed it with.
+pub fn weak_certificate(cert: &openssl::x509::X509Ref, min_rsa_bits: u32) -> Option<String> {
+    let subject = name_to_string(cert.subject_name());
+    let nid = cert.signature_algorithm().object().nid();
+    if matches!(
+        nid,
+        Nid::SHA1WITHRSAENCRYPTION
+            | Nid::ECDSA_WITH_SHA1
+            | Nid::DSAWITHSHA1
+            | Nid::MD5WITHRSAENCRYPTION
+            | Nid::MD5WITHRSA
+            | Nid::SHA1WITHRSA
+    ) {
+        return Some(format!(
+            "certificate {subject:?} is signed with {}; SHA-1 and MD5 are not accepted",
+            nid.long_name().unwrap_or("a weak hash")
+        ));
+    }
+    let key = match cert.public_key() {
+        Ok(k) => k,
+        Err(e) => return Some(format!("certificate {subject:?}: unreadable key ({e})")),
+    };
+    weak_key(&key, min_rsa_bits).map(|w| format!("certificate {subject:?} has {w}"))
+}
+
+/// Why a PEM key and certificate of ours are too weak, if they are (an
+/// unreadable one is left to whoever loads it, with its own message).
+pub fn weak_own_key(key_pem: &[u8], cert_pem: &[u8], min_rsa_bits: u32) -> Option<String> {
+    if let Ok(k) = PKey::private_key_from_pem(key_pem) {
+        if let Some(w) = weak_key(&k, min_rsa_bits) {
+            return Some(w);
+        }
+    }
+    X509::from_pem(cert_pem)
+        .ok()
+        .and_then(|c| weak_certificate(&c, min_rsa_bits))
+}
+
 /// A private key with its certificate, loaded once and reused.
 pub struct SigningKey {
     key: PKey<Private>,
@@ -167,6 +246,9 @@ impl SigningKey {
             return Err(DsigError::Key(
                 "the certificate does not belong to the private key".into(),
             ));
+        }
+        if let Some(w) = weak_certificate(&cert, MIN_RSA_BITS) {
+            return Err(DsigError::Key(format!("too weak to sign: {w}")));
         }
         Ok(SigningKey {
             key,
@@ -368,6 +450,8 @@ pub fn sign(input: &[u8], key: &SigningKey, limits: &Limits) -> Result<Vec<u8>, 
 /// [`TrustStore::RECHECK`].
 pub struct TrustStore {
     store: X509Store,
+    /// The smallest RSA key a signer may have (at least [`MIN_RSA_BITS`]).
+    pub min_rsa_bits: u32,
     /// Optional pin: the signer's subject must contain this text.
     pub subject_pin: Option<String>,
     checked: Mutex<HashMap<[u8; 32], Checked>>,
@@ -413,6 +497,7 @@ impl TrustStore {
         }
         Ok(TrustStore {
             store: b.build(),
+            min_rsa_bits: MIN_RSA_BITS,
             subject_pin: None,
             checked: Mutex::new(HashMap::new()),
         })
@@ -829,6 +914,11 @@ fn check_certificate(
             return Err(DsigError::Certificate(
                 "key usage allows neither digitalSignature nor nonRepudiation".into(),
             ));
+        }
+    }
+    for c in std::iter::once(signer).chain(&intermediates) {
+        if let Some(w) = weak_certificate(c, trust.min_rsa_bits) {
+            return Err(DsigError::Untrusted(w));
         }
     }
     let mut chain = Stack::new()?;
