@@ -191,3 +191,76 @@ async fn a_client_bound_to_a_certificate_needs_token_and_certificate() {
         Ok(200)
     );
 }
+
+/// 5,000 connections that send nothing do not keep others out: a normal
+/// request answers while they are open, and the server closes each idle
+/// one after its header timeout (about 20,000 exhausted the file limit
+/// before, and then the store and the case folders could open nothing).
+#[test]
+fn idle_connections_are_closed_and_do_not_starve_a_real_request() {
+    use std::io::Read;
+    // Room for 5,000 sockets on each side in one test process.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let want = hard.min(40_000);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, want, hard).unwrap();
+    assert!(
+        want >= 11_000,
+        "the open file limit ({hard}) is too low for this test"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _d = start_daemon_env(
+        &data.path().join("d"),
+        port,
+        &[("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "3s".into())],
+    );
+    let idle: Vec<std::net::TcpStream> = (0..5000)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/api/v1/services"))
+            .bearer_auth("demo-backoffice")
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(
+        status, 200,
+        "a real request answers beside 5,000 idle connections"
+    );
+    // Each idle connection is closed by the server (EOF, or a reset)
+    // after the header timeout.
+    let mut closed = 0;
+    for mut s in idle.into_iter().step_by(50) {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            other => panic!("an idle connection was not closed: {other:?}"),
+        }
+    }
+    assert_eq!(closed, 100);
+    // And not before its time: a fresh silent connection is closed after
+    // the 3 s header timeout, not at once.
+    let mut probe = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    probe
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let opened = std::time::Instant::now();
+    let mut b = [0u8; 1];
+    let end = probe.read(&mut b);
+    let after = opened.elapsed();
+    assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+    assert!(
+        after >= std::time::Duration::from_millis(2500)
+            && after < std::time::Duration::from_secs(10),
+        "closed after {after:?}"
+    );
+}

@@ -466,6 +466,96 @@ async fn a_delivery_that_always_fails_is_given_up_visibly_and_retried_by_an_oper
         .exists());
 }
 
+/// Signs in to the dashboard with `token`; the session id from its cookie.
+async fn sign_in(d: &Running, token: &str, https: bool) -> String {
+    let mut req = Request::post("/ui/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={token}")))
+        .unwrap();
+    if https {
+        // What the TLS accept loop adds to every request on a TLS connection.
+        req.extensions_mut()
+            .insert(jum_gateway::pki::tls::PeerCert(None));
+    }
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "signed in");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let id = cookie
+        .strip_prefix("jumgw_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    if https {
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    } else {
+        assert!(!cookie.contains("Secure"), "{cookie}");
+    }
+    id
+}
+
+/// The dashboard's session: a random id in the cookie (never the token),
+/// HttpOnly and SameSite=Strict, `Secure` over HTTPS; logging out ends it
+/// on the server, so a copied cookie is worth nothing afterwards. Every
+/// answer says it may not be framed, sniffed or load anything foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sessions_hold_no_token_and_end_on_the_server() {
+    let d = run(setup("").await, |_| {}).await;
+    let page = |cookie: &str| {
+        Request::get("/ui")
+            .header("cookie", cookie.to_owned())
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The token itself is no longer a cookie that signs in.
+    let r = api::app(d.state.clone())
+        .oneshot(page("jumgw_token=a"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let id = sign_in(&d, "a", false).await;
+    assert_eq!(id.len(), 64);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert_ne!(id, "a");
+    assert_ne!(sign_in(&d, "a", true).await, id, "each sign-in its own id");
+    let r = api::app(d.state.clone())
+        .oneshot(page(&format!("jumgw_session={id}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let h = r.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    // A back-office token is not an administrator's.
+    let req = Request::post("/ui/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("token=t"))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let open = d.state.sessions.len();
+    let r = api::app(d.state.clone())
+        .oneshot(
+            Request::get("/ui/logout")
+                .header("cookie", format!("jumgw_session={id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(d.state.sessions.len(), open - 1, "ended on the server");
+    let r = api::app(d.state.clone())
+        .oneshot(page(&format!("jumgw_session={id}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "the old cookie signs in no more");
+    assert_eq!(r.headers()["location"], "/ui/login");
+}
+
 async fn get(d: &Running, uri: &str, etag: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::get(uri).header("authorization", "Bearer t");
     if let Some(e) = etag {
@@ -947,10 +1037,11 @@ async fn the_operators_views_read_only_what_they_show() {
         let n = d.store.records_read() - before;
         assert!(n <= max, "{what} read {n} records (at most {max} expected)");
     };
+    let session = sign_in(&d, "a", false).await;
     let admin = |uri: &str| {
         Request::get(uri)
             .header("authorization", "Bearer a")
-            .header("cookie", "jumgw_token=a")
+            .header("cookie", format!("jumgw_session={session}"))
             .body(Body::empty())
             .unwrap()
     };

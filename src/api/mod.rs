@@ -100,6 +100,8 @@ pub struct AppState {
     pub config: Arc<crate::config::GatewayConfig>,
     /// Renders `/metrics`; None: not served (no recorder in this process).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: Arc<ui::Sessions>,
 }
 
 impl AppState {
@@ -128,6 +130,7 @@ impl AppState {
             checkpoints: None,
             config: Arc::new(cfg.clone()),
             metrics: None,
+            sessions: Default::default(),
         }
     }
 
@@ -361,5 +364,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))
+        .layer(axum::middleware::map_response(layers::security_headers))
         .with_state(state)
 }

@@ -78,6 +78,7 @@ async fn time(
     http: &reqwest::Client,
     url: &str,
     token: &str,
+    session: &str,
     calls: usize,
 ) -> Result<(f64, f64), String> {
     let mut ms = Vec::with_capacity(calls);
@@ -86,7 +87,7 @@ async fn time(
         let r = http
             .get(url)
             .bearer_auth(token)
-            .header("cookie", format!("jumgw_token={token}"))
+            .header("cookie", session)
             .send()
             .await
             .map_err(err)?;
@@ -189,6 +190,24 @@ async fn measure(
     let addr = listener.local_addr().map_err(err)?;
     let server = tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     let http = reqwest::Client::new();
+    // The dashboard's session, signed in as an operator would.
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(err)?
+        .post(format!("http://{addr}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .map_err(err)?;
+    let session = signed_in
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .ok_or("the dashboard gave no session")?
+        .to_owned();
     let views = [
         ("metrics", "/metrics"),
         ("admin_stats", "/admin/v1/stats"),
@@ -197,7 +216,15 @@ async fn measure(
     ];
     let mut failed = None;
     for (name, path) in views {
-        match time(&http, &format!("http://{addr}{path}"), token, o.calls).await {
+        match time(
+            &http,
+            &format!("http://{addr}{path}"),
+            token,
+            &session,
+            o.calls,
+        )
+        .await
+        {
             Ok((p50, p99)) => {
                 r.insert(format!("{name}_p50_ms"), p50);
                 r.insert(format!("{name}_p99_ms"), p99);

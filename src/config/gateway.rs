@@ -43,6 +43,14 @@ pub struct GatewaySection {
     /// never lowered).
     #[serde(default = "default_min_rsa_bits")]
     pub min_rsa_bits: u32,
+    /// How long the API waits for a client's first byte, TLS handshake
+    /// and each request's headers before it closes the connection.
+    #[serde(default = "default_api_header_timeout", with = "duration")]
+    pub api_header_timeout: Duration,
+}
+
+fn default_api_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_min_rsa_bits() -> u32 {

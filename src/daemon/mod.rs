@@ -305,23 +305,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
     }
-    match tls {
-        Some(tls) => {
-            crate::pki::tls::serve(
-                listener,
-                tls,
-                api::app(state),
-                shutdown_signal(),
-                Arc::new(|_| crate::metrics::api_tls_refused()),
-            )
-            .await
-        }
-        None => {
-            axum::serve(listener, api::app(state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-    }
+    // One accept loop for HTTP and HTTPS, with a connection limit under
+    // the file limit and timeouts for clients that send nothing.
+    crate::pki::tls::serve(
+        listener,
+        tls,
+        api::app(state),
+        shutdown_signal(),
+        Arc::new(|_| crate::metrics::api_tls_refused()),
+        crate::pki::tls::ServeLimits::for_this_process(cfg.gateway.api_header_timeout),
+    )
+    .await;
     tracing::info!("shutting down: finishing attempts in flight");
     let _ = jobs.shutdown().await;
     let _ = stop_tx.send(true);

@@ -115,34 +115,100 @@ fn peer_subject(der: &[u8]) -> Option<String> {
 /// of another CA, an expired one, none at all …).
 pub type OnRefused = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Accepts TLS connections and serves `app` on each until `stop` resolves
-/// (or the task is aborted); connections already open finish on their own.
+/// What a server holds against slow, idle or too many clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// From the connection to its first byte, the TLS handshake, and each
+    /// request's headers (also between requests on a kept-alive
+    /// connection): a client silent for longer is disconnected.
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    /// File descriptors kept for everything else (the store, case files,
+    /// registry connections, logs).
+    const RESERVED_FDS: u64 = 512;
+
+    /// `header_timeout`, and as many connections as the process's open
+    /// file limit allows after [`Self::RESERVED_FDS`]: about 20,000 idle
+    /// connections exhausted it before, and then nothing (the store, the
+    /// case folders) could open a file.
+    pub fn for_this_process(header_timeout: std::time::Duration) -> ServeLimits {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        ServeLimits {
+            header_timeout,
+            max_connections: soft.saturating_sub(Self::RESERVED_FDS).clamp(64, 1 << 20) as usize,
+        }
+    }
+}
+
+/// Accepts connections, over TLS when `tls` is given, and serves `app` on
+/// each until `stop` resolves; then lets requests in flight finish (for up
+/// to 30 s) and closes idle connections. A connection over the limit waits
+/// to be accepted; one that sends nothing within the header timeout is
+/// closed.
 pub async fn serve(
     listener: TcpListener,
-    cfg: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
     app: Router,
     stop: impl std::future::Future<Output = ()>,
     on_refused: OnRefused,
+    limits: ServeLimits,
 ) {
-    let acceptor = TlsAcceptor::from(cfg);
+    let acceptor = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s,
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut stop => return,
+            _ = &mut stop => break,
         };
         let Ok((tcp, peer)) = accepted else {
             continue;
         };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let on_refused = on_refused.clone();
+        let (acceptor, app, on_refused) = (acceptor.clone(), app.clone(), on_refused.clone());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
+            let _slot = slot;
+            let wait = limits.header_timeout;
+            // Nothing within the timeout: a client that opens connections
+            // and sends nothing holds none of them for long.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(wait, tcp.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let Some(acceptor) = acceptor else {
+                let svc = TowerToHyperService::new(app);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                let _ = watcher.watch(conn.into_owned()).await;
+                return;
+            };
+            let tls = match tokio::time::timeout(wait, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake refused");
                     on_refused(&e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
                     return;
                 }
             };
@@ -154,9 +220,15 @@ pub async fn serve(
                 .and_then(|c| peer_subject(c));
             let app = app.layer(axum::Extension(PeerCert(subject)));
             let svc = TowerToHyperService::new(app);
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let _ = watcher.watch(conn.into_owned()).await;
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after 30 s; closing their connections");
     }
 }

@@ -223,7 +223,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         let (sh, registry) = (shared.clone(), name.clone());
         tasks.push(tokio::spawn(tls::serve(
             listener,
-            tls,
+            Some(tls),
             app,
             std::future::pending(),
             Arc::new(move |error| {
@@ -232,6 +232,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                     error: error.to_owned(),
                 })
             }),
+            tls::ServeLimits::for_this_process(std::time::Duration::from_secs(10)),
         )));
     }
 

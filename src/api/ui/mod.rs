@@ -30,7 +30,7 @@ use lang::*;
 use pages::*;
 pub use pages::{CsrfForm, WhoForm};
 use session::*;
-pub use session::{LoginForm, Ui};
+pub use session::{LoginForm, Sessions, Ui};
 
 /// The dashboard (its own sign-in: a session cookie for `/ui`).
 pub fn router() -> axum::Router<AppState> {

@@ -1,6 +1,8 @@
-//! Signing in and out: the admin token in an HttpOnly, SameSite=Strict
-//! cookie that only `/ui` reads, the CSRF token every form carries, and
-//! the language cookie.
+//! Signing in and out: sessions held by the server (the cookie carries a
+//! random session id, never the token; HttpOnly, SameSite=Strict, `Secure`
+//! over HTTPS, for `/ui` only; eight hours at most; logging out ends the
+//! session on the server), the CSRF token every form carries, and the
+//! language cookie.
 
 use super::*;
 
@@ -21,11 +23,71 @@ pub(super) fn lang_of(headers: &HeaderMap) -> Lang {
         .unwrap_or(Lang::En)
 }
 
-pub(super) fn csrf_for(token: &str) -> String {
-    openssl::sha::sha256(format!("csrf:{token}").as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// How long a dashboard session lasts, from its sign-in.
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+
+/// The dashboard's sessions: a random id (the cookie) for each signed-in
+/// administrator, with its CSRF token and expiry. In memory: a restart
+/// signs everyone out.
+#[derive(Default)]
+pub struct Sessions(std::sync::Mutex<std::collections::HashMap<String, Session>>);
+
+#[derive(Clone)]
+struct Session {
+    client: crate::api::Client,
+    csrf: String,
+    expires: std::time::Instant,
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Sessions {
+    /// A new session for `client`; returns its id.
+    fn open(&self, client: crate::api::Client) -> String {
+        let id = random_hex(32);
+        let now = std::time::Instant::now();
+        let mut m = crate::sync::lock(&self.0);
+        m.retain(|_, s| s.expires > now);
+        m.insert(
+            id.clone(),
+            Session {
+                client,
+                csrf: random_hex(16),
+                expires: now + SESSION_TTL,
+            },
+        );
+        id
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let mut m = crate::sync::lock(&self.0);
+        match m.get(id) {
+            Some(s) if s.expires > std::time::Instant::now() => Some(s.clone()),
+            Some(_) => {
+                m.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn close(&self, id: &str) {
+        crate::sync::lock(&self.0).remove(id);
+    }
+
+    /// Sessions open now (for tests).
+    pub fn len(&self) -> usize {
+        crate::sync::lock(&self.0).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A signed-in administrator.
@@ -44,18 +106,13 @@ impl axum::extract::FromRequestParts<AppState> for Ui {
     ) -> Result<Self, Response> {
         let lang = lang_of(&parts.headers);
         let to_login = || Redirect::to("/ui/login").into_response();
-        let token = cookie(&parts.headers, "jumgw_token").ok_or_else(to_login)?;
-        let peer = parts
-            .extensions
-            .get::<crate::pki::tls::PeerCert>()
-            .and_then(|p| p.0.clone());
-        let who = crate::api::authenticate(state, token, peer.as_deref())
-            .and_then(crate::api::layers::Admin::check)
-            .map_err(|_| to_login())?;
+        let id = cookie(&parts.headers, "jumgw_session").ok_or_else(to_login)?;
+        let s = state.sessions.get(id).ok_or_else(to_login)?;
+        let who = crate::api::layers::Admin::check(s.client).map_err(|_| to_login())?;
         Ok(Ui {
             who,
             lang,
-            csrf: csrf_for(token),
+            csrf: s.csrf,
         })
     }
 }
@@ -95,12 +152,17 @@ pub async fn login(
         return (StatusCode::BAD_REQUEST, login_html(l, true)).into_response();
     };
     let token = f.token.trim();
+    // The peer-certificate extension is set on TLS connections only.
+    let https = peer.is_some();
     let peer = peer.and_then(|axum::Extension(p)| p.0);
     match crate::api::authenticate(&st, token, peer.as_deref()) {
-        Ok(c) if c.admin && token.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(c) if c.admin => {
+            let id = st.sessions.open(c);
             let mut r = Redirect::to("/ui").into_response();
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "jumgw_token={token}; Path=/ui; HttpOnly; SameSite=Strict"
+                "jumgw_session={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                SESSION_TTL.as_secs(),
+                if https { "; Secure" } else { "" }
             )) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -110,11 +172,15 @@ pub async fn login(
     }
 }
 
-pub async fn logout() -> Response {
+/// Ends the session on the server, then forgets its cookie.
+pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers, "jumgw_session") {
+        st.sessions.close(id);
+    }
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_static("jumgw_token=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static("jumgw_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     r
 }
