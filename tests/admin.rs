@@ -567,7 +567,7 @@ async fn the_same_from_a_terminal() {
     // Not an admin: refused, with the problem's words, exit 1.
     let (code, _, err) = cli(port, "demo-backoffice", &["queue", "ls"]);
     assert_eq!(code, 1);
-    assert!(err.contains("admin token"), "{err}");
+    assert!(err.contains("administrator's token"), "{err}");
     let (code, _, err) = cli(port, "demo-admin", &["audit", "who", "0512981717775"]);
     assert_eq!(code, 1);
     assert!(err.contains("/jmbg: check digit"), "{err}");

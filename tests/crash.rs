@@ -764,7 +764,12 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
         moved["entries"].as_u64() > before["entries"].as_u64(),
         "{before} {moved}"
     );
-    assert_eq!(moved["checkpoints"], before["checkpoints"], "{moved}");
+    // Carried over; the checkpoint job (each minute at :30) may have
+    // added one since.
+    assert!(
+        moved["checkpoints"].as_u64() >= before["checkpoints"].as_u64(),
+        "{before} {moved}"
+    );
     // documents sealed on sled open on PostgreSQL, byte for byte
     let r = http
         .get(format!(

@@ -50,7 +50,7 @@ async fn run(
     tokio::spawn(dispatcher.clone().run(rx));
     let client = |name: &str, services: Vec<String>, rate_per_s: Option<f64>| Client {
         name: name.into(),
-        admin: false,
+        role: jum_gateway::api::Role::Backoffice,
         services,
         rate_per_s,
         tls_subject: None,
@@ -60,8 +60,29 @@ async fn run(
         (
             api::token_hash("a"),
             Client {
-                admin: true,
+                role: jum_gateway::api::Role::Admin,
                 ..client("ops", vec![], None)
+            },
+        ),
+        (
+            api::token_hash("viewer"),
+            Client {
+                role: jum_gateway::api::Role::Viewer,
+                ..client("vera", vec![], None)
+            },
+        ),
+        (
+            api::token_hash("operator"),
+            Client {
+                role: jum_gateway::api::Role::Operator,
+                ..client("ognjen", vec![], None)
+            },
+        ),
+        (
+            api::token_hash("auditor"),
+            Client {
+                role: jum_gateway::api::Role::Auditor,
+                ..client("ana", vec![], None)
             },
         ),
         // one request per 100 s: the second is refused however slowly it comes
@@ -464,6 +485,139 @@ async fn a_delivery_that_always_fails_is_given_up_visibly_and_retried_by_an_oper
     assert!(blocker
         .join(format!("{id}.civil.birth-extract.xml"))
         .exists());
+}
+
+/// Each administrator's role allows its own work and refuses the rest
+/// with a 403 naming the role needed, through the API and the dashboard
+/// alike; what an operator does is audited under its own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_allow_their_work_and_refuse_the_rest() {
+    let d = run(setup("").await, |_| {}).await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let who = r#"{"jmbg":"0512981717776"}"#.to_owned();
+    let calls: [(&str, String, &str, Option<String>); 6] = [
+        ("GET", "/admin/v1/stats".into(), "read", None),
+        ("GET", format!("/admin/v1/requests/{id}"), "read", None),
+        (
+            "POST",
+            "/admin/v1/registries/civil/pause".into(),
+            "act",
+            Some("{}".into()),
+        ),
+        (
+            "POST",
+            "/admin/v1/registries/civil/resume".into(),
+            "act",
+            None,
+        ),
+        ("POST", "/admin/v1/audit/who".into(), "audit", Some(who)),
+        ("POST", "/admin/v1/audit/verify".into(), "audit", None),
+    ];
+    let roles = [
+        ("viewer", &["read"][..], "vera"),
+        ("operator", &["read", "act"][..], "ognjen"),
+        ("auditor", &["read", "audit"][..], "ana"),
+        ("a", &["read", "act", "audit"][..], "ops"),
+    ];
+    for (token, may, name) in roles {
+        for (method, uri, duty, body) in &calls {
+            let (status, _, v) =
+                call(&d, method, uri, token, body.clone().unwrap_or_default()).await;
+            if may.contains(duty) {
+                assert!(status < 300, "{name} {method} {uri}: {status} {v}");
+            } else {
+                assert_eq!(status, 403, "{name} {method} {uri}: {v}");
+                let needs = match *duty {
+                    "act" => "operator",
+                    "audit" => "auditor",
+                    _ => "viewer",
+                };
+                let detail = v["detail"].as_str().unwrap();
+                assert!(detail.contains(&format!("needs the {needs}")), "{detail}");
+                assert!(detail.contains(name), "{detail}");
+            }
+        }
+    }
+    // A back-office token is no administrator at all.
+    let (status, _, _) = call(&d, "GET", "/admin/v1/stats", "t", String::new()).await;
+    assert_eq!(status, 403);
+    // The operator's pause is on record under its own name.
+    let trail = d.store.audit_scan(0, 10_000).await.unwrap();
+    assert!(
+        trail
+            .iter()
+            .filter_map(|(_, e)| e.as_ref().ok())
+            .any(|e| e.draft.actor == "ognjen" && e.draft.action.contains("pause")),
+        "the operator's pause is audited under its name"
+    );
+    // On the dashboard: a viewer signs in and sees, but may not act.
+    let session = sign_in(&d, "viewer", false).await;
+    let page = Request::get("/ui")
+        .header("cookie", format!("jumgw_session={session}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(page).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = String::from_utf8(
+        axum::body::to_bytes(r.into_body(), 1 << 24)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let act = Request::post("/ui/registries/civil/pause")
+        .header("cookie", format!("jumgw_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}")))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(act).await.unwrap();
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("failed="), "{to}");
+    assert!(to.contains("operator"), "{to}");
+    assert!(
+        !d.dispatcher.gates["civil"].status().paused,
+        "a viewer paused nothing"
+    );
+}
+
+/// `/metrics` may require a token of its own: without it, or with another,
+/// 401; with it, the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_token_of_their_own() {
+    let d = run(setup("").await, |g| {
+        g.gateway.metrics_token_sha256 = Some(api::token_hash("scrape-me").to_uppercase())
+    })
+    .await;
+    let get = |auth: Option<&str>| {
+        let mut r = Request::get("/metrics");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for auth in [
+        None,
+        Some("Bearer t"),
+        Some("Bearer scrape-me-not"),
+        Some("Basic c2NyYXBlLW1l"),
+    ] {
+        let r = api::app(d.state.clone()).oneshot(get(auth)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+    }
+    let r = api::app(d.state.clone())
+        .oneshot(get(Some("Bearer scrape-me")))
+        .await
+        .unwrap();
+    // 200 with a recorder, 404 where this process has none: past the door.
+    assert!(matches!(r.status().as_u16(), 200 | 404), "{}", r.status());
 }
 
 /// Signs in to the dashboard with `token`; the session id from its cookie.

@@ -12,7 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::layers::Admin;
+use super::layers::{Admin, Auditor, Operator};
 use super::{ApiError, AppState, Client, RequestOut};
 use crate::audit::Draft;
 use crate::store::{now_ms, RequestRecord, State as RState};
@@ -319,7 +319,7 @@ pub async fn retry_one(st: &AppState, id: &str) -> Result<RequestRecord, ApiErro
 )]
 pub async fn retry(
     State(st): State<AppState>,
-    who: Admin,
+    who: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
     Ok(Json(AdminRequestOut::from(
@@ -328,7 +328,7 @@ pub async fn retry(
 }
 
 /// An administrator retries one request (audited first).
-pub async fn do_retry(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
+pub async fn do_retry(st: &AppState, who: &Operator, id: &str) -> Result<RequestRecord, ApiError> {
     let r = find(st, id).await?;
     audit(st, who, "admin.retry", Some(&r), "requested").await?;
     retry_one(st, id).await
@@ -343,7 +343,7 @@ pub async fn do_retry(st: &AppState, who: &Admin, id: &str) -> Result<RequestRec
 )]
 pub async fn cancel(
     State(st): State<AppState>,
-    who: Admin,
+    who: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<AdminRequestOut>, ApiError> {
     Ok(Json(AdminRequestOut::from(
@@ -352,7 +352,7 @@ pub async fn cancel(
 }
 
 /// An administrator cancels a request that has not finished (audited first).
-pub async fn do_cancel(st: &AppState, who: &Admin, id: &str) -> Result<RequestRecord, ApiError> {
+pub async fn do_cancel(st: &AppState, who: &Operator, id: &str) -> Result<RequestRecord, ApiError> {
     let r = find(st, id).await?;
     audit(st, who, "admin.cancel", Some(&r), "requested").await?;
     let now = st.store.clock_ms();
@@ -403,7 +403,7 @@ pub struct RetryDeadOut {
 )]
 pub async fn retry_dead(
     State(st): State<AppState>,
-    who: Admin,
+    who: Operator,
     body: Result<Json<RetryDeadIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RetryDeadOut>, ApiError> {
     let Json(b) = body.map_err(json_rejection)?;
@@ -413,7 +413,7 @@ pub async fn retry_dead(
 /// An administrator retries every dead request that matches (audited).
 pub async fn do_retry_dead(
     st: &AppState,
-    who: &Admin,
+    who: &Operator,
     b: RetryDeadIn,
 ) -> Result<RetryDeadOut, ApiError> {
     let filter = Filter {
@@ -626,7 +626,7 @@ fn gate<'a>(
 )]
 pub async fn pause(
     State(st): State<AppState>,
-    who: Admin,
+    who: Operator,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
@@ -657,7 +657,7 @@ pub async fn pause(
 /// An administrator pauses a registry (audited).
 pub async fn do_pause(
     st: &AppState,
-    who: &Admin,
+    who: &Operator,
     name: &str,
     until: Option<u64>,
 ) -> Result<crate::dispatch::GateStatus, ApiError> {
@@ -680,7 +680,7 @@ pub async fn do_pause(
 /// An administrator resumes a registry (audited).
 pub async fn do_resume(
     st: &AppState,
-    who: &Admin,
+    who: &Operator,
     name: &str,
 ) -> Result<crate::dispatch::GateStatus, ApiError> {
     let g = gate(st, name)?;
@@ -698,7 +698,7 @@ pub async fn do_resume(
 )]
 pub async fn resume(
     State(st): State<AppState>,
-    who: Admin,
+    who: Operator,
     Path(name): Path<String>,
 ) -> Result<Json<crate::dispatch::GateStatus>, ApiError> {
     Ok(Json(do_resume(&st, &who, &name).await?))
@@ -712,7 +712,7 @@ pub async fn resume(
 )]
 pub async fn audit_verify(
     State(st): State<AppState>,
-    who: Admin,
+    who: Auditor,
 ) -> Result<Json<crate::audit::Verification>, ApiError> {
     let checkpoints = match &st.checkpoints {
         Some(c) => c.read().map_err(ApiError::internal)?,
@@ -830,7 +830,7 @@ pub async fn who_report(st: &AppState, b: &WhoIn) -> Result<WhoOut, ApiError> {
 )]
 pub async fn audit_who(
     State(st): State<AppState>,
-    who: Admin,
+    who: Auditor,
     body: Result<Json<WhoIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<WhoOut>, ApiError> {
     let Json(b) = body.map_err(json_rejection)?;
@@ -838,7 +838,7 @@ pub async fn audit_who(
 }
 
 /// "Who used my data", itself audited as an access to the person's data.
-pub async fn do_who(st: &AppState, who: &Admin, b: &WhoIn) -> Result<WhoOut, ApiError> {
+pub async fn do_who(st: &AppState, who: &Auditor, b: &WhoIn) -> Result<WhoOut, ApiError> {
     let report = who_report(st, b).await?;
     // The query is itself an access to the person's data.
     let mut d = Draft {

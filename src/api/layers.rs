@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::{bearer_client, ApiError, AppState, Client};
+use super::{bearer_client, ApiError, AppState, Client, Duty, Role};
 use crate::sync::lock;
 
 /// The caller, authenticated once per request: a later layer or the
@@ -28,14 +28,32 @@ pub fn caller(st: &AppState, req: &mut Request) -> Result<Client, ApiError> {
 pub struct Admin(Client);
 
 impl Admin {
+    /// Any administrator (each may read what operators see).
     pub fn check(c: Client) -> Result<Admin, ApiError> {
-        if c.admin {
+        if c.is_admin() {
             Ok(Admin(c))
         } else {
             Err(ApiError::Forbidden(
-                "the admin API needs an admin token".into(),
+                "the admin API needs an administrator's token".into(),
             ))
         }
+    }
+
+    /// May this administrator do `d`? Else 403 naming the role it needs.
+    pub fn require(&self, d: Duty) -> Result<(), ApiError> {
+        if self.0.role.may(d) {
+            return Ok(());
+        }
+        let needs = match d {
+            Duty::Read => "viewer",
+            Duty::Act => "operator",
+            Duty::Audit => "auditor",
+        };
+        Err(ApiError::Forbidden(format!(
+            "{} is a {}; this needs the {needs} (or admin) role",
+            self.0.name,
+            Role::NAMES[self.0.role as usize]
+        )))
     }
 }
 
@@ -54,6 +72,56 @@ impl axum::extract::FromRequestParts<AppState> for Admin {
         state: &AppState,
     ) -> Result<Self, ApiError> {
         Admin::check(Client::from_request_parts(parts, state).await?)
+    }
+}
+
+/// An administrator who may act (retry, cancel, pause, resume, export).
+#[derive(Debug, Clone)]
+pub struct Operator(pub Admin);
+
+/// An administrator who may read the audit trail's answers.
+#[derive(Debug, Clone)]
+pub struct Auditor(pub Admin);
+
+macro_rules! duty_extractor {
+    ($t:ident, $duty:expr) => {
+        impl std::ops::Deref for $t {
+            type Target = Client;
+            fn deref(&self) -> &Client {
+                &self.0
+            }
+        }
+
+        impl axum::extract::FromRequestParts<AppState> for $t {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &AppState,
+            ) -> Result<Self, ApiError> {
+                let a = Admin::from_request_parts(parts, state).await?;
+                a.require($duty)?;
+                Ok($t(a))
+            }
+        }
+    };
+}
+duty_extractor!(Operator, Duty::Act);
+duty_extractor!(Auditor, Duty::Audit);
+
+impl Operator {
+    /// The same administrator, if it may act.
+    pub fn of(a: &Admin) -> Result<Operator, ApiError> {
+        a.require(Duty::Act)?;
+        Ok(Operator(a.clone()))
+    }
+}
+
+impl Auditor {
+    /// The same administrator, if it may read the audit trail's answers.
+    pub fn of(a: &Admin) -> Result<Auditor, ApiError> {
+        a.require(Duty::Audit)?;
+        Ok(Auditor(a.clone()))
     }
 }
 
@@ -97,7 +165,8 @@ pub async fn client_rate(
 
 /// The body must be declared `application/json` (parameters allowed).
 /// Headers every answer carries: no page of ours may be framed (click-
-/// jacking), load anything but its own inline style, or be sniffed into
+/// jacking), load anything but its own inline style, run any script but
+/// the print button's `window.print()` (by its hash), or be sniffed into
 /// another type; and a referrer leaves only for our own pages.
 pub async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
@@ -105,6 +174,7 @@ pub async fn security_headers(mut r: Response) -> Response {
         axum::http::header::CONTENT_SECURITY_POLICY,
         axum::http::HeaderValue::from_static(
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             script-src 'unsafe-hashes' 'sha256-MguIPR6qNR8D3B+eAlK+bIRTZe8t3wkOY4B/56Me9FU='; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );

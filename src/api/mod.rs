@@ -28,11 +28,64 @@ use crate::config::{RetryConfig, ServiceConfig};
 use crate::dispatch::Dispatcher;
 use crate::store::QueueStore;
 
+/// What a token may do. A back-office files requests and reads its own;
+/// the administrators' roles split what operators need: `viewer` reads the
+/// queues, registries and requests; `operator` also retries, cancels,
+/// pauses, resumes and exports; `auditor` also verifies the audit trail and
+/// answers "who used this person's data". `admin` may do all of it (the
+/// role of the tokens configured before roles existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Backoffice,
+    Viewer,
+    Operator,
+    Auditor,
+    Admin,
+}
+
+/// One kind of administrator's work, which [`Role`]s may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duty {
+    /// Read the queues, registries, requests, statistics.
+    Read,
+    /// Retry, cancel, pause, resume, export the store.
+    Act,
+    /// Verify the audit trail, who used a person's data.
+    Audit,
+}
+
+impl Role {
+    pub const NAMES: [&'static str; 5] = ["backoffice", "viewer", "operator", "auditor", "admin"];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "backoffice" => Role::Backoffice,
+            "viewer" => Role::Viewer,
+            "operator" => Role::Operator,
+            "auditor" => Role::Auditor,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn may(self, d: Duty) -> bool {
+        matches!(
+            (self, d),
+            (Role::Admin, _)
+                | (Role::Viewer | Role::Operator | Role::Auditor, Duty::Read)
+                | (Role::Operator, Duty::Act)
+                | (Role::Auditor, Duty::Audit)
+        )
+    }
+}
+
 /// A client of the API, after its token was checked.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub name: String,
-    pub admin: bool,
+    pub role: Role,
     /// Services it may request; empty: all.
     pub services: Vec<String>,
     /// Requests per second it may submit; None: no limit.
@@ -43,12 +96,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// Any administrator's role (not a back-office).
+    pub fn is_admin(&self) -> bool {
+        self.role != Role::Backoffice
+    }
+
     /// A back-office client with no limits: every service, no rate, no
     /// certificate.
     pub fn unlimited(name: &str, admin: bool) -> Client {
         Client {
             name: name.to_owned(),
-            admin,
+            role: if admin { Role::Admin } else { Role::Backoffice },
             services: Vec::new(),
             rate_per_s: None,
             tls_subject: None,
@@ -227,7 +285,7 @@ pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result
     ),
     security(("bearer" = []))
 )]
-async fn export(State(st): State<AppState>, who: layers::Admin) -> Result<Response, ApiError> {
+async fn export(State(st): State<AppState>, who: layers::Operator) -> Result<Response, ApiError> {
     // A backup holds everyone's data: who took one is on record.
     st.store
         .audit_append(vec![crate::audit::Draft {
@@ -297,7 +355,24 @@ async fn readyz(State(st): State<AppState>) -> Response {
         (status = 404, description = "Metrics are not served by this process", body = problem::Problem, content_type = "application/problem+json"),
     )
 )]
-async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics_text(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(want) = &st.config.gateway.metrics_token_sha256 {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .map(token_hash)
+            .unwrap_or_default();
+        let want = want.to_ascii_lowercase();
+        if given.len() != want.len() || !openssl::memcmp::eq(given.as_bytes(), want.as_bytes()) {
+            return Err(ApiError::Unauthorized(
+                "/metrics needs the metrics token: Authorization: Bearer <token>".into(),
+            ));
+        }
+    }
     let Some(handle) = st.metrics.clone() else {
         return Err(ApiError::NotFound("metrics are not served here".into()));
     };

@@ -699,7 +699,7 @@ async fn replay_bundle(
 }
 
 pub fn visible(who: &Client, r: &RequestRecord) -> bool {
-    who.admin || r.client == who.name
+    who.is_admin() || r.client == who.name
 }
 
 #[utoipa::path(

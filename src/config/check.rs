@@ -106,6 +106,18 @@ impl GatewayConfig {
             }
         }
         for (name, c) in &self.clients {
+            if crate::api::Role::parse(&c.role).is_none() {
+                return Err(bad(
+                    format!("clients.{name}.role"),
+                    format!(
+                        "unknown role {:?}; one of {}",
+                        c.role,
+                        crate::api::Role::NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (name, c) in &self.clients {
             if c.delivery != DeliveryMode::Webhook {
                 continue;
             }

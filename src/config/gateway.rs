@@ -47,6 +47,11 @@ pub struct GatewaySection {
     /// and each request's headers before it closes the connection.
     #[serde(default = "default_api_header_timeout", with = "duration")]
     pub api_header_timeout: Duration,
+    /// When set, `/metrics` answers only a bearer token whose SHA-256
+    /// (hex) this is (Prometheus: `authorization: {credentials_file: …}`);
+    /// unset, it is open to whoever reaches the API.
+    #[serde(default)]
+    pub metrics_token_sha256: Option<String>,
 }
 
 fn default_api_header_timeout() -> Duration {
@@ -364,7 +369,8 @@ impl Default for JobsConfig {
 pub struct ClientConfig {
     /// SHA-256 of the bearer token, hex. Tokens are never stored in clear.
     pub token_sha256: String,
-    /// `backoffice` or `admin`.
+    /// `backoffice` (the default), or an administrator's: `viewer`,
+    /// `operator`, `auditor` or `admin` (all three).
     #[serde(default = "default_role")]
     pub role: String,
     /// Services it may request; empty: all.

@@ -305,6 +305,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `gateway2`"), "{e}");
+        let e = parse::<GatewayConfig>(
+            &format!("{GW}\n[clients.x]\ntoken_sha256 = \"00\"\nrole = \"superuser\"\n"),
+            "g.toml",
+            std::iter::empty(),
+        )
+        .unwrap()
+        .validate("g.toml")
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clients.x.role"), "{e}");
+        assert!(
+            e.contains("one of backoffice, viewer, operator, auditor, admin"),
+            "{e}"
+        );
         // Keys may be required stronger, never weaker.
         let weaker = GW.replacen("[gateway]\n", "[gateway]\nmin_rsa_bits = 1024\n", 1);
         assert_ne!(weaker, GW);

@@ -109,7 +109,8 @@ fn clients(cfg: &GatewayConfig, demo: bool) -> Clients {
                 k.token_sha256.to_lowercase(),
                 Client {
                     name: name.clone(),
-                    admin: k.role == "admin",
+                    // checked when the configuration was loaded
+                    role: api::Role::parse(&k.role).unwrap_or_default(),
                     services: k.services.clone(),
                     rate_per_s: k.rate_per_s,
                     tls_subject: k.tls_subject.clone(),

@@ -286,7 +286,12 @@ pub async fn audit_who(State(st): State<AppState>, ui: Ui, Form(f): Form<WhoForm
         from: None,
         to: None,
     };
-    let report = match admin::do_who(&st, &ui.who, &body).await {
+    let report = match async {
+        let who = crate::api::layers::Auditor::of(&ui.who)?;
+        admin::do_who(&st, &who, &body).await
+    }
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             let body = html! {
@@ -352,6 +357,9 @@ pub async fn audit_verify(State(st): State<AppState>, ui: Ui, Form(f): Form<Csrf
         return forbidden();
     }
     let l = ui.lang;
+    if let Err(e) = crate::api::layers::Auditor::of(&ui.who) {
+        return back("/ui/audit", Err(e));
+    }
     let report = async {
         let cps = match &st.checkpoints {
             Some(c) => c.read()?,
@@ -390,11 +398,15 @@ pub async fn act_request(
         return forbidden();
     }
     let l = ui.lang;
+    let who = match crate::api::layers::Operator::of(&ui.who) {
+        Ok(o) => o,
+        Err(e) => return back("/ui", Err(e)),
+    };
     let r = match action.as_str() {
-        "retry" => admin::do_retry(&st, &ui.who, &id)
+        "retry" => admin::do_retry(&st, &who, &id)
             .await
             .map(|r| format!("{}: {} → {}", t(l, "retry"), r.id, state_word(l, r.state))),
-        "cancel" => admin::do_cancel(&st, &ui.who, &id)
+        "cancel" => admin::do_cancel(&st, &who, &id)
             .await
             .map(|r| format!("{}: {} → {}", t(l, "cancel"), r.id, state_word(l, r.state))),
         _ => Err(ApiError::NotFound(format!("no action {action}"))),
@@ -412,16 +424,20 @@ pub async fn act_registry(
         return forbidden();
     }
     let l = ui.lang;
+    let who = match crate::api::layers::Operator::of(&ui.who) {
+        Ok(o) => o,
+        Err(e) => return back("/ui", Err(e)),
+    };
     let r = match action.as_str() {
-        "pause" => admin::do_pause(&st, &ui.who, &name, None)
+        "pause" => admin::do_pause(&st, &who, &name, None)
             .await
             .map(|_| format!("{name}: {}", t(l, "paused"))),
-        "resume" => admin::do_resume(&st, &ui.who, &name)
+        "resume" => admin::do_resume(&st, &who, &name)
             .await
             .map(|_| format!("{name}: {}", t(l, "active"))),
         "retry-dead" => admin::do_retry_dead(
             &st,
-            &ui.who,
+            &who,
             admin::RetryDeadIn {
                 registry: Some(name.clone()),
                 ..Default::default()

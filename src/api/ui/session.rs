@@ -156,7 +156,7 @@ pub async fn login(
     let https = peer.is_some();
     let peer = peer.and_then(|axum::Extension(p)| p.0);
     match crate::api::authenticate(&st, token, peer.as_deref()) {
-        Ok(c) if c.admin => {
+        Ok(c) if c.is_admin() => {
             let id = st.sessions.open(c);
             let mut r = Redirect::to("/ui").into_response();
             if let Ok(v) = HeaderValue::from_str(&format!(
