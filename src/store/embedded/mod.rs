@@ -283,6 +283,37 @@ impl SledStore {
         min_free: u64,
         flush_ms: u64,
     ) -> Result<Arc<SledStore>, StoreError> {
+        // sled 0.34 panics on some damage instead of returning an error
+        // (`tried to serialize Uninitialized` …): the same clear start-up
+        // error, naming the backups, either way.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_unguarded(dir, cache_bytes, min_free, flush_ms)
+        }));
+        opened.unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(StoreError::Damaged {
+                path: dir.display().to_string(),
+                detail: format!("sled failed while reading it: {why}"),
+                backups: dir
+                    .parent()
+                    .unwrap_or(dir)
+                    .join("backups")
+                    .display()
+                    .to_string(),
+            })
+        })
+    }
+
+    fn open_unguarded(
+        dir: &Path,
+        cache_bytes: u64,
+        min_free: u64,
+        flush_ms: u64,
+    ) -> Result<Arc<SledStore>, StoreError> {
         let damaged = |detail: String| StoreError::Damaged {
             path: dir.display().to_string(),
             detail,
