@@ -85,6 +85,14 @@ pub struct Auditor(pub Admin);
 
 macro_rules! duty_extractor {
     ($t:ident, $duty:expr) => {
+        impl $t {
+            /// The same administrator, if its role allows this duty.
+            pub fn of(a: &Admin) -> Result<$t, ApiError> {
+                a.require($duty)?;
+                Ok($t(a.clone()))
+            }
+        }
+
         impl std::ops::Deref for $t {
             type Target = Client;
             fn deref(&self) -> &Client {
@@ -99,31 +107,13 @@ macro_rules! duty_extractor {
                 parts: &mut axum::http::request::Parts,
                 state: &AppState,
             ) -> Result<Self, ApiError> {
-                let a = Admin::from_request_parts(parts, state).await?;
-                a.require($duty)?;
-                Ok($t(a))
+                $t::of(&Admin::from_request_parts(parts, state).await?)
             }
         }
     };
 }
 duty_extractor!(Operator, Duty::Act);
 duty_extractor!(Auditor, Duty::Audit);
-
-impl Operator {
-    /// The same administrator, if it may act.
-    pub fn of(a: &Admin) -> Result<Operator, ApiError> {
-        a.require(Duty::Act)?;
-        Ok(Operator(a.clone()))
-    }
-}
-
-impl Auditor {
-    /// The same administrator, if it may read the audit trail's answers.
-    pub fn of(a: &Admin) -> Result<Auditor, ApiError> {
-        a.require(Duty::Audit)?;
-        Ok(Auditor(a.clone()))
-    }
-}
 
 /// Only administrators (401 without a known token, 403 with another's),
 /// before anything of the request is read.

@@ -218,14 +218,8 @@ struct FolderJob {
 
 /// Writes what is waiting as one batch, then the next.
 async fn folder_writer(cases: CaseFolders, mut rx: tokio::sync::mpsc::Receiver<FolderJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 128 {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+    let mut held = None;
+    while let Some(batch) = crate::sync::gather(&mut rx, &mut held, 128, |_| None::<()>).await {
         let cases = cases.clone();
         let (jobs, done): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| ((j.rec, j.doc), j.done)).unzip();
@@ -263,33 +257,17 @@ struct Recorded {
 /// the next: while one batch is written, the next gathers, so many
 /// attempts share the cost of one write, as accepts share one flush.
 async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receiver<Recorded>) {
-    // One change per request in a batch: a second waits for the next.
     let mut held: Option<Recorded> = None;
-    loop {
-        let first = match held.take() {
-            Some(o) => o,
-            None => match rx.recv().await {
-                Some(o) => o,
-                None => return,
-            },
-        };
-        let mut batch = vec![first];
-        let mut at: std::collections::HashMap<String, usize> =
-            [(batch[0].id.clone(), 0)].into_iter().collect();
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(o) if at.contains_key(&o.id) => {
-                    held = Some(o);
-                    break;
-                }
-                Ok(o) => {
-                    at.insert(o.id.clone(), batch.len());
-                    batch.push(o);
-                }
-                Err(_) => break,
-            }
-        }
+    // One change per request in a batch: a second waits for the next.
+    while let Some(batch) =
+        crate::sync::gather(&mut rx, &mut held, 256, |o: &Recorded| Some(o.id.clone())).await
+    {
         let result = {
+            let at: std::collections::HashMap<&str, usize> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (o.id.as_str(), i))
+                .collect();
             let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
             let docs: Vec<(&str, &[u8])> = batch
                 .iter()

@@ -250,6 +250,82 @@ enum Written {
     Changed,
 }
 
+/// What a change came to, for each record asked.
+enum Applied {
+    Done(Box<RequestRecord>),
+    /// The change said no.
+    Declined,
+    /// No such record.
+    Missing,
+}
+
+impl SledStore {
+    /// Changes records, and stores documents beside them, in one
+    /// transaction. `f` is the caller's and may borrow from it, so it runs
+    /// here, on the records as read; the write, on a blocking thread, takes
+    /// place for each record only if it is still what `f` saw (else it is
+    /// read and changed again: another writer came first).
+    async fn change_many(
+        &self,
+        ids: &[&str],
+        documents: &[(&str, &[u8])],
+        f: &Change<'_>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut out: Vec<Applied> = ids.iter().map(|_| Applied::Declined).collect();
+        let mut todo: Vec<usize> = (0..ids.len()).collect();
+        let mut docs: Vec<(String, Vec<u8>)> = documents
+            .iter()
+            .map(|(id, b)| (id.to_string(), b.to_vec()))
+            .collect();
+        while !todo.is_empty() || !docs.is_empty() {
+            let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
+            let core = self.core.clone();
+            let seen = blocking(move || core.get_many_now(&keys)).await?;
+            let mut writes = Vec::new();
+            let mut slots = Vec::new();
+            for (&i, seen) in todo.iter().zip(seen) {
+                let Some(seen) = seen else {
+                    out[i] = Applied::Missing;
+                    continue;
+                };
+                let mut new = decode(ids[i].as_bytes(), &seen)?;
+                if !f(&mut new) {
+                    out[i] = Applied::Declined;
+                    continue;
+                }
+                writes.push((ids[i].to_owned(), seen.to_vec(), new));
+                slots.push(i);
+            }
+            let core = self.core.clone();
+            let docs = std::mem::take(&mut docs);
+            let written = blocking(move || core.update_batch_now(writes, docs)).await?;
+            todo.clear();
+            for (i, w) in slots.into_iter().zip(written) {
+                match w {
+                    Written::Done(r) => out[i] = Applied::Done(r),
+                    Written::Changed => todo.push(i),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The start-up error for a damaged store in `dir`, naming the backups
+/// beside it.
+fn damaged_at(dir: &Path, detail: String) -> StoreError {
+    StoreError::Damaged {
+        path: dir.display().to_string(),
+        detail,
+        backups: dir
+            .parent()
+            .unwrap_or(dir)
+            .join("backups")
+            .display()
+            .to_string(),
+    }
+}
+
 /// Runs sled work on a blocking thread.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -295,16 +371,10 @@ impl SledStore {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
-            Err(StoreError::Damaged {
-                path: dir.display().to_string(),
-                detail: format!("sled failed while reading it: {why}"),
-                backups: dir
-                    .parent()
-                    .unwrap_or(dir)
-                    .join("backups")
-                    .display()
-                    .to_string(),
-            })
+            Err(damaged_at(
+                dir,
+                format!("sled failed while reading it: {why}"),
+            ))
         })
     }
 
@@ -314,16 +384,7 @@ impl SledStore {
         min_free: u64,
         flush_ms: u64,
     ) -> Result<Arc<SledStore>, StoreError> {
-        let damaged = |detail: String| StoreError::Damaged {
-            path: dir.display().to_string(),
-            detail,
-            backups: dir
-                .parent()
-                .unwrap_or(dir)
-                .join("backups")
-                .display()
-                .to_string(),
-        };
+        let damaged = |detail: String| damaged_at(dir, detail);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -573,15 +634,10 @@ impl Core {
 /// Group commit: takes every batch that is waiting, writes them in one
 /// transaction, flushes once, then answers them all.
 async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
-    let mut pending: Vec<Batch> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        pending.push(first);
-        while pending.len() < 4096 {
-            match rx.try_recv() {
-                Ok(b) => pending.push(b),
-                Err(_) => break,
-            }
-        }
+    let mut held = None;
+    while let Some(mut pending) =
+        crate::sync::gather(&mut rx, &mut held, 4096, |_| None::<()>).await
+    {
         let now = now_ms();
         let rule = t.audit_rule();
         // The transaction on a blocking thread, with the batch it writes.
@@ -760,26 +816,10 @@ impl Requests for SledStore {
     }
 
     async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
-        // `f` is the caller's and may borrow from it, so it runs here, on
-        // the record as read; the write, on a blocking thread, takes place
-        // only if the record is still what `f` saw (else it is read again:
-        // another writer came first).
-        loop {
-            let (core, key) = (self.core.clone(), id.to_owned());
-            let seen = blocking(move || Ok(core.t.requests.get(key.as_bytes())?)).await?;
-            let Some(seen) = seen else {
-                return Err(StoreError::NotFound(id.to_owned()));
-            };
-            let old = decode(id.as_bytes(), &seen)?;
-            let mut new = old.clone();
-            if !f(&mut new) {
-                return Ok(None);
-            }
-            let (core, key) = (self.core.clone(), id.to_owned());
-            match blocking(move || core.update_now(&key, &seen, new)).await? {
-                Written::Done(r) => return Ok(Some(*r)),
-                Written::Changed => continue,
-            }
+        match self.change_many(&[id], &[], f).await?.pop() {
+            Some(Applied::Missing) | None => Err(StoreError::NotFound(id.to_owned())),
+            Some(Applied::Declined) => Ok(None),
+            Some(Applied::Done(r)) => Ok(Some(*r)),
         }
     }
 
@@ -805,42 +845,15 @@ impl Requests for SledStore {
         documents: &[(&str, &[u8])],
         f: &Change<'_>,
     ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
-        // As in `update`: the changes run here, the write on a blocking
-        // thread, for all of them at once; those another writer changed
-        // in between are read and changed again.
-        let mut out: Vec<Option<RequestRecord>> = vec![None; ids.len()];
-        let mut todo: Vec<usize> = (0..ids.len()).collect();
-        let mut docs: Vec<(String, Vec<u8>)> = documents
-            .iter()
-            .map(|(id, b)| (id.to_string(), b.to_vec()))
-            .collect();
-        while !todo.is_empty() || !docs.is_empty() {
-            let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
-            let core = self.core.clone();
-            let seen = blocking(move || core.get_many_now(&keys)).await?;
-            let mut writes = Vec::new();
-            let mut slots = Vec::new();
-            for (&i, seen) in todo.iter().zip(seen) {
-                let Some(seen) = seen else { continue };
-                let mut new = decode(ids[i].as_bytes(), &seen)?;
-                if !f(&mut new) {
-                    continue;
-                }
-                writes.push((ids[i].to_owned(), seen.to_vec(), new));
-                slots.push(i);
-            }
-            let core = self.core.clone();
-            let docs = std::mem::take(&mut docs);
-            let written = blocking(move || core.update_batch_now(writes, docs)).await?;
-            todo.clear();
-            for (i, w) in slots.into_iter().zip(written) {
-                match w {
-                    Written::Done(r) => out[i] = Some(*r),
-                    Written::Changed => todo.push(i),
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .change_many(ids, documents, f)
+            .await?
+            .into_iter()
+            .map(|c| match c {
+                Applied::Done(r) => Some(*r),
+                Applied::Declined | Applied::Missing => None,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -1049,17 +1062,11 @@ impl Upkeep for SledStore {
 
 /// The sled work of each call, run by [`blocking`].
 impl Core {
-    /// Writes `new` over the record if it is still `seen` (the bytes the
-    /// caller's change was made from), with its indexes, events and audit
-    /// entries, in one transaction.
-    fn update_now(&self, id: &str, seen: &[u8], new: RequestRecord) -> Result<Written, StoreError> {
-        let mut w = self.update_batch_now(vec![(id.to_owned(), seen.to_vec(), new)], Vec::new())?;
-        Ok(w.pop().unwrap_or(Written::Changed))
-    }
-
-    /// [`Core::update_now`] for many records, and the documents beside
-    /// them, in one transaction: a record changed by another writer since
-    /// it was read is left alone (`Changed`), the others are written.
+    /// Writes each `new` over its record if that is still `seen` (the
+    /// bytes the caller's change was made from), with their indexes,
+    /// events and audit entries, and the documents beside them, in one
+    /// transaction: a record changed (or removed) by another writer since
+    /// it was read is left alone (`Changed`).
     fn update_batch_now(
         &self,
         writes: Vec<(String, Vec<u8>, RequestRecord)>,

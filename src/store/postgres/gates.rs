@@ -15,44 +15,13 @@ use crate::store::{Coordination, GateLimits, Pause, StoreError, Watch};
 use crate::sync::write;
 
 impl PgStore {
-    /// The shared limits of a registry refuse or admit one more exchange.
-    pub(super) async fn admit(
-        &self,
-        t: &Tx<'_>,
-        g: &GateLimits,
-        id: &str,
-        now: u64,
-    ) -> Result<Result<(), Option<u64>>, StoreError> {
-        let e = |x: tokio_postgres::Error| self.err(x);
-        let limits = self.lock_gate(t, &g.registry).await?;
-        let live: i64 = t
-            .one(
-                "SELECT count(*) FROM requests WHERE registry = $1 AND state = 'sending' \
-                 AND due_ms > $2 AND id <> $3",
-                &[&g.registry, &ms(now), &id],
-            )
-            .await
-            .map_err(e)?
-            .get(0);
-        let mut s = Limiter::restore(limits.as_deref(), g, now);
-        match s.admit(live.max(0) as usize, g, now) {
-            Ok(()) => {}
-            Err(Wait::Event) => return Ok(Err(None)),
-            Err(Wait::Until(until)) => return Ok(Err(Some(until))),
-        }
-        t.run(
-            "UPDATE gates SET limits = $2 WHERE registry = $1",
-            &[&g.registry, &s.keep()],
-        )
-        .await
-        .map_err(e)?;
-        Ok(Ok(()))
-    }
-
-    /// [`PgStore::admit`] for several requests of one registry at once
-    /// (`ids`, none of them written yet): how many of them, in order, the
-    /// limits admit, and for the rest until when they refuse (`None`:
-    /// until an attempt finishes).
+    /// Admits requests of one registry (`ids`, none of them written yet)
+    /// against its shared limits, in the gate row it locks: how many of
+    /// them, in order, the limits admit, and for the rest until when they
+    /// refuse (`None`: until an attempt finishes). The gate row is locked
+    /// from here to the commit and every instance's leases of that
+    /// registry take turns on it, so it is taken last (request rows
+    /// first, then gate rows).
     pub(super) async fn admit_many(
         &self,
         t: &Tx<'_>,

@@ -270,15 +270,7 @@ impl PgStore {
             return Ok(0);
         }
         let e = |x: tokio_postgres::Error| self.err(x);
-        let news = changes.iter().map(|(_, n)| *n);
-        let ids: Vec<&str> = news.clone().map(|n| n.id.as_str()).collect();
-        let states: Vec<&str> = news.clone().map(|n| n.state.name()).collect();
-        let dues: Vec<Option<i64>> = news.clone().map(|n| n.due_ms.map(ms)).collect();
-        let works: Vec<Option<String>> = news.clone().map(work_of).collect();
-        let records: Vec<String> = news.clone().map(super::encode_text).collect();
-        let deadlines: Vec<i64> = news.clone().map(|n| ms(n.deadline_ms)).collect();
-        let attention: Vec<bool> = news.clone().map(|n| n.needs_attention()).collect();
-        let at_risk: Vec<bool> = news.map(|n| n.at_risk_open()).collect();
+        let c = Columns::of(changes.iter().map(|(_, n)| *n));
         t.run(
             "UPDATE requests AS r SET state = u.state, due_ms = u.due_ms, work = u.work, \
              record = u.record, deadline_ms = u.deadline_ms, attention = u.attention, \
@@ -288,7 +280,14 @@ impl PgStore {
                   AS u(id, state, due_ms, work, record, deadline_ms, attention, at_risk) \
              WHERE r.id = u.id",
             &[
-                &ids, &states, &dues, &works, &records, &deadlines, &attention, &at_risk,
+                &c.ids,
+                &c.states,
+                &c.dues,
+                &c.works,
+                &c.texts,
+                &c.deadlines,
+                &c.attention,
+                &c.at_risk,
             ],
         )
         .await
@@ -361,26 +360,17 @@ impl PgStore {
         }
     }
 
-    /// Loads, changes and writes one record under its row lock; `skip`
-    /// passes over a row locked by another transaction.
+    /// Loads and changes one record under its row lock (waiting for it);
+    /// `None` if `f` said no.
     async fn change(
         &self,
         t: &Tx<'_>,
         id: &str,
-        skip: bool,
         f: &super::Change<'_>,
     ) -> Result<Option<(RequestRecord, RequestRecord)>, StoreError> {
-        let sql = if skip {
-            "SELECT record FROM requests WHERE id = $1 FOR UPDATE SKIP LOCKED"
-        } else {
-            "SELECT record FROM requests WHERE id = $1 FOR UPDATE"
-        };
+        let sql = "SELECT record FROM requests WHERE id = $1 FOR UPDATE";
         let Some(row) = t.opt(sql, &[&id]).await.map_err(|e| self.err(e))? else {
-            return if skip {
-                Ok(None)
-            } else {
-                Err(StoreError::NotFound(id.to_owned()))
-            };
+            return Err(StoreError::NotFound(id.to_owned()));
         };
         let text: String = row.get(0);
         let old = super::decode(id.as_bytes(), text.as_bytes())?;
@@ -390,6 +380,47 @@ impl PgStore {
         }
         Ok(Some((old, new)))
     }
+}
+
+/// Records as the columns of a multi-row statement (`unnest` of arrays).
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    cases: Vec<&'a str>,
+    states: Vec<&'static str>,
+    registries: Vec<&'a str>,
+    dues: Vec<Option<i64>>,
+    works: Vec<Option<String>>,
+    texts: Vec<String>,
+    deadlines: Vec<i64>,
+    attention: Vec<bool>,
+    at_risk: Vec<bool>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: impl Iterator<Item = &'a RequestRecord> + Clone) -> Columns<'a> {
+        Columns {
+            ids: records.clone().map(|r| r.id.as_str()).collect(),
+            cases: records.clone().map(|r| r.case.as_str()).collect(),
+            states: records.clone().map(|r| r.state.name()).collect(),
+            registries: records.clone().map(|r| r.registry.as_str()).collect(),
+            dues: records.clone().map(|r| r.due_ms.map(ms)).collect(),
+            works: records.clone().map(work_of).collect(),
+            texts: records.clone().map(super::encode_text).collect(),
+            deadlines: records.clone().map(|r| ms(r.deadline_ms)).collect(),
+            attention: records.clone().map(|r| r.needs_attention()).collect(),
+            at_risk: records.map(|r| r.at_risk_open()).collect(),
+        }
+    }
+}
+
+/// `records` in the order of `ids`: `None` for an id none of them has.
+fn in_order(
+    ids: &[&str],
+    records: impl IntoIterator<Item = RequestRecord>,
+) -> Vec<Option<RequestRecord>> {
+    let mut by_id: std::collections::HashMap<String, RequestRecord> =
+        records.into_iter().map(|r| (r.id.clone(), r)).collect();
+    ids.iter().map(|id| by_id.remove(*id)).collect()
 }
 
 /// An accept waiting for the committer, and who waits for its outcome.
@@ -405,33 +436,8 @@ type Accept = (
 /// same key waits for the next, where it finds the key taken.
 async fn accept_loop(store: std::sync::Weak<PgStore>, mut rx: tokio::sync::mpsc::Receiver<Accept>) {
     let mut held: Option<Accept> = None;
-    loop {
-        let first = match held.take() {
-            Some(a) => a,
-            None => match rx.recv().await {
-                Some(a) => a,
-                None => return,
-            },
-        };
-        let mut keys: HashSet<(String, String)> = HashSet::new();
-        let key_of = |a: &Accept| a.1.as_ref().map(|k| (k.client.clone(), k.key.clone()));
-        keys.extend(key_of(&first));
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(a) => match key_of(&a) {
-                    Some(k) if keys.contains(&k) => {
-                        held = Some(a);
-                        break;
-                    }
-                    k => {
-                        keys.extend(k);
-                        batch.push(a);
-                    }
-                },
-                Err(_) => break,
-            }
-        }
+    let key_of = |a: &Accept| a.1.as_ref().map(|k| (k.client.clone(), k.key.clone()));
+    while let Some(batch) = crate::sync::gather(&mut rx, &mut held, 1024, key_of).await {
         let Some(store) = store.upgrade() else {
             for (_, _, reply) in batch {
                 let _ = reply.send(Err(StoreError::Closed));
@@ -546,35 +552,23 @@ impl PgStore {
         t: &Tx<'_>,
         records: &[&RequestRecord],
     ) -> Result<(), StoreError> {
-        let col = |f: &dyn Fn(&RequestRecord) -> String| -> Vec<String> {
-            records.iter().map(|r| f(r)).collect()
-        };
-        let ids = col(&|r| r.id.clone());
-        let cases = col(&|r| r.case.clone());
-        let states: Vec<&str> = records.iter().map(|r| r.state.name()).collect();
-        let registries = col(&|r| r.registry.clone());
-        let dues: Vec<Option<i64>> = records.iter().map(|r| r.due_ms.map(ms)).collect();
-        let works: Vec<Option<String>> = records.iter().map(|r| work_of(r)).collect();
-        let texts = col(&|r| super::encode_text(r));
-        let deadlines: Vec<i64> = records.iter().map(|r| ms(r.deadline_ms)).collect();
-        let attention: Vec<bool> = records.iter().map(|r| r.needs_attention()).collect();
-        let at_risk: Vec<bool> = records.iter().map(|r| r.at_risk_open()).collect();
+        let c = Columns::of(records.iter().copied());
         t.run(
             "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
              deadline_ms, attention, at_risk) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
                                   $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[])",
             &[
-                &ids,
-                &cases,
-                &states,
-                &registries,
-                &dues,
-                &works,
-                &texts,
-                &deadlines,
-                &attention,
-                &at_risk,
+                &c.ids,
+                &c.cases,
+                &c.states,
+                &c.registries,
+                &c.dues,
+                &c.works,
+                &c.texts,
+                &c.deadlines,
+                &c.attention,
+                &c.at_risk,
             ],
         )
         .await
@@ -680,7 +674,7 @@ impl Requests for PgStore {
     ) -> Result<Option<RequestRecord>, StoreError> {
         let out = self
             .tx(async |t| {
-                let Some((old, mut new)) = self.change(t, id, false, f).await? else {
+                let Some((old, mut new)) = self.change(t, id, f).await? else {
                     return Ok(None);
                 };
                 let raised = self.write_change(t, &old, &mut new).await?;
@@ -700,32 +694,11 @@ impl Requests for PgStore {
         gate: Option<&GateLimits>,
         f: &super::Change<'_>,
     ) -> Result<Lease, StoreError> {
-        let now = self.clock_ms();
-        let out = self
-            .with(async |c| {
-                let e = |x: tokio_postgres::Error| self.err(x);
-                let t = c.transaction().await.map_err(e)?;
-                let Some((old, mut new)) = self.change(&t, id, true, f).await? else {
-                    return Ok(Lease::Passed);
-                };
-                let raised = self.write_change(&t, &old, &mut new).await?;
-                // The registry's limits last: its gate row is locked from here
-                // to the commit, and every instance's leases of that registry
-                // take turns on it; the shorter, the better. (Locks are always
-                // taken request row first, then gate row.)
-                if let Some(g) = gate {
-                    if let Err(until) = self.admit(&t, g, id, now).await? {
-                        t.rollback().await.map_err(e)?;
-                        return Ok(Lease::Blocked(until));
-                    }
-                }
-                t.commit().await.map_err(e)?;
-                self.after_events(raised);
-                Ok(Lease::Taken(Box::new(new)))
-            })
-            .await?;
-        self.poke();
-        Ok(out)
+        Ok(self
+            .lease_many(&[(id, gate)], f)
+            .await?
+            .pop()
+            .unwrap_or(Lease::Passed))
     }
 
     async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<RequestRecord>>, StoreError> {
@@ -735,9 +708,7 @@ impl Requests for PgStore {
                 &[&ids],
             )
             .await?;
-        let mut by_id: std::collections::HashMap<String, RequestRecord> =
-            found.into_iter().map(|r| (r.id.clone(), r)).collect();
-        Ok(ids.iter().map(|id| by_id.remove(*id)).collect())
+        Ok(in_order(ids, found))
     }
 
     async fn update_many(
@@ -771,11 +742,7 @@ impl Requests for PgStore {
         self.poke();
         let (changed, raised) = out;
         self.after_events(raised);
-        let mut by_id: std::collections::HashMap<String, RequestRecord> = changed
-            .into_iter()
-            .map(|(_, n)| (n.id.clone(), n))
-            .collect();
-        Ok(ids.iter().map(|id| by_id.remove(*id)).collect())
+        Ok(in_order(ids, changed.into_iter().map(|(_, n)| n)))
     }
 
     async fn lease_many(
@@ -798,26 +765,19 @@ impl Requests for PgStore {
                     .iter()
                     .filter_map(|(id, g)| g.map(|g| (*id, g)))
                     .collect();
-                let mut by_gate: std::collections::BTreeMap<
-                    &str,
-                    Vec<(RequestRecord, RequestRecord)>,
-                > = Default::default();
+                type Group<'g> = (&'g GateLimits, Vec<(RequestRecord, RequestRecord)>);
+                let mut by_gate: std::collections::BTreeMap<&str, Group<'_>> = Default::default();
                 for (old, new) in changed {
                     match gate_of.get(new.id.as_str()) {
                         Some(g) => by_gate
                             .entry(g.registry.as_str())
-                            .or_default()
+                            .or_insert_with(|| (g, Vec::new()))
+                            .1
                             .push((old, new)),
                         None => taken.push((old, new)),
                     }
                 }
-                for (registry, group) in by_gate {
-                    let Some(g) = asks
-                        .iter()
-                        .find_map(|(_, g)| g.filter(|g| g.registry == registry))
-                    else {
-                        continue;
-                    };
+                for (g, group) in by_gate.into_values() {
                     let leased: Vec<&str> = group.iter().map(|(_, n)| n.id.as_str()).collect();
                     let (admitted, until) = self.admit_many(t, g, &leased, now).await?;
                     let mut group = group.into_iter();
@@ -834,11 +794,10 @@ impl Requests for PgStore {
         self.poke();
         let (taken, mut blocked, raised) = out;
         self.after_events(raised);
-        let mut by_id: std::collections::HashMap<String, RequestRecord> =
-            taken.into_iter().map(|(_, n)| (n.id.clone(), n)).collect();
-        Ok(ids
-            .iter()
-            .map(|id| match by_id.remove(*id) {
+        Ok(in_order(&ids, taken.into_iter().map(|(_, n)| n))
+            .into_iter()
+            .zip(&ids)
+            .map(|(r, id)| match r {
                 Some(r) => Lease::Taken(Box::new(r)),
                 None => match blocked.remove(*id) {
                     Some(until) => Lease::Blocked(until),
