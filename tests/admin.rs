@@ -637,3 +637,162 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
         "{who}"
     );
 }
+
+/// The operator's path through a damaged store: the daemon refuses to
+/// start with the error that names `store check`; `store check` names the
+/// damage by tree and key and exits 1; `store salvage` saves the rest and
+/// lists the lost; imported into a new data folder it serves, and its
+/// audit trail verifies up to the lost entries and names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_refused_checked_salvaged_and_served_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, moved) = (dir.path().join("data"), dir.path().join("moved"));
+    let port = free_port();
+    let d = start_daemon_env(&data, port, &env());
+    let api = Api::on(port);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            api.submit(
+                &format!("60-{i}/2026"),
+                "civil.birth-extract",
+                json!({"jmbg": "0512981717776"}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        api.until(id, &["delivered"]).await;
+    }
+    stop(d);
+    {
+        let db = sled::open(data.join("store")).unwrap();
+        db.open_tree("requests")
+            .unwrap()
+            .insert(ids[0].as_bytes(), &b"{\"v\":1,"[..])
+            .unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        for s in 3..=4u64 {
+            audit.remove(s.to_be_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let o = jumgw()
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    for want in [
+        "found by the full check",
+        &ids[0],
+        "jumgw store check",
+        "backups",
+    ] {
+        assert!(said.contains(want), "{want}: {said}");
+    }
+    // Started without the check (as if the damage came while it ran): it
+    // serves, says it is damaged, and the operators' views skip the record.
+    let mut unchecked = env();
+    unchecked.push(("JUMGW_STORE__FULL_CHECK".into(), "false".into()));
+    let d = start_daemon_env(&data, port, &unchecked);
+    let list = api.admin("GET", "/admin/v1/requests?limit=50", None).await;
+    let listed: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(listed.len(), 4, "{list}");
+    assert!(!listed.contains(&ids[0].as_str()), "{list}");
+    api.admin("GET", "/admin/v1/stats", None).await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["store_damaged"]["first"]
+            .as_str()
+            .unwrap()
+            .contains(&ids[0]),
+        "{body}"
+    );
+    let http = reqwest::Client::new();
+    let gauge = metric(
+        &http,
+        &format!("http://127.0.0.1:{port}"),
+        "jumgw_store_read_errors",
+    )
+    .await;
+    assert!(gauge >= 1.0, "{gauge}");
+    let (status, p) = api
+        .call(
+            "GET",
+            &format!("/admin/v1/requests/{}", ids[0]),
+            "demo-admin",
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(p["type"], "urn:jum-gateway:problem:store-damaged", "{p}");
+    stop(d);
+
+    let o = jumgw()
+        .args(["store", "check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("requests") && l.contains(&ids[0]) && l.contains("unreadable")),
+        "{report}"
+    );
+    let salvage = dir.path().join("salvage.jsonl");
+    let o = jumgw()
+        .args(["store", "salvage", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&salvage)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(listed.contains(&ids[0]), "{listed}");
+    assert!(listed.contains("3–4"), "{listed}");
+    assert!(text(&o).contains("saved 4 requests"), "{}", text(&o));
+    let o = jumgw()
+        .args(["store", "import", "--data-dir"])
+        .arg(&moved)
+        .arg(&salvage)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for k in ["documents.key", "audit.key"] {
+        std::fs::create_dir_all(moved.join("keys")).unwrap();
+        std::fs::copy(data.join("keys").join(k), moved.join("keys").join(k)).unwrap();
+    }
+    let _d = start_daemon_env(&moved, port, &env());
+    for id in &ids[1..] {
+        api.until(id, &["delivered"]).await;
+    }
+    let r = api.admin("POST", "/admin/v1/audit/verify", None).await;
+    assert_eq!(r["broken"]["seq"], 3, "{r}");
+    assert!(
+        r["broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("entry 3 is missing (next is 5)"),
+        "{r}"
+    );
+    assert_eq!(r["entries"], 2, "{r}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}

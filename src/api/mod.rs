@@ -322,6 +322,18 @@ pub struct ReadyOut {
     /// The store takes writes (and the disk has its free-space reserve).
     pub store_writable: bool,
     pub registries_configured: bool,
+    /// Set once a read of the store failed while running: the store is
+    /// damaged (stop, `jumgw store check`, salvage or restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_damaged: Option<StoreDamaged>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StoreDamaged {
+    /// Reads that failed since start.
+    pub read_errors: u64,
+    /// The first, by tree and key.
+    pub first: String,
 }
 
 #[utoipa::path(
@@ -329,20 +341,26 @@ pub struct ReadyOut {
     responses(
         (status = 200, description = "Ready", body = ReadyOut,
          example = json!({"store_writable": true, "registries_configured": true})),
-        (status = 503, description = "Not ready (e.g. the disk is full)", body = ReadyOut,
-         example = json!({"store_writable": false, "registries_configured": true})),
+        (status = 503, description = "Not ready (the disk is full, or the store is damaged)", body = ReadyOut,
+         example = json!({"store_writable": true, "registries_configured": true,
+                          "store_damaged": {"read_errors": 3, "first": "record 01J… is unreadable: Read corrupted data at file offset 4096"}})),
     )
 )]
 async fn readyz(State(st): State<AppState>) -> Response {
     let body = ReadyOut {
         store_writable: st.store.writable().await,
         registries_configured: !st.dispatcher.gates.is_empty(),
+        store_damaged: st.store.read_faults().map(|f| StoreDamaged {
+            read_errors: f.count,
+            first: f.first,
+        }),
     };
-    let status = if body.store_writable && body.registries_configured {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status =
+        if body.store_writable && body.registries_configured && body.store_damaged.is_none() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
     (status, Json(body)).into_response()
 }
 
@@ -393,6 +411,7 @@ async fn metrics_text(
         gateway_certs,
         store_bytes: st.store.size_on_disk().await.unwrap_or(0),
         webhook_backlog: st.store.outbox(100_000).await.map(|o| o.len()).unwrap_or(0),
+        store_read_errors: st.store.read_faults().map_or(0, |f| f.count),
     });
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(

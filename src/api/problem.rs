@@ -72,6 +72,10 @@ pub enum ApiError {
     /// operator makes room.
     #[error("the gateway's disk is full; nothing can be stored until an operator makes room")]
     StorageFull(String),
+    /// A record or page of the store cannot be read: the store is
+    /// damaged (`/readyz` says so too); other requests still answer.
+    #[error("this part of the gateway's store cannot be read; the operators are alerted")]
+    StoreDamaged(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -149,6 +153,11 @@ impl IntoResponse for ApiError {
                 "insufficient-storage",
                 "Insufficient storage",
             ),
+            ApiError::StoreDamaged(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-damaged",
+                "The store is damaged",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -156,7 +165,11 @@ impl IntoResponse for ApiError {
             ),
         };
         // 5xx bodies say little; the detail goes to the log.
-        if let ApiError::Unavailable(d) | ApiError::StorageFull(d) | ApiError::Internal(d) = &self {
+        if let ApiError::Unavailable(d)
+        | ApiError::StorageFull(d)
+        | ApiError::StoreDamaged(d)
+        | ApiError::Internal(d) = &self
+        {
             tracing::error!(error = %d, "request failed");
         }
         let body = Problem {
@@ -192,8 +205,9 @@ impl IntoResponse for ApiError {
 
 /// What a storage failure means for the caller: a full disk is its own
 /// answer (507); a store that is closing, or whose disk or server fails
-/// for a moment, is 503 (try again); a damaged or unreadable store is an
-/// internal fault (500). Only the log gets the detail.
+/// for a moment, is 503 (try again); so is a record that cannot be read
+/// (`store-damaged`: the rest of the store still answers). Only the log
+/// gets the detail.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
         use crate::store::StoreError as S;
@@ -203,9 +217,8 @@ impl From<crate::store::StoreError> for ApiError {
             S::Io(_) | S::Closed | S::Postgres { .. } | S::Locked { .. } => {
                 ApiError::Unavailable(e.to_string())
             }
-            S::Damaged { .. } | S::TooNew { .. } | S::Corrupt { .. } => {
-                ApiError::Internal(e.to_string())
-            }
+            S::Corrupt { .. } => ApiError::StoreDamaged(e.to_string()),
+            S::Damaged { .. } | S::TooNew { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -260,9 +273,9 @@ mod tests {
         .await;
         assert_eq!(
             (s, v["type"].as_str()),
-            (500, Some("urn:jum-gateway:problem:internal"))
+            (503, Some("urn:jum-gateway:problem:store-damaged"))
         );
-        assert_eq!(v["detail"], "internal error");
+        assert!(!v.to_string().contains("line 1"), "{v}");
         let (s, _) = answer(StoreError::NotFound("01X".into())).await;
         assert_eq!(s, 404);
     }

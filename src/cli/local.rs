@@ -64,8 +64,91 @@ pub(super) async fn open_store(
     Ok((store, name))
 }
 
+/// `store check`: the full check of a stopped sled store, printed.
+fn store_check(data_dir: &std::path::Path, json: bool) -> CmdResult {
+    let dir = data_dir.join("store");
+    let repair =
+        crate::store::embedded::Repair::open(&dir).map_err(|e| Fail::Failed(e.to_string()))?;
+    let report = repair.check();
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(failed("the report"))?;
+        println!("{text}");
+    } else {
+        let read: Vec<String> = report
+            .read
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        println!("{}: read {}", dir.display(), read.join(", "));
+        for d in &report.damage {
+            println!("{:<14} {}: {}", d.tree, d.key, d.problem);
+        }
+        if report.problems as usize > report.damage.len() {
+            println!(
+                "… and {} more",
+                report.problems as usize - report.damage.len()
+            );
+        }
+    }
+    if report.is_clean() {
+        eprintln!("{}: no damage found", dir.display());
+        Ok(())
+    } else {
+        Err(Fail::Code(
+            1,
+            format!(
+                "{}: {} problem(s); `jumgw store salvage --out FILE` saves what is readable, `jumgw store import` restores it (or a backup) into a new data folder",
+                dir.display(),
+                report.problems
+            ),
+        ))
+    }
+}
+
+/// `store salvage`: what is readable of a damaged store, as an export.
+fn store_salvage(data_dir: &std::path::Path, out: &std::path::Path) -> CmdResult {
+    let dir = data_dir.join("store");
+    let (repair, how) = crate::store::embedded::Repair::open_for_salvage(&dir)
+        .map_err(|e| Fail::Failed(e.to_string()))?;
+    if let Some(how) = &how {
+        eprintln!(
+            "{}: {how}; a request may come back as it was earlier (it is then sent again: registries answer a repeated request id alike)",
+            dir.display()
+        );
+    }
+    let name = out.display().to_string();
+    let f = std::fs::File::create(out).map_err(failed(&name))?;
+    let mut w = std::io::BufWriter::new(f);
+    let saved = repair
+        .salvage(&mut w)
+        .map_err(|e| Fail::Failed(format!("{name}: {e}")))?;
+    for l in &saved.lost {
+        println!("lost  {:<12} {}: {}", l.tree, l.key, l.problem);
+    }
+    let c = saved.counts;
+    eprintln!(
+        "{}: saved {} requests, {} documents, {} audit entries to {name}; {} thing(s) lost{}",
+        dir.display(),
+        c.requests,
+        c.documents,
+        c.audit,
+        saved.lost.len(),
+        if saved.lost.is_empty() {
+            ""
+        } else {
+            " (listed above, and as `lost` lines in the export)"
+        }
+    );
+    Ok(())
+}
+
 pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
     use crate::store::backup;
+    match &cmd {
+        StoreCommand::Check { data_dir, json } => return store_check(data_dir, *json),
+        StoreCommand::Salvage { data_dir, out } => return store_salvage(data_dir, out),
+        _ => {}
+    }
     runtime()?.block_on(async {
         let (dir, result) = match cmd {
             StoreCommand::Export {
@@ -118,6 +201,7 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
                         requests: n,
                         documents: count("document"),
                         audit: count("audit"),
+                        lost: count("lost"),
                     },
                 )
             }
@@ -171,6 +255,7 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
                     .map_err(|e| Fail::Failed(e.to_string()))?;
                 (data_dir, counts)
             }
+            StoreCommand::Check { .. } | StoreCommand::Salvage { .. } => return Ok(()),
         };
         eprintln!(
             "{}: {} requests, {} documents, {} audit entries",

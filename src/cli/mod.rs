@@ -236,6 +236,27 @@ enum StoreCommand {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Check a stopped sled store whole (every tree read, every record and
+    /// audit entry decoded, the indexes compared with the records) and list
+    /// what is damaged, by tree and key. Exit 0: no damage; 1: damage found;
+    /// 2: the store cannot be opened at all.
+    Check {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save every readable request, document and audit entry of a damaged,
+    /// stopped sled store as an export (restore it with `store import`),
+    /// with a `lost` line for each thing that could not be read.
+    Salvage {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The export to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Restore an export into an empty store.
     Import {
         #[arg(long, default_value = "data")]

@@ -232,6 +232,15 @@ pub struct StoreConfig {
     /// answered or sent; later state changes wait for this).
     #[serde(default = "default_sled_flush_ms")]
     pub sled_flush_ms: u64,
+    /// For `sled`: read and check every tree at start, before serving
+    /// (about a second per million requests on two cores); a damaged store
+    /// is then a start-up error instead of failures later.
+    #[serde(default = "yes")]
+    pub full_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `store.sled_flush_ms` when not set.
@@ -248,6 +257,7 @@ impl Default for StoreConfig {
             url: None,
             pool_size: default_pool(),
             sled_flush_ms: default_sled_flush_ms(),
+            full_check: true,
         }
     }
 }

@@ -74,6 +74,10 @@ fn describe() {
         "Days until a certificate the gateway relies on expires"
     );
     describe_gauge!("jumgw_store_bytes", "Size of the store on disk");
+    describe_gauge!(
+        "jumgw_store_read_errors",
+        "Reads of the store that failed since start (damage): alert on any"
+    );
     describe_gauge!("jumgw_webhook_backlog", "Webhook events waiting to be sent");
     describe_counter!(
         "jumgw_api_tls_refused_total",
@@ -122,6 +126,7 @@ pub struct Levels<'a> {
     pub gateway_certs: Vec<crate::api::admin::CertOut>,
     pub store_bytes: u64,
     pub webhook_backlog: usize,
+    pub store_read_errors: u64,
 }
 
 pub fn set_levels(l: &Levels<'_>) {
@@ -158,5 +163,6 @@ pub fn set_levels(l: &Levels<'_>) {
             .set(c.days_left as f64);
     }
     gauge!("jumgw_store_bytes").set(l.store_bytes as f64);
+    gauge!("jumgw_store_read_errors").set(l.store_read_errors as f64);
     gauge!("jumgw_webhook_backlog").set(l.webhook_backlog as f64);
 }

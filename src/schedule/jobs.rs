@@ -331,7 +331,8 @@ mod tests {
             backup::Counts {
                 requests: 3,
                 documents: 1,
-                audit: 0
+                audit: 0,
+                lost: 0,
             }
         );
         for id in ["01B", "01C", "01D"] {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::lifecycle::{now_ms, AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
-pub use embedded::SledStore;
+pub use embedded::{Opening, SledStore};
 pub use outbox::{EventRule, OutEvent};
 pub use query::{Listing, Order, Selector, Tally};
 
@@ -61,7 +61,52 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Io(e.to_string())
+        match e {
+            // A page that fails its checksum, or a state sled cannot be in.
+            sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => StoreError::Corrupt {
+                id: "(a page)".into(),
+                detail: e.to_string(),
+            },
+            e => StoreError::Io(e.to_string()),
+        }
+    }
+}
+
+/// What could not be read from a store while it runs: once anything is,
+/// the store is damaged, `/readyz` says so and the alert metric counts;
+/// operators' views skip what they cannot read instead of failing.
+#[derive(Debug, Default)]
+pub struct Health {
+    faults: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+/// [`Health`] as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadFaults {
+    pub count: u64,
+    /// The first, for the operator (ids and keys, no values).
+    pub first: String,
+}
+
+impl Health {
+    pub fn note(&self, what: &dyn std::fmt::Display) {
+        let n = self
+            .faults
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            let first = what.to_string();
+            tracing::error!(problem = %first, "the store is damaged: a read failed; run `jumgw store check` after stopping the gateway");
+            *crate::sync::lock(&self.first) = Some(first);
+        }
+    }
+
+    pub fn faults(&self) -> Option<ReadFaults> {
+        let count = self.faults.load(std::sync::atomic::Ordering::Relaxed);
+        (count > 0).then(|| ReadFaults {
+            count,
+            first: crate::sync::lock(&self.first).clone().unwrap_or_default(),
+        })
     }
 }
 
@@ -235,8 +280,9 @@ pub trait AuditTrail: Send + Sync {
         hash: &str,
     ) -> Result<Vec<crate::store::trail::Entry>, StoreError>;
     async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError>;
-    /// Writes entries exactly as given (a restore from a backup); they
-    /// must continue the chain's numbering.
+    /// Writes entries exactly as given (a restore from a backup), in
+    /// order, each numbered after the head (a salvaged trail has holes;
+    /// whether one is allowed is the import's to say).
     async fn audit_restore(
         &self,
         entries: Vec<crate::store::trail::Entry>,
@@ -316,6 +362,10 @@ pub trait Upkeep: Send + Sync {
     /// Bytes on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
     async fn flush(&self) -> Result<(), StoreError>;
+    /// What could not be read since the store was opened, if anything.
+    fn read_faults(&self) -> Option<ReadFaults> {
+        None
+    }
     /// Stops background work and makes everything durable; the store is
     /// not used afterwards.
     async fn close(&self) -> Result<(), StoreError> {
@@ -397,9 +447,11 @@ pub async fn open_configured(
         }),
         (crate::config::StoreBackend::Sled, _) => Ok(SledStore::open_with(
             &data_dir.join("store"),
-            64 << 20,
-            SledStore::DEFAULT_MIN_FREE,
-            cfg.sled_flush_ms,
+            &embedded::Opening {
+                flush_ms: cfg.sled_flush_ms,
+                full_check: cfg.full_check,
+                ..Default::default()
+            },
         )?),
     }
 }

@@ -105,6 +105,35 @@ impl Deltas {
     }
 }
 
+/// What a record puts in each secondary tree: the one description of the
+/// indexes, used to write them ([`change`]) and to check them
+/// ([`check`](super::check)).
+pub(super) struct Entries {
+    /// Key and value.
+    pub due: Option<(Vec<u8>, Vec<u8>)>,
+    pub case: Vec<u8>,
+    pub state: Vec<u8>,
+    pub attention: Option<Vec<u8>>,
+    pub deadline: Option<Vec<u8>>,
+    /// The counters it adds one to.
+    pub counted: Vec<Vec<u8>>,
+}
+
+pub(super) fn entries(r: &RequestRecord) -> Entries {
+    let mut counted = vec![count_key(&r.registry, r.state.name())];
+    if r.at_risk_open() {
+        counted.push(count_key(&r.registry, AT_RISK));
+    }
+    Entries {
+        due: r.due_ms.map(|d| (due_key(d, &r.id), due_value(r))),
+        case: case_key(&r.case, &r.id),
+        state: state_key(r.state, &r.id),
+        attention: r.needs_attention().then(|| r.id.as_bytes().to_vec()),
+        deadline: deadline_of(r),
+        counted,
+    }
+}
+
 /// Brings every secondary tree from `old` to `new`; the counters' changes
 /// go into `deltas`, applied once at the end of the transaction.
 pub(super) fn change(
@@ -113,8 +142,11 @@ pub(super) fn change(
     old: Option<&RequestRecord>,
     new: Option<&RequestRecord>,
 ) -> TxResult {
-    let due = |r: &RequestRecord| r.due_ms.map(|d| (due_key(d, &r.id), due_value(r)));
-    let (od, nd) = (old.and_then(due), new.and_then(due));
+    let (o, n) = (old.map(entries), new.map(entries));
+    let (od, nd) = (
+        o.as_ref().and_then(|e| e.due.clone()),
+        n.as_ref().and_then(|e| e.due.clone()),
+    );
     if od != nd {
         if let Some((k, _)) = od {
             ix.due.remove(k)?;
@@ -123,36 +155,25 @@ pub(super) fn change(
             ix.due.insert(k, v)?;
         }
     }
-    let keyed =
-        |f: &dyn Fn(&RequestRecord) -> Option<Vec<u8>>, tree: &TransactionalTree| -> TxResult {
-            let (o, n) = (old.and_then(f), new.and_then(f));
-            if o != n {
-                if let Some(k) = o {
-                    tree.remove(k)?;
-                }
-                if let Some(k) = n {
-                    tree.insert(k, &[])?;
-                }
+    let keyed = |f: &dyn Fn(&Entries) -> Option<Vec<u8>>, tree: &TransactionalTree| -> TxResult {
+        let (o, n) = (o.as_ref().and_then(f), n.as_ref().and_then(f));
+        if o != n {
+            if let Some(k) = o {
+                tree.remove(k)?;
             }
-            Ok(())
-        };
-    keyed(&|r| Some(case_key(&r.case, &r.id)), ix.by_case)?;
-    keyed(&|r| Some(state_key(r.state, &r.id)), ix.by_state)?;
-    keyed(
-        &|r| r.needs_attention().then(|| r.id.as_bytes().to_vec()),
-        ix.attention,
-    )?;
-    keyed(&deadline_of, ix.deadlines)?;
-    let counted = |r: &RequestRecord| {
-        let mut v = vec![count_key(&r.registry, r.state.name())];
-        if r.at_risk_open() {
-            v.push(count_key(&r.registry, AT_RISK));
+            if let Some(k) = n {
+                tree.insert(k, &[])?;
+            }
         }
-        v
+        Ok(())
     };
+    keyed(&|e| Some(e.case.clone()), ix.by_case)?;
+    keyed(&|e| Some(e.state.clone()), ix.by_state)?;
+    keyed(&|e| e.attention.clone(), ix.attention)?;
+    keyed(&|e| e.deadline.clone(), ix.deadlines)?;
     let (o, n) = (
-        old.map(counted).unwrap_or_default(),
-        new.map(counted).unwrap_or_default(),
+        o.map(|e| e.counted).unwrap_or_default(),
+        n.map(|e| e.counted).unwrap_or_default(),
     );
     for k in o.iter().filter(|k| !n.contains(k)) {
         deltas.add(k.clone(), -1);

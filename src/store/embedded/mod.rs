@@ -32,6 +32,7 @@
 //! repeats an attempt (same request id, which registries treat
 //! idempotently) or a delivery (which rewrites the same file).
 
+pub mod check;
 mod index;
 
 use std::path::{Path, PathBuf};
@@ -149,20 +150,21 @@ type Batch = (
 
 #[derive(Clone)]
 pub(super) struct Trees {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     pub(super) requests: sled::Tree,
-    due: sled::Tree,
-    by_case: sled::Tree,
-    by_state: sled::Tree,
-    attention: sled::Tree,
-    deadlines: sled::Tree,
-    counts: sled::Tree,
-    documents: sled::Tree,
-    idempotency: sled::Tree,
-    outbox: sled::Tree,
-    outbox_ids: sled::Tree,
-    audit: sled::Tree,
-    audit_subject: sled::Tree,
+    pub(super) due: sled::Tree,
+    pub(super) by_case: sled::Tree,
+    pub(super) by_state: sled::Tree,
+    pub(super) attention: sled::Tree,
+    pub(super) deadlines: sled::Tree,
+    pub(super) counts: sled::Tree,
+    pub(super) documents: sled::Tree,
+    pub(super) idempotency: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    pub(super) outbox_ids: sled::Tree,
+    pub(super) audit: sled::Tree,
+    pub(super) audit_subject: sled::Tree,
+    pub(super) meta: sled::Tree,
     /// The chain head: held while entries are chained and written, so
     /// that writers take turns.
     audit_head: Arc<std::sync::Mutex<crate::store::trail::Head>>,
@@ -234,6 +236,8 @@ pub struct Core {
     min_free: u64,
     events: std::sync::RwLock<Option<EventRule>>,
     decoded: std::sync::atomic::AtomicU64,
+    /// What could not be read while running.
+    health: Health,
 }
 
 impl std::ops::Deref for SledStore {
@@ -280,7 +284,7 @@ impl SledStore {
         while !todo.is_empty() || !docs.is_empty() {
             let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
             let core = self.core.clone();
-            let seen = blocking(move || core.get_many_now(&keys)).await?;
+            let seen = core.run(move |core| core.get_many_now(&keys)).await?;
             let mut writes = Vec::new();
             let mut slots = Vec::new();
             for (&i, seen) in todo.iter().zip(seen) {
@@ -298,7 +302,9 @@ impl SledStore {
             }
             let core = self.core.clone();
             let docs = std::mem::take(&mut docs);
-            let written = blocking(move || core.update_batch_now(writes, docs)).await?;
+            let written = core
+                .run(move |core| core.update_batch_now(writes, docs))
+                .await?;
             todo.clear();
             for (i, w) in slots.into_iter().zip(written) {
                 match w {
@@ -326,64 +332,47 @@ fn damaged_at(dir: &Path, detail: String) -> StoreError {
     }
 }
 
-/// Runs sled work on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Io(format!("a store task failed: {e}")))?
+/// How a sled store is opened.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub cache_bytes: u64,
+    /// Free disk below which accepts are refused.
+    pub min_free: u64,
+    /// `store.sled_flush_ms`.
+    pub flush_ms: u64,
+    /// Check every tree before serving (`store.full_check`).
+    pub full_check: bool,
 }
 
-impl SledStore {
-    /// Free disk below which accepts are refused, by default.
-    pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
-    /// How long a group-commit flush may take before its accepts fail.
-    pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+impl Default for Opening {
+    fn default() -> Self {
+        Opening {
+            cache_bytes: 64 << 20,
+            min_free: SledStore::DEFAULT_MIN_FREE,
+            flush_ms: crate::config::DEFAULT_SLED_FLUSH_MS,
+            full_check: true,
+        }
+    }
+}
 
-    /// Opens (or creates) the store in `dir`, with the default reserve and
-    /// flush interval. Must be called inside a tokio runtime (the group
-    /// committer is a task).
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
-        Self::open_with(
+/// Runs `f` on sled, turning sled's panics on some damage (`tried to
+/// serialize Uninitialized` …) into the start-up error that names the
+/// backups.
+fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(damaged_at(
             dir,
-            cache_bytes,
-            Self::DEFAULT_MIN_FREE,
-            crate::config::DEFAULT_SLED_FLUSH_MS,
-        )
-    }
+            format!(
+                "sled failed while reading it: {}",
+                check::panic_text(&*panic)
+            ),
+        ))
+    })
+}
 
-    pub fn open_with(
-        dir: &Path,
-        cache_bytes: u64,
-        min_free: u64,
-        flush_ms: u64,
-    ) -> Result<Arc<SledStore>, StoreError> {
-        // sled 0.34 panics on some damage instead of returning an error
-        // (`tried to serialize Uninitialized` …): the same clear start-up
-        // error, naming the backups, either way.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_unguarded(dir, cache_bytes, min_free, flush_ms)
-        }));
-        opened.unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Err(damaged_at(
-                dir,
-                format!("sled failed while reading it: {why}"),
-            ))
-        })
-    }
-
-    fn open_unguarded(
-        dir: &Path,
-        cache_bytes: u64,
-        min_free: u64,
-        flush_ms: u64,
-    ) -> Result<Arc<SledStore>, StoreError> {
+/// Opens the database and its trees, nothing more.
+fn open_trees(dir: &Path, cache_bytes: u64, flush_ms: u64) -> Result<Trees, StoreError> {
+    guarded(dir, || {
         let damaged = |detail: String| damaged_at(dir, detail);
         let config = sled::Config::new()
             .path(dir)
@@ -408,7 +397,7 @@ impl SledStore {
             }
         };
         let tree = |n: &str| db.open_tree(n).map_err(|e| damaged(e.to_string()));
-        let t = Trees {
+        Ok(Trees {
             requests: tree("requests")?,
             due: tree("due")?,
             by_case: tree("by_case")?,
@@ -422,59 +411,279 @@ impl SledStore {
             outbox_ids: tree("outbox_ids")?,
             audit: tree("audit")?,
             audit_subject: tree("audit_subject")?,
+            meta: tree("meta")?,
             audit_head: Default::default(),
             audit_rule: Default::default(),
             db: db.clone(),
+        })
+    })
+}
+
+/// Brings an opened store up to this version's layout, finds the audit
+/// chain's head and, with `full_check`, checks every tree
+/// ([`check::check`]).
+fn prepare(t: &Trees, dir: &Path, full_check: bool) -> Result<(), StoreError> {
+    let damaged = |detail: String| damaged_at(dir, detail);
+    let meta = &t.meta;
+    let written = meta.get("schema").map_err(|e| damaged(e.to_string()))?;
+    let found = match &written {
+        // A new store: nothing to index.
+        None if t.requests.is_empty() => TREES_VERSION,
+        None => 1,
+        Some(v) => <[u8; 4]>::try_from(v.as_ref())
+            .map(u32::from_be_bytes)
+            .map_err(|_| damaged("unreadable schema version".into()))?,
+    };
+    if found > TREES_VERSION {
+        return Err(StoreError::TooNew {
+            path: dir.display().to_string(),
+            found,
+            known: TREES_VERSION,
+        });
+    }
+    if found < 2 {
+        tracing::info!(store = %dir.display(), "indexing the store by state, attention and deadline (once, for this version)");
+        index_all(t).map_err(|e| damaged(e.to_string()))?;
+    }
+    // Written for a new store too: else its next start would take it for
+    // the first layout and index it all again.
+    if found != TREES_VERSION || written.is_none() {
+        meta.insert("schema", &TREES_VERSION.to_be_bytes())
+            .map_err(|e| damaged(e.to_string()))?;
+    }
+    if let Some((k, v)) = t.audit.last().map_err(|e| damaged(e.to_string()))? {
+        let e: crate::store::trail::Entry = serde_json::from_slice(&v).map_err(|e| {
+            damaged(format!(
+                "the newest audit entry is unreadable ({e}); run `jumgw audit verify`"
+            ))
+        })?;
+        *t.head() = crate::store::trail::Head {
+            seq: seq_of(&k).map_err(|e| damaged(e.to_string()))?,
+            hash: e.hash,
         };
-        let meta = tree("meta")?;
-        let found = match meta.get("schema").map_err(|e| damaged(e.to_string()))? {
-            // A new store: nothing to index.
-            None if t.requests.is_empty() => TREES_VERSION,
-            None => 1,
-            Some(v) => <[u8; 4]>::try_from(v.as_ref())
-                .map(u32::from_be_bytes)
-                .map_err(|_| damaged("unreadable schema version".into()))?,
+    }
+    if full_check {
+        let report = check::check(t);
+        if !report.is_clean() {
+            return Err(damaged(format!(
+                "{}; `jumgw store check` lists every problem, `jumgw store salvage --out FILE` saves what is readable",
+                report.summary()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(&p, to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Closes a damaged store on a thread of its own: sled's flusher thread may
+/// have died on the damage, and dropping the database then waits for it
+/// for ever (the lock on the folder is released when, if ever, it ends).
+fn let_go(t: Trees) {
+    let _ = std::thread::Builder::new()
+        .name("sled-close".into())
+        .spawn(move || drop(t));
+}
+
+/// A stopped store opened to be checked or salvaged: no committer, no
+/// start-up check, no writes of ours.
+pub struct Repair {
+    t: Option<Trees>,
+    dir: PathBuf,
+    /// The copy a salvage reads when sled cannot open the store itself.
+    _copy: Option<tempfile::TempDir>,
+}
+
+impl Repair {
+    pub fn open(dir: &Path) -> Result<Repair, StoreError> {
+        if !dir.join("conf").exists() {
+            return Err(StoreError::Io(format!(
+                "{} holds no sled store",
+                dir.display()
+            )));
+        }
+        Ok(Repair {
+            t: Some(open_trees(
+                dir,
+                64 << 20,
+                crate::config::DEFAULT_SLED_FLUSH_MS,
+            )?),
+            dir: dir.to_owned(),
+            _copy: None,
+        })
+    }
+
+    /// Like [`Repair::open`]; when sled cannot open the store as it is,
+    /// opens a copy (beside the data folder) without what sled can do
+    /// without: its `conf`, written fresh with the settings this gateway
+    /// uses, or its snapshot, which it rebuilds from the log, or both; of
+    /// those that open, the one with the most requests. Returns what was
+    /// done to the copy, if anything. The store itself is never changed.
+    pub fn open_for_salvage(dir: &Path) -> Result<(Repair, Option<String>), StoreError> {
+        let first = match Repair::open(dir) {
+            Ok(r) => return Ok((r, None)),
+            Err(e) => e,
         };
-        if found > TREES_VERSION {
-            return Err(StoreError::TooNew {
-                path: dir.display().to_string(),
-                found,
-                known: TREES_VERSION,
-            });
-        }
-        if found < 2 {
-            tracing::info!(store = %dir.display(), "indexing the store by state, attention and deadline (once, for this version)");
-            index_all(&t).map_err(|e| damaged(e.to_string()))?;
-        }
-        if found != TREES_VERSION {
-            meta.insert("schema", &TREES_VERSION.to_be_bytes())
-                .map_err(|e| damaged(e.to_string()))?;
-        }
-        if let Some((k, v)) = t.audit.last().map_err(|e| damaged(e.to_string()))? {
-            let e: crate::store::trail::Entry = serde_json::from_slice(&v).map_err(|e| {
-                damaged(format!(
-                    "the newest audit entry is unreadable ({e}); run `jumgw audit verify`"
-                ))
-            })?;
-            *t.head() = crate::store::trail::Head {
-                seq: seq_of(&k).map_err(|e| damaged(e.to_string()))?,
-                hash: e.hash,
-            };
-        }
-        // A quick consistency check: every due key names a record.
-        for item in t.due.iter().take(1000) {
-            let (k, _) = item.map_err(|e| damaged(e.to_string()))?;
-            let id = &k[8..];
-            if t.requests
-                .get(id)
-                .map_err(|e| damaged(e.to_string()))?
-                .is_none()
-            {
-                return Err(damaged(format!(
-                    "due index names a missing request {}",
-                    String::from_utf8_lossy(id)
-                )));
+        let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", dir.display()));
+        let base = dir.parent().unwrap_or(dir);
+        let mut best: Option<(usize, Repair, &str)> = None;
+        for (fresh_conf, no_snapshot, how) in [
+            (true, false, "with a fresh conf"),
+            (false, true, "without its snapshot"),
+            (true, true, "without its snapshot and with a fresh conf"),
+        ] {
+            let copy = tempfile::Builder::new()
+                .prefix(".salvage-")
+                .tempdir_in(base)
+                .map_err(io)?;
+            let at = copy.path().join("store");
+            copy_tree(dir, &at).map_err(io)?;
+            if no_snapshot {
+                for e in std::fs::read_dir(&at).map_err(io)? {
+                    let p = e.map_err(io)?.path();
+                    if p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+                    {
+                        std::fs::remove_file(&p).map_err(io)?;
+                    }
+                }
             }
+            if fresh_conf {
+                let fresh = copy.path().join("fresh");
+                let t = open_trees(&fresh, 1 << 20, 1000)?;
+                t.db.flush()?;
+                std::fs::copy(fresh.join("conf"), at.join("conf")).map_err(io)?;
+                let_go(t);
+            }
+            let Ok(t) = open_trees(&at, 64 << 20, crate::config::DEFAULT_SLED_FLUSH_MS) else {
+                continue;
+            };
+            let n = guarded(&at, || {
+                Ok(t.requests.iter().take_while(|i| i.is_ok()).count())
+            })
+            .unwrap_or(0);
+            let r = Repair {
+                t: Some(t),
+                dir: dir.to_owned(),
+                _copy: Some(copy),
+            };
+            if best.as_ref().is_none_or(|(m, _, _)| n > *m) {
+                best = Some((n, r, how));
+            }
+        }
+        match best {
+            Some((_, r, how)) => Ok((
+                r,
+                Some(format!(
+                    "sled cannot open the store as it is ({first}); read a copy of it {how}"
+                )),
+            )),
+            None => Err(StoreError::Io(format!(
+                "sled cannot open the store ({first}), nor a copy of it with a fresh conf or without its snapshot; restore the latest backup"
+            ))),
+        }
+    }
+
+    fn trees(&self) -> &Trees {
+        // Taken only by `drop`.
+        self.t.as_ref().expect("open until dropped")
+    }
+
+    pub fn check(&self) -> check::Report {
+        guarded(&self.dir, || Ok(check::check(self.trees()))).unwrap_or_else(|e| {
+            let mut r = check::Report::default();
+            r.found("(all)", String::new(), e.to_string());
+            r
+        })
+    }
+
+    pub fn salvage(
+        &self,
+        w: &mut (dyn std::io::Write + Send),
+    ) -> Result<check::Salvaged, crate::store::backup::BackupError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check::salvage(self.trees(), w)
+        }))
+        .unwrap_or_else(|p| {
+            Err(StoreError::Corrupt {
+                id: "(salvage)".into(),
+                detail: check::panic_text(&*p),
+            }
+            .into())
+        })
+    }
+}
+
+impl Drop for Repair {
+    fn drop(&mut self) {
+        if let Some(t) = self.t.take() {
+            let_go(t);
+        }
+    }
+}
+
+impl Core {
+    /// Runs sled work on a blocking thread. What sled cannot read (an
+    /// error or one of its panics) is noted in the store's health before
+    /// the caller gets it.
+    async fn run<T: Send + 'static>(
+        self: Arc<Self>,
+        f: impl FnOnce(&Core) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::task::spawn_blocking(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self)))
+                .unwrap_or_else(|p| {
+                    Err(StoreError::Corrupt {
+                        id: "(a page)".into(),
+                        detail: format!("sled failed reading it: {}", check::panic_text(&*p)),
+                    })
+                });
+            if let Err(e @ StoreError::Corrupt { .. }) = &r {
+                self.health.note(e);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("a store task failed: {e}")))?
+    }
+}
+
+impl SledStore {
+    /// Free disk below which accepts are refused, by default.
+    pub const DEFAULT_MIN_FREE: u64 = 8 << 20;
+    /// How long a group-commit flush may take before its accepts fail.
+    pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Opens (or creates) the store in `dir`, with the default reserve and
+    /// flush interval, and checks it whole. Must be called inside a tokio
+    /// runtime (the group committer is a task).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<SledStore>, StoreError> {
+        Self::open_with(
+            dir,
+            &Opening {
+                cache_bytes,
+                ..Opening::default()
+            },
+        )
+    }
+
+    pub fn open_with(dir: &Path, o: &Opening) -> Result<Arc<SledStore>, StoreError> {
+        let t = open_trees(dir, o.cache_bytes, o.flush_ms)?;
+        if let Err(e) = guarded(dir, || prepare(&t, dir, o.full_check)) {
+            let_go(t);
+            return Err(e);
         }
         let (tx, rx) = mpsc::channel::<Batch>(4096);
         let task = tokio::spawn(commit_loop(t.clone(), rx));
@@ -482,9 +691,10 @@ impl SledStore {
             core: Arc::new(Core {
                 t,
                 path: dir.to_owned(),
-                min_free,
+                min_free: o.min_free,
                 events: std::sync::RwLock::new(None),
                 decoded: Default::default(),
+                health: Default::default(),
             }),
             committer: std::sync::Mutex::new(Some(tx)),
             task: std::sync::Mutex::new(Some(task)),
@@ -512,6 +722,15 @@ impl Core {
             .get(id.as_bytes())?
             .map(|v| self.decode(id.as_bytes(), &v))
             .transpose()
+    }
+
+    /// One record for an operator's view: one that cannot be read is
+    /// noted in the store's health and left out.
+    fn readable(&self, id: &str) -> Option<RequestRecord> {
+        self.read(id).unwrap_or_else(|e| {
+            self.health.note(&e);
+            None
+        })
     }
 
     /// Decodes a record read for a caller (counted: [`QueueStore::records_read`]).
@@ -582,29 +801,44 @@ impl Core {
             }
         }
         let range = tree.range((start, end));
-        let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
-            let (k, v) = item?;
-            let r = if records {
-                self.decode(&k, &v)?
-            } else {
-                match self.read(&String::from_utf8_lossy(&k[prefix.len()..]))? {
-                    Some(r) => r,
-                    None => return Ok(true),
+        // What cannot be read is skipped and counted (the store's health):
+        // an operator's view of a damaged store shows the rest. A page sled
+        // cannot read ends the walk, since the walk cannot get past it.
+        let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> bool {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.health.note(&StoreError::from(e));
+                    return false;
                 }
             };
-            Ok(!sel.matches(&r) || f(r))
+            let r = if records {
+                self.decode(&k, &v)
+            } else {
+                self.read(&String::from_utf8_lossy(&k[prefix.len()..]))
+                    .transpose()
+                    .unwrap_or(Err(StoreError::NotFound(String::new())))
+            };
+            match r {
+                Ok(r) => !sel.matches(&r) || f(r),
+                Err(StoreError::NotFound(_)) => true,
+                Err(e) => {
+                    self.health.note(&e);
+                    true
+                }
+            }
         };
         match order {
             Order::Oldest => {
                 for item in range {
-                    if !step(item)? {
+                    if !step(item) {
                         break;
                     }
                 }
             }
             Order::Newest => {
                 for item in range.rev() {
-                    if !step(item)? {
+                    if !step(item) {
                         break;
                     }
                 }
@@ -796,23 +1030,23 @@ impl Requests for SledStore {
     async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let core = self.core.clone();
         let id = id.to_owned();
-        blocking(move || core.get_now(&id)).await
+        core.run(move |core| core.get_now(&id)).await
     }
 
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
         let core = self.core.clone();
         let case = case.to_owned();
-        blocking(move || core.by_case_now(&case)).await
+        core.run(move |core| core.by_case_now(&case)).await
     }
 
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.due_now(now_ms, limit)).await
+        core.run(move |core| core.due_now(now_ms, limit)).await
     }
 
     async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.next_due_now()).await
+        core.run(move |core| core.next_due_now()).await
     }
 
     async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
@@ -828,7 +1062,7 @@ impl Requests for SledStore {
             self.core.clone(),
             ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         );
-        let raw = blocking(move || core.get_many_now(&keys)).await?;
+        let raw = core.run(move |core| core.get_many_now(&keys)).await?;
         raw.iter()
             .zip(ids)
             .map(|(v, id)| {
@@ -863,30 +1097,31 @@ impl Requests for SledStore {
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let core = self.core.clone();
         let after = after.map(str::to_owned);
-        blocking(move || core.scan_now(after.as_deref(), limit)).await
+        core.run(move |core| core.scan_now(after.as_deref(), limit))
+            .await
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
         let core = self.core.clone();
         let id = id.to_owned();
-        blocking(move || core.remove_now(&id)).await
+        core.run(move |core| core.remove_now(&id)).await
     }
 
     async fn list(&self, q: &Listing) -> Result<Vec<RequestRecord>, StoreError> {
         let core = self.core.clone();
         let q = q.clone();
-        blocking(move || core.list_now(&q)).await
+        core.run(move |core| core.list_now(&q)).await
     }
 
     async fn count(&self, sel: &Selector) -> Result<u64, StoreError> {
         let core = self.core.clone();
         let sel = sel.clone();
-        blocking(move || core.count_now(&sel)).await
+        core.run(move |core| core.count_now(&sel)).await
     }
 
     async fn tally(&self) -> Result<Tally, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.tally_now()).await
+        core.run(move |core| core.tally_now()).await
     }
 
     async fn by_deadline(
@@ -895,7 +1130,8 @@ impl Requests for SledStore {
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.by_deadline_now(until_ms, limit)).await
+        core.run(move |core| core.by_deadline_now(until_ms, limit))
+            .await
     }
 
     fn records_read(&self) -> u64 {
@@ -909,13 +1145,14 @@ impl Documents for SledStore {
         let core = self.core.clone();
         let id = id.to_owned();
         let bytes = bytes.to_vec();
-        blocking(move || core.put_document_now(&id, &bytes)).await
+        core.run(move |core| core.put_document_now(&id, &bytes))
+            .await
     }
 
     async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let core = self.core.clone();
         let id = id.to_owned();
-        blocking(move || core.document_now(&id)).await
+        core.run(move |core| core.document_now(&id)).await
     }
 }
 
@@ -925,12 +1162,14 @@ impl Idempotency for SledStore {
         let core = self.core.clone();
         let client = client.to_owned();
         let key = key.to_owned();
-        blocking(move || core.idempotency_now(&client, &key)).await
+        core.run(move |core| core.idempotency_now(&client, &key))
+            .await
     }
 
     async fn purge_idempotency(&self, before_ms: u64) -> Result<usize, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.purge_idempotency_now(before_ms)).await
+        core.run(move |core| core.purge_idempotency_now(before_ms))
+            .await
     }
 }
 
@@ -945,7 +1184,7 @@ impl AuditTrail for SledStore {
         drafts: Vec<crate::store::trail::Draft>,
     ) -> Result<(), StoreError> {
         let core = self.core.clone();
-        blocking(move || core.audit_append_now(drafts)).await
+        core.run(move |core| core.audit_append_now(drafts)).await
     }
 
     async fn audit_scan(
@@ -954,7 +1193,8 @@ impl AuditTrail for SledStore {
         limit: usize,
     ) -> Result<Vec<(u64, Result<crate::store::trail::Entry, String>)>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.audit_scan_now(after_seq, limit)).await
+        core.run(move |core| core.audit_scan_now(after_seq, limit))
+            .await
     }
 
     async fn audit_by_subject(
@@ -963,7 +1203,7 @@ impl AuditTrail for SledStore {
     ) -> Result<Vec<crate::store::trail::Entry>, StoreError> {
         let core = self.core.clone();
         let hash = hash.to_owned();
-        blocking(move || core.audit_by_subject_now(&hash)).await
+        core.run(move |core| core.audit_by_subject_now(&hash)).await
     }
 
     async fn audit_head(&self) -> Result<crate::store::trail::Head, StoreError> {
@@ -975,7 +1215,7 @@ impl AuditTrail for SledStore {
         entries: Vec<crate::store::trail::Entry>,
     ) -> Result<(), StoreError> {
         let core = self.core.clone();
-        blocking(move || core.audit_restore_now(entries)).await
+        core.run(move |core| core.audit_restore_now(entries)).await
     }
 }
 
@@ -987,33 +1227,35 @@ impl Outbox for SledStore {
 
     async fn emit(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.emit_now(events)).await
+        core.run(move |core| core.emit_now(events)).await
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutEvent)>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.outbox_now(limit)).await
+        core.run(move |core| core.outbox_now(limit)).await
     }
 
     async fn event(&self, seq: u64) -> Result<Option<OutEvent>, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.event_now(seq)).await
+        core.run(move |core| core.event_now(seq)).await
     }
 
     async fn outbox_retry(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
         let core = self.core.clone();
         let event = event.clone();
-        blocking(move || core.outbox_retry_now(seq, &event)).await
+        core.run(move |core| core.outbox_retry_now(seq, &event))
+            .await
     }
 
     async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
         let core = self.core.clone();
-        blocking(move || core.outbox_done_now(seq)).await
+        core.run(move |core| core.outbox_done_now(seq)).await
     }
 
     async fn purge_event_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.purge_event_ids_now(before_ms)).await
+        core.run(move |core| core.purge_event_ids_now(before_ms))
+            .await
     }
 }
 
@@ -1024,12 +1266,16 @@ impl Coordination for SledStore {}
 impl Upkeep for SledStore {
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let core = self.core.clone();
-        blocking(move || core.size_on_disk_now()).await
+        core.run(move |core| core.size_on_disk_now()).await
+    }
+
+    fn read_faults(&self) -> Option<ReadFaults> {
+        self.health.faults()
     }
 
     async fn writable(&self) -> bool {
         let core = self.core.clone();
-        blocking(move || Ok(core.writable_now()))
+        core.run(move |core| Ok(core.writable_now()))
             .await
             .unwrap_or(false)
     }
@@ -1189,7 +1435,7 @@ impl Core {
         for item in self.t.by_case.scan_prefix(&prefix) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(r) = self.read(&id)? {
+            if let Some(r) = self.readable(&id) {
                 out.push(r);
             }
         }
@@ -1306,31 +1552,37 @@ impl Core {
         let mut t = Tally::default();
         for item in self.t.counts.iter() {
             let (k, v) = item?;
-            let bad = || StoreError::Corrupt {
-                id: String::from_utf8_lossy(&k).into_owned(),
-                detail: "not a counter".into(),
+            // A counter that does not read is skipped and counted, as a
+            // record is in a walk.
+            let bad = || {
+                self.health.note(&StoreError::Corrupt {
+                    id: format!("counter {}", String::from_utf8_lossy(&k).replace('\0', " ")),
+                    detail: "not a counter".into(),
+                })
             };
-            let n = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| bad())?;
-            let sep = k.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            let Ok(n) = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes) else {
+                bad();
+                continue;
+            };
+            let Some(sep) = k.iter().position(|b| *b == 0) else {
+                bad();
+                continue;
+            };
             let registry = String::from_utf8_lossy(&k[..sep]).into_owned();
             let what = &k[sep + 1..];
             if what == index::AT_RISK.as_bytes() {
                 t.at_risk += n;
-            } else {
-                let s = State::ALL
-                    .iter()
-                    .find(|s| s.name().as_bytes() == what)
-                    .ok_or_else(bad)?;
+            } else if let Some(s) = State::ALL.iter().find(|s| s.name().as_bytes() == what) {
                 t.by_registry.insert((registry, *s), n);
+            } else {
+                bad();
             }
         }
         for s in State::UNFETCHED {
             let first = self.t.by_state.scan_prefix([index::state_code(s)]).next();
             if let Some(item) = first {
                 let (k, _) = item?;
-                if let Some(r) = self.read(&String::from_utf8_lossy(&k[1..]))? {
+                if let Some(r) = self.readable(&String::from_utf8_lossy(&k[1..])) {
                     t.oldest_open_ms = Some(
                         t.oldest_open_ms
                             .map_or(r.created_ms, |o| o.min(r.created_ms)),
@@ -1353,7 +1605,7 @@ impl Core {
                 break;
             }
             let (k, _) = item?;
-            if let Some(r) = self.read(&String::from_utf8_lossy(&k[8..]))? {
+            if let Some(r) = self.readable(&String::from_utf8_lossy(&k[8..])) {
                 out.push(r);
             }
         }
@@ -1453,10 +1705,10 @@ impl Core {
         let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
             let mut h = head.clone();
             for e in &entries {
-                if e.seq != h.seq + 1 {
+                if e.seq <= h.seq {
                     return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
                         id: format!("audit entry {}", e.seq),
-                        detail: format!("expected entry {}", h.seq + 1),
+                        detail: format!("the trail is already at entry {}", h.seq),
                     }));
                 }
                 put_entry(audit, by_subject, e)?;
