@@ -513,7 +513,7 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
     );
     let saved = std::fs::read(&out).unwrap();
     let in_case = std::fs::read(
-        data.join("cases/351-12%2F2026-IV")
+        data.join("cases/demo-backoffice/351-12%2F2026-IV")
             .join(format!("{id}.cadastre.property-sheet.xml")),
     )
     .unwrap();
@@ -782,7 +782,7 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body = r.bytes().await.unwrap();
-    let in_case = std::fs::read_dir(data.join("cases"))
+    let in_case = std::fs::read_dir(data.join("cases/demo-backoffice"))
         .unwrap()
         .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
         .map(|f| f.unwrap().path())
@@ -935,7 +935,10 @@ async fn assert_documents_in_cases(
     }
     // one document per request id, wherever it went
     let mut files: BTreeMap<String, usize> = BTreeMap::new();
-    for case in std::fs::read_dir(data.join("cases")).unwrap() {
+    let cases = std::fs::read_dir(data.join("cases"))
+        .unwrap()
+        .flat_map(|client| std::fs::read_dir(client.unwrap().path()).unwrap());
+    for case in cases {
         for f in std::fs::read_dir(case.unwrap().path()).unwrap() {
             let name = f.unwrap().file_name().to_string_lossy().into_owned();
             if name.ends_with(".xml") && !name.starts_with('.') {

@@ -153,7 +153,7 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
         .env
         .dir
         .path()
-        .join("cases/351-12%2F2026-IV")
+        .join("cases/backoffice/351-12%2F2026-IV")
         .join(format!("{id}.civil.birth-extract.xml"));
     let xml = std::fs::read(&file).unwrap();
     assert_eq!(
@@ -442,7 +442,7 @@ async fn what_can_never_succeed_is_refused_at_the_door() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_that_always_fails_is_given_up_visibly_and_retried_by_an_operator() {
     let d = run(setup("").await, |g| g.retry.delivery_attempts = 3).await;
-    let cases = d.env.dir.path().join("cases");
+    let cases = d.env.dir.path().join("cases/backoffice");
     std::fs::create_dir_all(&cases).unwrap();
     let blocker = cases.join("351-12%2F2026-IV");
     std::fs::write(&blocker, b"not a folder").unwrap();
@@ -620,6 +620,46 @@ async fn metrics_can_require_a_token_of_their_own() {
     assert!(matches!(r.status().as_u16(), 200 | 404), "{}", r.status());
 }
 
+/// `/metrics` may answer only to some networks: a caller outside them gets
+/// 403 naming the address, one inside the page (as the accept loop tells
+/// the handler who is calling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_answer_only_to_an_allow_list() {
+    let d = run(setup("").await, |g| {
+        g.gateway.metrics_allow = vec!["10.20.0.0/16".parse().unwrap(), "::1/128".parse().unwrap()]
+    })
+    .await;
+    let from = |ip: &str| {
+        let mut r = Request::get("/metrics").body(Body::empty()).unwrap();
+        r.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                ip.parse().unwrap(),
+                40000,
+            )));
+        r
+    };
+    for ip in ["127.0.0.1", "10.21.0.1", "::ffff:10.1.0.1"] {
+        let r = api::app(d.state.clone()).oneshot(from(ip)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{ip}");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("metrics_allow"), "{text}");
+    }
+    let r = api::app(d.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "no peer address: refused");
+    for ip in ["10.20.3.4", "::ffff:10.20.0.9", "::1"] {
+        let r = api::app(d.state.clone()).oneshot(from(ip)).await.unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 200 | 404),
+            "{ip}: {}",
+            r.status()
+        );
+    }
+}
+
 /// Signs in to the dashboard with `token`; the session id from its cookie.
 async fn sign_in(d: &Running, token: &str, https: bool) -> String {
     let mut req = Request::post("/ui/login")
@@ -741,7 +781,7 @@ async fn documents_are_encrypted_at_rest_and_served_byte_exact() {
         .env
         .dir
         .path()
-        .join("cases/351-12%2F2026-IV")
+        .join("cases/backoffice/351-12%2F2026-IV")
         .join(format!("{id}.civil.birth-extract.xml"));
     let delivered = std::fs::read(&file).unwrap();
 

@@ -370,13 +370,33 @@ async fn readyz(State(st): State<AppState>) -> Response {
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String,
          example = "# TYPE jumgw_queue_depth gauge\njumgw_queue_depth{registry=\"cadastre\",state=\"queued\"} 3\n"),
+        (status = 403, description = "The caller's address is not in `gateway.metrics_allow`", body = problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Metrics are not served by this process", body = problem::Problem, content_type = "application/problem+json"),
     )
 )]
 async fn metrics_text(
     State(st): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let allow = &st.config.gateway.metrics_allow;
+    if !allow.is_empty() {
+        // Without a peer address (not through the accept loop) nothing is
+        // allowed: the list is a promise.
+        let ip = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
+        let ip = ip.map(|ip| match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        });
+        if !ip.is_some_and(|ip| allow.iter().any(|n| n.contains(&ip))) {
+            return Err(ApiError::Forbidden(format!(
+                "/metrics answers only to gateway.metrics_allow; {} is not in it",
+                ip.map_or_else(|| "this caller".to_string(), |i| i.to_string())
+            )));
+        }
+    }
     if let Some(want) = &st.config.gateway.metrics_token_sha256 {
         let given = headers
             .get(header::AUTHORIZATION)

@@ -112,6 +112,9 @@ pub struct RequestOut {
     pub service: String,
     pub registry: String,
     pub case: String,
+    /// The back-office client that filed it (its case folder is under
+    /// this client's).
+    pub client: String,
     pub created_ms: u64,
     pub deadline_ms: u64,
     pub attempts: Vec<AttemptOut>,
@@ -128,6 +131,7 @@ impl From<&RequestRecord> for RequestOut {
             service: r.service.clone(),
             registry: r.registry.clone(),
             case: r.case.clone(),
+            client: r.client.clone(),
             created_ms: r.created_ms,
             deadline_ms: r.deadline_ms,
             attempts: r

@@ -85,9 +85,7 @@ pub(crate) fn paused_gateway(
         store.clone(),
         cipher.clone(),
         exchange,
-        crate::delivery::CaseFolders {
-            root: dir.join("cases"),
-        },
+        crate::delivery::CaseFolders::new(dir.join("cases")),
     );
     Ok(crate::api::AppState::new(
         &cfg, store, dispatcher, cipher, clients,

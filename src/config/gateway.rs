@@ -52,6 +52,15 @@ pub struct GatewaySection {
     /// unset, it is open to whoever reaches the API.
     #[serde(default)]
     pub metrics_token_sha256: Option<String>,
+    /// `/metrics` answers only to addresses in these networks (CIDR, e.g.
+    /// `["127.0.0.1/32", "10.20.0.0/16"]`), others get 403; empty: any
+    /// address. With the token, both must hold.
+    #[serde(default)]
+    pub metrics_allow: Vec<ipnet::IpNet>,
+    /// The group given the case folders (0750) and the documents in them
+    /// (0640), e.g. the back-office readers' group; unset: the gateway's.
+    #[serde(default)]
+    pub cases_group: Option<String>,
 }
 
 fn default_api_header_timeout() -> Duration {
@@ -406,6 +415,10 @@ pub struct ClientConfig {
     /// certificate of this client must have (e.g. "CN=pisarnica").
     #[serde(default)]
     pub tls_subject: Option<String>,
+    /// With `delivery = "folder"`: the folder of its cases (relative to
+    /// the data folder, or absolute); by default `cases/<name>`.
+    #[serde(default)]
+    pub cases_dir: Option<PathBuf>,
 }
 
 /// How a client receives documents.

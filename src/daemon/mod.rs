@@ -46,6 +46,8 @@ pub enum DaemonError {
     Arg(String),
     #[error("{0}")]
     Webhooks(String),
+    #[error("case folders: {0}")]
+    Cases(String),
     #[error("API TLS: {0}")]
     Tls(#[from] crate::pki::tls::TlsError),
 }
@@ -221,9 +223,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Key(e.to_string()))?;
     let cipher = Arc::new(cipher);
     let exchange = Arc::new(Exchange::new(&cfg, &opts.schemas)?);
-    let cases = CaseFolders {
-        root: opts.data_dir.join("cases"),
-    };
+    let cases = CaseFolders::configured(&cfg, &opts.data_dir).map_err(DaemonError::Cases)?;
     let dyn_store: Arc<dyn QueueStore> = store.clone();
     if dyn_store.shares_limits() {
         println!("store: PostgreSQL, shared with every instance on it");

@@ -1,7 +1,9 @@
 //! Handing documents to the case, as each client chose in its
 //! configuration (`clients.<name>.delivery`):
 //!
-//! - `folder` (the default): `{cases_dir}/{case}/{request-id}.{service}.xml`,
+//! - `folder` (the default): `{client's folder}/{case}/{request-id}.{service}.xml`
+//!   (the client's folder: `clients.<name>.cases_dir`, or `data/cases/{name}`,
+//!   so that two clients' cases of one number never share a folder),
 //!   the registry's signed envelope byte for byte, plus a `.json` sidecar;
 //!   written atomically and durably in batches (temporary files, a
 //!   file-system sync, renames, another sync) and idempotently, so a redelivery after a crash rewrites the same file and
@@ -12,7 +14,8 @@
 
 pub mod webhook;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -73,8 +76,9 @@ struct Sidecar<'a> {
     document: String,
 }
 
-/// Writes a new file, mode 0640 whatever the umask allows beyond it.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new file, mode 0640 whatever the umask allows beyond it, in
+/// `group` where one is set.
+fn write_private(path: &Path, bytes: &[u8], group: Option<u32>) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
@@ -85,21 +89,104 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     // A file left from an earlier try keeps its old mode: set it.
     f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    if let Some(g) = group {
+        std::os::unix::fs::fchown(&f, None, Some(g))?;
+    }
     f.write_all(bytes)
+}
+
+/// Makes `dir` (and what is missing above it), 0750, in `group` where one
+/// is set.
+fn make_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+        .create(dir)?;
+    if let Some(g) = group {
+        std::os::unix::fs::chown(dir, None, Some(g))?;
+    }
+    Ok(())
 }
 
 /// A file to write: its name in the case folder and its bytes.
 type NamedFile = (String, Vec<u8>);
 
-/// Delivery into case folders.
+/// Delivery into case folders: each client's under a folder of its own.
 #[derive(Debug, Clone)]
 pub struct CaseFolders {
+    /// `data/cases`: a client's folder is a subfolder named after it,
+    /// unless it has one of its own.
     pub root: PathBuf,
+    /// `clients.<name>.cases_dir`, where set.
+    pub own: BTreeMap<String, PathBuf>,
+    /// `gateway.cases_group`: the group the folders and files are given
+    /// (0750 and 0640), so that the back-office's readers need not be the
+    /// gateway's user.
+    pub group: Option<u32>,
 }
 
 impl CaseFolders {
+    /// Every client under `root`, in the gateway's own group.
+    pub fn new(root: PathBuf) -> CaseFolders {
+        CaseFolders {
+            root,
+            own: BTreeMap::new(),
+            group: None,
+        }
+    }
+
+    /// As the configuration says: the clients' own folders (relative ones
+    /// under the data folder) and the group, found by name.
+    pub fn configured(
+        cfg: &crate::config::GatewayConfig,
+        data_dir: &Path,
+    ) -> Result<CaseFolders, String> {
+        let group = match &cfg.gateway.cases_group {
+            None => None,
+            Some(name) => Some(
+                nix::unistd::Group::from_name(name)
+                    .map_err(|e| format!("gateway.cases_group {name:?}: {e}"))?
+                    .ok_or_else(|| format!("gateway.cases_group {name:?}: no such group"))?
+                    .gid
+                    .as_raw(),
+            ),
+        };
+        let own = cfg
+            .clients
+            .iter()
+            .filter_map(|(name, c)| Some((name.clone(), data_dir.join(c.cases_dir.as_ref()?))))
+            .collect();
+        let cases = CaseFolders {
+            root: data_dir.join("cases"),
+            own,
+            group,
+        };
+        // A group the gateway may not give is a start-up error, not a
+        // failure of every delivery later.
+        if let Some(g) = group {
+            make_dir(&cases.root, None)
+                .and_then(|_| std::os::unix::fs::chown(&cases.root, None, Some(g)))
+                .map_err(|e| {
+                    format!(
+                        "gateway.cases_group: {} cannot be given to group {g}: {e} (is the gateway's user a member?)",
+                        cases.root.display()
+                    )
+                })?;
+        }
+        Ok(cases)
+    }
+
+    /// The folder of one client's cases.
+    pub fn client_dir(&self, client: &str) -> PathBuf {
+        self.own
+            .get(client)
+            .cloned()
+            .unwrap_or_else(|| self.root.join(case_folder(client)))
+    }
+
     pub fn document_path(&self, r: &RequestRecord) -> PathBuf {
-        self.root
+        self.client_dir(&r.client)
             .join(case_folder(&r.case))
             .join(format!("{}.{}.xml", r.id, r.service))
     }
@@ -111,16 +198,18 @@ impl CaseFolders {
     pub fn deliver_batch(&self, jobs: &[(&RequestRecord, &[u8])]) -> Vec<std::io::Result<PathBuf>> {
         let mut staged: Vec<std::io::Result<(PathBuf, Vec<String>)>> =
             Vec::with_capacity(jobs.len());
+        let mut bases = std::collections::BTreeSet::new();
         for (r, doc) in jobs {
+            bases.insert(self.client_dir(&r.client));
             staged.push(self.files(r, doc).and_then(|(dir, files)| {
                 for (name, bytes) in &files {
-                    write_private(&dir.join(format!(".{name}.tmp")), bytes)?;
+                    write_private(&dir.join(format!(".{name}.tmp")), bytes, self.group)?;
                 }
                 Ok((dir, files.into_iter().map(|(n, _)| n).collect()))
             }));
         }
         let again = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
-        let first = self.sync();
+        let first = self.sync(&bases);
         let mut out: Vec<std::io::Result<PathBuf>> = staged
             .into_iter()
             .map(|st| {
@@ -134,7 +223,7 @@ impl CaseFolders {
             .collect();
         // The renames are durable only after the second sync.
         if out.iter().any(|r| r.is_ok()) {
-            if let Err(e) = self.sync() {
+            if let Err(e) = self.sync(&bases) {
                 for r in out.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(again(&e));
                 }
@@ -143,10 +232,15 @@ impl CaseFolders {
         out
     }
 
-    /// Syncs the file system that holds the case folders.
-    fn sync(&self) -> std::io::Result<()> {
-        let root = std::fs::File::open(&self.root)?;
-        nix::unistd::syncfs(&root).map_err(std::io::Error::from)
+    /// Syncs the file systems that hold these clients' folders (a client's
+    /// own folder may be on another).
+    fn sync(&self, bases: &std::collections::BTreeSet<PathBuf>) -> std::io::Result<()> {
+        for b in bases {
+            make_dir(b, self.group)?;
+            let dir = std::fs::File::open(b)?;
+            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
+        }
+        Ok(())
     }
 
     /// The folder of a request's case (created), and the document and
@@ -156,11 +250,12 @@ impl CaseFolders {
         r: &RequestRecord,
         document: &[u8],
     ) -> std::io::Result<(PathBuf, Vec<NamedFile>)> {
-        let dir = self.root.join(case_folder(&r.case));
+        let base = self.client_dir(&r.client);
+        make_dir(&base, self.group)?;
+        let dir = base.join(case_folder(&r.case));
         // Personal data: readable by the gateway's user and its group (the
         // back-office's readers), not by every account on the machine.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
-            .create(&dir)?;
+        make_dir(&dir, self.group)?;
         let name = format!("{}.{}.xml", r.id, r.service);
         let sidecar = Sidecar {
             request_id: &r.id,
@@ -188,12 +283,60 @@ impl CaseFolders {
 mod tests {
     use super::*;
 
+    /// Two clients' cases of one number land in two folders, each under
+    /// its client's (its own where configured), the sidecar names the
+    /// client, and folders and files are in the configured group, 0750 and
+    /// 0640.
+    #[test]
+    fn each_client_has_its_folder_and_the_group_is_given() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The gateway's own group: one it may always give.
+        let gid = nix::unistd::getgid().as_raw();
+        let mut cases = CaseFolders::new(dir.path().join("cases"));
+        cases
+            .own
+            .insert("arhiva".into(), dir.path().join("elsewhere"));
+        cases.group = Some(gid);
+        let filed = |client: &str| {
+            RequestRecord::queued(
+                client,
+                "351-12/2026-IV".into(),
+                "ZUP".into(),
+                "o".into(),
+                "p".into(),
+                "civil.birth-extract".into(),
+                "civil".into(),
+                Vec::new(),
+                std::time::Duration::from_secs(60),
+            )
+        };
+        let (a, b, c) = (filed("pisarnica"), filed("gradjevina"), filed("arhiva"));
+        let out = cases.deliver_batch(&[(&a, b"<a/>"), (&b, b"<b/>"), (&c, b"<c/>")]);
+        let paths: Vec<PathBuf> = out.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            paths[0],
+            dir.path()
+                .join("cases/pisarnica/351-12%2F2026-IV")
+                .join(format!("{}.civil.birth-extract.xml", a.id))
+        );
+        assert!(paths[1].starts_with(dir.path().join("cases/gradjevina/351-12%2F2026-IV")));
+        assert!(paths[2].starts_with(dir.path().join("elsewhere/351-12%2F2026-IV")));
+        for (p, who) in paths.iter().zip(["pisarnica", "gradjevina", "arhiva"]) {
+            let side: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p.with_extension("json")).unwrap()).unwrap();
+            assert_eq!(side["client"], who);
+            let f = std::fs::metadata(p).unwrap();
+            assert_eq!((f.mode() & 0o777, f.gid()), (0o640, gid));
+            let d = std::fs::metadata(p.parent().unwrap()).unwrap();
+            assert_eq!((d.mode() & 0o777, d.gid()), (0o750, gid));
+        }
+    }
+
     #[test]
     fn a_batch_lands_every_document_and_sidecar_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let cases = CaseFolders {
-            root: dir.path().to_owned(),
-        };
+        let cases = CaseFolders::new(dir.path().to_owned());
         let recs: Vec<RequestRecord> = (0..5)
             .map(|i| {
                 RequestRecord::queued(
@@ -227,14 +370,14 @@ mod tests {
         // Repeating it (a redelivery after a crash) changes nothing.
         assert!(cases.deliver_batch(&jobs).iter().all(|r| r.is_ok()));
         for case in ["0%2F2026", "1%2F2026"] {
-            let names: Vec<String> = std::fs::read_dir(dir.path().join(case))
+            let names: Vec<String> = std::fs::read_dir(dir.path().join("c").join(case))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
             assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
         }
         assert_eq!(
-            std::fs::read_dir(dir.path().join("0%2F2026"))
+            std::fs::read_dir(dir.path().join("c/0%2F2026"))
                 .unwrap()
                 .count(),
             6

@@ -194,6 +194,9 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+            // Who is calling, for the handlers that ask (the metrics'
+            // allow-list): axum's `ConnectInfo`.
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let Some(acceptor) = acceptor else {
                 let svc = TowerToHyperService::new(app);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);

@@ -254,9 +254,7 @@ impl Env {
             store.clone(),
             cipher.clone(),
             std::sync::Arc::new(self.exchange()),
-            jum_gateway::delivery::CaseFolders {
-                root: self.dir.path().join("cases"),
-            },
+            jum_gateway::delivery::CaseFolders::configured(&self.gw, self.dir.path()).unwrap(),
         );
         Parts {
             store,
@@ -591,6 +589,7 @@ pub fn assert_xmlsec1_accepts(file: &Path, ca: &Path, what: &str) {
 #[derive(Debug, Clone)]
 pub struct RequestView {
     pub id: String,
+    pub client: String,
     pub case: String,
     pub service: String,
     pub state: String,
@@ -605,6 +604,7 @@ impl RequestView {
         };
         RequestView {
             id: s("id"),
+            client: s("client"),
             case: s("case"),
             service: s("service"),
             state: s("state"),
@@ -616,9 +616,10 @@ impl RequestView {
         format!("{}.{}.xml", self.id, self.service)
     }
 
-    /// Its case's folder under the case folders' root.
-    pub fn folder(&self) -> String {
-        jum_gateway::delivery::case_folder(&self.case)
+    /// Its case's folder under the case folders' root: in its client's.
+    pub fn folder(&self) -> std::path::PathBuf {
+        std::path::Path::new(&jum_gateway::delivery::case_folder(&self.client))
+            .join(jum_gateway::delivery::case_folder(&self.case))
     }
 }
 
