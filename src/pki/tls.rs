@@ -167,6 +167,14 @@ pub async fn serve(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    // HTTP/2 has no header timeout between streams: a ping every 30 s,
+    // unanswered within the header timeout, closes a connection whose peer
+    // is gone.
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     tokio::pin!(stop);
     loop {
