@@ -65,11 +65,24 @@ pub(super) async fn open_store(
 }
 
 /// `store check`: the full check of a stopped sled store, printed.
-fn store_check(data_dir: &std::path::Path, json: bool) -> CmdResult {
-    let dir = data_dir.join("store");
-    let repair =
-        crate::store::embedded::Repair::open(&dir).map_err(|e| Fail::Failed(e.to_string()))?;
-    let report = repair.check();
+fn store_check(data_dir: &std::path::Path, json: bool, url: Option<&str>) -> CmdResult {
+    let (report, dir) = match url {
+        None => {
+            let dir = data_dir.join("store");
+            let repair = crate::store::embedded::Repair::open(&dir)
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            (repair.check(), dir)
+        }
+        Some(url) => runtime()?.block_on(async {
+            let (store, name) = open_store(data_dir, Some(url)).await?;
+            let report = store
+                .check()
+                .await
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            let _ = store.close().await;
+            Ok::<_, Fail>((report, name))
+        })?,
+    };
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(failed("the report"))?;
         println!("{text}");
@@ -145,7 +158,11 @@ fn store_salvage(data_dir: &std::path::Path, out: &std::path::Path) -> CmdResult
 pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
     use crate::store::backup;
     match &cmd {
-        StoreCommand::Check { data_dir, json } => return store_check(data_dir, *json),
+        StoreCommand::Check {
+            data_dir,
+            json,
+            store,
+        } => return store_check(data_dir, *json, store.as_deref()),
         StoreCommand::Salvage { data_dir, out } => return store_salvage(data_dir, out),
         _ => {}
     }

@@ -246,6 +246,10 @@ enum StoreCommand {
         /// The report as JSON.
         #[arg(long)]
         json: bool,
+        /// Check this store instead of the data folder's sled: a PostgreSQL
+        /// URL, postgres://user@host:port/db (while the gateway runs, too).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Save every readable request, document and audit entry of a damaged,
     /// stopped sled store as an export (restore it with `store import`),

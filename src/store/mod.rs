@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod crypt;
 pub mod embedded;
+pub mod integrity;
 pub mod outbox;
 pub mod postgres;
 pub mod query;
@@ -366,6 +367,10 @@ pub trait Upkeep: Send + Sync {
     fn read_faults(&self) -> Option<ReadFaults> {
         None
     }
+    /// Reads the whole store and says what is damaged or disagrees with
+    /// itself (`jumgw store check`); may take a while, and may run while
+    /// the gateway does.
+    async fn check(&self) -> Result<integrity::Report, StoreError>;
     /// Stops background work and makes everything durable; the store is
     /// not used afterwards.
     async fn close(&self) -> Result<(), StoreError> {

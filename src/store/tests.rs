@@ -545,6 +545,13 @@ fn run_model(
                 .collect();
             prop_assert_eq!(by, want);
         }
+        // Whatever the actions left, the full check finds nothing wrong.
+        let report = store.check().await.unwrap();
+        prop_assert!(report.is_clean(), "{:?}", report.damage);
+        prop_assert_eq!(
+            report.read.get("requests").copied(),
+            Some(model.len() as u64)
+        );
         store.close().await.unwrap();
         Ok(())
     })

@@ -1273,6 +1273,11 @@ impl Upkeep for SledStore {
         self.health.faults()
     }
 
+    async fn check(&self) -> Result<crate::store::integrity::Report, StoreError> {
+        let core = self.core.clone();
+        core.run(|core| Ok(check::check(&core.t))).await
+    }
+
     async fn writable(&self) -> bool {
         let core = self.core.clone();
         core.run(move |core| Ok(core.writable_now()))

@@ -47,6 +47,7 @@
 //! schema in [`schema`], events in [`events`].
 
 mod chain;
+mod check;
 mod conn;
 mod events;
 mod gates;
@@ -1001,6 +1002,10 @@ impl Upkeep for PgStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // Every commit is already durable.
         Ok(())
+    }
+
+    async fn check(&self) -> Result<crate::store::integrity::Report, StoreError> {
+        self.check_all().await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ use super::*;
 use crate::limits::BreakerState;
 use crate::store::Pause;
 use crate::store::QueueStore;
+use crate::store::{AuditTrail, Upkeep};
 
 fn record(n: u64, registry: &str) -> RequestRecord {
     let mut r = RequestRecord::queued(
@@ -372,4 +373,75 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let stranger = format!("{}/x", server.replacen("://jumgw@", "://nobody@", 1));
     let e = PgStore::open(&stranger, 2).await.err().unwrap().to_string();
     assert!(e.contains(r#"role "nobody" does not exist"#), "{e}");
+}
+
+/// The check of a PostgreSQL store names each way it can disagree with
+/// itself: a record that does not decode, a column that disagrees with its
+/// record, a counter off, a named document missing, an audit entry
+/// unreadable; a store as the gateway wrote it is clean.
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_what_disagrees() {
+    let url = crate::store::testing::fresh_database("check");
+    let s = PgStore::open(&url, 2).await.unwrap();
+    let recs: Vec<_> = (0..20).map(|i| record(i, "civil")).collect();
+    let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+    s.enqueue(recs).await.unwrap();
+    let fetched = [ids[4].as_str(), ids[5].as_str()];
+    s.update_many(
+        &fetched,
+        &[(ids[4].as_str(), b"<a/>"), (ids[5].as_str(), b"<b/>")],
+        &|r| {
+            r.state = State::Fetched;
+            r.document_id = Some(r.id.clone());
+            true
+        },
+    )
+    .await
+    .unwrap();
+    s.audit_append(vec![crate::store::trail::Draft::default(); 3])
+        .await
+        .unwrap();
+    let clean = s.check().await.unwrap();
+    assert!(clean.is_clean(), "{:?}", clean.damage);
+    assert_eq!(clean.read["requests"], 20);
+    let sql = format!(
+        "UPDATE requests SET record = '{{nope' WHERE id = '{a}'; \
+         UPDATE requests SET state = 'dead' WHERE id = '{b}'; \
+         DELETE FROM documents WHERE id = '{c}'; \
+         INSERT INTO request_counts VALUES ('tax', 'queued', 0, 5); \
+         UPDATE audit SET entry = 'x' WHERE seq = 2",
+        a = ids[1],
+        b = ids[2],
+        c = ids[4]
+    );
+    s.with(async |c| {
+        c.batch_execute(&sql).await.unwrap();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let r = s.check().await.unwrap();
+    let has = |table: &str, key: &str, what: &str| {
+        r.damage
+            .iter()
+            .any(|d| d.tree == table && d.key.contains(key) && d.problem.contains(what))
+    };
+    let all = format!("{:#?} {ids:?}", r.damage);
+    assert!(has("requests", &ids[1], "unreadable"), "{all}");
+    assert!(
+        has(
+            "requests",
+            &ids[2],
+            "the row disagrees with its record in state"
+        ),
+        "{all}"
+    );
+    assert!(has("documents", &ids[4], "missing"), "{all}");
+    assert!(has("request_counts", "tax queued", "counts 5"), "{all}");
+    assert!(has("audit", "2", "unreadable"), "{all}");
+    s.close().await.unwrap();
 }
