@@ -15,6 +15,16 @@ use crate::store::{decode, StoreError};
 const PAGE: i64 = 5_000;
 
 impl PgStore {
+    /// One query on a pooled session.
+    async fn query(
+        &self,
+        sql: &str,
+        p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.with(async |c| c.rows(sql, p).await.map_err(|e| self.err(e)))
+            .await
+    }
+
     pub(super) async fn check_all(&self) -> Result<Report, StoreError> {
         let mut report = Report::default();
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
@@ -23,15 +33,11 @@ impl PgStore {
         let mut named: Vec<String> = Vec::new();
         loop {
             let rows = self
-                .with(async |c| {
-                    c.rows(
-                        "SELECT id, case_no, state, registry, due_ms, work, record, deadline_ms, \
-                         attention, at_risk FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
-                        &[&after, &PAGE],
-                    )
-                    .await
-                    .map_err(|e| self.err(e))
-                })
+                .query(
+                    "SELECT id, case_no, state, registry, due_ms, work, record, deadline_ms, \
+                     attention, at_risk FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &PAGE],
+                )
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.get(0);
@@ -99,14 +105,10 @@ impl PgStore {
         report.read.insert("requests".into(), n);
         // The counters, summed over their shards.
         let held = self
-            .with(async |c| {
-                c.rows(
-                    "SELECT registry, state, sum(n)::bigint FROM request_counts GROUP BY registry, state",
-                    &[],
-                )
-                .await
-                .map_err(|e| self.err(e))
-            })
+            .query(
+                "SELECT registry, state, sum(n)::bigint FROM request_counts GROUP BY registry, state",
+                &[],
+            )
             .await?;
         let mut have: BTreeMap<(String, String), i64> = BTreeMap::new();
         for row in held {
@@ -133,11 +135,7 @@ impl PgStore {
         // Documents the records name, looked up a page at a time.
         for page in named.chunks(PAGE as usize) {
             let have: std::collections::HashSet<String> = self
-                .with(async |c| {
-                    c.rows("SELECT id FROM documents WHERE id = ANY($1)", &[&page])
-                        .await
-                        .map_err(|e| self.err(e))
-                })
+                .query("SELECT id FROM documents WHERE id = ANY($1)", &[&page])
                 .await?
                 .into_iter()
                 .map(|r| r.get(0))
@@ -155,14 +153,10 @@ impl PgStore {
         let mut n = 0u64;
         loop {
             let rows = self
-                .with(async |c| {
-                    c.rows(
-                        "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        &[&after, &PAGE],
-                    )
-                    .await
-                    .map_err(|e| self.err(e))
-                })
+                .query(
+                    "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &PAGE],
+                )
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.get(0);
