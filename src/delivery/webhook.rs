@@ -266,7 +266,15 @@ impl Webhooks {
         let now = now_ms();
         let mut heads: HashSet<(String, String)> = HashSet::new();
         let mut earliest: Option<u64> = None;
-        for (seq, ev) in self.store.outbox(10_000).await? {
+        let waiting = self.store.outbox(10_000).await?;
+        if !waiting.is_empty() {
+            // An event is sent only once the change that raised it is
+            // durable: else a crash loses the change (sled writes it out
+            // within `sled_flush_ms`), it is made again with another time,
+            // and the client gets one webhook id with two bodies.
+            self.store.flush().await?;
+        }
+        for (seq, ev) in waiting {
             // Only the oldest event of a client's case may go.
             if !heads.insert((ev.client.clone(), ev.case.clone())) {
                 continue;

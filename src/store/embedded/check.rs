@@ -70,7 +70,7 @@ fn walk(
     t: &sled::Tree,
     name: &str,
     report: &mut Report,
-    mut f: impl FnMut(&[u8], &[u8]),
+    mut f: impl FnMut(&sled::IVec, &sled::IVec),
 ) -> Option<(Option<sled::IVec>, Option<sled::IVec>)> {
     let mut n = 0u64;
     let mut last: Option<sled::IVec> = None;
@@ -246,7 +246,7 @@ fn check_records(t: &Trees, report: &mut Report) -> Option<Wanted> {
             .collect();
         let mut batch = Vec::with_capacity(1024);
         let gap = walk(&t.requests, "requests", report, |k, v| {
-            batch.push((sled::IVec::from(k), sled::IVec::from(v)));
+            batch.push((k.clone(), v.clone()));
             if batch.len() == 1024 {
                 let _ = tx.send(std::mem::take(&mut batch));
             }
@@ -290,7 +290,7 @@ fn read_indexes(t: &Trees, report: &mut Report) -> Option<Held> {
         &t.counts,
         "counts",
         report,
-        |k, v| match <[u8; 8]>::try_from(v) {
+        |k, v| match <[u8; 8]>::try_from(v.as_ref()) {
             Ok(n) => {
                 counts.insert(k.to_vec(), u64::from_be_bytes(n));
             }
@@ -520,7 +520,7 @@ fn readable(
     let mut out = BTreeMap::new();
     let mut report = Report::default();
     let gap = walk(t, name, &mut report, |k, v| {
-        out.insert(k.to_vec(), sled::IVec::from(v));
+        out.insert(k.to_vec(), v.clone());
     });
     if let Some((lo, hi)) = gap {
         let inside = |k: &Vec<u8>| {
