@@ -267,3 +267,227 @@ fn a_large_document_is_held_in_bounded_memory() {
         "peak memory: {mb:.0} MB refusing 10 MB of empty elements, {mb2:.0} MB reading 9 MB whole"
     );
 }
+
+/// A token in a temp folder (SoftHSM2), initialised, with PEM keys
+/// imported under labels `seal-<name>`.
+struct Token {
+    conf: std::path::PathBuf,
+    pin_file: std::path::PathBuf,
+}
+
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+impl Token {
+    fn new(pki: &Pki) -> Token {
+        Token::with_keys(
+            pki.dir.path(),
+            &[("rsa", &pki.path("rsa.key")), ("ec", &pki.path("ec.key"))],
+        )
+    }
+
+    fn with_keys(dir: &std::path::Path, keys: &[(&str, &std::path::Path)]) -> Token {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = write(
+            dir,
+            "softhsm2.conf",
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            )
+            .as_bytes(),
+        );
+        let util = |args: &[&str]| {
+            let o = std::process::Command::new("softhsm2-util")
+                .args(args)
+                .env("SOFTHSM2_CONF", &conf)
+                .output()
+                .expect("softhsm2-util (Debian's softhsm2; ./tests/run installs it)");
+            assert!(o.status.success(), "softhsm2-util {args:?}: {}", text(&o));
+        };
+        util(&[
+            "--init-token",
+            "--free",
+            "--label",
+            "jumgw",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ]);
+        for (i, (name, key)) in keys.iter().enumerate() {
+            let p8 = dir.join(format!("{name}.p8"));
+            let o = std::process::Command::new("openssl")
+                .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+                .arg(key)
+                .arg("-out")
+                .arg(&p8)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            util(&[
+                "--import",
+                p8.to_str().unwrap(),
+                "--token",
+                "jumgw",
+                "--label",
+                &format!("seal-{name}"),
+                "--id",
+                &format!("{:02x}", i + 1),
+                "--pin",
+                "1234",
+            ]);
+            std::fs::remove_file(&p8).unwrap();
+        }
+        let pin_file = write(dir, "pin", b"1234\n");
+        Token { conf, pin_file }
+    }
+
+    fn uri(&self, key: &str) -> String {
+        format!(
+            "pkcs11:token=jumgw;object=seal-{key}?module-path={SOFTHSM}&pin-source=file:{}",
+            self.pin_file.display()
+        )
+    }
+}
+
+/// The seal on a token: `xml sign --key pkcs11:…` signs on it with RSA and
+/// with ECDSA, and xmlsec1 accepts both; a wrong PIN, a missing key and a
+/// certificate of another key are refused with the URI named, never the
+/// PIN; 64 signatures at once on one token all verify.
+#[test]
+fn xml_sign_with_the_seal_on_a_pkcs11_token() {
+    if let Ok(dir) = std::env::var("JUMGW_TEST_TOKEN_DIR") {
+        return many_signatures_at_once_on_one_token(std::path::Path::new(&dir));
+    }
+    let pki = Pki::new();
+    let token = Token::new(&pki);
+    let doc = write(pki.dir.path(), "env.xml", envelope().as_bytes());
+    let p = |n: &str| pki.path(n).display().to_string();
+    let sign = |key: &str, cert: &str| {
+        jumgw()
+            .args(["xml", "sign", "--key", key, "--cert", cert])
+            .arg(&doc)
+            .env("SOFTHSM2_CONF", &token.conf)
+            .output()
+            .unwrap()
+    };
+    for key in ["rsa", "ec"] {
+        let o = sign(&token.uri(key), &p(&format!("{key}.pem")));
+        assert!(o.status.success(), "{key}: {}", text(&o));
+        let signed = write(pki.dir.path(), &format!("token-{key}.xml"), &o.stdout);
+        assert_xmlsec1_accepts(
+            &signed,
+            &pki.path("ca.pem"),
+            &format!("signed on the token with {key}"),
+        );
+    }
+    let wrong_pin =
+        format!("pkcs11:token=jumgw;object=seal-rsa?module-path={SOFTHSM}&pin-value=9999");
+    let o = sign(&wrong_pin, &p("rsa.pem"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("is the PIN right"), "{}", err(&o));
+    assert!(
+        err(&o).contains("object=seal-rsa") && !err(&o).contains("9999"),
+        "{}",
+        err(&o)
+    );
+    let o = sign(&token.uri("dsa"), &p("rsa.pem"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("no private key with this label"),
+        "{}",
+        err(&o)
+    );
+    let o = sign(&token.uri("ec"), &p("rsa.pem"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("does not belong to the key on the device"),
+        "{}",
+        err(&o)
+    );
+
+    // Many at once, on one token, each on a session of its own: in a
+    // process of its own, since the module reads SOFTHSM2_CONF from the
+    // environment, which a test must not change under the others.
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "xml_sign_with_the_seal_on_a_pkcs11_token",
+            "--test-threads",
+            "1",
+        ])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("JUMGW_TEST_TOKEN_DIR", pki.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 passed"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn many_signatures_at_once_on_one_token(dir: &std::path::Path) {
+    let uri = format!(
+        "pkcs11:token=jumgw;object=seal-ec?module-path={SOFTHSM}&pin-source=file:{}",
+        dir.join("pin").display()
+    );
+    let key = std::sync::Arc::new(
+        jum_gateway::pki::pkcs11::signing_key(
+            std::path::Path::new(&uri),
+            &std::fs::read(dir.join("ec.pem")).unwrap(),
+        )
+        .unwrap(),
+    );
+    let trust = jum_gateway::xml::TrustStore::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap())
+        .unwrap();
+    let signed: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let key = key.clone();
+                s.spawn(move || {
+                    let body = envelope().replace("ref-0042", &format!("ref-{i:04}"));
+                    jum_gateway::xml::sign(body.as_bytes(), &key, &Default::default()).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, doc) in signed.iter().enumerate() {
+        let v = jum_gateway::xml::verify(doc, &trust, &Default::default());
+        assert!(v.is_ok(), "signature {i}: {:?}", v.err());
+    }
+}
+
+/// `serve --demo` with the municipality's seal on a token: the simulated
+/// registries verify every request it signs there, and the documents come
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_the_seal_on_a_token_gets_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = run(&[
+        "certs",
+        "init",
+        "--dir",
+        data.join("certs").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = Token::with_keys(dir.path(), &[("gw", &data.join("certs/gateway-sign.key"))]);
+    // Only the token holds the seal now.
+    std::fs::remove_file(data.join("certs/gateway-sign.key")).unwrap();
+    let port = free_port();
+    let env: Vec<(String, String)> = vec![
+        ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
+        ("JUMGW_GATEWAY__SIGN_KEY".into(), token.uri("gw")),
+    ];
+    let _d = start_daemon_env(&data, port, &env);
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&http, port, i).await.expect("accepted"));
+    }
+    wait_delivered(&http, port, &ids).await;
+}

@@ -508,11 +508,22 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
             out,
             input,
         } => {
-            let key_pem = std::fs::read(&key).map_err(failed(&key.display().to_string()))?;
             let cert_pem = std::fs::read(&cert).map_err(failed(&cert.display().to_string()))?;
             let alg = alg.as_deref().and_then(xml::Algorithm::from_name);
-            let k = xml::SigningKey::from_pem(&key_pem, &cert_pem, alg)
-                .map_err(|e| Fail::Failed(e.to_string()))?;
+            let k = if crate::pki::pkcs11::is_uri(&key.to_string_lossy()) {
+                let k = crate::pki::pkcs11::signing_key(&key, &cert_pem).map_err(Fail::Failed)?;
+                if alg.is_some_and(|a| a != k.algorithm()) {
+                    return Err(Fail::Failed(format!(
+                        "--alg does not fit the key on the token ({})",
+                        k.algorithm().name()
+                    )));
+                }
+                k
+            } else {
+                let key_pem = std::fs::read(&key).map_err(failed(&key.display().to_string()))?;
+                xml::SigningKey::from_pem(&key_pem, &cert_pem, alg)
+                    .map_err(|e| Fail::Failed(e.to_string()))?
+            };
             let bytes = read_input(&input)?;
             let signed = xml::sign(&bytes, &k, &limits(&input))
                 .map_err(|e| Fail::Invalid(format!("{}: {e}", input.file)))?;

@@ -379,7 +379,9 @@ enum XmlCommand {
     },
     /// Sign a document (enveloped XML-DSig) and write it to standard output.
     Sign {
-        /// PEM private key (RSA or EC P-256).
+        /// PEM private key (RSA or EC P-256), or a key on a token: an RFC 7512
+        /// URI, pkcs11:token=…;object=…?module-path=…&pin-source=file:… (PIN
+        /// also from $JUMGW_PKCS11_PIN).
         #[arg(long)]
         key: PathBuf,
         /// PEM certificate of that key; it is embedded in the signature.

@@ -144,25 +144,35 @@ impl Exchange {
     /// Builds every registry client from the configuration.
     pub fn new(cfg: &GatewayConfig, schemas: &std::path::Path) -> Result<Exchange, ExchangeError> {
         let g = &cfg.gateway;
-        let key =
-            SigningKey::from_pem(&read(&g.sign_key)?, &read(&g.sign_cert)?, None).map_err(|e| {
-                ExchangeError::File {
-                    path: g.sign_key.display().to_string(),
-                    detail: e.to_string(),
-                }
-            })?;
+        // The seal: a PEM file, or a key on a token (PKCS#11 URI).
+        let key = crate::pki::pkcs11::signing_key(&g.sign_key, &read(&g.sign_cert)?).map_err(
+            |detail| ExchangeError::File {
+                path: crate::pki::pkcs11::redact(&g.sign_key.to_string_lossy()),
+                detail,
+            },
+        )?;
         // Our own keys, as strong as we ask of the registries' (their TLS
         // keys are held to the same by rustls, which takes no RSA key under
-        // 2048 bits and no SHA-1 signature).
+        // 2048 bits and no SHA-1 signature); a key on a token, by its
+        // certificate.
         for (key, cert) in [(&g.sign_key, &g.sign_cert), (&g.tls_key, &g.tls_cert)] {
-            if let Some(w) =
-                crate::xml::dsig::weak_own_key(&read(key)?, &read(cert)?, g.min_rsa_bits)
-            {
+            let pem = if crate::pki::pkcs11::is_uri(&key.to_string_lossy()) {
+                Vec::new()
+            } else {
+                read(key)?
+            };
+            if let Some(w) = crate::xml::dsig::weak_own_key(&pem, &read(cert)?, g.min_rsa_bits) {
                 return Err(ExchangeError::File {
                     path: key.display().to_string(),
                     detail: format!("too weak: {w}"),
                 });
             }
+        }
+        if crate::pki::pkcs11::is_uri(&g.tls_key.to_string_lossy()) {
+            return Err(ExchangeError::File {
+                path: crate::pki::pkcs11::redact(&g.tls_key.to_string_lossy()),
+                detail: "a TLS client key on a token is not supported yet: give a PEM file (the seal, gateway.sign_key, may be on the token)".into(),
+            });
         }
         let mut identity = read(&g.tls_cert)?;
         identity.push(b'\n');
@@ -249,8 +259,27 @@ impl Exchange {
             None => envelope::payload(call.service, svc, call.subject)?,
         };
         let unsigned = envelope::request(&headers, &body);
-        let request =
-            xml::sign(unsigned.as_bytes(), &self.key, &self.limits).map_err(ExchangeError::Sign)?;
+        let request = match xml::sign(unsigned.as_bytes(), &self.key, &self.limits) {
+            Ok(r) => r,
+            // The seal's token removed or failing: this attempt fails, the
+            // request is tried again on the retry schedule.
+            Err(DsigError::Device(d)) => {
+                tracing::error!(error = %d, registry = %svc.registry, "cannot sign: the seal's device failed");
+                crate::metrics::seal_device_failed();
+                return Ok(Attempt {
+                    outcome: Outcome::Retryable {
+                        reason: format!("the seal's device failed: {d}"),
+                        retry_after: None,
+                    },
+                    request: Vec::new(),
+                    status: None,
+                    response: None,
+                    signer: None,
+                    duration: Duration::ZERO,
+                });
+            }
+            Err(e) => return Err(ExchangeError::Sign(e)),
+        };
         let started = Instant::now();
         let (status, response, observation, signer) = self
             .send(reg, svc, &headers, &request, call.ticket.is_some())

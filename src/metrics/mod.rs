@@ -80,9 +80,18 @@ fn describe() {
     );
     describe_gauge!("jumgw_webhook_backlog", "Webhook events waiting to be sent");
     describe_counter!(
+        "jumgw_seal_device_failures_total",
+        "Signatures the seal's device (PKCS#11 token) failed to make; the attempt is retried"
+    );
+    describe_counter!(
         "jumgw_api_tls_refused_total",
         "TLS handshakes the API refused (no, or an untrusted, client certificate)"
     );
+}
+
+/// The seal's device failed to sign.
+pub fn seal_device_failed() {
+    counter!("jumgw_seal_device_failures_total").increment(1);
 }
 
 /// A TLS handshake at the API was refused.

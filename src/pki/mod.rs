@@ -2,6 +2,7 @@
 //! (`jumgw certs init`) and the throw-away PKIs of tests, including the
 //! deliberately wrong ones (other CA, expired, wrong key usage).
 
+pub mod pkcs11;
 pub mod tls;
 
 use openssl::asn1::{Asn1Integer, Asn1Time};

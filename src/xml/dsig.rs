@@ -81,6 +81,10 @@ impl Algorithm {
 pub enum DsigError {
     #[error("malformed XML: {0}")]
     Xml(#[from] XmlError),
+    /// The device that holds the key failed (removed, busy, broken): it
+    /// may work again later.
+    #[error("the key's device: {0}")]
+    Device(String),
     #[error("no ds:Signature found")]
     NoSignature,
     #[error("found {0} ds:Signature elements; exactly one is accepted")]
@@ -196,9 +200,22 @@ pub fn weak_own_key(key_pem: &[u8], cert_pem: &[u8], min_rsa_bits: u32) -> Optio
         .and_then(|c| weak_certificate(&c, min_rsa_bits))
 }
 
+/// A private key that signs where it lives (a smart card, a USB token, an
+/// HSM) and never leaves it: the bytes to sign go in, the signature value
+/// comes out in XML-DSig's form (PKCS#1 v1.5 for RSA, `r ‖ s` for ECDSA).
+pub trait DeviceKey: Send + Sync {
+    fn algorithm(&self) -> Algorithm;
+    fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+enum Key {
+    Soft(PKey<Private>),
+    Device(std::sync::Arc<dyn DeviceKey>),
+}
+
 /// A private key with its certificate, loaded once and reused.
 pub struct SigningKey {
-    key: PKey<Private>,
+    key: Key,
     cert_b64: String,
     alg: Algorithm,
 }
@@ -251,9 +268,55 @@ impl SigningKey {
             return Err(DsigError::Key(format!("too weak to sign: {w}")));
         }
         Ok(SigningKey {
-            key,
+            key: Key::Soft(key),
             cert_b64: base64::engine::general_purpose::STANDARD.encode(cert.to_der()?),
             alg: natural,
+        })
+    }
+
+    /// A key on a device, with its certificate (PEM). The certificate must
+    /// be the key's: a probe signed on the device must verify with the
+    /// certificate's public key.
+    pub fn from_device(
+        device: std::sync::Arc<dyn DeviceKey>,
+        cert_pem: &[u8],
+    ) -> Result<SigningKey, DsigError> {
+        let cert = X509::from_pem(cert_pem)
+            .map_err(|e| DsigError::Key(format!("cannot read certificate: {e}")))?;
+        if let Some(w) = weak_certificate(&cert, MIN_RSA_BITS) {
+            return Err(DsigError::Key(format!("too weak to sign: {w}")));
+        }
+        let alg = device.algorithm();
+        let public = cert.public_key()?;
+        let probe = b"jum-gateway: is this certificate the key's?";
+        let sig = device.sign_sha256(probe).map_err(DsigError::Key)?;
+        let fits = match (alg, public.id()) {
+            (Algorithm::RsaSha256, Id::RSA) => {
+                let mut v = Verifier::new(MessageDigest::sha256(), &public)?;
+                v.update(probe)?;
+                v.verify(&sig).unwrap_or(false)
+            }
+            (Algorithm::EcdsaSha256, Id::EC) if sig.len() == 64 => {
+                let der = EcdsaSig::from_private_components(
+                    BigNum::from_slice(&sig[..32])?,
+                    BigNum::from_slice(&sig[32..])?,
+                )?
+                .to_der()?;
+                let mut v = Verifier::new(MessageDigest::sha256(), &public)?;
+                v.update(probe)?;
+                v.verify(&der).unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(DsigError::Key(
+                "the certificate does not belong to the key on the device".into(),
+            ));
+        }
+        Ok(SigningKey {
+            key: Key::Device(device),
+            cert_b64: base64::engine::general_purpose::STANDARD.encode(cert.to_der()?),
+            alg,
         })
     }
 
@@ -262,7 +325,11 @@ impl SigningKey {
     }
 
     fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>, DsigError> {
-        let mut s = Signer::new(MessageDigest::sha256(), &self.key)?;
+        let key = match &self.key {
+            Key::Soft(k) => k,
+            Key::Device(d) => return d.sign_sha256(data).map_err(DsigError::Device),
+        };
+        let mut s = Signer::new(MessageDigest::sha256(), key)?;
         s.update(data)?;
         let sig = s.sign_to_vec()?;
         match self.alg {

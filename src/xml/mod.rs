@@ -16,7 +16,7 @@ pub mod schema;
 
 pub use c14n::{canonicalize, Canonical, Options};
 pub use dom::Document;
-pub use dsig::{sign, verify, Algorithm, DsigError, SigningKey, TrustStore, Verified};
+pub use dsig::{sign, verify, Algorithm, DeviceKey, DsigError, SigningKey, TrustStore, Verified};
 pub use reader::{Limits, XmlError};
 
 /// Escapes text for XML or HTML element content or a quoted attribute
