@@ -19,6 +19,9 @@ struct Files {
     office: Vec<u8>,
     intruder: Vec<u8>,
     foreign: Vec<u8>,
+    /// Issued by the CA, then revoked: on `crl`.
+    revoked: Vec<u8>,
+    crl: std::path::PathBuf,
 }
 
 fn pki() -> Files {
@@ -28,17 +31,27 @@ fn pki() -> Files {
     let mut spec = CertSpec::new("jumgw api", Role::TlsServer);
     spec.san = vec!["127.0.0.1".into(), "localhost".into()];
     let server = Issued::new(&spec, KeyKind::EcP256, Some(&ca)).unwrap();
-    let identity = |cn: &str, issuer: &Issued| {
-        let i = Issued::new(
+    let issued = |cn: &str, issuer: &Issued| {
+        Issued::new(
             &CertSpec::new(cn, Role::TlsClient),
             KeyKind::EcP256,
             Some(issuer),
         )
-        .unwrap();
+        .unwrap()
+    };
+    let pem_of = |i: &Issued| {
         let mut pem = i.cert_pem().unwrap();
         pem.extend(i.key_pem().unwrap());
         pem
     };
+    let identity = |cn: &str, issuer: &Issued| pem_of(&issued(cn, issuer));
+    let revoked = issued("revoked office", &ca);
+    let authority =
+        jum_gateway::pki::revocation::authority::Authority::new(ca.cert.clone(), ca.key.clone());
+    authority
+        .revoke_cert(&revoked.cert, jum_gateway::store::now_ms())
+        .unwrap();
+    let crl = authority.crl(jum_gateway::store::now_ms()).unwrap();
     let put = |name: &str, data: Vec<u8>| write(dir.path(), name, &data);
     Files {
         ca: put("ca.pem", ca.cert_pem().unwrap()),
@@ -49,6 +62,8 @@ fn pki() -> Files {
         office: identity("pisarnica", &ca),
         intruder: identity("intruder", &ca),
         foreign: identity("pisarnica", &other),
+        revoked: pem_of(&revoked),
+        crl: put("ca.crl", crl),
         _dir: dir,
     }
 }
@@ -79,6 +94,69 @@ async fn services(c: &reqwest::Client, port: u16, token: &str) -> Result<u16, St
             }
             said
         })
+}
+
+/// With `api_tls.revocation = "require"` and the CA's CRL, a client whose
+/// certificate was revoked is refused at the handshake (the alert says
+/// so), while one in good standing gets in once its status is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
+    let f = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: Vec<(String, String)> = vec![
+        (
+            "JUMGW_GATEWAY__API_TLS__CERT".into(),
+            f.server.0.display().to_string(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__KEY".into(),
+            f.server.1.display().to_string(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__CLIENT_CA".into(),
+            f.ca.display().to_string(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__REVOCATION".into(),
+            "require".into(),
+        ),
+        (
+            "JUMGW_GATEWAY__API_TLS__CRL".into(),
+            f.crl.display().to_string(),
+        ),
+    ];
+    let _daemon = start_daemon_env(&dir.path().join("data"), port, &env);
+    let tls12 = |id: &[u8]| {
+        let roots = reqwest::Certificate::from_pem_bundle(&std::fs::read(&f.ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(roots)
+            .identity(reqwest::Identity::from_pem(id).unwrap())
+            .tls_version_max(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap()
+    };
+    // The first handshake of each finds no answer yet (refused, under
+    // `require`) and has it looked up.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match services(&tls12(&f.office), port, "demo-backoffice").await {
+            Ok(200) => break,
+            other => assert!(std::time::Instant::now() < end, "{other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut last = Ok(0);
+    for _ in 0..5 {
+        last = services(&tls12(&f.revoked), port, "demo-backoffice").await;
+        assert!(last.is_err(), "a revoked certificate got in: {last:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.as_ref()
+            .is_err_and(|e| e.contains("CertificateRevoked")),
+        "{last:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

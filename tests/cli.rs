@@ -407,6 +407,19 @@ fn xml_sign_with_the_seal_on_a_pkcs11_token() {
         err(&o)
     );
 
+    // TLS server certificates for the two keys, for the handshakes below.
+    for (name, key) in [("rsa", &pki.rsa.key), ("ec", &pki.ec.key)] {
+        let mut spec =
+            jum_gateway::pki::CertSpec::new("localhost", jum_gateway::pki::Role::TlsServer);
+        spec.san = vec!["localhost".into()];
+        let c = jum_gateway::pki::issue(&spec, key, Some((&pki.ca.cert, &pki.ca.key))).unwrap();
+        write(
+            pki.dir.path(),
+            &format!("{name}-tls.pem"),
+            &c.to_pem().unwrap(),
+        );
+    }
+
     // Many at once, on one token, each on a session of its own: in a
     // process of its own, since the module reads SOFTHSM2_CONF from the
     // environment, which a test must not change under the others.
@@ -459,13 +472,560 @@ fn many_signatures_at_once_on_one_token(dir: &std::path::Path) {
         let v = jum_gateway::xml::verify(doc, &trust, &Default::default());
         assert!(v.is_ok(), "signature {i}: {:?}", v.err());
     }
+    // A TLS server (the API's, the simulator's) with its key on the token:
+    // a client that trusts only the CA completes the handshake, by RSA-PSS
+    // and by ECDSA.
+    for key in ["rsa", "ec"] {
+        let uri = format!(
+            "pkcs11:token=jumgw;object=seal-{key}?module-path={SOFTHSM}&pin-source=file:{}",
+            dir.join("pin").display()
+        );
+        let server = jum_gateway::pki::tls::server_config(
+            &dir.join(format!("{key}-tls.pem")),
+            std::path::Path::new(&uri),
+            None,
+            jum_gateway::pki::tls::ClientAuth::Optional,
+        )
+        .unwrap();
+        tls_handshake(server, &dir.join("ca.pem"), key);
+    }
 }
 
-/// `serve --demo` with the municipality's seal on a token: the simulated
-/// registries verify every request it signs there, and the documents come
-/// back.
+fn tls_handshake(server: std::sync::Arc<rustls::ServerConfig>, ca: &std::path::Path, what: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = tokio_rustls::TlsAcceptor::from(server).accept(tcp).await?;
+            use tokio::io::AsyncWriteExt;
+            tls.write_all(b"hello").await?;
+            tls.shutdown().await
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        for c in jum_gateway::pki::tls::load_certs(ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: handshake: {e}"));
+        let mut got = Vec::new();
+        use tokio::io::AsyncReadExt;
+        let _ = tls.read_to_end(&mut got).await;
+        assert_eq!(got, b"hello", "{what}");
+        accept.await.unwrap().unwrap();
+    });
+}
+
+/// `certs init --pkcs11` makes the gateway's seal and TLS client keys on
+/// a token, never extractable (as OpenSC's pkcs11-tool reads them), and
+/// `serve --demo` with both keys only there signs every request and
+/// shakes every registry's hand on the token: the simulated registries
+/// verify both, and 64 documents filed at once come back (up to 64
+/// exchanges at a time on the one token), their signers checked for
+/// revocation. With RSA keys (TLS by RSA-PSS) and with ECDSA keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_with_the_seal_on_a_token_gets_documents() {
+async fn serve_with_the_seal_and_tls_key_on_a_token_gets_documents() {
+    for kind in ["rsa", "ec"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let token = Token::with_keys(dir.path(), &[]);
+        let seal = token.uri("gw");
+        let init = |extra: &[&str]| {
+            jumgw()
+                .args([
+                    "certs",
+                    "init",
+                    "--key-type",
+                    kind,
+                    "--pkcs11",
+                    &seal,
+                    "--dir",
+                ])
+                .arg(data.join("certs"))
+                .args(extra)
+                .env("SOFTHSM2_CONF", &token.conf)
+                .output()
+                .unwrap()
+        };
+        let o = init(&[]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            out.contains("gateway.tls_key") && !out.contains("1234"),
+            "{out}"
+        );
+        for gone in ["gateway-sign.key", "gateway-tls.key"] {
+            assert!(
+                !data.join("certs").join(gone).exists(),
+                "{kind}: {gone} written"
+            );
+        }
+        // Again: the labels are taken, and only --force replaces them.
+        let o = init(&[]);
+        assert!(!o.status.success(), "{kind}: made twice");
+        let o = init(&["--force"]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+
+        let o = std::process::Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                SOFTHSM,
+                "--login",
+                "--pin",
+                "1234",
+                "--list-objects",
+            ])
+            .args(["--type", "privkey"])
+            .env("SOFTHSM2_CONF", &token.conf)
+            .output()
+            .expect("pkcs11-tool (Debian's opensc; ./tests/run installs it)");
+        assert!(o.status.success(), "{}", text(&o));
+        let listed = String::from_utf8_lossy(&o.stdout).to_string();
+        let keys: Vec<&str> = listed.split("Private Key Object").skip(1).collect();
+        assert_eq!(keys.len(), 2, "{listed}");
+        for k in &keys {
+            assert!(
+                k.contains("never extractable") && k.contains("sensitive"),
+                "{kind}: {listed}"
+            );
+            assert!(
+                k.contains(if kind == "rsa" { "RSA" } else { "EC" }),
+                "{kind}: {listed}"
+            );
+        }
+        assert!(listed.contains("seal-gw-tls"), "{listed}");
+
+        let port = free_port();
+        let mut env: Vec<(String, String)> = vec![
+            ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
+            ("JUMGW_GATEWAY__SIGN_KEY".into(), seal.clone()),
+            (
+                "JUMGW_GATEWAY__TLS_KEY".into(),
+                jum_gateway::pki::tls_key_uri(&seal),
+            ),
+        ];
+        // Up to 64 exchanges at once on the one token (three registries,
+        // 22 each, and a rate that does not hold them back).
+        for r in ["CIVIL", "CADASTRE", "TAX"] {
+            env.push((format!("JUMGW_REGISTRIES__{r}__MAX_IN_FLIGHT"), "22".into()));
+            env.push((format!("JUMGW_REGISTRIES__{r}__RATE_PER_S"), "1000".into()));
+        }
+        let d = start_daemon_env(&data, port, &env);
+        let http = reqwest::Client::new();
+        let ids: Vec<String> =
+            futures_util::future::join_all((0..64).map(|i| submit(&http, port, i)))
+                .await
+                .into_iter()
+                .map(|id| id.expect("accepted"))
+                .collect();
+        wait_delivered(&http, port, &ids).await;
+        // Revocation was checked on the way, and counted.
+        let metrics = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "jumgw_revocation_checks_total{",
+            "jumgw_revocation_good_age_seconds{",
+        ] {
+            assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+        }
+        drop(d);
+    }
+}
+
+/// An `openssl ca` of its own in `dir`: a CA, signers issued through its
+/// database (`good`, `revoked`, the latter revoked there), one issued
+/// beside it (`unknown`, not in the database), CRLs by `openssl ca
+/// -gencrl` (current, expired, and one signed by a twin CA of the same
+/// name), and `openssl ocsp` responders over the database.
+struct OpensslCa {
+    dir: std::path::PathBuf,
+    cnf: std::path::PathBuf,
+}
+
+impl OpensslCa {
+    fn new(dir: &std::path::Path) -> OpensslCa {
+        std::fs::create_dir_all(dir.join("newcerts")).unwrap();
+        std::fs::write(dir.join("index.txt"), b"").unwrap();
+        std::fs::write(dir.join("serial"), b"1000\n").unwrap();
+        std::fs::write(dir.join("crlnumber"), b"01\n").unwrap();
+        let cnf = write(
+            dir,
+            "ca.cnf",
+            format!(
+                "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = {d}\ndatabase = $dir/index.txt\n\
+                 new_certs_dir = $dir/newcerts\nserial = $dir/serial\ncrlnumber = $dir/crlnumber\n\
+                 certificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\n\
+                 default_days = 30\ndefault_crl_days = 1\npolicy = policy_any\nunique_subject = no\n\
+                 x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
+                 [signer_ext]\nbasicConstraints = CA:FALSE\n\
+                 keyUsage = critical, digitalSignature, nonRepudiation\n\
+                 [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
+                 [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
+                 keyUsage = critical, keyCertSign, cRLSign\n",
+                d = dir.display()
+            )
+            .as_bytes(),
+        );
+        let ca = OpensslCa {
+            dir: dir.to_owned(),
+            cnf,
+        };
+        ca.ossl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Oracle CA",
+            "-days",
+            "30",
+            "-extensions",
+            "ca_ext",
+        ]);
+        ca.ossl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "twin.key",
+            "-out",
+            "twin.pem",
+            "-subj",
+            "/CN=Oracle CA",
+            "-days",
+            "30",
+            "-extensions",
+            "ca_ext",
+        ]);
+        for name in ["good", "revoked", "unknown"] {
+            ca.ossl(&[
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name} signer"),
+            ]);
+        }
+        for name in ["good", "revoked"] {
+            ca.ossl(&[
+                "ca",
+                "-batch",
+                "-notext",
+                "-in",
+                &format!("{name}.csr"),
+                "-out",
+                &format!("{name}.pem"),
+            ]);
+        }
+        // Beside the database: its responder has never heard of it.
+        ca.ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "unknown.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "777",
+            "-days",
+            "30",
+            "-out",
+            "unknown.pem",
+            "-extfile",
+            "ca.cnf",
+            "-extensions",
+            "signer_ext",
+        ]);
+        ca.ossl(&[
+            "ca",
+            "-revoke",
+            "revoked.pem",
+            "-crl_reason",
+            "keyCompromise",
+        ]);
+        ca.ossl(&["ca", "-gencrl", "-out", "crl.pem"]);
+        ca.ossl(&[
+            "ca",
+            "-gencrl",
+            "-crl_lastupdate",
+            "20200101000000Z",
+            "-crl_nextupdate",
+            "20200102000000Z",
+            "-out",
+            "expired-crl.pem",
+        ]);
+        ca.ossl(&[
+            "ca",
+            "-gencrl",
+            "-keyfile",
+            "twin.key",
+            "-cert",
+            "twin.pem",
+            "-out",
+            "twin-crl.pem",
+        ]);
+        ca
+    }
+
+    fn ossl(&self, args: &[&str]) {
+        let mut c = std::process::Command::new("openssl");
+        c.args(args).current_dir(&self.dir);
+        if matches!(args[0], "ca" | "req") {
+            c.arg("-config").arg(&self.cnf);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `openssl ocsp` answering for the database on `port`, signing with
+    /// `signer` (the CA's own key, or another's); killed when dropped.
+    fn responder(&self, port: u16, signer: &str) -> KillOnDrop {
+        let log = self.dir.join(format!("ocsp-{port}-{signer}.log"));
+        let child = std::process::Command::new("openssl")
+            .args(["ocsp", "-index", "index.txt", "-port", &port.to_string()])
+            .args([
+                "-rsigner",
+                &format!("{signer}.pem"),
+                "-rkey",
+                &format!("{signer}.key"),
+            ])
+            .args(["-CA", "ca.pem", "-nmin", "5"])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Not by connecting: it serves one connection at a time and would
+        // wait on an empty one.
+        for _ in 0..200 {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for OCSP")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        KillOnDrop(child)
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `xml verify --crl` and `--ocsp` against `openssl ca`'s CRLs and
+/// `openssl ocsp` over its database: a good signer passes; a revoked one,
+/// one the responder does not know, an expired CRL, a CRL and OCSP answers
+/// signed by a twin CA (the CA's name, another key) are each refused with
+/// their reason (exit code 1); a responder that is down is a failure to
+/// check (exit code 2), not a verdict. Nonces, stale answers and
+/// responders the CA never authorised: `pki::revocation`'s unit tests.
+#[test]
+fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"));
+    let doc = write(dir.path(), "env.xml", envelope().as_bytes());
+    let signed: std::collections::HashMap<&str, std::path::PathBuf> =
+        ["good", "revoked", "unknown"]
+            .into_iter()
+            .map(|n| {
+                let o = jumgw()
+                    .args(["xml", "sign", "--key"])
+                    .arg(ca.path(&format!("{n}.key")))
+                    .arg("--cert")
+                    .arg(ca.path(&format!("{n}.pem")))
+                    .arg(&doc)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{n}: {}", text(&o));
+                (n, write(dir.path(), &format!("{n}.xml"), &o.stdout))
+            })
+            .collect();
+    let verify = |who: &str, extra: &[&str]| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(extra)
+            .arg(&signed[who])
+            .output()
+            .unwrap()
+    };
+    let crl = ca.path("crl.pem").display().to_string();
+    let o = verify("good", &["--crl", &crl]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not revoked (CRL"), "{}", text(&o));
+    let o = verify("revoked", &["--crl", &crl]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("revoked since"), "{}", err(&o));
+    let o = verify(
+        "good",
+        &["--crl", ca.path("expired-crl.pem").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("expired"), "{}", err(&o));
+    let o = verify(
+        "good",
+        &["--crl", ca.path("twin-crl.pem").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("signature"), "{}", err(&o));
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    {
+        let _responder = ca.responder(port, "ca");
+        let o = verify("good", &["--ocsp", &url]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("not revoked (OCSP"), "{}", text(&o));
+        let o = verify("revoked", &["--ocsp", &url]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(err(&o).contains("revoked since"), "{}", err(&o));
+        let o = verify("unknown", &["--ocsp", &url]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(err(&o).contains("unknown to the responder"), "{}", err(&o));
+        // Both at once: each must hold.
+        let o = verify("good", &["--ocsp", &url, "--crl", &crl]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    {
+        // Signed by a key of the same name as the CA's, not the CA's.
+        let _responder = ca.responder(port, "twin");
+        let o = verify("good", &["--ocsp", &url]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(err(&o).contains("signature"), "{}", err(&o));
+    }
+    let o = verify("good", &["--ocsp", &url]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // The certificate names no responder of its own.
+    let o = verify("good", &["--ocsp", "aia"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(err(&o).contains("names no OCSP responder"), "{}", err(&o));
+}
+
+/// The simulator's development CA, read by openssl: `openssl ocsp` as the
+/// client accepts its responder's answers (signature, nonce) and reads
+/// good, then revoked once the `revoked` fault is set; `openssl crl`
+/// verifies its CRL against the CA and finds the serial on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_sim, ports) = start_simulator(dir.path(), &certs);
+    let control = format!("http://127.0.0.1:{}", ports[0]);
+    let ask = || {
+        std::process::Command::new("openssl")
+            .args(["ocsp", "-url", &format!("{control}/ocsp")])
+            .arg("-issuer")
+            .arg(certs.join("ca.pem"))
+            .arg("-cert")
+            .arg(certs.join("cadastre-sign.pem"))
+            .arg("-CAfile")
+            .arg(certs.join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    let o = ask();
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("Response verify OK"), "{said}");
+    assert!(said.contains("cadastre-sign.pem: good"), "{said}");
+    assert!(!said.contains("WARNING: no nonce"), "{said}");
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{control}/faults"))
+        .body("cadastre:revoked")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let o = ask();
+    let said = text(&o);
+    assert!(said.contains("cadastre-sign.pem: revoked"), "{said}");
+
+    let crl = http
+        .get(format!("{control}/ca.crl"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let crl_file = write(dir.path(), "ca.crl", &crl);
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&crl_file)
+        .arg("-CAfile")
+        .arg(certs.join("ca.pem"))
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(o.status.success() && said.contains("verify OK"), "{said}");
+    let serial = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(certs.join("cadastre-sign.pem"))
+        .output()
+        .unwrap();
+    let serial = String::from_utf8_lossy(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string();
+    assert!(
+        said.replace(':', "")
+            .to_uppercase()
+            .contains(&serial.to_uppercase()),
+        "{serial} not on the CRL: {said}"
+    );
+}
+
+/// A token taken away while the gateway runs (its SoftHSM2 folder emptied)
+/// fails only the attempts: each is retryable, says the seal's device
+/// failed, is counted in `/metrics` and logged; nothing is sent unsigned
+/// and the request does not die.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_taken_away_fails_attempts_not_requests() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let o = run(&[
@@ -476,18 +1036,57 @@ async fn serve_with_the_seal_on_a_token_gets_documents() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let token = Token::with_keys(dir.path(), &[("gw", &data.join("certs/gateway-sign.key"))]);
-    // Only the token holds the seal now.
     std::fs::remove_file(data.join("certs/gateway-sign.key")).unwrap();
     let port = free_port();
     let env: Vec<(String, String)> = vec![
         ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
         ("JUMGW_GATEWAY__SIGN_KEY".into(), token.uri("gw")),
     ];
-    let _d = start_daemon_env(&data, port, &env);
+    let d = start_daemon_env(&data, port, &env);
     let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(submit(&http, port, i).await.expect("accepted"));
+    let first = submit(&http, port, 0).await.expect("accepted");
+    wait_delivered(&http, port, &[first]).await;
+
+    let tokens = dir.path().join("tokens");
+    for e in std::fs::read_dir(&tokens).unwrap() {
+        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
     }
-    wait_delivered(&http, port, &ids).await;
+    let id = submit(&http, port, 1).await.expect("accepted");
+    let base = format!("http://127.0.0.1:{port}");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let v = loop {
+        let v = get_json(
+            &http,
+            &format!("{base}/api/v1/requests/{id}"),
+            Some("demo-backoffice"),
+        )
+        .await;
+        let failed = v["attempts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| {
+                a["outcome"] == "retryable"
+                    && a["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("the seal's device failed"))
+            })
+            .count();
+        if failed >= 2 {
+            break v;
+        }
+        assert!(std::time::Instant::now() < end, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        matches!(v["state"].as_str(), Some("retrying" | "sending" | "queued")),
+        "{v}"
+    );
+    let failures = metric(&http, &base, "jumgw_seal_device_failures_total").await;
+    assert!(failures >= 2.0, "{failures}");
+    assert!(
+        d.log().contains("cannot sign: the seal's device failed"),
+        "{}",
+        d.log()
+    );
 }

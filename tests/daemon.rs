@@ -1294,3 +1294,129 @@ async fn the_operators_views_read_only_what_they_show() {
     body(app().oneshot(admin("/ui/deadlines")).await.unwrap()).await;
     read("/ui/deadlines", 500, b);
 }
+
+/// Revocation on the whole path, with the simulator's development CA as
+/// OCSP responder: a document keeps the OCSP response that confirmed its
+/// signer, shown by the API and verified by `openssl ocsp -respin`; a
+/// signer the CA revoked makes each attempt a security failure, never
+/// delivered. With the responder (and the CRL) down, `require` refuses
+/// (the request retries, saying why) and `prefer` delivers the document
+/// flagged "unchecked" with the reason; once the responder is back, the
+/// re-check fills in the flagged document's evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
+    let d = run(setup("tax:revoked").await, |_| {}).await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let rev = r.revocation.clone().expect("revocation evidence");
+    assert_eq!(
+        (rev.status.as_str(), rev.method.as_deref()),
+        ("good", Some("ocsp"))
+    );
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["revocation"]["status"], "good", "{v}");
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(v["revocation"]["ocsp_response"].as_str().unwrap())
+        .unwrap();
+    let certs = d.env.dir.path().join("certs");
+    let resp = write(d.env.dir.path(), "kept.ocsp", &der);
+    let o = std::process::Command::new("openssl")
+        // The nonce was our request's; openssl has none to compare with.
+        .args(["ocsp", "-no_nonce", "-respin"])
+        .arg(&resp)
+        .arg("-issuer")
+        .arg(certs.join("ca.pem"))
+        .arg("-CAfile")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join("civil-sign.pem"))
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(
+        said.contains("Response verify OK") && said.contains("civil-sign.pem: good"),
+        "{said}"
+    );
+
+    let tax = d
+        .submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
+        .await;
+    let r = d.until(&tax, State::Dead, Duration::from_secs(15)).await;
+    let error = r.error.unwrap_or_default();
+    assert!(
+        error.contains("signing certificate is revoked since"),
+        "{error}"
+    );
+    assert!(r.attempts.iter().all(|a| a.outcome == "security"));
+    assert!(d.store.document(&tax).await.unwrap().is_none());
+
+    let d = run(setup("*:ocsp-down").await, |gw| {
+        gw.registries.get_mut("civil").unwrap().revocation =
+            jum_gateway::config::RevocationPolicy::Require;
+        gw.gateway.revocation_recheck = Duration::from_millis(300);
+    })
+    .await;
+    let civil = d.submit(BIRTH.0, BIRTH.1).await;
+    let cadastre = d
+        .submit(
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        )
+        .await;
+    let r = d
+        .until(&cadastre, State::Delivered, Duration::from_secs(10))
+        .await;
+    let rev = r.revocation.unwrap();
+    assert_eq!(rev.status, "unchecked");
+    assert!(
+        rev.reason.unwrap_or_default().contains("503"),
+        "{:?}",
+        r.attempts
+    );
+    let r = d
+        .until(&civil, State::Retrying, Duration::from_secs(10))
+        .await;
+    // Under `require` not even the registry's TLS certificate passes: the
+    // request is never sent to a registry whose standing is unknown.
+    assert!(
+        r.error
+            .unwrap_or_default()
+            .contains("TLS certificate: revocation status not yet established"),
+        "{:?}",
+        r.attempts
+    );
+    assert!(d.store.document(&civil).await.unwrap().is_none());
+
+    // The responder is back: the flagged document gets its evidence.
+    let r = d
+        .env
+        .control
+        .delete(format!("http://{}/faults", d.env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = d.store.get(&cadastre).await.unwrap().unwrap();
+        let rev = r.revocation.unwrap();
+        if rev.status == "good" {
+            assert_eq!(rev.method.as_deref(), Some("ocsp"));
+            assert!(rev.ocsp_response.is_some());
+            break;
+        }
+        assert!(Instant::now() < end, "still {rev:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

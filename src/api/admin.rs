@@ -529,6 +529,7 @@ pub struct RegistryOut {
     pub queue: BTreeMap<String, u64>,
     pub last: crate::dispatch::LastSeen,
     pub certificates: Vec<CertOut>,
+    pub revocation: crate::dispatch::RevocationStatus,
 }
 
 /// The first certificate of a PEM file.
@@ -580,6 +581,7 @@ pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {
                     .unwrap_or_default(),
                 last: g.last(),
                 certificates,
+                revocation: st.dispatcher.revocation(name),
             }
         })
         .collect()

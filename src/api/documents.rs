@@ -133,8 +133,38 @@ pub async fn get_document(
         // an unverified answer is never stored as a document.
         verification: "verified on receipt".into(),
         signer,
+        revocation: rec.revocation.map(|r| RevocationOut {
+            status: r.status,
+            method: r.method,
+            checked_ms: r.checked_ms,
+            this_update_ms: r.this_update_ms,
+            next_update_ms: r.next_update_ms,
+            crl_number: r.crl_number,
+            crl_url: r.crl_url,
+            ocsp_response: r.ocsp_response,
+            reason: r.reason,
+        }),
         payload,
     }))
+}
+
+/// How the signer's certificate stood when the document came: the OCSP
+/// response (or the CRL) that confirmed it, or why it was not checked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevocationOut {
+    /// `good` (confirmed not revoked) or `unchecked` (not established;
+    /// accepted by the registry's `prefer` policy).
+    pub status: String,
+    /// `ocsp` or `crl`.
+    pub method: Option<String>,
+    pub checked_ms: u64,
+    pub this_update_ms: Option<u64>,
+    pub next_update_ms: Option<u64>,
+    pub crl_number: Option<String>,
+    pub crl_url: Option<String>,
+    /// The OCSP response, DER in base64: `openssl ocsp -respin` reads it.
+    pub ocsp_response: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// The registry's signing certificate, as it came in the signature.
@@ -171,6 +201,8 @@ pub struct DocumentOut {
     pub etag: String,
     pub verification: String,
     pub signer: Option<SignerOut>,
+    /// The revocation evidence for the signer (absent when not checked: `revocation = "off"`).
+    pub revocation: Option<RevocationOut>,
     /// The payload as JSON: elements become keys (repeated ones arrays),
     /// attributes `@name`, leaves their text.
     #[schema(value_type = Object)]

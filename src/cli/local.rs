@@ -285,13 +285,32 @@ pub(super) fn store_command(cmd: StoreCommand) -> CmdResult {
     })
 }
 
-pub(super) fn certs_init(dir: &std::path::Path, force: bool) -> CmdResult {
-    let written = crate::pki::init_dev(dir, force).map_err(|e| Fail::Failed(e.to_string()))?;
+pub(super) fn certs_init(
+    dir: &std::path::Path,
+    force: bool,
+    sign: crate::pki::KeyKind,
+    seal: Option<&str>,
+) -> CmdResult {
+    let written =
+        crate::pki::init_dev_on(dir, force, sign, seal).map_err(|e| Fail::Failed(e.to_string()))?;
     for w in written {
+        let shown = w.path.to_string_lossy();
+        if crate::pki::pkcs11::is_uri(&shown) {
+            println!("made on the token {}", crate::pki::pkcs11::redact(&shown));
+            continue;
+        }
         match w.expires {
             Some(e) => println!("wrote {}  (expires {e})", w.path.display()),
             None => println!("wrote {}", w.path.display()),
         }
+    }
+    if let Some(uri) = seal {
+        println!("the gateway's keys are on the token; set");
+        println!("  gateway.sign_key = {:?}", crate::pki::pkcs11::redact(uri));
+        println!(
+            "  gateway.tls_key = {:?}",
+            crate::pki::pkcs11::redact(&crate::pki::tls_key_uri(uri))
+        );
     }
     Ok(())
 }
@@ -532,14 +551,23 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
                 None => write_stdout(&signed),
             }
         }
-        XmlCommand::Verify { trust, input } => {
+        XmlCommand::Verify {
+            trust,
+            crl,
+            ocsp,
+            input,
+        } => {
             let pem = std::fs::read(&trust).map_err(failed(&trust.display().to_string()))?;
             let store = xml::TrustStore::from_pem(&pem).map_err(|e| Fail::Failed(e.to_string()))?;
             let bytes = read_input(&input)?;
             let v = xml::verify(&bytes, &store, &limits(&input))
                 .map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
+            let mut status = String::new();
+            if crl.is_some() || ocsp.is_some() {
+                status = revocation_of(&v.signer, &store, crl, ocsp)?;
+            }
             println!(
-                "valid {} signature by {}",
+                "valid {} signature by {}{status}",
                 v.algorithm.name(),
                 v.signer_subject()
             );
@@ -556,4 +584,76 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
             Ok(())
         }
     }
+}
+
+/// `xml verify --crl/--ocsp`: the signer's status from each source given,
+/// each one alone (no cache, no policy): revoked or not established is
+/// invalid (exit 1), a source that cannot be used a failure (exit 2).
+fn revocation_of(
+    signer: &openssl::x509::X509,
+    store: &xml::TrustStore,
+    crl: Option<std::path::PathBuf>,
+    ocsp: Option<String>,
+) -> Result<String, Fail> {
+    use crate::pki::revocation::{self, Checker, RevocationError, Sources, State};
+    let issuer = revocation::issuer_of(signer, store.anchors()).ok_or_else(|| {
+        Fail::Invalid("the signer's issuer is not among the trusted certificates".into())
+    })?;
+    let mut said = String::new();
+    let mut asks = Vec::new();
+    if let Some(c) = crl {
+        asks.push((
+            "CRL",
+            Sources {
+                ocsp_url: None,
+                crl: Some(c.display().to_string()),
+            },
+        ));
+    }
+    if let Some(o) = ocsp {
+        asks.push((
+            "OCSP",
+            Sources {
+                // `aia`: the certificate's own responder.
+                ocsp_url: (o != "aia").then_some(o),
+                crl: None,
+            },
+        ));
+    }
+    for (what, sources) in asks {
+        let checker = Checker::default();
+        let got = runtime()?.block_on(async {
+            if what == "OCSP" {
+                checker.ocsp_only(signer, &issuer, &sources).await
+            } else {
+                checker.crl_only(signer, &issuer, &sources).await
+            }
+        });
+        match got {
+            Ok(a) => match a.state {
+                State::Good => {
+                    said.push_str(&format!(
+                        "; not revoked ({what}, {})",
+                        revocation::rfc3339(a.this_update_ms)
+                    ));
+                }
+                State::Revoked { at_ms, .. } => {
+                    return Err(Fail::Invalid(format!(
+                        "invalid: the signer's certificate is revoked since {} ({what})",
+                        revocation::rfc3339(at_ms)
+                    )))
+                }
+                State::Unknown => {
+                    return Err(Fail::Invalid(format!(
+                        "invalid: the signer's certificate is unknown to the responder ({what})"
+                    )))
+                }
+            },
+            Err(e @ (RevocationError::BadSignature(_) | RevocationError::Stale(_))) => {
+                return Err(Fail::Invalid(format!("invalid: {what}: {e}")))
+            }
+            Err(e) => return Err(Fail::Failed(format!("{what}: {e}"))),
+        }
+    }
+    Ok(said)
 }

@@ -280,10 +280,27 @@ enum CertsCommand {
     Init {
         #[arg(long, default_value = "certs/dev")]
         dir: PathBuf,
-        /// Overwrite existing files.
+        /// Overwrite existing files (and, with --pkcs11, keys of the same labels on the token).
         #[arg(long)]
         force: bool,
+        /// Make the gateway's seal and TLS client keys on this PKCS#11 token
+        /// (an RFC 7512 URI naming the seal's label; the TLS key gets the
+        /// label with `-tls`), never extractable; only their certificates
+        /// are written.
+        #[arg(long, value_name = "URI")]
+        pkcs11: Option<String>,
+        /// The signing keys' type (the gateway's seal and the registries' signers).
+        #[arg(long, value_enum, default_value_t = KeyType::Rsa)]
+        key_type: KeyType,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum KeyType {
+    /// RSA, 2048 bits.
+    Rsa,
+    /// ECDSA on P-256.
+    Ec,
 }
 
 #[derive(Args, Debug)]
@@ -401,6 +418,14 @@ enum XmlCommand {
         /// PEM file with the CA certificate(s) the signer must chain to.
         #[arg(long)]
         trust: PathBuf,
+        /// Also check that the signer's certificate is not on this CRL
+        /// (DER or PEM, signed by its CA and not past its nextUpdate).
+        #[arg(long, value_name = "FILE")]
+        crl: Option<PathBuf>,
+        /// Also ask this OCSP responder whether the signer's certificate is
+        /// revoked; `aia` asks the one its certificate names.
+        #[arg(long, value_name = "URL|aia")]
+        ocsp: Option<String>,
         #[command(flatten)]
         input: Input,
     },
@@ -525,8 +550,22 @@ pub fn run() -> ExitCode {
         },
         Command::Xml { command } => xml_command(command),
         Command::Certs {
-            command: CertsCommand::Init { dir, force },
-        } => certs_init(&dir, force),
+            command:
+                CertsCommand::Init {
+                    dir,
+                    force,
+                    pkcs11,
+                    key_type,
+                },
+        } => certs_init(
+            &dir,
+            force,
+            match key_type {
+                KeyType::Rsa => crate::pki::KeyKind::Rsa2048,
+                KeyType::Ec => crate::pki::KeyKind::EcP256,
+            },
+            pkcs11.as_deref(),
+        ),
         #[cfg(feature = "simulator")]
         Command::Simulate {
             config,

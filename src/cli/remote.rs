@@ -571,6 +571,11 @@ pub fn registries(cmd: RegistriesCommand) -> CmdResult {
                                 queued.to_string(),
                                 age(r["last"]["success_ms"].as_u64()),
                                 cert,
+                                format!(
+                                    "{} {}",
+                                    s(&r["revocation"]["policy"]),
+                                    age(r["revocation"]["last_good_ms"].as_u64())
+                                ),
                                 s(&r["last"]["error"]),
                             ]
                         })
@@ -584,9 +589,10 @@ pub fn registries(cmd: RegistriesCommand) -> CmdResult {
                             "QUEUE",
                             "OK AGO",
                             "CERT",
+                            "REVOCATION",
                             "LAST ERROR",
                         ],
-                        &[9, 9, 11, 3, 5, 6, 5],
+                        &[9, 9, 11, 3, 5, 6, 5, 14],
                         &rows,
                     )
                 });

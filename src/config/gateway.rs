@@ -61,6 +61,48 @@ pub struct GatewaySection {
     /// (0640), e.g. the back-office readers' group; unset: the gateway's.
     #[serde(default)]
     pub cases_group: Option<String>,
+    /// With `revocation = "prefer"`, how long after the last good answer
+    /// about a registry's certificates (or the start) an unestablished
+    /// status is still accepted, the document flagged for a later check.
+    #[serde(default = "default_revocation_grace", with = "duration")]
+    pub revocation_grace: Duration,
+    /// How often the documents taken with their signer's status unchecked
+    /// are checked again.
+    #[serde(default = "default_revocation_recheck", with = "duration")]
+    pub revocation_recheck: Duration,
+}
+
+fn default_revocation_recheck() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_revocation_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// What an exchange does about a certificate's revocation status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationPolicy {
+    /// A certificate whose status cannot be established is refused (the
+    /// attempt fails and is retried).
+    Require,
+    /// Checked; when no answer can be had, accepted within the grace and
+    /// the document flagged "revocation not checked".
+    #[default]
+    Prefer,
+    /// Not checked.
+    Off,
+}
+
+impl RevocationPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            RevocationPolicy::Require => "require",
+            RevocationPolicy::Prefer => "prefer",
+            RevocationPolicy::Off => "off",
+        }
+    }
 }
 
 fn default_api_header_timeout() -> Duration {
@@ -84,6 +126,16 @@ pub struct ApiTls {
     /// Refuse connections without a client certificate (at the handshake).
     #[serde(default)]
     pub require_client_cert: bool,
+    /// Revocation checks of the back-office clients' certificates: a
+    /// revoked one is refused at the handshake.
+    #[serde(default)]
+    pub revocation: RevocationPolicy,
+    /// The OCSP responder to ask instead of the client certificates' AIA.
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
+    /// A CRL (file or http(s) URL) instead of their distribution points.
+    #[serde(default)]
+    pub crl: Option<String>,
 }
 
 fn default_max_request() -> usize {
@@ -146,6 +198,16 @@ pub struct RegistryConfig {
     /// Known maintenance windows: requests wait until they end.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+    /// Revocation checks of the registry's signing and TLS certificates.
+    #[serde(default)]
+    pub revocation: RevocationPolicy,
+    /// The OCSP responder to ask instead of the certificates' AIA.
+    #[serde(default)]
+    pub ocsp_url: Option<String>,
+    /// A CRL to use instead of the certificates' distribution points: a
+    /// file, or an http(s) URL.
+    #[serde(default)]
+    pub crl: Option<String>,
 }
 
 fn default_in_flight() -> usize {

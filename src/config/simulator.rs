@@ -53,6 +53,13 @@ pub struct SimulatorConfig {
     #[serde(default)]
     pub served_log: Option<PathBuf>,
     pub registries: BTreeMap<String, SimRegistry>,
+    /// The development CA's certificate and key: with both, the control
+    /// endpoint serves OCSP (`POST /ocsp`) and a CRL (`GET /ca.crl`) for
+    /// it, and the `revoked` fault revokes a registry's signer.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
 }
 
 fn default_listen() -> String {

@@ -173,6 +173,12 @@ async fn demo(
         if let Some(a) = sim.addrs.get(name) {
             r.url = format!("https://{a}/");
         }
+        // The development CA answers on the simulator's control endpoint,
+        // not at the fixed address its certificates name.
+        r.ocsp_url
+            .get_or_insert_with(|| format!("http://{}/ocsp", sim.control));
+        r.crl
+            .get_or_insert_with(|| format!("http://{}/ca.crl", sim.control));
     }
     println!(
         "embedded registry simulator: control on http://{}/",
@@ -223,6 +229,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Key(e.to_string()))?;
     let cipher = Arc::new(cipher);
     let exchange = Arc::new(Exchange::new(&cfg, &opts.schemas)?);
+    let revocation = exchange.revocation().clone();
     let cases = CaseFolders::configured(&cfg, &opts.data_dir).map_err(DaemonError::Cases)?;
     let dyn_store: Arc<dyn QueueStore> = store.clone();
     if dyn_store.shares_limits() {
@@ -281,16 +288,33 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         })?;
     let addr = listener.local_addr()?;
     let tls = match &cfg.gateway.api_tls {
-        Some(t) => Some(crate::pki::tls::server_config(
-            &t.cert,
-            &t.key,
-            t.client_ca.as_deref(),
-            if t.require_client_cert {
-                crate::pki::tls::ClientAuth::Required
-            } else {
-                crate::pki::tls::ClientAuth::Optional
-            },
-        )?),
+        Some(t) => {
+            // The back-office clients' certificates: revoked ones refused
+            // at the handshake, with the registries' checker.
+            let gate = match &t.client_ca {
+                Some(ca) => Some(crate::pki::revocation::tls::Gate::new(
+                    revocation.clone(),
+                    crate::pki::tls::client_anchors(ca)?,
+                    t.revocation,
+                    crate::pki::revocation::Sources {
+                        ocsp_url: t.ocsp_url.clone(),
+                        crl: t.crl.clone(),
+                    },
+                )),
+                None => None,
+            };
+            Some(crate::pki::tls::server_config_checked(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+                if t.require_client_cert {
+                    crate::pki::tls::ClientAuth::Required
+                } else {
+                    crate::pki::tls::ClientAuth::Optional
+                },
+                gate,
+            )?)
+        }
         None => None,
     };
     println!(

@@ -63,6 +63,15 @@ pub struct LastSeen {
     pub error: Option<String>,
 }
 
+/// A registry's revocation checks, for operators.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct RevocationStatus {
+    /// require, prefer or off.
+    pub policy: String,
+    /// The newest good answer about its certificates (ms since the epoch).
+    pub last_good_ms: Option<u64>,
+}
+
 /// Why a registry cannot take a request now.
 #[derive(Clone, Copy)]
 enum Blocked {
@@ -327,6 +336,8 @@ pub struct Dispatcher {
     /// Outcomes and deliveries go through one recorder that batches them.
     outcomes: tokio::sync::mpsc::Sender<Recorded>,
     outcomes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Recorded>>>,
+    /// How often documents taken `unchecked` are checked again.
+    revocation_recheck: Duration,
 }
 
 /// Administrators' pauses, as the store holds them for every instance.
@@ -339,6 +350,45 @@ fn apply_pauses(gates: &BTreeMap<String, Arc<Gate>>, pauses: Vec<crate::store::P
 }
 
 impl Dispatcher {
+    /// Records what the re-check of `unchecked` documents established. A
+    /// signer found revoked after its document was taken (and perhaps
+    /// delivered) is logged as an error for an operator: the document
+    /// stays, its evidence says so.
+    async fn recheck_revocations(&self) {
+        for (id, evidence) in self.exchange.recheck().await {
+            if evidence.status == "revoked" {
+                tracing::error!(request = %id, reason = evidence.reason.as_deref().unwrap_or(""), "a document's signer turned out revoked after it was taken");
+                crate::metrics::revocation_check("recheck", "revoked");
+            }
+            let now = self.store.clock_ms();
+            let change = move |r: &mut RequestRecord| {
+                lifecycle::apply(
+                    r,
+                    &Event::Rechecked {
+                        revocation: &evidence,
+                    },
+                    now,
+                )
+            };
+            if let Err(e) = self.record(&id, None, change).await {
+                tracing::warn!(request = %id, error = %e, "cannot record a revocation re-check");
+            }
+        }
+    }
+
+    /// How `registry`'s certificates are checked for revocation, and the
+    /// newest good answer.
+    pub fn revocation(&self, registry: &str) -> RevocationStatus {
+        RevocationStatus {
+            policy: self
+                .exchange
+                .revocation_policy(registry)
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
+            last_good_ms: self.exchange.revocation().last_good_ms(registry),
+        }
+    }
+
     pub fn new(
         cfg: &GatewayConfig,
         store: Arc<dyn QueueStore>,
@@ -401,6 +451,7 @@ impl Dispatcher {
             cases,
             gates,
             policy: cfg.retry.clone(),
+            revocation_recheck: cfg.gateway.revocation_recheck,
             wake,
             busy: Mutex::new(HashSet::new()),
             modes: cfg
@@ -457,10 +508,22 @@ impl Dispatcher {
             .take()
             .map(|rx| tokio::spawn(recorder(self.store.clone(), rx)));
         let me = self.clone();
+        let mut quit = stop.clone();
+        let rechecker = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(me.revocation_recheck) => {}
+                    _ = quit.changed() => break,
+                }
+                me.recheck_revocations().await;
+            }
+        });
+        let me = self.clone();
         crate::schedule::rounds("dispatcher", &self.wake, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await;
+        rechecker.abort();
         // Every delivery task has finished: nothing waits on the writer.
         for w in [writer, recorder].into_iter().flatten() {
             w.abort();
@@ -720,7 +783,7 @@ impl Dispatcher {
         };
         drop(permit);
         let now = self.store.clock_ms();
-        let (outcome, status, duration_ms, signer, document) = match result {
+        let (outcome, status, duration_ms, signer, document, revocation) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
                     .then_some(a.response)
@@ -731,11 +794,12 @@ impl Dispatcher {
                     a.duration.as_millis() as u64,
                     a.signer,
                     doc,
+                    a.revocation,
                 )
             }
             // The request cannot even be built (a service removed from the
             // configuration, say): nothing will change by retrying.
-            Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None),
+            Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None, None),
         };
         crate::metrics::attempt(
             &rec.registry,
@@ -796,6 +860,7 @@ impl Dispatcher {
                 duration_ms,
                 http_status: status,
                 signer: signer.as_deref(),
+                revocation: revocation.as_ref(),
             };
             let answered = Event::Answered {
                 facts: &facts,

@@ -41,6 +41,11 @@ pub enum Content {
     IdMismatch { expected: String, found: String },
     /// Signed, but not valid against the schemas.
     SchemaInvalid(String),
+    /// Signed by a certificate that is revoked (or unknown to its CA).
+    Revoked(String),
+    /// Signed by a certificate whose revocation status the policy needs
+    /// and could not be had.
+    RevocationUnknown(String),
     /// A verified, valid document of the expected kind.
     Document,
     /// A verified, valid payload of another kind than the service's document.
@@ -118,6 +123,10 @@ pub fn classify(obs: &Observation) -> Outcome {
         // check out is never trusted.
         Content::BadSignature(e) => security(format!("response signature does not verify: {e}")),
         Content::HashMismatch => security("response requestHash does not match the request sent"),
+        Content::Revoked(e) => security(format!("the registry's signing certificate is {e}")),
+        Content::RevocationUnknown(e) => {
+            retryable(format!("the registry's signing certificate: {e}"), None)
+        }
         Content::IdMismatch { expected, found } => security(format!(
             "response answers request {found:?}, not {expected:?}"
         )),

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::config::{GatewayConfig, Member, ServiceConfig};
+use crate::lifecycle::RevocationRecord;
+use crate::pki::revocation::{self, Checker, Verdict};
 use crate::protocol::envelope::{self, Body, Headers};
 use crate::protocol::{request_hash, Subject};
 use crate::xml::schema::Validator;
@@ -60,6 +62,8 @@ pub struct RegistryClient {
     trust: TrustStore,
     member: Member,
     max_body: usize,
+    revocation: revocation::Policy,
+    sources: revocation::Sources,
 }
 
 /// What one request is, for the envelope.
@@ -88,6 +92,8 @@ pub struct Attempt {
     pub response: Option<Vec<u8>>,
     /// Subject of the registry's signing certificate, once verified.
     pub signer: Option<String>,
+    /// How the signer's certificate stood (for a document).
+    pub revocation: Option<RevocationRecord>,
     pub duration: Duration,
 }
 
@@ -99,7 +105,24 @@ pub struct Exchange {
     key: Arc<SigningKey>,
     validator: Validator,
     limits: Limits,
+    checker: Arc<Checker>,
+    grace: Duration,
+    /// Documents taken with their signer's status unchecked, to be
+    /// checked again ([`Exchange::recheck`]).
+    rechecks: std::sync::Mutex<Vec<Recheck>>,
 }
+
+/// A document whose signer's revocation status is still to be had.
+struct Recheck {
+    request: String,
+    cert: openssl::x509::X509,
+    issuer: openssl::x509::X509,
+    sources: revocation::Sources,
+}
+
+/// Rechecks waiting at most: beyond, the oldest are dropped (and stay
+/// `unchecked`, as the record says).
+const MAX_RECHECKS: usize = 100_000;
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -123,7 +146,13 @@ fn transport(e: &reqwest::Error) -> Transport {
     // rustls's error is buried under connector wrappers (and an io::Error
     // whose source() skips it), so read its message: rustls says "invalid
     // peer certificate" only when *we* reject the server; a server that
-    // rejects us shows as a received alert.
+    // rejects us shows as a received alert. A status not yet established
+    // (`require`) is looked up meanwhile: worth another try.
+    if text.contains("UnknownRevocationStatus") {
+        return Transport::Tls(format!(
+            "the registry's TLS certificate: revocation status not yet established: {text}"
+        ));
+    }
     if let Some(i) = text.find("invalid peer certificate") {
         return Transport::UntrustedServer(text[i..].to_owned());
     }
@@ -138,6 +167,30 @@ fn transport(e: &reqwest::Error) -> Transport {
         return Transport::Connect(text);
     }
     Transport::Interrupted(text)
+}
+
+/// A confirmed status as the document keeps it.
+fn evidence(a: &revocation::Answer) -> RevocationRecord {
+    use base64::Engine;
+    let (ocsp, number, url) = match &a.source {
+        revocation::Source::Ocsp { der } => (
+            Some(base64::engine::general_purpose::STANDARD.encode(der)),
+            None,
+            None,
+        ),
+        revocation::Source::Crl { number, url } => (None, number.clone(), Some(url.clone())),
+    };
+    RevocationRecord {
+        status: "good".into(),
+        method: Some(a.method().into()),
+        checked_ms: a.checked_ms,
+        this_update_ms: Some(a.this_update_ms),
+        next_update_ms: a.next_update_ms,
+        crl_number: number,
+        crl_url: url,
+        ocsp_response: ocsp,
+        reason: None,
+    }
 }
 
 impl Exchange {
@@ -168,28 +221,68 @@ impl Exchange {
                 });
             }
         }
-        if crate::pki::pkcs11::is_uri(&g.tls_key.to_string_lossy()) {
-            return Err(ExchangeError::File {
+        // Our TLS client certificate with its key (a PEM file or a key on a
+        // token), once for all registries.
+        let ours = crate::pki::tls::load_certs(&g.tls_cert).map_err(|e| ExchangeError::File {
+            path: g.tls_cert.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let identity = crate::pki::pkcs11::certified_key(ours, &g.tls_key).map_err(|detail| {
+            ExchangeError::File {
                 path: crate::pki::pkcs11::redact(&g.tls_key.to_string_lossy()),
-                detail: "a TLS client key on a token is not supported yet: give a PEM file (the seal, gateway.sign_key, may be on the token)".into(),
-            });
-        }
-        let mut identity = read(&g.tls_cert)?;
-        identity.push(b'\n');
-        identity.extend(read(&g.tls_key)?);
+                detail,
+            }
+        })?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let checker = Arc::new(Checker::default());
         let mut registries = BTreeMap::new();
         for (name, r) in &cfg.registries {
             let cerr = |detail: String| ExchangeError::Client {
                 registry: name.clone(),
                 detail,
             };
-            let roots = reqwest::Certificate::from_pem_bundle(&read(&r.tls_ca)?)
-                .map_err(|e| cerr(format!("{}: {e}", r.tls_ca.display())))?;
-            let id = reqwest::Identity::from_pem(&identity)
-                .map_err(|e| cerr(format!("{}: {e}", g.tls_cert.display())))?;
+            let mut roots = rustls::RootCertStore::empty();
+            let mut anchors = Vec::new();
+            for c in crate::pki::tls::load_certs(&r.tls_ca).map_err(|e| cerr(e.to_string()))? {
+                anchors.push(
+                    openssl::x509::X509::from_der(&c)
+                        .map_err(|e| cerr(format!("{}: {e}", r.tls_ca.display())))?,
+                );
+                roots
+                    .add(c)
+                    .map_err(|e| cerr(format!("{}: {e}", r.tls_ca.display())))?;
+            }
+            // The registry's TLS certificate: its chain by rustls, then its
+            // revocation status as the registry's policy says.
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| cerr(e.to_string()))?;
+            let verifier = revocation::tls::ServerVerifier::new(
+                webpki,
+                revocation::tls::Gate::new(
+                    checker.clone(),
+                    anchors,
+                    r.revocation,
+                    revocation::Sources {
+                        ocsp_url: r.ocsp_url.clone(),
+                        crl: r.crl.clone(),
+                    },
+                ),
+            );
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| cerr(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    identity.clone(),
+                )));
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             let http = reqwest::Client::builder()
-                .tls_certs_only(roots)
-                .identity(id)
+                .use_preconfigured_tls(tls)
                 .https_only(true)
                 .connect_timeout(r.connect_timeout)
                 .timeout(r.timeout)
@@ -209,6 +302,11 @@ impl Exchange {
                     trust,
                     member: r.member.clone(),
                     max_body: g.max_body_bytes,
+                    revocation: r.revocation,
+                    sources: revocation::Sources {
+                        ocsp_url: r.ocsp_url.clone(),
+                        crl: r.crl.clone(),
+                    },
                 },
             );
         }
@@ -224,7 +322,62 @@ impl Exchange {
             key: Arc::new(key),
             validator: Validator::start(schemas, limits.clone())?,
             limits,
+            checker,
+            grace: g.revocation_grace,
+            rechecks: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// The revocation checker the exchanges share (its answers, and the
+    /// time of each registry's last good one).
+    pub fn revocation(&self) -> &Arc<Checker> {
+        &self.checker
+    }
+
+    /// Asks again about every document taken `unchecked`; answers, for
+    /// each whose status is now established, its request id and the
+    /// evidence (`good`, or `revoked` with the reason). The others wait
+    /// for the next call. (Kept in memory: after a restart, a document
+    /// still `unchecked` stays so, and its record says it.)
+    pub async fn recheck(&self) -> Vec<(String, RevocationRecord)> {
+        let todo = std::mem::take(&mut *crate::sync::lock(&self.rechecks));
+        let mut settled = Vec::new();
+        let mut again = Vec::new();
+        for r in todo {
+            match self
+                .checker
+                .status_now(&r.cert, &r.issuer, &r.sources)
+                .await
+            {
+                Ok(a) => {
+                    let mut e = evidence(&a);
+                    if a.state != revocation::State::Good {
+                        e.status = "revoked".into();
+                        e.reason = Some(match a.state {
+                            revocation::State::Revoked { at_ms, .. } => format!(
+                                "revoked since {}, found after the document was taken",
+                                revocation::rfc3339(at_ms)
+                            ),
+                            _ => {
+                                "unknown to its CA's responder, found after the document was taken"
+                                    .into()
+                            }
+                        });
+                    }
+                    settled.push((r.request, e));
+                }
+                Err(_) => again.push(r),
+            }
+        }
+        let mut q = crate::sync::lock(&self.rechecks);
+        again.append(&mut q);
+        *q = again;
+        settled
+    }
+
+    /// A registry's revocation policy.
+    pub fn revocation_policy(&self, registry: &str) -> Option<revocation::Policy> {
+        self.registries.get(registry).map(|r| r.revocation)
     }
 
     pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
@@ -275,13 +428,14 @@ impl Exchange {
                     status: None,
                     response: None,
                     signer: None,
+                    revocation: None,
                     duration: Duration::ZERO,
                 });
             }
             Err(e) => return Err(ExchangeError::Sign(e)),
         };
         let started = Instant::now();
-        let (status, response, observation, signer) = self
+        let (status, response, observation, signer, revocation) = self
             .send(reg, svc, &headers, &request, call.ticket.is_some())
             .await;
         Ok(Attempt {
@@ -290,6 +444,7 @@ impl Exchange {
             status,
             response,
             signer,
+            revocation,
             duration: started.elapsed(),
         })
     }
@@ -301,7 +456,13 @@ impl Exchange {
         headers: &Headers,
         request: &[u8],
         polling: bool,
-    ) -> (Option<u16>, Option<Vec<u8>>, Observation, Option<String>) {
+    ) -> (
+        Option<u16>,
+        Option<Vec<u8>>,
+        Observation,
+        Option<String>,
+        Option<RevocationRecord>,
+    ) {
         let resp = match reg
             .http
             .post(&reg.url)
@@ -311,7 +472,15 @@ impl Exchange {
             .await
         {
             Ok(r) => r,
-            Err(e) => return (None, None, Observation::Transport(transport(&e)), None),
+            Err(e) => {
+                return (
+                    None,
+                    None,
+                    Observation::Transport(transport(&e)),
+                    None,
+                    None,
+                )
+            }
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -324,7 +493,7 @@ impl Exchange {
             let t = Transport::TooLarge {
                 limit: reg.max_body,
             };
-            (Some(status), None, Observation::Transport(t), None)
+            (Some(status), None, Observation::Transport(t), None, None)
         };
         if resp
             .content_length()
@@ -349,11 +518,12 @@ impl Exchange {
                         Some(body),
                         Observation::Transport(transport(&e)),
                         None,
+                        None,
                     )
                 }
             }
         }
-        let (content, signer) = self.examine(reg, svc, headers, request, &body).await;
+        let (content, signer, revocation) = self.examine(reg, svc, headers, request, &body).await;
         (
             Some(status),
             Some(body),
@@ -364,6 +534,7 @@ impl Exchange {
                 polling,
             },
             signer,
+            revocation,
         )
     }
 
@@ -375,10 +546,10 @@ impl Exchange {
         headers: &Headers,
         request: &[u8],
         body: &[u8],
-    ) -> (Content, Option<String>) {
+    ) -> (Content, Option<String>, Option<RevocationRecord>) {
         let verified = match xml::verify(body, &reg.trust, &self.limits) {
             Ok(v) => v,
-            Err(DsigError::Xml(e)) => return (Content::Malformed(e.to_string()), None),
+            Err(DsigError::Xml(e)) => return (Content::Malformed(e.to_string()), None, None),
             Err(DsigError::NoSignature) => {
                 // An unsigned answer: note a fault code if it carries one,
                 // for the message, but trust nothing in it.
@@ -390,17 +561,17 @@ impl Exchange {
                     let c = d.child(f, "", "faultcode")?;
                     Some(d.text(c).trim().to_owned())
                 });
-                return (Content::Unsigned { fault }, None);
+                return (Content::Unsigned { fault }, None, None);
             }
-            Err(e) => return (Content::BadSignature(e.to_string()), None),
+            Err(e) => return (Content::BadSignature(e.to_string()), None, None),
         };
         let signer = Some(verified.signer_subject());
         let env = match envelope::read(&verified.doc) {
             Ok(e) => e,
-            Err(e) => return (Content::Malformed(e.to_string()), signer),
+            Err(e) => return (Content::Malformed(e.to_string()), signer, None),
         };
         if env.request_hash.as_deref() != Some(request_hash(request).as_str()) {
-            return (Content::HashMismatch, signer);
+            return (Content::HashMismatch, signer, None);
         }
         if env.headers.id != headers.id {
             return (
@@ -409,18 +580,68 @@ impl Exchange {
                     found: env.headers.id,
                 },
                 signer,
+                None,
             );
         }
+        // Is the signer's certificate still good? Asked only of a genuine
+        // answer to this request, so that no one makes us ask for nothing.
+        let issuer = revocation::issuer_of(&verified.signer, reg.trust.anchors());
+        let verdict = self
+            .checker
+            .judge(
+                &reg.name,
+                reg.revocation,
+                self.grace,
+                &verified.signer,
+                issuer.as_ref(),
+                &reg.sources,
+            )
+            .await;
+        let revocation = match verdict {
+            Verdict::Revoked { reason } => return (Content::Revoked(reason), signer, None),
+            Verdict::Refused { reason } => {
+                return (Content::RevocationUnknown(reason), signer, None)
+            }
+            Verdict::Good(a) => Some(evidence(&a)),
+            Verdict::Unchecked { reason } => {
+                tracing::warn!(registry = %reg.name, %reason, "revocation not checked; the document is flagged");
+                if let Some(issuer) = &issuer {
+                    let mut q = crate::sync::lock(&self.rechecks);
+                    if q.len() >= MAX_RECHECKS {
+                        q.remove(0);
+                    }
+                    q.push(Recheck {
+                        request: headers.id.clone(),
+                        cert: verified.signer.clone(),
+                        issuer: issuer.clone(),
+                        sources: reg.sources.clone(),
+                    });
+                }
+                Some(RevocationRecord {
+                    status: "unchecked".into(),
+                    method: None,
+                    checked_ms: crate::lifecycle::now_ms(),
+                    this_update_ms: None,
+                    next_update_ms: None,
+                    crl_number: None,
+                    crl_url: None,
+                    ocsp_response: None,
+                    reason: Some(reason),
+                })
+            }
+            Verdict::Off => None,
+        };
         let v = self.validator.clone();
         let bytes = body.to_vec();
         let valid = tokio::task::spawn_blocking(move || v.validate(&bytes)).await;
         match valid {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return (Content::SchemaInvalid(e.to_string()), signer),
+            Ok(Err(e)) => return (Content::SchemaInvalid(e.to_string()), signer, None),
             Err(e) => {
                 return (
                     Content::SchemaInvalid(format!("validation did not run: {e}")),
                     signer,
+                    None,
                 )
             }
         }
@@ -449,6 +670,6 @@ impl Exchange {
             },
             Body::Poll { .. } => Content::UnexpectedPayload("jum:Poll".into()),
         };
-        (content, signer)
+        (content, signer, revocation)
     }
 }

@@ -22,7 +22,7 @@ pub mod record;
 pub mod retry;
 
 pub use outcome::Outcome;
-pub use record::{now_ms, AttemptRecord, RequestRecord, State, RECORD_VERSION};
+pub use record::{now_ms, AttemptRecord, RequestRecord, RevocationRecord, State, RECORD_VERSION};
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
 use crate::config::RetryConfig;
@@ -66,6 +66,9 @@ pub enum Event<'a> {
     Unindex,
     /// The deadline watch found it within the warning of its ZUP deadline.
     AtRisk,
+    /// The revocation status of its document's signer, established after
+    /// the document was taken `unchecked`.
+    Rechecked { revocation: &'a RevocationRecord },
 }
 
 impl Event<'_> {
@@ -82,6 +85,7 @@ impl Event<'_> {
             Event::Unroutable => "unroutable",
             Event::Unindex => "unindex",
             Event::AtRisk => "at-risk",
+            Event::Rechecked { .. } => "rechecked",
         }
     }
 }
@@ -202,6 +206,17 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
                 return false;
             }
             r.at_risk = true;
+            true
+        }
+        Event::Rechecked { revocation } => {
+            let unchecked = r
+                .revocation
+                .as_ref()
+                .is_some_and(|v| v.status == "unchecked");
+            if r.document_id.is_none() || !unchecked {
+                return false;
+            }
+            r.revocation = Some((*revocation).clone());
             true
         }
     };

@@ -114,6 +114,36 @@ pub struct RequestRecord {
     /// Failed deliveries of its document since it was fetched.
     #[serde(default)]
     pub delivery_failures: u32,
+    /// How the registry signer's certificate stood when the document came.
+    #[serde(default)]
+    pub revocation: Option<RevocationRecord>,
+}
+
+/// The evidence kept with a document that its signer's certificate was
+/// not revoked when it came (or why that was not established).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// `good`: confirmed not revoked; `unchecked`: not established, and
+    /// accepted by the registry's `prefer` policy, to be checked again.
+    pub status: String,
+    /// `ocsp` or `crl`, for a confirmed status.
+    #[serde(default)]
+    pub method: Option<String>,
+    pub checked_ms: u64,
+    #[serde(default)]
+    pub this_update_ms: Option<u64>,
+    #[serde(default)]
+    pub next_update_ms: Option<u64>,
+    #[serde(default)]
+    pub crl_number: Option<String>,
+    #[serde(default)]
+    pub crl_url: Option<String>,
+    /// The OCSP response that confirmed it, DER in base64.
+    #[serde(default)]
+    pub ocsp_response: Option<String>,
+    /// Why the status was not established.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl RequestRecord {
@@ -156,6 +186,7 @@ impl RequestRecord {
             error: None,
             at_risk: false,
             delivery_failures: 0,
+            revocation: None,
         }
     }
 

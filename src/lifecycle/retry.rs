@@ -50,6 +50,8 @@ pub struct AttemptFacts<'a> {
     pub duration_ms: u64,
     pub http_status: Option<u16>,
     pub signer: Option<&'a str>,
+    /// How the signer's certificate stood (documents only).
+    pub revocation: Option<&'a super::RevocationRecord>,
 }
 
 /// Applies an attempt's outcome to a request that was `sending`. Returns
@@ -102,6 +104,7 @@ pub(super) fn apply(
             r.state = State::Fetched;
             r.document_id = Some(r.id.clone());
             r.signer = f.signer.map(str::to_owned);
+            r.revocation = f.revocation.cloned();
             r.security_failures = 0;
             r.ticket = None;
             r.error = None;
@@ -209,6 +212,7 @@ mod tests {
             error: None,
             at_risk: false,
             delivery_failures: 0,
+            revocation: None,
         }
     }
 
@@ -219,6 +223,7 @@ mod tests {
             duration_ms: 5,
             http_status: Some(200),
             signer: Some("CN=x"),
+            revocation: None,
         }
     }
 

@@ -82,8 +82,10 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             duration_ms: 5,
             http_status: Some(200),
             signer: Some("CN=registry"),
+            revocation: None,
         })
         .collect();
+    let rechecked = good_revocation();
     let mut events = vec![
         Event::Lease {
             due: DUE,
@@ -104,6 +106,9 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
         Event::Unroutable,
         Event::Unindex,
         Event::AtRisk,
+        Event::Rechecked {
+            revocation: &rechecked,
+        },
     ];
     for f in &facts {
         events.push(Event::Answered {
@@ -203,6 +208,7 @@ fn stale_events_change_nothing() {
         duration_ms: 1,
         http_status: Some(200),
         signer: None,
+        revocation: None,
     };
     let retry = RetryConfig::default();
     let answered = Event::Answered {
@@ -230,4 +236,40 @@ fn work_is_kept_as_a_code_and_read_back() {
     assert_eq!(Work::of(&r), Some(Work::Exchange("civil".into())));
     r.due_ms = None;
     assert_eq!(Work::of(&r), None);
+}
+
+fn good_revocation() -> RevocationRecord {
+    RevocationRecord {
+        status: "good".into(),
+        method: Some("ocsp".into()),
+        checked_ms: NOW,
+        this_update_ms: Some(NOW),
+        next_update_ms: None,
+        crl_number: None,
+        crl_url: None,
+        ocsp_response: Some("MAo=".into()),
+        reason: None,
+    }
+}
+
+/// A document taken with its signer's status unchecked gets the status
+/// once it is established, once; any other record is left alone.
+#[test]
+fn a_later_revocation_answer_fills_in_an_unchecked_document() {
+    let good = good_revocation();
+    let e = Event::Rechecked { revocation: &good };
+    for state in [State::Fetched, State::Delivered] {
+        let mut r = record(state, None, false);
+        r.document_id = Some(r.id.clone());
+        assert!(!apply(&mut r, &e, NOW), "{state:?} without evidence");
+        r.revocation = Some(RevocationRecord {
+            status: "unchecked".into(),
+            reason: Some("responder down".into()),
+            ..good.clone()
+        });
+        assert!(apply(&mut r, &e, NOW));
+        assert_eq!(r.revocation.as_ref(), Some(&good));
+        assert_eq!(r.state, state);
+        assert!(!apply(&mut r, &e, NOW), "{state:?} twice");
+    }
 }

@@ -84,9 +84,33 @@ fn describe() {
         "Signatures the seal's device (PKCS#11 token) failed to make; the attempt is retried"
     );
     describe_counter!(
+        "jumgw_revocation_checks_total",
+        "Revocation checks (OCSP, CRL) by method and result"
+    );
+    describe_gauge!(
+        "jumgw_revocation_last_good_timestamp_seconds",
+        "When the newest good revocation answer for a registry's certificate came (Unix time)"
+    );
+    describe_gauge!(
+        "jumgw_revocation_good_age_seconds",
+        "Age of the newest good revocation answer for a registry's certificates"
+    );
+    describe_counter!(
         "jumgw_api_tls_refused_total",
         "TLS handshakes the API refused (no, or an untrusted, client certificate)"
     );
+}
+
+/// A revocation check by `method` (ocsp, crl) came to `result` (good,
+/// revoked, unknown, unavailable, error).
+pub fn revocation_check(method: &'static str, result: &'static str) {
+    counter!("jumgw_revocation_checks_total", "method" => method, "result" => result).increment(1);
+}
+
+/// A good revocation answer for a registry's certificate at `at_ms`.
+pub fn revocation_good(registry: &str, at_ms: u64) {
+    gauge!("jumgw_revocation_last_good_timestamp_seconds", "registry" => registry.to_owned())
+        .set(at_ms as f64 / 1000.0);
 }
 
 /// The seal's device failed to sign.
@@ -165,6 +189,11 @@ pub fn set_levels(l: &Levels<'_>) {
         for c in &r.certificates {
             gauge!("jumgw_certificate_days_left", "registry" => r.gate.registry.clone(), "role" => c.role.clone())
                 .set(c.days_left as f64);
+        }
+        if let Some(at) = r.revocation.last_good_ms {
+            let age = crate::lifecycle::now_ms().saturating_sub(at) as f64 / 1000.0;
+            gauge!("jumgw_revocation_good_age_seconds", "registry" => r.gate.registry.clone())
+                .set(age);
         }
     }
     for c in &l.gateway_certs {

@@ -3,6 +3,7 @@
 //! deliberately wrong ones (other CA, expired, wrong key usage).
 
 pub mod pkcs11;
+pub mod revocation;
 pub mod tls;
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
@@ -10,7 +11,7 @@ use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
@@ -56,6 +57,10 @@ pub struct CertSpec {
     pub not_before_days: i64,
     /// Validity end relative to now, in days.
     pub not_after_days: i64,
+    /// The OCSP responder the certificate names (its AIA).
+    pub ocsp_url: Option<String>,
+    /// The CRL distribution point the certificate names.
+    pub crl_url: Option<String>,
 }
 
 impl CertSpec {
@@ -67,6 +72,8 @@ impl CertSpec {
             san: Vec::new(),
             not_before_days: -1,
             not_after_days: if role == Role::Ca { 3650 } else { 825 },
+            ocsp_url: None,
+            crl_url: None,
         }
     }
 }
@@ -85,6 +92,23 @@ pub fn issue(
     key: &PKey<Private>,
     issuer: Option<(&X509, &PKey<Private>)>,
 ) -> Result<X509, openssl::error::ErrorStack> {
+    issue_for(
+        spec,
+        key,
+        issuer.map(|(c, _)| c),
+        issuer.map_or(key, |(_, k)| k),
+    )
+}
+
+/// Issues a certificate for a public key (one whose private half lives
+/// on a token, say), signed by `signer`, the key of `issuer` (or of the
+/// certificate itself when `issuer` is `None`).
+pub fn issue_for<T: HasPublic>(
+    spec: &CertSpec,
+    key: &PKeyRef<T>,
+    issuer: Option<&X509>,
+    signer: &PKeyRef<Private>,
+) -> Result<X509, openssl::error::ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, &spec.organization)?;
     name.append_entry_by_nid(Nid::COMMONNAME, &spec.common_name)?;
@@ -96,7 +120,7 @@ pub fn issue(
     let serial = Asn1Integer::from_bn(&serial)?;
     b.set_serial_number(&serial)?;
     b.set_subject_name(&name)?;
-    b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name()))?;
+    b.set_issuer_name(issuer.map_or(&name, |c| c.subject_name()))?;
     b.set_pubkey(key)?;
     let (nb, na) = (time(spec.not_before_days)?, time(spec.not_after_days)?);
     b.set_not_before(&nb)?;
@@ -153,13 +177,36 @@ pub fn issue(
                 san.dns(s);
             }
         }
-        let ext = san.build(&b.x509v3_context(issuer.map(|(c, _)| &**c), None))?;
+        let ext = san.build(&b.x509v3_context(issuer.map(|c| &**c), None))?;
         b.append_extension(ext)?;
     }
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
-    let signing_key = issuer.map_or(key, |(_, k)| k);
-    b.sign(signing_key, MessageDigest::sha256())?;
+    // The openssl crate has no builder for these two; its config-string
+    // form is the documented way.
+    #[allow(deprecated)]
+    {
+        use openssl::x509::X509Extension;
+        if let Some(u) = &spec.ocsp_url {
+            let ctx = b.x509v3_context(issuer.map(|c| &**c), None);
+            b.append_extension(X509Extension::new_nid(
+                None,
+                Some(&ctx),
+                Nid::INFO_ACCESS,
+                &format!("OCSP;URI:{u}"),
+            )?)?;
+        }
+        if let Some(u) = &spec.crl_url {
+            let ctx = b.x509v3_context(issuer.map(|c| &**c), None);
+            b.append_extension(X509Extension::new_nid(
+                None,
+                Some(&ctx),
+                Nid::CRL_DISTRIBUTION_POINTS,
+                &format!("URI:{u}"),
+            )?)?;
+        }
+    }
+    b.sign(signer, MessageDigest::sha256())?;
     Ok(b.build())
 }
 
@@ -189,6 +236,13 @@ impl Issued {
     }
 }
 
+/// Where the development PKI's certificates say their OCSP responder and
+/// CRL are: the registry simulator's control endpoint at its default
+/// address (config/simulator.toml); `serve --demo` points the gateway at
+/// the embedded simulator's instead.
+pub const DEV_OCSP: &str = "http://127.0.0.1:9440/ocsp";
+pub const DEV_CRL: &str = "http://127.0.0.1:9440/ca.crl";
+
 /// The registries the development PKI makes certificates for.
 pub const REGISTRIES: [&str; 3] = ["civil", "cadastre", "tax"];
 
@@ -206,6 +260,8 @@ pub enum PkiError {
     },
     #[error("openssl: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    #[error("{0}")]
+    Token(#[from] pkcs11::Pkcs11Error),
 }
 
 /// One file written by [`init_dev`], for the report.
@@ -272,6 +328,32 @@ pub fn init_dev_with(
     force: bool,
     sign: KeyKind,
 ) -> Result<Vec<Written>, PkiError> {
+    init_dev_on(dir, force, sign, None)
+}
+
+/// The URI of the gateway's TLS client key beside its seal on a token:
+/// the seal's label with `-tls`.
+pub fn tls_key_uri(seal: &str) -> String {
+    match seal.find("object=") {
+        Some(at) => {
+            let tail = &seal[at + "object=".len()..];
+            let end = tail.find([';', '?']).unwrap_or(tail.len());
+            let at = at + "object=".len() + end;
+            format!("{}-tls{}", &seal[..at], &seal[at..])
+        }
+        None => seal.to_owned(),
+    }
+}
+
+/// [`init_dev_with`], the gateway's seal and TLS client keys made on the
+/// token `seal` names (its label, and that label with `-tls`) instead of
+/// in files: only their certificates are written.
+pub fn init_dev_on(
+    dir: &std::path::Path,
+    force: bool,
+    sign: KeyKind,
+    seal: Option<&str>,
+) -> Result<Vec<Written>, PkiError> {
     let mut names: Vec<String> = vec![
         files::CA.into(),
         files::CA_KEY.into(),
@@ -304,6 +386,7 @@ pub fn init_dev_with(
     })?;
 
     let mut written = Vec::new();
+    let mut made = Vec::new();
     let mut put =
         |name: &str, data: &[u8], secret: bool, expires: Option<String>| -> Result<(), PkiError> {
             let path = dir.join(name);
@@ -321,7 +404,44 @@ pub fn init_dev_with(
     put(files::CA, &ca.cert_pem()?, false, expiry(&ca.cert))?;
     put(files::CA_KEY, &ca.key_pem()?, true, None)?;
 
-    let mut leaf = |base: &str, spec: CertSpec, kind: KeyKind| -> Result<(), PkiError> {
+    if let Some(uri) = seal {
+        for (base, uri, spec, kind) in [
+            (
+                files::GATEWAY_TLS,
+                tls_key_uri(uri),
+                CertSpec::new("jum-gateway", Role::TlsClient),
+                sign,
+            ),
+            (
+                files::GATEWAY_SIGN,
+                uri.to_owned(),
+                CertSpec::new("jum-gateway signer", Role::Signing),
+                sign,
+            ),
+        ] {
+            let mut spec = spec;
+            spec.ocsp_url = Some(DEV_OCSP.into());
+            spec.crl_url = Some(DEV_CRL.into());
+            let public = pkcs11::generate(&uri, kind, force)?;
+            let cert = issue_for(&spec, &public, Some(&ca.cert), &ca.key)?;
+            put(
+                &format!("{base}.pem"),
+                &cert.to_pem()?,
+                false,
+                expiry(&cert),
+            )?;
+            made.push(Written {
+                path: uri.into(),
+                expires: None,
+            });
+        }
+    }
+    let mut leaf = |base: &str, mut spec: CertSpec, kind: KeyKind| -> Result<(), PkiError> {
+        spec.ocsp_url = Some(DEV_OCSP.into());
+        spec.crl_url = Some(DEV_CRL.into());
+        if seal.is_some() && (base == files::GATEWAY_TLS || base == files::GATEWAY_SIGN) {
+            return Ok(());
+        }
         let i = Issued::new(&spec, kind, Some(&ca))?;
         put(
             &format!("{base}.pem"),
@@ -355,6 +475,7 @@ pub fn init_dev_with(
     // production they differ (each side trusts the other's CA).
     put(files::GATEWAY_TRUST, &ca.cert_pem()?, false, None)?;
     put(files::REGISTRY_TRUST, &ca.cert_pem()?, false, None)?;
+    written.extend(made);
     Ok(written)
 }
 

@@ -5,16 +5,19 @@
 //! comes out. The PIN comes from `pin-value`, `pin-source=file:…`, or
 //! `JUMGW_PKCS11_PIN`; it is never shown (`Pkcs11Uri::redacted`).
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
+use crate::pki::KeyKind;
 use crate::xml::{Algorithm, DeviceKey};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -188,75 +191,158 @@ pub struct TokenKey {
     slot: Slot,
     key: ObjectHandle,
     alg: Algorithm,
+    /// An EC key on P-256, the one curve TLS 1.3 pairs with SHA-256.
+    p256: bool,
     sessions: Mutex<Vec<Session>>,
     pin: Option<AuthPin>,
     uri: String,
 }
 
+/// One context per module in the process: the seal and the TLS key of
+/// one token share the library's initialisation (PKCS#11 allows one
+/// `C_Initialize` per process, and `C_Finalize` would end it for both).
+fn context(module: &Path) -> Result<Pkcs11, String> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut all = crate::sync::lock(CONTEXTS.get_or_init(Default::default));
+    if let Some(c) = all.get(module) {
+        return Ok(c.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| format!("loading the module: {e}"))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => {}
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => return Err(format!("initialising the module: {e}")),
+    }
+    all.insert(module.to_owned(), ctx.clone());
+    Ok(ctx)
+}
+
+/// The module's context, the slot of the token the URI names, and its PIN.
+fn token(uri: &str, u: &Pkcs11Uri) -> Result<(Pkcs11, Slot, Option<AuthPin>), Pkcs11Error> {
+    let shown = redact(uri);
+    let fail = |what: &str, e: &dyn std::fmt::Display| Pkcs11Error::Token {
+        uri: shown.clone(),
+        detail: format!("{what}: {e}"),
+    };
+    let ctx = context(&u.module_path).map_err(|e| Pkcs11Error::Token {
+        uri: shown.clone(),
+        detail: e,
+    })?;
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| fail("listing tokens", &e))?;
+    let slot = slots
+        .into_iter()
+        .find(|s| {
+            u.token.as_deref().is_none_or(|want| {
+                ctx.get_token_info(*s)
+                    .map(|i| i.label().trim_end() == want)
+                    .unwrap_or(false)
+            })
+        })
+        .ok_or_else(|| Pkcs11Error::Token {
+            uri: shown.clone(),
+            detail: format!(
+                "no token{} in this module",
+                u.token
+                    .as_deref()
+                    .map(|t| format!(" labelled {t:?}"))
+                    .unwrap_or_default()
+            ),
+        })?;
+    let pin = u.pin(uri)?;
+    Ok((ctx, slot, pin))
+}
+
+/// Logs the application in (once per token, whichever session does it).
+fn login(session: &Session, pin: Option<&AuthPin>, shown: &str) -> Result<(), Pkcs11Error> {
+    session
+        .login(UserType::User, pin)
+        .or_else(|e| match e {
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => {
+                Ok(())
+            }
+            e => Err(e),
+        })
+        .map_err(|e| Pkcs11Error::Token {
+            uri: shown.to_owned(),
+            detail: format!("logging in (is the PIN right?): {e}"),
+        })
+}
+
+/// A token the URI names, opened and logged in.
+struct Opened {
+    u: Pkcs11Uri,
+    /// The URI without its PIN.
+    shown: String,
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: Option<AuthPin>,
+    session: Session,
+}
+
+impl Opened {
+    fn new(uri: &str, read_write: bool) -> Result<Opened, Pkcs11Error> {
+        let u = Pkcs11Uri::parse(uri)?;
+        let shown = redact(uri);
+        let (ctx, slot, pin) = token(uri, &u)?;
+        let session = if read_write {
+            ctx.open_rw_session(slot)
+        } else {
+            ctx.open_ro_session(slot)
+        }
+        .map_err(|e| Pkcs11Error::Token {
+            uri: shown.clone(),
+            detail: format!("opening a session: {e}"),
+        })?;
+        login(&session, pin.as_ref(), &shown)?;
+        Ok(Opened {
+            u,
+            shown,
+            ctx,
+            slot,
+            pin,
+            session,
+        })
+    }
+}
+
+/// The attributes that find the URI's object of `class`.
+fn template(u: &Pkcs11Uri, class: ObjectClass) -> Vec<Attribute> {
+    let mut t = vec![Attribute::Class(class)];
+    if let Some(o) = &u.object {
+        t.push(Attribute::Label(o.as_bytes().to_vec()));
+    }
+    if let Some(id) = &u.id {
+        t.push(Attribute::Id(id.clone()));
+    }
+    t
+}
+
+/// DER of the OID of P-256 (prime256v1), as CKA_EC_PARAMS holds it.
+const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
 impl TokenKey {
     /// Opens the token the URI names, logs in, finds the key. A wrong
     /// PIN, a missing token or object is an error naming the URI.
     pub fn open(uri: &str) -> Result<Arc<TokenKey>, Pkcs11Error> {
-        let u = Pkcs11Uri::parse(uri)?;
-        let shown = redact(uri);
+        let Opened {
+            u,
+            shown,
+            ctx,
+            slot,
+            pin,
+            session,
+        } = Opened::new(uri, false)?;
         let fail = |what: &str, e: &dyn std::fmt::Display| Pkcs11Error::Token {
             uri: shown.clone(),
             detail: format!("{what}: {e}"),
         };
-        let ctx = Pkcs11::new(&u.module_path).map_err(|e| fail("loading the module", &e))?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => {}
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::CryptokiAlreadyInitialized,
-                _,
-            )) => {}
-            Err(e) => return Err(fail("initialising the module", &e)),
-        }
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(|e| fail("listing tokens", &e))?;
-        let slot = slots
-            .into_iter()
-            .find(|s| {
-                u.token.as_deref().is_none_or(|want| {
-                    ctx.get_token_info(*s)
-                        .map(|i| i.label().trim_end() == want)
-                        .unwrap_or(false)
-                })
-            })
-            .ok_or_else(|| Pkcs11Error::Token {
-                uri: shown.clone(),
-                detail: format!(
-                    "no token{} in this module",
-                    u.token
-                        .as_deref()
-                        .map(|t| format!(" labelled {t:?}"))
-                        .unwrap_or_default()
-                ),
-            })?;
-        let pin = u.pin(uri)?;
-        let session = ctx
-            .open_ro_session(slot)
-            .map_err(|e| fail("opening a session", &e))?;
-        session
-            .login(UserType::User, pin.as_ref())
-            .or_else(|e| match e {
-                cryptoki::error::Error::Pkcs11(
-                    cryptoki::error::RvError::UserAlreadyLoggedIn,
-                    _,
-                ) => Ok(()),
-                e => Err(e),
-            })
-            .map_err(|e| fail("logging in (is the PIN right?)", &e))?;
-        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-        if let Some(o) = &u.object {
-            template.push(Attribute::Label(o.as_bytes().to_vec()));
-        }
-        if let Some(id) = &u.id {
-            template.push(Attribute::Id(id.clone()));
-        }
         let found = session
-            .find_objects(&template)
+            .find_objects(&template(&u, ObjectClass::PRIVATE_KEY))
             .map_err(|e| fail("looking for the key", &e))?;
         let key = match found.as_slice() {
             [k] => *k,
@@ -276,6 +362,10 @@ impl TokenKey {
         let kind = session
             .get_attributes(key, &[AttributeType::KeyType])
             .map_err(|e| fail("reading the key's type", &e))?;
+        let p256 = session
+            .get_attributes(key, &[AttributeType::EcParams])
+            .map(|a| a.contains(&Attribute::EcParams(P256.to_vec())))
+            .unwrap_or(false);
         let alg = match kind.first() {
             Some(Attribute::KeyType(k)) if *k == KeyType::RSA => Algorithm::RsaSha256,
             Some(Attribute::KeyType(k)) if *k == KeyType::EC => Algorithm::EcdsaSha256,
@@ -291,6 +381,7 @@ impl TokenKey {
             slot,
             key,
             alg,
+            p256,
             sessions: Mutex::new(vec![session]),
             pin,
             uri: shown,
@@ -334,31 +425,25 @@ impl TokenKey {
     }
 }
 
-impl DeviceKey for TokenKey {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("uri", &self.uri)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
+}
 
-    fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+impl TokenKey {
+    /// Signs on a session of the pool; a token that was taken out and
+    /// put back (logged out) is logged in again, once.
+    fn sign_with(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, String> {
         let s = self.session().map_err(|e| e.to_string())?;
-        let signed = match self.alg {
-            Algorithm::RsaSha256 => s.sign(&Mechanism::Sha256RsaPkcs, self.key, data),
-            // CKM_ECDSA signs a digest and answers r ‖ s, XML-DSig's form.
-            Algorithm::EcdsaSha256 => {
-                s.sign(&Mechanism::Ecdsa, self.key, &openssl::sha::sha256(data))
-            }
-        };
-        let signed = match signed {
+        let signed = match s.sign(mechanism, self.key, data) {
             Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserNotLoggedIn, _)) => {
-                // The token was removed and put back: log in again, once.
                 s.login(UserType::User, self.pin.as_ref())
                     .map_err(|e| format!("{}: logging in again: {e}", self.uri))?;
-                match self.alg {
-                    Algorithm::RsaSha256 => s.sign(&Mechanism::Sha256RsaPkcs, self.key, data),
-                    Algorithm::EcdsaSha256 => {
-                        s.sign(&Mechanism::Ecdsa, self.key, &openssl::sha::sha256(data))
-                    }
-                }
+                s.sign(mechanism, self.key, data)
             }
             other => other,
         };
@@ -369,6 +454,255 @@ impl DeviceKey for TokenKey {
             }
             // A session that failed is dropped, not pooled.
             Err(e) => Err(format!("{}: signing on the token: {e}", self.uri)),
+        }
+    }
+}
+
+impl DeviceKey for TokenKey {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        match self.alg {
+            Algorithm::RsaSha256 => self.sign_with(&Mechanism::Sha256RsaPkcs, data),
+            // CKM_ECDSA signs a digest and answers r ‖ s, XML-DSig's form.
+            Algorithm::EcdsaSha256 => {
+                self.sign_with(&Mechanism::Ecdsa, &openssl::sha::sha256(data))
+            }
+        }
+    }
+}
+
+/// The key of a token as rustls signs TLS handshakes with it (client or
+/// server): RSA-PSS or PKCS#1 v1.5 with SHA-256, or ECDSA on P-256 with
+/// the signature DER-encoded, as TLS writes it.
+#[derive(Debug)]
+struct TlsKey(Arc<TokenKey>);
+
+#[derive(Debug)]
+struct TlsSigner {
+    key: Arc<TokenKey>,
+    scheme: rustls::SignatureScheme,
+}
+
+impl rustls::sign::SigningKey for TlsKey {
+    fn choose_scheme(
+        &self,
+        offered: &[rustls::SignatureScheme],
+    ) -> Option<Box<dyn rustls::sign::Signer>> {
+        use rustls::SignatureScheme as S;
+        let ours: &[S] = match self.0.alg {
+            Algorithm::RsaSha256 => &[S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256],
+            Algorithm::EcdsaSha256 if self.0.p256 => &[S::ECDSA_NISTP256_SHA256],
+            Algorithm::EcdsaSha256 => &[],
+        };
+        let scheme = ours.iter().find(|s| offered.contains(s))?;
+        Some(Box::new(TlsSigner {
+            key: self.0.clone(),
+            scheme: *scheme,
+        }))
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        match self.0.alg {
+            Algorithm::RsaSha256 => rustls::SignatureAlgorithm::RSA,
+            Algorithm::EcdsaSha256 => rustls::SignatureAlgorithm::ECDSA,
+        }
+    }
+}
+
+impl rustls::sign::Signer for TlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        use rustls::SignatureScheme as S;
+        let failed = |e: String| {
+            tracing::error!(error = %e, "TLS handshake: the key's device failed");
+            crate::metrics::seal_device_failed();
+            rustls::Error::General(e)
+        };
+        match self.scheme {
+            S::RSA_PSS_SHA256 => {
+                let pss = PkcsPssParams {
+                    hash_alg: MechanismType::SHA256,
+                    mgf: PkcsMgfType::MGF1_SHA256,
+                    s_len: 32.into(),
+                };
+                self.key
+                    .sign_with(&Mechanism::Sha256RsaPkcsPss(pss), message)
+                    .map_err(failed)
+            }
+            S::RSA_PKCS1_SHA256 => self
+                .key
+                .sign_with(&Mechanism::Sha256RsaPkcs, message)
+                .map_err(failed),
+            _ => {
+                let rs = self
+                    .key
+                    .sign_with(&Mechanism::Ecdsa, &openssl::sha::sha256(message))
+                    .map_err(failed)?;
+                let half = rs.len() / 2;
+                let der = openssl::bn::BigNum::from_slice(&rs[..half])
+                    .and_then(|r| Ok((r, openssl::bn::BigNum::from_slice(&rs[half..])?)))
+                    .and_then(|(r, s)| openssl::ecdsa::EcdsaSig::from_private_components(r, s))
+                    .and_then(|sig| sig.to_der())
+                    .map_err(|e| failed(format!("{}: the signature: {e}", self.key.uri)))?;
+                Ok(der)
+            }
+        }
+    }
+
+    fn scheme(&self) -> rustls::SignatureScheme {
+        self.scheme
+    }
+}
+
+/// A certificate chain with its key, for a rustls client or server: the
+/// key a PKCS#11 URI names (proven the certificate's by a probe
+/// signature), or a PEM file.
+pub fn certified_key(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let text = key.to_string_lossy();
+    let signing: Arc<dyn rustls::sign::SigningKey> = if is_uri(&text) {
+        let token = TokenKey::open(&text).map_err(|e| e.to_string())?;
+        let leaf = chain.first().ok_or("no certificate")?;
+        let pem = openssl::x509::X509::from_der(leaf)
+            .and_then(|c| c.to_pem())
+            .map_err(|e| format!("the certificate: {e}"))?;
+        // The same proof as the seal's: the token signs, the certificate's
+        // public key verifies.
+        crate::xml::SigningKey::from_device(token.clone(), &pem)
+            .map_err(|e| format!("{}: {e}", redact(&text)))?;
+        Arc::new(TlsKey(token))
+    } else {
+        let der = super::tls::load_key(key).map_err(|e| e.to_string())?;
+        rustls::crypto::aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| format!("{}: {e}", key.display()))?
+    };
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
+}
+
+/// Makes a key pair of `kind` on the token the URI names, with the URI's
+/// label (and id), and answers its public key. The private key is
+/// sensitive and can never be extracted; it signs and does nothing else.
+/// A key under that label already there is refused, or replaced when
+/// `replace`.
+pub fn generate(
+    uri: &str,
+    kind: KeyKind,
+    replace: bool,
+) -> Result<openssl::pkey::PKey<openssl::pkey::Public>, Pkcs11Error> {
+    let Opened {
+        u, shown, session, ..
+    } = Opened::new(uri, true)?;
+    let fail = |what: &str, e: &dyn std::fmt::Display| Pkcs11Error::Token {
+        uri: shown.clone(),
+        detail: format!("{what}: {e}"),
+    };
+    let mut there = Vec::new();
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        there.extend(
+            session
+                .find_objects(&template(&u, class))
+                .map_err(|e| fail("looking for keys", &e))?,
+        );
+    }
+    if !there.is_empty() {
+        if !replace {
+            return Err(Pkcs11Error::Token {
+                uri: shown,
+                detail: "a key with this label is on the token already; use --force to replace it"
+                    .into(),
+            });
+        }
+        for o in there {
+            session
+                .destroy_object(o)
+                .map_err(|e| fail("removing the old key", &e))?;
+        }
+    }
+    let label = u.object.clone().unwrap_or_default().into_bytes();
+    let id = u.id.clone().unwrap_or_else(|| label.clone());
+    let common = [
+        Attribute::Token(true),
+        Attribute::Label(label),
+        Attribute::Id(id),
+    ];
+    let mut public = common.to_vec();
+    public.push(Attribute::Verify(true));
+    let mut private = common.to_vec();
+    private.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]);
+    let mechanism = match kind {
+        KeyKind::Rsa2048 => {
+            public.push(Attribute::ModulusBits(2048.into()));
+            public.push(Attribute::PublicExponent(vec![1, 0, 1]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeyKind::EcP256 => {
+            public.push(Attribute::EcParams(P256.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    let (pub_handle, _) = session
+        .generate_key_pair(&mechanism, &public, &private)
+        .map_err(|e| fail("making the key pair", &e))?;
+    let read = |t: AttributeType| {
+        session
+            .get_attributes(pub_handle, &[t])
+            .map_err(|e| fail("reading the public key", &e))
+    };
+    let bad = |e: openssl::error::ErrorStack| fail("the public key", &e);
+    match kind {
+        KeyKind::Rsa2048 => {
+            let (mut n, mut e) = (Vec::new(), Vec::new());
+            for a in read(AttributeType::Modulus)?
+                .into_iter()
+                .chain(read(AttributeType::PublicExponent)?)
+            {
+                match a {
+                    Attribute::Modulus(v) => n = v,
+                    Attribute::PublicExponent(v) => e = v,
+                    _ => {}
+                }
+            }
+            let rsa = openssl::rsa::Rsa::from_public_components(
+                openssl::bn::BigNum::from_slice(&n).map_err(bad)?,
+                openssl::bn::BigNum::from_slice(&e).map_err(bad)?,
+            )
+            .map_err(bad)?;
+            openssl::pkey::PKey::from_rsa(rsa).map_err(bad)
+        }
+        KeyKind::EcP256 => {
+            let point = read(AttributeType::EcPoint)?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::EcPoint(v) => Some(v),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .map_err(bad)?;
+            let mut ctx = openssl::bn::BigNumContext::new().map_err(bad)?;
+            // CKA_EC_POINT is the point in a DER OCTET STRING; some
+            // modules give it bare.
+            let bare = match point.as_slice() {
+                [0x04, n, rest @ ..] if *n as usize == rest.len() => rest,
+                p => p,
+            };
+            let p = openssl::ec::EcPoint::from_bytes(&group, bare, &mut ctx).map_err(bad)?;
+            let ec = openssl::ec::EcKey::from_public_key(&group, &p).map_err(bad)?;
+            openssl::pkey::PKey::from_ec_key(ec).map_err(bad)
         }
     }
 }

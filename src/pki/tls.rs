@@ -74,6 +74,19 @@ pub fn server_config(
     client_ca: Option<&Path>,
     auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_checked(cert, key, client_ca, auth, None)
+}
+
+/// [`server_config`], the clients' certificates also checked for
+/// revocation by `revocation` (made with the CAs of `client_ca`, which
+/// [`client_anchors`] reads).
+pub fn server_config_checked(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    auth: ClientAuth,
+    revocation: Option<super::revocation::tls::Gate>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -89,21 +102,41 @@ pub fn server_config(
                 v = v.allow_unauthenticated();
             }
             let verifier = v.build().map_err(|e| TlsError::Tls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            match revocation {
+                Some(gate) => builder.with_client_cert_verifier(Arc::new(
+                    super::revocation::tls::ClientVerifier::new(verifier, gate),
+                )),
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
         None => builder.with_no_client_auth(),
     };
     let pem = |p: &Path| std::fs::read(p).map_err(|e| file_err(p, e));
+    // A key on a token is judged by its certificate.
+    let on_token = super::pkcs11::is_uri(&key.to_string_lossy());
+    let key_pem = if on_token { Vec::new() } else { pem(key)? };
     if let Some(w) =
-        crate::xml::dsig::weak_own_key(&pem(key)?, &pem(cert)?, crate::xml::dsig::MIN_RSA_BITS)
+        crate::xml::dsig::weak_own_key(&key_pem, &pem(cert)?, crate::xml::dsig::MIN_RSA_BITS)
     {
         return Err(TlsError::Tls(format!("{}: too weak: {w}", key.display())));
     }
-    let mut cfg = builder
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Tls(e.to_string()))?;
+    let certified =
+        super::pkcs11::certified_key(load_certs(cert)?, key).map_err(|detail| TlsError::File {
+            path: super::pkcs11::redact(&key.to_string_lossy()),
+            detail,
+        })?;
+    let mut cfg =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The CA certificates of a PEM file, as the revocation checks want them.
+pub fn client_anchors(path: &Path) -> Result<Vec<openssl::x509::X509>, TlsError> {
+    load_certs(path)?
+        .iter()
+        .map(|c| openssl::x509::X509::from_der(c).map_err(|e| file_err(path, e)))
+        .collect()
 }
 
 fn peer_subject(der: &[u8]) -> Option<String> {

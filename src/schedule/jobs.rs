@@ -271,6 +271,7 @@ mod tests {
             error: None,
             at_risk: false,
             delivery_failures: 0,
+            revocation: None,
         }
     }
 

@@ -17,6 +17,10 @@
 //! `requestHash`), `unavailable` and `maintenance` (signed SOAP faults),
 //! `async` (answered later: `jum:Accepted`, ready after `async-delay`,
 //! default 1 s), `lost` (a polled ticket is unknown), `notfound`.
+//! Two faults are states of the development CA rather than of answers:
+//! `revoked` (the scope registry's signing certificate is revoked, in OCSP
+//! and the CRL, from when the rule is set) and `ocsp-down` (the OCSP
+//! responder and the CRL answer 503).
 //! Example: `cadastre:503=0.1, tax.clearance-certificate:async=next:2, *:latency=5ms..20ms`.
 
 use std::time::Duration;
@@ -43,10 +47,12 @@ pub enum Fault {
     Async,
     Lost,
     NotFound,
+    Revoked,
+    OcspDown,
 }
 
 impl Fault {
-    pub const ALL: [(&'static str, Fault); 17] = [
+    pub const ALL: [(&'static str, Fault); 19] = [
         ("500", Fault::Http500),
         ("503", Fault::Http503),
         ("429", Fault::Http429),
@@ -64,7 +70,14 @@ impl Fault {
         ("async", Fault::Async),
         ("lost", Fault::Lost),
         ("notfound", Fault::NotFound),
+        ("revoked", Fault::Revoked),
+        ("ocsp-down", Fault::OcspDown),
     ];
+
+    /// A state of the CA, not a misbehaviour of one answer.
+    pub fn is_state(self) -> bool {
+        matches!(self, Fault::Revoked | Fault::OcspDown)
+    }
 
     pub fn name(self) -> &'static str {
         Fault::ALL
@@ -234,7 +247,7 @@ impl FaultTable {
                 }
                 Action::AsyncDelay { ms } => d.async_delay = Some(Duration::from_millis(*ms)),
                 Action::Fault { fault } => {
-                    if d.fault.is_some() {
+                    if d.fault.is_some() || fault.is_state() {
                         continue;
                     }
                     let fire = match &mut rule.when {
@@ -254,6 +267,19 @@ impl FaultTable {
         // Spent next:N rules are dropped so a listing shows what is left.
         self.rules.retain(|r| r.when != When::Next(0));
         d
+    }
+}
+
+impl FaultTable {
+    /// Is `fault` set for `scope` (a registry name), or for every registry?
+    pub fn has_state(&self, fault: Fault, registry: Option<&str>) -> bool {
+        self.rules.iter().any(|r| {
+            r.action == Action::Fault { fault }
+                && match registry {
+                    Some(reg) => r.scope == "*" || r.scope == reg,
+                    None => true,
+                }
+        })
     }
 }
 

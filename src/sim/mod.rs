@@ -94,6 +94,28 @@ struct Shared {
     tickets: Mutex<HashMap<String, Ticket>>,
     rng: Mutex<StdRng>,
     limits: Limits,
+    /// The development CA's OCSP responder and CRL, when its key is given.
+    authority: Option<crate::pki::revocation::authority::Authority>,
+    /// Each registry's signing certificate, for the `revoked` fault.
+    signers: BTreeMap<String, openssl::x509::X509>,
+}
+
+impl Shared {
+    /// The CA revokes exactly the signers a `revoked` rule names (from when
+    /// the rule first named them).
+    fn apply_revocations(&self) {
+        let Some(a) = &self.authority else { return };
+        let faults = lock(&self.faults);
+        for (name, cert) in &self.signers {
+            if faults.has_state(Fault::Revoked, Some(name)) {
+                if a.status_of(cert).is_none() {
+                    let _ = a.revoke_cert(cert, crate::lifecycle::now_ms());
+                }
+            } else {
+                a.unrevoke(cert);
+            }
+        }
+    }
 }
 
 use crate::sync::lock;
@@ -170,18 +192,41 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             max_size: cfg.max_body_bytes,
             ..Limits::default()
         },
+        authority: match (&cfg.ca_cert, &cfg.ca_key) {
+            (Some(c), Some(k)) => {
+                let mut a =
+                    crate::pki::revocation::authority::Authority::from_pem(&read(c)?, &read(k)?)
+                        .map_err(|e| SimError::File {
+                            path: k.display().to_string(),
+                            detail: e.to_string(),
+                        })?;
+                // Short-lived answers, so that a revocation shows soon.
+                a.validity = Duration::from_secs(120);
+                Some(a)
+            }
+            _ => None,
+        },
+        signers: cfg
+            .registries
+            .iter()
+            .filter_map(|(n, r)| {
+                let pem = std::fs::read(&r.sign_cert).ok()?;
+                Some((n.clone(), openssl::x509::X509::from_pem(&pem).ok()?))
+            })
+            .collect(),
     });
+    shared.apply_revocations();
 
     let mut addrs = BTreeMap::new();
     let mut tasks = Vec::new();
     for (name, r) in &cfg.registries {
-        let key =
-            SigningKey::from_pem(&read(&r.sign_key)?, &read(&r.sign_cert)?, None).map_err(|e| {
-                SimError::File {
-                    path: r.sign_key.display().to_string(),
-                    detail: e.to_string(),
-                }
-            })?;
+        // A PEM file, or a key on a token, as the gateway's seal may be.
+        let key = crate::pki::pkcs11::signing_key(&r.sign_key, &read(&r.sign_cert)?).map_err(
+            |detail| SimError::File {
+                path: crate::pki::pkcs11::redact(&r.sign_key.to_string_lossy()),
+                detail,
+            },
+        )?;
         let maintenance = r
             .maintenance
             .iter()
@@ -246,6 +291,8 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         )
         .route("/seen", get(seen_get))
         .route("/reset", post(reset))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ca.crl", get(crl_get))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
@@ -609,6 +656,7 @@ async fn faults_put(State(sh): Ctl, spec: String) -> Response {
     match faults::parse_spec(&spec) {
         Ok(r) => {
             lock(&sh.faults).rules = r;
+            sh.apply_revocations();
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -619,6 +667,7 @@ async fn faults_add(State(sh): Ctl, spec: String) -> Response {
     match faults::parse_spec(&spec) {
         Ok(r) => {
             lock(&sh.faults).rules.extend(r);
+            sh.apply_revocations();
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -627,7 +676,46 @@ async fn faults_add(State(sh): Ctl, spec: String) -> Response {
 
 async fn faults_clear(State(sh): Ctl) -> Response {
     lock(&sh.faults).rules.clear();
+    sh.apply_revocations();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The development CA, when it has its key and is not `ocsp-down`.
+fn authority(
+    sh: &Shared,
+) -> Result<&crate::pki::revocation::authority::Authority, (StatusCode, &'static str)> {
+    let Some(a) = &sh.authority else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "no CA key configured (ca_cert, ca_key)",
+        ));
+    };
+    if lock(&sh.faults).has_state(Fault::OcspDown, None) {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "ocsp-down"));
+    }
+    Ok(a)
+}
+
+/// The development CA's OCSP responder (RFC 6960 over HTTP POST).
+async fn ocsp_post(State(sh): Ctl, body: Bytes) -> Response {
+    let a = match authority(&sh) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let der = a.respond(&body, crate::lifecycle::now_ms());
+    ([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response()
+}
+
+/// The development CA's CRL (DER).
+async fn crl_get(State(sh): Ctl) -> Response {
+    let a = match authority(&sh) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match a.crl(crate::lifecycle::now_ms()) {
+        Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

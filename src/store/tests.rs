@@ -40,6 +40,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         error: None,
         at_risk: false,
         delivery_failures: 0,
+        revocation: None,
     }
 }
 

@@ -517,6 +517,9 @@ pub fn sign(input: &[u8], key: &SigningKey, limits: &Limits) -> Result<Vec<u8>, 
 /// [`TrustStore::RECHECK`].
 pub struct TrustStore {
     store: X509Store,
+    /// The certificates the store was made of, for whoever must find a
+    /// signer's issuer (revocation checks).
+    anchors: Vec<X509>,
     /// The smallest RSA key a signer may have (at least [`MIN_RSA_BITS`]).
     pub min_rsa_bits: u32,
     /// Optional pin: the signer's subject must contain this text.
@@ -559,15 +562,21 @@ impl TrustStore {
             ));
         }
         let mut b = X509StoreBuilder::new()?;
-        for c in certs {
-            b.add_cert(c)?;
+        for c in &certs {
+            b.add_cert(c.clone())?;
         }
         Ok(TrustStore {
             store: b.build(),
+            anchors: certs,
             min_rsa_bits: MIN_RSA_BITS,
             subject_pin: None,
             checked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The trusted certificates, as given.
+    pub fn anchors(&self) -> &[X509] {
+        &self.anchors
     }
 
     /// The signer certificate and its key, once its chain is trusted.

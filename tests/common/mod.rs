@@ -194,6 +194,8 @@ pub async fn setup_with(
         config::parse(&sim_text, "simulator.toml", std::iter::empty()).unwrap();
     sc.control = "127.0.0.1:0".into();
     sc.client_ca = c.join("registry-trust.pem");
+    sc.ca_cert = Some(c.join("ca.pem"));
+    sc.ca_key = Some(c.join("ca.key"));
     sc.population = 100;
     sc.faults = faults.into();
     for (name, r) in sc.registries.iter_mut() {
@@ -218,6 +220,9 @@ pub async fn setup_with(
         r.signer_ca = c.join("gateway-trust.pem");
         r.timeout = std::time::Duration::from_secs(3);
         r.connect_timeout = std::time::Duration::from_secs(2);
+        // The development CA answers on the simulator's control endpoint.
+        r.ocsp_url = Some(format!("http://{}/ocsp", sim.control));
+        r.crl = Some(format!("http://{}/ca.crl", sim.control));
     }
     gw.validate("test").unwrap();
     Env {

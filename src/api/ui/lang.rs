@@ -79,6 +79,16 @@ pub(super) fn t(lang: Lang, key: &str) -> &'static str {
         "last-ok" => ["last success", "poslednji uspeh", "utolsó siker"],
         "last-error" => ["last error", "poslednja greška", "utolsó hiba"],
         "certs" => ["certificates", "sertifikati", "tanúsítványok"],
+        "revocation" => [
+            "revocation check",
+            "provera opoziva",
+            "visszavonás-ellenőrzés",
+        ],
+        "last-good" => [
+            "last good answer",
+            "poslednji ispravan odgovor",
+            "utolsó jó válasz",
+        ],
         "days" => ["days", "dana", "nap"],
         "pause" => ["Pause", "Pauziraj", "Szüneteltetés"],
         "resume" => ["Resume", "Nastavi", "Folytatás"],

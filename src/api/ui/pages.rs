@@ -136,6 +136,10 @@ fn registry_card(
                 dt { (t(l, "last-ok")) } dd { (r.last.success_ms.map(ago).unwrap_or_else(|| "—".into())) }
                 dt { (t(l, "last-error")) } dd { (r.last.error.as_deref().unwrap_or("—")) }
                 dt { (t(l, "certs")) } dd { (certs) }
+                dt { (t(l, "revocation")) } dd data-revocation=(r.revocation.policy) {
+                    (r.revocation.policy) " · " (t(l, "last-good")) " "
+                    (r.revocation.last_good_ms.map(ago).unwrap_or_else(|| "—".into()))
+                }
             }
             div.muted { (t(l, "throughput")) }
             (chart(&history, false, t(l, "throughput")))

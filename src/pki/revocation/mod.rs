@@ -1,0 +1,804 @@
+//! Is a certificate we trust still valid, or was it revoked? OCSP
+//! (`ocsp.rs`) from the certificate's AIA or a configured responder, CRLs
+//! (`crl.rs`) from its distribution point or a configured file or URL,
+//! answers cached until their `nextUpdate`, and the policy that decides
+//! what an exchange does when no answer can be had (`require`, `prefer`
+//! with a grace since the last good answer, `off`). `authority.rs` is the
+//! other side, for the development PKI and the simulator: an OCSP
+//! responder and a CRL issuer over a CA's key.
+
+pub mod authority;
+pub mod crl;
+pub mod ocsp;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openssl::hash::MessageDigest;
+use openssl::x509::X509;
+use spki::AlgorithmIdentifierOwned;
+
+pub use crate::config::RevocationPolicy as Policy;
+
+/// Why a status could not be had, or an answer was not believed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// No responder answered, or it answered "try later".
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not an OCSP response or CRL, or one that contradicts itself.
+    #[error("{0}")]
+    Malformed(String),
+    /// Signed by a key that may not sign it, or a replayed answer.
+    #[error("{0}")]
+    BadSignature(String),
+    /// Past its `nextUpdate`.
+    #[error("stale: {0}")]
+    Stale(String),
+    /// Nowhere to ask: no AIA, no CRL distribution point, nothing configured.
+    #[error("the certificate names no OCSP responder or CRL, and none is configured")]
+    NoSource,
+}
+
+/// What an answer said of the certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Good,
+    Revoked {
+        at_ms: u64,
+        reason: Option<String>,
+    },
+    /// The responder does not know the certificate.
+    Unknown,
+}
+
+/// Where an answer came from, kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The OCSP response, DER, as received.
+    Ocsp {
+        der: Vec<u8>,
+    },
+    Crl {
+        number: Option<String>,
+        url: String,
+    },
+}
+
+/// A believed answer about one certificate.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub state: State,
+    pub source: Source,
+    pub this_update_ms: u64,
+    pub next_update_ms: Option<u64>,
+    pub checked_ms: u64,
+}
+
+impl Answer {
+    pub fn method(&self) -> &'static str {
+        match self.source {
+            Source::Ocsp { .. } => "ocsp",
+            Source::Crl { .. } => "crl",
+        }
+    }
+}
+
+/// What the policy makes of a certificate's status.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Confirmed not revoked.
+    Good(Answer),
+    /// Revoked, or unknown to its own CA's responder: never trusted.
+    Revoked { reason: String },
+    /// Not established, accepted by `prefer` within its grace: the
+    /// document is flagged for a later check.
+    Unchecked { reason: String },
+    /// Not established and not accepted (`require`, or `prefer` past its
+    /// grace): the attempt fails and is retried.
+    Refused { reason: String },
+    /// Not checked (`off`).
+    Off,
+}
+
+impl Verdict {
+    /// The name metrics and records use.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Good(_) => "good",
+            Verdict::Revoked { .. } => "revoked",
+            Verdict::Unchecked { .. } => "unchecked",
+            Verdict::Refused { .. } => "refused",
+            Verdict::Off => "off",
+        }
+    }
+}
+
+/// Where to ask, when the certificate's own pointers are not to be used.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub ocsp_url: Option<String>,
+    /// A CRL file, or an http(s) URL.
+    pub crl: Option<String>,
+}
+
+pub(crate) mod oid {
+    use der::asn1::ObjectIdentifier as O;
+    pub const SHA1: O = O::new_unwrap("1.3.14.3.2.26");
+    pub const OCSP_BASIC: O = O::new_unwrap("1.3.6.1.5.5.7.48.1.1");
+    pub const OCSP_NONCE: O = O::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+    pub const KP_OCSP_SIGNING: O = O::new_unwrap("1.3.6.1.5.5.7.3.9");
+    pub const EXT_KEY_USAGE: O = O::new_unwrap("2.5.29.37");
+    pub const CRL_NUMBER: O = O::new_unwrap("2.5.29.20");
+    pub const SHA256_RSA: O = O::new_unwrap("1.2.840.113549.1.1.11");
+    pub const SHA384_RSA: O = O::new_unwrap("1.2.840.113549.1.1.12");
+    pub const SHA512_RSA: O = O::new_unwrap("1.2.840.113549.1.1.13");
+    pub const ECDSA_SHA256: O = O::new_unwrap("1.2.840.10045.4.3.2");
+    pub const ECDSA_SHA384: O = O::new_unwrap("1.2.840.10045.4.3.3");
+    pub const ECDSA_SHA512: O = O::new_unwrap("1.2.840.10045.4.3.4");
+}
+
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks `sig` over `tbs` by `signer`'s key with `alg` (RSA PKCS#1 v1.5
+/// or ECDSA, SHA-256 and up; SHA-1 is not taken).
+pub(crate) fn verify_signature(
+    alg: &AlgorithmIdentifierOwned,
+    tbs: &[u8],
+    sig: &[u8],
+    signer: &X509,
+) -> Result<(), String> {
+    let digest = match alg.oid {
+        o if o == oid::SHA256_RSA || o == oid::ECDSA_SHA256 => MessageDigest::sha256(),
+        o if o == oid::SHA384_RSA || o == oid::ECDSA_SHA384 => MessageDigest::sha384(),
+        o if o == oid::SHA512_RSA || o == oid::ECDSA_SHA512 => MessageDigest::sha512(),
+        o => return Err(format!("unsupported signature algorithm {o}")),
+    };
+    let key = signer.public_key().map_err(|e| e.to_string())?;
+    let mut v = openssl::sign::Verifier::new(digest, &key).map_err(|e| e.to_string())?;
+    v.update(tbs).map_err(|e| e.to_string())?;
+    match v.verify(sig) {
+        Ok(true) => Ok(()),
+        _ => Err("does not verify with the signer's key".into()),
+    }
+}
+
+/// The OCSP responders of a certificate's AIA.
+fn aia_ocsp(cert: &X509) -> Vec<String> {
+    cert.ocsp_responders()
+        .map(|s| s.iter().map(|u| u.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The URIs of a certificate's CRL distribution points.
+fn crl_points(cert: &X509) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(points) = cert.crl_distribution_points() {
+        for p in &points {
+            let Some(names) = p.distpoint().and_then(|d| d.fullname()) else {
+                continue;
+            };
+            out.extend(names.iter().filter_map(|n| n.uri().map(str::to_owned)));
+        }
+    }
+    out
+}
+
+/// The CA certificate among `anchors` that issued `cert`.
+pub fn issuer_of(cert: &X509, anchors: &[X509]) -> Option<X509> {
+    let want = cert.issuer_name().to_der().ok()?;
+    anchors
+        .iter()
+        .find(|a| {
+            a.subject_name().to_der().ok().as_deref() == Some(want.as_slice())
+                && a.public_key()
+                    .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
+        })
+        .cloned()
+}
+
+/// How long an answer without `nextUpdate` is kept before asking again.
+const NO_NEXT_UPDATE: Duration = Duration::from_secs(300);
+/// After failing to get an answer, how long before asking again.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// An answer is asked for again this long before its `nextUpdate`.
+const EARLY: Duration = Duration::from_secs(60);
+
+/// Answers about certificates, cached until their `nextUpdate`, and the
+/// time of the last good answer per name (a registry) for the grace.
+pub struct Checker {
+    http: reqwest::Client,
+    answers: Mutex<HashMap<Vec<u8>, Answer>>,
+    /// Recent failures to get an answer, so that a responder that is
+    /// down costs one timeout per certificate per [`RETRY_FAILED`], not
+    /// one per exchange.
+    failures: Mutex<HashMap<Vec<u8>, (u64, RevocationError)>>,
+    crls: Mutex<HashMap<String, crl::Crl>>,
+    last_good: Mutex<HashMap<String, u64>>,
+    started_ms: u64,
+    max_bytes: usize,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker::new(Duration::from_secs(5))
+    }
+}
+
+impl Checker {
+    pub fn new(timeout: Duration) -> Checker {
+        Checker {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            answers: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            crls: Mutex::new(HashMap::new()),
+            last_good: Mutex::new(HashMap::new()),
+            started_ms: crate::lifecycle::now_ms(),
+            max_bytes: 4 << 20,
+        }
+    }
+
+    /// The last good answer for `name`, if there was one since the start.
+    pub fn last_good_ms(&self, name: &str) -> Option<u64> {
+        crate::sync::lock(&self.last_good).get(name).copied()
+    }
+
+    /// Every name's last good answer.
+    pub fn last_good_all(&self) -> Vec<(String, u64)> {
+        crate::sync::lock(&self.last_good)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// The cached answer's state for `cert`, while fresh; never asks.
+    pub fn cached(&self, cert: &X509, issuer: &X509) -> Option<State> {
+        let key = ocsp::cert_id(cert, issuer)
+            .ok()
+            .and_then(|id| der::Encode::to_der(&id).ok())?;
+        let now = crate::lifecycle::now_ms();
+        let answers = crate::sync::lock(&self.answers);
+        let a = answers.get(&key)?;
+        (now < fresh_until(a)).then(|| a.state.clone())
+    }
+
+    async fn fetch(&self, url: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, RevocationError> {
+        let down = |e: &dyn std::fmt::Display| RevocationError::Unavailable(format!("{url}: {e}"));
+        let req = match body {
+            Some(b) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/ocsp-request")
+                .body(b),
+            None => self.http.get(url),
+        };
+        let resp = req.send().await.map_err(|e| down(&e))?;
+        if !resp.status().is_success() {
+            return Err(down(&format!("HTTP {}", resp.status())));
+        }
+        let bytes = resp.bytes().await.map_err(|e| down(&e))?;
+        if bytes.len() > self.max_bytes {
+            return Err(RevocationError::Malformed(format!(
+                "{url}: the answer is larger than {} bytes",
+                self.max_bytes
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    async fn crl(&self, at: &str, issuer: &X509, now: u64) -> Result<crl::Crl, RevocationError> {
+        let fresh = |c: &crl::Crl| {
+            c.next_update_ms
+                .is_some_and(|n| n > now + EARLY.as_millis() as u64)
+        };
+        if let Some(c) = crate::sync::lock(&self.crls).get(at) {
+            if fresh(c) {
+                return Ok(c.clone());
+            }
+        }
+        let bytes = if at.starts_with("http://") || at.starts_with("https://") {
+            self.fetch(at, None).await?
+        } else {
+            std::fs::read(at).map_err(|e| RevocationError::Unavailable(format!("{at}: {e}")))?
+        };
+        let c = crl::Crl::parse(&bytes, issuer, now)?;
+        crate::sync::lock(&self.crls).insert(at.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// The status of `cert` (issued by `issuer`): from the cache while
+    /// fresh, else OCSP (configured responder, else the AIA's), then the
+    /// CRL (configured, else the distribution points'). The first believed
+    /// answer counts; when none, the last error says why.
+    pub async fn status(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        sources: &Sources,
+    ) -> Result<Answer, RevocationError> {
+        self.lookup(cert, issuer, sources, true, true).await
+    }
+
+    /// [`Checker::status`], asking again even when the last try failed a
+    /// moment ago (for the periodic re-check, which sets its own pace).
+    pub async fn status_now(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        sources: &Sources,
+    ) -> Result<Answer, RevocationError> {
+        if let Ok(key) = ocsp::cert_id(cert, issuer).and_then(|id| {
+            der::Encode::to_der(&id).map_err(|e| RevocationError::Malformed(e.to_string()))
+        }) {
+            crate::sync::lock(&self.failures).retain(|k, _| !k.starts_with(&key));
+        }
+        self.lookup(cert, issuer, sources, true, true).await
+    }
+
+    /// The status by OCSP alone (configured responder, else the AIA's).
+    pub async fn ocsp_only(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        sources: &Sources,
+    ) -> Result<Answer, RevocationError> {
+        self.lookup(cert, issuer, sources, true, false).await
+    }
+
+    /// The status by the CRL alone (configured, else the distribution points').
+    pub async fn crl_only(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        sources: &Sources,
+    ) -> Result<Answer, RevocationError> {
+        self.lookup(cert, issuer, sources, false, true).await
+    }
+
+    async fn lookup(
+        &self,
+        cert: &X509,
+        issuer: &X509,
+        sources: &Sources,
+        use_ocsp: bool,
+        use_crl: bool,
+    ) -> Result<Answer, RevocationError> {
+        let now = crate::lifecycle::now_ms();
+        let key = ocsp::cert_id(cert, issuer).and_then(|id| {
+            der::Encode::to_der(&id).map_err(|e| RevocationError::Malformed(e.to_string()))
+        })?;
+        if let Some(a) = crate::sync::lock(&self.answers).get(&key) {
+            if now < fresh_until(a) {
+                return Ok(a.clone());
+            }
+        }
+        // Failures are remembered per place asked, too.
+        let mut failed_key = key.clone();
+        for s in [&sources.ocsp_url, &sources.crl] {
+            failed_key.push(0);
+            failed_key.extend(s.as_deref().unwrap_or("").as_bytes());
+        }
+        failed_key.extend([use_ocsp as u8, use_crl as u8]);
+        if let Some((until, e)) = crate::sync::lock(&self.failures).get(&failed_key) {
+            if now < *until {
+                return Err(e.clone());
+            }
+        }
+        let mut last = RevocationError::NoSource;
+        let responders = match &sources.ocsp_url {
+            _ if !use_ocsp => Vec::new(),
+            Some(u) => vec![u.clone()],
+            None => aia_ocsp(cert),
+        };
+        let mut answer = None;
+        for url in responders {
+            let q = ocsp::query(cert, issuer)?;
+            match self.fetch(&url, Some(q.der.clone())).await {
+                Ok(body) => match ocsp::check(&body, &q, issuer, crate::lifecycle::now_ms()) {
+                    Ok(a) => {
+                        crate::metrics::revocation_check("ocsp", a_kind(&a.state));
+                        answer = Some(a);
+                        break;
+                    }
+                    Err(e) => {
+                        crate::metrics::revocation_check("ocsp", "error");
+                        tracing::warn!(responder = %url, error = %e, "an OCSP answer was not believed");
+                        last = e;
+                    }
+                },
+                Err(e) => {
+                    crate::metrics::revocation_check("ocsp", "unavailable");
+                    last = e;
+                }
+            }
+        }
+        if answer.is_none() && use_crl {
+            let points = match &sources.crl {
+                Some(c) => vec![c.clone()],
+                None => crl_points(cert),
+            };
+            let serial = cert
+                .serial_number()
+                .to_bn()
+                .map(|b| b.to_vec())
+                .map_err(|e| RevocationError::Malformed(e.to_string()))?;
+            for at in points {
+                match self.crl(&at, issuer, now).await {
+                    Ok(c) => {
+                        let state = match c.revoked_at(&serial) {
+                            Some(at_ms) => State::Revoked {
+                                at_ms,
+                                reason: None,
+                            },
+                            None => State::Good,
+                        };
+                        crate::metrics::revocation_check("crl", a_kind(&state));
+                        answer = Some(Answer {
+                            state,
+                            source: Source::Crl {
+                                number: c.number.clone(),
+                                url: at.clone(),
+                            },
+                            this_update_ms: c.this_update_ms,
+                            next_update_ms: c.next_update_ms,
+                            checked_ms: now,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        crate::metrics::revocation_check("crl", "error");
+                        tracing::warn!(crl = %at, error = %e, "a CRL could not be used");
+                        last = e;
+                    }
+                }
+            }
+        }
+        let Some(a) = answer else {
+            // Nowhere to ask costs nothing to find out again.
+            if !matches!(last, RevocationError::NoSource) {
+                let until = now + RETRY_FAILED.as_millis() as u64;
+                let mut f = crate::sync::lock(&self.failures);
+                if f.len() > 4096 {
+                    f.clear();
+                }
+                f.insert(failed_key, (until, last.clone()));
+            }
+            return Err(last);
+        };
+        crate::sync::lock(&self.failures).remove(&failed_key);
+        let mut answers = crate::sync::lock(&self.answers);
+        if answers.len() > 4096 {
+            answers.clear();
+        }
+        answers.insert(key, a.clone());
+        Ok(a)
+    }
+
+    /// What `policy` makes of `cert`'s status, for `name` (a registry):
+    /// a good answer renews the grace of `name`.
+    pub async fn judge(
+        &self,
+        name: &str,
+        policy: Policy,
+        grace: Duration,
+        cert: &X509,
+        issuer: Option<&X509>,
+        sources: &Sources,
+    ) -> Verdict {
+        if policy == Policy::Off {
+            return Verdict::Off;
+        }
+        let got = match issuer {
+            Some(i) => self.status(cert, i, sources).await,
+            None => Err(RevocationError::Unavailable(
+                "its issuer is not among the trusted CAs".into(),
+            )),
+        };
+        let reason = match got {
+            Ok(a) => match &a.state {
+                State::Good => {
+                    crate::sync::lock(&self.last_good).insert(name.to_owned(), a.checked_ms);
+                    crate::metrics::revocation_good(name, a.checked_ms);
+                    return Verdict::Good(a);
+                }
+                State::Revoked { at_ms, reason } => {
+                    return Verdict::Revoked {
+                        reason: format!(
+                            "revoked since {} ({}){}",
+                            rfc3339(*at_ms),
+                            a.method(),
+                            reason
+                                .as_deref()
+                                .map(|r| format!(", reason {r}"))
+                                .unwrap_or_default()
+                        ),
+                    }
+                }
+                // Its own CA's responder does not know it: no CA issued
+                // it that we can ask about (RFC 6960 2.2).
+                State::Unknown => {
+                    return Verdict::Revoked {
+                        reason: "unknown to its CA's OCSP responder".into(),
+                    }
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        match policy {
+            Policy::Require => Verdict::Refused {
+                reason: format!("revocation status not established: {reason}"),
+            },
+            _ => {
+                let since = self.last_good_ms(name).unwrap_or(self.started_ms);
+                let age = crate::lifecycle::now_ms().saturating_sub(since);
+                if age > grace.as_millis() as u64 {
+                    Verdict::Refused {
+                        reason: format!(
+                            "revocation status not established for {} min (grace {} min): {reason}",
+                            age / 60_000,
+                            grace.as_secs() / 60
+                        ),
+                    }
+                } else {
+                    Verdict::Unchecked { reason }
+                }
+            }
+        }
+    }
+}
+
+/// Until when an answer is used without asking again.
+fn fresh_until(a: &Answer) -> u64 {
+    a.next_update_ms
+        .map(|n| n.saturating_sub(EARLY.as_millis() as u64))
+        .unwrap_or(a.checked_ms + NO_NEXT_UPDATE.as_millis() as u64)
+}
+
+/// Milliseconds since the epoch as RFC 3339, for messages.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+fn a_kind(s: &State) -> &'static str {
+    match s {
+        State::Good => "good",
+        State::Revoked { .. } => "revoked",
+        State::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority::{Authority, Tamper};
+    use super::*;
+    use crate::pki::{CertSpec, Issued, KeyKind, Role};
+
+    struct Ca {
+        authority: Authority,
+        leaf: X509,
+    }
+
+    fn ca(kind: KeyKind) -> Ca {
+        let ca = Issued::new(&CertSpec::new("Test CA", Role::Ca), kind, None).unwrap();
+        let leaf = Issued::new(&CertSpec::new("signer", Role::Signing), kind, Some(&ca)).unwrap();
+        Ca {
+            authority: Authority::new(ca.cert, ca.key),
+            leaf: leaf.cert,
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn ocsp_answers_are_believed_only_when_everything_holds() {
+        for kind in [KeyKind::EcP256, KeyKind::Rsa2048] {
+            let c = ca(kind);
+            let issuer = c.authority.ca().clone();
+            let q = ocsp::query(&c.leaf, &issuer).unwrap();
+            let good = ocsp::check(&c.authority.respond(&q.der, NOW), &q, &issuer, NOW).unwrap();
+            assert_eq!(good.state, State::Good);
+            assert_eq!(good.next_update_ms, Some(NOW + 3_600_000));
+
+            c.authority.revoke_cert(&c.leaf, NOW - 1000).unwrap();
+            let a = ocsp::check(&c.authority.respond(&q.der, NOW), &q, &issuer, NOW).unwrap();
+            assert!(matches!(a.state, State::Revoked { at_ms, .. } if at_ms == NOW - 1000));
+
+            // Past its nextUpdate (and the five minutes of skew).
+            let later = NOW + 3_600_000 + 6 * 60_000;
+            let e = ocsp::check(&c.authority.respond(&q.der, NOW), &q, &issuer, later).unwrap_err();
+            assert!(matches!(e, RevocationError::Stale(_)), "{e}");
+
+            // Another request's nonce: a replay.
+            let other = ocsp::query(&c.leaf, &issuer).unwrap();
+            let e =
+                ocsp::check(&c.authority.respond(&other.der, NOW), &q, &issuer, NOW).unwrap_err();
+            assert!(e.to_string().contains("nonce"), "{e}");
+            let t = Tamper {
+                nonce: Some(vec![7; 16]),
+                ..Tamper::default()
+            };
+            let e = ocsp::check(
+                &c.authority.try_respond(&q.der, NOW, Some(&t)).unwrap(),
+                &q,
+                &issuer,
+                NOW,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("nonce"), "{e}");
+
+            // Signed by a CA the certificate's CA never authorised.
+            let t = Tamper {
+                signer: Some(ca(KeyKind::EcP256).authority),
+                ..Tamper::default()
+            };
+            let e = ocsp::check(
+                &c.authority.try_respond(&q.der, NOW, Some(&t)).unwrap(),
+                &q,
+                &issuer,
+                NOW,
+            )
+            .unwrap_err();
+            assert!(matches!(e, RevocationError::BadSignature(_)), "{e}");
+
+            // Asked about another CA's certificate, it answers unknown.
+            let stranger = ca(kind);
+            let sq = ocsp::query(&stranger.leaf, stranger.authority.ca()).unwrap();
+            let a = ocsp::check(&c.authority.respond(&sq.der, NOW), &sq, &issuer, NOW).unwrap();
+            assert_eq!(a.state, State::Unknown);
+
+            for junk in [&b""[..], b"\x30\x03\x0a\x01\x00", b"not der at all"] {
+                let e = ocsp::check(junk, &q, &issuer, NOW).unwrap_err();
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn crls_are_checked_against_their_ca_and_time() {
+        let c = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let serial = c.leaf.serial_number().to_bn().unwrap().to_vec();
+        let crl = crl::Crl::parse(&c.authority.crl(NOW).unwrap(), &issuer, NOW).unwrap();
+        assert_eq!(crl.revoked_at(&serial), None);
+        assert_eq!(crl.number.as_deref(), Some("1"));
+        c.authority.revoke_cert(&c.leaf, NOW - 5000).unwrap();
+        let crl = crl::Crl::parse(&c.authority.crl(NOW).unwrap(), &issuer, NOW).unwrap();
+        assert_eq!(crl.revoked_at(&serial), Some(NOW - 5000));
+        assert_eq!(crl.number.as_deref(), Some("2"));
+
+        let expired = c
+            .authority
+            .crl_valid(NOW - 7_200_000, NOW - 3_600_000)
+            .unwrap();
+        let e = crl::Crl::parse(&expired, &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+
+        let other =
+            Issued::new(&CertSpec::new("Other CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let other = Authority::new(other.cert, other.key);
+        let e = crl::Crl::parse(&other.crl(NOW).unwrap(), &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("another CA"), "{e}");
+        // Same name, another key: the signature gives it away.
+        let twin = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let twin = Authority::new(twin.cert, twin.key);
+        let e = crl::Crl::parse(&twin.crl(NOW).unwrap(), &issuer, NOW).unwrap_err();
+        assert!(matches!(e, RevocationError::BadSignature(_)), "{e}");
+    }
+
+    /// What each policy makes of no answer, of a good one and of a
+    /// revoked one; a good answer renews the grace.
+    #[tokio::test]
+    async fn policies_decide_what_an_unestablished_status_means() {
+        let c = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let none = Sources::default();
+        let checker = Checker::default();
+        std::thread::sleep(Duration::from_millis(5));
+        let day = Duration::from_secs(86_400);
+        let judge = |policy, grace, sources: Sources| {
+            let (checker, leaf, issuer) = (&checker, c.leaf.clone(), issuer.clone());
+            async move {
+                checker
+                    .judge("civil", policy, grace, &leaf, Some(&issuer), &sources)
+                    .await
+            }
+        };
+        assert!(matches!(
+            judge(Policy::Off, day, none.clone()).await,
+            Verdict::Off
+        ));
+        let v = judge(Policy::Require, day, none.clone()).await;
+        assert!(
+            matches!(&v, Verdict::Refused { reason } if reason.contains("names no OCSP")),
+            "{v:?}"
+        );
+        let v = judge(Policy::Prefer, day, none.clone()).await;
+        assert!(matches!(v, Verdict::Unchecked { .. }), "{v:?}");
+        // Past the grace (none left since the start): refused.
+        let v = judge(Policy::Prefer, Duration::ZERO, none.clone()).await;
+        assert!(matches!(v, Verdict::Refused { .. }), "{v:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let crl = dir.path().join("ca.crl");
+        std::fs::write(&crl, c.authority.crl(crate::lifecycle::now_ms()).unwrap()).unwrap();
+        let from_crl = Sources {
+            ocsp_url: None,
+            crl: Some(crl.display().to_string()),
+        };
+        let v = judge(Policy::Require, day, from_crl.clone()).await;
+        assert!(
+            matches!(&v, Verdict::Good(a) if a.method() == "crl"),
+            "{v:?}"
+        );
+        assert!(checker.last_good_ms("civil").is_some());
+        // A good answer just now: within even a short grace.
+        let v = judge(Policy::Prefer, Duration::from_secs(60), none.clone()).await;
+        assert!(matches!(v, Verdict::Good(_)), "cached: {v:?}");
+
+        let revoked = ca(KeyKind::EcP256);
+        revoked
+            .authority
+            .revoke_cert(&revoked.leaf, crate::lifecycle::now_ms() - 1000)
+            .unwrap();
+        std::fs::write(
+            &crl,
+            revoked.authority.crl(crate::lifecycle::now_ms()).unwrap(),
+        )
+        .unwrap();
+        let v = Checker::default()
+            .judge(
+                "tax",
+                Policy::Prefer,
+                day,
+                &revoked.leaf,
+                Some(revoked.authority.ca()),
+                &from_crl,
+            )
+            .await;
+        assert!(
+            matches!(&v, Verdict::Revoked { reason } if reason.starts_with("revoked since")),
+            "{v:?}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes come back, an answer is refused with a message
+        /// or read, never a panic.
+        #[test]
+        fn any_bytes_are_an_answer_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let c = ca(KeyKind::EcP256);
+            let issuer = c.authority.ca().clone();
+            let q = ocsp::query(&c.leaf, &issuer).unwrap();
+            let _ = ocsp::check(&bytes, &q, &issuer, NOW);
+            let _ = crl::Crl::parse(&bytes, &issuer, NOW);
+        }
+
+        /// A genuine answer with one byte changed is never believed to say
+        /// something else than the original: refused, or the same status.
+        #[test]
+        fn a_changed_byte_never_changes_the_status(at in 0usize..2000, bit in 0u8..8) {
+            let c = ca(KeyKind::EcP256);
+            let issuer = c.authority.ca().clone();
+            let q = ocsp::query(&c.leaf, &issuer).unwrap();
+            let mut der = c.authority.respond(&q.der, NOW);
+            let i = at % der.len();
+            der[i] ^= 1 << bit;
+            if let Ok(a) = ocsp::check(&der, &q, &issuer, NOW) {
+                proptest::prop_assert_eq!(a.state, State::Good);
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! OCSP (RFC 6960) as a client: a request for one certificate with a
+//! nonce, and every check of the answer before its status is believed:
+//! the response's form, its signer (the issuing CA, or a responder the CA
+//! delegated with `id-kp-OCSPSigning`), the signature, the nonce, the
+//! certificate it speaks of, and its times.
+
+use der::asn1::{Null, OctetString};
+use der::{Decode, Encode};
+use openssl::x509::X509;
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::ext::{Extension, Extensions};
+use x509_cert::serial_number::SerialNumber;
+use x509_ocsp::{
+    BasicOcspResponse, CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request,
+    ResponderId, TbsRequest, Version,
+};
+
+use super::{oid, unix_ms, verify_signature, Answer, RevocationError, Source, State};
+
+/// A request as sent: its DER, and what the answer must echo.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub der: Vec<u8>,
+    pub nonce: Vec<u8>,
+    cert_id: CertId,
+}
+
+fn bad(detail: impl std::fmt::Display) -> RevocationError {
+    RevocationError::Malformed(detail.to_string())
+}
+
+/// The certificate's id as OCSP names it: SHA-1 of the issuer's name and
+/// key (RFC 5019 asks responders to accept SHA-1 ids, and every one does)
+/// with the serial number.
+pub fn cert_id(cert: &X509, issuer: &X509) -> Result<CertId, RevocationError> {
+    let name = issuer.subject_name().to_der().map_err(bad)?;
+    let key = subject_public_key(issuer)?;
+    let serial = cert.serial_number().to_bn().map_err(bad)?.to_vec();
+    Ok(CertId {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: oid::SHA1,
+            parameters: Some(Null.into()),
+        },
+        issuer_name_hash: OctetString::new(openssl::sha::sha1(&name).to_vec()).map_err(bad)?,
+        issuer_key_hash: OctetString::new(openssl::sha::sha1(&key).to_vec()).map_err(bad)?,
+        serial_number: serial_of(&serial)?,
+    })
+}
+
+/// The bits of a certificate's subjectPublicKey (what OCSP's key hashes
+/// are taken over), without the SPKI's algorithm.
+pub fn subject_public_key(cert: &X509) -> Result<Vec<u8>, RevocationError> {
+    let der = cert.to_der().map_err(bad)?;
+    let c = x509_cert::Certificate::from_der(&der).map_err(bad)?;
+    Ok(c.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec())
+}
+
+/// A serial number from its unsigned big-endian bytes.
+pub fn serial_of(bytes: &[u8]) -> Result<SerialNumber, RevocationError> {
+    // DER integers are signed: a leading bit set needs a zero byte first.
+    let mut b = bytes.to_vec();
+    if b.is_empty() || b[0] & 0x80 != 0 {
+        b.insert(0, 0);
+    }
+    SerialNumber::new(&b).map_err(bad)
+}
+
+fn nonce_extension(nonce: &[u8]) -> Result<Extension, RevocationError> {
+    let value = OctetString::new(nonce.to_vec())
+        .and_then(|n| n.to_der())
+        .map_err(bad)?;
+    Ok(Extension {
+        extn_id: oid::OCSP_NONCE,
+        critical: false,
+        extn_value: OctetString::new(value).map_err(bad)?,
+    })
+}
+
+/// The nonce an extension list carries, if any (its inner OCTET STRING).
+pub fn nonce_of(exts: Option<&Extensions>) -> Option<Vec<u8>> {
+    let e = exts?.iter().find(|e| e.extn_id == oid::OCSP_NONCE)?;
+    match OctetString::from_der(e.extn_value.as_bytes()) {
+        Ok(inner) => Some(inner.as_bytes().to_vec()),
+        // A responder that puts the bare bytes there (RFC 6960's first
+        // reading): take them as they are.
+        Err(_) => Some(e.extn_value.as_bytes().to_vec()),
+    }
+}
+
+/// A request for `cert` with a fresh 16-byte nonce.
+pub fn query(cert: &X509, issuer: &X509) -> Result<Query, RevocationError> {
+    let mut nonce = vec![0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(bad)?;
+    let cert_id = cert_id(cert, issuer)?;
+    let req = OcspRequest {
+        tbs_request: TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![Request {
+                req_cert: cert_id.clone(),
+                single_request_extensions: None,
+            }],
+            request_extensions: Some(vec![nonce_extension(&nonce)?]),
+        },
+        optional_signature: None,
+    };
+    Ok(Query {
+        der: req.to_der().map_err(bad)?,
+        nonce,
+        cert_id,
+    })
+}
+
+fn same_cert(a: &CertId, b: &CertId) -> bool {
+    // Serial numbers compare as integers (a responder may drop or add a
+    // leading zero); the hashes must be the ones we sent.
+    let trim = |s: &SerialNumber| {
+        let b = s.as_bytes();
+        let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+        b[i..].to_vec()
+    };
+    a.hash_algorithm.oid == b.hash_algorithm.oid
+        && a.issuer_name_hash == b.issuer_name_hash
+        && a.issuer_key_hash == b.issuer_key_hash
+        && trim(&a.serial_number) == trim(&b.serial_number)
+}
+
+/// May `responder` sign OCSP answers for certificates of `issuer`? The CA
+/// itself may; another certificate only if the CA issued it for that
+/// (`id-kp-OCSPSigning`).
+fn authorised(responder: &X509, issuer: &X509) -> Result<bool, RevocationError> {
+    if responder.to_der().map_err(bad)? == issuer.to_der().map_err(bad)? {
+        return Ok(true);
+    }
+    let key = issuer.public_key().map_err(bad)?;
+    if !responder.verify(&key).unwrap_or(false) {
+        return Ok(false);
+    }
+    let der = responder.to_der().map_err(bad)?;
+    let c = x509_cert::Certificate::from_der(&der).map_err(bad)?;
+    let eku = c
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == oid::EXT_KEY_USAGE)
+        .and_then(|e| {
+            x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok()
+        });
+    Ok(eku.is_some_and(|u| u.0.contains(&oid::KP_OCSP_SIGNING)))
+}
+
+fn names(responder: &X509, id: &ResponderId) -> Result<bool, RevocationError> {
+    Ok(match id {
+        ResponderId::ByName(n) => {
+            n.to_der().map_err(bad)? == responder.subject_name().to_der().map_err(bad)?
+        }
+        ResponderId::ByKey(k) => {
+            k.as_bytes() == openssl::sha::sha1(&subject_public_key(responder)?).as_slice()
+        }
+    })
+}
+
+/// Checks an answer to `q` about `cert` (issued by `issuer`) at `now_ms`
+/// and says what it establishes. Anything that does not hold is an error
+/// naming what, and the answer is not believed.
+pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer, RevocationError> {
+    let resp =
+        OcspResponse::from_der(der).map_err(|e| bad(format!("not an OCSP response: {e}")))?;
+    if resp.response_status != OcspResponseStatus::Successful {
+        return Err(RevocationError::Unavailable(format!(
+            "the responder answered {:?}",
+            resp.response_status
+        )));
+    }
+    let bytes = resp
+        .response_bytes
+        .ok_or_else(|| bad("a successful answer without a response"))?;
+    if bytes.response_type != oid::OCSP_BASIC {
+        return Err(bad(format!(
+            "not a basic OCSP response ({})",
+            bytes.response_type
+        )));
+    }
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| bad(format!("the basic response: {e}")))?;
+    let data = &basic.tbs_response_data;
+
+    // Who signed it: the CA, or a certificate it sent along.
+    let mut candidates = vec![issuer.clone()];
+    for c in basic.certs.iter().flatten() {
+        let d = c.to_der().map_err(bad)?;
+        candidates.push(X509::from_der(&d).map_err(bad)?);
+    }
+    let mut signer = None;
+    for c in &candidates {
+        if names(c, &data.responder_id)? {
+            signer = Some(c);
+            break;
+        }
+    }
+    let signer = signer.ok_or_else(|| {
+        RevocationError::BadSignature("the responder it names is not among its certificates".into())
+    })?;
+    if !authorised(signer, issuer)? {
+        return Err(RevocationError::BadSignature(
+            "signed by a certificate the CA did not authorise for OCSP".into(),
+        ));
+    }
+    let tbs = data.to_der().map_err(bad)?;
+    let sig = basic
+        .signature
+        .as_bytes()
+        .ok_or_else(|| bad("the signature has unused bits"))?;
+    verify_signature(&basic.signature_algorithm, &tbs, sig, signer)
+        .map_err(|e| RevocationError::BadSignature(format!("the response's signature: {e}")))?;
+
+    match nonce_of(data.response_extensions.as_ref()) {
+        Some(n) if n != q.nonce => {
+            return Err(RevocationError::BadSignature(
+                "the nonce is not the one we sent (a replayed answer?)".into(),
+            ))
+        }
+        _ => {}
+    }
+    let single = data
+        .responses
+        .iter()
+        .find(|r| same_cert(&r.cert_id, &q.cert_id))
+        .ok_or_else(|| bad("the answer does not speak of this certificate"))?;
+    let this_update = unix_ms(single.this_update.0.to_system_time());
+    let next_update = single.next_update.map(|t| unix_ms(t.0.to_system_time()));
+    // Five minutes either way for clocks that disagree.
+    const SKEW_MS: u64 = 5 * 60 * 1000;
+    if this_update > now_ms + SKEW_MS {
+        return Err(bad("thisUpdate is in the future"));
+    }
+    if let Some(n) = next_update {
+        if n + SKEW_MS < now_ms {
+            return Err(RevocationError::Stale(format!(
+                "its nextUpdate passed {} s ago",
+                (now_ms - n) / 1000
+            )));
+        }
+    }
+    let state = match single.cert_status {
+        CertStatus::Good(_) => State::Good,
+        CertStatus::Revoked(info) => State::Revoked {
+            at_ms: unix_ms(info.revocation_time.0.to_system_time()),
+            reason: info.revocation_reason.map(|r| format!("{r:?}")),
+        },
+        CertStatus::Unknown(_) => State::Unknown,
+    };
+    Ok(Answer {
+        state,
+        source: Source::Ocsp { der: der.to_vec() },
+        this_update_ms: this_update,
+        next_update_ms: next_update,
+        checked_ms: now_ms,
+    })
+}
