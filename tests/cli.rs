@@ -661,7 +661,9 @@ struct OpensslCa {
 }
 
 impl OpensslCa {
-    fn new(dir: &std::path::Path) -> OpensslCa {
+    /// Its signers name `http://127.0.0.1:{ocsp_port}` as their OCSP
+    /// responder (AIA).
+    fn new(dir: &std::path::Path, ocsp_port: u16) -> OpensslCa {
         std::fs::create_dir_all(dir.join("newcerts")).unwrap();
         std::fs::write(dir.join("index.txt"), b"").unwrap();
         std::fs::write(dir.join("serial"), b"1000\n").unwrap();
@@ -677,6 +679,7 @@ impl OpensslCa {
                  x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
                  [signer_ext]\nbasicConstraints = CA:FALSE\n\
                  keyUsage = critical, digitalSignature, nonRepudiation\n\
+                 authorityInfoAccess = OCSP;URI:http://127.0.0.1:{ocsp_port}\n\
                  [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
                  [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
                  keyUsage = critical, keyCertSign, cRLSign\n",
@@ -863,7 +866,8 @@ impl Drop for KillOnDrop {
 #[test]
 fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = OpensslCa::new(&dir.path().join("ca"));
+    let port = free_port();
+    let ca = OpensslCa::new(&dir.path().join("ca"), port);
     let doc = write(dir.path(), "env.xml", envelope().as_bytes());
     let signed: std::collections::HashMap<&str, std::path::PathBuf> =
         ["good", "revoked", "unknown"]
@@ -910,7 +914,6 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(err(&o).contains("signature"), "{}", err(&o));
 
-    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     {
         let _responder = ca.responder(port, "ca");
@@ -926,6 +929,11 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
         // Both at once: each must hold.
         let o = verify("good", &["--ocsp", &url, "--crl", &crl]);
         assert!(o.status.success(), "{}", text(&o));
+        // The responder the certificate names (its AIA).
+        let o = verify("good", &["--ocsp", "aia"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = verify("revoked", &["--ocsp", "aia"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     }
     {
         // Signed by a key of the same name as the CA's, not the CA's.
@@ -934,12 +942,11 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(err(&o).contains("signature"), "{}", err(&o));
     }
-    let o = verify("good", &["--ocsp", &url]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    // The certificate names no responder of its own.
-    let o = verify("good", &["--ocsp", "aia"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(err(&o).contains("names no OCSP responder"), "{}", err(&o));
+    for down in [url.as_str(), "aia"] {
+        let o = verify("good", &["--ocsp", down]);
+        assert_eq!(o.status.code(), Some(2), "{down}: {}", text(&o));
+        assert!(err(&o).contains(&url), "{}", err(&o));
+    }
 }
 
 /// The simulator's development CA, read by openssl: `openssl ocsp` as the

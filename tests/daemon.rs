@@ -1300,9 +1300,10 @@ async fn the_operators_views_read_only_what_they_show() {
 /// signer, shown by the API and verified by `openssl ocsp -respin`; a
 /// signer the CA revoked makes each attempt a security failure, never
 /// delivered. With the responder (and the CRL) down, `require` refuses
-/// (the request retries, saying why) and `prefer` delivers the document
-/// flagged "unchecked" with the reason; once the responder is back, the
-/// re-check fills in the flagged document's evidence.
+/// (the request retries, saying why), `prefer` delivers the document
+/// flagged "unchecked" with the reason, `off` delivers it unasked; once
+/// the responder is back, the re-check fills in the flagged document's
+/// evidence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     let d = run(setup("tax:revoked").await, |_| {}).await;
@@ -1364,6 +1365,8 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     let d = run(setup("*:ocsp-down").await, |gw| {
         gw.registries.get_mut("civil").unwrap().revocation =
             jum_gateway::config::RevocationPolicy::Require;
+        gw.registries.get_mut("tax").unwrap().revocation =
+            jum_gateway::config::RevocationPolicy::Off;
         gw.gateway.revocation_recheck = Duration::from_millis(300);
     })
     .await;
@@ -1374,11 +1377,19 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
             r#"{"ko":"803472","sheet":"1520"}"#,
         )
         .await;
+    let tax = d
+        .submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
+        .await;
     let r = d
         .until(&cadastre, State::Delivered, Duration::from_secs(10))
         .await;
     let rev = r.revocation.unwrap();
     assert_eq!(rev.status, "unchecked");
+    // `off`: not asked, and the document says nothing of it.
+    let r = d
+        .until(&tax, State::Delivered, Duration::from_secs(10))
+        .await;
+    assert_eq!(r.revocation, None);
     assert!(
         rev.reason.unwrap_or_default().contains("503"),
         "{:?}",
