@@ -152,8 +152,9 @@ pub async fn get_document(
 /// response (or the CRL) that confirmed it, or why it was not checked.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RevocationOut {
-    /// `good` (confirmed not revoked) or `unchecked` (not established;
-    /// accepted by the registry's `prefer` policy).
+    /// `good` (confirmed not revoked), `unchecked` (not established;
+    /// accepted by the registry's `prefer` policy, asked again later), or
+    /// `revoked` (found so by a later check, after the document was taken).
     pub status: String,
     /// `ocsp` or `crl`.
     pub method: Option<String>,

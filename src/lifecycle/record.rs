@@ -124,7 +124,8 @@ pub struct RequestRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
     /// `good`: confirmed not revoked; `unchecked`: not established, and
-    /// accepted by the registry's `prefer` policy, to be checked again.
+    /// accepted by the registry's `prefer` policy, to be checked again;
+    /// `revoked`: found so by that later check.
     pub status: String,
     /// `ocsp` or `crl`, for a confirmed status.
     #[serde(default)]
