@@ -564,7 +564,9 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
                 .map_err(|e| Fail::Invalid(format!("invalid: {e}")))?;
             let mut status = String::new();
             if crl.is_some() || ocsp.is_some() {
-                status = revocation_of(&v.signer, &store, crl, ocsp)?;
+                let mut candidates = v.intermediates.clone();
+                candidates.extend_from_slice(store.anchors());
+                status = revocation_of(&v.signer, &candidates, crl, ocsp)?;
             }
             println!(
                 "valid {} signature by {}{status}",
@@ -591,12 +593,12 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
 /// invalid (exit 1), a source that cannot be used a failure (exit 2).
 fn revocation_of(
     signer: &openssl::x509::X509,
-    store: &xml::TrustStore,
+    candidates: &[openssl::x509::X509],
     crl: Option<std::path::PathBuf>,
     ocsp: Option<String>,
 ) -> Result<String, Fail> {
     use crate::pki::revocation::{self, Checker, RevocationError, Sources, State};
-    let issuer = revocation::issuer_of(signer, store.anchors()).ok_or_else(|| {
+    let issuer = revocation::issuer_of(signer, candidates).ok_or_else(|| {
         Fail::Invalid("the signer's issuer is not among the trusted certificates".into())
     })?;
     let mut said = String::new();

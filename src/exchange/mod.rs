@@ -585,7 +585,9 @@ impl Exchange {
         }
         // Is the signer's certificate still good? Asked only of a genuine
         // answer to this request, so that no one makes us ask for nothing.
-        let issuer = revocation::issuer_of(&verified.signer, reg.trust.anchors());
+        let mut candidates = verified.intermediates.clone();
+        candidates.extend_from_slice(reg.trust.anchors());
+        let issuer = revocation::issuer_of(&verified.signer, &candidates);
         let verdict = self
             .checker
             .judge(

@@ -645,6 +645,8 @@ pub struct Verified {
     pub doc: Document,
     pub signature: NodeId,
     pub signer: X509,
+    /// The other certificates the signature carried, as they came.
+    pub intermediates: Vec<X509>,
     pub algorithm: Algorithm,
 }
 
@@ -972,10 +974,18 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     if digest.as_slice() != expected_digest.as_slice() {
         return Err(DsigError::DigestMismatch);
     }
+    // The chain the signature offered (already checked to the anchors
+    // with the signer): the issuer a revocation check asks about may be
+    // among them rather than among the anchors.
+    let intermediates = ders[1..]
+        .iter()
+        .filter_map(|d| X509::from_der(d).ok())
+        .collect();
     Ok(Verified {
         doc,
         signature,
         signer,
+        intermediates,
         algorithm: alg,
     })
 }

@@ -774,6 +774,49 @@ mod tests {
         );
     }
 
+    /// A signer under an intermediate CA that only the signature carries:
+    /// its issuer is found there, and only there.
+    #[test]
+    fn the_issuer_may_come_with_the_signature() {
+        let root = Issued::new(&CertSpec::new("Root CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let inter = Issued::new(
+            &CertSpec::new("Issuing CA", Role::Ca),
+            KeyKind::EcP256,
+            Some(&root),
+        )
+        .unwrap();
+        let leaf = Issued::new(
+            &CertSpec::new("deep signer", Role::Signing),
+            KeyKind::EcP256,
+            Some(&inter),
+        )
+        .unwrap();
+        let key = crate::xml::SigningKey::from_pem(
+            &leaf.key_pem().unwrap(),
+            &leaf.cert_pem().unwrap(),
+            None,
+        )
+        .unwrap();
+        let limits = crate::xml::Limits::default();
+        let signed = crate::xml::sign(b"<a xmlns=\"urn:x\"><b>1</b></a>", &key, &limits).unwrap();
+        use base64::Engine;
+        let extra = base64::engine::general_purpose::STANDARD.encode(inter.cert.to_der().unwrap());
+        // KeyInfo is not signed: the chain may be added after signing.
+        let signed = String::from_utf8(signed).unwrap().replacen(
+            "</ds:X509Certificate>",
+            &format!("</ds:X509Certificate><ds:X509Certificate>{extra}</ds:X509Certificate>"),
+            1,
+        );
+        let trust = crate::xml::TrustStore::from_pem(&root.cert_pem().unwrap()).unwrap();
+        let v = crate::xml::verify(signed.as_bytes(), &trust, &limits).unwrap();
+        assert_eq!(v.intermediates.len(), 1);
+        assert_eq!(issuer_of(&v.signer, trust.anchors()), None);
+        let mut candidates = v.intermediates.clone();
+        candidates.extend_from_slice(trust.anchors());
+        let found = issuer_of(&v.signer, &candidates).unwrap();
+        assert_eq!(found.to_der().unwrap(), inter.cert.to_der().unwrap());
+    }
+
     proptest::proptest! {
         /// Whatever bytes come back, an answer is refused with a message
         /// or read, never a panic.
