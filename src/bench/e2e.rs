@@ -39,6 +39,9 @@ pub struct Options {
     /// Measure sled on one instance and PostgreSQL on 1..=scale instances,
     /// accepts and exchanges, as one table with ratios to sled.
     pub scale: usize,
+    /// The registries' revocation policy in the gateway (their signers
+    /// checked by OCSP at the simulator's development CA, or not).
+    pub revocation: crate::config::RevocationPolicy,
 }
 
 struct Proc {
@@ -173,11 +176,23 @@ fn start(o: &Options) -> Result<Setup, String> {
         .replace("port = 9443", &format!("port = {}", ports[3]));
     let token = "bench-e2e-token".to_owned();
     let hash = crate::api::token_hash(&token);
+    // The development CA answers OCSP on the simulator's control port,
+    // not at the default address its certificates name.
+    let ocsp = format!("\nocsp_url = \"http://127.0.0.1:{}/ocsp\"", ports[0]);
     let gw_toml = include_str!("../../config/gateway.toml")
         .replace("certs/dev", &c)
-        .replace("127.0.0.1:9441", &format!("127.0.0.1:{}", ports[1]))
-        .replace("127.0.0.1:9442", &format!("127.0.0.1:{}", ports[2]))
-        .replace("127.0.0.1:9443", &format!("127.0.0.1:{}", ports[3]))
+        .replace(
+            "\"https://127.0.0.1:9441/\"",
+            &format!("\"https://127.0.0.1:{}/\"{ocsp}", ports[1]),
+        )
+        .replace(
+            "\"https://127.0.0.1:9442/\"",
+            &format!("\"https://127.0.0.1:{}/\"{ocsp}", ports[2]),
+        )
+        .replace(
+            "\"https://127.0.0.1:9443/\"",
+            &format!("\"https://127.0.0.1:{}/\"{ocsp}", ports[3]),
+        )
         + &format!(
             "\n[clients.bench]\ntoken_sha256 = \"{hash}\"\nrole = \"admin\"\ndelivery = \"{}\"\n",
             o.delivery
@@ -251,6 +266,10 @@ fn start(o: &Options) -> Result<Setup, String> {
                     format!("JUMGW_REGISTRIES__{r}__BREAKER_FAILURES"),
                     "1000000",
                 );
+            gw.env(
+                format!("JUMGW_REGISTRIES__{r}__REVOCATION"),
+                o.revocation.name(),
+            );
             if o.accept_only {
                 gw.env(format!("JUMGW_REGISTRIES__{r}__PAUSED"), "true");
             }
@@ -613,6 +632,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     );
     r.insert("instances", json!(o.instances.max(1)));
     r.insert("accept_only", json!(o.accept_only));
+    r.insert("revocation", json!(o.revocation.name()));
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
     r.insert("faults", json!(o.faults));

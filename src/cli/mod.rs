@@ -512,6 +512,9 @@ enum BenchCommand {
         /// with ratios to sled measured in the same run.
         #[arg(long, default_value_t = 0, requires = "store")]
         scale: usize,
+        /// The registries' revocation policy in the gateway: require, prefer or off.
+        #[arg(long, default_value = "prefer")]
+        revocation: String,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -627,7 +630,18 @@ pub fn run() -> ExitCode {
                 instances,
                 accept_only,
                 scale,
+                revocation,
             } => {
+                let revocation = match revocation.as_str() {
+                    "require" => crate::config::RevocationPolicy::Require,
+                    "prefer" => crate::config::RevocationPolicy::Prefer,
+                    "off" => crate::config::RevocationPolicy::Off,
+                    other => {
+                        return finish(Err(Fail::Invalid(format!(
+                            "--revocation {other:?}: use require, prefer or off"
+                        ))))
+                    }
+                };
                 let alg = match alg.as_str() {
                     "rsa-sha256" => crate::pki::KeyKind::Rsa2048,
                     "ecdsa-sha256" => crate::pki::KeyKind::EcP256,
@@ -650,6 +664,7 @@ pub fn run() -> ExitCode {
                         instances,
                         accept_only,
                         scale,
+                        revocation,
                     },
                     &sweep,
                     chart.as_deref(),
