@@ -130,7 +130,24 @@ async fn a_full_disk_refuses_accepts_with_503_and_recovers_when_space_returns() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for i in 0..5 {
-        accepted.push(submit(&http, port, i).await.unwrap());
+        let (service, subject) = BODIES[i % BODIES.len()];
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+            .bearer_auth("demo-backoffice")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"case":{{"number":"10/2026","legal_basis":"ZUP","official":"o"}},"purpose":"ex officio data for the case","service":"{service}","subject":{subject}}}"#))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            202,
+            "accept {i} after space returned: {v}; daemon log:\n{}",
+            daemon.log()
+        );
+        accepted.push(v["id"].as_str().unwrap().to_owned());
     }
     wait_delivered(&http, port, &accepted).await;
     // and after a restart the store opens clean with everything in it
