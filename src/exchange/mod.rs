@@ -241,6 +241,10 @@ impl Exchange {
                 registry: name.clone(),
                 detail,
             };
+            let sources = revocation::Sources {
+                ocsp_url: r.ocsp_url.clone(),
+                crl: r.crl.clone(),
+            };
             let mut roots = rustls::RootCertStore::empty();
             let mut anchors = Vec::new();
             for c in crate::pki::tls::load_certs(&r.tls_ca).map_err(|e| cerr(e.to_string()))? {
@@ -262,15 +266,7 @@ impl Exchange {
             .map_err(|e| cerr(e.to_string()))?;
             let verifier = revocation::tls::ServerVerifier::new(
                 webpki,
-                revocation::tls::Gate::new(
-                    checker.clone(),
-                    anchors,
-                    r.revocation,
-                    revocation::Sources {
-                        ocsp_url: r.ocsp_url.clone(),
-                        crl: r.crl.clone(),
-                    },
-                ),
+                revocation::tls::Gate::new(checker.clone(), anchors, r.revocation, sources.clone()),
             );
             let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
@@ -303,10 +299,7 @@ impl Exchange {
                     member: r.member.clone(),
                     max_body: g.max_body_bytes,
                     revocation: r.revocation,
-                    sources: revocation::Sources {
-                        ocsp_url: r.ocsp_url.clone(),
-                        crl: r.crl.clone(),
-                    },
+                    sources,
                 },
             );
         }

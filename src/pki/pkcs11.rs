@@ -388,24 +388,6 @@ impl TokenKey {
         }))
     }
 
-    /// Is the key marked so that it can never be read out of the token?
-    pub fn unextractable(&self) -> Result<bool, Pkcs11Error> {
-        let s = self.session()?;
-        let got = s
-            .get_attributes(
-                self.key,
-                &[AttributeType::Extractable, AttributeType::Sensitive],
-            )
-            .map_err(|e| Pkcs11Error::Token {
-                uri: self.uri.clone(),
-                detail: e.to_string(),
-            });
-        self.give_back(s);
-        let got = got?;
-        Ok(got.contains(&Attribute::Extractable(false))
-            && got.contains(&Attribute::Sensitive(true)))
-    }
-
     fn session(&self) -> Result<Session, Pkcs11Error> {
         if let Some(s) = crate::sync::lock(&self.sessions).pop() {
             return Ok(s);

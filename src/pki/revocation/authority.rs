@@ -23,7 +23,7 @@ use x509_ocsp::{
     Version,
 };
 
-use super::{ocsp, oid};
+use super::{ocsp, oid, serial_digits};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -41,11 +41,6 @@ pub struct Authority {
     crl_number: AtomicU64,
     /// How long an answer or a CRL is valid (its `nextUpdate`).
     pub validity: Duration,
-}
-
-fn trim(b: &[u8]) -> Vec<u8> {
-    let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    b[i..].to_vec()
 }
 
 fn at(ms: u64) -> SystemTime {
@@ -76,21 +71,21 @@ impl Authority {
 
     /// Revokes the certificate with this serial number (unsigned bytes).
     pub fn revoke(&self, serial: &[u8], at_ms: u64) {
-        crate::sync::lock(&self.revoked).insert(trim(serial), at_ms);
+        crate::sync::lock(&self.revoked).insert(serial_digits(serial), at_ms);
     }
 
     /// When `cert` was revoked, if it is.
     pub fn status_of(&self, cert: &X509) -> Option<u64> {
         let serial = cert.serial_number().to_bn().ok()?.to_vec();
         crate::sync::lock(&self.revoked)
-            .get(&trim(&serial))
+            .get(&serial_digits(&serial))
             .copied()
     }
 
     /// Takes `cert` off the list (a certificate hold released).
     pub fn unrevoke(&self, cert: &X509) {
         if let Ok(serial) = cert.serial_number().to_bn().map(|b| b.to_vec()) {
-            crate::sync::lock(&self.revoked).remove(&trim(&serial));
+            crate::sync::lock(&self.revoked).remove(&serial_digits(&serial));
         }
     }
 
@@ -160,7 +155,7 @@ impl Authority {
             let status = if !ours {
                 CertStatus::unknown()
             } else {
-                match revoked.get(&trim(id.serial_number.as_bytes())) {
+                match revoked.get(&serial_digits(id.serial_number.as_bytes())) {
                     Some(ms) => CertStatus::revoked(RevokedInfo {
                         revocation_time: OcspGeneralizedTime::try_from(at(*ms)).map_err(err)?,
                         revocation_reason: Some(x509_cert::ext::pkix::CrlReason::KeyCompromise),
@@ -181,14 +176,7 @@ impl Authority {
             None => super::ocsp::nonce_of(req.tbs_request.request_extensions.as_ref()),
         };
         let extensions = match nonce {
-            Some(n) => Some(vec![Extension {
-                extn_id: oid::OCSP_NONCE,
-                critical: false,
-                extn_value: OctetString::new(
-                    OctetString::new(n).map_err(err)?.to_der().map_err(err)?,
-                )
-                .map_err(err)?,
-            }]),
+            Some(n) => Some(vec![ocsp::nonce_extension(&n).map_err(err)?]),
             None => None,
         };
         let (signer_name, signer) = match tamper.and_then(|t| t.signer.as_ref()) {

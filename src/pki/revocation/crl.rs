@@ -6,7 +6,7 @@ use der::{Decode, Encode};
 use openssl::x509::X509;
 use x509_cert::crl::CertificateList;
 
-use super::{oid, unix_ms, verify_signature, RevocationError};
+use super::{oid, serial_digits, unix_ms, verify_signature, RevocationError};
 
 /// A CRL that was checked against its CA.
 #[derive(Debug, Clone)]
@@ -21,11 +21,6 @@ pub struct Crl {
 
 fn bad(detail: impl std::fmt::Display) -> RevocationError {
     RevocationError::Malformed(detail.to_string())
-}
-
-fn trim(b: &[u8]) -> Vec<u8> {
-    let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    b[i..].to_vec()
 }
 
 /// Big-endian unsigned bytes as decimal.
@@ -89,7 +84,7 @@ impl Crl {
             .flatten()
             .map(|r| {
                 (
-                    trim(r.serial_number.as_bytes()),
+                    serial_digits(r.serial_number.as_bytes()),
                     unix_ms(r.revocation_date.to_system_time()),
                 )
             })
@@ -105,7 +100,7 @@ impl Crl {
 
     /// When the certificate with this serial number was revoked, if it is.
     pub fn revoked_at(&self, serial: &[u8]) -> Option<u64> {
-        let s = trim(serial);
+        let s = serial_digits(serial);
         self.revoked
             .iter()
             .find(|(r, _)| *r == s)

@@ -141,6 +141,19 @@ pub(crate) mod oid {
     pub const ECDSA_SHA512: O = O::new_unwrap("1.2.840.10045.4.3.4");
 }
 
+/// A serial number's bytes without leading zeros: DER writes a zero byte
+/// before a high bit, and responders differ in whether they keep it.
+pub(crate) fn serial_digits(b: &[u8]) -> Vec<u8> {
+    let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    b[i..].to_vec()
+}
+
+/// The cache key of `cert`: its OCSP certificate id, DER.
+fn key_of(cert: &X509, issuer: &X509) -> Result<Vec<u8>, RevocationError> {
+    let id = ocsp::cert_id(cert, issuer)?;
+    der::Encode::to_der(&id).map_err(|e| RevocationError::Malformed(e.to_string()))
+}
+
 pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -264,9 +277,7 @@ impl Checker {
 
     /// The cached answer's state for `cert`, while fresh; never asks.
     pub fn cached(&self, cert: &X509, issuer: &X509) -> Option<State> {
-        let key = ocsp::cert_id(cert, issuer)
-            .ok()
-            .and_then(|id| der::Encode::to_der(&id).ok())?;
+        let key = key_of(cert, issuer).ok()?;
         let now = crate::lifecycle::now_ms();
         let answers = crate::sync::lock(&self.answers);
         let a = answers.get(&key)?;
@@ -338,9 +349,7 @@ impl Checker {
         issuer: &X509,
         sources: &Sources,
     ) -> Result<Answer, RevocationError> {
-        if let Ok(key) = ocsp::cert_id(cert, issuer).and_then(|id| {
-            der::Encode::to_der(&id).map_err(|e| RevocationError::Malformed(e.to_string()))
-        }) {
+        if let Ok(key) = key_of(cert, issuer) {
             crate::sync::lock(&self.failures).retain(|k, _| !k.starts_with(&key));
         }
         self.lookup(cert, issuer, sources, true, true).await
@@ -375,9 +384,7 @@ impl Checker {
         use_crl: bool,
     ) -> Result<Answer, RevocationError> {
         let now = crate::lifecycle::now_ms();
-        let key = ocsp::cert_id(cert, issuer).and_then(|id| {
-            der::Encode::to_der(&id).map_err(|e| RevocationError::Malformed(e.to_string()))
-        })?;
+        let key = key_of(cert, issuer)?;
         if let Some(a) = crate::sync::lock(&self.answers).get(&key) {
             if now < fresh_until(a) {
                 return Ok(a.clone());

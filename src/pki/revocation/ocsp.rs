@@ -15,7 +15,9 @@ use x509_ocsp::{
     ResponderId, TbsRequest, Version,
 };
 
-use super::{oid, unix_ms, verify_signature, Answer, RevocationError, Source, State};
+use super::{
+    oid, serial_digits, unix_ms, verify_signature, Answer, RevocationError, Source, State,
+};
 
 /// A request as sent: its DER, and what the answer must echo.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub fn serial_of(bytes: &[u8]) -> Result<SerialNumber, RevocationError> {
     SerialNumber::new(&b).map_err(bad)
 }
 
-fn nonce_extension(nonce: &[u8]) -> Result<Extension, RevocationError> {
+pub(crate) fn nonce_extension(nonce: &[u8]) -> Result<Extension, RevocationError> {
     let value = OctetString::new(nonce.to_vec())
         .and_then(|n| n.to_der())
         .map_err(bad)?;
@@ -118,15 +120,10 @@ pub fn query(cert: &X509, issuer: &X509) -> Result<Query, RevocationError> {
 fn same_cert(a: &CertId, b: &CertId) -> bool {
     // Serial numbers compare as integers (a responder may drop or add a
     // leading zero); the hashes must be the ones we sent.
-    let trim = |s: &SerialNumber| {
-        let b = s.as_bytes();
-        let i = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-        b[i..].to_vec()
-    };
     a.hash_algorithm.oid == b.hash_algorithm.oid
         && a.issuer_name_hash == b.issuer_name_hash
         && a.issuer_key_hash == b.issuer_key_hash
-        && trim(&a.serial_number) == trim(&b.serial_number)
+        && serial_digits(a.serial_number.as_bytes()) == serial_digits(b.serial_number.as_bytes())
 }
 
 /// May `responder` sign OCSP answers for certificates of `issuer`? The CA
