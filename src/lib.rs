@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod evidence;
 pub mod dispatch;
 pub mod exchange;
 pub mod ids;

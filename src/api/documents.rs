@@ -144,8 +144,43 @@ pub async fn get_document(
             ocsp_response: r.ocsp_response,
             reason: r.reason,
         }),
+        timestamp: rec.stamp.map(|s| StampOut {
+            state: s.state,
+            tries: s.tries,
+            next_ms: s.next_ms,
+            time_ms: s.time_ms,
+            time: s.time_ms.map(crate::pki::revocation::rfc3339),
+            tsa: s.tsa,
+            serial: s.serial,
+            token: s.token,
+            reason: s.reason,
+        }),
         payload,
     }))
+}
+
+/// The third party's timestamp on the document's signature value (RFC
+/// 3161): its token once had, or where getting it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StampOut {
+    /// `pending` (asked for by the evidence job; tried again at
+    /// `next_ms` after a failure), `stamped`, or `failed` (given up after
+    /// `evidence.attempts` tries, `reason` says why).
+    pub state: String,
+    pub tries: u32,
+    pub next_ms: Option<u64>,
+    /// The time the TSA vouches for, in ms and as RFC 3339.
+    pub time_ms: Option<u64>,
+    pub time: Option<String>,
+    /// The TSA certificate's subject.
+    pub tsa: Option<String>,
+    /// The token's serial number, hex.
+    pub serial: Option<String>,
+    /// The TimeStampToken, DER in base64: `openssl ts -verify -token_in`
+    /// reads it; its imprint is the SHA-256 of the decoded bytes of the
+    /// document's `ds:SignatureValue`.
+    pub token: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// How the signer's certificate stood when the document came: the OCSP
@@ -204,6 +239,8 @@ pub struct DocumentOut {
     pub signer: Option<SignerOut>,
     /// The revocation evidence for the signer (absent when not checked: `revocation = "off"`).
     pub revocation: Option<RevocationOut>,
+    /// Its timestamp (absent when no TSA is configured).
+    pub timestamp: Option<StampOut>,
     /// The payload as JSON: elements become keys (repeated ones arrays),
     /// attributes `@name`, leaves their text.
     #[schema(value_type = Object)]

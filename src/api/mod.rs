@@ -160,6 +160,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The dashboard's signed-in sessions.
     pub sessions: Arc<ui::Sessions>,
+    /// Builds case dossiers; None: not offered (no seal loaded).
+    pub dossiers: Option<Arc<crate::evidence::dossier::Dossiers>>,
 }
 
 impl AppState {
@@ -189,6 +191,7 @@ impl AppState {
             config: Arc::new(cfg.clone()),
             metrics: None,
             sessions: Default::default(),
+            dossiers: None,
         }
     }
 
@@ -201,6 +204,11 @@ impl AppState {
     }
 
     /// With the audit key and checkpoint file the daemon uses.
+    pub fn with_dossiers(mut self, d: Arc<crate::evidence::dossier::Dossiers>) -> AppState {
+        self.dossiers = Some(d);
+        self
+    }
+
     pub fn with_audit(
         mut self,
         key: Arc<crate::audit::AuditKey>,

@@ -123,6 +123,7 @@ impl Modify for Security {
         requests::create_bundle,
         requests::get_request,
         requests::get_case,
+        requests::get_dossier,
         documents::get_document,
         documents::get_document_content,
         documents::list_services,

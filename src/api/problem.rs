@@ -76,6 +76,9 @@ pub enum ApiError {
     /// damaged (`/readyz` says so too); other requests still answer.
     #[error("this part of the gateway's store cannot be read; the operators are alerted")]
     StoreDamaged(String),
+    /// The time-stamping authority a dossier's seal needs cannot be had.
+    #[error("the time-stamping authority cannot be reached to timestamp the dossier's seal; try again later")]
+    TsaUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -158,6 +161,11 @@ impl IntoResponse for ApiError {
                 "store-damaged",
                 "The store is damaged",
             ),
+            ApiError::TsaUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tsa-unavailable",
+                "The time-stamping authority is unavailable",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -168,6 +176,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(d)
         | ApiError::StorageFull(d)
         | ApiError::StoreDamaged(d)
+        | ApiError::TsaUnavailable(d)
         | ApiError::Internal(d) = &self
         {
             tracing::error!(error = %d, "request failed");

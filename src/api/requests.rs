@@ -761,6 +761,54 @@ pub async fn get_case(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/cases/{case}/dossier", tag = "requests",
+    summary = "The case dossier: an ASiC-E container with every document as the registry signed it, its evidence, the case's facts and audit excerpt, sealed (XAdES B-T)",
+    params(("case" = String, Path, description = "Case number")),
+    responses(
+        (status = 200, description = "The container (`jumgw dossier verify` checks it offline)", content_type = "application/vnd.etsi.asic-e+zip", body = Vec<u8>),
+        (status = 503, description = "The TSA cannot timestamp the seal now (`tsa-unavailable`)", body = super::problem::Problem, content_type = "application/problem+json"),
+        super::openapi::ReadErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_dossier(
+    State(st): State<AppState>,
+    who: Client,
+    Path(case): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use crate::evidence::dossier::DossierError;
+    let case = fields::case_key(&case);
+    let Some(d) = st.dossiers.clone() else {
+        return Err(ApiError::NotFound("dossiers are not offered by this gateway".into()));
+    };
+    let bytes = d
+        .build(&case, &who.name, &|r| visible(&who, r))
+        .await
+        .map_err(|e| match e {
+            DossierError::NoCase(_) => ApiError::NotFound(format!("no requests in case {case:?}")),
+            DossierError::Store(e) => ApiError::from(e),
+            DossierError::Tsa(d) => ApiError::TsaUnavailable(d),
+            other => ApiError::internal(other),
+        })?;
+    let file: String = case
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/vnd.etsi.asic-e+zip".to_owned()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}.asice\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// A case: its requests (of this client) and the bundle's progress.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -798,5 +846,6 @@ pub fn router(st: &AppState) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/cases/{case}", get(get_case))
+        .route("/api/v1/cases/{case}/dossier", get(get_dossier))
         .merge(filing)
 }

@@ -659,3 +659,45 @@ fn revocation_of(
     }
     Ok(said)
 }
+
+/// `jumgw dossier verify`: the report, a line per finding; exit 1 unless
+/// every one is valid.
+pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bool) -> CmdResult {
+    let bytes = std::fs::read(file).map_err(failed(&file.display().to_string()))?;
+    let pem = if trust.is_empty() {
+        None
+    } else {
+        let mut pem = Vec::new();
+        for t in trust {
+            pem.extend(std::fs::read(t).map_err(failed(&t.display().to_string()))?);
+            pem.push(b'\n');
+        }
+        Some(pem)
+    };
+    let report = crate::evidence::verify::verify(&bytes, pem.as_deref());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(failed("the report"))?
+        );
+    } else {
+        println!("dossier {}", file.display());
+        println!("trust: {}", report.trust);
+        for f in &report.findings {
+            let v = match f.verdict {
+                crate::evidence::verify::Verdict::Valid => "valid",
+                crate::evidence::verify::Verdict::Invalid => "INVALID",
+                crate::evidence::verify::Verdict::Unverifiable => "NOT VERIFIABLE",
+            };
+            println!("{v:<15} {}: {}", f.file, f.detail);
+        }
+    }
+    if report.holds() {
+        if !json {
+            println!("the dossier holds: every check passed");
+        }
+        Ok(())
+    } else {
+        Err(Fail::Code(1, "the dossier does not hold (see the report)".into()))
+    }
+}

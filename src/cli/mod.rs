@@ -91,6 +91,19 @@ not run; 5 the request ended dead or cancelled."
         #[command(subcommand)]
         command: remote::AuditCommand,
     },
+    /// Case dossiers: export one from a running gateway (ASiC-E), verify one offline.
+    #[command(
+        long_about = "A case dossier is one ASiC-E container (ETSI EN 319 162-1): every document of \
+the case as the registry signed it, their timestamps and OCSP responses, the case's facts and audit \
+excerpt, and the CA certificates, sealed by the municipality (XAdES B-T).\n\n`export` asks a running \
+gateway for it; `verify` checks one with no gateway and no network.\n\nExit codes of verify: 0 every \
+check holds; 1 something is invalid or cannot be verified (the report says which file and why); \
+2 the command could not run."
+    )]
+    Dossier {
+        #[command(subcommand)]
+        command: DossierCommand,
+    },
     /// Back up and restore the store (the daemon must not be running).
     Store {
         #[command(subcommand)]
@@ -531,6 +544,30 @@ enum BenchCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum DossierCommand {
+    /// Download a case's dossier from a running gateway (GET /api/v1/cases/{case}/dossier).
+    Export {
+        case: String,
+        /// Where to write it (e.g. CASE.asice).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Check a dossier offline: structure, every signature, timestamp, OCSP response, the audit links.
+    Verify {
+        file: PathBuf,
+        /// CA certificates (PEM) to judge every chain against; repeat for several.
+        /// Without: the ones the dossier carries (the report says so).
+        #[arg(long)]
+        trust: Vec<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Failure of a command: `Invalid` exits 1, `Failed` exits 2, `Code`
 /// exits with its own code.
 enum Fail {
@@ -581,6 +618,10 @@ pub fn run() -> ExitCode {
         Command::Queue { command } => remote::queue(command),
         Command::Registries { command } => remote::registries(command),
         Command::Audit { command } => remote::audit(command),
+        Command::Dossier { command } => match command {
+            DossierCommand::Export { case, out, remote } => remote::dossier_export(&case, &out, &remote),
+            DossierCommand::Verify { file, trust, json } => local::dossier_verify(&file, &trust, json),
+        },
         Command::Serve {
             config,
             demo,

@@ -645,6 +645,39 @@ pub fn registries(cmd: RegistriesCommand) -> CmdResult {
     })
 }
 
+/// `jumgw dossier export`: the container, written whole or not at all.
+pub fn dossier_export(case: &str, out: &std::path::Path, r: &Remote) -> CmdResult {
+    let http = reqwest::Client::new();
+    runtime()?.block_on(async {
+        let base = r.url.trim_end_matches('/');
+        let path: String = case
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let resp = http
+            .get(format!("{base}/api/v1/cases/{path}/dossier"))
+            .bearer_auth(&r.token)
+            .send()
+            .await
+            .map_err(failed(base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(Fail::Invalid(problem_text(&v)));
+        }
+        let bytes = resp.bytes().await.map_err(failed(base))?;
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed("the output folder"))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(failed("writing the dossier"))?;
+        tmp.persist(out).map_err(|e| Fail::Failed(format!("{}: {}", out.display(), e.error)))?;
+        println!("{} ({} bytes): check it with `jumgw dossier verify {}`", out.display(), bytes.len(), out.display());
+        Ok(())
+    })
+}
+
 pub fn audit(cmd: AuditCommand) -> CmdResult {
     let http = reqwest::Client::new();
     runtime()?.block_on(async {

@@ -561,6 +561,110 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Timestamps from a third party (RFC 3161) on every received document's
+/// signature and on every audit checkpoint: proof, years later, of when
+/// each existed. Requested in batches by a job of their own, never in the
+/// way of an exchange or a delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// The TSA (e.g. the government's RS-GOV TSA); unset: nothing is
+    /// timestamped.
+    #[serde(default)]
+    pub tsa_url: Option<String>,
+    /// The TSA's CA certificates (PEM): a token is kept only when its
+    /// signer chains to one of them and may sign timestamps.
+    #[serde(default)]
+    pub tsa_trust: Option<PathBuf>,
+    /// The CA certificates (PEM) of our own seal, put in each case
+    /// dossier so that it can be checked with nothing else.
+    #[serde(default)]
+    pub seal_trust: Option<PathBuf>,
+    /// The policy OID to ask for; a token under another one is refused.
+    /// Unset: the TSA's default, whichever it is.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// A TLS client certificate and key (PEM) for a TSA that asks for one.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Extra CA bundle for an https TSA (besides the system roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// HTTP basic authentication, for a TSA that asks for it. The
+    /// password is better set through JUMGW_EVIDENCE__PASSWORD.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// How far a token's time may be from our clock.
+    #[serde(default = "default_tsa_tolerance", with = "duration")]
+    pub tolerance: Duration,
+    /// How often the job looks for what is to be stamped.
+    #[serde(default = "default_tsa_interval", with = "duration")]
+    pub interval: Duration,
+    /// Tokens asked for at once, at most.
+    #[serde(default = "default_tsa_batch")]
+    pub batch: usize,
+    /// For one request to the TSA.
+    #[serde(default = "default_tsa_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Tries before a document's timestamp is given up (`failed`, with
+    /// the reason); between them the retry backoff of `base` and `cap`.
+    #[serde(default = "default_tsa_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_tsa_base", with = "duration")]
+    pub base: Duration,
+    #[serde(default = "default_tsa_cap", with = "duration")]
+    pub cap: Duration,
+}
+
+fn default_tsa_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_tsa_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_tsa_batch() -> usize {
+    64
+}
+fn default_tsa_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_tsa_attempts() -> u32 {
+    20
+}
+fn default_tsa_base() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_tsa_cap() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            tsa_url: None,
+            tsa_trust: None,
+            seal_trust: None,
+            policy: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            user: None,
+            password: None,
+            tolerance: default_tsa_tolerance(),
+            interval: default_tsa_interval(),
+            batch: default_tsa_batch(),
+            timeout: default_tsa_timeout(),
+            attempts: default_tsa_attempts(),
+            base: default_tsa_base(),
+            cap: default_tsa_cap(),
+        }
+    }
+}
+
 fn default_role() -> String {
     "backoffice".into()
 }
@@ -613,6 +717,8 @@ pub struct GatewayConfig {
     pub webhooks: WebhookConfig,
     #[serde(default)]
     pub procedures: BTreeMap<String, ProcedureConfig>,
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
     pub registries: BTreeMap<String, RegistryConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
 }

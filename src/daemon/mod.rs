@@ -46,6 +46,8 @@ pub enum DaemonError {
     Arg(String),
     #[error("{0}")]
     Webhooks(String),
+    #[error("{0}")]
+    Evidence(String),
     #[error("case folders: {0}")]
     Cases(String),
     #[error("API TLS: {0}")]
@@ -180,6 +182,8 @@ async fn demo(
         r.crl
             .get_or_insert_with(|| format!("http://{}/ca.crl", sim.control));
     }
+    // And so does its time-stamping authority.
+    gw.evidence.tsa_url = Some(format!("http://{}/tsa", sim.control));
     println!(
         "embedded registry simulator: control on http://{}/",
         sim.control
@@ -260,12 +264,24 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         cases.clone(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stamper = crate::evidence::stamper::Stamper::new(
+        &cfg,
+        dyn_store.clone(),
+        cipher.clone(),
+        crate::audit::Checkpoints {
+            path: opts.data_dir.join("audit").join("checkpoints.log"),
+        },
+    )
+    .map_err(|e| DaemonError::Evidence(e.to_string()))?;
+    let stamp_task = stamper.map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
     let webhook_task = tokio::spawn(webhooks.run(stop_rx));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
         .await
         .map_err(|e| DaemonError::Jobs(e.to_string()))?;
 
+    let (store_for_dossiers, cipher_for_dossiers, audit_key_for_dossiers) =
+        (dyn_store.clone(), cipher.clone(), audit_key.clone());
     let state = AppState::new(
         &cfg,
         dyn_store,
@@ -273,6 +289,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         cipher,
         clients(&cfg, opts.demo),
     )
+    .with_dossiers(dossiers(&cfg, &store_for_dossiers, &cipher_for_dossiers, &audit_key_for_dossiers, &opts.data_dir)?)
     .with_metrics(crate::metrics::install())
     .with_audit(
         audit_key,
@@ -346,8 +363,59 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     let _ = stop_tx.send(true);
     let _ = dispatch_task.await;
     let _ = webhook_task.await;
+    if let Some(t) = stamp_task {
+        let _ = t.await;
+    }
     store.close().await?;
     Ok(())
+}
+
+/// What the API builds case dossiers with: our seal, the TSA, and the
+/// CA certificates each dossier carries (the registries' signer CAs, the
+/// TSA's, our seal's), each file once.
+fn dossiers(
+    cfg: &GatewayConfig,
+    store: &Arc<dyn QueueStore>,
+    cipher: &Arc<crate::store::crypt::DocumentCipher>,
+    audit_key: &Arc<crate::audit::AuditKey>,
+    data_dir: &Path,
+) -> Result<Arc<crate::evidence::dossier::Dossiers>, DaemonError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| DaemonError::Evidence(format!("{}: {e}", p.display())))
+    };
+    let g = &cfg.gateway;
+    let seal = crate::pki::pkcs11::signing_key(&g.sign_key, &read(&g.sign_cert)?)
+        .map_err(|e| DaemonError::Evidence(format!("the seal, for case dossiers: {e}")))?;
+    let mut certificates: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut add = |name: String, path: &Path| -> Result<(), DaemonError> {
+        let pem = read(path)?;
+        if seen.insert(pem.clone()) {
+            certificates.push((name, pem));
+        }
+        Ok(())
+    };
+    for (name, r) in &cfg.registries {
+        add(format!("{name}-ca.pem"), &r.signer_ca)?;
+    }
+    if let Some(p) = &cfg.evidence.tsa_trust {
+        add("tsa-ca.pem".into(), p)?;
+    }
+    if let Some(p) = &cfg.evidence.seal_trust {
+        add("seal-ca.pem".into(), p)?;
+    }
+    Ok(Arc::new(crate::evidence::dossier::Dossiers {
+        store: store.clone(),
+        cipher: cipher.clone(),
+        audit_key: audit_key.clone(),
+        seal: Arc::new(seal),
+        tsa: crate::evidence::stamper::TsaClient::configured(&cfg.evidence)
+            .map_err(|e| DaemonError::Evidence(e.to_string()))?,
+        certificates,
+        checkpoints: crate::audit::Checkpoints {
+            path: data_dir.join("audit").join("checkpoints.log"),
+        },
+    }))
 }
 
 /// Threads for the store's blocking calls (see [`runtime`]).

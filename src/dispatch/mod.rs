@@ -338,6 +338,8 @@ pub struct Dispatcher {
     outcomes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Recorded>>>,
     /// How often documents taken `unchecked` are checked again.
     revocation_recheck: Duration,
+    /// A TSA is configured: documents are marked for a timestamp.
+    stamps: bool,
 }
 
 /// Administrators' pauses, as the store holds them for every instance.
@@ -452,6 +454,7 @@ impl Dispatcher {
             gates,
             policy: cfg.retry.clone(),
             revocation_recheck: cfg.gateway.revocation_recheck,
+            stamps: cfg.evidence.tsa_url.is_some(),
             wake,
             busy: Mutex::new(HashSet::new()),
             modes: cfg
@@ -853,6 +856,7 @@ impl Dispatcher {
         // delivery lease is taken in the same write as the attempt.
         let lease_until = now + self.policy.lease.as_millis() as u64;
         let policy = self.policy.clone();
+        let stamp = self.stamps;
         let change = move |r: &mut RequestRecord| {
             let facts = AttemptFacts {
                 outcome: &outcome,
@@ -861,6 +865,7 @@ impl Dispatcher {
                 http_status: status,
                 signer: signer.as_deref(),
                 revocation: revocation.as_ref(),
+                stamp,
             };
             let answered = Event::Answered {
                 facts: &facts,

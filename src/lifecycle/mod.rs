@@ -22,7 +22,8 @@ pub mod record;
 pub mod retry;
 
 pub use outcome::Outcome;
-pub use record::{now_ms, AttemptRecord, RequestRecord, RevocationRecord, State, RECORD_VERSION};
+pub use record::{now_ms, AttemptRecord, RequestRecord, RevocationRecord, StampRecord, State, RECORD_VERSION,
+};
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
 use crate::config::RetryConfig;
@@ -69,6 +70,9 @@ pub enum Event<'a> {
     /// The revocation status of its document's signer, established after
     /// the document was taken `unchecked`.
     Rechecked { revocation: &'a RevocationRecord },
+    /// The evidence job's try at its document's timestamp: the token, a
+    /// failure to try again later, or one given up.
+    Stamped { stamp: &'a StampRecord },
 }
 
 impl Event<'_> {
@@ -86,6 +90,7 @@ impl Event<'_> {
             Event::Unindex => "unindex",
             Event::AtRisk => "at-risk",
             Event::Rechecked { .. } => "rechecked",
+            Event::Stamped { .. } => "stamped",
         }
     }
 }
@@ -217,6 +222,13 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
                 return false;
             }
             r.revocation = Some((*revocation).clone());
+            true
+        }
+        Event::Stamped { stamp } => {
+            if !r.stamp_pending() {
+                return false;
+            }
+            r.stamp = Some((*stamp).clone());
             true
         }
     };

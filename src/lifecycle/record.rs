@@ -117,6 +117,56 @@ pub struct RequestRecord {
     /// How the registry signer's certificate stood when the document came.
     #[serde(default)]
     pub revocation: Option<RevocationRecord>,
+    /// The third party's timestamp on the document's signature (RFC 3161),
+    /// when one is configured.
+    #[serde(default)]
+    pub stamp: Option<StampRecord>,
+}
+
+/// A document's timestamp: asked for by the evidence job after the
+/// document came, kept when it checked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampRecord {
+    /// `pending` (to be asked for, at `next_ms`), `stamped` or `failed`
+    /// (given up: `reason` says why).
+    pub state: String,
+    #[serde(default)]
+    pub tries: u32,
+    #[serde(default)]
+    pub next_ms: Option<u64>,
+    /// The TimeStampToken (CMS ContentInfo), DER in base64.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The time the TSA vouches for (its genTime).
+    #[serde(default)]
+    pub time_ms: Option<u64>,
+    /// The TSA's certificate subject and the token's serial number (hex).
+    #[serde(default)]
+    pub tsa: Option<String>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Why the last try failed, or why it was given up.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl StampRecord {
+    pub fn pending(now: u64) -> StampRecord {
+        StampRecord {
+            state: "pending".into(),
+            tries: 0,
+            next_ms: Some(now),
+            token: None,
+            time_ms: None,
+            tsa: None,
+            serial: None,
+            reason: None,
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.state == "pending"
+    }
 }
 
 /// The evidence kept with a document that its signer's certificate was
@@ -188,6 +238,7 @@ impl RequestRecord {
             at_risk: false,
             delivery_failures: 0,
             revocation: None,
+            stamp: None,
         }
     }
 
@@ -196,6 +247,12 @@ impl RequestRecord {
     pub fn needs_attention(&self) -> bool {
         self.state == State::Dead
             || (State::UNFETCHED.contains(&self.state) && self.attempts.len() >= 2)
+    }
+
+    /// Its document waits for a timestamp: the stores index it, so that
+    /// the evidence job finds these without a scan.
+    pub fn stamp_pending(&self) -> bool {
+        self.stamp.as_ref().is_some_and(StampRecord::is_pending)
     }
 
     /// Flagged near its deadline and still open: what the at-risk count

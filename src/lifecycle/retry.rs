@@ -52,6 +52,8 @@ pub struct AttemptFacts<'a> {
     pub signer: Option<&'a str>,
     /// How the signer's certificate stood (documents only).
     pub revocation: Option<&'a super::RevocationRecord>,
+    /// A document is to be timestamped (a TSA is configured).
+    pub stamp: bool,
 }
 
 /// Applies an attempt's outcome to a request that was `sending`. Returns
@@ -105,6 +107,7 @@ pub(super) fn apply(
             r.document_id = Some(r.id.clone());
             r.signer = f.signer.map(str::to_owned);
             r.revocation = f.revocation.cloned();
+            r.stamp = f.stamp.then(|| super::StampRecord::pending(now));
             r.security_failures = 0;
             r.ticket = None;
             r.error = None;
@@ -213,6 +216,7 @@ mod tests {
             at_risk: false,
             delivery_failures: 0,
             revocation: None,
+            stamp: None,
         }
     }
 
@@ -224,6 +228,7 @@ mod tests {
             http_status: Some(200),
             signer: Some("CN=x"),
             revocation: None,
+            stamp: false,
         }
     }
 

@@ -83,6 +83,7 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             http_status: Some(200),
             signer: Some("CN=registry"),
             revocation: None,
+            stamp: false,
         })
         .collect();
     let rechecked = good_revocation();
@@ -209,6 +210,7 @@ fn stale_events_change_nothing() {
         http_status: Some(200),
         signer: None,
         revocation: None,
+        stamp: false,
     };
     let retry = RetryConfig::default();
     let answered = Event::Answered {

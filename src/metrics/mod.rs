@@ -96,6 +96,14 @@ fn describe() {
         "Age of the newest good revocation answer for a registry's certificates"
     );
     describe_counter!(
+        "jumgw_timestamps_total",
+        "Timestamp tokens asked of the TSA, by what they are for (document, checkpoint) and result (stamped, failed, given-up)"
+    );
+    describe_gauge!(
+        "jumgw_timestamps_pending",
+        "Documents whose timestamp is due now and not yet had, as the last round of the evidence job found them"
+    );
+    describe_counter!(
         "jumgw_api_tls_refused_total",
         "TLS handshakes the API refused (no, or an untrusted, client certificate)"
     );
@@ -111,6 +119,17 @@ pub fn revocation_check(method: &'static str, result: &'static str) {
 pub fn revocation_good(registry: &str, at_ms: u64) {
     gauge!("jumgw_revocation_last_good_timestamp_seconds", "registry" => registry.to_owned())
         .set(at_ms as f64 / 1000.0);
+}
+
+/// A timestamp for `what` (document, checkpoint) came to `result`
+/// (stamped, failed, given-up).
+pub fn timestamp(what: &'static str, result: &'static str) {
+    counter!("jumgw_timestamps_total", "for" => what, "result" => result).increment(1);
+}
+
+/// Documents due for a timestamp, as the evidence job's last round found.
+pub fn timestamps_pending(n: usize) {
+    gauge!("jumgw_timestamps_pending").set(n as f64);
 }
 
 /// The seal's device failed to sign.

@@ -44,6 +44,9 @@ pub enum Role {
     TlsClient,
     /// A leaf whose key usage forbids signing (keyEncipherment only).
     EncryptionOnly,
+    /// A time-stamping authority (RFC 3161): timeStamping, critical, and
+    /// nothing else, as RFC 3161 2.3 wants it.
+    Tsa,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +165,17 @@ pub fn issue_for<T: HasPublic>(
                 eku.client_auth();
             }
             b.append_extension(eku.build()?)?;
+        }
+        Role::Tsa => {
+            b.append_extension(BasicConstraints::new().build()?)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .digital_signature()
+                    .non_repudiation()
+                    .build()?,
+            )?;
+            b.append_extension(ExtendedKeyUsage::new().critical().time_stamping().build()?)?;
         }
         Role::EncryptionOnly => {
             b.append_extension(BasicConstraints::new().build()?)?;

@@ -74,6 +74,11 @@ pub async fn purge(
                     .or(r.attempts.last().map(|a| a.at_ms))
                     .unwrap_or(r.created_ms);
                 if finished < cutoff {
+                    // Never while a dossier of its case is being exported:
+                    // it is removed by a later purge.
+                    let Some(_purging) = crate::evidence::dossier::Purging::start(&r.case) else {
+                        continue;
+                    };
                     store.remove(&r.id).await?;
                     n += 1;
                 }
@@ -272,6 +277,7 @@ mod tests {
             at_risk: false,
             delivery_failures: 0,
             revocation: None,
+            stamp: None,
         }
     }
 

@@ -49,10 +49,12 @@ pub enum Fault {
     NotFound,
     Revoked,
     OcspDown,
+    /// The TSA answers 503.
+    TsaDown,
 }
 
 impl Fault {
-    pub const ALL: [(&'static str, Fault); 19] = [
+    pub const ALL: [(&'static str, Fault); 20] = [
         ("500", Fault::Http500),
         ("503", Fault::Http503),
         ("429", Fault::Http429),
@@ -72,11 +74,12 @@ impl Fault {
         ("notfound", Fault::NotFound),
         ("revoked", Fault::Revoked),
         ("ocsp-down", Fault::OcspDown),
+        ("tsa-down", Fault::TsaDown),
     ];
 
     /// A state of the CA, not a misbehaviour of one answer.
     pub fn is_state(self) -> bool {
-        matches!(self, Fault::Revoked | Fault::OcspDown)
+        matches!(self, Fault::Revoked | Fault::OcspDown | Fault::TsaDown)
     }
 
     pub fn name(self) -> &'static str {

@@ -96,6 +96,8 @@ struct Shared {
     limits: Limits,
     /// The development CA's OCSP responder and CRL, when its key is given.
     authority: Option<crate::pki::revocation::authority::Authority>,
+    /// A time-stamping authority whose certificate the same CA issues.
+    tsa: Option<crate::evidence::tsa::Tsa>,
     /// Each registry's signing certificate, for the `revoked` fault.
     signers: BTreeMap<String, openssl::x509::X509>,
 }
@@ -206,6 +208,19 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             }
             _ => None,
         },
+        tsa: match (&cfg.ca_cert, &cfg.ca_key) {
+            (Some(c), Some(k)) => {
+                let bad = |detail: String| SimError::File {
+                    path: k.display().to_string(),
+                    detail,
+                };
+                let cert = openssl::x509::X509::from_pem(&read(c)?).map_err(|e| bad(e.to_string()))?;
+                let key = openssl::pkey::PKey::private_key_from_pem(&read(k)?)
+                    .map_err(|e| bad(e.to_string()))?;
+                Some(crate::evidence::tsa::Tsa::issued_by(&cert, &key).map_err(|e| bad(e.to_string()))?)
+            }
+            _ => None,
+        },
         signers: cfg
             .registries
             .iter()
@@ -293,6 +308,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         .route("/reset", post(reset))
         .route("/ocsp", post(ocsp_post))
         .route("/ca.crl", get(crl_get))
+        .route("/tsa", post(tsa_post))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
@@ -704,6 +720,21 @@ async fn ocsp_post(State(sh): Ctl, body: Bytes) -> Response {
     };
     let der = a.respond(&body, crate::lifecycle::now_ms());
     ([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response()
+}
+
+/// The time-stamping authority (RFC 3161 over HTTP): a TimeStampReq in,
+/// a TimeStampResp out.
+async fn tsa_post(State(sh): Ctl, body: Bytes) -> Response {
+    let Some(t) = &sh.tsa else {
+        return (StatusCode::NOT_FOUND, "no CA key configured (ca_cert, ca_key)").into_response();
+    };
+    if lock(&sh.faults).has_state(Fault::TsaDown, None) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "tsa-down").into_response();
+    }
+    match t.respond(&body) {
+        Ok(der) => ([(header::CONTENT_TYPE, "application/timestamp-reply")], der).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// The development CA's CRL (DER).

@@ -134,6 +134,10 @@ pub trait Requests: Documents + Send + Sync {
     ) -> Result<Enqueued, StoreError>;
     async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Documents whose timestamp is to be asked for at or before
+    /// `now_ms`, earliest first, at most `limit`.
+    async fn stamps_due(&self, now_ms: u64, limit: usize)
+        -> Result<Vec<RequestRecord>, StoreError>;
     /// What is due at or before `now_ms`, earliest first.
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// The earliest due time, if any.

@@ -41,6 +41,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         at_risk: false,
         delivery_failures: 0,
         revocation: None,
+        stamp: None,
     }
 }
 
@@ -118,6 +119,25 @@ fn fetch(r: &mut RequestRecord, now: u64) -> bool {
     r.document_id = Some(r.id.clone());
     r.ticket = None;
     r.due_ms = Some(now);
+    // Its timestamp is to be asked for, at times that differ.
+    r.stamp = Some(crate::lifecycle::StampRecord::pending(now + (r.created_ms % 3) * 100));
+    true
+}
+
+/// The evidence job's try at a pending timestamp: the first fails (tried
+/// again later), the second brings the token.
+fn stamp(r: &mut RequestRecord) -> bool {
+    let Some(s) = r.stamp.as_mut().filter(|s| s.is_pending()) else {
+        return false;
+    };
+    s.tries += 1;
+    if s.tries == 1 {
+        s.next_ms = s.next_ms.map(|n| n + 1000);
+    } else {
+        s.state = "stamped".into();
+        s.next_ms = None;
+        s.token = Some("MA==".into());
+    }
     true
 }
 
@@ -230,6 +250,23 @@ async fn compare_queries(
         .map(|r| r.created_ms)
         .min();
     prop_assert_eq!(t.oldest_open_ms, oldest);
+    // The pending timestamps, by when each is next to be asked for.
+    let mut want: Vec<(u64, String)> = model
+        .values()
+        .filter_map(|r| {
+            let s = r.stamp.as_ref().filter(|s| s.is_pending())?;
+            Some((s.next_ms.unwrap_or(0), r.id.clone()))
+        })
+        .collect();
+    want.sort();
+    let got: Vec<(u64, String)> = store
+        .stamps_due(1 << 50, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.stamp.and_then(|s| s.next_ms).unwrap_or(0), r.id))
+        .collect();
+    prop_assert_eq!(got, want);
     async fn walk(store: &dyn QueueStore, sel: &Selector, order: Order) -> Vec<String> {
         let mut out = Vec::new();
         let mut after = None;
@@ -467,7 +504,10 @@ fn run_model(
                         Op::Refuse(_) => Box::new(refuse),
                         Op::Deliver(_) => Box::new(move |r| deliver(r, now)),
                         Op::Cancel(_) => Box::new(cancel),
-                        Op::Flag(_) => Box::new(flag),
+                        Op::Flag(_) => Box::new(|r: &mut RequestRecord| {
+                            let stamped = stamp(r);
+                            flag(r) || stamped
+                        }),
                         _ => Box::new(move |r| retry(r, now)),
                     };
                     if let Op::Fetch(_) = op {

@@ -324,7 +324,14 @@ impl SigningKey {
         self.alg
     }
 
-    fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>, DsigError> {
+    /// The certificate, DER in base64, as `ds:X509Certificate` holds it.
+    pub fn certificate_b64(&self) -> &str {
+        &self.cert_b64
+    }
+
+    /// A signature over `data` in XML-DSig's form (PKCS#1 v1.5, or ECDSA
+    /// `r ‖ s`).
+    pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>, DsigError> {
         let key = match &self.key {
             Key::Soft(k) => k,
             Key::Device(d) => return d.sign_sha256(data).map_err(DsigError::Device),
@@ -520,6 +527,8 @@ pub struct TrustStore {
     /// The certificates the store was made of, for whoever must find a
     /// signer's issuer (revocation checks).
     anchors: Vec<X509>,
+    /// The time certificates are judged at, when not now.
+    at: Option<i64>,
     /// The smallest RSA key a signer may have (at least [`MIN_RSA_BITS`]).
     pub min_rsa_bits: u32,
     /// Optional pin: the signer's subject must contain this text.
@@ -554,6 +563,14 @@ impl TrustStore {
     const CAPACITY: usize = 64;
 
     pub fn from_pem(pem: &[u8]) -> Result<TrustStore, DsigError> {
+        TrustStore::from_pem_at(pem, None)
+    }
+
+    /// Anchors that judge certificates as of `at` (seconds since the
+    /// epoch) instead of now: a document verified years later, at the
+    /// time a timestamp proves it was signed, after its certificates
+    /// expired.
+    pub fn from_pem_at(pem: &[u8], at: Option<i64>) -> Result<TrustStore, DsigError> {
         let certs = X509::stack_from_pem(pem)
             .map_err(|e| DsigError::Certificate(format!("cannot read trust anchors: {e}")))?;
         if certs.is_empty() {
@@ -565,8 +582,14 @@ impl TrustStore {
         for c in &certs {
             b.add_cert(c.clone())?;
         }
+        if let Some(t) = at {
+            let mut p = openssl::x509::verify::X509VerifyParam::new()?;
+            p.set_time(t as _);
+            b.set_param(&p)?;
+        }
         Ok(TrustStore {
             store: b.build(),
+            at,
             anchors: certs,
             min_rsa_bits: MIN_RSA_BITS,
             subject_pin: None,
@@ -579,6 +602,13 @@ impl TrustStore {
         &self.anchors
     }
 
+    /// The signer certificate, once its chain is trusted (and its
+    /// subject pinned, if a pin is set). `ders` are the offered
+    /// certificates, signer first.
+    pub fn trusted_signer(&self, ders: &[Vec<u8>]) -> Result<X509, DsigError> {
+        Ok(self.signer(ders)?.cert)
+    }
+
     /// The signer certificate and its key, once its chain is trusted.
     /// `ders` are the offered certificates, signer first.
     fn signer(&self, ders: &[Vec<u8>]) -> Result<Checked, DsigError> {
@@ -588,7 +618,7 @@ impl TrustStore {
             h.update(d);
         }
         let id = h.finish();
-        let now = unix_now();
+        let now = self.at.unwrap_or_else(unix_now);
         let cached = self
             .checked
             .lock()

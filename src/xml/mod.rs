@@ -13,6 +13,7 @@ pub mod dsig;
 pub mod mutate;
 pub mod reader;
 pub mod schema;
+pub mod xades;
 
 pub use c14n::{canonicalize, Canonical, Options};
 pub use dom::Document;

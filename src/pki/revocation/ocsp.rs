@@ -166,6 +166,23 @@ fn names(responder: &X509, id: &ResponderId) -> Result<bool, RevocationError> {
 /// and says what it establishes. Anything that does not hold is an error
 /// naming what, and the answer is not believed.
 pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer, RevocationError> {
+    check_with(der, &q.cert_id, Some(&q.nonce), issuer, now_ms)
+}
+
+/// Checks a kept answer about `cert` (issued by `issuer`), as of `at_ms`
+/// (the time of the document it vouched for): what [`check`] checks,
+/// except the nonce, which only the asker knew.
+pub fn check_kept(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Answer, RevocationError> {
+    check_with(der, &cert_id(cert, issuer)?, None, issuer, at_ms)
+}
+
+fn check_with(
+    der: &[u8],
+    cert_id: &CertId,
+    nonce: Option<&[u8]>,
+    issuer: &X509,
+    now_ms: u64,
+) -> Result<Answer, RevocationError> {
     let resp =
         OcspResponse::from_der(der).map_err(|e| bad(format!("not an OCSP response: {e}")))?;
     if resp.response_status != OcspResponseStatus::Successful {
@@ -216,8 +233,8 @@ pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer
     verify_signature(&basic.signature_algorithm, &tbs, sig, signer)
         .map_err(|e| RevocationError::BadSignature(format!("the response's signature: {e}")))?;
 
-    match nonce_of(data.response_extensions.as_ref()) {
-        Some(n) if n != q.nonce => {
+    match (nonce_of(data.response_extensions.as_ref()), nonce) {
+        (Some(n), Some(want)) if n != want => {
             return Err(RevocationError::BadSignature(
                 "the nonce is not the one we sent (a replayed answer?)".into(),
             ))
@@ -227,7 +244,7 @@ pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer
     let single = data
         .responses
         .iter()
-        .find(|r| same_cert(&r.cert_id, &q.cert_id))
+        .find(|r| same_cert(&r.cert_id, cert_id))
         .ok_or_else(|| bad("the answer does not speak of this certificate"))?;
     let this_update = unix_ms(single.this_update.0.to_system_time());
     let next_update = single.next_update.map(|t| unix_ms(t.0.to_system_time()));

@@ -161,6 +161,9 @@ impl Wanted {
         }
         self.digests[1].add(&e.case, &[]);
         self.digests[2].add(&e.state, &[]);
+        if let Some(k) = &e.stamp {
+            self.digests[2].add(k, &[]);
+        }
         if let Some(k) = &e.attention {
             self.digests[3].add(k, &[]);
         }
@@ -321,6 +324,9 @@ fn name_disagreement(t: &Trees, name: &str, report: &mut Report) {
             _ => e.deadline.map(|k| (k, Vec::new())),
         };
         wanted.extend(key);
+        if name == "by_state" {
+            wanted.extend(e.stamp.map(|k| (k, Vec::new())));
+        }
     });
     walk(index_tree(t, name), name, &mut dummy, |k, v| {
         if !wanted.remove(&(k.to_vec(), v.to_vec())) {

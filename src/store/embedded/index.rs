@@ -7,6 +7,7 @@
 //! | `due` | due time, big-endian u64 ‖ id | [`Work`] code |
 //! | `by_case` | case number ‖ 0x00 ‖ id | empty |
 //! | `by_state` | state code (one byte) ‖ id | empty |
+//! | `by_state` | [`STAMP_PENDING`] ‖ next try, big-endian u64 ‖ id | empty: [`RequestRecord::stamp_pending`] |
 //! | `attention` | id | empty: [`RequestRecord::needs_attention`] |
 //! | `deadlines` | deadline, big-endian u64 ‖ id | empty: open requests only |
 //! | `counts` | registry ‖ 0x00 ‖ state name (or `!at_risk`) | big-endian u64 |
@@ -32,6 +33,17 @@ pub(super) struct Ix<'a> {
 type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 
 pub(super) const AT_RISK: &str = "!at_risk";
+
+/// The prefix in `by_state` (no state's code) of documents waiting for
+/// their timestamp, by when it is next to be asked for.
+pub(super) const STAMP_PENDING: u8 = 0xfe;
+
+pub(super) fn stamp_key(next_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = vec![STAMP_PENDING];
+    k.extend_from_slice(&next_ms.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 pub(super) fn state_code(s: State) -> u8 {
     State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
@@ -115,6 +127,8 @@ pub(super) struct Entries {
     pub state: Vec<u8>,
     pub attention: Option<Vec<u8>>,
     pub deadline: Option<Vec<u8>>,
+    /// In `by_state` too.
+    pub stamp: Option<Vec<u8>>,
     /// The counters it adds one to.
     pub counted: Vec<Vec<u8>>,
 }
@@ -130,6 +144,11 @@ pub(super) fn entries(r: &RequestRecord) -> Entries {
         state: state_key(r.state, &r.id),
         attention: r.needs_attention().then(|| r.id.as_bytes().to_vec()),
         deadline: deadline_of(r),
+        stamp: r
+            .stamp
+            .as_ref()
+            .filter(|s| s.is_pending())
+            .map(|s| stamp_key(s.next_ms.unwrap_or(0), &r.id)),
         counted,
     }
 }
@@ -169,6 +188,7 @@ pub(super) fn change(
     };
     keyed(&|e| Some(e.case.clone()), ix.by_case)?;
     keyed(&|e| Some(e.state.clone()), ix.by_state)?;
+    keyed(&|e| e.stamp.clone(), ix.by_state)?;
     keyed(&|e| e.attention.clone(), ix.attention)?;
     keyed(&|e| e.deadline.clone(), ix.deadlines)?;
     let (o, n) = (

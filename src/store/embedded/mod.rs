@@ -1039,6 +1039,16 @@ impl Requests for SledStore {
         core.run(move |core| core.by_case_now(&case)).await
     }
 
+    async fn stamps_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let core = self.core.clone();
+        core.run(move |core| core.stamps_due_now(now_ms, limit))
+            .await
+    }
+
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         let core = self.core.clone();
         core.run(move |core| core.due_now(now_ms, limit)).await
@@ -1442,6 +1452,23 @@ impl Core {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             if let Some(r) = self.readable(&id) {
                 out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn stamps_due_now(&self, now_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let start = [index::STAMP_PENDING];
+        let end = index::stamp_key(now_ms.saturating_add(1), "");
+        let mut out = Vec::new();
+        for item in self.t.by_state.range(start.as_slice()..end.as_slice()) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(k.get(9..).unwrap_or_default()).into_owned();
+            if let Some(r) = self.readable(&id) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)

@@ -35,7 +35,7 @@ impl PgStore {
             let rows = self
                 .query(
                     "SELECT id, case_no, state, registry, due_ms, work, record, deadline_ms, \
-                     attention, at_risk FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
+                     attention, at_risk, stamp_ms FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
                     &[&after, &PAGE],
                 )
                 .await?;
@@ -80,6 +80,9 @@ impl PgStore {
                 }
                 if want.at_risk[0] != row.get::<_, bool>(9) {
                     differs.push("at_risk");
+                }
+                if want.stamps[0] != row.get::<_, Option<i64>>(10) {
+                    differs.push("stamp_ms");
                 }
                 if !differs.is_empty() {
                     report.found(

@@ -275,10 +275,10 @@ impl PgStore {
         t.run(
             "UPDATE requests AS r SET state = u.state, due_ms = u.due_ms, work = u.work, \
              record = u.record, deadline_ms = u.deadline_ms, attention = u.attention, \
-             at_risk = u.at_risk \
+             at_risk = u.at_risk, stamp_ms = u.stamp_ms \
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
-                         $6::int8[], $7::bool[], $8::bool[]) \
-                  AS u(id, state, due_ms, work, record, deadline_ms, attention, at_risk) \
+                         $6::int8[], $7::bool[], $8::bool[], $9::int8[]) \
+                  AS u(id, state, due_ms, work, record, deadline_ms, attention, at_risk, stamp_ms) \
              WHERE r.id = u.id",
             &[
                 &c.ids,
@@ -289,6 +289,7 @@ impl PgStore {
                 &c.deadlines,
                 &c.attention,
                 &c.at_risk,
+                &c.stamps,
             ],
         )
         .await
@@ -395,6 +396,8 @@ struct Columns<'a> {
     deadlines: Vec<i64>,
     attention: Vec<bool>,
     at_risk: Vec<bool>,
+    /// When a pending timestamp is next to be asked for.
+    stamps: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -409,7 +412,15 @@ impl<'a> Columns<'a> {
             texts: records.clone().map(super::encode_text).collect(),
             deadlines: records.clone().map(|r| ms(r.deadline_ms)).collect(),
             attention: records.clone().map(|r| r.needs_attention()).collect(),
-            at_risk: records.map(|r| r.at_risk_open()).collect(),
+            at_risk: records.clone().map(|r| r.at_risk_open()).collect(),
+            stamps: records
+                .map(|r| {
+                    r.stamp
+                        .as_ref()
+                        .filter(|s| s.is_pending())
+                        .map(|s| ms(s.next_ms.unwrap_or(0)))
+                })
+                .collect(),
         }
     }
 }
@@ -556,9 +567,10 @@ impl PgStore {
         let c = Columns::of(records.iter().copied());
         t.run(
             "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
-             deadline_ms, attention, at_risk) \
+             deadline_ms, attention, at_risk, stamp_ms) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-                                  $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[])",
+                                  $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
+                                  $11::int8[])",
             &[
                 &c.ids,
                 &c.cases,
@@ -570,6 +582,7 @@ impl PgStore {
                 &c.deadlines,
                 &c.attention,
                 &c.at_risk,
+                &c.stamps,
             ],
         )
         .await
@@ -628,6 +641,18 @@ impl Requests for PgStore {
         self.records(
             "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id",
             &[&case],
+        )
+        .await
+    }
+
+    async fn stamps_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.records(
+            "SELECT id, record FROM requests WHERE stamp_ms <= $1 ORDER BY stamp_ms, id LIMIT $2",
+            &[&ms(now_ms), &(limit as i64)],
         )
         .await
     }

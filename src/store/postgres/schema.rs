@@ -5,7 +5,7 @@ use super::{ms, why};
 use crate::store::StoreError;
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Versioned migrations, applied in order, each once, in one transaction
 /// under an advisory lock (instances starting together take turns).
@@ -131,6 +131,15 @@ CREATE TRIGGER requests_recount AFTER UPDATE OF state, registry, at_risk ON requ
     WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.registry IS DISTINCT FROM NEW.registry
           OR OLD.at_risk IS DISTINCT FROM NEW.at_risk)
     EXECUTE FUNCTION jumgw_count();
+"#,
+    ),
+    (
+        5,
+        // Documents waiting for their timestamp, by when it is next to be
+        // asked for (`RequestRecord::stamp_pending`); none before this.
+        r#"
+ALTER TABLE requests ADD COLUMN stamp_ms bigint;
+CREATE INDEX requests_stamp ON requests (stamp_ms, id) WHERE stamp_ms IS NOT NULL;
 "#,
     ),
 ];

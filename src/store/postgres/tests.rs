@@ -306,7 +306,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     }
     let s = PgStore::open(&url, 2).await.unwrap();
     // A database of version 2 with a request and a gate row in it, as
-    // an earlier build left it: opening it applies migrations 3 and 4
+    // an earlier build left it: opening it applies migrations 3 to 5
     // only, and keeps what was there (counted by 4's backfill).
     s.enqueue(vec![record(7, "tax")]).await.unwrap();
     s.with(async |c| {
@@ -318,8 +318,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
              DROP FUNCTION jumgw_count(); DROP TABLE request_counts; \
              DROP INDEX requests_state; \
              ALTER TABLE requests DROP COLUMN deadline_ms, DROP COLUMN attention, \
-                 DROP COLUMN at_risk; \
-             DELETE FROM jumgw_schema WHERE version IN (3, 4)",
+                 DROP COLUMN at_risk, DROP COLUMN stamp_ms; \
+             DELETE FROM jumgw_schema WHERE version IN (3, 4, 5)",
         )
         .await
         .unwrap();

@@ -1,0 +1,564 @@
+//! The case dossier: one ASiC-E container (ETSI EN 319 162-1) with all a
+//! later reader needs to know what the registries said about a case,
+//! when, and that it was valid then, with no gateway running:
+//!
+//! | file | what |
+//! |---|---|
+//! | `mimetype` | `application/vnd.etsi.asic-e+zip`, first and stored |
+//! | `case.json` | the case's facts: number, legal basis, purpose, official, each request with its attempts and the evidence it has |
+//! | `documents/{request}.xml` | each document byte for byte as the registry signed it |
+//! | `evidence/{request}.tst` | its timestamp token (RFC 3161) on the SHA-256 of its decoded `ds:SignatureValue` |
+//! | `evidence/{request}.ocsp` | the OCSP response that confirmed its signer was not revoked |
+//! | `certificates/*.pem` | the registries' CAs, the TSA's CA, our seal's CA |
+//! | `audit/entries.jsonl` | the case's audit entries, each with its place in the chain |
+//! | `audit/chain.txt` | `seq prev hash` of every entry from the case's first to the checkpoint after its last: the links, without other people's entries |
+//! | `audit/checkpoint.txt`, `audit/checkpoint.tst` | that checkpoint (`seq hash`) and its timestamp token |
+//! | `META-INF/manifest.xml` | every file but `META-INF/*`, with its media type |
+//! | `META-INF/signatures0.xml` | our seal (XAdES B-T) over every file but `META-INF/*` |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::stamper::{checkpoint_imprint, checkpoint_token_path, TsaClient};
+use crate::audit::{AuditKey, Checkpoints};
+use crate::lifecycle::RequestRecord;
+use crate::store::crypt::DocumentCipher;
+use crate::store::trail::Entry;
+use crate::store::{QueueStore, StoreError};
+use crate::xml::xades::{self, DataObject};
+use crate::xml::SigningKey;
+
+pub const MIMETYPE: &str = "application/vnd.etsi.asic-e+zip";
+pub const SIGNATURE_FILE: &str = "META-INF/signatures0.xml";
+pub const MANIFEST_FILE: &str = "META-INF/manifest.xml";
+/// The longest chain excerpt kept: beyond it the audit excerpt carries
+/// its entries' own hashes but not every link to the checkpoint.
+const MAX_CHAIN: u64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DossierError {
+    #[error("no case {0}")]
+    NoCase(String),
+    #[error("the seal: {0}")]
+    Seal(String),
+    #[error("the TSA, for the dossier's signature timestamp: {0}")]
+    Tsa(String),
+    #[error("a document of the case: {0}")]
+    Document(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the container: {0}")]
+    Zip(String),
+}
+
+/// The case's facts, as `case.json` holds them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CaseFacts {
+    pub case: String,
+    pub exported_ms: u64,
+    pub exported: String,
+    pub exported_by: String,
+    pub requests: Vec<RequestFacts>,
+    pub audit: AuditFacts,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFacts {
+    pub id: String,
+    pub client: String,
+    pub service: String,
+    pub registry: String,
+    pub legal_basis: String,
+    pub purpose: String,
+    pub official: String,
+    pub subject: BTreeMap<String, String>,
+    pub state: String,
+    pub created_ms: u64,
+    pub created: String,
+    pub attempts: Vec<crate::lifecycle::AttemptRecord>,
+    pub signer: Option<String>,
+    /// `documents/{id}.xml`, when it has a document.
+    pub document: Option<String>,
+    pub revocation: Option<serde_json::Value>,
+    /// `evidence/{id}.ocsp`, when its OCSP response is kept.
+    pub ocsp: Option<String>,
+    pub timestamp: Option<serde_json::Value>,
+    /// `evidence/{id}.tst`, when it is stamped.
+    pub timestamp_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditFacts {
+    pub entries: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The checkpoint the chain excerpt reaches, if one does.
+    pub checkpoint: Option<CheckpointFacts>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointFacts {
+    pub seq: u64,
+    pub hash: String,
+    /// Its token is in the dossier.
+    pub stamped: bool,
+}
+
+/// One line of `audit/entries.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub entry: Entry,
+}
+
+/// What the daemon builds dossiers with.
+pub struct Dossiers {
+    pub store: Arc<dyn QueueStore>,
+    pub cipher: Arc<DocumentCipher>,
+    pub audit_key: Arc<AuditKey>,
+    pub seal: Arc<SigningKey>,
+    pub tsa: Option<TsaClient>,
+    /// (file name, PEM) of every CA certificate the dossier carries.
+    pub certificates: Vec<(String, Vec<u8>)>,
+    pub checkpoints: Checkpoints,
+}
+
+/// Cases whose dossier is being exported, so that retention does not
+/// take their records away meanwhile; and the case retention is removing
+/// now, which an export waits for.
+#[derive(Default)]
+struct Busy {
+    exporting: HashMap<String, usize>,
+    purging: BTreeSet<String>,
+}
+
+fn busy() -> &'static std::sync::Mutex<Busy> {
+    static B: std::sync::OnceLock<std::sync::Mutex<Busy>> = std::sync::OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+/// Held while a case's dossier is built.
+pub struct Exporting(String);
+
+impl Exporting {
+    pub async fn start(case: &str) -> Exporting {
+        loop {
+            {
+                let mut b = crate::sync::lock(busy());
+                if !b.purging.contains(case) {
+                    *b.exporting.entry(case.to_owned()).or_default() += 1;
+                    return Exporting(case.to_owned());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        let mut b = crate::sync::lock(busy());
+        if let Some(n) = b.exporting.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                b.exporting.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// Held while retention removes a record of a case; `None` while an
+/// export of the case runs (the record is kept for a later purge).
+pub struct Purging(String);
+
+impl Purging {
+    pub fn start(case: &str) -> Option<Purging> {
+        let mut b = crate::sync::lock(busy());
+        if b.exporting.contains_key(case) {
+            return None;
+        }
+        b.purging.insert(case.to_owned());
+        Some(Purging(case.to_owned()))
+    }
+}
+
+impl Drop for Purging {
+    fn drop(&mut self) {
+        crate::sync::lock(busy()).purging.remove(&self.0);
+    }
+}
+
+fn mime_of(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("xml") => "text/xml",
+        Some("json") => "application/json",
+        Some("jsonl") => "application/jsonl",
+        Some("tst") => "application/vnd.etsi.timestamp-token",
+        Some("ocsp") => "application/ocsp-response",
+        Some("pem") => "application/pem-certificate-chain",
+        _ => "text/plain",
+    }
+}
+
+/// The manifest of `files` (name, media type), as `dossier verify`
+/// rebuilds it to compare byte for byte.
+pub fn manifest(files: &[(String, String)]) -> Vec<u8> {
+    let mut m = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<manifest:manifest xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\" manifest:version=\"1.2\">\n\
+<manifest:file-entry manifest:full-path=\"/\" manifest:media-type=\"application/vnd.etsi.asic-e+zip\"/>\n",
+    );
+    for (name, mime) in files {
+        m.push_str(&format!(
+            "<manifest:file-entry manifest:full-path=\"{}\" manifest:media-type=\"{}\"/>\n",
+            crate::xml::escape(name),
+            crate::xml::escape(mime)
+        ));
+    }
+    m.push_str("</manifest:manifest>\n");
+    m.into_bytes()
+}
+
+fn b64d(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+impl Dossiers {
+    /// The dossier of `case`, exported by `actor`.
+    /// Only the requests `visible` lets through are in it.
+    pub async fn build(
+        &self,
+        case: &str,
+        actor: &str,
+        visible: &(dyn Fn(&RequestRecord) -> bool + Sync),
+    ) -> Result<Vec<u8>, DossierError> {
+        let _guard = Exporting::start(case).await;
+        let mut records: Vec<RequestRecord> = self
+            .store
+            .by_case(case)
+            .await?
+            .into_iter()
+            .filter(|r| visible(r))
+            .collect();
+        if records.is_empty() {
+            return Err(DossierError::NoCase(case.to_owned()));
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        let now = crate::lifecycle::now_ms();
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut facts = Vec::new();
+        for r in &records {
+            facts.push(self.request_files(r, &mut files).await?);
+        }
+        self.checkpoint_now().await;
+        let (audit, audit_files) = self.audit_excerpt(&records).await?;
+        files.extend(audit_files);
+        for (name, pem) in &self.certificates {
+            files.push((format!("certificates/{name}"), pem.clone()));
+        }
+        let facts = CaseFacts {
+            case: case.to_owned(),
+            exported_ms: now,
+            exported: crate::pki::revocation::rfc3339(now),
+            exported_by: actor.to_owned(),
+            requests: facts,
+            audit,
+        };
+        let json = serde_json::to_vec_pretty(&facts).map_err(|e| DossierError::Zip(e.to_string()))?;
+        files.insert(0, ("case.json".into(), json));
+
+        let listed: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, _)| (n.clone(), mime_of(n).to_owned()))
+            .collect();
+        let signing_time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let seal = self.seal.clone();
+        let objects: Vec<(String, Vec<u8>, String)> = files
+            .iter()
+            .zip(&listed)
+            .map(|((n, b), (_, m))| (n.clone(), b.clone(), m.clone()))
+            .collect();
+        // The seal may be on a token: a blocking call.
+        let signed = tokio::task::spawn_blocking(move || {
+            let objs: Vec<DataObject<'_>> = objects
+                .iter()
+                .map(|(uri, bytes, mime)| DataObject { uri, bytes, mime })
+                .collect();
+            xades::sign(&objs, &seal, &signing_time)
+        })
+        .await
+        .map_err(|e| DossierError::Seal(e.to_string()))?
+        .map_err(|e| DossierError::Seal(e.to_string()))?;
+        let token = match &self.tsa {
+            Some(tsa) => Some(
+                tsa.stamp(&openssl::sha::sha256(&signed.timestamp_input))
+                    .await
+                    .map_err(|e| DossierError::Tsa(e.to_string()))?
+                    .der,
+            ),
+            None => None,
+        };
+        let signature = signed.document(token.as_deref());
+
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let zerr = |e: &dyn std::fmt::Display| DossierError::Zip(e.to_string());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(zip::DateTime::default());
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("mimetype", stored).map_err(|e| zerr(&e))?;
+        zip.write_all(MIMETYPE.as_bytes()).map_err(|e| zerr(&e))?;
+        for (name, bytes) in &files {
+            zip.start_file(name.as_str(), deflated).map_err(|e| zerr(&e))?;
+            zip.write_all(bytes).map_err(|e| zerr(&e))?;
+        }
+        zip.start_file(MANIFEST_FILE, deflated).map_err(|e| zerr(&e))?;
+        zip.write_all(&manifest(&listed)).map_err(|e| zerr(&e))?;
+        zip.start_file(SIGNATURE_FILE, deflated).map_err(|e| zerr(&e))?;
+        zip.write_all(&signature).map_err(|e| zerr(&e))?;
+        let out = zip.finish().map_err(|e| zerr(&e))?.into_inner();
+
+        // Exporting a case is reading its personal data: each request's
+        // trace in the audit trail.
+        let drafts = records
+            .iter()
+            .map(|r| crate::audit::about(&self.audit_key, r, actor, "dossier.export", "exported"))
+            .collect();
+        self.store.audit_append(drafts).await?;
+        Ok(out)
+    }
+
+    async fn request_files(
+        &self,
+        r: &RequestRecord,
+        files: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<RequestFacts, DossierError> {
+        let mut document = None;
+        if let Some(doc_id) = &r.document_id {
+            let sealed = self
+                .store
+                .document(doc_id)
+                .await?
+                .ok_or_else(|| DossierError::Document(format!("{doc_id} is not in the store")))?;
+            let plain = self
+                .cipher
+                .open(doc_id, &sealed)
+                .map_err(|e| DossierError::Document(e.to_string()))?;
+            let name = format!("documents/{}.xml", r.id);
+            files.push((name.clone(), plain));
+            document = Some(name);
+        }
+        let ocsp = r
+            .revocation
+            .as_ref()
+            .and_then(|v| v.ocsp_response.as_deref())
+            .and_then(b64d)
+            .map(|der| {
+                let name = format!("evidence/{}.ocsp", r.id);
+                files.push((name.clone(), der));
+                name
+            });
+        let timestamp_token = r
+            .stamp
+            .as_ref()
+            .and_then(|s| s.token.as_deref())
+            .and_then(b64d)
+            .map(|der| {
+                let name = format!("evidence/{}.tst", r.id);
+                files.push((name.clone(), der));
+                name
+            });
+        Ok(RequestFacts {
+            id: r.id.clone(),
+            client: r.client.clone(),
+            service: r.service.clone(),
+            registry: r.registry.clone(),
+            legal_basis: r.legal_basis.clone(),
+            purpose: r.purpose.clone(),
+            official: r.official.clone(),
+            subject: r.subject.iter().cloned().collect(),
+            state: r.state.name().to_owned(),
+            created_ms: r.created_ms,
+            created: crate::pki::revocation::rfc3339(r.created_ms),
+            attempts: r.attempts.clone(),
+            signer: r.signer.clone(),
+            document,
+            revocation: r.revocation.as_ref().map(|v| {
+                let mut v = v.clone();
+                v.ocsp_response = None;
+                json(&v)
+            }),
+            ocsp,
+            timestamp: r.stamp.as_ref().map(|s| {
+                let mut s = s.clone();
+                s.token = None;
+                json(&s)
+            }),
+            timestamp_token,
+        })
+    }
+
+    /// Checkpoints the trail's head and has the checkpoint timestamped now,
+    /// so that the excerpt reaches a checkpoint whose time is proven. A
+    /// failure leaves the dossier with the last one there is (its report
+    /// says so).
+    async fn checkpoint_now(&self) {
+        if let Err(e) = crate::audit::checkpoint(&*self.store, &self.checkpoints).await {
+            tracing::warn!(error = %e, "cannot checkpoint the audit trail for a dossier");
+            return;
+        }
+        let (Some(tsa), Ok(list)) = (&self.tsa, self.checkpoints.read()) else {
+            return;
+        };
+        let Some(c) = list.last() else { return };
+        let path = checkpoint_token_path(&self.checkpoints, c.seq);
+        if path.exists() {
+            return;
+        }
+        match tsa.stamp(&checkpoint_imprint(c.seq, &c.hash)).await {
+            Ok(t) => {
+                if let Err(e) = super::stamper::write_durably(&path, &t.der) {
+                    tracing::warn!(error = %e, "cannot keep a checkpoint's token");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot timestamp the checkpoint for a dossier"),
+        }
+    }
+
+    /// The first entry written at or after `at_ms`, by bisection: entries
+    /// are appended in time order (within the clock's small disorder, which
+    /// the caller's margin covers).
+    async fn first_entry_after(&self, at_ms: u64, head: u64) -> Result<u64, StoreError> {
+        let (mut lo, mut hi) = (1u64, head.max(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = match self.store.audit_scan(mid - 1, 1).await?.into_iter().next() {
+                Some((_, Ok(e))) => e.draft.at_ms,
+                // A hole: look later.
+                _ => 0,
+            };
+            if at < at_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The case's audit entries, the chain's links from its first entry to
+    /// the checkpoint after its last, and that checkpoint's token. The
+    /// entries are found by a walk of the trail from the case's first
+    /// filing (an entry names its request and case; not every one names a
+    /// person), at most [`MAX_CHAIN`] entries long.
+    async fn audit_excerpt(
+        &self,
+        records: &[RequestRecord],
+    ) -> Result<(AuditFacts, Vec<(String, Vec<u8>)>), DossierError> {
+        let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let case = &records[0].case;
+        let head = self.store.audit_head().await?.seq;
+        let filed = records.iter().map(|r| r.created_ms).min().unwrap_or(0);
+        let start = self
+            .first_entry_after(filed.saturating_sub(60_000), head)
+            .await?;
+        let cps = self.checkpoints.read().unwrap_or_default();
+        let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+        let mut chain: Vec<(u64, Option<(String, String)>)> = Vec::new();
+        let mut after = start.saturating_sub(1);
+        let limit = start.saturating_add(MAX_CHAIN).min(head);
+        'scan: while after < limit {
+            let page = self.store.audit_scan(after, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for (seq, e) in page {
+                if seq > limit {
+                    break 'scan;
+                }
+                after = seq;
+                match e {
+                    Ok(e) => {
+                        chain.push((seq, Some((e.prev.clone(), e.hash.clone()))));
+                        let ours = e.draft.case == *case
+                            || e.draft.request_id.as_deref().is_some_and(|i| ids.contains(i));
+                        if ours {
+                            entries.insert(seq, e);
+                        }
+                    }
+                    // A hole in the trail: the verifier sees the link missing.
+                    Err(_) => chain.push((seq, None)),
+                }
+            }
+        }
+        let first = entries.keys().next().copied();
+        let last = entries.keys().next_back().copied();
+        let mut files = Vec::new();
+        let mut lines = String::new();
+        for e in entries.values() {
+            let line = serde_json::to_string(&AuditLine { entry: e.clone() })
+                .map_err(|e| DossierError::Zip(e.to_string()))?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        files.push(("audit/entries.jsonl".to_owned(), lines.into_bytes()));
+        let mut checkpoint = None;
+        if let (Some(first), Some(last)) = (first, last) {
+            // The links run to the first checkpoint at or after the case's
+            // last entry that the walk reached, else to that entry.
+            let cp = cps
+                .into_iter()
+                .find(|c| c.seq >= last && c.seq <= after);
+            let end = cp.as_ref().map_or(last, |c| c.seq);
+            let mut text = String::new();
+            for (seq, link) in chain.iter().filter(|(s, _)| (first..=end).contains(s)) {
+                match link {
+                    Some((p, h)) => text.push_str(&format!("{seq} {p} {h}\n")),
+                    None => text.push_str(&format!("{seq} ? ?\n")),
+                }
+            }
+            files.push(("audit/chain.txt".to_owned(), text.into_bytes()));
+            if let Some(c) = cp {
+                let token = std::fs::read(checkpoint_token_path(&self.checkpoints, c.seq)).ok();
+                // A token is kept only if it is on this checkpoint.
+                let token = token.filter(|t| {
+                    self.tsa.as_ref().is_none_or(|tsa| {
+                        super::tsp::check_token(t, &checkpoint_imprint(c.seq, &c.hash), tsa.anchors())
+                            .is_ok()
+                    })
+                });
+                files.push((
+                    "audit/checkpoint.txt".to_owned(),
+                    format!("{} {}\n", c.seq, c.hash).into_bytes(),
+                ));
+                let stamped = token.is_some();
+                if let Some(t) = token {
+                    files.push(("audit/checkpoint.tst".to_owned(), t));
+                }
+                checkpoint = Some(CheckpointFacts {
+                    seq: c.seq,
+                    hash: c.hash,
+                    stamped,
+                });
+            }
+        }
+        Ok((
+            AuditFacts {
+                entries: entries.len(),
+                first_seq: first,
+                last_seq: last,
+                checkpoint,
+            },
+            files,
+        ))
+    }
+}
+
+/// A record as JSON, for the facts (plain data: it always converts).
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,335 @@
+//! RFC 3161 on the client's side: the request we send, the reply we read,
+//! and the check of a token, when it arrives and years later.
+//!
+//! A token is believed only once checked: its CMS signature (openssl's
+//! CMS verification, at the time the token itself states), its signer
+//! chaining to a configured TSA anchor with the timeStamping purpose, its
+//! message imprint being the SHA-256 of what we asked about, and, for a
+//! fresh one, our nonce and policy and a time near our clock. The ASN.1
+//! is read with the RustCrypto `x509-tsp` and `cms` types; nothing here
+//! trusts a field it has not checked.
+
+use der::{Decode, Encode};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyParam;
+use openssl::x509::{X509PurposeId, X509};
+use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
+
+/// SHA-256, the one digest we ask for and accept.
+pub const SHA256_OID: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+/// id-signedData.
+pub const SIGNED_DATA_OID: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+/// id-ct-TSTInfo.
+pub const TST_INFO_OID: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+
+/// Why a reply or a token was not taken. The texts are what the API, the
+/// dashboard and `jumgw dossier verify` show.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TspError {
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("the TSA refused: status {status}{text}")]
+    Refused { status: String, text: String },
+    #[error("the token's signature does not verify or its signer is not a trusted TSA: {0}")]
+    Signature(String),
+    #[error("the token is about other data (its message imprint is not ours): a foreign token")]
+    Imprint,
+    #[error("the token answers another request (nonce differs)")]
+    Nonce,
+    #[error("the token is under policy {got}, not the configured {want}")]
+    Policy { got: String, want: String },
+    #[error("the token's time {got} is {off_s} s from our clock (tolerance {tol_s} s)")]
+    Time { got: String, off_s: i64, tol_s: u64 },
+    #[error("openssl: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+}
+
+fn malformed(what: &'static str) -> impl Fn(der::Error) -> TspError {
+    move |e| TspError::Malformed {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// A request for a token on `imprint` (a SHA-256), with a fresh nonce.
+pub struct Request {
+    pub der: Vec<u8>,
+    pub nonce: Vec<u8>,
+}
+
+/// Builds a request: SHA-256 imprint, a random 64-bit nonce, the TSA's
+/// certificate asked for (so a token can be checked with nothing else).
+pub fn request(imprint: &[u8; 32], policy: Option<&str>) -> Result<Request, TspError> {
+    let mut nonce: [u8; 8] = rand::random();
+    // Positive and minimal as DER wants it: high bit clear, first byte set.
+    nonce[0] = (nonce[0] & 0x3f) | 0x40;
+    let policy = match policy {
+        Some(p) => Some(
+            der::oid::ObjectIdentifier::new(p).map_err(|e| TspError::Malformed {
+                what: "policy OID",
+                detail: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let req = TimeStampReq {
+        version: TspVersion::V1,
+        message_imprint: imprint_of(imprint)?,
+        req_policy: policy,
+        nonce: Some(der::asn1::Int::new(&nonce).map_err(malformed("nonce"))?),
+        cert_req: true,
+        extensions: None,
+    };
+    Ok(Request {
+        der: req.to_der().map_err(malformed("request"))?,
+        nonce: nonce.to_vec(),
+    })
+}
+
+pub(super) fn imprint_of(digest: &[u8; 32]) -> Result<MessageImprint, TspError> {
+    Ok(MessageImprint {
+        hash_algorithm: spki::AlgorithmIdentifier {
+            oid: SHA256_OID,
+            parameters: Some(der::Any::null()),
+        },
+        hashed_message: der::asn1::OctetString::new(digest.to_vec())
+            .map_err(malformed("imprint"))?,
+    })
+}
+
+/// A checked token and what it says.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// The TimeStampToken (a CMS ContentInfo), DER.
+    pub der: Vec<u8>,
+    pub time_ms: u64,
+    /// The serial number, hex.
+    pub serial: String,
+    pub policy: String,
+    /// The subject of the TSA's certificate.
+    pub tsa: String,
+}
+
+/// What a fresh token must answer.
+pub struct Expect<'a> {
+    pub nonce: &'a [u8],
+    pub policy: Option<&'a str>,
+    pub now_ms: u64,
+    pub tolerance: std::time::Duration,
+}
+
+/// Reads a TSA's reply to `req` and checks its token against `imprint`.
+pub fn read_reply(
+    reply: &[u8],
+    imprint: &[u8; 32],
+    anchors: &[X509],
+    expect: &Expect<'_>,
+) -> Result<Token, TspError> {
+    let resp = TimeStampResp::from_der(reply).map_err(malformed("TimeStampResp"))?;
+    let status = resp.status.status as u8;
+    // granted (0) and grantedWithMods (1) carry a token; the rest refuse.
+    if status > 1 {
+        let text = resp
+            .status
+            .status_string
+            .as_ref()
+            .map(|t| {
+                let parts: Vec<String> = t.iter().map(|s| s.as_str().to_owned()).collect();
+                format!(": {}", parts.join("; "))
+            })
+            .unwrap_or_default();
+        let name = match status {
+            2 => "rejection",
+            3 => "waiting",
+            4 => "revocationWarning",
+            5 => "revocationNotification",
+            _ => "unknown",
+        };
+        return Err(TspError::Refused {
+            status: name.into(),
+            text,
+        });
+    }
+    let token = resp.time_stamp_token.ok_or(TspError::Malformed {
+        what: "TimeStampResp",
+        detail: "granted without a token".into(),
+    })?;
+    let der = token.to_der().map_err(malformed("token"))?;
+    let t = check_token(&der, imprint, anchors)?;
+    let info = tst_info(&der)?;
+    match &info.nonce {
+        Some(n) if n.as_bytes() == expect.nonce => {}
+        _ => return Err(TspError::Nonce),
+    }
+    if let Some(want) = expect.policy {
+        if t.policy != want {
+            return Err(TspError::Policy {
+                got: t.policy,
+                want: want.to_owned(),
+            });
+        }
+    }
+    let off_s = (t.time_ms as i64 - expect.now_ms as i64) / 1000;
+    if off_s.unsigned_abs() > expect.tolerance.as_secs() {
+        return Err(TspError::Time {
+            got: crate::pki::revocation::rfc3339(t.time_ms),
+            off_s,
+            tol_s: expect.tolerance.as_secs(),
+        });
+    }
+    Ok(t)
+}
+
+/// The TSTInfo inside a token, unverified: for its time before the
+/// signature is checked at that time.
+fn tst_info(token: &[u8]) -> Result<TstInfo, TspError> {
+    let ci = cms::content_info::ContentInfo::from_der(token).map_err(malformed("token"))?;
+    if ci.content_type != SIGNED_DATA_OID {
+        return Err(TspError::Malformed {
+            what: "token",
+            detail: format!("content type {} is not signedData", ci.content_type),
+        });
+    }
+    let sd: cms::signed_data::SignedData = ci.content.decode_as().map_err(malformed("SignedData"))?;
+    if sd.encap_content_info.econtent_type != TST_INFO_OID {
+        return Err(TspError::Malformed {
+            what: "token",
+            detail: format!(
+                "it encapsulates {}, not a TSTInfo",
+                sd.encap_content_info.econtent_type
+            ),
+        });
+    }
+    let content = sd.encap_content_info.econtent.ok_or(TspError::Malformed {
+        what: "token",
+        detail: "no TSTInfo in it".into(),
+    })?;
+    let octets: der::asn1::OctetString = content.decode_as().map_err(malformed("TSTInfo"))?;
+    TstInfo::from_der(octets.as_bytes()).map_err(malformed("TSTInfo"))
+}
+
+/// A store of `anchors` that checks for the timeStamping purpose at
+/// `at` (seconds since the epoch).
+fn tsa_store(anchors: &[X509], at: i64) -> Result<X509Store, TspError> {
+    let mut b = X509StoreBuilder::new()?;
+    for a in anchors {
+        b.add_cert(a.clone())?;
+    }
+    b.set_purpose(X509PurposeId::TIMESTAMP_SIGN)?;
+    let mut p = X509VerifyParam::new()?;
+    p.set_time(at as _);
+    b.set_param(&p)?;
+    Ok(b.build())
+}
+
+/// Checks a token on `imprint`: its signature, by a TSA certificate that
+/// chains to `anchors` and was valid when the token says it was made, and
+/// that it is about `imprint`. What a token proves years later; a fresh
+/// one is checked further by [`read_reply`].
+pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<Token, TspError> {
+    let info = tst_info(token)?;
+    let time_s = info.gen_time.to_unix_duration().as_secs() as i64;
+    let store = tsa_store(anchors, time_s)?;
+    let mut cms = openssl::cms::CmsContentInfo::from_der(token)?;
+    let mut out = Vec::new();
+    cms.verify(
+        None,
+        Some(&store),
+        None,
+        Some(&mut out),
+        openssl::cms::CMSOptions::BINARY,
+    )
+    .map_err(|e| TspError::Signature(first_reason(&e)))?;
+    // What the signature covers is what we read.
+    let signed = TstInfo::from_der(&out).map_err(malformed("TSTInfo"))?;
+    if signed != info {
+        return Err(TspError::Malformed {
+            what: "token",
+            detail: "the TSTInfo read differs from the one signed".into(),
+        });
+    }
+    let mi = &info.message_imprint;
+    if mi.hash_algorithm.oid != SHA256_OID || mi.hashed_message.as_bytes() != imprint {
+        return Err(TspError::Imprint);
+    }
+    Ok(Token {
+        der: token.to_vec(),
+        time_ms: info.gen_time.to_unix_duration().as_millis() as u64,
+        serial: hex(info.serial_number.as_bytes()),
+        policy: info.policy.to_string(),
+        tsa: signer_subject(token).unwrap_or_default(),
+    })
+}
+
+/// The subject of the certificate that signed the token.
+fn signer_subject(token: &[u8]) -> Option<String> {
+    let ci = cms::content_info::ContentInfo::from_der(token).ok()?;
+    let sd: cms::signed_data::SignedData = ci.content.decode_as().ok()?;
+    let si = sd.signer_infos.0.iter().next()?;
+    let certs = sd.certificates?;
+    for c in certs.0.iter() {
+        if let cms::cert::CertificateChoices::Certificate(c) = c {
+            let tbs = &c.tbs_certificate;
+            let ours = match &si.sid {
+                cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(i) => {
+                    i.serial_number == tbs.serial_number && i.issuer == tbs.issuer
+                }
+                cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(_) => true,
+            };
+            if ours {
+                let der = c.to_der().ok()?;
+                let x = X509::from_der(&der).ok()?;
+                return Some(crate::xml::dsig::name_to_string(x.subject_name()));
+            }
+        }
+    }
+    None
+}
+
+/// The certificates a token carries (the TSA's, and any chain), DER.
+pub fn certificates(token: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(ci) = cms::content_info::ContentInfo::from_der(token) else {
+        return Vec::new();
+    };
+    let Ok(sd) = ci.content.decode_as::<cms::signed_data::SignedData>() else {
+        return Vec::new();
+    };
+    sd.certificates
+        .map(|c| {
+            c.0.iter()
+                .filter_map(|c| match c {
+                    cms::cert::CertificateChoices::Certificate(c) => c.to_der().ok(),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn first_reason(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .iter()
+        .map(|e| e.reason().unwrap_or("unknown").to_owned())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads anchors from PEM.
+pub fn anchors_from_pem(pem: &[u8]) -> Result<Vec<X509>, TspError> {
+    let v = X509::stack_from_pem(pem)?;
+    if v.is_empty() {
+        return Err(TspError::Malformed {
+            what: "TSA trust file",
+            detail: "it holds no certificate".into(),
+        });
+    }
+    Ok(v)
+}
