@@ -1097,3 +1097,84 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
         d.log()
     );
 }
+
+/// What the README promises a newcomer: `serve --demo`, the README's
+/// bundle filed, and a few seconds later a dossier that `jumgw dossier
+/// verify` (with no --trust and no gateway) and pyasice both accept, every
+/// document timestamped by the simulator's TSA, whose tokens `openssl ts
+/// -verify` accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let d = start_daemon(&data, port);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let r = http
+        .post(format!("{base}/api/v1/cases/351-12%2F2026-IV/requests"))
+        .bearer_auth("demo-backoffice")
+        .json(&serde_json::json!({
+            "legal_basis": "ZUP čl. 103", "official": "marija.kovac", "purpose": "building permit",
+            "procedure": "building-permit",
+            "subject": {"jmbg": "0512981717776", "ko": "803472", "sheet": "1520"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let ids: Vec<String> = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    wait_delivered(&http, port, &ids).await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca = data.join("certs/ca.pem");
+    for id in &ids {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let doc = loop {
+            let v = get_json(&http, &format!("{base}/api/v1/documents/{id}"), Some("demo-backoffice")).await;
+            if v["timestamp"]["state"] == "stamped" {
+                break v;
+            }
+            assert!(std::time::Instant::now() < end, "{id} not stamped: {v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let xml = http
+            .get(format!("{base}/api/v1/documents/{id}/content"))
+            .bearer_auth("demo-backoffice")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let file = write(dir.path(), &format!("{id}.xml"), &xml);
+        let token = b64.decode(doc["timestamp"]["token"].as_str().unwrap()).unwrap();
+        assert_openssl_ts_verifies(&token, &signature_value_by_lxml(&file), &ca, id);
+    }
+    let out = dir.path().join("case.asice");
+    let o = run(&[
+        "dossier", "export", "351-12/2026-IV", "--out", out.to_str().unwrap(),
+        "--url", &base, "--token", "demo-backoffice",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(d);
+    let (code, report) = dossier_verify(&out, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("the CA certificates the dossier carries"), "{report}");
+    assert_eq!(report.matches("signed by").count(), 3, "{report}");
+    let (ok, v) = asice_check(&out);
+    assert!(ok, "{v:#}");
+    // A foreign anchor is not the dossier's: with it, nothing chains.
+    use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+    let foreign = Issued::new(&CertSpec::new("someone else's CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let foreign = write(dir.path(), "foreign.pem", &foreign.cert_pem().unwrap());
+    let (code, report) = dossier_verify(&out, &[&foreign]);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("the seal's certificate"), "{report}");
+}

@@ -1431,3 +1431,276 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every document and every audit checkpoint gets a timestamp from a TSA
+/// that is `openssl ts -reply` (not our code), asked for by the evidence
+/// job while the TSA is down (pending, with the reason), then once it is
+/// up (stamped); `openssl ts -verify` accepts every token kept. The
+/// case's dossier is accepted by `jumgw dossier verify`, by pyasice and
+/// zipfile, its documents by xmlsec1; each kind of tampering is caught
+/// with its own message; the store's export carries the evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offline() {
+    let env = setup("").await;
+    let mut tsa = TestTsa::new(&env.dir.path().join("tsa"));
+    let (tsa_url, tsa_ca) = (tsa.url(), tsa.ca());
+    let certs = env.dir.path().join("certs");
+    let d = run(env, |gw| {
+        let e = &mut gw.evidence;
+        e.tsa_url = Some(tsa_url);
+        e.tsa_trust = Some(tsa_ca.clone());
+        e.policy = Some("1.2.3.4.1".into());
+        e.interval = Duration::from_millis(100);
+        e.base = Duration::from_millis(100);
+        e.cap = Duration::from_millis(300);
+    })
+    .await;
+    let data = d.env.dir.path().to_owned();
+    let checkpoints = jum_gateway::audit::Checkpoints {
+        path: data.join("audit").join("checkpoints.log"),
+    };
+    let dyn_store: Arc<dyn QueueStore> = d.store.clone();
+    // The TSA's CA does not exist until it first starts: the job and the
+    // dossiers are made once it has, the job first asking a TSA that is
+    // not there.
+    let stamper_before = jum_gateway::evidence::stamper::Stamper::new(
+        &{
+            let mut g = d.env.gw.clone();
+            g.evidence.tsa_trust = Some(certs.join("ca.pem"));
+            g
+        },
+        dyn_store.clone(),
+        d.cipher.clone(),
+        checkpoints.clone(),
+    )
+    .unwrap()
+    .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let down = tokio::spawn(stamper_before.run(rx.clone()));
+
+    let ids = [
+        d.submit(BIRTH.0, BIRTH.1).await,
+        d.submit("cadastre.property-sheet", r#"{"ko":"803472","sheet":"1520"}"#)
+            .await,
+        d.submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
+            .await,
+    ];
+    for id in &ids {
+        d.until(id, State::Delivered, Duration::from_secs(15)).await;
+    }
+    // Delivered without waiting for the TSA; the timestamp is pending,
+    // with why the last try failed.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = d.store.get(&ids[0]).await.unwrap().unwrap();
+        let s = r.stamp.clone().expect("a TSA is configured: a stamp record");
+        assert_eq!(s.state, "pending", "{s:?}");
+        if s.tries >= 1 {
+            assert!(
+                s.reason.as_deref().unwrap_or("").contains("TSA"),
+                "{s:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "never tried: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, v) = call(&d, "GET", &format!("/api/v1/documents/{}", ids[0]), "t", String::new()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["timestamp"]["state"], "pending", "{v}");
+
+    tsa.start();
+    let _ = stop.send(true);
+    let _ = down.await;
+    let stamper = jum_gateway::evidence::stamper::Stamper::new(
+        &d.env.gw,
+        dyn_store.clone(),
+        d.cipher.clone(),
+        checkpoints.clone(),
+    )
+    .unwrap()
+    .unwrap();
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(stamper.run(rx));
+    let mut records = Vec::new();
+    for id in &ids {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = d.store.get(id).await.unwrap().unwrap();
+            if r.stamp.as_ref().is_some_and(|s| s.state == "stamped") {
+                records.push(r);
+                break;
+            }
+            assert!(Instant::now() < end, "{id} not stamped: {:?}", r.stamp);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let docs = data.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for r in &records {
+        let sealed = d.store.document(&r.id).await.unwrap().unwrap();
+        let plain = d.cipher.open(&r.id, &sealed).unwrap();
+        let file = write(&docs, &format!("{}.xml", r.id), &plain);
+        let token = b64.decode(r.stamp.as_ref().unwrap().token.as_deref().unwrap()).unwrap();
+        assert_openssl_ts_verifies(&token, &signature_value_by_lxml(&file), &tsa_ca, &r.id);
+        assert!(r.stamp.as_ref().unwrap().tsa.as_deref().unwrap().contains("Test TSA"));
+    }
+
+    let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
+        &d.env.gw,
+        dyn_store.clone(),
+        d.cipher.clone(),
+        d.state.audit_key.clone(),
+        &data,
+    )
+    .unwrap();
+    let state = d.state.clone().with_dossiers(dossiers);
+    let resp = api::app(state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/cases/351-12%2F2026-IV/dossier")
+                .header("authorization", "Bearer t")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.etsi.asic-e+zip"
+    );
+    let zip = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    let file = write(&data, "case.asice", &zip);
+
+    let dev_ca = certs.join("ca.pem");
+    let (code, report) = dossier_verify(&file, &[&dev_ca, &tsa_ca]);
+    assert_eq!(code, 0, "{report}");
+    for want in [
+        "XAdES B-T",
+        "Test TSA",
+        "OCSP: documents/",
+        "linked from entry",
+        "the chain up to entry",
+    ] {
+        assert!(report.contains(want), "{want:?} not in {report}");
+    }
+    let (ok, v) = asice_check(&file);
+    assert!(ok, "{v:#}");
+    // The checkpoint the dossier's audit excerpt reaches: stamped, beside
+    // the checkpoint file, and openssl agrees.
+    let list = checkpoints.read().unwrap();
+    let last = list.last().unwrap();
+    let token = std::fs::read(jum_gateway::evidence::stamper::checkpoint_token_path(&checkpoints, last.seq)).unwrap();
+    assert_openssl_ts_verifies(&token, format!("{} {}", last.seq, last.hash).as_bytes(), &tsa_ca, "the checkpoint");
+
+    // The documents in the dossier are the registries' bytes: xmlsec1.
+    let out = data.join("unzipped");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = std::process::Command::new(python())
+        .args(["-c", "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"])
+        .arg(&file)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for r in &records {
+        assert_xmlsec1_accepts(&out.join(format!("documents/{}.xml", r.id)), &dev_ca, &r.id);
+    }
+
+    // Each tampering, caught with its own message.
+    let [civil, cadastre, _] = &ids;
+    let doc = format!("documents/{civil}.xml");
+    let cases: Vec<(&str, Box<dyn Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>>, String)> = vec![
+        (
+            "a changed byte",
+            Box::new({
+                let doc = doc.clone();
+                move |mut e| {
+                    for (n, b) in e.iter_mut() {
+                        if *n == doc {
+                            let at = b.len() / 2;
+                            b[at] ^= 0x01;
+                        }
+                    }
+                    e
+                }
+            }),
+            format!("{doc}: changed after sealing"),
+        ),
+        (
+            "a removed file",
+            Box::new({
+                let doc = doc.clone();
+                move |e| e.into_iter().filter(|(n, _)| *n != doc).collect()
+            }),
+            format!("{doc}: missing: the seal covers it"),
+        ),
+        (
+            "an added file",
+            Box::new(|mut e| {
+                e.push(("documents/extra.xml".into(), b"<a/>".to_vec()));
+                e
+            }),
+            "documents/extra.xml: not covered by the seal".into(),
+        ),
+        (
+            "a foreign timestamp token",
+            Box::new({
+                let (a, b) = (format!("evidence/{civil}.tst"), format!("evidence/{cadastre}.tst"));
+                move |e| swap(e, &a, &b)
+            }),
+            format!("evidence/{civil}.tst: the token is about other data (its message imprint is not ours): a foreign token"),
+        ),
+        (
+            "a swapped OCSP response",
+            Box::new({
+                let (a, b) = (format!("evidence/{civil}.ocsp"), format!("evidence/{cadastre}.ocsp"));
+                move |e| swap(e, &a, &b)
+            }),
+            format!("evidence/{civil}.ocsp: OCSP response for {doc}: the answer does not speak of this certificate"),
+        ),
+    ];
+    for (what, change, want) in cases {
+        let bad = data.join("bad.asice");
+        rezip(&file, &bad, change);
+        let (code, report) = dossier_verify(&bad, &[&dev_ca, &tsa_ca]);
+        assert_eq!(code, 1, "{what}: {report}");
+        assert!(report.contains(&want), "{what}: {want:?} not in\n{report}");
+        if what == "a changed byte" {
+            let (ok, v) = asice_check(&bad);
+            assert!(!ok, "pyasice/hashlib missed {what}: {v:#}");
+        }
+    }
+
+    // The store's export carries the tokens and the OCSP responses.
+    let resp = api::app(state)
+        .oneshot(
+            Request::builder()
+                .uri("/admin/v1/store/export")
+                .header("authorization", "Bearer a")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    for r in &records {
+        let line = text.lines().find(|l| l.contains(&r.id) && l.contains("\"stamp\"")).unwrap_or_else(|| panic!("{} not exported with its stamp", r.id));
+        assert!(line.contains(r.stamp.as_ref().unwrap().token.as_deref().unwrap()), "{line}");
+        assert!(line.contains(r.revocation.as_ref().unwrap().ocsp_response.as_deref().unwrap()), "{line}");
+    }
+}
+
+fn swap(mut e: Vec<(String, Vec<u8>)>, a: &str, b: &str) -> Vec<(String, Vec<u8>)> {
+    let ia = e.iter().position(|(n, _)| n == a).unwrap();
+    let ib = e.iter().position(|(n, _)| n == b).unwrap();
+    let (da, db) = (e[ia].1.clone(), e[ib].1.clone());
+    e[ia].1 = db;
+    e[ib].1 = da;
+    e
+}

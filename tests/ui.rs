@@ -97,11 +97,31 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
     let api = stats(http.clone()).await;
     assert_eq!(api["states"]["queued"], 1, "{api}");
 
+    // A delivered document, once the simulator's TSA has stamped it.
+    let stamped = &ids[3];
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = http
+            .get(format!("{base}/api/v1/documents/{stamped}"))
+            .bearer_auth("demo-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["timestamp"]["state"] == "stamped" {
+            break;
+        }
+        assert!(Instant::now() < end, "not stamped: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let shots = manifest_dir().join("target/ui-screenshots");
     let o = std::process::Command::new(python())
         .arg(manifest_dir().join("tests/py/ui_check.py"))
         .args([&base, "demo-admin", "0512981717776"])
         .arg(&shots)
+        .arg(stamped)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -162,6 +182,11 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
             "a delivered request {done} on the deadline list: {rows:?}"
         );
     }
+    assert_eq!(seen["timestamp"], "stamped", "{seen}");
+    assert!(
+        seen["timestamp_text"].as_str().unwrap().contains("development TSA"),
+        "{seen}"
+    );
     assert!(seen["who_rows"].as_u64().unwrap() >= 4, "{seen}");
     assert_eq!(seen["who_page_has_jmbg"], false);
     for shot in [

@@ -28,6 +28,41 @@ impl GatewayConfig {
                 ),
             ));
         }
+        let e = &self.evidence;
+        if let Some(u) = &e.tsa_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(bad(
+                    "evidence.tsa_url".into(),
+                    format!("{u:?} must be an http:// or https:// URL (RFC 3161 over HTTP)"),
+                ));
+            }
+            if e.tsa_trust.is_none() {
+                return Err(bad(
+                    "evidence.tsa_trust".into(),
+                    "a TSA is configured: name its CA certificates (PEM), or no token can be believed".into(),
+                ));
+            }
+        }
+        if let Some(p) = &e.policy {
+            if der::oid::ObjectIdentifier::new(p).is_err() {
+                return Err(bad(
+                    "evidence.policy".into(),
+                    format!("{p:?} is not an OID (dotted numbers, e.g. 1.3.6.1.4.1.32473.1)"),
+                ));
+            }
+        }
+        if e.tls_cert.is_some() != e.tls_key.is_some() {
+            return Err(bad(
+                "evidence.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if e.batch == 0 || e.attempts == 0 {
+            return Err(bad(
+                "evidence.batch".into(),
+                "batch and attempts must be at least 1".into(),
+            ));
+        }
         if self.store.pool_size == 0 {
             return Err(bad("store.pool_size".into(), "must be at least 1".into()));
         }

@@ -289,7 +289,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         cipher,
         clients(&cfg, opts.demo),
     )
-    .with_dossiers(dossiers(&cfg, &store_for_dossiers, &cipher_for_dossiers, &audit_key_for_dossiers, &opts.data_dir)?)
+    .with_dossiers(
+        crate::evidence::dossier::Dossiers::configured(
+            &cfg,
+            store_for_dossiers,
+            cipher_for_dossiers,
+            audit_key_for_dossiers,
+            &opts.data_dir,
+        )
+        .map_err(|e| DaemonError::Evidence(e.to_string()))?,
+    )
     .with_metrics(crate::metrics::install())
     .with_audit(
         audit_key,
@@ -368,54 +377,6 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     }
     store.close().await?;
     Ok(())
-}
-
-/// What the API builds case dossiers with: our seal, the TSA, and the
-/// CA certificates each dossier carries (the registries' signer CAs, the
-/// TSA's, our seal's), each file once.
-fn dossiers(
-    cfg: &GatewayConfig,
-    store: &Arc<dyn QueueStore>,
-    cipher: &Arc<crate::store::crypt::DocumentCipher>,
-    audit_key: &Arc<crate::audit::AuditKey>,
-    data_dir: &Path,
-) -> Result<Arc<crate::evidence::dossier::Dossiers>, DaemonError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| DaemonError::Evidence(format!("{}: {e}", p.display())))
-    };
-    let g = &cfg.gateway;
-    let seal = crate::pki::pkcs11::signing_key(&g.sign_key, &read(&g.sign_cert)?)
-        .map_err(|e| DaemonError::Evidence(format!("the seal, for case dossiers: {e}")))?;
-    let mut certificates: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut add = |name: String, path: &Path| -> Result<(), DaemonError> {
-        let pem = read(path)?;
-        if seen.insert(pem.clone()) {
-            certificates.push((name, pem));
-        }
-        Ok(())
-    };
-    for (name, r) in &cfg.registries {
-        add(format!("{name}-ca.pem"), &r.signer_ca)?;
-    }
-    if let Some(p) = &cfg.evidence.tsa_trust {
-        add("tsa-ca.pem".into(), p)?;
-    }
-    if let Some(p) = &cfg.evidence.seal_trust {
-        add("seal-ca.pem".into(), p)?;
-    }
-    Ok(Arc::new(crate::evidence::dossier::Dossiers {
-        store: store.clone(),
-        cipher: cipher.clone(),
-        audit_key: audit_key.clone(),
-        seal: Arc::new(seal),
-        tsa: crate::evidence::stamper::TsaClient::configured(&cfg.evidence)
-            .map_err(|e| DaemonError::Evidence(e.to_string()))?,
-        certificates,
-        checkpoints: crate::audit::Checkpoints {
-            path: data_dir.join("audit").join("checkpoints.log"),
-        },
-    }))
 }
 
 /// Threads for the store's blocking calls (see [`runtime`]).

@@ -227,6 +227,52 @@ fn b64d(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Dossiers {
+    /// From the configuration: our seal (a file or a key on a token), the
+    /// TSA, and the CA certificates each dossier carries (the registries'
+    /// signer CAs, the TSA's, our seal's), each once.
+    pub fn configured(
+        cfg: &crate::config::GatewayConfig,
+        store: Arc<dyn QueueStore>,
+        cipher: Arc<DocumentCipher>,
+        audit_key: Arc<AuditKey>,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Dossiers>, DossierError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| DossierError::Seal(format!("{}: {e}", p.display())))
+        };
+        let g = &cfg.gateway;
+        let seal = crate::pki::pkcs11::signing_key(&g.sign_key, &read(&g.sign_cert)?)
+            .map_err(DossierError::Seal)?;
+        let mut certificates: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut add = |name: String, path: &std::path::Path| -> Result<(), DossierError> {
+            let pem = read(path)?;
+            if !certificates.iter().any(|(_, p)| *p == pem) {
+                certificates.push((name, pem));
+            }
+            Ok(())
+        };
+        for (name, r) in &cfg.registries {
+            add(format!("{name}-ca.pem"), &r.signer_ca)?;
+        }
+        if let Some(p) = &cfg.evidence.tsa_trust {
+            add("tsa-ca.pem".into(), p)?;
+        }
+        if let Some(p) = &cfg.evidence.seal_trust {
+            add("seal-ca.pem".into(), p)?;
+        }
+        Ok(Arc::new(Dossiers {
+            store,
+            cipher,
+            audit_key,
+            seal: Arc::new(seal),
+            tsa: TsaClient::configured(&cfg.evidence).map_err(|e| DossierError::Tsa(e.to_string()))?,
+            certificates,
+            checkpoints: Checkpoints {
+                path: data_dir.join("audit").join("checkpoints.log"),
+            },
+        }))
+    }
+
     /// The dossier of `case`, exported by `actor`.
     /// Only the requests `visible` lets through are in it.
     pub async fn build(

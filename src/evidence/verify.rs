@@ -495,3 +495,54 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn small_container() -> Vec<u8> {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, body) in [
+            ("mimetype", MIMETYPE.as_bytes()),
+            ("case.json", b"{\"case\":\"1\"}".as_slice()),
+            (MANIFEST_FILE, b"<manifest/>".as_slice()),
+            (SIGNATURE_FILE, b"<asic:XAdESSignatures xmlns:asic=\"http://uri.etsi.org/02918/v1.2.1#\"/>".as_slice()),
+        ] {
+            z.start_file(name, stored).unwrap();
+            z.write_all(body).unwrap();
+        }
+        z.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn an_unsealed_container_does_not_hold_and_says_why() {
+        let r = verify(&small_container(), None);
+        assert!(!r.holds());
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.file == SIGNATURE_FILE && f.verdict == Verdict::Invalid));
+        let r = verify(b"not a zip", None);
+        assert_eq!(r.findings[0].file, "(container)");
+        assert!(r.findings[0].detail.starts_with("not a zip container"), "{:?}", r.findings);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_or_damaged_container_is_judged_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..8),
+        ) {
+            proptest::prop_assert!(!verify(&bytes, None).holds());
+            let mut c = small_container();
+            let n = c.len();
+            for (at, x) in flips {
+                c[at % n] ^= x | 1;
+            }
+            proptest::prop_assert!(!verify(&c, None).holds());
+        }
+    }
+}

@@ -282,6 +282,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_waits_for_a_dossier_export_of_the_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000;
+        let now = 200 * day;
+        let s = SledStore::open(&dir.path().join("store"), 1 << 20).unwrap();
+        // Cases of their own: the export guard is the process's.
+        let mut exported = rec("01A", State::Delivered, now - 100 * day, now);
+        exported.case = "retention-test/exported".into();
+        let mut other = rec("01B", State::Delivered, now - 100 * day, now);
+        other.case = "retention-test/other".into();
+        s.enqueue(vec![exported, other]).await.unwrap();
+        let keep = Duration::from_secs(90 * 86_400);
+        let export = crate::evidence::dossier::Exporting::start("retention-test/exported").await;
+        assert_eq!(purge(&*s, keep, now).await.unwrap(), 1, "only the other case");
+        assert!(s.get("01A").await.unwrap().is_some(), "kept while its dossier is exported");
+        drop(export);
+        assert_eq!(purge(&*s, keep, now).await.unwrap(), 1);
+        assert!(s.get("01A").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn purge_watch_backup_and_restore() {
         let dir = tempfile::tempdir().unwrap();
         let day = 86_400_000;

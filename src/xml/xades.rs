@@ -361,20 +361,32 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
 mod tests {
     use super::*;
 
+    /// A self-signed EC seal, made with openssl alone (`xml` is a leaf).
     fn key() -> SigningKey {
-        let ca = crate::pki::Issued::new(
-            &crate::pki::CertSpec::new("CA", crate::pki::Role::Ca),
-            crate::pki::KeyKind::EcP256,
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        use openssl::x509::extension::KeyUsage;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, "seal").unwrap();
+        let name = name.build();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
+        b.append_extension(KeyUsage::new().digital_signature().build().unwrap()).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        SigningKey::from_pem(
+            &key.private_key_to_pem_pkcs8().unwrap(),
+            &cert.to_pem().unwrap(),
             None,
         )
-        .unwrap();
-        let leaf = crate::pki::Issued::new(
-            &crate::pki::CertSpec::new("seal", crate::pki::Role::Signing),
-            crate::pki::KeyKind::EcP256,
-            Some(&ca),
-        )
-        .unwrap();
-        SigningKey::from_pem(&leaf.key_pem().unwrap(), &leaf.cert_pem().unwrap(), None).unwrap()
+        .unwrap()
     }
 
     #[test]

@@ -224,6 +224,10 @@ pub async fn setup_with(
         r.ocsp_url = Some(format!("http://{}/ocsp", sim.control));
         r.crl = Some(format!("http://{}/ca.crl", sim.control));
     }
+    // And so does its time-stamping authority.
+    gw.evidence.tsa_url = Some(format!("http://{}/tsa", sim.control));
+    gw.evidence.tsa_trust = Some(c.join("ca.pem"));
+    gw.evidence.seal_trust = Some(c.join("ca.pem"));
     gw.validate("test").unwrap();
     Env {
         dir,
@@ -702,4 +706,171 @@ pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The tests' own TSA: `openssl ts -reply` behind `tests/py/tsa.py`, with
+/// a CA of its own in `dir` (`dir/ca.pem`); killed on drop.
+pub struct TestTsa {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl TestTsa {
+    /// Reserves a port for it; it serves once [`TestTsa::start`]ed.
+    pub fn new(dir: &Path) -> TestTsa {
+        TestTsa {
+            dir: dir.to_owned(),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Starts it (making its CA and certificate the first time).
+    pub fn start(&mut self) {
+        let mut child = Command::new(python())
+            .arg(manifest_dir().join("tests/py/tsa.py"))
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening", "tests/py/tsa.py did not start");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for TestTsa {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `openssl ts -verify` of a token (DER) on `data`, against `ca`.
+pub fn assert_openssl_ts_verifies(token: &[u8], data: &[u8], ca: &Path, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = write(dir.path(), "token.tst", token);
+    let d = write(dir.path(), "data.bin", data);
+    let o = tool("openssl")
+        .args(["ts", "-verify", "-token_in", "-in"])
+        .arg(&t)
+        .arg("-data")
+        .arg(&d)
+        .arg("-CAfile")
+        .arg(ca)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && text(&o).contains("Verification: OK"),
+        "openssl ts -verify on {what}: {}",
+        text(&o)
+    );
+}
+
+/// The decoded `ds:SignatureValue` of a signed document, read with lxml
+/// (not our parser): what its timestamp's imprint is the SHA-256 of.
+pub fn signature_value_by_lxml(doc: &Path) -> Vec<u8> {
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys,base64; from lxml import etree; \
+             v=etree.parse(sys.argv[1]).find('.//{http://www.w3.org/2000/09/xmldsig#}SignatureValue').text; \
+             sys.stdout.write(base64.b64encode(base64.b64decode(''.join(v.split()))).decode())",
+        ])
+        .arg(doc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8(o.stdout).unwrap())
+        .unwrap()
+}
+
+/// `tests/py/asice_check.py` (zipfile, pyasice, hashlib) on a container:
+/// its JSON report, and whether every check passed.
+pub fn asice_check(file: &Path) -> (bool, serde_json::Value) {
+    let o = Command::new(python())
+        .arg(manifest_dir().join("tests/py/asice_check.py"))
+        .arg(file)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("asice_check.py: {}", text(&o)));
+    (o.status.success() && v["ok"] == true, v)
+}
+
+/// `jumgw dossier verify` on a container: exit code and report.
+pub fn dossier_verify(file: &Path, trust: &[&Path]) -> (i32, String) {
+    let mut c = jumgw();
+    c.args(["dossier", "verify"]).arg(file);
+    for t in trust {
+        c.arg("--trust").arg(t);
+    }
+    let o = c.output().unwrap();
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+/// A copy of the zip `from` with `change` applied to its entries (name,
+/// bytes), each written as it was stored (the mimetype stays first and
+/// stored).
+pub fn rezip(from: &Path, to: &Path, change: impl Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>) {
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile,json,base64\n\
+             src=zipfile.ZipFile(sys.argv[1])\n\
+             json.dump([[i.filename, base64.b64encode(src.read(i.filename)).decode()] for i in src.infolist()], sys.stdout)",
+        ])
+        .arg(from)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entries: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = entries
+        .into_iter()
+        .map(|(n, d)| (n, b64.decode(d).unwrap()))
+        .collect();
+    let out: Vec<(String, String)> = change(entries)
+        .into_iter()
+        .map(|(n, d)| (n, b64.encode(d)))
+        .collect();
+    let list = write(
+        to.parent().unwrap(),
+        "entries.json",
+        serde_json::to_string(&out).unwrap().as_bytes(),
+    );
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile,json,base64\n\
+             z=zipfile.ZipFile(sys.argv[2],'w')\n\
+             for n,d in json.load(open(sys.argv[1])):\n\
+             \x20   z.writestr(n, base64.b64decode(d), zipfile.ZIP_STORED if n=='mimetype' else zipfile.ZIP_DEFLATED)\n\
+             z.close()",
+        ])
+        .arg(&list)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
 }

@@ -2,7 +2,7 @@
 browser download) the way an administrator would, and prints what it saw
 as JSON. Screenshots go to OUT_DIR.
 
-    ui_check.py BASE_URL ADMIN_TOKEN JMBG OUT_DIR
+    ui_check.py BASE_URL ADMIN_TOKEN JMBG OUT_DIR [DELIVERED_ID]
 """
 import json
 import os
@@ -11,6 +11,7 @@ import sys
 from playwright.sync_api import sync_playwright
 
 base, token, jmbg, out = sys.argv[1:5]
+delivered = sys.argv[5] if len(sys.argv) > 5 else None
 os.makedirs(out, exist_ok=True)
 seen = {}
 
@@ -56,6 +57,12 @@ with sync_playwright() as p:
     page.goto(f"{base}/ui/requests/{rid}")
     seen["timeline_items"] = page.locator("ol.timeline li").count()
     page.screenshot(path=f"{out}/request-en.png", full_page=True)
+    if delivered:
+        # A delivered document's page shows its timestamp.
+        page.goto(f"{base}/ui/requests/{delivered}")
+        el = page.locator("[data-timestamp]")
+        seen["timestamp"] = el.get_attribute("data-timestamp") if el.count() else None
+        seen["timestamp_text"] = el.inner_text() if el.count() else ""
     page.goto(base + "/ui/deadlines")
     seen["deadline_rows"] = [r.inner_text() for r in page.locator("tbody tr").all()]
     page.screenshot(path=f"{out}/deadlines-en.png", full_page=True)

@@ -79,6 +79,11 @@ pub(super) fn t(lang: Lang, key: &str) -> &'static str {
         "last-ok" => ["last success", "poslednji uspeh", "utolsó siker"],
         "last-error" => ["last error", "poslednja greška", "utolsó hiba"],
         "certs" => ["certificates", "sertifikati", "tanúsítványok"],
+        "timestamp" => [
+            "timestamp (RFC 3161)",
+            "vremenski žig (RFC 3161)",
+            "időbélyeg (RFC 3161)",
+        ],
         "revocation" => [
             "revocation check",
             "provera opoziva",

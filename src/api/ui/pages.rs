@@ -189,6 +189,15 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
             @for (k, v) in &facts {
                 dt { (t(l, k)) } dd { (v) }
             }
+            @if let Some(s) = &r.stamp {
+                dt { (t(l, "timestamp")) }
+                dd data-timestamp=(s.state) {
+                    (s.state)
+                    @if let Some(ms) = s.time_ms { " · " (when(ms)) }
+                    @if let Some(tsa) = &s.tsa { " · " (tsa) }
+                    @if let Some(why) = &s.reason { " · " span.muted { (why) } }
+                }
+            }
         }
         (request_rows(&ui, &[&r], true))
         h2 { (t(l, "timeline")) }
