@@ -646,6 +646,38 @@ async fn serve_with_the_seal_and_tls_key_on_a_token_gets_documents() {
         ] {
             assert!(metrics.contains(name), "{name} missing:\n{metrics}");
         }
+        // A case dossier sealed with the key on the token (XAdES B-T),
+        // verified with nothing but its bytes.
+        let base = format!("http://127.0.0.1:{port}");
+        wait_stamped(&http, &base, &ids).await;
+        let case = get_json(
+            &http,
+            &format!("{base}/api/v1/requests/{}", ids[0]),
+            Some("demo-backoffice"),
+        )
+        .await["case"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let file = dir.path().join(format!("{kind}.asice"));
+        let o = run(&[
+            "dossier",
+            "export",
+            &case,
+            "--out",
+            file.to_str().unwrap(),
+            "--url",
+            &base,
+            "--token",
+            "demo-backoffice",
+        ]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        let (code, report) = dossier_verify(&file, &[]);
+        assert_eq!(code, 0, "{kind}: {report}");
+        assert!(
+            report.contains("sealed by O=jum-gateway development, CN=jum-gateway signer"),
+            "{report}"
+        );
         drop(d);
     }
 }
@@ -1137,7 +1169,12 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
     for id in &ids {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let doc = loop {
-            let v = get_json(&http, &format!("{base}/api/v1/documents/{id}"), Some("demo-backoffice")).await;
+            let v = get_json(
+                &http,
+                &format!("{base}/api/v1/documents/{id}"),
+                Some("demo-backoffice"),
+            )
+            .await;
             if v["timestamp"]["state"] == "stamped" {
                 break v;
             }
@@ -1154,25 +1191,42 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
             .await
             .unwrap();
         let file = write(dir.path(), &format!("{id}.xml"), &xml);
-        let token = b64.decode(doc["timestamp"]["token"].as_str().unwrap()).unwrap();
+        let token = b64
+            .decode(doc["timestamp"]["token"].as_str().unwrap())
+            .unwrap();
         assert_openssl_ts_verifies(&token, &signature_value_by_lxml(&file), &ca, id);
     }
     let out = dir.path().join("case.asice");
     let o = run(&[
-        "dossier", "export", "351-12/2026-IV", "--out", out.to_str().unwrap(),
-        "--url", &base, "--token", "demo-backoffice",
+        "dossier",
+        "export",
+        "351-12/2026-IV",
+        "--out",
+        out.to_str().unwrap(),
+        "--url",
+        &base,
+        "--token",
+        "demo-backoffice",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     drop(d);
     let (code, report) = dossier_verify(&out, &[]);
     assert_eq!(code, 0, "{report}");
-    assert!(report.contains("the CA certificates the dossier carries"), "{report}");
+    assert!(
+        report.contains("the CA certificates the dossier carries"),
+        "{report}"
+    );
     assert_eq!(report.matches("signed by").count(), 3, "{report}");
     let (ok, v) = asice_check(&out);
     assert!(ok, "{v:#}");
     // A foreign anchor is not the dossier's: with it, nothing chains.
     use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
-    let foreign = Issued::new(&CertSpec::new("someone else's CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let foreign = Issued::new(
+        &CertSpec::new("someone else's CA", Role::Ca),
+        KeyKind::EcP256,
+        None,
+    )
+    .unwrap();
     let foreign = write(dir.path(), "foreign.pem", &foreign.cert_pem().unwrap());
     let (code, report) = dossier_verify(&out, &[&foreign]);
     assert_eq!(code, 1, "{report}");

@@ -1443,6 +1443,7 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
 async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offline() {
     let env = setup("").await;
     let mut tsa = TestTsa::new(&env.dir.path().join("tsa"));
+    tsa.auth = Some("jumgw:s3cret".into());
     let (tsa_url, tsa_ca) = (tsa.url(), tsa.ca());
     let certs = env.dir.path().join("certs");
     let d = run(env, |gw| {
@@ -1450,6 +1451,8 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
         e.tsa_url = Some(tsa_url);
         e.tsa_trust = Some(tsa_ca.clone());
         e.policy = Some("1.2.3.4.1".into());
+        e.user = Some("jumgw".into());
+        e.password = Some("s3cret".into());
         e.interval = Duration::from_millis(100);
         e.base = Duration::from_millis(100);
         e.cap = Duration::from_millis(300);
@@ -1480,8 +1483,11 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
 
     let ids = [
         d.submit(BIRTH.0, BIRTH.1).await,
-        d.submit("cadastre.property-sheet", r#"{"ko":"803472","sheet":"1520"}"#)
-            .await,
+        d.submit(
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        )
+        .await,
         d.submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
             .await,
     ];
@@ -1493,23 +1499,41 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let r = d.store.get(&ids[0]).await.unwrap().unwrap();
-        let s = r.stamp.clone().expect("a TSA is configured: a stamp record");
+        let s = r
+            .stamp
+            .clone()
+            .expect("a TSA is configured: a stamp record");
         assert_eq!(s.state, "pending", "{s:?}");
         if s.tries >= 1 {
-            assert!(
-                s.reason.as_deref().unwrap_or("").contains("TSA"),
-                "{s:?}"
-            );
+            assert!(s.reason.as_deref().unwrap_or("").contains("TSA"), "{s:?}");
             break;
         }
         assert!(Instant::now() < end, "never tried: {s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, _, v) = call(&d, "GET", &format!("/api/v1/documents/{}", ids[0]), "t", String::new()).await;
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{}", ids[0]),
+        "t",
+        String::new(),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["timestamp"]["state"], "pending", "{v}");
 
     tsa.start();
+    // It asks for its password: a wrong one is a failure that says so.
+    let mut wrong = d.env.gw.evidence.clone();
+    wrong.password = Some("wrong".into());
+    let err = jum_gateway::evidence::stamper::TsaClient::configured(&wrong)
+        .unwrap()
+        .unwrap()
+        .stamp(&[7; 32])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HTTP 401"), "{err}");
     let _ = stop.send(true);
     let _ = down.await;
     let stamper = jum_gateway::evidence::stamper::Stamper::new(
@@ -1543,9 +1567,18 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
         let sealed = d.store.document(&r.id).await.unwrap().unwrap();
         let plain = d.cipher.open(&r.id, &sealed).unwrap();
         let file = write(&docs, &format!("{}.xml", r.id), &plain);
-        let token = b64.decode(r.stamp.as_ref().unwrap().token.as_deref().unwrap()).unwrap();
+        let token = b64
+            .decode(r.stamp.as_ref().unwrap().token.as_deref().unwrap())
+            .unwrap();
         assert_openssl_ts_verifies(&token, &signature_value_by_lxml(&file), &tsa_ca, &r.id);
-        assert!(r.stamp.as_ref().unwrap().tsa.as_deref().unwrap().contains("Test TSA"));
+        assert!(r
+            .stamp
+            .as_ref()
+            .unwrap()
+            .tsa
+            .as_deref()
+            .unwrap()
+            .contains("Test TSA"));
     }
 
     let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
@@ -1572,7 +1605,9 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
         resp.headers()["content-type"],
         "application/vnd.etsi.asic-e+zip"
     );
-    let zip = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    let zip = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
     let file = write(&data, "case.asice", &zip);
 
     let dev_ca = certs.join("ca.pem");
@@ -1593,14 +1628,26 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
     // the checkpoint file, and openssl agrees.
     let list = checkpoints.read().unwrap();
     let last = list.last().unwrap();
-    let token = std::fs::read(jum_gateway::evidence::stamper::checkpoint_token_path(&checkpoints, last.seq)).unwrap();
-    assert_openssl_ts_verifies(&token, format!("{} {}", last.seq, last.hash).as_bytes(), &tsa_ca, "the checkpoint");
+    let token = std::fs::read(jum_gateway::evidence::stamper::checkpoint_token_path(
+        &checkpoints,
+        last.seq,
+    ))
+    .unwrap();
+    assert_openssl_ts_verifies(
+        &token,
+        format!("{} {}", last.seq, last.hash).as_bytes(),
+        &tsa_ca,
+        "the checkpoint",
+    );
 
     // The documents in the dossier are the registries' bytes: xmlsec1.
     let out = data.join("unzipped");
     std::fs::create_dir_all(&out).unwrap();
     let o = std::process::Command::new(python())
-        .args(["-c", "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"])
+        .args([
+            "-c",
+            "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+        ])
         .arg(&file)
         .arg(&out)
         .output()
@@ -1613,7 +1660,7 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
     // Each tampering, caught with its own message.
     let [civil, cadastre, _] = &ids;
     let doc = format!("documents/{civil}.xml");
-    let cases: Vec<(&str, Box<dyn Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>>, String)> = vec![
+    let cases: Vec<(&str, Box<Rezip>, String)> = vec![
         (
             "a changed byte",
             Box::new({
@@ -1687,14 +1734,35 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let body = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&body);
     for r in &records {
-        let line = text.lines().find(|l| l.contains(&r.id) && l.contains("\"stamp\"")).unwrap_or_else(|| panic!("{} not exported with its stamp", r.id));
-        assert!(line.contains(r.stamp.as_ref().unwrap().token.as_deref().unwrap()), "{line}");
-        assert!(line.contains(r.revocation.as_ref().unwrap().ocsp_response.as_deref().unwrap()), "{line}");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&r.id) && l.contains("\"stamp\""))
+            .unwrap_or_else(|| panic!("{} not exported with its stamp", r.id));
+        assert!(
+            line.contains(r.stamp.as_ref().unwrap().token.as_deref().unwrap()),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                r.revocation
+                    .as_ref()
+                    .unwrap()
+                    .ocsp_response
+                    .as_deref()
+                    .unwrap()
+            ),
+            "{line}"
+        );
     }
 }
+
+/// A change to a container's entries (name, bytes).
+type Rezip = dyn Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>;
 
 fn swap(mut e: Vec<(String, Vec<u8>)>, a: &str, b: &str) -> Vec<(String, Vec<u8>)> {
     let ia = e.iter().position(|(n, _)| n == a).unwrap();

@@ -71,6 +71,10 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
             format!("https://127.0.0.1:{}/", ports[3]),
         )
         .env("JUMGW_CLIENTS__CASES__TOKEN_SHA256", &token_hash)
+        .env(
+            "JUMGW_EVIDENCE__TSA_URL",
+            format!("http://127.0.0.1:{}/tsa", ports[0]),
+        )
         .current_dir(root)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -110,6 +114,17 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
             break;
         }
         assert!(Instant::now() < end, "not delivered: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its timestamp, found by the evidence job in the database's index of
+    // pending ones.
+    loop {
+        let url = format!("http://127.0.0.1:{port}/api/v1/documents/{id}");
+        let v = get_json(&http, &url, Some("t0k3n")).await;
+        if v["timestamp"]["state"] == "stamped" {
+            break;
+        }
+        assert!(Instant::now() < end, "not stamped: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(daemon);

@@ -184,7 +184,10 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
     }
     assert_eq!(seen["timestamp"], "stamped", "{seen}");
     assert!(
-        seen["timestamp_text"].as_str().unwrap().contains("development TSA"),
+        seen["timestamp_text"]
+            .as_str()
+            .unwrap()
+            .contains("development TSA"),
         "{seen}"
     );
     assert!(seen["who_rows"].as_u64().unwrap() >= 4, "{seen}");

@@ -777,11 +777,13 @@ pub async fn get_dossier(
     who: Client,
     Path(case): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     use crate::evidence::dossier::DossierError;
+    use axum::response::IntoResponse;
     let case = fields::case_key(&case);
     let Some(d) = st.dossiers.clone() else {
-        return Err(ApiError::NotFound("dossiers are not offered by this gateway".into()));
+        return Err(ApiError::NotFound(
+            "dossiers are not offered by this gateway".into(),
+        ));
     };
     let bytes = d
         .build(&case, &who.name, &|r| visible(&who, r))
@@ -794,11 +796,20 @@ pub async fn get_dossier(
         })?;
     let file: String = case
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     Ok((
         [
-            (axum::http::header::CONTENT_TYPE, "application/vnd.etsi.asic-e+zip".to_owned()),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/vnd.etsi.asic-e+zip".to_owned(),
+            ),
             (
                 axum::http::header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{file}.asice\""),

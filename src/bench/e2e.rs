@@ -42,6 +42,9 @@ pub struct Options {
     /// The registries' revocation policy in the gateway (their signers
     /// checked by OCSP at the simulator's development CA, or not).
     pub revocation: crate::config::RevocationPolicy,
+    /// Documents timestamped by the simulator's TSA (the evidence job
+    /// running beside the exchanges), or no TSA configured.
+    pub timestamps: bool,
 }
 
 struct Proc {
@@ -179,8 +182,14 @@ fn start(o: &Options) -> Result<Setup, String> {
     // The development CA answers OCSP on the simulator's control port,
     // not at the default address its certificates name.
     let ocsp = format!("\nocsp_url = \"http://127.0.0.1:{}/ocsp\"", ports[0]);
+    let tsa = if o.timestamps {
+        format!("tsa_url = \"http://127.0.0.1:{}/tsa\"", ports[0])
+    } else {
+        String::new()
+    };
     let gw_toml = include_str!("../../config/gateway.toml")
         .replace("certs/dev", &c)
+        .replace("tsa_url = \"http://127.0.0.1:9440/tsa\"", &tsa)
         .replace(
             "\"https://127.0.0.1:9441/\"",
             &format!("\"https://127.0.0.1:{}/\"{ocsp}", ports[1]),
@@ -633,6 +642,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     r.insert("instances", json!(o.instances.max(1)));
     r.insert("accept_only", json!(o.accept_only));
     r.insert("revocation", json!(o.revocation.name()));
+    r.insert("timestamps", json!(o.timestamps));
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
     r.insert("faults", json!(o.faults));

@@ -698,6 +698,9 @@ pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bo
         }
         Ok(())
     } else {
-        Err(Fail::Code(1, "the dossier does not hold (see the report)".into()))
+        Err(Fail::Code(
+            1,
+            "the dossier does not hold (see the report)".into(),
+        ))
     }
 }

@@ -528,6 +528,10 @@ enum BenchCommand {
         /// The registries' revocation policy in the gateway: require, prefer or off.
         #[arg(long, default_value = "prefer")]
         revocation: String,
+        /// Configure no TSA: documents are not timestamped (by default the
+        /// simulator's TSA stamps each one, beside the exchanges).
+        #[arg(long)]
+        no_timestamps: bool,
     },
     /// Sign, verify and canonicalise against raw openssl and libxmlsec1/lxml.
     Xml {
@@ -619,8 +623,12 @@ pub fn run() -> ExitCode {
         Command::Registries { command } => remote::registries(command),
         Command::Audit { command } => remote::audit(command),
         Command::Dossier { command } => match command {
-            DossierCommand::Export { case, out, remote } => remote::dossier_export(&case, &out, &remote),
-            DossierCommand::Verify { file, trust, json } => local::dossier_verify(&file, &trust, json),
+            DossierCommand::Export { case, out, remote } => {
+                remote::dossier_export(&case, &out, &remote)
+            }
+            DossierCommand::Verify { file, trust, json } => {
+                local::dossier_verify(&file, &trust, json)
+            }
         },
         Command::Serve {
             config,
@@ -672,6 +680,7 @@ pub fn run() -> ExitCode {
                 accept_only,
                 scale,
                 revocation,
+                no_timestamps,
             } => {
                 let revocation = match revocation.as_str() {
                     "require" => crate::config::RevocationPolicy::Require,
@@ -706,6 +715,7 @@ pub fn run() -> ExitCode {
                         accept_only,
                         scale,
                         revocation,
+                        timestamps: !no_timestamps,
                     },
                     &sweep,
                     chart.as_deref(),

@@ -653,7 +653,9 @@ pub fn dossier_export(case: &str, out: &std::path::Path, r: &Remote) -> CmdResul
         let path: String = case
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect();
@@ -669,11 +671,20 @@ pub fn dossier_export(case: &str, out: &std::path::Path, r: &Remote) -> CmdResul
             return Err(Fail::Invalid(problem_text(&v)));
         }
         let bytes = resp.bytes().await.map_err(failed(base))?;
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed("the output folder"))?;
         std::io::Write::write_all(&mut tmp, &bytes).map_err(failed("writing the dossier"))?;
-        tmp.persist(out).map_err(|e| Fail::Failed(format!("{}: {}", out.display(), e.error)))?;
-        println!("{} ({} bytes): check it with `jumgw dossier verify {}`", out.display(), bytes.len(), out.display());
+        tmp.persist(out)
+            .map_err(|e| Fail::Failed(format!("{}: {}", out.display(), e.error)))?;
+        println!(
+            "{} ({} bytes): check it with `jumgw dossier verify {}`",
+            out.display(),
+            bytes.len(),
+            out.display()
+        );
         Ok(())
     })
 }

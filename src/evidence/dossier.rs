@@ -265,7 +265,8 @@ impl Dossiers {
             cipher,
             audit_key,
             seal: Arc::new(seal),
-            tsa: TsaClient::configured(&cfg.evidence).map_err(|e| DossierError::Tsa(e.to_string()))?,
+            tsa: TsaClient::configured(&cfg.evidence)
+                .map_err(|e| DossierError::Tsa(e.to_string()))?,
             certificates,
             checkpoints: Checkpoints {
                 path: data_dir.join("audit").join("checkpoints.log"),
@@ -313,7 +314,8 @@ impl Dossiers {
             requests: facts,
             audit,
         };
-        let json = serde_json::to_vec_pretty(&facts).map_err(|e| DossierError::Zip(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&facts).map_err(|e| DossierError::Zip(e.to_string()))?;
         files.insert(0, ("case.json".into(), json));
 
         let listed: Vec<(String, String)> = files
@@ -359,12 +361,15 @@ impl Dossiers {
         zip.start_file("mimetype", stored).map_err(|e| zerr(&e))?;
         zip.write_all(MIMETYPE.as_bytes()).map_err(|e| zerr(&e))?;
         for (name, bytes) in &files {
-            zip.start_file(name.as_str(), deflated).map_err(|e| zerr(&e))?;
+            zip.start_file(name.as_str(), deflated)
+                .map_err(|e| zerr(&e))?;
             zip.write_all(bytes).map_err(|e| zerr(&e))?;
         }
-        zip.start_file(MANIFEST_FILE, deflated).map_err(|e| zerr(&e))?;
+        zip.start_file(MANIFEST_FILE, deflated)
+            .map_err(|e| zerr(&e))?;
         zip.write_all(&manifest(&listed)).map_err(|e| zerr(&e))?;
-        zip.start_file(SIGNATURE_FILE, deflated).map_err(|e| zerr(&e))?;
+        zip.start_file(SIGNATURE_FILE, deflated)
+            .map_err(|e| zerr(&e))?;
         zip.write_all(&signature).map_err(|e| zerr(&e))?;
         let out = zip.finish().map_err(|e| zerr(&e))?.into_inner();
 
@@ -385,11 +390,10 @@ impl Dossiers {
     ) -> Result<RequestFacts, DossierError> {
         let mut document = None;
         if let Some(doc_id) = &r.document_id {
-            let sealed = self
-                .store
-                .document(doc_id)
-                .await?
-                .ok_or_else(|| DossierError::Document(format!("{doc_id} is not in the store")))?;
+            let sealed =
+                self.store.document(doc_id).await?.ok_or_else(|| {
+                    DossierError::Document(format!("{doc_id} is not in the store"))
+                })?;
             let plain = self
                 .cipher
                 .open(doc_id, &sealed)
@@ -531,7 +535,10 @@ impl Dossiers {
                     Ok(e) => {
                         chain.push((seq, Some((e.prev.clone(), e.hash.clone()))));
                         let ours = e.draft.case == *case
-                            || e.draft.request_id.as_deref().is_some_and(|i| ids.contains(i));
+                            || e.draft
+                                .request_id
+                                .as_deref()
+                                .is_some_and(|i| ids.contains(i));
                         if ours {
                             entries.insert(seq, e);
                         }
@@ -556,9 +563,7 @@ impl Dossiers {
         if let (Some(first), Some(last)) = (first, last) {
             // The links run to the first checkpoint at or after the case's
             // last entry that the walk reached, else to that entry.
-            let cp = cps
-                .into_iter()
-                .find(|c| c.seq >= last && c.seq <= after);
+            let cp = cps.into_iter().find(|c| c.seq >= last && c.seq <= after);
             let end = cp.as_ref().map_or(last, |c| c.seq);
             let mut text = String::new();
             for (seq, link) in chain.iter().filter(|(s, _)| (first..=end).contains(s)) {
@@ -573,8 +578,12 @@ impl Dossiers {
                 // A token is kept only if it is on this checkpoint.
                 let token = token.filter(|t| {
                     self.tsa.as_ref().is_none_or(|tsa| {
-                        super::tsp::check_token(t, &checkpoint_imprint(c.seq, &c.hash), tsa.anchors())
-                            .is_ok()
+                        super::tsp::check_token(
+                            t,
+                            &checkpoint_imprint(c.seq, &c.hash),
+                            tsa.anchors(),
+                        )
+                        .is_ok()
                     })
                 });
                 files.push((

@@ -95,7 +95,9 @@ impl TsaClient {
             std::fs::read(p).map_err(|e| StampError::Config(format!("{}: {e}", p.display())))
         };
         let trust = cfg.tsa_trust.as_ref().ok_or_else(|| {
-            StampError::Config("evidence.tsa_url is set but evidence.tsa_trust (the TSA's CA) is not".into())
+            StampError::Config(
+                "evidence.tsa_url is set but evidence.tsa_trust (the TSA's CA) is not".into(),
+            )
         })?;
         let anchors = tsp::anchors_from_pem(&read(trust)?)
             .map_err(|e| StampError::Config(format!("{}: {e}", trust.display())))?;
@@ -341,7 +343,9 @@ impl Stamper {
             if path.exists() {
                 continue;
             }
-            let retry = crate::sync::lock(&self.checkpoint_retry).get(&c.seq).copied();
+            let retry = crate::sync::lock(&self.checkpoint_retry)
+                .get(&c.seq)
+                .copied();
             if retry.is_some_and(|(at, _)| at > now) {
                 continue;
             }

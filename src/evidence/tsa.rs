@@ -66,9 +66,7 @@ impl Tsa {
             cert,
             cert_der,
             policy: der::oid::ObjectIdentifier::new_unwrap(DEMO_POLICY),
-            serial: std::sync::atomic::AtomicU64::new(
-                (crate::lifecycle::now_ms() / 1000) << 20,
-            ),
+            serial: std::sync::atomic::AtomicU64::new((crate::lifecycle::now_ms() / 1000) << 20),
         })
     }
 
@@ -275,8 +273,9 @@ mod tests {
             now_ms: crate::lifecycle::now_ms(),
             tolerance: std::time::Duration::from_secs(60),
         };
-        let t = crate::evidence::tsp::read_reply(&reply, &imprint, std::slice::from_ref(&ca), &expect)
-            .unwrap();
+        let t =
+            crate::evidence::tsp::read_reply(&reply, &imprint, std::slice::from_ref(&ca), &expect)
+                .unwrap();
         assert_eq!(t.policy, DEMO_POLICY);
         assert!(t.tsa.contains("development TSA"), "{}", t.tsa);
         let other = openssl::sha::sha256(b"another value");
@@ -294,7 +293,12 @@ mod tests {
             ..expect
         };
         assert!(matches!(
-            crate::evidence::tsp::read_reply(&reply, &imprint, std::slice::from_ref(&ca), &wrong_nonce),
+            crate::evidence::tsp::read_reply(
+                &reply,
+                &imprint,
+                std::slice::from_ref(&ca),
+                &wrong_nonce
+            ),
             Err(crate::evidence::tsp::TspError::Nonce)
         ));
     }

@@ -194,7 +194,8 @@ fn tst_info(token: &[u8]) -> Result<TstInfo, TspError> {
             detail: format!("content type {} is not signedData", ci.content_type),
         });
     }
-    let sd: cms::signed_data::SignedData = ci.content.decode_as().map_err(malformed("SignedData"))?;
+    let sd: cms::signed_data::SignedData =
+        ci.content.decode_as().map_err(malformed("SignedData"))?;
     if sd.encap_content_info.econtent_type != TST_INFO_OID {
         return Err(TspError::Malformed {
             what: "token",

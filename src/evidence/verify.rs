@@ -136,7 +136,10 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     match c.files.first() {
         Some((n, b, stored, no_extra)) if n == "mimetype" => {
             if b.as_slice() != MIMETYPE.as_bytes() {
-                rep.invalid("mimetype", format!("holds {:?}, not {MIMETYPE}", String::from_utf8_lossy(b)));
+                rep.invalid(
+                    "mimetype",
+                    format!("holds {:?}, not {MIMETYPE}", String::from_utf8_lossy(b)),
+                );
             } else if !stored {
                 rep.invalid("mimetype", "is compressed; ASiC wants it stored");
             } else if !no_extra {
@@ -165,7 +168,8 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     if anchors.is_empty() {
         rep.invalid("(trust)", "no CA certificate to judge the chains against");
     }
-    let trust_at = |at_ms: Option<u64>| TrustStore::from_pem_at(&pem, at_ms.map(|m| (m / 1000) as i64));
+    let trust_at =
+        |at_ms: Option<u64>| TrustStore::from_pem_at(&pem, at_ms.map(|m| (m / 1000) as i64));
 
     // Our seal, and which files it covers.
     let mut covered: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -235,7 +239,10 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     }
     for (uri, _) in covered.iter() {
         if c.get(uri).is_none() {
-            rep.invalid(uri, "missing: the seal covers it, the dossier no longer holds it (removed)");
+            rep.invalid(
+                uri,
+                "missing: the seal covers it, the dossier no longer holds it (removed)",
+            );
         }
     }
     let data_files: Vec<&(String, Vec<u8>, bool, bool)> = c
@@ -246,7 +253,10 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     let mut intact: BTreeSet<&str> = BTreeSet::new();
     for (name, bytes, ..) in &data_files {
         if !sealed {
-            rep.unverifiable(name, "the seal does not hold, so nothing vouches for this file");
+            rep.unverifiable(
+                name,
+                "the seal does not hold, so nothing vouches for this file",
+            );
             continue;
         }
         match covered.get(name) {
@@ -271,7 +281,13 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
             if intact.contains("case.json") {
                 rep.valid(
                     "case.json",
-                    format!("case {}: {} requests, exported {} by {}", f.case, f.requests.len(), f.exported, f.exported_by),
+                    format!(
+                        "case {}: {} requests, exported {} by {}",
+                        f.case,
+                        f.requests.len(),
+                        f.exported,
+                        f.exported_by
+                    ),
                 );
             }
             f
@@ -287,7 +303,9 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     };
 
     for r in &facts.requests {
-        let Some(doc_name) = &r.document else { continue };
+        let Some(doc_name) = &r.document else {
+            continue;
+        };
         let Some(doc) = c.get(doc_name) else {
             rep.invalid(doc_name, "missing");
             continue;
@@ -302,7 +320,11 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
                 Ok(t) => {
                     rep.valid(
                         n,
-                        format!("timestamp on {doc_name}'s signature at {} by {}", rfc3339(t.time_ms), t.tsa),
+                        format!(
+                            "timestamp on {doc_name}'s signature at {} by {}",
+                            rfc3339(t.time_ms),
+                            t.tsa
+                        ),
                     );
                     signed_at = Some(t.time_ms);
                 }
@@ -323,9 +345,8 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
         }
         // Judged at its proven time, else at the gateway's record of it.
         let at = signed_at.or(r.attempts.last().map(|a| a.at_ms));
-        let verified = trust_at(at).and_then(|t| {
-            crate::xml::dsig::verify(doc, &t, &crate::xml::Limits::default())
-        });
+        let verified = trust_at(at)
+            .and_then(|t| crate::xml::dsig::verify(doc, &t, &crate::xml::Limits::default()));
         let signer = match verified {
             Ok(v) => {
                 rep.valid(
@@ -340,7 +361,10 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
                 Some((v.signer, v.intermediates))
             }
             Err(e) => {
-                rep.invalid(doc_name, format!("the registry's signature does not hold: {e}"));
+                rep.invalid(
+                    doc_name,
+                    format!("the registry's signature does not hold: {e}"),
+                );
                 None
             }
         };
@@ -365,9 +389,10 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
                                 rfc3339(a.this_update_ms)
                             ),
                         ),
-                        State::Revoked { at_ms, .. } => {
-                            rep.invalid(n, format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)))
-                        }
+                        State::Revoked { at_ms, .. } => rep.invalid(
+                            n,
+                            format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)),
+                        ),
                         State::Unknown => rep.invalid(n, "OCSP: the signer is unknown to its CA"),
                     },
                     Err(e) => rep.invalid(n, format!("OCSP response for {doc_name}: {e}")),
@@ -382,7 +407,9 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
                         format!(
                             "{} by {}",
                             v.get("status").and_then(|s| s.as_str()).unwrap_or("?"),
-                            v.get("method").and_then(|s| s.as_str()).unwrap_or("nothing")
+                            v.get("method")
+                                .and_then(|s| s.as_str())
+                                .unwrap_or("nothing")
                         )
                     })
                     .unwrap_or_else(|| "not checked".into());
@@ -411,7 +438,13 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         match serde_json::from_str::<AuditLine>(line) {
             Ok(l) if l.entry.digest() == l.entry.hash => entries.push(l.entry),
             Ok(l) => {
-                rep.invalid(ENTRIES, format!("entry {} was changed: its hash does not match its content", l.entry.seq));
+                rep.invalid(
+                    ENTRIES,
+                    format!(
+                        "entry {} was changed: its hash does not match its content",
+                        l.entry.seq
+                    ),
+                );
                 return;
             }
             Err(e) => {
@@ -421,7 +454,14 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         }
     }
     if entries.len() != facts.audit.entries {
-        rep.invalid(ENTRIES, format!("{} entries, case.json says {}", entries.len(), facts.audit.entries));
+        rep.invalid(
+            ENTRIES,
+            format!(
+                "{} entries, case.json says {}",
+                entries.len(),
+                facts.audit.entries
+            ),
+        );
         return;
     }
     if entries.is_empty() {
@@ -450,7 +490,12 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         }
         if let Some((ps, ph)) = &prev {
             if seq != ps + 1 || p != ph {
-                rep.invalid(CHAIN, format!("entry {seq} does not link to entry {ps}: the chain was cut or changed"));
+                rep.invalid(
+                    CHAIN,
+                    format!(
+                        "entry {seq} does not link to entry {ps}: the chain was cut or changed"
+                    ),
+                );
                 return;
             }
         }
@@ -461,7 +506,10 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         match links.get(&e.seq) {
             Some((p, h)) if *p == e.prev && *h == e.hash => {}
             _ => {
-                rep.invalid(CHAIN, format!("entry {} is not where the chain says", e.seq));
+                rep.invalid(
+                    CHAIN,
+                    format!("entry {} is not where the chain says", e.seq),
+                );
                 return;
             }
         }
@@ -472,9 +520,16 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
     };
     rep.valid(
         ENTRIES,
-        format!("{} entries, each hash holding, linked from entry {} to {}", entries.len(), entries[0].seq, last_seq),
+        format!(
+            "{} entries, each hash holding, linked from entry {} to {}",
+            entries.len(),
+            entries[0].seq,
+            last_seq
+        ),
     );
-    let cp = c.get("audit/checkpoint.txt").map(|b| String::from_utf8_lossy(b).trim().to_owned());
+    let cp = c
+        .get("audit/checkpoint.txt")
+        .map(|b| String::from_utf8_lossy(b).trim().to_owned());
     match (cp, c.get("audit/checkpoint.tst")) {
         (Some(cp), Some(token)) => {
             if cp != format!("{last_seq} {last_hash}") {
@@ -509,7 +564,11 @@ mod tests {
             ("mimetype", MIMETYPE.as_bytes()),
             ("case.json", b"{\"case\":\"1\"}".as_slice()),
             (MANIFEST_FILE, b"<manifest/>".as_slice()),
-            (SIGNATURE_FILE, b"<asic:XAdESSignatures xmlns:asic=\"http://uri.etsi.org/02918/v1.2.1#\"/>".as_slice()),
+            (
+                SIGNATURE_FILE,
+                b"<asic:XAdESSignatures xmlns:asic=\"http://uri.etsi.org/02918/v1.2.1#\"/>"
+                    .as_slice(),
+            ),
         ] {
             z.start_file(name, stored).unwrap();
             z.write_all(body).unwrap();
@@ -527,7 +586,11 @@ mod tests {
             .any(|f| f.file == SIGNATURE_FILE && f.verdict == Verdict::Invalid));
         let r = verify(b"not a zip", None);
         assert_eq!(r.findings[0].file, "(container)");
-        assert!(r.findings[0].detail.starts_with("not a zip container"), "{:?}", r.findings);
+        assert!(
+            r.findings[0].detail.starts_with("not a zip container"),
+            "{:?}",
+            r.findings
+        );
     }
 
     proptest::proptest! {

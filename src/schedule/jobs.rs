@@ -295,8 +295,15 @@ mod tests {
         s.enqueue(vec![exported, other]).await.unwrap();
         let keep = Duration::from_secs(90 * 86_400);
         let export = crate::evidence::dossier::Exporting::start("retention-test/exported").await;
-        assert_eq!(purge(&*s, keep, now).await.unwrap(), 1, "only the other case");
-        assert!(s.get("01A").await.unwrap().is_some(), "kept while its dossier is exported");
+        assert_eq!(
+            purge(&*s, keep, now).await.unwrap(),
+            1,
+            "only the other case"
+        );
+        assert!(
+            s.get("01A").await.unwrap().is_some(),
+            "kept while its dossier is exported"
+        );
         drop(export);
         assert_eq!(purge(&*s, keep, now).await.unwrap(), 1);
         assert!(s.get("01A").await.unwrap().is_none());

@@ -214,10 +214,14 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                     path: k.display().to_string(),
                     detail,
                 };
-                let cert = openssl::x509::X509::from_pem(&read(c)?).map_err(|e| bad(e.to_string()))?;
+                let cert =
+                    openssl::x509::X509::from_pem(&read(c)?).map_err(|e| bad(e.to_string()))?;
                 let key = openssl::pkey::PKey::private_key_from_pem(&read(k)?)
                     .map_err(|e| bad(e.to_string()))?;
-                Some(crate::evidence::tsa::Tsa::issued_by(&cert, &key).map_err(|e| bad(e.to_string()))?)
+                Some(
+                    crate::evidence::tsa::Tsa::issued_by(&cert, &key)
+                        .map_err(|e| bad(e.to_string()))?,
+                )
             }
             _ => None,
         },
@@ -726,7 +730,11 @@ async fn ocsp_post(State(sh): Ctl, body: Bytes) -> Response {
 /// a TimeStampResp out.
 async fn tsa_post(State(sh): Ctl, body: Bytes) -> Response {
     let Some(t) = &sh.tsa else {
-        return (StatusCode::NOT_FOUND, "no CA key configured (ca_cert, ca_key)").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "no CA key configured (ca_cert, ca_key)",
+        )
+            .into_response();
     };
     if lock(&sh.faults).has_state(Fault::TsaDown, None) {
         return (StatusCode::SERVICE_UNAVAILABLE, "tsa-down").into_response();

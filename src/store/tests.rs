@@ -120,7 +120,9 @@ fn fetch(r: &mut RequestRecord, now: u64) -> bool {
     r.ticket = None;
     r.due_ms = Some(now);
     // Its timestamp is to be asked for, at times that differ.
-    r.stamp = Some(crate::lifecycle::StampRecord::pending(now + (r.created_ms % 3) * 100));
+    r.stamp = Some(crate::lifecycle::StampRecord::pending(
+        now + (r.created_ms % 3) * 100,
+    ));
     true
 }
 

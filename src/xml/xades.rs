@@ -108,8 +108,9 @@ pub fn sign(
     );
     let si = c14n_standalone(&signed_info, &limits)?;
     let value = b64(&key.sign_bytes(&si)?);
-    let signature_value =
-        format!("<ds:SignatureValue xmlns:ds=\"{DSIG_NS}\" Id=\"{ID}-SIG\">{value}</ds:SignatureValue>");
+    let signature_value = format!(
+        "<ds:SignatureValue xmlns:ds=\"{DSIG_NS}\" Id=\"{ID}-SIG\">{value}</ds:SignatureValue>"
+    );
     let timestamp_input = c14n_standalone(&signature_value, &limits)?;
     Ok(Signed {
         signed_info,
@@ -181,12 +182,19 @@ fn only(doc: &Document, ns: &str, local: &str) -> Result<NodeId, DsigError> {
     match doc.find_all(ns, local).as_slice() {
         [n] => Ok(*n),
         [] => Err(structure(format!("no {local}"))),
-        more => Err(structure(format!("{} {local} elements, not one", more.len()))),
+        more => Err(structure(format!(
+            "{} {local} elements, not one",
+            more.len()
+        ))),
     }
 }
 
 fn decode(doc: &Document, n: NodeId, what: &str) -> Result<Vec<u8>, DsigError> {
-    let clean: String = doc.text(n).chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let clean: String = doc
+        .text(n)
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(clean)
         .map_err(|e| structure(format!("{what} is not base64: {e}")))
@@ -208,7 +216,9 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
     let sp = only(&doc, XADES_NS, "SignedProperties")?;
     for n in [signed_info, sig_value] {
         if doc.parent(n) != Some(signature) {
-            return Err(structure("ds:SignedInfo and ds:SignatureValue belong in ds:Signature"));
+            return Err(structure(
+                "ds:SignedInfo and ds:SignatureValue belong in ds:Signature",
+            ));
         }
     }
     let exc = Options::exclusive();
@@ -218,19 +228,27 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
         return Err(structure("ds:SignedInfo lacks its methods"));
     };
     if !doc.is(*c14n, DSIG_NS, "CanonicalizationMethod") || method(*c14n) != EXC_C14N {
-        return Err(structure("only exclusive C14N is accepted for ds:SignedInfo"));
+        return Err(structure(
+            "only exclusive C14N is accepted for ds:SignedInfo",
+        ));
     }
     let alg = match method(*sm).as_str() {
         RSA_SHA256 => Algorithm::RsaSha256,
         ECDSA_SHA256 => Algorithm::EcdsaSha256,
-        other => return Err(structure(format!("signature method {other} is not accepted"))),
+        other => {
+            return Err(structure(format!(
+                "signature method {other} is not accepted"
+            )))
+        }
     };
     let sp_id = doc.attr(sp, "Id").unwrap_or_default().to_owned();
     let mut references = Vec::new();
     let mut sp_covered = false;
     for &r in refs {
         if !doc.is(r, DSIG_NS, "Reference") {
-            return Err(structure("ds:SignedInfo holds something other than references"));
+            return Err(structure(
+                "ds:SignedInfo holds something other than references",
+            ));
         }
         let uri = doc
             .attr(r, "URI")
@@ -242,7 +260,9 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
             .find(|&&p| doc.is(p, DSIG_NS, "DigestMethod"))
             .ok_or_else(|| structure(format!("reference {uri} has no ds:DigestMethod")))?;
         if method(*digest_method) != SHA256 {
-            return Err(structure(format!("reference {uri}: only SHA-256 is accepted")));
+            return Err(structure(format!(
+                "reference {uri}: only SHA-256 is accepted"
+            )));
         }
         let value = parts
             .iter()
@@ -262,16 +282,22 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
                 )));
             }
             if transforms != [EXC_C14N] {
-                return Err(structure("the signed properties are to be digested with exclusive C14N"));
+                return Err(structure(
+                    "the signed properties are to be digested with exclusive C14N",
+                ));
             }
             let got = openssl::sha::sha256(&doc.canonicalize_subtree(sp, &exc, Vec::new()));
             if got.as_slice() != digest.as_slice() {
-                return Err(structure("the signed properties were changed after signing"));
+                return Err(structure(
+                    "the signed properties were changed after signing",
+                ));
             }
             sp_covered = true;
         } else {
             if !transforms.is_empty() {
-                return Err(structure(format!("reference {uri}: files are digested as they are, without transforms")));
+                return Err(structure(format!(
+                    "reference {uri}: files are digested as they are, without transforms"
+                )));
             }
             references.push(Reference {
                 uri,
@@ -281,7 +307,9 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
         }
     }
     if !sp_covered {
-        return Err(structure("the signed properties are not signed (no reference to them)"));
+        return Err(structure(
+            "the signed properties are not signed (no reference to them)",
+        ));
     }
     // The media types the signed properties give, by reference id.
     let formats: std::collections::HashMap<String, String> = doc
@@ -312,7 +340,9 @@ pub fn verify(input: &[u8]) -> Result<Verified, DsigError> {
         .find(|&n| doc.is(n, DSIG_NS, "DigestValue"))
         .ok_or_else(|| structure("no xades:SigningCertificateV2 digest"))?;
     if decode(&doc, cert_digest, "xades:CertDigest")? != openssl::sha::sha256(signer).as_slice() {
-        return Err(structure("the signer certificate is not the one the signed properties name"));
+        return Err(structure(
+            "the signer certificate is not the one the signed properties name",
+        ));
     }
     let cert = X509::from_der(signer).map_err(|e| DsigError::Certificate(e.to_string()))?;
     let key = cert.public_key()?;
@@ -376,9 +406,12 @@ mod tests {
         b.set_subject_name(&name).unwrap();
         b.set_issuer_name(&name).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
-        b.append_extension(KeyUsage::new().digital_signature().build().unwrap()).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.append_extension(KeyUsage::new().digital_signature().build().unwrap())
+            .unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
         let cert = b.build();
         SigningKey::from_pem(
@@ -393,8 +426,16 @@ mod tests {
     fn signs_and_verifies_and_catches_changes() {
         let k = key();
         let objs = [
-            DataObject { uri: "a.xml", bytes: b"<a/>", mime: "text/xml" },
-            DataObject { uri: "b & c.json", bytes: b"{}", mime: "application/json" },
+            DataObject {
+                uri: "a.xml",
+                bytes: b"<a/>",
+                mime: "text/xml",
+            },
+            DataObject {
+                uri: "b & c.json",
+                bytes: b"{}",
+                mime: "application/json",
+            },
         ];
         let s = sign(&objs, &k, "2026-12-01T10:00:00Z").unwrap();
         let doc = s.document(Some(b"token"));
@@ -402,12 +443,18 @@ mod tests {
         assert_eq!(v.references.len(), 2);
         assert_eq!(v.references[1].uri, "b & c.json");
         assert_eq!(v.references[1].mime.as_deref(), Some("application/json"));
-        assert_eq!(v.references[0].sha256, openssl::sha::sha256(b"<a/>").to_vec());
+        assert_eq!(
+            v.references[0].sha256,
+            openssl::sha::sha256(b"<a/>").to_vec()
+        );
         assert_eq!(v.timestamp.as_deref(), Some(&b"token"[..]));
         assert_eq!(v.timestamp_input, s.timestamp_input);
         let text = String::from_utf8(doc).unwrap();
         let changed = text.replace("2026-12-01T10:00:00Z", "2026-12-01T10:00:01Z");
-        assert!(verify(changed.as_bytes()).unwrap_err().to_string().contains("signed properties were changed"));
+        assert!(verify(changed.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("signed properties were changed"));
         let changed = text.replace("application/json", "text/plain");
         assert!(verify(changed.as_bytes()).is_err());
     }

@@ -713,6 +713,8 @@ pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
 pub struct TestTsa {
     pub dir: PathBuf,
     pub port: u16,
+    /// `user:password` it asks for (HTTP basic), if any.
+    pub auth: Option<String>,
     child: Option<std::process::Child>,
 }
 
@@ -722,6 +724,7 @@ impl TestTsa {
         TestTsa {
             dir: dir.to_owned(),
             port: free_port(),
+            auth: None,
             child: None,
         }
     }
@@ -740,6 +743,7 @@ impl TestTsa {
             .arg(manifest_dir().join("tests/py/tsa.py"))
             .arg(&self.dir)
             .arg(self.port.to_string())
+            .args(self.auth.iter())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -831,7 +835,11 @@ pub fn dossier_verify(file: &Path, trust: &[&Path]) -> (i32, String) {
 /// A copy of the zip `from` with `change` applied to its entries (name,
 /// bytes), each written as it was stored (the mimetype stays first and
 /// stored).
-pub fn rezip(from: &Path, to: &Path, change: impl Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>) {
+pub fn rezip(
+    from: &Path,
+    to: &Path,
+    change: impl Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>,
+) {
     let o = Command::new(python())
         .args([
             "-c",
@@ -873,4 +881,24 @@ pub fn rezip(from: &Path, to: &Path, change: impl Fn(Vec<(String, Vec<u8>)>) -> 
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Waits (up to 30 s) until every document of `ids` has its timestamp.
+pub async fn wait_stamped(http: &reqwest::Client, base: &str, ids: &[String]) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for id in ids {
+        loop {
+            let v = get_json(
+                http,
+                &format!("{base}/api/v1/documents/{id}"),
+                Some("demo-admin"),
+            )
+            .await;
+            if v["timestamp"]["state"] == "stamped" {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "{id} not stamped: {v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }

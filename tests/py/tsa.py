@@ -4,11 +4,13 @@ TSA. On first use it makes its own CA and TSA certificate with the
 openssl command line (EC P-256; the TSA's extendedKeyUsage timeStamping,
 critical, as RFC 3161 wants).
 
-Usage: tsa.py WORKDIR PORT
+Usage: tsa.py WORKDIR PORT [USER:PASSWORD]
+With USER:PASSWORD it asks for HTTP basic authentication (401 without).
 Writes WORKDIR/ca.pem (the anchor to trust) and prints "listening" once
 it serves. Every request it answered is appended to WORKDIR/served.log.
 """
 
+import base64
 import http.server
 import os
 import subprocess
@@ -73,6 +75,13 @@ ess_cert_id_alg = sha256
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.server.auth:
+            want = "Basic " + base64.b64encode(self.server.auth.encode()).decode()
+            if self.headers.get("authorization") != want:
+                self.send_response(401)
+                self.send_header("www-authenticate", 'Basic realm="tsa"')
+                self.end_headers()
+                return
         d = self.server.workdir
         with tempfile.TemporaryDirectory() as t:
             q, r = os.path.join(t, "q.tsq"), os.path.join(t, "r.tsr")
@@ -107,6 +116,7 @@ def main():
     make_pki(d)
     s = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     s.workdir = d
+    s.auth = sys.argv[3] if len(sys.argv) > 3 else None
     print("listening", flush=True)
     s.serve_forever()
 

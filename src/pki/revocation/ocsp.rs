@@ -172,7 +172,12 @@ pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer
 /// Checks a kept answer about `cert` (issued by `issuer`), as of `at_ms`
 /// (the time of the document it vouched for): what [`check`] checks,
 /// except the nonce, which only the asker knew.
-pub fn check_kept(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Answer, RevocationError> {
+pub fn check_kept(
+    der: &[u8],
+    cert: &X509,
+    issuer: &X509,
+    at_ms: u64,
+) -> Result<Answer, RevocationError> {
     check_with(der, &cert_id(cert, issuer)?, None, issuer, at_ms)
 }
 
