@@ -1196,6 +1196,18 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
             .unwrap();
         assert_openssl_ts_verifies(&token, &signature_value_by_lxml(&file), &ca, id);
     }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("jumgw_timestamps_total{for=\"document\",result=\"stamped\"}"),
+        "{metrics}"
+    );
     let out = dir.path().join("case.asice");
     let o = run(&[
         "dossier",

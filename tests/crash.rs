@@ -833,11 +833,17 @@ async fn export_and_import_move_a_store_from_sled_to_postgres_and_back() {
     );
 }
 
+/// Copies a folder with its subfolders (the audit folder keeps the
+/// checkpoints' timestamp tokens in one).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 

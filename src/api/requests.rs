@@ -764,9 +764,10 @@ pub async fn get_case(
 #[utoipa::path(
     get, path = "/api/v1/cases/{case}/dossier", tag = "requests",
     summary = "The case dossier: an ASiC-E container with every document as the registry signed it, its evidence, the case's facts and audit excerpt, sealed (XAdES B-T)",
-    params(("case" = String, Path, description = "Case number")),
+    params(("case" = String, Path, description = "The case number, URL-encoded", example = "351-12/2026-IV")),
     responses(
-        (status = 200, description = "The container (`jumgw dossier verify` checks it offline)", content_type = "application/vnd.etsi.asic-e+zip", body = Vec<u8>),
+        (status = 200, description = "The container, a zip (`jumgw dossier verify` checks it offline)", content_type = "application/vnd.etsi.asic-e+zip", body = String,
+         example = "PK\u{3}\u{4}…mimetypeapplication/vnd.etsi.asic-e+zip…case.json…documents/…META-INF/signatures0.xml"),
         (status = 503, description = "The TSA cannot timestamp the seal now (`tsa-unavailable`)", body = super::problem::Problem, content_type = "application/problem+json"),
         super::openapi::ReadErrors,
     ),
