@@ -1581,6 +1581,24 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
             .contains("Test TSA"));
     }
 
+    // The job stamps a checkpoint the schedule makes.
+    assert!(jum_gateway::audit::checkpoint(&*dyn_store, &checkpoints)
+        .await
+        .unwrap());
+    let made = checkpoints.read().unwrap().last().unwrap().clone();
+    let token_file = jum_gateway::evidence::stamper::checkpoint_token_path(&checkpoints, made.seq);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !token_file.exists() {
+        assert!(Instant::now() < end, "checkpoint {} not stamped", made.seq);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_openssl_ts_verifies(
+        &std::fs::read(&token_file).unwrap(),
+        format!("{} {}", made.seq, made.hash).as_bytes(),
+        &tsa_ca,
+        "the scheduled checkpoint",
+    );
+
     let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
         &d.env.gw,
         dyn_store.clone(),

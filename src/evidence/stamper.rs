@@ -200,6 +200,10 @@ pub struct Stamper {
     checkpoints: crate::audit::Checkpoints,
     /// Checkpoints whose last try failed: when to try again, and tries.
     checkpoint_retry: std::sync::Mutex<std::collections::HashMap<u64, (u64, u32)>>,
+    /// The size of the checkpoint file when every checkpoint in it had its
+    /// token: until it grows, there is nothing to read (it gains a line an
+    /// hour, for years).
+    checkpoints_done: std::sync::Mutex<Option<u64>>,
 }
 
 impl Stamper {
@@ -216,6 +220,7 @@ impl Stamper {
                 cipher,
                 checkpoints,
                 checkpoint_retry: Default::default(),
+                checkpoints_done: Default::default(),
             })
         }))
     }
@@ -330,6 +335,12 @@ impl Stamper {
 
     /// Stamps the checkpoints that have no token yet (each once due).
     pub async fn checkpoints_round(&self) {
+        let size = std::fs::metadata(&self.checkpoints.path)
+            .map(|m| m.len())
+            .ok();
+        if size.is_some() && *crate::sync::lock(&self.checkpoints_done) == size {
+            return;
+        }
         let list = match self.checkpoints.read() {
             Ok(l) => l,
             Err(e) => {
@@ -353,6 +364,9 @@ impl Stamper {
                 Ok(t) => {
                     if let Err(e) = write_durably(&path, &t.der) {
                         tracing::warn!(error = %e, path = %path.display(), "cannot keep a checkpoint's token");
+                        let tries = retry.map_or(1, |(_, n)| n + 1);
+                        let at = now + self.backoff(tries).as_millis() as u64;
+                        crate::sync::lock(&self.checkpoint_retry).insert(c.seq, (at, tries));
                         continue;
                     }
                     crate::metrics::timestamp("checkpoint", "stamped");
@@ -368,6 +382,9 @@ impl Stamper {
                     return;
                 }
             }
+        }
+        if crate::sync::lock(&self.checkpoint_retry).is_empty() {
+            *crate::sync::lock(&self.checkpoints_done) = size;
         }
     }
 }
