@@ -675,27 +675,33 @@ pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bo
         Some(pem)
     };
     let report = crate::evidence::verify::verify(&bytes, pem.as_deref());
+    // Written, not printed: a reader that stops early (`| head`) closes
+    // the pipe, which is no reason to panic.
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(failed("the report"))?
-        );
+        text = serde_json::to_string_pretty(&report).map_err(failed("the report"))?;
+        text.push('\n');
     } else {
-        println!("dossier {}", file.display());
-        println!("trust: {}", report.trust);
+        text.push_str(&format!(
+            "dossier {}\ntrust: {}\n",
+            file.display(),
+            report.trust
+        ));
         for f in &report.findings {
             let v = match f.verdict {
                 crate::evidence::verify::Verdict::Valid => "valid",
                 crate::evidence::verify::Verdict::Invalid => "INVALID",
                 crate::evidence::verify::Verdict::Unverifiable => "NOT VERIFIABLE",
             };
-            println!("{v:<15} {}: {}", f.file, f.detail);
+            text.push_str(&format!("{v:<15} {}: {}\n", f.file, f.detail));
+        }
+        if report.holds() {
+            text.push_str("the dossier holds: every check passed\n");
         }
     }
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
     if report.holds() {
-        if !json {
-            println!("the dossier holds: every check passed");
-        }
         Ok(())
     } else {
         Err(Fail::Code(

@@ -139,7 +139,7 @@ pub fn issue_for<T: HasPublic>(
                     .build()?,
             )?;
         }
-        Role::Signing => {
+        Role::Signing | Role::Tsa => {
             b.append_extension(BasicConstraints::new().build()?)?;
             b.append_extension(
                 KeyUsage::new()
@@ -148,6 +148,9 @@ pub fn issue_for<T: HasPublic>(
                     .non_repudiation()
                     .build()?,
             )?;
+            if spec.role == Role::Tsa {
+                b.append_extension(ExtendedKeyUsage::new().critical().time_stamping().build()?)?;
+            }
         }
         Role::TlsServer | Role::TlsClient => {
             b.append_extension(BasicConstraints::new().build()?)?;
@@ -165,17 +168,6 @@ pub fn issue_for<T: HasPublic>(
                 eku.client_auth();
             }
             b.append_extension(eku.build()?)?;
-        }
-        Role::Tsa => {
-            b.append_extension(BasicConstraints::new().build()?)?;
-            b.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .digital_signature()
-                    .non_repudiation()
-                    .build()?,
-            )?;
-            b.append_extension(ExtendedKeyUsage::new().critical().time_stamping().build()?)?;
         }
         Role::EncryptionOnly => {
             b.append_extension(BasicConstraints::new().build()?)?;
