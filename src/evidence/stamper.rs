@@ -266,7 +266,10 @@ impl Stamper {
             .map(|r| async move {
                 let prev = r.stamp.clone().unwrap_or_else(|| StampRecord::pending(now));
                 let result = self.stamp_document(&r).await;
-                (r.id.clone(), self.outcome(prev, result))
+                (
+                    r.id.clone(),
+                    self.outcome(prev, result, self.store.clock_ms()),
+                )
             })
             .buffer_unordered(8)
             .collect()
@@ -299,8 +302,14 @@ impl Stamper {
     }
 
     /// The record of a try: stamped, tried again later, or given up.
-    fn outcome(&self, mut s: StampRecord, result: Result<Token, StampError>) -> StampRecord {
-        let now = lifecycle::now_ms();
+    /// `now` is the store's clock, which the index of pending timestamps
+    /// is read by (shared by every instance on PostgreSQL).
+    fn outcome(
+        &self,
+        mut s: StampRecord,
+        result: Result<Token, StampError>,
+        now: u64,
+    ) -> StampRecord {
         s.tries += 1;
         match result {
             Ok(t) => {
