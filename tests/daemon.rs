@@ -1790,3 +1790,58 @@ fn swap(mut e: Vec<(String, Vec<u8>)>, a: &str, b: &str) -> Vec<(String, Vec<u8>
     e[ib].1 = da;
     e
 }
+
+/// A TSA that stays down (the simulator's `tsa-down`): the document is
+/// delivered all the same, its timestamp tried `evidence.attempts` times
+/// on the backoff and then given up, visibly, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_that_cannot_be_had_is_given_up_with_its_reason() {
+    let d = run(setup("*:tsa-down").await, |gw| {
+        let e = &mut gw.evidence;
+        e.attempts = 3;
+        e.interval = Duration::from_millis(50);
+        e.base = Duration::from_millis(50);
+        e.cap = Duration::from_millis(100);
+    })
+    .await;
+    let store: Arc<dyn QueueStore> = d.store.clone();
+    let stamper = jum_gateway::evidence::stamper::Stamper::new(
+        &d.env.gw,
+        store,
+        d.cipher.clone(),
+        jum_gateway::audit::Checkpoints {
+            path: d.env.dir.path().join("audit/checkpoints.log"),
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(stamper.run(rx));
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let end = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = d.store.get(&id).await.unwrap().unwrap().stamp.unwrap();
+        if s.state != "pending" {
+            break s;
+        }
+        assert!(Instant::now() < end, "still pending: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((s.state.as_str(), s.tries), ("failed", 3), "{s:?}");
+    assert!(
+        s.reason.as_deref().unwrap_or("").contains("HTTP 503"),
+        "{s:?}"
+    );
+    assert!(s.token.is_none() && s.next_ms.is_none(), "{s:?}");
+    let (_, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(v["timestamp"]["state"], "failed", "{v}");
+}
