@@ -565,7 +565,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         let submitted_s = start.elapsed().as_secs_f64();
         if o.accept_only {
             bar.finish_and_clear();
-            return Ok((0, 0, submitted_s, submitted_s, Vec::new(), 0, 0));
+            return Ok((0, 0, submitted_s, submitted_s, Vec::new(), 0, 0, None));
         }
         bar.set_position(0);
         bar.set_message("delivered");
@@ -614,9 +614,42 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
             }
         }
         lat.sort_by(|a, b| a.total_cmp(b));
-        Ok::<_, String>((delivered, failed, elapsed, submitted_s, lat, first_created, last_delivered))
+        // With a TSA: how long until every document had its timestamp
+        // (the evidence job runs beside the exchanges, and on after them).
+        let mut stamped_s = None;
+        if o.timestamps {
+            let want = format!("jumgw_timestamps_total{{for=\"document\",result=\"stamped\"}}");
+            loop {
+                // Whichever instance leads the jobs stamps: the sum of all.
+                let mut n = 0.0;
+                for b in &setup.bases {
+                    let text = http
+                        .get(format!("{b}/metrics"))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .text()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    n += text
+                        .lines()
+                        .find_map(|l| l.strip_prefix(want.as_str()))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                }
+                if n >= delivered as f64 {
+                    stamped_s = Some(start.elapsed().as_secs_f64());
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(900) {
+                    return Err(format!("{n} of {delivered} documents stamped after 15 minutes"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok::<_, String>((delivered, failed, elapsed, submitted_s, lat, first_created, last_delivered, stamped_s))
     });
-    let (delivered, failed, elapsed, submitted_s, lat, first, last) = result?;
+    let (delivered, failed, elapsed, submitted_s, lat, first, last, stamped_s) = result?;
     let gw_cpu = gw_cpu() - gw_cpu0;
     let sim_cpu = cpu_seconds(sim_pid) - sim_cpu0;
     // Throughput over the span the gateway worked: first filed to last delivered.
@@ -643,6 +676,12 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
     r.insert("accept_only", json!(o.accept_only));
     r.insert("revocation", json!(o.revocation.name()));
     r.insert("timestamps", json!(o.timestamps));
+    // From the first accept to the last document stamped, and the rate.
+    r.insert("all_stamped_s", json!(stamped_s));
+    r.insert(
+        "stamps_per_s",
+        json!(stamped_s.map(|t| delivered as f64 / t.max(0.001))),
+    );
     r.insert("delivered", json!(delivered));
     r.insert("failed", json!(failed));
     r.insert("faults", json!(o.faults));

@@ -225,14 +225,22 @@ impl Stamper {
         }))
     }
 
-    /// Runs rounds every `evidence.interval` until `stop`.
+    /// Runs rounds every `evidence.interval` until `stop`; a round that
+    /// found a full batch is followed by the next at once, so that a
+    /// backlog (after the TSA was down, or under load) drains at the TSA's
+    /// pace, not one batch per interval.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
+            let mut full = false;
             if self.store.lead("jobs").await {
-                if let Err(e) = self.round().await {
-                    tracing::warn!(error = %e, "evidence round failed");
+                match self.round().await {
+                    Ok(n) => full = n >= self.tsa.cfg.batch,
+                    Err(e) => tracing::warn!(error = %e, "evidence round failed"),
                 }
                 self.checkpoints_round().await;
+            }
+            if full && !*stop.borrow() {
+                continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.tsa.cfg.interval) => {}
