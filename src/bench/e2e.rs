@@ -618,7 +618,7 @@ fn measure(o: &Options) -> Result<BTreeMap<&'static str, Value>, String> {
         // (the evidence job runs beside the exchanges, and on after them).
         let mut stamped_s = None;
         if o.timestamps {
-            let want = format!("jumgw_timestamps_total{{for=\"document\",result=\"stamped\"}}");
+            let want = "jumgw_timestamps_total{for=\"document\",result=\"stamped\"}".to_string();
             loop {
                 // Whichever instance leads the jobs stamps: the sum of all.
                 let mut n = 0.0;
