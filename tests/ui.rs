@@ -99,23 +99,13 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
 
     // A delivered document, once the simulator's TSA has stamped it.
     let stamped = &ids[3];
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v: Value = http
-            .get(format!("{base}/api/v1/documents/{stamped}"))
-            .bearer_auth("demo-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["timestamp"]["state"] == "stamped" {
-            break;
-        }
-        assert!(Instant::now() < end, "not stamped: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_stamped(
+        &http,
+        &base,
+        std::slice::from_ref(stamped),
+        Duration::from_secs(20),
+    )
+    .await;
     let shots = manifest_dir().join("target/ui-screenshots");
     let o = std::process::Command::new(python())
         .arg(manifest_dir().join("tests/py/ui_check.py"))

@@ -260,7 +260,7 @@ pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result
     Ok(Token {
         der: token.to_vec(),
         time_ms: info.gen_time.to_unix_duration().as_millis() as u64,
-        serial: hex(info.serial_number.as_bytes()),
+        serial: crate::store::trail::hex(info.serial_number.as_bytes()),
         policy: info.policy.to_string(),
         tsa: signer_subject(token).unwrap_or_default(),
     })
@@ -317,10 +317,6 @@ fn first_reason(e: &openssl::error::ErrorStack) -> String {
         .map(|e| e.reason().unwrap_or("unknown").to_owned())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Reads anchors from PEM.

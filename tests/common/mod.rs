@@ -883,9 +883,14 @@ pub fn rezip(
     assert!(o.status.success(), "{}", text(&o));
 }
 
-/// Waits (up to 30 s) until every document of `ids` has its timestamp.
-pub async fn wait_stamped(http: &reqwest::Client, base: &str, ids: &[String]) {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+/// Waits (up to `within`) until every document of `ids` has its timestamp.
+pub async fn wait_stamped(
+    http: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    within: std::time::Duration,
+) {
+    let end = std::time::Instant::now() + within;
     for id in ids {
         loop {
             let v = get_json(
