@@ -2,6 +2,7 @@
 //! registries. ARCHITECTURE.md says how the parts fit and which may use
 //! which; each module's doc says what it owns.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 #[cfg(feature = "bench")]

@@ -1237,3 +1237,398 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
     assert_eq!(code, 1, "{report}");
     assert!(report.contains("the seal's certificate"), "{report}");
 }
+
+/// A configuration of the repository's on development certificates in
+/// `dir`, with its data folder's keys: what `config check` passes.
+fn checkable(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certs = dir.join("certs");
+    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = std::fs::read_to_string(manifest_dir().join("config/gateway.toml"))
+        .unwrap()
+        .replace("certs/dev", certs.to_str().unwrap());
+    let file = write(dir, "gateway.toml", cfg.as_bytes());
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("keys")).unwrap();
+    for k in ["documents.key", "audit.key"] {
+        std::fs::write(data.join("keys").join(k), "ab".repeat(32)).unwrap();
+    }
+    (file, data)
+}
+
+#[test]
+fn config_check_names_the_file_key_and_problem_or_prints_what_is_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = checkable(dir.path());
+    let check = |file: &std::path::Path, env: &[(&str, &str)]| {
+        jumgw()
+            .args(["config", "check", "--config"])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(&data)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let o = check(
+        &file,
+        &[
+            ("JUMGW_EVIDENCE__USER", "tsa"),
+            ("JUMGW_EVIDENCE__PASSWORD", "s3cret-tsa"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let shown = out(&o);
+    assert!(shown.contains(": valid;"), "{shown}");
+    // Defaults filled in, secrets masked, as TOML.
+    let effective: toml::Table = toml::from_str(&shown).unwrap();
+    assert_eq!(effective["retry"]["max_attempts"].as_integer(), Some(12));
+    assert_eq!(effective["evidence"]["password"].as_str(), Some("********"));
+    assert!(!shown.contains("s3cret-tsa"), "{shown}");
+
+    let original = std::fs::read_to_string(&file).unwrap();
+    let variant = |name: &str, from: &str, to: &str| {
+        assert!(original.contains(from), "{from}");
+        write(dir.path(), name, original.replacen(from, to, 1).as_bytes())
+    };
+    // Each: a broken file, and what the check must say of it.
+    let cases = [
+        (
+            variant("swapped.toml", "gateway-sign.key", "gateway-tls.key"),
+            vec!["swapped.toml", "the certificate does not belong to the private key"],
+        ),
+        (
+            variant("missing.toml", "gateway-sign.pem", "nowhere.pem"),
+            vec!["missing.toml", "nowhere.pem", "No such file"],
+        ),
+        (
+            variant("cron.toml", "[gateway]", "[jobs]\nbackup_cron = \"every night\"\n\n[gateway]"),
+            vec!["cron.toml", "jobs.backup_cron", "6-field cron"],
+        ),
+        (
+            variant(
+                "client.toml",
+                "[gateway]",
+                "[clients.pisarnica]\ntoken_sha256 = \"00\"\nservices = [\"civil.death-extract\"]\n\n[gateway]",
+            ),
+            vec!["client.toml", "clients.pisarnica.services", "unknown service \"civil.death-extract\""],
+        ),
+        (
+            variant("url.toml", "url = \"https://127.0.0.1:9441/\"", "url = \"http://127.0.0.1:9441/\""),
+            vec!["url.toml", "registries.civil.url", "must be an https:// URL"],
+        ),
+        (
+            variant("smtp.toml", "[gateway]", "[alerts]\nto = [\"ops@opstina.rs\"]\n\n[gateway]"),
+            vec!["smtp.toml", "alerts.smtp", "name the mail server"],
+        ),
+    ];
+    for (f, says) in cases {
+        let o = check(&f, &[]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", f.display(), text(&o));
+        for s in says {
+            assert!(
+                err(&o).contains(s),
+                "{}: wanted {s:?}: {}",
+                f.display(),
+                text(&o)
+            );
+        }
+    }
+    // Without the data folder's keys, neither can the daemon start.
+    let o = jumgw()
+        .args(["config", "check", "--quiet", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("gateway.document_key_file"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn completions_complete_and_every_subcommand_has_a_man_page() {
+    for (shell, mark) in [
+        ("bash", "_jumgw()"),
+        ("zsh", "#compdef jumgw"),
+        ("fish", "complete -c jumgw"),
+    ] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(out(&o).contains(mark), "{shell}: {}", out(&o));
+    }
+    // bash itself completes with it.
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(
+        dir.path(),
+        "jumgw.bash",
+        &run(&["completions", "bash"]).stdout,
+    );
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". {}; COMP_WORDS=(jumgw con); COMP_CWORD=1; _jumgw jumgw con jumgw; echo \"${{COMPREPLY[@]}}\"; \
+             COMP_WORDS=(jumgw config check --); COMP_CWORD=3; _jumgw jumgw -- check; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let said = out(&o);
+    let mut lines = said.lines();
+    assert_eq!(lines.next(), Some("config"), "{said}");
+    assert!(lines.next().unwrap_or("").contains("--data-dir"), "{said}");
+
+    let man = dir.path().join("man");
+    let o = run(&["man", "--out", man.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let help = out(&run(&["--help"]));
+    let subcommands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(subcommands.len() >= 14, "{subcommands:?}");
+    for c in subcommands {
+        let page = std::fs::read_to_string(man.join(format!("jumgw-{c}.1")))
+            .unwrap_or_else(|e| panic!("no man page for {c}: {e}"));
+        assert!(
+            page.contains(".TH jumgw-") && page.contains(".SH NAME"),
+            "{c}: {page}"
+        );
+    }
+    let queue = std::fs::read_to_string(man.join("jumgw-queue-retry.1")).unwrap();
+    assert!(queue.contains("jumgw queue retry"), "{queue}");
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened_to_at_most_2_5() {
+    let unit = manifest_dir().join("ops/systemd/jumgw.service");
+    let text_of = std::fs::read_to_string(&unit).unwrap();
+    for k in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/jumgw",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(text_of.contains(k), "the unit lacks {k:?}");
+    }
+    // The unit as shipped, but for where the binary is on this machine.
+    let dir = tempfile::tempdir().unwrap();
+    let here = write(
+        dir.path(),
+        "jumgw.service",
+        text_of
+            .replace("/usr/bin/jumgw", env!("CARGO_BIN_EXE_jumgw"))
+            .as_bytes(),
+    );
+    let o = tool("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&here)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o));
+    let o = tool("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let level: f64 = said
+        .split("Overall exposure level for jumgw.service: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level: {said}"));
+    println!("systemd-analyze security: exposure {level}");
+    assert!(level <= 2.5, "exposure {level} is above 2.5:\n{said}");
+}
+
+#[test]
+fn the_prometheus_rules_pass_promtool_and_their_unit_tests() {
+    let dir = manifest_dir().join("ops/prometheus");
+    let o = tool("promtool")
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out(&o).contains("SUCCESS: 8 rules found"), "{}", text(&o));
+    let o = tool("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // A rule broken on purpose is caught (the tests can fail).
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(dir.join("alerts.yml"))
+        .unwrap()
+        .replace("jumgw_breaker_state == 2", "jumgw_breaker_state == 1");
+    write(tmp.path(), "alerts.yml", rules.as_bytes());
+    std::fs::copy(
+        dir.join("alerts_test.yml"),
+        tmp.path().join("alerts_test.yml"),
+    )
+    .unwrap();
+    let o = tool("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "a wrong rule passed its tests: {}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debian_package_unpacks_into_a_gateway_that_runs_from_anywhere() {
+    let o = std::process::Command::new(manifest_dir().join("ops/debian/build-deb"))
+        .args(["--profile", "dev", "--no-build", "--fast"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = manifest_dir().join(format!("target/debian/jumgw_{version}-1_amd64.deb"));
+    let listing = out(&tool("dpkg-deb").arg("-c").arg(&deb).output().unwrap());
+    for path in [
+        "./usr/bin/jumgw",
+        "./etc/jumgw/gateway.toml",
+        "./usr/lib/systemd/system/jumgw.service",
+        "./usr/share/man/man1/jumgw.1.gz",
+        "./usr/share/man/man1/jumgw-serve.1.gz",
+        "./usr/share/man/man1/jumgw-config-check.1.gz",
+        "./usr/share/bash-completion/completions/jumgw",
+        "./usr/share/zsh/vendor-completions/_jumgw",
+        "./usr/share/fish/vendor_completions.d/jumgw.fish",
+        "./usr/share/doc/jumgw/configuration.md",
+        "./usr/share/jumgw/prometheus/alerts.yml",
+        "./usr/share/jumgw/grafana/jumgw.json",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(path)),
+            "{path} not in the package:\n{listing}"
+        );
+    }
+    let ctl = tempfile::tempdir().unwrap();
+    let o = tool("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(ctl.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let conffiles = std::fs::read_to_string(ctl.path().join("conffiles")).unwrap();
+    assert!(
+        conffiles.lines().any(|l| l == "/etc/jumgw/gateway.toml"),
+        "{conffiles}"
+    );
+    let postinst = std::fs::read_to_string(ctl.path().join("postinst")).unwrap();
+    assert!(
+        postinst.contains("adduser --system --group --home /var/lib/jumgw"),
+        "{postinst}"
+    );
+    let control = std::fs::read_to_string(ctl.path().join("control")).unwrap();
+    assert!(control.contains("Depends: adduser"), "{control}");
+
+    let root = tempfile::tempdir().unwrap();
+    let o = tool("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let bin = root.path().join("usr/bin/jumgw");
+    let o = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(out(&o).trim(), format!("jumgw {version}"), "{}", text(&o));
+
+    // The shipped configuration, as it is: the certificates it names are
+    // not there yet, and the check says which.
+    let shipped = root.path().join("etc/jumgw/gateway.toml");
+    let data = root.path().join("var/lib/jumgw");
+    let o = std::process::Command::new(&bin)
+        .args(["config", "check", "--config"])
+        .arg(&shipped)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("/etc/jumgw/certs/gateway-sign.pem"),
+        "{}",
+        text(&o)
+    );
+    // With certificates where it expects them (development ones, made by
+    // the packaged binary) and the data folder's keys, it passes.
+    let etc = root.path().join("etc/jumgw");
+    let o = std::process::Command::new(&bin)
+        .args(["certs", "init", "--dir"])
+        .arg(etc.join("certs"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::create_dir_all(data.join("keys")).unwrap();
+    for k in ["documents.key", "audit.key"] {
+        std::fs::write(data.join("keys").join(k), "cd".repeat(32)).unwrap();
+    }
+    let rooted = std::fs::read_to_string(&shipped)
+        .unwrap()
+        .replace("/etc/jumgw", etc.to_str().unwrap());
+    let rooted = write(root.path(), "gateway-rooted.toml", rooted.as_bytes());
+    let o = std::process::Command::new(&bin)
+        .args(["config", "check", "--config"])
+        .arg(&rooted)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(out(&o).contains("[registries.cadastre]"), "{}", text(&o));
+
+    // serve --demo from a folder with no schemas/ beside it: a document
+    // fetched and validated against the schemas inside the binary.
+    let empty = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--demo", "--data-dir", "data", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(empty.path())
+        .env_remove("JUMGW_SCHEMAS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.starts_with("jumgw listening on"))),
+        "the packaged binary did not start"
+    );
+    std::thread::spawn(move || for _ in lines {});
+    assert!(!empty.path().join("schemas").exists());
+    let http = reqwest::Client::new();
+    let id = submit(&http, port, 0).await.unwrap();
+    wait_delivered(&http, port, std::slice::from_ref(&id)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

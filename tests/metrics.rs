@@ -55,17 +55,31 @@ async fn metrics_parse_and_agree_with_the_admin_api() {
     }
     wait_delivered(&http, port, &ids).await;
 
-    let r = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let m = parse(&r.text().await.unwrap());
+    // The documents' timestamps follow their delivery by a round of the
+    // evidence job: the scrape is taken once they are counted.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let body = r.text().await.unwrap();
+        if body.contains("jumgw_timestamps_total{") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no timestamp counted: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let m = parse(&body);
     let stats: Value = http
         .get(format!("http://127.0.0.1:{port}/admin/v1/stats"))
         .bearer_auth("demo-admin")
@@ -123,4 +137,51 @@ async fn metrics_parse_and_agree_with_the_admin_api() {
         ) > 300.0
     );
     assert!(sum(&m, "jumgw_store_bytes", &[]) > 0.0);
+
+    // The Grafana dashboard and the Prometheus rules query only what this
+    // scrape exposes (a histogram by its _bucket, _sum and _count).
+    let exposed: std::collections::BTreeSet<String> = m["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap().to_owned())
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest_dir().join("ops/grafana/jumgw.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            queries.push((
+                "ops/grafana/jumgw.json",
+                t["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(queries.len() >= 15, "{} queries", queries.len());
+    let rules = std::fs::read_to_string(manifest_dir().join("ops/prometheus/alerts.yml")).unwrap();
+    for l in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+    {
+        queries.push(("ops/prometheus/alerts.yml", l.to_owned()));
+    }
+    let mut named = 0;
+    for (file, q) in &queries {
+        let mut rest = q.as_str();
+        while let Some(i) = rest.find("jumgw_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            named += 1;
+            assert!(
+                exposed.contains(&name),
+                "{file} queries {name}, which /metrics does not expose: {q}"
+            );
+        }
+    }
+    assert!(named >= 20, "only {named} metric names in the queries");
 }

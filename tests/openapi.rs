@@ -10,7 +10,7 @@ use common::*;
 use serde_json::Value;
 
 fn doc() -> Value {
-    serde_json::to_value(jum_gateway::api::openapi::document()).unwrap()
+    jum_gateway::api::openapi::document_json()
 }
 
 /// Follows a `$ref` into the components.
@@ -84,6 +84,56 @@ fn every_operation_is_documented_with_examples() {
         }
     }
     assert!(n >= 11, "only {n} operations");
+}
+
+/// Every time in ms has its RFC 3339 twin, in the document and on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ms_time_has_an_rfc3339_twin_in_the_document_and_the_answers() {
+    let d = doc();
+    let mut n = 0;
+    for (name, schema) in d["components"]["schemas"].as_object().unwrap() {
+        let Some(props) = schema["properties"].as_object() else {
+            continue;
+        };
+        for k in props.keys().filter(|k| k.ends_with("_ms")) {
+            if k == "duration_ms" || k == "total_ms" {
+                continue;
+            }
+            let twin = format!("{}_utc", k.trim_end_matches("_ms"));
+            assert_eq!(
+                props[&twin]["format"], "date-time",
+                "{name}.{k} has no {twin} in the OpenAPI document"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "only {n} times found in the schemas");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _daemon = start_daemon(&dir.path().join("data"), port);
+    let http = reqwest::Client::new();
+    let r: Value = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .json(&serde_json::json!({
+            "case": {"number": "1/2026", "legal_basis": "ZUP čl. 103", "official": "o"},
+            "purpose": "p", "service": "cadastre.property-sheet",
+            "subject": {"ko": "803472", "sheet": "1520"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = r["created_ms"].as_u64().unwrap();
+    let utc = r["created_utc"].as_str().unwrap();
+    let parsed = chrono::DateTime::parse_from_rfc3339(utc).unwrap();
+    assert_eq!(parsed.timestamp_millis() as u64, created, "{r}");
+    assert!(
+        r["delivered_utc"].is_null() && r.get("delivered_ms").is_some(),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

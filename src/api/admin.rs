@@ -549,6 +549,48 @@ pub fn cert_info(role: &str, path: &std::path::Path) -> Option<CertOut> {
     })
 }
 
+/// What the alert watch needs of the dispatcher and the configuration:
+/// each registry's breaker and pause, every certificate in use.
+pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
+    use crate::alerts::watch::{CertFacts, GateFacts, Snapshot};
+    let stats = stats(st).await.unwrap_or_default();
+    let regs = registries(st, &stats);
+    let mut certificates = Vec::new();
+    let g = &st.config.gateway;
+    let mut ours = vec![("gateway/tls", &g.tls_cert), ("gateway/seal", &g.sign_cert)];
+    if let Some(t) = &g.api_tls {
+        ours.push(("gateway/api-tls", &t.cert));
+    }
+    for (label, path) in ours {
+        if let Some(c) = cert_info(label, path) {
+            certificates.push(CertFacts {
+                label: label.into(),
+                not_after: c.not_after,
+                days_left: c.days_left,
+            });
+        }
+    }
+    let mut gates = Vec::new();
+    for r in regs {
+        for c in &r.certificates {
+            certificates.push(CertFacts {
+                label: format!("{}/{}", r.gate.registry, c.role),
+                not_after: c.not_after.clone(),
+                days_left: c.days_left,
+            });
+        }
+        gates.push(GateFacts {
+            breaker_open: r.gate.breaker == "open",
+            paused: r.gate.paused,
+            registry: r.gate.registry,
+        });
+    }
+    Snapshot {
+        gates,
+        certificates,
+    }
+}
+
 /// Every registry, with its queue taken from `stats` (one scan of the
 /// store serves both).
 pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {

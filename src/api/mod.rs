@@ -10,6 +10,7 @@ pub mod layers;
 pub mod openapi;
 pub mod problem;
 pub mod requests;
+pub mod times;
 pub mod ui;
 
 pub use problem::ApiError;
@@ -128,6 +129,10 @@ pub fn subject_matches(subject: &str, wanted: &str) -> bool {
 /// Known clients by SHA-256 of their token (hex).
 pub type Clients = BTreeMap<String, Client>;
 
+/// The clients as they are now: readers take the current list, a reload
+/// puts a new one in its place.
+pub type SharedClients = Arc<std::sync::RwLock<Arc<Clients>>>;
+
 pub fn token_hash(token: &str) -> String {
     openssl::sha::sha256(token.as_bytes())
         .iter()
@@ -143,7 +148,8 @@ pub struct AppState {
     // layer and handler that takes it).
     pub services: Arc<BTreeMap<String, ServiceConfig>>,
     pub procedures: Arc<BTreeMap<String, crate::config::ProcedureConfig>>,
-    pub clients: Arc<Clients>,
+    /// Replaced whole when the daemon re-reads its configuration (SIGHUP).
+    pub clients: SharedClients,
     pub retry: Arc<RetryConfig>,
     pub cipher: Arc<crate::store::crypt::DocumentCipher>,
     /// Largest request body accepted, in bytes.
@@ -177,7 +183,7 @@ impl AppState {
             dispatcher,
             services: Arc::new(cfg.services.clone()),
             procedures: Arc::new(cfg.procedures.clone()),
-            clients: Arc::new(clients),
+            clients: Arc::new(std::sync::RwLock::new(Arc::new(clients))),
             retry: Arc::new(cfg.retry.clone()),
             cipher,
             max_body: cfg.gateway.max_request_bytes,
@@ -265,8 +271,8 @@ fn bearer(v: &str) -> Option<&str> {
 /// The client a token belongs to, with the subject of the connection's
 /// TLS client certificate (if any) for clients bound to one.
 pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result<Client, ApiError> {
-    let client = state
-        .clients
+    let clients = crate::sync::read(&state.clients).clone();
+    let client = clients
         .get(&token_hash(token.trim()))
         .cloned()
         .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
@@ -454,8 +460,8 @@ async fn metrics_text(
     responses((status = 200, description = "The OpenAPI document", body = Object,
                example = json!({"openapi": "3.1.0", "info": {"title": "jum-gateway back-office API"}, "paths": {}})))
 )]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi::document())
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::document_json())
 }
 
 async fn fallback() -> ApiError {
@@ -486,6 +492,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body))
+        .layer(axum::middleware::map_response(times::beside_ms))
         .layer(axum::middleware::map_response(layers::security_headers))
         .with_state(state)
 }

@@ -159,3 +159,10 @@ pub struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+/// The document as served: with the `X_utc` twin of every `X_ms` time.
+pub fn document_json() -> serde_json::Value {
+    let mut v = serde_json::to_value(document()).unwrap_or_default();
+    super::times::document(&mut v);
+    v
+}

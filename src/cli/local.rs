@@ -321,7 +321,10 @@ pub(super) fn simulate(
     listen: Option<String>,
     faults: Option<String>,
 ) -> CmdResult {
-    let _logs = init_logs();
+    let _logs = crate::daemon::logs::init(
+        crate::config::LogFormat::Text,
+        crate::config::DEFAULT_LOG_FILTER,
+    );
     let mut cfg =
         crate::config::SimulatorConfig::load(config).map_err(|e| Fail::Failed(e.to_string()))?;
     if let Some(l) = listen {
@@ -709,4 +712,25 @@ pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bo
             "the dossier does not hold (see the report)".into(),
         ))
     }
+}
+
+/// `jumgw config check`: exit 0 and the effective configuration, or exit 1
+/// with the file, the key and the problem.
+pub(super) fn config_check(
+    config: &std::path::Path,
+    data_dir: &std::path::Path,
+    schemas: Option<PathBuf>,
+    quiet: bool,
+) -> CmdResult {
+    let schemas = schemas.unwrap_or_else(xml::schema::default_dir);
+    let cfg = crate::daemon::check::check(config, data_dir, &schemas).map_err(Fail::Invalid)?;
+    if quiet {
+        return Ok(());
+    }
+    let text = format!(
+        "# {}: valid; in effect (defaults filled in, secrets masked):\n{}",
+        config.display(),
+        crate::daemon::check::effective(&cfg)
+    );
+    write_stdout(text.as_bytes())
 }

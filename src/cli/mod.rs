@@ -59,7 +59,7 @@ enum Command {
         /// file (with --demo): what the registry was asked, surviving a crash.
         #[arg(long, requires = "demo")]
         sim_log: Option<PathBuf>,
-        /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+        /// Folder with the schemas (default: $JUMGW_SCHEMAS, else those built into jumgw).
         #[arg(long)]
         schemas: Option<PathBuf>,
         /// The queue store: `sled` (in the data folder) or a PostgreSQL URL,
@@ -67,6 +67,38 @@ enum Command {
         /// Overrides [store] of the configuration.
         #[arg(long)]
         store: Option<String>,
+        /// `text` or `json` (one object per line); overrides [log] format.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// The configuration: check a file before a restart, or print the reference of every key.
+    #[command(
+        long_about = "`check` validates everything `serve` would (the files exist and parse, keys \
+belong to their certificates, cron expressions, URLs, the clients' services in the catalogue) \
+without starting anything, and prints the effective configuration with secrets masked.\n\n\
+`reference` prints docs/configuration.md: every key, its default and what it means.\n\n\
+Exit codes of check: 0 valid; 1 invalid (the file, the key and the problem are printed); \
+2 the command could not run."
+    )]
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Shell completions for bash, zsh or fish, on standard output.
+    #[command(long_about = "Print the completion script for a shell.\n\nbash: \
+`jumgw completions bash > /usr/share/bash-completion/completions/jumgw`; zsh: \
+`jumgw completions zsh > /usr/share/zsh/vendor-completions/_jumgw`; fish: \
+`jumgw completions fish > /usr/share/fish/vendor_completions.d/jumgw.fish` (the Debian \
+package installs all three).")]
+    Completions {
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Man pages for jumgw and every subcommand (roff), written into a folder.
+    Man {
+        /// The folder to write jumgw.1, jumgw-serve.1, ... into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
     /// File a request through a running gateway's API (a client for operators and an example).
     #[command(
@@ -159,6 +191,40 @@ registry's signed answer, byte for byte, to --out or standard output.\n\nExit co
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a configuration as `serve` would and print it, secrets masked.
+    Check {
+        /// As `serve --config` (on a server: /etc/jumgw/gateway.toml).
+        #[arg(long, default_value = crate::daemon::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The data folder, where relative key files are (as `serve --data-dir`).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Folder with the schemas (default: $JUMGW_SCHEMAS, else those built into jumgw).
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+        /// Say only whether it is valid, not the effective configuration.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print the reference of every key (docs/configuration.md).
+    Reference,
 }
 
 /// The subject of a request, as flags (see IDENTIFIERS.md).
@@ -347,7 +413,7 @@ struct ExchangeArgs {
     out: Option<PathBuf>,
     #[arg(long, default_value = "config/gateway.toml")]
     config: PathBuf,
-    /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+    /// Folder with the schemas (default: $JUMGW_SCHEMAS, else those built into jumgw).
     #[arg(long)]
     schemas: Option<PathBuf>,
 }
@@ -444,7 +510,7 @@ enum XmlCommand {
     },
     /// Validate a document against the XSDs in schemas/: exit 0 valid, 1 invalid.
     Validate {
-        /// Folder with the schemas (default: $JUMGW_SCHEMAS or ./schemas).
+        /// Folder with the schemas (default: $JUMGW_SCHEMAS, else those built into jumgw).
         #[arg(long)]
         schemas: Option<PathBuf>,
         #[command(flatten)]
@@ -639,8 +705,15 @@ pub fn run() -> ExitCode {
             sim_log,
             schemas,
             store,
+            log_format,
         } => {
-            let _logs = init_logs();
+            let settings = crate::daemon::log_settings(config.as_deref(), demo);
+            let format = match log_format {
+                Some(LogFormatArg::Text) => crate::config::LogFormat::Text,
+                Some(LogFormatArg::Json) => crate::config::LogFormat::Json,
+                None => settings.format,
+            };
+            let _logs = crate::daemon::logs::init(format, &settings.filter);
             let opts = crate::daemon::ServeOptions {
                 config,
                 demo,
@@ -651,11 +724,41 @@ pub fn run() -> ExitCode {
                 schemas: schemas.unwrap_or_else(xml::schema::default_dir),
                 store,
             };
-            runtime().and_then(|rt| {
+            let served = runtime().and_then(|rt| {
                 rt.block_on(crate::daemon::serve(opts))
                     .map_err(|e| Fail::Failed(e.to_string()))
-            })
+            });
+            return match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let (Fail::Failed(m) | Fail::Invalid(m) | Fail::Code(_, m)) = e;
+                    crate::daemon::logs::fatal(&m);
+                    ExitCode::from(2)
+                }
+            };
         }
+        Command::Config { command } => match command {
+            ConfigCommand::Check {
+                config,
+                data_dir,
+                schemas,
+                quiet,
+            } => local::config_check(&config, &data_dir, schemas, quiet),
+            ConfigCommand::Reference => {
+                local::write_stdout(crate::config::reference::markdown().as_bytes())
+            }
+        },
+        Command::Completions { shell } => {
+            let shell = match shell {
+                ShellArg::Bash => clap_complete::Shell::Bash,
+                ShellArg::Zsh => clap_complete::Shell::Zsh,
+                ShellArg::Fish => clap_complete::Shell::Fish,
+            };
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut command(), "jumgw", &mut buf);
+            local::write_stdout(&buf)
+        }
+        Command::Man { out } => man_pages(&out),
         #[cfg(feature = "bench")]
         Command::Bench { command } => match command {
             BenchCommand::Enqueue {
@@ -767,25 +870,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
     crate::daemon::runtime().map_err(failed("tokio runtime"))
 }
 
-/// Sets up the log, written by a thread of its own: a request's log line
-/// is handed over, not written while the request waits (stderr takes one
-/// write per line, under a lock every task would queue on). Lines are
-/// never dropped: a full buffer makes the writer wait. Keep the guard until
-/// the command ends; dropping it writes what is left.
-#[must_use]
-fn init_logs() -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("jumgw-log")
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JUMGW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .ok()
-        .map(|()| guard)
+/// The whole command line, as clap sees it (for completions and man pages).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// `jumgw.1` and one page per subcommand, `jumgw-queue-list.1` and so on.
+fn man_pages(out: &std::path::Path) -> CmdResult {
+    fn write(cmd: &clap::Command, name: &str, out: &std::path::Path) -> CmdResult {
+        let cmd = cmd
+            .clone()
+            .name(name.to_owned())
+            .bin_name(name.replace('-', " "));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .render(&mut buf)
+            .map_err(failed("man page"))?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, buf).map_err(failed(&path.display().to_string()))?;
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                write(sub, &format!("{name}-{}", sub.get_name()), out)?;
+            }
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(out).map_err(failed(&out.display().to_string()))?;
+    let mut cmd = command();
+    cmd.build();
+    write(&cmd, "jumgw", out)
 }

@@ -193,6 +193,71 @@ impl GatewayConfig {
                 "base must be positive and cap at least base".into(),
             ));
         }
+        let j = &self.jobs;
+        for (key, expr) in [
+            ("jobs.backup_cron", &j.backup_cron),
+            ("jobs.retention_cron", &j.retention_cron),
+            ("jobs.watch_cron", &j.watch_cron),
+            ("jobs.audit_checkpoint_cron", &j.audit_checkpoint_cron),
+        ] {
+            crate::schedule::cron(expr).map_err(|m| bad(key.into(), m))?;
+        }
+        for (name, c) in &self.clients {
+            if name.contains('@') {
+                return Err(bad(
+                    format!("clients.{name}"),
+                    "a client's name has no '@' (it marks the operators' alerts)".into(),
+                ));
+            }
+            for svc in &c.services {
+                if !self.services.contains_key(svc) {
+                    return Err(bad(
+                        format!("clients.{name}.services"),
+                        format!(
+                            "unknown service {svc:?}; the catalogue has {}",
+                            self.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(h) = &self.gateway.metrics_token_sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(
+                    "gateway.metrics_token_sha256".into(),
+                    "64 hex digits: the SHA-256 of the token (`printf %s TOKEN | sha256sum`)"
+                        .into(),
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(bad(
+                "log.filter".into(),
+                format!("{:?}: {e}", self.log.filter),
+            ));
+        }
+        let a = &self.alerts;
+        if !["en", "sr", "hu"].contains(&a.language.as_str()) {
+            return Err(bad(
+                "alerts.language".into(),
+                format!(
+                    "{:?}: one of en, sr (Serbian, Latin script), hu",
+                    a.language
+                ),
+            ));
+        }
+        if a.interval.is_zero() || a.check.is_zero() {
+            return Err(bad(
+                "alerts.interval".into(),
+                "interval and check must be positive".into(),
+            ));
+        }
+        if !(a.dashboard_url.starts_with("https://") || a.dashboard_url.starts_with("http://")) {
+            return Err(bad(
+                "alerts.dashboard_url".into(),
+                format!("{:?} must be an http:// or https:// URL", a.dashboard_url),
+            ));
+        }
         if self.gateway.max_body_bytes < 1024 {
             return Err(bad(
                 "gateway.max_body_bytes".into(),

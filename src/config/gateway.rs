@@ -10,13 +10,19 @@ use serde::Deserialize;
 use super::{duration, load, ConfigError, MaintenanceWindow, Member};
 
 /// The gateway's own identity and keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
+    /// Our X-Road member and subsystem (instance, class, code, subsystem), as the
+    /// registries know the municipality's one-stop shop.
     pub client: Member,
+    /// Our TLS client certificate (PEM) for the registries.
     pub tls_cert: PathBuf,
+    /// Its key: a PEM file, or a key on a token (`pkcs11:` URI).
     pub tls_key: PathBuf,
+    /// The certificate of our seal (PEM), which signs every request.
     pub sign_cert: PathBuf,
+    /// The seal's key: a PEM file, or on a smart card or HSM (`pkcs11:` URI).
     pub sign_key: PathBuf,
     /// Largest response body accepted from a registry, in bytes.
     #[serde(default = "default_max_body")]
@@ -81,7 +87,7 @@ fn default_revocation_grace() -> Duration {
 }
 
 /// What an exchange does about a certificate's revocation status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationPolicy {
     /// A certificate whose status cannot be established is refused (the
@@ -116,11 +122,14 @@ fn default_min_rsa_bits() -> u32 {
 /// HTTPS for the API. With `client_ca`, client certificates are verified
 /// against it; a client whose configuration names a `tls_subject` must
 /// present a certificate with that subject along with its token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTls {
+    /// The API's server certificate (PEM).
     pub cert: PathBuf,
+    /// Its key: a PEM file or a `pkcs11:` URI.
     pub key: PathBuf,
+    /// The CA bundle (PEM) that back-office client certificates are verified against.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// Refuse connections without a client certificate (at the handshake).
@@ -163,9 +172,10 @@ fn default_timeout() -> Duration {
 }
 
 /// One registry as the gateway sees it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
+    /// The registry's endpoint, https:// only.
     pub url: String,
     /// CA bundle that is the only TLS trust root for this registry.
     pub tls_ca: PathBuf,
@@ -174,7 +184,9 @@ pub struct RegistryConfig {
     /// Optional pin: the signer certificate's subject must contain this.
     #[serde(default)]
     pub signer_subject: Option<String>,
+    /// Its X-Road member and subsystem, the service provider of each request.
     pub member: Member,
+    /// For the TCP connection and the TLS handshake.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// Whole exchange, from connect to the last byte of the answer.
@@ -224,15 +236,19 @@ fn default_cooldown() -> Duration {
 }
 
 /// When to retry: exponential backoff with full jitter (see `lifecycle::retry`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
+    /// The first retry's delay ceiling (full jitter below it).
     #[serde(default = "default_base", with = "duration")]
     pub base: Duration,
+    /// Each retry's ceiling is the last one's times this.
     #[serde(default = "default_factor")]
     pub factor: f64,
+    /// The largest ceiling.
     #[serde(default = "default_cap", with = "duration")]
     pub cap: Duration,
+    /// Attempts before a request is given up (dead).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// ZUP deadline, counted from filing: never retried past it.
@@ -287,9 +303,10 @@ impl Default for RetryConfig {
 
 /// Where the queue lives: sled in the data folder (one instance), or a
 /// PostgreSQL database that several instances share.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sled` (embedded, in the data folder) or `postgres` (with `url`).
     #[serde(default)]
     pub backend: StoreBackend,
     /// For `postgres`: a libpq URL, `postgres://user:password@host:port/db`.
@@ -360,7 +377,7 @@ fn default_pool() -> u32 {
     8
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     #[default]
@@ -369,19 +386,22 @@ pub enum StoreBackend {
 }
 
 /// The daemon's periodic jobs (6-field cron, seconds first, UTC).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
+    /// When the store is backed up into `{data}/backups`.
     #[serde(default = "default_backup_cron")]
     pub backup_cron: String,
     /// Daily exports kept in `{data}/backups`.
     #[serde(default = "default_backup_keep")]
     pub backup_keep: usize,
+    /// When finished requests past `retention` are purged.
     #[serde(default = "default_retention_cron")]
     pub retention_cron: String,
     /// Finished requests (and their documents) are deleted after this.
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// When deadlines and certificates are watched.
     #[serde(default = "default_watch_cron")]
     pub watch_cron: String,
     /// Requests this close to their ZUP deadline are flagged.
@@ -445,7 +465,7 @@ impl Default for JobsConfig {
 }
 
 /// A back-office client of the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// SHA-256 of the bearer token, hex. Tokens are never stored in clear.
@@ -517,19 +537,23 @@ pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureConfig {
+    /// Human description for listings.
     #[serde(default)]
     pub title: String,
+    /// The services filed together, each a key of `[services]`.
     pub services: Vec<String>,
 }
 
 /// Webhook delivery: its own durable queue, retried with backoff (full
 /// jitter) without end, so that a back-office that was down gets every
 /// event when it returns, in order per case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The first retry's delay ceiling (full jitter below it).
     #[serde(default = "default_hook_base", with = "duration")]
     pub base: Duration,
+    /// The largest delay between tries; they never end.
     #[serde(default = "default_hook_cap", with = "duration")]
     pub cap: Duration,
     /// For one POST, connection included.
@@ -565,7 +589,7 @@ impl Default for WebhookConfig {
 /// signature and on every audit checkpoint: proof, years later, of when
 /// each existed. Requested in batches by a job of their own, never in the
 /// way of an exchange or a delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceConfig {
     /// The TSA (e.g. the government's RS-GOV TSA); unset: nothing is
@@ -587,6 +611,7 @@ pub struct EvidenceConfig {
     /// A TLS client certificate and key (PEM) for a TSA that asks for one.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
     /// Extra CA bundle for an https TSA (besides the system roots).
@@ -596,6 +621,7 @@ pub struct EvidenceConfig {
     /// password is better set through JUMGW_EVIDENCE__PASSWORD.
     #[serde(default)]
     pub user: Option<String>,
+    /// Its password (masked by `config check`).
     #[serde(default)]
     pub password: Option<String>,
     /// How far a token's time may be from our clock.
@@ -614,8 +640,10 @@ pub struct EvidenceConfig {
     /// the reason); between them the retry backoff of `base` and `cap`.
     #[serde(default = "default_tsa_attempts")]
     pub attempts: u32,
+    /// The first retry's delay ceiling.
     #[serde(default = "default_tsa_base", with = "duration")]
     pub base: Duration,
+    /// The largest delay between tries.
     #[serde(default = "default_tsa_cap", with = "duration")]
     pub cap: Duration,
 }
@@ -665,15 +693,179 @@ impl Default for EvidenceConfig {
     }
 }
 
+/// The daemon's log, on standard error (the journal, under systemd).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (colours only on a terminal) or `json` (one object per
+    /// line, the request id, registry and service as fields); `serve
+    /// --log-format` says otherwise.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// What is logged, in `tracing` filter syntax (`info`,
+    /// `warn,jum_gateway::dispatch=debug`); `JUMGW_LOG` says otherwise.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `log.filter` when not set: our INFO, the scheduler library's
+/// start-up chatter left out.
+pub const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
+
+fn default_log_filter() -> String {
+    DEFAULT_LOG_FILTER.into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: default_log_filter(),
+        }
+    }
+}
+
+/// E-mail to the operators when something needs a person: a request gone
+/// dead, a ZUP deadline at risk, a registry's breaker open or a registry
+/// paused for long, a certificate near its end, the audit trail broken,
+/// the store's disk nearly full. Raised into the durable outbox, sent as
+/// one digest per `interval`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Who is told; empty: no mail is sent (nor any alert kept).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// The sender, e.g. `"jumgw <jumgw@opstina.rs>"`.
+    #[serde(default = "default_alert_from")]
+    pub from: String,
+    /// The mail server, `host:port` (587 for STARTTLS, 465 for `tls`).
+    #[serde(default)]
+    pub smtp: Option<String>,
+    /// `starttls` (required, the default), `tls` (implicit TLS) or
+    /// `none` (plain, allowed only to a loopback address).
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// SMTP authentication (PLAIN or LOGIN, over TLS only). The password
+    /// is better set through JUMGW_ALERTS__PASSWORD.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Its password (masked by `config check`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Extra CA bundle for the mail server's certificate (besides the
+    /// system roots).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// At most one mail per this; what happens meanwhile waits for it.
+    #[serde(default = "default_alert_interval", with = "duration")]
+    pub interval: Duration,
+    /// How often the conditions that are not a request's (breakers,
+    /// pauses, certificates, the audit trail, free space) are looked at.
+    #[serde(default = "default_alert_check", with = "duration")]
+    pub check: Duration,
+    /// `en`, `sr` (Serbian, Latin script) or `hu`.
+    #[serde(default = "default_alert_language")]
+    pub language: String,
+    /// The dashboard as the operators reach it, e.g.
+    /// `https://jumgw.opstina.rs/ui`; each alert links into it.
+    #[serde(default = "default_dashboard_url")]
+    pub dashboard_url: String,
+    /// A breaker open this long is told.
+    #[serde(default = "default_breaker_open", with = "duration")]
+    pub breaker_open: Duration,
+    /// A registry paused this long is told.
+    #[serde(default = "default_paused", with = "duration")]
+    pub paused: Duration,
+    /// Certificates (TLS, signing, the seal, the registries') that end
+    /// within this are told.
+    #[serde(default = "default_cert_days", with = "duration")]
+    pub certificate: Duration,
+    /// The store's disk is told when its free space falls under this, in
+    /// bytes.
+    #[serde(default = "default_free_reserve")]
+    pub free_bytes: u64,
+}
+
+/// How the mail server is spoken to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+fn default_alert_from() -> String {
+    "jumgw <jumgw@localhost>".into()
+}
+fn default_alert_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_alert_check() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_alert_language() -> String {
+    "en".into()
+}
+fn default_dashboard_url() -> String {
+    "http://127.0.0.1:8080/ui".into()
+}
+fn default_breaker_open() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_paused() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_cert_days() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_free_reserve() -> u64 {
+    1 << 30
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            to: Vec::new(),
+            from: default_alert_from(),
+            smtp: None,
+            security: SmtpSecurity::Starttls,
+            user: None,
+            password: None,
+            tls_ca: None,
+            interval: default_alert_interval(),
+            check: default_alert_check(),
+            language: default_alert_language(),
+            dashboard_url: default_dashboard_url(),
+            breaker_open: default_breaker_open(),
+            paused: default_paused(),
+            certificate: default_cert_days(),
+            free_bytes: default_free_reserve(),
+        }
+    }
+}
+
 fn default_role() -> String {
     "backoffice".into()
 }
 
 /// One service of the catalogue: which registry, which payload elements,
 /// which subjects. Adding a service is configuration plus a schema.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// The registry that answers it (a key of `[registries]`); the service's id starts with it.
     pub registry: String,
     /// Namespace of the service's payloads.
     pub namespace: String,
@@ -689,6 +881,7 @@ pub struct ServiceConfig {
     /// name (e.g. `jmbg = "ownerJmbg"`).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// The X-Road service version.
     #[serde(default = "default_version")]
     pub version: String,
     /// Human description for listings.
@@ -701,7 +894,7 @@ fn default_version() -> String {
 }
 
 /// `config/gateway.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub gateway: GatewaySection,
@@ -719,6 +912,10 @@ pub struct GatewayConfig {
     pub procedures: BTreeMap<String, ProcedureConfig>,
     #[serde(default)]
     pub evidence: EvidenceConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     pub registries: BTreeMap<String, RegistryConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
 }

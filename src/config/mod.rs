@@ -39,6 +39,7 @@ pub enum ConfigError {
 mod check;
 mod gateway;
 mod load;
+pub mod reference;
 mod simulator;
 
 pub use gateway::*;
@@ -80,10 +81,31 @@ pub mod duration {
         let s = String::deserialize(d)?;
         super::parse_duration(&s).map_err(serde::de::Error::custom)
     }
+
+    /// As it would be written: the largest unit that says it exactly.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+}
+
+/// A duration as a configuration says it: `90d`, `5m`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= n && ms.is_multiple_of(n) {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// An X-Road member or subsystem: `RS/GOV/08070431/jum-becej`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub instance: String,
@@ -95,10 +117,12 @@ pub struct Member {
 
 /// A maintenance window: starts at each time the cron expression names
 /// (6 fields, seconds first, UTC) and lasts `duration`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceWindow {
+    /// When it starts: 6 fields, seconds first, UTC (`0 0 2 * * Sun`).
     pub cron: String,
+    /// How long it lasts.
     #[serde(with = "duration")]
     pub duration: Duration,
 }

@@ -16,6 +16,10 @@ use crate::dispatch::Dispatcher;
 use crate::exchange::Exchange;
 use crate::store::QueueStore;
 
+pub mod check;
+pub mod logs;
+mod reload;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
@@ -48,6 +52,8 @@ pub enum DaemonError {
     Webhooks(String),
     #[error("{0}")]
     Evidence(String),
+    #[error("{0}")]
+    Alerts(String),
     #[error("case folders: {0}")]
     Cases(String),
     #[error("API TLS: {0}")]
@@ -67,6 +73,9 @@ pub struct ServeOptions {
     /// `--store`: `sled` or a PostgreSQL URL, over the configuration's.
     pub store: Option<String>,
 }
+
+/// The configuration `serve` reads without `--config`.
+pub const DEFAULT_CONFIG: &str = "config/gateway.toml";
 
 pub const DEMO_BACKOFFICE_TOKEN: &str = "demo-backoffice";
 pub const DEMO_ADMIN_TOKEN: &str = "demo-admin";
@@ -166,7 +175,10 @@ async fn demo(
     let certs = opts.data_dir.join("certs");
     if !certs.join(crate::pki::files::CA).exists() {
         crate::pki::init_dev(&certs, false)?;
-        println!("generated development certificates in {}", certs.display());
+        logs::say(&format!(
+            "generated development certificates in {}",
+            certs.display()
+        ));
     }
     let (mut gw, mut sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
     sim_cfg.served_log = opts.sim_log.clone();
@@ -184,10 +196,10 @@ async fn demo(
     }
     // And so does its time-stamping authority.
     gw.evidence.tsa_url = Some(format!("http://{}/tsa", sim.control));
-    println!(
+    logs::say(&format!(
         "embedded registry simulator: control on http://{}/",
         sim.control
-    );
+    ));
     gw.validate("embedded gateway.toml")?;
     Ok((gw, Box::new(sim)))
 }
@@ -201,17 +213,17 @@ async fn demo(
 
 pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&opts.data_dir)?;
+    let config_path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let mut _sim = None;
     let mut cfg = if opts.demo {
         let (gw, sim) = demo(&opts).await?;
         _sim = Some(sim);
         gw
     } else {
-        GatewayConfig::load(
-            opts.config
-                .as_deref()
-                .unwrap_or(Path::new("config/gateway.toml")),
-        )?
+        GatewayConfig::load(&config_path)?
     };
 
     if let Some(s) = &opts.store {
@@ -237,7 +249,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     let cases = CaseFolders::configured(&cfg, &opts.data_dir).map_err(DaemonError::Cases)?;
     let dyn_store: Arc<dyn QueueStore> = store.clone();
     if dyn_store.shares_limits() {
-        println!("store: PostgreSQL, shared with every instance on it");
+        logs::say("store: PostgreSQL, shared with every instance on it");
     }
     let audit_key_file = opts.data_dir.join(&cfg.gateway.audit_key_file);
     let audit_key = Arc::new(
@@ -250,10 +262,24 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     );
     dyn_store.set_audit_rule(crate::audit::rule(audit_key.clone()));
     let hook_notify = Arc::new(tokio::sync::Notify::new());
-    dyn_store.set_event_rule(crate::delivery::webhook::event_rule(
-        &cfg,
-        hook_notify.clone(),
-    ));
+    // One rule raises, in the change's own transaction, the clients'
+    // webhook events and the operators' alerts about requests.
+    let hooks = crate::delivery::webhook::event_rule(&cfg, hook_notify.clone());
+    let alerts = crate::alerts::Alerts::configured(&cfg.alerts, dyn_store.clone())
+        .map_err(|e| DaemonError::Alerts(e.to_string()))?;
+    dyn_store.set_event_rule(if alerts.is_some() {
+        let webhook_rule = hooks.rule.clone();
+        crate::store::EventRule {
+            rule: Arc::new(move |old, new| {
+                let mut v = webhook_rule(old, new);
+                v.extend(crate::alerts::request_alerts(old, new));
+                v
+            }),
+            notify: hooks.notify,
+        }
+    } else {
+        hooks
+    });
     let webhooks = crate::delivery::webhook::Webhooks::new(&cfg, dyn_store.clone(), hook_notify)
         .map_err(|e| DaemonError::Webhooks(e.to_string()))?;
     let dispatcher = Dispatcher::new(
@@ -275,11 +301,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     .map_err(|e| DaemonError::Evidence(e.to_string()))?;
     let stamp_task = stamper.map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
-    let webhook_task = tokio::spawn(webhooks.run(stop_rx));
+    let webhook_task = tokio::spawn(webhooks.run(stop_rx.clone()));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
         .await
         .map_err(|e| DaemonError::Jobs(e.to_string()))?;
 
+    let dispatcher_handle = dispatcher.clone();
+    let store_for_watchdog = dyn_store.clone();
     let (store_for_dossiers, cipher_for_dossiers, audit_key_for_dossiers) =
         (dyn_store.clone(), cipher.clone(), audit_key.clone());
     let state = AppState::new(
@@ -306,6 +334,26 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
             path: opts.data_dir.join("audit").join("checkpoints.log"),
         },
     );
+    let clients_handle = state.clients.clone();
+    let look_state = state.clone();
+    let look: crate::alerts::watch::Look = Arc::new(move || {
+        let st = look_state.clone();
+        Box::pin(async move { crate::api::admin::alert_snapshot(&st).await })
+    });
+    let watch_task = tokio::spawn(
+        crate::alerts::watch::Watch::new(
+            &cfg.alerts,
+            store_for_watchdog.clone(),
+            look,
+            opts.data_dir.clone(),
+            crate::audit::Checkpoints {
+                path: opts.data_dir.join("audit").join("checkpoints.log"),
+            },
+            alerts.is_some(),
+        )
+        .run(stop_rx.clone()),
+    );
+    let alerts_task = alerts.map(|a| tokio::spawn(a.run(stop_rx.clone())));
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -343,19 +391,37 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         }
         None => None,
     };
-    println!(
+    logs::say(&format!(
         "jumgw listening on {}://{addr}/ (data in {}, cases in {})",
         if tls.is_some() { "https" } else { "http" },
         opts.data_dir.display(),
         cases.root.display()
-    );
+    ));
     if opts.demo {
-        println!("demo tokens: back-office {DEMO_BACKOFFICE_TOKEN}, admin {DEMO_ADMIN_TOKEN}");
+        logs::say(&format!(
+            "demo tokens: back-office {DEMO_BACKOFFICE_TOKEN}, admin {DEMO_ADMIN_TOKEN}"
+        ));
     }
-    {
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-    }
+    // The store is open and the API listens: systemd (Type=notify) may
+    // start what waits for us. Outside systemd there is no socket and
+    // nothing is sent.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    let watchdog = watchdog(store_for_watchdog.clone());
+    let reloads = tokio::spawn(reload::on_hangup(reload::Live {
+        path: if opts.demo {
+            None
+        } else {
+            Some(config_path.clone())
+        },
+        schemas: opts.schemas.clone(),
+        running: cfg.clone(),
+        clients: clients_handle,
+        dispatcher: dispatcher_handle,
+        demo: opts.demo,
+    }));
     // One accept loop for HTTP and HTTPS, with a connection limit under
     // the file limit and timeouts for clients that send nothing.
     crate::pki::tls::serve(
@@ -368,15 +434,61 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     )
     .await;
     tracing::info!("shutting down: finishing attempts in flight");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    reloads.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = jobs.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = dispatch_task.await;
     let _ = webhook_task.await;
+    let _ = watch_task.await;
+    if let Some(t) = alerts_task {
+        let _ = t.await;
+    }
     if let Some(t) = stamp_task {
         let _ = t.await;
     }
     store.close().await?;
     Ok(())
+}
+
+/// Pings systemd's watchdog (when the unit has `WatchdogSec`) at half its
+/// period, each time the store has answered: a daemon whose runtime or
+/// store hangs stops pinging and is restarted.
+fn watchdog(store: Arc<dyn QueueStore>) -> Option<tokio::task::JoinHandle<()>> {
+    let period = sd_notify::watchdog_enabled()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period / 2);
+        loop {
+            tick.tick().await;
+            let answered = tokio::time::timeout(period / 2, store.next_due())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if answered {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!("the store did not answer in time: the watchdog is not pinged");
+            }
+        }
+    }))
+}
+
+/// The `[log]` section, read before anything else so that even the
+/// start-up is logged as asked; a file that does not parse is left for
+/// `serve` to report.
+pub fn log_settings(config: Option<&Path>, demo: bool) -> config::LogConfig {
+    #[derive(serde::Deserialize, Default)]
+    struct LogOnly {
+        #[serde(default)]
+        log: config::LogConfig,
+    }
+    if demo {
+        return config::LogConfig::default();
+    }
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    config::load::<LogOnly>(path).unwrap_or_default().log
 }
 
 /// Threads for the store's blocking calls (see [`runtime`]).

@@ -275,6 +275,10 @@ impl Webhooks {
             self.store.flush().await?;
         }
         for (seq, ev) in waiting {
+            // The operators' alerts are mailed, not posted.
+            if ev.client == crate::store::outbox::ALERTS {
+                continue;
+            }
             // Only the oldest event of a client's case may go.
             if !heads.insert((ev.client.clone(), ev.case.clone())) {
                 continue;

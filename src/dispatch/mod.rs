@@ -320,7 +320,9 @@ enum Planned {
 pub struct Dispatcher {
     store: Arc<dyn QueueStore>,
     cipher: Arc<crate::store::crypt::DocumentCipher>,
-    exchange: Arc<Exchange>,
+    /// Replaced whole when the daemon re-reads the registries' settings
+    /// (SIGHUP); an attempt keeps the one it began with.
+    exchange: std::sync::RwLock<Arc<Exchange>>,
     cases: CaseFolders,
     pub gates: BTreeMap<String, Arc<Gate>>,
     policy: RetryConfig,
@@ -357,7 +359,7 @@ impl Dispatcher {
     /// delivered) is logged as an error for an operator: the document
     /// stays, its evidence says so.
     async fn recheck_revocations(&self) {
-        for (id, evidence) in self.exchange.recheck().await {
+        for (id, evidence) in self.exchange().recheck().await {
             if evidence.status == "revoked" {
                 tracing::error!(request = %id, reason = evidence.reason.as_deref().unwrap_or(""), "a document's signer turned out revoked after it was taken");
                 crate::metrics::revocation_check("recheck", "revoked");
@@ -383,12 +385,24 @@ impl Dispatcher {
     pub fn revocation(&self, registry: &str) -> RevocationStatus {
         RevocationStatus {
             policy: self
-                .exchange
+                .exchange()
                 .revocation_policy(registry)
                 .map(|p| p.name().to_owned())
                 .unwrap_or_default(),
-            last_good_ms: self.exchange.revocation().last_good_ms(registry),
+            last_good_ms: self.exchange().revocation().last_good_ms(registry),
         }
+    }
+
+    /// The exchange attempts go through now.
+    pub fn exchange(&self) -> Arc<Exchange> {
+        crate::sync::read(&self.exchange).clone()
+    }
+
+    /// Puts a new exchange (re-read registry settings) in place of the
+    /// current one; attempts under way finish on the old.
+    pub fn replace_exchange(&self, new: Arc<Exchange>) {
+        let old = std::mem::replace(&mut *crate::sync::write(&self.exchange), new.clone());
+        new.adopt_rechecks(&old);
     }
 
     pub fn new(
@@ -449,7 +463,7 @@ impl Dispatcher {
             folder_rx: Mutex::new(Some(folder_rx)),
             store,
             cipher,
-            exchange,
+            exchange: std::sync::RwLock::new(exchange),
             cases,
             gates,
             policy: cfg.retry.clone(),
@@ -777,7 +791,7 @@ impl Dispatcher {
                     purpose: &rec.purpose,
                     ticket: if polling { rec.ticket.as_deref() } else { None },
                 };
-                self.exchange
+                self.exchange()
                     .attempt(&call)
                     .await
                     .map_err(|e| e.to_string())

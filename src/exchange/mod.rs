@@ -332,6 +332,13 @@ impl Exchange {
     /// evidence (`good`, or `revoked` with the reason). The others wait
     /// for the next call. (Kept in memory: after a restart, a document
     /// still `unchecked` stays so, and its record says it.)
+    /// Takes over the documents `old` was to check again, when this
+    /// exchange replaces it (the configuration was re-read).
+    pub fn adopt_rechecks(&self, old: &Exchange) {
+        let moved = std::mem::take(&mut *crate::sync::lock(&old.rechecks));
+        crate::sync::lock(&self.rechecks).extend(moved);
+    }
+
     pub async fn recheck(&self) -> Vec<(String, RevocationRecord)> {
         let todo = std::mem::take(&mut *crate::sync::lock(&self.rechecks));
         let mut settled = Vec::new();

@@ -323,3 +323,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0);
     real.saturating_add(skew).max(0) as u64
 }
+
+/// A time in ms since the epoch as RFC 3339 in UTC, to the millisecond:
+/// what the API writes beside every `*_ms` field, for people and for
+/// tools that read dates rather than numbers.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

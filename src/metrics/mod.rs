@@ -107,6 +107,43 @@ fn describe() {
         "jumgw_api_tls_refused_total",
         "TLS handshakes the API refused (no, or an untrusted, client certificate)"
     );
+    describe_counter!(
+        "jumgw_alerts_total",
+        "Alerts raised for the operators, by kind"
+    );
+    describe_counter!(
+        "jumgw_alert_mails_total",
+        "Alert digests mailed to the operators, by result (sent, failed)"
+    );
+    describe_gauge!(
+        "jumgw_store_free_bytes",
+        "Free space on the data folder's file system, as the alert watch last read it"
+    );
+    describe_gauge!(
+        "jumgw_audit_broken",
+        "1 when the audit trail's last verification found a broken link, else 0"
+    );
+}
+
+/// An alert of `kind` was raised.
+pub fn alert_raised(kind: &'static str) {
+    counter!("jumgw_alerts_total", "kind" => kind).increment(1);
+}
+
+/// A digest was mailed, or could not be.
+pub fn alert_mail(sent: bool) {
+    counter!("jumgw_alert_mails_total", "result" => if sent { "sent" } else { "failed" })
+        .increment(1);
+}
+
+/// Free space where the data is.
+pub fn store_free(bytes: u64) {
+    gauge!("jumgw_store_free_bytes").set(bytes as f64);
+}
+
+/// The audit trail's last verdict.
+pub fn audit_broken(broken: bool) {
+    gauge!("jumgw_audit_broken").set(if broken { 1.0 } else { 0.0 });
 }
 
 /// A revocation check by `method` (ocsp, crl) came to `result` (good,

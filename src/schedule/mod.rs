@@ -17,15 +17,7 @@ pub struct Window {
 
 impl Window {
     pub fn new(w: &crate::config::MaintenanceWindow) -> Result<Window, String> {
-        let cron = croner::Cron::new(&w.cron)
-            .with_seconds_required()
-            .parse()
-            .map_err(|e| {
-                format!(
-                    "{:?} is not a 6-field cron expression (seconds first): {e}",
-                    w.cron
-                )
-            })?;
+        let cron = cron(&w.cron)?;
         Ok(Window {
             cron,
             duration: w.duration,
@@ -77,4 +69,13 @@ pub async fn rounds<E: std::fmt::Display>(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// A 6-field cron expression (seconds first, UTC), as the jobs and the
+/// maintenance windows are written.
+pub fn cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(expr)
+        .with_seconds_required()
+        .parse()
+        .map_err(|e| format!("{expr:?} is not a 6-field cron expression (seconds first): {e}"))
 }

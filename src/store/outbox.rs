@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::RequestRecord;
 
+/// The client name under which the operators' alerts wait: `@` is not
+/// in any configured client's name, so no webhook takes them.
+pub const ALERTS: &str = "@alerts";
+
 /// One event waiting to reach its client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutEvent {

@@ -39,16 +39,80 @@ pub struct Validator {
     limits: Limits,
 }
 
-/// Where the schemas are: `$JUMGW_SCHEMAS`, `./schemas`, or the source tree's.
+/// The schemas as this build of jumgw was made with them.
+static EMBEDDED: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/schemas");
+
+/// Where the schemas are: `$JUMGW_SCHEMAS`, else the ones built into the
+/// binary, so that `jumgw` runs from any folder.
 pub fn default_dir() -> PathBuf {
     if let Ok(d) = std::env::var("JUMGW_SCHEMAS") {
         return PathBuf::from(d);
     }
-    let local = PathBuf::from("schemas");
-    if local.join(ENTRY).exists() {
-        return local;
+    embedded_dir().unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas"))
+}
+
+/// The built-in schemas written out once, for libxml2 reads the files an
+/// `xs:import` names from disk. The folder is named by their content and
+/// our uid, reused while it is ours alone and holds exactly them, so that
+/// neither a run leaves a copy behind nor another user can plant one.
+fn embedded_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // The XSDs only (the folder's examples are for people and tests).
+    let files: Vec<&include_dir::File<'_>> = EMBEDDED
+        .files()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "xsd"))
+        .collect();
+    let mut h = openssl::sha::Sha256::new();
+    for f in &files {
+        h.update(f.path().to_string_lossy().as_bytes());
+        h.update(&[0]);
+        h.update(f.contents());
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas")
+    let digest = h.finish();
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("jumgw-schemas-{uid}-{tag}"));
+    let ours = |d: &Path| -> bool {
+        std::fs::symlink_metadata(d)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
+            && files
+                .iter()
+                .all(|f| std::fs::read(d.join(f.path())).is_ok_and(|b| b == f.contents()))
+    };
+    if ours(&dir) {
+        return Ok(dir);
+    }
+    // Written beside, then renamed into place: a reader never sees half.
+    let fresh = tempfile::Builder::new()
+        .prefix("jumgw-schemas-")
+        .tempdir_in(std::env::temp_dir())?;
+    std::fs::set_permissions(fresh.path(), std::fs::Permissions::from_mode(0o700))?;
+    for f in &files {
+        let to = fresh.path().join(f.path());
+        if let Some(parent) = to.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        std::fs::write(&to, f.contents())?;
+    }
+    let fresh = fresh.keep();
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        // Someone else's, stale or torn: ours replaces it only if we may.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match std::fs::rename(&fresh, &dir) {
+        Ok(()) if ours(&dir) => Ok(dir),
+        // Another process won the race with the same content, or the name
+        // is taken by what we may not remove: use our own copy.
+        _ if ours(&dir) => {
+            let _ = std::fs::remove_dir_all(&fresh);
+            Ok(dir)
+        }
+        _ => Ok(fresh),
+    }
 }
 
 fn format_errors(errs: Vec<libxml::error::StructuredError>) -> Vec<String> {

@@ -1,0 +1,84 @@
+//! The daemon's log: text for a person at a terminal (colours only
+//! there), JSON for the journal or a collector (one object per line, the
+//! event's fields — request, registry, service — at the top level), and
+//! the few start-up lines an operator reads on standard output, written in
+//! the same form so that a JSON reader never meets a line it cannot parse.
+
+use std::io::Write as _;
+use std::sync::OnceLock;
+
+use crate::config::LogFormat;
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Sets up the log, written by a thread of its own: a request's log line
+/// is handed over, not written while the request waits (stderr takes one
+/// write per line, under a lock every task would queue on). Lines are
+/// never dropped: a full buffer makes the writer wait. Keep the guard until
+/// the command ends; dropping it writes what is left. `JUMGW_LOG`, when
+/// set, is the filter instead of `filter`.
+#[must_use]
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let _ = FORMAT.set(format);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("jumgw-log")
+        .finish(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JUMGW_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let done = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+    done.ok().map(|()| guard)
+}
+
+/// A start-up line for the operator, on standard output (the address it
+/// listens on, the demo tokens): as it is in text, an INFO object in JSON.
+pub fn say(message: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = match FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let line = serde_json::json!({
+                "timestamp": crate::lifecycle::rfc3339(crate::lifecycle::now_ms()),
+                "level": "INFO",
+                "target": "jumgw",
+                "message": message,
+            });
+            writeln!(out, "{line}")
+        }
+        _ => writeln!(out, "{message}"),
+    };
+    let _ = out.flush();
+}
+
+/// How `serve` ends with an error, in the log's form.
+pub fn fatal(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = match FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let line = serde_json::json!({
+                "timestamp": crate::lifecycle::rfc3339(crate::lifecycle::now_ms()),
+                "level": "ERROR",
+                "target": "jumgw",
+                "message": message,
+            });
+            writeln!(err, "{line}")
+        }
+        _ => writeln!(err, "error: {message}"),
+    };
+}
