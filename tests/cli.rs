@@ -1632,3 +1632,176 @@ async fn the_debian_package_unpacks_into_a_gateway_that_runs_from_anywhere() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `systemctl reload` (SIGHUP): the clients and the registries' settings
+/// re-read from the file while requests are under way, none of them lost;
+/// the log says what changed and what waits for a restart; a file that
+/// does not load is refused whole and the configuration in force kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    let certs = root.join("certs/dev");
+    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_sim, ports) = start_simulator(root, &certs);
+    std::fs::create_dir_all(root.join("data/keys")).unwrap();
+    for k in ["documents.key", "audit.key"] {
+        std::fs::write(root.join("data/keys").join(k), "ab".repeat(32)).unwrap();
+    }
+    let base = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
+    let client = |name: &str| {
+        format!(
+            "\n[clients.{name}]\ntoken_sha256 = \"{}\"\n",
+            jum_gateway::api::token_hash(&format!("{name}-token"))
+        )
+    };
+    let file = root.join("config/gateway.toml");
+    std::fs::write(&file, format!("{base}{}", client("first"))).unwrap();
+    let port = free_port();
+    let log = root.join("daemon.log");
+    let mut child = jumgw()
+        .args([
+            "serve",
+            "--config",
+            "config/gateway.toml",
+            "--data-dir",
+            "data",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "JUMGW_REGISTRIES__CIVIL__URL",
+            format!("https://127.0.0.1:{}/", ports[1]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__CADASTRE__URL",
+            format!("https://127.0.0.1:{}/", ports[2]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__TAX__URL",
+            format!("https://127.0.0.1:{}/", ports[3]),
+        )
+        .env(
+            "JUMGW_EVIDENCE__TSA_URL",
+            format!("http://127.0.0.1:{}/tsa", ports[0]),
+        )
+        .env("JUMGW_LOG", "info")
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("jumgw listening on"))));
+    std::thread::spawn(move || for _ in lines {});
+    let daemon = Daemon(child, String::new(), log.clone());
+    let http = reqwest::Client::new();
+    let file_one = |token: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(r#"{"case":{"number":"9/2026","legal_basis":"ZUP čl. 103","official":"o"},"purpose":"p","service":"cadastre.property-sheet","subject":{"ko":"803472","sheet":"1520"}}"#)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["id"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(file_one("second-token").await.0, 401);
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let (s, id) = file_one("first-token").await;
+        assert_eq!(s, 202);
+        ids.push(id);
+    }
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(daemon.0.id()).unwrap()),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let wait_log = |what: &str, n: usize| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let l = daemon.log();
+            if l.matches(what).count() >= n {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "no {what:?} in the log:\n{l}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // A second client, a longer timeout for the cadastre (taken now), a
+    // new rate (only at a restart).
+    let changed = base
+        .replacen(
+            "[registries.cadastre]\nurl",
+            "[registries.cadastre]\nrate_per_s = 20.0\nurl",
+            1,
+        )
+        .replacen("timeout = \"30s\"", "timeout = \"31s\"", 2);
+    assert_ne!(changed, base);
+    std::fs::write(
+        &file,
+        format!("{changed}{}{}", client("first"), client("second")),
+    )
+    .unwrap();
+    hup();
+    let l = wait_log("configuration re-read", 1);
+    let line = l
+        .lines()
+        .find(|l| l.contains("configuration re-read"))
+        .unwrap();
+    for want in [
+        "client second added",
+        "registry cadastre: timeout changed",
+        "registry civil: timeout changed",
+        "not applied until a restart: registries.cadastre.rate_per_s",
+    ] {
+        assert!(line.contains(want), "{want:?} not in {line}");
+    }
+    assert_eq!(file_one("second-token").await.0, 202);
+    assert_eq!(file_one("first-token").await.0, 202);
+    // A file that does not load: refused, the one in force kept.
+    std::fs::write(
+        &file,
+        format!(
+            "{}{}",
+            changed.replacen("registry = \"cadastre\"", "registry = \"nowhere\"", 1),
+            client("third")
+        ),
+    )
+    .unwrap();
+    hup();
+    let l = wait_log("configuration refused, the one in force is kept", 1);
+    assert!(l.contains("unknown registry \"nowhere\""), "{l}");
+    assert_eq!(file_one("second-token").await.0, 202);
+    assert_eq!(file_one("third-token").await.0, 401);
+    // Every request filed before the reloads is delivered.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let v = get_json(
+                &http,
+                &format!("http://127.0.0.1:{port}/api/v1/requests/{id}"),
+                Some("first-token"),
+            )
+            .await;
+            if v["state"] == "delivered" {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "{id} not delivered: {v}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -154,3 +154,122 @@ async fn no_jmbg_reaches_the_log_under_load() {
         .count();
     assert!(masked >= 200, "only {masked} masked subjects in the log");
 }
+
+/// What an operator's journal gets: through a pipe (no terminal), in JSON
+/// mode, every line of both streams is one JSON object without a colour
+/// code, the attempt lines carry the request, registry and service as
+/// fields, no JMBG is in clear, and the scheduler library says nothing at
+/// INFO. Under systemd (Type=notify, here a socket of the test's), READY=1
+/// comes once the API listens, the watchdog is pinged, STOPPING=1 at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_pipe_the_log_is_json_lines_and_systemd_hears_ready_and_the_watchdog() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let port = free_port();
+    let mut child = jumgw()
+        .args(["serve", "--demo", "--log-format", "json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("JUMGW_LOG")
+        .env_remove("WATCHDOG_PID")
+        .current_dir(&cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let mut out_lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    loop {
+        let l = out_lines
+            .next()
+            .expect("the daemon ended before it listened")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        stdout.push(l);
+        if v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("jumgw listening on")
+        {
+            break;
+        }
+    }
+    let outs = std::thread::spawn(move || out_lines.map_while(Result::ok).collect::<Vec<String>>());
+    let mut said = Vec::new();
+    let mut buf = [0u8; 512];
+    while !said.iter().any(|s: &String| s.contains("WATCHDOG=1")) {
+        let n = sock
+            .recv(&mut buf)
+            .expect("nothing from the daemon on NOTIFY_SOCKET");
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(said[0].contains("READY=1"), "{said:?}");
+
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(submit(&http, port, i).await.unwrap());
+    }
+    wait_delivered(&http, port, &ids).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    while let Ok(n) = sock.recv(&mut buf) {
+        let s = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let stopping = s.contains("STOPPING=1");
+        said.push(s);
+        if stopping {
+            break;
+        }
+    }
+    assert!(said.iter().any(|s| s.contains("STOPPING=1")), "{said:?}");
+
+    stdout.extend(outs.join().unwrap());
+    let stderr = errs.join().unwrap();
+    assert!(!cwd.join("schemas").exists());
+    let mut attempts = 0;
+    for l in stdout.iter().chain(&stderr) {
+        assert!(!l.contains('\u{1b}'), "an escape sequence: {l:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+        assert!(
+            !v["target"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("tokio_cron_scheduler"),
+            "the scheduler's chatter: {l}"
+        );
+        if v["message"] == "attempt" {
+            attempts += 1;
+            for f in ["request", "registry", "service"] {
+                assert!(v[f].is_string(), "{f} is not a field: {l}");
+            }
+        }
+        for (_, body) in BODIES {
+            let subject: serde_json::Value = serde_json::from_str(body).unwrap();
+            if let Some(j) = subject["jmbg"].as_str() {
+                assert!(!l.contains(j), "a JMBG in clear: {l}");
+            }
+        }
+    }
+    assert!(attempts >= 12, "{attempts} attempt lines in {stderr:#?}");
+}

@@ -225,3 +225,183 @@ async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
         received(&out).last()
     );
 }
+
+/// The operators' alerts: mailed through a server that demands STARTTLS
+/// and a login, in the configured language, one digest per interval; and
+/// an alert raised just before the gateway is killed is mailed after it
+/// comes back (the alert is written with the change that raised it, or the
+/// change is made again and raises it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_get_digests_by_starttls_and_an_alert_outlives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let certs = data.join("certs");
+    // The demo's certificates, made first: the mail server's is issued by
+    // the same CA, which the gateway is told to trust for it.
+    let o = jumgw()
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = dir.path().join("mails.jsonl");
+    let smtp = start_smtp(
+        &certs.join("cadastre-tls.pem"),
+        &certs.join("cadastre-tls.key"),
+        "jumgw",
+        "pa55-w0rd",
+        &out,
+    );
+    let env = |interval: &str| -> Vec<(String, String)> {
+        [
+            (
+                "JUMGW_ALERTS__TO",
+                r#"["ops@opstina.rs", "it@opstina.rs"]"#.to_owned(),
+            ),
+            ("JUMGW_ALERTS__FROM", "jumgw <jumgw@opstina.rs>".to_owned()),
+            ("JUMGW_ALERTS__SMTP", format!("127.0.0.1:{}", smtp.1)),
+            ("JUMGW_ALERTS__USER", "jumgw".to_owned()),
+            ("JUMGW_ALERTS__PASSWORD", "pa55-w0rd".to_owned()),
+            (
+                "JUMGW_ALERTS__TLS_CA",
+                certs.join("ca.pem").display().to_string(),
+            ),
+            ("JUMGW_ALERTS__INTERVAL", interval.to_owned()),
+            ("JUMGW_ALERTS__CHECK", "200ms".to_owned()),
+            ("JUMGW_ALERTS__LANGUAGE", "sr".to_owned()),
+            (
+                "JUMGW_ALERTS__DASHBOARD_URL",
+                "https://gw.opstina.rs/ui".to_owned(),
+            ),
+            ("JUMGW_ALERTS__BREAKER_OPEN", "1s".to_owned()),
+            // Every certificate of the demo ends within ten years.
+            ("JUMGW_ALERTS__CERTIFICATE", "3650d".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    let http = reqwest::Client::new();
+    // A JMBG the civil registry has no entry for: the request ends dead.
+    let unknown = "0101990710008";
+    let port = free_port();
+    let mut d = start_daemon_env(&data, port, &env("1h"));
+    let r: serde_json::Value = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+        .bearer_auth("demo-backoffice")
+        .json(&serde_json::json!({
+            "case": {"number": "7/2026", "legal_basis": "ZUP čl. 103", "official": "marija.kovac"},
+            "purpose": "p", "service": "civil.birth-extract", "subject": {"jmbg": unknown}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead = r["id"].as_str().unwrap().to_owned();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = get_json(
+            &http,
+            &format!("http://127.0.0.1:{port}/api/v1/requests/{dead}"),
+            Some("demo-backoffice"),
+        )
+        .await;
+        if v["state"] == "dead" {
+            break;
+        }
+        assert!(Instant::now() < end, "not dead: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed at once: the change may not be on disk yet, nor its alert.
+    d.sigkill();
+    assert!(
+        mails(&out).is_empty(),
+        "mailed before its interval: {:?}",
+        mails(&out)
+    );
+
+    let port = free_port();
+    let started = Instant::now();
+    let d = start_daemon_env(&data, port, &env("1s"));
+    // The tax registry fails every time: its breaker opens and stays open.
+    http.put(format!("{}/faults", d.1))
+        .body("tax:503")
+        .send()
+        .await
+        .unwrap();
+    for i in 0..6 {
+        submit(&http, port, 4 + 6 * i).await.unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    let all = loop {
+        let got = mails(&out);
+        let text: String = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+        if text.contains(&dead) && text.contains("prekidač") && text.contains("gateway/seal") {
+            break got;
+        }
+        assert!(
+            Instant::now() < end,
+            "alerts missing from {got:#?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    // One digest per interval, not one mail per alert.
+    let alerts: usize = all
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().matches("\n* ").count())
+        .sum();
+    assert!(alerts >= 10, "{alerts} alerts in {all:#?}");
+    assert!(
+        (all.len() as f64) <= elapsed + 2.0,
+        "{} mails in {elapsed:.1} s with a 1 s interval",
+        all.len()
+    );
+    for m in &all {
+        assert_eq!(m["tls"], true, "{m}");
+        assert_eq!(m["authenticated"], true, "{m}");
+        assert_eq!(m["login"], "jumgw", "{m}");
+        assert_eq!(m["mail_from"], "jumgw@opstina.rs", "{m}");
+        assert_eq!(
+            m["rcpt_tos"],
+            serde_json::json!(["ops@opstina.rs", "it@opstina.rs"]),
+            "{m}"
+        );
+        assert!(
+            m["subject"].as_str().unwrap().starts_with("[jumgw] "),
+            "{m}"
+        );
+        let body = m["body"].as_str().unwrap();
+        assert!(
+            body.starts_with("Mrežnom prolazu je potreban operater:"),
+            "{body}"
+        );
+        assert!(!body.contains(unknown), "a JMBG in a mail: {body}");
+    }
+    let text: String = all.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    // What, since when, and where to look.
+    assert!(text.contains("Zahtev je mrtav"), "{text}");
+    assert!(
+        text.contains(&format!("https://gw.opstina.rs/ui/requests/{dead}")),
+        "{text}"
+    );
+    assert!(text.contains("prekidač ostaje otvoren"), "{text}");
+    assert!(text.contains("Sertifikat uskoro ističe"), "{text}");
+    assert!(text.contains("Od: 20"), "{text}");
+    // The dead request was told once, though raised on both sides of the crash.
+    assert_eq!(
+        text.matches(&format!("Odnosi se na: {dead}")).count(),
+        1,
+        "{text}"
+    );
+    let m = metric(
+        &http,
+        &format!("http://127.0.0.1:{port}"),
+        "jumgw_alert_mails_total{result=\"sent\"}",
+    )
+    .await;
+    assert!(m >= 1.0, "{m}");
+}

@@ -86,18 +86,19 @@ impl Mailer {
             }
             b.build_rustls().map_err(|e| bad("tls_ca", e.to_string()))
         };
-        let tls =
-            match cfg.security {
-                SmtpSecurity::Starttls => Tls::Required(tls()?),
-                SmtpSecurity::Tls => Tls::Wrapper(tls()?),
-                SmtpSecurity::None if loopback => Tls::None,
-                SmtpSecurity::None => return Err(bad(
+        let tls = match cfg.security {
+            SmtpSecurity::Starttls => Tls::Required(tls()?),
+            SmtpSecurity::Tls => Tls::Wrapper(tls()?),
+            SmtpSecurity::None if loopback => Tls::None,
+            SmtpSecurity::None => {
+                return Err(bad(
                     "security",
                     format!(
                         "\"none\" (plain SMTP) is allowed only to a loopback address, not {host:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)

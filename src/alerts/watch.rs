@@ -128,7 +128,7 @@ impl Watch {
                 holding.push((
                     Kind::CertificateExpiring,
                     c.label.clone(),
-                    format!("not after {} ({} days)", c.not_after, c.days_left),
+                    format!("{} · {} d", c.not_after, c.days_left),
                     String::new(),
                 ));
             }
@@ -199,7 +199,14 @@ impl Watch {
             };
             crate::metrics::alert_raised(kind.name());
             tracing::warn!(kind = kind.name(), about = %about, "alert raised");
-            raised.push(a.event(format!("alert_{}_{}_{since}", kind.name(), about)));
+            // A certificate's alert is the same one across restarts (the
+            // outbox keeps the first of an id); a condition's is its
+            // episode's, as this process saw it begin.
+            let id = match kind {
+                Kind::CertificateExpiring => format!("alert_{}_{about}_{}", kind.name(), a.detail),
+                _ => format!("alert_{}_{about}_{since}", kind.name()),
+            };
+            raised.push(a.event(id));
             self.told.insert(key);
         }
         let n = raised.len();

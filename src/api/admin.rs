@@ -580,7 +580,8 @@ pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
             });
         }
         gates.push(GateFacts {
-            breaker_open: r.gate.breaker == "open",
+            // Half-open is still failing: only a closed breaker ends it.
+            breaker_open: r.gate.breaker != "closed",
             paused: r.gate.paused,
             registry: r.gate.registry,
         });

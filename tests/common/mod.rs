@@ -907,3 +907,49 @@ pub async fn wait_stamped(
         }
     }
 }
+
+/// The test mail server (tests/py/smtp_sink.py): STARTTLS and AUTH
+/// required, each message a JSON line in its `out` file.
+pub struct Smtp(pub std::process::Child, pub u16);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_smtp(cert: &Path, key: &Path, user: &str, password: &str, out: &Path) -> Smtp {
+    let mut child = Command::new(python())
+        .arg(manifest_dir().join("tests/py/smtp_sink.py"))
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["--user", user, "--password", password, "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the mail server did not start: {line:?}"));
+    Smtp(child, port)
+}
+
+/// The mails the test mail server has received so far.
+pub fn mails(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
