@@ -383,3 +383,48 @@ mod tests {
         assert_eq!(back, a);
     }
 }
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+    use crate::lifecycle::{apply, Event};
+
+    #[test]
+    fn a_request_going_dead_or_near_its_deadline_raises_one_alert_each_without_personal_data() {
+        let mut open = RequestRecord::queued(
+            "pisarnica",
+            "351-12/2026".into(),
+            "ZUP čl. 103".into(),
+            "marija".into(),
+            "p".into(),
+            "civil.birth-extract".into(),
+            "civil".into(),
+            vec![("jmbg".into(), "0512981717776".into())],
+            std::time::Duration::from_secs(86_400),
+        );
+        open.id = "01JTEST".into();
+        let mut risky = open.clone();
+        apply(&mut risky, &Event::AtRisk, 2_000);
+        let raised = request_alerts(&open, &risky);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].kind, "alert.deadline-at-risk");
+        assert_eq!(raised[0].id, "alert_01JTEST_at_risk");
+        assert!(
+            request_alerts(&risky, &risky).is_empty(),
+            "raised again without a change"
+        );
+        let mut dead = risky.clone();
+        dead.state = State::Dead;
+        dead.error = Some("no entry for 0512981717776".into());
+        let raised = request_alerts(&risky, &dead);
+        assert_eq!(raised.len(), 1);
+        let a: Alert =
+            serde_json::from_value(raised[0].data.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.kind, Kind::RequestDead);
+        assert_eq!(a.link, "/requests/01JTEST");
+        assert!(
+            !raised[0].data.to_string().contains("0512981717776"),
+            "{a:?}"
+        );
+    }
+}

@@ -216,3 +216,110 @@ impl Watch {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use crate::store::prelude::*;
+
+    fn kinds(events: &[(u64, crate::store::OutEvent)]) -> Vec<String> {
+        let mut k: Vec<String> = events.iter().map(|(_, e)| e.kind.clone()).collect();
+        k.sort();
+        k
+    }
+
+    #[tokio::test]
+    async fn each_condition_is_told_once_after_its_threshold_and_again_only_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::store::SledStore::open(&dir.path().join("store"), 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A checkpoint the trail never reached: the audit does not verify.
+        let checkpoints = crate::audit::Checkpoints {
+            path: dir.path().join("checkpoints.log"),
+        };
+        std::fs::write(
+            &checkpoints.path,
+            format!("2026-12-01T00:00:00Z 5 {}\n", "ab".repeat(32)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let snap = Arc::new(Mutex::new(Snapshot {
+            gates: vec![GateFacts {
+                registry: "cadastre".into(),
+                breaker_open: false,
+                paused: true,
+            }],
+            certificates: vec![
+                CertFacts {
+                    label: "gateway/seal".into(),
+                    not_after: "Jan  1 00:00:00 2027 GMT".into(),
+                    days_left: 12,
+                },
+                CertFacts {
+                    label: "gateway/tls".into(),
+                    not_after: "Jan  1 00:00:00 2030 GMT".into(),
+                    days_left: 1200,
+                },
+            ],
+        }));
+        let s2 = snap.clone();
+        let look: Look = Arc::new(move || {
+            let s = crate::sync::lock(&s2).clone();
+            Box::pin(async move { s })
+        });
+        let cfg = AlertsConfig {
+            paused: Duration::from_millis(150),
+            // Whatever the disk has, it is less than this.
+            free_bytes: u64::MAX,
+            ..AlertsConfig::default()
+        };
+        let mut w = Watch::new(
+            &cfg,
+            store.clone(),
+            look,
+            dir.path().to_owned(),
+            checkpoints,
+            true,
+        );
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 3);
+        let told = store.outbox(100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kinds(&told),
+            [
+                "alert.audit-broken",
+                "alert.certificate-expiring",
+                "alert.disk-low"
+            ]
+        );
+        let cert: super::super::Alert = serde_json::from_value(
+            told.iter()
+                .find(|(_, e)| e.kind == "alert.certificate-expiring")
+                .map(|(_, e)| e.data.clone())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cert.about, "gateway/seal");
+        // Held, not told again; the pause, once past its threshold, is.
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 1);
+        // Cleared, then back: its own episode, after its own threshold.
+        crate::sync::lock(&snap).gates[0].paused = false;
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 0);
+        crate::sync::lock(&snap).gates[0].paused = true;
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(w.round().await.unwrap_or_else(|e| panic!("{e}")), 1);
+        let told = store.outbox(100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            told.iter()
+                .filter(|(_, e)| e.kind == "alert.paused")
+                .count(),
+            2
+        );
+        assert!(told
+            .iter()
+            .all(|(_, e)| e.client == super::super::OUTBOX_CLIENT));
+    }
+}
