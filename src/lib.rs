@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod evidence;
 pub mod exchange;
 pub mod ids;
+pub mod lang;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

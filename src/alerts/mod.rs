@@ -25,6 +25,7 @@ use crate::config::AlertsConfig;
 use crate::lifecycle::{now_ms, rfc3339, RequestRecord, State};
 use crate::store::{OutEvent, QueueStore, StoreError};
 
+pub use crate::lang::Lang;
 pub use mail::{MailError, Mailer};
 
 /// The outbox's client name for alerts: not a valid client name in a
@@ -96,33 +97,6 @@ impl Kind {
                 "A tároló lemeze majdnem megtelt",
             ],
         })
-    }
-}
-
-/// The languages of the mails, as the dashboard's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Sr,
-    Hu,
-}
-
-impl Lang {
-    pub fn from_code(c: &str) -> Option<Lang> {
-        match c {
-            "en" => Some(Lang::En),
-            "sr" | "sr-Latn" => Some(Lang::Sr),
-            "hu" => Some(Lang::Hu),
-            _ => None,
-        }
-    }
-
-    fn pick(self, [en, sr, hu]: [&'static str; 3]) -> &'static str {
-        match self {
-            Lang::En => en,
-            Lang::Sr => sr,
-            Lang::Hu => hu,
-        }
     }
 }
 

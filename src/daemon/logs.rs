@@ -4,7 +4,6 @@
 //! the few start-up lines an operator reads on standard output, written in
 //! the same form so that a JSON reader never meets a line it cannot parse.
 
-use std::io::Write as _;
 use std::sync::OnceLock;
 
 use crate::config::LogFormat;
@@ -50,35 +49,26 @@ pub fn init(
 /// A start-up line for the operator, on standard output (the address it
 /// listens on, the demo tokens): as it is in text, an INFO object in JSON.
 pub fn say(message: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = match FORMAT.get() {
-        Some(LogFormat::Json) => {
-            let line = serde_json::json!({
-                "timestamp": crate::lifecycle::rfc3339(crate::lifecycle::now_ms()),
-                "level": "INFO",
-                "target": "jumgw",
-                "message": message,
-            });
-            writeln!(out, "{line}")
-        }
-        _ => writeln!(out, "{message}"),
-    };
-    let _ = out.flush();
+    emit(&mut std::io::stdout().lock(), "INFO", "", message);
 }
 
 /// How `serve` ends with an error, in the log's form.
 pub fn fatal(message: &str) {
-    let mut err = std::io::stderr().lock();
+    emit(&mut std::io::stderr().lock(), "ERROR", "error: ", message);
+}
+
+fn emit(to: &mut dyn std::io::Write, level: &str, text_prefix: &str, message: &str) {
     let _ = match FORMAT.get() {
         Some(LogFormat::Json) => {
             let line = serde_json::json!({
                 "timestamp": crate::lifecycle::rfc3339(crate::lifecycle::now_ms()),
-                "level": "ERROR",
+                "level": level,
                 "target": "jumgw",
                 "message": message,
             });
-            writeln!(err, "{line}")
+            writeln!(to, "{line}")
         }
-        _ => writeln!(err, "error: {message}"),
+        _ => writeln!(to, "{text_prefix}{message}"),
     };
+    let _ = to.flush();
 }

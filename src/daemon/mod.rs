@@ -335,6 +335,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         },
     );
     let clients_handle = state.clients.clone();
+    let rates_handle = state.limits.clone();
     let look_state = state.clone();
     let look: crate::alerts::watch::Look = Arc::new(move || {
         let st = look_state.clone();
@@ -419,6 +420,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         schemas: opts.schemas.clone(),
         running: cfg.clone(),
         clients: clients_handle,
+        rates: rates_handle,
         dispatcher: dispatcher_handle,
         demo: opts.demo,
     }));

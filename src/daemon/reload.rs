@@ -27,6 +27,9 @@ pub struct Live {
     /// The configuration in force.
     pub running: GatewayConfig,
     pub clients: SharedClients,
+    /// The API's per-client rate buckets: a changed client's starts anew
+    /// at its new rate.
+    pub rates: Arc<std::sync::Mutex<BTreeMap<String, crate::limits::TokenBucket>>>,
     pub dispatcher: Arc<Dispatcher>,
     pub demo: bool,
 }
@@ -119,6 +122,10 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
     }
     if !clients.is_empty() {
         *crate::sync::write(&live.clients) = Arc::new(super::clients(&merged, live.demo));
+        let mut rates = crate::sync::lock(&live.rates);
+        for name in clients.keys() {
+            rates.remove(name);
+        }
     }
     live.running = merged;
     let mut said = Vec::new();

@@ -659,12 +659,7 @@ pub fn start_receiver(port: u16, secret: &str, out: &Path, fail: usize) -> Recei
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = first_line(&mut child);
     assert_eq!(line.trim(), "listening");
     Receiver(child)
 }
@@ -747,12 +742,7 @@ impl TestTsa {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        let line = first_line(&mut child);
         assert_eq!(line.trim(), "listening", "tests/py/tsa.py did not start");
         self.child = Some(child);
     }
@@ -908,6 +898,17 @@ pub async fn wait_stamped(
     }
 }
 
+/// The first line a helper process writes, which says it is ready.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line
+}
+
 /// The test mail server (tests/py/smtp_sink.py): STARTTLS and AUTH
 /// required, each message a JSON line in its `out` file.
 pub struct Smtp(pub std::process::Child, pub u16);
@@ -931,12 +932,7 @@ pub fn start_smtp(cert: &Path, key: &Path, user: &str, password: &str, out: &Pat
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = first_line(&mut child);
     let port = line
         .trim()
         .strip_prefix("listening ")

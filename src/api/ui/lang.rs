@@ -1,42 +1,10 @@
-//! The dashboard's words in English, Serbian (Latin) and Hungarian, and
-//! which of them a browser asked for.
+//! The dashboard's words in English, Serbian (Latin) and Hungarian (the
+//! languages themselves are `crate::lang`), and which of them a browser
+//! asked for.
 
 use super::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Sr,
-    Hu,
-}
-
-impl Lang {
-    pub(super) fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Sr => "sr-Latn",
-            Lang::Hu => "hu",
-        }
-    }
-
-    /// This language's word of an English, Serbian, Hungarian triple.
-    pub(super) fn pick(self, [en, sr, hu]: [&'static str; 3]) -> &'static str {
-        match self {
-            Lang::En => en,
-            Lang::Sr => sr,
-            Lang::Hu => hu,
-        }
-    }
-
-    pub(super) fn from_code(c: &str) -> Option<Lang> {
-        match c {
-            "en" => Some(Lang::En),
-            "sr" | "sr-Latn" => Some(Lang::Sr),
-            "hu" => Some(Lang::Hu),
-            _ => None,
-        }
-    }
-}
+pub use crate::lang::Lang;
 
 /// The words of the dashboard: English, Serbian (Latin), Hungarian.
 pub(super) fn t(lang: Lang, key: &str) -> &'static str {
