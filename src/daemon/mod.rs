@@ -1,8 +1,11 @@
-//! `jumgw serve`: wires the store, exchange, dispatcher, delivery and API
-//! together, and in `--demo` mode also development certificates and the
-//! embedded registry simulator, so that nothing needs setting up. Shuts down
-//! gracefully on SIGTERM/SIGINT: stops taking requests, lets attempts in
-//! flight finish and be recorded, flushes the store.
+//! `jumgw serve`: wires the store, exchange, dispatcher, delivery, alerts
+//! and API together, and in `--demo` mode also development certificates
+//! and the embedded registry simulator, so that nothing needs setting up.
+//! Under systemd it says when it is ready (the store open, the API
+//! listening) and pings the watchdog while the store answers; SIGHUP
+//! re-reads the configuration (`reload.rs`). Shuts down gracefully on
+//! SIGTERM/SIGINT: stops taking requests, lets attempts in flight finish and
+//! be recorded, flushes the store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -445,7 +448,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     let _ = stop_tx.send(true);
     let _ = dispatch_task.await;
     let _ = webhook_task.await;
-    let _ = watch_task.await;
+    // The watch only raises alerts (each a transaction of its own): it
+    // need not finish a round, which may be an hour's audit walk.
+    watch_task.abort();
     if let Some(t) = alerts_task {
         let _ = t.await;
     }
