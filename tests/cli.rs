@@ -1741,12 +1741,17 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
-    // A second client, a longer timeout for the cadastre (taken now), a
-    // new rate (only at a restart).
+    // A second client, a longer timeout and a new rate for the cadastre
+    // (taken now), a registry to start paused (only at a restart).
     let changed = base
         .replacen(
             "[registries.cadastre]\nurl",
             "[registries.cadastre]\nrate_per_s = 20.0\nurl",
+            1,
+        )
+        .replacen(
+            "[registries.tax]\nurl",
+            "[registries.tax]\npaused = true\nurl",
             1,
         )
         .replacen("timeout = \"30s\"", "timeout = \"31s\"", 2);
@@ -1764,9 +1769,9 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
         .unwrap();
     for want in [
         "client second added",
-        "registry cadastre: timeout changed",
+        "registry cadastre: rate_per_s, timeout changed",
         "registry civil: timeout changed",
-        "not applied until a restart: registries.cadastre.rate_per_s",
+        "not applied until a restart: registries.tax.paused",
     ] {
         assert!(line.contains(want), "{want:?} not in {line}");
     }

@@ -1,10 +1,11 @@
 //! SIGHUP (`systemctl reload jumgw`): the configuration file read again,
 //! and what can change under a running gateway put in place — the API's
 //! clients (tokens, roles, services, rates, certificate subjects) and the
-//! registries' connections (URL, timeouts, trust, signer pins, revocation
-//! sources). Queued work is untouched: the store, the dispatcher and the
+//! registries' settings: connections (URL, timeouts, trust, signer pins,
+//! revocation sources), limits (in flight, rate, breaker) and maintenance
+//! windows. Queued work is untouched: the store, the dispatcher and the
 //! attempts under way go on; an attempt finishes on the connection it
-//! began with. A file that does not load, or whose registries cannot be
+//! began with, and a lowered in-flight ceiling takes hold as attempts end. A file that does not load, or whose registries cannot be
 //! reached with it, is refused whole and the configuration in force kept.
 //! What only a restart can change is named in the log line, not applied.
 
@@ -87,7 +88,9 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
                 .push(rest.split(['.', '[']).next().unwrap_or(rest).to_owned()),
             ["registries", name, rest] => {
                 let key = rest.split(['.', '[']).next().unwrap_or(rest);
-                if GATE_KEYS.contains(&key) {
+                if key == "paused" {
+                    // How a registry starts; an administrator's pause is
+                    // the store's, and stays as it is.
                     at_restart.push(format!("registries.{name}.{key}"));
                 } else {
                     registries
@@ -105,20 +108,20 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
         let Some(m) = merged.registries.get_mut(name) else {
             continue;
         };
-        // The gates keep their limits until a restart; the rest is the
-        // exchange's and is taken now.
         let mut taken = r.clone();
-        taken.max_in_flight = m.max_in_flight;
-        taken.rate_per_s = m.rate_per_s;
-        taken.breaker_failures = m.breaker_failures;
-        taken.breaker_cooldown = m.breaker_cooldown;
         taken.paused = m.paused;
-        taken.maintenance = m.maintenance.clone();
         *m = taken;
     }
     if !registries.is_empty() {
+        // Built first: a registry that cannot be reached with the new
+        // settings refuses the whole file before anything changes.
         let exchange = Exchange::new(&merged, &live.schemas).map_err(|e| e.to_string())?;
         live.dispatcher.replace_exchange(Arc::new(exchange));
+        for name in registries.keys() {
+            if let Some(r) = merged.registries.get(name) {
+                live.dispatcher.reconfigure_gate(name, r);
+            }
+        }
     }
     if !clients.is_empty() {
         *crate::sync::write(&live.clients) = Arc::new(super::clients(&merged, live.demo));
@@ -161,16 +164,6 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
     }
     Ok(said.join("; "))
 }
-
-/// Keys of a registry that its gate in the dispatcher was built with.
-const GATE_KEYS: [&str; 6] = [
-    "max_in_flight",
-    "rate_per_s",
-    "breaker_failures",
-    "breaker_cooldown",
-    "paused",
-    "maintenance",
-];
 
 fn names(v: &[&String]) -> String {
     v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")

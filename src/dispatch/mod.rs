@@ -35,10 +35,12 @@ pub struct Gate {
     paused: AtomicBool,
     /// When a pause ends by itself (ms since the epoch); 0: when resumed.
     paused_until: std::sync::atomic::AtomicU64,
-    windows: Vec<Window>,
+    /// Replaced whole when the configuration is re-read.
+    windows: std::sync::RwLock<Vec<Window>>,
     /// The limits as configured, for a store that holds them for every
-    /// instance (then the breaker here only mirrors it).
-    limits: GateLimits,
+    /// instance (then the breaker here only mirrors it); replaced whole
+    /// when the configuration is re-read.
+    limits: std::sync::RwLock<Arc<GateLimits>>,
     shared: bool,
     last: Mutex<LastSeen>,
     /// Attempts per minute over the last hour, for the dashboard.
@@ -116,7 +118,8 @@ impl Gate {
         // This request holds a permit already: the others are below the
         // ceiling, and the limiter decides on rate and breaker.
         let others = self.in_flight() - 1;
-        match lock(&self.limiter).admit(others, &self.limits, now) {
+        let limits = self.limits();
+        match lock(&self.limiter).admit(others, &limits, now) {
             Ok(()) => Ok(permit),
             Err(Wait::Until(until)) => Err(Blocked::Until(until)),
             Err(Wait::Event) => Err(Blocked::Event),
@@ -132,7 +135,11 @@ impl Gate {
         }
         let t =
             chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now as i64).unwrap_or_default();
-        if let Some(end) = self.windows.iter().filter_map(|w| w.active_until(t)).max() {
+        let end = crate::sync::read(&self.windows)
+            .iter()
+            .filter_map(|w| w.active_until(t))
+            .max();
+        if let Some(end) = end {
             return Some(Blocked::Until(end.timestamp_millis().max(0) as u64));
         }
         (self.in_flight.available_permits() == 0).then_some(Blocked::Event)
@@ -198,7 +205,49 @@ impl Gate {
 
     /// Attempts holding a permit now.
     fn in_flight(&self) -> usize {
-        self.limits.max_in_flight - self.in_flight.available_permits()
+        // Just after the ceiling was lowered, permits still to be given
+        // back are not available either.
+        self.limits()
+            .max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<GateLimits> {
+        crate::sync::read(&self.limits).clone()
+    }
+
+    /// New limits and maintenance windows from a re-read configuration:
+    /// the in-flight ceiling moves at once (a lower one as attempts
+    /// finish), a changed rate or breaker starts a fresh limiter.
+    pub fn reconfigure(&self, limits: GateLimits, windows: Vec<Window>, now: u64) {
+        let old = std::mem::replace(
+            &mut *crate::sync::write(&self.limits),
+            Arc::new(limits.clone()),
+        );
+        *crate::sync::write(&self.windows) = windows;
+        if !lock(&self.limiter).made_with(&limits) {
+            *lock(&self.limiter) = Limiter::new(&limits, now);
+        }
+        if limits.max_in_flight > old.max_in_flight {
+            self.in_flight
+                .add_permits(limits.max_in_flight - old.max_in_flight);
+        } else if limits.max_in_flight < old.max_in_flight {
+            let owed = old.max_in_flight - limits.max_in_flight;
+            let owed = owed - self.in_flight.forget_permits(owed);
+            if owed > 0 {
+                // Taken back as the attempts holding them finish.
+                let sem = self.in_flight.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = sem
+                        .acquire_many_owned(u32::try_from(owed).unwrap_or(u32::MAX))
+                        .await
+                    {
+                        p.forget();
+                    }
+                });
+            }
+        }
     }
 
     pub fn status(&self) -> GateStatus {
@@ -212,10 +261,35 @@ impl Gate {
             },
             paused: self.is_paused(crate::store::now_ms()),
             paused_until: Some(self.paused_until.load(Ordering::Relaxed)).filter(|u| *u != 0),
-            in_maintenance: self.windows.iter().any(|w| w.active_until(now).is_some()),
+            in_maintenance: crate::sync::read(&self.windows)
+                .iter()
+                .any(|w| w.active_until(now).is_some()),
             in_flight: self.in_flight(),
         }
     }
+}
+
+/// A registry's limits and maintenance windows as its configuration says.
+pub fn gate_settings(
+    name: &str,
+    r: &crate::config::RegistryConfig,
+    retry: &RetryConfig,
+) -> (GateLimits, Vec<Window>) {
+    (
+        GateLimits {
+            registry: name.to_owned(),
+            max_in_flight: r.max_in_flight,
+            rate_per_s: r.rate_per_s,
+            breaker_failures: r.breaker_failures,
+            breaker_cooldown: r.breaker_cooldown,
+            lease_ms: retry.lease.as_millis() as u64,
+        },
+        // validated when the configuration was loaded
+        r.maintenance
+            .iter()
+            .filter_map(|w| Window::new(w).ok())
+            .collect(),
+    )
 }
 
 /// A document for its case folder, and who waits for the outcome.
@@ -393,6 +467,15 @@ impl Dispatcher {
         }
     }
 
+    /// A registry's limits and windows from a re-read configuration (the
+    /// registry must be one the dispatcher was built with).
+    pub fn reconfigure_gate(&self, name: &str, r: &crate::config::RegistryConfig) {
+        if let Some(g) = self.gates.get(name) {
+            let (limits, windows) = gate_settings(name, r, &self.policy);
+            g.reconfigure(limits, windows, self.store.clock_ms());
+        }
+    }
+
     /// The exchange attempts go through now.
     pub fn exchange(&self) -> Arc<Exchange> {
         crate::sync::read(&self.exchange).clone()
@@ -418,17 +501,10 @@ impl Dispatcher {
             .registries
             .iter()
             .map(|(name, r)| {
-                let limits = GateLimits {
-                    registry: name.clone(),
-                    max_in_flight: r.max_in_flight,
-                    rate_per_s: r.rate_per_s,
-                    breaker_failures: r.breaker_failures,
-                    breaker_cooldown: r.breaker_cooldown,
-                    lease_ms: cfg.retry.lease.as_millis() as u64,
-                };
+                let (limits, windows) = gate_settings(name, r, &cfg.retry);
                 let gate = Gate {
                     limiter: Mutex::new(Limiter::new(&limits, now)),
-                    limits,
+                    limits: std::sync::RwLock::new(Arc::new(limits)),
                     shared,
                     name: name.clone(),
                     in_flight: Arc::new(Semaphore::new(r.max_in_flight)),
@@ -436,12 +512,7 @@ impl Dispatcher {
                     paused_until: Default::default(),
                     last: Default::default(),
                     history: Default::default(),
-                    // validated when the configuration was loaded
-                    windows: r
-                        .maintenance
-                        .iter()
-                        .filter_map(|w| Window::new(w).ok())
-                        .collect(),
+                    windows: std::sync::RwLock::new(windows),
                 };
                 (name.clone(), Arc::new(gate))
             })
@@ -611,7 +682,7 @@ impl Dispatcher {
         // Registries found blocked by their limits in this pass.
         let mut blocked: BTreeMap<String, Blocked> = BTreeMap::new();
         // What each request is leased for, and what it then needs.
-        let mut asks: Vec<(&str, Option<&GateLimits>)> = Vec::new();
+        let mut asks: Vec<(&str, Option<Arc<GateLimits>>)> = Vec::new();
         let mut events: std::collections::HashMap<&str, Event<'static>> = Default::default();
         let mut plans: Vec<Planned> = Vec::new();
         let mut unroutable: Vec<&str> = Vec::new();
@@ -655,7 +726,7 @@ impl Dispatcher {
                             until: lease_until,
                         },
                     );
-                    asks.push((&d.id, gate.shared.then_some(&gate.limits)));
+                    asks.push((&d.id, gate.shared.then(|| gate.limits())));
                     plans.push(Planned::Exchange {
                         polling: rec.state == State::Awaiting,
                         gate: gate.clone(),
@@ -674,6 +745,8 @@ impl Dispatcher {
                     .get(r.id.as_str())
                     .is_some_and(|e| lifecycle::apply(r, e, now))
             };
+            let asks: Vec<(&str, Option<&GateLimits>)> =
+                asks.iter().map(|(id, g)| (*id, g.as_deref())).collect();
             self.store.lease_many(&asks, &f).await?
         };
         let mut starts = Vec::new();
@@ -826,7 +899,7 @@ impl Dispatcher {
         );
         let failed = outcome.is_registry_failure();
         if gate.shared {
-            match self.store.gate_record(&gate.limits, failed, now).await {
+            match self.store.gate_record(&gate.limits(), failed, now).await {
                 Ok(Some(b)) => lock(&gate.limiter).mirror(b),
                 Ok(None) => {}
                 Err(e) => {
@@ -1015,5 +1088,70 @@ impl Dispatcher {
             Ok(None) => tracing::info!(request = %id, "not delivered: cancelled meanwhile"),
             Err(e) => self.delivery_failed(&id, &e).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_in_flight: usize, rate_per_s: f64) -> GateLimits {
+        GateLimits {
+            registry: "cadastre".into(),
+            max_in_flight,
+            rate_per_s,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
+            lease_ms: 30_000,
+        }
+    }
+
+    fn gate(l: GateLimits) -> Gate {
+        Gate {
+            name: l.registry.clone(),
+            in_flight: Arc::new(Semaphore::new(l.max_in_flight)),
+            limiter: Mutex::new(Limiter::new(&l, 0)),
+            paused: AtomicBool::new(false),
+            paused_until: Default::default(),
+            windows: std::sync::RwLock::new(Vec::new()),
+            limits: std::sync::RwLock::new(Arc::new(l)),
+            shared: false,
+            last: Default::default(),
+            history: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reread_ceiling_holds_at_once_upwards_and_as_attempts_end_downwards() {
+        let g = gate(limits(4, 1000.0));
+        let held: Vec<_> = (0..3)
+            .map(|i| g.admit(1_000 + i).unwrap_or_else(|_| panic!("admit {i}")))
+            .collect();
+        assert_eq!(g.in_flight(), 3);
+        // Down to one while three are out: none more goes, and once they
+        // are back only one may.
+        g.reconfigure(limits(1, 1000.0), Vec::new(), 2_000);
+        assert!(g.admit(2_001).is_err());
+        drop(held);
+        for _ in 0..100 {
+            if g.in_flight.available_permits() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(g.in_flight.available_permits(), 1);
+        let one = g
+            .admit(3_000)
+            .unwrap_or_else(|_| panic!("admit after the attempts ended"));
+        assert!(g.admit(3_001).is_err());
+        drop(one);
+        // Up to six: at once.
+        g.reconfigure(limits(6, 1000.0), Vec::new(), 4_000);
+        assert_eq!(g.in_flight.available_permits(), 6);
+        // A new rate makes a new limiter; the same one keeps it.
+        assert!(lock(&g.limiter).made_with(&limits(6, 1000.0)));
+        g.reconfigure(limits(6, 2.0), Vec::new(), 5_000);
+        assert!(lock(&g.limiter).made_with(&limits(6, 2.0)));
+        assert_eq!(g.limits().rate_per_s, 2.0);
     }
 }
