@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use toml::Value;
 
 use crate::config::{ConfigError, GatewayConfig};
 
@@ -73,19 +73,22 @@ pub fn check(path: &Path, data_dir: &Path, schemas: &Path) -> Result<GatewayConf
 /// Keys whose values are secrets.
 const SECRETS: [&str; 2] = ["password", "webhook_secret"];
 
-/// The configuration in effect, as TOML, secrets masked (a PostgreSQL
-/// URL's password too).
+/// The configuration in effect, as TOML in the order of the code's
+/// sections, secrets masked (a PostgreSQL URL's password and a PKCS#11 PIN
+/// too).
 pub fn effective(cfg: &GatewayConfig) -> String {
-    let mut v = serde_json::to_value(cfg).unwrap_or(Value::Null);
-    mask(&mut v, None);
-    toml::to_string(&v).unwrap_or_else(|e| format!("# cannot be written as TOML: {e}\n"))
+    match toml::Value::try_from(cfg) {
+        Ok(mut v) => {
+            mask(&mut v, None);
+            toml::to_string(&v).unwrap_or_else(|e| format!("# cannot be written as TOML: {e}\n"))
+        }
+        Err(e) => format!("# cannot be written as TOML: {e}\n"),
+    }
 }
 
 fn mask(v: &mut Value, key: Option<&str>) {
     match v {
-        Value::Object(m) => {
-            // TOML has no null: an unset key is left out.
-            m.retain(|_, x| !x.is_null());
+        Value::Table(m) => {
             for (k, x) in m.iter_mut() {
                 mask(x, Some(k));
             }
@@ -120,19 +123,26 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_the_effective_configuration() {
-        let mut v = serde_json::json!({
-            "store": {"url": "postgres://jumgw:s3cret@db:5432/jumgw"},
-            "alerts": {"password": "hunter2", "user": "ops", "smtp": null},
-            "clients": {"x": {"webhook_secret": "whsec_abc"}},
-            "gateway": {"sign_key": "pkcs11:token=t;object=seal?module-path=/m.so&pin-value=1234"},
-        });
+        let mut v: Value = toml::from_str(
+            r#"
+            [store]
+            url = "postgres://jumgw:s3cret@db:5432/jumgw"
+            [alerts]
+            password = "hunter2"
+            user = "ops"
+            [clients.x]
+            webhook_secret = "whsec_abc"
+            [gateway]
+            sign_key = "pkcs11:token=t;object=seal?module-path=/m.so&pin-value=1234"
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         mask(&mut v, None);
-        let s = v.to_string();
+        let s = toml::to_string(&v).unwrap_or_default();
         for secret in ["s3cret", "hunter2", "whsec_abc", "1234"] {
             assert!(!s.contains(secret), "{secret} in {s}");
         }
         assert!(s.contains("postgres://jumgw:********@db:5432/jumgw"), "{s}");
-        assert!(s.contains("\"user\":\"ops\""), "{s}");
-        assert!(!s.contains("smtp"), "{s}");
+        assert!(s.contains("user = \"ops\""), "{s}");
     }
 }
