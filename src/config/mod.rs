@@ -153,6 +153,30 @@ mod tests {
 
     const GW: &str = include_str!("../../config/gateway.toml");
 
+    /// The package's configuration offers the same services and
+    /// procedures as the repository's: a service added to one is in both.
+    #[test]
+    fn the_shipped_configuration_has_the_repositorys_catalogue() {
+        let ours: toml::Table = toml::from_str(GW).unwrap_or_else(|e| panic!("{e}"));
+        let shipped: toml::Table = toml::from_str(include_str!("../../ops/debian/gateway.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for section in ["services", "procedures"] {
+            assert_eq!(
+                ours[section], shipped[section],
+                "[{section}] differs in ops/debian/gateway.toml"
+            );
+        }
+        let cfg: GatewayConfig = parse(
+            include_str!("../../ops/debian/gateway.toml"),
+            "ops/debian/gateway.toml",
+            std::iter::empty(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        cfg.validate("ops/debian/gateway.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.log.format, LogFormat::Json);
+    }
+
     #[test]
     fn a_file_extends_another_and_says_only_what_differs() {
         let pg: GatewayConfig =
