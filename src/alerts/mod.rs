@@ -267,7 +267,7 @@ impl Alerts {
             .outbox(10_000)
             .await?
             .into_iter()
-            .filter(|(_, e)| e.client == OUTBOX_CLIENT && e.next_ms <= now)
+            .filter(|(_, e)| e.is_alert() && e.next_ms <= now)
             .collect();
         if waiting.is_empty() {
             return Ok(0);

@@ -444,7 +444,12 @@ async fn metrics_text(
         registries: &registries,
         gateway_certs,
         store_bytes: st.store.size_on_disk().await.unwrap_or(0),
-        webhook_backlog: st.store.outbox(100_000).await.map(|o| o.len()).unwrap_or(0),
+        webhook_backlog: st
+            .store
+            .outbox(100_000)
+            .await
+            .map(|o| o.iter().filter(|(_, e)| !e.is_alert()).count())
+            .unwrap_or(0),
         store_read_errors: st.store.read_faults().map_or(0, |f| f.count),
     });
     let mut r = (StatusCode::OK, handle.render()).into_response();

@@ -35,17 +35,13 @@ pub fn check(path: &Path, data_dir: &Path, schemas: &Path) -> Result<GatewayConf
     }
     crate::evidence::stamper::TsaClient::configured(&cfg.evidence)
         .map_err(|e| at("evidence", &e))?;
-    if let Some(p) = &cfg.evidence.seal_trust {
-        let pem = std::fs::read(p)
-            .map_err(|e| at("evidence.seal_trust", &format!("{}: {e}", p.display())))?;
-        openssl::x509::X509::stack_from_pem(&pem)
-            .map_err(|e| at("evidence.seal_trust", &format!("{}: {e}", p.display())))?;
-    }
-    if let Some(p) = &cfg.webhooks.tls_ca {
-        let pem = std::fs::read(p)
-            .map_err(|e| at("webhooks.tls_ca", &format!("{}: {e}", p.display())))?;
-        openssl::x509::X509::stack_from_pem(&pem)
-            .map_err(|e| at("webhooks.tls_ca", &format!("{}: {e}", p.display())))?;
+    for (key, bundle) in [
+        ("evidence.seal_trust", &cfg.evidence.seal_trust),
+        ("webhooks.tls_ca", &cfg.webhooks.tls_ca),
+    ] {
+        if let Some(p) = bundle {
+            crate::pki::tls::client_anchors(p).map_err(|e| at(key, &e))?;
+        }
     }
     crate::alerts::Mailer::configured(&cfg.alerts).map_err(|e| at("alerts", &e))?;
     let g = &cfg.gateway;

@@ -9,7 +9,7 @@
 //! reached with it, is refused whole and the configuration in force kept.
 //! What only a restart can change is named in the log line, not applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,8 +73,8 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
     let before = flat(&live.running);
     let after = flat(&new);
     let mut at_restart = Vec::new();
-    let mut clients: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut registries: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut clients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut registries: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     for k in keys {
         if before.get(k) == after.get(k) {
@@ -82,10 +82,12 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
         }
         let parts: Vec<&str> = k.splitn(3, '.').collect();
         match parts.as_slice() {
-            ["clients", name, rest] => clients
-                .entry((*name).to_owned())
-                .or_default()
-                .push(rest.split(['.', '[']).next().unwrap_or(rest).to_owned()),
+            ["clients", name, rest] => {
+                clients
+                    .entry((*name).to_owned())
+                    .or_default()
+                    .insert(rest.split(['.', '[']).next().unwrap_or(rest).to_owned());
+            }
             ["registries", name, rest] => {
                 let key = rest.split(['.', '[']).next().unwrap_or(rest);
                 if key == "paused" {
@@ -96,7 +98,7 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
                     registries
                         .entry((*name).to_owned())
                         .or_default()
-                        .push(key.to_owned());
+                        .insert(key.to_owned());
                 }
             }
             _ => at_restart.push(k.split('[').next().unwrap_or(k).to_owned()),
@@ -132,24 +134,22 @@ fn reload(live: &mut Live, path: &std::path::Path) -> Result<String, String> {
     }
     live.running = merged;
     let mut said = Vec::new();
-    for (what, changes) in [("client", &clients), ("registry", &registries)] {
-        for (name, keys) in changes {
-            let mut keys = keys.clone();
-            keys.dedup();
-            let old = match what {
-                "client" => live_had(&before, "clients", name),
-                _ => true,
-            };
-            let now = match what {
-                "client" => live_had(&after, "clients", name),
-                _ => true,
-            };
-            said.push(match (old, now) {
+    let listed = |keys: &BTreeSet<String>| keys.iter().cloned().collect::<Vec<_>>().join(", ");
+    for (name, keys) in &clients {
+        said.push(
+            match (
+                live_had(&before, "clients", name),
+                live_had(&after, "clients", name),
+            ) {
                 (false, true) => format!("client {name} added"),
                 (true, false) => format!("client {name} removed"),
-                _ => format!("{what} {name}: {} changed", keys.join(", ")),
-            });
-        }
+                _ => format!("client {name}: {} changed", listed(keys)),
+            },
+        );
+    }
+    // Registries are neither added nor removed here (refused above).
+    for (name, keys) in &registries {
+        said.push(format!("registry {name}: {} changed", listed(keys)));
     }
     if said.is_empty() {
         said.push("no client or registry changed".into());

@@ -276,7 +276,7 @@ impl Webhooks {
         }
         for (seq, ev) in waiting {
             // The operators' alerts are mailed, not posted.
-            if ev.client == crate::store::outbox::ALERTS {
+            if ev.is_alert() {
                 continue;
             }
             // Only the oldest event of a client's case may go.

@@ -39,6 +39,13 @@ pub struct OutEvent {
     pub last_error: Option<String>,
 }
 
+impl OutEvent {
+    /// One of the operators' alerts, mailed, not a client's webhook.
+    pub fn is_alert(&self) -> bool {
+        self.client == ALERTS
+    }
+}
+
 /// Decides, inside the store's transaction, which events a record change
 /// raises: `(before, after)` → events. It may run more than once per
 /// change and must not have side effects.
