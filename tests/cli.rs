@@ -989,8 +989,7 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
 async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    certs_init(&certs);
     let (_sim, ports) = start_simulator(dir.path(), &certs);
     let control = format!("http://127.0.0.1:{}", ports[0]);
     let ask = || {
@@ -1242,17 +1241,13 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
 /// `dir`, with its data folder's keys: what `config check` passes.
 fn checkable(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let certs = dir.join("certs");
-    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    certs_init(&certs);
     let cfg = std::fs::read_to_string(manifest_dir().join("config/gateway.toml"))
         .unwrap()
         .replace("certs/dev", certs.to_str().unwrap());
     let file = write(dir, "gateway.toml", cfg.as_bytes());
     let data = dir.join("data");
-    std::fs::create_dir_all(data.join("keys")).unwrap();
-    for k in ["documents.key", "audit.key"] {
-        std::fs::write(data.join("keys").join(k), "ab".repeat(32)).unwrap();
-    }
+    write_data_keys(&data);
     (file, data)
 }
 
@@ -1588,10 +1583,7 @@ async fn the_debian_package_unpacks_into_a_gateway_that_runs_from_anywhere() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    std::fs::create_dir_all(data.join("keys")).unwrap();
-    for k in ["documents.key", "audit.key"] {
-        std::fs::write(data.join("keys").join(k), "cd".repeat(32)).unwrap();
-    }
+    write_data_keys(&data);
     let rooted = std::fs::read_to_string(&shipped)
         .unwrap()
         .replace("/etc/jumgw", etc.to_str().unwrap());
@@ -1643,13 +1635,9 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
     let root = dir.path();
     std::fs::create_dir_all(root.join("config")).unwrap();
     let certs = root.join("certs/dev");
-    let o = run(&["certs", "init", "--dir", certs.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    certs_init(&certs);
     let (_sim, ports) = start_simulator(root, &certs);
-    std::fs::create_dir_all(root.join("data/keys")).unwrap();
-    for k in ["documents.key", "audit.key"] {
-        std::fs::write(root.join("data/keys").join(k), "ab".repeat(32)).unwrap();
-    }
+    write_data_keys(&root.join("data"));
     let base = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
     let client = |name: &str| {
         format!(
@@ -1661,41 +1649,15 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
     std::fs::write(&file, format!("{base}{}", client("first"))).unwrap();
     let port = free_port();
     let log = root.join("daemon.log");
-    let mut child = jumgw()
-        .args([
-            "serve",
-            "--config",
-            "config/gateway.toml",
-            "--data-dir",
-            "data",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env(
-            "JUMGW_REGISTRIES__CIVIL__URL",
-            format!("https://127.0.0.1:{}/", ports[1]),
-        )
-        .env(
-            "JUMGW_REGISTRIES__CADASTRE__URL",
-            format!("https://127.0.0.1:{}/", ports[2]),
-        )
-        .env(
-            "JUMGW_REGISTRIES__TAX__URL",
-            format!("https://127.0.0.1:{}/", ports[3]),
-        )
-        .env(
-            "JUMGW_EVIDENCE__TSA_URL",
-            format!("http://127.0.0.1:{}/tsa", ports[0]),
-        )
-        .env("JUMGW_LOG", "info")
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("jumgw listening on"))));
-    std::thread::spawn(move || for _ in lines {});
-    let daemon = Daemon(child, String::new(), log.clone());
+    let (daemon, _) = serve_configured(
+        root,
+        "config/gateway.toml",
+        port,
+        ports,
+        &[],
+        &[("JUMGW_LOG", "info".into())],
+        Some(&log),
+    );
     let http = reqwest::Client::new();
     let file_one = |token: &'static str| {
         let http = http.clone();

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,64 +32,26 @@ async fn serve_with_the_postgres_configuration_file_delivers() {
         .unwrap();
     }
     let certs = root.join("certs/dev");
-    let o = jumgw()
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    certs_init(&certs);
     let (_sim, ports) = start_simulator(root, &certs);
-    std::fs::create_dir_all(root.join("data/keys")).unwrap();
-    for k in ["documents.key", "audit.key"] {
-        std::fs::write(root.join("data/keys").join(k), "ab".repeat(32)).unwrap();
-    }
+    write_data_keys(&root.join("data"));
     let port = free_port();
     let token_hash = jum_gateway::api::token_hash("t0k3n");
-    let mut child = jumgw()
-        .args([
-            "serve",
-            "--config",
-            "config/gateway-postgres.toml",
-            "--data-dir",
-            "data",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--schemas")
-        .arg(manifest_dir().join("schemas"))
-        .env("JUMGW_STORE__URL", &url)
-        .env(
-            "JUMGW_REGISTRIES__CIVIL__URL",
-            format!("https://127.0.0.1:{}/", ports[1]),
-        )
-        .env(
-            "JUMGW_REGISTRIES__CADASTRE__URL",
-            format!("https://127.0.0.1:{}/", ports[2]),
-        )
-        .env(
-            "JUMGW_REGISTRIES__TAX__URL",
-            format!("https://127.0.0.1:{}/", ports[3]),
-        )
-        .env("JUMGW_CLIENTS__CASES__TOKEN_SHA256", &token_hash)
-        .env(
-            "JUMGW_EVIDENCE__TSA_URL",
-            format!("http://127.0.0.1:{}/tsa", ports[0]),
-        )
-        .current_dir(root)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let daemon = Daemon(child, String::new(), std::path::PathBuf::new());
-    let mut said = String::new();
-    for l in std::io::BufReader::new(out).lines() {
-        let l = l.unwrap();
-        said.push_str(&l);
-        said.push('\n');
-        if l.starts_with("jumgw listening on") {
-            break;
-        }
-    }
+    let (daemon, said) = serve_configured(
+        root,
+        "config/gateway-postgres.toml",
+        port,
+        ports,
+        &[
+            "--schemas".into(),
+            manifest_dir().join("schemas").display().to_string(),
+        ],
+        &[
+            ("JUMGW_STORE__URL", url.clone()),
+            ("JUMGW_CLIENTS__CASES__TOKEN_SHA256", token_hash),
+        ],
+        None,
+    );
     assert!(said.contains("store: PostgreSQL"), "{said}");
     let http = reqwest::Client::new();
     let r = http

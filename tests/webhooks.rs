@@ -238,12 +238,7 @@ async fn operators_get_digests_by_starttls_and_an_alert_outlives_a_crash() {
     let certs = data.join("certs");
     // The demo's certificates, made first: the mail server's is issued by
     // the same CA, which the gateway is told to trust for it.
-    let o = jumgw()
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    certs_init(&certs);
     let out = dir.path().join("mails.jsonl");
     let smtp = start_smtp(
         &certs.join("cadastre-tls.pem"),

@@ -949,3 +949,86 @@ pub fn mails(out: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The data folder's keys (documents at rest, audit subjects), as an
+/// operator makes them with `openssl rand -hex 32`.
+pub fn write_data_keys(data: &Path) {
+    std::fs::create_dir_all(data.join("keys")).unwrap();
+    for k in ["documents.key", "audit.key"] {
+        std::fs::write(data.join("keys").join(k), "ab".repeat(32)).unwrap();
+    }
+}
+
+/// `jumgw serve --config CONFIG --data-dir data` in `root`, as an operator
+/// runs it against `jumgw simulate` on `ports` (control, civil, cadastre,
+/// tax): the registries' and the TSA's addresses from the environment,
+/// `args` and `env` besides, its log to `log` (None: discarded). Returns
+/// once it listens, with what it printed until then.
+pub fn serve_configured(
+    root: &Path,
+    config: &str,
+    port: u16,
+    ports: [u16; 4],
+    args: &[String],
+    env: &[(&str, String)],
+    log: Option<&Path>,
+) -> (Daemon, String) {
+    let mut child = jumgw()
+        .args(["serve", "--config", config, "--data-dir", "data"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env(
+            "JUMGW_REGISTRIES__CIVIL__URL",
+            format!("https://127.0.0.1:{}/", ports[1]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__CADASTRE__URL",
+            format!("https://127.0.0.1:{}/", ports[2]),
+        )
+        .env(
+            "JUMGW_REGISTRIES__TAX__URL",
+            format!("https://127.0.0.1:{}/", ports[3]),
+        )
+        .env(
+            "JUMGW_EVIDENCE__TSA_URL",
+            format!("http://127.0.0.1:{}/tsa", ports[0]),
+        )
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(match log {
+            Some(l) => std::process::Stdio::from(std::fs::File::create(l).unwrap()),
+            None => std::process::Stdio::null(),
+        })
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let daemon = Daemon(
+        child,
+        String::new(),
+        log.map(Path::to_owned).unwrap_or_default(),
+    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let mut said = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        said.push_str(&l);
+        said.push('\n');
+        if l.starts_with("jumgw listening on") {
+            // keep draining stdout so the child never blocks on a full pipe
+            std::thread::spawn(move || for _ in lines {});
+            return (daemon, said);
+        }
+    }
+    panic!("the daemon ended before it listened: {said}");
+}
+
+/// `jumgw certs init --dir DIR`: the development PKI, as a newcomer makes it.
+pub fn certs_init(dir: &Path) {
+    let o = jumgw()
+        .args(["certs", "init", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
