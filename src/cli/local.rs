@@ -665,8 +665,36 @@ fn revocation_of(
 
 /// `jumgw dossier verify`: the report, a line per finding; exit 1 unless
 /// every one is valid.
-pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bool) -> CmdResult {
-    let bytes = std::fs::read(file).map_err(failed(&file.display().to_string()))?;
+pub(super) fn dossier_verify(
+    file: &std::path::Path,
+    trust: &[PathBuf],
+    registry_ca: &[String],
+    max_total: u64,
+    json: bool,
+) -> CmdResult {
+    // Opened, not read whole: the container is read streaming.
+    let opened = std::fs::File::open(file).map_err(failed(&file.display().to_string()))?;
+    let mut registry_cas = std::collections::BTreeMap::new();
+    for spec in registry_ca {
+        let Some((name, path)) = spec
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        else {
+            return Err(Fail::Invalid(format!(
+                "--registry-ca {spec:?}: expected NAME=FILE.pem"
+            )));
+        };
+        let pem = std::fs::read(path).map_err(failed(path))?;
+        if openssl::x509::X509::stack_from_pem(&pem).map_or(true, |s| s.is_empty()) {
+            return Err(Fail::Invalid(format!(
+                "--registry-ca {name}={path}: holds no PEM certificate"
+            )));
+        }
+        registry_cas
+            .entry(name.to_owned())
+            .or_insert_with(Vec::new)
+            .extend(pem.into_iter().chain(*b"\n"));
+    }
     let pem = if trust.is_empty() {
         None
     } else {
@@ -677,7 +705,14 @@ pub(super) fn dossier_verify(file: &std::path::Path, trust: &[PathBuf], json: bo
         }
         Some(pem)
     };
-    let report = crate::evidence::verify::verify(&bytes, pem.as_deref());
+    let report = crate::evidence::verify::verify_file(
+        std::io::BufReader::new(opened),
+        &crate::evidence::verify::Options {
+            trust: pem,
+            registry_cas,
+            limits: crate::evidence::container::Limits { max_total },
+        },
+    );
     // Written, not printed: a reader that stops early (`| head`) closes
     // the pipe, which is no reason to panic.
     let mut out = std::io::stdout().lock();
@@ -733,4 +768,28 @@ pub(super) fn config_check(
         crate::daemon::check::effective(&cfg)
     );
     write_stdout(text.as_bytes())
+}
+
+/// A size as `--max-total` takes it: bytes, or a number with KiB, MiB,
+/// GiB (or KB, MB, GB, powers of ten).
+pub(super) fn byte_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 512MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(scale)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?}: not a size above zero"))
 }

@@ -625,13 +625,31 @@ enum DossierCommand {
         #[command(flatten)]
         remote: remote::Remote,
     },
-    /// Check a dossier offline: structure, every signature, timestamp, OCSP response, the audit links.
+    /// Check a dossier offline: the container, every signature, timestamp, OCSP response and CRL, the audit links.
+    #[command(
+        long_about = "Check a dossier offline. The container is read strictly (one entry per name, local \
+headers agreeing with the central directory, no bytes outside the entries, nothing in META-INF/ but the \
+manifest and signatures, no directory entries) and within memory caps: 256 MiB per entry, --max-total in all. \
+Each document must be signed by exactly the certificate the gateway accepted from its registry (recorded in \
+case.json with its SHA-256), chained to exactly the anchor recorded for it, which must be trusted; never by the \
+seal, and no certificate may sign for two registries. Without --trust it judges the dossier against the CA \
+certificates it carries, which proves only that it is consistent with itself; whoever holds the seal's key \
+can reseal a dossier, but cannot make a changed document verify under its registry's recorded signer."
+    )]
     Verify {
         file: PathBuf,
         /// CA certificates (PEM) to judge every chain against; repeat for several.
         /// Without: the ones the dossier carries (the report says so).
         #[arg(long)]
         trust: Vec<PathBuf>,
+        /// NAME=FILE.pem: the CA certificates registry NAME's documents must chain to (repeatable);
+        /// they are trusted for that registry.
+        #[arg(long = "registry-ca", value_name = "NAME=FILE.pem")]
+        registry_ca: Vec<String>,
+        /// The most all entries may uncompress to together (e.g. 512MiB, 1GiB, or bytes); one entry
+        /// may have at most 256 MiB.
+        #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = local::byte_size)]
+        max_total: u64,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -692,9 +710,13 @@ pub fn run() -> ExitCode {
             DossierCommand::Export { case, out, remote } => {
                 remote::dossier_export(&case, &out, &remote)
             }
-            DossierCommand::Verify { file, trust, json } => {
-                local::dossier_verify(&file, &trust, json)
-            }
+            DossierCommand::Verify {
+                file,
+                trust,
+                registry_ca,
+                max_total,
+                json,
+            } => local::dossier_verify(&file, &trust, &registry_ca, max_total, json),
         },
         Command::Serve {
             config,

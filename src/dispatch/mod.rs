@@ -882,14 +882,21 @@ impl Dispatcher {
                     a.outcome,
                     a.status,
                     a.duration.as_millis() as u64,
-                    a.signer,
+                    (a.signer, a.signer_sha256, a.signer_anchor_sha256),
                     doc,
                     a.revocation,
                 )
             }
             // The request cannot even be built (a service removed from the
             // configuration, say): nothing will change by retrying.
-            Err(e) => (Outcome::Permanent { reason: e }, None, 0, None, None, None),
+            Err(e) => (
+                Outcome::Permanent { reason: e },
+                None,
+                0,
+                (None, None, None),
+                None,
+                None,
+            ),
         };
         crate::metrics::attempt(
             &rec.registry,
@@ -944,6 +951,7 @@ impl Dispatcher {
         let lease_until = now + self.policy.lease.as_millis() as u64;
         let policy = self.policy.clone();
         let stamp = self.stamps;
+        let (signer, signer_sha256, signer_anchor_sha256) = signer;
         let change = move |r: &mut RequestRecord| {
             let facts = AttemptFacts {
                 outcome: &outcome,
@@ -951,6 +959,8 @@ impl Dispatcher {
                 duration_ms,
                 http_status: status,
                 signer: signer.as_deref(),
+                signer_sha256: signer_sha256.as_deref(),
+                signer_anchor_sha256: signer_anchor_sha256.as_deref(),
                 revocation: revocation.as_ref(),
                 stamp,
             };

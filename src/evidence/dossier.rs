@@ -9,6 +9,7 @@
 //! | `documents/{request}.xml` | each document byte for byte as the registry signed it |
 //! | `evidence/{request}.tst` | its timestamp token (RFC 3161) on the SHA-256 of its decoded `ds:SignatureValue` |
 //! | `evidence/{request}.ocsp` | the OCSP response that confirmed its signer was not revoked |
+//! | `evidence/crl-{sha256}.crl` | a CRL that confirmed it, once per CRL however many documents it speaks for |
 //! | `certificates/*.pem` | the registries' CAs, the TSA's CA, our seal's CA |
 //! | `audit/entries.jsonl` | the case's audit entries, each with its place in the chain |
 //! | `audit/chain.txt` | `seq prev hash` of every entry from the case's first to the checkpoint after its last: the links, without other people's entries |
@@ -81,12 +82,26 @@ pub struct RequestFacts {
     pub created_ms: u64,
     pub created: String,
     pub attempts: Vec<crate::lifecycle::AttemptRecord>,
+    /// The registry signer's certificate the gateway accepted the document
+    /// from: its subject and the SHA-256 (hex) of its DER. `dossier verify`
+    /// accepts the document only signed by exactly that certificate.
     pub signer: Option<String>,
+    #[serde(default)]
+    pub signer_sha256: Option<String>,
+    /// The trust anchor (of the registry's `signer_ca`) that certificate
+    /// chained to: its subject, when the dossier carries it, and SHA-256.
+    #[serde(default)]
+    pub signer_anchor: Option<String>,
+    #[serde(default)]
+    pub signer_anchor_sha256: Option<String>,
     /// `documents/{id}.xml`, when it has a document.
     pub document: Option<String>,
     pub revocation: Option<serde_json::Value>,
     /// `evidence/{id}.ocsp`, when its OCSP response is kept.
     pub ocsp: Option<String>,
+    /// `evidence/crl-{sha256}.crl`, when a CRL confirmed its signer's status.
+    #[serde(default)]
+    pub crl: Option<String>,
     pub timestamp: Option<serde_json::Value>,
     /// `evidence/{id}.tst`, when it is stamped.
     pub timestamp_token: Option<String>,
@@ -199,6 +214,7 @@ fn mime_of(name: &str) -> &'static str {
         Some("jsonl") => "application/jsonl",
         Some("tst") => "application/vnd.etsi.timestamp-token",
         Some("ocsp") => "application/ocsp-response",
+        Some("crl") => "application/pkix-crl",
         Some("pem") => "application/pem-certificate-chain",
         _ => "text/plain",
     }
@@ -412,6 +428,25 @@ impl Dossiers {
                 files.push((name.clone(), der));
                 name
             });
+        let crl = match r.revocation.as_ref().and_then(|v| v.crl_sha256.as_deref()) {
+            Some(hex) => {
+                let id = format!("crl-{hex}");
+                let name = format!("evidence/{id}.crl");
+                // Once per CRL, however many documents it speaks for.
+                if !files.iter().any(|(n, _)| *n == name) {
+                    let sealed = self.store.document(&id).await?.ok_or_else(|| {
+                        DossierError::Document(format!("the CRL {id} is not in the store"))
+                    })?;
+                    let der = self
+                        .cipher
+                        .open(&id, &sealed)
+                        .map_err(|e| DossierError::Document(e.to_string()))?;
+                    files.push((name.clone(), der));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         let timestamp_token = r
             .stamp
             .as_ref()
@@ -436,6 +471,12 @@ impl Dossiers {
             created: crate::pki::revocation::rfc3339(r.created_ms),
             attempts: r.attempts.clone(),
             signer: r.signer.clone(),
+            signer_sha256: r.signer_sha256.clone(),
+            signer_anchor: r
+                .signer_anchor_sha256
+                .as_deref()
+                .and_then(|h| self.anchor_subject(h)),
+            signer_anchor_sha256: r.signer_anchor_sha256.clone(),
             document,
             revocation: r.revocation.as_ref().map(|v| {
                 let mut v = v.clone();
@@ -443,6 +484,7 @@ impl Dossiers {
                 json(&v)
             }),
             ocsp,
+            crl,
             timestamp: r.stamp.as_ref().map(|s| {
                 let mut s = s.clone();
                 s.token = None;
@@ -450,6 +492,19 @@ impl Dossiers {
             }),
             timestamp_token,
         })
+    }
+
+    /// The subject of the CA certificate the dossier carries whose DER has
+    /// the SHA-256 `hex`.
+    fn anchor_subject(&self, hex: &str) -> Option<String> {
+        self.certificates
+            .iter()
+            .flat_map(|(_, pem)| openssl::x509::X509::stack_from_pem(pem).unwrap_or_default())
+            .find(|c| {
+                c.to_der()
+                    .is_ok_and(|d| crate::store::trail::hex(&openssl::sha::sha256(&d)) == hex)
+            })
+            .map(|c| crate::xml::dsig::name_to_string(c.subject_name()))
     }
 
     /// Checkpoints the trail's head and has the checkpoint timestamped now,

@@ -4,8 +4,10 @@
 //! `stamper.rs`, the job that asks for them in batches), and the case
 //! dossier (`dossier.rs`): one ASiC-E container per case with the
 //! documents as the registries signed them, their evidence and our seal,
-//! which `verify.rs` checks offline.
+//! which `verify.rs` checks offline, reading the container strictly and
+//! within memory caps (`container.rs`).
 
+pub mod container;
 pub mod dossier;
 pub mod stamper;
 pub mod tsa;

@@ -7,22 +7,52 @@
 //! Time matters: years later the certificates have expired. A registry's
 //! signature is judged at the time its timestamp proves, our seal at the
 //! time of its signature timestamp, each timestamp at its own time.
+//!
+//! Each document is bound to its registry and signer: `case.json` names
+//! the certificate the gateway accepted from that registry and the anchor
+//! its chain ended at (their SHA-256), and a document counts only if it is
+//! signed by exactly that certificate, chained to exactly that anchor,
+//! which must be trusted; never by our seal's key, and no certificate
+//! signs for two registries. The container is read strictly and within
+//! memory caps (`container.rs`).
+//!
+//! What it cannot prove: without `--trust` (or `--registry-ca`), only that
+//! the dossier is consistent with the CAs it carries itself; whoever holds
+//! the seal's key can reseal a changed dossier, but cannot make a changed
+//! document verify under the signer its registry's answer was accepted
+//! from.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use openssl::x509::X509;
 use serde::Serialize;
 
-use super::dossier::{manifest, AuditLine, CaseFacts, MANIFEST_FILE, MIMETYPE, SIGNATURE_FILE};
+use super::container::{self, Container};
+use super::dossier::{AuditLine, CaseFacts, MANIFEST_FILE, MIMETYPE, SIGNATURE_FILE};
 use super::stamper::{checkpoint_imprint, document_imprint};
 use super::tsp;
-use crate::pki::revocation::{self, ocsp, State};
+use crate::pki::revocation::{self, crl, ocsp, State};
 use crate::xml::dsig::{name_to_string, TrustStore};
 use crate::xml::xades;
 
-/// Largest file read out of a container (a zip bomb stops here).
-const MAX_FILE: u64 = 256 << 20;
+/// The most a file of each kind may be, loaded to be read: small enough
+/// that a hostile dossier keeps the verifier far under 256 MB.
+mod cap {
+    pub const CASE: u64 = 16 << 20;
+    pub const MANIFEST: u64 = 4 << 20;
+    pub const SIGNATURE: u64 = 16 << 20;
+    pub const TOKEN: u64 = 1 << 20;
+    pub const OCSP: u64 = 1 << 20;
+    pub const CRL: u64 = 32 << 20;
+    pub const PEM: u64 = 1 << 20;
+    pub const MIMETYPE: u64 = 1 << 10;
+    pub const CHECKPOINT: u64 = 1 << 10;
+    /// One line of the audit files, which are read line by line.
+    pub const AUDIT_LINE: usize = 1 << 20;
+    /// The case's audit entries, of which a few hashes each are kept.
+    pub const AUDIT_ENTRIES: u64 = 64 << 20;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,80 +99,88 @@ impl Report {
     }
 }
 
-struct Container {
-    /// Name, bytes, stored uncompressed, extra field empty; in zip order.
-    files: Vec<(String, Vec<u8>, bool, bool)>,
-}
-
-impl Container {
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        self.files
-            .iter()
-            .find(|(n, ..)| n == name)
-            .map(|(_, b, ..)| b.as_slice())
-    }
-}
-
-fn open(bytes: &[u8]) -> Result<Container, String> {
-    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a zip container: {e}"))?;
-    let mut files = Vec::new();
-    let mut seen = BTreeSet::new();
-    for i in 0..z.len() {
-        let mut f = z
-            .by_index(i)
-            .map_err(|e| format!("entry {i} cannot be read: {e}"))?;
-        let name = f.name().to_owned();
-        if name.starts_with('/') || name.split('/').any(|p| p == "..") || name.contains('\\') {
-            return Err(format!("entry {name:?} has a path outside the container"));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(format!("entry {name:?} is there twice"));
-        }
-        if f.is_dir() {
-            continue;
-        }
-        let stored = f.compression() == zip::CompressionMethod::Stored;
-        let no_extra = f.extra_data().is_none_or(|e| e.is_empty());
-        let mut data = Vec::new();
-        (&mut f)
-            .take(MAX_FILE + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| format!("{name}: {e}"))?;
-        if data.len() as u64 > MAX_FILE {
-            return Err(format!("{name} is larger than {MAX_FILE} bytes"));
-        }
-        files.push((name, data, stored, no_extra));
-    }
-    Ok(Container { files })
+/// What the verifier brings.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// CA certificates (PEM) to judge every chain against; `None`: the
+    /// ones the dossier carries.
+    pub trust: Option<Vec<u8>>,
+    /// Per registry, the CA certificates (PEM) its documents must chain
+    /// to: the verifier's own knowledge of who that registry is.
+    pub registry_cas: BTreeMap<String, Vec<u8>>,
+    pub limits: container::Limits,
 }
 
 fn rfc3339(ms: u64) -> String {
     revocation::rfc3339(ms)
 }
 
-/// Verifies a dossier. `trust`: CA certificates (PEM) to judge every
-/// chain against; `None`: the ones the dossier carries.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha256_of(c: &X509) -> String {
+    c.to_der()
+        .map(|d| hex(&openssl::sha::sha256(&d)))
+        .unwrap_or_default()
+}
+
+/// Loads `name` within `cap`, saying in the report why not.
+fn load<R: Read + Seek>(
+    c: &Container<R>,
+    rep: &mut Report,
+    name: &str,
+    cap: u64,
+) -> Option<Vec<u8>> {
+    match c.load(name, cap) {
+        None => {
+            rep.invalid(name, "missing");
+            None
+        }
+        Some(Err(e)) => {
+            rep.invalid(name, e.to_string());
+            None
+        }
+        Some(Ok(b)) => Some(b),
+    }
+}
+
+/// Verifies a dossier held in memory (tests, small tools).
 pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
+    verify_file(
+        std::io::Cursor::new(bytes),
+        &Options {
+            trust: trust.map(<[u8]>::to_vec),
+            ..Options::default()
+        },
+    )
+}
+
+/// Verifies the dossier in `file`, read streaming.
+pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
     let mut rep = Report::default();
-    let c = match open(bytes) {
+    let c = match Container::open(file, opts.limits) {
         Ok(c) => c,
         Err(e) => {
-            rep.invalid("(container)", e);
+            rep.invalid("(container)", e.to_string());
             return rep;
         }
     };
     // The mimetype rule of ASiC: first, stored, no extra field.
-    match c.files.first() {
-        Some((n, b, stored, no_extra)) if n == "mimetype" => {
+    match c.entries().first() {
+        Some(e) if e.name == "mimetype" => {
+            let b = c
+                .load("mimetype", cap::MIMETYPE)
+                .and_then(Result::ok)
+                .unwrap_or_default();
             if b.as_slice() != MIMETYPE.as_bytes() {
                 rep.invalid(
                     "mimetype",
-                    format!("holds {:?}, not {MIMETYPE}", String::from_utf8_lossy(b)),
+                    format!("holds {:?}, not {MIMETYPE}", String::from_utf8_lossy(&b)),
                 );
-            } else if !stored {
+            } else if !e.stored() {
                 rep.invalid("mimetype", "is compressed; ASiC wants it stored");
-            } else if !no_extra {
+            } else if !e.no_extra {
                 rep.invalid("mimetype", "has an extra field; ASiC wants none");
             } else {
                 rep.valid("mimetype", MIMETYPE);
@@ -150,20 +188,53 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
         }
         _ => rep.invalid("mimetype", "is not the first entry of the container"),
     }
-    let pem: Vec<u8> = match trust {
+    // What neither the manifest nor the seal covers has no place here.
+    for e in c.entries() {
+        let n = e.name.as_str();
+        if e.is_dir() {
+            rep.invalid(
+                n,
+                "a directory entry: neither the manifest nor the seal covers it",
+            );
+        } else if let Some(rest) = n.strip_prefix("META-INF/") {
+            let signature = rest.starts_with("signatures") && rest.ends_with(".xml");
+            if n == SIGNATURE_FILE || n == MANIFEST_FILE {
+            } else if signature {
+                rep.unverifiable(n, "a signature other than our seal: not verified");
+            } else {
+                rep.invalid(
+                    n,
+                    "in META-INF/ but neither the manifest nor a signature: neither the manifest nor the seal covers it",
+                );
+            }
+        }
+    }
+
+    let carried: Vec<u8> = c
+        .entries()
+        .iter()
+        .filter(|e| e.name.starts_with("certificates/") && e.name.ends_with(".pem"))
+        .filter_map(|e| c.load(&e.name, cap::PEM).and_then(Result::ok))
+        .flat_map(|b| b.into_iter().chain(*b"\n"))
+        .collect();
+    let mut pem: Vec<u8> = match &opts.trust {
         Some(t) => {
             rep.trust = "the CA certificates given with --trust".into();
-            t.to_vec()
+            t.clone()
         }
         None => {
             rep.trust = "the CA certificates the dossier carries (certificates/*.pem): give --trust to judge it against your own".into();
-            c.files
-                .iter()
-                .filter(|(n, ..)| n.starts_with("certificates/") && n.ends_with(".pem"))
-                .flat_map(|(_, b, ..)| b.iter().copied().chain(*b"\n"))
-                .collect()
+            carried
         }
     };
+    // A registry's CA given by the verifier is trusted for it.
+    for p in opts.registry_cas.values() {
+        pem.push(b'\n');
+        pem.extend_from_slice(p);
+    }
+    if !opts.registry_cas.is_empty() {
+        rep.trust.push_str(", and those given with --registry-ca");
+    }
     let anchors = X509::stack_from_pem(&pem).unwrap_or_default();
     if anchors.is_empty() {
         rep.invalid("(trust)", "no CA certificate to judge the chains against");
@@ -175,11 +246,15 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
     let mut covered: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Whether the seal's file list can be believed at all.
     let mut sealed = false;
-    match c.get(SIGNATURE_FILE) {
+    // The seal's certificate, never a registry's signer.
+    let mut seal_cert: Option<X509> = None;
+    match c.load(SIGNATURE_FILE, cap::SIGNATURE) {
         None => rep.invalid(SIGNATURE_FILE, "missing: the dossier is not sealed"),
-        Some(sig) => match xades::verify(sig) {
+        Some(Err(e)) => rep.invalid(SIGNATURE_FILE, e.to_string()),
+        Some(Ok(sig)) => match xades::verify(&sig) {
             Err(e) => rep.invalid(SIGNATURE_FILE, format!("the seal does not hold: {e}")),
             Ok(v) => {
+                seal_cert = v.certificates.first().and_then(|d| X509::from_der(d).ok());
                 let ts = v.timestamp.as_ref().map(|t| {
                     tsp::check_token(t, &openssl::sha::sha256(&v.timestamp_input), &anchors)
                 });
@@ -220,12 +295,13 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
                     .iter()
                     .map(|r| (r.uri.clone(), r.mime.clone().unwrap_or_default()))
                     .collect();
-                match c.get(MANIFEST_FILE) {
+                match c.load(MANIFEST_FILE, cap::MANIFEST) {
                     None => rep.invalid(MANIFEST_FILE, "missing"),
-                    Some(m) if m == manifest(&listed).as_slice() => {
+                    Some(Err(e)) => rep.invalid(MANIFEST_FILE, e.to_string()),
+                    Some(Ok(m)) if m == super::dossier::manifest(&listed) => {
                         rep.valid(MANIFEST_FILE, format!("lists the {} sealed files", listed.len()))
                     }
-                    Some(_) => rep.invalid(
+                    Some(Ok(_)) => rep.invalid(
                         MANIFEST_FILE,
                         "differs from the manifest of the sealed files (changed, or lists other files)",
                     ),
@@ -237,21 +313,22 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
             }
         },
     }
-    for (uri, _) in covered.iter() {
-        if c.get(uri).is_none() {
+    for uri in covered.keys() {
+        if c.entry(uri).is_none() {
             rep.invalid(
                 uri,
                 "missing: the seal covers it, the dossier no longer holds it (removed)",
             );
         }
     }
-    let data_files: Vec<&(String, Vec<u8>, bool, bool)> = c
-        .files
+    let data_files: Vec<&container::Entry> = c
+        .entries()
         .iter()
-        .filter(|(n, ..)| n != "mimetype" && !n.starts_with("META-INF/"))
+        .filter(|e| e.name != "mimetype" && !e.name.starts_with("META-INF/") && !e.is_dir())
         .collect();
     let mut intact: BTreeSet<&str> = BTreeSet::new();
-    for (name, bytes, ..) in &data_files {
+    for e in &data_files {
+        let name = e.name.as_str();
         if !sealed {
             rep.unverifiable(
                 name,
@@ -261,7 +338,7 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
         }
         match covered.get(name) {
             None => rep.invalid(name, "not covered by the seal: added after sealing"),
-            Some(d) if d.as_slice() != openssl::sha::sha256(bytes).as_slice() => rep.invalid(
+            Some(d) if d.as_slice() != e.sha256.as_slice() => rep.invalid(
                 name,
                 "changed after sealing: its SHA-256 is not the one the seal signed",
             ),
@@ -270,14 +347,17 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
             }
         }
     }
-    for (name, ..) in &data_files {
-        if name.starts_with("certificates/") && intact.contains(name.as_str()) {
-            rep.valid(name, "CA certificates, sealed");
+    for e in &data_files {
+        if e.name.starts_with("certificates/") && intact.contains(e.name.as_str()) {
+            rep.valid(&e.name, "CA certificates, sealed");
         }
     }
 
-    let facts: CaseFacts = match c.get("case.json").map(serde_json::from_slice::<CaseFacts>) {
-        Some(Ok(f)) => {
+    let facts: CaseFacts = match c
+        .load("case.json", cap::CASE)
+        .map(|r| r.map(|b| serde_json::from_slice::<CaseFacts>(&b)))
+    {
+        Some(Ok(Ok(f))) => {
             if intact.contains("case.json") {
                 rep.valid(
                     "case.json",
@@ -292,8 +372,12 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
             }
             f
         }
-        Some(Err(e)) => {
+        Some(Ok(Err(e))) => {
             rep.invalid("case.json", format!("unreadable: {e}"));
+            return rep;
+        }
+        Some(Err(e)) => {
+            rep.invalid("case.json", e.to_string());
             return rep;
         }
         None => {
@@ -302,35 +386,50 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
         }
     };
 
+    let seal_sha = seal_cert.as_ref().map(sha256_of);
+    let seal_key = seal_cert
+        .as_ref()
+        .and_then(|c| c.public_key().ok())
+        .and_then(|k| k.public_key_to_der().ok());
+    // Which registry each signer certificate signed for, to refuse one
+    // certificate speaking for two registries.
+    let mut signed_for: BTreeMap<String, (String, String)> = BTreeMap::new();
     for r in &facts.requests {
         let Some(doc_name) = &r.document else {
             continue;
         };
-        let Some(doc) = c.get(doc_name) else {
-            rep.invalid(doc_name, "missing");
+        let Some(doc) = load(
+            &c,
+            &mut rep,
+            doc_name,
+            crate::xml::Limits::default().max_size as u64,
+        ) else {
             continue;
         };
         // When it was signed, as its timestamp proves.
         let mut signed_at = None;
-        match r.timestamp_token.as_deref().map(|n| (n, c.get(n))) {
-            Some((n, Some(token))) => match document_imprint(doc)
-                .map_err(|e| e.to_string())
-                .and_then(|i| tsp::check_token(token, &i, &anchors).map_err(|e| e.to_string()))
-            {
-                Ok(t) => {
-                    rep.valid(
-                        n,
-                        format!(
-                            "timestamp on {doc_name}'s signature at {} by {}",
-                            rfc3339(t.time_ms),
-                            t.tsa
-                        ),
-                    );
-                    signed_at = Some(t.time_ms);
-                }
-                Err(e) => rep.invalid(n, e),
+        match r.timestamp_token.as_deref() {
+            Some(n) => match c.load(n, cap::TOKEN) {
+                Some(Ok(token)) => match document_imprint(&doc)
+                    .map_err(|e| e.to_string())
+                    .and_then(|i| tsp::check_token(&token, &i, &anchors).map_err(|e| e.to_string()))
+                {
+                    Ok(t) => {
+                        rep.valid(
+                            n,
+                            format!(
+                                "timestamp on {doc_name}'s signature at {} by {}",
+                                rfc3339(t.time_ms),
+                                t.tsa
+                            ),
+                        );
+                        signed_at = Some(t.time_ms);
+                    }
+                    Err(e) => rep.invalid(n, e),
+                },
+                Some(Err(e)) => rep.invalid(n, e.to_string()),
+                None => rep.invalid(n, "missing"),
             },
-            Some((n, None)) => rep.invalid(n, "missing"),
             None => rep.unverifiable(
                 doc_name,
                 format!(
@@ -345,113 +444,330 @@ pub fn verify(bytes: &[u8], trust: Option<&[u8]>) -> Report {
         }
         // Judged at its proven time, else at the gateway's record of it.
         let at = signed_at.or(r.attempts.last().map(|a| a.at_ms));
-        let verified = trust_at(at)
-            .and_then(|t| crate::xml::dsig::verify(doc, &t, &crate::xml::Limits::default()));
+        let store = trust_at(at);
+        let verified = store.as_ref().map_err(|e| e.to_string()).and_then(|t| {
+            crate::xml::dsig::verify(&doc, t, &crate::xml::Limits::default())
+                .map_err(|e| e.to_string())
+        });
+        let expected = match (&r.signer, &r.signer_sha256) {
+            (Some(s), Some(h)) => format!("{s} (SHA-256 {h})"),
+            (None, Some(h)) => format!("SHA-256 {h}"),
+            (Some(s), None) => s.clone(),
+            (None, None) => "none recorded".into(),
+        };
         let signer = match verified {
             Ok(v) => {
-                rep.valid(
-                    doc_name,
-                    format!(
-                        "signed by {} ({}; chain valid at {})",
-                        v.signer_subject(),
-                        r.registry,
-                        at.map(rfc3339).unwrap_or_default()
-                    ),
+                let got = sha256_of(&v.signer);
+                let got_key = v
+                    .signer
+                    .public_key()
+                    .ok()
+                    .and_then(|k| k.public_key_to_der().ok());
+                let anchor = store
+                    .as_ref()
+                    .ok()
+                    .and_then(|t| t.anchor_of(&v.signer, &v.intermediates));
+                let anchor_sha = anchor.as_ref().map(sha256_of);
+                let anchor_name = anchor
+                    .as_ref()
+                    .map(|a| name_to_string(a.subject_name()))
+                    .unwrap_or_else(|| "no anchor".into());
+                let by = format!("{} (SHA-256 {got})", v.signer_subject());
+                let bound = bind(
+                    &BindFacts {
+                        doc_name,
+                        registry: &r.registry,
+                        expected: &expected,
+                        recorded: r.signer_sha256.as_deref(),
+                        recorded_anchor: r.signer_anchor_sha256.as_deref(),
+                        got: &got,
+                        by: &by,
+                        anchor: anchor.as_ref(),
+                        anchor_sha: anchor_sha.as_deref(),
+                        anchor_name: &anchor_name,
+                        seal: (seal_sha.as_deref(), seal_key.as_deref()),
+                        got_key: got_key.as_deref(),
+                        registry_ca: opts.registry_cas.get(&r.registry).map(Vec::as_slice),
+                    },
+                    &mut signed_for,
                 );
+                match bound {
+                    Ok(()) => rep.valid(
+                        doc_name,
+                        format!(
+                            "{}'s document, signed by {by}, the signer the gateway accepted from it; chained to {anchor_name} (SHA-256 {}), valid at {}",
+                            r.registry,
+                            anchor_sha.as_deref().unwrap_or("?"),
+                            at.map(rfc3339).unwrap_or_default()
+                        ),
+                    ),
+                    Err(Bound::Invalid(why)) => {
+                        rep.invalid(doc_name, why);
+                    }
+                    Err(Bound::Unverifiable(why)) => rep.unverifiable(doc_name, why),
+                }
                 Some((v.signer, v.intermediates))
             }
             Err(e) => {
                 rep.invalid(
                     doc_name,
-                    format!("the registry's signature does not hold: {e}"),
+                    format!(
+                        "the registry's signature does not hold: {e} (expected {}'s signer {expected})",
+                        r.registry
+                    ),
                 );
                 None
             }
         };
-        match (&r.ocsp, &signer) {
-            (Some(n), Some((cert, intermediates))) => {
-                let Some(der) = c.get(n) else {
-                    rep.invalid(n, "missing");
-                    continue;
-                };
-                let pool: Vec<X509> = anchors.iter().chain(intermediates).cloned().collect();
-                let Some(issuer) = revocation::issuer_of(cert, &pool) else {
-                    rep.unverifiable(n, "the signer's issuer is not among the CA certificates");
-                    continue;
-                };
-                match ocsp::check_kept(der, cert, &issuer, at.unwrap_or(0)) {
-                    Ok(a) => match a.state {
-                        State::Good => rep.valid(
-                            n,
-                            format!(
-                                "OCSP: {}'s signer not revoked (thisUpdate {})",
-                                doc_name,
-                                rfc3339(a.this_update_ms)
+        let Some((cert, intermediates)) = &signer else {
+            continue;
+        };
+        let pool: Vec<X509> = anchors.iter().chain(intermediates).cloned().collect();
+        let issuer = revocation::issuer_of(cert, &pool);
+        let mut proven = false;
+        if let Some(n) = &r.ocsp {
+            proven = true;
+            match (c.load(n, cap::OCSP), &issuer) {
+                (None, _) => rep.invalid(n, "missing"),
+                (Some(Err(e)), _) => rep.invalid(n, e.to_string()),
+                (Some(Ok(_)), None) => {
+                    rep.unverifiable(n, "the signer's issuer is not among the CA certificates")
+                }
+                (Some(Ok(der)), Some(issuer)) => {
+                    match ocsp::check_kept(&der, cert, issuer, at.unwrap_or(0)) {
+                        Ok(a) => match a.state {
+                            State::Good => rep.valid(
+                                n,
+                                format!(
+                                    "OCSP: {}'s signer not revoked (thisUpdate {})",
+                                    doc_name,
+                                    rfc3339(a.this_update_ms)
+                                ),
                             ),
-                        ),
-                        State::Revoked { at_ms, .. } => rep.invalid(
-                            n,
-                            format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)),
-                        ),
-                        State::Unknown => rep.invalid(n, "OCSP: the signer is unknown to its CA"),
-                    },
-                    Err(e) => rep.invalid(n, format!("OCSP response for {doc_name}: {e}")),
+                            State::Revoked { at_ms, .. } => rep.invalid(
+                                n,
+                                format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)),
+                            ),
+                            State::Unknown => {
+                                rep.invalid(n, "OCSP: the signer is unknown to its CA")
+                            }
+                        },
+                        Err(e) => rep.invalid(n, format!("OCSP response for {doc_name}: {e}")),
+                    }
                 }
             }
-            (Some(_), None) => {}
-            (None, _) => {
-                let how = r
-                    .revocation
-                    .as_ref()
-                    .map(|v| {
-                        format!(
-                            "{} by {}",
-                            v.get("status").and_then(|s| s.as_str()).unwrap_or("?"),
-                            v.get("method")
-                                .and_then(|s| s.as_str())
-                                .unwrap_or("nothing")
-                        )
-                    })
-                    .unwrap_or_else(|| "not checked".into());
-                rep.unverifiable(
-                    doc_name,
-                    format!("no OCSP response kept for its signer (revocation: {how})"),
-                );
+        }
+        if let Some(n) = &r.crl {
+            proven = true;
+            match (c.load(n, cap::CRL), &issuer) {
+                (None, _) => rep.invalid(n, "missing"),
+                (Some(Err(e)), _) => rep.invalid(n, e.to_string()),
+                (Some(Ok(_)), None) => {
+                    rep.unverifiable(n, "the signer's issuer is not among the CA certificates")
+                }
+                (Some(Ok(der)), Some(issuer)) => {
+                    let at = at.unwrap_or(0);
+                    match crl_status(&der, cert, issuer, at) {
+                        Ok(None) => rep.valid(
+                            n,
+                            format!("CRL: {doc_name}'s signer not on it at {}", rfc3339(at)),
+                        ),
+                        Ok(Some(when)) if when <= at => rep.invalid(
+                            n,
+                            format!("CRL: the signer was revoked at {}", rfc3339(when)),
+                        ),
+                        Ok(Some(when)) => rep.valid(
+                            n,
+                            format!(
+                                "CRL: {doc_name}'s signer revoked only later ({}), not when it signed",
+                                rfc3339(when)
+                            ),
+                        ),
+                        Err(e) => rep.invalid(n, format!("CRL for {doc_name}: {e}")),
+                    }
+                }
             }
+        }
+        if !proven {
+            let how = r
+                .revocation
+                .as_ref()
+                .map(|v| {
+                    format!(
+                        "{} by {}",
+                        v.get("status").and_then(|s| s.as_str()).unwrap_or("?"),
+                        v.get("method")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or("nothing")
+                    )
+                })
+                .unwrap_or_else(|| "not checked".into());
+            rep.unverifiable(
+                doc_name,
+                format!("no OCSP response or CRL kept for its signer (revocation: {how})"),
+            );
         }
     }
     audit(&c, &facts, &anchors, &mut rep);
     rep
 }
 
+/// A kept CRL's word on `cert` at `at_ms`: when it was revoked, if it is
+/// on the list.
+fn crl_status(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Option<u64>, String> {
+    let list = crl::Crl::parse(der, issuer, at_ms).map_err(|e| e.to_string())?;
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    Ok(list.revoked_at(&serial))
+}
+
+/// Why a verified signature is not the one the dossier binds the
+/// document to.
+enum Bound {
+    Invalid(String),
+    Unverifiable(String),
+}
+
+struct BindFacts<'a> {
+    doc_name: &'a str,
+    registry: &'a str,
+    /// The recorded signer, as the report names it.
+    expected: &'a str,
+    recorded: Option<&'a str>,
+    recorded_anchor: Option<&'a str>,
+    /// SHA-256 of the certificate that signed it.
+    got: &'a str,
+    /// It, as the report names it.
+    by: &'a str,
+    anchor: Option<&'a X509>,
+    anchor_sha: Option<&'a str>,
+    anchor_name: &'a str,
+    /// Our seal's certificate hash and public key.
+    seal: (Option<&'a str>, Option<&'a [u8]>),
+    got_key: Option<&'a [u8]>,
+    registry_ca: Option<&'a [u8]>,
+}
+
+/// The document's signer is the one the gateway accepted from its
+/// registry, under that registry's anchor.
+fn bind(
+    f: &BindFacts<'_>,
+    signed_for: &mut BTreeMap<String, (String, String)>,
+) -> Result<(), Bound> {
+    let (reg, doc) = (f.registry, f.doc_name);
+    let seal_key = f.seal.1.is_some() && f.seal.1 == f.got_key;
+    if f.seal.0 == Some(f.got) || seal_key {
+        return Err(Bound::Invalid(format!(
+            "signed by {}, our seal's {}: the seal is never a registry's signer (expected {reg}'s signer {})",
+            f.by,
+            if seal_key { "key" } else { "certificate" },
+            f.expected
+        )));
+    }
+    if f.seal.0.is_some() && f.seal.0 == f.recorded {
+        return Err(Bound::Invalid(format!(
+            "case.json names our seal's certificate as {reg}'s signer: the seal is never a registry's signer"
+        )));
+    }
+    if let Some((other_reg, other_doc)) = signed_for.get(f.got) {
+        if other_reg != reg {
+            return Err(Bound::Invalid(format!(
+                "signed by {}, which also signed {other_doc} for {other_reg}: one certificate is not the signer of two registries (expected {reg}'s signer {})",
+                f.by, f.expected
+            )));
+        }
+    } else {
+        signed_for.insert(f.got.to_owned(), (reg.to_owned(), doc.to_owned()));
+    }
+    let Some(recorded) = f.recorded else {
+        return Err(Bound::Unverifiable(format!(
+            "the dossier does not record which certificate {reg}'s answer was accepted from (a record from before signers were kept): signed by {}, which cannot be checked to be {reg}'s signer",
+            f.by
+        )));
+    };
+    if recorded != f.got {
+        return Err(Bound::Invalid(format!(
+            "signed by {}, not by the signer the gateway accepted from {reg}: expected {}",
+            f.by, f.expected
+        )));
+    }
+    let Some(recorded_anchor) = f.recorded_anchor else {
+        return Err(Bound::Unverifiable(format!(
+            "the dossier does not record the anchor {reg}'s signer chained to"
+        )));
+    };
+    if f.anchor_sha != Some(recorded_anchor) {
+        return Err(Bound::Invalid(format!(
+            "its signer chains to {} (SHA-256 {}), not to {reg}'s anchor the gateway recorded (SHA-256 {recorded_anchor}); expected signer {}",
+            f.anchor_name,
+            f.anchor_sha.unwrap_or("?"),
+            f.expected
+        )));
+    }
+    if let Some(pem) = f.registry_ca {
+        let mine: Vec<String> = X509::stack_from_pem(pem)
+            .unwrap_or_default()
+            .iter()
+            .map(sha256_of)
+            .collect();
+        let ok = f.anchor.map(sha256_of).is_some_and(|a| mine.contains(&a));
+        if !ok {
+            return Err(Bound::Invalid(format!(
+                "its signer chains to {}, not to the CA given for {reg} with --registry-ca (expected signer {})",
+                f.anchor_name, f.expected
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The audit excerpt: each entry's hash, the links of the chain, and the
-/// checkpoint it reaches with its timestamp.
-fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
+/// checkpoint it reaches with its timestamp. Both files are read line by
+/// line; what is kept is a few hashes per entry of the case.
+fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
     const ENTRIES: &str = "audit/entries.jsonl";
     const CHAIN: &str = "audit/chain.txt";
-    let Some(text) = c.get(ENTRIES) else {
-        rep.invalid(ENTRIES, "missing");
+    // seq -> (prev, hash), and whether the chain was seen to hold it.
+    let mut entries: BTreeMap<u64, (String, String, bool)> = BTreeMap::new();
+    if let Some(e) = c.entry(ENTRIES).filter(|e| e.size > cap::AUDIT_ENTRIES) {
+        rep.invalid(
+            ENTRIES,
+            format!(
+                "{} bytes, more than the {} bytes a case's audit entries may have",
+                e.size,
+                cap::AUDIT_ENTRIES
+            ),
+        );
         return;
-    };
-    let mut entries = Vec::new();
-    for (i, line) in String::from_utf8_lossy(text).lines().enumerate() {
-        match serde_json::from_str::<AuditLine>(line) {
-            Ok(l) if l.entry.digest() == l.entry.hash => entries.push(l.entry),
-            Ok(l) => {
-                rep.invalid(
-                    ENTRIES,
-                    format!(
-                        "entry {} was changed: its hash does not match its content",
-                        l.entry.seq
-                    ),
-                );
-                return;
+    }
+    let read = c.for_each_line(
+        ENTRIES,
+        cap::AUDIT_LINE,
+        |i, line| match serde_json::from_slice::<AuditLine>(line) {
+            Ok(l) if l.entry.digest() == l.entry.hash => {
+                entries.insert(l.entry.seq, (l.entry.prev, l.entry.hash, false));
+                Ok(())
             }
-            Err(e) => {
-                rep.invalid(ENTRIES, format!("line {} is not an entry: {e}", i + 1));
-                return;
-            }
+            Ok(l) => Err(format!(
+                "entry {} was changed: its hash does not match its content",
+                l.entry.seq
+            )),
+            Err(e) => Err(format!("line {i} is not an entry: {e}")),
+        },
+    );
+    match read {
+        None => {
+            rep.invalid(ENTRIES, "missing");
+            return;
         }
+        Some(Err(e)) => {
+            rep.invalid(ENTRIES, e);
+            return;
+        }
+        Some(Ok(())) => {}
     }
     if entries.len() != facts.audit.entries {
         rep.invalid(
@@ -464,55 +780,57 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
         );
         return;
     }
-    if entries.is_empty() {
+    let Some(first_seq) = entries.keys().next().copied() else {
         rep.unverifiable(ENTRIES, "the case has no audit entries");
         return;
-    }
-    let Some(chain) = c.get(CHAIN) else {
-        rep.invalid(CHAIN, "missing");
-        return;
     };
-    let mut links: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut prev: Option<(u64, String)> = None;
-    for (i, line) in String::from_utf8_lossy(chain).lines().enumerate() {
+    let read = c.for_each_line(CHAIN, cap::AUDIT_LINE, |i, line| {
+        let line = String::from_utf8_lossy(line);
         let parts: Vec<&str> = line.split(' ').collect();
         let [seq, p, h] = parts.as_slice() else {
-            rep.invalid(CHAIN, format!("line {} is not `seq prev hash`", i + 1));
-            return;
+            return Err(format!("line {i} is not `seq prev hash`"));
         };
         let Ok(seq) = seq.parse::<u64>() else {
-            rep.invalid(CHAIN, format!("line {}: no sequence number", i + 1));
-            return;
+            return Err(format!("line {i}: no sequence number"));
         };
         if *h == "?" {
-            rep.invalid(CHAIN, format!("the trail has a hole at entry {seq}"));
-            return;
+            return Err(format!("the trail has a hole at entry {seq}"));
         }
         if let Some((ps, ph)) = &prev {
             if seq != ps + 1 || p != ph {
-                rep.invalid(
-                    CHAIN,
-                    format!(
-                        "entry {seq} does not link to entry {ps}: the chain was cut or changed"
-                    ),
-                );
-                return;
+                return Err(format!(
+                    "entry {seq} does not link to entry {ps}: the chain was cut or changed"
+                ));
             }
+        }
+        if let Some((ep, eh, seen)) = entries.get_mut(&seq) {
+            if ep != p || eh != h {
+                return Err(format!("entry {seq} is not where the chain says"));
+            }
+            *seen = true;
         }
         prev = Some((seq, (*h).to_owned()));
-        links.insert(seq, ((*p).to_owned(), (*h).to_owned()));
-    }
-    for e in &entries {
-        match links.get(&e.seq) {
-            Some((p, h)) if *p == e.prev && *h == e.hash => {}
-            _ => {
-                rep.invalid(
-                    CHAIN,
-                    format!("entry {} is not where the chain says", e.seq),
-                );
-                return;
-            }
+        Ok(())
+    });
+    match read {
+        None => {
+            rep.invalid(CHAIN, "missing");
+            return;
         }
+        Some(Err(e)) => {
+            rep.invalid(CHAIN, e);
+            return;
+        }
+        Some(Ok(())) => {}
+    }
+    if let Some(seq) = entries
+        .iter()
+        .find(|(_, (.., seen))| !seen)
+        .map(|(s, _)| *s)
+    {
+        rep.invalid(CHAIN, format!("entry {seq} is not where the chain says"));
+        return;
     }
     let Some((last_seq, last_hash)) = prev else {
         rep.invalid(CHAIN, "empty");
@@ -521,22 +839,24 @@ fn audit(c: &Container, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
     rep.valid(
         ENTRIES,
         format!(
-            "{} entries, each hash holding, linked from entry {} to {}",
+            "{} entries, each hash holding, linked from entry {first_seq} to {last_seq}",
             entries.len(),
-            entries[0].seq,
-            last_seq
         ),
     );
     let cp = c
-        .get("audit/checkpoint.txt")
-        .map(|b| String::from_utf8_lossy(b).trim().to_owned());
-    match (cp, c.get("audit/checkpoint.tst")) {
+        .load("audit/checkpoint.txt", cap::CHECKPOINT)
+        .and_then(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let token = c
+        .load("audit/checkpoint.tst", cap::TOKEN)
+        .and_then(Result::ok);
+    match (cp, token) {
         (Some(cp), Some(token)) => {
             if cp != format!("{last_seq} {last_hash}") {
                 rep.invalid("audit/checkpoint.txt", "is not the chain's last link");
                 return;
             }
-            match tsp::check_token(token, &checkpoint_imprint(last_seq, &last_hash), anchors) {
+            match tsp::check_token(&token, &checkpoint_imprint(last_seq, &last_hash), anchors) {
                 Ok(t) => rep.valid(
                     "audit/checkpoint.tst",
                     format!("the chain up to entry {last_seq} existed at {} ({})", rfc3339(t.time_ms), t.tsa),

@@ -92,6 +92,11 @@ pub struct Attempt {
     pub response: Option<Vec<u8>>,
     /// Subject of the registry's signing certificate, once verified.
     pub signer: Option<String>,
+    /// SHA-256 (hex) of that certificate's DER, once verified.
+    pub signer_sha256: Option<String>,
+    /// SHA-256 (hex) of the DER of the registry's trust anchor its chain
+    /// ended at.
+    pub signer_anchor_sha256: Option<String>,
     /// How the signer's certificate stood (for a document).
     pub revocation: Option<RevocationRecord>,
     pub duration: Duration,
@@ -189,7 +194,42 @@ fn evidence(a: &revocation::Answer) -> RevocationRecord {
         crl_number: number,
         crl_url: url,
         ocsp_response: ocsp,
+        crl_sha256: None,
         reason: None,
+    }
+}
+
+/// The registry signer's certificate an answer was accepted from: what
+/// the record keeps so that the dossier binds the document to it.
+#[derive(Debug, Clone)]
+struct SignerSeen {
+    subject: String,
+    /// SHA-256 (hex) of its DER.
+    sha256: String,
+    /// SHA-256 (hex) of the DER of the registry's anchor its chain ended at.
+    anchor_sha256: Option<String>,
+}
+
+impl SignerSeen {
+    fn of(v: &xml::Verified, trust: &TrustStore) -> SignerSeen {
+        let sha = |c: &openssl::x509::X509| {
+            c.to_der()
+                .map(|d| {
+                    openssl::sha::sha256(&d)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                })
+                .ok()
+        };
+        SignerSeen {
+            subject: v.signer_subject(),
+            sha256: sha(&v.signer).unwrap_or_default(),
+            anchor_sha256: trust
+                .anchor_of(&v.signer, &v.intermediates)
+                .as_ref()
+                .and_then(sha),
+        }
     }
 }
 
@@ -428,6 +468,8 @@ impl Exchange {
                     status: None,
                     response: None,
                     signer: None,
+                    signer_sha256: None,
+                    signer_anchor_sha256: None,
                     revocation: None,
                     duration: Duration::ZERO,
                 });
@@ -438,12 +480,18 @@ impl Exchange {
         let (status, response, observation, signer, revocation) = self
             .send(reg, svc, &headers, &request, call.ticket.is_some())
             .await;
+        let (signer, signer_sha256, signer_anchor_sha256) = match signer {
+            Some(s) => (Some(s.subject), Some(s.sha256), s.anchor_sha256),
+            None => (None, None, None),
+        };
         Ok(Attempt {
             outcome: classify(&observation),
             request,
             status,
             response,
             signer,
+            signer_sha256,
+            signer_anchor_sha256,
             revocation,
             duration: started.elapsed(),
         })
@@ -460,7 +508,7 @@ impl Exchange {
         Option<u16>,
         Option<Vec<u8>>,
         Observation,
-        Option<String>,
+        Option<SignerSeen>,
         Option<RevocationRecord>,
     ) {
         let resp = match reg
@@ -546,7 +594,7 @@ impl Exchange {
         headers: &Headers,
         request: &[u8],
         body: &[u8],
-    ) -> (Content, Option<String>, Option<RevocationRecord>) {
+    ) -> (Content, Option<SignerSeen>, Option<RevocationRecord>) {
         let verified = match xml::verify(body, &reg.trust, &self.limits) {
             Ok(v) => v,
             Err(DsigError::Xml(e)) => return (Content::Malformed(e.to_string()), None, None),
@@ -565,7 +613,7 @@ impl Exchange {
             }
             Err(e) => return (Content::BadSignature(e.to_string()), None, None),
         };
-        let signer = Some(verified.signer_subject());
+        let signer = Some(SignerSeen::of(&verified, &reg.trust));
         let env = match envelope::read(&verified.doc) {
             Ok(e) => e,
             Err(e) => return (Content::Malformed(e.to_string()), signer, None),
@@ -628,6 +676,7 @@ impl Exchange {
                     crl_number: None,
                     crl_url: None,
                     ocsp_response: None,
+                    crl_sha256: None,
                     reason: Some(reason),
                 })
             }

@@ -105,6 +105,15 @@ pub struct RequestRecord {
     /// Subject of the registry's signing certificate, once fetched.
     #[serde(default)]
     pub signer: Option<String>,
+    /// SHA-256 (lowercase hex) of the DER of the registry signer's
+    /// certificate the gateway accepted: what binds the document to its
+    /// signer in the dossier. Absent in records from before it was kept.
+    #[serde(default)]
+    pub signer_sha256: Option<String>,
+    /// SHA-256 (lowercase hex) of the DER of the trust anchor (of the
+    /// registry's `signer_ca`) its chain ended at.
+    #[serde(default)]
+    pub signer_anchor_sha256: Option<String>,
     pub delivered_ms: Option<u64>,
     /// Why it is dead, or the last error.
     pub error: Option<String>,
@@ -192,6 +201,10 @@ pub struct RevocationRecord {
     /// The OCSP response that confirmed it, DER in base64.
     #[serde(default)]
     pub ocsp_response: Option<String>,
+    /// SHA-256 (lowercase hex) of the DER of the CRL that confirmed it;
+    /// the CRL itself is kept once in the document space as `crl-{hex}`.
+    #[serde(default)]
+    pub crl_sha256: Option<String>,
     /// Why the status was not established.
     #[serde(default)]
     pub reason: Option<String>,
@@ -233,6 +246,8 @@ impl RequestRecord {
             ticket: None,
             document_id: None,
             signer: None,
+            signer_sha256: None,
+            signer_anchor_sha256: None,
             delivered_ms: None,
             error: None,
             at_risk: false,

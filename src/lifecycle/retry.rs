@@ -50,6 +50,10 @@ pub struct AttemptFacts<'a> {
     pub duration_ms: u64,
     pub http_status: Option<u16>,
     pub signer: Option<&'a str>,
+    /// SHA-256 (hex) of the signer's certificate and of the anchor its
+    /// chain ended at (documents only).
+    pub signer_sha256: Option<&'a str>,
+    pub signer_anchor_sha256: Option<&'a str>,
     /// How the signer's certificate stood (documents only).
     pub revocation: Option<&'a super::RevocationRecord>,
     /// A document is to be timestamped (a TSA is configured).
@@ -106,6 +110,8 @@ pub(super) fn apply(
             r.state = State::Fetched;
             r.document_id = Some(r.id.clone());
             r.signer = f.signer.map(str::to_owned);
+            r.signer_sha256 = f.signer_sha256.map(str::to_owned);
+            r.signer_anchor_sha256 = f.signer_anchor_sha256.map(str::to_owned);
             r.revocation = f.revocation.cloned();
             r.stamp = f.stamp.then(|| super::StampRecord::pending(now));
             r.security_failures = 0;
@@ -211,6 +217,8 @@ mod tests {
             ticket: None,
             document_id: None,
             signer: None,
+            signer_sha256: None,
+            signer_anchor_sha256: None,
             delivered_ms: None,
             error: None,
             at_risk: false,
@@ -227,6 +235,8 @@ mod tests {
             duration_ms: 5,
             http_status: Some(200),
             signer: Some("CN=x"),
+            signer_sha256: None,
+            signer_anchor_sha256: None,
             revocation: None,
             stamp: false,
         }

@@ -82,6 +82,8 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             duration_ms: 5,
             http_status: Some(200),
             signer: Some("CN=registry"),
+            signer_sha256: None,
+            signer_anchor_sha256: None,
             revocation: None,
             stamp: false,
         })
@@ -209,6 +211,8 @@ fn stale_events_change_nothing() {
         duration_ms: 1,
         http_status: Some(200),
         signer: None,
+        signer_sha256: None,
+        signer_anchor_sha256: None,
         revocation: None,
         stamp: false,
     };
@@ -250,6 +254,7 @@ fn good_revocation() -> RevocationRecord {
         crl_number: None,
         crl_url: None,
         ocsp_response: Some("MAo=".into()),
+        crl_sha256: None,
         reason: None,
     }
 }

@@ -272,6 +272,8 @@ mod tests {
             ticket: None,
             document_id: None,
             signer: None,
+            signer_sha256: None,
+            signer_anchor_sha256: None,
             delivered_ms: None,
             error: None,
             at_risk: false,

@@ -36,6 +36,8 @@ fn record(n: u64, due: u64) -> RequestRecord {
         ticket: None,
         document_id: None,
         signer: None,
+        signer_sha256: None,
+        signer_anchor_sha256: None,
         delivered_ms: None,
         error: None,
         at_risk: false,

@@ -1051,3 +1051,27 @@ fn check_certificate(
     }
     Ok(())
 }
+
+impl TrustStore {
+    /// The trusted certificate a signer's chain ends at (which of the
+    /// anchors vouches for it), as the store builds the chain; `None` if
+    /// it does not chain. The dossier records it per document so that a
+    /// verifier checks the document against its registry's anchor, not
+    /// merely against any anchor it trusts.
+    pub fn anchor_of(&self, signer: &X509, intermediates: &[X509]) -> Option<X509> {
+        let mut chain = Stack::new().ok()?;
+        for c in intermediates {
+            chain.push(c.clone()).ok()?;
+        }
+        let mut ctx = X509StoreContext::new().ok()?;
+        ctx.init(&self.store, signer, &chain, |c| {
+            if !c.verify_cert()? {
+                return Ok(None);
+            }
+            Ok(c.chain()
+                .and_then(|s| s.iter().last().map(|x| x.to_owned())))
+        })
+        .ok()
+        .flatten()
+    }
+}
