@@ -1129,15 +1129,19 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
     );
 }
 
-/// What the README promises a newcomer: `serve --demo`, the README's
-/// bundle filed, and a few seconds later a dossier that `jumgw dossier
-/// verify` (with no --trust and no gateway) and pyasice both accept, every
-/// document timestamped by the simulator's TSA, whose tokens `openssl ts
-/// -verify` accepts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The README's bundle filed with `serve --demo`, delivered and stamped,
+/// and its case's dossier exported with `jumgw dossier export`. The
+/// daemon keeps running: its TSA and OCSP responder serve a forger too.
+struct DemoDossier {
+    daemon: Daemon,
+    data: std::path::PathBuf,
+    base: String,
+    ids: Vec<String>,
+    out: std::path::PathBuf,
+}
+
+async fn demo_dossier(dir: &std::path::Path) -> DemoDossier {
+    let data = dir.join("data");
     let port = free_port();
     let d = start_daemon(&data, port);
     let http = reqwest::Client::new();
@@ -1162,10 +1166,43 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     wait_delivered(&http, port, &ids).await;
+    wait_stamped(&http, &base, &ids, std::time::Duration::from_secs(20)).await;
+    let out = dir.join("case.asice");
+    let o = run(&[
+        "dossier",
+        "export",
+        "351-12/2026-IV",
+        "--out",
+        out.to_str().unwrap(),
+        "--url",
+        &base,
+        "--token",
+        "demo-backoffice",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    DemoDossier {
+        daemon: d,
+        data,
+        base,
+        ids,
+        out,
+    }
+}
+
+/// What the README promises a newcomer: `serve --demo`, the README's
+/// bundle filed, and a few seconds later a dossier that `jumgw dossier
+/// verify` (with no --trust and no gateway) and pyasice both accept, every
+/// document timestamped by the simulator's TSA, whose tokens `openssl ts
+/// -verify` accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    let (d, data, base, ids, out) = (demo.daemon, demo.data, demo.base, demo.ids, demo.out);
+    let http = reqwest::Client::new();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let ca = data.join("certs/ca.pem");
-    wait_stamped(&http, &base, &ids, std::time::Duration::from_secs(20)).await;
     for id in &ids {
         let doc = get_json(
             &http,
@@ -1200,19 +1237,6 @@ async fn the_demo_dossier_verifies_offline_and_in_pyasice() {
         metrics.contains("jumgw_timestamps_total{for=\"document\",result=\"stamped\"}"),
         "{metrics}"
     );
-    let out = dir.path().join("case.asice");
-    let o = run(&[
-        "dossier",
-        "export",
-        "351-12/2026-IV",
-        "--out",
-        out.to_str().unwrap(),
-        "--url",
-        &base,
-        "--token",
-        "demo-backoffice",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
     drop(d);
     let (code, report) = dossier_verify(&out, &[]);
     assert_eq!(code, 0, "{report}");
@@ -1771,4 +1795,391 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The entries of a zip in order (name, bytes), as Python's zipfile reads
+/// them.
+fn unzip(file: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile,json,base64\n\
+             z=zipfile.ZipFile(sys.argv[1])\n\
+             json.dump([[i.filename, base64.b64encode(z.read(i.filename)).decode()] for i in z.infolist()], sys.stdout)",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entries: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
+    entries
+        .into_iter()
+        .map(|(n, d)| (n, b64.decode(d).unwrap()))
+        .collect()
+}
+
+fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &entries.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+fn replace(entries: &mut [(String, Vec<u8>)], name: &str, bytes: Vec<u8>) {
+    entries.iter_mut().find(|(n, _)| n == name).unwrap().1 = bytes;
+}
+
+/// What an insider holding the seal's key does with a dossier's data
+/// files: seals them anew (XAdES B-T, with a genuine token from the TSA),
+/// writes the manifest anew and zips them as the gateway does, with the
+/// crate's own signer and the `zip` crate.
+async fn reseal(
+    entries: &[(String, Vec<u8>)],
+    seal: &jum_gateway::xml::SigningKey,
+    tsa: &jum_gateway::evidence::stamper::TsaClient,
+) -> Vec<u8> {
+    use jum_gateway::evidence::dossier::{manifest, MANIFEST_FILE, MIMETYPE, SIGNATURE_FILE};
+    use jum_gateway::xml::xades::{self, DataObject};
+    // The media types, as the genuine manifest gives them.
+    let genuine = String::from_utf8_lossy(entry(entries, MANIFEST_FILE)).into_owned();
+    let mime = |name: &str| -> String {
+        genuine
+            .lines()
+            .find(|l| l.contains(&format!("full-path=\"{name}\"")))
+            .and_then(|l| l.split("media-type=\"").nth(1))
+            .and_then(|m| m.split('"').next())
+            .unwrap_or("text/plain")
+            .to_owned()
+    };
+    let files: Vec<(String, Vec<u8>, String)> = entries
+        .iter()
+        .filter(|(n, _)| n != "mimetype" && !n.starts_with("META-INF/"))
+        .map(|(n, b)| (n.clone(), b.clone(), mime(n)))
+        .collect();
+    let objects: Vec<DataObject<'_>> = files
+        .iter()
+        .map(|(uri, bytes, mime)| DataObject { uri, bytes, mime })
+        .collect();
+    let signed = xades::sign(&objects, seal, "2026-12-07T12:00:00Z").unwrap();
+    let token = tsa
+        .stamp(&openssl::sha::sha256(&signed.timestamp_input))
+        .await
+        .unwrap()
+        .der;
+    let signature = signed.document(Some(&token));
+    let listed: Vec<(String, String)> = files
+        .iter()
+        .map(|(n, _, m)| (n.clone(), m.clone()))
+        .collect();
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("mimetype", stored).unwrap();
+    z.write_all(MIMETYPE.as_bytes()).unwrap();
+    for (n, b, _) in &files {
+        z.start_file(n.as_str(), deflated).unwrap();
+        z.write_all(b).unwrap();
+    }
+    z.start_file(MANIFEST_FILE, deflated).unwrap();
+    z.write_all(&manifest(&listed)).unwrap();
+    z.start_file(SIGNATURE_FILE, deflated).unwrap();
+    z.write_all(&signature).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// A registry's document with its signature taken away, a fact in it
+/// changed, and signed again with `key`.
+fn resign(doc: &[u8], change: (&str, &str), key: &jum_gateway::xml::SigningKey) -> Vec<u8> {
+    let s = String::from_utf8(doc.to_vec()).unwrap();
+    let a = s.find("<ds:Signature").expect("a ds:Signature");
+    let b = s.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let unsigned = format!("{}{}", &s[..a], &s[b..]);
+    assert!(unsigned.contains(change.0), "{unsigned}");
+    let forged = unsigned.replacen(change.0, change.1, 1);
+    jum_gateway::xml::sign(forged.as_bytes(), key, &jum_gateway::xml::Limits::default()).unwrap()
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    openssl::sha::sha256(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The insider's forgery of the issue: the cadastre's document changed
+/// and signed again by the gateway's own seal key, by the tax registry's
+/// signer, or by a new key the same CA issued under the same name, each
+/// given a genuine timestamp from the same TSA and a genuine OCSP answer
+/// for its certificate, and the dossier resealed with the seal's key.
+/// Each holds together except for the document, which fails naming the
+/// signer the gateway accepted from the cadastre; so does a forger who
+/// also rewrites `case.json`. The genuine dossier holds (pyasice agrees),
+/// and so does the genuine one resealed (the resealing changes nothing
+/// else); `--registry-ca` insists on a registry's CA; a record from before
+/// signers were kept is not verifiable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
+    use jum_gateway::xml::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    let certs = demo.data.join("certs");
+    let ca = certs.join("ca.pem");
+    let key = |base: &str| {
+        SigningKey::from_pem(
+            &std::fs::read(certs.join(format!("{base}.key"))).unwrap(),
+            &std::fs::read(certs.join(format!("{base}.pem"))).unwrap(),
+            None,
+        )
+        .unwrap()
+    };
+    let der_of = |base: &str| {
+        openssl::x509::X509::from_pem(&std::fs::read(certs.join(format!("{base}.pem"))).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let seal = key("gateway-sign");
+    let evidence: jum_gateway::config::EvidenceConfig = toml::from_str(&format!(
+        "tsa_url = \"{}/tsa\"\ntsa_trust = \"{}\"",
+        demo.daemon.1,
+        ca.display()
+    ))
+    .unwrap();
+    let tsa = jum_gateway::evidence::stamper::TsaClient::configured(&evidence)
+        .unwrap()
+        .unwrap();
+
+    // The genuine dossier: each document with its registry and signer.
+    let (code, report) = dossier_verify(&demo.out, &[&ca]);
+    assert_eq!(code, 0, "{report}");
+    let genuine = unzip(&demo.out);
+    let facts: serde_json::Value = serde_json::from_slice(entry(&genuine, "case.json")).unwrap();
+    let cadastre = facts["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["registry"] == "cadastre")
+        .unwrap()
+        .clone();
+    let cad_sha = sha256_hex(&der_of("cadastre-sign"));
+    assert_eq!(cadastre["signer_sha256"], cad_sha.as_str(), "{cadastre:#}");
+    let ca_der = openssl::x509::X509::from_pem(&std::fs::read(&ca).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(
+        cadastre["signer_anchor_sha256"],
+        sha256_hex(&ca_der).as_str()
+    );
+    let doc_name = cadastre["document"].as_str().unwrap().to_owned();
+    let tst_name = cadastre["timestamp_token"].as_str().unwrap().to_owned();
+    let ocsp_name = cadastre["ocsp"].as_str().map(str::to_owned);
+    let expected = format!("expected cadastre's signer O=jum-gateway development, CN=cadastre signer (SHA-256 {cad_sha})");
+    assert!(
+        report.contains(&format!(
+            "{doc_name}: cadastre's document, signed by O=jum-gateway development, CN=cadastre signer (SHA-256 {cad_sha})"
+        )),
+        "{report}"
+    );
+    let (ok, v) = asice_check(&demo.out);
+    assert!(ok, "{v:#}");
+
+    // Resealed unchanged, it still holds: the forgeries below fail for
+    // what they change, not for how they are resealed.
+    let same = write(
+        dir.path(),
+        "same.asice",
+        &reseal(&genuine, &seal, &tsa).await,
+    );
+    let (code, report) = dossier_verify(&same, &[&ca]);
+    assert_eq!(code, 0, "{report}");
+    let (ok, v) = asice_check(&same);
+    assert!(ok, "{v:#}");
+
+    let other_ca = {
+        use jum_gateway::pki::Issued;
+        Issued {
+            key: openssl::pkey::PKey::private_key_from_pem(
+                &std::fs::read(certs.join("ca.key")).unwrap(),
+            )
+            .unwrap(),
+            cert: openssl::x509::X509::from_pem(&std::fs::read(&ca).unwrap()).unwrap(),
+        }
+    };
+    let twin = {
+        use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+        let i = Issued::new(
+            &CertSpec::new("cadastre signer", Role::Signing),
+            KeyKind::EcP256,
+            Some(&other_ca),
+        )
+        .unwrap();
+        SigningKey::from_pem(&i.key_pem().unwrap(), &i.cert_pem().unwrap(), None).unwrap()
+    };
+    let http = reqwest::Client::new();
+    let cert_of = |k: &SigningKey| {
+        use base64::Engine;
+        openssl::x509::X509::from_der(
+            &base64::engine::general_purpose::STANDARD
+                .decode(k.certificate_b64())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let forgers: Vec<(&str, SigningKey, Option<&str>, String)> = vec![
+        (
+            "the seal's key",
+            key("gateway-sign"),
+            None,
+            format!("our seal's certificate: the seal is never a registry's signer ({expected})"),
+        ),
+        (
+            "the tax registry's signer",
+            key("tax-sign"),
+            None,
+            format!("not by the signer the gateway accepted from cadastre ({expected})"),
+        ),
+        (
+            "a key under the same CA and name",
+            twin,
+            None,
+            format!("not by the signer the gateway accepted from cadastre ({expected})"),
+        ),
+        (
+            "the tax registry's signer, case.json rewritten to name it",
+            key("tax-sign"),
+            Some("tax-sign"),
+            "one certificate is not the signer of two registries".into(),
+        ),
+        (
+            "the seal's key, case.json rewritten to name it",
+            key("gateway-sign"),
+            Some("gateway-sign"),
+            "the seal is never a registry's signer".into(),
+        ),
+    ];
+    for (who, forger, rewrite, want) in forgers {
+        let mut entries = genuine.clone();
+        let doc = resign(entry(&genuine, &doc_name), ("1520", "1521"), &forger);
+        // A genuine timestamp on the forged signature, from the same TSA.
+        let imprint = jum_gateway::evidence::stamper::document_imprint(&doc).unwrap();
+        replace(
+            &mut entries,
+            &tst_name,
+            tsa.stamp(&imprint).await.unwrap().der,
+        );
+        // A genuine OCSP answer on the forger's certificate, from the CA's
+        // responder.
+        if let Some(n) = &ocsp_name {
+            let issuer = openssl::x509::X509::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+            let q = jum_gateway::pki::revocation::ocsp::query(&cert_of(&forger), &issuer).unwrap();
+            let answer = http
+                .post(format!("{}/ocsp", demo.daemon.1))
+                .header("content-type", "application/ocsp-request")
+                .body(q.der)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            replace(&mut entries, n, answer.to_vec());
+        }
+        replace(&mut entries, &doc_name, doc);
+        if let Some(base) = rewrite {
+            let mut f = facts.clone();
+            for r in f["requests"].as_array_mut().unwrap() {
+                if r["registry"] == "cadastre" {
+                    r["signer_sha256"] = sha256_hex(&der_of(base)).into();
+                }
+            }
+            replace(
+                &mut entries,
+                "case.json",
+                serde_json::to_vec_pretty(&f).unwrap(),
+            );
+        }
+        let bad = write(
+            dir.path(),
+            "forged.asice",
+            &reseal(&entries, &seal, &tsa).await,
+        );
+        let (code, report) = dossier_verify(&bad, &[&ca]);
+        assert_eq!(code, 1, "{who}: {report}");
+        let invalid: Vec<&str> = report
+            .lines()
+            .filter(|l| l.starts_with("INVALID") || l.starts_with("NOT VERIFIABLE"))
+            .collect();
+        assert!(
+            invalid
+                .iter()
+                .any(|l| l.contains(&format!("{doc_name}: ")) && l.contains(&want)),
+            "{who}: {want:?} not said of {doc_name} in\n{report}"
+        );
+        // Everything else holds: the seal, the timestamp, the manifest.
+        assert!(
+            invalid.iter().all(|l| l.contains(&doc_name)
+                || l.contains("OCSP")
+                || (rewrite.is_some() && l.contains("documents/"))),
+            "{who}: more than the document fails:\n{report}"
+        );
+        let (ok, v) = asice_check(&bad);
+        assert!(ok, "{who}: pyasice accepts the resealed container: {v:#}");
+    }
+
+    // A verifier who knows the cadastre's CA insists on it.
+    let foreign = {
+        use jum_gateway::pki::{CertSpec, Issued, KeyKind, Role};
+        Issued::new(
+            &CertSpec::new("another CA", Role::Ca),
+            KeyKind::EcP256,
+            None,
+        )
+        .unwrap()
+    };
+    let foreign = write(dir.path(), "foreign.pem", &foreign.cert_pem().unwrap());
+    let registry_ca = |spec: String| {
+        let o = jumgw()
+            .args(["dossier", "verify"])
+            .arg(&demo.out)
+            .arg("--trust")
+            .arg(&ca)
+            .args(["--registry-ca", &spec])
+            .output()
+            .unwrap();
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    let (code, report) = registry_ca(format!("cadastre={}", ca.display()));
+    assert_eq!(code, 0, "{report}");
+    let (code, report) = registry_ca(format!("cadastre={}", foreign.display()));
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!(
+            "{doc_name}: its signer chains to O=jum-gateway development, CN=jum-gateway development CA, not to the CA given for cadastre with --registry-ca"
+        )),
+        "{report}"
+    );
+
+    // A dossier from before signers were recorded: not verifiable, never valid.
+    let mut old = genuine.clone();
+    let mut f = facts.clone();
+    for r in f["requests"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("signer_sha256");
+        r.as_object_mut().unwrap().remove("signer_anchor_sha256");
+    }
+    replace(
+        &mut old,
+        "case.json",
+        serde_json::to_vec_pretty(&f).unwrap(),
+    );
+    let old = write(dir.path(), "old.asice", &reseal(&old, &seal, &tsa).await);
+    let (code, report) = dossier_verify(&old, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!(
+            "NOT VERIFIABLE  {doc_name}: the dossier does not record which certificate cadastre's answer was accepted from"
+        )),
+        "{report}"
+    );
 }

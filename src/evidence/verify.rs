@@ -505,6 +505,21 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                         rep.invalid(doc_name, why);
                     }
                     Err(Bound::Unverifiable(why)) => rep.unverifiable(doc_name, why),
+                    Err(Bound::Twice {
+                        other_doc,
+                        why,
+                        other_why,
+                    }) => {
+                        rep.invalid(doc_name, why);
+                        // The other document was judged before this one
+                        // was seen: it no longer stands.
+                        for f in rep.findings.iter_mut().filter(|f| {
+                            f.file == other_doc && f.verdict == Verdict::Valid
+                        }) {
+                            f.verdict = Verdict::Invalid;
+                            f.detail = other_why.clone();
+                        }
+                    }
                 }
                 Some((v.signer, v.intermediates))
             }
@@ -629,6 +644,13 @@ fn crl_status(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Opti
 enum Bound {
     Invalid(String),
     Unverifiable(String),
+    /// Its certificate also signed `other_doc` for another registry: both
+    /// are invalid.
+    Twice {
+        other_doc: String,
+        why: String,
+        other_why: String,
+    },
 }
 
 struct BindFacts<'a> {
@@ -658,12 +680,14 @@ fn bind(
     signed_for: &mut BTreeMap<String, (String, String)>,
 ) -> Result<(), Bound> {
     let (reg, doc) = (f.registry, f.doc_name);
+    // The seal's key under another certificate is the seal all the same.
+    let seal_cert = f.seal.0 == Some(f.got);
     let seal_key = f.seal.1.is_some() && f.seal.1 == f.got_key;
-    if f.seal.0 == Some(f.got) || seal_key {
+    if seal_cert || seal_key {
         return Err(Bound::Invalid(format!(
             "signed by {}, our seal's {}: the seal is never a registry's signer (expected {reg}'s signer {})",
             f.by,
-            if seal_key { "key" } else { "certificate" },
+            if seal_cert { "certificate" } else { "key" },
             f.expected
         )));
     }
@@ -671,16 +695,6 @@ fn bind(
         return Err(Bound::Invalid(format!(
             "case.json names our seal's certificate as {reg}'s signer: the seal is never a registry's signer"
         )));
-    }
-    if let Some((other_reg, other_doc)) = signed_for.get(f.got) {
-        if other_reg != reg {
-            return Err(Bound::Invalid(format!(
-                "signed by {}, which also signed {other_doc} for {other_reg}: one certificate is not the signer of two registries (expected {reg}'s signer {})",
-                f.by, f.expected
-            )));
-        }
-    } else {
-        signed_for.insert(f.got.to_owned(), (reg.to_owned(), doc.to_owned()));
     }
     let Some(recorded) = f.recorded else {
         return Err(Bound::Unverifiable(format!(
@@ -690,9 +704,26 @@ fn bind(
     };
     if recorded != f.got {
         return Err(Bound::Invalid(format!(
-            "signed by {}, not by the signer the gateway accepted from {reg}: expected {}",
+            "signed by {}, not by the signer the gateway accepted from {reg} (expected {reg}'s signer {})",
             f.by, f.expected
         )));
+    }
+    if let Some((other_reg, other_doc)) = signed_for.get(f.got) {
+        if other_reg != reg {
+            return Err(Bound::Twice {
+                other_doc: other_doc.clone(),
+                why: format!(
+                    "signed by {}, which also signed {other_doc} for {other_reg}: one certificate is not the signer of two registries (expected {reg}'s signer {})",
+                    f.by, f.expected
+                ),
+                other_why: format!(
+                    "signed by {}, which also signed {doc} for {reg}: one certificate is not the signer of two registries",
+                    f.by
+                ),
+            });
+        }
+    } else {
+        signed_for.insert(f.got.to_owned(), (reg.to_owned(), doc.to_owned()));
     }
     let Some(recorded_anchor) = f.recorded_anchor else {
         return Err(Bound::Unverifiable(format!(
