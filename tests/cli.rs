@@ -2183,3 +2183,262 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
         "{report}"
     );
 }
+
+/// `jumgw dossier verify --trust CA` on `file`, with more arguments.
+fn verify_with(file: &std::path::Path, ca: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let o = jumgw()
+        .args(["dossier", "verify"])
+        .arg(file)
+        .arg("--trust")
+        .arg(ca)
+        .args(args)
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+/// `zip` with `n` bytes before it, every offset moved by `n` so that the
+/// central directory still finds each entry: a file that is also
+/// something else (a PDF, an HTML page) to other readers.
+fn prefixed(zip: &[u8], prefix: &[u8]) -> Vec<u8> {
+    let n = prefix.len() as u32;
+    let le = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let mut z = zip.to_vec();
+    let end = z
+        .windows(4)
+        .rposition(|w| w == 0x0605_4b50u32.to_le_bytes())
+        .unwrap();
+    let (count, cd) = (u16::from_le_bytes([z[end + 10], z[end + 11]]), le(&z, end + 16));
+    let mut at = cd as usize;
+    for _ in 0..count {
+        assert_eq!(le(&z, at), 0x0201_4b50);
+        let off = le(&z, at + 42) + n;
+        z[at + 42..at + 46].copy_from_slice(&off.to_le_bytes());
+        let len = |i: usize| u16::from_le_bytes([z[at + i], z[at + i + 1]]) as usize;
+        at += 46 + len(28) + len(30) + len(32);
+    }
+    z[end + 16..end + 20].copy_from_slice(&(cd + n).to_le_bytes());
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(&z);
+    out
+}
+
+/// Each way of hiding something in the container, built from a genuine
+/// dossier and run through the real `jumgw dossier verify`: refused, the
+/// message naming the entry, where the `zip` crate and Python's zipfile
+/// (shown for each) read the file without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_tricks_are_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    drop(demo.daemon);
+    let ca = demo.data.join("certs/ca.pem");
+    let (code, report) = verify_with(&demo.out, &ca, &[]);
+    assert_eq!(code, 0, "genuine: {report}");
+    let genuine = std::fs::read(&demo.out).unwrap();
+    let entries = unzip(&demo.out);
+    let doc = entries
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| n.starts_with("documents/"))
+        .unwrap();
+    let python_reads = |f: &std::path::Path| {
+        std::process::Command::new(python())
+            .args([
+                "-c",
+                "import sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nfor i in z.infolist(): z.read(i)",
+            ])
+            .arg(f)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+
+    let mut cases: Vec<(&str, std::path::PathBuf, String)> = Vec::new();
+    // A forged copy under the same name, before the genuine one.
+    let f = dir.path().join("twice.asice");
+    rezip(&demo.out, &f, |mut e| {
+        let at = e.iter().position(|(n, _)| *n == doc).unwrap();
+        let mut forged = e[at].1.clone();
+        forged.extend_from_slice(b"<!-- forged -->");
+        e.insert(1, (doc.clone(), forged));
+        e
+    });
+    cases.push((
+        "a name twice",
+        f,
+        format!("(container): entry {doc:?}: is in the central directory twice"),
+    ));
+    // The local header names another file than the central directory.
+    let mut b = genuine.clone();
+    let at = b
+        .windows(4 + 26)
+        .position(|w| w[..4] == 0x0403_4b50u32.to_le_bytes() && b"case.json".len() == u16::from_le_bytes([w[26], w[27]]) as usize)
+        .unwrap();
+    assert_eq!(&b[at + 30..at + 39], b"case.json");
+    b[at + 38] = b'N';
+    let f = write(dir.path(), "local-name.asice", &b);
+    cases.push((
+        "a local header naming another file",
+        f,
+        "(container): entry \"case.json\": its local header names it \"case.jsoN\": the local header and the central directory disagree".into(),
+    ));
+    // 4 KB before the zip: also a PDF.
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    pdf.resize(4096, b' ');
+    let f = write(dir.path(), "prefixed.asice", &prefixed(&genuine, &pdf));
+    cases.push((
+        "4 KB of garbage before the zip",
+        f,
+        "(container): 4096 bytes before the first local header (entry \"mimetype\")".into(),
+    ));
+    // An entry in META-INF/ that neither the manifest nor the seal covers.
+    let f = dir.path().join("evil.asice");
+    rezip(&demo.out, &f, |mut e| {
+        e.push(("META-INF/evil.xml".into(), b"<evil/>".to_vec()));
+        e
+    });
+    cases.push((
+        "an unlisted META-INF/evil.xml",
+        f,
+        "META-INF/evil.xml: in META-INF/ but neither the manifest nor a signature".into(),
+    ));
+    // A directory entry with data.
+    let f = dir.path().join("dir.asice");
+    rezip(&demo.out, &f, |mut e| {
+        e.push(("documents/".into(), b"hidden".to_vec()));
+        e
+    });
+    cases.push((
+        "a directory entry with data",
+        f,
+        "(container): entry \"documents/\": is a directory entry with data".into(),
+    ));
+    // Bytes after the end record, beyond its comment.
+    let mut b = genuine.clone();
+    b.extend_from_slice(b"<html>also a page</html>");
+    let f = write(dir.path(), "trailing.asice", &b);
+    cases.push((
+        "bytes after the end record",
+        f,
+        "(container): 24 bytes after the end of central directory record, beyond its 0-byte comment".into(),
+    ));
+    for (what, file, want) in cases {
+        if what != "a local header naming another file" {
+            assert!(python_reads(&file), "{what}: Python's zipfile reads it");
+        }
+        let (code, report) = verify_with(&file, &ca, &[]);
+        assert_eq!(code, 1, "{what}: {report}");
+        assert!(report.contains(&want), "{what}: {want:?} not in\n{report}");
+    }
+}
+
+/// A zip bomb of the issue (12 entries of 255 MiB of zeros, deflated: a
+/// file of ~3 MB, made here), and one entry over the per-entry cap, run
+/// through `jumgw dossier verify` with 256 MB of address space (the
+/// genuine dossier needs ~130 MB; before the caps, the bomb took 3.4 GB):
+/// refused with the cap's message and an exit code, not killed. The
+/// genuine dossier holds under the same limit, and `--max-total` lowers
+/// the total cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zip_bomb_is_refused_within_an_address_space_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    drop(demo.daemon);
+    let ca = demo.data.join("certs/ca.pem");
+    let limited = |file: &std::path::Path, args: &[&str]| {
+        let o = std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 256u64 << 20))
+            .arg(env!("CARGO_BIN_EXE_jumgw"))
+            .args(["dossier", "verify"])
+            .arg(file)
+            .arg("--trust")
+            .arg(&ca)
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (code, report) = limited(&demo.out, &[]);
+    assert_eq!(code, Some(0), "the genuine dossier under the limit: {report}");
+    let bomb = |name: &str, n: usize, size: u64| {
+        let file = dir.path().join(name);
+        let o = std::process::Command::new(python())
+            .args([
+                "-c",
+                r#"
+import sys, zlib, struct
+n, size, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = zlib.compressobj(9, zlib.DEFLATED, -15)
+zeros, data, crc, left = bytes(1 << 20), [], 0, size
+while left:
+    k = min(left, len(zeros))
+    data.append(c.compress(zeros[:k])); crc = zlib.crc32(zeros[:k], crc); left -= k
+data.append(c.flush()); data = b"".join(data)
+mt = b"application/vnd.etsi.asic-e+zip"
+items = [(b"mimetype", 0, mt, zlib.crc32(mt), len(mt))] + [
+    (b"bomb/%d.bin" % i, 8, data, crc, size) for i in range(n)]
+body, central = b"", b""
+for name, method, d, c32, usize in items:
+    off = len(body)
+    body += struct.pack("<IHHHHHIIIHH", 0x04034b50, 20, 0, method, 0, 0x21, c32, len(d), usize, len(name), 0) + name + d
+    central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 20, 20, 0, method, 0, 0x21, c32, len(d), usize, len(name), 0, 0, 0, 0, 0, off) + name
+end = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, len(items), len(items), len(central), len(body), 0)
+open(out, "wb").write(body + central + end)
+"#,
+            ])
+            .arg(n.to_string())
+            .arg(size.to_string())
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        file
+    };
+    let big = bomb("bomb.asice", 12, 255 << 20);
+    let len = std::fs::metadata(&big).unwrap().len();
+    assert!(len < 4 << 20, "{len}");
+    let (code, report) = limited(&big, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(&format!(
+            "the entries uncompress to more than {} bytes together (the total cap, --max-total), reached at entry \"bomb/2.bin\"",
+            512u64 << 20
+        )),
+        "{report}"
+    );
+    // Under the default total, over a lower one.
+    let two = bomb("two.asice", 2, 100 << 20);
+    let (code, report) = limited(&two, &["--max-total", "150MiB"]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(&format!(
+            "more than {} bytes together (the total cap, --max-total), reached at entry \"bomb/1.bin\"",
+            150u64 << 20
+        )),
+        "{report}"
+    );
+    // Within both caps, it is read to the end, and refused for what it
+    // is (no seal), not for its size.
+    let (code, report) = limited(&two, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("META-INF/signatures0.xml: missing"), "{report}");
+    // One entry over the per-entry cap.
+    let one = bomb("one.asice", 1, (256 << 20) + 1);
+    let (code, report) = limited(&one, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(&format!(
+            "entry \"bomb/0.bin\": its record says {} bytes uncompressed, more than the {} bytes an entry may have",
+            (256u64 << 20) + 1,
+            256u64 << 20
+        )),
+        "{report}"
+    );
+    let o = jumgw()
+        .args(["dossier", "verify", "--help"])
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("--max-total"), "{}", text(&o));
+}
