@@ -2332,6 +2332,43 @@ async fn container_tricks_are_refused_naming_the_entry() {
         assert_eq!(code, 1, "{what}: {report}");
         assert!(report.contains(&want), "{what}: {want:?} not in\n{report}");
     }
+
+    // Any bytes of the genuine dossier changed: it no longer holds, or
+    // what it holds is byte for byte the genuine content (a change to a
+    // field nothing reads, such as the central record's "made by").
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let read_all = |b: &[u8]| -> Option<Vec<(String, Vec<u8>)>> {
+        use jum_gateway::evidence::container::{Container, Limits};
+        let c = Container::open(std::io::Cursor::new(b), Limits::default()).ok()?;
+        Some(
+            c.entries()
+                .iter()
+                .map(|e| (e.name.clone(), c.load(&e.name, u64::MAX).unwrap().unwrap()))
+                .collect(),
+        )
+    };
+    let want = read_all(&genuine).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 200,
+        ..Default::default()
+    });
+    let n = genuine.len();
+    runner
+        .run(
+            &proptest::collection::vec((0..n, 1..=255u8), 1..4),
+            |flips| {
+                let mut b = genuine.clone();
+                for (at, x) in &flips {
+                    b[*at] ^= x;
+                }
+                let r = jum_gateway::evidence::verify::verify(&b, Some(&ca_pem));
+                if r.holds() {
+                    proptest::prop_assert_eq!(read_all(&b), Some(want.clone()), "{:?}", flips);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }
 
 /// A zip bomb of the issue (12 entries of 255 MiB of zeros, deflated: a

@@ -156,6 +156,10 @@ fn has_zip64_extra(extra: &[u8]) -> bool {
 /// The central record as read, before the local header is compared.
 struct Central {
     name: String,
+    /// Version needed, modification time and date: a local header
+    /// repeats them, and one that differs was not written with it.
+    version: u16,
+    time: (u16, u16),
     flags: u16,
     method: u16,
     crc: u32,
@@ -205,6 +209,8 @@ impl<R: Read + Seek> Container<R> {
                 .to_owned();
             let extra = &cd[at + 46 + n..at + 46 + n + e];
             let c = Central {
+                version: u16_at(&cd, at + 6),
+                time: (u16_at(&cd, at + 12), u16_at(&cd, at + 14)),
                 flags: u16_at(&cd, at + 8),
                 method: u16_at(&cd, at + 10),
                 crc: u32_at(&cd, at + 16),
@@ -357,6 +363,12 @@ impl<R: Read + Seek> Container<R> {
                         "its local header says method {method}, its central record {}",
                         c.method
                     ),
+                ));
+            }
+            if (u16_at(&h, 4), (u16_at(&h, 10), u16_at(&h, 12))) != (c.version, c.time) {
+                return Err(entry_err(
+                    name,
+                    "its local header's version or time is not its central record's",
                 ));
             }
             let local = (u32_at(&h, 14), u32_at(&h, 18) as u64, u32_at(&h, 22) as u64);
