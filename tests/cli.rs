@@ -2208,7 +2208,10 @@ fn prefixed(zip: &[u8], prefix: &[u8]) -> Vec<u8> {
         .windows(4)
         .rposition(|w| w == 0x0605_4b50u32.to_le_bytes())
         .unwrap();
-    let (count, cd) = (u16::from_le_bytes([z[end + 10], z[end + 11]]), le(&z, end + 16));
+    let (count, cd) = (
+        u16::from_le_bytes([z[end + 10], z[end + 11]]),
+        le(&z, end + 16),
+    );
     let mut at = cd as usize;
     for _ in 0..count {
         assert_eq!(le(&z, at), 0x0201_4b50);
@@ -2274,7 +2277,10 @@ async fn container_tricks_are_refused_naming_the_entry() {
     let mut b = genuine.clone();
     let at = b
         .windows(4 + 26)
-        .position(|w| w[..4] == 0x0403_4b50u32.to_le_bytes() && b"case.json".len() == u16::from_le_bytes([w[26], w[27]]) as usize)
+        .position(|w| {
+            w[..4] == 0x0403_4b50u32.to_le_bytes()
+                && b"case.json".len() == u16::from_le_bytes([w[26], w[27]]) as usize
+        })
         .unwrap();
     assert_eq!(&b[at + 30..at + 39], b"case.json");
     b[at + 38] = b'N';
@@ -2398,7 +2404,11 @@ async fn a_zip_bomb_is_refused_within_an_address_space_limit() {
         (o.status.code(), text(&o))
     };
     let (code, report) = limited(&demo.out, &[]);
-    assert_eq!(code, Some(0), "the genuine dossier under the limit: {report}");
+    assert_eq!(
+        code,
+        Some(0),
+        "the genuine dossier under the limit: {report}"
+    );
     let bomb = |name: &str, n: usize, size: u64| {
         let file = dir.path().join(name);
         let o = std::process::Command::new(python())
@@ -2460,7 +2470,10 @@ open(out, "wb").write(body + central + end)
     // is (no seal), not for its size.
     let (code, report) = limited(&two, &[]);
     assert_eq!(code, Some(1), "{report}");
-    assert!(report.contains("META-INF/signatures0.xml: missing"), "{report}");
+    assert!(
+        report.contains("META-INF/signatures0.xml: missing"),
+        "{report}"
+    );
     // One entry over the per-entry cap.
     let one = bomb("one.asice", 1, (256 << 20) + 1);
     let (code, report) = limited(&one, &[]);

@@ -1845,3 +1845,161 @@ async fn a_timestamp_that_cannot_be_had_is_given_up_with_its_reason() {
     .await;
     assert_eq!(v["timestamp"]["state"], "failed", "{v}");
 }
+
+/// A document whose signer's status a CRL confirmed: its case's dossier
+/// carries that CRL (`evidence/crl-{sha256}.crl`, once however many
+/// documents it speaks for, the very DER `openssl crl` verifies under the
+/// CA), names it in `case.json`, and `jumgw dossier verify` checks it at
+/// the document's time as it checks a kept OCSP answer: a signer not on
+/// it holds, a signer revoked before is refused with the date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
+    use jum_gateway::lifecycle::RevocationRecord;
+    let d = run(setup("").await, |_| {}).await;
+    let ids = [
+        d.submit(
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        )
+        .await,
+        d.submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
+            .await,
+    ];
+    for id in &ids {
+        d.until(id, State::Delivered, Duration::from_secs(15)).await;
+    }
+    let data = d.env.dir.path().to_owned();
+    let certs = data.join("certs");
+    let ca = certs.join("ca.pem");
+    let authority = jum_gateway::pki::revocation::authority::Authority::from_pem(
+        &std::fs::read(&ca).unwrap(),
+        &std::fs::read(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let dyn_store: Arc<dyn QueueStore> = d.store.clone();
+    let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
+        &d.env.gw,
+        dyn_store.clone(),
+        d.cipher.clone(),
+        d.state.audit_key.clone(),
+        &data,
+    )
+    .unwrap();
+    // The CRL kept as the revocation check keeps it, and named on both
+    // records.
+    let keep = |crl: Vec<u8>| {
+        let (store, cipher, ids) = (d.store.clone(), d.cipher.clone(), ids.clone());
+        async move {
+            let hex: String = openssl::sha::sha256(&crl)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let id = format!("crl-{hex}");
+            store
+                .put_document(&id, &cipher.seal(&id, &crl).unwrap())
+                .await
+                .unwrap();
+            for r in &ids {
+                let hex = hex.clone();
+                store
+                    .update(r, &move |r: &mut RequestRecord| {
+                        r.revocation = Some(RevocationRecord {
+                            status: "good".into(),
+                            method: Some("crl".into()),
+                            checked_ms: r.attempts.last().unwrap().at_ms,
+                            this_update_ms: None,
+                            next_update_ms: None,
+                            crl_number: None,
+                            crl_url: None,
+                            ocsp_response: None,
+                            crl_sha256: Some(hex.clone()),
+                            reason: None,
+                        });
+                        true
+                    })
+                    .await
+                    .unwrap();
+            }
+            hex
+        }
+    };
+    let now = jum_gateway::lifecycle::now_ms();
+    let hex = keep(authority.crl(now).unwrap()).await;
+    let zip = dossiers
+        .build("351-12/2026-IV", "t", &|_| true)
+        .await
+        .unwrap();
+    let file = write(&data, "crl.asice", &zip);
+    let name = format!("evidence/crl-{hex}.crl");
+    let entries = {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip.clone())).unwrap();
+        (0..z.len())
+            .map(|i| z.by_index(i).unwrap().name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        entries.iter().filter(|n| **n == name).count(),
+        1,
+        "{entries:?}"
+    );
+    // The kept bytes are the CRL its CA signed: openssl agrees.
+    let out = data.join("unzipped-crl");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+        ])
+        .arg(&file)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-in"])
+        .arg(out.join(&name))
+        .arg("-CAfile")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("verify OK"), "{}", text(&o));
+    let facts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("case.json")).unwrap()).unwrap();
+    for r in facts["requests"].as_array().unwrap() {
+        assert_eq!(r["crl"], name.as_str(), "{r:#}");
+    }
+    let (_, report) = dossier_verify(&file, &[&ca]);
+    for id in &ids {
+        let want = format!("valid           {name}: CRL: documents/{id}.xml's signer not on it");
+        assert!(report.contains(&want), "{want:?} not in\n{report}");
+    }
+
+    // The cadastre's signer revoked before its document came.
+    let signer =
+        openssl::x509::X509::from_pem(&std::fs::read(certs.join("cadastre-sign.pem")).unwrap())
+            .unwrap();
+    authority.revoke_cert(&signer, now - 3_600_000).unwrap();
+    let hex = keep(authority.crl(now).unwrap()).await;
+    let zip = dossiers
+        .build("351-12/2026-IV", "t", &|_| true)
+        .await
+        .unwrap();
+    let file = write(&data, "crl-revoked.asice", &zip);
+    let (code, report) = dossier_verify(&file, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    let name = format!("evidence/crl-{hex}.crl");
+    assert!(
+        report.contains(&format!(
+            "INVALID         {name}: CRL: the signer was revoked at {}",
+            jum_gateway::pki::revocation::rfc3339(now - 3_600_000)
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "valid           {name}: CRL: documents/{}.xml's signer not on it",
+            ids[1]
+        )),
+        "{report}"
+    );
+}
