@@ -1982,6 +1982,13 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
         )),
         "{report}"
     );
+    // The audit trail recorded the same signer when the answer came.
+    assert!(
+        report.contains(&format!(
+            "{doc_name}'s signer (SHA-256 {cad_sha}) is the one the gateway recorded when cadastre's answer came"
+        )),
+        "{report}"
+    );
     let (ok, v) = asice_check(&demo.out);
     assert!(ok, "{v:#}");
 
@@ -2124,6 +2131,14 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
                 || (rewrite.is_some() && l.contains("documents/"))),
             "{who}: more than the document fails:\n{report}"
         );
+        // case.json rewritten is caught by the audit trail's record too.
+        if rewrite.is_some() {
+            let want = format!(
+                "{doc_name}: case.json names the signer SHA-256 {}, but the audit trail's exchange.answered entry"
+                , sha256_hex(&der_of(rewrite.unwrap()))
+            );
+            assert!(report.contains(&want), "{who}: {want:?} not in\n{report}");
+        }
         let (ok, v) = asice_check(&bad);
         assert!(ok, "{who}: pyasice accepts the resealed container: {v:#}");
     }

@@ -92,6 +92,7 @@ pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outco
         purpose: r.purpose.clone(),
         outcome: outcome.to_owned(),
         subject: key.subject(&r.subject),
+        signer_sha256: None,
     }
 }
 
@@ -109,8 +110,12 @@ pub fn rule(key: Arc<AuditKey>) -> AuditRule {
                 Trace::Accepted => about(&key, new, &new.client, "request.accepted", "accepted"),
                 Trace::Sent => about(&key, new, &new.client, "exchange.sent", "sent"),
                 Trace::Answered { at_ms, outcome } => {
+                    // A document's answer names the certificate it was
+                    // accepted from.
+                    let document = outcome.starts_with("document");
                     let mut d = about(&key, new, &new.client, "exchange.answered", &outcome);
                     d.at_ms = at_ms;
+                    d.signer_sha256 = new.signer_sha256.clone().filter(|_| document);
                     d
                 }
             })

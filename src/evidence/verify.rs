@@ -623,7 +623,29 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
             );
         }
     }
-    audit(&c, &facts, &anchors, &mut rep);
+    let answered = audit(&c, &facts, &anchors, &mut rep);
+    // The signer case.json names is the one the audit trail recorded when
+    // the answer came, in an entry the timestamped chain holds: case.json
+    // alone, rewritten and resealed, does not decide.
+    for r in &facts.requests {
+        let (Some(doc_name), Some(recorded)) = (&r.document, &r.signer_sha256) else {
+            continue;
+        };
+        match answered.get(&r.id) {
+            Some((seq, sha)) if sha == recorded => rep.valid(
+                &format!("audit/entries.jsonl#{seq}"),
+                format!("{doc_name}'s signer (SHA-256 {sha}) is the one the gateway recorded when {}'s answer came", r.registry),
+            ),
+            Some((seq, sha)) => rep.invalid(
+                doc_name,
+                format!(
+                    "case.json names the signer SHA-256 {recorded}, but the audit trail's exchange.answered entry {seq} recorded SHA-256 {sha} when {}'s answer came",
+                    r.registry
+                ),
+            ),
+            None => {}
+        }
+    }
     rep
 }
 
@@ -758,11 +780,20 @@ fn bind(
 /// The audit excerpt: each entry's hash, the links of the chain, and the
 /// checkpoint it reaches with its timestamp. Both files are read line by
 /// line; what is kept is a few hashes per entry of the case.
-fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], rep: &mut Report) {
+///
+/// Returns, once the chain holds, each request's document signer as its
+/// `exchange.answered` entry recorded it: request id -> (seq, SHA-256).
+fn audit<R: Read + Seek>(
+    c: &Container<R>,
+    facts: &CaseFacts,
+    anchors: &[X509],
+    rep: &mut Report,
+) -> BTreeMap<String, (u64, String)> {
     const ENTRIES: &str = "audit/entries.jsonl";
     const CHAIN: &str = "audit/chain.txt";
     // seq -> (prev, hash), and whether the chain was seen to hold it.
     let mut entries: BTreeMap<u64, (String, String, bool)> = BTreeMap::new();
+    let mut answered: BTreeMap<String, (u64, String)> = BTreeMap::new();
     if let Some(e) = c.entry(ENTRIES).filter(|e| e.size > cap::AUDIT_ENTRIES) {
         rep.invalid(
             ENTRIES,
@@ -772,13 +803,19 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
                 cap::AUDIT_ENTRIES
             ),
         );
-        return;
+        return BTreeMap::new();
     }
     let read = c.for_each_line(
         ENTRIES,
         cap::AUDIT_LINE,
         |i, line| match serde_json::from_slice::<AuditLine>(line) {
             Ok(l) if l.entry.digest() == l.entry.hash => {
+                let d = &l.entry.draft;
+                if let (Some(id), Some(sha), "exchange.answered") =
+                    (&d.request_id, &d.signer_sha256, d.action.as_str())
+                {
+                    answered.insert(id.clone(), (l.entry.seq, sha.clone()));
+                }
                 entries.insert(l.entry.seq, (l.entry.prev, l.entry.hash, false));
                 Ok(())
             }
@@ -792,11 +829,11 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
     match read {
         None => {
             rep.invalid(ENTRIES, "missing");
-            return;
+            return BTreeMap::new();
         }
         Some(Err(e)) => {
             rep.invalid(ENTRIES, e);
-            return;
+            return BTreeMap::new();
         }
         Some(Ok(())) => {}
     }
@@ -809,11 +846,11 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
                 facts.audit.entries
             ),
         );
-        return;
+        return BTreeMap::new();
     }
     let Some(first_seq) = entries.keys().next().copied() else {
         rep.unverifiable(ENTRIES, "the case has no audit entries");
-        return;
+        return BTreeMap::new();
     };
     let mut prev: Option<(u64, String)> = None;
     let read = c.for_each_line(CHAIN, cap::AUDIT_LINE, |i, line| {
@@ -847,11 +884,11 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
     match read {
         None => {
             rep.invalid(CHAIN, "missing");
-            return;
+            return BTreeMap::new();
         }
         Some(Err(e)) => {
             rep.invalid(CHAIN, e);
-            return;
+            return BTreeMap::new();
         }
         Some(Ok(())) => {}
     }
@@ -861,11 +898,11 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
         .map(|(s, _)| *s)
     {
         rep.invalid(CHAIN, format!("entry {seq} is not where the chain says"));
-        return;
+        return BTreeMap::new();
     }
     let Some((last_seq, last_hash)) = prev else {
         rep.invalid(CHAIN, "empty");
-        return;
+        return BTreeMap::new();
     };
     rep.valid(
         ENTRIES,
@@ -885,7 +922,7 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
         (Some(cp), Some(token)) => {
             if cp != format!("{last_seq} {last_hash}") {
                 rep.invalid("audit/checkpoint.txt", "is not the chain's last link");
-                return;
+                return BTreeMap::new();
             }
             match tsp::check_token(&token, &checkpoint_imprint(last_seq, &last_hash), anchors) {
                 Ok(t) => rep.valid(
@@ -900,6 +937,7 @@ fn audit<R: Read + Seek>(c: &Container<R>, facts: &CaseFacts, anchors: &[X509], 
             "no timestamped checkpoint at its end: the links hold, but nothing proves when they existed",
         ),
     }
+    answered
 }
 
 #[cfg(test)]

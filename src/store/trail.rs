@@ -28,6 +28,13 @@ pub struct Draft {
     pub outcome: String,
     /// Keyed hashes of the subject's identifiers.
     pub subject: Vec<String>,
+    /// On `exchange.answered` with a document: the SHA-256 (hex) of the
+    /// registry signer's certificate the gateway accepted, so that the
+    /// chain, timestamped at its checkpoints, binds the document to its
+    /// signer as well. Absent elsewhere, and then not written: entries
+    /// without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_sha256: Option<String>,
 }
 
 /// A chained entry, as stored.
