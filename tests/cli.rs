@@ -2132,10 +2132,10 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
             "{who}: more than the document fails:\n{report}"
         );
         // case.json rewritten is caught by the audit trail's record too.
-        if rewrite.is_some() {
+        if let Some(base) = rewrite {
             let want = format!(
-                "{doc_name}: case.json names the signer SHA-256 {}, but the audit trail's exchange.answered entry"
-                , sha256_hex(&der_of(rewrite.unwrap()))
+                "{doc_name}: case.json names the signer SHA-256 {}, but the audit trail's exchange.answered entry",
+                sha256_hex(&der_of(base))
             );
             assert!(report.contains(&want), "{who}: {want:?} not in\n{report}");
         }
