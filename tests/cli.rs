@@ -2167,6 +2167,13 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
     };
     let (code, report) = registry_ca(format!("cadastre={}", ca.display()));
     assert_eq!(code, 0, "{report}");
+    // A registry's name mistyped insists on nothing, and says so.
+    let (code, report) = registry_ca(format!("cadaster={}", ca.display()));
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("(--registry-ca): no document of registry \"cadaster\" in this dossier"),
+        "{report}"
+    );
     let (code, report) = registry_ca(format!("cadastre={}", foreign.display()));
     assert_eq!(code, 1, "{report}");
     assert!(

@@ -793,6 +793,179 @@ mod tests {
         );
     }
 
+    /// One entry of [`raw`]: name, data, method (the data is taken as
+    /// already compressed), flags, and whether a data descriptor follows.
+    struct Raw<'a> {
+        name: &'a str,
+        data: &'a [u8],
+        method: u16,
+        flags: u16,
+        descriptor: bool,
+        extra: &'a [u8],
+    }
+
+    fn entry<'a>(name: &'a str, data: &'a [u8]) -> Raw<'a> {
+        Raw {
+            name,
+            data,
+            method: 0,
+            flags: 0,
+            descriptor: false,
+            extra: b"",
+        }
+    }
+
+    /// A zip written byte by byte, so that each field can be what a
+    /// hostile writer makes it.
+    fn raw(entries: &[Raw<'_>], tweak_descriptor_crc: bool) -> Vec<u8> {
+        let (mut body, mut central) = (Vec::new(), Vec::new());
+        for e in entries {
+            let crc = crc32fast::hash(e.data);
+            let n = e.data.len() as u32;
+            let off = body.len() as u32;
+            let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+            let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+            put32(&mut body, LOCAL_SIG);
+            for x in [20, e.flags, e.method, 0, 0x21] {
+                put16(&mut body, x);
+            }
+            for x in if e.descriptor { [0, 0, 0] } else { [crc, n, n] } {
+                put32(&mut body, x);
+            }
+            put16(&mut body, e.name.len() as u16);
+            put16(&mut body, e.extra.len() as u16);
+            body.extend_from_slice(e.name.as_bytes());
+            body.extend_from_slice(e.extra);
+            body.extend_from_slice(e.data);
+            if e.descriptor {
+                put32(&mut body, DESCRIPTOR_SIG);
+                put32(&mut body, if tweak_descriptor_crc { crc ^ 1 } else { crc });
+                put32(&mut body, n);
+                put32(&mut body, n);
+            }
+            put32(&mut central, CENTRAL_SIG);
+            for x in [20, 20, e.flags, e.method, 0, 0x21] {
+                put16(&mut central, x);
+            }
+            for x in [crc, n, n] {
+                put32(&mut central, x);
+            }
+            put16(&mut central, e.name.len() as u16);
+            for x in [e.extra.len() as u16, 0, 0, 0] {
+                put16(&mut central, x);
+            }
+            put32(&mut central, 0);
+            put32(&mut central, off);
+            central.extend_from_slice(e.name.as_bytes());
+            central.extend_from_slice(e.extra);
+        }
+        let mut out = body.clone();
+        out.extend_from_slice(&central);
+        out.extend_from_slice(&END_SIG.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out
+    }
+
+    fn refusal(b: Vec<u8>) -> String {
+        match open(b) {
+            Ok(_) => panic!("read"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn each_hostile_field_is_refused_naming_the_entry() {
+        // The builder itself makes what the reader reads.
+        let c = open(raw(
+            &[entry("mimetype", b"x"), entry("a.txt", b"hello")],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(c.load("a.txt", 10).unwrap().unwrap(), b"hello");
+        let with_descriptor = Raw {
+            descriptor: true,
+            flags: FLAG_DESCRIPTOR,
+            ..entry("d.txt", b"described")
+        };
+        let c = open(raw(&[entry("mimetype", b"x"), with_descriptor], false)).unwrap();
+        assert_eq!(c.load("d.txt", 100).unwrap().unwrap(), b"described");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                raw(
+                    &[Raw {
+                        descriptor: true,
+                        flags: FLAG_DESCRIPTOR,
+                        ..entry("d.txt", b"described")
+                    }],
+                    true,
+                ),
+                "entry \"d.txt\": its data descriptor's CRC-32",
+            ),
+            (
+                raw(&[entry("a", b"1"), entry("a", b"2")], false),
+                "entry \"a\": is in the central directory twice",
+            ),
+            (
+                raw(&[Raw { flags: FLAG_ENCRYPTED, ..entry("s", b"x") }], false),
+                "entry \"s\": is encrypted",
+            ),
+            (
+                raw(&[Raw { method: 12, ..entry("b", b"x") }], false),
+                "entry \"b\": is compressed with method 12: only stored (0) and deflate (8) are read",
+            ),
+            (
+                raw(&[Raw { extra: &[1, 0, 0, 0], ..entry("z", b"x") }], false),
+                "zip64 is not read: a dossier is far smaller than 4 GiB",
+            ),
+            (
+                raw(&[entry("d/", b"data")], false),
+                "entry \"d/\": is a directory entry with data",
+            ),
+            (
+                raw(&[entry("/etc/passwd", b"x")], false),
+                "entry \"/etc/passwd\": has a path outside the container",
+            ),
+            (
+                raw(&[entry("a/../../b", b"x")], false),
+                "has a path outside the container",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let e = refusal(bytes);
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+        // A gap between two entries.
+        let mut b = raw(&[entry("a", b"1"), entry("b", b"2")], false);
+        let second = b
+            .windows(4)
+            .rposition(|w| w == LOCAL_SIG.to_le_bytes())
+            .unwrap();
+        b.insert(second, 0);
+        // Every offset after it moves: the central directory and the end.
+        let cd = b
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        let at = b
+            .windows(4)
+            .rposition(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        let off = u32_at(&b, at + 42) + 1;
+        b[at + 42..at + 46].copy_from_slice(&off.to_le_bytes());
+        let end = b.len() - 22;
+        b[end + 16..end + 20].copy_from_slice(&(cd as u32).to_le_bytes());
+        let e = refusal(b);
+        assert!(
+            e.contains("1 bytes between the end of the previous entry and entry \"b\""),
+            "{e}"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn any_bytes_are_read_or_refused_never_a_panic(

@@ -39,13 +39,17 @@ use crate::xml::xades;
 /// The most a file of each kind may be, loaded to be read: small enough
 /// that a hostile dossier keeps the verifier far under 256 MB.
 mod cap {
-    pub const CASE: u64 = 16 << 20;
+    /// Parsed into typed facts, whose free-form parts (revocation,
+    /// timestamp) may cost several times their text.
+    pub const CASE: u64 = 4 << 20;
     pub const MANIFEST: u64 = 4 << 20;
-    pub const SIGNATURE: u64 = 16 << 20;
+    pub const SIGNATURE: u64 = 10 << 20;
     pub const TOKEN: u64 = 1 << 20;
     pub const OCSP: u64 = 1 << 20;
     pub const CRL: u64 = 32 << 20;
     pub const PEM: u64 = 1 << 20;
+    /// All the certificates a dossier carries, together.
+    pub const PEMS: u64 = 4 << 20;
     pub const MIMETYPE: u64 = 1 << 10;
     pub const CHECKPOINT: u64 = 1 << 10;
     /// One line of the audit files, which are read line by line.
@@ -210,14 +214,32 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
     }
 
-    let carried: Vec<u8> = c
+    let mut carried: Vec<u8> = Vec::new();
+    for e in c
         .entries()
         .iter()
         .filter(|e| e.name.starts_with("certificates/") && e.name.ends_with(".pem"))
-        .filter_map(|e| c.load(&e.name, cap::PEM).and_then(Result::ok))
-        .flat_map(|b| b.into_iter().chain(*b"\n"))
-        .collect();
-    let mut pem: Vec<u8> = match &opts.trust {
+    {
+        if carried.len() as u64 + e.size > cap::PEMS {
+            rep.invalid(
+                &e.name,
+                format!(
+                    "the certificates carried pass {} bytes together: more than a dossier's CAs",
+                    cap::PEMS
+                ),
+            );
+            break;
+        }
+        match c.load(&e.name, cap::PEM) {
+            Some(Ok(b)) => {
+                carried.extend_from_slice(&b);
+                carried.push(b'\n');
+            }
+            Some(Err(err)) => rep.invalid(&e.name, err.to_string()),
+            None => {}
+        }
+    }
+    let pem: Vec<u8> = match &opts.trust {
         Some(t) => {
             rep.trust = "the CA certificates given with --trust".into();
             t.clone()
@@ -227,14 +249,21 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
             carried
         }
     };
-    // A registry's CA given by the verifier is trusted for it.
-    for p in opts.registry_cas.values() {
-        pem.push(b'\n');
-        pem.extend_from_slice(p);
-    }
     if !opts.registry_cas.is_empty() {
-        rep.trust.push_str(", and those given with --registry-ca");
+        rep.trust
+            .push_str(", and for a registry's documents the CA given for it with --registry-ca");
     }
+    // A registry's CA given by the verifier is trusted for its documents
+    // (and only for them).
+    let registry_pem = |registry: &str| -> Vec<u8> {
+        let mut p = pem.clone();
+        if let Some(extra) = opts.registry_cas.get(registry) {
+            p.push(b'\n');
+            p.extend_from_slice(extra);
+        }
+        p
+    };
+
     let anchors = X509::stack_from_pem(&pem).unwrap_or_default();
     if anchors.is_empty() {
         rep.invalid("(trust)", "no CA certificate to judge the chains against");
@@ -386,6 +415,19 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
     };
 
+    // A name mistyped would otherwise insist on nothing.
+    for name in opts.registry_cas.keys() {
+        if !facts
+            .requests
+            .iter()
+            .any(|r| r.registry == *name && r.document.is_some())
+        {
+            rep.unverifiable(
+                "(--registry-ca)",
+                format!("no document of registry {name:?} in this dossier: the CA given for it was not used"),
+            );
+        }
+    }
     let seal_sha = seal_cert.as_ref().map(sha256_of);
     let seal_key = seal_cert
         .as_ref()
@@ -444,7 +486,8 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
         // Judged at its proven time, else at the gateway's record of it.
         let at = signed_at.or(r.attempts.last().map(|a| a.at_ms));
-        let store = trust_at(at);
+        let doc_pem = registry_pem(&r.registry);
+        let store = TrustStore::from_pem_at(&doc_pem, at.map(|m| (m / 1000) as i64));
         let verified = store.as_ref().map_err(|e| e.to_string()).and_then(|t| {
             crate::xml::dsig::verify(&doc, t, &crate::xml::Limits::default())
                 .map_err(|e| e.to_string())
@@ -537,7 +580,11 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         let Some((cert, intermediates)) = &signer else {
             continue;
         };
-        let pool: Vec<X509> = anchors.iter().chain(intermediates).cloned().collect();
+        let pool: Vec<X509> = X509::stack_from_pem(&doc_pem)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(intermediates.iter().cloned())
+            .collect();
         let issuer = revocation::issuer_of(cert, &pool);
         let mut proven = false;
         if let Some(n) = &r.ocsp {
