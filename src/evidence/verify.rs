@@ -13,8 +13,11 @@
 //! its chain ended at (their SHA-256), and a document counts only if it is
 //! signed by exactly that certificate, chained to exactly that anchor,
 //! which must be trusted; never by our seal's key, and no certificate
-//! signs for two registries. The container is read strictly and within
-//! memory caps (`container.rs`).
+//! signs for two registries. Where the document's `exchange.answered`
+//! audit entry (chained, its checkpoint timestamped) names the certificate
+//! too, it must be the same: `case.json` alone does not decide. A kept
+//! OCSP answer or CRL is judged at the document's proven time. The
+//! container is read strictly and within memory caps (`container.rs`).
 //!
 //! What it cannot prove: without `--trust` (or `--registry-ca`), only that
 //! the dossier is consistent with the CAs it carries itself; whoever holds

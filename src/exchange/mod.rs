@@ -204,8 +204,9 @@ fn evidence(a: &revocation::Answer) -> RevocationRecord {
 #[derive(Debug, Clone)]
 struct SignerSeen {
     subject: String,
-    /// SHA-256 (hex) of its DER.
-    sha256: String,
+    /// SHA-256 (hex) of its DER (a certificate openssl parsed always
+    /// encodes; if it did not, the record says nothing rather than wrong).
+    sha256: Option<String>,
     /// SHA-256 (hex) of the DER of the registry's anchor its chain ended at.
     anchor_sha256: Option<String>,
 }
@@ -224,7 +225,7 @@ impl SignerSeen {
         };
         SignerSeen {
             subject: v.signer_subject(),
-            sha256: sha(&v.signer).unwrap_or_default(),
+            sha256: sha(&v.signer),
             anchor_sha256: trust
                 .anchor_of(&v.signer, &v.intermediates)
                 .as_ref()
@@ -481,7 +482,7 @@ impl Exchange {
             .send(reg, svc, &headers, &request, call.ticket.is_some())
             .await;
         let (signer, signer_sha256, signer_anchor_sha256) = match signer {
-            Some(s) => (Some(s.subject), Some(s.sha256), s.anchor_sha256),
+            Some(s) => (Some(s.subject), s.sha256, s.anchor_sha256),
             None => (None, None, None),
         };
         Ok(Attempt {
