@@ -169,6 +169,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
     let c = match Container::open(file, opts.limits) {
         Ok(c) => c,
         Err(e) => {
+            rep.trust = "none: the container was refused before any signature was read".into();
             rep.invalid("(container)", e.to_string());
             return rep;
         }
