@@ -1908,8 +1908,10 @@ fn sha256_hex(der: &[u8]) -> String {
 }
 
 /// The insider's forgery of the issue: the cadastre's document changed
-/// and signed again by the gateway's own seal key, by the tax registry's
-/// signer, or by a new key the same CA issued under the same name, each
+/// and signed again by the gateway's own seal key (under its own
+/// certificate, or one the CA issued in the cadastre signer's name), by
+/// the tax registry's signer, or by a new key the same CA issued under the
+/// same name, each
 /// given a genuine timestamp from the same TSA and a genuine OCSP answer
 /// for its certificate, and the dossier resealed with the seal's key.
 /// Each holds together except for the document, which fails naming the
@@ -2024,6 +2026,21 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
         .unwrap();
         SigningKey::from_pem(&i.key_pem().unwrap(), &i.cert_pem().unwrap(), None).unwrap()
     };
+    // The seal's own key, under a certificate the CA issued in the
+    // cadastre signer's name.
+    let seal_renamed = {
+        use jum_gateway::pki::{issue_for, CertSpec, Role};
+        let key_pem = std::fs::read(certs.join("gateway-sign.key")).unwrap();
+        let key = openssl::pkey::PKey::private_key_from_pem(&key_pem).unwrap();
+        let cert = issue_for(
+            &CertSpec::new("cadastre signer", Role::Signing),
+            &key,
+            Some(&other_ca.cert),
+            &other_ca.key,
+        )
+        .unwrap();
+        SigningKey::from_pem(&key_pem, &cert.to_pem().unwrap(), None).unwrap()
+    };
     let http = reqwest::Client::new();
     let cert_of = |k: &SigningKey| {
         use base64::Engine;
@@ -2046,6 +2063,12 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
             key("tax-sign"),
             None,
             format!("not by the signer the gateway accepted from cadastre ({expected})"),
+        ),
+        (
+            "the seal's key under a certificate in the cadastre signer's name",
+            seal_renamed,
+            None,
+            format!("our seal's key: the seal is never a registry's signer ({expected})"),
         ),
         (
             "a key under the same CA and name",
