@@ -964,6 +964,15 @@ mod tests {
             e.contains("1 bytes between the end of the previous entry and entry \"b\""),
             "{e}"
         );
+        // Two central records on one local header: the second overlaps.
+        let mut b = raw(&[entry("a", b"1"), entry("b", b"2")], false);
+        let at = b
+            .windows(4)
+            .rposition(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        b[at + 42..at + 46].copy_from_slice(&0u32.to_le_bytes());
+        let e = refusal(b);
+        assert!(e.contains("overlaps the entry before it"), "{e}");
     }
 
     proptest::proptest! {
