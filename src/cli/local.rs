@@ -610,8 +610,8 @@ fn revocation_of(
         asks.push((
             "CRL",
             Sources {
-                ocsp_url: None,
                 crl: Some(c.display().to_string()),
+                ..Sources::default()
             },
         ));
     }
@@ -621,7 +621,7 @@ fn revocation_of(
             Sources {
                 // `aia`: the certificate's own responder.
                 ocsp_url: (o != "aia").then_some(o),
-                crl: None,
+                ..Sources::default()
             },
         ));
     }

@@ -94,8 +94,15 @@ pub struct Attempt {
     pub signer: Option<String>,
     /// How the signer's certificate stood (for a document).
     pub revocation: Option<RevocationRecord>,
+    /// The CRL that confirmed it (DER), when a CRL did: kept once per CRL
+    /// beside the documents, named by `revocation.crl_sha256`.
+    pub crl: Option<Arc<[u8]>>,
     pub duration: Duration,
 }
+
+/// What the revocation check of a document's signer leaves: the record,
+/// and the CRL to keep when a CRL confirmed it.
+type Evidence = (RevocationRecord, Option<Arc<[u8]>>);
 
 /// All registry clients, the signing key and the catalogue.
 pub struct Exchange {
@@ -169,18 +176,22 @@ fn transport(e: &reqwest::Error) -> Transport {
     Transport::Interrupted(text)
 }
 
-/// A confirmed status as the document keeps it.
-fn evidence(a: &revocation::Answer) -> RevocationRecord {
+/// A confirmed status as the document keeps it, and the CRL to keep when
+/// a CRL confirmed it.
+fn evidence(a: &revocation::Answer) -> Evidence {
     use base64::Engine;
-    let (ocsp, number, url) = match &a.source {
+    let (ocsp, number, url, crl) = match &a.source {
         revocation::Source::Ocsp { der } => (
             Some(base64::engine::general_purpose::STANDARD.encode(der)),
             None,
             None,
+            None,
         ),
-        revocation::Source::Crl { number, url } => (None, number.clone(), Some(url.clone())),
+        revocation::Source::Crl { number, url, der } => {
+            (None, number.clone(), Some(url.clone()), Some(der.clone()))
+        }
     };
-    RevocationRecord {
+    let record = RevocationRecord {
         status: "good".into(),
         method: Some(a.method().into()),
         checked_ms: a.checked_ms,
@@ -190,7 +201,19 @@ fn evidence(a: &revocation::Answer) -> RevocationRecord {
         crl_url: url,
         ocsp_response: ocsp,
         reason: None,
-    }
+        crl_sha256: crl.as_deref().map(|d| {
+            openssl::sha::sha256(d)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }),
+    };
+    (record, crl)
+}
+
+/// The id under which a CRL is kept beside the documents.
+pub fn crl_document_id(sha256_hex: &str) -> String {
+    format!("crl-{sha256_hex}")
 }
 
 impl Exchange {
@@ -234,7 +257,10 @@ impl Exchange {
             }
         })?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let checker = Arc::new(Checker::default());
+        let checker = Arc::new(Checker::default().with_freshness(revocation::Freshness {
+            max_age: g.revocation_max_age,
+            ..revocation::Freshness::default()
+        }));
         let mut registries = BTreeMap::new();
         for (name, r) in &cfg.registries {
             let cerr = |detail: String| ExchangeError::Client {
@@ -244,6 +270,7 @@ impl Exchange {
             let sources = revocation::Sources {
                 ocsp_url: r.ocsp_url.clone(),
                 crl: r.crl.clone(),
+                ocsp_preproduced: r.ocsp_preproduced,
             };
             let mut roots = rustls::RootCertStore::empty();
             let mut anchors = Vec::new();
@@ -287,7 +314,20 @@ impl Exchange {
                 .map_err(|e| cerr(chain(&e)))?;
             let mut trust = TrustStore::from_pem(&read(&r.signer_ca)?)
                 .map_err(|e| cerr(format!("{}: {e}", r.signer_ca.display())))?;
-            trust.subject_pin = r.signer_subject.clone();
+            trust.subject_pin = match &r.signer_subject {
+                Some(p) => Some(
+                    xml::dsig::NamePin::parse(p)
+                        .map_err(|e| cerr(format!("signer_subject {p:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            trust.cert_pin = match &r.signer_sha256 {
+                Some(p) => Some(
+                    xml::dsig::parse_sha256_pin(p)
+                        .map_err(|e| cerr(format!("signer_sha256: {e}")))?,
+                ),
+                None => None,
+            };
             trust.min_rsa_bits = g.min_rsa_bits;
             registries.insert(
                 name.clone(),
@@ -339,7 +379,7 @@ impl Exchange {
         crate::sync::lock(&self.rechecks).extend(moved);
     }
 
-    pub async fn recheck(&self) -> Vec<(String, RevocationRecord)> {
+    pub async fn recheck(&self) -> Vec<(String, RevocationRecord, Option<Arc<[u8]>>)> {
         let todo = std::mem::take(&mut *crate::sync::lock(&self.rechecks));
         let mut settled = Vec::new();
         let mut again = Vec::new();
@@ -350,7 +390,7 @@ impl Exchange {
                 .await
             {
                 Ok(a) => {
-                    let mut e = evidence(&a);
+                    let (mut e, crl) = evidence(&a);
                     if a.state != revocation::State::Good {
                         e.status = "revoked".into();
                         e.reason = Some(match a.state {
@@ -364,7 +404,7 @@ impl Exchange {
                             }
                         });
                     }
-                    settled.push((r.request, e));
+                    settled.push((r.request, e, crl));
                 }
                 Err(_) => again.push(r),
             }
@@ -429,6 +469,7 @@ impl Exchange {
                     response: None,
                     signer: None,
                     revocation: None,
+                    crl: None,
                     duration: Duration::ZERO,
                 });
             }
@@ -438,6 +479,10 @@ impl Exchange {
         let (status, response, observation, signer, revocation) = self
             .send(reg, svc, &headers, &request, call.ticket.is_some())
             .await;
+        let (revocation, crl) = match revocation {
+            Some((r, c)) => (Some(r), c),
+            None => (None, None),
+        };
         Ok(Attempt {
             outcome: classify(&observation),
             request,
@@ -445,6 +490,7 @@ impl Exchange {
             response,
             signer,
             revocation,
+            crl,
             duration: started.elapsed(),
         })
     }
@@ -461,7 +507,7 @@ impl Exchange {
         Option<Vec<u8>>,
         Observation,
         Option<String>,
-        Option<RevocationRecord>,
+        Option<Evidence>,
     ) {
         let resp = match reg
             .http
@@ -546,7 +592,7 @@ impl Exchange {
         headers: &Headers,
         request: &[u8],
         body: &[u8],
-    ) -> (Content, Option<String>, Option<RevocationRecord>) {
+    ) -> (Content, Option<String>, Option<Evidence>) {
         let verified = match xml::verify(body, &reg.trust, &self.limits) {
             Ok(v) => v,
             Err(DsigError::Xml(e)) => return (Content::Malformed(e.to_string()), None, None),
@@ -619,17 +665,21 @@ impl Exchange {
                         sources: reg.sources.clone(),
                     });
                 }
-                Some(RevocationRecord {
-                    status: "unchecked".into(),
-                    method: None,
-                    checked_ms: crate::lifecycle::now_ms(),
-                    this_update_ms: None,
-                    next_update_ms: None,
-                    crl_number: None,
-                    crl_url: None,
-                    ocsp_response: None,
-                    reason: Some(reason),
-                })
+                Some((
+                    RevocationRecord {
+                        status: "unchecked".into(),
+                        method: None,
+                        checked_ms: crate::lifecycle::now_ms(),
+                        this_update_ms: None,
+                        next_update_ms: None,
+                        crl_number: None,
+                        crl_url: None,
+                        ocsp_response: None,
+                        reason: Some(reason),
+                        crl_sha256: None,
+                    },
+                    None,
+                ))
             }
             Verdict::Off => None,
         };

@@ -195,6 +195,10 @@ pub struct RevocationRecord {
     /// Why the status was not established.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The CRL that confirmed it: lowercase hex SHA-256 of its DER, kept
+    /// once per CRL among the documents as `crl-{hex}`.
+    #[serde(default)]
+    pub crl_sha256: Option<String>,
 }
 
 impl RequestRecord {

@@ -251,6 +251,7 @@ fn good_revocation() -> RevocationRecord {
         crl_url: None,
         ocsp_response: Some("MAo=".into()),
         reason: None,
+        crl_sha256: None,
     }
 }
 
