@@ -700,24 +700,35 @@ impl OpensslCa {
         std::fs::write(dir.join("index.txt"), b"").unwrap();
         std::fs::write(dir.join("serial"), b"1000\n").unwrap();
         std::fs::write(dir.join("crlnumber"), b"01\n").unwrap();
-        let cnf = write(
-            dir,
-            "ca.cnf",
-            format!(
-                "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = {d}\ndatabase = $dir/index.txt\n\
-                 new_certs_dir = $dir/newcerts\nserial = $dir/serial\ncrlnumber = $dir/crlnumber\n\
-                 certificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\n\
-                 default_days = 30\ndefault_crl_days = 1\npolicy = policy_any\nunique_subject = no\n\
-                 x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
-                 [signer_ext]\nbasicConstraints = CA:FALSE\n\
-                 keyUsage = critical, digitalSignature, nonRepudiation\n\
-                 authorityInfoAccess = OCSP;URI:http://127.0.0.1:{ocsp_port}\n\
-                 [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
-                 [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
-                 keyUsage = critical, keyCertSign, cRLSign\n",
-                d = dir.display()
+        // `crlnumber` and `crl_extensions` make a v2 CRL; without both,
+        // `openssl ca -gencrl` makes a version 1 CRL.
+        let cnf_with = |name: &str, crl: &str| {
+            write(
+                dir,
+                name,
+                format!(
+                    "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = {d}\ndatabase = $dir/index.txt\n\
+                     new_certs_dir = $dir/newcerts\nserial = $dir/serial\n{crl}\
+                     certificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\n\
+                     default_days = 30\ndefault_crl_days = 1\npolicy = policy_any\nunique_subject = no\n\
+                     x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
+                     [signer_ext]\nbasicConstraints = CA:FALSE\n\
+                     keyUsage = critical, digitalSignature, nonRepudiation\n\
+                     authorityInfoAccess = OCSP;URI:http://127.0.0.1:{ocsp_port}\n\
+                     [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
+                     [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
+                     keyUsage = critical, keyCertSign, cRLSign\n\
+                     [delta_ext]\n2.5.29.27 = critical, DER:02:01:01\n",
+                    d = dir.display()
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
+        };
+        let cnf = cnf_with("ca.cnf", "crlnumber = $dir/crlnumber\n");
+        let cnf_v1 = cnf_with("ca-v1.cnf", "");
+        let cnf_delta = cnf_with(
+            "ca-delta.cnf",
+            "crlnumber = $dir/crlnumber\ncrl_extensions = delta_ext\n",
         );
         let ca = OpensslCa {
             dir: dir.to_owned(),
@@ -804,13 +815,9 @@ impl OpensslCa {
             "-extensions",
             "signer_ext",
         ]);
-        ca.ossl(&[
-            "ca",
-            "-revoke",
-            "revoked.pem",
-            "-crl_reason",
-            "keyCompromise",
-        ]);
+        // No reason: an entry without extensions, so that the CRL made
+        // without CRL extensions is a version 1 CRL.
+        ca.ossl(&["ca", "-revoke", "revoked.pem"]);
         ca.ossl(&["ca", "-gencrl", "-out", "crl.pem"]);
         ca.ossl(&[
             "ca",
@@ -832,6 +839,15 @@ impl OpensslCa {
             "-out",
             "twin-crl.pem",
         ]);
+        for (cnf, out) in [(&cnf_v1, "v1-crl.pem"), (&cnf_delta, "delta-crl.pem")] {
+            let o = std::process::Command::new("openssl")
+                .args(["ca", "-gencrl", "-out", out, "-config"])
+                .arg(cnf)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "openssl ca -gencrl {out}: {}", text(&o));
+        }
         ca
     }
 
@@ -978,6 +994,243 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
         let o = verify("good", &["--ocsp", down]);
         assert_eq!(o.status.code(), Some(2), "{down}: {}", text(&o));
         assert!(err(&o).contains(&url), "{}", err(&o));
+    }
+}
+
+/// Signed by each signer of an `openssl ca`: the envelope, by `xml sign`.
+fn signed_by(
+    ca: &OpensslCa,
+    dir: &std::path::Path,
+    who: &[&str],
+) -> std::collections::HashMap<String, std::path::PathBuf> {
+    let doc = write(dir, "env.xml", envelope().as_bytes());
+    who.iter()
+        .map(|n| {
+            let o = jumgw()
+                .args(["xml", "sign", "--key"])
+                .arg(ca.path(&format!("{n}.key")))
+                .arg("--cert")
+                .arg(ca.path(&format!("{n}.pem")))
+                .arg(&doc)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{n}: {}", text(&o));
+            (n.to_string(), write(dir, &format!("{n}.xml"), &o.stdout))
+        })
+        .collect()
+}
+
+/// A version 1 CRL as `openssl ca -gencrl` makes it without CRL
+/// extensions is read, for a good signer and a revoked one alike; a delta
+/// CRL (`openssl ca` with a critical delta CRL indicator) is refused as
+/// not complete; a CRL without nextUpdate (made by asn1crypto and
+/// `cryptography`) two hours old is stale past the hour's maximum age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_verify_reads_v1_crls_and_refuses_stale_and_delta_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good", "revoked"]);
+    let verify = |who: &str, crl: &std::path::Path| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .arg("--crl")
+            .arg(crl)
+            .arg(&signed[who])
+            .output()
+            .unwrap()
+    };
+    let shown = |crl: &std::path::Path| {
+        let o = std::process::Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(crl)
+            .output()
+            .unwrap();
+        text(&o)
+    };
+    let v1 = ca.path("v1-crl.pem");
+    assert!(shown(&v1).contains("Version 1 (0x0)"), "{}", shown(&v1));
+    let o = verify("good", &v1);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not revoked (CRL"), "{}", text(&o));
+    let o = verify("revoked", &v1);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("revoked since"), "{}", err(&o));
+    // The v2 CRL beside it, as before.
+    let o = verify("good", &ca.path("crl.pem"));
+    assert!(o.status.success(), "{}", text(&o));
+
+    let delta = ca.path("delta-crl.pem");
+    assert!(
+        shown(&delta).contains("Delta CRL Indicator: critical"),
+        "{}",
+        shown(&delta)
+    );
+    for who in ["good", "revoked"] {
+        let o = verify(who, &delta);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            err(&o).contains("a delta CRL is not a complete CRL"),
+            "{}",
+            err(&o)
+        );
+    }
+
+    let py = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let undated = reqwest::get(py.url("/crl-undated"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let undated = write(dir.path(), "undated.crl", &undated);
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&undated)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("Next Update: NONE"), "{}", text(&o));
+    let o = verify("good", &undated);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("stale: the CRL has no nextUpdate") && err(&o).contains("maximum age"),
+        "{}",
+        err(&o)
+    );
+}
+
+/// OCSP answers made by Python `cryptography`, not our code: a fresh good
+/// answer verifies and a fresh revoked one is refused; a replayed answer
+/// (400 days old, no nonce, no nextUpdate), an old one that echoes the
+/// nonce, one signed by a delegated responder whose certificate expired
+/// in 2021, and one behind a 307 redirect to another port are each
+/// refused with their reason; a valid delegated responder is believed.
+#[test]
+fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good", "revoked"]);
+    let revoked = ca.path("revoked.pem");
+    let py = PyResponder::start(
+        &ca.path("ca.pem"),
+        &ca.path("ca.key"),
+        &[("--revoked", &revoked)],
+    );
+    let other = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let verify = |who: &str, url: &str| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(["--ocsp", url])
+            .arg(&signed[who])
+            .output()
+            .unwrap()
+    };
+    let o = verify("good", &py.url("/fresh"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not revoked (OCSP"), "{}", text(&o));
+    let o = verify("revoked", &py.url("/fresh"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("revoked since"), "{}", err(&o));
+    let o = verify("good", &py.url("/delegated"));
+    assert!(o.status.success(), "{}", text(&o));
+
+    let refused = [
+        ("/replay", 1, "the answer does not carry the nonce we sent"),
+        (
+            "/old",
+            1,
+            "stale: the OCSP answer has no nextUpdate and its thisUpdate",
+        ),
+        ("/old", 1, "is 400 days old, more than the maximum age of 60 min"),
+        (
+            "/delegated-expired",
+            1,
+            "the delegated responder \"CN=delegated OCSP responder\" was not valid when the answer was produced",
+        ),
+        ("/delegated-expired", 1, "2021-06-30T00:00:00Z"),
+    ];
+    for (path, code, says) in refused {
+        let o = verify("good", &py.url(path));
+        assert_eq!(o.status.code(), Some(code), "{path}: {}", text(&o));
+        assert!(err(&o).contains(says), "{path}: {}", err(&o));
+    }
+    let hop = py.url(&format!("/redirect/{}", other.port));
+    let o = verify("good", &hop);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        err(&o).contains(&format!(
+            "the responder redirected to {} (HTTP 307), which is not followed",
+            other.url("/fresh")
+        )),
+        "{}",
+        err(&o)
+    );
+}
+
+/// A responder that answers 1 GB with a Content-Length, or 2 GB chunked
+/// without one, and a CRL file of 1 GB: `xml verify` under an address
+/// space of 256 MiB (the genuine check needs about 120 MiB with this
+/// debug binary's libraries mapped) refuses each with a clean message
+/// (exit 2), never an allocation failure; the genuine answer verifies
+/// under the same limit.
+#[test]
+fn xml_verify_reads_hostile_answers_with_a_cap_under_a_memory_limit() {
+    const LIMIT: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good"]);
+    let py = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let verify = |extra: &[&std::ffi::OsStr]| {
+        jumgw_limited(LIMIT)
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(extra)
+            .arg(&signed["good"])
+            .output()
+            .unwrap()
+    };
+    let fresh = py.url("/fresh");
+    let o = verify(&["--ocsp".as_ref(), fresh.as_ref()]);
+    assert!(
+        o.status.success(),
+        "the genuine check under the limit: {}",
+        text(&o)
+    );
+    let big = dir.path().join("big.crl");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for (what, args, says) in [
+        (
+            "1 GB declared",
+            vec!["--ocsp".into(), py.url("/huge")],
+            "the answer is larger than 1048576 bytes (it declares 1073741824)".to_owned(),
+        ),
+        (
+            "2 GB chunked",
+            vec!["--ocsp".into(), py.url("/chunked")],
+            format!(
+                "{}: the answer is larger than 1048576 bytes",
+                py.url("/chunked")
+            ),
+        ),
+        (
+            "a CRL file of 1 GB",
+            vec!["--crl".into(), big.display().to_string()],
+            "the answer is larger than 33554432 bytes (it declares 1073741824)".to_owned(),
+        ),
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let o = verify(&args);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{what}: {}", err(&o));
+        assert!(
+            !err(&o).contains("memory allocation"),
+            "{what}: {}",
+            err(&o)
+        );
     }
 }
 

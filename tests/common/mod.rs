@@ -1032,3 +1032,58 @@ pub fn certs_init(dir: &Path) {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// tests/py/ocsp_responder.py: an OCSP responder and CRL issuer of
+/// Python `cryptography` for the CA `ca` (its key `key`), honest or hostile
+/// by the path asked (`/fresh`, `/replay`, `/old`, `/delegated`,
+/// `/delegated-expired`, `/redirect/PORT`, `/huge`, `/chunked`,
+/// `/crl-undated`); `args` are its `--revoked CERT` and `--victim CERT`.
+/// Killed on drop.
+pub struct PyResponder {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PyResponder {
+    pub fn start(ca: &Path, key: &Path, args: &[(&str, &Path)]) -> PyResponder {
+        let port = free_port();
+        let mut c = Command::new(python());
+        c.arg(manifest_dir().join("tests/py/ocsp_responder.py"))
+            .arg(ca)
+            .arg(key)
+            .arg(port.to_string());
+        for (flag, path) in args {
+            c.arg(flag).arg(path);
+        }
+        let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let line = first_line(&mut child);
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "tests/py/ocsp_responder.py did not start"
+        );
+        PyResponder { port, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PyResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `prlimit --as=BYTES` around the `jumgw` binary: a run whose address
+/// space is capped, so that memory a hostile input makes it take ends in
+/// a failed allocation (an abort) rather than a slow machine.
+pub fn jumgw_limited(bytes: u64) -> Command {
+    let mut c = tool("prlimit");
+    c.arg(format!("--as={bytes}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_jumgw"));
+    c
+}
