@@ -43,6 +43,19 @@ pub enum RevocationError {
     NoSource,
 }
 
+impl RevocationError {
+    /// The same kind of error, saying `detail` instead.
+    fn reworded(self, detail: String) -> RevocationError {
+        match self {
+            RevocationError::Unavailable(_) => RevocationError::Unavailable(detail),
+            RevocationError::Malformed(_) => RevocationError::Malformed(detail),
+            RevocationError::BadSignature(_) => RevocationError::BadSignature(detail),
+            RevocationError::Stale(_) => RevocationError::Stale(detail),
+            RevocationError::NoSource => RevocationError::NoSource,
+        }
+    }
+}
+
 /// What an answer said of the certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -532,6 +545,9 @@ impl Checker {
             }
         }
         let mut last = RevocationError::NoSource;
+        // Every source's failure, so that the last one does not hide why
+        // the first was refused (a replayed OCSP answer, then no CRL).
+        let mut said = Vec::new();
         let responders = match &sources.ocsp_url {
             _ if !use_ocsp => Vec::new(),
             Some(u) => vec![u.clone()],
@@ -557,11 +573,13 @@ impl Checker {
                     Err(e) => {
                         crate::metrics::revocation_check("ocsp", "error");
                         tracing::warn!(responder = %url, error = %e, "an OCSP answer was not believed");
+                        said.push(format!("OCSP {url}: {e}"));
                         last = e;
                     }
                 },
                 Err(e) => {
                     crate::metrics::revocation_check("ocsp", "unavailable");
+                    said.push(format!("OCSP {e}"));
                     last = e;
                 }
             }
@@ -585,12 +603,16 @@ impl Checker {
                     Err(e) => {
                         crate::metrics::revocation_check("crl", "error");
                         tracing::warn!(crl = %at, error = %e, "a CRL could not be used");
+                        said.push(format!("CRL {at}: {e}"));
                         last = e;
                     }
                 }
             }
         }
         let Some(a) = answer else {
+            if said.len() > 1 {
+                last = last.reworded(said.join("; "));
+            }
             // Nowhere to ask costs nothing to find out again.
             if !matches!(last, RevocationError::NoSource) {
                 let until = now + RETRY_FAILED.as_millis() as u64;
