@@ -1568,6 +1568,34 @@ fn config_check_names_the_file_key_and_problem_or_prints_what_is_in_effect() {
         (
             variant("smtp.toml", "[gateway]", "[alerts]\nto = [\"ops@opstina.rs\"]\n\n[gateway]"),
             vec!["smtp.toml", "alerts.smtp", "name the mail server"],
+        ),        (
+            variant(
+                "pin.toml",
+                "signer_subject = \"CN=cadastre signer,O=jum-gateway development\"",
+                "signer_subject = \"cadastre signer\"",
+            ),
+            vec![
+                "pin.toml",
+                "registries.cadastre.signer_subject",
+                "not a distinguished name as RFC 4514 writes it",
+                "\"cadastre signer\" is not TYPE=value",
+            ],
+        ),
+        (
+            variant(
+                "pin-type.toml",
+                "signer_subject = \"CN=tax signer,O=jum-gateway development\"",
+                "signer_subject = \"CN=tax signer,OO=jum-gateway development\"",
+            ),
+            vec!["registries.tax.signer_subject", "unknown attribute type \"OO\""],
+        ),
+        (
+            variant(
+                "sha.toml",
+                "signer_subject = \"CN=civil signer,O=jum-gateway development\"",
+                "signer_sha256 = \"ab:cd\"",
+            ),
+            vec!["registries.civil.signer_sha256", "is not a SHA-256 (64 hex digits, colons allowed)"],
         ),
     ];
     for (f, says) in cases {
