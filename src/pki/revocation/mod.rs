@@ -316,8 +316,9 @@ pub fn issuer_of(cert: &X509, anchors: &[X509]) -> Option<X509> {
 
 /// The largest OCSP answer read: a few certificates and one status.
 pub const OCSP_MAX_BYTES: usize = 1 << 20;
-/// The largest CRL read (a national CA's full CRL is a few MiB).
-pub const CRL_MAX_BYTES: usize = 32 << 20;
+/// The largest CRL read: a national CA's full CRL is a few MiB, and
+/// one this large read and parsed stays well within the daemon's memory.
+pub const CRL_MAX_BYTES: usize = 10 << 20;
 
 /// How long an answer without `nextUpdate` is kept before asking again.
 const NO_NEXT_UPDATE: Duration = Duration::from_secs(300);
