@@ -394,8 +394,16 @@ async fn signer_pins_hold_only_for_the_exact_signer() {
             "{pin}: {o}"
         );
     }
-    cadastre(&mut env).signer_subject =
-        Some("CN=cadastre signer2,O=jum-gateway development".into());
+    // As openssl prints the name for a pin (RFC 2253 = RFC 4514).
+    let o = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(certs.join("signer2.pem"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(o.stdout).unwrap();
+    let printed = printed.trim().strip_prefix("subject=").unwrap().to_owned();
+    assert_eq!(printed, "CN=cadastre signer2,O=jum-gateway development");
+    cadastre(&mut env).signer_subject = Some(printed);
     assert_eq!(fetch(&env).await, Outcome::Document);
 
     let hex = |der: &[u8]| -> String {

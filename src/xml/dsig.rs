@@ -1305,6 +1305,43 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a configuration says, a pin is read or refused with a
+        /// message, never a panic; one that reads matches a name built
+        /// from its own text only if it reads back the same.
+        #[test]
+        fn any_text_is_a_pin_or_refused(text in "[ -~]{0,60}") {
+            match NamePin::parse(&text) {
+                Ok(p) => proptest::prop_assert_eq!(p.to_string(), text.clone()),
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+            let _ = parse_sha256_pin(&text);
+        }
+
+        /// Any name, its values escaped as RFC 4514 says, is pinned by
+        /// that text, and by no other value.
+        #[test]
+        fn a_name_is_pinned_by_its_escaped_text(cn in "[ -~]{1,20}", o in "[ -~]{1,20}") {
+            let esc = |v: &str| {
+                let mut out = String::new();
+                for (i, c) in v.chars().enumerate() {
+                    let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == v.len() && c == ' ');
+                    if edge || ",+\"\\<>;=".contains(c) {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out
+            };
+            let n = name(&[("O", &o), ("CN", &cn)]);
+            let text = format!("CN={},O={}", esc(&cn), esc(&o));
+            let pin = NamePin::parse(&text);
+            proptest::prop_assert!(pin.as_ref().is_ok_and(|p| p.matches(&n)), "{text:?}: {pin:?}");
+            let other = name(&[("O", &o), ("CN", &format!("{cn}x"))]);
+            proptest::prop_assert!(!pin.unwrap().matches(&other));
+        }
+    }
+
     #[test]
     fn a_certificate_pin_is_64_hex_digits_colons_allowed() {
         let hex = "ab".repeat(32);

@@ -1,8 +1,11 @@
 //! Is a certificate we trust still valid, or was it revoked? OCSP
 //! (`ocsp.rs`) from the certificate's AIA or a configured responder, CRLs
-//! (`crl.rs`) from its distribution point or a configured file or URL,
-//! answers cached until their `nextUpdate`, and the policy that decides
-//! what an exchange does when no answer can be had (`require`, `prefer`
+//! (`crl.rs`, version 1 or 2) from its distribution point or a configured
+//! file or URL, each read with a cap and never through a redirect
+//! (`pki::fetch`), believed only while fresh ([`Freshness`]: within
+//! `thisUpdate`..`nextUpdate`, or not older than the maximum age without
+//! a `nextUpdate`), answers cached under the same rule, and the policy
+//! that decides what an exchange does when no answer can be had (`require`, `prefer`
 //! with a grace since the last good answer, `off`). `authority.rs` is the
 //! other side, for the development PKI and the simulator: an OCSP
 //! responder and a CRL issuer over a CA's key.
