@@ -1527,9 +1527,10 @@ async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
         civil.ocsp_url = Some("http://127.0.0.1:9/ocsp".into());
     })
     .await;
-    let mut kept = Vec::new();
+    let (mut kept, mut ids) = (Vec::new(), Vec::new());
     for _ in 0..2 {
         let id = d.submit(BIRTH.0, BIRTH.1).await;
+        ids.push(id.clone());
         let r = d
             .until(&id, State::Delivered, Duration::from_secs(15))
             .await;
@@ -1541,6 +1542,16 @@ async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
         kept.push(rev.crl_sha256.expect("the CRL's hash"));
     }
     assert_eq!(kept[0], kept[1], "two documents, one CRL");
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{}", ids[1]),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["revocation"]["crl_sha256"], kept[1], "{v}");
     let id = format!("crl-{}", kept[0]);
     let sealed = d.store.document(&id).await.unwrap().expect("the CRL kept");
     let der = d.cipher.open(&id, &sealed).unwrap();

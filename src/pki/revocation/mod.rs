@@ -1345,6 +1345,67 @@ mod tests {
         assert!(crl::Crl::parse(&reason, &issuer, NOW).is_ok());
     }
 
+    /// A cached answer without nextUpdate is reused no longer than the
+    /// maximum age allows, however recently it was asked for; with one,
+    /// until shortly before it.
+    #[test]
+    fn a_cached_answer_is_held_to_the_age_rule() {
+        let checker = Checker::default();
+        let answer = |this: u64, next: Option<u64>| Answer {
+            state: State::Good,
+            source: Source::Ocsp { der: Vec::new() },
+            this_update_ms: this,
+            next_update_ms: next,
+            checked_ms: NOW,
+        };
+        let old = answer(NOW - 59 * 60_000, None);
+        assert_eq!(checker.fresh_until(&old), NOW + 60_000);
+        let young = answer(NOW - 60_000, None);
+        assert_eq!(
+            checker.fresh_until(&young),
+            NOW + NO_NEXT_UPDATE.as_millis() as u64
+        );
+        let dated = answer(NOW, Some(NOW + DAY));
+        assert_eq!(
+            checker.fresh_until(&dated),
+            NOW + DAY - EARLY.as_millis() as u64
+        );
+    }
+
+    /// A CRL's URL that redirects is not followed, and says where to.
+    #[tokio::test]
+    async fn a_redirected_crl_is_not_followed() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/ca.crl\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        let c = ca(KeyKind::EcP256);
+        let sources = Sources {
+            crl: Some(format!("http://{addr}/ca.crl")),
+            ..Sources::default()
+        };
+        let e = Checker::default()
+            .crl_only(&c.leaf, c.authority.ca(), &sources)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RevocationError::Unavailable(_)), "{e}");
+        assert!(
+            e.to_string().contains(
+                "the responder redirected to http://127.0.0.1:1/ca.crl (HTTP 307), which is not followed"
+            ),
+            "{e}"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever bytes come back, an answer is refused with a message
         /// or read, never a panic.
