@@ -446,11 +446,13 @@ impl Checker {
     }
 
     async fn crl(&self, at: &str, issuer: &X509, now: u64) -> Result<crl::Crl, RevocationError> {
-        // A CRL without nextUpdate is read again each time: its age is
-        // all that vouches for it.
+        // Kept until shortly before its nextUpdate, or, without one, before
+        // it is older than the maximum age (all that vouches for it then).
         let fresh = |c: &crl::Crl| {
-            c.next_update_ms
-                .is_some_and(|n| n > now + EARLY.as_millis() as u64)
+            let until = c
+                .next_update_ms
+                .unwrap_or(c.this_update_ms + self.fresh.max_age.as_millis() as u64);
+            until > now + EARLY.as_millis() as u64
         };
         if let Some(c) = crate::sync::lock(&self.crls).get(at) {
             if fresh(c) {
