@@ -1,10 +1,11 @@
 //! CRLs (RFC 5280, section 5): read (DER or PEM, version 1 or 2), checked
 //! against the CA that must have issued them (name, signature, its times
 //! by the [`Freshness`] rule), and asked whether a serial number is on
-//! them. Only a complete CRL is used: one with a critical extension we do
-//! not process (a delta CRL's indicator, an issuing distribution point
-//! that makes it partial or indirect), or an entry with one, is refused
-//! as unusable, saying which.
+//! them. Only a complete CRL is used: a delta CRL, one whose issuing
+//! distribution point makes it partial or indirect, one with a critical
+//! extension we do not process, or an entry with one, is refused as
+//! unusable, saying which; a CRL scoped to a distribution point speaks
+//! only of the certificates that name that point.
 //!
 //! The structures are read here rather than with `x509_cert::crl`, whose
 //! `TbsCertList` requires the version field that a version 1 CRL (what
@@ -36,6 +37,10 @@ pub struct Crl {
     pub this_update_ms: u64,
     pub next_update_ms: Option<u64>,
     revoked: Vec<(Vec<u8>, u64)>,
+    /// The distribution points (URIs) its issuing distribution point
+    /// limits it to, if it names any: it speaks only of certificates that
+    /// name one of them.
+    scope: Option<Vec<String>>,
 }
 
 fn bad(detail: impl std::fmt::Display) -> RevocationError {
@@ -130,44 +135,67 @@ fn read_tbs(value: &[u8]) -> der::Result<Tbs<'_>> {
     })
 }
 
-/// Why a critical CRL extension makes the CRL unusable, or `None` if we
-/// process it.
-fn critical_crl_extension(e: &x509_cert::ext::Extension) -> Option<String> {
+/// What a CRL extension means for its use: `Err(why)` when it makes the
+/// CRL unusable; `Ok(Some(uris))` for an issuing distribution point that
+/// scopes it to those distribution points; `Ok(None)` otherwise.
+fn crl_extension(e: &x509_cert::ext::Extension) -> Result<Option<Vec<String>>, String> {
     match e.extn_id {
-        DELTA_CRL_INDICATOR => Some(
-            "a delta CRL is not a complete CRL (it carries a critical delta CRL indicator)".into(),
-        ),
+        DELTA_CRL_INDICATOR => {
+            Err("a delta CRL is not a complete CRL (it carries a delta CRL indicator)".into())
+        }
         ISSUING_DISTRIBUTION_POINT => {
             use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
-            let idp = match IssuingDistributionPoint::from_der(e.extn_value.as_bytes()) {
-                Ok(i) => i,
-                Err(err) => return Some(format!("its issuing distribution point: {err}")),
-            };
+            use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+            let idp = IssuingDistributionPoint::from_der(e.extn_value.as_bytes())
+                .map_err(|err| format!("its issuing distribution point: {err}"))?;
             // A CRL for one distribution point, complete for end-entity
             // certificates (the signers and servers we ask about), is
-            // processed; one that leaves reasons or certificates out, or
-            // speaks for other CAs, is not.
+            // processed, for the certificates that name that point; one
+            // that leaves reasons or certificates out, or speaks for other
+            // CAs, is not.
             if idp.indirect_crl {
-                Some("an indirect CRL (its issuing distribution point) is not handled".into())
-            } else if idp.only_some_reasons.is_some() {
-                Some("a CRL for only some reasons (its issuing distribution point) is not a complete CRL".into())
-            } else if idp.only_contains_ca_certs || idp.only_contains_attribute_certs {
-                Some(
+                return Err(
+                    "an indirect CRL (its issuing distribution point) is not handled".into(),
+                );
+            }
+            if idp.only_some_reasons.is_some() {
+                return Err(
+                    "a CRL for only some reasons (its issuing distribution point) is not a complete CRL"
+                        .into(),
+                );
+            }
+            if idp.only_contains_ca_certs || idp.only_contains_attribute_certs {
+                return Err(
                     "its issuing distribution point limits it to CA or attribute certificates"
                         .into(),
-                )
-            } else {
-                None
+                );
+            }
+            match idp.distribution_point {
+                None => Ok(None),
+                Some(DistributionPointName::FullName(names)) => Ok(Some(
+                    names
+                        .iter()
+                        .filter_map(|n| match n {
+                            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                )),
+                Some(DistributionPointName::NameRelativeToCRLIssuer(_)) => Err(
+                    "its issuing distribution point is named relative to the issuer, which is not handled"
+                        .into(),
+                ),
             }
         }
-        o if o == oid::CRL_NUMBER
+        o if !e.critical
+            || o == oid::CRL_NUMBER
             || o == AUTHORITY_KEY_ID
             || o == ISSUER_ALT_NAME
             || o == FRESHEST_CRL =>
         {
-            None
+            Ok(None)
         }
-        o => Some(format!(
+        o => Err(format!(
             "it has a critical extension {o} that is not handled"
         )),
     }
@@ -229,17 +257,10 @@ impl Crl {
         .map_err(|e| RevocationError::BadSignature(format!("the CRL's signature: {e}")))?;
         let this_update_ms = unix_ms(tbs.this_update.to_system_time());
         let next_update_ms = tbs.next_update.map(|t| unix_ms(t.to_system_time()));
+        let mut scope = None;
         for e in tbs.extensions.iter().flatten() {
-            if e.critical {
-                if let Some(why) = critical_crl_extension(e) {
-                    return Err(unusable(why));
-                }
-            } else if e.extn_id == DELTA_CRL_INDICATOR {
-                // RFC 5280 5.2.4 makes it critical; not critical, it still
-                // says this is not the whole list.
-                return Err(unusable(
-                    "a delta CRL is not a complete CRL (it carries a delta CRL indicator)",
-                ));
+            if let Some(uris) = crl_extension(e).map_err(unusable)? {
+                scope = Some(uris);
             }
         }
         fresh.check("the CRL", this_update_ms, next_update_ms, now_ms)?;
@@ -281,6 +302,7 @@ impl Crl {
             this_update_ms,
             next_update_ms,
             revoked,
+            scope,
         })
     }
 
@@ -300,6 +322,16 @@ impl Crl {
         url: &str,
         checked_ms: u64,
     ) -> Result<Answer, RevocationError> {
+        if let Some(scope) = &self.scope {
+            let named = super::crl_points(cert);
+            if !scope.iter().any(|u| named.contains(u)) {
+                return Err(unusable(format!(
+                    "it covers only the distribution point {} (its issuing distribution point), \
+                     which the certificate does not name",
+                    scope.join(", ")
+                )));
+            }
+        }
         let serial = cert.serial_number().to_bn().map_err(bad)?.to_vec();
         let state = match self.revoked_at(&serial) {
             Some(at_ms) => State::Revoked {

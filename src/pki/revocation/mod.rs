@@ -1311,6 +1311,41 @@ mod tests {
             vec![ext("2.5.29.28", true, &[0x30, 0])],
         );
         assert!(crl::Crl::parse(&plain_idp, &issuer, NOW).is_ok());
+        // One for a distribution point: only for the certificates that
+        // name it.
+        let uri = b"http://x/ca.crl";
+        let mut gn = vec![0x86, uri.len() as u8];
+        gn.extend(uri);
+        let mut full = vec![0xa0, gn.len() as u8];
+        full.extend(&gn);
+        let mut dp = vec![0xa0, full.len() as u8];
+        dp.extend(&full);
+        let mut idp = vec![0x30, dp.len() as u8];
+        idp.extend(&dp);
+        let scoped = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("2.5.29.28", true, &idp)],
+        );
+        let scoped = crl::Crl::parse(&scoped, &issuer, NOW).unwrap();
+        let e = scoped.answer(&good, "f", NOW).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("covers only the distribution point http://x/ca.crl"),
+            "{e}"
+        );
+        let mut spec = CertSpec::new("pointed", Role::Signing);
+        spec.crl_url = Some("http://x/ca.crl".into());
+        let pointed = Issued::new(&spec, KeyKind::EcP256, Some(&ca_i))
+            .unwrap()
+            .cert;
+        assert_eq!(
+            scoped.answer(&pointed, "f", NOW).unwrap().state,
+            State::Good
+        );
         let unknown = crl_of(
             &ca_i,
             true,
