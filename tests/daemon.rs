@@ -1438,8 +1438,9 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
 /// one): a fresh good answer delivers the document; a replayed one (400
 /// days old, no nonce, no nextUpdate) is refused for its missing nonce,
 /// and, where the registry says its responder pre-produces answers, for
-/// its age; one signed by a delegated responder expired in 2021 is
-/// refused. Refused, the request retries and is never delivered.
+/// its age; one signed by a delegated responder expired in 2021, and a
+/// 307 redirect to an honest responder on another port, are refused.
+/// Refused, the request retries and is never delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder() {
     let cases = [
@@ -1464,6 +1465,12 @@ async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder(
             false,
             Some("was not valid when the answer was produced"),
         ),
+        // To an honest responder on another port: not followed either.
+        (
+            "/redirect",
+            false,
+            Some("(HTTP 307), which is not followed"),
+        ),
     ];
     for (path, preproduced, refused) in cases {
         let env = setup("").await;
@@ -1473,10 +1480,16 @@ async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder(
             &certs.join("ca.key"),
             &[("--victim", &certs.join("civil-sign.pem"))],
         );
+        let honest = PyResponder::start(&certs.join("ca.pem"), &certs.join("ca.key"), &[]);
+        let path = if path == "/redirect" {
+            format!("/redirect/{}", honest.port)
+        } else {
+            path.to_owned()
+        };
         let d = run(env, |gw| {
             let civil = gw.registries.get_mut("civil").unwrap();
             civil.revocation = jum_gateway::config::RevocationPolicy::Require;
-            civil.ocsp_url = Some(py.url(path));
+            civil.ocsp_url = Some(py.url(&path));
             civil.ocsp_preproduced = preproduced;
             civil.crl = None;
         })

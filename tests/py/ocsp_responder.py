@@ -170,7 +170,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
     def route(self, body):
-        if self.path.startswith("/redirect/"):
+        spared = False
+        if body is not None and VICTIM is not None and self.path.startswith("/redirect/"):
+            spared = ocsp.load_der_ocsp_request(body).serial_number != VICTIM
+        if spared:
+            self.send(answer("/fresh", body), "application/ocsp-response")
+        elif self.path.startswith("/redirect/"):
             port = self.path.rsplit("/", 1)[1]
             self.send_response(307)
             self.send_header("Location", f"http://127.0.0.1:{port}/fresh")
