@@ -1163,6 +1163,29 @@ fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
         assert_eq!(o.status.code(), Some(code), "{path}: {}", text(&o));
         assert!(err(&o).contains(says), "{path}: {}", err(&o));
     }
+    // Told the responder pre-produces its answers, the replay is refused
+    // for its age alone; an old answer holds only under a longer age.
+    let with = |path: &str, extra: &[&str]| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(["--ocsp", &py.url(path)])
+            .args(extra)
+            .arg(&signed["good"])
+            .output()
+            .unwrap()
+    };
+    let o = with("/replay", &["--ocsp-preproduced"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("is 400 days old, more than the maximum age of 60 min"),
+        "{}",
+        err(&o)
+    );
+    let o = with("/old", &["--max-age", "401d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = with("/replay", &["--ocsp-preproduced", "--max-age", "401d"]);
+    assert!(o.status.success(), "{}", text(&o));
     let hop = py.url(&format!("/redirect/{}", other.port));
     let o = verify("good", &hop);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
