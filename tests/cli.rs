@@ -29,6 +29,14 @@ fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The address space `jumgw serve` is given in the memory tests: the
+/// genuine daemon with this debug binary starts in 300 MiB (its libraries
+/// mapped, its threads' stacks and two allocator arenas reserved) and not
+/// in 256 MiB, measured with `prlimit --as`; 512 MiB leaves room for its
+/// exchanges, and is half of what the 1 GB answer alone would take if it
+/// were read whole.
+const DAEMON_AS: u64 = 512 << 20;
+
 fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -700,24 +708,35 @@ impl OpensslCa {
         std::fs::write(dir.join("index.txt"), b"").unwrap();
         std::fs::write(dir.join("serial"), b"1000\n").unwrap();
         std::fs::write(dir.join("crlnumber"), b"01\n").unwrap();
-        let cnf = write(
-            dir,
-            "ca.cnf",
-            format!(
-                "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = {d}\ndatabase = $dir/index.txt\n\
-                 new_certs_dir = $dir/newcerts\nserial = $dir/serial\ncrlnumber = $dir/crlnumber\n\
-                 certificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\n\
-                 default_days = 30\ndefault_crl_days = 1\npolicy = policy_any\nunique_subject = no\n\
-                 x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
-                 [signer_ext]\nbasicConstraints = CA:FALSE\n\
-                 keyUsage = critical, digitalSignature, nonRepudiation\n\
-                 authorityInfoAccess = OCSP;URI:http://127.0.0.1:{ocsp_port}\n\
-                 [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
-                 [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
-                 keyUsage = critical, keyCertSign, cRLSign\n",
-                d = dir.display()
+        // `crlnumber` and `crl_extensions` make a v2 CRL; without both,
+        // `openssl ca -gencrl` makes a version 1 CRL.
+        let cnf_with = |name: &str, crl: &str| {
+            write(
+                dir,
+                name,
+                format!(
+                    "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = {d}\ndatabase = $dir/index.txt\n\
+                     new_certs_dir = $dir/newcerts\nserial = $dir/serial\n{crl}\
+                     certificate = $dir/ca.pem\nprivate_key = $dir/ca.key\ndefault_md = sha256\n\
+                     default_days = 30\ndefault_crl_days = 1\npolicy = policy_any\nunique_subject = no\n\
+                     x509_extensions = signer_ext\n[policy_any]\ncommonName = supplied\n\
+                     [signer_ext]\nbasicConstraints = CA:FALSE\n\
+                     keyUsage = critical, digitalSignature, nonRepudiation\n\
+                     authorityInfoAccess = OCSP;URI:http://127.0.0.1:{ocsp_port}\n\
+                     [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
+                     [ca_ext]\nbasicConstraints = critical, CA:TRUE\n\
+                     keyUsage = critical, keyCertSign, cRLSign\n\
+                     [delta_ext]\n2.5.29.27 = critical, DER:02:01:01\n",
+                    d = dir.display()
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
+        };
+        let cnf = cnf_with("ca.cnf", "crlnumber = $dir/crlnumber\n");
+        let cnf_v1 = cnf_with("ca-v1.cnf", "");
+        let cnf_delta = cnf_with(
+            "ca-delta.cnf",
+            "crlnumber = $dir/crlnumber\ncrl_extensions = delta_ext\n",
         );
         let ca = OpensslCa {
             dir: dir.to_owned(),
@@ -804,13 +823,9 @@ impl OpensslCa {
             "-extensions",
             "signer_ext",
         ]);
-        ca.ossl(&[
-            "ca",
-            "-revoke",
-            "revoked.pem",
-            "-crl_reason",
-            "keyCompromise",
-        ]);
+        // No reason: an entry without extensions, so that the CRL made
+        // without CRL extensions is a version 1 CRL.
+        ca.ossl(&["ca", "-revoke", "revoked.pem"]);
         ca.ossl(&["ca", "-gencrl", "-out", "crl.pem"]);
         ca.ossl(&[
             "ca",
@@ -832,6 +847,15 @@ impl OpensslCa {
             "-out",
             "twin-crl.pem",
         ]);
+        for (cnf, out) in [(&cnf_v1, "v1-crl.pem"), (&cnf_delta, "delta-crl.pem")] {
+            let o = std::process::Command::new("openssl")
+                .args(["ca", "-gencrl", "-out", out, "-config"])
+                .arg(cnf)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "openssl ca -gencrl {out}: {}", text(&o));
+        }
         ca
     }
 
@@ -978,6 +1002,266 @@ fn xml_verify_checks_revocation_against_openssl_ca_and_ocsp() {
         let o = verify("good", &["--ocsp", down]);
         assert_eq!(o.status.code(), Some(2), "{down}: {}", text(&o));
         assert!(err(&o).contains(&url), "{}", err(&o));
+    }
+}
+
+/// Signed by each signer of an `openssl ca`: the envelope, by `xml sign`.
+fn signed_by(
+    ca: &OpensslCa,
+    dir: &std::path::Path,
+    who: &[&str],
+) -> std::collections::HashMap<String, std::path::PathBuf> {
+    let doc = write(dir, "env.xml", envelope().as_bytes());
+    who.iter()
+        .map(|n| {
+            let o = jumgw()
+                .args(["xml", "sign", "--key"])
+                .arg(ca.path(&format!("{n}.key")))
+                .arg("--cert")
+                .arg(ca.path(&format!("{n}.pem")))
+                .arg(&doc)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{n}: {}", text(&o));
+            (n.to_string(), write(dir, &format!("{n}.xml"), &o.stdout))
+        })
+        .collect()
+}
+
+/// A version 1 CRL as `openssl ca -gencrl` makes it without CRL
+/// extensions is read, for a good signer and a revoked one alike; a delta
+/// CRL (`openssl ca` with a critical delta CRL indicator) is refused as
+/// not complete; a CRL without nextUpdate (made by asn1crypto and
+/// `cryptography`) two hours old is stale past the hour's maximum age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xml_verify_reads_v1_crls_and_refuses_stale_and_delta_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good", "revoked"]);
+    let verify = |who: &str, crl: &std::path::Path| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .arg("--crl")
+            .arg(crl)
+            .arg(&signed[who])
+            .output()
+            .unwrap()
+    };
+    let shown = |crl: &std::path::Path| {
+        let o = std::process::Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(crl)
+            .output()
+            .unwrap();
+        text(&o)
+    };
+    let v1 = ca.path("v1-crl.pem");
+    assert!(shown(&v1).contains("Version 1 (0x0)"), "{}", shown(&v1));
+    let o = verify("good", &v1);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not revoked (CRL"), "{}", text(&o));
+    let o = verify("revoked", &v1);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("revoked since"), "{}", err(&o));
+    // The v2 CRL beside it, as before.
+    let o = verify("good", &ca.path("crl.pem"));
+    assert!(o.status.success(), "{}", text(&o));
+
+    let delta = ca.path("delta-crl.pem");
+    assert!(
+        shown(&delta).contains("Delta CRL Indicator: critical"),
+        "{}",
+        shown(&delta)
+    );
+    for who in ["good", "revoked"] {
+        let o = verify(who, &delta);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            err(&o).contains("a delta CRL is not a complete CRL"),
+            "{}",
+            err(&o)
+        );
+    }
+
+    let py = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let undated = reqwest::get(py.url("/crl-undated"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let undated = write(dir.path(), "undated.crl", &undated);
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&undated)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("Next Update: NONE"), "{}", text(&o));
+    let o = verify("good", &undated);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("stale: the CRL has no nextUpdate") && err(&o).contains("maximum age"),
+        "{}",
+        err(&o)
+    );
+}
+
+/// OCSP answers made by Python `cryptography`, not our code: a fresh good
+/// answer verifies and a fresh revoked one is refused; a replayed answer
+/// (400 days old, no nonce, no nextUpdate), an old one that echoes the
+/// nonce, one signed by a delegated responder whose certificate expired
+/// in 2021, and one behind a 307 redirect to another port are each
+/// refused with their reason; a valid delegated responder is believed.
+#[test]
+fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good", "revoked"]);
+    let revoked = ca.path("revoked.pem");
+    let py = PyResponder::start(
+        &ca.path("ca.pem"),
+        &ca.path("ca.key"),
+        &[("--revoked", &revoked)],
+    );
+    let other = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let verify = |who: &str, url: &str| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(["--ocsp", url])
+            .arg(&signed[who])
+            .output()
+            .unwrap()
+    };
+    let o = verify("good", &py.url("/fresh"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not revoked (OCSP"), "{}", text(&o));
+    let o = verify("revoked", &py.url("/fresh"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err(&o).contains("revoked since"), "{}", err(&o));
+    let o = verify("good", &py.url("/delegated"));
+    assert!(o.status.success(), "{}", text(&o));
+
+    let refused = [
+        ("/replay", 1, "the answer does not carry the nonce we sent"),
+        (
+            "/old",
+            1,
+            "stale: the OCSP answer has no nextUpdate and its thisUpdate",
+        ),
+        ("/old", 1, "is 400 days old, more than the maximum age of 60 min"),
+        (
+            "/delegated-expired",
+            1,
+            "the delegated responder \"CN=delegated OCSP responder\" was not valid when the answer was produced",
+        ),
+        ("/delegated-expired", 1, "2021-06-30T00:00:00Z"),
+    ];
+    for (path, code, says) in refused {
+        let o = verify("good", &py.url(path));
+        assert_eq!(o.status.code(), Some(code), "{path}: {}", text(&o));
+        assert!(err(&o).contains(says), "{path}: {}", err(&o));
+    }
+    // Told the responder pre-produces its answers, the replay is refused
+    // for its age alone; an old answer holds only under a longer age.
+    let with = |path: &str, extra: &[&str]| {
+        jumgw()
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(["--ocsp", &py.url(path)])
+            .args(extra)
+            .arg(&signed["good"])
+            .output()
+            .unwrap()
+    };
+    let o = with("/replay", &["--ocsp-preproduced"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        err(&o).contains("is 400 days old, more than the maximum age of 60 min"),
+        "{}",
+        err(&o)
+    );
+    let o = with("/old", &["--max-age", "401d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = with("/replay", &["--ocsp-preproduced", "--max-age", "401d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let hop = py.url(&format!("/redirect/{}", other.port));
+    let o = verify("good", &hop);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        err(&o).contains(&format!(
+            "the responder redirected to {} (HTTP 307), which is not followed",
+            other.url("/fresh")
+        )),
+        "{}",
+        err(&o)
+    );
+}
+
+/// A responder that answers 1 GB with a Content-Length, or 2 GB chunked
+/// without one, and a CRL file of 1 GB: `xml verify` under an address
+/// space of 256 MiB (the genuine check needs about 120 MiB with this
+/// debug binary's libraries mapped) refuses each with a clean message
+/// (exit 2), never an allocation failure; the genuine answer verifies
+/// under the same limit.
+#[test]
+fn xml_verify_reads_hostile_answers_with_a_cap_under_a_memory_limit() {
+    const LIMIT: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(&dir.path().join("ca"), free_port());
+    let signed = signed_by(&ca, dir.path(), &["good"]);
+    let py = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let verify = |extra: &[&std::ffi::OsStr]| {
+        jumgw_limited(LIMIT)
+            .args(["xml", "verify", "--trust"])
+            .arg(ca.path("ca.pem"))
+            .args(extra)
+            .arg(&signed["good"])
+            .output()
+            .unwrap()
+    };
+    let fresh = py.url("/fresh");
+    let o = verify(&["--ocsp".as_ref(), fresh.as_ref()]);
+    assert!(
+        o.status.success(),
+        "the genuine check under the limit: {}",
+        text(&o)
+    );
+    let big = dir.path().join("big.crl");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for (what, args, says) in [
+        (
+            "1 GB declared",
+            vec!["--ocsp".into(), py.url("/huge")],
+            "the answer is larger than 1048576 bytes (it declares 1073741824)".to_owned(),
+        ),
+        (
+            "2 GB chunked",
+            vec!["--ocsp".into(), py.url("/chunked")],
+            format!(
+                "{}: the answer is larger than 1048576 bytes",
+                py.url("/chunked")
+            ),
+        ),
+        (
+            "a CRL file of 1 GB",
+            vec!["--crl".into(), big.display().to_string()],
+            "the answer is larger than 10485760 bytes (it declares 1073741824)".to_owned(),
+        ),
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let o = verify(&args);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{what}: {}", err(&o));
+        assert!(
+            !err(&o).contains("memory allocation"),
+            "{what}: {}",
+            err(&o)
+        );
     }
 }
 
@@ -1339,6 +1623,34 @@ fn config_check_names_the_file_key_and_problem_or_prints_what_is_in_effect() {
         (
             variant("smtp.toml", "[gateway]", "[alerts]\nto = [\"ops@opstina.rs\"]\n\n[gateway]"),
             vec!["smtp.toml", "alerts.smtp", "name the mail server"],
+        ),        (
+            variant(
+                "pin.toml",
+                "signer_subject = \"CN=cadastre signer,O=jum-gateway development\"",
+                "signer_subject = \"cadastre signer\"",
+            ),
+            vec![
+                "pin.toml",
+                "registries.cadastre.signer_subject",
+                "not a distinguished name as RFC 4514 writes it",
+                "\"cadastre signer\" is not TYPE=value",
+            ],
+        ),
+        (
+            variant(
+                "pin-type.toml",
+                "signer_subject = \"CN=tax signer,O=jum-gateway development\"",
+                "signer_subject = \"CN=tax signer,OO=jum-gateway development\"",
+            ),
+            vec!["registries.tax.signer_subject", "unknown attribute type \"OO\""],
+        ),
+        (
+            variant(
+                "sha.toml",
+                "signer_subject = \"CN=civil signer,O=jum-gateway development\"",
+                "signer_sha256 = \"ab:cd\"",
+            ),
+            vec!["registries.civil.signer_sha256", "is not a SHA-256 (64 hex digits, colons allowed)"],
         ),
     ];
     for (f, says) in cases {
@@ -1647,6 +1959,139 @@ async fn the_debian_package_unpacks_into_a_gateway_that_runs_from_anywhere() {
     wait_delivered(&http, port, std::slice::from_ref(&id)).await;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The daemon itself, `jumgw serve` under an address space of 512 MiB, its
+/// TSA and the civil registry's OCSP responder and CRL all hostile (1 GB
+/// with a Content-Length, 2 GB chunked): it keeps serving, the document
+/// is delivered under `prefer`, flagged unchecked with the cap as the
+/// reason, and the timestamp is pending with the cap as its reason; a
+/// run with the genuine TSA and responder under the same limit stamps
+/// and confirms. Its peak resident memory stays under 256 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reads_hostile_tsa_ocsp_and_crl_answers_with_a_cap_under_a_memory_limit() {
+    const LIMIT: u64 = DAEMON_AS;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    let certs = root.join("certs/dev");
+    certs_init(&certs);
+    let (_sim, ports) = start_simulator(root, &certs);
+    let py = PyResponder::start(&certs.join("ca.pem"), &certs.join("ca.key"), &[]);
+    let base = std::fs::read_to_string(manifest_dir().join("config/gateway.toml")).unwrap();
+    std::fs::write(
+        root.join("config/gateway.toml"),
+        format!(
+            "{base}\n[clients.first]\ntoken_sha256 = \"{}\"\n",
+            jum_gateway::api::token_hash("first-token")
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    for hostile in [true, false] {
+        let data = root.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        write_data_keys(&data);
+        let port = free_port();
+        let log = root.join(format!("daemon-{hostile}.log"));
+        let mut env = vec![("JUMGW_LOG", "info".to_owned())];
+        if hostile {
+            env.extend([
+                ("JUMGW_EVIDENCE__TSA_URL", py.url("/huge")),
+                ("JUMGW_REGISTRIES__CIVIL__OCSP_URL", py.url("/chunked")),
+                ("JUMGW_REGISTRIES__CIVIL__CRL", py.url("/huge")),
+            ]);
+        } else {
+            env.push((
+                "JUMGW_REGISTRIES__CIVIL__OCSP_URL",
+                format!("http://127.0.0.1:{}/ocsp", ports[0]),
+            ));
+        }
+        let (mut daemon, _) = serve_configured_as(
+            jumgw_limited(LIMIT),
+            root,
+            "config/gateway.toml",
+            port,
+            ports,
+            &[],
+            &env,
+            Some(&log),
+        );
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+            .bearer_auth("first-token")
+            .header("content-type", "application/json")
+            .body(r#"{"case":{"number":"9/2026","legal_basis":"ZUP čl. 103","official":"o"},"purpose":"p","service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", daemon.log());
+        let v: serde_json::Value = r.json().await.unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let url = format!("http://127.0.0.1:{port}/api/v1/documents/{id}");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let seen = loop {
+            let r = http
+                .get(&url)
+                .bearer_auth("first-token")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                let v: serde_json::Value = r.json().await.unwrap();
+                let settled = if hostile {
+                    v["timestamp"]["reason"].as_str().is_some()
+                } else {
+                    v["timestamp"]["state"] == "stamped"
+                };
+                if settled {
+                    break v;
+                }
+            }
+            assert!(
+                daemon.0.try_wait().unwrap().is_none(),
+                "the daemon ended: {}",
+                daemon.log()
+            );
+            assert!(std::time::Instant::now() < end, "{}", daemon.log());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        if hostile {
+            let reason = seen["revocation"]["reason"].as_str().unwrap_or("");
+            assert_eq!(seen["revocation"]["status"], "unchecked", "{seen}");
+            for says in [
+                format!(
+                    "OCSP {}: the answer is larger than 1048576 bytes",
+                    py.url("/chunked")
+                ),
+                format!(
+                    "CRL {}: {}: the answer is larger than 10485760 bytes (it declares 1073741824)",
+                    py.url("/huge"),
+                    py.url("/huge")
+                ),
+            ] {
+                assert!(reason.contains(&says), "{says}: {seen}");
+            }
+            let stamp = seen["timestamp"]["reason"].as_str().unwrap_or("");
+            assert!(
+                stamp.contains("the answer is larger than 1048576 bytes (it declares 1073741824)"),
+                "{seen}"
+            );
+        } else {
+            assert_eq!(seen["revocation"]["status"], "good", "{seen}");
+        }
+        assert!(
+            !daemon.log().contains("memory allocation"),
+            "{}",
+            daemon.log()
+        );
+        assert!(daemon.0.try_wait().unwrap().is_none(), "{}", daemon.log());
+        // What it took at most, beside what it was allowed.
+        let peak = peak_rss(daemon.0.id());
+        eprintln!("hostile {hostile}: peak RSS {} MiB", peak >> 20);
+        assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
+        daemon.sigterm();
+    }
 }
 
 /// `systemctl reload` (SIGHUP): the clients and the registries' settings

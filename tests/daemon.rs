@@ -1432,6 +1432,157 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     }
 }
 
+/// Under `revocation = "require"`, the signer's status from an OCSP
+/// responder of Python `cryptography` (the registries' TLS certificates
+/// get fresh answers from it; only the civil signer gets the hostile
+/// one): a fresh good answer delivers the document; a replayed one (400
+/// days old, no nonce, no nextUpdate) is refused for its missing nonce,
+/// and, where the registry says its responder pre-produces answers, for
+/// its age; one signed by a delegated responder expired in 2021, and a
+/// 307 redirect to an honest responder on another port, are refused.
+/// Refused, the request retries and is never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder() {
+    let cases = [
+        ("/fresh", false, None),
+        (
+            "/replay",
+            false,
+            Some("the answer does not carry the nonce we sent"),
+        ),
+        (
+            "/replay",
+            true,
+            Some("has no nextUpdate and its thisUpdate"),
+        ),
+        (
+            "/replay",
+            true,
+            Some("is 400 days old, more than the maximum age of 60 min"),
+        ),
+        (
+            "/delegated-expired",
+            false,
+            Some("was not valid when the answer was produced"),
+        ),
+        // To an honest responder on another port: not followed either.
+        (
+            "/redirect",
+            false,
+            Some("(HTTP 307), which is not followed"),
+        ),
+    ];
+    for (path, preproduced, refused) in cases {
+        let env = setup("").await;
+        let certs = env.dir.path().join("certs");
+        let py = PyResponder::start(
+            &certs.join("ca.pem"),
+            &certs.join("ca.key"),
+            &[("--victim", &certs.join("civil-sign.pem"))],
+        );
+        let honest = PyResponder::start(&certs.join("ca.pem"), &certs.join("ca.key"), &[]);
+        let path = if path == "/redirect" {
+            format!("/redirect/{}", honest.port)
+        } else {
+            path.to_owned()
+        };
+        let d = run(env, |gw| {
+            let civil = gw.registries.get_mut("civil").unwrap();
+            civil.revocation = jum_gateway::config::RevocationPolicy::Require;
+            civil.ocsp_url = Some(py.url(&path));
+            civil.ocsp_preproduced = preproduced;
+            civil.crl = None;
+        })
+        .await;
+        let id = d.submit(BIRTH.0, BIRTH.1).await;
+        let Some(says) = refused else {
+            let r = d
+                .until(&id, State::Delivered, Duration::from_secs(15))
+                .await;
+            let rev = r.revocation.unwrap();
+            assert_eq!(
+                (rev.status.as_str(), rev.method.as_deref()),
+                ("good", Some("ocsp"))
+            );
+            continue;
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = d.store.get(&id).await.unwrap().unwrap();
+            assert_ne!(r.state, State::Delivered, "{path}: delivered: {r:?}");
+            assert!(r.document_id.is_none(), "{path}: {r:?}");
+            let error = r.error.clone().unwrap_or_default();
+            if error.contains(says) {
+                assert!(
+                    error.contains("revocation status not established"),
+                    "{error}"
+                );
+                break;
+            }
+            assert!(Instant::now() < end, "{path}: {says:?} never said: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(d.store.document(&id).await.unwrap().is_none());
+    }
+}
+
+/// A document whose signer a CRL confirmed keeps that CRL: its record
+/// names the CRL's SHA-256, and the store holds it once, sealed, under
+/// `crl-{sha256}`, for every document it confirmed (two documents, one
+/// id, so one copy), which opens to the CRL the simulator's CA signed,
+/// verified by `openssl crl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
+    let d = run(setup("").await, |gw| {
+        let civil = gw.registries.get_mut("civil").unwrap();
+        civil.revocation = jum_gateway::config::RevocationPolicy::Require;
+        // No OCSP: the CRL of the simulator's CA.
+        civil.ocsp_url = Some("http://127.0.0.1:9/ocsp".into());
+    })
+    .await;
+    let (mut kept, mut ids) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let id = d.submit(BIRTH.0, BIRTH.1).await;
+        ids.push(id.clone());
+        let r = d
+            .until(&id, State::Delivered, Duration::from_secs(15))
+            .await;
+        let rev = r.revocation.unwrap();
+        assert_eq!(
+            (rev.status.as_str(), rev.method.as_deref()),
+            ("good", Some("crl"))
+        );
+        kept.push(rev.crl_sha256.expect("the CRL's hash"));
+    }
+    assert_eq!(kept[0], kept[1], "two documents, one CRL");
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{}", ids[1]),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["revocation"]["crl_sha256"], kept[1], "{v}");
+    let id = format!("crl-{}", kept[0]);
+    let sealed = d.store.document(&id).await.unwrap().expect("the CRL kept");
+    let der = d.cipher.open(&id, &sealed).unwrap();
+    assert_eq!(
+        jum_gateway::store::trail::hex(&openssl::sha::sha256(&der)),
+        kept[0]
+    );
+    let file = write(d.env.dir.path(), "kept.crl", &der);
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-issuer", "-in"])
+        .arg(&file)
+        .arg("-CAfile")
+        .arg(d.env.dir.path().join("certs/ca.pem"))
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("verify OK"), "{}", text(&o));
+}
+
 /// Every document and every audit checkpoint gets a timestamp from a TSA
 /// that is `openssl ts -reply` (not our code), asked for by the evidence
 /// job while the TSA is down (pending, with the reason), then once it is

@@ -209,14 +209,33 @@ fn wrong_certificates_are_refused() {
         "signature method rsa-sha256 does not fit the signer's EC key"
     );
     let mut pinned = pki.trust();
-    pinned.subject_pin = Some("CN=cadastre".into());
+    pinned.subject_pin = Some("CN=cadastre".parse().unwrap());
     let e = xml::verify(doc.as_bytes(), &pinned, &Limits::default())
         .err()
         .unwrap();
-    assert!(
-        e.to_string().contains("does not match the configured pin"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("is not the pinned signer"), "{e}");
+    // A pin is the whole name, exactly: a prefix of the signer's CN, or
+    // its CN alone, is another name; the whole name holds.
+    for (pin, holds) in [
+        ("CN=registry signer rsa,O=jum-gateway development", true),
+        ("CN=registry signer,O=jum-gateway development", false),
+        ("CN=registry signer rs,O=jum-gateway development", false),
+        ("CN=registry signer rsa", false),
+    ] {
+        pinned.subject_pin = Some(pin.parse().unwrap());
+        let got = xml::verify(doc.as_bytes(), &pinned, &Limits::default());
+        assert_eq!(got.is_ok(), holds, "{pin}: {:?}", got.err());
+    }
+    // The certificate itself: its SHA-256 holds, any other is refused.
+    pinned.subject_pin = None;
+    let der = pki.rsa.cert.to_der().unwrap();
+    pinned.cert_pin = Some(openssl::sha::sha256(&der));
+    assert!(xml::verify(doc.as_bytes(), &pinned, &Limits::default()).is_ok());
+    pinned.cert_pin = Some(openssl::sha::sha256(&pki.ec.cert.to_der().unwrap()));
+    let e = xml::verify(doc.as_bytes(), &pinned, &Limits::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("is not the pinned one"), "{e}");
 }
 
 #[test]
@@ -341,7 +360,7 @@ fn a_remembered_certificate_does_not_weaken_any_check() {
         xml::verify(&foreign, &trust, &Limits::default()),
         Err(DsigError::Untrusted(_))
     ));
-    trust.subject_pin = Some("CN=cadastre".into());
+    trust.subject_pin = Some("CN=cadastre".parse().unwrap());
     assert!(matches!(
         xml::verify(doc.as_bytes(), &trust, &Limits::default()),
         Err(DsigError::Untrusted(_))

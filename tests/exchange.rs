@@ -333,6 +333,104 @@ async fn a_request_with_a_bad_signature_gets_jum_bad_signature() {
     assert!(body.contains("no ds:Signature found"), "{body}");
 }
 
+/// A signer pin is the whole name: the cadastre's simulator signs with
+/// `CN=cadastre signer2` (the same CA, the same organisation); a pin of
+/// `CN=cadastre signer`, with or without the organisation, refuses its
+/// documents as a security failure naming the pin; the exact name holds.
+/// `signer_sha256`: the signer certificate's own hash holds, another
+/// certificate's (the genuine civil signer's) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signer_pins_hold_only_for_the_exact_signer() {
+    // The simulator's CA issues the second signer.
+    let mut env = setup_with("", |sc| {
+        let read = |p: &Option<std::path::PathBuf>| std::fs::read(p.as_ref().unwrap()).unwrap();
+        let ca = Issued {
+            cert: openssl::x509::X509::from_pem(&read(&sc.ca_cert)).unwrap(),
+            key: openssl::pkey::PKey::private_key_from_pem(&read(&sc.ca_key)).unwrap(),
+        };
+        let signer2 = Issued::new(
+            &CertSpec::new("cadastre signer2", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca),
+        )
+        .unwrap();
+        let dir = sc.ca_cert.as_ref().unwrap().parent().unwrap().to_owned();
+        let c = sc.registries.get_mut("cadastre").unwrap();
+        c.sign_cert = write(&dir, "signer2.pem", &signer2.cert_pem().unwrap());
+        c.sign_key = write(&dir, "signer2.key", &signer2.key_pem().unwrap());
+    })
+    .await;
+    let certs = env.dir.path().join("certs");
+    let signer2 =
+        openssl::x509::X509::from_pem(&std::fs::read(certs.join("signer2.pem")).unwrap()).unwrap();
+    let sheet = subject("ko+sheet=803472/1520");
+    let fetch = |env: &Env| {
+        let ex = env.exchange();
+        let sheet = sheet.clone();
+        async move {
+            attempt(
+                &ex,
+                "cadastre.property-sheet",
+                &sheet,
+                &ulid::Ulid::new().to_string(),
+                None,
+            )
+            .await
+            .outcome
+        }
+    };
+    fn cadastre(env: &mut Env) -> &mut config::RegistryConfig {
+        env.gw.registries.get_mut("cadastre").unwrap()
+    }
+    for pin in [
+        "CN=cadastre signer",
+        "CN=cadastre signer,O=jum-gateway development",
+    ] {
+        cadastre(&mut env).signer_subject = Some(pin.into());
+        let o = fetch(&env).await.to_string();
+        assert!(
+            o.starts_with("security failure")
+                && o.contains(&format!("is not the pinned signer \"{pin}\"")),
+            "{pin}: {o}"
+        );
+    }
+    // As openssl prints the name for a pin (RFC 2253 = RFC 4514).
+    let o = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(certs.join("signer2.pem"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(o.stdout).unwrap();
+    let printed = printed.trim().strip_prefix("subject=").unwrap().to_owned();
+    assert_eq!(printed, "CN=cadastre signer2,O=jum-gateway development");
+    cadastre(&mut env).signer_subject = Some(printed);
+    assert_eq!(fetch(&env).await, Outcome::Document);
+
+    let hex = |der: &[u8]| -> String {
+        openssl::sha::sha256(der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    cadastre(&mut env).signer_sha256 = Some(hex(&signer2.to_der().unwrap()));
+    assert_eq!(fetch(&env).await, Outcome::Document);
+    let civil =
+        openssl::x509::X509::from_pem(&std::fs::read(certs.join("civil-sign.pem")).unwrap())
+            .unwrap();
+    let wrong = hex(&civil.to_der().unwrap());
+    cadastre(&mut env).signer_sha256 = Some(wrong.clone());
+    let o = fetch(&env).await.to_string();
+    assert!(
+        o.starts_with("security failure")
+            && o.contains(&format!(
+                "is not the pinned one ({})",
+                wrong.replace(':', "").to_lowercase()
+            )),
+        "{o}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_asked_of_the_wrong_registry_is_not_authorized() {
     let mut env = setup("").await;

@@ -143,6 +143,7 @@ pub async fn get_document(
             crl_url: r.crl_url,
             ocsp_response: r.ocsp_response,
             reason: r.reason,
+            crl_sha256: r.crl_sha256,
         }),
         timestamp: rec.stamp.map(|s| StampOut {
             state: s.state,
@@ -201,6 +202,9 @@ pub struct RevocationOut {
     /// The OCSP response, DER in base64: `openssl ocsp -respin` reads it.
     pub ocsp_response: Option<String>,
     pub reason: Option<String>,
+    /// The CRL that confirmed it: the SHA-256 (hex) of its DER, kept once
+    /// per CRL beside the documents and put in the case's dossier.
+    pub crl_sha256: Option<String>,
 }
 
 /// The registry's signing certificate, as it came in the signature.

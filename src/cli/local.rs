@@ -558,6 +558,8 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
             trust,
             crl,
             ocsp,
+            ocsp_preproduced,
+            max_age,
             input,
         } => {
             let pem = std::fs::read(&trust).map_err(failed(&trust.display().to_string()))?;
@@ -569,7 +571,8 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
             if crl.is_some() || ocsp.is_some() {
                 let mut candidates = v.intermediates.clone();
                 candidates.extend_from_slice(store.anchors());
-                status = revocation_of(&v.signer, &candidates, crl, ocsp)?;
+                status =
+                    revocation_of(&v.signer, &candidates, crl, ocsp, ocsp_preproduced, max_age)?;
             }
             println!(
                 "valid {} signature by {}{status}",
@@ -599,8 +602,10 @@ fn revocation_of(
     candidates: &[openssl::x509::X509],
     crl: Option<std::path::PathBuf>,
     ocsp: Option<String>,
+    ocsp_preproduced: bool,
+    max_age: std::time::Duration,
 ) -> Result<String, Fail> {
-    use crate::pki::revocation::{self, Checker, RevocationError, Sources, State};
+    use crate::pki::revocation::{self, Checker, Freshness, RevocationError, Sources, State};
     let issuer = revocation::issuer_of(signer, candidates).ok_or_else(|| {
         Fail::Invalid("the signer's issuer is not among the trusted certificates".into())
     })?;
@@ -610,8 +615,8 @@ fn revocation_of(
         asks.push((
             "CRL",
             Sources {
-                ocsp_url: None,
                 crl: Some(c.display().to_string()),
+                ..Sources::default()
             },
         ));
     }
@@ -621,12 +626,16 @@ fn revocation_of(
             Sources {
                 // `aia`: the certificate's own responder.
                 ocsp_url: (o != "aia").then_some(o),
-                crl: None,
+                ocsp_preproduced,
+                ..Sources::default()
             },
         ));
     }
     for (what, sources) in asks {
-        let checker = Checker::default();
+        let checker = Checker::default().with_freshness(Freshness {
+            max_age,
+            ..Freshness::default()
+        });
         let got = runtime()?.block_on(async {
             if what == "OCSP" {
                 checker.ocsp_only(signer, &issuer, &sources).await

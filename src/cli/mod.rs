@@ -498,13 +498,23 @@ enum XmlCommand {
         #[arg(long)]
         trust: PathBuf,
         /// Also check that the signer's certificate is not on this CRL
-        /// (DER or PEM, signed by its CA and not past its nextUpdate).
+        /// (DER or PEM, version 1 or 2, signed by its CA, complete, and
+        /// fresh: before its nextUpdate, or without one not older than
+        /// --max-age).
         #[arg(long, value_name = "FILE")]
         crl: Option<PathBuf>,
         /// Also ask this OCSP responder whether the signer's certificate is
-        /// revoked; `aia` asks the one its certificate names.
+        /// revoked; `aia` asks the one its certificate names. Its answer
+        /// must carry our nonce and be fresh.
         #[arg(long, value_name = "URL|aia")]
         ocsp: Option<String>,
+        /// The OCSP responder answers from pre-produced responses, without
+        /// a nonce: believe an answer on its age alone.
+        #[arg(long, requires = "ocsp")]
+        ocsp_preproduced: bool,
+        /// How old an OCSP answer or CRL without nextUpdate may be.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::config::parse_duration)]
+        max_age: std::time::Duration,
         #[command(flatten)]
         input: Input,
     },

@@ -89,6 +89,24 @@ impl GatewayConfig {
                     "must not be shorter than connect_timeout".into(),
                 ));
             }
+            if let Some(pin) = &r.signer_subject {
+                crate::xml::dsig::NamePin::parse(pin).map_err(|m| {
+                    bad(
+                        format!("registries.{name}.signer_subject"),
+                        format!("not a distinguished name as RFC 4514 writes it (e.g. \"CN=cadastre signer,O=Republic Geodetic Authority,C=RS\"): {m}"),
+                    )
+                })?;
+            }
+            if let Some(pin) = &r.signer_sha256 {
+                crate::xml::dsig::parse_sha256_pin(pin)
+                    .map_err(|m| bad(format!("registries.{name}.signer_sha256"), m))?;
+            }
+        }
+        if self.gateway.revocation_max_age.is_zero() {
+            return Err(bad(
+                "gateway.revocation_max_age".into(),
+                "must be more than zero".into(),
+            ));
         }
         for (id, s) in &self.services {
             if !self.registries.contains_key(&s.registry) {

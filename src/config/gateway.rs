@@ -76,6 +76,15 @@ pub struct GatewaySection {
     /// are checked again.
     #[serde(default = "default_revocation_recheck", with = "duration")]
     pub revocation_recheck: Duration,
+    /// How old an OCSP answer or a CRL without `nextUpdate` may be (from
+    /// its `thisUpdate`); one with `nextUpdate` is used until then. Both
+    /// with five minutes for clocks that disagree.
+    #[serde(default = "default_revocation_max_age", with = "duration")]
+    pub revocation_max_age: Duration,
+}
+
+fn default_revocation_max_age() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_revocation_recheck() -> Duration {
@@ -181,9 +190,21 @@ pub struct RegistryConfig {
     pub tls_ca: PathBuf,
     /// CA bundle the registry's signing certificate must chain to.
     pub signer_ca: PathBuf,
-    /// Optional pin: the signer certificate's subject must contain this.
+    /// Optional pin: the signer certificate's subject must be exactly this
+    /// distinguished name, written as RFC 4514 says (what `openssl x509
+    /// -noout -subject -nameopt RFC2253` prints), most specific first:
+    /// `"CN=cadastre signer,O=Republic Geodetic Authority,C=RS"`. Every
+    /// attribute, in order, with its exact value: `CN=cadastre signer`
+    /// does not match `CN=cadastre signer2`, nor a name with an `O` too.
     #[serde(default)]
     pub signer_subject: Option<String>,
+    /// Optional pin of the signer's certificate itself: the SHA-256 of
+    /// its DER in hex, colons allowed (`openssl x509 -noout -fingerprint
+    /// -sha256` prints it). Any other certificate is refused, even one
+    /// with the same subject from the same CA; renewing the registry's
+    /// certificate means changing it.
+    #[serde(default)]
+    pub signer_sha256: Option<String>,
     /// Its X-Road member and subsystem, the service provider of each request.
     pub member: Member,
     /// For the TCP connection and the TLS handshake.
@@ -220,6 +241,12 @@ pub struct RegistryConfig {
     /// file, or an http(s) URL.
     #[serde(default)]
     pub crl: Option<String>,
+    /// The OCSP responder answers from pre-produced responses (RFC 5019),
+    /// without our nonce: such an answer is believed on its age alone
+    /// (`gateway.revocation_max_age`, or its `nextUpdate`). Otherwise an
+    /// answer without the nonce we sent is refused as a possible replay.
+    #[serde(default)]
+    pub ocsp_preproduced: bool,
 }
 
 fn default_in_flight() -> usize {

@@ -265,7 +265,7 @@ mod tests {
                 r#"{instance = "RS", class = "GOV", code = "08070431"}"#,
             ),
             // quoted: a string, though it looks like a number
-            ("JUMGW_REGISTRIES__TAX__SIGNER_SUBJECT", r#""12345""#),
+            ("JUMGW_REGISTRIES__TAX__OCSP_URL", r#""12345""#),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let c: GatewayConfig = parse(GW, "gateway.toml", env.into_iter()).unwrap();
@@ -279,7 +279,7 @@ mod tests {
             c.registries["tax"].member.subsystem.as_deref(),
             Some("poreska-uprava")
         );
-        assert_eq!(c.registries["tax"].signer_subject.as_deref(), Some("12345"));
+        assert_eq!(c.registries["tax"].ocsp_url.as_deref(), Some("12345"));
         c.validate("gateway.toml").unwrap();
         // and a list where a string is wanted is refused naming the key
         let e = parse::<GatewayConfig>(

@@ -377,6 +377,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
                     crate::pki::revocation::Sources {
                         ocsp_url: t.ocsp_url.clone(),
                         crl: t.crl.clone(),
+                        ..Default::default()
                     },
                 )),
                 None => None,

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
+use crate::lifecycle::RevocationRecord;
 use crate::lifecycle::{self, AttemptFacts, Event};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
@@ -333,6 +334,9 @@ struct Recorded {
     id: String,
     change: Box<dyn Fn(&mut RequestRecord) -> bool + Send + Sync>,
     document: Option<Vec<u8>>,
+    /// The CRL that confirmed the document's signer (its id, sealed),
+    /// stored in the same write as the document.
+    crl: Option<(String, Vec<u8>)>,
     done: tokio::sync::oneshot::Sender<Result<Option<RequestRecord>, StoreError>>,
 }
 
@@ -355,6 +359,11 @@ async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receive
             let docs: Vec<(&str, &[u8])> = batch
                 .iter()
                 .filter_map(|o| o.document.as_deref().map(|d| (o.id.as_str(), d)))
+                .chain(
+                    batch
+                        .iter()
+                        .filter_map(|o| o.crl.as_ref().map(|(id, d)| (id.as_str(), d.as_slice()))),
+                )
                 .collect();
             let f = |r: &mut RequestRecord| {
                 at.get(r.id.as_str()).is_some_and(|&i| (batch[i].change)(r))
@@ -403,6 +412,9 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     /// Requests with a task working on them in this process.
     busy: Mutex<HashSet<String>>,
+    /// The CRLs this process has stored beside documents (`crl-{sha256}`),
+    /// so that each is sealed and written once, not once per document.
+    kept_crls: Mutex<HashSet<String>>,
     /// How each client takes its documents (absent: the case folder).
     modes: BTreeMap<String, crate::config::DeliveryMode>,
     /// Case-folder deliveries go through one writer that batches them
@@ -428,16 +440,54 @@ fn apply_pauses(gates: &BTreeMap<String, Arc<Gate>>, pauses: Vec<crate::store::P
 }
 
 impl Dispatcher {
+    /// The CRL that confirmed a document's signer, sealed under its id
+    /// (`crl-{sha256}`), to store beside the document; `None` when no CRL
+    /// did, or when this process already stored that CRL (the same id is
+    /// the same bytes: one copy per CRL).
+    fn sealed_crl(
+        &self,
+        revocation: Option<&RevocationRecord>,
+        der: Option<&[u8]>,
+    ) -> Result<Option<(String, Vec<u8>)>, crate::store::crypt::CryptError> {
+        let (Some(hex), Some(der)) = (revocation.and_then(|r| r.crl_sha256.as_deref()), der) else {
+            return Ok(None);
+        };
+        let id = crate::exchange::crl_document_id(hex);
+        if lock(&self.kept_crls).contains(&id) {
+            return Ok(None);
+        }
+        let sealed = self.cipher.seal(&id, der)?;
+        Ok(Some((id, sealed)))
+    }
+
+    /// Remembers that the CRL `id` is stored (its write went through).
+    fn crl_stored(&self, id: Option<String>) {
+        if let Some(id) = id {
+            let mut kept = lock(&self.kept_crls);
+            if kept.len() > 1024 {
+                kept.clear();
+            }
+            kept.insert(id);
+        }
+    }
+
     /// Records what the re-check of `unchecked` documents established. A
     /// signer found revoked after its document was taken (and perhaps
     /// delivered) is logged as an error for an operator: the document
     /// stays, its evidence says so.
     async fn recheck_revocations(&self) {
-        for (id, evidence) in self.exchange().recheck().await {
+        for (id, evidence, crl) in self.exchange().recheck().await {
             if evidence.status == "revoked" {
                 tracing::error!(request = %id, reason = evidence.reason.as_deref().unwrap_or(""), "a document's signer turned out revoked after it was taken");
                 crate::metrics::revocation_check("recheck", "revoked");
             }
+            let crl = match self.sealed_crl(Some(&evidence), crl.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "cannot seal the CRL of a revocation re-check");
+                    continue;
+                }
+            };
             let now = self.store.clock_ms();
             let change = move |r: &mut RequestRecord| {
                 lifecycle::apply(
@@ -448,8 +498,12 @@ impl Dispatcher {
                     now,
                 )
             };
-            if let Err(e) = self.record(&id, None, change).await {
-                tracing::warn!(request = %id, error = %e, "cannot record a revocation re-check");
+            let crl_id = crl.as_ref().map(|(c, _)| c.clone());
+            match self.record_with(&id, None, crl, change).await {
+                Ok(_) => self.crl_stored(crl_id),
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "cannot record a revocation re-check")
+                }
             }
         }
     }
@@ -542,6 +596,7 @@ impl Dispatcher {
             stamps: cfg.evidence.tsa_url.is_some(),
             wake,
             busy: Mutex::new(HashSet::new()),
+            kept_crls: Mutex::new(HashSet::new()),
             modes: cfg
                 .clients
                 .iter()
@@ -831,12 +886,24 @@ impl Dispatcher {
         document: Option<Vec<u8>>,
         change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
     ) -> Result<Option<RequestRecord>, StoreError> {
+        self.record_with(id, document, None, change).await
+    }
+
+    /// [`Dispatcher::record`], keeping a CRL (id, sealed) in the same write.
+    async fn record_with(
+        &self,
+        id: &str,
+        document: Option<Vec<u8>>,
+        crl: Option<(String, Vec<u8>)>,
+        change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
+    ) -> Result<Option<RequestRecord>, StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.outcomes
             .send(Recorded {
                 id: id.to_owned(),
                 change: Box::new(change),
                 document,
+                crl,
                 done,
             })
             .await
@@ -873,11 +940,12 @@ impl Dispatcher {
         };
         drop(permit);
         let now = self.store.clock_ms();
-        let (outcome, status, duration_ms, signer, document, revocation) = match result {
+        let (outcome, status, duration_ms, signer, document, revocation, crl) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
                     .then_some(a.response)
                     .flatten();
+                let crl = doc.as_ref().and(a.crl);
                 (
                     a.outcome,
                     a.status,
@@ -885,6 +953,7 @@ impl Dispatcher {
                     (a.signer, a.signer_sha256, a.signer_anchor_sha256),
                     doc,
                     a.revocation,
+                    crl,
                 )
             }
             // The request cannot even be built (a service removed from the
@@ -894,6 +963,7 @@ impl Dispatcher {
                 None,
                 0,
                 (None, None, None),
+                None,
                 None,
                 None,
             ),
@@ -945,6 +1015,15 @@ impl Dispatcher {
             },
             None => None,
         };
+        let crl = match self.sealed_crl(revocation.as_ref(), crl.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(request = %id, error = %e, "cannot seal the CRL; the attempt will be repeated");
+                lock(&self.busy).remove(&id);
+                self.wake();
+                return;
+            }
+        };
         let jitter: f64 = rand::rng().random();
         // A fetched document is delivered at once by this task: its
         // delivery lease is taken in the same write as the attempt.
@@ -972,12 +1051,16 @@ impl Dispatcher {
             };
             lifecycle::apply(r, &answered, now)
         };
-        // The document is stored in the same transaction as the outcome.
-        match self.record(&id, sealed, change).await {
+        // The document (and the CRL that vouched for its signer) is
+        // stored in the same transaction as the outcome.
+        let crl_id = crl.as_ref().map(|(c, _)| c.clone());
+        match self.record_with(&id, sealed, crl, change).await {
             Ok(Some(r)) if r.state == State::Fetched => {
+                self.crl_stored(crl_id);
                 self.clone().deliver(r, document).await;
             }
             Ok(_) => {
+                self.crl_stored(crl_id);
                 lock(&self.busy).remove(&id);
             }
             Err(e) => {

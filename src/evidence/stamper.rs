@@ -77,6 +77,9 @@ pub fn checkpoint_token_path(checkpoints: &crate::audit::Checkpoints, seq: u64) 
         .join(format!("{seq}.tst"))
 }
 
+/// The largest TSA reply read.
+pub const TSA_MAX_BYTES: usize = 1 << 20;
+
 /// A client of one TSA.
 pub struct TsaClient {
     url: String,
@@ -101,10 +104,7 @@ impl TsaClient {
         })?;
         let anchors = tsp::anchors_from_pem(&read(trust)?)
             .map_err(|e| StampError::Config(format!("{}: {e}", trust.display())))?;
-        let mut b = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none());
+        let mut b = crate::pki::fetch::client(cfg.timeout);
         if let Some(ca) = &cfg.tls_ca {
             for c in reqwest::Certificate::from_pem_bundle(&read(ca)?)
                 .map_err(|e| StampError::Config(format!("{}: {e}", ca.display())))?
@@ -159,14 +159,17 @@ impl TsaClient {
             post = post.basic_auth(user, self.cfg.password.as_deref());
         }
         let resp = post.send().await.map_err(|e| http(chain(&e)))?;
+        if let Some(r) = crate::pki::fetch::redirected(&resp) {
+            return Err(http(r));
+        }
         let status = resp.status();
         if !status.is_success() {
             return Err(http(format!("HTTP {status}")));
         }
-        let body = resp.bytes().await.map_err(|e| http(chain(&e)))?;
-        if body.len() > 1 << 20 {
-            return Err(http("a reply over 1 MiB".into()));
-        }
+        // Read with the cap as it comes: a reply is a token of a few KiB.
+        let body = crate::pki::fetch::body(resp, TSA_MAX_BYTES)
+            .await
+            .map_err(|e| http(chain(&e)))?;
         Ok(tsp::read_reply(
             &body,
             imprint,

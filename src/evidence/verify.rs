@@ -703,13 +703,11 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
 /// A kept CRL's word on `cert` at `at_ms`: when it was revoked, if it is
 /// on the list.
 fn crl_status(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Option<u64>, String> {
-    let list = crl::Crl::parse(der, issuer, at_ms).map_err(|e| e.to_string())?;
-    let serial = cert
-        .serial_number()
-        .to_bn()
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    Ok(list.revoked_at(&serial))
+    match crl::check_kept(der, cert, issuer, at_ms).map_err(|e| e.to_string())?.state {
+        State::Good => Ok(None),
+        State::Revoked { at_ms, .. } => Ok(Some(at_ms)),
+        State::Unknown => Err("the CRL does not speak of this certificate".into()),
+    }
 }
 
 /// Why a verified signature is not the one the dossier binds the

@@ -99,8 +99,15 @@ pub struct Attempt {
     pub signer_anchor_sha256: Option<String>,
     /// How the signer's certificate stood (for a document).
     pub revocation: Option<RevocationRecord>,
+    /// The CRL that confirmed it (DER), when a CRL did: kept once per CRL
+    /// beside the documents, named by `revocation.crl_sha256`.
+    pub crl: Option<Arc<[u8]>>,
     pub duration: Duration,
 }
+
+/// What the revocation check of a document's signer leaves: the record,
+/// and the CRL to keep when a CRL confirmed it.
+type Evidence = (RevocationRecord, Option<Arc<[u8]>>);
 
 /// All registry clients, the signing key and the catalogue.
 pub struct Exchange {
@@ -174,18 +181,22 @@ fn transport(e: &reqwest::Error) -> Transport {
     Transport::Interrupted(text)
 }
 
-/// A confirmed status as the document keeps it.
-fn evidence(a: &revocation::Answer) -> RevocationRecord {
+/// A confirmed status as the document keeps it, and the CRL to keep when
+/// a CRL confirmed it.
+fn evidence(a: &revocation::Answer) -> Evidence {
     use base64::Engine;
-    let (ocsp, number, url) = match &a.source {
+    let (ocsp, number, url, crl) = match &a.source {
         revocation::Source::Ocsp { der } => (
             Some(base64::engine::general_purpose::STANDARD.encode(der)),
             None,
             None,
+            None,
         ),
-        revocation::Source::Crl { number, url } => (None, number.clone(), Some(url.clone())),
+        revocation::Source::Crl { number, url, der } => {
+            (None, number.clone(), Some(url.clone()), Some(der.clone()))
+        }
     };
-    RevocationRecord {
+    let record = RevocationRecord {
         status: "good".into(),
         method: Some(a.method().into()),
         checked_ms: a.checked_ms,
@@ -194,9 +205,20 @@ fn evidence(a: &revocation::Answer) -> RevocationRecord {
         crl_number: number,
         crl_url: url,
         ocsp_response: ocsp,
-        crl_sha256: None,
         reason: None,
-    }
+        crl_sha256: crl.as_deref().map(|d| {
+            openssl::sha::sha256(d)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }),
+    };
+    (record, crl)
+}
+
+/// The id under which a CRL is kept beside the documents.
+pub fn crl_document_id(sha256_hex: &str) -> String {
+    format!("crl-{sha256_hex}")
 }
 
 /// The registry signer's certificate an answer was accepted from: what
@@ -275,7 +297,10 @@ impl Exchange {
             }
         })?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let checker = Arc::new(Checker::default());
+        let checker = Arc::new(Checker::default().with_freshness(revocation::Freshness {
+            max_age: g.revocation_max_age,
+            ..revocation::Freshness::default()
+        }));
         let mut registries = BTreeMap::new();
         for (name, r) in &cfg.registries {
             let cerr = |detail: String| ExchangeError::Client {
@@ -285,6 +310,7 @@ impl Exchange {
             let sources = revocation::Sources {
                 ocsp_url: r.ocsp_url.clone(),
                 crl: r.crl.clone(),
+                ocsp_preproduced: r.ocsp_preproduced,
             };
             let mut roots = rustls::RootCertStore::empty();
             let mut anchors = Vec::new();
@@ -328,7 +354,20 @@ impl Exchange {
                 .map_err(|e| cerr(chain(&e)))?;
             let mut trust = TrustStore::from_pem(&read(&r.signer_ca)?)
                 .map_err(|e| cerr(format!("{}: {e}", r.signer_ca.display())))?;
-            trust.subject_pin = r.signer_subject.clone();
+            trust.subject_pin = match &r.signer_subject {
+                Some(p) => Some(
+                    xml::dsig::NamePin::parse(p)
+                        .map_err(|e| cerr(format!("signer_subject {p:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            trust.cert_pin = match &r.signer_sha256 {
+                Some(p) => Some(
+                    xml::dsig::parse_sha256_pin(p)
+                        .map_err(|e| cerr(format!("signer_sha256: {e}")))?,
+                ),
+                None => None,
+            };
             trust.min_rsa_bits = g.min_rsa_bits;
             registries.insert(
                 name.clone(),
@@ -380,7 +419,7 @@ impl Exchange {
         crate::sync::lock(&self.rechecks).extend(moved);
     }
 
-    pub async fn recheck(&self) -> Vec<(String, RevocationRecord)> {
+    pub async fn recheck(&self) -> Vec<(String, RevocationRecord, Option<Arc<[u8]>>)> {
         let todo = std::mem::take(&mut *crate::sync::lock(&self.rechecks));
         let mut settled = Vec::new();
         let mut again = Vec::new();
@@ -391,7 +430,7 @@ impl Exchange {
                 .await
             {
                 Ok(a) => {
-                    let mut e = evidence(&a);
+                    let (mut e, crl) = evidence(&a);
                     if a.state != revocation::State::Good {
                         e.status = "revoked".into();
                         e.reason = Some(match a.state {
@@ -405,7 +444,7 @@ impl Exchange {
                             }
                         });
                     }
-                    settled.push((r.request, e));
+                    settled.push((r.request, e, crl));
                 }
                 Err(_) => again.push(r),
             }
@@ -472,6 +511,7 @@ impl Exchange {
                     signer_sha256: None,
                     signer_anchor_sha256: None,
                     revocation: None,
+                    crl: None,
                     duration: Duration::ZERO,
                 });
             }
@@ -485,6 +525,10 @@ impl Exchange {
             Some(s) => (Some(s.subject), s.sha256, s.anchor_sha256),
             None => (None, None, None),
         };
+        let (revocation, crl) = match revocation {
+            Some((r, c)) => (Some(r), c),
+            None => (None, None),
+        };
         Ok(Attempt {
             outcome: classify(&observation),
             request,
@@ -494,6 +538,7 @@ impl Exchange {
             signer_sha256,
             signer_anchor_sha256,
             revocation,
+            crl,
             duration: started.elapsed(),
         })
     }
@@ -510,7 +555,7 @@ impl Exchange {
         Option<Vec<u8>>,
         Observation,
         Option<SignerSeen>,
-        Option<RevocationRecord>,
+        Option<Evidence>,
     ) {
         let resp = match reg
             .http
@@ -595,7 +640,7 @@ impl Exchange {
         headers: &Headers,
         request: &[u8],
         body: &[u8],
-    ) -> (Content, Option<SignerSeen>, Option<RevocationRecord>) {
+    ) -> (Content, Option<SignerSeen>, Option<Evidence>) {
         let verified = match xml::verify(body, &reg.trust, &self.limits) {
             Ok(v) => v,
             Err(DsigError::Xml(e)) => return (Content::Malformed(e.to_string()), None, None),
@@ -668,18 +713,21 @@ impl Exchange {
                         sources: reg.sources.clone(),
                     });
                 }
-                Some(RevocationRecord {
-                    status: "unchecked".into(),
-                    method: None,
-                    checked_ms: crate::lifecycle::now_ms(),
-                    this_update_ms: None,
-                    next_update_ms: None,
-                    crl_number: None,
-                    crl_url: None,
-                    ocsp_response: None,
-                    crl_sha256: None,
-                    reason: Some(reason),
-                })
+                Some((
+                    RevocationRecord {
+                        status: "unchecked".into(),
+                        method: None,
+                        checked_ms: crate::lifecycle::now_ms(),
+                        this_update_ms: None,
+                        next_update_ms: None,
+                        crl_number: None,
+                        crl_url: None,
+                        ocsp_response: None,
+                        reason: Some(reason),
+                        crl_sha256: None,
+                    },
+                    None,
+                ))
             }
             Verdict::Off => None,
         };

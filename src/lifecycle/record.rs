@@ -201,13 +201,13 @@ pub struct RevocationRecord {
     /// The OCSP response that confirmed it, DER in base64.
     #[serde(default)]
     pub ocsp_response: Option<String>,
-    /// SHA-256 (lowercase hex) of the DER of the CRL that confirmed it;
-    /// the CRL itself is kept once in the document space as `crl-{hex}`.
-    #[serde(default)]
-    pub crl_sha256: Option<String>,
     /// Why the status was not established.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The CRL that confirmed it: lowercase hex SHA-256 of its DER, kept
+    /// once per CRL among the documents as `crl-{hex}`.
+    #[serde(default)]
+    pub crl_sha256: Option<String>,
 }
 
 impl RequestRecord {

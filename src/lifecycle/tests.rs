@@ -254,8 +254,8 @@ fn good_revocation() -> RevocationRecord {
         crl_number: None,
         crl_url: None,
         ocsp_response: Some("MAo=".into()),
-        crl_sha256: None,
         reason: None,
+        crl_sha256: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! (`jumgw certs init`) and the throw-away PKIs of tests, including the
 //! deliberately wrong ones (other CA, expired, wrong key usage).
 
+pub mod fetch;
 pub mod pkcs11;
 pub mod revocation;
 pub mod tls;

@@ -973,7 +973,23 @@ pub fn serve_configured(
     env: &[(&str, String)],
     log: Option<&Path>,
 ) -> (Daemon, String) {
-    let mut child = jumgw()
+    serve_configured_as(jumgw(), root, config, port, ports, args, env, log)
+}
+
+/// [`serve_configured`] run as `program` (`jumgw`, or `jumgw` under
+/// [`jumgw_limited`]).
+#[allow(clippy::too_many_arguments)]
+pub fn serve_configured_as(
+    mut program: Command,
+    root: &Path,
+    config: &str,
+    port: u16,
+    ports: [u16; 4],
+    args: &[String],
+    env: &[(&str, String)],
+    log: Option<&Path>,
+) -> (Daemon, String) {
+    let mut child = program
         .args(["serve", "--config", config, "--data-dir", "data"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(args)
@@ -1031,4 +1047,75 @@ pub fn certs_init(dir: &Path) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// tests/py/ocsp_responder.py: an OCSP responder and CRL issuer of
+/// Python `cryptography` for the CA `ca` (its key `key`), honest or hostile
+/// by the path asked (`/fresh`, `/replay`, `/old`, `/delegated`,
+/// `/delegated-expired`, `/redirect/PORT`, `/huge`, `/chunked`,
+/// `/crl-undated`); `args` are its `--revoked CERT` and `--victim CERT`.
+/// Killed on drop.
+pub struct PyResponder {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PyResponder {
+    pub fn start(ca: &Path, key: &Path, args: &[(&str, &Path)]) -> PyResponder {
+        let port = free_port();
+        let mut c = Command::new(python());
+        c.arg(manifest_dir().join("tests/py/ocsp_responder.py"))
+            .arg(ca)
+            .arg(key)
+            .arg(port.to_string());
+        for (flag, path) in args {
+            c.arg(flag).arg(path);
+        }
+        let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let line = first_line(&mut child);
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "tests/py/ocsp_responder.py did not start"
+        );
+        PyResponder { port, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PyResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `prlimit --as=BYTES` around the `jumgw` binary: a run whose address
+/// space is capped, so that memory a hostile input makes it take ends in
+/// a failed allocation (an abort) rather than a slow machine. glibc gives
+/// each thread that allocates at once an arena of its own, 64 MiB of
+/// address space reserved each (up to 8 per core): two arenas keep what
+/// the genuine run reserves steady, so that the limit measures what is
+/// used, not how threads happened to meet.
+pub fn jumgw_limited(bytes: u64) -> Command {
+    let mut c = tool("prlimit");
+    c.arg(format!("--as={bytes}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_jumgw"))
+        .env("MALLOC_ARENA_MAX", "2");
+    c
+}
+
+/// The peak resident memory of a running process (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
 }

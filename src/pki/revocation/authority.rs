@@ -142,6 +142,7 @@ impl Authority {
         tamper: Option<&Tamper>,
     ) -> Result<Vec<u8>, AuthorityError> {
         let req = OcspRequest::from_der(request).map_err(err)?;
+        let now_ms = tamper.and_then(|t| t.made_ms).unwrap_or(now_ms);
         let own = ocsp::cert_id(&self.ca, &self.ca).map_err(err)?;
         let revoked = crate::sync::lock(&self.revoked).clone();
         let now = OcspGeneralizedTime::try_from(at(now_ms)).map_err(err)?;
@@ -167,7 +168,7 @@ impl Authority {
                 cert_id: id.clone(),
                 cert_status: status,
                 this_update: now,
-                next_update: Some(next),
+                next_update: (!tamper.is_some_and(|t| t.no_next_update)).then_some(next),
                 single_extensions: None,
             });
         }
@@ -175,7 +176,7 @@ impl Authority {
             Some(n) => Some(n),
             None => super::ocsp::nonce_of(req.tbs_request.request_extensions.as_ref()),
         };
-        let extensions = match nonce {
+        let extensions = match nonce.filter(|_| !tamper.is_some_and(|t| t.no_nonce)) {
             Some(n) => Some(vec![ocsp::nonce_extension(&n).map_err(err)?]),
             None => None,
         };
@@ -270,4 +271,10 @@ pub struct Tamper {
     pub signer: Option<Authority>,
     /// Answers with this nonce instead of the request's.
     pub nonce: Option<Vec<u8>>,
+    /// Answers without a nonce (a pre-produced or replayed answer).
+    pub no_nonce: bool,
+    /// Answers as of this time (thisUpdate, producedAt) instead of now.
+    pub made_ms: Option<u64>,
+    /// Answers without nextUpdate.
+    pub no_next_update: bool,
 }

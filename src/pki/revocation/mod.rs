@@ -1,8 +1,11 @@
 //! Is a certificate we trust still valid, or was it revoked? OCSP
 //! (`ocsp.rs`) from the certificate's AIA or a configured responder, CRLs
-//! (`crl.rs`) from its distribution point or a configured file or URL,
-//! answers cached until their `nextUpdate`, and the policy that decides
-//! what an exchange does when no answer can be had (`require`, `prefer`
+//! (`crl.rs`, version 1 or 2) from its distribution point or a configured
+//! file or URL, each read with a cap and never through a redirect
+//! (`pki::fetch`), believed only while fresh ([`Freshness`]: within
+//! `thisUpdate`..`nextUpdate`, or not older than the maximum age without
+//! a `nextUpdate`), answers cached under the same rule, and the policy
+//! that decides what an exchange does when no answer can be had (`require`, `prefer`
 //! with a grace since the last good answer, `off`). `authority.rs` is the
 //! other side, for the development PKI and the simulator: an OCSP
 //! responder and a CRL issuer over a CA's key.
@@ -43,6 +46,19 @@ pub enum RevocationError {
     NoSource,
 }
 
+impl RevocationError {
+    /// The same kind of error, saying `detail` instead.
+    fn reworded(self, detail: String) -> RevocationError {
+        match self {
+            RevocationError::Unavailable(_) => RevocationError::Unavailable(detail),
+            RevocationError::Malformed(_) => RevocationError::Malformed(detail),
+            RevocationError::BadSignature(_) => RevocationError::BadSignature(detail),
+            RevocationError::Stale(_) => RevocationError::Stale(detail),
+            RevocationError::NoSource => RevocationError::NoSource,
+        }
+    }
+}
+
 /// What an answer said of the certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -59,12 +75,12 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// The OCSP response, DER, as received.
-    Ocsp {
-        der: Vec<u8>,
-    },
+    Ocsp { der: Vec<u8> },
+    /// The CRL that said it, DER, as read.
     Crl {
         number: Option<String>,
         url: String,
+        der: std::sync::Arc<[u8]>,
     },
 }
 
@@ -123,6 +139,90 @@ pub struct Sources {
     pub ocsp_url: Option<String>,
     /// A CRL file, or an http(s) URL.
     pub crl: Option<String>,
+    /// The OCSP responder answers from pre-produced responses (RFC 5019):
+    /// no nonce comes back, and only the answer's age vouches for it.
+    pub ocsp_preproduced: bool,
+}
+
+/// How fresh an answer (an OCSP response, a CRL) must be to be believed:
+/// with a `nextUpdate`, the time it is judged at lies between `thisUpdate`
+/// and `nextUpdate`; without one, `thisUpdate` is at most `max_age` old.
+/// Either way, `skew` of clocks that disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub max_age: Duration,
+    pub skew: Duration,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            max_age: Duration::from_secs(3600),
+            skew: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Freshness {
+    /// Does `what` (thisUpdate, nextUpdate) hold at `now_ms`?
+    pub fn check(
+        &self,
+        what: &str,
+        this_update: u64,
+        next_update: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), RevocationError> {
+        let skew = self.skew.as_millis() as u64;
+        if this_update > now_ms.saturating_add(skew) {
+            return Err(RevocationError::Malformed(format!(
+                "{what}'s thisUpdate ({}) is in the future",
+                rfc3339(this_update)
+            )));
+        }
+        match next_update {
+            Some(n) if n < this_update => Err(RevocationError::Malformed(format!(
+                "{what}'s nextUpdate comes before its thisUpdate"
+            ))),
+            Some(n) if n.saturating_add(skew) < now_ms => Err(RevocationError::Stale(format!(
+                "{what} expired: its nextUpdate ({}) passed {} s ago",
+                rfc3339(n),
+                (now_ms - n) / 1000
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                let age = now_ms.saturating_sub(this_update);
+                if age > (self.max_age.as_millis() as u64).saturating_add(skew) {
+                    Err(RevocationError::Stale(format!(
+                        "{what} has no nextUpdate and its thisUpdate ({}) is {} old, more than the maximum age of {}",
+                        rfc3339(this_update),
+                        span(age),
+                        span(self.max_age.as_millis() as u64)
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Until when an answer judged good may be used again without asking.
+    fn until(&self, this_update: u64, next_update: Option<u64>) -> u64 {
+        match next_update {
+            Some(n) => n.saturating_add(self.skew.as_millis() as u64),
+            None => this_update.saturating_add(self.max_age.as_millis() as u64),
+        }
+    }
+}
+
+/// A span of milliseconds for people: days, hours, minutes or seconds.
+fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3600 => format!("{} h", s / 3600),
+        s if s >= 120 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 pub(crate) mod oid {
@@ -217,6 +317,12 @@ pub fn issuer_of(cert: &X509, anchors: &[X509]) -> Option<X509> {
         .cloned()
 }
 
+/// The largest OCSP answer read: a few certificates and one status.
+pub const OCSP_MAX_BYTES: usize = 1 << 20;
+/// The largest CRL read: a national CA's full CRL is a few MiB, and
+/// one this large read and parsed stays well within the daemon's memory.
+pub const CRL_MAX_BYTES: usize = 10 << 20;
+
 /// How long an answer without `nextUpdate` is kept before asking again.
 const NO_NEXT_UPDATE: Duration = Duration::from_secs(300);
 /// After failing to get an answer, how long before asking again.
@@ -237,6 +343,8 @@ pub struct Checker {
     last_good: Mutex<HashMap<String, u64>>,
     started_ms: u64,
     max_bytes: usize,
+    max_crl_bytes: usize,
+    fresh: Freshness,
 }
 
 impl Default for Checker {
@@ -248,9 +356,9 @@ impl Default for Checker {
 impl Checker {
     pub fn new(timeout: Duration) -> Checker {
         Checker {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
+            // No redirects: an answer comes from the responder asked, or
+            // not at all (a redirect is reported, see `fetch`).
+            http: crate::pki::fetch::client(timeout)
                 .build()
                 .unwrap_or_default(),
             answers: Mutex::new(HashMap::new()),
@@ -258,8 +366,28 @@ impl Checker {
             crls: Mutex::new(HashMap::new()),
             last_good: Mutex::new(HashMap::new()),
             started_ms: crate::lifecycle::now_ms(),
-            max_bytes: 4 << 20,
+            max_bytes: OCSP_MAX_BYTES,
+            max_crl_bytes: CRL_MAX_BYTES,
+            fresh: Freshness::default(),
         }
+    }
+
+    /// The checker with another freshness rule (`revocation_max_age`).
+    pub fn with_freshness(mut self, fresh: Freshness) -> Checker {
+        self.fresh = fresh;
+        self
+    }
+
+    /// Until when a cached answer is used without asking again: before
+    /// its `nextUpdate` (less [`EARLY`]), or, without one, a few minutes
+    /// and never past the maximum age, so that a kept answer is held to
+    /// the rule a new one is.
+    fn fresh_until(&self, a: &Answer) -> u64 {
+        let asked_again = a
+            .next_update_ms
+            .map(|n| n.saturating_sub(EARLY.as_millis() as u64))
+            .unwrap_or(a.checked_ms + NO_NEXT_UPDATE.as_millis() as u64);
+        asked_again.min(self.fresh.until(a.this_update_ms, a.next_update_ms))
     }
 
     /// The last good answer for `name`, if there was one since the start.
@@ -281,11 +409,12 @@ impl Checker {
         let now = crate::lifecycle::now_ms();
         let answers = crate::sync::lock(&self.answers);
         let a = answers.get(&key)?;
-        (now < fresh_until(a)).then(|| a.state.clone())
+        (now < self.fresh_until(a)).then(|| a.state.clone())
     }
 
     async fn fetch(&self, url: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, RevocationError> {
         let down = |e: &dyn std::fmt::Display| RevocationError::Unavailable(format!("{url}: {e}"));
+        let is_ocsp = body.is_some();
         let req = match body {
             Some(b) => self
                 .http
@@ -295,23 +424,35 @@ impl Checker {
             None => self.http.get(url),
         };
         let resp = req.send().await.map_err(|e| down(&e))?;
+        if let Some(r) = crate::pki::fetch::redirected(&resp) {
+            return Err(RevocationError::Unavailable(format!("{url}: {r}")));
+        }
         if !resp.status().is_success() {
             return Err(down(&format!("HTTP {}", resp.status())));
         }
-        let bytes = resp.bytes().await.map_err(|e| down(&e))?;
-        if bytes.len() > self.max_bytes {
-            return Err(RevocationError::Malformed(format!(
-                "{url}: the answer is larger than {} bytes",
-                self.max_bytes
-            )));
-        }
-        Ok(bytes.to_vec())
+        let cap = if is_ocsp {
+            self.max_bytes
+        } else {
+            self.max_crl_bytes
+        };
+        crate::pki::fetch::body(resp, cap)
+            .await
+            .map_err(|e| match e {
+                crate::pki::fetch::BodyError::TooLarge { .. } => {
+                    RevocationError::Malformed(format!("{url}: {e}"))
+                }
+                e => down(&e),
+            })
     }
 
     async fn crl(&self, at: &str, issuer: &X509, now: u64) -> Result<crl::Crl, RevocationError> {
+        // Kept until shortly before its nextUpdate, or, without one, before
+        // it is older than the maximum age (all that vouches for it then).
         let fresh = |c: &crl::Crl| {
-            c.next_update_ms
-                .is_some_and(|n| n > now + EARLY.as_millis() as u64)
+            let until = c
+                .next_update_ms
+                .unwrap_or(c.this_update_ms + self.fresh.max_age.as_millis() as u64);
+            until > now + EARLY.as_millis() as u64
         };
         if let Some(c) = crate::sync::lock(&self.crls).get(at) {
             if fresh(c) {
@@ -321,9 +462,16 @@ impl Checker {
         let bytes = if at.starts_with("http://") || at.starts_with("https://") {
             self.fetch(at, None).await?
         } else {
-            std::fs::read(at).map_err(|e| RevocationError::Unavailable(format!("{at}: {e}")))?
+            crate::pki::fetch::file(std::path::Path::new(at), self.max_crl_bytes).map_err(|e| {
+                match e {
+                    crate::pki::fetch::BodyError::TooLarge { .. } => {
+                        RevocationError::Malformed(format!("{at}: {e}"))
+                    }
+                    e => RevocationError::Unavailable(format!("{at}: {e}")),
+                }
+            })?
         };
-        let c = crl::Crl::parse(&bytes, issuer, now)?;
+        let c = crl::Crl::parse_with(&bytes, issuer, now, &self.fresh)?;
         crate::sync::lock(&self.crls).insert(at.to_owned(), c.clone());
         Ok(c)
     }
@@ -386,7 +534,7 @@ impl Checker {
         let now = crate::lifecycle::now_ms();
         let key = key_of(cert, issuer)?;
         if let Some(a) = crate::sync::lock(&self.answers).get(&key) {
-            if now < fresh_until(a) {
+            if now < self.fresh_until(a) {
                 return Ok(a.clone());
             }
         }
@@ -403,6 +551,9 @@ impl Checker {
             }
         }
         let mut last = RevocationError::NoSource;
+        // Every source's failure, so that the last one does not hide why
+        // the first was refused (a replayed OCSP answer, then no CRL).
+        let mut said = Vec::new();
         let responders = match &sources.ocsp_url {
             _ if !use_ocsp => Vec::new(),
             Some(u) => vec![u.clone()],
@@ -412,7 +563,14 @@ impl Checker {
         for url in responders {
             let q = ocsp::query(cert, issuer)?;
             match self.fetch(&url, Some(q.der.clone())).await {
-                Ok(body) => match ocsp::check(&body, &q, issuer, crate::lifecycle::now_ms()) {
+                Ok(body) => match ocsp::check_answer(
+                    &body,
+                    &q,
+                    issuer,
+                    crate::lifecycle::now_ms(),
+                    &self.fresh,
+                    sources.ocsp_preproduced,
+                ) {
                     Ok(a) => {
                         crate::metrics::revocation_check("ocsp", a_kind(&a.state));
                         answer = Some(a);
@@ -421,11 +579,13 @@ impl Checker {
                     Err(e) => {
                         crate::metrics::revocation_check("ocsp", "error");
                         tracing::warn!(responder = %url, error = %e, "an OCSP answer was not believed");
+                        said.push(format!("OCSP {url}: {e}"));
                         last = e;
                     }
                 },
                 Err(e) => {
                     crate::metrics::revocation_check("ocsp", "unavailable");
+                    said.push(format!("OCSP {e}"));
                     last = e;
                 }
             }
@@ -435,43 +595,30 @@ impl Checker {
                 Some(c) => vec![c.clone()],
                 None => crl_points(cert),
             };
-            let serial = cert
-                .serial_number()
-                .to_bn()
-                .map(|b| b.to_vec())
-                .map_err(|e| RevocationError::Malformed(e.to_string()))?;
             for at in points {
-                match self.crl(&at, issuer, now).await {
-                    Ok(c) => {
-                        let state = match c.revoked_at(&serial) {
-                            Some(at_ms) => State::Revoked {
-                                at_ms,
-                                reason: None,
-                            },
-                            None => State::Good,
-                        };
-                        crate::metrics::revocation_check("crl", a_kind(&state));
-                        answer = Some(Answer {
-                            state,
-                            source: Source::Crl {
-                                number: c.number.clone(),
-                                url: at.clone(),
-                            },
-                            this_update_ms: c.this_update_ms,
-                            next_update_ms: c.next_update_ms,
-                            checked_ms: now,
-                        });
+                match self
+                    .crl(&at, issuer, now)
+                    .await
+                    .and_then(|c| c.answer(cert, &at, now))
+                {
+                    Ok(a) => {
+                        crate::metrics::revocation_check("crl", a_kind(&a.state));
+                        answer = Some(a);
                         break;
                     }
                     Err(e) => {
                         crate::metrics::revocation_check("crl", "error");
                         tracing::warn!(crl = %at, error = %e, "a CRL could not be used");
+                        said.push(format!("CRL {at}: {e}"));
                         last = e;
                     }
                 }
             }
         }
         let Some(a) = answer else {
+            if said.len() > 1 {
+                last = last.reworded(said.join("; "));
+            }
             // Nowhere to ask costs nothing to find out again.
             if !matches!(last, RevocationError::NoSource) {
                 let until = now + RETRY_FAILED.as_millis() as u64;
@@ -563,13 +710,6 @@ impl Checker {
             }
         }
     }
-}
-
-/// Until when an answer is used without asking again.
-fn fresh_until(a: &Answer) -> u64 {
-    a.next_update_ms
-        .map(|n| n.saturating_sub(EARLY.as_millis() as u64))
-        .unwrap_or(a.checked_ms + NO_NEXT_UPDATE.as_millis() as u64)
 }
 
 /// Milliseconds since the epoch as RFC 3339, for messages.
@@ -742,8 +882,8 @@ mod tests {
         let crl = dir.path().join("ca.crl");
         std::fs::write(&crl, c.authority.crl(crate::lifecycle::now_ms()).unwrap()).unwrap();
         let from_crl = Sources {
-            ocsp_url: None,
             crl: Some(crl.display().to_string()),
+            ..Sources::default()
         };
         let v = judge(Policy::Require, day, from_crl.clone()).await;
         assert!(
@@ -824,6 +964,485 @@ mod tests {
         assert_eq!(found.to_der().unwrap(), inter.cert.to_der().unwrap());
     }
 
+    const DAY: u64 = 86_400_000;
+
+    /// A delegated OCSP responder issued by `ca` for `[from, to]` (ms),
+    /// with id-kp-OCSPSigning or without.
+    fn delegated(
+        ca: &Authority,
+        ca_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+        from: u64,
+        to: u64,
+        ocsp_signing: bool,
+    ) -> Authority {
+        use openssl::x509::extension::ExtendedKeyUsage;
+        let key = crate::pki::new_key(KeyKind::EcP256).unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "delegated responder")
+            .unwrap();
+        let name = name.build();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(4242).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(ca.ca().subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let t = |ms: u64| openssl::asn1::Asn1Time::from_unix((ms / 1000) as i64).unwrap();
+        b.set_not_before(&t(from)).unwrap();
+        b.set_not_after(&t(to)).unwrap();
+        if ocsp_signing {
+            b.append_extension(
+                ExtendedKeyUsage::new()
+                    .other("OCSPSigning")
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        b.sign(ca_key, MessageDigest::sha256()).unwrap();
+        Authority::new(b.build(), key)
+    }
+
+    /// An answer without nextUpdate is believed only while young; our
+    /// nonce must come back unless the responder pre-produces answers;
+    /// a kept answer is held to the age rule at its document's time.
+    #[test]
+    fn ocsp_answers_are_fresh_and_carry_our_nonce() {
+        let c = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let q = ocsp::query(&c.leaf, &issuer).unwrap();
+        let f = Freshness::default();
+        let answer = |t: Tamper| c.authority.try_respond(&q.der, NOW, Some(&t)).unwrap();
+        let replay = answer(Tamper {
+            no_nonce: true,
+            no_next_update: true,
+            made_ms: Some(NOW - 400 * DAY),
+            ..Tamper::default()
+        });
+        let e = ocsp::check_answer(&replay, &q, &issuer, NOW, &f, false).unwrap_err();
+        assert!(
+            e.to_string().contains("does not carry the nonce we sent"),
+            "{e}"
+        );
+        let e = ocsp::check_answer(&replay, &q, &issuer, NOW, &f, true).unwrap_err();
+        assert!(matches!(e, RevocationError::Stale(_)), "{e}");
+        assert!(
+            e.to_string().contains("no nextUpdate") && e.to_string().contains("400 days old"),
+            "{e}"
+        );
+        let e = ocsp::check_kept(&replay, &c.leaf, &issuer, NOW).unwrap_err();
+        assert!(matches!(e, RevocationError::Stale(_)), "{e}");
+        // At its own time, a kept answer holds.
+        let kept = ocsp::check_kept(&replay, &c.leaf, &issuer, NOW - 400 * DAY + 60_000).unwrap();
+        assert_eq!(kept.state, State::Good);
+
+        // Pre-produced, young: believed on its age alone.
+        let young = answer(Tamper {
+            no_nonce: true,
+            no_next_update: true,
+            made_ms: Some(NOW - 30 * 60_000),
+            ..Tamper::default()
+        });
+        let a = ocsp::check_answer(&young, &q, &issuer, NOW, &f, true).unwrap();
+        assert_eq!(a.state, State::Good);
+        let e = ocsp::check_answer(&young, &q, &issuer, NOW, &f, false).unwrap_err();
+        assert!(e.to_string().contains("nonce"), "{e}");
+        // With our nonce, no nextUpdate: the age rule alone.
+        let fresh = answer(Tamper {
+            no_next_update: true,
+            made_ms: Some(NOW - 30 * 60_000),
+            ..Tamper::default()
+        });
+        assert!(ocsp::check(&fresh, &q, &issuer, NOW).is_ok());
+        let e = ocsp::check(&fresh, &q, &issuer, NOW + 2 * 3_600_000).unwrap_err();
+        assert!(e.to_string().contains("maximum age of 60 min"), "{e}");
+        let longer = Freshness {
+            max_age: Duration::from_secs(4 * 3600),
+            ..f
+        };
+        assert!(
+            ocsp::check_answer(&fresh, &q, &issuer, NOW + 2 * 3_600_000, &longer, false).is_ok()
+        );
+        // With nextUpdate: before thisUpdate (less the skew) is refused too.
+        let e = ocsp::check(
+            &c.authority.respond(&q.der, NOW),
+            &q,
+            &issuer,
+            NOW - 3_600_000,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("in the future"), "{e}");
+    }
+
+    /// A delegated responder is believed only when the CA issued it for
+    /// OCSP and it was valid when the answer was produced.
+    #[test]
+    fn a_delegated_responder_must_be_authorised_and_valid() {
+        let ca_issued =
+            Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let leaf = Issued::new(
+            &CertSpec::new("signer", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca_issued),
+        )
+        .unwrap();
+        let key = ca_issued.key.clone();
+        let authority = Authority::new(ca_issued.cert.clone(), ca_issued.key.clone());
+        let issuer = authority.ca().clone();
+        let q = ocsp::query(&leaf.cert, &issuer).unwrap();
+        let with = |signer: Authority| {
+            authority
+                .try_respond(
+                    &q.der,
+                    NOW,
+                    Some(&Tamper {
+                        signer: Some(signer),
+                        ..Tamper::default()
+                    }),
+                )
+                .unwrap()
+        };
+        let good = with(delegated(&authority, &key, NOW - DAY, NOW + DAY, true));
+        assert_eq!(
+            ocsp::check(&good, &q, &issuer, NOW).unwrap().state,
+            State::Good
+        );
+        let expired = with(delegated(
+            &authority,
+            &key,
+            NOW - 400 * DAY,
+            NOW - 300 * DAY,
+            true,
+        ));
+        let e = ocsp::check(&expired, &q, &issuer, NOW).unwrap_err();
+        assert!(matches!(e, RevocationError::BadSignature(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("was not valid when the answer was produced"),
+            "{e}"
+        );
+        let no_eku = with(delegated(&authority, &key, NOW - DAY, NOW + DAY, false));
+        let e = ocsp::check(&no_eku, &q, &issuer, NOW).unwrap_err();
+        assert!(
+            e.to_string().contains("does not carry id-kp-OCSPSigning"),
+            "{e}"
+        );
+        // Issued by a twin CA (the same name, another key).
+        let twin = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let twin_ca = Authority::new(twin.cert.clone(), twin.key.clone());
+        let foreign = with(delegated(&twin_ca, &twin.key, NOW - DAY, NOW + DAY, true));
+        let e = ocsp::check(&foreign, &q, &issuer, NOW).unwrap_err();
+        assert!(
+            e.to_string().contains("not issued by the certificate's CA"),
+            "{e}"
+        );
+    }
+
+    /// A CRL as a CA signs it: `version` absent (v1) or v2, the times,
+    /// the revoked serials (with entry extensions) and CRL extensions.
+    fn crl_of(
+        ca: &Issued,
+        v2: bool,
+        this_ms: u64,
+        next_ms: Option<u64>,
+        revoked: &[(&X509, Option<x509_cert::ext::Extension>)],
+        exts: Vec<x509_cert::ext::Extension>,
+    ) -> Vec<u8> {
+        use der::{Decode, Encode};
+        use x509_cert::time::Time;
+        let time = |ms: u64| {
+            Time::UtcTime(
+                der::asn1::UtcTime::from_system_time(
+                    std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                )
+                .unwrap(),
+            )
+        };
+        let mut body = Vec::new();
+        if v2 {
+            body.extend(1u8.to_der().unwrap());
+        }
+        let alg = spki::AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA256,
+            parameters: None,
+        };
+        body.extend(alg.to_der().unwrap());
+        body.extend(ca.cert.subject_name().to_der().unwrap());
+        body.extend(time(this_ms).to_der().unwrap());
+        if let Some(n) = next_ms {
+            body.extend(time(n).to_der().unwrap());
+        }
+        if !revoked.is_empty() {
+            let list: Vec<x509_cert::crl::RevokedCert> = revoked
+                .iter()
+                .map(|(c, x)| x509_cert::crl::RevokedCert {
+                    serial_number: ocsp::serial_of(&c.serial_number().to_bn().unwrap().to_vec())
+                        .unwrap(),
+                    revocation_date: time(this_ms - 1000),
+                    crl_entry_extensions: x.clone().map(|x| vec![x]),
+                })
+                .collect();
+            body.extend(list.to_der().unwrap());
+        }
+        if !exts.is_empty() {
+            let inner = exts.to_der().unwrap();
+            let explicit = der::asn1::Any::new(
+                der::Tag::ContextSpecific {
+                    constructed: true,
+                    number: der::TagNumber::N0,
+                },
+                inner,
+            )
+            .unwrap();
+            body.extend(explicit.to_der().unwrap());
+        }
+        let tbs = der::asn1::Any::new(der::Tag::Sequence, body)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &ca.key).unwrap();
+        signer.update(&tbs).unwrap();
+        let sig = der::asn1::BitString::from_bytes(&signer.sign_to_vec().unwrap()).unwrap();
+        let mut whole = tbs;
+        whole.extend(alg.to_der().unwrap());
+        whole.extend(sig.to_der().unwrap());
+        let der = der::asn1::Any::new(der::Tag::Sequence, whole)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let _ = der::asn1::Any::from_der(&der).unwrap();
+        der
+    }
+
+    fn ext(oid: &str, critical: bool, value: &[u8]) -> x509_cert::ext::Extension {
+        x509_cert::ext::Extension {
+            extn_id: der::asn1::ObjectIdentifier::new_unwrap(oid),
+            critical,
+            extn_value: der::asn1::OctetString::new(value.to_vec()).unwrap(),
+        }
+    }
+
+    /// Version 1 and 2 CRLs are read alike; one without nextUpdate is
+    /// stale past the maximum age; a delta CRL, an indirect one, or an
+    /// entry with a critical extension not handled makes it unusable.
+    #[test]
+    fn crls_of_both_versions_are_read_and_partial_ones_refused() {
+        let ca_i = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+        let good = Issued::new(
+            &CertSpec::new("good", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca_i),
+        )
+        .unwrap()
+        .cert;
+        let bad = Issued::new(
+            &CertSpec::new("bad", Role::Signing),
+            KeyKind::EcP256,
+            Some(&ca_i),
+        )
+        .unwrap()
+        .cert;
+        let issuer = ca_i.cert.clone();
+        for v2 in [false, true] {
+            let der = crl_of(
+                &ca_i,
+                v2,
+                NOW - 1000,
+                Some(NOW + DAY),
+                &[(&bad, None)],
+                vec![],
+            );
+            let crl = crl::Crl::parse(&der, &issuer, NOW).unwrap();
+            assert_eq!(
+                crl.answer(&good, "f", NOW).unwrap().state,
+                State::Good,
+                "v2 {v2}"
+            );
+            assert!(
+                matches!(
+                    crl.answer(&bad, "f", NOW).unwrap().state,
+                    State::Revoked { .. }
+                ),
+                "v2 {v2}"
+            );
+            let kept = crl::check_kept(&der, &bad, &issuer, NOW).unwrap();
+            assert!(matches!(kept.state, State::Revoked { .. }));
+            assert!(matches!(&kept.source, Source::Crl { der: d, .. } if **d == *der));
+        }
+        let undated = crl_of(&ca_i, false, NOW - 2 * 3_600_000, None, &[], vec![]);
+        let e = crl::Crl::parse(&undated, &issuer, NOW).unwrap_err();
+        assert!(matches!(e, RevocationError::Stale(_)), "{e}");
+        assert!(e.to_string().contains("no nextUpdate"), "{e}");
+        assert!(crl::Crl::parse(&undated, &issuer, NOW - 3_600_000).is_ok());
+
+        let delta = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("2.5.29.27", true, &[2, 1, 5])],
+        );
+        let e = crl::Crl::parse(&delta, &issuer, NOW).unwrap_err();
+        assert!(
+            e.to_string().contains("a delta CRL is not a complete CRL"),
+            "{e}"
+        );
+        // An issuing distribution point for indirect CRLs ([4] TRUE).
+        let indirect = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("2.5.29.28", true, &[0x30, 3, 0x84, 1, 0xff])],
+        );
+        let e = crl::Crl::parse(&indirect, &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("indirect CRL"), "{e}");
+        // One that only names its distribution point is a complete CRL.
+        let plain_idp = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("2.5.29.28", true, &[0x30, 0])],
+        );
+        assert!(crl::Crl::parse(&plain_idp, &issuer, NOW).is_ok());
+        // One for a distribution point: only for the certificates that
+        // name it.
+        let uri = b"http://x/ca.crl";
+        let mut gn = vec![0x86, uri.len() as u8];
+        gn.extend(uri);
+        let mut full = vec![0xa0, gn.len() as u8];
+        full.extend(&gn);
+        let mut dp = vec![0xa0, full.len() as u8];
+        dp.extend(&full);
+        let mut idp = vec![0x30, dp.len() as u8];
+        idp.extend(&dp);
+        let scoped = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("2.5.29.28", true, &idp)],
+        );
+        let scoped = crl::Crl::parse(&scoped, &issuer, NOW).unwrap();
+        let e = scoped.answer(&good, "f", NOW).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("covers only the distribution point http://x/ca.crl"),
+            "{e}"
+        );
+        let mut spec = CertSpec::new("pointed", Role::Signing);
+        spec.crl_url = Some("http://x/ca.crl".into());
+        let pointed = Issued::new(&spec, KeyKind::EcP256, Some(&ca_i))
+            .unwrap()
+            .cert;
+        assert_eq!(
+            scoped.answer(&pointed, "f", NOW).unwrap().state,
+            State::Good
+        );
+        let unknown = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[],
+            vec![ext("1.2.3.4", true, &[5, 0])],
+        );
+        let e = crl::Crl::parse(&unknown, &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("critical extension 1.2.3.4"), "{e}");
+        let entry = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[(&bad, Some(ext("2.5.29.29", true, &[0x30, 0])))],
+            vec![],
+        );
+        let e = crl::Crl::parse(&entry, &issuer, NOW).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("certificate issuer (an indirect CRL)"),
+            "{e}"
+        );
+        // A reason code, critical or not, is understood.
+        let reason = crl_of(
+            &ca_i,
+            true,
+            NOW,
+            Some(NOW + DAY),
+            &[(&bad, Some(ext("2.5.29.21", false, &[10, 1, 1])))],
+            vec![],
+        );
+        assert!(crl::Crl::parse(&reason, &issuer, NOW).is_ok());
+    }
+
+    /// A cached answer without nextUpdate is reused no longer than the
+    /// maximum age allows, however recently it was asked for; with one,
+    /// until shortly before it.
+    #[test]
+    fn a_cached_answer_is_held_to_the_age_rule() {
+        let checker = Checker::default();
+        let answer = |this: u64, next: Option<u64>| Answer {
+            state: State::Good,
+            source: Source::Ocsp { der: Vec::new() },
+            this_update_ms: this,
+            next_update_ms: next,
+            checked_ms: NOW,
+        };
+        let old = answer(NOW - 59 * 60_000, None);
+        assert_eq!(checker.fresh_until(&old), NOW + 60_000);
+        let young = answer(NOW - 60_000, None);
+        assert_eq!(
+            checker.fresh_until(&young),
+            NOW + NO_NEXT_UPDATE.as_millis() as u64
+        );
+        let dated = answer(NOW, Some(NOW + DAY));
+        assert_eq!(
+            checker.fresh_until(&dated),
+            NOW + DAY - EARLY.as_millis() as u64
+        );
+    }
+
+    /// A CRL's URL that redirects is not followed, and says where to.
+    #[tokio::test]
+    async fn a_redirected_crl_is_not_followed() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/ca.crl\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        let c = ca(KeyKind::EcP256);
+        let sources = Sources {
+            crl: Some(format!("http://{addr}/ca.crl")),
+            ..Sources::default()
+        };
+        let e = Checker::default()
+            .crl_only(&c.leaf, c.authority.ca(), &sources)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RevocationError::Unavailable(_)), "{e}");
+        assert!(
+            e.to_string().contains(
+                "the responder redirected to http://127.0.0.1:1/ca.crl (HTTP 307), which is not followed"
+            ),
+            "{e}"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever bytes come back, an answer is refused with a message
         /// or read, never a panic.
@@ -834,6 +1453,23 @@ mod tests {
             let q = ocsp::query(&c.leaf, &issuer).unwrap();
             let _ = ocsp::check(&bytes, &q, &issuer, NOW);
             let _ = crl::Crl::parse(&bytes, &issuer, NOW);
+            let _ = crl::check_kept(&bytes, &c.leaf, &issuer, NOW);
+        }
+
+        /// A genuine CRL, v1 or v2, with one byte changed: refused, or
+        /// read with the same entries (never a panic, never a revoked
+        /// certificate read as good).
+        #[test]
+        fn a_changed_byte_never_unrevokes(v2 in proptest::prelude::any::<bool>(), at in 0usize..2000, bit in 0u8..8) {
+            let ca_i = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+            let bad = Issued::new(&CertSpec::new("bad", Role::Signing), KeyKind::EcP256, Some(&ca_i)).unwrap().cert;
+            let mut der = crl_of(&ca_i, v2, NOW - 1000, Some(NOW + DAY), &[(&bad, None)], vec![]);
+            let i = at % der.len();
+            der[i] ^= 1 << bit;
+            if let Ok(c) = crl::Crl::parse(&der, &ca_i.cert, NOW) {
+                let revoked = matches!(c.answer(&bad, "f", NOW).unwrap().state, State::Revoked { .. });
+                proptest::prop_assert!(revoked);
+            }
         }
 
         /// A genuine answer with one byte changed is never believed to say

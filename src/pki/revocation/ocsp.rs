@@ -2,7 +2,8 @@
 //! nonce, and every check of the answer before its status is believed:
 //! the response's form, its signer (the issuing CA, or a responder the CA
 //! delegated with `id-kp-OCSPSigning`), the signature, the nonce, the
-//! certificate it speaks of, and its times.
+//! certificate it speaks of, and its times ([`Freshness`]). A delegated
+//! responder must be valid at the answer's producedAt.
 
 use der::asn1::{Null, OctetString};
 use der::{Decode, Encode};
@@ -16,7 +17,8 @@ use x509_ocsp::{
 };
 
 use super::{
-    oid, serial_digits, unix_ms, verify_signature, Answer, RevocationError, Source, State,
+    oid, serial_digits, unix_ms, verify_signature, Answer, Freshness, RevocationError, Source,
+    State,
 };
 
 /// A request as sent: its DER, and what the answer must echo.
@@ -126,16 +128,28 @@ fn same_cert(a: &CertId, b: &CertId) -> bool {
         && serial_digits(a.serial_number.as_bytes()) == serial_digits(b.serial_number.as_bytes())
 }
 
-/// May `responder` sign OCSP answers for certificates of `issuer`? The CA
-/// itself may; another certificate only if the CA issued it for that
-/// (`id-kp-OCSPSigning`).
-fn authorised(responder: &X509, issuer: &X509) -> Result<bool, RevocationError> {
+/// May `responder` sign OCSP answers for certificates of `issuer`, as of
+/// `produced_ms` (the answer's producedAt)? The CA itself may; another
+/// certificate only if the CA issued it for that (`id-kp-OCSPSigning`,
+/// RFC 6960 4.2.2.2) and it was valid when the answer was made: a
+/// responder's key outlives its certificate on many a disk.
+fn authorised(responder: &X509, issuer: &X509, produced_ms: u64) -> Result<(), RevocationError> {
     if responder.to_der().map_err(bad)? == issuer.to_der().map_err(bad)? {
-        return Ok(true);
+        return Ok(());
     }
+    let who = crate::xml::dsig::name_to_string(responder.subject_name());
+    let refuse = |why: String| {
+        RevocationError::BadSignature(format!(
+            "signed by a certificate the CA did not authorise for OCSP: {why}"
+        ))
+    };
     let key = issuer.public_key().map_err(bad)?;
-    if !responder.verify(&key).unwrap_or(false) {
-        return Ok(false);
+    let same_issuer = responder.issuer_name().to_der().map_err(bad)?
+        == issuer.subject_name().to_der().map_err(bad)?;
+    if !same_issuer || !responder.verify(&key).unwrap_or(false) {
+        return Err(refuse(format!(
+            "the responder {who:?} is not issued by the certificate's CA"
+        )));
     }
     let der = responder.to_der().map_err(bad)?;
     let c = x509_cert::Certificate::from_der(&der).map_err(bad)?;
@@ -148,7 +162,25 @@ fn authorised(responder: &X509, issuer: &X509) -> Result<bool, RevocationError> 
         .and_then(|e| {
             x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok()
         });
-    Ok(eku.is_some_and(|u| u.0.contains(&oid::KP_OCSP_SIGNING)))
+    if !eku.is_some_and(|u| u.0.contains(&oid::KP_OCSP_SIGNING)) {
+        return Err(refuse(format!(
+            "the responder {who:?} does not carry id-kp-OCSPSigning"
+        )));
+    }
+    let v = &c.tbs_certificate.validity;
+    let (from, to) = (
+        unix_ms(v.not_before.to_system_time()),
+        unix_ms(v.not_after.to_system_time()),
+    );
+    if produced_ms < from || produced_ms > to {
+        return Err(RevocationError::BadSignature(format!(
+            "the delegated responder {who:?} was not valid when the answer was produced ({}): its certificate is valid from {} to {}",
+            super::rfc3339(produced_ms),
+            super::rfc3339(from),
+            super::rfc3339(to)
+        )));
+    }
+    Ok(())
 }
 
 fn names(responder: &X509, id: &ResponderId) -> Result<bool, RevocationError> {
@@ -163,30 +195,68 @@ fn names(responder: &X509, id: &ResponderId) -> Result<bool, RevocationError> {
 }
 
 /// Checks an answer to `q` about `cert` (issued by `issuer`) at `now_ms`
-/// and says what it establishes. Anything that does not hold is an error
-/// naming what, and the answer is not believed.
+/// with the default rules (our nonce must come back; an answer without
+/// `nextUpdate` at most [`Freshness::default`] old) and says what it
+/// establishes. Anything that does not hold is an error naming what, and
+/// the answer is not believed.
 pub fn check(der: &[u8], q: &Query, issuer: &X509, now_ms: u64) -> Result<Answer, RevocationError> {
-    check_with(der, &q.cert_id, Some(&q.nonce), issuer, now_ms)
+    check_answer(der, q, issuer, now_ms, &Freshness::default(), false)
+}
+
+/// [`check`] with the freshness rules given; `preproduced`: the responder
+/// is known to answer from pre-produced responses (RFC 5019), which carry
+/// no nonce, so only their age vouches for them.
+pub fn check_answer(
+    der: &[u8],
+    q: &Query,
+    issuer: &X509,
+    now_ms: u64,
+    fresh: &Freshness,
+    preproduced: bool,
+) -> Result<Answer, RevocationError> {
+    let nonce = Nonce::Sent {
+        nonce: &q.nonce,
+        required: !preproduced,
+    };
+    check_with(der, &q.cert_id, nonce, issuer, now_ms, fresh)
 }
 
 /// Checks a kept answer about `cert` (issued by `issuer`), as of `at_ms`
 /// (the time of the document it vouched for): what [`check`] checks,
-/// except the nonce, which only the asker knew.
+/// the age rule at `at_ms`, except the nonce, which only the asker knew.
 pub fn check_kept(
     der: &[u8],
     cert: &X509,
     issuer: &X509,
     at_ms: u64,
 ) -> Result<Answer, RevocationError> {
-    check_with(der, &cert_id(cert, issuer)?, None, issuer, at_ms)
+    check_with(
+        der,
+        &cert_id(cert, issuer)?,
+        Nonce::Unknown,
+        issuer,
+        at_ms,
+        &Freshness::default(),
+    )
+}
+
+/// What we know of the nonce an answer must carry.
+enum Nonce<'a> {
+    Sent {
+        nonce: &'a [u8],
+        required: bool,
+    },
+    /// A kept answer: whoever asked knew it.
+    Unknown,
 }
 
 fn check_with(
     der: &[u8],
     cert_id: &CertId,
-    nonce: Option<&[u8]>,
+    nonce: Nonce<'_>,
     issuer: &X509,
     now_ms: u64,
+    fresh: &Freshness,
 ) -> Result<Answer, RevocationError> {
     let resp =
         OcspResponse::from_der(der).map_err(|e| bad(format!("not an OCSP response: {e}")))?;
@@ -225,11 +295,8 @@ fn check_with(
     let signer = signer.ok_or_else(|| {
         RevocationError::BadSignature("the responder it names is not among its certificates".into())
     })?;
-    if !authorised(signer, issuer)? {
-        return Err(RevocationError::BadSignature(
-            "signed by a certificate the CA did not authorise for OCSP".into(),
-        ));
-    }
+    let produced_ms = unix_ms(data.produced_at.0.to_system_time());
+    authorised(signer, issuer, produced_ms)?;
     let tbs = data.to_der().map_err(bad)?;
     let sig = basic
         .signature
@@ -239,9 +306,17 @@ fn check_with(
         .map_err(|e| RevocationError::BadSignature(format!("the response's signature: {e}")))?;
 
     match (nonce_of(data.response_extensions.as_ref()), nonce) {
-        (Some(n), Some(want)) if n != want => {
+        (Some(n), Nonce::Sent { nonce: want, .. }) if n != want => {
             return Err(RevocationError::BadSignature(
                 "the nonce is not the one we sent (a replayed answer?)".into(),
+            ))
+        }
+        (None, Nonce::Sent { required: true, .. }) => {
+            return Err(RevocationError::BadSignature(
+                "the answer does not carry the nonce we sent (a replayed answer?); a responder \
+                 that answers from pre-produced responses is configured as such \
+                 (ocsp_preproduced = true)"
+                    .into(),
             ))
         }
         _ => {}
@@ -253,19 +328,7 @@ fn check_with(
         .ok_or_else(|| bad("the answer does not speak of this certificate"))?;
     let this_update = unix_ms(single.this_update.0.to_system_time());
     let next_update = single.next_update.map(|t| unix_ms(t.0.to_system_time()));
-    // Five minutes either way for clocks that disagree.
-    const SKEW_MS: u64 = 5 * 60 * 1000;
-    if this_update > now_ms + SKEW_MS {
-        return Err(bad("thisUpdate is in the future"));
-    }
-    if let Some(n) = next_update {
-        if n + SKEW_MS < now_ms {
-            return Err(RevocationError::Stale(format!(
-                "its nextUpdate passed {} s ago",
-                (now_ms - n) / 1000
-            )));
-        }
-    }
+    fresh.check("the OCSP answer", this_update, next_update, now_ms)?;
     let state = match single.cert_status {
         CertStatus::Good(_) => State::Good,
         CertStatus::Revoked(info) => State::Revoked {
