@@ -357,17 +357,61 @@ impl Default for Opening {
 
 /// Runs `f` on sled, turning sled's panics on some damage (`tried to
 /// serialize Uninitialized` …) into the start-up error that names the
-/// backups.
+/// backups and `store salvage`. The panic is not printed: an operator
+/// needs the error, not sled's source line and a backtrace (it goes to
+/// the log, at debug).
 fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+    quietly(f).unwrap_or_else(|panic| {
         Err(damaged_at(
             dir,
             format!(
-                "sled failed while reading it: {}",
+                "sled failed while reading it: {}; `jumgw store salvage --out FILE` saves what is still readable",
                 check::panic_text(&*panic)
             ),
         ))
     })
+}
+
+thread_local! {
+    /// This thread is in [`quietly`]: its panics are caught there.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind` with the panic hook (process-wide) kept quiet for this
+/// thread's panics only, for as long as `f` runs: they go to the log at
+/// debug; another thread's panic meanwhile goes to the hook that was set
+/// before, which is set again after.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe};
+    // Nested, or during an unwind (the hook cannot be changed then): the
+    // hook in place does.
+    if QUIET.with(|q| q.get()) || std::thread::panicking() {
+        return catch_unwind(AssertUnwindSafe(f));
+    }
+    // One quiet window at a time: two stores opened at once would each
+    // restore the other's hook.
+    static WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = crate::sync::lock(&WINDOW);
+    let before = std::sync::Arc::new(take_hook());
+    let others = before.clone();
+    set_hook(Box::new(move |info| {
+        if QUIET.with(|q| q.get()) {
+            tracing::debug!(panic = %info, "sled panicked on a damaged store (caught)");
+        } else {
+            others(info)
+        }
+    }));
+    QUIET.with(|q| q.set(true));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    // Ours, dropped: `before` is held here alone again. A panic hook runs
+    // under the lock `take_hook` takes, so none is running ours now.
+    drop(take_hook());
+    match std::sync::Arc::try_unwrap(before) {
+        Ok(hook) => set_hook(hook),
+        Err(shared) => set_hook(Box::new(move |info| shared(info))),
+    }
+    r
 }
 
 /// Opens the database and its trees, nothing more.
