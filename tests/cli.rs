@@ -1058,12 +1058,15 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
     );
 }
 
-/// A token taken away while the gateway runs (its SoftHSM2 folder emptied)
-/// fails only the attempts: each is retryable, says the seal's device
-/// failed, is counted in `/metrics` and logged; nothing is sent unsigned
-/// and the request does not die.
+/// A token taken away while the gateway runs (its SoftHSM2 folder moved
+/// away) fails only the attempts: each is retryable, says the seal's
+/// device failed, is counted in `/metrics` and logged; nothing is sent
+/// unsigned and no request dies. `/readyz` names the token away and
+/// `jumgw_token_up{key="seal"}` is 0. Put back (the folder moved back),
+/// the token is found again without a restart: every request filed
+/// meanwhile is delivered, `/readyz` is ready and the gauge 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_taken_away_fails_attempts_not_requests() {
+async fn a_token_taken_away_fails_attempts_and_is_used_again_when_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let o = run(&[
@@ -1079,23 +1082,42 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
     let env: Vec<(String, String)> = vec![
         ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
         ("JUMGW_GATEWAY__SIGN_KEY".into(), token.uri("gw")),
+        // Retried soon, so that the test waits for behaviour, not backoff.
+        ("JUMGW_RETRY__BASE".into(), "300ms".into()),
+        ("JUMGW_RETRY__CAP".into(), "1s".into()),
+        ("JUMGW_RETRY__MAX_ATTEMPTS".into(), "1000".into()),
     ];
     let d = start_daemon_env(&data, port, &env);
     let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
     let first = submit(&http, port, 0).await.expect("accepted");
     wait_delivered(&http, port, &[first]).await;
+    let up = "jumgw_token_up{key=\"seal\"}";
+    assert_eq!(metric(&http, &base, up).await, 1.0);
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
 
+    // The token's folder moved away, as a token is pulled out.
     let tokens = dir.path().join("tokens");
-    for e in std::fs::read_dir(&tokens).unwrap() {
-        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+    let folder = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = dir.path().join("away");
+    std::fs::rename(&folder, &away).unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=6 {
+        ids.push(submit(&http, port, i).await.expect("accepted"));
     }
-    let id = submit(&http, port, 1).await.expect("accepted");
-    let base = format!("http://127.0.0.1:{port}");
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let v = loop {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (v, body) = loop {
+        // Under load: more filed while the token is away.
+        ids.push(submit(&http, port, ids.len() + 1).await.expect("accepted"));
         let v = get_json(
             &http,
-            &format!("{base}/api/v1/requests/{id}"),
+            &format!("{base}/api/v1/requests/{}", ids[0]),
             Some("demo-backoffice"),
         )
         .await;
@@ -1110,23 +1132,75 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
                         .is_some_and(|d| d.contains("the seal's device failed"))
             })
             .count();
-        if failed >= 2 {
-            break v;
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        let status = ready.status();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if failed >= 2 && status == 503 {
+            break (v, body);
         }
-        assert!(std::time::Instant::now() < end, "{v}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(std::time::Instant::now() < end, "{v}\n{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(
         matches!(v["state"].as_str(), Some("retrying" | "sending" | "queued")),
         "{v}"
     );
+    let t = &body["tokens_away"][0];
+    assert_eq!(t["key"], "seal", "{body}");
+    assert_eq!(t["up"], false, "{body}");
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("object=seal-gw")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("1234"), "the PIN shown: {body}");
+    assert_eq!(metric(&http, &base, up).await, 0.0);
     let failures = metric(&http, &base, "jumgw_seal_device_failures_total").await;
     assert!(failures >= 2.0, "{failures}");
     assert!(
-        d.log().contains("cannot sign: the seal's device failed"),
+        d.log().contains("cannot sign: the seal's device failed")
+            && d.log().contains("the key's token is away"),
         "{}",
         d.log()
     );
+
+    // Put back: used again, without a restart.
+    std::fs::rename(&away, &folder).unwrap();
+    wait_delivered(&http, port, &ids).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{}",
+            ready.text().await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&http, &base, up).await, 1.0);
+    let last = submit(&http, port, 99).await.expect("accepted");
+    wait_delivered(&http, port, &[last]).await;
+    for id in &ids {
+        let v = get_json(
+            &http,
+            &format!("{base}/api/v1/requests/{id}"),
+            Some("demo-backoffice"),
+        )
+        .await;
+        assert!(
+            !v["attempts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| matches!(a["outcome"].as_str(), Some("permanent" | "security"))),
+            "{v}"
+        );
+    }
+    assert!(d.log().contains("the key's token is back"), "{}", d.log());
 }
 
 /// What the README promises a newcomer: `serve --demo`, the README's
