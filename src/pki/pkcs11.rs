@@ -474,7 +474,8 @@ fn find_key(
 /// Every key opened in this process, by its URI without the PIN, for
 /// [`state`]; the newest of a URI first.
 fn opened() -> &'static Mutex<Vec<(String, Weak<TokenKey>)>> {
-    static OPENED: OnceLock<Mutex<Vec<(String, Weak<TokenKey>)>>> = OnceLock::new();
+    type Keys = Mutex<Vec<(String, Weak<TokenKey>)>>;
+    static OPENED: OnceLock<Keys> = OnceLock::new();
     OPENED.get_or_init(Default::default)
 }
 
@@ -567,7 +568,11 @@ impl TokenKey {
                 wait: BACKOFF_MIN,
             }),
         });
-        crate::sync::lock(opened()).push((shown, Arc::downgrade(&key)));
+        let mut all = crate::sync::lock(opened());
+        // Keys opened for a while (a dossier's seal) leave no trace.
+        all.retain(|(_, k)| k.strong_count() > 0);
+        all.push((shown, Arc::downgrade(&key)));
+        drop(all);
         Ok(key)
     }
 
