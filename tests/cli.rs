@@ -442,6 +442,100 @@ fn xml_sign_with_the_seal_on_a_pkcs11_token() {
     );
 }
 
+/// A key whose token is taken out (its SoftHSM2 folder moved away): every
+/// signature fails naming the key, yet the token is looked for only once
+/// per backoff step, not once per signature, and looked for again later;
+/// put back, the same key signs again, in the same process, and its
+/// signature verifies with the key's certificate.
+#[test]
+fn a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again() {
+    if let Ok(dir) = std::env::var("JUMGW_TEST_TOKEN_AWAY_DIR") {
+        return token_away_and_back(std::path::Path::new(&dir));
+    }
+    let pki = Pki::new();
+    let token = Token::new(&pki);
+    // In a process of its own: the module reads SOFTHSM2_CONF from the
+    // environment, and is initialised once per process.
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again",
+            "--test-threads",
+            "1",
+        ])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("JUMGW_TEST_TOKEN_AWAY_DIR", pki.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 passed"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn token_away_and_back(dir: &std::path::Path) {
+    use jum_gateway::xml::DeviceKey;
+    let uri = format!(
+        "pkcs11:token=jumgw;object=seal-rsa?module-path={SOFTHSM}&pin-source=file:{}",
+        dir.join("pin").display()
+    );
+    let key = jum_gateway::pki::pkcs11::TokenKey::open(&uri).unwrap();
+    let public = openssl::x509::X509::from_pem(&std::fs::read(dir.join("rsa.pem")).unwrap())
+        .unwrap()
+        .public_key()
+        .unwrap();
+    let verifies = |sig: &[u8]| {
+        let mut v =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public).unwrap();
+        v.update(b"to be signed").unwrap();
+        v.verify(sig).unwrap()
+    };
+    assert!(verifies(&key.sign_sha256(b"to be signed").unwrap()));
+    let state = jum_gateway::pki::pkcs11::state(&uri).unwrap();
+    assert!(state.up && state.error.is_none(), "{state:?}");
+
+    let tokens = dir.join("tokens");
+    let folder = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = dir.join("away");
+    std::fs::rename(&folder, &away).unwrap();
+    for _ in 0..50 {
+        let e = key.sign_sha256(b"to be signed").unwrap_err();
+        assert!(e.contains("object=seal-rsa") && !e.contains("1234"), "{e}");
+    }
+    let s = key.token_state();
+    assert!(!s.up, "{s:?}");
+    // 50 signatures, a handful of looks at most (the first at once, then
+    // one per backoff step).
+    assert!((1..=5).contains(&s.looks), "{s:?}");
+    // Looked for again later, all the same.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while key.token_state().looks == s.looks {
+        assert!(key.sign_sha256(b"to be signed").is_err());
+        assert!(std::time::Instant::now() < end, "never looked for again");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    std::fs::rename(&away, &folder).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sig = loop {
+        match key.sign_sha256(b"to be signed") {
+            Ok(sig) => break sig,
+            Err(e) => assert!(std::time::Instant::now() < end, "not used again: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(verifies(&sig));
+    let s = jum_gateway::pki::pkcs11::state(&uri).unwrap();
+    assert!(s.up && s.error.is_none(), "{s:?}");
+}
+
 fn many_signatures_at_once_on_one_token(dir: &std::path::Path) {
     let uri = format!(
         "pkcs11:token=jumgw;object=seal-ec?module-path={SOFTHSM}&pin-source=file:{}",

@@ -244,6 +244,7 @@ struct Health {
     /// No look before this.
     next_look: Instant,
     wait: Duration,
+    looks: u64,
 }
 
 /// A key's token, as `/readyz`, the metrics and the alerts show it.
@@ -254,6 +255,8 @@ pub struct TokenState {
     pub since_ms: u64,
     /// Why it is away (the URI without its PIN, and the module's answer).
     pub error: Option<String>,
+    /// How many times the key was looked for again since it was opened.
+    pub looks: u64,
 }
 
 /// A PKCS#11 library, loaded and initialised once per process: the seal
@@ -566,6 +569,7 @@ impl TokenKey {
                 error: None,
                 next_look: Instant::now(),
                 wait: BACKOFF_MIN,
+                looks: 0,
             }),
         });
         let mut all = crate::sync::lock(opened());
@@ -583,6 +587,7 @@ impl TokenKey {
             up: h.up,
             since_ms: h.since_ms,
             error: h.error.clone(),
+            looks: h.looks,
         }
     }
 
@@ -641,6 +646,7 @@ impl TokenKey {
             }
             // Claimed: others wait for this look's verdict.
             h.next_look = now + h.wait;
+            h.looks += 1;
         }
         let seen = match self.find_again() {
             Ok(()) => return self.found(),
@@ -655,15 +661,15 @@ impl TokenKey {
         match self.find_again() {
             Ok(()) => self.found(),
             Err((_, e)) => {
+                let why = e.to_string();
+                let was_up = crate::sync::lock(&self.health).up;
+                if was_up {
+                    self.went_away(&why);
+                }
                 let mut h = crate::sync::lock(&self.health);
+                h.error = Some(why);
                 h.next_look = Instant::now() + h.wait;
                 h.wait = (h.wait * 2).min(BACKOFF_MAX);
-                if h.up {
-                    drop(h);
-                    self.went_away(&e.to_string());
-                } else {
-                    h.error = Some(e.to_string());
-                }
                 false
             }
         }
