@@ -444,9 +444,10 @@ fn xml_sign_with_the_seal_on_a_pkcs11_token() {
 
 /// A key whose token is taken out (its SoftHSM2 folder moved away): every
 /// signature fails naming the key, yet the token is looked for only once
-/// per backoff step, not once per signature, and looked for again later;
-/// put back, the same key signs again, in the same process, and its
-/// signature verifies with the key's certificate.
+/// per backoff step, not once per signature, and looked for again later.
+/// Another token put in its place, with another key under the same label,
+/// is not used. The genuine one put back, the same key signs again, in the
+/// same process, and its signature verifies with the key's certificate.
 #[test]
 fn a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again() {
     if let Ok(dir) = std::env::var("JUMGW_TEST_TOKEN_AWAY_DIR") {
@@ -454,6 +455,25 @@ fn a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again() {
     }
     let pki = Pki::new();
     let token = Token::new(&pki);
+    // The impostor: a token of the same label, with another RSA key under
+    // the same label, made in a folder of its own.
+    let other = pki.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other_key = other.join("other.key");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    Token::with_keys(&other, &[("rsa", &other_key)]);
     // In a process of its own: the module reads SOFTHSM2_CONF from the
     // environment, and is initialised once per process.
     let o = std::process::Command::new(std::env::current_exe().unwrap())
@@ -486,6 +506,8 @@ fn token_away_and_back(dir: &std::path::Path) {
         .unwrap()
         .public_key()
         .unwrap();
+    // As the gateway does once the key is proven against its certificate.
+    key.bind(public.clone());
     let verifies = |sig: &[u8]| {
         let mut v =
             openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public).unwrap();
@@ -521,6 +543,27 @@ fn token_away_and_back(dir: &std::path::Path) {
         assert!(std::time::Instant::now() < end, "never looked for again");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+
+    // Another token in its place: looked at, and refused.
+    let other = std::fs::read_dir(dir.join("other/tokens"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let impostor = tokens.join(other.file_name().unwrap());
+    std::fs::rename(&other, &impostor).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let e = key.sign_sha256(b"to be signed").unwrap_err();
+        if e.contains("not the one its certificate names") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{e}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!key.token_state().up);
+    std::fs::rename(&impostor, &other).unwrap();
 
     std::fs::rename(&away, &folder).unwrap();
     let end = std::time::Instant::now() + std::time::Duration::from_secs(60);

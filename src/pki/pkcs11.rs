@@ -205,6 +205,9 @@ pub struct TokenKey {
     /// The key's handle and its sessions, while the token is there.
     live: Mutex<Option<Live>>,
     health: Mutex<Health>,
+    /// The public key of the certificate this key was proven against
+    /// ([`TokenKey::bind`]): a key found again must sign for it.
+    bound: Mutex<Option<openssl::pkey::PKey<openssl::pkey::Public>>>,
 }
 
 /// What is valid only for one initialisation of the module and while the
@@ -571,6 +574,7 @@ impl TokenKey {
                 wait: BACKOFF_MIN,
                 looks: 0,
             }),
+            bound: Mutex::new(None),
         });
         let mut all = crate::sync::lock(opened());
         // Keys opened for a while (a dossier's seal) leave no trace.
@@ -713,6 +717,19 @@ impl TokenKey {
                     detail: "the key under this label is not of the kind it was at start".into(),
                 });
             }
+            // Another token under the same label (or a key replaced) is
+            // not used in the certificate's name.
+            let bound = crate::sync::lock(&self.bound).clone();
+            if let Some(public) = bound {
+                if !self.proves(&session, key, &public) {
+                    return Err(Pkcs11Error::Token {
+                        uri: self.uri.clone(),
+                        detail:
+                            "the key under this label is not the one its certificate names any more"
+                                .into(),
+                    });
+                }
+            }
             Ok(Live {
                 generation,
                 slot,
@@ -723,6 +740,41 @@ impl TokenKey {
         let live = look().map_err(|e| (generation, e))?;
         *crate::sync::lock(&self.live) = Some(live);
         Ok(())
+    }
+
+    /// Remembers the public key of the certificate this key was proven
+    /// against: a key found again after its token came back is used only
+    /// if it signs for the same public key.
+    pub fn bind(&self, public: openssl::pkey::PKey<openssl::pkey::Public>) {
+        *crate::sync::lock(&self.bound) = Some(public);
+    }
+
+    /// Does `key` sign a probe that `public` verifies?
+    fn proves(
+        &self,
+        session: &Session,
+        key: ObjectHandle,
+        public: &openssl::pkey::PKey<openssl::pkey::Public>,
+    ) -> bool {
+        const PROBE: &[u8] = b"jumgw: the key found again is the certificate's";
+        let verify = |sig: &[u8]| {
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), public)
+                .and_then(|mut v| {
+                    v.update(PROBE)?;
+                    v.verify(sig)
+                })
+                .unwrap_or(false)
+        };
+        match self.alg {
+            Algorithm::RsaSha256 => session
+                .sign(&Mechanism::Sha256RsaPkcs, key, PROBE)
+                .is_ok_and(|sig| verify(&sig)),
+            Algorithm::EcdsaSha256 => session
+                .sign(&Mechanism::Ecdsa, key, &openssl::sha::sha256(PROBE))
+                .ok()
+                .and_then(|rs| ecdsa_der(&rs).ok())
+                .is_some_and(|der| verify(&der)),
+        }
     }
 
     /// One signature on a session of the pool; a token that was taken out
@@ -922,11 +974,7 @@ impl rustls::sign::Signer for TlsSigner {
                     .key
                     .sign_with(&Mechanism::Ecdsa, &openssl::sha::sha256(message))
                     .map_err(failed)?;
-                let half = rs.len() / 2;
-                let der = openssl::bn::BigNum::from_slice(&rs[..half])
-                    .and_then(|r| Ok((r, openssl::bn::BigNum::from_slice(&rs[half..])?)))
-                    .and_then(|(r, s)| openssl::ecdsa::EcdsaSig::from_private_components(r, s))
-                    .and_then(|sig| sig.to_der())
+                let der = ecdsa_der(&rs)
                     .map_err(|e| failed(format!("{}: the signature: {e}", self.key.uri)))?;
                 Ok(der)
             }
@@ -936,6 +984,15 @@ impl rustls::sign::Signer for TlsSigner {
     fn scheme(&self) -> rustls::SignatureScheme {
         self.scheme
     }
+}
+
+/// An ECDSA signature `r ‖ s` (PKCS#11's form) as DER (TLS's and
+/// OpenSSL's).
+fn ecdsa_der(rs: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let half = rs.len() / 2;
+    let r = openssl::bn::BigNum::from_slice(&rs[..half])?;
+    let s = openssl::bn::BigNum::from_slice(&rs[half..])?;
+    openssl::ecdsa::EcdsaSig::from_private_components(r, s)?.to_der()
 }
 
 /// A certificate chain with its key, for a rustls client or server: the
@@ -956,6 +1013,7 @@ pub fn certified_key(
         // public key verifies.
         crate::xml::SigningKey::from_device(token.clone(), &pem)
             .map_err(|e| format!("{}: {e}", redact(&text)))?;
+        bind_to(&token, &pem);
         Arc::new(TlsKey(token))
     } else {
         let der = super::tls::load_key(key).map_err(|e| e.to_string())?;
@@ -1089,6 +1147,13 @@ pub fn generate(
     }
 }
 
+/// Binds a key proven against the certificate `cert_pem` to its public key.
+fn bind_to(token: &TokenKey, cert_pem: &[u8]) {
+    if let Ok(public) = openssl::x509::X509::from_pem(cert_pem).and_then(|c| c.public_key()) {
+        token.bind(public);
+    }
+}
+
 /// The signing key a setting names: a PKCS#11 URI, or a PEM file.
 pub fn signing_key(
     key: &std::path::Path,
@@ -1097,8 +1162,10 @@ pub fn signing_key(
     let text = key.to_string_lossy();
     if is_uri(&text) {
         let token = TokenKey::open(&text).map_err(|e| e.to_string())?;
-        return crate::xml::SigningKey::from_device(token, cert_pem)
-            .map_err(|e| format!("{}: {e}", redact(&text)));
+        let key = crate::xml::SigningKey::from_device(token.clone(), cert_pem)
+            .map_err(|e| format!("{}: {e}", redact(&text)))?;
+        bind_to(&token, cert_pem);
+        return Ok(key);
     }
     let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
     crate::xml::SigningKey::from_pem(&pem, cert_pem, None)
