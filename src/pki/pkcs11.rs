@@ -4,6 +4,8 @@
 //! The key never leaves the device: what is signed goes in, the signature
 //! comes out. The PIN comes from `pin-value`, `pin-source=file:…`, or
 //! `JUMGW_PKCS11_PIN`; it is never shown (`Pkcs11Uri::redacted`).
+//! A token taken out and put back is used again without a restart
+//! ([`TokenKey`]); [`state`] tells whether a key's token is there.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1898,3 +1898,61 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod quiet_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A panic of this thread inside [`super::quietly`] is caught and not
+    /// given to the hook; another thread's panic meanwhile still is; after
+    /// it, the hook that was there is there again.
+    #[test]
+    fn a_quiet_window_keeps_only_its_own_threads_panics_from_the_hook() {
+        static OTHER: AtomicUsize = AtomicUsize::new(0);
+        static QUIET: AtomicUsize = AtomicUsize::new(0);
+        static AFTER: AtomicUsize = AtomicUsize::new(0);
+        // Counts ours, passes every panic on: other tests' panics still
+        // print.
+        let original = Arc::new(std::panic::take_hook());
+        let inner = original.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info.to_string();
+            for (marker, n) in [
+                ("marker-other-thread", &OTHER),
+                ("marker-quiet", &QUIET),
+                ("marker-after", &AFTER),
+            ] {
+                if text.contains(marker) {
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            inner(info)
+        }));
+        let r = super::quietly(|| {
+            let other = std::thread::spawn(|| panic!("marker-other-thread"));
+            assert!(other.join().is_err());
+            panic!("marker-quiet");
+        });
+        let text = super::check::panic_text(&*r.expect_err("the panic is caught"));
+        assert!(text.contains("marker-quiet"), "{text}");
+        assert_eq!(OTHER.load(Ordering::SeqCst), 1, "the other thread's panic");
+        assert_eq!(
+            QUIET.load(Ordering::SeqCst),
+            0,
+            "the quiet panic reached the hook"
+        );
+        let after = std::panic::catch_unwind(|| panic!("marker-after"));
+        assert!(after.is_err());
+        assert_eq!(
+            AFTER.load(Ordering::SeqCst),
+            1,
+            "the hook was not set again"
+        );
+        // The harness's own hook back.
+        drop(std::panic::take_hook());
+        if let Ok(hook) = Arc::try_unwrap(original) {
+            std::panic::set_hook(hook);
+        }
+    }
+}
