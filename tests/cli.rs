@@ -1199,7 +1199,8 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
 /// away) fails only the attempts: each is retryable, says the seal's
 /// device failed, is counted in `/metrics` and logged; nothing is sent
 /// unsigned and no request dies. `/readyz` names the token away and
-/// `jumgw_token_up{key="seal"}` is 0. Put back (the folder moved back),
+/// `jumgw_token_up{key="seal"}` is 0; away past `alerts.token_away`, the
+/// operators are mailed about it. Put back (the folder moved back),
 /// the token is found again without a restart: every request filed
 /// meanwhile is delivered, `/readyz` is ready and the gauge 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1215,6 +1216,15 @@ async fn a_token_taken_away_fails_attempts_and_is_used_again_when_back() {
     assert!(o.status.success(), "{}", text(&o));
     let token = Token::with_keys(dir.path(), &[("gw", &data.join("certs/gateway-sign.key"))]);
     std::fs::remove_file(data.join("certs/gateway-sign.key")).unwrap();
+    let certs = data.join("certs");
+    let mails_out = dir.path().join("mails.jsonl");
+    let smtp = start_smtp(
+        &certs.join("cadastre-tls.pem"),
+        &certs.join("cadastre-tls.key"),
+        "jumgw",
+        "pa55-w0rd",
+        &mails_out,
+    );
     let port = free_port();
     let env: Vec<(String, String)> = vec![
         ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
@@ -1223,6 +1233,17 @@ async fn a_token_taken_away_fails_attempts_and_is_used_again_when_back() {
         ("JUMGW_RETRY__BASE".into(), "300ms".into()),
         ("JUMGW_RETRY__CAP".into(), "1s".into()),
         ("JUMGW_RETRY__MAX_ATTEMPTS".into(), "1000".into()),
+        ("JUMGW_ALERTS__TO".into(), r#"["ops@opstina.rs"]"#.into()),
+        ("JUMGW_ALERTS__SMTP".into(), format!("127.0.0.1:{}", smtp.1)),
+        ("JUMGW_ALERTS__USER".into(), "jumgw".into()),
+        ("JUMGW_ALERTS__PASSWORD".into(), "pa55-w0rd".into()),
+        (
+            "JUMGW_ALERTS__TLS_CA".into(),
+            certs.join("ca.pem").display().to_string(),
+        ),
+        ("JUMGW_ALERTS__INTERVAL".into(), "1s".into()),
+        ("JUMGW_ALERTS__CHECK".into(), "200ms".into()),
+        ("JUMGW_ALERTS__TOKEN_AWAY".into(), "1s".into()),
     ];
     let d = start_daemon_env(&data, port, &env);
     let http = reqwest::Client::new();
@@ -1301,6 +1322,28 @@ async fn a_token_taken_away_fails_attempts_and_is_used_again_when_back() {
         "{}",
         d.log()
     );
+    // Still away: the operators are told, the key and why named.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let body: String = mails(&mails_out)
+            .iter()
+            .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if body.contains("A key's token (PKCS#11) has been away for long") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no alert: {body}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        body.contains("seal") && body.contains("object=seal-gw"),
+        "{body}"
+    );
+    assert!(!body.contains("1234"), "the PIN in a mail: {body}");
 
     // Put back: used again, without a restart.
     std::fs::rename(&away, &folder).unwrap();
