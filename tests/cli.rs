@@ -450,6 +450,143 @@ fn xml_sign_with_the_seal_on_a_pkcs11_token() {
     );
 }
 
+/// A key whose token is taken out (its SoftHSM2 folder moved away): every
+/// signature fails naming the key, yet the token is looked for only once
+/// per backoff step, not once per signature, and looked for again later.
+/// Another token put in its place, with another key under the same label,
+/// is not used. The genuine one put back, the same key signs again, in the
+/// same process, and its signature verifies with the key's certificate.
+#[test]
+fn a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again() {
+    if let Ok(dir) = std::env::var("JUMGW_TEST_TOKEN_AWAY_DIR") {
+        return token_away_and_back(std::path::Path::new(&dir));
+    }
+    let pki = Pki::new();
+    let token = Token::new(&pki);
+    // The impostor: a token of the same label, with another RSA key under
+    // the same label, made in a folder of its own.
+    let other = pki.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other_key = other.join("other.key");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    Token::with_keys(&other, &[("rsa", &other_key)]);
+    // In a process of its own: the module reads SOFTHSM2_CONF from the
+    // environment, and is initialised once per process.
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_key_whose_token_is_away_is_looked_for_with_backoff_and_used_again",
+            "--test-threads",
+            "1",
+        ])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("JUMGW_TEST_TOKEN_AWAY_DIR", pki.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 passed"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn token_away_and_back(dir: &std::path::Path) {
+    use jum_gateway::xml::DeviceKey;
+    let uri = format!(
+        "pkcs11:token=jumgw;object=seal-rsa?module-path={SOFTHSM}&pin-source=file:{}",
+        dir.join("pin").display()
+    );
+    let key = jum_gateway::pki::pkcs11::TokenKey::open(&uri).unwrap();
+    let public = openssl::x509::X509::from_pem(&std::fs::read(dir.join("rsa.pem")).unwrap())
+        .unwrap()
+        .public_key()
+        .unwrap();
+    // As the gateway does once the key is proven against its certificate.
+    key.bind(public.clone());
+    let verifies = |sig: &[u8]| {
+        let mut v =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public).unwrap();
+        v.update(b"to be signed").unwrap();
+        v.verify(sig).unwrap()
+    };
+    assert!(verifies(&key.sign_sha256(b"to be signed").unwrap()));
+    let state = jum_gateway::pki::pkcs11::state(&uri).unwrap();
+    assert!(state.up && state.error.is_none(), "{state:?}");
+
+    let tokens = dir.join("tokens");
+    let folder = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = dir.join("away");
+    std::fs::rename(&folder, &away).unwrap();
+    for _ in 0..50 {
+        let e = key.sign_sha256(b"to be signed").unwrap_err();
+        assert!(e.contains("object=seal-rsa") && !e.contains("1234"), "{e}");
+    }
+    let s = key.token_state();
+    assert!(!s.up, "{s:?}");
+    // 50 signatures, a handful of looks at most (the first at once, then
+    // one per backoff step).
+    assert!((1..=5).contains(&s.looks), "{s:?}");
+    // Looked for again later, all the same.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while key.token_state().looks == s.looks {
+        assert!(key.sign_sha256(b"to be signed").is_err());
+        assert!(std::time::Instant::now() < end, "never looked for again");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Another token in its place: looked at, and refused.
+    let other = std::fs::read_dir(dir.join("other/tokens"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let impostor = tokens.join(other.file_name().unwrap());
+    std::fs::rename(&other, &impostor).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let e = key.sign_sha256(b"to be signed").unwrap_err();
+        if e.contains("not the one its certificate names") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{e}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!key.token_state().up);
+    std::fs::rename(&impostor, &other).unwrap();
+
+    std::fs::rename(&away, &folder).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sig = loop {
+        match key.sign_sha256(b"to be signed") {
+            Ok(sig) => break sig,
+            Err(e) => assert!(std::time::Instant::now() < end, "not used again: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(verifies(&sig));
+    let s = jum_gateway::pki::pkcs11::state(&uri).unwrap();
+    assert!(s.up && s.error.is_none(), "{s:?}");
+}
+
 fn many_signatures_at_once_on_one_token(dir: &std::path::Path) {
     let uri = format!(
         "pkcs11:token=jumgw;object=seal-ec?module-path={SOFTHSM}&pin-source=file:{}",
@@ -1342,12 +1479,16 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
     );
 }
 
-/// A token taken away while the gateway runs (its SoftHSM2 folder emptied)
-/// fails only the attempts: each is retryable, says the seal's device
-/// failed, is counted in `/metrics` and logged; nothing is sent unsigned
-/// and the request does not die.
+/// A token taken away while the gateway runs (its SoftHSM2 folder moved
+/// away) fails only the attempts: each is retryable, says the seal's
+/// device failed, is counted in `/metrics` and logged; nothing is sent
+/// unsigned and no request dies. `/readyz` names the token away and
+/// `jumgw_token_up{key="seal"}` is 0; away past `alerts.token_away`, the
+/// operators are mailed about it. Put back (the folder moved back),
+/// the token is found again without a restart: every request filed
+/// meanwhile is delivered, `/readyz` is ready and the gauge 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_taken_away_fails_attempts_not_requests() {
+async fn a_token_taken_away_fails_attempts_and_is_used_again_when_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let o = run(&[
@@ -1359,27 +1500,66 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
     assert!(o.status.success(), "{}", text(&o));
     let token = Token::with_keys(dir.path(), &[("gw", &data.join("certs/gateway-sign.key"))]);
     std::fs::remove_file(data.join("certs/gateway-sign.key")).unwrap();
+    let certs = data.join("certs");
+    let mails_out = dir.path().join("mails.jsonl");
+    let smtp = start_smtp(
+        &certs.join("cadastre-tls.pem"),
+        &certs.join("cadastre-tls.key"),
+        "jumgw",
+        "pa55-w0rd",
+        &mails_out,
+    );
     let port = free_port();
     let env: Vec<(String, String)> = vec![
         ("SOFTHSM2_CONF".into(), token.conf.display().to_string()),
         ("JUMGW_GATEWAY__SIGN_KEY".into(), token.uri("gw")),
+        // Retried soon, so that the test waits for behaviour, not backoff.
+        ("JUMGW_RETRY__BASE".into(), "300ms".into()),
+        ("JUMGW_RETRY__CAP".into(), "1s".into()),
+        ("JUMGW_RETRY__MAX_ATTEMPTS".into(), "1000".into()),
+        ("JUMGW_ALERTS__TO".into(), r#"["ops@opstina.rs"]"#.into()),
+        ("JUMGW_ALERTS__SMTP".into(), format!("127.0.0.1:{}", smtp.1)),
+        ("JUMGW_ALERTS__USER".into(), "jumgw".into()),
+        ("JUMGW_ALERTS__PASSWORD".into(), "pa55-w0rd".into()),
+        (
+            "JUMGW_ALERTS__TLS_CA".into(),
+            certs.join("ca.pem").display().to_string(),
+        ),
+        ("JUMGW_ALERTS__INTERVAL".into(), "1s".into()),
+        ("JUMGW_ALERTS__CHECK".into(), "200ms".into()),
+        ("JUMGW_ALERTS__TOKEN_AWAY".into(), "1s".into()),
     ];
     let d = start_daemon_env(&data, port, &env);
     let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
     let first = submit(&http, port, 0).await.expect("accepted");
     wait_delivered(&http, port, &[first]).await;
+    let up = "jumgw_token_up{key=\"seal\"}";
+    assert_eq!(metric(&http, &base, up).await, 1.0);
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
 
+    // The token's folder moved away, as a token is pulled out.
     let tokens = dir.path().join("tokens");
-    for e in std::fs::read_dir(&tokens).unwrap() {
-        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+    let folder = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = dir.path().join("away");
+    std::fs::rename(&folder, &away).unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=6 {
+        ids.push(submit(&http, port, i).await.expect("accepted"));
     }
-    let id = submit(&http, port, 1).await.expect("accepted");
-    let base = format!("http://127.0.0.1:{port}");
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let v = loop {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (v, body) = loop {
+        // Under load: more filed while the token is away.
+        ids.push(submit(&http, port, ids.len() + 1).await.expect("accepted"));
         let v = get_json(
             &http,
-            &format!("{base}/api/v1/requests/{id}"),
+            &format!("{base}/api/v1/requests/{}", ids[0]),
             Some("demo-backoffice"),
         )
         .await;
@@ -1394,23 +1574,97 @@ async fn a_token_taken_away_fails_attempts_not_requests() {
                         .is_some_and(|d| d.contains("the seal's device failed"))
             })
             .count();
-        if failed >= 2 {
-            break v;
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        let status = ready.status();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if failed >= 2 && status == 503 {
+            break (v, body);
         }
-        assert!(std::time::Instant::now() < end, "{v}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(std::time::Instant::now() < end, "{v}\n{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(
         matches!(v["state"].as_str(), Some("retrying" | "sending" | "queued")),
         "{v}"
     );
+    let t = &body["tokens_away"][0];
+    assert_eq!(t["key"], "seal", "{body}");
+    assert_eq!(t["up"], false, "{body}");
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("object=seal-gw")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("1234"), "the PIN shown: {body}");
+    assert_eq!(metric(&http, &base, up).await, 0.0);
     let failures = metric(&http, &base, "jumgw_seal_device_failures_total").await;
     assert!(failures >= 2.0, "{failures}");
     assert!(
-        d.log().contains("cannot sign: the seal's device failed"),
+        d.log().contains("cannot sign: the seal's device failed")
+            && d.log().contains("the key's token is away"),
         "{}",
         d.log()
     );
+    // Still away: the operators are told, the key and why named.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let body: String = mails(&mails_out)
+            .iter()
+            .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if body.contains("A key's token (PKCS#11) has been away for long") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no alert: {body}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        body.contains("seal") && body.contains("object=seal-gw"),
+        "{body}"
+    );
+    assert!(!body.contains("1234"), "the PIN in a mail: {body}");
+
+    // Put back: used again, without a restart.
+    std::fs::rename(&away, &folder).unwrap();
+    wait_delivered(&http, port, &ids).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{}",
+            ready.text().await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&http, &base, up).await, 1.0);
+    let last = submit(&http, port, 99).await.expect("accepted");
+    wait_delivered(&http, port, &[last]).await;
+    for id in &ids {
+        let v = get_json(
+            &http,
+            &format!("{base}/api/v1/requests/{id}"),
+            Some("demo-backoffice"),
+        )
+        .await;
+        assert!(
+            !v["attempts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| matches!(a["outcome"].as_str(), Some("permanent" | "security"))),
+            "{v}"
+        );
+    }
+    assert!(d.log().contains("the key's token is back"), "{}", d.log());
 }
 
 /// The README's bundle filed with `serve --demo`, delivered and stamped,

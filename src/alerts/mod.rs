@@ -1,7 +1,8 @@
 //! Alerts for people: the operators are mailed when something needs
 //! one of them — a request gone dead, a ZUP deadline at risk, a registry's
 //! breaker open or a registry paused for long, a certificate near its
-//! end, the audit trail broken, the store's disk nearly full.
+//! end, the audit trail broken, the store's disk nearly full, a key's
+//! PKCS#11 token away for long.
 //!
 //! An alert is an event in the store's durable outbox (under the client
 //! name [`OUTBOX_CLIENT`], which no configured client can have): those
@@ -43,6 +44,7 @@ pub enum Kind {
     CertificateExpiring,
     AuditBroken,
     DiskLow,
+    TokenAway,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
             Kind::CertificateExpiring => "certificate-expiring",
             Kind::AuditBroken => "audit-broken",
             Kind::DiskLow => "disk-low",
+            Kind::TokenAway => "token-away",
         }
     }
 
@@ -95,6 +98,11 @@ impl Kind {
                 "The store's disk is nearly full",
                 "Disk skladišta je skoro pun",
                 "A tároló lemeze majdnem megtelt",
+            ],
+            Kind::TokenAway => [
+                "A key's token (PKCS#11) has been away for long: nothing is signed with it",
+                "Token ključa (PKCS#11) je dugo nedostupan: ništa se njime ne potpisuje",
+                "Egy kulcs tokenje (PKCS#11) régóta nem elérhető: semmit nem írunk alá vele",
             ],
         })
     }
@@ -310,6 +318,7 @@ pub fn threshold(cfg: &AlertsConfig, kind: Kind) -> Duration {
     match kind {
         Kind::BreakerOpen => cfg.breaker_open,
         Kind::Paused => cfg.paused,
+        Kind::TokenAway => cfg.token_away,
         _ => Duration::ZERO,
     }
 }

@@ -1,8 +1,8 @@
 //! The conditions that are not a request's: looked at every
 //! `alerts.check`, each told once when it has held for its threshold and
 //! again only after it cleared and came back. What the dispatcher knows
-//! (breakers, pauses, certificates) comes through a [`Look`] the daemon
-//! gives; the audit trail and the disk are read here.
+//! (breakers, pauses, certificates, the keys' tokens) comes through a
+//! [`Look`] the daemon gives; the audit trail and the disk are read here.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -33,11 +33,23 @@ pub struct CertFacts {
     pub days_left: i64,
 }
 
+/// A key of the gateway's on a PKCS#11 token, and whether the token is
+/// there.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    /// `seal`, `tls`, `api-tls`.
+    pub key: String,
+    pub up: bool,
+    /// Why it is away (the key's URI without its PIN, the module's answer).
+    pub error: Option<String>,
+}
+
 /// What the dispatcher and the configuration know now.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub gates: Vec<GateFacts>,
     pub certificates: Vec<CertFacts>,
+    pub tokens: Vec<TokenFacts>,
 }
 
 /// How the watch learns the [`Snapshot`].
@@ -121,6 +133,14 @@ impl Watch {
                     String::new(),
                 ));
             }
+        }
+        for t in snap.tokens.iter().filter(|t| !t.up) {
+            holding.push((
+                Kind::TokenAway,
+                t.key.clone(),
+                t.error.clone().unwrap_or_default(),
+                String::new(),
+            ));
         }
         let within = self.cfg.certificate.as_secs() as i64 / 86_400;
         for c in &snap.certificates {
@@ -262,6 +282,7 @@ mod tests {
                     days_left: 1200,
                 },
             ],
+            tokens: vec![],
         }));
         let s2 = snap.clone();
         let look: Look = Arc::new(move || {
@@ -321,5 +342,85 @@ mod tests {
         assert!(told
             .iter()
             .all(|(_, e)| e.client == super::super::OUTBOX_CLIENT));
+    }
+
+    /// A token away past `alerts.token_away` is told once, naming the key
+    /// and why; a token that is there is not; back and away again, it is
+    /// a new episode with its own threshold.
+    #[tokio::test]
+    async fn a_token_away_is_told_after_its_threshold_and_again_only_when_it_goes_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::store::SledStore::open(&dir.path().join("store"), 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let token = |up: bool| TokenFacts {
+            key: "seal".into(),
+            up,
+            error: (!up)
+                .then(|| "pkcs11:token=jumgw;object=seal: no token labelled \"jumgw\"".into()),
+        };
+        let snap = Arc::new(Mutex::new(Snapshot {
+            tokens: vec![
+                token(false),
+                TokenFacts {
+                    key: "tls".into(),
+                    up: true,
+                    error: None,
+                },
+            ],
+            ..Snapshot::default()
+        }));
+        let s2 = snap.clone();
+        let look: Look = Arc::new(move || {
+            let s = crate::sync::lock(&s2).clone();
+            Box::pin(async move { s })
+        });
+        let cfg = AlertsConfig {
+            token_away: Duration::from_millis(150),
+            free_bytes: 0,
+            ..AlertsConfig::default()
+        };
+        let checkpoints = crate::audit::Checkpoints {
+            path: dir.path().join("checkpoints.log"),
+        };
+        let mut w = Watch::new(
+            &cfg,
+            store.clone(),
+            look,
+            dir.path().to_owned(),
+            checkpoints,
+            true,
+        );
+        let told = |store: Arc<crate::store::SledStore>| async move {
+            let all = store.outbox(100).await.unwrap_or_else(|e| panic!("{e}"));
+            all.into_iter()
+                .filter(|(_, e)| e.kind == "alert.token-away")
+                .map(|(_, e)| {
+                    serde_json::from_value::<super::super::Alert>(e.data)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect::<Vec<_>>()
+        };
+        // Away, not yet for long: not told.
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(told(store.clone()).await.is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        let t = told(store.clone()).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0].about, "seal");
+        assert!(t[0].detail.contains("no token labelled"), "{t:?}");
+        // Still away: not told again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(told(store.clone()).await.len(), 1);
+        // Back, then away again: a new episode, told after its threshold.
+        crate::sync::lock(&snap).tokens[0] = token(true);
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        crate::sync::lock(&snap).tokens[0] = token(false);
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(told(store.clone()).await.len(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(told(store.clone()).await.len(), 2);
     }
 }

@@ -549,10 +549,60 @@ pub fn cert_info(role: &str, path: &std::path::Path) -> Option<CertOut> {
     })
 }
 
+/// A key of the gateway's on a PKCS#11 token, and whether its token is
+/// there.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenOut {
+    /// `seal`, `tls` (the registries' mutual TLS) or `api-tls`.
+    pub key: String,
+    pub up: bool,
+    /// Since when it is there, or away (RFC 3339).
+    pub since: String,
+    /// Why it is away: the key's URI (never its PIN) and the module's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The gateway's keys that are on a token, each with its token's state:
+/// one that is away is looked for again (its backoff allowing), one that
+/// is there is asked whether it still is. Keys in PEM files are not
+/// listed.
+pub async fn tokens(st: &AppState) -> Vec<TokenOut> {
+    let g = &st.config.gateway;
+    let mut keys = vec![("seal", &g.sign_key), ("tls", &g.tls_key)];
+    if let Some(t) = &g.api_tls {
+        keys.push(("api-tls", &t.key));
+    }
+    let keys: Vec<(&'static str, String)> = keys
+        .into_iter()
+        .map(|(k, p)| (k, p.to_string_lossy().into_owned()))
+        .filter(|(_, uri)| crate::pki::pkcs11::is_uri(uri))
+        .collect();
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    // The module may take its time (a token looked for, the library
+    // initialised again): not on the async threads.
+    tokio::task::spawn_blocking(move || {
+        keys.into_iter()
+            .filter_map(|(key, uri)| {
+                crate::pki::pkcs11::state(&uri).map(|s| TokenOut {
+                    key: key.into(),
+                    up: s.up,
+                    since: lifecycle::rfc3339(s.since_ms),
+                    error: s.error,
+                })
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 /// What the alert watch needs of the dispatcher and the configuration:
 /// each registry's breaker and pause, every certificate in use.
 pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
-    use crate::alerts::watch::{CertFacts, GateFacts, Snapshot};
+    use crate::alerts::watch::{CertFacts, GateFacts, Snapshot, TokenFacts};
     let stats = stats(st).await.unwrap_or_default();
     let regs = registries(st, &stats);
     let mut certificates = Vec::new();
@@ -586,9 +636,19 @@ pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
             registry: r.gate.registry,
         });
     }
+    let tokens = tokens(st)
+        .await
+        .into_iter()
+        .map(|t| TokenFacts {
+            key: t.key,
+            up: t.up,
+            error: t.error,
+        })
+        .collect();
     Snapshot {
         gates,
         certificates,
+        tokens,
     }
 }
 

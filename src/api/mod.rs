@@ -340,6 +340,10 @@ pub struct ReadyOut {
     /// damaged (stop, `jumgw store check`, salvage or restore).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_damaged: Option<StoreDamaged>,
+    /// The gateway's keys on a PKCS#11 token whose token is away (the
+    /// seal's, a TLS key's): nothing is signed with them until it is back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens_away: Vec<admin::TokenOut>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -355,9 +359,11 @@ pub struct StoreDamaged {
     responses(
         (status = 200, description = "Ready", body = ReadyOut,
          example = json!({"store_writable": true, "registries_configured": true})),
-        (status = 503, description = "Not ready (the disk is full, or the store is damaged)", body = ReadyOut,
+        (status = 503, description = "Not ready (the disk is full, the store is damaged, or a key's token is away)", body = ReadyOut,
          example = json!({"store_writable": true, "registries_configured": true,
-                          "store_damaged": {"read_errors": 3, "first": "record 01J… is unreadable: Read corrupted data at file offset 4096"}})),
+                          "store_damaged": {"read_errors": 3, "first": "record 01J… is unreadable: Read corrupted data at file offset 4096"},
+                          "tokens_away": [{"key": "seal", "up": false, "since": "2026-12-07T10:00:00.000Z",
+                                           "error": "pkcs11:token=jumgw;object=seal?module-path=/usr/lib/softhsm/libsofthsm2.so: no token labelled \"jumgw\" in this module"}]})),
     )
 )]
 async fn readyz(State(st): State<AppState>) -> Response {
@@ -368,13 +374,21 @@ async fn readyz(State(st): State<AppState>) -> Response {
             read_errors: f.count,
             first: f.first,
         }),
+        tokens_away: admin::tokens(&st)
+            .await
+            .into_iter()
+            .filter(|t| !t.up)
+            .collect(),
     };
-    let status =
-        if body.store_writable && body.registries_configured && body.store_damaged.is_none() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
+    let status = if body.store_writable
+        && body.registries_configured
+        && body.store_damaged.is_none()
+        && body.tokens_away.is_empty()
+    {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -452,6 +466,9 @@ async fn metrics_text(
             .unwrap_or(0),
         store_read_errors: st.store.read_faults().map_or(0, |f| f.count),
     });
+    for t in admin::tokens(&st).await {
+        crate::metrics::token_up(&t.key, t.up);
+    }
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -797,7 +797,8 @@ pub struct AlertsConfig {
     #[serde(default = "default_alert_interval", with = "duration")]
     pub interval: Duration,
     /// How often the conditions that are not a request's (breakers,
-    /// pauses, certificates, the audit trail, free space) are looked at.
+    /// pauses, certificates, the audit trail, free space, the keys'
+    /// tokens) are looked at.
     #[serde(default = "default_alert_check", with = "duration")]
     pub check: Duration,
     /// `en`, `sr` (Serbian, Latin script) or `hu`.
@@ -813,6 +814,10 @@ pub struct AlertsConfig {
     /// A registry paused this long is told.
     #[serde(default = "default_paused", with = "duration")]
     pub paused: Duration,
+    /// A key's PKCS#11 token (the seal's, a TLS key's) away this long is
+    /// told; meanwhile the key is looked for again, with backoff.
+    #[serde(default = "default_token_away", with = "duration")]
+    pub token_away: Duration,
     /// Certificates (TLS, signing, the seal, the registries') that end
     /// within this are told.
     #[serde(default = "default_cert_days", with = "duration")]
@@ -854,6 +859,9 @@ fn default_breaker_open() -> Duration {
 fn default_paused() -> Duration {
     Duration::from_secs(4 * 3600)
 }
+fn default_token_away() -> Duration {
+    Duration::from_secs(300)
+}
 fn default_cert_days() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
@@ -877,6 +885,7 @@ impl Default for AlertsConfig {
             dashboard_url: default_dashboard_url(),
             breaker_open: default_breaker_open(),
             paused: default_paused(),
+            token_away: default_token_away(),
             certificate: default_cert_days(),
             free_bytes: default_free_reserve(),
         }

@@ -120,6 +120,10 @@ fn describe() {
         "Free space on the data folder's file system, as the alert watch last read it"
     );
     describe_gauge!(
+        "jumgw_token_up",
+        "1 while the PKCS#11 token of a gateway key (seal, tls, api-tls) is there, 0 while it is away"
+    );
+    describe_gauge!(
         "jumgw_audit_broken",
         "1 when the audit trail's last verification found a broken link, else 0"
     );
@@ -167,6 +171,12 @@ pub fn timestamp(what: &'static str, result: &'static str) {
 /// Documents due for a timestamp, as the evidence job's last round found.
 pub fn timestamps_pending(n: usize) {
     gauge!("jumgw_timestamps_pending").set(n as f64);
+}
+
+/// Whether the token of the gateway's key `key` (seal, tls, api-tls) is
+/// there, as read at a scrape.
+pub fn token_up(key: &str, up: bool) {
+    gauge!("jumgw_token_up", "key" => key.to_owned()).set(if up { 1.0 } else { 0.0 });
 }
 
 /// The seal's device failed to sign.
