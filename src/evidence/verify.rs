@@ -703,7 +703,10 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
 /// A kept CRL's word on `cert` at `at_ms`: when it was revoked, if it is
 /// on the list.
 fn crl_status(der: &[u8], cert: &X509, issuer: &X509, at_ms: u64) -> Result<Option<u64>, String> {
-    match crl::check_kept(der, cert, issuer, at_ms).map_err(|e| e.to_string())?.state {
+    match crl::check_kept(der, cert, issuer, at_ms)
+        .map_err(|e| e.to_string())?
+        .state
+    {
         State::Good => Ok(None),
         State::Revoked { at_ms, .. } => Ok(Some(at_ms)),
         State::Unknown => Err("the CRL does not speak of this certificate".into()),
