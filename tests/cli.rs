@@ -2768,9 +2768,10 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
         with_facts(&mut e, &f);
         e
     };
-    let mut cases: Vec<(&str, Vec<(String, Vec<u8>)>, Vec<String>)> = Vec::new();
+    type Entries = Vec<(String, Vec<u8>)>;
+    let mut cases: Vec<(&str, Entries, Vec<String>)> = Vec::new();
 
-    // F2: another case's genuine cadastre document (and its token) filed
+    // another case's genuine cadastre document (and its token) filed
     // under this case's cadastre request.
     let mut e = genuine.clone();
     replace(&mut e, &doc_name, entry(&other, &s(a, "document")).to_vec());
@@ -2799,7 +2800,7 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
             format!("INVALID         {}: is the answer to request {a_id} of case 351-99/2026-IV, not to request {b_id} of case 351-99/2026-IV", s(b, "document")),
         ],
     ));
-    // F3: a request of another case added, its files with it.
+    // a request of another case added, its files with it.
     let mut f = facts.clone();
     f["requests"].as_array_mut().unwrap().push(a.clone());
     let mut e = genuine.clone();
@@ -2864,7 +2865,7 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
             format!("INVALID         case.json: request {cad_id} says its document was stamped at 1970-01-01T00:00:01Z, its token says"),
         ],
     ));
-    // F4: sealed files case.json does not name.
+    // sealed files case.json does not name.
     let mut e = genuine.clone();
     let corrected = format!("documents/{cad_id}-corrected.xml");
     e.insert(2, (corrected.clone(), entry(&genuine, &doc_name).to_vec()));
@@ -2877,7 +2878,7 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
             "INVALID         audit/notes.txt: not part of the dossier's structure: case.json does not name it".into(),
         ],
     ));
-    // F6: a kept CRL larger than the gateway ever reads one.
+    // a kept CRL larger than the gateway ever reads one.
     let crl_name = format!("evidence/crl-{}.crl", "0".repeat(64));
     let mut e = edit(&|r| r["crl"] = crl_name.clone().into());
     e.insert(2, (crl_name.clone(), vec![0x30; (10 << 20) + 1]));
@@ -2903,7 +2904,7 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
         }
     }
 
-    // F1: the cadastre's document re-signed with the tax registry's key.
+    // the cadastre's document re-signed with the tax registry's key.
     let tax = of(&facts, "tax").remove(0);
     let tax_id = s(&tax, "id");
     let tax_files = [

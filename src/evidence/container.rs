@@ -11,7 +11,10 @@
 //! the last entry and the central directory, or after the end record
 //! beyond its comment; encryption; methods other than stored and deflate;
 //! zip64 (a dossier is far smaller than 4 GiB, so a zip64 record is not
-//! ours); names outside the container; a directory entry with data.
+//! ours); extra fields other than timestamps and Unix owners (an Info-ZIP
+//! Unicode path field is a second name other readers extract under), or of
+//! other kinds in the local header than in the central record; names
+//! outside the container; a directory entry with data.
 //!
 //! Memory is bounded: every entry is decompressed once, streaming, when
 //! the container is opened, to check its size and CRC-32 and to take its

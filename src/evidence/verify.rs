@@ -15,15 +15,28 @@
 //! which must be trusted; never by our seal's key, and no certificate
 //! signs for two registries. Where the document's `exchange.answered`
 //! audit entry (chained, its checkpoint timestamped) names the certificate
-//! too, it must be the same: `case.json` alone does not decide. A kept
-//! OCSP answer or CRL is judged at the document's proven time. The
+//! too, it must be the same: `case.json` alone does not decide. A
+//! `--registry-signer` pin, the verifier's own knowledge, must match too.
+//! A kept OCSP answer or CRL is judged at the document's proven time.
+//!
+//! Each document is the answer to the request it is filed under (its
+//! signed header echoes the request's id, case, service, official, legal
+//! basis and purpose; its payload's subject fields, where it has them);
+//! each request of `case.json` is listed once and was accepted, in this
+//! case and with the same facts, as its `request.accepted` audit entry
+//! says; every sealed file is one `case.json` names, a CA certificate or
+//! an audit file. Nothing the seal does not vouch for is parsed. The
 //! container is read strictly and within memory caps (`container.rs`).
 //!
 //! What it cannot prove: without `--trust` (or `--registry-ca`), only that
-//! the dossier is consistent with the CAs it carries itself; whoever holds
-//! the seal's key can reseal a changed dossier, but cannot make a changed
-//! document verify under the signer its registry's answer was accepted
-//! from.
+//! the dossier is consistent with the CAs it carries itself. Whoever holds
+//! the seal's key and can get timestamps can rewrite `case.json`, the audit
+//! excerpt and its checkpoint together, and so re-sign a document with
+//! another registry's key once that registry's request is dropped: only a
+//! `--registry-signer` or `--registry-ca` given for the registry closes
+//! that, and the report says when none was. The subject is checked only
+//! where the document names it (the trail keeps keyed hashes); the
+//! request's hash is not (the dossier does not keep the request sent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek};
@@ -535,8 +548,9 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         // When it was signed, as its timestamp proves.
         let mut signed_at = None;
         match r.timestamp_token.as_deref() {
-            Some(n) => match sealed_load(&mut rep, n, cap::TOKEN) {
-                Some(token) => match document_imprint(&doc)
+            Some(n) => {
+                if let Some(token) = sealed_load(&mut rep, n, cap::TOKEN) {
+                    match document_imprint(&doc)
                     .map_err(|e| e.to_string())
                     .and_then(|i| tsp::check_token(&token, &i, &anchors).map_err(|e| e.to_string()))
                 {
@@ -574,9 +588,9 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                         signed_at = Some(t.time_ms);
                     }
                     Err(e) => rep.invalid(n, e),
-                },
-                None => {}
-            },
+                }
+                }
+            }
             None => rep.unverifiable(
                 doc_name,
                 format!(
