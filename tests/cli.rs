@@ -3085,6 +3085,17 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
             .contains("(--registry-signer): no document of registry \"cadaster\" in this dossier"),
         "{report}"
     );
+    // --help says what a registry without a signer or CA given is bound to.
+    let o = jumgw()
+        .args(["dossier", "verify", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("--registry-signer")
+            && help.contains("its documents are bound only to the signer the dossier records"),
+        "{help}"
+    );
 }
 
 /// `jumgw dossier verify --trust CA` on `file`, with more arguments.

@@ -1478,7 +1478,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_signer_pin_is_a_subject_or_a_certificate_hash() {
+        let cert = crate::pki::Issued::new(
+            &crate::pki::CertSpec::new("cadastre signer", crate::pki::Role::Signing),
+            crate::pki::KeyKind::EcP256,
+            None,
+        )
+        .unwrap()
+        .cert;
+        let sha = hex(&openssl::sha::sha256(&cert.to_der().unwrap()));
+        let subject = name_to_string(cert.subject_name());
+        let mut rdns: Vec<&str> = subject.split(", ").collect();
+        rdns.reverse();
+        let rfc4514 = rdns.join(",");
+        for ok in [rfc4514.clone(), sha.clone(), sha.to_uppercase()] {
+            assert!(SignerPin::parse(&ok).unwrap().matches(&cert), "{ok}");
+        }
+        for no in [format!("{rfc4514}2"), "0".repeat(64)] {
+            assert!(!SignerPin::parse(&no).unwrap().matches(&cert), "{no}");
+        }
+        let e = SignerPin::parse("12ab").unwrap_err();
+        assert!(e.contains("is not a SHA-256"), "{e}");
+        let e = SignerPin::parse("XX=y").unwrap_err();
+        assert!(e.contains("unknown attribute type"), "{e}");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_text_is_a_signer_pin_or_refused_without_panic(text in "\\PC{0,80}") {
+            let _ = SignerPin::parse(&text);
+        }
+
         #[test]
         fn any_bytes_or_damaged_container_is_judged_without_panic(
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
