@@ -1682,10 +1682,28 @@ async fn demo_dossier(dir: &std::path::Path) -> DemoDossier {
     let data = dir.join("data");
     let port = free_port();
     let d = start_daemon(&data, port);
-    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
+    let out = dir.join("case.asice");
+    let ids = file_and_export(&base, "351-12/2026-IV", &out).await;
+    DemoDossier {
+        daemon: d,
+        data,
+        base,
+        ids,
+        out,
+    }
+}
+
+/// The README's bundle filed in `case` with the daemon at `base`,
+/// delivered and stamped, and the case's dossier exported to `out`.
+async fn file_and_export(base: &str, case: &str, out: &std::path::Path) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let r = http
-        .post(format!("{base}/api/v1/cases/351-12%2F2026-IV/requests"))
+        .post(format!(
+            "{base}/api/v1/cases/{}/requests",
+            case.replace('/', "%2F")
+        ))
         .bearer_auth("demo-backoffice")
         .json(&serde_json::json!({
             "legal_basis": "ZUP čl. 103", "official": "marija.kovac", "purpose": "building permit",
@@ -1704,27 +1722,20 @@ async fn demo_dossier(dir: &std::path::Path) -> DemoDossier {
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     wait_delivered(&http, port, &ids).await;
-    wait_stamped(&http, &base, &ids, std::time::Duration::from_secs(20)).await;
-    let out = dir.join("case.asice");
+    wait_stamped(&http, base, &ids, std::time::Duration::from_secs(20)).await;
     let o = run(&[
         "dossier",
         "export",
-        "351-12/2026-IV",
+        case,
         "--out",
         out.to_str().unwrap(),
         "--url",
-        &base,
+        base,
         "--token",
         "demo-backoffice",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    DemoDossier {
-        daemon: d,
-        data,
-        base,
-        ids,
-        out,
-    }
+    ids
 }
 
 /// What the README promises a newcomer: `serve --demo`, the README's
@@ -2679,7 +2690,8 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
     let expected = format!("expected cadastre's signer O=jum-gateway development, CN=cadastre signer (SHA-256 {cad_sha})");
     assert!(
         report.contains(&format!(
-            "{doc_name}: cadastre's document, signed by O=jum-gateway development, CN=cadastre signer (SHA-256 {cad_sha})"
+            "{doc_name}: cadastre's document, the answer to request {} of case 351-12/2026-IV, signed by O=jum-gateway development, CN=cadastre signer (SHA-256 {cad_sha})",
+            cadastre["id"].as_str().unwrap()
         )),
         "{report}"
     );
@@ -2850,6 +2862,8 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
         assert!(
             invalid.iter().all(|l| l.contains(&doc_name)
                 || l.contains("OCSP")
+                // case.json's record of the stamp, not the new token's
+                || l.contains("says its document was stamped at")
                 || (rewrite.is_some() && l.contains("documents/"))),
             "{who}: more than the document fails:\n{report}"
         );
@@ -2925,6 +2939,416 @@ async fn a_document_re_signed_by_another_key_and_resealed_does_not_hold() {
             "NOT VERIFIABLE  {doc_name}: the dossier does not record which certificate cadastre's answer was accepted from"
         )),
         "{report}"
+    );
+}
+
+/// What an insider holding the seal's key and the TSA's service can do
+/// beyond re-signing a document under its own name: file a genuine
+/// document under another request (of the same registry, in the same case
+/// or another), add a request of another case, change what case.json says
+/// of a request, list one twice, seal a file case.json does not name; each
+/// resealed and refused, naming what the document answers instead or what
+/// the audit trail says. Last, the cadastre's document changed and signed
+/// with the tax registry's key, the tax request dropped, case.json and
+/// the audit trail rewritten (re-chained, its checkpoint stamped anew):
+/// bound only to what the dossier records, it holds, and the report says
+/// so; with `--registry-signer` it is refused, the genuine dossier holding
+/// under the same pins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_or_request_from_elsewhere_does_not_hold() {
+    use jum_gateway::evidence::dossier::AuditLine;
+    use jum_gateway::evidence::stamper::{checkpoint_imprint, document_imprint, TsaClient};
+    use jum_gateway::xml::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    // Another case with two cadastre requests: the bundle filed twice.
+    let other_out = dir.path().join("other.asice");
+    file_and_export(&demo.base, "351-99/2026-IV", &other_out).await;
+    file_and_export(&demo.base, "351-99/2026-IV", &other_out).await;
+    let certs = demo.data.join("certs");
+    let ca = certs.join("ca.pem");
+    let key = |base: &str| {
+        SigningKey::from_pem(
+            &std::fs::read(certs.join(format!("{base}.key"))).unwrap(),
+            &std::fs::read(certs.join(format!("{base}.pem"))).unwrap(),
+            None,
+        )
+        .unwrap()
+    };
+    let seal = key("gateway-sign");
+    let evidence: jum_gateway::config::EvidenceConfig = toml::from_str(&format!(
+        "tsa_url = \"{}/tsa\"\ntsa_trust = \"{}\"",
+        demo.daemon.1,
+        ca.display()
+    ))
+    .unwrap();
+    let tsa = TsaClient::configured(&evidence).unwrap().unwrap();
+    let genuine = unzip(&demo.out);
+    let other = unzip(&other_out);
+    let facts: serde_json::Value = serde_json::from_slice(entry(&genuine, "case.json")).unwrap();
+    let other_facts: serde_json::Value =
+        serde_json::from_slice(entry(&other, "case.json")).unwrap();
+    let of = |f: &serde_json::Value, reg: &str| -> Vec<serde_json::Value> {
+        f["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["registry"] == reg)
+            .cloned()
+            .collect()
+    };
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap().to_owned();
+    let cad = of(&facts, "cadastre").remove(0);
+    let others = of(&other_facts, "cadastre");
+    assert_eq!(others.len(), 2, "{other_facts:#}");
+    let (cad_id, doc_name, tst_name) = (
+        s(&cad, "id"),
+        s(&cad, "document"),
+        s(&cad, "timestamp_token"),
+    );
+    let (a, b) = (&others[0], &others[1]);
+    let (a_id, b_id) = (s(a, "id"), s(b, "id"));
+    let with_facts = |entries: &mut Vec<(String, Vec<u8>)>, f: &serde_json::Value| {
+        replace(entries, "case.json", serde_json::to_vec_pretty(f).unwrap())
+    };
+    let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut f = facts.clone();
+        for r in f["requests"].as_array_mut().unwrap() {
+            if r["registry"] == "cadastre" {
+                change(r);
+            }
+        }
+        let mut e = genuine.clone();
+        with_facts(&mut e, &f);
+        e
+    };
+    type Entries = Vec<(String, Vec<u8>)>;
+    let mut cases: Vec<(&str, Entries, Vec<String>)> = Vec::new();
+
+    // another case's genuine cadastre document (and its token) filed
+    // under this case's cadastre request.
+    let mut e = genuine.clone();
+    replace(&mut e, &doc_name, entry(&other, &s(a, "document")).to_vec());
+    replace(
+        &mut e,
+        &tst_name,
+        entry(&other, &s(a, "timestamp_token")).to_vec(),
+    );
+    cases.push((
+        "another case's document",
+        e,
+        vec![format!("INVALID         {doc_name}: is the answer to request {a_id} of case 351-99/2026-IV, not to request {cad_id} of case 351-12/2026-IV it is filed under")],
+    ));
+    // Two documents of one registry in one case, swapped.
+    let mut e = other.clone();
+    for (x, y) in [(a, b), (b, a)] {
+        for k in ["document", "timestamp_token"] {
+            replace(&mut e, &s(x, k), entry(&other, &s(y, k)).to_vec());
+        }
+    }
+    cases.push((
+        "two documents of a case swapped",
+        e,
+        vec![
+            format!("INVALID         {}: is the answer to request {b_id} of case 351-99/2026-IV, not to request {a_id} of case 351-99/2026-IV", s(a, "document")),
+            format!("INVALID         {}: is the answer to request {a_id} of case 351-99/2026-IV, not to request {b_id} of case 351-99/2026-IV", s(b, "document")),
+        ],
+    ));
+    // a request of another case added, its files with it.
+    let mut f = facts.clone();
+    f["requests"].as_array_mut().unwrap().push(a.clone());
+    let mut e = genuine.clone();
+    with_facts(&mut e, &f);
+    for k in ["document", "timestamp_token", "ocsp"] {
+        e.insert(2, (s(a, k), entry(&other, &s(a, k)).to_vec()));
+    }
+    cases.push((
+        "a request of another case added",
+        e,
+        vec![
+            format!("INVALID         case.json: request {a_id} has no request.accepted entry in the audit trail: the gateway did not accept it in this case"),
+            format!("INVALID         {}: is the answer to request {a_id} of case 351-99/2026-IV, not to request {a_id} of case 351-12/2026-IV", s(a, "document")),
+        ],
+    ));
+    // The same request twice.
+    let mut f = facts.clone();
+    f["requests"].as_array_mut().unwrap().push(cad.clone());
+    let mut e = genuine.clone();
+    with_facts(&mut e, &f);
+    cases.push((
+        "a request twice",
+        e,
+        vec![format!(
+            "INVALID         case.json: request {cad_id} is listed twice"
+        )],
+    ));
+    cases.push((
+        "another purpose",
+        edit(&|r| r["purpose"] = "tax audit".into()),
+        vec![
+            format!("INVALID         case.json: request {cad_id}: its purpose is \"tax audit\", the audit trail's request.accepted entry"),
+            format!("INVALID         {doc_name}: answers request {cad_id} with purpose \"building permit\", case.json says \"tax audit\""),
+        ],
+    ));
+    cases.push((
+        "another official and client",
+        edit(&|r| {
+            r["official"] = "mallory".into();
+            r["client"] = "someone".into();
+        }),
+        vec![
+            format!("INVALID         case.json: request {cad_id}: its official is \"mallory\", the audit trail's request.accepted entry"),
+            format!("INVALID         case.json: request {cad_id}: its client is \"someone\", the audit trail's request.accepted entry"),
+        ],
+    ));
+    cases.push((
+        "another sheet of the subject",
+        edit(&|r| r["subject"]["sheet"] = "1521".into()),
+        vec![format!("INVALID         {doc_name}: speaks of another sheet than the subject case.json names for request {cad_id}")],
+    ));
+    cases.push((
+        "another state, revocation status and stamp time",
+        edit(&|r| {
+            r["state"] = "dead".into();
+            r["revocation"]["status"] = "revoked".into();
+            r["timestamp"]["time_ms"] = 1000.into();
+        }),
+        vec![
+            format!("INVALID         case.json: request {cad_id} has a document but its state is \"dead\", not fetched or delivered"),
+            format!("INVALID         case.json: request {cad_id} says its signer's revocation status was revoked, the kept evidence says good"),
+            format!("INVALID         case.json: request {cad_id} says its document was stamped at 1970-01-01T00:00:01Z, its token says"),
+        ],
+    ));
+    // sealed files case.json does not name.
+    let mut e = genuine.clone();
+    let corrected = format!("documents/{cad_id}-corrected.xml");
+    e.insert(2, (corrected.clone(), entry(&genuine, &doc_name).to_vec()));
+    e.push(("audit/notes.txt".into(), b"the sheet is 1521".to_vec()));
+    cases.push((
+        "sealed files case.json does not name",
+        e,
+        vec![
+            format!("INVALID         {corrected}: not part of the dossier's structure: case.json does not name it"),
+            "INVALID         audit/notes.txt: not part of the dossier's structure: case.json does not name it".into(),
+        ],
+    ));
+    // a kept CRL larger than the gateway ever reads one.
+    let crl_name = format!("evidence/crl-{}.crl", "0".repeat(64));
+    let mut e = edit(&|r| r["crl"] = crl_name.clone().into());
+    e.insert(2, (crl_name.clone(), vec![0x30; (10 << 20) + 1]));
+    cases.push((
+        "a CRL over the cap",
+        e,
+        vec![format!(
+            "INVALID         {crl_name}: entry {crl_name:?}: {} bytes, more than the {} bytes a file of its kind may have",
+            (10 << 20) + 1,
+            10 << 20
+        )],
+    ));
+    for (what, entries, wants) in cases {
+        let f = write(
+            dir.path(),
+            "forged.asice",
+            &reseal(&entries, &seal, &tsa).await,
+        );
+        let (code, report) = dossier_verify(&f, &[&ca]);
+        assert_eq!(code, 1, "{what}: {report}");
+        for want in wants {
+            assert!(report.contains(&want), "{what}: {want:?} not in\n{report}");
+        }
+    }
+
+    // the cadastre's document re-signed with the tax registry's key.
+    let tax = of(&facts, "tax").remove(0);
+    let tax_id = s(&tax, "id");
+    let tax_files = [
+        s(&tax, "document"),
+        s(&tax, "timestamp_token"),
+        s(&tax, "ocsp"),
+    ];
+    let tax_sha = sha256_hex(
+        &openssl::x509::X509::from_pem(&std::fs::read(certs.join("tax-sign.pem")).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap(),
+    );
+    let mut e: Vec<(String, Vec<u8>)> = genuine
+        .iter()
+        .filter(|(n, _)| !tax_files.contains(n))
+        .cloned()
+        .collect();
+    let forged = resign(
+        entry(&genuine, &doc_name),
+        ("1520", "1521"),
+        &key("tax-sign"),
+    );
+    let token = tsa
+        .stamp(&document_imprint(&forged).unwrap())
+        .await
+        .unwrap();
+    replace(&mut e, &tst_name, token.der.clone());
+    replace(&mut e, &doc_name, forged);
+    replace(
+        &mut e,
+        &s(&cad, "ocsp"),
+        entry(&genuine, &s(&tax, "ocsp")).to_vec(),
+    );
+    // The trail without the tax request, the cadastre's answer naming the
+    // tax signer, re-chained, its checkpoint stamped anew.
+    let mut lines: Vec<AuditLine> = String::from_utf8_lossy(entry(&genuine, "audit/entries.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &AuditLine| l.entry.draft.request_id.as_deref() != Some(tax_id.as_str()))
+        .collect();
+    let (first, mut prev) = (lines[0].entry.seq, lines[0].entry.prev.clone());
+    let (mut jsonl, mut chain) = (String::new(), String::new());
+    for (i, l) in lines.iter_mut().enumerate() {
+        let e = &mut l.entry;
+        if e.draft.request_id.as_deref() == Some(cad_id.as_str()) && e.draft.signer_sha256.is_some()
+        {
+            e.draft.signer_sha256 = Some(tax_sha.clone());
+        }
+        e.seq = first + i as u64;
+        e.prev = prev.clone();
+        e.hash = e.digest();
+        chain.push_str(&format!("{} {} {}\n", e.seq, e.prev, e.hash));
+        prev = e.hash.clone();
+        jsonl.push_str(&serde_json::to_string(l).unwrap());
+        jsonl.push('\n');
+    }
+    let last = first + lines.len() as u64 - 1;
+    replace(&mut e, "audit/entries.jsonl", jsonl.into_bytes());
+    replace(&mut e, "audit/chain.txt", chain.into_bytes());
+    replace(
+        &mut e,
+        "audit/checkpoint.txt",
+        format!("{last} {prev}\n").into_bytes(),
+    );
+    replace(
+        &mut e,
+        "audit/checkpoint.tst",
+        tsa.stamp(&checkpoint_imprint(last, &prev))
+            .await
+            .unwrap()
+            .der,
+    );
+    let mut f = facts.clone();
+    f["requests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["registry"] != "tax");
+    for r in f["requests"].as_array_mut().unwrap() {
+        if r["registry"] == "cadastre" {
+            r["signer"] = "O=jum-gateway development, CN=tax signer".into();
+            r["signer_sha256"] = tax_sha.clone().into();
+            r["timestamp"]["time_ms"] = token.time_ms.into();
+        }
+    }
+    f["audit"]["entries"] = lines.len().into();
+    f["audit"]["last_seq"] = last.into();
+    f["audit"]["checkpoint"]["seq"] = last.into();
+    f["audit"]["checkpoint"]["hash"] = prev.clone().into();
+    // With the export's time as it was, the new token comes after it.
+    with_facts(&mut e, &f);
+    let late = write(dir.path(), "late.asice", &reseal(&e, &seal, &tsa).await);
+    let (code, report) = dossier_verify(&late, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!(
+            "INVALID         {tst_name}: timestamp on {doc_name}'s signature at "
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(", after the dossier was exported ("),
+        "{report}"
+    );
+    // The export's time moved too: what the dossier records holds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 5000;
+    f["exported_ms"] = now.into();
+    f["exported"] = jum_gateway::pki::revocation::rfc3339(now).into();
+    with_facts(&mut e, &f);
+    let tax2 = write(dir.path(), "tax2.asice", &reseal(&e, &seal, &tsa).await);
+    let (code, report) = dossier_verify(&tax2, &[&ca]);
+    assert_eq!(
+        code, 0,
+        "the forgery, bound only to what it records: {report}"
+    );
+    assert!(
+        report.contains(&format!("{doc_name}: cadastre's document, the answer to request {cad_id} of case 351-12/2026-IV, signed by O=jum-gateway development, CN=tax signer (SHA-256 {tax_sha}), the signer the gateway accepted from it (no signer given for it with --registry-signer: bound only to what the dossier records)")),
+        "{report}"
+    );
+    let cad_sha = sha256_hex(
+        &openssl::x509::X509::from_pem(&std::fs::read(certs.join("cadastre-sign.pem")).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap(),
+    );
+    let by_subject = "cadastre=CN=cadastre signer,O=jum-gateway development";
+    let by_sha = format!("cadastre={}", cad_sha.to_uppercase());
+    for pin in [by_subject.to_owned(), by_sha] {
+        let (code, report) = verify_with(&tax2, &ca, &["--registry-signer", &pin]);
+        assert_eq!(code, 1, "{pin}: {report}");
+        assert!(
+            report.contains(&format!("INVALID         {doc_name}: signed by O=jum-gateway development, CN=tax signer (SHA-256 {tax_sha}), not by the signer given for cadastre with --registry-signer (")),
+            "{pin}: {report}"
+        );
+        let (code, report) = verify_with(
+            &demo.out,
+            &ca,
+            &[
+                "--registry-signer",
+                &pin,
+                "--registry-signer",
+                &format!("tax={tax_sha}"),
+            ],
+        );
+        assert_eq!(code, 0, "{pin}: the genuine dossier: {report}");
+        assert!(
+            report.contains("signed by O=jum-gateway development, CN=cadastre signer")
+                && report.contains("the signer the gateway accepted from it and the one given for it with --registry-signer"),
+            "{report}"
+        );
+    }
+    // A pin that is no pin, or names a registry without documents.
+    let (code, report) = verify_with(
+        &demo.out,
+        &ca,
+        &["--registry-signer", "cadastre=CN=cadastre signer2"],
+    );
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("not by the signer given for cadastre with --registry-signer (subject CN=cadastre signer2)"), "{report}");
+    let (code, report) = verify_with(&demo.out, &ca, &["--registry-signer", "cadastre=12ab"]);
+    assert_ne!(code, 0, "{report}");
+    assert!(
+        report.contains("--registry-signer cadastre: \"12ab\" is not a SHA-256"),
+        "{report}"
+    );
+    let (code, report) = verify_with(
+        &demo.out,
+        &ca,
+        &["--registry-signer", &format!("cadaster={tax_sha}")],
+    );
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report
+            .contains("(--registry-signer): no document of registry \"cadaster\" in this dossier"),
+        "{report}"
+    );
+    // --help says what a registry without a signer or CA given is bound to.
+    let o = jumgw()
+        .args(["dossier", "verify", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("--registry-signer")
+            && help.contains("its documents are bound only to the signer the dossier records"),
+        "{help}"
     );
 }
 
@@ -3064,6 +3488,46 @@ async fn container_tricks_are_refused_naming_the_entry() {
         "a directory entry with data",
         f,
         "(container): entry \"documents/\": is a directory entry with data".into(),
+    ));
+    // Two documents given each other's names in an Info-ZIP Unicode path
+    // field, no sealed byte changed: unzip extracts them swapped.
+    let docs: Vec<String> = entries
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n.starts_with("documents/"))
+        .collect();
+    let f = dir.path().join("upath.asice");
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            r#"
+import sys, struct, zlib, zipfile
+src, out, a, b = sys.argv[1:5]
+z, w = zipfile.ZipFile(src), zipfile.ZipFile(out, "w")
+for i in z.infolist():
+    data, j = z.read(i), zipfile.ZipInfo(i.filename, i.date_time)
+    j.compress_type = i.compress_type
+    other = {a: b, b: a}.get(i.filename)
+    if other:
+        j.extra = struct.pack("<HHBI", 0x7075, 5 + len(other), 1, zlib.crc32(i.filename.encode())) + other.encode()
+    w.writestr(j, data)
+w.close()
+"#,
+        ])
+        .arg(&demo.out)
+        .arg(&f)
+        .arg(&docs[0])
+        .arg(&docs[1])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    cases.push((
+        "an Info-ZIP Unicode path field",
+        f,
+        format!(
+            "(container): entry {:?}: its central record carries an Info-ZIP Unicode path field (0x7075) naming it {:?}: a second name",
+            docs[0], docs[1]
+        ),
     ));
     // Bytes after the end record, beyond its comment.
     let mut b = genuine.clone();
@@ -3216,6 +3680,64 @@ open(out, "wb").write(body + central + end)
     assert_eq!(code, Some(1), "{report}");
     assert!(
         report.contains("META-INF/signatures0.xml: missing"),
+        "{report}"
+    );
+    // Without the seal's key: case.json pointed at a CRL of half a
+    // million entries added beside it, and a document filled with 10 MiB
+    // of processing instructions. The seal no longer vouches for them, so
+    // neither is parsed.
+    let nokey = dir.path().join("nokey.asice");
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            r#"
+import sys, json, zipfile
+src, out = sys.argv[1:3]
+def tlv(t, b):
+    n = len(b)
+    if n < 128: return bytes([t, n]) + b
+    l = n.to_bytes((n.bit_length() + 7) // 8, "big"); return bytes([t, 0x80 | len(l)]) + l + b
+alg = tlv(0x30, tlv(0x06, bytes.fromhex("2a8648ce3d040302")))
+name = tlv(0x30, tlv(0x31, tlv(0x30, tlv(0x06, b"\x55\x04\x03") + tlv(0x0c, b"x"))))
+t1, t2 = tlv(0x17, b"261207000000Z"), tlv(0x17, b"291207000000Z")
+one = tlv(0x30, tlv(0x02, b"\x01") + t1)
+tbs = tlv(0x30, tlv(0x02, b"\x01") + alg + name + t1 + t2 + tlv(0x30, one * 500000))
+crl = tlv(0x30, tbs + alg + tlv(0x03, b"\0" + tlv(0x30, tlv(0x02, b"\x01") + tlv(0x02, b"\x01"))))
+crl_name = "evidence/crl-" + "0" * 64 + ".crl"
+z, w = zipfile.ZipFile(src), zipfile.ZipFile(out, "w")
+done = False
+for i in z.infolist():
+    data = z.read(i)
+    if i.filename == "case.json":
+        c = json.loads(data); c["requests"][0]["crl"] = crl_name; data = json.dumps(c).encode()
+    if i.filename.startswith("documents/") and not done:
+        data = data.replace(b"<SOAP-ENV:Body>", b"<SOAP-ENV:Body>" + b"<?a?>" * (2 << 20), 1); done = True
+    w.writestr(i, data, i.compress_type)
+    if i.filename == "case.json":
+        w.writestr(crl_name, crl, zipfile.ZIP_DEFLATED)
+w.close()
+"#,
+        ])
+        .arg(&demo.out)
+        .arg(&nokey)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, report) = limited(&nokey, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    for want in [
+        "INVALID         case.json: changed after sealing".to_owned(),
+        format!(
+            "INVALID         evidence/crl-{}.crl: not covered by the seal: added after sealing",
+            "0".repeat(64)
+        ),
+        "changed after sealing: its SHA-256 is not the one the seal signed".to_owned(),
+    ] {
+        assert!(report.contains(&want), "{want:?} not in\n{report}");
+    }
+    // Neither the CRL nor a document was read.
+    assert!(
+        !report.contains("CRL for") && !report.contains("signed by"),
         "{report}"
     );
     // One entry over the per-entry cap.

@@ -678,6 +678,7 @@ pub(super) fn dossier_verify(
     file: &std::path::Path,
     trust: &[PathBuf],
     registry_ca: &[String],
+    registry_signer: &[String],
     max_total: u64,
     json: bool,
 ) -> CmdResult {
@@ -704,6 +705,23 @@ pub(super) fn dossier_verify(
             .or_insert_with(Vec::new)
             .extend(pem.into_iter().chain(*b"\n"));
     }
+    let mut registry_signers = std::collections::BTreeMap::new();
+    for spec in registry_signer {
+        let Some((name, pin)) = spec
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        else {
+            return Err(Fail::Invalid(format!(
+                "--registry-signer {spec:?}: expected NAME=PIN (a subject or a SHA-256)"
+            )));
+        };
+        let pin = crate::evidence::verify::SignerPin::parse(pin)
+            .map_err(|e| Fail::Invalid(format!("--registry-signer {name}: {e}")))?;
+        registry_signers
+            .entry(name.to_owned())
+            .or_insert_with(Vec::new)
+            .push(pin);
+    }
     let pem = if trust.is_empty() {
         None
     } else {
@@ -719,6 +737,7 @@ pub(super) fn dossier_verify(
         &crate::evidence::verify::Options {
             trust: pem,
             registry_cas,
+            registry_signers,
             limits: crate::evidence::container::Limits { max_total },
         },
     );

@@ -642,9 +642,16 @@ headers agreeing with the central directory, no bytes outside the entries, nothi
 manifest and signatures, no directory entries) and within memory caps: 256 MiB per entry, --max-total in all. \
 Each document must be signed by exactly the certificate the gateway accepted from its registry (recorded in \
 case.json with its SHA-256), chained to exactly the anchor recorded for it, which must be trusted; never by the \
-seal, and no certificate may sign for two registries. Without --trust it judges the dossier against the CA \
-certificates it carries, which proves only that it is consistent with itself; whoever holds the seal's key \
-can reseal a dossier, but cannot make a changed document verify under its registry's recorded signer."
+seal, and no certificate may sign for two registries. Each document must be the answer to the request it is \
+filed under (its signed header's request id, case, service, official, legal basis, purpose and subject), \
+each request of case.json must be one the audit trail records as accepted in that case with the same facts, \
+and every sealed file must be one case.json names, a CA certificate or an audit file. Without --trust it \
+judges the dossier against the CA certificates it carries, which proves only that it is consistent with \
+itself. Without --registry-signer (or --registry-ca) for a registry, its documents are bound only to the \
+signer the dossier records: whoever holds the seal's key and the TSA's service can rewrite that record, the \
+audit excerpt and its checkpoint together and re-sign a document with another registry's key; give each \
+registry's signer (or CA) from your own knowledge to close that. When the seal does not hold, no other file \
+is read."
     )]
     Verify {
         file: PathBuf,
@@ -656,6 +663,12 @@ can reseal a dossier, but cannot make a changed document verify under its regist
         /// they are trusted for that registry.
         #[arg(long = "registry-ca", value_name = "NAME=FILE.pem")]
         registry_ca: Vec<String>,
+        /// NAME=PIN: registry NAME's documents must be signed by this signer (repeatable; any one of
+        /// several): an RFC 4514 subject compared exactly (CN=cadastre signer,O=...), or the SHA-256 of the
+        /// certificate (64 hex digits, colons allowed), as the gateway's signer_subject and
+        /// signer_sha256. Without it a registry is bound only to the signer the dossier records.
+        #[arg(long = "registry-signer", value_name = "NAME=PIN")]
+        registry_signer: Vec<String>,
         /// The most all entries may uncompress to together (e.g. 512MiB, 1GiB, or bytes); one entry
         /// may have at most 256 MiB.
         #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = local::byte_size)]
@@ -724,9 +737,17 @@ pub fn run() -> ExitCode {
                 file,
                 trust,
                 registry_ca,
+                registry_signer,
                 max_total,
                 json,
-            } => local::dossier_verify(&file, &trust, &registry_ca, max_total, json),
+            } => local::dossier_verify(
+                &file,
+                &trust,
+                &registry_ca,
+                &registry_signer,
+                max_total,
+                json,
+            ),
         },
         Command::Serve {
             config,

@@ -11,7 +11,10 @@
 //! the last entry and the central directory, or after the end record
 //! beyond its comment; encryption; methods other than stored and deflate;
 //! zip64 (a dossier is far smaller than 4 GiB, so a zip64 record is not
-//! ours); names outside the container; a directory entry with data.
+//! ours); extra fields other than timestamps and Unix owners (an Info-ZIP
+//! Unicode path field is a second name other readers extract under), or of
+//! other kinds in the local header than in the central record; names
+//! outside the container; a directory entry with data.
 //!
 //! Memory is bounded: every entry is decompressed once, streaming, when
 //! the container is opened, to check its size and CRC-32 and to take its
@@ -140,17 +143,82 @@ fn name_outside(name: &str) -> bool {
         })
 }
 
-fn has_zip64_extra(extra: &[u8]) -> bool {
+/// Extra fields that change nothing a reader takes from the entry:
+/// times (extended timestamp 0x5455, NTFS 0x000a) and Unix owners
+/// (0x7875). Every other one is refused: the Info-ZIP Unicode path
+/// (0x7075) and comment (0x6375) fields give an entry a second name or
+/// comment that unzip, 7-Zip and libarchive use instead of the one the
+/// seal covers, and zip64 (0x0001) is not ours.
+const HARMLESS_EXTRA: [u16; 3] = [0x5455, 0x000a, 0x7875];
+const UNICODE_PATH_EXTRA: u16 = 0x7075;
+const UNICODE_COMMENT_EXTRA: u16 = 0x6375;
+
+/// The ids of an extra field's records, in order, each checked: zip64 and
+/// anything but [`HARMLESS_EXTRA`] refused, records that run past the
+/// field refused.
+fn extra_ids(name: &str, extra: &[u8], what: &str) -> Result<Vec<u16>, ContainerError> {
+    let mut ids = Vec::new();
     let mut at = 0;
-    while at + 4 <= extra.len() {
+    while at < extra.len() {
+        if at + 4 > extra.len() {
+            return Err(entry_err(
+                name,
+                format!("its {what}'s extra field ends in the middle of a record header"),
+            ));
+        }
         let id = u16_at(extra, at);
         let len = u16_at(extra, at + 2) as usize;
-        if id == ZIP64_EXTRA {
-            return true;
+        if at + 4 + len > extra.len() {
+            return Err(entry_err(
+                name,
+                format!("its {what}'s extra field record {id:#06x} runs past the field"),
+            ));
+        }
+        match id {
+            ZIP64_EXTRA => return Err(ContainerError::Zip64(format!("entry {name:?}"))),
+            UNICODE_PATH_EXTRA => {
+                let path = extra
+                    .get(at + 9..at + 4 + len)
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                return Err(entry_err(
+                    name,
+                    format!(
+                        "its {what} carries an Info-ZIP Unicode path field (0x7075) naming it {path:?}: a second name, which unzip and 7-Zip extract it under, that the seal does not cover"
+                    ),
+                ));
+            }
+            UNICODE_COMMENT_EXTRA => {
+                return Err(entry_err(
+                    name,
+                    format!(
+                        "its {what} carries an Info-ZIP Unicode comment field (0x6375): a second comment that the seal does not cover"
+                    ),
+                ))
+            }
+            id if HARMLESS_EXTRA.contains(&id) => ids.push(id),
+            id => {
+                return Err(entry_err(
+                    name,
+                    format!(
+                        "its {what} carries an extra field {id:#06x}, which is not read: only timestamps (0x5455, 0x000a) and Unix owners (0x7875) are allowed"
+                    ),
+                ))
+            }
         }
         at += 4 + len;
     }
-    false
+    Ok(ids)
+}
+
+fn ids_text(ids: &[u16]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    ids.iter()
+        .map(|i| format!("{i:#06x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The central record as read, before the local header is compared.
@@ -167,6 +235,8 @@ struct Central {
     size: u64,
     local: u64,
     extra_empty: bool,
+    /// The ids of its extra field's records, each one allowed.
+    extra_ids: Vec<u16>,
 }
 
 impl<R: Read + Seek> Container<R> {
@@ -218,15 +288,14 @@ impl<R: Read + Seek> Container<R> {
                 size: u32_at(&cd, at + 24) as u64,
                 local: u32_at(&cd, at + 42) as u64,
                 extra_empty: extra.is_empty(),
+                extra_ids: Vec::new(),
                 name,
             };
             let disk = u16_at(&cd, at + 34);
+            let mut c = c;
+            c.extra_ids = extra_ids(&c.name, extra, "central record")?;
             let name = &c.name;
-            if has_zip64_extra(extra)
-                || c.compressed == 0xFFFF_FFFF
-                || c.size == 0xFFFF_FFFF
-                || c.local == 0xFFFF_FFFF
-            {
+            if c.compressed == 0xFFFF_FFFF || c.size == 0xFFFF_FFFF || c.local == 0xFFFF_FFFF {
                 return Err(ContainerError::Zip64(format!("entry {name:?}")));
             }
             if disk != 0 {
@@ -343,8 +412,18 @@ impl<R: Read + Seek> Container<R> {
                     ),
                 ));
             }
-            if has_zip64_extra(local_extra) {
-                return Err(ContainerError::Zip64(format!("entry {name:?}")));
+            // The same kinds of record in both: a field only one of
+            // them has is read by some readers and not by others.
+            let local_ids = extra_ids(name, local_extra, "local header")?;
+            if local_ids != c.extra_ids {
+                return Err(entry_err(
+                    name,
+                    format!(
+                        "its local header's extra fields ({}) are not its central record's ({})",
+                        ids_text(&local_ids),
+                        ids_text(&c.extra_ids)
+                    ),
+                ));
             }
             let (flags, method) = (u16_at(&h, 6), u16_at(&h, 8));
             if flags != c.flags {
@@ -927,6 +1006,26 @@ mod tests {
                 "entry \"d/\": is a directory entry with data",
             ),
             (
+                // unzip extracts this entry as "b.xml".
+                raw(
+                    &[Raw { extra: &[0x75, 0x70, 10, 0, 1, 0, 0, 0, 0, b'b', b'.', b'x', b'm', b'l'], ..entry("a.xml", b"x") }],
+                    false,
+                ),
+                "entry \"a.xml\": its central record carries an Info-ZIP Unicode path field (0x7075) naming it \"b.xml\"",
+            ),
+            (
+                raw(&[Raw { extra: &[0x75, 0x63, 5, 0, 1, 0, 0, 0, 0], ..entry("c", b"x") }], false),
+                "entry \"c\": its central record carries an Info-ZIP Unicode comment field (0x6375)",
+            ),
+            (
+                raw(&[Raw { extra: &[0x99, 0x99, 0, 0], ..entry("u", b"x") }], false),
+                "entry \"u\": its central record carries an extra field 0x9999, which is not read",
+            ),
+            (
+                raw(&[Raw { extra: &[0x55, 0x54, 9, 0], ..entry("t", b"x") }], false),
+                "entry \"t\": its central record's extra field record 0x5455 runs past the field",
+            ),
+            (
                 raw(&[entry("/etc/passwd", b"x")], false),
                 "entry \"/etc/passwd\": has a path outside the container",
             ),
@@ -973,6 +1072,41 @@ mod tests {
         b[at + 42..at + 46].copy_from_slice(&0u32.to_le_bytes());
         let e = refusal(b);
         assert!(e.contains("overlaps the entry before it"), "{e}");
+        // An extended timestamp, as Info-ZIP writes it, is read; in the
+        // local header alone it is refused.
+        let ts: &[u8] = &[0x55, 0x54, 5, 0, 1, 0, 0, 0, 0];
+        let c = open(raw(
+            &[Raw {
+                extra: ts,
+                ..entry("t", b"x")
+            }],
+            false,
+        ))
+        .unwrap();
+        assert!(!c.entries()[0].no_extra);
+        let mut b = raw(
+            &[Raw {
+                extra: ts,
+                ..entry("t", b"x")
+            }],
+            false,
+        );
+        let cd = b
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        // The central record's extra length to 0, its bytes taken out.
+        b[cd + 30..cd + 32].copy_from_slice(&0u16.to_le_bytes());
+        let name_end = cd + 46 + 1;
+        b.drain(name_end..name_end + ts.len());
+        let end = b.len() - 22;
+        let size = u32_at(&b, end + 12) - ts.len() as u32;
+        b[end + 12..end + 16].copy_from_slice(&size.to_le_bytes());
+        let e = refusal(b);
+        assert!(
+            e.contains("entry \"t\": its local header's extra fields (0x5455) are not its central record's (none)"),
+            "{e}"
+        );
     }
 
     proptest::proptest! {

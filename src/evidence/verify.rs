@@ -15,15 +15,28 @@
 //! which must be trusted; never by our seal's key, and no certificate
 //! signs for two registries. Where the document's `exchange.answered`
 //! audit entry (chained, its checkpoint timestamped) names the certificate
-//! too, it must be the same: `case.json` alone does not decide. A kept
-//! OCSP answer or CRL is judged at the document's proven time. The
+//! too, it must be the same: `case.json` alone does not decide. A
+//! `--registry-signer` pin, the verifier's own knowledge, must match too.
+//! A kept OCSP answer or CRL is judged at the document's proven time.
+//!
+//! Each document is the answer to the request it is filed under (its
+//! signed header echoes the request's id, case, service, official, legal
+//! basis and purpose; its payload's subject fields, where it has them);
+//! each request of `case.json` is listed once and was accepted, in this
+//! case and with the same facts, as its `request.accepted` audit entry
+//! says; every sealed file is one `case.json` names, a CA certificate or
+//! an audit file. Nothing the seal does not vouch for is parsed. The
 //! container is read strictly and within memory caps (`container.rs`).
 //!
 //! What it cannot prove: without `--trust` (or `--registry-ca`), only that
-//! the dossier is consistent with the CAs it carries itself; whoever holds
-//! the seal's key can reseal a changed dossier, but cannot make a changed
-//! document verify under the signer its registry's answer was accepted
-//! from.
+//! the dossier is consistent with the CAs it carries itself. Whoever holds
+//! the seal's key and can get timestamps can rewrite `case.json`, the audit
+//! excerpt and its checkpoint together, and so re-sign a document with
+//! another registry's key once that registry's request is dropped: only a
+//! `--registry-signer` or `--registry-ca` given for the registry closes
+//! that, and the report says when none was. The subject is checked only
+//! where the document names it (the trail keeps keyed hashes); the
+//! request's hash is not (the dossier does not keep the request sent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek};
@@ -32,11 +45,12 @@ use openssl::x509::X509;
 use serde::Serialize;
 
 use super::container::{self, Container};
-use super::dossier::{AuditLine, CaseFacts, MANIFEST_FILE, MIMETYPE, SIGNATURE_FILE};
+use super::dossier::{AuditLine, CaseFacts, RequestFacts, MANIFEST_FILE, MIMETYPE, SIGNATURE_FILE};
 use super::stamper::{checkpoint_imprint, document_imprint};
 use super::tsp;
 use crate::pki::revocation::{self, crl, ocsp, State};
-use crate::xml::dsig::{name_to_string, TrustStore};
+use crate::protocol::envelope;
+use crate::xml::dsig::{name_to_string, parse_sha256_pin, NamePin, TrustStore};
 use crate::xml::xades;
 
 /// The most a file of each kind may be, loaded to be read: small enough
@@ -48,8 +62,10 @@ mod cap {
     pub const MANIFEST: u64 = 4 << 20;
     pub const SIGNATURE: u64 = 10 << 20;
     pub const TOKEN: u64 = 1 << 20;
-    pub const OCSP: u64 = 1 << 20;
-    pub const CRL: u64 = 32 << 20;
+    pub const OCSP: u64 = crate::pki::revocation::OCSP_MAX_BYTES as u64;
+    /// What the gateway reads of a CRL when it fetches one: a kept CRL is
+    /// one it read.
+    pub const CRL: u64 = crate::pki::revocation::CRL_MAX_BYTES as u64;
     pub const PEM: u64 = 1 << 20;
     /// All the certificates a dossier carries, together.
     pub const PEMS: u64 = 4 << 20;
@@ -115,7 +131,48 @@ pub struct Options {
     /// Per registry, the CA certificates (PEM) its documents must chain
     /// to: the verifier's own knowledge of who that registry is.
     pub registry_cas: BTreeMap<String, Vec<u8>>,
+    /// Per registry, the signer its documents must be signed by: the
+    /// verifier's own knowledge, from outside the dossier, of who signs
+    /// for that registry (what the dossier records, its holder can
+    /// rewrite together with everything else).
+    pub registry_signers: BTreeMap<String, Vec<SignerPin>>,
     pub limits: container::Limits,
+}
+
+/// A registry signer's pin, written as the gateway's `signer_subject` /
+/// `signer_sha256` are: an RFC 4514 subject compared exactly, or the
+/// SHA-256 of the certificate.
+#[derive(Debug, Clone)]
+pub enum SignerPin {
+    Subject(NamePin),
+    Sha256([u8; 32]),
+}
+
+impl SignerPin {
+    /// A name has `=` in it; a certificate hash never does.
+    pub fn parse(text: &str) -> Result<SignerPin, String> {
+        if text.contains('=') {
+            NamePin::parse(text).map(SignerPin::Subject)
+        } else {
+            parse_sha256_pin(text).map(SignerPin::Sha256)
+        }
+    }
+
+    fn matches(&self, cert: &X509) -> bool {
+        match self {
+            SignerPin::Subject(p) => p.matches(cert.subject_name()),
+            SignerPin::Sha256(h) => cert.to_der().is_ok_and(|d| openssl::sha::sha256(&d) == *h),
+        }
+    }
+}
+
+impl std::fmt::Display for SignerPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignerPin::Subject(p) => write!(f, "subject {p}"),
+            SignerPin::Sha256(h) => write!(f, "SHA-256 {}", hex(h)),
+        }
+    }
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -281,6 +338,8 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
     let mut sealed = false;
     // The seal's certificate, never a registry's signer.
     let mut seal_cert: Option<X509> = None;
+    // When the seal's timestamp proves it was made.
+    let mut sealed_at_ms: Option<u64> = None;
     match c.load(SIGNATURE_FILE, cap::SIGNATURE) {
         None => rep.invalid(SIGNATURE_FILE, "missing: the dossier is not sealed"),
         Some(Err(e)) => rep.invalid(SIGNATURE_FILE, e.to_string()),
@@ -311,7 +370,11 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                         None
                     }
                 };
-                match trust_at(sealed_at).and_then(|t| t.trusted_signer(&v.certificates)) {
+                sealed_at_ms = sealed_at;
+                let trusted = trust_at(sealed_at).and_then(|t| t.trusted_signer(&v.certificates));
+                // A seal anyone could make vouches for nothing.
+                let believed = trusted.is_ok();
+                match trusted {
                     Ok(cert) => rep.valid(
                         SIGNATURE_FILE,
                         format!(
@@ -342,7 +405,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                 for r in v.references {
                     covered.insert(r.uri, r.sha256);
                 }
-                sealed = true;
+                sealed = believed;
             }
         },
     }
@@ -365,7 +428,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         if !sealed {
             rep.unverifiable(
                 name,
-                "the seal does not hold, so nothing vouches for this file",
+                "the seal does not hold, so nothing vouches for this file: not read",
             );
             continue;
         }
@@ -385,6 +448,30 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
             rep.valid(&e.name, "CA certificates, sealed");
         }
     }
+    // Nothing the seal does not vouch for is read: what no one vouches
+    // for is no evidence, and a parser is not fed what anyone could write.
+    if !sealed {
+        return rep;
+    }
+    if !intact.contains("case.json") {
+        if c.entry("case.json").is_none() && !covered.contains_key("case.json") {
+            rep.invalid("case.json", "missing");
+        }
+        return rep;
+    }
+    // A file the seal vouches for, or None (its finding is made).
+    let sealed_load = |rep: &mut Report, name: &str, cap: u64| -> Option<Vec<u8>> {
+        if c.entry(name).is_none() {
+            if !covered.contains_key(name) {
+                rep.invalid(name, "missing");
+            }
+            return None;
+        }
+        if !intact.contains(name) {
+            return None;
+        }
+        load(&c, rep, name, cap)
+    };
 
     let facts: CaseFacts = match c
         .load("case.json", cap::CASE)
@@ -419,16 +506,23 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
     };
 
+    structure(&facts, &data_files, &mut rep);
+
     // A name mistyped would otherwise insist on nothing.
-    for name in opts.registry_cas.keys() {
+    for name in opts.registry_cas.keys().chain(opts.registry_signers.keys()) {
         if !facts
             .requests
             .iter()
             .any(|r| r.registry == *name && r.document.is_some())
         {
+            let (opt, what) = if opts.registry_cas.contains_key(name) {
+                ("(--registry-ca)", "the CA")
+            } else {
+                ("(--registry-signer)", "the signer")
+            };
             rep.unverifiable(
-                "(--registry-ca)",
-                format!("no document of registry {name:?} in this dossier: the CA given for it was not used"),
+                opt,
+                format!("no document of registry {name:?} in this dossier: {what} given for it was not used"),
             );
         }
     }
@@ -444,8 +538,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         let Some(doc_name) = &r.document else {
             continue;
         };
-        let Some(doc) = load(
-            &c,
+        let Some(doc) = sealed_load(
             &mut rep,
             doc_name,
             crate::xml::Limits::default().max_size as u64,
@@ -455,12 +548,35 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         // When it was signed, as its timestamp proves.
         let mut signed_at = None;
         match r.timestamp_token.as_deref() {
-            Some(n) => match c.load(n, cap::TOKEN) {
-                Some(Ok(token)) => match document_imprint(&doc)
+            Some(n) => {
+                if let Some(token) = sealed_load(&mut rep, n, cap::TOKEN) {
+                    match document_imprint(&doc)
                     .map_err(|e| e.to_string())
                     .and_then(|i| tsp::check_token(&token, &i, &anchors).map_err(|e| e.to_string()))
                 {
+                    // Stamped after the dossier was made: a token fetched
+                    // for a document put in afterwards (genTime has a
+                    // precision of a second).
+                    Ok(t) if t.time_ms > facts.exported_ms + 1000 => rep.invalid(
+                        n,
+                        format!(
+                            "timestamp on {doc_name}'s signature at {}, after the dossier was exported ({}): not the token the dossier was made with",
+                            rfc3339(t.time_ms),
+                            facts.exported
+                        ),
+                    ),
                     Ok(t) => {
+                        if recorded_time(r) != Some(t.time_ms) {
+                            rep.invalid(
+                                "case.json",
+                                format!(
+                                    "request {} says its document was stamped at {}, its token says {}",
+                                    r.id,
+                                    recorded_time(r).map(rfc3339).unwrap_or_else(|| "no time".into()),
+                                    rfc3339(t.time_ms)
+                                ),
+                            );
+                        }
                         rep.valid(
                             n,
                             format!(
@@ -472,10 +588,9 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                         signed_at = Some(t.time_ms);
                     }
                     Err(e) => rep.invalid(n, e),
-                },
-                Some(Err(e)) => rep.invalid(n, e.to_string()),
-                None => rep.invalid(n, "missing"),
-            },
+                }
+                }
+            }
             None => rep.unverifiable(
                 doc_name,
                 format!(
@@ -520,30 +635,53 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                     .map(|a| name_to_string(a.subject_name()))
                     .unwrap_or_else(|| "no anchor".into());
                 let by = format!("{} (SHA-256 {got})", v.signer_subject());
-                let bound = bind(
-                    &BindFacts {
-                        doc_name,
-                        registry: &r.registry,
-                        expected: &expected,
-                        recorded: r.signer_sha256.as_deref(),
-                        recorded_anchor: r.signer_anchor_sha256.as_deref(),
-                        got: &got,
-                        by: &by,
-                        anchor: anchor.as_ref(),
-                        anchor_sha: anchor_sha.as_deref(),
-                        anchor_name: &anchor_name,
-                        seal: (seal_sha.as_deref(), seal_key.as_deref()),
-                        got_key: got_key.as_deref(),
-                        registry_ca: opts.registry_cas.get(&r.registry).map(Vec::as_slice),
-                    },
-                    &mut signed_for,
-                );
+                let pins = opts.registry_signers.get(&r.registry);
+                let answer = answers(&v.doc, r, &facts.case);
+                let bound = if let Err(why) = answer {
+                    Err(Bound::Invalid(why))
+                } else if pins.is_some_and(|p| !p.iter().any(|p| p.matches(&v.signer))) {
+                    Err(Bound::Invalid(format!(
+                        "signed by {by}, not by the signer given for {} with --registry-signer ({})",
+                        r.registry,
+                        pins.into_iter()
+                            .flatten()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    )))
+                } else {
+                    bind(
+                        &BindFacts {
+                            doc_name,
+                            registry: &r.registry,
+                            expected: &expected,
+                            recorded: r.signer_sha256.as_deref(),
+                            recorded_anchor: r.signer_anchor_sha256.as_deref(),
+                            got: &got,
+                            by: &by,
+                            anchor: anchor.as_ref(),
+                            anchor_sha: anchor_sha.as_deref(),
+                            anchor_name: &anchor_name,
+                            seal: (seal_sha.as_deref(), seal_key.as_deref()),
+                            got_key: got_key.as_deref(),
+                            registry_ca: opts.registry_cas.get(&r.registry).map(Vec::as_slice),
+                        },
+                        &mut signed_for,
+                    )
+                };
                 match bound {
                     Ok(()) => rep.valid(
                         doc_name,
                         format!(
-                            "{}'s document, signed by {by}, the signer the gateway accepted from it; chained to {anchor_name} (SHA-256 {}), valid at {}",
+                            "{}'s document, the answer to request {} of case {}, signed by {by}, the signer the gateway accepted from it{}; chained to {anchor_name} (SHA-256 {}), valid at {}",
                             r.registry,
+                            r.id,
+                            facts.case,
+                            if pins.is_some() {
+                                " and the one given for it with --registry-signer"
+                            } else {
+                                " (no signer given for it with --registry-signer: bound only to what the dossier records)"
+                            },
                             anchor_sha.as_deref().unwrap_or("?"),
                             at.map(rfc3339).unwrap_or_default()
                         ),
@@ -593,23 +731,25 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         let mut proven = false;
         if let Some(n) = &r.ocsp {
             proven = true;
-            match (c.load(n, cap::OCSP), &issuer) {
-                (None, _) => rep.invalid(n, "missing"),
-                (Some(Err(e)), _) => rep.invalid(n, e.to_string()),
-                (Some(Ok(_)), None) => {
+            match (sealed_load(&mut rep, n, cap::OCSP), &issuer) {
+                (None, _) => {}
+                (Some(_), None) => {
                     rep.unverifiable(n, "the signer's issuer is not among the CA certificates")
                 }
-                (Some(Ok(der)), Some(issuer)) => {
+                (Some(der), Some(issuer)) => {
                     match ocsp::check_kept(&der, cert, issuer, at.unwrap_or(0)) {
                         Ok(a) => match a.state {
-                            State::Good => rep.valid(
-                                n,
-                                format!(
-                                    "OCSP: {}'s signer not revoked (thisUpdate {})",
-                                    doc_name,
-                                    rfc3339(a.this_update_ms)
-                                ),
-                            ),
+                            State::Good => {
+                                said_good(&mut rep, r);
+                                rep.valid(
+                                    n,
+                                    format!(
+                                        "OCSP: {}'s signer not revoked (thisUpdate {})",
+                                        doc_name,
+                                        rfc3339(a.this_update_ms)
+                                    ),
+                                )
+                            }
                             State::Revoked { at_ms, .. } => rep.invalid(
                                 n,
                                 format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)),
@@ -625,30 +765,35 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
         if let Some(n) = &r.crl {
             proven = true;
-            match (c.load(n, cap::CRL), &issuer) {
-                (None, _) => rep.invalid(n, "missing"),
-                (Some(Err(e)), _) => rep.invalid(n, e.to_string()),
-                (Some(Ok(_)), None) => {
+            match (sealed_load(&mut rep, n, cap::CRL), &issuer) {
+                (None, _) => {}
+                (Some(_), None) => {
                     rep.unverifiable(n, "the signer's issuer is not among the CA certificates")
                 }
-                (Some(Ok(der)), Some(issuer)) => {
+                (Some(der), Some(issuer)) => {
                     let at = at.unwrap_or(0);
                     match crl_status(&der, cert, issuer, at) {
-                        Ok(None) => rep.valid(
-                            n,
-                            format!("CRL: {doc_name}'s signer not on it at {}", rfc3339(at)),
-                        ),
+                        Ok(None) => {
+                            said_good(&mut rep, r);
+                            rep.valid(
+                                n,
+                                format!("CRL: {doc_name}'s signer not on it at {}", rfc3339(at)),
+                            )
+                        }
                         Ok(Some(when)) if when <= at => rep.invalid(
                             n,
                             format!("CRL: the signer was revoked at {}", rfc3339(when)),
                         ),
-                        Ok(Some(when)) => rep.valid(
-                            n,
-                            format!(
-                                "CRL: {doc_name}'s signer revoked only later ({}), not when it signed",
-                                rfc3339(when)
-                            ),
-                        ),
+                        Ok(Some(when)) => {
+                            said_good(&mut rep, r);
+                            rep.valid(
+                                n,
+                                format!(
+                                    "CRL: {doc_name}'s signer revoked only later ({}), not when it signed",
+                                    rfc3339(when)
+                                ),
+                            )
+                        }
                         Err(e) => rep.invalid(n, format!("CRL for {doc_name}: {e}")),
                     }
                 }
@@ -674,7 +819,20 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
             );
         }
     }
-    let answered = audit(&c, &facts, &anchors, &mut rep);
+    let trail = if AUDIT_FILES[..2].iter().all(|f| intact.contains(f)) {
+        audit(&c, &facts, &anchors, sealed_at_ms, &mut rep)
+    } else {
+        Trail::default()
+    };
+    if trail.held {
+        against_trail(&facts, &trail, &mut rep);
+    } else {
+        rep.unverifiable(
+            "case.json",
+            "its facts cannot be checked against the audit trail, which does not hold",
+        );
+    }
+    let answered = &trail.answered;
     // The signer case.json names is the one the audit trail recorded when
     // the answer came, in an entry the timestamped chain holds: case.json
     // alone, rewritten and resealed, does not decide.
@@ -698,6 +856,176 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         }
     }
     rep
+}
+
+/// The signed document is the registry's answer to the request it is
+/// filed under: its header echoes that request's id, case, service,
+/// official, legal basis and purpose (what the gateway checked at
+/// receipt, with the request's hash, which the dossier does not keep),
+/// and where its payload names a field of the subject, the subject's
+/// value. Read from the tree the signature was verified over.
+fn answers(doc: &crate::xml::Document, r: &RequestFacts, case: &str) -> Result<(), String> {
+    let env = envelope::read(doc)
+        .map_err(|e| format!("its signed content is not a registry's answer: {e}"))?;
+    let h = &env.headers;
+    if h.id != r.id || h.issue != case {
+        return Err(format!(
+            "is the answer to request {} of case {}, not to request {} of case {} it is filed under",
+            h.id, h.issue, r.id, case
+        ));
+    }
+    let echoed = [
+        ("service", &h.service_code, &r.service),
+        ("official", &h.user_id, &r.official),
+        ("legal basis", &h.legal_basis, &r.legal_basis),
+        ("purpose", &h.purpose, &r.purpose),
+    ];
+    for (what, signed, listed) in echoed {
+        if signed != listed {
+            return Err(format!(
+                "answers request {} with {what} {signed:?}, case.json says {listed:?}",
+                r.id
+            ));
+        }
+    }
+    if env.request_hash.is_none() {
+        return Err(format!(
+            "names request {} but carries no requestHash: not an answer",
+            r.id
+        ));
+    }
+    let envelope::Body::Payload { node, .. } = env.body else {
+        return Err(format!("is not a document answering request {}", r.id));
+    };
+    // Leaves only: a composite element's text is several fields run
+    // together. The values are not written out (personal data).
+    for (field, value) in &r.subject {
+        let mut found = false;
+        let mut same = false;
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            let kids: Vec<_> = doc.child_elements(n).collect();
+            if kids.is_empty() {
+                if doc.element(n).is_some_and(|e| e.local == *field) {
+                    found = true;
+                    same |= doc.text(n).trim() == value.as_str();
+                }
+            } else {
+                stack.extend(kids);
+            }
+        }
+        if found && !same {
+            return Err(format!(
+                "speaks of another {field} than the subject case.json names for request {}",
+                r.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The audit files a dossier has besides what `case.json` names.
+const AUDIT_FILES: [&str; 4] = [
+    "audit/entries.jsonl",
+    "audit/chain.txt",
+    "audit/checkpoint.txt",
+    "audit/checkpoint.tst",
+];
+
+/// Every data file is one `case.json` names, where the dossier's layout
+/// puts it, a CA certificate, or an audit file: a sealed file nothing
+/// names would otherwise stand beside the case unmentioned (a
+/// "corrected" document, a note). Each request is listed once.
+fn structure(facts: &CaseFacts, data_files: &[&container::Entry], rep: &mut Report) {
+    let mut named: BTreeSet<&str> = BTreeSet::from(["case.json"]);
+    named.extend(AUDIT_FILES);
+    let mut ids = BTreeSet::new();
+    for r in &facts.requests {
+        if !ids.insert(r.id.as_str()) {
+            rep.invalid(
+                "case.json",
+                format!("request {} is listed twice: one request, one entry", r.id),
+            );
+        }
+        let crl_name = |n: &str| {
+            n.strip_prefix("evidence/crl-")
+                .and_then(|h| h.strip_suffix(".crl"))
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        let files = [
+            ("document", &r.document, format!("documents/{}.xml", r.id)),
+            ("OCSP response", &r.ocsp, format!("evidence/{}.ocsp", r.id)),
+            (
+                "timestamp token",
+                &r.timestamp_token,
+                format!("evidence/{}.tst", r.id),
+            ),
+        ];
+        for (what, file, want) in files {
+            let Some(file) = file else { continue };
+            if *file != want {
+                rep.invalid(
+                    "case.json",
+                    format!(
+                        "request {} files its {what} as {file:?}, not {want:?}",
+                        r.id
+                    ),
+                );
+            }
+            named.insert(file);
+        }
+        if let Some(n) = &r.crl {
+            if !crl_name(n) {
+                rep.invalid(
+                    "case.json",
+                    format!(
+                        "request {} files its CRL as {n:?}, not evidence/crl-<SHA-256>.crl",
+                        r.id
+                    ),
+                );
+            }
+            named.insert(n);
+        }
+    }
+    for e in data_files {
+        let n = e.name.as_str();
+        let certificate = n
+            .strip_prefix("certificates/")
+            .is_some_and(|f| f.ends_with(".pem") && !f.contains('/'));
+        if !named.contains(n) && !certificate {
+            rep.invalid(
+                n,
+                "not part of the dossier's structure: case.json does not name it",
+            );
+        }
+    }
+}
+
+/// The time `case.json` says a request's document was stamped at.
+fn recorded_time(r: &RequestFacts) -> Option<u64> {
+    r.timestamp
+        .as_ref()
+        .and_then(|t| t.get("time_ms"))
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// The kept evidence says the signer was good: so must `case.json`.
+fn said_good(rep: &mut Report, r: &RequestFacts) {
+    let status = r
+        .revocation
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(|s| s.as_str());
+    if status != Some("good") {
+        rep.invalid(
+            "case.json",
+            format!(
+                "request {} says its signer's revocation status was {}, the kept evidence says good",
+                r.id,
+                status.unwrap_or("not recorded")
+            ),
+        );
+    }
 }
 
 /// A kept CRL's word on `cert` at `at_ms`: when it was revoked, if it is
@@ -839,13 +1167,16 @@ fn audit<R: Read + Seek>(
     c: &Container<R>,
     facts: &CaseFacts,
     anchors: &[X509],
+    sealed_at_ms: Option<u64>,
     rep: &mut Report,
-) -> BTreeMap<String, (u64, String)> {
+) -> Trail {
     const ENTRIES: &str = "audit/entries.jsonl";
     const CHAIN: &str = "audit/chain.txt";
     // seq -> (prev, hash), and whether the chain was seen to hold it.
     let mut entries: BTreeMap<u64, (String, String, bool)> = BTreeMap::new();
     let mut answered: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut accepted: BTreeMap<String, Accepted> = BTreeMap::new();
+    let mut documents: BTreeSet<String> = BTreeSet::new();
     if let Some(e) = c.entry(ENTRIES).filter(|e| e.size > cap::AUDIT_ENTRIES) {
         rep.invalid(
             ENTRIES,
@@ -855,7 +1186,7 @@ fn audit<R: Read + Seek>(
                 cap::AUDIT_ENTRIES
             ),
         );
-        return BTreeMap::new();
+        return Trail::default();
     }
     let read = c.for_each_line(
         ENTRIES,
@@ -867,6 +1198,22 @@ fn audit<R: Read + Seek>(
                     (&d.request_id, &d.signer_sha256, d.action.as_str())
                 {
                     answered.insert(id.clone(), (l.entry.seq, sha.clone()));
+                }
+                if let (Some(id), "exchange.answered") = (&d.request_id, d.action.as_str()) {
+                    if d.outcome.starts_with("document") {
+                        documents.insert(id.clone());
+                    }
+                }
+                if let (Some(id), "request.accepted") = (&d.request_id, d.action.as_str()) {
+                    accepted.entry(id.clone()).or_insert_with(|| Accepted {
+                        seq: l.entry.seq,
+                        client: d.actor.clone(),
+                        case: d.case.clone(),
+                        service: d.service.clone(),
+                        official: d.official.clone(),
+                        legal_basis: d.legal_basis.clone(),
+                        purpose: d.purpose.clone(),
+                    });
                 }
                 entries.insert(l.entry.seq, (l.entry.prev, l.entry.hash, false));
                 Ok(())
@@ -881,11 +1228,11 @@ fn audit<R: Read + Seek>(
     match read {
         None => {
             rep.invalid(ENTRIES, "missing");
-            return BTreeMap::new();
+            return Trail::default();
         }
         Some(Err(e)) => {
             rep.invalid(ENTRIES, e);
-            return BTreeMap::new();
+            return Trail::default();
         }
         Some(Ok(())) => {}
     }
@@ -898,11 +1245,11 @@ fn audit<R: Read + Seek>(
                 facts.audit.entries
             ),
         );
-        return BTreeMap::new();
+        return Trail::default();
     }
     let Some(first_seq) = entries.keys().next().copied() else {
         rep.unverifiable(ENTRIES, "the case has no audit entries");
-        return BTreeMap::new();
+        return Trail::default();
     };
     let mut prev: Option<(u64, String)> = None;
     let read = c.for_each_line(CHAIN, cap::AUDIT_LINE, |i, line| {
@@ -936,11 +1283,11 @@ fn audit<R: Read + Seek>(
     match read {
         None => {
             rep.invalid(CHAIN, "missing");
-            return BTreeMap::new();
+            return Trail::default();
         }
         Some(Err(e)) => {
             rep.invalid(CHAIN, e);
-            return BTreeMap::new();
+            return Trail::default();
         }
         Some(Ok(())) => {}
     }
@@ -950,11 +1297,11 @@ fn audit<R: Read + Seek>(
         .map(|(s, _)| *s)
     {
         rep.invalid(CHAIN, format!("entry {seq} is not where the chain says"));
-        return BTreeMap::new();
+        return Trail::default();
     }
     let Some((last_seq, last_hash)) = prev else {
         rep.invalid(CHAIN, "empty");
-        return BTreeMap::new();
+        return Trail::default();
     };
     rep.valid(
         ENTRIES,
@@ -974,9 +1321,19 @@ fn audit<R: Read + Seek>(
         (Some(cp), Some(token)) => {
             if cp != format!("{last_seq} {last_hash}") {
                 rep.invalid("audit/checkpoint.txt", "is not the chain's last link");
-                return BTreeMap::new();
+                return Trail::default();
             }
             match tsp::check_token(&token, &checkpoint_imprint(last_seq, &last_hash), anchors) {
+                // The checkpoint is stamped before the dossier is sealed:
+                // one stamped later was put in afterwards.
+                Ok(t) if sealed_at_ms.is_some_and(|s| t.time_ms > s + 1000) => rep.invalid(
+                    "audit/checkpoint.tst",
+                    format!(
+                        "the checkpoint was stamped at {}, after the dossier was sealed ({}): not the one the dossier was made with",
+                        rfc3339(t.time_ms),
+                        sealed_at_ms.map(rfc3339).unwrap_or_default()
+                    ),
+                ),
                 Ok(t) => rep.valid(
                     "audit/checkpoint.tst",
                     format!("the chain up to entry {last_seq} existed at {} ({})", rfc3339(t.time_ms), t.tsa),
@@ -989,7 +1346,94 @@ fn audit<R: Read + Seek>(
             "no timestamped checkpoint at its end: the links hold, but nothing proves when they existed",
         ),
     }
-    answered
+    Trail {
+        held: true,
+        answered,
+        accepted,
+        documents,
+    }
+}
+
+/// What the audit trail, once its chain holds, says of the case's requests.
+#[derive(Default)]
+struct Trail {
+    held: bool,
+    /// request id -> (seq, SHA-256 of the signer its exchange.answered entry names).
+    answered: BTreeMap<String, (u64, String)>,
+    /// request id -> its request.accepted entry.
+    accepted: BTreeMap<String, Accepted>,
+    /// Requests whose answer the trail records as a document.
+    documents: BTreeSet<String>,
+}
+
+/// The facts a request.accepted entry carries in clear.
+struct Accepted {
+    seq: u64,
+    client: String,
+    case: String,
+    service: String,
+    official: String,
+    legal_basis: String,
+    purpose: String,
+}
+
+/// `case.json`'s facts against the trail: every request was accepted by
+/// the gateway, in this case, as `case.json` describes it. The trail
+/// keeps the subject only as keyed hashes, which cannot be recomputed
+/// without the gateway's audit key, and does not name the registry (its
+/// signer does): those are not checked here.
+fn against_trail(facts: &CaseFacts, trail: &Trail, rep: &mut Report) {
+    for r in &facts.requests {
+        let Some(a) = trail.accepted.get(&r.id) else {
+            rep.invalid(
+                "case.json",
+                format!(
+                    "request {} has no request.accepted entry in the audit trail: the gateway did not accept it in this case",
+                    r.id
+                ),
+            );
+            continue;
+        };
+        let pairs = [
+            ("case", &a.case, &facts.case),
+            ("client", &a.client, &r.client),
+            ("service", &a.service, &r.service),
+            ("official", &a.official, &r.official),
+            ("legal basis", &a.legal_basis, &r.legal_basis),
+            ("purpose", &a.purpose, &r.purpose),
+        ];
+        for (what, trail_says, listed) in pairs {
+            if trail_says != listed {
+                rep.invalid(
+                    "case.json",
+                    format!(
+                        "request {}: its {what} is {listed:?}, the audit trail's request.accepted entry {} says {trail_says:?}",
+                        r.id, a.seq
+                    ),
+                );
+            }
+        }
+        let has_doc = trail.documents.contains(&r.id);
+        if has_doc != r.document.is_some() {
+            rep.invalid(
+                "case.json",
+                if has_doc {
+                    format!("request {}: the audit trail records a document answered, case.json files none", r.id)
+                } else {
+                    format!("request {}: case.json files a document, the audit trail records no document answered", r.id)
+                },
+            );
+        }
+        if r.document.is_some() && !matches!(r.state.as_str(), "fetched" | "delivered") {
+            rep.invalid(
+                "case.json",
+                format!(
+                    "request {} has a document but its state is {:?}, not fetched or delivered",
+                    r.id, r.state
+                ),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1034,7 +1478,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_signer_pin_is_a_subject_or_a_certificate_hash() {
+        let cert = crate::pki::Issued::new(
+            &crate::pki::CertSpec::new("cadastre signer", crate::pki::Role::Signing),
+            crate::pki::KeyKind::EcP256,
+            None,
+        )
+        .unwrap()
+        .cert;
+        let sha = hex(&openssl::sha::sha256(&cert.to_der().unwrap()));
+        let subject = name_to_string(cert.subject_name());
+        let mut rdns: Vec<&str> = subject.split(", ").collect();
+        rdns.reverse();
+        let rfc4514 = rdns.join(",");
+        for ok in [rfc4514.clone(), sha.clone(), sha.to_uppercase()] {
+            assert!(SignerPin::parse(&ok).unwrap().matches(&cert), "{ok}");
+        }
+        for no in [format!("{rfc4514}2"), "0".repeat(64)] {
+            assert!(!SignerPin::parse(&no).unwrap().matches(&cert), "{no}");
+        }
+        let e = SignerPin::parse("12ab").unwrap_err();
+        assert!(e.contains("is not a SHA-256"), "{e}");
+        let e = SignerPin::parse("XX=y").unwrap_err();
+        assert!(e.contains("unknown attribute type"), "{e}");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_text_is_a_signer_pin_or_refused_without_panic(text in "\\PC{0,80}") {
+            let _ = SignerPin::parse(&text);
+        }
+
         #[test]
         fn any_bytes_or_damaged_container_is_judged_without_panic(
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
