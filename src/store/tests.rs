@@ -743,8 +743,20 @@ async fn a_store_of_the_first_layout_is_indexed_when_opened() {
         s.close().await.unwrap();
     }
     {
-        // What a store written before the indexes looks like.
-        let db = sled::open(dir.path()).unwrap();
+        // What a store written before the indexes looks like. sled's
+        // flush runs on its own thread pool, which may still hold the
+        // folder's lock for a moment after the flush is done: wait for it.
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         for t in ["by_state", "attention", "deadlines", "counts"] {
             db.drop_tree(t).unwrap();
         }
