@@ -3740,6 +3740,38 @@ w.close()
         !report.contains("CRL for") && !report.contains("signed by"),
         "{report}"
     );
+    // The seal's own file filled with 9.5 MB of processing instructions
+    // outside what it signs (no key needed): the XML reader's node budget
+    // refuses it early, within the same address space.
+    let pis = dir.path().join("seal-pis.asice");
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            r#"
+import sys, zipfile
+src, out = sys.argv[1:3]
+z, w = zipfile.ZipFile(src), zipfile.ZipFile(out, "w")
+for i in z.infolist():
+    data = z.read(i)
+    if i.filename == "META-INF/signatures0.xml":
+        at = data.index(b"<ds:SignatureValue")
+        data = data[:at] + b"<?a?>" * 1900000 + data[at:]
+    w.writestr(i, data, i.compress_type)
+w.close()
+"#,
+        ])
+        .arg(&demo.out)
+        .arg(&pis)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, report) = limited(&pis, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("META-INF/signatures0.xml: the seal does not hold: malformed XML")
+            && report.contains("more than 250000 nodes"),
+        "{report}"
+    );
     // One entry over the per-entry cap.
     let one = bomb("one.asice", 1, (256 << 20) + 1);
     let (code, report) = limited(&one, &[]);
