@@ -788,6 +788,11 @@ impl NamePin {
             if e.object().to_string() != *oid {
                 return false;
             }
+            // openssl hands the value over as a C string: a NUL inside
+            // would end it early, and `CN=signer\0evil` read as `signer`.
+            if e.data().as_slice().contains(&0) {
+                return false;
+            }
             match e.data().as_utf8() {
                 Ok(v) if v.to_string() == *value => {}
                 _ => return false,
@@ -1309,6 +1314,27 @@ mod tests {
             "CN=Cadastre signer,O=RGZ\\, Beograd,C=RS",
         ] {
             assert!(!NamePin::parse(no).unwrap().matches(&signer), "{no}");
+        }
+        // A NUL inside a value (which openssl's C strings would end at):
+        // `CN=cadastre signer\0evil` is not `CN=cadastre signer`.
+        let utf8 = |v: &[u8]| {
+            let mut atv = vec![0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, v.len() as u8];
+            atv.extend_from_slice(v);
+            let mut seq = vec![0x30, atv.len() as u8];
+            seq.extend(atv);
+            let mut set = vec![0x31, seq.len() as u8];
+            set.extend(seq);
+            let mut name = vec![0x30, set.len() as u8];
+            name.extend(set);
+            openssl::x509::X509Name::from_der(&name).unwrap()
+        };
+        assert!(NamePin::parse("CN=cadastre signer")
+            .unwrap()
+            .matches(&utf8(b"cadastre signer")));
+        for evil in [&b"cadastre signer\0evil"[..], b"cadastre signer\0"] {
+            assert!(!NamePin::parse("CN=cadastre signer")
+                .unwrap()
+                .matches(&utf8(evil)));
         }
         let short = name(&[("CN", "cadastre signer2")]);
         assert!(!NamePin::parse("CN=cadastre signer")

@@ -164,22 +164,55 @@ impl Authority {
                     None => CertStatus::good(),
                 }
             };
-            responses.push(SingleResponse {
-                cert_id: id.clone(),
+            let mut cert_id = id.clone();
+            if tamper.is_some_and(|t| t.sha256_ids) {
+                let name = self.ca.subject_name().to_der().map_err(err)?;
+                let key = ocsp::subject_public_key(&self.ca).map_err(err)?;
+                let octets =
+                    |b: &[u8]| der::asn1::OctetString::new(openssl::sha::sha256(b).to_vec());
+                cert_id.hash_algorithm = spki::AlgorithmIdentifierOwned {
+                    oid: der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1"),
+                    parameters: None,
+                };
+                cert_id.issuer_name_hash = octets(&name).map_err(err)?;
+                cert_id.issuer_key_hash = octets(&key).map_err(err)?;
+            }
+            let single = SingleResponse {
+                cert_id,
                 cert_status: status,
                 this_update: now,
                 next_update: (!tamper.is_some_and(|t| t.no_next_update)).then_some(next),
                 single_extensions: None,
-            });
+            };
+            if tamper.is_some_and(|t| t.twice) {
+                let mut again = single.clone();
+                again.cert_status = CertStatus::revoked(RevokedInfo {
+                    revocation_time: now,
+                    revocation_reason: None,
+                });
+                responses.push(single);
+                responses.push(again);
+            } else {
+                responses.push(single);
+            }
         }
         let nonce = match tamper.and_then(|t| t.nonce.clone()) {
             Some(n) => Some(n),
             None => super::ocsp::nonce_of(req.tbs_request.request_extensions.as_ref()),
         };
-        let extensions = match nonce.filter(|_| !tamper.is_some_and(|t| t.no_nonce)) {
+        let mut extensions = match nonce.filter(|_| !tamper.is_some_and(|t| t.no_nonce)) {
             Some(n) => Some(vec![ocsp::nonce_extension(&n).map_err(err)?]),
             None => None,
         };
+        if tamper.is_some_and(|t| t.critical_extension) {
+            extensions
+                .get_or_insert_with(Vec::new)
+                .push(x509_cert::ext::Extension {
+                    extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.2.3.4.5"),
+                    critical: true,
+                    extn_value: der::asn1::OctetString::new(vec![5, 0]).map_err(err)?,
+                });
+        }
         let (signer_name, signer) = match tamper.and_then(|t| t.signer.as_ref()) {
             Some(a) => (a.name()?, a),
             None => (self.name()?, self),
@@ -187,7 +220,10 @@ impl Authority {
         let data = ResponseData {
             version: Version::V1,
             responder_id: ResponderId::ByName(signer_name),
-            produced_at: now,
+            produced_at: match tamper.and_then(|t| t.produced_ms) {
+                Some(ms) => OcspGeneralizedTime::try_from(at(ms)).map_err(err)?,
+                None => now,
+            },
             responses,
             response_extensions: extensions,
         };
@@ -277,4 +313,12 @@ pub struct Tamper {
     pub made_ms: Option<u64>,
     /// Answers without nextUpdate.
     pub no_next_update: bool,
+    /// Says it was produced at this time (producedAt alone).
+    pub produced_ms: Option<u64>,
+    /// Speaks of each certificate twice: the second time revoked.
+    pub twice: bool,
+    /// Adds a critical response extension no client processes.
+    pub critical_extension: bool,
+    /// Names each certificate by SHA-256 hashes of the issuer, not SHA-1.
+    pub sha256_ids: bool,
 }

@@ -66,6 +66,12 @@ fn decimal(bytes: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// The most a CRL's own extensions, or one revoked entry, may take: a
+/// CRL number, an authority key id, an issuing distribution point; a
+/// serial, a date, a reason. Beyond that it is not a CRL we read.
+const MAX_EXTENSIONS_BYTES: usize = 16 << 10;
+const MAX_ENTRY_BYTES: usize = 4 << 10;
+
 const DELTA_CRL_INDICATOR: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.27");
 const ISSUING_DISTRIBUTION_POINT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.28");
 const AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
@@ -93,7 +99,8 @@ struct Tbs<'a> {
     this_update: Time,
     next_update: Option<Time>,
     revoked: Option<&'a [u8]>,
-    extensions: Option<Extensions>,
+    /// The extensions' bytes, read once their size is known to be sane.
+    extensions: Option<&'a [u8]>,
 }
 
 fn is_time(t: Tag) -> bool {
@@ -126,7 +133,7 @@ fn read_tbs(value: &[u8]) -> der::Result<Tbs<'_>> {
     };
     let extensions = if !r.is_finished() && r.peek_tag()? == zero {
         let outer: AnyRef<'_> = r.decode()?;
-        Some(Extensions::from_der(outer.value())?)
+        Some(outer.value())
     } else {
         None
     };
@@ -231,8 +238,30 @@ impl Crl {
             return Err(bad("not a CRL: its tbsCertList is not a SEQUENCE"));
         }
         let tbs = read_tbs(list.tbs.value()).map_err(|e| bad(format!("not a CRL: {e}")))?;
+        // A CRL has a handful of extensions; a million tiny ones (10 MiB)
+        // took 250 MB to read.
+        let extensions = match tbs.extensions {
+            Some(b) if b.len() > MAX_EXTENSIONS_BYTES => {
+                return Err(unusable(format!(
+                    "its extensions take {} bytes, more than the {MAX_EXTENSIONS_BYTES} they may",
+                    b.len()
+                )))
+            }
+            Some(b) => Some(
+                Extensions::from_der(b)
+                    .map_err(|e| bad(format!("not a CRL: its extensions: {e}")))?,
+            ),
+            None => None,
+        };
         match tbs.version {
             None | Some(1) => {}
+            // RFC 5280 5.1.2.1: present only as v2; a version 1 CRL
+            // leaves it out.
+            Some(0) => {
+                return Err(bad(
+                    "not a CRL this reads: it writes out version 1, which a version 1 CRL leaves out (RFC 5280 5.1.2.1)",
+                ))
+            }
             Some(v) => {
                 return Err(bad(format!(
                     "not a CRL this reads: version {} (1 and 2 are)",
@@ -264,14 +293,13 @@ impl Crl {
         let this_update_ms = unix_ms(tbs.this_update.to_system_time());
         let next_update_ms = tbs.next_update.map(|t| unix_ms(t.to_system_time()));
         let mut scope = None;
-        for e in tbs.extensions.iter().flatten() {
+        for e in extensions.iter().flatten() {
             if let Some(uris) = crl_extension(e).map_err(unusable)? {
                 scope = Some(uris);
             }
         }
         fresh.check("the CRL", this_update_ms, next_update_ms, now_ms)?;
-        let number = tbs
-            .extensions
+        let number = extensions
             .iter()
             .flatten()
             .find(|e| e.extn_id == oid::CRL_NUMBER)
@@ -281,6 +309,13 @@ impl Crl {
         if let Some(entries) = tbs.revoked {
             let mut r = SliceReader::new(entries).map_err(bad)?;
             while !r.is_finished() {
+                let len =
+                    usize::try_from(r.peek_header().map_err(bad)?.length).unwrap_or(usize::MAX);
+                if len > MAX_ENTRY_BYTES {
+                    return Err(unusable(format!(
+                        "a revoked entry takes {len} bytes, more than the {MAX_ENTRY_BYTES} one may"
+                    )));
+                }
                 let entry: RevokedCert = r
                     .decode()
                     .map_err(|e| bad(format!("a revoked entry: {e}")))?;

@@ -749,6 +749,90 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
+    /// What a hostile responder can say within a well-signed answer: our
+    /// certificate twice with two statuses, a critical extension no one
+    /// processes, a producedAt dated back (or before its thisUpdate), a
+    /// nonce twice. Each is refused, saying why; an answer naming the
+    /// certificate by SHA-256 hashes is read (its "revoked" counts).
+    #[test]
+    fn an_answer_that_contradicts_itself_or_is_dated_back_is_refused() {
+        let c = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let q = ocsp::query(&c.leaf, &issuer).unwrap();
+        let answer = |t: Tamper| {
+            let der = c.authority.try_respond(&q.der, NOW, Some(&t)).unwrap();
+            ocsp::check(&der, &q, &issuer, NOW)
+        };
+        assert_eq!(answer(Tamper::default()).unwrap().state, State::Good);
+        for (t, says) in [
+            (
+                Tamper {
+                    twice: true,
+                    ..Tamper::default()
+                },
+                "speaks of this certificate 2 times",
+            ),
+            (
+                Tamper {
+                    critical_extension: true,
+                    ..Tamper::default()
+                },
+                "the response has a critical extension 1.2.3.4.5 that is not handled",
+            ),
+            (
+                Tamper {
+                    produced_ms: Some(NOW - 5 * 86_400_000),
+                    ..Tamper::default()
+                },
+                "comes before the thisUpdate it vouches for",
+            ),
+            (
+                // Its status as of 20 minutes ago, signed (it says) 10
+                // minutes ago, yet carrying the nonce we just sent.
+                Tamper {
+                    made_ms: Some(NOW - 20 * 60_000),
+                    produced_ms: Some(NOW - 10 * 60_000),
+                    ..Tamper::default()
+                },
+                "carries the nonce we just sent but says it was produced at",
+            ),
+            (
+                Tamper {
+                    produced_ms: Some(NOW + 86_400_000),
+                    ..Tamper::default()
+                },
+                "producedAt",
+            ),
+        ] {
+            let e = answer(t).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
+        // Without our nonce (a pre-produced answer), producedAt may not
+        // come before the thisUpdate it vouches for.
+        let kept = c
+            .authority
+            .try_respond(
+                &q.der,
+                NOW,
+                Some(&Tamper {
+                    no_nonce: true,
+                    produced_ms: Some(NOW - 3_600_000),
+                    ..Tamper::default()
+                }),
+            )
+            .unwrap();
+        let e = ocsp::check_kept(&kept, &c.leaf, &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("comes before the thisUpdate"), "{e}");
+        // SHA-256 certificate ids: read, and a revocation is seen.
+        c.authority.revoke_cert(&c.leaf, NOW - 1000).unwrap();
+        let a = answer(Tamper {
+            sha256_ids: true,
+            ..Tamper::default()
+        })
+        .unwrap();
+        assert!(matches!(a.state, State::Revoked { .. }), "{:?}", a.state);
+    }
+
     #[test]
     fn ocsp_answers_are_believed_only_when_everything_holds() {
         for kind in [KeyKind::EcP256, KeyKind::Rsa2048] {
@@ -811,6 +895,69 @@ mod tests {
                 assert!(!e.to_string().is_empty());
             }
         }
+    }
+
+    /// A CRL whose own extensions are a million tiny ones (10 MiB of them
+    /// took 250 MB to read), or that writes out version 1, is refused
+    /// before its signature is even looked at, saying why.
+    #[test]
+    fn a_crl_with_oversized_extensions_or_an_explicit_v1_is_refused() {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let n = body.len();
+            if n < 128 {
+                out.push(n as u8);
+            } else {
+                let len = n.to_be_bytes();
+                let skip = len.iter().take_while(|b| **b == 0).count();
+                out.push(0x80 | (len.len() - skip) as u8);
+                out.extend_from_slice(&len[skip..]);
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let c = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let alg = tlv(
+            0x30,
+            &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+        );
+        let name = issuer.subject_name().to_der().unwrap();
+        let t = tlv(0x17, b"261207000000Z");
+        let crl = |version: Option<u8>, exts: &[u8]| {
+            let mut tbs = Vec::new();
+            if let Some(v) = version {
+                tbs.extend(tlv(0x02, &[v]));
+            }
+            tbs.extend(&alg);
+            tbs.extend(&name);
+            tbs.extend(&t);
+            tbs.extend(&t);
+            if !exts.is_empty() {
+                tbs.extend(tlv(0xa0, &tlv(0x30, exts)));
+            }
+            let mut list = tlv(0x30, &tbs);
+            list.extend(&alg);
+            list.extend(tlv(
+                0x03,
+                &[0, 0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01],
+            ));
+            tlv(0x30, &list)
+        };
+        // A non-critical private extension, 10 bytes, 100,000 times.
+        let one = tlv(
+            0x30,
+            &[&tlv(0x06, &[0x2a, 0x03])[..], &tlv(0x04, &[0x05, 0x00])].concat(),
+        );
+        let many = crl(Some(1), &one.repeat(100_000));
+        let e = crl::Crl::parse(&many, &issuer, NOW).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the CRL cannot be used: its extensions take 1000005 bytes, more than the 16384 they may"),
+            "{e}"
+        );
+        let e = crl::Crl::parse(&crl(Some(0), &[]), &issuer, NOW).unwrap_err();
+        assert!(e.to_string().contains("it writes out version 1"), "{e}");
     }
 
     #[test]
@@ -1053,6 +1200,9 @@ mod tests {
         let fresh = answer(Tamper {
             no_next_update: true,
             made_ms: Some(NOW - 30 * 60_000),
+            // Signed now, in answer to our request, of a status it knew
+            // half an hour ago.
+            produced_ms: Some(NOW),
             ..Tamper::default()
         });
         assert!(ocsp::check(&fresh, &q, &issuer, NOW).is_ok());
@@ -1062,9 +1212,13 @@ mod tests {
             max_age: Duration::from_secs(4 * 3600),
             ..f
         };
+        // (A pre-produced one: an answer that echoes our nonce was made
+        // just now, and is not read two hours later.)
         assert!(
-            ocsp::check_answer(&fresh, &q, &issuer, NOW + 2 * 3_600_000, &longer, false).is_ok()
+            ocsp::check_answer(&young, &q, &issuer, NOW + 2 * 3_600_000, &longer, true).is_ok()
         );
+        let e = ocsp::check_answer(&young, &q, &issuer, NOW + 2 * 3_600_000, &f, true).unwrap_err();
+        assert!(e.to_string().contains("maximum age of 60 min"), "{e}");
         // With nextUpdate: before thisUpdate (less the skew) is refused too.
         let e = ocsp::check(
             &c.authority.respond(&q.der, NOW),

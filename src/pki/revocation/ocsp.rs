@@ -119,13 +119,67 @@ pub fn query(cert: &X509, issuer: &X509) -> Result<Query, RevocationError> {
     })
 }
 
-fn same_cert(a: &CertId, b: &CertId) -> bool {
-    // Serial numbers compare as integers (a responder may drop or add a
-    // leading zero); the hashes must be the ones we sent.
-    a.hash_algorithm.oid == b.hash_algorithm.oid
-        && a.issuer_name_hash == b.issuer_name_hash
-        && a.issuer_key_hash == b.issuer_key_hash
-        && serial_digits(a.serial_number.as_bytes()) == serial_digits(b.serial_number.as_bytes())
+/// Is `got` (a responder's id of a certificate) the certificate `ours`
+/// names? Serial numbers compare as integers (a responder may drop or add
+/// a leading zero); the issuer's name and key hashes must be ours, with
+/// SHA-1 as we sent them, or recomputed when the responder used SHA-2.
+fn same_cert(got: &CertId, ours: &CertId, issuer: &X509) -> bool {
+    if serial_digits(got.serial_number.as_bytes()) != serial_digits(ours.serial_number.as_bytes()) {
+        return false;
+    }
+    if got.hash_algorithm.oid == ours.hash_algorithm.oid {
+        return got.issuer_name_hash == ours.issuer_name_hash
+            && got.issuer_key_hash == ours.issuer_key_hash;
+    }
+    let digest = match got.hash_algorithm.oid {
+        o if o == SHA256 => openssl::hash::MessageDigest::sha256(),
+        o if o == SHA384 => openssl::hash::MessageDigest::sha384(),
+        o if o == SHA512 => openssl::hash::MessageDigest::sha512(),
+        _ => return false,
+    };
+    let (Ok(name), Ok(key)) = (issuer.subject_name().to_der(), subject_public_key(issuer)) else {
+        return false;
+    };
+    let hash = |b: &[u8]| openssl::hash::hash(digest, b).map(|d| d.to_vec()).ok();
+    hash(&name).as_deref() == Some(got.issuer_name_hash.as_bytes())
+        && hash(&key).as_deref() == Some(got.issuer_key_hash.as_bytes())
+}
+
+const SHA256: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const SHA384: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const SHA512: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
+/// RFC 6960 4.4.8: says a "revoked" for a certificate never issued; read
+/// or not, it changes nothing we rely on.
+const EXTENDED_REVOKE: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.9");
+
+/// Refuses a list of extensions with one twice (which of two nonces
+/// holds?) or a critical one we do not process (RFC 5280 4.2: an answer
+/// with it must not be used).
+fn known_extensions(
+    exts: Option<&Extensions>,
+    known: &[der::asn1::ObjectIdentifier],
+    whose: &str,
+) -> Result<(), RevocationError> {
+    let exts = exts.map(|e| e.as_slice()).unwrap_or_default();
+    for (i, e) in exts.iter().enumerate() {
+        if exts[..i].iter().any(|p| p.extn_id == e.extn_id) {
+            return Err(bad(format!(
+                "{whose} carries the extension {} twice",
+                e.extn_id
+            )));
+        }
+        if e.critical && !known.contains(&e.extn_id) {
+            return Err(bad(format!(
+                "{whose} has a critical extension {} that is not handled",
+                e.extn_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// May `responder` sign OCSP answers for certificates of `issuer`, as of
@@ -241,6 +295,7 @@ pub fn check_kept(
 }
 
 /// What we know of the nonce an answer must carry.
+#[derive(Clone, Copy)]
 enum Nonce<'a> {
     Sent {
         nonce: &'a [u8],
@@ -296,6 +351,16 @@ fn check_with(
         RevocationError::BadSignature("the responder it names is not among its certificates".into())
     })?;
     let produced_ms = unix_ms(data.produced_at.0.to_system_time());
+    // producedAt is the responder's own word: bound it by what else we
+    // know, so that a responder whose certificate has expired cannot sign
+    // now and date it back into its validity.
+    let skew = fresh.skew.as_millis() as u64;
+    if produced_ms > now_ms.saturating_add(skew) {
+        return Err(bad(format!(
+            "its producedAt ({}) is in the future",
+            super::rfc3339(produced_ms)
+        )));
+    }
     authorised(signer, issuer, produced_ms)?;
     let tbs = data.to_der().map_err(bad)?;
     let sig = basic
@@ -321,14 +386,55 @@ fn check_with(
         }
         _ => {}
     }
-    let single = data
+    known_extensions(
+        data.response_extensions.as_ref(),
+        &[oid::OCSP_NONCE, EXTENDED_REVOKE],
+        "the response",
+    )?;
+    let ours: Vec<_> = data
         .responses
         .iter()
-        .find(|r| same_cert(&r.cert_id, cert_id))
-        .ok_or_else(|| bad("the answer does not speak of this certificate"))?;
+        .filter(|r| same_cert(&r.cert_id, cert_id, issuer))
+        .collect();
+    let single = match ours.as_slice() {
+        [] => return Err(bad("the answer does not speak of this certificate")),
+        [one] => *one,
+        more => {
+            return Err(bad(format!(
+                "the answer speaks of this certificate {} times: which one holds is not for \
+                 the reader to choose",
+                more.len()
+            )))
+        }
+    };
+    known_extensions(
+        single.single_extensions.as_ref(),
+        &[],
+        "the certificate's status",
+    )?;
+    if produced_ms.saturating_add(skew) < unix_ms(single.this_update.0.to_system_time()) {
+        return Err(bad(format!(
+            "its producedAt ({}) comes before the thisUpdate it vouches for",
+            super::rfc3339(produced_ms)
+        )));
+    }
     let this_update = unix_ms(single.this_update.0.to_system_time());
     let next_update = single.next_update.map(|t| unix_ms(t.0.to_system_time()));
     fresh.check("the OCSP answer", this_update, next_update, now_ms)?;
+    if let Nonce::Sent { nonce: want, .. } = nonce {
+        // An answer that echoes our fresh nonce was produced for this
+        // request, now.
+        if nonce_of(data.response_extensions.as_ref()).as_deref() == Some(want)
+            && produced_ms.saturating_add(skew) < now_ms
+        {
+            return Err(RevocationError::BadSignature(format!(
+                "it carries the nonce we just sent but says it was produced at {}, earlier \
+                 than it can have been",
+                super::rfc3339(produced_ms)
+            )));
+        }
+    }
+
     let state = match single.cert_status {
         CertStatus::Good(_) => State::Good,
         CertStatus::Revoked(info) => State::Revoked {
