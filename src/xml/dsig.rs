@@ -662,7 +662,7 @@ impl TrustStore {
         };
         if let Some(pin) = &self.subject_pin {
             if !pin.matches(c.cert.subject_name()) {
-                let subject = name_to_string(c.cert.subject_name());
+                let subject = rfc4514(c.cert.subject_name());
                 return Err(DsigError::Untrusted(format!(
                     "subject {subject:?} is not the pinned signer {:?}",
                     pin.to_string()
@@ -704,6 +704,42 @@ impl Verified {
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A name as RFC 4514 writes it, most specific first, every special
+/// character escaped (a comma inside a value is `\,`, a NUL `\00`), so
+/// that a refused subject is never shown as if it were the pin.
+pub fn rfc4514(n: &openssl::x509::X509NameRef) -> String {
+    let mut parts: Vec<String> = n
+        .entries()
+        .map(|e| {
+            let k = e.object().nid().short_name().unwrap_or("?").to_owned();
+            let raw = e.data().as_slice();
+            let text = String::from_utf8_lossy(raw);
+            let last = text.chars().count().saturating_sub(1);
+            let mut v = String::new();
+            for (i, ch) in text.chars().enumerate() {
+                match ch {
+                    ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                        v.push('\\');
+                        v.push(ch);
+                    }
+                    '#' | ' ' if i == 0 => {
+                        v.push('\\');
+                        v.push(ch);
+                    }
+                    ' ' if i == last => v.push_str("\\ "),
+                    c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                        v.push_str(&format!("\\{:02X}", c as u32))
+                    }
+                    c => v.push(c),
+                }
+            }
+            format!("{k}={v}")
+        })
+        .collect();
+    parts.reverse();
+    parts.join(",")
 }
 
 /// A pinned distinguished name, written as RFC 4514 says (what `openssl
@@ -1336,6 +1372,17 @@ mod tests {
                 .unwrap()
                 .matches(&utf8(evil)));
         }
+        // A refused subject is shown escaped, never as if it were a pin.
+        let lookalike = name(&[("CN", "civil signer,O=jum-gateway development")]);
+        assert_eq!(
+            super::rfc4514(&lookalike),
+            "CN=civil signer\\,O\\=jum-gateway development"
+        );
+        assert_eq!(super::rfc4514(&utf8(b"a\0b ")), "CN=a\\00b\\ ");
+        assert_eq!(
+            super::rfc4514(&signer),
+            "CN=cadastre signer,O=RGZ\\, Beograd,C=RS"
+        );
         let short = name(&[("CN", "cadastre signer2")]);
         assert!(!NamePin::parse("CN=cadastre signer")
             .unwrap()
