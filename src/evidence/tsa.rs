@@ -56,6 +56,18 @@ pub struct Tsa {
     cert_der: Vec<u8>,
     policy: der::oid::ObjectIdentifier,
     serial: std::sync::atomic::AtomicU64,
+    ess: Ess,
+}
+
+/// Which certificate the token's ESS signingCertificateV2 names: the TSA's
+/// own (as RFC 3161 wants), another one, or none: the last two are what a
+/// broken or hostile TSA sends, for the client's tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Ess {
+    #[default]
+    Own,
+    Other(Vec<u8>),
+    Left,
 }
 
 impl Tsa {
@@ -67,7 +79,14 @@ impl Tsa {
             cert_der,
             policy: der::oid::ObjectIdentifier::new_unwrap(DEMO_POLICY),
             serial: std::sync::atomic::AtomicU64::new((crate::lifecycle::now_ms() / 1000) << 20),
+            ess: Ess::Own,
         })
+    }
+
+    /// The same TSA, naming `ess` in its tokens' signed attributes.
+    pub fn with_ess(mut self, ess: Ess) -> Tsa {
+        self.ess = ess;
+        self
     }
 
     /// A TSA whose certificate the development CA issues now (EC P-256,
@@ -122,9 +141,13 @@ impl Tsa {
         };
         let tst_der = tst.to_der()?;
         let digest = openssl::sha::sha256(&tst_der);
+        let named = match &self.ess {
+            Ess::Other(der) => der.as_slice(),
+            _ => self.cert_der.as_slice(),
+        };
         let ess = SigningCertificateV2 {
             certs: vec![EssCertIdV2 {
-                cert_hash: OctetString::new(openssl::sha::sha256(&self.cert_der).to_vec())?,
+                cert_hash: OctetString::new(openssl::sha::sha256(named).to_vec())?,
             }],
         };
         let attr = |oid, value: Any| -> Result<x509_cert::attr::Attribute, TsaError> {
@@ -133,7 +156,7 @@ impl Tsa {
                 values: SetOfVec::try_from(vec![value])?,
             })
         };
-        let signed_attrs: SetOfVec<x509_cert::attr::Attribute> = SetOfVec::try_from(vec![
+        let mut attrs = vec![
             attr(CONTENT_TYPE, Any::encode_from(&TST_INFO_OID)?)?,
             attr(
                 SIGNING_TIME,
@@ -145,8 +168,11 @@ impl Tsa {
                 MESSAGE_DIGEST,
                 Any::encode_from(&OctetString::new(digest.to_vec())?)?,
             )?,
-            attr(SIGNING_CERTIFICATE_V2, Any::encode_from(&ess)?)?,
-        ])?;
+        ];
+        if self.ess != Ess::Left {
+            attrs.push(attr(SIGNING_CERTIFICATE_V2, Any::encode_from(&ess)?)?);
+        }
+        let signed_attrs: SetOfVec<x509_cert::attr::Attribute> = SetOfVec::try_from(attrs)?;
         // The signature covers the attributes as a SET (RFC 5652 5.4).
         let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)?;
         signer.update(&signed_attrs.to_der()?)?;
@@ -259,6 +285,37 @@ mod tests {
         )
         .unwrap();
         (Tsa::issued_by(&ca.cert, &ca.key).unwrap(), ca.cert)
+    }
+
+    /// RFC 3161 2.4.1: a token must name its signing certificate in its
+    /// signed attributes. One that names none, or another certificate (of
+    /// another TSA), is refused even though its
+    /// signature verifies and its signer chains.
+    #[test]
+    fn a_token_that_does_not_name_its_signer_is_refused() {
+        let (tsa, ca) = tsa_and_ca();
+        let imprint = openssl::sha::sha256(b"signature value");
+        let token = |tsa: &Tsa| {
+            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
+            let reply = tsa.respond(&req.der).unwrap();
+            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
+            r.time_stamp_token.unwrap().to_der().unwrap()
+        };
+        let anchors = std::slice::from_ref(&ca);
+        let own = token(&tsa);
+        assert!(crate::evidence::tsp::check_token(&own, &imprint, anchors).is_ok());
+        let other = tsa_and_ca().0.certificate().to_der().unwrap();
+        let key = tsa.key.clone();
+        let cert = tsa.cert.clone();
+        for (ess, says) in [
+            (Ess::Left, "does not name the certificate that signed it"),
+            (Ess::Other(other), "is not the one that signed it"),
+        ] {
+            let hostile = Tsa::new(key.clone(), cert.clone()).unwrap().with_ess(ess);
+            let e =
+                crate::evidence::tsp::check_token(&token(&hostile), &imprint, anchors).unwrap_err();
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
     }
 
     #[test]

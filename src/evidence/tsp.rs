@@ -245,6 +245,7 @@ pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result
         openssl::cms::CMSOptions::BINARY,
     )
     .map_err(|e| TspError::Signature(first_reason(&e)))?;
+    ess_names_its_signer(token)?;
     // What the signature covers is what we read.
     let signed = TstInfo::from_der(&out).map_err(malformed("TSTInfo"))?;
     if signed != info {
@@ -264,6 +265,154 @@ pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result
         policy: info.policy.to_string(),
         tsa: signer_subject(token).unwrap_or_default(),
     })
+}
+
+const SIGNING_CERTIFICATE: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.12");
+const SIGNING_CERTIFICATE_V2: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
+
+/// ESSCertID (RFC 2634): the SHA-1 of a certificate.
+#[derive(Clone, der::Sequence)]
+struct EssCertId {
+    cert_hash: der::asn1::OctetString,
+    #[asn1(optional = "true")]
+    issuer_serial: Option<der::Any>,
+}
+
+/// ESSCertIDv2 (RFC 5035): the hash (SHA-256 unless named) of a certificate.
+#[derive(Clone, der::Sequence)]
+struct EssCertIdV2 {
+    #[asn1(optional = "true")]
+    hash_algorithm: Option<spki::AlgorithmIdentifierOwned>,
+    cert_hash: der::asn1::OctetString,
+    #[asn1(optional = "true")]
+    issuer_serial: Option<der::Any>,
+}
+
+#[derive(der::Sequence)]
+struct SigningCertificate {
+    certs: Vec<EssCertId>,
+    #[asn1(optional = "true")]
+    policies: Option<der::Any>,
+}
+
+#[derive(der::Sequence)]
+struct SigningCertificateV2 {
+    certs: Vec<EssCertIdV2>,
+    #[asn1(optional = "true")]
+    policies: Option<der::Any>,
+}
+
+/// RFC 3161 2.4.1 (and RFC 5816): the token's signed attributes name the
+/// TSA's certificate (ESS signingCertificate or signingCertificateV2), so
+/// that no other certificate of the same key or name can be put in its
+/// place; the first certificate named must be the one that signed.
+fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
+    let refuse = |why: &str| TspError::Signature(why.to_owned());
+    let ci = cms::content_info::ContentInfo::from_der(token).map_err(malformed("token"))?;
+    let sd: cms::signed_data::SignedData =
+        ci.content.decode_as().map_err(malformed("SignedData"))?;
+    let si = sd
+        .signer_infos
+        .0
+        .iter()
+        .next()
+        .ok_or_else(|| refuse("the token has no signer"))?;
+    let cert = signer_certificate(&sd, si)
+        .ok_or_else(|| refuse("the token does not carry the certificate that signed it"))?;
+    let attrs = si
+        .signed_attrs
+        .as_ref()
+        .map(|a| a.as_slice())
+        .unwrap_or_default();
+    let first = |oid| {
+        attrs
+            .iter()
+            .find(|a| a.oid == oid)
+            .and_then(|a| a.values.iter().next())
+            .map(|v| v.to_der())
+    };
+    let (alg, hash) = if let Some(v2) = first(SIGNING_CERTIFICATE_V2) {
+        let v2 = v2.map_err(malformed("signingCertificateV2"))?;
+        let sc = SigningCertificateV2::from_der(&v2).map_err(malformed("signingCertificateV2"))?;
+        let id = sc
+            .certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| refuse("its signingCertificateV2 names no certificate"))?;
+        let alg = match id.hash_algorithm.map(|a| a.oid) {
+            None => openssl::hash::MessageDigest::sha256(),
+            Some(o) if o == SHA256_OID => openssl::hash::MessageDigest::sha256(),
+            Some(o) if o.to_string() == "2.16.840.1.101.3.4.2.2" => {
+                openssl::hash::MessageDigest::sha384()
+            }
+            Some(o) if o.to_string() == "2.16.840.1.101.3.4.2.3" => {
+                openssl::hash::MessageDigest::sha512()
+            }
+            Some(o) => {
+                return Err(refuse(&format!(
+                    "its signingCertificateV2 hashes the certificate with {o}, which is not read"
+                )))
+            }
+        };
+        (alg, id.cert_hash)
+    } else if let Some(v1) = first(SIGNING_CERTIFICATE) {
+        let v1 = v1.map_err(malformed("signingCertificate"))?;
+        let sc = SigningCertificate::from_der(&v1).map_err(malformed("signingCertificate"))?;
+        let id = sc
+            .certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| refuse("its signingCertificate names no certificate"))?;
+        (openssl::hash::MessageDigest::sha1(), id.cert_hash)
+    } else {
+        return Err(refuse(
+            "the token does not name the certificate that signed it (no ESS signingCertificate \
+             or signingCertificateV2 attribute, RFC 3161 2.4.1)",
+        ));
+    };
+    let der = cert.to_der().map_err(malformed("certificate"))?;
+    if openssl::hash::hash(alg, &der)?.as_ref() != hash.as_bytes() {
+        return Err(refuse(
+            "the certificate its signed attributes name is not the one that signed it",
+        ));
+    }
+    Ok(())
+}
+
+/// The certificate among those a token carries that its signer names.
+fn signer_certificate<'a>(
+    sd: &'a cms::signed_data::SignedData,
+    si: &cms::signed_data::SignerInfo,
+) -> Option<&'a x509_cert::Certificate> {
+    sd.certificates.as_ref()?.0.iter().find_map(|c| match c {
+        cms::cert::CertificateChoices::Certificate(c) => {
+            let ours = match &si.sid {
+                cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(i) => {
+                    i.serial_number == c.tbs_certificate.serial_number
+                        && i.issuer == c.tbs_certificate.issuer
+                }
+                cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(k) => {
+                    ski_of(c).as_deref() == Some(k.0.as_bytes())
+                }
+            };
+            ours.then_some(c)
+        }
+        _ => None,
+    })
+}
+
+/// A certificate's subjectKeyIdentifier extension, if it has one.
+fn ski_of(c: &x509_cert::Certificate) -> Option<Vec<u8>> {
+    let e = c
+        .tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.14")?;
+    let k = der::asn1::OctetString::from_der(e.extn_value.as_bytes()).ok()?;
+    Some(k.as_bytes().to_vec())
 }
 
 /// The subject of the certificate that signed the token.
