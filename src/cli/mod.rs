@@ -651,7 +651,7 @@ itself. Without --registry-signer (or --registry-ca) for a registry, its documen
 signer the dossier records: whoever holds the seal's key and the TSA's service can rewrite that record, the \
 audit excerpt and its checkpoint together and re-sign a document with another registry's key; give each \
 registry's signer (or CA) from your own knowledge to close that. When the seal does not hold, no other file \
-is read."
+is read but mimetype and, without --trust, the certificates/*.pem the seal is judged by."
     )]
     Verify {
         file: PathBuf,

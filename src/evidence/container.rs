@@ -292,6 +292,26 @@ impl<R: Read + Seek> Container<R> {
                 name,
             };
             let disk = u16_at(&cd, at + 34);
+            // The file type in a Unix host's external attributes: what an
+            // unzip makes of the entry. Anything but a plain file (or
+            // none said) is a way out of the container the seal does not
+            // see: a symbolic link, a device, a pipe.
+            let made_on_unix = u16_at(&cd, at + 4) >> 8 == 3;
+            let kind = (u32_at(&cd, at + 38) >> 16) & 0o170000;
+            // (A directory is refused below, for what it is.)
+            if made_on_unix && ![0, 0o100000, 0o040000].contains(&kind) {
+                return Err(entry_err(
+                    &c.name,
+                    format!(
+                        "is marked as a {} in its attributes, not a plain file",
+                        if kind == 0o120000 {
+                            "symbolic link"
+                        } else {
+                            "special file"
+                        }
+                    ),
+                ));
+            }
             let mut c = c;
             c.extra_ids = extra_ids(&c.name, extra, "central record")?;
             let name = &c.name;
@@ -826,6 +846,32 @@ mod tests {
         assert!(c.load("nope", 10).is_none());
     }
 
+    /// An entry an unzip would make a symbolic link (its Unix attributes
+    /// say so, which the seal does not cover) is refused, naming it; a
+    /// plain file with Unix permissions is read.
+    #[test]
+    fn an_entry_marked_as_a_symbolic_link_is_refused() {
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(0o644);
+        let build = |link: bool| {
+            let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
+            z.start_file("mimetype", o).unwrap();
+            z.write_all(b"x").unwrap();
+            if link {
+                z.add_symlink("documents/a.xml", "/etc/passwd", o).unwrap();
+            }
+            z.finish().unwrap().into_inner()
+        };
+        assert!(open(build(false)).is_ok());
+        let link = build(true);
+        let e = open(link).err().unwrap().to_string();
+        assert!(
+            e.contains("documents/a.xml") && e.contains("symbolic link"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn garbage_before_after_and_bad_names_are_refused() {
         let z = zip(&[("mimetype", b"x", false)]);
@@ -1126,9 +1172,29 @@ mod tests {
             // Read or refused; if read, nothing it says differs unseen:
             // the entries it reads are the genuine ones byte for byte, or
             // their digests differ.
+            let genuine: std::collections::BTreeMap<&str, &[u8]> = [
+                ("mimetype", &b"application/x"[..]),
+                ("a.txt", &body[..]),
+                ("b.txt", &b"b"[..]),
+            ]
+            .into_iter()
+            .collect();
             if let Ok(c) = open(c) {
                 for e in c.entries() {
-                    let _ = c.load(&e.name, 1 << 20);
+                    // What it reads is what its digest says it is.
+                    if let Some(Ok(bytes)) = c.load(&e.name, 1 << 20) {
+                        proptest::prop_assert_eq!(openssl::sha::sha256(&bytes), e.sha256);
+                    }
+                    let same_digest = genuine
+                        .get(e.name.as_str())
+                        .is_some_and(|g| openssl::sha::sha256(g) == e.sha256);
+                    if same_digest {
+                        let loaded = c.load(&e.name, 1 << 20).and_then(Result::ok);
+                        proptest::prop_assert_eq!(
+                            loaded.as_deref(),
+                            genuine.get(e.name.as_str()).copied()
+                        );
+                    }
                 }
             }
         }

@@ -313,12 +313,17 @@ fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
     let ci = cms::content_info::ContentInfo::from_der(token).map_err(malformed("token"))?;
     let sd: cms::signed_data::SignedData =
         ci.content.decode_as().map_err(malformed("SignedData"))?;
-    let si = sd
-        .signer_infos
-        .0
-        .iter()
-        .next()
-        .ok_or_else(|| refuse("the token has no signer"))?;
+    // RFC 3161 2.4.2: one signer, the TSA.
+    let si = match sd.signer_infos.0.as_slice() {
+        [one] => one,
+        [] => return Err(refuse("the token has no signer")),
+        more => {
+            return Err(refuse(&format!(
+                "the token has {} signers; a timestamp has one, the TSA",
+                more.len()
+            )))
+        }
+    };
     let cert = signer_certificate(&sd, si)
         .ok_or_else(|| refuse("the token does not carry the certificate that signed it"))?;
     let attrs = si
@@ -326,6 +331,16 @@ fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
         .as_ref()
         .map(|a| a.as_slice())
         .unwrap_or_default();
+    // Each attribute once, with one value: two that disagree leave it to
+    // the reader which certificate is meant.
+    for (i, a) in attrs.iter().enumerate() {
+        if attrs[..i].iter().any(|b| b.oid == a.oid) || a.values.len() != 1 {
+            return Err(refuse(&format!(
+                "the token's signed attribute {} is there twice or has other than one value",
+                a.oid
+            )));
+        }
+    }
     let first = |oid| {
         attrs
             .iter()

@@ -852,6 +852,13 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                     r.registry
                 ),
             ),
+            // The trail holds but records no signer for this answer: the
+            // signer rests on case.json alone, which the seal's holder can
+            // rewrite.
+            None if trail.held => rep.unverifiable(
+                doc_name,
+                "the audit trail records no signer for its answer (no exchange.answered entry with the signer's SHA-256): the signer case.json names rests on case.json alone",
+            ),
             None => {}
         }
     }

@@ -757,6 +757,9 @@ pub struct NamePin {
     /// The attributes in the certificate's (DER) order: (type, value),
     /// the type as openssl names its OID (one name per OID).
     avas: Vec<(String, String)>,
+    /// How many of them each RDN holds, in the same order: `CN=a+O=b` is
+    /// one RDN of two, not two RDNs of one.
+    groups: Vec<usize>,
 }
 
 impl std::fmt::Display for NamePin {
@@ -809,6 +812,7 @@ impl NamePin {
         rdns.reverse();
         Ok(NamePin {
             text: text.to_owned(),
+            groups: rdns.iter().map(Vec::len).collect(),
             avas: rdns.into_iter().flatten().collect(),
         })
     }
@@ -816,6 +820,15 @@ impl NamePin {
     /// Is `name` exactly this one?
     #[allow(deprecated)] // as_utf8: a name with interior NULs does not match
     pub fn matches(&self, name: &openssl::x509::X509NameRef) -> bool {
+        use der::Decode;
+        let groups = name
+            .to_der()
+            .ok()
+            .and_then(|d| x509_cert::name::Name::from_der(&d).ok())
+            .map(|n| n.0.iter().map(|rdn| rdn.0.len()).collect::<Vec<_>>());
+        if groups.as_ref() != Some(&self.groups) {
+            return false;
+        }
         let mut entries = name.entries();
         for (oid, value) in &self.avas {
             let Some(e) = entries.next() else {
@@ -1383,6 +1396,29 @@ mod tests {
             super::rfc4514(&signer),
             "CN=cadastre signer,O=RGZ\\, Beograd,C=RS"
         );
+        // RDN boundaries count: one RDN of two attributes is not two RDNs.
+        let multi = {
+            let ava = |oid: u8, v: &[u8]| {
+                let mut a = vec![0x06, 0x03, 0x55, 0x04, oid, 0x0c, v.len() as u8];
+                a.extend_from_slice(v);
+                let mut seq = vec![0x30, a.len() as u8];
+                seq.extend(a);
+                seq
+            };
+            let both = [ava(3, b"x"), ava(10, b"y")].concat();
+            let mut set = vec![0x31, both.len() as u8];
+            set.extend(both);
+            let mut name = vec![0x30, set.len() as u8];
+            name.extend(set);
+            openssl::x509::X509Name::from_der(&name).unwrap()
+        };
+        assert!(NamePin::parse("CN=x+O=y").unwrap().matches(&multi));
+        for no in ["O=y,CN=x", "CN=x,O=y"] {
+            assert!(!NamePin::parse(no).unwrap().matches(&multi), "{no}");
+        }
+        assert!(!NamePin::parse("CN=x+O=y")
+            .unwrap()
+            .matches(&name(&[("O", "y"), ("CN", "x")])));
         let short = name(&[("CN", "cadastre signer2")]);
         assert!(!NamePin::parse("CN=cadastre signer")
             .unwrap()

@@ -47,6 +47,10 @@ pub struct Crl {
     /// limits it to, if it names any: it speaks only of certificates that
     /// name one of them.
     scope: Option<Vec<String>>,
+    /// The CA it was checked against, which must have issued any
+    /// certificate it is asked about (by name and by signature: a CA of
+    /// the same name with another key is another CA).
+    issuer: X509,
 }
 
 fn bad(detail: impl std::fmt::Display) -> RevocationError {
@@ -345,6 +349,7 @@ impl Crl {
             next_update_ms,
             revoked,
             scope,
+            issuer: issuer.clone(),
         })
     }
 
@@ -364,6 +369,15 @@ impl Crl {
         url: &str,
         checked_ms: u64,
     ) -> Result<Answer, RevocationError> {
+        let key = self.issuer.public_key().map_err(bad)?;
+        if cert.issuer_name().to_der().map_err(bad)?
+            != self.issuer.subject_name().to_der().map_err(bad)?
+            || !cert.verify(&key).unwrap_or(false)
+        {
+            return Err(RevocationError::BadSignature(
+                "the CRL is another CA's: the certificate names another issuer".into(),
+            ));
+        }
         if let Some(scope) = &self.scope {
             let named = super::crl_points(cert);
             if !scope.iter().any(|u| named.contains(u)) {

@@ -454,7 +454,16 @@ impl Checker {
                 .unwrap_or(c.this_update_ms + self.fresh.max_age.as_millis() as u64);
             until > now + EARLY.as_millis() as u64
         };
-        if let Some(c) = crate::sync::lock(&self.crls).get(at) {
+        // Keyed by the place and the CA it was checked against: the same
+        // file or URL must not answer for another CA's certificates.
+        let key = format!(
+            "{at}\0{}",
+            issuer
+                .digest(MessageDigest::sha256())
+                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                .unwrap_or_default()
+        );
+        if let Some(c) = crate::sync::lock(&self.crls).get(&key) {
             if fresh(c) {
                 return Ok(c.clone());
             }
@@ -472,7 +481,7 @@ impl Checker {
             })?
         };
         let c = crl::Crl::parse_with(&bytes, issuer, now, &self.fresh)?;
-        crate::sync::lock(&self.crls).insert(at.to_owned(), c.clone());
+        crate::sync::lock(&self.crls).insert(key, c.clone());
         Ok(c)
     }
 
@@ -958,6 +967,19 @@ mod tests {
         );
         let e = crl::Crl::parse(&crl(Some(0), &[]), &issuer, NOW).unwrap_err();
         assert!(e.to_string().contains("it writes out version 1"), "{e}");
+    }
+
+    /// A CRL checked against its CA answers only for that CA's
+    /// certificates, whatever file or URL it came from.
+    #[test]
+    fn a_crl_speaks_only_of_its_own_cas_certificates() {
+        let c = ca(KeyKind::EcP256);
+        let other = ca(KeyKind::EcP256);
+        let issuer = c.authority.ca().clone();
+        let list = crl::Crl::parse(&c.authority.crl(NOW).unwrap(), &issuer, NOW).unwrap();
+        assert_eq!(list.answer(&c.leaf, "x", NOW).unwrap().state, State::Good);
+        let e = list.answer(&other.leaf, "x", NOW).unwrap_err();
+        assert!(e.to_string().contains("another CA's"), "{e}");
     }
 
     #[test]

@@ -187,7 +187,12 @@ fn known_extensions(
 /// certificate only if the CA issued it for that (`id-kp-OCSPSigning`,
 /// RFC 6960 4.2.2.2) and it was valid when the answer was made: a
 /// responder's key outlives its certificate on many a disk.
-fn authorised(responder: &X509, issuer: &X509, produced_ms: u64) -> Result<(), RevocationError> {
+fn authorised(
+    responder: &X509,
+    issuer: &X509,
+    produced_ms: u64,
+    used_ms: u64,
+) -> Result<(), RevocationError> {
     if responder.to_der().map_err(bad)? == issuer.to_der().map_err(bad)? {
         return Ok(());
     }
@@ -230,6 +235,17 @@ fn authorised(responder: &X509, issuer: &X509, produced_ms: u64) -> Result<(), R
         return Err(RevocationError::BadSignature(format!(
             "the delegated responder {who:?} was not valid when the answer was produced ({}): its certificate is valid from {} to {}",
             super::rfc3339(produced_ms),
+            super::rfc3339(from),
+            super::rfc3339(to)
+        )));
+    }
+    // producedAt is the responder's own word: an expired responder could
+    // date an answer back into its validity, so it must also be valid when
+    // its answer is used (now, or the kept document's time).
+    if used_ms < from || used_ms > to {
+        return Err(RevocationError::BadSignature(format!(
+            "the delegated responder {who:?} is not valid at {}, when its answer is used: its certificate is valid from {} to {}",
+            super::rfc3339(used_ms),
             super::rfc3339(from),
             super::rfc3339(to)
         )));
@@ -361,7 +377,7 @@ fn check_with(
             super::rfc3339(produced_ms)
         )));
     }
-    authorised(signer, issuer, produced_ms)?;
+    authorised(signer, issuer, produced_ms, now_ms)?;
     let tbs = data.to_der().map_err(bad)?;
     let sig = basic
         .signature

@@ -382,16 +382,23 @@ thread_local! {
 /// debug; another thread's panic meanwhile goes to the hook that was set
 /// before, which is set again after.
 fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
     // Nested, or during an unwind (the hook cannot be changed then): the
     // hook in place does.
     if QUIET.with(|q| q.get()) || std::thread::panicking() {
         return catch_unwind(AssertUnwindSafe(f));
     }
-    // One quiet window at a time: two stores opened at once would each
-    // restore the other's hook.
-    static WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = crate::sync::lock(&WINDOW);
+    quiet_window(f)
+}
+
+/// One quiet window at a time: two stores opened at once would each
+/// restore the other's hook (and a test that sets its own hook holds it).
+static WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`quietly`]'s window, with [`WINDOW`] held by the caller.
+fn quiet_window<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe};
     let before = std::sync::Arc::new(take_hook());
     let others = before.clone();
     set_hook(Box::new(move |info| {
@@ -1914,6 +1921,8 @@ mod quiet_tests {
         static AFTER: AtomicUsize = AtomicUsize::new(0);
         // Counts ours, passes every panic on: other tests' panics still
         // print.
+        // No store opens (and swaps the hook) while this test's hook is in.
+        let _window = crate::sync::lock(&super::WINDOW);
         let original = Arc::new(std::panic::take_hook());
         let inner = original.clone();
         std::panic::set_hook(Box::new(move |info| {
@@ -1929,7 +1938,7 @@ mod quiet_tests {
             }
             inner(info)
         }));
-        let r = super::quietly(|| {
+        let r = super::quiet_window(|| {
             let other = std::thread::spawn(|| panic!("marker-other-thread"));
             assert!(other.join().is_err());
             panic!("marker-quiet");
