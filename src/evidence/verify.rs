@@ -50,7 +50,7 @@ use super::stamper::{checkpoint_imprint, document_imprint};
 use super::tsp;
 use crate::pki::revocation::{self, crl, ocsp, State};
 use crate::protocol::envelope;
-use crate::xml::dsig::{name_to_string, parse_sha256_pin, NamePin, TrustStore};
+use crate::xml::dsig::{cert_sha256, hex, name_to_string, parse_sha256_pin, NamePin, TrustStore};
 use crate::xml::xades;
 
 /// The most a file of each kind may be, loaded to be read: small enough
@@ -179,14 +179,8 @@ fn rfc3339(ms: u64) -> String {
     revocation::rfc3339(ms)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn sha256_of(c: &X509) -> String {
-    c.to_der()
-        .map(|d| hex(&openssl::sha::sha256(&d)))
-        .unwrap_or_default()
+    cert_sha256(c).unwrap_or_default()
 }
 
 /// Loads `name` within `cap`, saying in the report why not.

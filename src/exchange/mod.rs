@@ -206,12 +206,9 @@ fn evidence(a: &revocation::Answer) -> Evidence {
         crl_url: url,
         ocsp_response: ocsp,
         reason: None,
-        crl_sha256: crl.as_deref().map(|d| {
-            openssl::sha::sha256(d)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        }),
+        crl_sha256: crl
+            .as_deref()
+            .map(|d| xml::dsig::hex(&openssl::sha::sha256(d))),
     };
     (record, crl)
 }
@@ -235,23 +232,12 @@ struct SignerSeen {
 
 impl SignerSeen {
     fn of(v: &xml::Verified, trust: &TrustStore) -> SignerSeen {
-        let sha = |c: &openssl::x509::X509| {
-            c.to_der()
-                .map(|d| {
-                    openssl::sha::sha256(&d)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                })
-                .ok()
-        };
         SignerSeen {
             subject: v.signer_subject(),
-            sha256: sha(&v.signer),
+            sha256: xml::dsig::cert_sha256(&v.signer),
             anchor_sha256: trust
                 .anchor_of(&v.signer, &v.intermediates)
-                .as_ref()
-                .and_then(sha),
+                .and_then(|a| xml::dsig::cert_sha256(&a)),
         }
     }
 }

@@ -28,7 +28,7 @@ use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::sign::{Signer, Verifier};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509KeyUsage, X509StoreContext, X509};
+use openssl::x509::{X509KeyUsage, X509Ref, X509StoreContext, X509};
 
 use super::c14n::{Canonicalizer, Options};
 use super::dom::{Document, NodeId};
@@ -674,8 +674,8 @@ impl TrustStore {
             if &got != pin {
                 return Err(DsigError::Untrusted(format!(
                     "the signer's certificate (SHA-256 {}) is not the pinned one ({})",
-                    hex_of(&got),
-                    hex_of(pin)
+                    hex(&got),
+                    hex(pin)
                 )));
             }
         }
@@ -702,8 +702,16 @@ impl Verified {
     }
 }
 
-fn hex_of(b: &[u8]) -> String {
+/// Bytes as lowercase hex, as records and reports write digests.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The SHA-256 of a certificate's DER, in hex: how records, dossiers and
+/// pins name one certificate. `None` only if openssl cannot encode what
+/// it parsed.
+pub fn cert_sha256(c: &X509Ref) -> Option<String> {
+    c.to_der().ok().map(|d| hex(&openssl::sha::sha256(&d)))
 }
 
 /// A name as RFC 4514 writes it, most specific first, every special

@@ -458,10 +458,7 @@ impl Checker {
         // file or URL must not answer for another CA's certificates.
         let key = format!(
             "{at}\0{}",
-            issuer
-                .digest(MessageDigest::sha256())
-                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                .unwrap_or_default()
+            crate::xml::dsig::cert_sha256(issuer).unwrap_or_default()
         );
         if let Some(c) = crate::sync::lock(&self.crls).get(&key) {
             if fresh(c) {
