@@ -600,6 +600,7 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    independent_chain_check(&backup, &before);
     let o = jumgw()
         .args(["store", "import", "--data-dir"])
         .arg(&moved)
@@ -635,6 +636,58 @@ async fn a_backup_carries_the_audit_trail_and_it_verifies_after_the_move() {
             .iter()
             .any(|a| a["request_id"] == id.as_str() && a["action"] == "exchange.answered"),
         "{who}"
+    );
+}
+
+/// The exported trail checked by a few lines of Python that know only the
+/// documented format (src/store/trail.rs): every hash recomputed, every
+/// link followed, ending where the daemon's own `audit verify` ended; and
+/// the same check refusing the export with one entry's purpose changed.
+fn independent_chain_check(export: &std::path::Path, verified: &Value) {
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(python())
+            .arg(manifest_dir().join("tests/py/audit_chain.py"))
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let o = check(export);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let head = verified["head_seq"].as_u64().unwrap();
+    assert!(v["head_seq"].as_u64().unwrap() >= head, "{v} {verified}");
+    // An answer with a document names its signer: that field is checked too.
+    assert!(v["with_signer"].as_u64().unwrap() >= 1, "{v}");
+    // The entry the daemon called the head has the hash it said.
+    let lines: Vec<Value> = std::fs::read_to_string(export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at_head = lines
+        .iter()
+        .find(|l| l["kind"] == "audit" && l["entry"]["seq"] == head)
+        .unwrap();
+    assert_eq!(at_head["entry"]["hash"], verified["head_hash"]);
+
+    // Negative control: one field of entry 2 changed.
+    let tampered = export.with_extension("tampered.jsonl");
+    let changed: Vec<String> = lines
+        .into_iter()
+        .map(|mut l| {
+            if l["kind"] == "audit" && l["entry"]["seq"] == 2 {
+                l["entry"]["purpose"] = json!("curiosity");
+            }
+            l.to_string()
+        })
+        .collect();
+    std::fs::write(&tampered, changed.join("\n")).unwrap();
+    let o = check(&tampered);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("entry 2: its hash"),
+        "{}",
+        text(&o)
     );
 }
 

@@ -316,22 +316,122 @@ pub async fn verify(
 mod tests {
     use super::*;
 
+    /// An entry with every field set to something a change can reach:
+    /// no `None`, no empty text, no zero, two subjects. Written without
+    /// `..Default::default()`, so a field added later must be set here.
+    fn full_entry() -> Entry {
+        let d = Draft {
+            at_ms: 1_765_000_000_123,
+            actor: "pisarnica".into(),
+            official: "Jelena Petrović".into(),
+            action: "exchange.answered".into(),
+            request_id: Some("01JD8Z5M6X3B7P9QK2R4T6V8WY".into()),
+            case: "351-12/2026".into(),
+            service: "civil.birth-extract".into(),
+            legal_basis: "ZUP čl. 9, 103".into(),
+            purpose: "izdavanje rešenja".into(),
+            outcome: "document".into(),
+            subject: vec!["ab12".into(), "cd34".into()],
+            signer_sha256: Some("5e".repeat(32)),
+        };
+        Entry::chained(d, 7, &"9a".repeat(32))
+    }
+
+    /// The field names as the entry's `Debug` writes them, which lists
+    /// every field, serialised or not.
+    fn field_names(e: &Entry) -> std::collections::BTreeSet<String> {
+        let text = format!("{e:?}");
+        let mut names = std::collections::BTreeSet::new();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_lowercase() && (i == 0 || matches!(b[i - 1], b' ' | b'{')) {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                if text[i..].starts_with(": ") {
+                    names.insert(text[start..i].to_owned());
+                }
+            }
+            i += 1;
+        }
+        names
+    }
+
+    /// Every variant of `v` with one thing changed: a number, a text, an
+    /// element of a list (and the list one longer, one shorter, reordered).
+    fn changes(v: &serde_json::Value) -> Vec<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Number(n) => vec![Value::from(n.as_u64().expect("a count") + 1)],
+            Value::String(s) => vec![Value::from(format!("{s}x")), Value::from(&s[1..])],
+            Value::Array(a) => {
+                let mut out = Vec::new();
+                for (i, x) in a.iter().enumerate() {
+                    for c in changes(x) {
+                        let mut b = a.clone();
+                        b[i] = c;
+                        out.push(Value::Array(b));
+                    }
+                }
+                let mut longer = a.clone();
+                longer.push(a[0].clone());
+                let mut reversed = a.clone();
+                reversed.reverse();
+                out.extend([
+                    Value::Array(longer),
+                    Value::Array(a[1..].to_vec()),
+                    Value::Array(reversed),
+                ]);
+                out
+            }
+            other => panic!("the test entry has {other}, which no change reaches"),
+        }
+    }
+
     #[test]
     fn an_entry_hash_covers_every_field() {
-        let d = Draft {
-            actor: "pisarnica".into(),
-            action: "request.accepted".into(),
-            subject: vec!["ab".into()],
-            ..Draft::default()
-        };
-        let e = Entry::chained(d, 1, GENESIS);
+        let e = full_entry();
         assert_eq!(e.digest(), e.hash);
-        let mut changed = e.clone();
-        changed.draft.purpose = "x".into();
-        assert_ne!(changed.digest(), e.hash);
-        let mut moved = e.clone();
-        moved.seq = 2;
-        assert_ne!(moved.digest(), e.hash);
+        let v = serde_json::to_value(&e).unwrap();
+        let keys: std::collections::BTreeSet<String> =
+            v.as_object().unwrap().keys().cloned().collect();
+        // Every field is written (`draft` is flattened into the entry):
+        // a field left out of the JSON would be left out of the hash.
+        let mut fields = field_names(&e);
+        assert!(fields.remove("draft"), "{fields:?}");
+        assert!(fields.len() >= 15, "{fields:?}");
+        assert_eq!(fields, keys, "fields of an entry that are not serialised");
+
+        let mut tried = 0;
+        for key in keys.iter().filter(|k| *k != "hash") {
+            let value = &v[key.as_str()];
+            assert!(
+                !(value.is_null() || value == "" || value == 0 || value == &serde_json::json!([])),
+                "{key} is not set in the test entry"
+            );
+            for c in changes(value) {
+                let mut m = v.clone();
+                m[key.as_str()] = c.clone();
+                let changed: Entry = serde_json::from_value(m.clone()).unwrap();
+                // The change is kept by the entry itself, so it is the
+                // digest that must see it.
+                assert_eq!(serde_json::to_value(&changed).unwrap(), m, "{key}");
+                assert_ne!(
+                    changed.digest(),
+                    e.hash,
+                    "{key} changed to {c} keeps the hash"
+                );
+                tried += 1;
+            }
+        }
+        assert!(tried >= 30, "{tried}");
+        // The hash itself is not hashed: an entry verifies after the
+        // hash is written into it.
+        let mut rewritten = e.clone();
+        rewritten.hash = "00".repeat(32);
+        assert_eq!(rewritten.digest(), e.hash);
     }
 
     proptest::proptest! {

@@ -2,6 +2,20 @@
 //! its hash, and the chain's head. The stores write and read these; what
 //! goes into them, and checking them, is the audit trail's
 //! ([`crate::audit`]).
+//!
+//! # The bytes an entry's hash covers
+//!
+//! `hash` is the SHA-256, as 64 lowercase hex digits, of the entry written
+//! as compact JSON (no whitespace) with `hash` set to `""`, its keys in
+//! this order: `seq`, `at_ms`, `actor`, `official`, `action`,
+//! `request_id` (`null` when none), `case`, `service`, `legal_basis`,
+//! `purpose`, `outcome`, `subject` (an array of texts), `signer_sha256`
+//! (only when present), `prev`, `hash`. Texts are UTF-8 as they are, with
+//! only `"`, `\` and the control characters escaped (`\b \f \n \r \t`,
+//! the others as `\u00xx`); numbers are plain integers. `prev` is the
+//! previous entry's hash, 64 zeros for entry 1, and `seq` counts from 1
+//! without a gap. `tests/py/audit_chain.py` checks an export (`jumgw store
+//! export`) by this description alone.
 
 use std::sync::Arc;
 
