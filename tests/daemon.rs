@@ -1,6 +1,7 @@
 //! The daemon's behaviours against the simulator's faults, in-process:
 //! retries, the circuit breaker, pause, maintenance windows, the security
-//! cap, asynchronous answers, permanent failures, delivery into the case;
+//! cap, asynchronous answers, permanent failures, delivery into the case,
+//! the write-ahead lease (a recording store behind a checking relay);
 //! requests go in through the API router itself.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
@@ -18,7 +19,7 @@ use jum_gateway::config::MaintenanceWindow;
 use jum_gateway::dispatch::Dispatcher;
 use jum_gateway::store::crypt::DocumentCipher;
 use jum_gateway::store::prelude::*;
-use jum_gateway::store::{QueueStore, RequestRecord, SledStore, State};
+use jum_gateway::store::{Change, Lease, QueueStore, RequestRecord, SledStore, State, StoreError};
 use tower::ServiceExt;
 
 struct Running {
@@ -2167,5 +2168,422 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
             ids[1]
         )),
         "{report}"
+    );
+}
+
+/// The store as the dispatcher sees it, recording what was leased for an
+/// exchange and what each completed flush covered: the leases taken, and
+/// the `exchange.sent` entries written, before the flush began.
+struct Recording {
+    inner: Arc<SledStore>,
+    log: std::sync::Mutex<Ledger>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Each lease for an exchange (state `sending`), in order.
+    leased: Vec<String>,
+    /// How many of `leased` the last completed flush covered.
+    leases_flushed: usize,
+    /// `exchange.sent` entries per request that the last completed flush covered.
+    sent_flushed: std::collections::HashMap<String, usize>,
+    flushes: usize,
+}
+
+impl Recording {
+    /// What is not yet durable of the leases taken so far: leases no flush
+    /// covered, and leases whose `exchange.sent` entry no flush covered.
+    fn not_durable(&self) -> Vec<String> {
+        let l = self.log.lock().unwrap();
+        let mut per_id: std::collections::HashMap<&str, usize> = Default::default();
+        let mut out = Vec::new();
+        for (i, id) in l.leased.iter().enumerate() {
+            let n = per_id.entry(id).or_default();
+            *n += 1;
+            if i >= l.leases_flushed {
+                out.push(format!("the lease of {id} is not flushed"));
+            } else if l.sent_flushed.get(id).copied().unwrap_or(0) < *n {
+                out.push(format!("the exchange.sent entry of {id} is not flushed"));
+            }
+        }
+        out
+    }
+}
+
+type Entries = Vec<(u64, Result<jum_gateway::store::trail::Entry, String>)>;
+
+#[async_trait::async_trait]
+impl Requests for Recording {
+    async fn enqueue_once(
+        &self,
+        records: Vec<RequestRecord>,
+        key: Option<jum_gateway::store::IdemKey>,
+    ) -> Result<jum_gateway::store::Enqueued, StoreError> {
+        self.inner.enqueue_once(records, key).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.by_case(case).await
+    }
+    async fn stamps_due(&self, now: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.stamps_due(now, limit).await
+    }
+    async fn due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<jum_gateway::store::Due>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.next_due().await
+    }
+    async fn update(&self, id: &str, f: &Change<'_>) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.update(id, f).await
+    }
+    async fn lease(
+        &self,
+        id: &str,
+        gate: Option<&jum_gateway::store::GateLimits>,
+        f: &Change<'_>,
+    ) -> Result<Lease, StoreError> {
+        let l = self.inner.lease(id, gate, f).await?;
+        self.note(std::slice::from_ref(&l));
+        Ok(l)
+    }
+    async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        self.inner.get_many(ids).await
+    }
+    async fn update_many(
+        &self,
+        ids: &[&str],
+        documents: &[(&str, &[u8])],
+        f: &Change<'_>,
+    ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
+        self.inner.update_many(ids, documents, f).await
+    }
+    async fn lease_many(
+        &self,
+        asks: &[(&str, Option<&jum_gateway::store::GateLimits>)],
+        f: &Change<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let l = self.inner.lease_many(asks, f).await?;
+        self.note(&l);
+        Ok(l)
+    }
+    async fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.remove(id).await
+    }
+    async fn list(
+        &self,
+        q: &jum_gateway::store::Listing,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.list(q).await
+    }
+    async fn count(&self, s: &jum_gateway::store::Selector) -> Result<u64, StoreError> {
+        self.inner.count(s).await
+    }
+    async fn tally(&self) -> Result<jum_gateway::store::Tally, StoreError> {
+        self.inner.tally().await
+    }
+    async fn by_deadline(
+        &self,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.by_deadline(until, limit).await
+    }
+    fn records_read(&self) -> u64 {
+        self.inner.records_read()
+    }
+}
+
+impl Recording {
+    fn note(&self, leases: &[Lease]) {
+        let mut l = self.log.lock().unwrap();
+        for lease in leases {
+            if let Lease::Taken(r) = lease {
+                if r.state == State::Sending {
+                    l.leased.push(r.id.clone());
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Documents for Recording {
+    async fn put_document(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_document(id, bytes).await
+    }
+    async fn document(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.document(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Idempotency for Recording {
+    async fn idempotency(
+        &self,
+        client: &str,
+        key: &str,
+    ) -> Result<Option<jum_gateway::store::IdemEntry>, StoreError> {
+        self.inner.idempotency(client, key).await
+    }
+    async fn purge_idempotency(&self, before: u64) -> Result<usize, StoreError> {
+        self.inner.purge_idempotency(before).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditTrail for Recording {
+    fn set_audit_rule(&self, rule: jum_gateway::store::trail::AuditRule) {
+        self.inner.set_audit_rule(rule)
+    }
+    async fn audit_append(
+        &self,
+        drafts: Vec<jum_gateway::store::trail::Draft>,
+    ) -> Result<(), StoreError> {
+        self.inner.audit_append(drafts).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Entries, StoreError> {
+        self.inner.audit_scan(after, limit).await
+    }
+    async fn audit_by_subject(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<jum_gateway::store::trail::Entry>, StoreError> {
+        self.inner.audit_by_subject(hash).await
+    }
+    async fn audit_head(&self) -> Result<jum_gateway::store::trail::Head, StoreError> {
+        self.inner.audit_head().await
+    }
+    async fn audit_restore(
+        &self,
+        entries: Vec<jum_gateway::store::trail::Entry>,
+    ) -> Result<(), StoreError> {
+        self.inner.audit_restore(entries).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for Recording {
+    fn set_event_rule(&self, rule: jum_gateway::store::EventRule) {
+        self.inner.set_event_rule(rule)
+    }
+    async fn emit(&self, events: Vec<jum_gateway::store::OutEvent>) -> Result<usize, StoreError> {
+        self.inner.emit(events).await
+    }
+    async fn outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(u64, jum_gateway::store::OutEvent)>, StoreError> {
+        self.inner.outbox(limit).await
+    }
+    async fn event(&self, seq: u64) -> Result<Option<jum_gateway::store::OutEvent>, StoreError> {
+        self.inner.event(seq).await
+    }
+    async fn outbox_retry(
+        &self,
+        seq: u64,
+        event: &jum_gateway::store::OutEvent,
+    ) -> Result<(), StoreError> {
+        self.inner.outbox_retry(seq, event).await
+    }
+    async fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.inner.outbox_done(seq).await
+    }
+    async fn purge_event_ids(&self, before: u64) -> Result<usize, StoreError> {
+        self.inner.purge_event_ids(before).await
+    }
+}
+
+// The defaults of a store one process owns, as sled's.
+impl Coordination for Recording {}
+
+#[async_trait::async_trait]
+impl Upkeep for Recording {
+    async fn writable(&self) -> bool {
+        self.inner.writable().await
+    }
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk().await
+    }
+    /// Covers what was written before it began, once it completes.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let leases = self.log.lock().unwrap().leased.len();
+        let mut sent: std::collections::HashMap<String, usize> = Default::default();
+        let mut after = 0;
+        loop {
+            let page = self.inner.audit_scan(after, 1000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, e) in page {
+                let e = e.expect("a readable entry");
+                if e.draft.action == "exchange.sent" {
+                    *sent.entry(e.draft.request_id.unwrap()).or_default() += 1;
+                }
+            }
+        }
+        self.inner.flush().await?;
+        let mut l = self.log.lock().unwrap();
+        l.leases_flushed = leases;
+        l.sent_flushed = sent;
+        l.flushes += 1;
+        Ok(())
+    }
+    fn read_faults(&self) -> Option<jum_gateway::store::ReadFaults> {
+        self.inner.read_faults()
+    }
+    async fn check(&self) -> Result<jum_gateway::store::integrity::Report, StoreError> {
+        self.inner.check().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+}
+
+/// The write-ahead lease, shown without timing: a round's leases and their
+/// `exchange.sent` entries are flushed before any request of the round
+/// leaves. The store is wrapped to record each lease and what each
+/// completed flush covered; the civil registry is reached through a relay
+/// that, each time bytes from the gateway arrive, asks the wrapper whether
+/// every lease taken so far and its entry are durable. Requests go one at a
+/// time so that no other round's lease is pending while one is sent; no
+/// other flusher (API group commit aside, checkpoints, webhooks) runs here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rounds_leases_and_sent_entries_are_flushed_before_a_request_leaves() {
+    let mut env = setup("").await;
+    let registry = env.sim.addrs["civil"];
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    env.gw.registries.get_mut("civil").unwrap().url =
+        format!("https://{}/", relay.local_addr().unwrap());
+    let inner = SledStore::open(&env.dir.path().join("store"), 8 << 20).unwrap();
+    let store = Arc::new(Recording {
+        inner,
+        log: Default::default(),
+    });
+    store.set_audit_rule(jum_gateway::audit::rule(Arc::new(
+        jum_gateway::audit::AuditKey::from_bytes([7; 32]),
+    )));
+    let dyn_store: Arc<dyn QueueStore> = store.clone();
+
+    // The relay: the gateway's bytes are passed on only after the check.
+    let seen = Arc::new(std::sync::Mutex::new((0usize, Vec::<String>::new())));
+    {
+        let (store, seen) = (store.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut from, _) = relay.accept().await.unwrap();
+                let (store, seen) = (store.clone(), seen.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let to = tokio::net::TcpStream::connect(registry).await.unwrap();
+                    let (mut from_r, mut from_w) = from.split();
+                    let (mut to_r, mut to_w) = to.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let n = from_r.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            {
+                                let mut s = seen.lock().unwrap();
+                                s.0 += 1;
+                                s.1.extend(store.not_durable());
+                            }
+                            if to_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_w.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut to_r, &mut from_w).await;
+                        let _ = from_w.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+    }
+
+    let cipher =
+        Arc::new(DocumentCipher::from_hex(&DocumentCipher::generate_hex().unwrap()).unwrap());
+    let dispatcher = Dispatcher::new(
+        &env.gw,
+        dyn_store.clone(),
+        cipher.clone(),
+        Arc::new(env.exchange()),
+        jum_gateway::delivery::CaseFolders::configured(&env.gw, env.dir.path()).unwrap(),
+    );
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(dispatcher.clone().run(rx));
+    let backoffice = Client {
+        name: "backoffice".into(),
+        role: jum_gateway::api::Role::Backoffice,
+        services: vec![],
+        rate_per_s: None,
+        tls_subject: None,
+    };
+    let state = AppState::new(
+        &env.gw,
+        dyn_store,
+        dispatcher.clone(),
+        cipher,
+        [(api::token_hash("t"), backoffice)].into_iter().collect(),
+    );
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"case":{{"number":"351-{i}/2026-IV","legal_basis":"ZUP čl. 103","official":"o"}},"purpose":"ex officio data for the case","service":"civil.birth-extract","subject":{{"jmbg":"0512981717776"}}}}"#
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/requests")
+            .header("authorization", "Bearer t")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let r = api::app(state.clone()).oneshot(req).await.unwrap();
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let id = v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = store.get(&id).await.unwrap().unwrap();
+            if r.state == State::Delivered {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{id} is {:?} after 60 s: {r:?}",
+                r.state
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let (chunks, late) = seen.lock().unwrap().clone();
+    assert!(
+        late.is_empty(),
+        "requests left before their round was durable: {late:?}"
+    );
+    // The relay did see the exchanges, and the leases it checked.
+    let l = store.log.lock().unwrap();
+    assert!(chunks >= 3, "{chunks}");
+    assert_eq!(l.leased.len(), 3, "{:?}", l.leased);
+    assert!(
+        l.sent_flushed.values().sum::<usize>() >= 3,
+        "{:?}",
+        l.sent_flushed
     );
 }
