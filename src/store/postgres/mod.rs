@@ -638,11 +638,7 @@ impl Requests for PgStore {
     }
 
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
-        self.records(
-            "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id",
-            &[&case],
-        )
-        .await
+        self.records(BY_CASE, &[&case]).await
     }
 
     async fn stamps_due(
@@ -650,21 +646,14 @@ impl Requests for PgStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
-        self.records(
-            "SELECT id, record FROM requests WHERE stamp_ms <= $1 ORDER BY stamp_ms, id LIMIT $2",
-            &[&ms(now_ms), &(limit as i64)],
-        )
-        .await
+        self.records(STAMPS_DUE, &[&ms(now_ms), &(limit as i64)])
+            .await
     }
 
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         self.with(async |c| {
             let rows = c
-                .rows(
-                    "SELECT due_ms, id, work FROM requests WHERE due_ms <= $1 \
-                     ORDER BY due_ms, id LIMIT $2",
-                    &[&ms(now_ms), &(limit as i64)],
-                )
+                .rows(DUE, &[&ms(now_ms), &(limit as i64)])
                 .await
                 .map_err(|e| self.err(e))?;
             Ok(rows
@@ -681,13 +670,7 @@ impl Requests for PgStore {
 
     async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         self.with(async |c| {
-            let row = c
-                .one(
-                    "SELECT min(due_ms) FROM requests WHERE due_ms IS NOT NULL",
-                    &[],
-                )
-                .await
-                .map_err(|e| self.err(e))?;
+            let row = c.one(NEXT_DUE, &[]).await.map_err(|e| self.err(e))?;
             Ok(row.get::<_, Option<i64>>(0).map(|d| d.max(0) as u64))
         })
         .await
@@ -904,16 +887,7 @@ impl Requests for PgStore {
             }
         }
         // The first id of each unfetched state, by the state index.
-        let first = self
-            .records(
-                "SELECT id, record FROM requests WHERE id = ANY(ARRAY[\
-             (SELECT id FROM requests WHERE state = 'queued' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'sending' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'awaiting' ORDER BY id LIMIT 1), \
-             (SELECT id FROM requests WHERE state = 'retrying' ORDER BY id LIMIT 1)])",
-                &[],
-            )
-            .await?;
+        let first = self.records(OLDEST_OPEN, &[]).await?;
         t.oldest_open_ms = first.iter().map(|r| r.created_ms).min();
         Ok(t)
     }
@@ -924,9 +898,7 @@ impl Requests for PgStore {
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         self.records(
-            "SELECT id, record FROM requests \
-             WHERE state NOT IN ('delivered', 'dead', 'cancelled') AND deadline_ms <= $1 \
-             ORDER BY deadline_ms, id LIMIT $2",
+            BY_DEADLINE,
             &[&ms(until_ms), &(limit.min(i64::MAX as usize) as i64)],
         )
         .await
@@ -1046,6 +1018,43 @@ impl Upkeep for PgStore {
     }
 }
 
+// The statements that read requests for the dispatcher and for operators,
+// named so that a test can ask PostgreSQL how it plans them: each must
+// walk an index, never the whole table (`tests::requests_are_read_by_index`).
+const BY_CASE: &str = "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id";
+const STAMPS_DUE: &str =
+    "SELECT id, record FROM requests WHERE stamp_ms <= $1 ORDER BY stamp_ms, id LIMIT $2";
+const DUE: &str =
+    "SELECT due_ms, id, work FROM requests WHERE due_ms <= $1 ORDER BY due_ms, id LIMIT $2";
+const NEXT_DUE: &str = "SELECT min(due_ms) FROM requests WHERE due_ms IS NOT NULL";
+/// The first id of each unfetched state, by the state index.
+const OLDEST_OPEN: &str = "SELECT id, record FROM requests WHERE id = ANY(ARRAY[\
+     (SELECT id FROM requests WHERE state = 'queued' ORDER BY id LIMIT 1), \
+     (SELECT id FROM requests WHERE state = 'sending' ORDER BY id LIMIT 1), \
+     (SELECT id FROM requests WHERE state = 'awaiting' ORDER BY id LIMIT 1), \
+     (SELECT id FROM requests WHERE state = 'retrying' ORDER BY id LIMIT 1)])";
+const BY_DEADLINE: &str = "SELECT id, record FROM requests \
+     WHERE state NOT IN ('delivered', 'dead', 'cancelled') AND deadline_ms <= $1 \
+     ORDER BY deadline_ms, id LIMIT $2";
+
+/// A walk of [`PgStore::walk`] by one index, (ascending, descending):
+/// `$1` the index's key, `$2` and `$3` the id bounds, `$4` a registry or
+/// NULL, `$5` the page.
+macro_rules! walk_by {
+    ($cond:literal) => {
+        (
+            concat!("SELECT id, record FROM requests WHERE ", $cond,
+                " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id LIMIT $5"),
+            concat!("SELECT id, record FROM requests WHERE ", $cond,
+                " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id DESC LIMIT $5"),
+        )
+    };
+}
+const WALK_ATTENTION: (&str, &str) = walk_by!("attention AND $1::text IS NULL");
+const WALK_STATE: (&str, &str) = walk_by!("state = $1");
+const WALK_CASE: (&str, &str) = walk_by!("case_no = $1");
+const WALK_ALL: (&str, &str) = walk_by!("$1::text IS NULL");
+
 impl PgStore {
     /// Calls `f` on each request `sel` selects, in `order`, after the id
     /// `after`, until `f` says stop: pages of `batch` rows from the index
@@ -1063,24 +1072,14 @@ impl PgStore {
         const TOP: &str = "ZZZZZZZZZZZZZZZZZZZZZZZZZZZ";
         let floor = sel.created_before.map(super::query::id_floor);
         let batch = batch.clamp(50, 1000) as i64;
-        macro_rules! by {
-            ($cond:literal) => {
-                (
-                    concat!("SELECT id, record FROM requests WHERE ", $cond,
-                        " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id LIMIT $5"),
-                    concat!("SELECT id, record FROM requests WHERE ", $cond,
-                        " AND id > $2 AND id < $3 AND ($4::text IS NULL OR registry = $4) ORDER BY id DESC LIMIT $5"),
-                )
-            };
-        }
         let (key, (asc, desc)) = if sel.attention {
-            (None, by!("attention AND $1::text IS NULL"))
+            (None, WALK_ATTENTION)
         } else if let Some(s) = sel.state {
-            (Some(s.name().to_owned()), by!("state = $1"))
+            (Some(s.name().to_owned()), WALK_STATE)
         } else if let Some(c) = &sel.case {
-            (Some(c.clone()), by!("case_no = $1"))
+            (Some(c.clone()), WALK_CASE)
         } else {
-            (None, by!("$1::text IS NULL"))
+            (None, WALK_ALL)
         };
         loop {
             let (lo, hi) = match order {
