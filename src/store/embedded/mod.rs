@@ -902,6 +902,20 @@ impl Core {
         &self.path
     }
 
+    /// Is there room for a write other than an accept? Those go on inside
+    /// the reserve, down to an eighth of it: below that a write could meet
+    /// ENOSPC inside sled, which latches an I/O error that only a restart
+    /// clears, where a refused write is only tried again.
+    fn check_room(&self) -> Result<(), StoreError> {
+        let available =
+            fs4::available_space(&self.path).map_err(|e| StoreError::Io(e.to_string()))?;
+        let minimum = self.min_free / 8;
+        if available < minimum {
+            return Err(StoreError::Full { available, minimum });
+        }
+        Ok(())
+    }
+
     /// Is there enough free disk for new requests?
     pub fn check_space(&self) -> Result<(), StoreError> {
         let available =
@@ -1384,6 +1398,7 @@ impl Core {
         writes: Vec<(String, Vec<u8>, RequestRecord)>,
         documents: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<Written>, StoreError> {
+        self.check_room()?;
         let events = read(&self.events).clone();
         let t = &self.t;
         let rule = t.audit_rule();
@@ -1571,6 +1586,7 @@ impl Core {
     }
 
     fn remove_now(&self, id: &str) -> Result<(), StoreError> {
+        self.check_room()?;
         let t = &self.t;
         let res = (
             &t.requests,
@@ -1696,6 +1712,7 @@ impl Core {
     }
 
     fn put_document_now(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_room()?;
         self.t.documents.insert(id.as_bytes(), bytes)?;
         Ok(())
     }
@@ -1718,6 +1735,7 @@ impl Core {
     }
 
     fn purge_idempotency_now(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.check_room()?;
         let mut n = 0;
         for item in self.t.idempotency.iter() {
             let (k, v) = item?;
@@ -1733,6 +1751,7 @@ impl Core {
     }
 
     fn audit_append_now(&self, drafts: Vec<crate::store::trail::Draft>) -> Result<(), StoreError> {
+        self.check_room()?;
         let mut head = self.t.head();
         let res = (&self.t.audit, &self.t.audit_subject)
             .transaction(|(audit, by_subject)| chain_in(audit, by_subject, &head, drafts.clone()));
@@ -1784,6 +1803,7 @@ impl Core {
         &self,
         entries: Vec<crate::store::trail::Entry>,
     ) -> Result<(), StoreError> {
+        self.check_room()?;
         let mut head = self.t.head();
         let res = (&self.t.audit, &self.t.audit_subject).transaction(|(audit, by_subject)| {
             let mut h = head.clone();
@@ -1813,6 +1833,7 @@ impl Core {
     }
 
     fn emit_now(&self, events: Vec<OutEvent>) -> Result<usize, StoreError> {
+        self.check_room()?;
         let res = (&self.t.outbox, &self.t.outbox_ids).transaction(|(outbox, ids)| {
             let mut n = 0;
             for e in &events {
@@ -1852,6 +1873,7 @@ impl Core {
     }
 
     fn outbox_retry_now(&self, seq: u64, event: &OutEvent) -> Result<(), StoreError> {
+        self.check_room()?;
         let v = serde_json::to_vec(event).map_err(|e| StoreError::Io(e.to_string()))?;
         // Only if it is still waiting: never resurrect a sent event.
         let Some(cur) = self.t.outbox.get(seq.to_be_bytes())? else {
@@ -1865,11 +1887,13 @@ impl Core {
     }
 
     fn outbox_done_now(&self, seq: u64) -> Result<(), StoreError> {
+        self.check_room()?;
         self.t.outbox.remove(seq.to_be_bytes())?;
         Ok(())
     }
 
     fn purge_event_ids_now(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.check_room()?;
         let mut n = 0;
         for item in self.t.outbox_ids.iter() {
             let (k, v) = item?;
