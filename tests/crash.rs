@@ -624,13 +624,21 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
 }
 
 /// The hub's case: three `jumgw serve` instances on one PostgreSQL
-/// database and one shared data folder (keys, case folders), each with its
-/// own embedded simulator. Requests go to the instances in turn; a seeded
-/// RNG SIGKILLs one of them now and then (leases held by the dead one
-/// expire in the database and another instance takes them over) and
-/// restarts it. Every request that got a `202` must end delivered, with
-/// exactly one document file in its case, and the one audit chain of all
-/// instances must verify.
+/// database and one shared data folder (keys), each with its own embedded
+/// simulator. Requests go to the instances in turn; a seeded RNG SIGKILLs
+/// one of them now and then (leases held by the dead one expire in the
+/// database and another instance takes them over) and restarts it. Every
+/// request that got a `202` must end delivered, and the one audit chain of
+/// all instances must verify.
+///
+/// Delivered once, seen from outside: each start of an instance writes its
+/// case folders under a folder of its own (`cases-by-start/{n}`), so a
+/// document written by two instances is two files, not one file written
+/// twice. A second copy is allowed only from a start that was killed (it
+/// may have died between writing the file and recording the delivery);
+/// two copies from starts that lived on mean two instances held the
+/// delivery at once. A third of the requests come from a webhook client,
+/// whose receiver (Python's hmac) counts the events about each request.
 #[cfg_attr(
     not(jumgw_pg),
     ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
@@ -649,18 +657,33 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let hook = Hook::new(dir.path(), free_port());
     let mut env = on_postgres(&url);
     env.push(("JUMGW_STORE__POOL_SIZE".to_owned(), "6".to_owned()));
+    env.extend(hook.env());
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // Each start of an instance, numbered, with case folders of its own.
+    let mut starts = 0usize;
+    let mut start = |port: u16| {
+        let mut env = env.clone();
+        // The demo's own client, configured, for a folder of its own.
+        env.push((
+            "JUMGW_CLIENTS__DEMO-BACKOFFICE__TOKEN_SHA256".to_owned(),
+            jum_gateway::api::token_hash("demo-backoffice"),
+        ));
+        env.push((
+            "JUMGW_CLIENTS__DEMO-BACKOFFICE__CASES_DIR".to_owned(),
+            format!("cases-by-start/{starts}"),
+        ));
+        starts += 1;
+        (starts - 1, start_daemon_env(&data, port, &env))
+    };
     // One after the other: the first makes the keys the others read.
-    let mut daemons: Vec<Daemon> = ports
-        .iter()
-        .map(|&p| start_daemon_env(&data, p, &env))
-        .collect();
+    let mut daemons: Vec<(usize, Daemon)> = ports.iter().map(|&p| start(p)).collect();
+    let mut killed: BTreeSet<usize> = BTreeSet::new();
 
     let total = 300;
-    let mut accepted: Vec<String> = Vec::new();
-    let mut kills = 0;
+    let mut accepted: Vec<(String, &str)> = Vec::new();
     let mut i = 0;
     while i < total {
         let burst: Vec<usize> = (i..(i + 15).min(total)).collect();
@@ -673,51 +696,101 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
             if let Some(v) = victim {
                 tokio::time::sleep(delay).await;
                 let open = open_requests(&http, other).await;
-                daemons[v].sigkill();
+                daemons[v].1.sigkill();
+                killed.insert(daemons[v].0);
                 assert!(
                     open > 0,
                     "nothing was in flight when instance {v} was killed"
                 );
-                kills += 1;
             }
         };
-        let futs = futures_util::future::join_all(
-            burst
-                .iter()
-                .map(|&k| submit(&http, ports[k % ports.len()], k)),
-        );
+        let http = &http;
+        let futs = futures_util::future::join_all(burst.iter().map(|&k| {
+            let token = client_of(k);
+            let port = ports[k % ports.len()];
+            async move { submit_as(http, port, k, token).await.map(|id| (id, token)) }
+        }));
         let (ids, ()) = tokio::join!(futs, killer);
         accepted.extend(ids.into_iter().flatten());
         i += burst.len();
         if let Some(v) = victim {
             // reaped (by sigkill) before its port is taken again
-            daemons[v] = start_daemon_env(&data, ports[v], &env);
+            daemons[v] = start(ports[v]);
         }
     }
     // and one more while the queue drains
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
     let v = rng.random_range(0..3usize);
     let open = open_requests(&http, ports[(v + 1) % 3]).await;
-    daemons[v].sigkill();
+    daemons[v].1.sigkill();
+    killed.insert(daemons[v].0);
     assert!(
         open > 0,
         "the queue had drained before the last kill: it proves nothing"
     );
-    kills += 1;
-    daemons[v] = start_daemon_env(&data, ports[v], &env);
+    daemons[v] = start(ports[v]);
 
+    let kills = killed.len();
     assert!(kills >= 3, "only {kills} kills: the seed proves too little");
     assert!(
         accepted.len() >= total * 8 / 10,
         "only {} of {total} accepted",
         accepted.len()
     );
-    let (_, views) = until_delivered(&http, &ports, &accepted).await;
-    let views: Vec<&RequestView> = accepted.iter().map(|id| &views[id]).collect();
-    assert_documents_in_cases(&http, ports[0], &data, &views).await;
+    let ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    let (_, views) = until_delivered(&http, &ports, &ids).await;
+    let (folder, hooked): (Vec<_>, Vec<_>) = accepted
+        .iter()
+        .partition(|(_, token)| *token == "demo-backoffice");
+    let folder: Vec<&RequestView> = folder.iter().map(|(id, _)| &views[id]).collect();
+    let hooked: Vec<&RequestView> = hooked.iter().map(|(id, _)| &views[id]).collect();
+    assert!(
+        folder.len() > 100 && hooked.len() > 50,
+        "{} {}",
+        folder.len(),
+        hooked.len()
+    );
+
+    // Every copy of each document, by the start that wrote it.
+    let by_start = data.join("cases-by-start");
+    let mut twice = 0;
+    let mut files = Vec::new();
+    for r in &folder {
+        let copies: Vec<(usize, std::path::PathBuf)> = (0..starts)
+            .map(|n| {
+                let f = by_start
+                    .join(n.to_string())
+                    .join(jum_gateway::delivery::case_folder(&r.case))
+                    .join(r.file());
+                (n, f)
+            })
+            .filter(|(_, f)| f.exists())
+            .collect();
+        assert!(
+            !copies.is_empty(),
+            "{} has no document in any case folder",
+            r.id
+        );
+        let lived: Vec<usize> = copies
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !killed.contains(n))
+            .collect();
+        assert!(
+            lived.len() <= 1,
+            "request {} was delivered by starts {lived:?}, none of them killed: two \
+             instances held its delivery at once (starts killed: {killed:?})",
+            r.id
+        );
+        twice += usize::from(copies.len() > 1);
+        files.extend(copies.into_iter().map(|(_, f)| (*r, f)));
+    }
+    assert_documents_are_the_served(&http, ports[0], &data, &files).await;
+    hook.assert_delivered_once(&http, ports[0], &data, &hooked)
+        .await;
 
     // every instance took part in sending
-    for d in &daemons {
+    for (_, d) in &daemons {
         assert!(
             d.log().contains("attempt"),
             "instance on {} never sent anything",
@@ -725,16 +798,7 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         );
     }
     // one audit chain for all, intact
-    let r = http
-        .post(format!(
-            "http://127.0.0.1:{}/admin/v1/audit/verify",
-            ports[0]
-        ))
-        .bearer_auth("demo-admin")
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = audit_verify(&http, ports[0]).await;
     assert!(v["broken"].is_null(), "{v}");
     assert!(
         v["entries"].as_u64().unwrap() >= 3 * accepted.len() as u64,
@@ -742,8 +806,10 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
     );
     assert_every_exchange_audited(&http, ports[0], &served_log(&data)).await;
     eprintln!(
-        "3 instances, {kills} kills, {} accepted, all delivered once; audit {v}",
-        accepted.len()
+        "3 instances, {starts} starts, {kills} kills, {} accepted ({} by webhook), all \
+         delivered; {twice} documents written again after a kill; audit {v}",
+        accepted.len(),
+        hooked.len()
     );
 }
 
@@ -971,43 +1037,20 @@ async fn until_delivered(
     (outcomes, views)
 }
 
-/// Every request of `reqs` has its document in its case folder, whole:
-/// byte for byte the document the API serves, verified by xmlsec1
-/// against the development CA, with a sidecar that names it; and no
-/// request id has documents in two case folders.
+/// Every request of `reqs` has its document in its case folder, whole
+/// (see [`assert_documents_are_the_served`]), and no request id has
+/// documents in two case folders.
 async fn assert_documents_in_cases(
     http: &reqwest::Client,
     port: u16,
     data: &Path,
     reqs: &[&RequestView],
 ) {
-    let ca = data.join("certs/ca.pem");
-    for r in reqs {
-        let dir = data.join("cases").join(r.folder());
-        let file = dir.join(r.file());
-        let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let served = get_bytes(
-            http,
-            &format!("http://127.0.0.1:{port}/api/v1/documents/{}/content", r.id),
-        )
-        .await;
-        assert!(
-            on_disk == served,
-            "{} differs from the stored document ({} bytes on disk, {} served)",
-            file.display(),
-            on_disk.len(),
-            served.len()
-        );
-        assert_xmlsec1_accepts(&file, &ca, &r.id);
-        let sidecar = file.with_extension("json");
-        let side: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
-        assert_eq!(side["request_id"], r.id.as_str(), "{}", sidecar.display());
-        assert_eq!(side["case"], r.case.as_str(), "{}", sidecar.display());
-        assert_eq!(side["document"], r.file(), "{}", sidecar.display());
-    }
+    let files: Vec<(&RequestView, std::path::PathBuf)> = reqs
+        .iter()
+        .map(|r| (*r, data.join("cases").join(r.folder()).join(r.file())))
+        .collect();
+    assert_documents_are_the_served(http, port, data, &files).await;
     // one document per request id, wherever it went
     let mut files: BTreeMap<String, usize> = BTreeMap::new();
     let cases = std::fs::read_dir(data.join("cases"))
@@ -1028,6 +1071,42 @@ async fn assert_documents_in_cases(
         "a request has documents in two places: {:?}",
         files.iter().filter(|(_, &n)| n > 1).collect::<Vec<_>>()
     );
+}
+
+/// Each file is its request's document, whole: byte for byte the document
+/// the API serves, verified by xmlsec1 against the development CA, with a
+/// sidecar that names it.
+async fn assert_documents_are_the_served(
+    http: &reqwest::Client,
+    port: u16,
+    data: &Path,
+    files: &[(&RequestView, std::path::PathBuf)],
+) {
+    let ca = data.join("certs/ca.pem");
+    for (r, file) in files {
+        let on_disk = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let served = get_bytes(
+            http,
+            &format!("http://127.0.0.1:{port}/api/v1/documents/{}/content", r.id),
+        )
+        .await;
+        assert!(
+            on_disk == served,
+            "{} differs from the stored document ({} bytes on disk, {} served)",
+            file.display(),
+            on_disk.len(),
+            served.len()
+        );
+        assert_xmlsec1_accepts(file, &ca, &r.id);
+        let sidecar = file.with_extension("json");
+        let side: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
+        assert_eq!(side["request_id"], r.id.as_str(), "{}", sidecar.display());
+        assert_eq!(side["case"], r.case.as_str(), "{}", sidecar.display());
+        assert_eq!(side["document"], r.file(), "{}", sidecar.display());
+    }
 }
 
 /// An export's lines after its header (which holds the export's time).
