@@ -280,7 +280,7 @@ impl SledStore {
         // A request's document goes with its record's write, and only if
         // that write takes place (a late answer, declined, must not replace
         // the document its record names); the others (CRLs) go at once.
-        let (own, mut docs): (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) = documents
+        let (own, mut docs): (Vec<_>, Vec<_>) = documents
             .iter()
             .map(|(id, b)| (id.to_string(), b.to_vec()))
             .partition(|(id, _)| ids.contains(&id.as_str()));
