@@ -264,7 +264,13 @@ impl Hook {
     /// Every request of `reqs` reported `request.delivered` by exactly one
     /// event (one `webhook-id`; a repeated POST of the same id is allowed,
     /// and must carry the same event), each signature verified by the
-    /// receiver, no case folder written, and the linked document verifies.
+    /// receiver, no case folder written, and the linked document verifies
+    /// (xmlsec1, each one). The event's id is made from the request's, and
+    /// the outbox keeps an id once, so a second delivery of one request
+    /// would not show here as a second event: what this shows is that
+    /// every request was told, once per id, signed, with its document.
+    /// Deliveries by two instances at once are shown by the case folders
+    /// of each start (the PostgreSQL test).
     async fn assert_delivered_once(
         &self,
         http: &reqwest::Client,
