@@ -84,6 +84,19 @@ async fn faults(d: &Daemon, spec: &str) {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
+/// How many requests the simulator has answered for `registry`.
+async fn sim_seen(d: &Daemon, registry: &str) -> u64 {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{}/seen", d.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["by_registry"][registry].as_u64().unwrap_or(0)
+}
+
 fn env() -> Vec<(String, String)> {
     [
         ("JUMGW_RETRY__MAX_ATTEMPTS", "3"),
@@ -209,6 +222,13 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
     );
 
     // Pause, heal, retry the dead while paused: they wait.
+    // Only the pause may hold them: the breaker's 3 s cool-down, from the
+    // last failure the registries view reports, is over first.
+    let opened = cad["last"]["error_ms"].as_u64().unwrap();
+    while jum_gateway::store::now_ms() <= opened + 3_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cadastre_seen = sim_seen(&d, "cadastre").await;
     let p = api
         .admin("POST", "/admin/v1/registries/cadastre/pause", None)
         .await;
@@ -233,7 +253,22 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
         )
         .await;
     assert_eq!(done["retried"], 3);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The window is made of events, not of a pause: a request to another
+    // registry, filed after the retried ones were due, is delivered, so
+    // the dispatcher has had its rounds with them due.
+    let other = api
+        .submit(
+            "13/2026",
+            "civil.birth-extract",
+            json!({"jmbg": "0512981717776"}),
+        )
+        .await;
+    api.until(&other, &["delivered"]).await;
+    assert_eq!(
+        sim_seen(&d, "cadastre").await,
+        cadastre_seen,
+        "the paused registry was asked"
+    );
     for id in &sheets {
         let v = api
             .admin("GET", &format!("/admin/v1/requests/{id}"), None)

@@ -2410,12 +2410,60 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
         }
     };
     assert_eq!(file_one("second-token").await.0, 401);
+    // A slow cadastre (5 s an answer): requests are provably open across
+    // the signal. The delay is a ceiling for the reload, not a guess:
+    // were the reload slower, the check below would fail, not pass.
+    let control = format!("http://127.0.0.1:{}", ports[0]);
+    let faults = |spec: &'static str| {
+        let (http, control) = (http.clone(), control.clone());
+        async move {
+            let r = http
+                .put(format!("{control}/faults"))
+                .body(spec)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    let answered = |id: String| {
+        let (http, control) = (http.clone(), control.clone());
+        async move {
+            let v = get_json(&http, &format!("{control}/seen"), None).await;
+            v["by_id"][id.as_str()].as_u64().unwrap_or(0)
+        }
+    };
+    faults("cadastre:latency=5s").await;
     let mut ids = Vec::new();
     for _ in 0..40 {
         let (s, id) = file_one("first-token").await;
         assert_eq!(s, 202);
         ids.push(id);
     }
+    // Those the API shows sent and the registry has not answered yet.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let open = loop {
+        let mut open = Vec::new();
+        for id in &ids {
+            let v = get_json(
+                &http,
+                &format!("http://127.0.0.1:{port}/api/v1/requests/{id}"),
+                Some("first-token"),
+            )
+            .await;
+            if v["state"] == "sending" && answered(id.clone()).await == 0 {
+                open.push(id.clone());
+            }
+        }
+        if !open.is_empty() {
+            break open;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no request was ever sending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let hup = || {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(daemon.0.id()).unwrap()),
@@ -2471,6 +2519,15 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
     ] {
         assert!(line.contains(want), "{want:?} not in {line}");
     }
+    // Re-read while they were out: the registry has answered none of them.
+    for id in &open {
+        assert_eq!(
+            answered(id.clone()).await,
+            0,
+            "{id} was answered before the reload was done: it proves nothing"
+        );
+    }
+    faults("").await;
     assert_eq!(file_one("second-token").await.0, 202);
     assert_eq!(file_one("first-token").await.0, 202);
     // A file that does not load: refused, the one in force kept.
@@ -2488,7 +2545,8 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
     assert!(l.contains("unknown registry \"nowhere\""), "{l}");
     assert_eq!(file_one("second-token").await.0, 202);
     assert_eq!(file_one("third-token").await.0, 401);
-    // Every request filed before the reloads is delivered.
+    // Every request filed before the reloads is delivered, those that
+    // were out at the signal too, once (the registry asked once for each).
     let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for id in &ids {
         loop {
@@ -2504,6 +2562,9 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
             assert!(std::time::Instant::now() < end, "{id} not delivered: {v}");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+    for id in &open {
+        assert_eq!(answered(id.clone()).await, 1, "{id}: asked again");
     }
 }
 

@@ -48,8 +48,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
     ]
     .into();
     let mut accepted: Vec<(String, &str)> = Vec::new();
+    let served = served_log(&data);
     let mut daemon = start_daemon_env(&data, port, &env);
-    let mut kills_confirmed = 0;
+    // What each kill cut into, as seen at the kill.
+    let mut cut: Vec<KillSeen> = Vec::new();
     let mut i = 0;
     while i < total {
         // submit in small concurrent bursts
@@ -60,11 +62,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         let delay = Duration::from_millis(rng.random_range(0..30));
         let killer = async {
             if kill_now {
+                let since = answered(&served);
                 tokio::time::sleep(delay).await;
-                let open = open_requests(&http, port).await;
-                daemon.sigkill();
-                assert!(open > 0, "nothing was in flight when the daemon was killed");
-                kills_confirmed += 1;
+                cut.push(
+                    kill_in_flight(&mut daemon, &http, port, &served, since, "in a burst").await,
+                );
             }
         };
         let http = &http;
@@ -80,26 +82,30 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         }
     }
     // one more crash while the queue drains
+    let since = answered(&served);
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
-    let open = open_requests(&http, port).await;
-    daemon.sigkill();
-    assert!(
-        open > 0,
-        "the queue had drained before the last kill: it proves nothing"
-    );
-    kills_confirmed += 1;
+    cut.push(kill_in_flight(&mut daemon, &http, port, &served, since, "while draining").await);
     // And one right after the restart, while it sends what was due (no
     // accepts flush anything then): leases that had not reached the disk
-    // before their requests left would show in the audit check below.
+    // before their requests left would show in the audit check below. The
+    // kill waits until the restarted daemon's simulator has answered and
+    // requests are leased, or the audit check would prove nothing.
     let mut daemon = start_daemon_env(&data, port, &env);
+    let since = answered(&served);
     tokio::time::sleep(Duration::from_millis(rng.random_range(60..250))).await;
-    daemon.sigkill();
+    cut.push(kill_in_flight(&mut daemon, &http, port, &served, since, "after a restart").await);
     let daemon = start_daemon_env(&data, port, &env);
-
+    for k in &cut {
+        eprintln!(
+            "killed {}: {} requests sending, {} answers in its window",
+            k.when, k.sending, k.answered
+        );
+    }
+    // Two planned kills in one burst would be one kill.
     assert_eq!(
-        kills_confirmed,
-        kills.len() + 1,
-        "every planned kill happened"
+        cut.len(),
+        kills.len() + 2,
+        "a planned kill did not happen: {cut:?}"
     );
     assert!(
         accepted.len() >= total * 8 / 10,
@@ -258,7 +264,13 @@ impl Hook {
     /// Every request of `reqs` reported `request.delivered` by exactly one
     /// event (one `webhook-id`; a repeated POST of the same id is allowed,
     /// and must carry the same event), each signature verified by the
-    /// receiver, no case folder written, and the linked document verifies.
+    /// receiver, no case folder written, and the linked document verifies
+    /// (xmlsec1, each one). The event's id is made from the request's, and
+    /// the outbox keeps an id once, so a second delivery of one request
+    /// would not show here as a second event: what this shows is that
+    /// every request was told, once per id, signed, with its document.
+    /// Deliveries by two instances at once are shown by the case folders
+    /// of each start (the PostgreSQL test).
     async fn assert_delivered_once(
         &self,
         http: &reqwest::Client,
@@ -336,7 +348,7 @@ impl Hook {
         }
         // the document each event links to is the registry's, signed
         let ca = data.join("certs/ca.pem");
-        for r in reqs.iter().step_by(7) {
+        for r in reqs {
             let e = by_id[delivered[r.id.as_str()][0]];
             let url = e["data"]["document_url"].as_str().unwrap();
             let body = get_bytes(http, &format!("http://127.0.0.1:{port}{url}")).await;
@@ -363,6 +375,69 @@ async fn open_requests(http: &reqwest::Client, port: u16) -> u64 {
         .filter(|(s, _)| !["delivered", "dead", "cancelled"].contains(&s.as_str()))
         .map(|(_, n)| n.as_u64().unwrap())
         .sum()
+}
+
+/// What a kill cut into: requests leased for an exchange (`sending`) at
+/// the last look before the signal, and how many answers the registries'
+/// simulator gave in the kill's window (from before the kill's delay until
+/// the process was gone: the simulator runs inside the killed daemon).
+#[derive(Debug)]
+struct KillSeen {
+    when: &'static str,
+    sending: u64,
+    answered: usize,
+}
+
+/// How many answers the simulator has logged so far.
+fn answered(served: &Path) -> usize {
+    std::fs::read_to_string(served)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// SIGKILLs `daemon` once requests are provably in flight: leased for an
+/// exchange, with the simulator answering since `since` (its log's length
+/// when the kill's window opened). Waits for that (up to 30 s) rather than
+/// trusting the delay before: a kill on an idle queue fails the test here,
+/// since whatever the checks find after it would prove nothing.
+async fn kill_in_flight(
+    daemon: &mut Daemon,
+    http: &reqwest::Client,
+    port: u16,
+    served: &Path,
+    since: usize,
+    when: &'static str,
+) -> KillSeen {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sending = in_state(http, port, "sending").await;
+        if sending > 0 && answered(served) > since {
+            daemon.sigkill();
+            return KillSeen {
+                when,
+                sending,
+                answered: answered(served) - since,
+            };
+        }
+        assert!(
+            Instant::now() < end,
+            "nothing was in flight for 30 s when the daemon was to be killed {when} \
+             ({sending} requests sending, {} answers since): the kill would prove nothing",
+            answered(served) - since
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How many requests are in `state`, from the admin API's counts.
+async fn in_state(http: &reqwest::Client, port: u16, state: &str) -> u64 {
+    let v = get_json(
+        http,
+        &format!("http://127.0.0.1:{port}/admin/v1/stats"),
+        Some("demo-admin"),
+    )
+    .await;
+    v["states"][state].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,13 +630,21 @@ async fn the_request_cli_files_waits_and_saves_the_document() {
 }
 
 /// The hub's case: three `jumgw serve` instances on one PostgreSQL
-/// database and one shared data folder (keys, case folders), each with its
-/// own embedded simulator. Requests go to the instances in turn; a seeded
-/// RNG SIGKILLs one of them now and then (leases held by the dead one
-/// expire in the database and another instance takes them over) and
-/// restarts it. Every request that got a `202` must end delivered, with
-/// exactly one document file in its case, and the one audit chain of all
-/// instances must verify.
+/// database and one shared data folder (keys), each with its own embedded
+/// simulator. Requests go to the instances in turn; a seeded RNG SIGKILLs
+/// one of them now and then (leases held by the dead one expire in the
+/// database and another instance takes them over) and restarts it. Every
+/// request that got a `202` must end delivered, and the one audit chain of
+/// all instances must verify.
+///
+/// Delivered once, seen from outside: each start of an instance writes its
+/// case folders under a folder of its own (`cases-by-start/{n}`), so a
+/// document written by two instances is two files, not one file written
+/// twice. A second copy is allowed only from a start that was killed (it
+/// may have died between writing the file and recording the delivery);
+/// two copies from starts that lived on mean two instances held the
+/// delivery at once. A third of the requests come from a webhook client,
+/// whose receiver (Python's hmac) counts the events about each request.
 #[cfg_attr(
     not(jumgw_pg),
     ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
@@ -580,18 +663,33 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let hook = Hook::new(dir.path(), free_port());
     let mut env = on_postgres(&url);
     env.push(("JUMGW_STORE__POOL_SIZE".to_owned(), "6".to_owned()));
+    env.extend(hook.env());
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // Each start of an instance, numbered, with case folders of its own.
+    let mut starts = 0usize;
+    let mut start = |port: u16| {
+        let mut env = env.clone();
+        // The demo's own client, configured, for a folder of its own.
+        env.push((
+            "JUMGW_CLIENTS__DEMO-BACKOFFICE__TOKEN_SHA256".to_owned(),
+            jum_gateway::api::token_hash("demo-backoffice"),
+        ));
+        env.push((
+            "JUMGW_CLIENTS__DEMO-BACKOFFICE__CASES_DIR".to_owned(),
+            format!("cases-by-start/{starts}"),
+        ));
+        starts += 1;
+        (starts - 1, start_daemon_env(&data, port, &env))
+    };
     // One after the other: the first makes the keys the others read.
-    let mut daemons: Vec<Daemon> = ports
-        .iter()
-        .map(|&p| start_daemon_env(&data, p, &env))
-        .collect();
+    let mut daemons: Vec<(usize, Daemon)> = ports.iter().map(|&p| start(p)).collect();
+    let mut killed: BTreeSet<usize> = BTreeSet::new();
 
     let total = 300;
-    let mut accepted: Vec<String> = Vec::new();
-    let mut kills = 0;
+    let mut accepted: Vec<(String, &str)> = Vec::new();
     let mut i = 0;
     while i < total {
         let burst: Vec<usize> = (i..(i + 15).min(total)).collect();
@@ -604,51 +702,101 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
             if let Some(v) = victim {
                 tokio::time::sleep(delay).await;
                 let open = open_requests(&http, other).await;
-                daemons[v].sigkill();
+                daemons[v].1.sigkill();
+                killed.insert(daemons[v].0);
                 assert!(
                     open > 0,
                     "nothing was in flight when instance {v} was killed"
                 );
-                kills += 1;
             }
         };
-        let futs = futures_util::future::join_all(
-            burst
-                .iter()
-                .map(|&k| submit(&http, ports[k % ports.len()], k)),
-        );
+        let http = &http;
+        let futs = futures_util::future::join_all(burst.iter().map(|&k| {
+            let token = client_of(k);
+            let port = ports[k % ports.len()];
+            async move { submit_as(http, port, k, token).await.map(|id| (id, token)) }
+        }));
         let (ids, ()) = tokio::join!(futs, killer);
         accepted.extend(ids.into_iter().flatten());
         i += burst.len();
         if let Some(v) = victim {
             // reaped (by sigkill) before its port is taken again
-            daemons[v] = start_daemon_env(&data, ports[v], &env);
+            daemons[v] = start(ports[v]);
         }
     }
     // and one more while the queue drains
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
     let v = rng.random_range(0..3usize);
     let open = open_requests(&http, ports[(v + 1) % 3]).await;
-    daemons[v].sigkill();
+    daemons[v].1.sigkill();
+    killed.insert(daemons[v].0);
     assert!(
         open > 0,
         "the queue had drained before the last kill: it proves nothing"
     );
-    kills += 1;
-    daemons[v] = start_daemon_env(&data, ports[v], &env);
+    daemons[v] = start(ports[v]);
 
+    let kills = killed.len();
     assert!(kills >= 3, "only {kills} kills: the seed proves too little");
     assert!(
         accepted.len() >= total * 8 / 10,
         "only {} of {total} accepted",
         accepted.len()
     );
-    let (_, views) = until_delivered(&http, &ports, &accepted).await;
-    let views: Vec<&RequestView> = accepted.iter().map(|id| &views[id]).collect();
-    assert_documents_in_cases(&http, ports[0], &data, &views).await;
+    let ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    let (_, views) = until_delivered(&http, &ports, &ids).await;
+    let (folder, hooked): (Vec<_>, Vec<_>) = accepted
+        .iter()
+        .partition(|(_, token)| *token == "demo-backoffice");
+    let folder: Vec<&RequestView> = folder.iter().map(|(id, _)| &views[id]).collect();
+    let hooked: Vec<&RequestView> = hooked.iter().map(|(id, _)| &views[id]).collect();
+    assert!(
+        folder.len() > 100 && hooked.len() > 50,
+        "{} {}",
+        folder.len(),
+        hooked.len()
+    );
+
+    // Every copy of each document, by the start that wrote it.
+    let by_start = data.join("cases-by-start");
+    let mut twice = 0;
+    let mut files = Vec::new();
+    for r in &folder {
+        let copies: Vec<(usize, std::path::PathBuf)> = (0..starts)
+            .map(|n| {
+                let f = by_start
+                    .join(n.to_string())
+                    .join(jum_gateway::delivery::case_folder(&r.case))
+                    .join(r.file());
+                (n, f)
+            })
+            .filter(|(_, f)| f.exists())
+            .collect();
+        assert!(
+            !copies.is_empty(),
+            "{} has no document in any case folder",
+            r.id
+        );
+        let lived: Vec<usize> = copies
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !killed.contains(n))
+            .collect();
+        assert!(
+            lived.len() <= 1,
+            "request {} was delivered by starts {lived:?}, none of them killed: two \
+             instances held its delivery at once (starts killed: {killed:?})",
+            r.id
+        );
+        twice += usize::from(copies.len() > 1);
+        files.extend(copies.into_iter().map(|(_, f)| (*r, f)));
+    }
+    assert_documents_are_the_served(&http, ports[0], &data, &files).await;
+    hook.assert_delivered_once(&http, ports[0], &data, &hooked)
+        .await;
 
     // every instance took part in sending
-    for d in &daemons {
+    for (_, d) in &daemons {
         assert!(
             d.log().contains("attempt"),
             "instance on {} never sent anything",
@@ -656,16 +804,7 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
         );
     }
     // one audit chain for all, intact
-    let r = http
-        .post(format!(
-            "http://127.0.0.1:{}/admin/v1/audit/verify",
-            ports[0]
-        ))
-        .bearer_auth("demo-admin")
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = r.json().await.unwrap();
+    let v = audit_verify(&http, ports[0]).await;
     assert!(v["broken"].is_null(), "{v}");
     assert!(
         v["entries"].as_u64().unwrap() >= 3 * accepted.len() as u64,
@@ -673,8 +812,10 @@ async fn three_instances_on_postgres_survive_random_sigkills_and_deliver_once() 
     );
     assert_every_exchange_audited(&http, ports[0], &served_log(&data)).await;
     eprintln!(
-        "3 instances, {kills} kills, {} accepted, all delivered once; audit {v}",
-        accepted.len()
+        "3 instances, {starts} starts, {kills} kills, {} accepted ({} by webhook), all \
+         delivered; {twice} documents written again after a kill; audit {v}",
+        accepted.len(),
+        hooked.len()
     );
 }
 
@@ -902,43 +1043,20 @@ async fn until_delivered(
     (outcomes, views)
 }
 
-/// Every request of `reqs` has its document in its case folder, whole:
-/// byte for byte the document the API serves, verified by xmlsec1
-/// against the development CA, with a sidecar that names it; and no
-/// request id has documents in two case folders.
+/// Every request of `reqs` has its document in its case folder, whole
+/// (see [`assert_documents_are_the_served`]), and no request id has
+/// documents in two case folders.
 async fn assert_documents_in_cases(
     http: &reqwest::Client,
     port: u16,
     data: &Path,
     reqs: &[&RequestView],
 ) {
-    let ca = data.join("certs/ca.pem");
-    for r in reqs {
-        let dir = data.join("cases").join(r.folder());
-        let file = dir.join(r.file());
-        let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let served = get_bytes(
-            http,
-            &format!("http://127.0.0.1:{port}/api/v1/documents/{}/content", r.id),
-        )
-        .await;
-        assert!(
-            on_disk == served,
-            "{} differs from the stored document ({} bytes on disk, {} served)",
-            file.display(),
-            on_disk.len(),
-            served.len()
-        );
-        assert_xmlsec1_accepts(&file, &ca, &r.id);
-        let sidecar = file.with_extension("json");
-        let side: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
-        assert_eq!(side["request_id"], r.id.as_str(), "{}", sidecar.display());
-        assert_eq!(side["case"], r.case.as_str(), "{}", sidecar.display());
-        assert_eq!(side["document"], r.file(), "{}", sidecar.display());
-    }
+    let files: Vec<(&RequestView, std::path::PathBuf)> = reqs
+        .iter()
+        .map(|r| (*r, data.join("cases").join(r.folder()).join(r.file())))
+        .collect();
+    assert_documents_are_the_served(http, port, data, &files).await;
     // one document per request id, wherever it went
     let mut files: BTreeMap<String, usize> = BTreeMap::new();
     let cases = std::fs::read_dir(data.join("cases"))
@@ -959,6 +1077,42 @@ async fn assert_documents_in_cases(
         "a request has documents in two places: {:?}",
         files.iter().filter(|(_, &n)| n > 1).collect::<Vec<_>>()
     );
+}
+
+/// Each file is its request's document, whole: byte for byte the document
+/// the API serves, verified by xmlsec1 against the development CA, with a
+/// sidecar that names it.
+async fn assert_documents_are_the_served(
+    http: &reqwest::Client,
+    port: u16,
+    data: &Path,
+    files: &[(&RequestView, std::path::PathBuf)],
+) {
+    let ca = data.join("certs/ca.pem");
+    for (r, file) in files {
+        let on_disk = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let served = get_bytes(
+            http,
+            &format!("http://127.0.0.1:{port}/api/v1/documents/{}/content", r.id),
+        )
+        .await;
+        assert!(
+            on_disk == served,
+            "{} differs from the stored document ({} bytes on disk, {} served)",
+            file.display(),
+            on_disk.len(),
+            served.len()
+        );
+        assert_xmlsec1_accepts(file, &ca, &r.id);
+        let sidecar = file.with_extension("json");
+        let side: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
+        assert_eq!(side["request_id"], r.id.as_str(), "{}", sidecar.display());
+        assert_eq!(side["case"], r.case.as_str(), "{}", sidecar.display());
+        assert_eq!(side["document"], r.file(), "{}", sidecar.display());
+    }
 }
 
 /// An export's lines after its header (which holds the export's time).

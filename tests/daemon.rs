@@ -208,12 +208,55 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_when_the_registry_
         assert!(std::time::Instant::now() < end, "{:?}", gate.status());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let seen_open = d.env.seen().await["by_registry"]["tax"].as_u64().unwrap();
-    // while open, nothing (or one probe) more reaches the registry: a
-    // window of observation, which a slow machine can only make quieter
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen_later = d.env.seen().await["by_registry"]["tax"].as_u64().unwrap();
-    assert!(seen_later <= seen_open + 1, "{seen_open} -> {seen_later}");
+    let tax_seen = || async {
+        d.env.seen().await["by_registry"]["tax"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let seen_open = tax_seen().await;
+    // While open, nothing (or one probe, if the cool-down ends meanwhile)
+    // more reaches the registry. The window is made of events, not of a
+    // pause: every tax request is due again, and then the dispatcher has
+    // had a round, shown by a civil request filed after that delivered.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = jum_gateway::store::now_ms();
+        let mut all_due = true;
+        for id in &ids {
+            let r = d.store.get(id).await.unwrap().unwrap();
+            all_due &= r.state == State::Retrying && r.due_ms.is_some_and(|t| t <= now);
+        }
+        if all_due {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the tax requests never all waited, due, behind the open breaker \
+             (they are being sent): {:?}, the registry asked {} times since it opened",
+            gate.status(),
+            tax_seen().await - seen_open
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let civil = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&civil, State::Delivered, Duration::from_secs(15))
+        .await;
+    let seen_later = tax_seen().await;
+    assert!(
+        seen_later <= seen_open + 1,
+        "the breaker let requests through: {seen_open} -> {seen_later}"
+    );
+    // The control, seen by the same count: the probes that each cool-down
+    // lets through do reach the registry.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while tax_seen().await < seen_open + 2 {
+        assert!(
+            std::time::Instant::now() < end,
+            "no probe after the cool-down: {:?}",
+            gate.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.env.faults("").await;
     for id in &ids {
         d.until(id, State::Delivered, Duration::from_secs(15)).await;
@@ -228,15 +271,33 @@ async fn a_paused_registry_gets_nothing_until_resumed() {
     })
     .await;
     let id = d.submit(BIRTH.0, BIRTH.1).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The window is an event, not a pause: a request to another registry,
+    // filed after the paused one was due, is delivered, so the dispatcher
+    // has had its rounds with the paused request due.
+    let other = d
+        .submit("tax.clearance-certificate", r#"{"pib":"101134702"}"#)
+        .await;
+    d.until(&other, State::Delivered, Duration::from_secs(15))
+        .await;
     assert_eq!(
         d.store.get(&id).await.unwrap().unwrap().state,
         State::Queued
     );
-    assert_eq!(d.env.seen().await["total"], 0);
+    let seen = d.env.seen().await;
+    assert_eq!(
+        (
+            seen["total"].as_u64(),
+            seen["by_registry"]["civil"].as_u64().unwrap_or(0)
+        ),
+        (Some(1), 0),
+        "only the other registry was asked: {seen}"
+    );
     d.dispatcher.gates["civil"].pause(false, None);
     d.dispatcher.wake();
-    d.until(&id, State::Delivered, Duration::from_secs(5)).await;
+    d.until(&id, State::Delivered, Duration::from_secs(15))
+        .await;
+    // The control, by the same count: once resumed, the registry is asked.
+    assert_eq!(d.env.seen().await["by_registry"]["civil"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,7 @@ async fn no_jmbg_reaches_the_log_under_load() {
 
     // Until every request has finished (found: delivered; not found: dead).
     let end = Instant::now() + Duration::from_secs(120);
+    let mut delivered = Vec::new();
     for id in &ids {
         loop {
             let v: serde_json::Value = http
@@ -126,16 +127,46 @@ async fn no_jmbg_reaches_the_log_under_load() {
                 .json()
                 .await
                 .unwrap();
-            if ["delivered", "dead"].contains(&v["state"].as_str().unwrap()) {
+            if v["state"] == "delivered" {
+                delivered.push(id);
+                break;
+            }
+            if v["state"] == "dead" {
                 break;
             }
             assert!(Instant::now() < end, "{id} did not finish: {v}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The log of a change may come a moment after the change: wait until
+    // it has the lines of every one (each attempt, each delivery), rather
+    // than for a guessed while.
+    let end = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = daemon.log();
+        let lines: Vec<&str> = text.lines().collect();
+        let logged =
+            |id: &str, what: &str| lines.iter().any(|l| l.contains(id) && l.contains(what));
+        let missing = ids
+            .iter()
+            .filter(|id| !logged(id, "attempt"))
+            .chain(
+                delivered
+                    .iter()
+                    .copied()
+                    .filter(|id| !logged(id, "delivered")),
+            )
+            .count();
+        if missing == 0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < end,
+            "{missing} attempts or deliveries never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
-    let text = daemon.log();
     let attempts = text.matches("attempt").count();
     assert!(
         attempts >= ids.len(),

@@ -127,9 +127,18 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     let data = dir.path().join("data");
     let env = on_postgres(&url);
     let (a, b) = (free_port(), free_port());
-    let _da = start_daemon_env(&data, a, &env);
-    let _db = start_daemon_env(&data, b, &env);
+    let da = start_daemon_env(&data, a, &env);
+    let db = start_daemon_env(&data, b, &env);
     let http = reqwest::Client::new();
+    // What each instance's own simulator has answered for the cadastre.
+    let cadastre_seen = || async {
+        let mut n = 0;
+        for d in [&da, &db] {
+            let v = get_json(&http, &format!("{}/seen", d.1), None).await;
+            n += v["by_registry"]["cadastre"].as_u64().unwrap_or(0);
+        }
+        n
+    };
     let admin = |port: u16, path: &str| {
         http.post(format!("http://127.0.0.1:{port}/admin/v1/{path}"))
             .bearer_auth("demo-admin")
@@ -157,7 +166,15 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     }
     // a cadastre request filed at either instance waits
     let id = submit(&http, b, 2).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The window is made of events, not of a pause: a civil request filed
+    // at each instance after it is delivered, so both dispatchers have had
+    // their rounds with the cadastre request due.
+    let civil = vec![
+        submit(&http, a, 0).await.unwrap(),
+        submit(&http, b, 0).await.unwrap(),
+    ];
+    wait_delivered(&http, a, &civil).await;
+    assert_eq!(cadastre_seen().await, 0, "the paused registry was asked");
     let state = |port: u16, id: String| {
         let http = http.clone();
         async move {
@@ -170,6 +187,8 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     let r = admin(b, "registries/cadastre/resume").await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     wait_delivered(&http, a, &[id]).await;
+    // The control, by the same count: resumed, the registry is asked.
+    assert!(cadastre_seen().await >= 1);
 }
 
 /// Two instances on one database, one on a machine whose clock is ten

@@ -165,7 +165,8 @@ Faults: comma-separated SCOPE:FAULT[=WHEN]; SCOPE is *, a registry or a service;
 0..1 or next:N. Faults: 500 503 429 reset drip truncate oversize malformed invalid badsig untrusted \
 badhash unavailable maintenance async lost notfound; also latency=50ms or latency=20ms..200ms and \
 async-delay=2s. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\nA control endpoint (plain HTTP, \
-loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset."
+loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset, and POST /tickets/ready \
+(every waiting asynchronous answer ready now)."
     )]
     Simulate {
         #[arg(long, default_value = "config/simulator.toml")]

@@ -9,7 +9,9 @@
 //! signing key.
 //!
 //! A plain-HTTP control endpoint on loopback lets tests flip faults and ask
-//! what was seen: `GET/PUT/POST/DELETE /faults`, `GET /seen`, `POST /reset`.
+//! what was seen: `GET/PUT/POST/DELETE /faults`, `GET /seen`, `POST /reset`,
+//! and `POST /tickets/ready`, which makes every waiting asynchronous answer
+//! ready now (a test then need not guess how long a delay is on its machine).
 
 pub mod data;
 pub mod faults;
@@ -310,6 +312,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         )
         .route("/seen", get(seen_get))
         .route("/reset", post(reset))
+        .route("/tickets/ready", post(tickets_ready))
         .route("/ocsp", post(ocsp_post))
         .route("/ca.crl", get(crl_get))
         .route("/tsa", post(tsa_post))
@@ -795,6 +798,14 @@ async fn seen_get(State(sh): Ctl) -> Response {
     }
     r.requests = seen;
     axum::Json(r).into_response()
+}
+
+async fn tickets_ready(State(sh): Ctl) -> Response {
+    let now = Instant::now();
+    for t in lock(&sh.tickets).values_mut() {
+        t.ready_at = t.ready_at.min(now);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reset(State(sh): Ctl) -> Response {

@@ -174,7 +174,9 @@ pub trait Requests: Documents + Send + Sync {
     }
     /// Changes many records in one transaction, with the documents to
     /// store beside them (id, sealed bytes): what several attempts came to,
-    /// written at the cost of one. `f` runs on each record as
+    /// written at the cost of one. A document under the id of a request
+    /// whose change `f` declined is not stored (a late answer must not
+    /// replace the document its record names); others (CRLs) always are. `f` runs on each record as
     /// [`Requests::update`]'s does (it tells records apart by their id);
     /// the result, in the order asked, is the changed record, or `None`
     /// where `f` said no or the record is gone.
@@ -184,15 +186,22 @@ pub trait Requests: Documents + Send + Sync {
         documents: &[(&str, &[u8])],
         f: &Change<'_>,
     ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
-        for (id, bytes) in documents {
-            self.put_document(id, bytes).await?;
-        }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(match self.update(id, f).await {
                 Err(StoreError::NotFound(_)) => None,
                 r => r?,
             });
+        }
+        // A request's document only beside its change.
+        for (id, bytes) in documents {
+            let declined = ids
+                .iter()
+                .zip(&out)
+                .any(|(asked, r)| asked == id && r.is_none());
+            if !declined {
+                self.put_document(id, bytes).await?;
+            }
         }
         Ok(out)
     }

@@ -277,10 +277,13 @@ impl SledStore {
     ) -> Result<Vec<Applied>, StoreError> {
         let mut out: Vec<Applied> = ids.iter().map(|_| Applied::Declined).collect();
         let mut todo: Vec<usize> = (0..ids.len()).collect();
-        let mut docs: Vec<(String, Vec<u8>)> = documents
+        // A request's document goes with its record's write, and only if
+        // that write takes place (a late answer, declined, must not replace
+        // the document its record names); the others (CRLs) go at once.
+        let (own, mut docs): (Vec<_>, Vec<_>) = documents
             .iter()
             .map(|(id, b)| (id.to_string(), b.to_vec()))
-            .collect();
+            .partition(|(id, _)| ids.contains(&id.as_str()));
         while !todo.is_empty() || !docs.is_empty() {
             let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
             let core = self.core.clone();
@@ -301,7 +304,12 @@ impl SledStore {
                 slots.push(i);
             }
             let core = self.core.clone();
-            let docs = std::mem::take(&mut docs);
+            let mut docs = std::mem::take(&mut docs);
+            docs.extend(
+                own.iter()
+                    .filter(|(id, _)| writes.iter().any(|(w, ..)| w == id))
+                    .cloned(),
+            );
             let written = core
                 .run(move |core| core.update_batch_now(writes, docs))
                 .await?;
@@ -1390,9 +1398,10 @@ impl Upkeep for SledStore {
 impl Core {
     /// Writes each `new` over its record if that is still `seen` (the
     /// bytes the caller's change was made from), with their indexes,
-    /// events and audit entries, and the documents beside them, in one
-    /// transaction: a record changed (or removed) by another writer since
-    /// it was read is left alone (`Changed`).
+    /// events and audit entries, and the documents beside them (one under
+    /// a record's id only if that record is written), in one transaction:
+    /// a record changed (or removed) by another writer since it was read is
+    /// left alone (`Changed`).
     fn update_batch_now(
         &self,
         writes: Vec<(String, Vec<u8>, RequestRecord)>,
@@ -1440,9 +1449,6 @@ impl Core {
                         deadlines,
                         counts,
                     };
-                    for (id, bytes) in &documents {
-                        docs.insert(id.as_bytes(), bytes.as_slice())?;
-                    }
                     // Rebuilt on every run: sled may run this closure again.
                     let mut deltas = index::Deltas::default();
                     let mut drafts = Vec::new();
@@ -1471,6 +1477,16 @@ impl Core {
                             drafts.extend(r(Some(&old), new));
                         }
                         out.push(Some(new.clone()));
+                    }
+                    // A record's document only if its write took place.
+                    for (id, bytes) in &documents {
+                        let lost = writes
+                            .iter()
+                            .zip(&out)
+                            .any(|((w, ..), r)| w == id && r.is_none());
+                        if !lost {
+                            docs.insert(id.as_bytes(), bytes.as_slice())?;
+                        }
                     }
                     deltas.apply(ix.counts)?;
                     let new_head = chain_in(audit, audit_subject, &head, drafts)?;

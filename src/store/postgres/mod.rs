@@ -728,6 +728,18 @@ impl Requests for PgStore {
     ) -> Result<Vec<Option<RequestRecord>>, StoreError> {
         let out = self
             .tx(async |t| {
+                let changed = self.change_many(t, ids, false, f).await?;
+                // A request's document goes in only with its change: one
+                // whose change was declined (the answer of an exchange
+                // that another had already concluded, its lease having run
+                // out) must not replace the document the record names.
+                let declined =
+                    |id: &str| ids.contains(&id) && !changed.iter().any(|(_, n)| n.id == id);
+                let documents: Vec<(&str, &[u8])> = documents
+                    .iter()
+                    .copied()
+                    .filter(|(id, _)| !declined(id))
+                    .collect();
                 if !documents.is_empty() {
                     // One row per id (a later one wins), for one statement.
                     let mut docs: std::collections::BTreeMap<&str, &[u8]> = Default::default();
@@ -742,7 +754,6 @@ impl Requests for PgStore {
                     .await
                     .map_err(|e| self.err(e))?;
                 }
-                let changed = self.change_many(t, ids, false, f).await?;
                 let pairs: Vec<_> = changed.iter().map(|(o, n)| (o, n)).collect();
                 let raised = self.write_changes(t, &pairs).await?;
                 Ok((changed, raised))

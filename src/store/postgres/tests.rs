@@ -606,3 +606,14 @@ async fn requests_are_read_by_index() {
     assert!(scans.is_empty(), "{scans:#?}");
     s.close().await.unwrap();
 }
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_declined_change_stores_no_document() {
+    let url = crate::store::testing::fresh_database("late");
+    let s = PgStore::open(&url, 2).await.unwrap();
+    crate::store::tests::a_declined_change_stores_no_document(&*s, record(1, "civil")).await;
+}
