@@ -1404,7 +1404,9 @@ fn xml_verify_reads_hostile_answers_with_a_cap_under_a_memory_limit() {
 
 /// The simulator's development CA, read by openssl: `openssl ocsp` as the
 /// client accepts its responder's answers (signature, nonce) and reads
-/// good, then revoked once the `revoked` fault is set; `openssl crl`
+/// good, then revoked (verified, with its reason, online and again
+/// offline; the same answer with its signature changed is refused) once
+/// the `revoked` fault is set; `openssl crl`
 /// verifies its CRL against the CA and finds the serial on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
@@ -1425,6 +1427,19 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
             .output()
             .unwrap()
     };
+    let ask_keeping = |answer: &std::path::Path| {
+        let mut c = std::process::Command::new("openssl");
+        c.args(["ocsp", "-url", &format!("{control}/ocsp")])
+            .arg("-issuer")
+            .arg(certs.join("ca.pem"))
+            .arg("-cert")
+            .arg(certs.join("cadastre-sign.pem"))
+            .arg("-CAfile")
+            .arg(certs.join("ca.pem"))
+            .arg("-respout")
+            .arg(answer);
+        c.output().unwrap()
+    };
     let o = ask();
     let said = text(&o);
     assert!(o.status.success(), "{said}");
@@ -1440,9 +1455,48 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let o = ask();
+    // The revoked answer, too, verifies under openssl (signature by the
+    // CA, our nonce echoed), and says revoked with its reason; kept to be
+    // read again offline.
+    let answer = dir.path().join("revoked.ocsp");
+    let o = ask_keeping(&answer);
     let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("Response verify OK"), "{said}");
+    assert!(!said.contains("WARNING: no nonce"), "{said}");
     assert!(said.contains("cadastre-sign.pem: revoked"), "{said}");
+    assert!(said.contains("Reason: keyCompromise"), "{said}");
+    let offline = |file: &std::path::Path| {
+        // Read back offline there is no request whose nonce to compare
+        // (the online ask above showed ours echoed).
+        std::process::Command::new("openssl")
+            .args(["ocsp", "-no_nonce", "-respin"])
+            .arg(file)
+            .arg("-issuer")
+            .arg(certs.join("ca.pem"))
+            .arg("-cert")
+            .arg(certs.join("cadastre-sign.pem"))
+            .arg("-CAfile")
+            .arg(certs.join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    let o = offline(&answer);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("Response verify OK"), "{said}");
+    assert!(said.contains("cadastre-sign.pem: revoked"), "{said}");
+    // The same check refuses the answer with one bit of its signature
+    // (the last bytes of a BasicOCSPResponse without certificates)
+    // changed: "Response verify OK" above is openssl's verdict, not a
+    // greeting.
+    let mut forged = std::fs::read(&answer).unwrap();
+    *forged.last_mut().unwrap() ^= 1;
+    let forged_file = write(dir.path(), "forged.ocsp", &forged);
+    let o = offline(&forged_file);
+    let said = text(&o);
+    assert!(!said.contains("Response verify OK"), "{said}");
+    assert!(said.contains("Response Verify Failure"), "{said}");
 
     let crl = http
         .get(format!("{control}/ca.crl"))
@@ -1477,6 +1531,98 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
             .contains(&serial.to_uppercase()),
         "{serial} not on the CRL: {said}"
     );
+}
+
+/// Timestamp tokens made by `openssl ts -reply` (tests/py/tsa.py, not our
+/// TSA), each with one defect, are refused by the gateway's TSA client
+/// with that defect named: another imprint, a signer of another CA, no
+/// nonce or another one, another policy than the configured one, a time
+/// two hours off. Beside them the honest token is taken (and `openssl ts
+/// -verify` accepts it), and the tokens refused for their CA, policy or
+/// time are taken when the client trusts that CA, asks for no policy or
+/// allows three hours: each was refused for what its message says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_timestamp_tokens_with_one_defect_each_are_refused_naming_it() {
+    use jum_gateway::evidence::stamper::TsaClient;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tsa = TestTsa::new(&dir.path().join("tsa"));
+    tsa.start();
+    let other_ca = tsa.dir.join("other").join("ca.pem");
+    let configured = |path: &str, change: &dyn Fn(&mut jum_gateway::config::EvidenceConfig)| {
+        let mut cfg = jum_gateway::config::EvidenceConfig {
+            tsa_url: Some(format!("{}{path}", tsa.url())),
+            tsa_trust: Some(tsa.ca()),
+            policy: Some("1.2.3.4.1".into()),
+            ..Default::default()
+        };
+        change(&mut cfg);
+        TsaClient::configured(&cfg).unwrap().unwrap()
+    };
+    let data = b"the signature value of a received document";
+    let imprint = openssl::sha::sha256(data);
+
+    let honest = configured("", &|_| {}).stamp(&imprint).await.unwrap();
+    assert_eq!(honest.policy, "1.2.3.4.1");
+    assert!(honest.tsa.contains("Test TSA"), "{}", honest.tsa);
+    assert_openssl_ts_verifies(&honest.der, data, &tsa.ca(), "the honest token");
+
+    for (path, says) in [
+        (
+            "wrong-imprint",
+            "the token is about other data (its message imprint is not ours): a foreign token",
+        ),
+        (
+            "other-ca",
+            "the token's signature does not verify or its signer is not a trusted TSA",
+        ),
+        (
+            "no-nonce",
+            "the token answers another request (nonce differs)",
+        ),
+        (
+            "wrong-nonce",
+            "the token answers another request (nonce differs)",
+        ),
+        (
+            "other-policy",
+            "the token is under policy 1.2.3.4.5.6, not the configured 1.2.3.4.1",
+        ),
+        ("far-time", "s from our clock (tolerance 300 s)"),
+    ] {
+        let e = match configured(path, &|_| {}).stamp(&imprint).await {
+            Ok(t) => panic!("{path}: taken, at {} under {}", t.time_ms, t.policy),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(says), "{path}: {e}");
+        if path == "far-time" {
+            // Two hours ahead, read as such (not a parse failure).
+            let off: i64 = e
+                .split(" is ")
+                .nth(1)
+                .and_then(|r| r.split(" s from").next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{e}"));
+            assert!((7000..7400).contains(&off), "{e}");
+        }
+    }
+
+    let other = configured("other-ca", &|c| c.tsa_trust = Some(other_ca.clone()))
+        .stamp(&imprint)
+        .await
+        .unwrap();
+    assert_openssl_ts_verifies(&other.der, data, &other_ca, "the other CA's token");
+    let any_policy = configured("other-policy", &|c| c.policy = None)
+        .stamp(&imprint)
+        .await
+        .unwrap();
+    assert_eq!(any_policy.policy, "1.2.3.4.5.6");
+    let late = configured("far-time", &|c| {
+        c.tolerance = std::time::Duration::from_secs(3 * 3600)
+    })
+    .stamp(&imprint)
+    .await
+    .unwrap();
+    assert!(late.time_ms > honest.time_ms + 7000 * 1000, "{late:?}");
 }
 
 /// A token taken away while the gateway runs (its SoftHSM2 folder moved
