@@ -1970,6 +1970,123 @@ fn checkable(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
     (file, data)
 }
 
+/// Our own TLS keys weaker than accepted stop `config check` (exit 1)
+/// and `serve` (exit 2) before any work, each naming the key and its
+/// size: the registries' client key (`gateway.tls_key`) and the API's
+/// server key (`gateway.api_tls`), of RSA 1024 bits; and the API's key of
+/// 2048 bits once `gateway.min_rsa_bits` is 3072. The positive control:
+/// the API's key of 2048 bits under the default passes `config check` and
+/// `serve` listens with it over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_tls_keys_weaker_than_accepted_stop_config_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = checkable(dir.path());
+    let certs = dir.path().join("certs");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let (weak_client, weak_client_key) =
+        openssl_issued(&certs, dir.path(), "gateway rsa1024", 1024, "clientAuth");
+    let (weak_api, weak_api_key) =
+        openssl_issued(&certs, dir.path(), "api rsa1024", 1024, "serverAuth");
+    let (api, api_key) = openssl_issued(&certs, dir.path(), "api rsa2048", 2048, "serverAuth");
+    let (seal, seal_key) = openssl_issued(&certs, dir.path(), "seal ec", 0, "emailProtection");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let gateway_tls = |cert: &std::path::Path, key: &std::path::Path| {
+        original
+            .replacen(&path(&certs.join("gateway-tls.pem")), &path(cert), 1)
+            .replacen(&path(&certs.join("gateway-tls.key")), &path(key), 1)
+    };
+    let api_tls = |text: &str, cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "{text}\n[gateway.api_tls]\ncert = {:?}\nkey = {:?}\n",
+            path(cert),
+            path(key)
+        )
+    };
+    let raised = original
+        .replacen("[gateway]", "[gateway]\nmin_rsa_bits = 3072", 1)
+        .replacen(&path(&certs.join("gateway-sign.pem")), &path(&seal), 1)
+        .replacen(&path(&certs.join("gateway-sign.key")), &path(&seal_key), 1);
+    assert!(original.contains(&path(&certs.join("gateway-tls.key"))));
+    assert!(raised.contains("min_rsa_bits = 3072") && raised.contains("seal ec.key"));
+    let check = |name: &str| {
+        jumgw()
+            .args(["config", "check", "--quiet", "--config", name, "--data-dir"])
+            .arg(&data)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let serve = |name: &str| {
+        jumgw()
+            .args(["serve", "--config", name, "--data-dir"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for (name, config, says) in [
+        (
+            "weak-client.toml",
+            gateway_tls(&weak_client, &weak_client_key),
+            format!(
+                "{}: too weak: an RSA key of 1024 bits; at least 2048 are accepted",
+                path(&weak_client_key)
+            ),
+        ),
+        (
+            "weak-api.toml",
+            api_tls(&original, &weak_api, &weak_api_key),
+            format!(
+                "{}: too weak: an RSA key of 1024 bits; at least 2048 are accepted",
+                path(&weak_api_key)
+            ),
+        ),
+        (
+            "raised-api.toml",
+            api_tls(&raised, &api, &api_key),
+            format!(
+                "{}: too weak: an RSA key of 2048 bits; at least 3072 are accepted",
+                path(&api_key)
+            ),
+        ),
+    ] {
+        write(dir.path(), name, config.as_bytes());
+        let o = check(name);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{name}: {}", text(&o));
+        assert!(err(&o).starts_with(name), "{name}: {}", text(&o));
+        let o = serve(name);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{name}: {}", text(&o));
+    }
+
+    // The same API key under the default minimum: valid, and served.
+    write(
+        dir.path(),
+        "api.toml",
+        api_tls(&original, &api, &api_key).as_bytes(),
+    );
+    let o = check("api.toml");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let port = free_port();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let (_daemon, said) = serve_configured(dir.path(), "api.toml", port, ports, &[], &[], None);
+    assert!(said.contains("https://"), "{said}");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[test]
 fn config_check_names_the_file_key_and_problem_or_prints_what_is_in_effect() {
     let dir = tempfile::tempdir().unwrap();
