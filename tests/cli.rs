@@ -1248,8 +1248,11 @@ async fn xml_verify_reads_v1_crls_and_refuses_stale_and_delta_ones() {
 /// answer verifies and a fresh revoked one is refused; a replayed answer
 /// (400 days old, no nonce, no nextUpdate), an old one that echoes the
 /// nonce, one signed by a delegated responder whose certificate expired
-/// in 2021, and one behind a 307 redirect to another port are each
-/// refused with their reason; a valid delegated responder is believed.
+/// in 2021, one with another nonce than ours, one signed by a certificate
+/// the CA issued but not for OCSP, one signed by another CA's responder,
+/// one behind a 307 redirect to another port, and a responder that has
+/// stopped (it answered a moment before) are each refused with their
+/// reason; a valid delegated responder is believed.
 #[test]
 fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
     let dir = tempfile::tempdir().unwrap();
@@ -1294,6 +1297,23 @@ fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
             "the delegated responder \"CN=delegated OCSP responder\" was not valid when the answer was produced",
         ),
         ("/delegated-expired", 1, "2021-06-30T00:00:00Z"),
+        ("/wrong-nonce", 1, "the nonce is not the one we sent"),
+        (
+            "/unauthorised",
+            1,
+            "signed by a certificate the CA did not authorise for OCSP",
+        ),
+        (
+            "/unauthorised",
+            1,
+            "the responder \"CN=not an OCSP responder\" does not carry id-kp-OCSPSigning",
+        ),
+        (
+            "/foreign",
+            1,
+            "signed by a certificate the CA did not authorise for OCSP: the responder \
+             \"CN=foreign OCSP responder\" is not issued by the certificate's CA",
+        ),
     ];
     for (path, code, says) in refused {
         let o = verify("good", &py.url(path));
@@ -1323,6 +1343,21 @@ fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
     assert!(o.status.success(), "{}", text(&o));
     let o = with("/replay", &["--ocsp-preproduced", "--max-age", "401d"]);
     assert!(o.status.success(), "{}", text(&o));
+    // A responder that is down (this one stopped after it answered):
+    // the status cannot be had, said so, and nothing is believed.
+    let down = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let down_url = down.url("/fresh");
+    let o = verify("good", &down_url);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(down);
+    let o = verify("good", &down_url);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        err(&o).contains(&format!("OCSP: {down_url}: error sending request")),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("not revoked"), "{}", err(&o));
     let hop = py.url(&format!("/redirect/{}", other.port));
     let o = verify("good", &hop);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
