@@ -1248,8 +1248,11 @@ async fn xml_verify_reads_v1_crls_and_refuses_stale_and_delta_ones() {
 /// answer verifies and a fresh revoked one is refused; a replayed answer
 /// (400 days old, no nonce, no nextUpdate), an old one that echoes the
 /// nonce, one signed by a delegated responder whose certificate expired
-/// in 2021, and one behind a 307 redirect to another port are each
-/// refused with their reason; a valid delegated responder is believed.
+/// in 2021, one with another nonce than ours, one signed by a certificate
+/// the CA issued but not for OCSP, one signed by another CA's responder,
+/// one behind a 307 redirect to another port, and a responder that has
+/// stopped (it answered a moment before) are each refused with their
+/// reason; a valid delegated responder is believed.
 #[test]
 fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
     let dir = tempfile::tempdir().unwrap();
@@ -1294,6 +1297,23 @@ fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
             "the delegated responder \"CN=delegated OCSP responder\" was not valid when the answer was produced",
         ),
         ("/delegated-expired", 1, "2021-06-30T00:00:00Z"),
+        ("/wrong-nonce", 1, "the nonce is not the one we sent"),
+        (
+            "/unauthorised",
+            1,
+            "signed by a certificate the CA did not authorise for OCSP",
+        ),
+        (
+            "/unauthorised",
+            1,
+            "the responder \"CN=not an OCSP responder\" does not carry id-kp-OCSPSigning",
+        ),
+        (
+            "/foreign",
+            1,
+            "signed by a certificate the CA did not authorise for OCSP: the responder \
+             \"CN=foreign OCSP responder\" is not issued by the certificate's CA",
+        ),
     ];
     for (path, code, says) in refused {
         let o = verify("good", &py.url(path));
@@ -1323,6 +1343,21 @@ fn xml_verify_believes_only_fresh_ocsp_answers_from_an_authorised_responder() {
     assert!(o.status.success(), "{}", text(&o));
     let o = with("/replay", &["--ocsp-preproduced", "--max-age", "401d"]);
     assert!(o.status.success(), "{}", text(&o));
+    // A responder that is down (this one stopped after it answered):
+    // the status cannot be had, said so, and nothing is believed.
+    let down = PyResponder::start(&ca.path("ca.pem"), &ca.path("ca.key"), &[]);
+    let down_url = down.url("/fresh");
+    let o = verify("good", &down_url);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(down);
+    let o = verify("good", &down_url);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        err(&o).contains(&format!("OCSP: {down_url}: error sending request")),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("not revoked"), "{}", err(&o));
     let hop = py.url(&format!("/redirect/{}", other.port));
     let o = verify("good", &hop);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -1404,7 +1439,9 @@ fn xml_verify_reads_hostile_answers_with_a_cap_under_a_memory_limit() {
 
 /// The simulator's development CA, read by openssl: `openssl ocsp` as the
 /// client accepts its responder's answers (signature, nonce) and reads
-/// good, then revoked once the `revoked` fault is set; `openssl crl`
+/// good, then revoked (verified, with its reason, online and again
+/// offline; the same answer with its signature changed is refused) once
+/// the `revoked` fault is set; `openssl crl`
 /// verifies its CRL against the CA and finds the serial on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
@@ -1425,6 +1462,19 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
             .output()
             .unwrap()
     };
+    let ask_keeping = |answer: &std::path::Path| {
+        let mut c = std::process::Command::new("openssl");
+        c.args(["ocsp", "-url", &format!("{control}/ocsp")])
+            .arg("-issuer")
+            .arg(certs.join("ca.pem"))
+            .arg("-cert")
+            .arg(certs.join("cadastre-sign.pem"))
+            .arg("-CAfile")
+            .arg(certs.join("ca.pem"))
+            .arg("-respout")
+            .arg(answer);
+        c.output().unwrap()
+    };
     let o = ask();
     let said = text(&o);
     assert!(o.status.success(), "{said}");
@@ -1440,9 +1490,48 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let o = ask();
+    // The revoked answer, too, verifies under openssl (signature by the
+    // CA, our nonce echoed), and says revoked with its reason; kept to be
+    // read again offline.
+    let answer = dir.path().join("revoked.ocsp");
+    let o = ask_keeping(&answer);
     let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("Response verify OK"), "{said}");
+    assert!(!said.contains("WARNING: no nonce"), "{said}");
     assert!(said.contains("cadastre-sign.pem: revoked"), "{said}");
+    assert!(said.contains("Reason: keyCompromise"), "{said}");
+    let offline = |file: &std::path::Path| {
+        // Read back offline there is no request whose nonce to compare
+        // (the online ask above showed ours echoed).
+        std::process::Command::new("openssl")
+            .args(["ocsp", "-no_nonce", "-respin"])
+            .arg(file)
+            .arg("-issuer")
+            .arg(certs.join("ca.pem"))
+            .arg("-cert")
+            .arg(certs.join("cadastre-sign.pem"))
+            .arg("-CAfile")
+            .arg(certs.join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    let o = offline(&answer);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("Response verify OK"), "{said}");
+    assert!(said.contains("cadastre-sign.pem: revoked"), "{said}");
+    // The same check refuses the answer with one bit of its signature
+    // (the last bytes of a BasicOCSPResponse without certificates)
+    // changed: "Response verify OK" above is openssl's verdict, not a
+    // greeting.
+    let mut forged = std::fs::read(&answer).unwrap();
+    *forged.last_mut().unwrap() ^= 1;
+    let forged_file = write(dir.path(), "forged.ocsp", &forged);
+    let o = offline(&forged_file);
+    let said = text(&o);
+    assert!(!said.contains("Response verify OK"), "{said}");
+    assert!(said.contains("Response Verify Failure"), "{said}");
 
     let crl = http
         .get(format!("{control}/ca.crl"))
@@ -1477,6 +1566,98 @@ async fn the_simulators_ocsp_and_crl_satisfy_openssl() {
             .contains(&serial.to_uppercase()),
         "{serial} not on the CRL: {said}"
     );
+}
+
+/// Timestamp tokens made by `openssl ts -reply` (tests/py/tsa.py, not our
+/// TSA), each with one defect, are refused by the gateway's TSA client
+/// with that defect named: another imprint, a signer of another CA, no
+/// nonce or another one, another policy than the configured one, a time
+/// two hours off. Beside them the honest token is taken (and `openssl ts
+/// -verify` accepts it), and the tokens refused for their CA, policy or
+/// time are taken when the client trusts that CA, asks for no policy or
+/// allows three hours: each was refused for what its message says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_timestamp_tokens_with_one_defect_each_are_refused_naming_it() {
+    use jum_gateway::evidence::stamper::TsaClient;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tsa = TestTsa::new(&dir.path().join("tsa"));
+    tsa.start();
+    let other_ca = tsa.dir.join("other").join("ca.pem");
+    let configured = |path: &str, change: &dyn Fn(&mut jum_gateway::config::EvidenceConfig)| {
+        let mut cfg = jum_gateway::config::EvidenceConfig {
+            tsa_url: Some(format!("{}{path}", tsa.url())),
+            tsa_trust: Some(tsa.ca()),
+            policy: Some("1.2.3.4.1".into()),
+            ..Default::default()
+        };
+        change(&mut cfg);
+        TsaClient::configured(&cfg).unwrap().unwrap()
+    };
+    let data = b"the signature value of a received document";
+    let imprint = openssl::sha::sha256(data);
+
+    let honest = configured("", &|_| {}).stamp(&imprint).await.unwrap();
+    assert_eq!(honest.policy, "1.2.3.4.1");
+    assert!(honest.tsa.contains("Test TSA"), "{}", honest.tsa);
+    assert_openssl_ts_verifies(&honest.der, data, &tsa.ca(), "the honest token");
+
+    for (path, says) in [
+        (
+            "wrong-imprint",
+            "the token is about other data (its message imprint is not ours): a foreign token",
+        ),
+        (
+            "other-ca",
+            "the token's signature does not verify or its signer is not a trusted TSA",
+        ),
+        (
+            "no-nonce",
+            "the token answers another request (nonce differs)",
+        ),
+        (
+            "wrong-nonce",
+            "the token answers another request (nonce differs)",
+        ),
+        (
+            "other-policy",
+            "the token is under policy 1.2.3.4.5.6, not the configured 1.2.3.4.1",
+        ),
+        ("far-time", "s from our clock (tolerance 300 s)"),
+    ] {
+        let e = match configured(path, &|_| {}).stamp(&imprint).await {
+            Ok(t) => panic!("{path}: taken, at {} under {}", t.time_ms, t.policy),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(says), "{path}: {e}");
+        if path == "far-time" {
+            // Two hours ahead, read as such (not a parse failure).
+            let off: i64 = e
+                .split(" is ")
+                .nth(1)
+                .and_then(|r| r.split(" s from").next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{e}"));
+            assert!((7000..7400).contains(&off), "{e}");
+        }
+    }
+
+    let other = configured("other-ca", &|c| c.tsa_trust = Some(other_ca.clone()))
+        .stamp(&imprint)
+        .await
+        .unwrap();
+    assert_openssl_ts_verifies(&other.der, data, &other_ca, "the other CA's token");
+    let any_policy = configured("other-policy", &|c| c.policy = None)
+        .stamp(&imprint)
+        .await
+        .unwrap();
+    assert_eq!(any_policy.policy, "1.2.3.4.5.6");
+    let late = configured("far-time", &|c| {
+        c.tolerance = std::time::Duration::from_secs(3 * 3600)
+    })
+    .stamp(&imprint)
+    .await
+    .unwrap();
+    assert!(late.time_ms > honest.time_ms + 7000 * 1000, "{late:?}");
 }
 
 /// A token taken away while the gateway runs (its SoftHSM2 folder moved
@@ -1822,6 +2003,123 @@ fn checkable(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
     let data = dir.join("data");
     write_data_keys(&data);
     (file, data)
+}
+
+/// Our own TLS keys weaker than accepted stop `config check` (exit 1)
+/// and `serve` (exit 2) before any work, each naming the key and its
+/// size: the registries' client key (`gateway.tls_key`) and the API's
+/// server key (`gateway.api_tls`), of RSA 1024 bits; and the API's key of
+/// 2048 bits once `gateway.min_rsa_bits` is 3072. The positive control:
+/// the API's key of 2048 bits under the default passes `config check` and
+/// `serve` listens with it over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_tls_keys_weaker_than_accepted_stop_config_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = checkable(dir.path());
+    let certs = dir.path().join("certs");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let (weak_client, weak_client_key) =
+        openssl_issued(&certs, dir.path(), "gateway rsa1024", 1024, "clientAuth");
+    let (weak_api, weak_api_key) =
+        openssl_issued(&certs, dir.path(), "api rsa1024", 1024, "serverAuth");
+    let (api, api_key) = openssl_issued(&certs, dir.path(), "api rsa2048", 2048, "serverAuth");
+    let (seal, seal_key) = openssl_issued(&certs, dir.path(), "seal ec", 0, "emailProtection");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let gateway_tls = |cert: &std::path::Path, key: &std::path::Path| {
+        original
+            .replacen(&path(&certs.join("gateway-tls.pem")), &path(cert), 1)
+            .replacen(&path(&certs.join("gateway-tls.key")), &path(key), 1)
+    };
+    let api_tls = |text: &str, cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "{text}\n[gateway.api_tls]\ncert = {:?}\nkey = {:?}\n",
+            path(cert),
+            path(key)
+        )
+    };
+    let raised = original
+        .replacen("[gateway]", "[gateway]\nmin_rsa_bits = 3072", 1)
+        .replacen(&path(&certs.join("gateway-sign.pem")), &path(&seal), 1)
+        .replacen(&path(&certs.join("gateway-sign.key")), &path(&seal_key), 1);
+    assert!(original.contains(&path(&certs.join("gateway-tls.key"))));
+    assert!(raised.contains("min_rsa_bits = 3072") && raised.contains("seal ec.key"));
+    let check = |name: &str| {
+        jumgw()
+            .args(["config", "check", "--quiet", "--config", name, "--data-dir"])
+            .arg(&data)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let serve = |name: &str| {
+        jumgw()
+            .args(["serve", "--config", name, "--data-dir"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for (name, config, says) in [
+        (
+            "weak-client.toml",
+            gateway_tls(&weak_client, &weak_client_key),
+            format!(
+                "{}: too weak: an RSA key of 1024 bits; at least 2048 are accepted",
+                path(&weak_client_key)
+            ),
+        ),
+        (
+            "weak-api.toml",
+            api_tls(&original, &weak_api, &weak_api_key),
+            format!(
+                "{}: too weak: an RSA key of 1024 bits; at least 2048 are accepted",
+                path(&weak_api_key)
+            ),
+        ),
+        (
+            "raised-api.toml",
+            api_tls(&raised, &api, &api_key),
+            format!(
+                "{}: too weak: an RSA key of 2048 bits; at least 3072 are accepted",
+                path(&api_key)
+            ),
+        ),
+    ] {
+        write(dir.path(), name, config.as_bytes());
+        let o = check(name);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{name}: {}", text(&o));
+        assert!(err(&o).starts_with(name), "{name}: {}", text(&o));
+        let o = serve(name);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(err(&o).contains(&says), "{name}: {}", text(&o));
+    }
+
+    // The same API key under the default minimum: valid, and served.
+    write(
+        dir.path(),
+        "api.toml",
+        api_tls(&original, &api, &api_key).as_bytes(),
+    );
+    let o = check("api.toml");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let port = free_port();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let (_daemon, said) = serve_configured(dir.path(), "api.toml", port, ports, &[], &[], None);
+    assert!(said.contains("https://"), "{said}");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[test]

@@ -1651,7 +1651,9 @@ async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
 /// up (stamped); `openssl ts -verify` accepts every token kept. The
 /// case's dossier is accepted by `jumgw dossier verify`, by pyasice and
 /// zipfile, its documents by xmlsec1; each kind of tampering is caught
-/// with its own message; the store's export carries the evidence.
+/// with its own message, and by the independent check (zipfile, lxml,
+/// hashlib, pyasice) in exactly the checks that name it; the store's
+/// export carries the evidence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offline() {
     let env = setup("").await;
@@ -1962,10 +1964,35 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
             !report.contains("a foreign token") && !report.contains("does not speak of"),
             "{what}: {report}"
         );
-        if what == "a changed byte" {
-            let (ok, v) = asice_check(&bad);
-            assert!(!ok, "pyasice/hashlib missed {what}: {v:#}");
-        }
+        // The independent verdict (tests/py/asice_check.py: zipfile,
+        // lxml and hashlib of its own, then pyasice) sees each tampering,
+        // in the checks that name it and no other.
+        let (ok, v) = asice_check(&bad);
+        assert!(!ok, "the independent check missed {what}: {v:#}");
+        let failed: std::collections::BTreeSet<String> = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| c["check"].as_str().unwrap().to_owned())
+            .collect();
+        let digest = |n: &str| format!("digest of {n}");
+        let (tst, ocsp) = (
+            [civil, cadastre].map(|i| format!("evidence/{i}.tst")),
+            [civil, cadastre].map(|i| format!("evidence/{i}.ocsp")),
+        );
+        let listed = "the manifest lists every data file and no other".to_owned();
+        let signed = "every data file is signed".to_owned();
+        let pyasice_opens = "pyasice opens the container (manifest matches)".to_owned();
+        let expected: std::collections::BTreeSet<String> = match what {
+            "a changed byte" => [digest(&doc)].into(),
+            "a removed file" => [digest(&doc), listed, signed, pyasice_opens].into(),
+            "an added file" => [listed, signed, pyasice_opens].into(),
+            "a foreign timestamp token" => tst.iter().map(|n| digest(n)).collect(),
+            "a swapped OCSP response" => ocsp.iter().map(|n| digest(n)).collect(),
+            other => unreachable!("{other}"),
+        };
+        assert_eq!(failed, expected, "{what}: {v:#}");
     }
 
     // The store's export carries the tokens and the OCSP responses.

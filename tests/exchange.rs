@@ -488,3 +488,130 @@ async fn a_maintenance_window_answers_maintenance_until_it_ends() {
     let a = birth_extract(&ex).await;
     assert_eq!(a.outcome, Outcome::Document);
 }
+
+/// An HTTPS server of Python's `ssl` (OpenSSL, not rustls) with `cert`
+/// and `key`, answering any POST with 200 and a body that is no envelope,
+/// each request it read counted in `log`; killed on drop.
+struct PyTls(std::process::Child, u16);
+
+impl PyTls {
+    fn start(cert: &std::path::Path, key: &std::path::Path, log: &std::path::Path) -> PyTls {
+        const SERVER: &str = r#"
+import http.server, ssl, sys
+cert, key, port, log = sys.argv[1:5]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        with open(log, "a") as f:
+            f.write("request\n")
+        body = b"not an envelope"
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+# Security level 0: OpenSSL would not otherwise serve a key of 1024 bits,
+# which is the point.
+ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+ctx.load_cert_chain(cert, key)
+s = http.server.HTTPServer(("127.0.0.1", int(port)), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("listening", flush=True)
+s.serve_forever()
+"#;
+        let port = free_port();
+        let mut child = std::process::Command::new(python())
+            .args(["-c", SERVER])
+            .arg(cert)
+            .arg(key)
+            .arg(port.to_string())
+            .arg(log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "the Python TLS server did not start"
+        );
+        PyTls(child, port)
+    }
+}
+
+impl Drop for PyTls {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A registry whose TLS certificate (issued by the trusted CA, valid for
+/// the address) has an RSA key of 1024 bits is refused in the handshake,
+/// with a message naming the certificate and its key size, before any
+/// request is sent; one of 2048 bits from the same server program is
+/// connected to (its non-envelope answer read), and refused in turn once
+/// `gateway.min_rsa_bits` is raised to 3072.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_tls_key_weaker_than_accepted_is_refused_naming_it() {
+    let mut env = setup("").await;
+    let certs = certs(env.dir.path());
+    let dir = env.dir.path().to_owned();
+    let log = dir.join("requests.log");
+    let served = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let to = |env: &mut Env, server: &PyTls| {
+        env.gw.registries.get_mut("civil").unwrap().url =
+            format!("https://127.0.0.1:{}/", server.1);
+    };
+
+    let (cert, key) = openssl_issued(&certs, &dir, "civil registry rsa1024", 1024, "serverAuth");
+    let weak = PyTls::start(&cert, &key, &log);
+    to(&mut env, &weak);
+    let a = birth_extract(&env.exchange()).await;
+    assert_eq!(
+        a.outcome.to_string(),
+        "security failure: registry TLS certificate is not trusted: too weak: certificate \
+         \"O=jum-gateway development, CN=civil registry rsa1024\" has an RSA key of 1024 bits; \
+         at least 2048 are accepted"
+    );
+    assert_eq!(served(), 0, "no request may reach it");
+    drop(weak);
+
+    let (cert, key) = openssl_issued(&certs, &dir, "civil registry rsa2048", 2048, "serverAuth");
+    let strong = PyTls::start(&cert, &key, &log);
+    to(&mut env, &strong);
+    let a = birth_extract(&env.exchange()).await;
+    let said = a.outcome.to_string();
+    assert!(
+        !said.contains("TLS") && !said.contains("too weak"),
+        "{said}"
+    );
+    assert_eq!(served(), 1, "{said}");
+
+    // Raised: our own seal must then be stronger too (an EC key here).
+    let (seal, seal_key) = openssl_issued(&certs, &dir, "gateway seal ec", 0, "emailProtection");
+    env.gw.gateway.sign_cert = seal;
+    env.gw.gateway.sign_key = seal_key;
+    env.gw.gateway.min_rsa_bits = 3072;
+    let a = birth_extract(&env.exchange()).await;
+    assert_eq!(
+        a.outcome.to_string(),
+        "security failure: registry TLS certificate is not trusted: too weak: certificate \
+         \"O=jum-gateway development, CN=civil registry rsa2048\" has an RSA key of 2048 bits; \
+         at least 3072 are accepted"
+    );
+    assert_eq!(served(), 1, "no further request may reach it");
+}

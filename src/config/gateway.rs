@@ -44,9 +44,9 @@ pub struct GatewaySection {
     /// Serve the API over HTTPS, optionally with client certificates.
     #[serde(default)]
     pub api_tls: Option<ApiTls>,
-    /// The smallest RSA key accepted for our seal, our TLS keys and every
-    /// registry signer: 2048 at least (it can be raised, e.g. to 3072,
-    /// never lowered).
+    /// The smallest RSA key accepted for our seal, our TLS keys, every
+    /// registry signer and every registry's TLS certificate: 2048 at least
+    /// (it can be raised, e.g. to 3072, never lowered).
     #[serde(default = "default_min_rsa_bits")]
     pub min_rsa_bits: u32,
     /// How long the API waits for a client's first byte, TLS handshake

@@ -25,11 +25,13 @@ pub fn check(path: &Path, data_dir: &Path, schemas: &Path) -> Result<GatewayConf
     };
     crate::exchange::Exchange::new(&cfg, schemas).map_err(|e| at("gateway/registries", &e))?;
     if let Some(t) = &cfg.gateway.api_tls {
-        crate::pki::tls::server_config(
+        crate::pki::tls::server_config_checked(
             &t.cert,
             &t.key,
             t.client_ca.as_deref(),
             crate::pki::tls::ClientAuth::Optional,
+            None,
+            cfg.gateway.min_rsa_bits,
         )
         .map_err(|e| at("gateway.api_tls", &e))?;
     }

@@ -392,6 +392,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
                     crate::pki::tls::ClientAuth::Optional
                 },
                 gate,
+                cfg.gateway.min_rsa_bits,
             )?)
         }
         None => None,

@@ -374,18 +374,203 @@ mod tests {
         assert!(err.to_string().contains("rejection"), "{err}");
     }
 
+    /// A genuine reply, what it was asked for and the anchor it chains
+    /// to, made once for the property tests below.
+    struct Genuine {
+        reply: Vec<u8>,
+        imprint: [u8; 32],
+        nonce: Vec<u8>,
+        ca: X509,
+        /// What the signature binds, as the genuine token has it.
+        signed: Signed,
+    }
+
+    /// The parts of a token its signature binds: the TSTInfo (with the
+    /// imprint), the signed attributes, the signature value.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Signed {
+        tst_info: Vec<u8>,
+        signed_attrs: Vec<u8>,
+        signature: Vec<u8>,
+    }
+
+    fn signed_parts(token: &[u8]) -> Signed {
+        let ci = cms::content_info::ContentInfo::from_der(token).unwrap();
+        let sd: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+        let octets: OctetString = sd.encap_content_info.econtent.unwrap().decode_as().unwrap();
+        let [si] = sd.signer_infos.0.as_slice() else {
+            panic!("one signer")
+        };
+        Signed {
+            tst_info: octets.as_bytes().to_vec(),
+            signed_attrs: si.signed_attrs.as_ref().unwrap().to_der().unwrap(),
+            signature: si.signature.as_bytes().to_vec(),
+        }
+    }
+
+    fn genuine() -> &'static Genuine {
+        static G: std::sync::OnceLock<Genuine> = std::sync::OnceLock::new();
+        G.get_or_init(|| {
+            let (tsa, ca) = tsa_and_ca();
+            let imprint = openssl::sha::sha256(b"the signature value of a document");
+            let req = crate::evidence::tsp::request(&imprint, Some(DEMO_POLICY)).unwrap();
+            let reply = tsa.respond(&req.der).unwrap();
+            let token = x509_tsp::TimeStampResp::from_der(&reply)
+                .unwrap()
+                .time_stamp_token
+                .unwrap()
+                .to_der()
+                .unwrap();
+            Genuine {
+                reply,
+                imprint,
+                nonce: req.nonce,
+                ca,
+                signed: signed_parts(&token),
+            }
+        })
+    }
+
+    /// Reads `reply` as the client that asked for the genuine one does:
+    /// its imprint, nonce, policy and the TSA's anchor.
+    fn read_as_asked(
+        reply: &[u8],
+    ) -> Result<crate::evidence::tsp::Token, crate::evidence::tsp::TspError> {
+        let g = genuine();
+        crate::evidence::tsp::read_reply(
+            reply,
+            &g.imprint,
+            std::slice::from_ref(&g.ca),
+            &crate::evidence::tsp::Expect {
+                nonce: &g.nonce,
+                policy: Some(DEMO_POLICY),
+                now_ms: crate::lifecycle::now_ms(),
+                // The genuine reply is made once for all cases: an hour
+                // keeps it fresh however slow the machine.
+                tolerance: std::time::Duration::from_secs(3600),
+            },
+        )
+    }
+
+    /// Where in a genuine reply a mutation lands: anywhere, or in a part
+    /// the signature binds (found by its bytes, which the reply carries
+    /// verbatim), so that those are hit in every run, not by luck.
+    #[derive(Debug, Clone, Copy)]
+    enum Region {
+        Anywhere,
+        TstInfo,
+        Imprint,
+        SignedAttrs,
+        Signature,
+    }
+
+    fn region(reply: &[u8], r: Region) -> std::ops::Range<usize> {
+        let g = genuine();
+        let find = |needle: &[u8]| {
+            let at = reply
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .expect("the reply carries it verbatim");
+            at..at + needle.len()
+        };
+        match r {
+            Region::Anywhere => 0..reply.len(),
+            Region::TstInfo => find(&g.signed.tst_info),
+            Region::Imprint => find(&g.imprint),
+            // Inside the SignerInfo the SET is IMPLICIT [0]: its content,
+            // after the tag and length, is what the reply carries.
+            Region::SignedAttrs => {
+                let der = &g.signed.signed_attrs;
+                let header = match der[1] {
+                    0..=0x7f => 2,
+                    long => 2 + (long & 0x7f) as usize,
+                };
+                find(&der[header..])
+            }
+            Region::Signature => find(&g.signed.signature),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// XOR one byte with a non-zero mask.
+        Flip(Region, usize, u8),
+        /// Cut the reply short.
+        Truncate(usize),
+        /// Insert a byte.
+        Insert(Region, usize, u8),
+        /// Remove a byte.
+        Remove(Region, usize),
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        let region = prop_oneof![
+            Just(Region::Anywhere),
+            Just(Region::TstInfo),
+            Just(Region::Imprint),
+            Just(Region::SignedAttrs),
+            Just(Region::Signature),
+        ];
+        prop_oneof![
+            4 => (region.clone(), any::<usize>(), 1u8..=255).prop_map(|(r, i, m)| Mutation::Flip(r, i, m)),
+            1 => any::<usize>().prop_map(Mutation::Truncate),
+            1 => (region.clone(), any::<usize>(), any::<u8>()).prop_map(|(r, i, b)| Mutation::Insert(r, i, b)),
+            1 => (region, any::<usize>()).prop_map(|(r, i)| Mutation::Remove(r, i)),
+        ]
+    }
+
+    fn apply(reply: &[u8], m: &Mutation) -> Vec<u8> {
+        let mut out = reply.to_vec();
+        let at = |r: Region, i: usize| {
+            let range = region(reply, r);
+            range.start + i % range.len()
+        };
+        match *m {
+            Mutation::Flip(r, i, mask) => out[at(r, i)] ^= mask,
+            Mutation::Truncate(n) => out.truncate(n % reply.len()),
+            Mutation::Insert(r, i, b) => out.insert(at(r, i), b),
+            Mutation::Remove(r, i) => {
+                out.remove(at(r, i));
+            }
+        }
+        out
+    }
+
+    /// The positive control of the property below: the genuine reply,
+    /// unmutated, is accepted, with the parts its signature binds.
+    #[test]
+    fn the_genuine_reply_of_the_property_test_is_accepted() {
+        let g = genuine();
+        let t = read_as_asked(&g.reply).unwrap();
+        assert_eq!(signed_parts(&t.der), g.signed);
+    }
+
     proptest::proptest! {
+        /// No mutation of a genuine reply that changes what the token's
+        /// signature binds (the TSTInfo with its imprint, the signed
+        /// attributes, the signature) is accepted: a reply accepted after
+        /// a mutation carries exactly the genuine token's signed parts (a
+        /// change in unsigned bytes, e.g. the status granted ->
+        /// grantedWithMods, may still be read). Every refusal says why.
+        #[test]
+        fn a_mutated_reply_is_accepted_only_with_the_genuine_signed_token(m in mutation()) {
+            let g = genuine();
+            let bad = apply(&g.reply, &m);
+            match read_as_asked(&bad) {
+                Ok(t) => proptest::prop_assert_eq!(&signed_parts(&t.der), &g.signed),
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// Arbitrary bytes are refused with a reason, and nothing panics
+        /// (they cannot be a genuine reply: this shows only that).
         #[test]
         fn replies_of_any_bytes_are_refused_with_a_reason(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
-            let expect = crate::evidence::tsp::Expect {
-                nonce: b"",
-                policy: None,
-                now_ms: 0,
-                tolerance: std::time::Duration::from_secs(1),
-            };
-            let r = crate::evidence::tsp::read_reply(&bytes, &[0; 32], &[], &expect);
+            let g = genuine();
+            let r = read_as_asked(&bytes);
             proptest::prop_assert!(r.is_err());
-            let _ = crate::evidence::tsp::check_token(&bytes, &[0; 32], &[]);
+            let _ = crate::evidence::tsp::check_token(&bytes, &g.imprint, std::slice::from_ref(&g.ca));
         }
     }
 }

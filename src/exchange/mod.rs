@@ -165,6 +165,13 @@ fn transport(e: &reqwest::Error) -> Transport {
             "the registry's TLS certificate: revocation status not yet established: {text}"
         ));
     }
+    // A key too weak, as the verifier words it (rustls wraps it as
+    // "Other(OtherError(…))").
+    if let Some(i) = text.find("too weak: ") {
+        let weak = &text[i..];
+        let weak = weak.find("))").map_or(weak, |end| &weak[..end]);
+        return Transport::UntrustedServer(weak.to_owned());
+    }
     if let Some(i) = text.find("invalid peer certificate") {
         return Transport::UntrustedServer(text[i..].to_owned());
     }
@@ -254,8 +261,8 @@ impl Exchange {
             },
         )?;
         // Our own keys, as strong as we ask of the registries' (their TLS
-        // keys are held to the same by rustls, which takes no RSA key under
-        // 2048 bits and no SHA-1 signature); a key on a token, by its
+        // certificates are held to the same in the handshake, by
+        // revocation::tls::ServerVerifier); a key on a token, by its
         // certificate.
         for (key, cert) in [(&g.sign_key, &g.sign_cert), (&g.tls_key, &g.tls_cert)] {
             let pem = if crate::pki::pkcs11::is_uri(&key.to_string_lossy()) {
@@ -320,6 +327,7 @@ impl Exchange {
             let verifier = revocation::tls::ServerVerifier::new(
                 webpki,
                 revocation::tls::Gate::new(checker.clone(), anchors, r.revocation, sources.clone()),
+                g.min_rsa_bits,
             );
             let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()

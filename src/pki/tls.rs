@@ -74,18 +74,27 @@ pub fn server_config(
     client_ca: Option<&Path>,
     auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_checked(cert, key, client_ca, auth, None)
+    server_config_checked(
+        cert,
+        key,
+        client_ca,
+        auth,
+        None,
+        crate::xml::dsig::MIN_RSA_BITS,
+    )
 }
 
 /// [`server_config`], the clients' certificates also checked for
 /// revocation by `revocation` (made with the CAs of `client_ca`, which
-/// [`client_anchors`] reads).
+/// [`client_anchors`] reads), and our key refused below `min_rsa_bits`
+/// (`gateway.min_rsa_bits`; never below [`crate::xml::dsig::MIN_RSA_BITS`]).
 pub fn server_config_checked(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
     auth: ClientAuth,
     revocation: Option<super::revocation::tls::Gate>,
+    min_rsa_bits: u32,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -115,9 +124,7 @@ pub fn server_config_checked(
     // A key on a token is judged by its certificate.
     let on_token = super::pkcs11::is_uri(&key.to_string_lossy());
     let key_pem = if on_token { Vec::new() } else { pem(key)? };
-    if let Some(w) =
-        crate::xml::dsig::weak_own_key(&key_pem, &pem(cert)?, crate::xml::dsig::MIN_RSA_BITS)
-    {
+    if let Some(w) = crate::xml::dsig::weak_own_key(&key_pem, &pem(cert)?, min_rsa_bits) {
         return Err(TlsError::Tls(format!("{}: too weak: {w}", key.display())));
     }
     let certified =

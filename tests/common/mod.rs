@@ -1119,3 +1119,89 @@ pub fn peak_rss(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// A key and a certificate for `127.0.0.1` issued by the development CA
+/// in `certs` with the openssl command line (which, unlike our issuer,
+/// makes keys of any size): an RSA key of `bits`, or an EC P-256 key
+/// when `bits` is 0; `usage` its extended key usage.
+pub fn openssl_issued(
+    certs: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    bits: u32,
+    usage: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let keygen: Vec<std::ffi::OsString> = if bits == 0 {
+        [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ]
+        .map(os)
+        .to_vec()
+    } else {
+        vec![
+            os("genpkey"),
+            os("-algorithm"),
+            os("RSA"),
+            os("-pkeyopt"),
+            os(&format!("rsa_keygen_bits:{bits}")),
+            os("-out"),
+        ]
+    };
+    let mut args = keygen;
+    args.push(key.clone().into());
+    run(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let ext = write(
+        dir,
+        &format!("{name}.cnf"),
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment,nonRepudiation\n\
+             extendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        )
+        .as_bytes(),
+    );
+    let csr = dir.join(format!("{name}.csr"));
+    run(&[
+        "req".as_ref(),
+        "-new".as_ref(),
+        "-key".as_ref(),
+        key.as_os_str(),
+        "-subj".as_ref(),
+        format!("/O=jum-gateway development/CN={name}").as_ref(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]);
+    run(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-sha256".as_ref(),
+        "-days".as_ref(),
+        "30".as_ref(),
+        "-in".as_ref(),
+        csr.as_os_str(),
+        "-CA".as_ref(),
+        certs.join("ca.pem").as_os_str(),
+        "-CAkey".as_ref(),
+        certs.join("ca.key").as_os_str(),
+        "-CAcreateserial".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]);
+    (cert, key)
+}

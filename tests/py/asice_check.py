@@ -1,8 +1,10 @@
 """Checks an ASiC-E container with independent code: Python's zipfile for
-the container rules, pyasice (the Estonian ASiC-E/XAdES library) for the
-manifest, the XAdES signature and its signature timestamp, and hashlib
-for every file the signature references (pyasice itself does not digest
-the data files).
+the container rules, lxml and hashlib for the manifest and every file the
+signature references (pyasice itself does not digest the data files),
+and pyasice (the Estonian ASiC-E/XAdES library) for the manifest, the
+XAdES signature value and its signature timestamp. The zipfile and
+hashlib checks are made whether or not pyasice opens the container, so
+that each check's verdict is seen on its own.
 
 Usage: asice_check.py CONTAINER.asice
 Prints one JSON object; exits 0 when every check passed.
@@ -42,6 +44,7 @@ from lxml import etree  # noqa: E402
 from pyasice import Container  # noqa: E402
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
+MANIFEST = "urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"
 
 
 def main(path):
@@ -67,28 +70,23 @@ def main(path):
         names = z.namelist()
         data = {n: z.read(n) for n in names}
 
-    try:
-        with open(path, "rb") as f:
-            container = Container(f)
-        check("pyasice opens the container (manifest matches)", True)
-    except Exception as e:  # pyasice raises its own ContainerError
-        check("pyasice opens the container (manifest matches)", False, repr(e))
-        print(json.dumps(out))
-        return 1
-
-    signatures = list(container.iter_signatures_with_filenames())
-    check("one signature file", len(signatures) == 1, [n for _, n in signatures])
-    for sig, name in signatures:
-        try:
-            sig.verify()
-            check(f"pyasice: {name} signature value", True)
-        except Exception as e:
-            check(f"pyasice: {name} signature value", False, repr(e))
-        try:
-            sig.verify_ts_response()
-            check(f"pyasice: {name} signature timestamp", True)
-        except Exception as e:
-            check(f"pyasice: {name} signature timestamp", False, repr(e.__cause__ or e))
+    # Our own reading (zipfile, lxml, hashlib), whatever pyasice makes of
+    # the container: the manifest lists exactly the data files, and each
+    # signature's references are the SHA-256 of exactly those files.
+    files = {n for n in names if n != "mimetype" and not n.startswith("META-INF/")}
+    listed = set()
+    if "META-INF/manifest.xml" in data:
+        m = etree.fromstring(data["META-INF/manifest.xml"])
+        listed = {
+            e.get("{%s}full-path" % MANIFEST)
+            for e in m.iter("{%s}file-entry" % MANIFEST)
+        } - {"/"}
+    check("the manifest lists every data file and no other", files == listed, sorted(files ^ listed))
+    signature_files = sorted(
+        n for n in names if n.startswith("META-INF/") and "signatures" in n and n.endswith(".xml")
+    )
+    check("one signature file", len(signature_files) == 1, signature_files)
+    for name in signature_files:
         root = etree.fromstring(data[name])
         refs = [
             r
@@ -100,10 +98,31 @@ def main(path):
             uri = r.get("URI")
             want = base64.b64decode(r.find("{%s}DigestValue" % DS).text)
             got = hashlib.sha256(data[uri]).digest() if uri in data else None
-            check(f"digest of {uri}", got == want)
+            check(f"digest of {uri}", got == want, "missing" if got is None else "")
             covered.add(uri)
-        files = {n for n in names if n != "mimetype" and not n.startswith("META-INF/")}
         check("every data file is signed", files == covered, sorted(files ^ covered))
+
+    # pyasice's verdict: it opens the container (its own manifest check),
+    # verifies the signature value and the signature's timestamp.
+    try:
+        with open(path, "rb") as f:
+            container = Container(f)
+        check("pyasice opens the container (manifest matches)", True)
+    except Exception as e:  # pyasice raises its own ContainerError
+        check("pyasice opens the container (manifest matches)", False, repr(e))
+        print(json.dumps(out))
+        return 1
+    for sig, name in container.iter_signatures_with_filenames():
+        try:
+            sig.verify()
+            check(f"pyasice: {name} signature value", True)
+        except Exception as e:
+            check(f"pyasice: {name} signature value", False, repr(e))
+        try:
+            sig.verify_ts_response()
+            check(f"pyasice: {name} signature timestamp", True)
+        except Exception as e:
+            check(f"pyasice: {name} signature timestamp", False, repr(e.__cause__ or e))
     print(json.dumps(out))
     return 0 if out["ok"] else 1
 

@@ -11,6 +11,11 @@ POST (OCSP, any of these paths) and GET:
   /delegated          signed by a responder the CA issued with
                       id-kp-OCSPSigning, valid now
   /delegated-expired  the same, its certificate expired in 2021
+  /unauthorised       signed by a certificate the CA issued, valid now,
+                      but not for OCSP (no id-kp-OCSPSigning)
+  /foreign            signed by a responder of another CA (with
+                      id-kp-OCSPSigning, from that CA)
+  /wrong-nonce        fresh, but our nonce with its last bit changed
   /redirect/PORT      307 to http://127.0.0.1:PORT/fresh
   /huge               200 with Content-Length 1 GB, zeros for as long as read
   /chunked            200 chunked, up to 2 GB of zeros for as long as read
@@ -51,26 +56,39 @@ while i < len(args):
 NOW = lambda: datetime.datetime.now(datetime.timezone.utc)  # noqa: E731
 
 
-def delegated(not_before, not_after):
+def delegated(not_before, not_after, name="delegated OCSP responder", usage=True, ca=None):
+    ca_name, ca_key = ca if ca is not None else (CA.subject, CA_KEY)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    b = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "delegated OCSP responder")]))
-        .issuer_name(CA.subject)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
-        .sign(CA_KEY, hashes.SHA256())
     )
-    return cert, key
+    if usage:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+    return b.sign(ca_key, hashes.SHA256()), key
+
+
+def other_ca():
+    """A CA of its own (name and key): not the one the tests trust."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA")]), key
 
 
 utc = datetime.timezone.utc
 RESPONDERS = {
     "/delegated": delegated(NOW() - datetime.timedelta(days=1), NOW() + datetime.timedelta(days=30)),
     "/delegated-expired": delegated(datetime.datetime(2020, 1, 1, tzinfo=utc), datetime.datetime(2021, 6, 30, tzinfo=utc)),
+    "/unauthorised": delegated(
+        NOW() - datetime.timedelta(days=1), NOW() + datetime.timedelta(days=30), "not an OCSP responder", usage=False
+    ),
+    "/foreign": delegated(
+        NOW() - datetime.timedelta(days=1), NOW() + datetime.timedelta(days=30), "foreign OCSP responder", ca=other_ca()
+    ),
 }
 
 
@@ -87,6 +105,8 @@ def answer(mode, der):
         this, nxt = NOW() - datetime.timedelta(days=400), None
     if mode == "/replay":
         nonce = None
+    if mode == "/wrong-nonce" and nonce is not None:
+        nonce = nonce[:-1] + bytes([nonce[-1] ^ 1])
     if req.serial_number in REVOKED:
         status, at, reason = ocsp.OCSPCertStatus.REVOKED, NOW() - datetime.timedelta(days=1), x509.ReasonFlags.key_compromise
     else:

@@ -8,6 +8,17 @@ Usage: tsa.py WORKDIR PORT [USER:PASSWORD]
 With USER:PASSWORD it asks for HTTP basic authentication (401 without).
 Writes WORKDIR/ca.pem (the anchor to trust) and prints "listening" once
 it serves. Every request it answered is appended to WORKDIR/served.log.
+
+The path asked for picks a defect, each made by openssl itself from a
+request edited before `openssl ts -reply` reads it (asn1crypto), or by
+another TSA, or at another time:
+  /                 an honest token
+  /wrong-imprint    on another imprint (the request's, one bit changed)
+  /other-ca         signed by a TSA of another CA (WORKDIR/other/ca.pem)
+  /no-nonce         without a nonce
+  /wrong-nonce      with another nonce
+  /other-policy     under policy 1.2.3.4.5.6, not the one asked for
+  /far-time         made two hours ahead of the clock (faketime)
 """
 
 import base64
@@ -18,6 +29,28 @@ import sys
 import tempfile
 
 POLICY = "1.2.3.4.1"
+OTHER_POLICY = "1.2.3.4.5.6"
+MODES = ("/", "/wrong-imprint", "/other-ca", "/no-nonce", "/wrong-nonce", "/other-policy", "/far-time")
+
+
+def edit(body, mode):
+    """The request as a TSA with `mode`'s defect answers it."""
+    if mode not in ("/wrong-imprint", "/no-nonce", "/wrong-nonce", "/other-policy"):
+        return body
+    from asn1crypto import tsp
+
+    q = tsp.TimeStampReq.load(body)
+    if mode == "/wrong-imprint":
+        h = bytearray(q["message_imprint"]["hashed_message"].native)
+        h[0] ^= 1
+        q["message_imprint"]["hashed_message"] = bytes(h)
+    elif mode == "/no-nonce":
+        q["nonce"] = None
+    elif mode == "/wrong-nonce":
+        q["nonce"] = q["nonce"].native ^ 1
+    elif mode == "/other-policy":
+        q["req_policy"] = OTHER_POLICY
+    return q.dump(force=True)
 
 
 def run(*args):
@@ -25,6 +58,7 @@ def run(*args):
 
 
 def make_pki(d):
+    os.makedirs(d, exist_ok=True)
     if os.path.exists(os.path.join(d, "tsa.pem")):
         return
     j = lambda n: os.path.join(d, n)  # noqa: E731
@@ -61,7 +95,7 @@ signer_cert = $dir/tsa.pem
 signer_key = $dir/tsa.key
 signer_digest = sha256
 default_policy = {POLICY}
-other_policies = 1.2.3.4.5.6
+other_policies = {OTHER_POLICY}
 digests = sha256, sha384, sha512
 accuracy = secs:1
 ordering = no
@@ -75,6 +109,11 @@ ess_cert_id_alg = sha256
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        mode = self.path if self.path in MODES else None
+        if mode is None:
+            self.send_response(404)
+            self.end_headers()
+            return
         if self.server.auth:
             want = "Basic " + base64.b64encode(self.server.auth.encode()).decode()
             if self.headers.get("authorization") != want:
@@ -83,12 +122,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         d = self.server.workdir
+        if mode == "/other-ca":
+            d = os.path.join(d, "other")
+        body = edit(body, mode)
+        clock = ["faketime", "-f", "+2h"] if mode == "/far-time" else []
         with tempfile.TemporaryDirectory() as t:
             q, r = os.path.join(t, "q.tsq"), os.path.join(t, "r.tsr")
             with open(q, "wb") as f:
                 f.write(body)
             p = subprocess.run(
-                ["openssl", "ts", "-reply", "-config", os.path.join(d, "tsa.cnf"), "-queryfile", q, "-out", r],
+                clock
+                + ["openssl", "ts", "-reply", "-config", os.path.join(d, "tsa.cnf"), "-queryfile", q, "-out", r],
                 capture_output=True,
             )
             if p.returncode != 0:
@@ -98,7 +142,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             with open(r, "rb") as f:
                 reply = f.read()
-        with open(os.path.join(d, "served.log"), "a") as f:
+        with open(os.path.join(self.server.workdir, "served.log"), "a") as f:
             f.write("reply\n")
         self.send_response(200)
         self.send_header("content-type", "application/timestamp-reply")
@@ -114,6 +158,7 @@ def main():
     d, port = os.path.abspath(sys.argv[1]), int(sys.argv[2])
     os.makedirs(d, exist_ok=True)
     make_pki(d)
+    make_pki(os.path.join(d, "other"))
     s = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     s.workdir = d
     s.auth = sys.argv[3] if len(sys.argv) > 3 else None

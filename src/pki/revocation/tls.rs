@@ -3,7 +3,9 @@
 //! check the chain first; then the checker's cached answer decides. A
 //! handshake cannot wait for a responder, so a certificate with no answer
 //! yet is looked up in the background: `prefer` lets that handshake
-//! through, `require` refuses it (the next one finds the answer).
+//! through, `require` refuses it (the next one finds the answer). A
+//! registry's chain is also held to our key floor here, so that a weak
+//! key is refused by name rather than as rustls's "BadSignature".
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,17 +100,63 @@ impl Gate {
     }
 }
 
-/// A server verifier (rustls's) that also asks the [`Gate`].
+/// A server verifier (rustls's) that also asks the [`Gate`], and refuses
+/// a chain with a key weaker than `min_rsa_bits` (or a curve other than
+/// P-256/P-384, or a SHA-1 or MD5 signature) saying so: rustls alone
+/// refuses an RSA key under 2048 bits only when the handshake's signature
+/// is checked, as a "BadSignature", and takes any key from 2048 bits up.
 #[derive(Debug)]
 pub struct ServerVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     gate: Gate,
+    min_rsa_bits: u32,
 }
 
 impl ServerVerifier {
-    pub fn new(inner: Arc<dyn ServerCertVerifier>, gate: Gate) -> ServerVerifier {
-        ServerVerifier { inner, gate }
+    pub fn new(
+        inner: Arc<dyn ServerCertVerifier>,
+        gate: Gate,
+        min_rsa_bits: u32,
+    ) -> ServerVerifier {
+        ServerVerifier {
+            inner,
+            gate,
+            min_rsa_bits,
+        }
     }
+}
+
+/// A peer certificate weaker than we accept; its text is what the
+/// exchange reports (rustls shows an `Other` certificate error by its
+/// `Debug`, hence the same text there).
+#[derive(thiserror::Error)]
+#[error("too weak: {0}")]
+pub struct TooWeak(pub String);
+
+impl std::fmt::Debug for TooWeak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+fn weak_chain(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    min_rsa_bits: u32,
+) -> Result<(), rustls::Error> {
+    for der in std::iter::once(end_entity).chain(intermediates) {
+        // Unreadable to openssl after rustls read it: left to the chain's
+        // own verdict.
+        let Ok(cert) = X509::from_der(der) else {
+            continue;
+        };
+        if let Some(w) = crate::xml::dsig::weak_certificate(&cert, min_rsa_bits) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(TooWeak(w))),
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl ServerCertVerifier for ServerVerifier {
@@ -127,6 +175,7 @@ impl ServerCertVerifier for ServerVerifier {
             ocsp_response,
             now,
         )?;
+        weak_chain(end_entity, intermediates, self.min_rsa_bits)?;
         self.gate.check(end_entity)?;
         Ok(ok)
     }
