@@ -399,6 +399,46 @@ mod tests {
         assert_eq!(cfg.gateway.min_rsa_bits, 3072);
     }
 
+    /// The API's limits: the defaults as before, a value set is held, and
+    /// one that would disable the limit is refused naming its key.
+    #[test]
+    fn the_api_limits_are_read_and_checked() {
+        let with = |k: &str, v: &str| {
+            let env = [(format!("JUMGW_GATEWAY__{k}"), v.to_owned())];
+            let c: GatewayConfig = parse(GW, "g.toml", env.into_iter()).unwrap();
+            c.validate("g.toml").map(|()| c).map_err(|e| e.to_string())
+        };
+        let c: GatewayConfig = parse(GW, "g.toml", std::iter::empty()).unwrap();
+        assert_eq!(c.gateway.api_max_connections, None);
+        assert_eq!(c.gateway.api_ping_interval, Duration::from_secs(30));
+        assert_eq!(c.gateway.ui_session_lifetime, Duration::from_secs(8 * 3600));
+        let c = with("API_MAX_CONNECTIONS", "4").unwrap();
+        assert_eq!(c.gateway.api_max_connections, Some(4));
+        let c = with("UI_SESSION_LIFETIME", "2s").unwrap();
+        assert_eq!(c.gateway.ui_session_lifetime, Duration::from_secs(2));
+        let c = with("API_PING_INTERVAL", "1s").unwrap();
+        assert_eq!(c.gateway.api_ping_interval, Duration::from_secs(1));
+        for (k, v, says) in [
+            (
+                "API_MAX_CONNECTIONS",
+                "0",
+                "g.toml: gateway.api_max_connections: must be at least 1",
+            ),
+            (
+                "UI_SESSION_LIFETIME",
+                "500ms",
+                "g.toml: gateway.ui_session_lifetime: must be at least 1s",
+            ),
+            (
+                "API_PING_INTERVAL",
+                "0s",
+                "g.toml: gateway.api_ping_interval: must be more than 0",
+            ),
+        ] {
+            assert_eq!(with(k, v).unwrap_err(), says);
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

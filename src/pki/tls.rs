@@ -294,3 +294,24 @@ pub async fn serve(
         tracing::warn!("requests still in flight after 30 s; closing their connections");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configured maximum lowers the limit the file limit gives, and
+    /// never raises it.
+    #[test]
+    fn a_configured_maximum_never_exceeds_the_file_limit() {
+        let t = std::time::Duration::from_secs(10);
+        let base = ServeLimits::for_this_process(t);
+        assert!(base.max_connections >= 64);
+        let ping = std::time::Duration::from_secs(1);
+        let c = base.configured(Some(4), ping);
+        assert_eq!((c.max_connections, c.ping_interval), (4, ping));
+        let c = base.configured(Some(base.max_connections + 1000), ping);
+        assert_eq!(c.max_connections, base.max_connections);
+        let c = base.configured(None, ping);
+        assert_eq!(c.max_connections, base.max_connections);
+    }
+}
