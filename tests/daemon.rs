@@ -725,6 +725,9 @@ async fn metrics_can_answer_only_to_an_allow_list() {
     }
 }
 
+/// A request without its purpose: a 422 naming `/purpose`.
+const NO_PURPOSE: &str = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+
 /// Every answer of every part of the API carries the security headers
 /// (no framing, no sniffing, no foreign loads, no referrer abroad): the
 /// back-office JSON, a document, each kind of problem+json refusal, the
@@ -796,6 +799,14 @@ async fn every_answer_of_every_route_carries_the_security_headers() {
             "/api/v1/requests".to_owned(),
             Some("t"),
             "{}",
+            400,
+            "application/problem+json",
+        ),
+        (
+            "POST",
+            "/api/v1/requests".to_owned(),
+            Some("t"),
+            NO_PURPOSE,
             422,
             "application/problem+json",
         ),
@@ -859,7 +870,14 @@ async fn every_answer_of_every_route_carries_the_security_headers() {
             "application/json",
         ),
         ("GET", "/healthz".to_owned(), None, "", 200, "text/plain"),
-        ("GET", "/readyz".to_owned(), None, "", 200, "text/plain"),
+        (
+            "GET",
+            "/readyz".to_owned(),
+            None,
+            "",
+            200,
+            "application/json",
+        ),
     ];
     for (method, uri, token, body, status, kind) in answers {
         let r = api::app(d.state.clone())
