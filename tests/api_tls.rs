@@ -371,3 +371,225 @@ fn idle_connections_are_closed_and_do_not_starve_a_real_request() {
     }
     assert_eq!(closed, 100);
 }
+
+/// One HTTP/1.1 request on `s` (kept alive); the status line of the
+/// answer, or the error of a read that found nothing by its timeout.
+fn healthz(s: &mut std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")?;
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    // `/healthz` answers "ok" in a short head: read until its body.
+    while !got.ends_with(b"ok") {
+        let n = s.read(&mut b)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// With `gateway.api_max_connections = 4`, four kept-alive connections
+/// are served and held; a fifth is not served while they are open (it
+/// waits in the kernel's backlog), and is served once one of them
+/// closes. The same read that sees the fifth unanswered saw each of the
+/// four answered.
+#[test]
+fn the_connection_limit_holds_the_next_until_one_closes() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _d = start_daemon_env(
+        &data.path().join("d"),
+        port,
+        &[
+            ("JUMGW_GATEWAY__API_MAX_CONNECTIONS".into(), "4".into()),
+            // Held connections are not closed as idle during the test.
+            ("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5m".into()),
+        ],
+    );
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        s
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..4).map(|_| connect()).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK", "connection {i}");
+    }
+    // Still open and served: each holds its place.
+    for s in &mut held {
+        assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
+    }
+    let mut fifth = connect();
+    fifth
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let waiting = healthz(&mut fifth);
+    assert!(
+        matches!(&waiting, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the fifth connection is served beside four held ones: {waiting:?}"
+    );
+    drop(held.pop());
+    // Its request was sent already: the answer comes once it is accepted.
+    fifth
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    while !got.ends_with(b"ok") {
+        use std::io::Read;
+        let n = fifth
+            .read(&mut b)
+            .expect("served once one of the four closed");
+        assert!(
+            n > 0,
+            "closed unanswered: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // And the three still held are still served.
+    for s in &mut held {
+        assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
+    }
+}
+
+/// An HTTP/2 frame: its type, flags, stream and payload.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+fn write_frame(s: &mut std::net::TcpStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    use std::io::Write;
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    s.write_all(&f).unwrap();
+}
+
+/// The next frame, or None when the server closed the connection.
+fn read_frame(s: &mut std::net::TcpStream) -> Option<Frame> {
+    use std::io::Read;
+    let mut h = [0u8; 9];
+    match s.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return None
+        }
+        Err(e) => panic!("no frame and no close within the read timeout: {e}"),
+    }
+    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).ok()?;
+    Some(Frame {
+        kind: h[3],
+        flags: h[4],
+        stream: u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]),
+        payload,
+    })
+}
+
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const SETTINGS: u8 = 4;
+const HEADERS: u8 = 1;
+
+/// An HTTP/2 connection (prior knowledge, cleartext) that has asked
+/// `GET /healthz` and seen its 200: the frames are written here by hand
+/// (RFC 9113), not by the HTTP/2 library the server uses.
+fn h2_served(port: u16) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    {
+        use std::io::Write;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    }
+    write_frame(&mut s, SETTINGS, 0, 0, &[]);
+    // HPACK: :method GET (2), :scheme http (6), :path literal "/healthz"
+    // (name 4), :authority literal "gateway" (name 1); END_STREAM|END_HEADERS.
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 7]);
+    block.extend_from_slice(b"gateway");
+    write_frame(&mut s, HEADERS, 0x5, 1, &block);
+    loop {
+        let f = read_frame(&mut s).expect("closed before answering");
+        match f.kind {
+            SETTINGS if f.flags & 1 == 0 => write_frame(&mut s, SETTINGS, 1, 0, &[]),
+            // :status 200 is entry 8 of HPACK's static table.
+            HEADERS if f.stream == 1 => {
+                assert_eq!(f.payload.first(), Some(&0x88), "not a 200");
+                return s;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// HTTP/2 has no header timeout between streams: the API pings each
+/// connection every `gateway.api_ping_interval` and closes one whose peer
+/// does not answer within `gateway.api_header_timeout`. A client that goes
+/// silent after its request is pinged once (a PING frame is seen) and
+/// then dropped, never pinged twice; one that answers each ping is pinged
+/// again and again and kept (three pings answered, still open).
+#[test]
+fn a_silent_http2_client_is_pinged_and_dropped() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _d = start_daemon_env(
+        &data.path().join("d"),
+        port,
+        &[
+            ("JUMGW_GATEWAY__API_PING_INTERVAL".into(), "1s".into()),
+            ("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5s".into()),
+        ],
+    );
+    let mut silent = h2_served(port);
+    let mut pinged = 0;
+    let ended = loop {
+        match read_frame(&mut silent) {
+            None => break "closed",
+            Some(f) if f.kind == PING && f.flags & 1 == 0 => {
+                assert_eq!((f.stream, f.payload.len()), (0, 8));
+                pinged += 1;
+            }
+            Some(f) if f.kind == GOAWAY => break "goaway",
+            Some(_) => {}
+        }
+    };
+    assert_eq!(pinged, 1, "dropped ({ended}) after {pinged} pings");
+    // The server ends it (a GOAWAY, or the connection closed at once).
+    if ended == "goaway" {
+        while let Some(f) = read_frame(&mut silent) {
+            assert_ne!(f.kind, PING, "pinged again after its GOAWAY");
+        }
+    }
+    let mut answering = h2_served(port);
+    let mut answered = 0;
+    while answered < 3 {
+        let f = read_frame(&mut answering).expect("a client answering its pings was dropped");
+        assert_ne!(f.kind, GOAWAY, "a client answering its pings was sent away");
+        if f.kind == PING && f.flags & 1 == 0 {
+            write_frame(&mut answering, PING, 1, 0, &f.payload);
+            answered += 1;
+        }
+    }
+}

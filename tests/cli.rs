@@ -220,34 +220,36 @@ fn help_names_every_command_of_the_contract() {
     }
 }
 
-/// Peak memory of `jumgw xml c14n FILE`, in MB, as the kernel counts it
-/// for a finished child (Python's `getrusage`, not our code), and whether
-/// it succeeded.
-fn peak_mb(file: &std::path::Path) -> (f64, bool) {
+/// How `jumgw xml c14n FILE` ended under a 200 MiB address space (the
+/// 9 MB document below is read whole under 150 MiB): its peak memory in MB
+/// as the kernel counts it for a finished child (Python's `getrusage`, not
+/// our code), its exit code (negative: the signal that killed it, as an
+/// OOM kill's -9 or an allocation failure's abort, -6) and what it said on
+/// stderr.
+fn c14n_peak(file: &std::path::Path) -> (f64, i32, String) {
     let exe = jumgw().get_program().to_owned();
     let o = std::process::Command::new(python())
         .args([
             "-c",
-            "import resource, subprocess, sys\n\
-             r = subprocess.run([sys.argv[1], 'xml', 'c14n', sys.argv[2]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
-             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)",
+            "import json, resource, subprocess, sys\n\
+             cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (200 << 20, 200 << 20))\n\
+             r = subprocess.run([sys.argv[1], 'xml', 'c14n', sys.argv[2]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=cap)\n\
+             print(json.dumps([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr.decode('utf-8', 'replace')]))",
         ])
         .arg(exe)
         .arg(file)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let mut f = text.split_whitespace();
-    let kb: f64 = f
-        .next()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("{}", text));
-    (kb / 1024.0, f.next() == Some("0"))
+    let (kb, code, stderr): (f64, i32, String) =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (kb / 1024.0, code, stderr)
 }
 
 /// The XML tree stays a small multiple of its input: 10 MB of empty
 /// elements is refused at the element limit before it grows (it took ~780
-/// MB before), and 9 MB that is read whole stays under 100 MB too.
+/// MB before), saying so with exit code 1 (not a panic's 101, not killed),
+/// and 9 MB that is read whole stays under 100 MB too.
 #[test]
 fn a_large_document_is_held_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,8 +259,13 @@ fn a_large_document_is_held_in_bounded_memory() {
         format!("<r>{}</r>", "<a/>".repeat(10 * 1024 * 1024 / 4 - 2)),
     )
     .unwrap();
-    let (mb, ok) = peak_mb(&empties);
-    assert!(!ok, "10 MB of empty elements is refused");
+    let (mb, code, stderr) = c14n_peak(&empties);
+    assert_eq!(code, 1, "10 MB of empty elements is refused: {stderr}");
+    let limit = jum_gateway::xml::Limits::default().max_elements;
+    assert!(
+        stderr.contains(&format!("more than {limit} elements")),
+        "refused at the element limit: {stderr}"
+    );
     assert!(mb < 100.0, "peak {mb:.0} MB");
     // Just under the element limit, 9 MB of text in them: read whole.
     let text = "x".repeat(95);
@@ -268,8 +275,12 @@ fn a_large_document_is_held_in_bounded_memory() {
         format!("<r>{}</r>", format!("<a>{text}</a>").repeat(90_000)),
     )
     .unwrap();
-    let (mb2, ok) = peak_mb(&whole);
-    assert!(ok, "a 9 MB document of 90,000 elements is canonicalised");
+    let (mb2, code, stderr) = c14n_peak(&whole);
+    assert_eq!(
+        code, 0,
+        "a 9 MB document of 90,000 elements is canonicalised: {stderr}"
+    );
+    assert!(90_000 <= limit, "the document is under the limit");
     assert!(mb2 < 100.0, "peak {mb2:.0} MB");
     eprintln!(
         "peak memory: {mb:.0} MB refusing 10 MB of empty elements, {mb2:.0} MB reading 9 MB whole"

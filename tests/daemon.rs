@@ -650,14 +650,61 @@ async fn roles_allow_their_work_and_refuse_the_rest() {
     );
 }
 
+/// The process's one metrics recorder (a process has one), for the tests
+/// that scrape `/metrics` with it.
+fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    static R: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        jum_gateway::metrics::install().expect("no other recorder in this test process")
+    })
+    .clone()
+}
+
+/// Held by a test while it scrapes with [`recorder`]: a scrape sets the
+/// gauges (queue depth …) from its own store before it renders them.
+static SCRAPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `/metrics` answer: its status, content type and body.
+async fn scrape(d: &Running, r: Request<Body>) -> (u16, String, String) {
+    let r = api::app(d.state.clone()).oneshot(r).await.unwrap();
+    let status = r.status().as_u16();
+    let kind = r.headers()[axum::http::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    (status, kind, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// What a scrape of this test's gateway must hold: the queue depth of
+/// each registry and its paused flag, as this gateway has them.
+fn is_the_metrics_page(text: &str) {
+    assert!(text.contains("# TYPE jumgw_queue_depth gauge"), "{text}");
+    for r in ["civil", "cadastre", "tax"] {
+        assert!(
+            text.contains(&format!(
+                "jumgw_queue_depth{{registry=\"{r}\",state=\"dead\"}} 0"
+            )),
+            "{r}: {text}"
+        );
+        assert!(
+            text.contains(&format!("jumgw_registry_paused{{registry=\"{r}\"}} 0")),
+            "{r}: {text}"
+        );
+    }
+}
+
 /// `/metrics` may require a token of its own: without it, or with another,
-/// 401; with it, the page.
+/// 401 saying what it needs; with it, the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_require_a_token_of_their_own() {
-    let d = run(setup("").await, |g| {
+    let _scraping = SCRAPES.lock().await;
+    let mut d = run(setup("").await, |g| {
         g.gateway.metrics_token_sha256 = Some(api::token_hash("scrape-me").to_uppercase())
     })
     .await;
+    d.state = d.state.clone().with_metrics(Some(recorder()));
     let get = |auth: Option<&str>| {
         let mut r = Request::get("/metrics");
         if let Some(a) = auth {
@@ -670,16 +717,25 @@ async fn metrics_can_require_a_token_of_their_own() {
         Some("Bearer t"),
         Some("Bearer scrape-me-not"),
         Some("Basic c2NyYXBlLW1l"),
+        Some("Bearer SCRAPE-ME"),
     ] {
-        let r = api::app(d.state.clone()).oneshot(get(auth)).await.unwrap();
-        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        let (status, kind, body) = scrape(&d, get(auth)).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (401, "application/problem+json"),
+            "{auth:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["detail"], "/metrics needs the metrics token: Authorization: Bearer <token>",
+            "{auth:?}: {v}"
+        );
+        assert!(!body.contains("jumgw_queue_depth"), "{auth:?}: {body}");
     }
-    let r = api::app(d.state.clone())
-        .oneshot(get(Some("Bearer scrape-me")))
-        .await
-        .unwrap();
-    // 200 with a recorder, 404 where this process has none: past the door.
-    assert!(matches!(r.status().as_u16(), 200 | 404), "{}", r.status());
+    let (status, kind, text) = scrape(&d, get(Some("Bearer scrape-me"))).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    is_the_metrics_page(&text);
 }
 
 /// `/metrics` may answer only to some networks: a caller outside them gets
@@ -687,10 +743,12 @@ async fn metrics_can_require_a_token_of_their_own() {
 /// the handler who is calling).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_answer_only_to_an_allow_list() {
-    let d = run(setup("").await, |g| {
+    let _scraping = SCRAPES.lock().await;
+    let mut d = run(setup("").await, |g| {
         g.gateway.metrics_allow = vec!["10.20.0.0/16".parse().unwrap(), "::1/128".parse().unwrap()]
     })
     .await;
+    d.state = d.state.clone().with_metrics(Some(recorder()));
     let from = |ip: &str| {
         let mut r = Request::get("/metrics").body(Body::empty()).unwrap();
         r.extensions_mut()
@@ -700,26 +758,409 @@ async fn metrics_can_answer_only_to_an_allow_list() {
             )));
         r
     };
-    for ip in ["127.0.0.1", "10.21.0.1", "::ffff:10.1.0.1"] {
-        let r = api::app(d.state.clone()).oneshot(from(ip)).await.unwrap();
-        assert_eq!(r.status().as_u16(), 403, "{ip}");
-        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.contains("metrics_allow"), "{text}");
-    }
-    let r = api::app(d.state.clone())
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403, "no peer address: refused");
-    for ip in ["10.20.3.4", "::ffff:10.20.0.9", "::1"] {
-        let r = api::app(d.state.clone()).oneshot(from(ip)).await.unwrap();
-        assert!(
-            matches!(r.status().as_u16(), 200 | 404),
-            "{ip}: {}",
-            r.status()
+    for (ip, named) in [
+        ("127.0.0.1", "127.0.0.1"),
+        ("10.21.0.1", "10.21.0.1"),
+        ("::ffff:10.1.0.1", "10.1.0.1"),
+    ] {
+        let (status, kind, body) = scrape(&d, from(ip)).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (403, "application/problem+json"),
+            "{ip}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["detail"],
+            format!("/metrics answers only to gateway.metrics_allow; {named} is not in it"),
+            "{ip}"
         );
     }
+    let (status, _, body) = scrape(&d, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, 403, "no peer address: refused");
+    assert!(body.contains("this caller is not in it"), "{body}");
+    for ip in ["10.20.3.4", "::ffff:10.20.0.9", "::1"] {
+        let (status, kind, text) = scrape(&d, from(ip)).await;
+        assert_eq!(status, 200, "{ip}: {text}");
+        assert!(kind.starts_with("text/plain"), "{ip}: {kind}");
+        is_the_metrics_page(&text);
+    }
+}
+
+/// A request without its purpose: a 422 naming `/purpose`.
+const NO_PURPOSE: &str = r#"{"case":{"number":"1/2026","legal_basis":"ZUP","official":"o"},"service":"civil.birth-extract","subject":{"jmbg":"0512981717776"}}"#;
+
+/// Every answer of every part of the API carries the security headers
+/// (no framing, no sniffing, no foreign loads, no referrer abroad): the
+/// back-office JSON, a document, each kind of problem+json refusal, the
+/// administration, the dashboard, the metrics, the OpenAPI document and
+/// the health checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_of_every_route_carries_the_security_headers() {
+    let _scraping = SCRAPES.lock().await;
+    let mut d = run(setup("").await, |_| {}).await;
+    d.state = d.state.clone().with_metrics(Some(recorder()));
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let session = sign_in(&d, "a", false).await;
+    let request = |method: &str, uri: &str, token: Option<&str>, body: &str| {
+        let mut r = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.header("content-type", "application/json")
+            .header("cookie", format!("jumgw_session={session}"))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let big = format!("{{\"x\":\"{}\"}}", "a".repeat(d.state.max_body + 1));
+    let answers = [
+        (
+            "GET",
+            "/api/v1/services".to_owned(),
+            Some("t"),
+            "",
+            200,
+            "application/json",
+        ),
+        (
+            "GET",
+            format!("/api/v1/requests/{id}"),
+            Some("t"),
+            "",
+            200,
+            "application/json",
+        ),
+        (
+            "GET",
+            format!("/api/v1/documents/{id}/content"),
+            Some("t"),
+            "",
+            200,
+            "text/xml",
+        ),
+        (
+            "GET",
+            "/api/v1/services".to_owned(),
+            None,
+            "",
+            401,
+            "application/problem+json",
+        ),
+        (
+            "GET",
+            "/api/v1/requests/01KAW3Q3ZJ0N5W9K5T1X0Y8B2C".to_owned(),
+            Some("t"),
+            "",
+            404,
+            "application/problem+json",
+        ),
+        (
+            "POST",
+            "/api/v1/requests".to_owned(),
+            Some("t"),
+            "{}",
+            400,
+            "application/problem+json",
+        ),
+        (
+            "POST",
+            "/api/v1/requests".to_owned(),
+            Some("t"),
+            NO_PURPOSE,
+            422,
+            "application/problem+json",
+        ),
+        (
+            "POST",
+            "/api/v1/requests".to_owned(),
+            Some("t"),
+            &big,
+            413,
+            "application/problem+json",
+        ),
+        (
+            "DELETE",
+            "/api/v1/services".to_owned(),
+            Some("t"),
+            "",
+            405,
+            "application/problem+json",
+        ),
+        (
+            "GET",
+            "/nowhere".to_owned(),
+            None,
+            "",
+            404,
+            "application/problem+json",
+        ),
+        (
+            "GET",
+            "/admin/v1/stats".to_owned(),
+            Some("a"),
+            "",
+            200,
+            "application/json",
+        ),
+        (
+            "GET",
+            "/admin/v1/stats".to_owned(),
+            Some("t"),
+            "",
+            403,
+            "application/problem+json",
+        ),
+        (
+            "GET",
+            "/admin/v1/store/export".to_owned(),
+            Some("a"),
+            "",
+            200,
+            "application/x-ndjson",
+        ),
+        ("GET", "/ui".to_owned(), None, "", 200, "text/html"),
+        ("GET", "/ui/login".to_owned(), None, "", 200, "text/html"),
+        ("GET", "/metrics".to_owned(), None, "", 200, "text/plain"),
+        (
+            "GET",
+            "/openapi.json".to_owned(),
+            None,
+            "",
+            200,
+            "application/json",
+        ),
+        ("GET", "/healthz".to_owned(), None, "", 200, "text/plain"),
+        (
+            "GET",
+            "/readyz".to_owned(),
+            None,
+            "",
+            200,
+            "application/json",
+        ),
+    ];
+    for (method, uri, token, body, status, kind) in answers {
+        let r = api::app(d.state.clone())
+            .oneshot(request(method, &uri, token, body))
+            .await
+            .unwrap();
+        let h = r.headers();
+        let what = format!("{method} {uri} ({token:?})");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let got = h
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(got.starts_with(kind), "{what}: {got}");
+        let csp = h
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("{what}: no content-security-policy"))
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+        assert_eq!(
+            h.get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"DENY"[..]),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("referrer-policy").map(|v| v.as_bytes()),
+            Some(&b"same-origin"[..]),
+            "{what}"
+        );
+    }
+}
+
+/// The CSRF token of a signed-in dashboard session, from its page.
+async fn csrf_of(d: &Running, session: &str) -> String {
+    let page = Request::get("/ui/audit")
+        .header("cookie", format!("jumgw_session={session}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(page).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    String::from_utf8_lossy(&html)
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// A form posted on the dashboard; where it sends the browser back to.
+async fn ui_post(d: &Running, session: &str, uri: &str, form: &str) -> String {
+    let csrf = csrf_of(d, session).await;
+    let act = Request::post(uri)
+        .header("cookie", format!("jumgw_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}{form}")))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(act).await.unwrap();
+    let to = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let status = r.status().as_u16();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    match to {
+        Some(to) => {
+            assert!(to.contains("done="), "{uri}: {to}");
+            to
+        }
+        None => {
+            // The "who used my data" answer is a page.
+            assert_eq!(status, 200, "{uri}");
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    }
+}
+
+/// Every administrator's action, from the API and from the dashboard, is
+/// on the audit trail under the name of the account that did it, and
+/// about the request it was done to: pause, resume, retry, retry of the
+/// dead, cancel, a backup, a walk of the chain, "who used my data".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_action_is_audited_under_the_acting_account() {
+    let d = run(setup("").await, |_| {}).await;
+    let now = jum_gateway::store::now_ms();
+    let dead: Vec<RequestRecord> = (1..=4)
+        .map(|i| {
+            let mut r = RequestRecord::queued(
+                "backoffice",
+                format!("dead-{i}/2026"),
+                "ZUP".into(),
+                "o".into(),
+                "p".into(),
+                BIRTH.0.into(),
+                "civil".into(),
+                vec![("jmbg".into(), "0512981717776".into())],
+                Duration::from_secs(86_400 * 30),
+            )
+            .at(now - 60_000);
+            r.state = State::Dead;
+            r.due_ms = None;
+            r.error = Some("permanent failure".into());
+            r
+        })
+        .collect();
+    let dead_ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
+    d.store.enqueue(dead).await.unwrap();
+    let ok = |(status, _, v): (u16, axum::http::HeaderMap, serde_json::Value)| {
+        assert!(status < 300, "{status}: {v}");
+        v
+    };
+    let api = |method: &'static str, uri: String, token: &'static str, body: &'static str| {
+        let d = &d;
+        async move { ok(call(d, method, &uri, token, body.into()).await) }
+    };
+    // From the API: the operator ognjen, the admin ops, the auditor ana.
+    api(
+        "POST",
+        "/admin/v1/registries/civil/pause".into(),
+        "operator",
+        "{}",
+    )
+    .await;
+    let q1 = d.submit(BIRTH.0, BIRTH.1).await;
+    let q2 = d.submit(BIRTH.0, BIRTH.1).await;
+    api(
+        "POST",
+        format!("/admin/v1/requests/{q1}/cancel"),
+        "operator",
+        "",
+    )
+    .await;
+    api(
+        "POST",
+        format!("/admin/v1/requests/{}/retry", dead_ids[0]),
+        "operator",
+        "",
+    )
+    .await;
+    let v = api(
+        "POST",
+        "/admin/v1/requests/retry-dead".into(),
+        "operator",
+        r#"{"case":"dead-2/2026"}"#,
+    )
+    .await;
+    assert_eq!(v["retried"], 1, "{v}");
+    api("GET", "/admin/v1/store/export".into(), "a", "").await;
+    api("POST", "/admin/v1/audit/verify".into(), "auditor", "").await;
+    api(
+        "POST",
+        "/admin/v1/audit/who".into(),
+        "auditor",
+        r#"{"jmbg":"0512981717776"}"#,
+    )
+    .await;
+    // From the dashboard: ops and ana signed in.
+    let ops = sign_in(&d, "a", false).await;
+    ui_post(&d, &ops, &format!("/ui/requests/{q2}/cancel"), "").await;
+    api(
+        "POST",
+        "/admin/v1/registries/civil/resume".into(),
+        "operator",
+        "",
+    )
+    .await;
+    ui_post(&d, &ops, "/ui/registries/civil/pause", "").await;
+    ui_post(&d, &ops, "/ui/registries/civil/resume", "").await;
+    ui_post(&d, &ops, &format!("/ui/requests/{}/retry", dead_ids[2]), "").await;
+    ui_post(&d, &ops, "/ui/registries/civil/retry-dead", "").await;
+    let ana = sign_in(&d, "auditor", false).await;
+    ui_post(&d, &ana, "/ui/audit/verify", "").await;
+    let page = ui_post(&d, &ana, "/ui/audit", "&jmbg=0512981717776").await;
+    assert!(
+        page.contains("admin.cancel"),
+        "the dashboard's answer lists the accesses"
+    );
+
+    let trail = d.store.audit_scan(0, 100_000).await.unwrap();
+    let mut done: Vec<(String, String, Option<String>)> = trail
+        .iter()
+        .map(|(_, e)| e.as_ref().unwrap())
+        .filter(|e| e.draft.action.starts_with("admin.") || e.draft.action.starts_with("audit."))
+        .map(|e| {
+            (
+                e.draft.actor.clone(),
+                e.draft.action.clone(),
+                e.draft.request_id.clone(),
+            )
+        })
+        .collect();
+    done.sort();
+    let entry = |who: &str, action: &str, id: Option<&String>| {
+        (who.to_owned(), action.to_owned(), id.cloned())
+    };
+    let mut want = vec![
+        entry("ognjen", "admin.pause", None),
+        entry("ognjen", "admin.cancel", Some(&q1)),
+        entry("ognjen", "admin.retry", Some(&dead_ids[0])),
+        entry("ognjen", "admin.retry-dead", None),
+        entry("ognjen", "admin.resume", None),
+        entry("ops", "admin.export", None),
+        entry("ana", "audit.verify", None),
+        entry("ana", "audit.who", None),
+        entry("ops", "admin.cancel", Some(&q2)),
+        entry("ops", "admin.pause", None),
+        entry("ops", "admin.resume", None),
+        entry("ops", "admin.retry", Some(&dead_ids[2])),
+        entry("ops", "admin.retry-dead", None),
+        entry("ana", "audit.verify", None),
+        entry("ana", "audit.who", None),
+    ];
+    want.sort();
+    assert_eq!(done, want, "each action once, under its account's name");
 }
 
 /// Signs in to the dashboard with `token`; the session id from its cookie.
@@ -810,6 +1251,87 @@ async fn dashboard_sessions_hold_no_token_and_end_on_the_server() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303, "the old cookie signs in no more");
     assert_eq!(r.headers()["location"], "/ui/login");
+}
+
+/// A dashboard session lasts `gateway.ui_session_lifetime` from its
+/// sign-in: its cookie says so (Max-Age), the page answers it before, and
+/// once the lifetime has passed the same cookie is sent to sign in again
+/// (and never earlier than the lifetime after the sign-in began); a new
+/// sign-in then works at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_session_ends_when_its_lifetime_is_over() {
+    let lifetime = Duration::from_secs(2);
+    let d = run(setup("").await, |g| {
+        g.gateway.ui_session_lifetime = lifetime
+    })
+    .await;
+    let page = |id: &str| {
+        let req = Request::get("/ui")
+            .header("cookie", format!("jumgw_session={id}"))
+            .body(Body::empty())
+            .unwrap();
+        let app = api::app(d.state.clone());
+        async move {
+            let r = app.oneshot(req).await.unwrap();
+            let to = r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (r.status().as_u16(), to)
+        }
+    };
+    let login = || async {
+        let req = Request::post("/ui/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("token=a"))
+            .unwrap();
+        let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("; Max-Age=2"), "{cookie}");
+        cookie
+            .strip_prefix("jumgw_session=")
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned()
+    };
+    // Accepted before its end: seen on the first try unless the machine
+    // stalled for the whole lifetime, then tried again.
+    let (id, signed) = loop {
+        let began = Instant::now();
+        let id = login().await;
+        let first = page(&id).await;
+        if first.0 == 200 {
+            break (id, began);
+        }
+        assert!(
+            began.elapsed() >= lifetime,
+            "refused {:?} after sign-in: {first:?}",
+            began.elapsed()
+        );
+    };
+    let ceiling = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, to) = page(&id).await;
+        if status == 303 {
+            assert_eq!(to.as_deref(), Some("/ui/login"));
+            assert!(
+                signed.elapsed() >= lifetime,
+                "ended {:?} after sign-in, before its lifetime",
+                signed.elapsed()
+            );
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < ceiling,
+            "the session outlived its lifetime by a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page(&id).await.0, 303, "and stays ended");
+    let fresh = login().await;
+    assert_eq!(page(&fresh).await.0, 200, "a new sign-in works at once");
 }
 
 async fn get(d: &Running, uri: &str, etag: Option<&str>) -> (u16, axum::http::HeaderMap, Vec<u8>) {
@@ -1250,11 +1772,9 @@ async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
 /// by a walk over every record. Their answers are checked too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_views_read_only_what_they_show() {
+    let _scraping = SCRAPES.lock().await;
     let mut d = run(setup("").await, |_| {}).await;
-    d.state = d
-        .state
-        .clone()
-        .with_metrics(jum_gateway::metrics::install());
+    d.state = d.state.clone().with_metrics(Some(recorder()));
     let now = jum_gateway::store::now_ms();
     let mut recs = Vec::new();
     for i in 0..3000u64 {

@@ -819,6 +819,15 @@ pub async fn audit_verify(
     State(st): State<AppState>,
     who: Auditor,
 ) -> Result<Json<crate::audit::Verification>, ApiError> {
+    Ok(Json(do_verify(&st, &who).await?))
+}
+
+/// An auditor walks the trail's chain (audited, with what it found),
+/// from the API or the dashboard alike.
+pub async fn do_verify(
+    st: &AppState,
+    who: &Auditor,
+) -> Result<crate::audit::Verification, ApiError> {
     let checkpoints = match &st.checkpoints {
         Some(c) => c.read().map_err(ApiError::internal)?,
         None => Vec::new(),
@@ -827,8 +836,8 @@ pub async fn audit_verify(
         .await
         .map_err(ApiError::internal)?;
     audit(
-        &st,
-        &who,
+        st,
+        who,
         "audit.verify",
         None,
         if report.broken.is_some() {
@@ -838,7 +847,7 @@ pub async fn audit_verify(
         },
     )
     .await?;
-    Ok(Json(report))
+    Ok(report)
 }
 
 /// "Who used my data": the person, and the period.

@@ -66,6 +66,26 @@ impl GatewayConfig {
         if self.store.pool_size == 0 {
             return Err(bad("store.pool_size".into(), "must be at least 1".into()));
         }
+        let g = &self.gateway;
+        if g.api_max_connections == Some(0) {
+            return Err(bad(
+                "gateway.api_max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        // The cookie's Max-Age is in whole seconds: 0 would end it at once.
+        if g.ui_session_lifetime < std::time::Duration::from_secs(1) {
+            return Err(bad(
+                "gateway.ui_session_lifetime".into(),
+                "must be at least 1s".into(),
+            ));
+        }
+        if g.api_ping_interval.is_zero() {
+            return Err(bad(
+                "gateway.api_ping_interval".into(),
+                "must be more than 0".into(),
+            ));
+        }
         for (name, r) in &self.registries {
             if !r.url.starts_with("https://") {
                 return Err(bad(

@@ -53,6 +53,18 @@ pub struct GatewaySection {
     /// and each request's headers before it closes the connection.
     #[serde(default = "default_api_header_timeout", with = "duration")]
     pub api_header_timeout: Duration,
+    /// How often the API pings an HTTP/2 connection; one whose peer does
+    /// not answer within `api_header_timeout` is closed.
+    #[serde(default = "default_api_ping_interval", with = "duration")]
+    pub api_ping_interval: Duration,
+    /// API connections held at once (more wait in the kernel's backlog
+    /// until one closes); unset: as many as the open-file limit allows
+    /// after 512 kept for the store and the case folders, and never more.
+    #[serde(default)]
+    pub api_max_connections: Option<usize>,
+    /// How long a dashboard session lasts from its sign-in (1s at least).
+    #[serde(default = "default_ui_session_lifetime", with = "duration")]
+    pub ui_session_lifetime: Duration,
     /// When set, `/metrics` answers only a bearer token whose SHA-256
     /// (hex) this is (Prometheus: `authorization: {credentials_file: …}`);
     /// unset, it is open to whoever reaches the API.
@@ -122,6 +134,14 @@ impl RevocationPolicy {
 
 fn default_api_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_api_ping_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_ui_session_lifetime() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 fn default_min_rsa_bits() -> u32 {

@@ -399,6 +399,46 @@ mod tests {
         assert_eq!(cfg.gateway.min_rsa_bits, 3072);
     }
 
+    /// The API's limits: the defaults as before, a value set is held, and
+    /// one that would disable the limit is refused naming its key.
+    #[test]
+    fn the_api_limits_are_read_and_checked() {
+        let with = |k: &str, v: &str| {
+            let env = [(format!("JUMGW_GATEWAY__{k}"), v.to_owned())];
+            let c: GatewayConfig = parse(GW, "g.toml", env.into_iter()).unwrap();
+            c.validate("g.toml").map(|()| c).map_err(|e| e.to_string())
+        };
+        let c: GatewayConfig = parse(GW, "g.toml", std::iter::empty()).unwrap();
+        assert_eq!(c.gateway.api_max_connections, None);
+        assert_eq!(c.gateway.api_ping_interval, Duration::from_secs(30));
+        assert_eq!(c.gateway.ui_session_lifetime, Duration::from_secs(8 * 3600));
+        let c = with("API_MAX_CONNECTIONS", "4").unwrap();
+        assert_eq!(c.gateway.api_max_connections, Some(4));
+        let c = with("UI_SESSION_LIFETIME", "2s").unwrap();
+        assert_eq!(c.gateway.ui_session_lifetime, Duration::from_secs(2));
+        let c = with("API_PING_INTERVAL", "1s").unwrap();
+        assert_eq!(c.gateway.api_ping_interval, Duration::from_secs(1));
+        for (k, v, says) in [
+            (
+                "API_MAX_CONNECTIONS",
+                "0",
+                "g.toml: gateway.api_max_connections: must be at least 1",
+            ),
+            (
+                "UI_SESSION_LIFETIME",
+                "500ms",
+                "g.toml: gateway.ui_session_lifetime: must be at least 1s",
+            ),
+            (
+                "API_PING_INTERVAL",
+                "0s",
+                "g.toml: gateway.api_ping_interval: must be more than 0",
+            ),
+        ] {
+            assert_eq!(with(k, v).unwrap_err(), says);
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -408,10 +448,46 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
     }
 
-    /// The shipped gateway.toml with one line changed as an operator might
-    /// get it wrong: the line removed or repeated, its value replaced by
-    /// one of another kind, or an unknown key added.
-    fn edited_gateway_toml() -> impl Strategy<Value = (String, String, Option<String>)> {
+    /// What an edit of the shipped gateway.toml did, for the property to
+    /// hold the outcome to.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        /// The line of this key removed: read with its default, or
+        /// refused as missing, naming it.
+        Removed,
+        /// The line written twice: refused by TOML, naming the key.
+        Twice,
+        /// The key (at any depth, maybe inside an inline table) now holds
+        /// this TOML value: refused naming the key, or read and holding
+        /// exactly that value.
+        Set(String),
+        /// A key the schema does not have, added at this path (in a
+        /// section or inside an inline table): refused naming its path,
+        /// unless the table is a map that keeps it.
+        Added(String),
+    }
+
+    /// The dotted path of a `[table]` header line, quoted parts unquoted.
+    fn header_path(line: &str) -> Vec<String> {
+        let mut v: toml::Value = toml::from_str::<toml::Table>(line)
+            .map_or_else(|e| panic!("{line}: {e}"), toml::Value::Table);
+        let mut path = Vec::new();
+        while let toml::Value::Table(t) = v {
+            let Some((k, next)) = t.into_iter().next() else {
+                break;
+            };
+            path.push(k);
+            v = next;
+        }
+        path
+    }
+
+    /// The shipped gateway.toml with one key changed as an operator might
+    /// get it wrong: its line removed or repeated, its value (or the
+    /// first value inside its inline table) replaced by one of another
+    /// kind, or an unknown key added beside it or inside its inline table.
+    /// Returns the text, the edited key's path, the edit and its line (from 1).
+    fn edited_gateway_toml() -> impl Strategy<Value = (String, Vec<String>, Edit, usize)> {
         let values = vec![
             "\"x\"",
             "-1",
@@ -425,10 +501,14 @@ mod tests {
             "\"\"",
             "[1, \"a\"]",
             "18446744073709551616",
+            "\"https://10.0.0.1/\"",
+            "[\"jmbg\"]",
+            "1.5",
+            "{ x = 1 }",
         ];
         (
             any::<prop::sample::Index>(),
-            0u8..4,
+            0u8..6,
             prop::sample::select(values),
         )
             .prop_map(|(at, how, v)| {
@@ -440,33 +520,140 @@ mod tests {
                     })
                     .collect();
                 let i = keyed[at.index(keyed.len())];
-                let key = lines[i].split(" = ").next().unwrap().trim().to_owned();
+                let mut path = lines[..i]
+                    .iter()
+                    .rev()
+                    .find(|l| l.starts_with('['))
+                    .map(|l| header_path(l))
+                    .unwrap_or_default();
+                let (key, value) = lines[i].split_once(" = ").unwrap();
+                let key = key.trim().to_owned();
+                path.push(key.clone());
                 let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-                let what = match how {
-                    0 => {
+                // Inside an inline table: `k = { a = 1, b = 2 }`.
+                let inner = value
+                    .trim()
+                    .strip_prefix("{ ")
+                    .and_then(|t| t.split_once(" = "))
+                    .map(|(k, rest)| (k.to_owned(), rest));
+                let edit = match (how, inner) {
+                    (0, _) => {
                         out.remove(i);
-                        format!("without {key}")
+                        Edit::Removed
                     }
-                    1 => {
+                    (1, _) => {
                         out.insert(i, lines[i].to_owned());
-                        format!("{key} twice")
+                        Edit::Twice
                     }
-                    2 => {
+                    (2, _) => {
                         out[i] = format!("{key} = {v}");
-                        format!("{key} = {v}")
+                        Edit::Set(v.to_owned())
+                    }
+                    (4, Some((k, rest))) => {
+                        let tail = rest.split_once(", ").map_or("}", |(_, t)| t);
+                        let sep = if tail == "}" { " " } else { ", " };
+                        out[i] = format!("{key} = {{ {k} = {v}{sep}{tail}");
+                        path.push(k);
+                        Edit::Set(v.to_owned())
+                    }
+                    (5, Some(_)) => {
+                        out[i] = format!("{key} = {{ bogus_key = \"1\", {}", &value.trim()[2..]);
+                        path.push("bogus_key".into());
+                        Edit::Added("\"1\"".into())
                     }
                     _ => {
-                        out.insert(i, "bogus_key = 1".into());
-                        "bogus_key".into()
+                        out.insert(i, "bogus_key = \"1\"".into());
+                        path.pop();
+                        path.push("bogus_key".into());
+                        Edit::Added("\"1\"".into())
                     }
                 };
-                let named = match how {
-                    2 => Some(key),
-                    3 => Some("bogus_key".into()),
-                    _ => None,
-                };
-                (out.join("\n"), what, named)
+                let line = i + 1 + usize::from(matches!(edit, Edit::Twice));
+                (out.join("\n"), path, edit, line)
             })
+    }
+
+    /// The value at `path` in the configuration as the program holds it
+    /// (written back as JSON), if there is one.
+    fn held<'a>(cfg: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+        path.iter().try_fold(cfg, |v, k| v.get(k))
+    }
+
+    /// A TOML value as JSON, for comparing with what the program holds.
+    fn as_json(toml_value: &str) -> Option<serde_json::Value> {
+        let t: toml::Table = toml::from_str(&format!("v = {toml_value}")).ok()?;
+        serde_json::to_value(&t["v"]).ok()
+    }
+
+    proptest! {
+        // Each case is one parse (~1 ms): enough cases that every kind of
+        // edit meets every kind of key.
+        #![proptest_config(ProptestConfig::with_cases(768))]
+
+        /// An edited configuration is refused naming what is wrong, or
+        /// read holding what was written: an unknown key (at any depth)
+        /// is refused naming its path, a value of the wrong kind naming
+        /// its key, a line twice naming the key; a value that is read and
+        /// validated is the one the program then holds (never a default
+        /// in its place, never dropped).
+        #[test]
+        fn an_edited_configuration_is_refused_naming_what_is_wrong((text, path, edit, line) in edited_gateway_toml()) {
+            let dotted = path.join(".");
+            let (parent, key) = (path[..path.len() - 1].join("."), &path[path.len() - 1]);
+            let refused = match parse::<GatewayConfig>(&text, "edited.toml", std::iter::empty()) {
+                Ok(cfg) => match cfg.validate("edited.toml") {
+                    Ok(()) => {
+                        let holds = serde_json::to_value(&cfg).unwrap();
+                        match &edit {
+                            Edit::Removed => {}
+                            Edit::Twice => prop_assert!(false, "{dotted} twice was read"),
+                            Edit::Set(v) | Edit::Added(v) => {
+                                let want = as_json(v);
+                                prop_assert!(want.is_some(), "{dotted} = {v}: read, but TOML cannot read {v}");
+                                prop_assert_eq!(
+                                    held(&holds, &path), want.as_ref(),
+                                    "{:?} at {} was read and validated, but the program does not hold it", edit, dotted
+                                );
+                            }
+                        }
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                },
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(m) = refused {
+                prop_assert!(m.starts_with("edited.toml: "), "{edit:?} at {dotted}: {m}");
+                match &edit {
+                    // TOML's own refusal says where: the line, which it quotes.
+                    Edit::Twice => prop_assert!(
+                        m.contains(&format!("TOML parse error at line {line},"))
+                            && m.contains("duplicate key")
+                            && m.contains(&format!("{key} = ")),
+                        "{dotted} twice: {m}"
+                    ),
+                    Edit::Set(v) if as_json(v).is_none() => prop_assert!(
+                        m.contains(&format!("TOML parse error at line {line},")),
+                        "{dotted} = {v}: {m}"
+                    ),
+                    // A cross-check names its other key too ("timeout:
+                    // must not be shorter than connect_timeout").
+                    Edit::Set(_) => prop_assert!(
+                        m.contains(&format!("{dotted}: "))
+                            || (m.contains(&format!("{parent}.")) && m.contains(key.as_str())),
+                        "{edit:?}: the message does not name {dotted}: {m}"
+                    ),
+                    Edit::Added(_) => prop_assert!(
+                        m.contains(&format!("{parent}: unknown field `{key}`")),
+                        "{edit:?} at {dotted}: the message does not name it: {m}"
+                    ),
+                    Edit::Removed => prop_assert!(
+                        m.contains(&format!("missing field `{key}`")) || m.contains(&format!("{dotted}: ")),
+                        "without {dotted}: {m}"
+                    ),
+                }
+            }
+        }
     }
 
     proptest! {
@@ -477,22 +664,6 @@ mod tests {
             let d = Duration::from_millis(ms);
             let s = format_duration(d);
             prop_assert_eq!(parse_duration(&s), Ok(d), "{}", s);
-        }
-
-        /// An edited configuration is read or refused, never a panic; a
-        /// refusal names the file, and a bad or unknown key names the key.
-        #[test]
-        fn an_edited_configuration_is_refused_naming_what_is_wrong((text, what, named) in edited_gateway_toml()) {
-            match parse::<GatewayConfig>(&text, "edited.toml", std::iter::empty()) {
-                Ok(cfg) => { let _ = cfg.validate("edited.toml"); }
-                Err(e) => {
-                    let m = e.to_string();
-                    prop_assert!(m.contains("edited.toml"), "{what}: {m}");
-                    if let Some(k) = named {
-                        prop_assert!(m.contains(&k), "{what}: the message does not name {k}: {m}");
-                    }
-                }
-            }
         }
 
         #[test]

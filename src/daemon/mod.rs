@@ -437,7 +437,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         api::app(state),
         shutdown_signal(),
         Arc::new(|_| crate::metrics::api_tls_refused()),
-        crate::pki::tls::ServeLimits::for_this_process(cfg.gateway.api_header_timeout),
+        crate::pki::tls::ServeLimits::for_this_process(cfg.gateway.api_header_timeout).configured(
+            cfg.gateway.api_max_connections,
+            cfg.gateway.api_ping_interval,
+        ),
     )
     .await;
     tracing::info!("shutting down: finishing attempts in flight");

@@ -164,6 +164,10 @@ pub struct ServeLimits {
     pub header_timeout: std::time::Duration,
     /// Connections open at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How often an HTTP/2 connection is pinged: HTTP/2 has no header
+    /// timeout between streams, so a ping unanswered within the header
+    /// timeout closes a connection whose peer is gone or silent.
+    pub ping_interval: std::time::Duration,
 }
 
 impl ServeLimits {
@@ -171,10 +175,10 @@ impl ServeLimits {
     /// registry connections, logs).
     const RESERVED_FDS: u64 = 512;
 
-    /// `header_timeout`, and as many connections as the process's open
-    /// file limit allows after [`Self::RESERVED_FDS`]: about 20,000 idle
-    /// connections exhausted it before, and then nothing (the store, the
-    /// case folders) could open a file.
+    /// `header_timeout`, a ping every 30 s, and as many connections as
+    /// the process's open file limit allows after [`Self::RESERVED_FDS`]:
+    /// about 20,000 idle connections exhausted it before, and then nothing
+    /// (the store, the case folders) could open a file.
     pub fn for_this_process(header_timeout: std::time::Duration) -> ServeLimits {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
@@ -182,7 +186,22 @@ impl ServeLimits {
         ServeLimits {
             header_timeout,
             max_connections: soft.saturating_sub(Self::RESERVED_FDS).clamp(64, 1 << 20) as usize,
+            ping_interval: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// At most `max` connections (never more than the file limit allows)
+    /// and this ping interval.
+    pub fn configured(
+        mut self,
+        max: Option<usize>,
+        ping_interval: std::time::Duration,
+    ) -> ServeLimits {
+        if let Some(max) = max {
+            self.max_connections = self.max_connections.min(max.max(1));
+        }
+        self.ping_interval = ping_interval;
+        self
     }
 }
 
@@ -207,13 +226,12 @@ pub async fn serve(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    // HTTP/2 has no header timeout between streams: a ping every 30 s,
-    // unanswered within the header timeout, closes a connection whose peer
-    // is gone.
+    // HTTP/2 has no header timeout between streams: a ping, unanswered
+    // within the header timeout, closes a connection whose peer is gone.
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_interval(Some(limits.ping_interval))
         .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     tokio::pin!(stop);
@@ -281,5 +299,26 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still in flight after 30 s; closing their connections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configured maximum lowers the limit the file limit gives, and
+    /// never raises it.
+    #[test]
+    fn a_configured_maximum_never_exceeds_the_file_limit() {
+        let t = std::time::Duration::from_secs(10);
+        let base = ServeLimits::for_this_process(t);
+        assert!(base.max_connections >= 64);
+        let ping = std::time::Duration::from_secs(1);
+        let c = base.configured(Some(4), ping);
+        assert_eq!((c.max_connections, c.ping_interval), (4, ping));
+        let c = base.configured(Some(base.max_connections + 1000), ping);
+        assert_eq!(c.max_connections, base.max_connections);
+        let c = base.configured(None, ping);
+        assert_eq!(c.max_connections, base.max_connections);
     }
 }

@@ -1,8 +1,8 @@
 //! Signing in and out: sessions held by the server (the cookie carries a
 //! random session id, never the token; HttpOnly, SameSite=Strict, `Secure`
-//! over HTTPS, for `/ui` only; eight hours at most; logging out ends the
-//! session on the server), the CSRF token every form carries, and the
-//! language cookie.
+//! over HTTPS, for `/ui` only; `gateway.ui_session_lifetime` (eight hours)
+//! at most; logging out ends the session on the server), the CSRF token
+//! every form carries, and the language cookie.
 
 use super::*;
 
@@ -22,9 +22,6 @@ pub(super) fn lang_of(headers: &HeaderMap) -> Lang {
         .and_then(Lang::from_code)
         .unwrap_or(Lang::En)
 }
-
-/// How long a dashboard session lasts, from its sign-in.
-pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
 
 /// The dashboard's sessions: a random id (the cookie) for each signed-in
 /// administrator, with its CSRF token and expiry. In memory: a restart
@@ -47,8 +44,8 @@ fn random_hex(bytes: usize) -> String {
 }
 
 impl Sessions {
-    /// A new session for `client`; returns its id.
-    fn open(&self, client: crate::api::Client) -> String {
+    /// A new session for `client`, lasting `lifetime`; returns its id.
+    fn open(&self, client: crate::api::Client, lifetime: std::time::Duration) -> String {
         let id = random_hex(32);
         let now = std::time::Instant::now();
         let mut m = crate::sync::lock(&self.0);
@@ -58,7 +55,7 @@ impl Sessions {
             Session {
                 client,
                 csrf: random_hex(16),
-                expires: now + SESSION_TTL,
+                expires: now + lifetime,
             },
         );
         id
@@ -157,11 +154,12 @@ pub async fn login(
     let peer = peer.and_then(|axum::Extension(p)| p.0);
     match crate::api::authenticate(&st, token, peer.as_deref()) {
         Ok(c) if c.is_admin() => {
-            let id = st.sessions.open(c);
+            let lifetime = st.config.gateway.ui_session_lifetime;
+            let id = st.sessions.open(c, lifetime);
             let mut r = Redirect::to("/ui").into_response();
             if let Ok(v) = HeaderValue::from_str(&format!(
                 "jumgw_session={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
-                SESSION_TTL.as_secs(),
+                lifetime.as_secs(),
                 if https { "; Secure" } else { "" }
             )) {
                 r.headers_mut().append(header::SET_COOKIE, v);
