@@ -2062,14 +2062,35 @@ async fn our_own_tls_keys_weaker_than_accepted_stop_config_check_and_serve() {
             .output()
             .unwrap()
     };
+    // A `serve` that wrongly accepts the key listens for good: it is given
+    // up to 60 s to stop, then killed and the test fails (not hangs).
     let serve = |name: &str| {
-        jumgw()
+        let log = dir.path().join(format!("{name}.serve.log"));
+        let mut child = jumgw()
             .args(["serve", "--config", name, "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .current_dir(dir.path())
-            .output()
-            .unwrap()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() >= end {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!(
+                    "{name}: serve was still running after 60 s, it took the key: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        (status, std::fs::read_to_string(&log).unwrap())
     };
     for (name, config, says) in [
         (
@@ -2102,9 +2123,9 @@ async fn our_own_tls_keys_weaker_than_accepted_stop_config_check_and_serve() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
         assert!(err(&o).contains(&says), "{name}: {}", text(&o));
         assert!(err(&o).starts_with(name), "{name}: {}", text(&o));
-        let o = serve(name);
-        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
-        assert!(err(&o).contains(&says), "{name}: {}", text(&o));
+        let (status, said) = serve(name);
+        assert_eq!(status.code(), Some(2), "{name}: {said}");
+        assert!(said.contains(&says), "{name}: {said}");
     }
 
     // The same API key under the default minimum: valid, and served.
