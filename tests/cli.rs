@@ -2763,14 +2763,27 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
             v["by_id"][id.as_str()].as_u64().unwrap_or(0)
         }
     };
-    faults("cadastre:latency=5s").await;
+    // The registry keeps every request until the test lets go (after the
+    // reload), however long the steps in between take on this machine.
+    faults("cadastre:hold").await;
+    let release = || {
+        let (http, control) = (http.clone(), control.clone());
+        async move {
+            let r = http
+                .post(format!("{control}/held/release"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 204);
+        }
+    };
     let mut ids = Vec::new();
     for _ in 0..40 {
         let (s, id) = file_one("first-token").await;
         assert_eq!(s, 202);
         ids.push(id);
     }
-    // Those the API shows sent and the registry has not answered yet.
+    // Those the API shows sent and the registry holds, not answered.
     let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let open = loop {
         let mut open = Vec::new();
@@ -2785,12 +2798,15 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
                 open.push(id.clone());
             }
         }
-        if !open.is_empty() {
+        let held = get_json(&http, &format!("{control}/seen"), None).await["held"]
+            .as_u64()
+            .unwrap_or(0);
+        if !open.is_empty() && held > 0 {
             break open;
         }
         assert!(
             std::time::Instant::now() < end,
-            "no request was ever sending"
+            "no request was ever sending and held by the registry"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
@@ -2858,6 +2874,7 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
         );
     }
     faults("").await;
+    release().await;
     assert_eq!(file_one("second-token").await.0, 202);
     assert_eq!(file_one("first-token").await.0, 202);
     // A file that does not load: refused, the one in force kept.

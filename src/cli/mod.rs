@@ -55,8 +55,8 @@ enum Command {
         /// Faults for the embedded simulator (with --demo), as for `jumgw simulate --faults`.
         #[arg(long, requires = "demo")]
         sim_faults: Option<String>,
-        /// Append the id of every request the embedded simulator answers to this
-        /// file (with --demo): what the registry was asked, surviving a crash.
+        /// Append the id of every request the embedded simulator gets and answers
+        /// to this file (with --demo): what the registry was asked, surviving a crash.
         #[arg(long, requires = "demo")]
         sim_log: Option<PathBuf>,
         /// Folder with the schemas (default: $JUMGW_SCHEMAS, else those built into jumgw).
@@ -164,9 +164,9 @@ registries, over HTTPS with client certificates required, with synthetic data an
 Faults: comma-separated SCOPE:FAULT[=WHEN]; SCOPE is *, a registry or a service; WHEN is a rate \
 0..1 or next:N. Faults: 500 503 429 reset drip truncate oversize malformed invalid badsig untrusted \
 badhash unavailable maintenance async lost notfound; also latency=50ms or latency=20ms..200ms and \
-async-delay=2s. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\nA control endpoint (plain HTTP, \
-loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset, and POST /tickets/ready \
-(every waiting asynchronous answer ready now)."
+async-delay=2s; hold keeps requests until POST /held/release. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\nA control endpoint (plain HTTP, \
+loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset, POST /tickets/ready \
+(every waiting asynchronous answer ready now) and POST /held/release (every held request goes on)."
     )]
     Simulate {
         #[arg(long, default_value = "config/simulator.toml")]

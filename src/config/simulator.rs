@@ -47,9 +47,10 @@ pub struct SimulatorConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Appends the id of every request answered to this file, a line each
-    /// (`<id> request` or `<id> poll`), as it is answered: a record of what
-    /// the registry was asked that outlives the process running it.
+    /// Appends the id of every request to this file as it arrives
+    /// (`<id> request arrived` or `<id> poll arrived`) and as it is answered
+    /// (`<id> request` or `<id> poll`), a line each: a record of what the
+    /// registry was asked that outlives the process running it.
     #[serde(default)]
     pub served_log: Option<PathBuf>,
     pub registries: BTreeMap<String, SimRegistry>,

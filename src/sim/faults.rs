@@ -6,7 +6,8 @@
 //! - `WHEN` is a rate from 0 to 1 (`0.1`), or `next:N` for the next N
 //!   matching requests; absent means always;
 //! - `latency` takes a duration or a range instead: `latency=50ms`,
-//!   `latency=20ms..200ms` (uniform).
+//!   `latency=20ms..200ms` (uniform); `hold` keeps each request it scopes
+//!   until `POST /held/release` on the control endpoint.
 //!
 //! Faults: `500`, `503`, `429` (with `Retry-After: 2`), `reset` (the
 //! connection drops before an answer), `drip` (the answer trickles slower
@@ -104,6 +105,7 @@ pub enum Action {
     Fault { fault: Fault },
     Latency { min_ms: u64, max_ms: u64 },
     AsyncDelay { ms: u64 },
+    Hold,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -165,6 +167,14 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Rule>, SpecError> {
                     When::Rate(1.0),
                 )
             }
+            "hold" => {
+                if value.is_some() {
+                    return Err(err(
+                        "hold takes no value: it holds every request in scope".into()
+                    ));
+                }
+                (Action::Hold, When::Rate(1.0))
+            }
             "async-delay" => {
                 let v = value.ok_or_else(|| err("async-delay needs a duration".into()))?;
                 (
@@ -181,7 +191,7 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Rule>, SpecError> {
                     .map(|(_, f)| *f)
                     .ok_or_else(|| {
                         err(format!(
-                            "unknown fault {name:?}; known: latency, async-delay, {}",
+                            "unknown fault {name:?}; known: latency, async-delay, hold, {}",
                             Fault::ALL.map(|(n, _)| n).join(", ")
                         ))
                     })?;
@@ -225,6 +235,8 @@ pub struct Decision {
     pub latency: Option<Duration>,
     pub fault: Option<Fault>,
     pub async_delay: Option<Duration>,
+    /// Kept until the control endpoint releases held requests.
+    pub hold: bool,
 }
 
 /// The rules in force; the first matching fault rule that fires wins.
@@ -249,6 +261,7 @@ impl FaultTable {
                     }
                 }
                 Action::AsyncDelay { ms } => d.async_delay = Some(Duration::from_millis(*ms)),
+                Action::Hold => d.hold = true,
                 Action::Fault { fault } => {
                     if d.fault.is_some() || fault.is_state() {
                         continue;
@@ -316,6 +329,23 @@ mod tests {
                 min_ms: 5,
                 max_ms: 20
             }
+        );
+    }
+
+    #[test]
+    fn hold_scopes_like_any_rule_and_takes_no_value() {
+        let mut t = FaultTable {
+            rules: parse_spec("cadastre:hold, *:latency=1ms").unwrap(),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert!(
+            t.decide("cadastre", "cadastre.property-sheet", &mut rng)
+                .hold
+        );
+        assert!(!t.decide("civil", "civil.birth-extract", &mut rng).hold);
+        assert_eq!(
+            parse_spec("cadastre:hold=0.5").unwrap_err().reason,
+            "hold takes no value: it holds every request in scope"
         );
     }
 

@@ -10,8 +10,11 @@
 //!
 //! A plain-HTTP control endpoint on loopback lets tests flip faults and ask
 //! what was seen: `GET/PUT/POST/DELETE /faults`, `GET /seen`, `POST /reset`,
-//! and `POST /tickets/ready`, which makes every waiting asynchronous answer
-//! ready now (a test then need not guess how long a delay is on its machine).
+//! `POST /tickets/ready`, which makes every waiting asynchronous answer
+//! ready now (a test then need not guess how long a delay is on its machine),
+//! and `POST /held/release`, which lets go every request the `hold` fault
+//! keeps (a test then holds requests out for as long as it needs, not for a
+//! latency it hopes is long enough).
 
 pub mod data;
 pub mod faults;
@@ -88,9 +91,14 @@ struct Shared {
     rogue: SigningKey,
     faults: Mutex<FaultTable>,
     seen: Mutex<Vec<Seen>>,
-    /// `served_log`: the id of every request answered, a line each,
-    /// written as it is answered.
+    /// `served_log`: the id of every request as it arrives and as it is
+    /// answered, a line each.
     served: Option<Mutex<std::fs::File>>,
+    /// Bumped by `POST /held/release`: a held request waits for the
+    /// number to move past the one it saw on arrival.
+    released: tokio::sync::watch::Sender<u64>,
+    /// Requests the `hold` fault keeps now.
+    held: std::sync::atomic::AtomicUsize,
     /// Handshakes refused, per registry, with the reason.
     tls_refused: Mutex<Vec<TlsRefused>>,
     tickets: Mutex<HashMap<String, Ticket>>,
@@ -189,6 +197,8 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             )),
             None => None,
         },
+        released: tokio::sync::watch::Sender::new(0),
+        held: std::sync::atomic::AtomicUsize::new(0),
         tls_refused: Mutex::new(Vec::new()),
         tickets: Mutex::new(HashMap::new()),
         rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
@@ -313,6 +323,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         .route("/seen", get(seen_get))
         .route("/reset", post(reset))
         .route("/tickets/ready", post(tickets_ready))
+        .route("/held/release", post(held_release))
         .route("/ocsp", post(ocsp_post))
         .route("/ca.crl", get(crl_get))
         .route("/tsa", post(tsa_post))
@@ -393,17 +404,31 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
     let poll = matches!(env.body, PBody::Poll { .. });
     let hash = request_hash(&body);
 
+    let kind = if poll { "poll" } else { "request" };
+    let log = |line: String| {
+        if let Some(f) = &sh.served {
+            use std::io::Write;
+            // One write per line: lines of concurrent requests never mix.
+            let _ = lock(f).write_all(line.as_bytes());
+        }
+    };
+    // Every arrival is answered by exactly one line below (unless the
+    // caller hangs up first): more arrivals than answers since a process
+    // started means a request of that process is at the registry now.
+    log(format!("{} {kind} arrived\n", h.id));
     let decision = lock(&sh.faults).decide(&reg.name, &service, &mut *lock(&sh.rng));
+    if decision.hold {
+        let mut released = sh.released.subscribe();
+        let at = *released.borrow_and_update();
+        let _held = Held::count(&sh.held);
+        // The sender lives in `sh`, which outlives this request.
+        let _ = released.wait_for(|&n| n != at).await;
+    }
     if let Some(l) = decision.latency {
         tokio::time::sleep(l).await;
     }
     let record = |outcome: &str| {
-        if let Some(f) = &sh.served {
-            use std::io::Write;
-            // One write per line: lines of concurrent requests never mix.
-            let line = format!("{} {}\n", h.id, if poll { "poll" } else { "request" });
-            let _ = lock(f).write_all(line.as_bytes());
-        }
+        log(format!("{} {kind}\n", h.id));
         lock(&sh.seen).push(Seen {
             registry: reg.name.clone(),
             service: service.clone(),
@@ -770,6 +795,8 @@ struct TlsRefused {
 struct SeenReport {
     /// Handshakes refused (these never became requests).
     tls_refused: Vec<TlsRefused>,
+    /// Requests the `hold` fault keeps now (arrived, not answered).
+    held: usize,
     total: usize,
     by_registry: BTreeMap<String, usize>,
     by_service: BTreeMap<String, usize>,
@@ -781,6 +808,7 @@ async fn seen_get(State(sh): Ctl) -> Response {
     let seen = lock(&sh.seen).clone();
     let mut r = SeenReport {
         tls_refused: lock(&sh.tls_refused).clone(),
+        held: sh.held.load(std::sync::atomic::Ordering::SeqCst),
         total: seen.len(),
         by_registry: BTreeMap::new(),
         by_service: BTreeMap::new(),
@@ -798,6 +826,28 @@ async fn seen_get(State(sh): Ctl) -> Response {
     }
     r.requests = seen;
     axum::Json(r).into_response()
+}
+
+/// One request the `hold` fault keeps, counted while it is kept (also
+/// when its caller hangs up and the handler is dropped).
+struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Held<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Held(n)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn held_release(State(sh): Ctl) -> Response {
+    sh.released.send_modify(|n| *n += 1);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn tickets_ready(State(sh): Ctl) -> Response {
