@@ -166,14 +166,37 @@ async fn a_pause_given_to_one_instance_holds_at_the_other() {
     }
     // a cadastre request filed at either instance waits
     let id = submit(&http, b, 2).await.unwrap();
-    // The window is made of events, not of a pause: a civil request filed
-    // at each instance after it is delivered, so both dispatchers have had
-    // their rounds with the cadastre request due.
-    let civil = vec![
-        submit(&http, a, 0).await.unwrap(),
-        submit(&http, b, 0).await.unwrap(),
-    ];
-    wait_delivered(&http, a, &civil).await;
+    // The window is made of events, not of a pause: civil requests filed
+    // after it, until each instance's own simulator has answered one (on
+    // the shared database either instance may send any of them), so both
+    // dispatchers have had a round with the cadastre request due.
+    let civil_seen = |d: &Daemon| {
+        let (http, control) = (http.clone(), d.1.clone());
+        async move {
+            let v = get_json(&http, &format!("{control}/seen"), None).await;
+            v["by_registry"]["civil"].as_u64().unwrap_or(0)
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut civil = Vec::new();
+    let rounds = loop {
+        let rounds = (civil_seen(&da).await, civil_seen(&db).await);
+        if rounds.0 >= 1 && rounds.1 >= 1 {
+            break rounds;
+        }
+        assert!(
+            Instant::now() < end,
+            "after {} civil requests, not both instances sent one: {rounds:?}",
+            civil.len()
+        );
+        civil.push(submit(&http, a, 0).await.unwrap());
+        civil.push(submit(&http, b, 0).await.unwrap());
+        wait_delivered(&http, a, &civil).await;
+    };
+    eprintln!(
+        "{} civil requests filed; sent by the instances {rounds:?}",
+        civil.len()
+    );
     assert_eq!(cadastre_seen().await, 0, "the paused registry was asked");
     let state = |port: u16, id: String| {
         let http = http.clone();
