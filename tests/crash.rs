@@ -62,7 +62,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         let delay = Duration::from_millis(rng.random_range(0..30));
         let killer = async {
             if kill_now {
-                let since = answered(&served);
+                let since = log_len(&served);
                 tokio::time::sleep(delay).await;
                 cut.push(
                     kill_in_flight(&mut daemon, &http, port, &served, since, "in a burst").await,
@@ -82,23 +82,25 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
         }
     }
     // one more crash while the queue drains
-    let since = answered(&served);
+    let since = log_len(&served);
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
     cut.push(kill_in_flight(&mut daemon, &http, port, &served, since, "while draining").await);
     // And one right after the restart, while it sends what was due (no
     // accepts flush anything then): leases that had not reached the disk
     // before their requests left would show in the audit check below. The
-    // kill waits until the restarted daemon's simulator has answered and
-    // requests are leased, or the audit check would prove nothing.
+    // kill waits until a request of the restarted daemon is at its
+    // registry (arrived in the simulator's log after the restart, not yet
+    // answered; the killed one's leftovers in `sending` do not count), or
+    // the audit check would prove nothing.
+    let since = log_len(&served);
     let mut daemon = start_daemon_env(&data, port, &env);
-    let since = answered(&served);
     tokio::time::sleep(Duration::from_millis(rng.random_range(60..250))).await;
     cut.push(kill_in_flight(&mut daemon, &http, port, &served, since, "after a restart").await);
     let daemon = start_daemon_env(&data, port, &env);
     for k in &cut {
         eprintln!(
-            "killed {}: {} requests sending, {} answers in its window",
-            k.when, k.sending, k.answered
+            "killed {}: {} requests sending, {} at the registry, {} answers in its window",
+            k.when, k.sending, k.out, k.answered
         );
     }
     // Two planned kills in one burst would be one kill.
@@ -148,21 +150,27 @@ async fn sigkill_at_random_moments_loses_nothing_and_delivers_once() {
 }
 
 /// Write-ahead: whatever the registry was asked, the audit trail says so,
-/// crashes or not. Every request the simulator answered (its log outlives
-/// the killed processes) has at least as many `exchange.sent` entries in
-/// the verified chain as the simulator answered it; a lease that reached
-/// the disk only after its request had left would be missing here.
+/// crashes or not. Every request that reached the simulator (its log
+/// outlives the killed processes; those a kill cut at the registry
+/// included) has at least as many `exchange.sent` entries in the verified
+/// chain as it arrived there; a lease that reached the disk only after its
+/// request had left would be missing here.
 async fn assert_every_exchange_audited(http: &reqwest::Client, port: u16, served: &Path) {
     let v = audit_verify(http, port).await;
     assert!(v["broken"].is_null(), "the audit chain is broken: {v}");
     let mut asked: BTreeMap<String, usize> = BTreeMap::new();
     for line in std::fs::read_to_string(served).unwrap().lines() {
+        // Arrivals, answered or not: a request the kill cut at the
+        // registry had left the gateway all the same.
+        if !line.ends_with(" arrived") {
+            continue;
+        }
         let id = line.split_whitespace().next().unwrap_or_default();
         *asked.entry(id.to_owned()).or_default() += 1;
     }
     assert!(
         asked.len() > 100,
-        "the simulator answered {} requests",
+        "{} requests reached the simulator",
         asked.len()
     );
     let export = http
@@ -183,7 +191,7 @@ async fn assert_every_exchange_audited(http: &reqwest::Client, port: u16, served
         }
     }
     eprintln!(
-        "the simulator answered {} requests {} times; {} exchange.sent entries",
+        "{} requests reached the simulator {} times; {} exchange.sent entries",
         asked.len(),
         asked.values().sum::<usize>(),
         sent.values().sum::<usize>()
@@ -378,28 +386,56 @@ async fn open_requests(http: &reqwest::Client, port: u16) -> u64 {
 }
 
 /// What a kill cut into: requests leased for an exchange (`sending`) at
-/// the last look before the signal, and how many answers the registries'
-/// simulator gave in the kill's window (from before the kill's delay until
-/// the process was gone: the simulator runs inside the killed daemon).
+/// the last look before the signal, how many had arrived at the
+/// registries' simulator in the kill's window and were not answered yet
+/// (`out`), and how many answers it gave in that window (from before the
+/// kill's delay until the process was gone: the simulator runs inside the
+/// killed daemon).
 #[derive(Debug)]
 struct KillSeen {
     when: &'static str,
     sending: u64,
+    out: usize,
     answered: usize,
 }
 
-/// How many answers the simulator has logged so far.
-fn answered(served: &Path) -> usize {
+/// The simulator's log, in lines (arrivals and answers).
+fn log_len(served: &Path) -> usize {
     std::fs::read_to_string(served)
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
 
+/// From line `since` of the simulator's log on: how many requests arrived
+/// and are not answered (at the registry now), and how many answers.
+/// A request is its id and kind (`request` or `poll`); an answer to one
+/// that arrived before `since` is not counted against a later arrival.
+fn out_and_answered(served: &Path, since: usize) -> (usize, usize) {
+    let log = std::fs::read_to_string(served).unwrap_or_default();
+    let mut open: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut answers = 0;
+    for line in log.lines().skip(since) {
+        let mut w = line.split_whitespace();
+        let key = (
+            w.next().unwrap_or_default().to_owned(),
+            w.next().unwrap_or_default().to_owned(),
+        );
+        if w.next() == Some("arrived") {
+            *open.entry(key).or_default() += 1;
+        } else {
+            answers += 1;
+            *open.entry(key).or_default() -= 1;
+        }
+    }
+    (open.values().filter(|&&n| n > 0).count(), answers)
+}
+
 /// SIGKILLs `daemon` once requests are provably in flight: leased for an
-/// exchange, with the simulator answering since `since` (its log's length
-/// when the kill's window opened). Waits for that (up to 30 s) rather than
-/// trusting the delay before: a kill on an idle queue fails the test here,
-/// since whatever the checks find after it would prove nothing.
+/// exchange, and one of this process's requests at the registry (arrived
+/// in the simulator's log after line `since`, taken when the kill's
+/// window opened, and not answered). Waits for that (up to 30 s) rather
+/// than trusting the delay before: a kill on an idle queue fails the test
+/// here, since whatever the checks find after it would prove nothing.
 async fn kill_in_flight(
     daemon: &mut Daemon,
     http: &reqwest::Client,
@@ -411,19 +447,25 @@ async fn kill_in_flight(
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let sending = in_state(http, port, "sending").await;
-        if sending > 0 && answered(served) > since {
+        let (out, _) = out_and_answered(served, since);
+        if sending > 0 && out > 0 {
             daemon.sigkill();
+            // What the log said at the kill (the process is gone: no line
+            // is added after it).
+            let (out, answered) = out_and_answered(served, since);
             return KillSeen {
                 when,
                 sending,
-                answered: answered(served) - since,
+                out,
+                answered,
             };
         }
         assert!(
             Instant::now() < end,
-            "nothing was in flight for 30 s when the daemon was to be killed {when} \
-             ({sending} requests sending, {} answers since): the kill would prove nothing",
-            answered(served) - since
+            "nothing of this process was at the registry for 30 s when the daemon was to \
+             be killed {when} ({sending} requests sending, {:?} out and answers since): \
+             the kill would prove nothing",
+            out_and_answered(served, since)
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
