@@ -409,13 +409,43 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
             ("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5m".into()),
         ],
     );
+    the_next_waits_until_one_of(4, port);
+}
+
+/// With no limit configured, the one the open file limit gives (all but
+/// 512 descriptors, kept for the store, the case folders and the
+/// registries) holds: a daemon under `prlimit --nofile=600` serves 88
+/// connections at once and holds the 89th until one closes.
+#[test]
+fn the_limit_the_file_limit_gives_holds_the_next_until_one_closes() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut program = tool("prlimit");
+    program
+        .arg("--nofile=600")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_jumgw"));
+    let d = data.path().join("d");
+    let _d = start_daemon_as(
+        program,
+        &d,
+        port,
+        &[("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5m".into())],
+        &default_log(&d, port),
+    );
+    the_next_waits_until_one_of(600 - 512, port);
+}
+
+/// `limit` connections to `port` are each served and stay so; one more
+/// waits unanswered (for 3 s) and is answered as soon as one closes.
+fn the_next_waits_until_one_of(limit: usize, port: u16) {
     let connect = || {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         s
     };
-    let mut held: Vec<std::net::TcpStream> = (0..4).map(|_| connect()).collect();
+    let mut held: Vec<std::net::TcpStream> = (0..limit).map(|_| connect()).collect();
     for (i, s) in held.iter_mut().enumerate() {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK", "connection {i}");
     }
@@ -423,27 +453,26 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
     for s in &mut held {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
     }
-    let mut fifth = connect();
-    fifth
-        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+    let mut next = connect();
+    next.set_read_timeout(Some(std::time::Duration::from_secs(3)))
         .unwrap();
-    let waiting = healthz(&mut fifth);
+    let waiting = healthz(&mut next);
     assert!(
         matches!(&waiting, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
-        "the fifth connection is served beside four held ones: {waiting:?}"
+        "connection {} is served beside {limit} held ones: {waiting:?}",
+        limit + 1
     );
     drop(held.pop());
     // Its request was sent already: the answer comes once it is accepted.
-    fifth
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+    next.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
     let mut got = Vec::new();
     let mut b = [0u8; 1024];
     while !got.ends_with(b"ok") {
         use std::io::Read;
-        let n = fifth
+        let n = next
             .read(&mut b)
-            .expect("served once one of the four closed");
+            .expect("served once one of the held ones closed");
         assert!(
             n > 0,
             "closed unanswered: {}",
@@ -456,7 +485,7 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    // And the three still held are still served.
+    // And those still held are still served.
     for s in &mut held {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
     }
