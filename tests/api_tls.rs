@@ -622,3 +622,93 @@ fn a_silent_http2_client_is_pinged_and_dropped() {
         }
     }
 }
+
+/// Back-office clients' certificates are held to `gateway.min_rsa_bits`
+/// as the registries' are (rustls alone takes any RSA key from 2048 bits
+/// up): under a floor of 3072, a client certificate of RSA 2048 (made by
+/// the openssl command line) is refused at the handshake, and what the
+/// server is told of the refusal names the certificate and its key; one
+/// of RSA 3072 is served. The control: the same 2048-bit certificate is
+/// served under the default floor, so the floor is what refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_under_min_rsa_bits_is_refused_naming_it() {
+    use jum_gateway::pki::tls::{serve, server_config_checked, ClientAuth, ServeLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Issued::new(&CertSpec::new("API CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let ca_pem = write(dir.path(), "ca.pem", &ca.cert_pem().unwrap());
+    write(dir.path(), "ca.key", &ca.key_pem().unwrap());
+    let mut spec = CertSpec::new("jumgw api", Role::TlsServer);
+    spec.san = vec!["127.0.0.1".into(), "localhost".into()];
+    let server = Issued::new(&spec, KeyKind::EcP256, Some(&ca)).unwrap();
+    let cert = write(dir.path(), "server.pem", &server.cert_pem().unwrap());
+    let key = write(dir.path(), "server.key", &server.key_pem().unwrap());
+    let identity = |bits: u32| {
+        let (c, k) = openssl_issued(
+            dir.path(),
+            dir.path(),
+            &format!("office rsa{bits}"),
+            bits,
+            "clientAuth",
+        );
+        let mut pem = std::fs::read(c).unwrap();
+        pem.extend(std::fs::read(k).unwrap());
+        pem
+    };
+    let (weak, strong) = (identity(2048), identity(3072));
+    // An API served as the daemon serves it, under a floor of `bits`:
+    // its port, and what it was told of each handshake it refused.
+    let (cert, key, ca) = (&cert, &key, &ca_pem);
+    let api = |bits: u32| async move {
+        let tls =
+            server_config_checked(cert, key, Some(ca), ClientAuth::Required, None, bits).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let told = refused.clone();
+        let app =
+            axum::Router::new().route("/api/v1/services", axum::routing::get(|| async { "[]" }));
+        tokio::spawn(serve(
+            listener,
+            Some(tls),
+            app,
+            std::future::pending::<()>(),
+            std::sync::Arc::new(move |e: &str| told.lock().unwrap().push(e.to_owned())),
+            ServeLimits::for_this_process(std::time::Duration::from_secs(60)),
+        ));
+        (port, refused)
+    };
+    // Under TLS 1.2 the refusal is an alert within the handshake.
+    let tls12 = |id: &[u8]| {
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca_pem).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(roots)
+            .identity(reqwest::Identity::from_pem(id).unwrap())
+            .tls_version_max(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap()
+    };
+    let (port, refused) = api(3072).await;
+    let got = services(&tls12(&weak), port, "t").await;
+    assert!(
+        got.as_ref()
+            .is_err_and(|e| e.contains("received fatal alert")),
+        "an RSA 2048 client certificate under a floor of 3072: {got:?}"
+    );
+    let told = refused.lock().unwrap().clone();
+    assert!(
+        told.iter().any(|e| e.contains(
+            "too weak: certificate \"O=jum-gateway development, CN=office rsa2048\" has an RSA key of 2048 bits; at least 3072 are accepted"
+        )),
+        "{told:?}"
+    );
+    assert_eq!(services(&tls12(&strong), port, "t").await, Ok(200));
+    assert_eq!(
+        services(&client(&ca_pem, Some(&strong)), port, "t").await,
+        Ok(200)
+    );
+    // The control: the floor, not the certificate, refused it.
+    let (port, refused) = api(2048).await;
+    assert_eq!(services(&tls12(&weak), port, "t").await, Ok(200));
+    assert!(refused.lock().unwrap().is_empty());
+}
