@@ -409,13 +409,43 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
             ("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5m".into()),
         ],
     );
+    the_next_waits_until_one_of(4, port);
+}
+
+/// With no limit configured, the one the open file limit gives (all but
+/// 512 descriptors, kept for the store, the case folders and the
+/// registries) holds: a daemon under `prlimit --nofile=600` serves 88
+/// connections at once and holds the 89th until one closes.
+#[test]
+fn the_limit_the_file_limit_gives_holds_the_next_until_one_closes() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut program = tool("prlimit");
+    program
+        .arg("--nofile=600")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_jumgw"));
+    let d = data.path().join("d");
+    let _d = start_daemon_as(
+        program,
+        &d,
+        port,
+        &[("JUMGW_GATEWAY__API_HEADER_TIMEOUT".into(), "5m".into())],
+        &default_log(&d, port),
+    );
+    the_next_waits_until_one_of(600 - 512, port);
+}
+
+/// `limit` connections to `port` are each served and stay so; one more
+/// waits unanswered (for 3 s) and is answered as soon as one closes.
+fn the_next_waits_until_one_of(limit: usize, port: u16) {
     let connect = || {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         s
     };
-    let mut held: Vec<std::net::TcpStream> = (0..4).map(|_| connect()).collect();
+    let mut held: Vec<std::net::TcpStream> = (0..limit).map(|_| connect()).collect();
     for (i, s) in held.iter_mut().enumerate() {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK", "connection {i}");
     }
@@ -423,27 +453,26 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
     for s in &mut held {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
     }
-    let mut fifth = connect();
-    fifth
-        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+    let mut next = connect();
+    next.set_read_timeout(Some(std::time::Duration::from_secs(3)))
         .unwrap();
-    let waiting = healthz(&mut fifth);
+    let waiting = healthz(&mut next);
     assert!(
         matches!(&waiting, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
-        "the fifth connection is served beside four held ones: {waiting:?}"
+        "connection {} is served beside {limit} held ones: {waiting:?}",
+        limit + 1
     );
     drop(held.pop());
     // Its request was sent already: the answer comes once it is accepted.
-    fifth
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+    next.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
     let mut got = Vec::new();
     let mut b = [0u8; 1024];
     while !got.ends_with(b"ok") {
         use std::io::Read;
-        let n = fifth
+        let n = next
             .read(&mut b)
-            .expect("served once one of the four closed");
+            .expect("served once one of the held ones closed");
         assert!(
             n > 0,
             "closed unanswered: {}",
@@ -456,7 +485,7 @@ fn the_connection_limit_holds_the_next_until_one_closes() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    // And the three still held are still served.
+    // And those still held are still served.
     for s in &mut held {
         assert_eq!(healthz(s).unwrap(), "HTTP/1.1 200 OK");
     }
@@ -592,4 +621,94 @@ fn a_silent_http2_client_is_pinged_and_dropped() {
             answered += 1;
         }
     }
+}
+
+/// Back-office clients' certificates are held to `gateway.min_rsa_bits`
+/// as the registries' are (rustls alone takes any RSA key from 2048 bits
+/// up): under a floor of 3072, a client certificate of RSA 2048 (made by
+/// the openssl command line) is refused at the handshake, and what the
+/// server is told of the refusal names the certificate and its key; one
+/// of RSA 3072 is served. The control: the same 2048-bit certificate is
+/// served under the default floor, so the floor is what refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_under_min_rsa_bits_is_refused_naming_it() {
+    use jum_gateway::pki::tls::{serve, server_config_checked, ClientAuth, ServeLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Issued::new(&CertSpec::new("API CA", Role::Ca), KeyKind::EcP256, None).unwrap();
+    let ca_pem = write(dir.path(), "ca.pem", &ca.cert_pem().unwrap());
+    write(dir.path(), "ca.key", &ca.key_pem().unwrap());
+    let mut spec = CertSpec::new("jumgw api", Role::TlsServer);
+    spec.san = vec!["127.0.0.1".into(), "localhost".into()];
+    let server = Issued::new(&spec, KeyKind::EcP256, Some(&ca)).unwrap();
+    let cert = write(dir.path(), "server.pem", &server.cert_pem().unwrap());
+    let key = write(dir.path(), "server.key", &server.key_pem().unwrap());
+    let identity = |bits: u32| {
+        let (c, k) = openssl_issued(
+            dir.path(),
+            dir.path(),
+            &format!("office rsa{bits}"),
+            bits,
+            "clientAuth",
+        );
+        let mut pem = std::fs::read(c).unwrap();
+        pem.extend(std::fs::read(k).unwrap());
+        pem
+    };
+    let (weak, strong) = (identity(2048), identity(3072));
+    // An API served as the daemon serves it, under a floor of `bits`:
+    // its port, and what it was told of each handshake it refused.
+    let (cert, key, ca) = (&cert, &key, &ca_pem);
+    let api = |bits: u32| async move {
+        let tls =
+            server_config_checked(cert, key, Some(ca), ClientAuth::Required, None, bits).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let told = refused.clone();
+        let app =
+            axum::Router::new().route("/api/v1/services", axum::routing::get(|| async { "[]" }));
+        tokio::spawn(serve(
+            listener,
+            Some(tls),
+            app,
+            std::future::pending::<()>(),
+            std::sync::Arc::new(move |e: &str| told.lock().unwrap().push(e.to_owned())),
+            ServeLimits::for_this_process(std::time::Duration::from_secs(60)),
+        ));
+        (port, refused)
+    };
+    // Under TLS 1.2 the refusal is an alert within the handshake.
+    let tls12 = |id: &[u8]| {
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca_pem).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(roots)
+            .identity(reqwest::Identity::from_pem(id).unwrap())
+            .tls_version_max(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap()
+    };
+    let (port, refused) = api(3072).await;
+    let got = services(&tls12(&weak), port, "t").await;
+    assert!(
+        got.as_ref()
+            .is_err_and(|e| e.contains("received fatal alert")),
+        "an RSA 2048 client certificate under a floor of 3072: {got:?}"
+    );
+    let told = refused.lock().unwrap().clone();
+    assert!(
+        told.iter().any(|e| e.contains(
+            "too weak: certificate \"O=jum-gateway development, CN=office rsa2048\" has an RSA key of 2048 bits; at least 3072 are accepted"
+        )),
+        "{told:?}"
+    );
+    assert_eq!(services(&tls12(&strong), port, "t").await, Ok(200));
+    assert_eq!(
+        services(&client(&ca_pem, Some(&strong)), port, "t").await,
+        Ok(200)
+    );
+    // The control: the floor, not the certificate, refused it.
+    let (port, refused) = api(2048).await;
+    assert_eq!(services(&tls12(&weak), port, "t").await, Ok(200));
+    assert!(refused.lock().unwrap().is_empty());
 }

@@ -97,10 +97,16 @@ impl GatewayConfig {
                 crate::schedule::Window::new(w)
                     .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;
             }
-            if r.max_in_flight == 0 || r.rate_per_s.is_nan() || r.rate_per_s <= 0.0 {
+            if r.max_in_flight == 0 {
                 return Err(bad(
-                    format!("registries.{name}"),
-                    "max_in_flight and rate_per_s must be positive".into(),
+                    format!("registries.{name}.max_in_flight"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if !(r.rate_per_s > 0.0 && r.rate_per_s.is_finite()) {
+                return Err(bad(
+                    format!("registries.{name}.rate_per_s"),
+                    "must be a positive number".into(),
                 ));
             }
             if r.timeout < r.connect_timeout {
@@ -179,6 +185,13 @@ impl GatewayConfig {
             }
         }
         for (name, c) in &self.clients {
+            // Not positive: a bucket that never fills, every request 429.
+            if c.rate_per_s.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                return Err(bad(
+                    format!("clients.{name}.rate_per_s"),
+                    "must be a positive number".into(),
+                ));
+            }
             if crate::api::Role::parse(&c.role).is_none() {
                 return Err(bad(
                     format!("clients.{name}.role"),
@@ -225,10 +238,13 @@ impl GatewayConfig {
                 ));
             }
         }
-        if self.webhooks.base.is_zero() || self.webhooks.cap < self.webhooks.base {
+        if self.webhooks.base.is_zero() {
+            return Err(bad("webhooks.base".into(), "must be more than 0".into()));
+        }
+        if self.webhooks.cap < self.webhooks.base {
             return Err(bad(
-                "webhooks".into(),
-                "base must be positive and cap at least base".into(),
+                "webhooks.cap".into(),
+                "must not be shorter than base".into(),
             ));
         }
         let j = &self.jobs;

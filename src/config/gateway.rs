@@ -45,8 +45,9 @@ pub struct GatewaySection {
     #[serde(default)]
     pub api_tls: Option<ApiTls>,
     /// The smallest RSA key accepted for our seal, our TLS keys, every
-    /// registry signer and every registry's TLS certificate: 2048 at least
-    /// (it can be raised, e.g. to 3072, never lowered).
+    /// registry signer, every registry's TLS certificate and the API's
+    /// client certificates: 2048 at least (it can be raised, e.g. to 3072,
+    /// never lowered).
     #[serde(default = "default_min_rsa_bits")]
     pub min_rsa_bits: u32,
     /// How long the API waits for a client's first byte, TLS handshake

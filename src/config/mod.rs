@@ -153,6 +153,28 @@ mod tests {
 
     const GW: &str = include_str!("../../config/gateway.toml");
 
+    /// The shipped gateway.toml with the tables it leaves out, each with
+    /// only its required keys: what the edits below start from, so that
+    /// they reach the keys of those tables too.
+    fn edited_base() -> &'static str {
+        static BASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{GW}\n[gateway.api_tls]\ncert = \"certs/dev/api.pem\"\nkey = \"certs/dev/api.key\"\n\n\
+                 [clients.office]\ntoken_sha256 = \"{}\"\n\n\
+                 [alerts]\n\n[jobs]\n\n[log]\n\n[retry]\n\n[store]\n\n[webhooks]\n",
+                "ab".repeat(32)
+            )
+        });
+        &BASE
+    }
+
+    /// What the edits start from is itself read and valid.
+    #[test]
+    fn the_edits_start_from_a_valid_configuration() {
+        let cfg = parse::<GatewayConfig>(edited_base(), "base.toml", std::iter::empty()).unwrap();
+        cfg.validate("base.toml").unwrap();
+    }
+
     /// The package's configuration offers the same services and
     /// procedures as the repository's: a service added to one is in both.
     #[test]
@@ -482,95 +504,226 @@ mod tests {
         path
     }
 
-    /// The shipped gateway.toml with one key changed as an operator might
+    /// The kinds of value an edit writes.
+    const VALUES: [&str; 16] = [
+        "\"x\"",
+        "-1",
+        "0",
+        "true",
+        "[]",
+        "{}",
+        "\"1h\"",
+        "\"-5s\"",
+        "1e400",
+        "\"\"",
+        "[1, \"a\"]",
+        "18446744073709551616",
+        "\"https://10.0.0.1/\"",
+        "[\"jmbg\"]",
+        "1.5",
+        "{ x = 1 }",
+    ];
+
+    /// [`schema_sites`], worked out once.
+    #[allow(clippy::type_complexity)]
+    fn sites() -> &'static (Vec<usize>, Vec<(Option<usize>, Vec<String>)>, Vec<String>) {
+        static SITES: std::sync::LazyLock<(
+            Vec<usize>,
+            Vec<(Option<usize>, Vec<String>)>,
+            Vec<String>,
+        )> = std::sync::LazyLock::new(schema_sites);
+        &SITES
+    }
+
+    /// The shipped gateway.toml (with the tables it leaves out, and the
+    /// keys it leaves to their default) with one key changed as an operator might
     /// get it wrong: its line removed or repeated, its value (or the
     /// first value inside its inline table) replaced by one of another
     /// kind, or an unknown key added beside it or inside its inline table.
     /// Returns the text, the edited key's path, the edit and its line (from 1).
     fn edited_gateway_toml() -> impl Strategy<Value = (String, Vec<String>, Edit, usize)> {
-        let values = vec![
-            "\"x\"",
-            "-1",
-            "0",
-            "true",
-            "[]",
-            "{}",
-            "\"1h\"",
-            "\"-5s\"",
-            "1e400",
-            "\"\"",
-            "[1, \"a\"]",
-            "18446744073709551616",
-            "\"https://10.0.0.1/\"",
-            "[\"jmbg\"]",
-            "1.5",
-            "{ x = 1 }",
-        ];
+        let (keyed, absent, _) = sites();
         (
-            any::<prop::sample::Index>(),
+            0..keyed.len() + absent.len(),
             0u8..6,
-            prop::sample::select(values),
+            prop::sample::select(VALUES.to_vec()),
         )
-            .prop_map(|(at, how, v)| {
-                let lines: Vec<&str> = GW.lines().collect();
-                let keyed: Vec<usize> = (0..lines.len())
-                    .filter(|&i| {
-                        let l = lines[i].trim_start();
-                        !l.starts_with('#') && !l.starts_with('[') && l.contains(" = ")
-                    })
-                    .collect();
-                let i = keyed[at.index(keyed.len())];
-                let mut path = lines[..i]
-                    .iter()
-                    .rev()
-                    .find(|l| l.starts_with('['))
-                    .map(|l| header_path(l))
-                    .unwrap_or_default();
-                let (key, value) = lines[i].split_once(" = ").unwrap();
-                let key = key.trim().to_owned();
-                path.push(key.clone());
-                let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-                // Inside an inline table: `k = { a = 1, b = 2 }`.
-                let inner = value
-                    .trim()
-                    .strip_prefix("{ ")
-                    .and_then(|t| t.split_once(" = "))
-                    .map(|(k, rest)| (k.to_owned(), rest));
-                let edit = match (how, inner) {
-                    (0, _) => {
-                        out.remove(i);
-                        Edit::Removed
-                    }
-                    (1, _) => {
-                        out.insert(i, lines[i].to_owned());
-                        Edit::Twice
-                    }
-                    (2, _) => {
-                        out[i] = format!("{key} = {v}");
-                        Edit::Set(v.to_owned())
-                    }
-                    (4, Some((k, rest))) => {
-                        let tail = rest.split_once(", ").map_or("}", |(_, t)| t);
-                        let sep = if tail == "}" { " " } else { ", " };
-                        out[i] = format!("{key} = {{ {k} = {v}{sep}{tail}");
-                        path.push(k);
-                        Edit::Set(v.to_owned())
-                    }
-                    (5, Some(_)) => {
-                        out[i] = format!("{key} = {{ bogus_key = \"1\", {}", &value.trim()[2..]);
-                        path.push("bogus_key".into());
-                        Edit::Added("\"1\"".into())
-                    }
-                    _ => {
-                        out.insert(i, "bogus_key = \"1\"".into());
-                        path.pop();
-                        path.push("bogus_key".into());
-                        Edit::Added("\"1\"".into())
-                    }
-                };
-                let line = i + 1 + usize::from(matches!(edit, Edit::Twice));
-                (out.join("\n"), path, edit, line)
+            .prop_map(|(at, how, v)| edit_at(at, how, v))
+    }
+
+    /// Edit number `at` of [`sites`] (a line of the file, then a key it
+    /// leaves out), of kind `how`, writing `v` where it writes a value. A
+    /// key the file leaves out is written (`Set`), or written twice.
+    fn edit_at(at: usize, how: u8, v: &str) -> (String, Vec<String>, Edit, usize) {
+        let (keyed, absent, _) = sites();
+        let lines: Vec<&str> = edited_base().lines().collect();
+        if let Some((header, path)) = at.checked_sub(keyed.len()).map(|a| &absent[a]) {
+            // A key the file leaves to its default, written under
+            // its table's header (or above every table).
+            let key = path.last().unwrap();
+            let at = header.map_or(0, |h| h + 1);
+            let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            let set = format!("{key} = {v}");
+            let edit = if how == 1 {
+                out.insert(at, set.clone());
+                Edit::Twice
+            } else {
+                Edit::Set(v.to_owned())
+            };
+            out.insert(at, set);
+            let line = at + 1 + usize::from(matches!(edit, Edit::Twice));
+            return (out.join("\n"), path.clone(), edit, line);
+        }
+        let i = keyed[at];
+        let mut path = lines[..i]
+            .iter()
+            .rev()
+            .find(|l| l.starts_with('['))
+            .map(|l| header_path(l))
+            .unwrap_or_default();
+        let (key, value) = lines[i].split_once(" = ").unwrap();
+        let key = key.trim().to_owned();
+        path.push(key.clone());
+        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        // Inside an inline table: `k = { a = 1, b = 2 }`.
+        let inner = value
+            .trim()
+            .strip_prefix("{ ")
+            .and_then(|t| t.split_once(" = "))
+            .map(|(k, rest)| (k.to_owned(), rest));
+        let edit = match (how, inner) {
+            (0, _) => {
+                out.remove(i);
+                Edit::Removed
+            }
+            (1, _) => {
+                out.insert(i, lines[i].to_owned());
+                Edit::Twice
+            }
+            (2, _) => {
+                out[i] = format!("{key} = {v}");
+                Edit::Set(v.to_owned())
+            }
+            (4, Some((k, rest))) => {
+                let tail = rest.split_once(", ").map_or("}", |(_, t)| t);
+                let sep = if tail == "}" { " " } else { ", " };
+                out[i] = format!("{key} = {{ {k} = {v}{sep}{tail}");
+                path.push(k);
+                Edit::Set(v.to_owned())
+            }
+            (5, Some(_)) => {
+                out[i] = format!("{key} = {{ bogus_key = \"1\", {}", &value.trim()[2..]);
+                path.push("bogus_key".into());
+                Edit::Added("\"1\"".into())
+            }
+            _ => {
+                out.insert(i, "bogus_key = \"1\"".into());
+                path.pop();
+                path.push("bogus_key".into());
+                Edit::Added("\"1\"".into())
+            }
+        };
+        let line = i + 1 + usize::from(matches!(edit, Edit::Twice));
+        (out.join("\n"), path, edit, line)
+    }
+
+    /// Where the edits reach the keys of the schema (as the reference
+    /// lists them, [`reference::keys`], so a new key is edited without a
+    /// change here): the lines of the shipped file that set a key; the
+    /// keys it leaves to their default, each with the line of its table's
+    /// header to write it under (`None`: above every table), as paths (an
+    /// entry of a table of named entries is the file's first); and the
+    /// keys neither reaches (in a list's items, or in a table the file
+    /// does not have), by their reference name.
+    #[allow(clippy::type_complexity)]
+    fn schema_sites() -> (Vec<usize>, Vec<(Option<usize>, Vec<String>)>, Vec<String>) {
+        let lines: Vec<&str> = edited_base().lines().collect();
+        let file: toml::Table = toml::from_str(edited_base()).unwrap();
+        let keyed: Vec<usize> = (0..lines.len())
+            .filter(|&i| {
+                let l = lines[i].trim_start();
+                !l.starts_with('#') && !l.starts_with('[') && l.contains(" = ")
             })
+            .collect();
+        let headers: Vec<(usize, Vec<String>)> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with('['))
+            .map(|i| (i, header_path(lines[i])))
+            .collect();
+        let (mut absent, mut unreached) = (Vec::new(), Vec::new());
+        'keys: for name in reference::keys() {
+            let mut path: Vec<String> = Vec::new();
+            let mut table = Some(&file);
+            for part in name.split('.') {
+                let part = if part == "<name>" {
+                    match table.and_then(|t| t.keys().next()) {
+                        Some(first) => first.clone(),
+                        None => {
+                            unreached.push(name);
+                            continue 'keys;
+                        }
+                    }
+                } else if part.ends_with("[]") {
+                    unreached.push(name);
+                    continue 'keys;
+                } else {
+                    part.to_owned()
+                };
+                table = table.and_then(|t| t.get(&part)).and_then(|v| v.as_table());
+                path.push(part);
+            }
+            let parent = &path[..path.len() - 1];
+            let key = path.last().unwrap();
+            // The lines of its table: from its header to the next.
+            let (from, header) = if parent.is_empty() {
+                (0, None)
+            } else {
+                match headers.iter().find(|(_, p)| p == parent) {
+                    Some((h, _)) => (h + 1, Some(*h)),
+                    None => {
+                        unreached.push(name);
+                        continue;
+                    }
+                }
+            };
+            let to = headers
+                .iter()
+                .map(|(h, _)| *h)
+                .find(|&h| h >= from)
+                .unwrap_or(lines.len());
+            let set = keyed.iter().any(|&i| {
+                (from..to).contains(&i)
+                    && lines[i].split(" = ").next().map(str::trim) == Some(key.as_str())
+            });
+            if !set {
+                absent.push((header, path));
+            }
+        }
+        (keyed, absent, unreached)
+    }
+
+    /// Every key of the schema is edited by the property below, as a line
+    /// of the shipped file or written under its table; the keys it cannot
+    /// reach are named here, each with the reason.
+    #[test]
+    fn the_edits_reach_every_key_of_the_schema() {
+        let (_, absent, unreached) = schema_sites();
+        let absent: Vec<String> = absent.iter().map(|(_, p)| p.join(".")).collect();
+        for k in [
+            "gateway.api_max_connections",
+            "gateway.api_ping_interval",
+            "gateway.ui_session_lifetime",
+        ] {
+            assert!(absent.iter().any(|a| a == k), "{k} not edited: {absent:?}");
+        }
+        // The edits write keys of tables, not of a list's items: the
+        // maintenance windows' are read by their own tests.
+        assert_eq!(
+            unreached,
+            [
+                "registries.<name>.maintenance[].cron",
+                "registries.<name>.maintenance[].duration"
+            ]
+        );
     }
 
     /// The value at `path` in the configuration as the program holds it
@@ -583,6 +736,103 @@ mod tests {
     fn as_json(toml_value: &str) -> Option<serde_json::Value> {
         let t: toml::Table = toml::from_str(&format!("v = {toml_value}")).ok()?;
         serde_json::to_value(&t["v"]).ok()
+    }
+
+    /// What an edit must come to: refused naming what is wrong, or read
+    /// holding what was written (see the property below).
+    fn edit_holds(
+        text: &str,
+        path: &[String],
+        edit: &Edit,
+        line: usize,
+    ) -> Result<(), TestCaseError> {
+        let dotted = path.join(".");
+        let (parent, key) = (path[..path.len() - 1].join("."), &path[path.len() - 1]);
+        let refused = match parse::<GatewayConfig>(text, "edited.toml", std::iter::empty()) {
+            Ok(cfg) => match cfg.validate("edited.toml") {
+                Ok(()) => {
+                    let holds = serde_json::to_value(&cfg).unwrap();
+                    match edit {
+                        Edit::Removed => {}
+                        Edit::Twice => prop_assert!(false, "{dotted} twice was read"),
+                        Edit::Set(v) | Edit::Added(v) => {
+                            let want = as_json(v);
+                            prop_assert!(
+                                want.is_some(),
+                                "{dotted} = {v}: read, but TOML cannot read {v}"
+                            );
+                            let got = held(&holds, path);
+                            // A float key holds `-1` as `-1.0`.
+                            let same = match (got, want.as_ref()) {
+                                (Some(a), Some(b)) if a.is_number() && b.is_number() => {
+                                    a.as_f64() == b.as_f64()
+                                }
+                                (a, b) => a == b,
+                            };
+                            prop_assert!(
+                                same,
+                                "{:?} at {} was read and validated, but the program holds {:?}",
+                                edit,
+                                dotted,
+                                got
+                            );
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(m) = refused {
+            prop_assert!(m.starts_with("edited.toml: "), "{edit:?} at {dotted}: {m}");
+            match edit {
+                // TOML's own refusal says where: the line, which it quotes.
+                Edit::Twice => prop_assert!(
+                    m.contains(&format!("TOML parse error at line {line},"))
+                        && m.contains("duplicate key")
+                        && m.contains(&format!("{key} = ")),
+                    "{dotted} twice: {m}"
+                ),
+                Edit::Set(v) if as_json(v).is_none() => prop_assert!(
+                    m.contains(&format!("TOML parse error at line {line},")),
+                    "{dotted} = {v}: {m}"
+                ),
+                // A cross-check names its other key too ("timeout:
+                // must not be shorter than connect_timeout").
+                Edit::Set(_) => prop_assert!(
+                    m.contains(&format!("{dotted}: "))
+                        || (m.contains(&format!("{parent}.")) && m.contains(key.as_str())),
+                    "{edit:?}: the message does not name {dotted}: {m}"
+                ),
+                Edit::Added(_) => prop_assert!(
+                    m.contains(&format!("{parent}: unknown field `{key}`")),
+                    "{edit:?} at {dotted}: the message does not name it: {m}"
+                ),
+                Edit::Removed => prop_assert!(
+                    m.contains(&format!("missing field `{key}`"))
+                        || m.contains(&format!("{dotted}: ")),
+                    "without {dotted}: {m}"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key of the schema (a line of the file or one it leaves out)
+    /// set to each kind of value: what the property below samples, all of
+    /// it, for the edit that can go wrong most ways.
+    #[test]
+    fn every_key_set_to_each_kind_of_value_is_refused_naming_it_or_held() {
+        let (keyed, absent, _) = sites();
+        for at in 0..keyed.len() + absent.len() {
+            for v in VALUES {
+                let (text, path, edit, line) = edit_at(at, 2, v);
+                if let Err(e) = edit_holds(&text, &path, &edit, line) {
+                    panic!("{e}");
+                }
+            }
+        }
     }
 
     proptest! {
@@ -598,61 +848,7 @@ mod tests {
         /// in its place, never dropped).
         #[test]
         fn an_edited_configuration_is_refused_naming_what_is_wrong((text, path, edit, line) in edited_gateway_toml()) {
-            let dotted = path.join(".");
-            let (parent, key) = (path[..path.len() - 1].join("."), &path[path.len() - 1]);
-            let refused = match parse::<GatewayConfig>(&text, "edited.toml", std::iter::empty()) {
-                Ok(cfg) => match cfg.validate("edited.toml") {
-                    Ok(()) => {
-                        let holds = serde_json::to_value(&cfg).unwrap();
-                        match &edit {
-                            Edit::Removed => {}
-                            Edit::Twice => prop_assert!(false, "{dotted} twice was read"),
-                            Edit::Set(v) | Edit::Added(v) => {
-                                let want = as_json(v);
-                                prop_assert!(want.is_some(), "{dotted} = {v}: read, but TOML cannot read {v}");
-                                prop_assert_eq!(
-                                    held(&holds, &path), want.as_ref(),
-                                    "{:?} at {} was read and validated, but the program does not hold it", edit, dotted
-                                );
-                            }
-                        }
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                },
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(m) = refused {
-                prop_assert!(m.starts_with("edited.toml: "), "{edit:?} at {dotted}: {m}");
-                match &edit {
-                    // TOML's own refusal says where: the line, which it quotes.
-                    Edit::Twice => prop_assert!(
-                        m.contains(&format!("TOML parse error at line {line},"))
-                            && m.contains("duplicate key")
-                            && m.contains(&format!("{key} = ")),
-                        "{dotted} twice: {m}"
-                    ),
-                    Edit::Set(v) if as_json(v).is_none() => prop_assert!(
-                        m.contains(&format!("TOML parse error at line {line},")),
-                        "{dotted} = {v}: {m}"
-                    ),
-                    // A cross-check names its other key too ("timeout:
-                    // must not be shorter than connect_timeout").
-                    Edit::Set(_) => prop_assert!(
-                        m.contains(&format!("{dotted}: "))
-                            || (m.contains(&format!("{parent}.")) && m.contains(key.as_str())),
-                        "{edit:?}: the message does not name {dotted}: {m}"
-                    ),
-                    Edit::Added(_) => prop_assert!(
-                        m.contains(&format!("{parent}: unknown field `{key}`")),
-                        "{edit:?} at {dotted}: the message does not name it: {m}"
-                    ),
-                    Edit::Removed => prop_assert!(
-                        m.contains(&format!("missing field `{key}`")) || m.contains(&format!("{dotted}: ")),
-                        "without {dotted}: {m}"
-                    ),
-                }
-            }
+            edit_holds(&text, &path, &edit, line)?;
         }
     }
 

@@ -148,6 +148,34 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(at)
 }
 
+/// Every key the reference lists, as its dotted path from the top:
+/// `gateway.api_max_connections`, `registries.<name>.url` (an entry of a
+/// table of named entries), `registries.<name>.maintenance[].cron` (a
+/// key of each item of a list). Tests edit each of them.
+pub fn keys() -> Vec<String> {
+    let structs = structs();
+    let mut out = Vec::new();
+    let mut queue = vec![(String::new(), "GatewayConfig".to_owned())];
+    while let Some((section, ty)) = queue.pop() {
+        let Some(s) = structs.get(&ty) else { continue };
+        for f in &s.fields {
+            let (inner, how) = shape(&f.ty);
+            let name = if section.is_empty() {
+                f.name.clone()
+            } else {
+                format!("{section}.{}", f.name)
+            };
+            if structs.contains_key(inner) && inner != "Member" {
+                queue.push((format!("{name}{how}"), inner.to_owned()));
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The reference, as `docs/configuration.md` holds it.
 pub fn markdown() -> String {
     let structs = structs();

@@ -86,8 +86,9 @@ pub fn server_config(
 
 /// [`server_config`], the clients' certificates also checked for
 /// revocation by `revocation` (made with the CAs of `client_ca`, which
-/// [`client_anchors`] reads), and our key refused below `min_rsa_bits`
-/// (`gateway.min_rsa_bits`; never below [`crate::xml::dsig::MIN_RSA_BITS`]).
+/// [`client_anchors`] reads), and our key and the clients' certificates
+/// refused below `min_rsa_bits` (`gateway.min_rsa_bits`; never below
+/// [`crate::xml::dsig::MIN_RSA_BITS`]).
 pub fn server_config_checked(
     cert: &Path,
     key: &Path,
@@ -111,12 +112,9 @@ pub fn server_config_checked(
                 v = v.allow_unauthenticated();
             }
             let verifier = v.build().map_err(|e| TlsError::Tls(e.to_string()))?;
-            match revocation {
-                Some(gate) => builder.with_client_cert_verifier(Arc::new(
-                    super::revocation::tls::ClientVerifier::new(verifier, gate),
-                )),
-                None => builder.with_client_cert_verifier(verifier),
-            }
+            builder.with_client_cert_verifier(Arc::new(
+                super::revocation::tls::ClientVerifier::new(verifier, revocation, min_rsa_bits),
+            ))
         }
         None => builder.with_no_client_auth(),
     };

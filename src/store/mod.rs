@@ -180,6 +180,14 @@ pub trait Requests: Documents + Send + Sync {
     /// [`Requests::update`]'s does (it tells records apart by their id);
     /// the result, in the order asked, is the changed record, or `None`
     /// where `f` said no or the record is gone.
+    ///
+    /// This default is not one transaction: it writes each record, then
+    /// its document, so a crash between the two leaves a record that names
+    /// a document never stored. The document cannot go first: whether `f`
+    /// declines is known only once the record is changed, and a document
+    /// written for a declined change would replace the one its record
+    /// names. A store that keeps documents must override this and write
+    /// both in one transaction, as both stores here do.
     async fn update_many(
         &self,
         ids: &[&str],

@@ -386,8 +386,20 @@ pub fn start_daemon_env(data: &Path, port: u16, env: &[(String, String)]) -> Dae
 
 /// [`start_daemon_env`] logging to `log` (appended to).
 pub fn start_daemon_logged(data: &Path, port: u16, env: &[(String, String)], log: &Path) -> Daemon {
+    start_daemon_as(jumgw(), data, port, env, log)
+}
+
+/// [`start_daemon_logged`] run as `program` (`jumgw`, or `jumgw` under
+/// `prlimit`).
+pub fn start_daemon_as(
+    mut program: Command,
+    data: &Path,
+    port: u16,
+    env: &[(String, String)],
+    log: &Path,
+) -> Daemon {
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-    let mut child = jumgw()
+    let mut child = program
         .args(["serve", "--demo", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])

@@ -4,8 +4,9 @@
 //! handshake cannot wait for a responder, so a certificate with no answer
 //! yet is looked up in the background: `prefer` lets that handshake
 //! through, `require` refuses it (the next one finds the answer). A
-//! registry's chain is also held to our key floor here, so that a weak
-//! key is refused by name rather than as rustls's "BadSignature".
+//! registry's chain, and a client's, is also held to our key floor here,
+//! so that a weak key is refused by name (rustls alone refuses an RSA key
+//! under 2048 bits as a "BadSignature" and takes any from 2048 bits up).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -203,16 +204,28 @@ impl ServerCertVerifier for ServerVerifier {
     }
 }
 
-/// A client verifier (rustls's) that also asks the [`Gate`].
+/// A client verifier (rustls's) that also asks the [`Gate`] (where
+/// revocation is checked), and refuses a chain weaker than
+/// `min_rsa_bits` saying so, as [`ServerVerifier`] does: rustls takes any
+/// RSA key from 2048 bits up.
 #[derive(Debug)]
 pub struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    gate: Gate,
+    gate: Option<Gate>,
+    min_rsa_bits: u32,
 }
 
 impl ClientVerifier {
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, gate: Gate) -> ClientVerifier {
-        ClientVerifier { inner, gate }
+    pub fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        gate: Option<Gate>,
+        min_rsa_bits: u32,
+    ) -> ClientVerifier {
+        ClientVerifier {
+            inner,
+            gate,
+            min_rsa_bits,
+        }
     }
 }
 
@@ -238,7 +251,10 @@ impl ClientCertVerifier for ClientVerifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        self.gate.check(end_entity)?;
+        weak_chain(end_entity, intermediates, self.min_rsa_bits)?;
+        if let Some(gate) = &self.gate {
+            gate.check(end_entity)?;
+        }
         Ok(ok)
     }
 

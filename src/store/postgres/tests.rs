@@ -446,6 +446,36 @@ async fn the_check_names_what_disagrees() {
     s.close().await.unwrap();
 }
 
+/// A parameter of a statement the plan test runs: bound (`sql`), and
+/// written into an `EXECUTE` of the statement prepared by name (`ty`,
+/// `literal`).
+enum Arg {
+    Text(Option<String>),
+    Int(i64),
+}
+
+impl Arg {
+    fn sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Arg::Text(t) => t,
+            Arg::Int(i) => i,
+        }
+    }
+    fn ty(&self) -> &'static str {
+        match self {
+            Arg::Text(_) => "text",
+            Arg::Int(_) => "bigint",
+        }
+    }
+    fn literal(&self) -> String {
+        match self {
+            Arg::Text(None) => "NULL".into(),
+            Arg::Text(Some(t)) => format!("'{}'", t.replace('\'', "''")),
+            Arg::Int(i) => i.to_string(),
+        }
+    }
+}
+
 /// An `EXPLAIN (FORMAT JSON)` result, read as its text.
 struct Plan(String);
 
@@ -541,66 +571,99 @@ async fn requests_are_read_by_index() {
     tokio::spawn(conn);
     c.batch_execute("ANALYZE requests").await.unwrap();
 
-    let top = "ZZZZZZZZZZZZZZZZZZZZZZZZZZZ".to_owned();
-    let (none, lo, page) = (None::<String>, String::new(), 50i64);
-    let (dead, case, civil) = (
-        Some("dead".to_owned()),
-        Some("351-777/2026".to_owned()),
-        Some("civil".to_owned()),
+    let top = Arg::Text(Some("ZZZZZZZZZZZZZZZZZZZZZZZZZZZ".to_owned()));
+    let (none, lo, page) = (
+        Arg::Text(None),
+        Arg::Text(Some(String::new())),
+        Arg::Int(50),
     );
-    let (until, t) = (now as i64 + 7 * 86_400_000, now as i64 + 5_000_000);
-    let walk: &[&(dyn ToSql + Sync)] = &[&none, &lo, &top, &none, &page];
-    let walk_civil: &[&(dyn ToSql + Sync)] = &[&none, &lo, &top, &civil, &page];
-    let state: &[&(dyn ToSql + Sync)] = &[&dead, &lo, &top, &none, &page];
-    let state_civil: &[&(dyn ToSql + Sync)] = &[&dead, &lo, &top, &civil, &page];
-    let in_case: &[&(dyn ToSql + Sync)] = &[&case, &lo, &top, &none, &page];
-    let now_ms = now as i64;
-    let by_case: &[&(dyn ToSql + Sync)] = &[&case];
-    let due: &[&(dyn ToSql + Sync)] = &[&now_ms, &page];
-    let deadlines: &[&(dyn ToSql + Sync)] = &[&until, &page];
-    let stamps: &[&(dyn ToSql + Sync)] = &[&t, &page];
-    let queries: Vec<(&str, &str, &[&(dyn ToSql + Sync)])> = vec![
-        ("attention, oldest", WALK_ATTENTION.0, walk),
-        ("attention, newest", WALK_ATTENTION.1, walk),
-        ("attention of a registry", WALK_ATTENTION.0, walk_civil),
-        ("a state, oldest", WALK_STATE.0, state),
-        ("a state, newest", WALK_STATE.1, state),
-        ("a state of a registry", WALK_STATE.1, state_civil),
-        ("a case, oldest", WALK_CASE.0, in_case),
-        ("a case, newest", WALK_CASE.1, in_case),
-        ("everything, oldest", WALK_ALL.0, walk),
-        ("everything, newest", WALK_ALL.1, walk_civil),
-        ("by case", BY_CASE, by_case),
-        ("due", DUE, due),
-        ("next due", NEXT_DUE, &[]),
-        ("oldest open", OLDEST_OPEN, &[]),
-        ("deadlines", BY_DEADLINE, deadlines),
-        ("timestamps due", STAMPS_DUE, stamps),
+    let text = |s: &str| Arg::Text(Some(s.to_owned()));
+    let (dead, case, civil) = (text("dead"), text("351-777/2026"), text("civil"));
+    let (until, t) = (
+        Arg::Int(now as i64 + 7 * 86_400_000),
+        Arg::Int(now as i64 + 5_000_000),
+    );
+    let walk = [&none, &lo, &top, &none, &page];
+    let walk_civil = [&none, &lo, &top, &civil, &page];
+    let state = [&dead, &lo, &top, &none, &page];
+    let state_civil = [&dead, &lo, &top, &civil, &page];
+    let in_case = [&case, &lo, &top, &none, &page];
+    let now_ms = Arg::Int(now as i64);
+    let queries: Vec<(&str, &str, Vec<&Arg>)> = vec![
+        ("attention, oldest", WALK_ATTENTION.0, walk.to_vec()),
+        ("attention, newest", WALK_ATTENTION.1, walk.to_vec()),
+        (
+            "attention of a registry",
+            WALK_ATTENTION.0,
+            walk_civil.to_vec(),
+        ),
+        ("a state, oldest", WALK_STATE.0, state.to_vec()),
+        ("a state, newest", WALK_STATE.1, state.to_vec()),
+        ("a state of a registry", WALK_STATE.1, state_civil.to_vec()),
+        ("a case, oldest", WALK_CASE.0, in_case.to_vec()),
+        ("a case, newest", WALK_CASE.1, in_case.to_vec()),
+        ("everything, oldest", WALK_ALL.0, walk.to_vec()),
+        ("everything, newest", WALK_ALL.1, walk_civil.to_vec()),
+        ("by case", BY_CASE, vec![&case]),
+        ("due", DUE, vec![&now_ms, &page]),
+        ("next due", NEXT_DUE, vec![]),
+        ("oldest open", OLDEST_OPEN, vec![]),
+        ("deadlines", BY_DEADLINE, vec![&until, &page]),
+        ("timestamps due", STAMPS_DUE, vec![&t, &page]),
         // The control: a query no index serves.
         (
             "control",
             "SELECT id FROM requests WHERE record LIKE '%\"tax\"%' LIMIT 100000",
-            &[],
+            vec![],
         ),
     ];
+    // Each statement twice: planned for its values (as EXPLAIN with bound
+    // parameters, and a statement prepared for one call, are), then as a
+    // generic plan, which a statement prepared once per connection
+    // (`prepare_cached`) may be switched to after five runs, and which
+    // cannot see that a `$1 IS NULL` is true.
     let mut scans = Vec::new();
-    for (what, sql, params) in queries {
+    for (n, (what, sql, params)) in queries.into_iter().enumerate() {
+        let bound: Vec<&(dyn ToSql + Sync)> = params.iter().map(|a| a.sql()).collect();
         let row = c
-            .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), params)
+            .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), &bound)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let plan: serde_json::Value = serde_json::from_str(&row.get::<_, Plan>(0).0).unwrap();
-        let (rows, seq) = requests_read(&plan[0]["Plan"]);
-        if what == "control" {
-            assert!(
-                seq && rows >= N as f64,
-                "the control read {rows} rows, seq {seq}: {plan}"
-            );
-        } else if seq || rows > (N / 10) as f64 {
-            scans.push(format!(
-                "{what}: {rows} rows read{}: {sql}",
-                if seq { " by a Seq Scan" } else { "" }
-            ));
+        let custom: serde_json::Value = serde_json::from_str(&row.get::<_, Plan>(0).0).unwrap();
+        let types: Vec<&str> = params.iter().map(|a| a.ty()).collect();
+        let values: Vec<String> = params.iter().map(|a| a.literal()).collect();
+        let (prepare, execute) = if params.is_empty() {
+            (format!("PREPARE q{n} AS {sql}"), format!("EXECUTE q{n}"))
+        } else {
+            (
+                format!("PREPARE q{n} ({}) AS {sql}", types.join(", ")),
+                format!("EXECUTE q{n} ({})", values.join(", ")),
+            )
+        };
+        c.batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; {prepare}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let row = c
+            .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {execute}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}, generic: {e}"));
+        c.batch_execute("RESET plan_cache_mode").await.unwrap();
+        let generic: serde_json::Value = serde_json::from_str(&row.get::<_, Plan>(0).0).unwrap();
+        for (how, plan) in [("custom", custom), ("generic", generic)] {
+            let (rows, seq) = requests_read(&plan[0]["Plan"]);
+            if what == "control" {
+                assert!(
+                    seq && rows >= N as f64,
+                    "the control ({how} plan) read {rows} rows, seq {seq}: {plan}"
+                );
+            } else if seq || rows > (N / 10) as f64 {
+                scans.push(format!(
+                    "{what} ({how} plan): {rows} rows read{}: {sql}\n{plan}",
+                    if seq { " by a Seq Scan" } else { "" }
+                ));
+            }
         }
     }
     assert!(scans.is_empty(), "{scans:#?}");
