@@ -86,6 +86,42 @@ impl GatewayConfig {
                 "must be more than 0".into(),
             ));
         }
+        // A schedule that cannot move forward (no attempt, a ceiling that
+        // shrinks or is zero, a lease that ends at once) would retry a
+        // request at once and forever, or never send it.
+        let rt = &self.retry;
+        if !(rt.factor >= 1.0 && rt.factor.is_finite()) {
+            return Err(bad(
+                "retry.factor".into(),
+                format!(
+                    "{} must be a number of at least 1 (each delay the last one's times it)",
+                    rt.factor
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("retry.base", rt.base),
+            ("retry.lease", rt.lease),
+            ("retry.deadline", rt.deadline),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key.into(), "must be more than 0".into()));
+            }
+        }
+        if rt.cap < rt.base {
+            return Err(bad(
+                "retry.cap".into(),
+                "must not be shorter than retry.base".into(),
+            ));
+        }
+        for (key, n) in [
+            ("retry.max_attempts", rt.max_attempts),
+            ("retry.delivery_attempts", rt.delivery_attempts),
+        ] {
+            if n == 0 {
+                return Err(bad(key.into(), "must be at least 1".into()));
+            }
+        }
         for (name, r) in &self.registries {
             if !r.url.starts_with("https://") {
                 return Err(bad(

@@ -872,6 +872,57 @@ mod tests {
         }
     }
 
+    /// A retry schedule that cannot move forward is refused naming its key;
+    /// the edge of each rule is still taken.
+    #[test]
+    fn a_retry_schedule_that_cannot_move_forward_is_refused_naming_the_key() {
+        let check = |line: &str| {
+            let text = edited_base().replacen("\n[retry]\n", &format!("\n[retry]\n{line}\n"), 1);
+            parse::<GatewayConfig>(&text, "r.toml", std::iter::empty())
+                .unwrap()
+                .validate("r.toml")
+                .map_err(|e| e.to_string())
+        };
+        for (line, says) in [
+            (
+                "factor = -1.0",
+                "r.toml: retry.factor: -1 must be a number of at least 1",
+            ),
+            ("factor = 0.5", "r.toml: retry.factor: 0.5 must be"),
+            ("factor = nan", "r.toml: retry.factor: NaN must be"),
+            ("factor = inf", "r.toml: retry.factor: inf must be"),
+            ("base = \"0s\"", "r.toml: retry.base: must be more than 0"),
+            ("lease = \"0s\"", "r.toml: retry.lease: must be more than 0"),
+            (
+                "deadline = \"0s\"",
+                "r.toml: retry.deadline: must be more than 0",
+            ),
+            (
+                "cap = \"1s\"",
+                "r.toml: retry.cap: must not be shorter than retry.base",
+            ),
+            (
+                "max_attempts = 0",
+                "r.toml: retry.max_attempts: must be at least 1",
+            ),
+            (
+                "delivery_attempts = 0",
+                "r.toml: retry.delivery_attempts: must be at least 1",
+            ),
+        ] {
+            let e = check(line).expect_err(line);
+            assert!(e.starts_with(says), "{line}: {e}");
+        }
+        for line in [
+            "factor = 1.0",
+            "cap = \"10s\"",
+            "max_attempts = 1",
+            "delivery_attempts = 1",
+        ] {
+            assert_eq!(check(line), Ok(()), "{line}");
+        }
+    }
+
     #[test]
     fn webhook_secrets_are_checked_with_a_precise_reason() {
         assert_eq!(
