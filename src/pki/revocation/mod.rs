@@ -1133,13 +1133,13 @@ mod tests {
     const DAY: u64 = 86_400_000;
 
     /// A delegated OCSP responder issued by `ca` for `[from, to]` (ms),
-    /// with id-kp-OCSPSigning or without.
+    /// with the extended key usage named (openssl's short name), or none.
     fn delegated(
         ca: &Authority,
         ca_key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
         from: u64,
         to: u64,
-        ocsp_signing: bool,
+        eku: Option<&str>,
     ) -> Authority {
         use openssl::x509::extension::ExtendedKeyUsage;
         let key = crate::pki::new_key(KeyKind::EcP256).unwrap();
@@ -1158,14 +1158,9 @@ mod tests {
         let t = |ms: u64| openssl::asn1::Asn1Time::from_unix((ms / 1000) as i64).unwrap();
         b.set_not_before(&t(from)).unwrap();
         b.set_not_after(&t(to)).unwrap();
-        if ocsp_signing {
-            b.append_extension(
-                ExtendedKeyUsage::new()
-                    .other("OCSPSigning")
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
+        if let Some(eku) = eku {
+            b.append_extension(ExtendedKeyUsage::new().other(eku).build().unwrap())
+                .unwrap();
         }
         b.sign(ca_key, MessageDigest::sha256()).unwrap();
         Authority::new(b.build(), key)
@@ -1277,7 +1272,13 @@ mod tests {
                 )
                 .unwrap()
         };
-        let good = with(delegated(&authority, &key, NOW - DAY, NOW + DAY, true));
+        let good = with(delegated(
+            &authority,
+            &key,
+            NOW - DAY,
+            NOW + DAY,
+            Some("OCSPSigning"),
+        ));
         assert_eq!(
             ocsp::check(&good, &q, &issuer, NOW).unwrap().state,
             State::Good
@@ -1287,7 +1288,7 @@ mod tests {
             &key,
             NOW - 400 * DAY,
             NOW - 300 * DAY,
-            true,
+            Some("OCSPSigning"),
         ));
         let e = ocsp::check(&expired, &q, &issuer, NOW).unwrap_err();
         assert!(matches!(e, RevocationError::BadSignature(_)), "{e}");
@@ -1296,16 +1297,26 @@ mod tests {
                 .contains("was not valid when the answer was produced"),
             "{e}"
         );
-        let no_eku = with(delegated(&authority, &key, NOW - DAY, NOW + DAY, false));
-        let e = ocsp::check(&no_eku, &q, &issuer, NOW).unwrap_err();
-        assert!(
-            e.to_string().contains("does not carry id-kp-OCSPSigning"),
-            "{e}"
-        );
+        // Without an extended key usage, or with one for another purpose
+        // (a TLS server certificate the CA issued): not authorised.
+        for eku in [None, Some("serverAuth")] {
+            let other = with(delegated(&authority, &key, NOW - DAY, NOW + DAY, eku));
+            let e = ocsp::check(&other, &q, &issuer, NOW).unwrap_err();
+            assert!(
+                e.to_string().contains("does not carry id-kp-OCSPSigning"),
+                "{eku:?}: {e}"
+            );
+        }
         // Issued by a twin CA (the same name, another key).
         let twin = Issued::new(&CertSpec::new("Test CA", Role::Ca), KeyKind::EcP256, None).unwrap();
         let twin_ca = Authority::new(twin.cert.clone(), twin.key.clone());
-        let foreign = with(delegated(&twin_ca, &twin.key, NOW - DAY, NOW + DAY, true));
+        let foreign = with(delegated(
+            &twin_ca,
+            &twin.key,
+            NOW - DAY,
+            NOW + DAY,
+            Some("OCSPSigning"),
+        ));
         let e = ocsp::check(&foreign, &q, &issuer, NOW).unwrap_err();
         assert!(
             e.to_string().contains("not issued by the certificate's CA"),
