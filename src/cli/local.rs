@@ -594,6 +594,14 @@ pub(super) fn xml_command(cmd: XmlCommand) -> CmdResult {
     }
 }
 
+/// A `NAME=VALUE` option's two halves, both non-empty; `expected` says
+/// the form in the refusal.
+fn named<'a>(spec: &'a str, flag: &str, expected: &str) -> Result<(&'a str, &'a str), Fail> {
+    spec.split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| Fail::Invalid(format!("{flag} {spec:?}: expected {expected}")))
+}
+
 /// `xml verify --crl/--ocsp`: the signer's status from each source given,
 /// each one alone (no cache, no policy): revoked or not established is
 /// invalid (exit 1), a source that cannot be used a failure (exit 2).
@@ -686,14 +694,7 @@ pub(super) fn dossier_verify(
     let opened = std::fs::File::open(file).map_err(failed(&file.display().to_string()))?;
     let mut registry_cas = std::collections::BTreeMap::new();
     for spec in registry_ca {
-        let Some((name, path)) = spec
-            .split_once('=')
-            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-        else {
-            return Err(Fail::Invalid(format!(
-                "--registry-ca {spec:?}: expected NAME=FILE.pem"
-            )));
-        };
+        let (name, path) = named(spec, "--registry-ca", "NAME=FILE.pem")?;
         let pem = std::fs::read(path).map_err(failed(path))?;
         if openssl::x509::X509::stack_from_pem(&pem).map_or(true, |s| s.is_empty()) {
             return Err(Fail::Invalid(format!(
@@ -707,14 +708,11 @@ pub(super) fn dossier_verify(
     }
     let mut registry_signers = std::collections::BTreeMap::new();
     for spec in registry_signer {
-        let Some((name, pin)) = spec
-            .split_once('=')
-            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-        else {
-            return Err(Fail::Invalid(format!(
-                "--registry-signer {spec:?}: expected NAME=PIN (a subject or a SHA-256)"
-            )));
-        };
+        let (name, pin) = named(
+            spec,
+            "--registry-signer",
+            "NAME=PIN (a subject or a SHA-256)",
+        )?;
         let pin = crate::evidence::verify::SignerPin::parse(pin)
             .map_err(|e| Fail::Invalid(format!("--registry-signer {name}: {e}")))?;
         registry_signers
