@@ -120,6 +120,25 @@ impl Report {
     fn unverifiable(&mut self, file: &str, d: impl Into<String>) {
         self.add(file, Verdict::Unverifiable, d)
     }
+    /// What reading `file` gave, or `None` with the reason reported: the
+    /// file missing, or what was wrong with it.
+    fn read<T, E: std::fmt::Display>(
+        &mut self,
+        file: &str,
+        got: Option<Result<T, E>>,
+    ) -> Option<T> {
+        match got {
+            None => {
+                self.invalid(file, "missing");
+                None
+            }
+            Some(Err(e)) => {
+                self.invalid(file, e.to_string());
+                None
+            }
+            Some(Ok(v)) => Some(v),
+        }
+    }
 }
 
 /// What the verifier brings.
@@ -190,17 +209,7 @@ fn load<R: Read + Seek>(
     name: &str,
     cap: u64,
 ) -> Option<Vec<u8>> {
-    match c.load(name, cap) {
-        None => {
-            rep.invalid(name, "missing");
-            None
-        }
-        Some(Err(e)) => {
-            rep.invalid(name, e.to_string());
-            None
-        }
-        Some(Ok(b)) => Some(b),
-    }
+    rep.read(name, c.load(name, cap))
 }
 
 /// Verifies a dossier held in memory (tests, small tools).
@@ -385,13 +394,12 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                     .iter()
                     .map(|r| (r.uri.clone(), r.mime.clone().unwrap_or_default()))
                     .collect();
-                match c.load(MANIFEST_FILE, cap::MANIFEST) {
-                    None => rep.invalid(MANIFEST_FILE, "missing"),
-                    Some(Err(e)) => rep.invalid(MANIFEST_FILE, e.to_string()),
-                    Some(Ok(m)) if m == super::dossier::manifest(&listed) => {
+                match load(&c, &mut rep, MANIFEST_FILE, cap::MANIFEST) {
+                    None => {}
+                    Some(m) if m == super::dossier::manifest(&listed) => {
                         rep.valid(MANIFEST_FILE, format!("lists the {} sealed files", listed.len()))
                     }
-                    Some(Ok(_)) => rep.invalid(
+                    Some(_) => rep.invalid(
                         MANIFEST_FILE,
                         "differs from the manifest of the sealed files (changed, or lists other files)",
                     ),
@@ -1226,16 +1234,8 @@ fn audit<R: Read + Seek>(
             Err(e) => Err(format!("line {i} is not an entry: {e}")),
         },
     );
-    match read {
-        None => {
-            rep.invalid(ENTRIES, "missing");
-            return Trail::default();
-        }
-        Some(Err(e)) => {
-            rep.invalid(ENTRIES, e);
-            return Trail::default();
-        }
-        Some(Ok(())) => {}
+    if rep.read(ENTRIES, read).is_none() {
+        return Trail::default();
     }
     if entries.len() != facts.audit.entries {
         rep.invalid(
@@ -1281,16 +1281,8 @@ fn audit<R: Read + Seek>(
         prev = Some((seq, (*h).to_owned()));
         Ok(())
     });
-    match read {
-        None => {
-            rep.invalid(CHAIN, "missing");
-            return Trail::default();
-        }
-        Some(Err(e)) => {
-            rep.invalid(CHAIN, e);
-            return Trail::default();
-        }
-        Some(Ok(())) => {}
+    if rep.read(CHAIN, read).is_none() {
+        return Trail::default();
     }
     if let Some(seq) = entries
         .iter()
