@@ -2915,29 +2915,6 @@ async fn sighup_rereads_clients_and_registries_without_dropping_queued_work() {
     }
 }
 
-/// The entries of a zip in order (name, bytes), as Python's zipfile reads
-/// them.
-fn unzip(file: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys,zipfile,json,base64\n\
-             z=zipfile.ZipFile(sys.argv[1])\n\
-             json.dump([[i.filename, base64.b64encode(z.read(i.filename)).decode()] for i in z.infolist()], sys.stdout)",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let entries: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
-    entries
-        .into_iter()
-        .map(|(n, d)| (n, b64.decode(d).unwrap()))
-        .collect()
-}
-
 fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &entries.iter().find(|(n, _)| n == name).unwrap().1
 }

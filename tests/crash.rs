@@ -1191,20 +1191,14 @@ async fn assert_documents_are_the_served(
 ) {
     let ca = data.join("certs/ca.pem");
     for (r, file) in files {
-        let on_disk = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let served = get_bytes(
+        assert_file_is_the_served_document(
             http,
-            &format!("http://127.0.0.1:{port}/api/v1/documents/{}/content", r.id),
+            &format!("http://127.0.0.1:{port}"),
+            &r.id,
+            file,
+            &ca,
         )
         .await;
-        assert!(
-            on_disk == served,
-            "{} differs from the stored document ({} bytes on disk, {} served)",
-            file.display(),
-            on_disk.len(),
-            served.len()
-        );
-        assert_xmlsec1_accepts(file, &ca, &r.id);
         let sidecar = file.with_extension("json");
         let side: serde_json::Value = serde_json::from_slice(
             &std::fs::read(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),

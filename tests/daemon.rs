@@ -2410,17 +2410,7 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
 
     // The documents in the dossier are the registries' bytes: xmlsec1.
     let out = data.join("unzipped");
-    std::fs::create_dir_all(&out).unwrap();
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
-        ])
-        .arg(&file)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    extract_zip(&file, &out);
     for r in &records {
         assert_xmlsec1_accepts(&out.join(format!("documents/{}.xml", r.id)), &dev_ca, &r.id);
     }
@@ -2731,17 +2721,7 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
     );
     // The kept bytes are the CRL its CA signed: openssl agrees.
     let out = data.join("unzipped-crl");
-    std::fs::create_dir_all(&out).unwrap();
-    let o = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
-        ])
-        .arg(&file)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    extract_zip(&file, &out);
     let o = std::process::Command::new("openssl")
         .args(["crl", "-inform", "DER", "-noout", "-in"])
         .arg(out.join(&name))

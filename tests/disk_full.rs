@@ -260,16 +260,7 @@ async fn whole(http: &reqwest::Client, port: u16, data: &Path, ids: &[String]) {
         .await;
         let r = RequestView::of(&v);
         let file = data.join("cases").join(r.folder()).join(r.file());
-        let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let served = get_bytes(http, &format!("{base}/api/v1/documents/{id}/content")).await;
-        assert!(
-            on_disk == served,
-            "{} differs from the stored document ({} bytes on disk, {} served)",
-            file.display(),
-            on_disk.len(),
-            served.len()
-        );
-        assert_xmlsec1_accepts(&file, &ca, id);
+        assert_file_is_the_served_document(http, &base, id, &file, &ca).await;
     }
     let o = jumgw()
         .args(["audit", "verify", "--url", &base])

@@ -594,6 +594,28 @@ pub async fn get_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
     r.bytes().await.unwrap().to_vec()
 }
 
+/// The file in a case folder is its request's document, whole: byte for
+/// byte the document the API on `base` serves, and verified by xmlsec1
+/// against `ca`.
+pub async fn assert_file_is_the_served_document(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    file: &Path,
+    ca: &Path,
+) {
+    let on_disk = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let served = get_bytes(http, &format!("{base}/api/v1/documents/{id}/content")).await;
+    assert!(
+        on_disk == served,
+        "{} differs from the stored document ({} bytes on disk, {} served)",
+        file.display(),
+        on_disk.len(),
+        served.len()
+    );
+    assert_xmlsec1_accepts(file, ca, id);
+}
+
 /// A signed document must verify with xmlsec1 against `ca`.
 pub fn assert_xmlsec1_accepts(file: &Path, ca: &Path, what: &str) {
     let o = tool("xmlsec1")
@@ -834,6 +856,44 @@ pub fn dossier_verify(file: &Path, trust: &[&Path]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), text(&o))
 }
 
+/// The entries of a zip in order (name, bytes), as Python's zipfile reads
+/// them.
+pub fn unzip(file: &Path) -> Vec<(String, Vec<u8>)> {
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile,json,base64\n\
+             z=zipfile.ZipFile(sys.argv[1])\n\
+             json.dump([[i.filename, base64.b64encode(z.read(i.filename)).decode()] for i in z.infolist()], sys.stdout)",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entries: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
+    entries
+        .into_iter()
+        .map(|(n, d)| (n, b64.decode(d).unwrap()))
+        .collect()
+}
+
+/// Every entry of the zip `file` written under `out`, by Python's zipfile.
+pub fn extract_zip(file: &Path, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+        ])
+        .arg(file)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// A copy of the zip `from` with `change` applied to its entries (name,
 /// bytes), each written as it was stored (the mimetype stays first and
 /// stored).
@@ -842,24 +902,9 @@ pub fn rezip(
     to: &Path,
     change: impl Fn(Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>,
 ) {
-    let o = Command::new(python())
-        .args([
-            "-c",
-            "import sys,zipfile,json,base64\n\
-             src=zipfile.ZipFile(sys.argv[1])\n\
-             json.dump([[i.filename, base64.b64encode(src.read(i.filename)).decode()] for i in src.infolist()], sys.stdout)",
-        ])
-        .arg(from)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let entries = unzip(from);
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let entries: Vec<(String, String)> = serde_json::from_slice(&o.stdout).unwrap();
-    let entries: Vec<(String, Vec<u8>)> = entries
-        .into_iter()
-        .map(|(n, d)| (n, b64.decode(d).unwrap()))
-        .collect();
     let out: Vec<(String, String)> = change(entries)
         .into_iter()
         .map(|(n, d)| (n, b64.encode(d)))
