@@ -512,6 +512,7 @@ mod tests {
             http_status: Some(200),
             outcome: "document".into(),
             detail: "document".into(),
+            message_id: None,
         });
         let a = r(Some(&sending), &answered);
         assert_eq!(a.len(), 1);

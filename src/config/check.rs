@@ -129,6 +129,12 @@ impl GatewayConfig {
                     format!("{:?} must be an https:// URL", r.url),
                 ));
             }
+            if r.protocol == super::RegistryProtocol::SignedXml && r.signer_ca.is_none() {
+                return Err(bad(
+                    format!("registries.{name}.signer_ca"),
+                    "is required with protocol = \"signed-xml\": the CA bundle the registry's signing certificate must chain to (only an X-Road registry, whose security servers sign, goes without)".into(),
+                ));
+            }
             for (i, w) in r.maintenance.iter().enumerate() {
                 crate::schedule::Window::new(w)
                     .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;

@@ -27,6 +27,11 @@ pub struct GatewaySection {
     /// Largest response body accepted from a registry, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The two-letter ISO country code put before the official's id in
+    /// X-Road's `userId` (`RS` + `marija.kovac`), as the message protocol
+    /// asks.
+    #[serde(default = "default_country")]
+    pub country: String,
     /// The AES-256 key for documents at rest: 64 hex digits in a file
     /// (make one with `openssl rand -hex 32 > FILE`; keep it 0600). A
     /// relative path is taken inside the data folder. With `--demo` it is
@@ -177,6 +182,10 @@ pub struct ApiTls {
     pub crl: Option<String>,
 }
 
+fn default_country() -> String {
+    "RS".into()
+}
+
 fn default_max_request() -> usize {
     64 * 1024
 }
@@ -205,12 +214,24 @@ fn default_timeout() -> Duration {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// The registry's endpoint, https:// only.
+    /// How the gateway talks to it: `signed-xml` (the registry's own
+    /// endpoint; every request and answer signed with XML-DSig) or `x-road`
+    /// (through the municipality's X-Road security server, which signs,
+    /// verifies and logs each message; the gateway is then an X-Road
+    /// information system, message protocol 4.0).
+    #[serde(default)]
+    pub protocol: RegistryProtocol,
+    /// The registry's endpoint, https:// only; with `protocol = "x-road"`,
+    /// the municipality's security server (its client-side address).
     pub url: String,
-    /// CA bundle that is the only TLS trust root for this registry.
+    /// CA bundle that is the only TLS trust root for this registry (with
+    /// `x-road`: the security server's internal TLS certificate).
     pub tls_ca: PathBuf,
     /// CA bundle the registry's signing certificate must chain to.
-    pub signer_ca: PathBuf,
+    /// Required with `signed-xml`; not used with `x-road`, where the
+    /// security servers sign and verify.
+    #[serde(default)]
+    pub signer_ca: Option<PathBuf>,
     /// Optional pin: the signer certificate's subject must be exactly this
     /// distinguished name, written as RFC 4514 says (what `openssl x509
     /// -noout -subject -nameopt RFC2253` prints), most specific first:
@@ -272,6 +293,26 @@ pub struct RegistryConfig {
 
 fn default_in_flight() -> usize {
     8
+}
+
+/// How the gateway talks to a registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistryProtocol {
+    /// Directly, every message signed (XML-DSig) by the gateway and the registry.
+    #[default]
+    SignedXml,
+    /// As an X-Road information system, through a security server.
+    XRoad,
+}
+
+impl RegistryProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistryProtocol::SignedXml => "signed-xml",
+            RegistryProtocol::XRoad => "x-road",
+        }
+    }
 }
 fn default_rate() -> f64 {
     50.0
@@ -941,6 +982,12 @@ pub struct ServiceConfig {
     /// The X-Road service version.
     #[serde(default = "default_version")]
     pub version: String,
+    /// The X-Road service code (`id:serviceCode`), which is also the local
+    /// name of the request's wrapper element and, with `Response`
+    /// appended, of the answer's (Document/Literal-Wrapped). Default: the
+    /// service's id.
+    #[serde(default)]
+    pub service_code: Option<String>,
     /// Human description for listings.
     #[serde(default)]
     pub title: String,
@@ -948,6 +995,13 @@ pub struct ServiceConfig {
 
 fn default_version() -> String {
     "v1".into()
+}
+
+impl ServiceConfig {
+    /// Its X-Road service code: `service_code`, or else the service's id.
+    pub fn code<'a>(&'a self, id: &'a str) -> &'a str {
+        self.service_code.as_deref().unwrap_or(id)
+    }
 }
 
 /// `config/gateway.toml`.

@@ -1042,6 +1042,8 @@ impl Dispatcher {
                 signer_anchor_sha256: signer_anchor_sha256.as_deref(),
                 revocation: revocation.as_ref(),
                 stamp,
+                message_id: None,
+                attachments: &[],
             };
             let answered = Event::Answered {
                 facts: &facts,

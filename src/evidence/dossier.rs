@@ -268,7 +268,9 @@ impl Dossiers {
             Ok(())
         };
         for (name, r) in &cfg.registries {
-            add(format!("{name}-ca.pem"), &r.signer_ca)?;
+            if let Some(ca) = &r.signer_ca {
+                add(format!("{name}-ca.pem"), ca)?;
+            }
         }
         if let Some(p) = &cfg.evidence.tsa_trust {
             add("tsa-ca.pem".into(), p)?;

@@ -103,6 +103,10 @@ pub struct Attempt {
     /// beside the documents, named by `revocation.crl_sha256`.
     pub crl: Option<Arc<[u8]>>,
     pub duration: Duration,
+    /// X-Road: this attempt's message id (`xrd:id`, new on every attempt).
+    pub message_id: Option<String>,
+    /// X-Road: what came with a document (SOAP with attachments, MTOM).
+    pub attachments: Vec<crate::protocol::xroad::Attachment>,
 }
 
 /// What the revocation check of a document's signer leaves: the record,
@@ -346,8 +350,13 @@ impl Exchange {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build()
                 .map_err(|e| cerr(chain(&e)))?;
-            let mut trust = TrustStore::from_pem(&read(&r.signer_ca)?)
-                .map_err(|e| cerr(format!("{}: {e}", r.signer_ca.display())))?;
+            // An X-Road registry's answers are signed by the security
+            // servers, not by the registry: no signer to trust here.
+            let mut trust = match &r.signer_ca {
+                Some(ca) => TrustStore::from_pem(&read(ca)?)
+                    .map_err(|e| cerr(format!("{}: {e}", ca.display())))?,
+                None => TrustStore::empty(),
+            };
             trust.subject_pin = match &r.signer_subject {
                 Some(p) => Some(
                     xml::dsig::NamePin::parse(p)
@@ -507,6 +516,8 @@ impl Exchange {
                     revocation: None,
                     crl: None,
                     duration: Duration::ZERO,
+                    message_id: None,
+                    attachments: Vec::new(),
                 });
             }
             Err(e) => return Err(ExchangeError::Sign(e)),
@@ -534,6 +545,8 @@ impl Exchange {
             revocation,
             crl,
             duration: started.elapsed(),
+            message_id: None,
+            attachments: Vec::new(),
         })
     }
 

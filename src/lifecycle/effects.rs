@@ -119,6 +119,7 @@ mod tests {
             http_status: Some(503),
             outcome: "retryable".into(),
             detail: String::new(),
+            message_id: None,
         });
         sending.state = State::Retrying;
         assert_eq!(

@@ -73,6 +73,11 @@ pub struct AttemptRecord {
     /// document, accepted, ticket-lost, permanent, retryable, security.
     pub outcome: String,
     pub detail: String,
+    /// The X-Road message id of this attempt (`xrd:id`): every attempt is
+    /// a message of its own, and the security server's signed document of
+    /// it is asked for by this id. Absent for the signed-XML profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// A request and everything that happened to it.
@@ -130,6 +135,76 @@ pub struct RequestRecord {
     /// when one is configured.
     #[serde(default)]
     pub stamp: Option<StampRecord>,
+    /// What came with the document (X-Road: SOAP with attachments, MTOM),
+    /// each stored beside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRecord>,
+    /// X-Road: the security server's signed document (ASiC-E) of the
+    /// message that brought the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_document: Option<SignedDocRecord>,
+}
+
+/// One attachment of a document, stored under `document_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// Where it is stored (`{request}.attachment-{n}`, n from 1).
+    pub document_id: String,
+    /// Its MIME `Content-ID`, without the angle brackets.
+    pub content_id: String,
+    /// Its MIME type as the registry sent it.
+    pub content_type: String,
+    /// Its file name as the registry named it (never used as a path).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub size: u64,
+    /// SHA-256 (lowercase hex) of its bytes.
+    pub sha256: String,
+}
+
+/// The security server's signed document of one message: asked for by the
+/// evidence job after the document came, kept when it checked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDocRecord {
+    /// `pending` (to be asked for, at `next_ms`), `kept` or `failed`
+    /// (given up: `reason` says why).
+    pub state: String,
+    /// The X-Road message id (`queryId`) it is asked for by.
+    pub message_id: String,
+    #[serde(default)]
+    pub tries: u32,
+    /// When it was first due (the document's arrival): after a while the
+    /// security server is asked to `force` its timestamp.
+    pub since_ms: u64,
+    #[serde(default)]
+    pub next_ms: Option<u64>,
+    /// Where it is stored once kept (`{request}.asice`).
+    #[serde(default)]
+    pub document_id: Option<String>,
+    /// SHA-256 (lowercase hex) of the container, once kept.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl SignedDocRecord {
+    pub fn pending(message_id: &str, now: u64) -> SignedDocRecord {
+        SignedDocRecord {
+            state: "pending".into(),
+            message_id: message_id.to_owned(),
+            tries: 0,
+            since_ms: now,
+            next_ms: Some(now),
+            document_id: None,
+            sha256: None,
+            reason: None,
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.state == "pending"
+    }
 }
 
 /// A document's timestamp: asked for by the evidence job after the
@@ -254,6 +329,8 @@ impl RequestRecord {
             delivery_failures: 0,
             revocation: None,
             stamp: None,
+            attachments: Vec::new(),
+            signed_document: None,
         }
     }
 

@@ -58,6 +58,11 @@ pub struct AttemptFacts<'a> {
     pub revocation: Option<&'a super::RevocationRecord>,
     /// A document is to be timestamped (a TSA is configured).
     pub stamp: bool,
+    /// X-Road: this attempt's message id. A document that came by X-Road
+    /// waits for its security server's signed document of this message.
+    pub message_id: Option<&'a str>,
+    /// What came with the document, stored beside it.
+    pub attachments: &'a [super::AttachmentRecord],
 }
 
 /// Applies an attempt's outcome to a request that was `sending`. Returns
@@ -79,6 +84,7 @@ pub(super) fn apply(
         http_status: f.http_status,
         outcome: f.outcome.kind().into(),
         detail: f.outcome.to_string(),
+        message_id: f.message_id.map(str::to_owned),
     });
     let failures = r
         .attempts
@@ -114,6 +120,10 @@ pub(super) fn apply(
             r.signer_anchor_sha256 = f.signer_anchor_sha256.map(str::to_owned);
             r.revocation = f.revocation.cloned();
             r.stamp = f.stamp.then(|| super::StampRecord::pending(now));
+            r.attachments = f.attachments.to_vec();
+            r.signed_document = f
+                .message_id
+                .map(|m| super::SignedDocRecord::pending(m, now));
             r.security_failures = 0;
             r.ticket = None;
             r.error = None;
@@ -225,6 +235,8 @@ mod tests {
             delivery_failures: 0,
             revocation: None,
             stamp: None,
+            attachments: Vec::new(),
+            signed_document: None,
         }
     }
 
@@ -239,6 +251,8 @@ mod tests {
             signer_anchor_sha256: None,
             revocation: None,
             stamp: false,
+            message_id: None,
+            attachments: &[],
         }
     }
 

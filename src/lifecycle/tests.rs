@@ -35,6 +35,7 @@ fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
                 http_status: Some(503),
                 outcome: "retryable".into(),
                 detail: "x".into(),
+                message_id: None,
             });
         }
         r.security_failures = MAX_SECURITY_FAILURES - 1;
@@ -86,6 +87,8 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             signer_anchor_sha256: None,
             revocation: None,
             stamp: false,
+            message_id: None,
+            attachments: &[],
         })
         .collect();
     let rechecked = good_revocation();
@@ -215,6 +218,8 @@ fn stale_events_change_nothing() {
         signer_anchor_sha256: None,
         revocation: None,
         stamp: false,
+        message_id: None,
+        attachments: &[],
     };
     let retry = RetryConfig::default();
     let answered = Event::Answered {

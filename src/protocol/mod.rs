@@ -6,6 +6,7 @@
 //! service catalogue, which is data from the configuration.
 
 pub mod envelope;
+pub mod xroad;
 pub mod subject;
 
 pub use envelope::{Body, FaultCode, Headers};

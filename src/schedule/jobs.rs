@@ -280,6 +280,8 @@ mod tests {
             delivery_failures: 0,
             revocation: None,
             stamp: None,
+            attachments: Vec::new(),
+            signed_document: None,
         }
     }
 

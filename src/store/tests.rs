@@ -46,6 +46,8 @@ fn record(n: u64, due: u64) -> RequestRecord {
         delivery_failures: 0,
         revocation: None,
         stamp: None,
+        attachments: Vec::new(),
+        signed_document: None,
     }
 }
 
@@ -179,6 +181,7 @@ fn fail(r: &mut RequestRecord, now: u64) -> bool {
         http_status: Some(503),
         outcome: "retryable".into(),
         detail: "x".into(),
+        message_id: None,
     });
     if r.attempts.len() >= 2 {
         r.state = State::Dead;

@@ -569,6 +569,21 @@ impl TrustStore {
         TrustStore::from_pem_at(pem, None)
     }
 
+    /// A store with no anchor: every signature is refused.
+    pub fn empty() -> TrustStore {
+        TrustStore {
+            store: X509StoreBuilder::new()
+                .expect("an empty X509 store is always built")
+                .build(),
+            at: None,
+            anchors: Vec::new(),
+            min_rsa_bits: MIN_RSA_BITS,
+            subject_pin: None,
+            cert_pin: None,
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Anchors that judge certificates as of `at` (seconds since the
     /// epoch) instead of now: a document verified years later, at the
     /// time a timestamp proves it was signed, after its certificates

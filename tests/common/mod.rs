@@ -217,7 +217,7 @@ pub async fn setup_with(
     for (name, r) in gw.registries.iter_mut() {
         r.url = format!("https://{}/", sim.addrs[name]);
         r.tls_ca = c.join("gateway-trust.pem");
-        r.signer_ca = c.join("gateway-trust.pem");
+        r.signer_ca = Some(c.join("gateway-trust.pem"));
         r.timeout = std::time::Duration::from_secs(3);
         r.connect_timeout = std::time::Duration::from_secs(2);
         // The development CA answers on the simulator's control endpoint.
