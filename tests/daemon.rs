@@ -2827,8 +2827,8 @@ impl Requests for Recording {
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError> {
         self.inner.by_case(case).await
     }
-    async fn stamps_due(&self, now: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        self.inner.stamps_due(now, limit).await
+    async fn evidence_due(&self, now: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.evidence_due(now, limit).await
     }
     async fn due(
         &self,

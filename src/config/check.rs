@@ -63,6 +63,12 @@ impl GatewayConfig {
                 "batch and attempts must be at least 1".into(),
             ));
         }
+        if e.signed_document_attempts == 0 {
+            return Err(bad(
+                "evidence.signed_document_attempts".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.store.pool_size == 0 {
             return Err(bad("store.pool_size".into(), "must be at least 1".into()));
         }

@@ -735,6 +735,23 @@ pub struct EvidenceConfig {
     /// The largest delay between tries.
     #[serde(default = "default_tsa_cap", with = "duration")]
     pub cap: Duration,
+    /// X-Road: how long after a document came its security server's
+    /// signed document is asked for without `force` (the security server
+    /// timestamps its log in batches); after it, with `force` (timestamp
+    /// it now).
+    #[serde(default = "default_signed_document_force_after", with = "duration")]
+    pub signed_document_force_after: Duration,
+    /// X-Road: tries before a signed document is given up (`failed`, with
+    /// the reason); between them the backoff of `base` and `cap`.
+    #[serde(default = "default_signed_document_attempts")]
+    pub signed_document_attempts: u32,
+}
+
+fn default_signed_document_force_after() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_signed_document_attempts() -> u32 {
+    20
 }
 
 fn default_tsa_tolerance() -> Duration {
@@ -778,6 +795,8 @@ impl Default for EvidenceConfig {
             attempts: default_tsa_attempts(),
             base: default_tsa_base(),
             cap: default_tsa_cap(),
+            signed_document_force_after: default_signed_document_force_after(),
+            signed_document_attempts: default_signed_document_attempts(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::store::QueueStore;
 pub mod check;
 pub mod logs;
 mod reload;
+pub mod signed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -303,6 +304,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     )
     .map_err(|e| DaemonError::Evidence(e.to_string()))?;
     let stamp_task = stamper.map(|s| tokio::spawn(s.run(stop_rx.clone())));
+    // X-Road registries: their security servers' signed documents, with
+    // or without a TSA.
+    let signed_task = crate::evidence::signed::SignedDocs::new(
+        &cfg,
+        dyn_store.clone(),
+        cipher.clone(),
+        Arc::new(signed::SecurityServers::new(&cfg)),
+    )
+    .map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
     let webhook_task = tokio::spawn(webhooks.run(stop_rx.clone()));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
@@ -460,6 +470,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         let _ = t.await;
     }
     if let Some(t) = stamp_task {
+        let _ = t.await;
+    }
+    if let Some(t) = signed_task {
         let _ = t.await;
     }
     store.close().await?;

@@ -5,10 +5,13 @@
 //! dossier (`dossier.rs`): one ASiC-E container per case with the
 //! documents as the registries signed them, their evidence and our seal,
 //! which `verify.rs` checks offline, reading the container strictly and
-//! within memory caps (`container.rs`).
+//! within memory caps (`container.rs`). For X-Road, the security
+//! server's signed document of each message that brought a document
+//! (`signed.rs`), kept beside it and put into the dossier.
 
 pub mod container;
 pub mod dossier;
+pub mod signed;
 pub mod stamper;
 pub mod tsa;
 pub mod tsp;

@@ -268,7 +268,19 @@ impl Stamper {
     /// records what came of each in one write. Returns how many were tried.
     pub async fn round(&self) -> Result<usize, StampError> {
         let now = self.store.clock_ms();
-        let due = self.store.stamps_due(now, self.tsa.cfg.batch).await?;
+        // The index is shared with the signed documents: take those whose
+        // timestamp is due.
+        let due: Vec<RequestRecord> = self
+            .store
+            .evidence_due(now, self.tsa.cfg.batch)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r.stamp
+                    .as_ref()
+                    .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
+            })
+            .collect();
         crate::metrics::timestamps_pending(due.len());
         if due.is_empty() {
             return Ok(0);

@@ -24,8 +24,7 @@ pub mod retry;
 pub use outcome::Outcome;
 pub use record::{
     now_ms, rfc3339, AttachmentRecord, AttemptRecord, RequestRecord, RevocationRecord,
-    SignedDocRecord, StampRecord, State,
-    RECORD_VERSION,
+    SignedDocRecord, StampRecord, State, RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
@@ -76,6 +75,10 @@ pub enum Event<'a> {
     /// The evidence job's try at its document's timestamp: the token, a
     /// failure to try again later, or one given up.
     Stamped { stamp: &'a StampRecord },
+    /// The evidence job's try at its document's X-Road signed document
+    /// (of the same message): kept, a failure to try again later, or one
+    /// given up.
+    SignedDocument { signed: &'a SignedDocRecord },
 }
 
 impl Event<'_> {
@@ -94,6 +97,7 @@ impl Event<'_> {
             Event::AtRisk => "at-risk",
             Event::Rechecked { .. } => "rechecked",
             Event::Stamped { .. } => "stamped",
+            Event::SignedDocument { .. } => "signed-document",
         }
     }
 }
@@ -232,6 +236,19 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
                 return false;
             }
             r.stamp = Some((*stamp).clone());
+            true
+        }
+        Event::SignedDocument { signed } => {
+            // Only the pending signed document of the same message: a
+            // late try must not overwrite one kept or given up meanwhile.
+            let same = r
+                .signed_document
+                .as_ref()
+                .is_some_and(|s| s.is_pending() && s.message_id == signed.message_id);
+            if !same {
+                return false;
+            }
+            r.signed_document = Some((*signed).clone());
             true
         }
     };

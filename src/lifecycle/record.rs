@@ -347,6 +347,35 @@ impl RequestRecord {
         self.stamp.as_ref().is_some_and(StampRecord::is_pending)
     }
 
+    /// Its document's X-Road signed document is still to be asked for.
+    pub fn signed_document_pending(&self) -> bool {
+        self.signed_document
+            .as_ref()
+            .is_some_and(SignedDocRecord::is_pending)
+    }
+
+    /// When the evidence job is next to try something for its document:
+    /// the earliest next try of a pending timestamp and of a pending
+    /// signed document, or `None` when neither waits. The stores index
+    /// records by it (one index for both kinds), so that the job finds
+    /// them without a scan.
+    pub fn evidence_due_ms(&self) -> Option<u64> {
+        let stamp = self
+            .stamp
+            .as_ref()
+            .filter(|s| s.is_pending())
+            .map(|s| s.next_ms.unwrap_or(0));
+        let signed = self
+            .signed_document
+            .as_ref()
+            .filter(|s| s.is_pending())
+            .map(|s| s.next_ms.unwrap_or(0));
+        match (stamp, signed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Flagged near its deadline and still open: what the at-risk count
     /// counts.
     pub fn at_risk_open(&self) -> bool {

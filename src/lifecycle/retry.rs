@@ -56,7 +56,9 @@ pub struct AttemptFacts<'a> {
     pub signer_anchor_sha256: Option<&'a str>,
     /// How the signer's certificate stood (documents only).
     pub revocation: Option<&'a super::RevocationRecord>,
-    /// A document is to be timestamped (a TSA is configured).
+    /// A document is to be timestamped (a TSA is configured). Not one
+    /// that came by X-Road (`message_id`): it waits for its signed
+    /// document instead.
     pub stamp: bool,
     /// X-Road: this attempt's message id. A document that came by X-Road
     /// waits for its security server's signed document of this message.
@@ -119,7 +121,10 @@ pub(super) fn apply(
             r.signer_sha256 = f.signer_sha256.map(str::to_owned);
             r.signer_anchor_sha256 = f.signer_anchor_sha256.map(str::to_owned);
             r.revocation = f.revocation.cloned();
-            r.stamp = f.stamp.then(|| super::StampRecord::pending(now));
+            // A document that came by X-Road has no signature of its own to
+            // stamp (no ds:SignatureValue): its timestamp is the security
+            // server's, in its signed document.
+            r.stamp = (f.stamp && f.message_id.is_none()).then(|| super::StampRecord::pending(now));
             r.attachments = f.attachments.to_vec();
             r.signed_document = f
                 .message_id

@@ -285,3 +285,58 @@ fn a_later_revocation_answer_fills_in_an_unchecked_document() {
         assert!(!apply(&mut r, &e, NOW), "{state:?} twice");
     }
 }
+
+/// A document that came by X-Road waits for its security server's signed
+/// document and is not marked for a TSA stamp (it has no signature value
+/// of its own); one that came directly is stamped as before.
+#[test]
+fn an_x_road_document_waits_for_its_signed_document_not_a_stamp() {
+    let retry = RetryConfig::default();
+    for (message_id, stamped, signed) in [(Some("m-1"), false, true), (None, true, false)] {
+        let mut r = record(State::Sending, Some(DUE), false);
+        let facts = AttemptFacts {
+            outcome: &Outcome::Document,
+            at_ms: NOW,
+            duration_ms: 5,
+            http_status: Some(200),
+            signer: None,
+            signer_sha256: None,
+            signer_anchor_sha256: None,
+            revocation: None,
+            stamp: true,
+            message_id,
+            attachments: &[],
+        };
+        let e = Event::Answered {
+            facts: &facts,
+            retry: &retry,
+            jitter: 0.5,
+            deliver_by: NOW + 30_000,
+        };
+        assert!(apply(&mut r, &e, NOW));
+        assert_eq!(r.stamp.is_some(), stamped, "{message_id:?}");
+        assert_eq!(r.signed_document.is_some(), signed, "{message_id:?}");
+        assert_eq!(r.evidence_due_ms(), Some(NOW), "due for its evidence now");
+    }
+}
+
+/// The job's try changes only the pending signed document of the same
+/// message: not one kept or given up meanwhile, not another message's.
+#[test]
+fn a_signed_document_try_applies_to_its_pending_message_only() {
+    let mut r = record(State::Fetched, None, false);
+    let mut kept = SignedDocRecord::pending("m-1", NOW);
+    kept.state = "kept".into();
+    kept.next_ms = None;
+    kept.document_id = Some(format!("{}.asice", r.id));
+    let e = Event::SignedDocument { signed: &kept };
+    assert!(!apply(&mut r, &e, NOW), "no signed document waited");
+    r.signed_document = Some(SignedDocRecord::pending("m-2", NOW));
+    assert!(!apply(&mut r, &e, NOW), "another message's");
+    r.signed_document = Some(SignedDocRecord::pending("m-1", NOW));
+    assert_eq!(r.evidence_due_ms(), Some(NOW));
+    assert!(apply(&mut r, &e, NOW));
+    assert_eq!(r.signed_document.as_ref(), Some(&kept));
+    assert_eq!(r.evidence_due_ms(), None, "nothing more to try");
+    assert!(!apply(&mut r, &e, NOW), "twice");
+}

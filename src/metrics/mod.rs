@@ -104,6 +104,14 @@ fn describe() {
         "Documents whose timestamp is due now and not yet had, as the last round of the evidence job found them"
     );
     describe_counter!(
+        "jumgw_signed_documents_total",
+        "X-Road signed documents asked of the security servers, by result (kept, not-yet, refused, failed, given-up)"
+    );
+    describe_gauge!(
+        "jumgw_signed_documents_pending",
+        "Documents whose X-Road signed document is due now and not yet had, as the last round of the evidence job found them"
+    );
+    describe_counter!(
         "jumgw_api_tls_refused_total",
         "TLS handshakes the API refused (no, or an untrusted, client certificate)"
     );
@@ -171,6 +179,17 @@ pub fn timestamp(what: &'static str, result: &'static str) {
 /// Documents due for a timestamp, as the evidence job's last round found.
 pub fn timestamps_pending(n: usize) {
     gauge!("jumgw_timestamps_pending").set(n as f64);
+}
+
+/// One try at an X-Road signed document, by its result.
+pub fn signed_document(result: &'static str) {
+    counter!("jumgw_signed_documents_total", "result" => result).increment(1);
+}
+
+/// Documents due for their X-Road signed document, as the evidence job's
+/// last round found.
+pub fn signed_documents_pending(n: usize) {
+    gauge!("jumgw_signed_documents_pending").set(n as f64);
 }
 
 /// Whether the token of the gateway's key `key` (seal, tls, api-tls) is

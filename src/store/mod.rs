@@ -134,10 +134,14 @@ pub trait Requests: Documents + Send + Sync {
     ) -> Result<Enqueued, StoreError>;
     async fn get(&self, id: &str) -> Result<Option<RequestRecord>, StoreError>;
     async fn by_case(&self, case: &str) -> Result<Vec<RequestRecord>, StoreError>;
-    /// Documents whose timestamp is to be asked for at or before
-    /// `now_ms`, earliest first, at most `limit`.
-    async fn stamps_due(&self, now_ms: u64, limit: usize)
-        -> Result<Vec<RequestRecord>, StoreError>;
+    /// Documents whose evidence (a timestamp, an X-Road signed document)
+    /// is to be asked for at or before `now_ms`, by
+    /// [`RequestRecord::evidence_due_ms`], earliest first, at most `limit`.
+    async fn evidence_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
     /// What is due at or before `now_ms`, earliest first.
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// The earliest due time, if any.

@@ -127,10 +127,21 @@ fn fetch(r: &mut RequestRecord, now: u64) -> bool {
     r.document_id = Some(r.id.clone());
     r.ticket = None;
     r.due_ms = Some(now);
-    // Its timestamp is to be asked for, at times that differ.
-    r.stamp = Some(crate::lifecycle::StampRecord::pending(
-        now + (r.created_ms % 3) * 100,
-    ));
+    // Its timestamp is to be asked for, at times that differ; some came by
+    // X-Road, and wait for their signed document too (before or after
+    // the timestamp), or only for that.
+    let x_road = r.created_ms % 4;
+    if x_road != 3 {
+        r.stamp = Some(crate::lifecycle::StampRecord::pending(
+            now + (r.created_ms % 3) * 100,
+        ));
+    }
+    if x_road >= 2 {
+        r.signed_document = Some(crate::lifecycle::SignedDocRecord::pending(
+            &format!("m-{}", r.id),
+            now + (r.created_ms % 5) * 75,
+        ));
+    }
     true
 }
 
@@ -147,6 +158,23 @@ fn stamp(r: &mut RequestRecord) -> bool {
         s.state = "stamped".into();
         s.next_ms = None;
         s.token = Some("MA==".into());
+    }
+    true
+}
+
+/// The evidence job's try at a pending signed document: a 404 (tried
+/// again later), then kept.
+fn sign(r: &mut RequestRecord) -> bool {
+    let Some(s) = r.signed_document.as_mut().filter(|s| s.is_pending()) else {
+        return false;
+    };
+    s.tries += 1;
+    if s.tries == 1 {
+        s.next_ms = s.next_ms.map(|n| n + 700);
+    } else {
+        s.state = "kept".into();
+        s.next_ms = None;
+        s.document_id = Some(format!("{}.asice", r.id));
     }
     true
 }
@@ -261,23 +289,47 @@ async fn compare_queries(
         .map(|r| r.created_ms)
         .min();
     prop_assert_eq!(t.oldest_open_ms, oldest);
-    // The pending timestamps, by when each is next to be asked for.
+    // The pending evidence (timestamps, signed documents), by when the
+    // earlier of the two is next to be asked for.
+    let next = |s: Option<u64>| s.unwrap_or(0);
     let mut want: Vec<(u64, String)> = model
         .values()
         .filter_map(|r| {
-            let s = r.stamp.as_ref().filter(|s| s.is_pending())?;
-            Some((s.next_ms.unwrap_or(0), r.id.clone()))
+            let stamp = r.stamp.as_ref().filter(|s| s.is_pending());
+            let signed = r.signed_document.as_ref().filter(|s| s.is_pending());
+            let at = match (stamp, signed) {
+                (Some(a), Some(b)) => next(a.next_ms).min(next(b.next_ms)),
+                (Some(a), None) => next(a.next_ms),
+                (None, Some(b)) => next(b.next_ms),
+                (None, None) => return None,
+            };
+            Some((at, r.id.clone()))
         })
         .collect();
     want.sort();
     let got: Vec<(u64, String)> = store
-        .stamps_due(1 << 50, 100_000)
+        .evidence_due(1 << 50, 100_000)
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.stamp.and_then(|s| s.next_ms).unwrap_or(0), r.id))
+        .map(|r| (r.evidence_due_ms().unwrap_or(u64::MAX), r.id))
         .collect();
-    prop_assert_eq!(got, want);
+    prop_assert_eq!(&got, &want);
+    // Read up to a time: only what is due by then.
+    let cut = want.get(want.len() / 2).map_or(0, |(at, _)| *at);
+    let got: Vec<String> = store
+        .evidence_due(cut, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let due: Vec<String> = want
+        .iter()
+        .filter(|(at, _)| *at <= cut)
+        .map(|(_, id)| id.clone())
+        .collect();
+    prop_assert_eq!(got, due);
     async fn walk(store: &dyn QueueStore, sel: &Selector, order: Order) -> Vec<String> {
         let mut out = Vec::new();
         let mut after = None;
@@ -526,7 +578,8 @@ fn run_model(
                         Op::Cancel(_) => Box::new(cancel),
                         Op::Flag(_) => Box::new(|r: &mut RequestRecord| {
                             let stamped = stamp(r);
-                            flag(r) || stamped
+                            let signed = sign(r);
+                            flag(r) || stamped || signed
                         }),
                         _ => Box::new(move |r| retry(r, now)),
                     };

@@ -7,7 +7,7 @@
 //! | `due` | due time, big-endian u64 ‖ id | [`Work`] code |
 //! | `by_case` | case number ‖ 0x00 ‖ id | empty |
 //! | `by_state` | state code (one byte) ‖ id | empty |
-//! | `by_state` | [`STAMP_PENDING`] ‖ next try, big-endian u64 ‖ id | empty: [`RequestRecord::stamp_pending`] |
+//! | `by_state` | [`STAMP_PENDING`] ‖ next try, big-endian u64 ‖ id | empty: [`RequestRecord::evidence_due_ms`] (a pending timestamp or signed document) |
 //! | `attention` | id | empty: [`RequestRecord::needs_attention`] |
 //! | `deadlines` | deadline, big-endian u64 ‖ id | empty: open requests only |
 //! | `counts` | registry ‖ 0x00 ‖ state name (or `!at_risk`) | big-endian u64 |
@@ -35,7 +35,8 @@ type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 pub(super) const AT_RISK: &str = "!at_risk";
 
 /// The prefix in `by_state` (no state's code) of documents waiting for
-/// their timestamp, by when it is next to be asked for.
+/// their evidence (a timestamp, an X-Road signed document), by when the
+/// evidence job is next to try ([`RequestRecord::evidence_due_ms`]).
 pub(super) const STAMP_PENDING: u8 = 0xfe;
 
 pub(super) fn stamp_key(next_ms: u64, id: &str) -> Vec<u8> {
@@ -144,11 +145,7 @@ pub(super) fn entries(r: &RequestRecord) -> Entries {
         state: state_key(r.state, &r.id),
         attention: r.needs_attention().then(|| r.id.as_bytes().to_vec()),
         deadline: deadline_of(r),
-        stamp: r
-            .stamp
-            .as_ref()
-            .filter(|s| s.is_pending())
-            .map(|s| stamp_key(s.next_ms.unwrap_or(0), &r.id)),
+        stamp: r.evidence_due_ms().map(|at| stamp_key(at, &r.id)),
         counted,
     }
 }

@@ -1112,13 +1112,13 @@ impl Requests for SledStore {
         core.run(move |core| core.by_case_now(&case)).await
     }
 
-    async fn stamps_due(
+    async fn evidence_due(
         &self,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let core = self.core.clone();
-        core.run(move |core| core.stamps_due_now(now_ms, limit))
+        core.run(move |core| core.evidence_due_now(now_ms, limit))
             .await
     }
 
@@ -1539,7 +1539,11 @@ impl Core {
         Ok(out)
     }
 
-    fn stamps_due_now(&self, now_ms: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+    fn evidence_due_now(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
         let start = [index::STAMP_PENDING];
         let end = index::stamp_key(now_ms.saturating_add(1), "");
         let mut out = Vec::new();

@@ -396,7 +396,8 @@ struct Columns<'a> {
     deadlines: Vec<i64>,
     attention: Vec<bool>,
     at_risk: Vec<bool>,
-    /// When a pending timestamp is next to be asked for.
+    /// When the evidence job is next to try for its document (a pending
+    /// timestamp or signed document): `RequestRecord::evidence_due_ms`.
     stamps: Vec<Option<i64>>,
 }
 
@@ -413,14 +414,7 @@ impl<'a> Columns<'a> {
             deadlines: records.clone().map(|r| ms(r.deadline_ms)).collect(),
             attention: records.clone().map(|r| r.needs_attention()).collect(),
             at_risk: records.clone().map(|r| r.at_risk_open()).collect(),
-            stamps: records
-                .map(|r| {
-                    r.stamp
-                        .as_ref()
-                        .filter(|s| s.is_pending())
-                        .map(|s| ms(s.next_ms.unwrap_or(0)))
-                })
-                .collect(),
+            stamps: records.map(|r| r.evidence_due_ms().map(ms)).collect(),
         }
     }
 }
@@ -641,12 +635,12 @@ impl Requests for PgStore {
         self.records(BY_CASE, &[&case]).await
     }
 
-    async fn stamps_due(
+    async fn evidence_due(
         &self,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
-        self.records(STAMPS_DUE, &[&ms(now_ms), &(limit as i64)])
+        self.records(EVIDENCE_DUE, &[&ms(now_ms), &(limit as i64)])
             .await
     }
 
@@ -1033,7 +1027,7 @@ impl Upkeep for PgStore {
 // named so that a test can ask PostgreSQL how it plans them: each must
 // walk an index, never the whole table (`tests::requests_are_read_by_index`).
 const BY_CASE: &str = "SELECT id, record FROM requests WHERE case_no = $1 ORDER BY id";
-const STAMPS_DUE: &str =
+const EVIDENCE_DUE: &str =
     "SELECT id, record FROM requests WHERE stamp_ms <= $1 ORDER BY stamp_ms, id LIMIT $2";
 const DUE: &str =
     "SELECT due_ms, id, work FROM requests WHERE due_ms <= $1 ORDER BY due_ms, id LIMIT $2";

@@ -136,7 +136,8 @@ CREATE TRIGGER requests_recount AFTER UPDATE OF state, registry, at_risk ON requ
     (
         5,
         // Documents waiting for their timestamp, by when it is next to be
-        // asked for (`RequestRecord::stamp_pending`); none before this.
+        // asked for; none before this. Since X-Road, also a pending signed
+        // document: the column is `RequestRecord::evidence_due_ms`.
         r#"
 ALTER TABLE requests ADD COLUMN stamp_ms bigint;
 CREATE INDEX requests_stamp ON requests (stamp_ms, id) WHERE stamp_ms IS NOT NULL;

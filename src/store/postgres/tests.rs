@@ -558,6 +558,11 @@ async fn requests_are_read_by_index() {
                         r.document_id = Some(r.id.clone());
                         r.due_ms = Some(now + 3_600_000);
                         r.stamp = Some(crate::lifecycle::StampRecord::pending(now + n));
+                        if n % 40 == 19 {
+                            // Came by X-Road: its signed document is due too.
+                            r.signed_document =
+                                Some(crate::lifecycle::SignedDocRecord::pending("m", now + n / 2));
+                        }
                     }
                 }
                 r
@@ -609,7 +614,7 @@ async fn requests_are_read_by_index() {
         ("next due", NEXT_DUE, vec![]),
         ("oldest open", OLDEST_OPEN, vec![]),
         ("deadlines", BY_DEADLINE, vec![&until, &page]),
-        ("timestamps due", STAMPS_DUE, vec![&t, &page]),
+        ("evidence due", EVIDENCE_DUE, vec![&t, &page]),
         // The control: a query no index serves.
         (
             "control",
