@@ -7,6 +7,8 @@
 //! | `mimetype` | `application/vnd.etsi.asic-e+zip`, first and stored |
 //! | `case.json` | the case's facts: number, legal basis, purpose, official, each request with its attempts and the evidence it has |
 //! | `documents/{request}.xml` | each document byte for byte as the registry signed it |
+//! | `documents/{request}.attachment-{n}` | X-Road: what came with the document (SOAP with attachments, MTOM), n from 1, byte for byte |
+//! | `evidence/{request}.asice` | X-Road: the security server's signed document of the message that brought the document (its `message.xml` is the document, its `attachmentN` the attachments) |
 //! | `evidence/{request}.tst` | its timestamp token (RFC 3161) on the SHA-256 of its decoded `ds:SignatureValue` |
 //! | `evidence/{request}.ocsp` | the OCSP response that confirmed its signer was not revoked |
 //! | `evidence/crl-{sha256}.crl` | a CRL that confirmed it, once per CRL however many documents it speaks for |
@@ -105,6 +107,43 @@ pub struct RequestFacts {
     pub timestamp: Option<serde_json::Value>,
     /// `evidence/{id}.tst`, when it is stamped.
     pub timestamp_token: Option<String>,
+    /// X-Road: what came with its document, each a file of the dossier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentFacts>,
+    /// X-Road: its security server's signed document as the gateway
+    /// recorded it (`state` kept, pending or failed, `message_id`,
+    /// `sha256`, `reason`). A document that names one is bound to it
+    /// instead of to a signer certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_document: Option<serde_json::Value>,
+    /// `evidence/{id}.asice`, when it is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_document_file: Option<String>,
+}
+
+/// One attachment of a document, as `case.json` lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttachmentFacts {
+    /// `documents/{request}.attachment-{n}`.
+    pub file: String,
+    pub content_id: String,
+    /// As the registry sent it.
+    pub content_type: String,
+    /// As the registry named it (never used as a path).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Where a request's attachment `n` (from 1) is in the dossier.
+pub fn attachment_file(request: &str, n: usize) -> String {
+    format!("documents/{request}.attachment-{n}")
+}
+
+/// Where a request's X-Road signed document is in the dossier.
+pub fn signed_document_file(request: &str) -> String {
+    format!("evidence/{request}.asice")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -208,7 +247,17 @@ impl Drop for Purging {
 }
 
 fn mime_of(name: &str) -> &'static str {
+    // An attachment is what the registry sent: its own type is in
+    // case.json, not trusted to describe it here.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|e| e.starts_with("attachment-"))
+    {
+        return "application/octet-stream";
+    }
     match name.rsplit('.').next() {
+        Some("asice") => "application/vnd.etsi.asic-e+zip",
         Some("xml") => "text/xml",
         Some("json") => "application/json",
         Some("jsonl") => "application/jsonl",
@@ -449,6 +498,30 @@ impl Dossiers {
             }
             None => None,
         };
+        let mut attachments = Vec::with_capacity(r.attachments.len());
+        for (i, a) in r.attachments.iter().enumerate() {
+            let file = attachment_file(&r.id, i + 1);
+            files.push((file.clone(), self.open_document(&a.document_id).await?));
+            attachments.push(AttachmentFacts {
+                file,
+                content_id: a.content_id.clone(),
+                content_type: a.content_type.clone(),
+                name: a.name.clone(),
+                size: a.size,
+                sha256: a.sha256.clone(),
+            });
+        }
+        let mut signed_file = None;
+        if let Some(id) = r
+            .signed_document
+            .as_ref()
+            .filter(|s| s.state == "kept")
+            .and_then(|s| s.document_id.as_deref())
+        {
+            let file = signed_document_file(&r.id);
+            files.push((file.clone(), self.open_document(id).await?));
+            signed_file = Some(file);
+        }
         let timestamp_token = r
             .stamp
             .as_ref()
@@ -493,7 +566,23 @@ impl Dossiers {
                 json(&s)
             }),
             timestamp_token,
+            attachments,
+            signed_document: r.signed_document.as_ref().map(json),
+            signed_document_file: signed_file,
         })
+    }
+
+    /// A stored document of the case (an attachment, a signed document),
+    /// opened.
+    async fn open_document(&self, id: &str) -> Result<Vec<u8>, DossierError> {
+        let sealed = self
+            .store
+            .document(id)
+            .await?
+            .ok_or_else(|| DossierError::Document(format!("{id} is not in the store")))?;
+        self.cipher
+            .open(id, &sealed)
+            .map_err(|e| DossierError::Document(e.to_string()))
     }
 
     /// The subject of the CA certificate the dossier carries whose DER has

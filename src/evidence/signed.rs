@@ -122,6 +122,23 @@ pub struct Bound {
     pub timestamped: bool,
 }
 
+/// An attachment as it is compared: its size and SHA-256 (the dossier's
+/// reader has these of every entry without loading it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest {
+            size: bytes.len() as u64,
+            sha256: openssl::sha::sha256(bytes),
+        }
+    }
+}
+
 /// Checks that `container` is the security server's signed document of
 /// `document` (the SOAP message exactly as received) and its
 /// `attachments`: an ASiC-E container, read strictly, whose `mimetype` is
@@ -131,7 +148,7 @@ pub struct Bound {
 pub fn bind(
     container: &[u8],
     document: &[u8],
-    attachments: &[Vec<u8>],
+    attachments: &[Digest],
 ) -> Result<Bound, BindingError> {
     let limits = Limits {
         max_total: (SIGNED_DOC_MAX_BYTES as u64) * 2,
@@ -187,7 +204,7 @@ pub fn bind(
         let e = c
             .entry(&format!("attachment{n}"))
             .ok_or(BindingError::AttachmentDiffers { n })?;
-        if e.size != a.len() as u64 || e.sha256 != openssl::sha::sha256(a) {
+        if e.size != a.size || e.sha256 != a.sha256 {
             return Err(BindingError::AttachmentDiffers { n });
         }
     }
@@ -440,8 +457,9 @@ impl SignedDocs {
         }
     }
 
-    /// The document and its attachments as stored, opened.
-    async fn kept(&self, r: &RequestRecord) -> Result<(Vec<u8>, Vec<Vec<u8>>), SignedDocError> {
+    /// The document as stored, opened, and the digests of its attachments
+    /// (opened one at a time).
+    async fn kept(&self, r: &RequestRecord) -> Result<(Vec<u8>, Vec<Digest>), SignedDocError> {
         let open = |id: String| async move {
             let sealed = self
                 .store
@@ -455,7 +473,7 @@ impl SignedDocs {
         let doc = open(r.document_id.clone().unwrap_or_else(|| r.id.clone())).await?;
         let mut atts = Vec::with_capacity(r.attachments.len());
         for a in &r.attachments {
-            atts.push(open(a.document_id.clone()).await?);
+            atts.push(Digest::of(&open(a.document_id.clone()).await?));
         }
         Ok((doc, atts))
     }

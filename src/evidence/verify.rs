@@ -19,6 +19,17 @@
 //! `--registry-signer` pin, the verifier's own knowledge, must match too.
 //! A kept OCSP answer or CRL is judged at the document's proven time.
 //!
+//! A document that came by X-Road is signed by no registry certificate:
+//! it is bound instead to its security server's signed document
+//! (`evidence/{request}.asice`), whose `message.xml` must be the document
+//! byte for byte and whose `attachment1`.. its attachments (read strictly,
+//! `signed::bind`). X-Road's own signature in that container needs the
+//! instance's verification configuration and is left to NIIS's
+//! `asicverifier`; the report says so and how. Claiming X-Road does not
+//! dodge the signer binding: a document whose `exchange.answered` audit
+//! entry recorded a signer, or for which `case.json` names one, is held to
+//! that signer.
+//!
 //! Each document is the answer to the request it is filed under (its
 //! signed header echoes the request's id, case, service, official, legal
 //! basis and purpose; its payload's subject fields, where it has them);
@@ -75,6 +86,8 @@ mod cap {
     pub const AUDIT_LINE: usize = 1 << 20;
     /// The case's audit entries, of which a few hashes each are kept.
     pub const AUDIT_ENTRIES: u64 = 64 << 20;
+    /// An X-Road signed document: what the gateway reads of one.
+    pub const SIGNED_DOC: u64 = crate::evidence::signed::SIGNED_DOC_MAX_BYTES as u64;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -547,6 +560,28 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         ) else {
             continue;
         };
+        if claims_x_road(r) {
+            x_road(
+                r,
+                doc_name,
+                &doc,
+                &c,
+                &intact,
+                &facts.case,
+                &mut rep,
+                &mut |rep, n, cap| sealed_load(rep, n, cap),
+            );
+            continue;
+        }
+        // Only X-Road's security server signs attachments.
+        for a in &r.attachments {
+            rep.invalid(
+                &a.file,
+                format!(
+                    "an attachment of {doc_name}, which did not come by X-Road: nothing signed it"
+                ),
+            );
+        }
         // When it was signed, as its timestamp proves.
         let mut signed_at = None;
         match r.timestamp_token.as_deref() {
@@ -835,6 +870,20 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
         );
     }
     let answered = &trail.answered;
+    // A document the trail says came signed by a registry's certificate
+    // is held to it, whatever case.json claims.
+    for r in facts.requests.iter().filter(|r| claims_x_road(r)) {
+        let (Some(doc_name), Some((seq, sha))) = (&r.document, answered.get(&r.id)) else {
+            continue;
+        };
+        rep.invalid(
+            doc_name,
+            format!(
+                "case.json says it came by X-Road, bound to a signed document, but the audit trail's exchange.answered entry {seq} recorded the signer SHA-256 {sha} when {}'s answer came: a signed-XML document, which must be bound to that signer",
+                r.registry
+            ),
+        );
+    }
     // The signer case.json names is the one the audit trail recorded when
     // the answer came, in an entry the timestamped chain holds: case.json
     // alone, rewritten and resealed, does not decide.
@@ -933,6 +982,138 @@ fn answers(doc: &crate::xml::Document, r: &RequestFacts, case: &str) -> Result<(
     Ok(())
 }
 
+/// `case.json` says the request's document came by X-Road.
+fn claims_x_road(r: &RequestFacts) -> bool {
+    r.signed_document.is_some() || r.signed_document_file.is_some()
+}
+
+/// Judges an X-Road document: bound to its security server's signed
+/// document, byte for byte, with its attachments; or, without one kept,
+/// not verifiable, saying why.
+#[allow(clippy::too_many_arguments)]
+fn x_road<R: Read + Seek>(
+    r: &RequestFacts,
+    doc_name: &str,
+    doc: &[u8],
+    c: &Container<R>,
+    intact: &BTreeSet<&str>,
+    case: &str,
+    rep: &mut Report,
+    sealed_load: &mut dyn FnMut(&mut Report, &str, u64) -> Option<Vec<u8>>,
+) {
+    // One or the other: a signer named beside a signed document is a
+    // signed-XML document dressed as X-Road.
+    if r.signer.is_some() || r.signer_sha256.is_some() || r.signer_anchor_sha256.is_some() {
+        rep.invalid(
+            doc_name,
+            format!(
+                "case.json names a registry signer ({}) and an X-Road signed document for it: a signed-XML document is bound to its signer, which claiming X-Road does not replace",
+                r.signer_sha256.as_deref().or(r.signer.as_deref()).unwrap_or("?")
+            ),
+        );
+        return;
+    }
+    let recorded = r.signed_document.as_ref();
+    let field = |k: &str| {
+        recorded
+            .and_then(|s| s.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let message_id = field("message_id").unwrap_or_else(|| "(none recorded)".into());
+    let Some(file) = &r.signed_document_file else {
+        rep.unverifiable(
+            doc_name,
+            format!(
+                "{}'s document came by X-Road (message id {message_id}) and its signed document is not kept ({}{}): it is bound to no signature",
+                r.registry,
+                field("state").unwrap_or_else(|| "absent".into()),
+                field("reason").map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+        );
+        return;
+    };
+    let Some(container) = sealed_load(rep, file, cap::SIGNED_DOC) else {
+        return;
+    };
+    if let Some(want) = field("sha256") {
+        let got = hex(&openssl::sha::sha256(&container));
+        if got != want {
+            rep.invalid(
+                file,
+                format!("its SHA-256 is {got}, case.json records {want} for the signed document the gateway kept"),
+            );
+            return;
+        }
+    }
+    // The attachments, by the digests the container reader took of them:
+    // only sealed ones count.
+    let mut digests = Vec::with_capacity(r.attachments.len());
+    for a in &r.attachments {
+        match c.entry(&a.file) {
+            Some(e) if intact.contains(a.file.as_str()) => {
+                if hex(&e.sha256) != a.sha256 || e.size != a.size {
+                    rep.invalid(
+                        &a.file,
+                        format!(
+                            "{} bytes, SHA-256 {}: case.json lists {} bytes, SHA-256 {}",
+                            e.size,
+                            hex(&e.sha256),
+                            a.size,
+                            a.sha256
+                        ),
+                    );
+                }
+                digests.push(crate::evidence::signed::Digest {
+                    size: e.size,
+                    sha256: e.sha256,
+                });
+            }
+            Some(_) => return,
+            None => {
+                rep.invalid(&a.file, "missing");
+                return;
+            }
+        }
+    }
+    match crate::evidence::signed::bind(&container, doc, &digests) {
+        Ok(b) => {
+            rep.valid(
+                file,
+                format!(
+                    "signed by the X-Road security server: {file}, message id {message_id}{}; its X-Road signature is verified with NIIS's asicverifier and the instance's verification configuration: java -jar asicverifier.jar <verificationconf> {file} (the verification configuration from the security server's /verificationconf)",
+                    if b.timestamped { ", timestamped" } else { "" }
+                ),
+            );
+            rep.valid(
+                doc_name,
+                format!(
+                    "{}'s document, the answer to request {} of case {case}, came by X-Road: it is byte for byte the message.xml of its security server's signed document {file}",
+                    r.registry, r.id
+                ),
+            );
+            for (i, a) in r.attachments.iter().enumerate() {
+                rep.valid(
+                    &a.file,
+                    format!(
+                        "attachment {} of {doc_name} ({}), byte for byte the attachment{} of {file}",
+                        i + 1,
+                        a.content_type,
+                        i + 1
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            rep.invalid(file, format!("not the signed document of {doc_name}: {e}"));
+            rep.invalid(
+                doc_name,
+                format!("came by X-Road, but is not bound to its signed document {file}: {e}"),
+            );
+        }
+    }
+}
+
 /// The audit files a dossier has besides what `case.json` names.
 const AUDIT_FILES: [&str; 4] = [
     "audit/entries.jsonl",
@@ -972,6 +1153,37 @@ fn structure(facts: &CaseFacts, data_files: &[&container::Entry], rep: &mut Repo
         ];
         for (what, file, want) in files {
             let Some(file) = file else { continue };
+            if *file != want {
+                rep.invalid(
+                    "case.json",
+                    format!(
+                        "request {} files its {what} as {file:?}, not {want:?}",
+                        r.id
+                    ),
+                );
+            }
+            named.insert(file);
+        }
+        let mut x_road_files: Vec<(String, &String, String)> = r
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    format!("attachment {}", i + 1),
+                    &a.file,
+                    super::dossier::attachment_file(&r.id, i + 1),
+                )
+            })
+            .collect();
+        if let Some(f) = &r.signed_document_file {
+            x_road_files.push((
+                "signed document".into(),
+                f,
+                super::dossier::signed_document_file(&r.id),
+            ));
+        }
+        for (what, file, want) in x_road_files {
             if *file != want {
                 rep.invalid(
                     "case.json",
@@ -1452,6 +1664,154 @@ mod tests {
             z.write_all(body).unwrap();
         }
         z.finish().unwrap().into_inner()
+    }
+
+    /// A zip of `files`, as the dossier's reader opens it.
+    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, body) in files {
+            z.start_file(*name, o).unwrap();
+            z.write_all(body).unwrap();
+        }
+        z.finish().unwrap().into_inner()
+    }
+
+    /// An X-Road request of case.json: its document, one attachment, and
+    /// its signed document as `signed` says.
+    fn x_road_facts(signed: serde_json::Value, file: Option<&str>) -> RequestFacts {
+        serde_json::from_value(serde_json::json!({
+            "id": "01XR", "client": "c", "service": "civil.birth-extract", "registry": "civil",
+            "legal_basis": "ZUP", "purpose": "p", "official": "o", "subject": {},
+            "state": "delivered", "created_ms": 0, "created": "", "attempts": [],
+            "signer": null, "document": "documents/01XR.xml", "revocation": null, "ocsp": null,
+            "timestamp": null, "timestamp_token": null,
+            "attachments": [{"file": "documents/01XR.attachment-1", "content_id": "a1",
+                "content_type": "application/pdf", "size": 9,
+                "sha256": hex(&openssl::sha::sha256(b"%PDF-1.7\n"))}],
+            "signed_document": signed,
+            "signed_document_file": file,
+        }))
+        .unwrap()
+    }
+
+    /// Judges the X-Road document of a dossier whose files are `files`,
+    /// every one sealed.
+    fn judge_x_road(r: &RequestFacts, files: &[(&str, &[u8])]) -> Report {
+        let bytes = zip_of(files);
+        let c = Container::open(std::io::Cursor::new(bytes), container::Limits::default()).unwrap();
+        let intact: BTreeSet<&str> = files.iter().map(|(n, _)| *n).collect();
+        let doc = c.load("documents/01XR.xml", 1 << 20).unwrap().unwrap();
+        let mut rep = Report::default();
+        let mut load = |rep: &mut Report, n: &str, cap: u64| load(&c, rep, n, cap);
+        x_road(
+            r,
+            "documents/01XR.xml",
+            &doc,
+            &c,
+            &intact,
+            "1/2026",
+            &mut rep,
+            &mut load,
+        );
+        rep
+    }
+
+    #[test]
+    fn an_x_road_document_is_bound_to_its_signed_document() {
+        let doc: &[u8] = b"<Envelope><Body><birthExtractResponse/></Body></Envelope>";
+        let att: &[u8] = b"%PDF-1.7\n";
+        let asice = |message: &[u8], attachment: &[u8]| {
+            zip_of(&[
+                ("mimetype", b"application/vnd.etsi.asic-e+zip"),
+                ("message.xml", message),
+                ("attachment1", attachment),
+                ("META-INF/signatures.xml", b"<XAdESSignatures/>"),
+            ])
+        };
+        let genuine = asice(doc, att);
+        let signed = |sha: &[u8]| {
+            serde_json::json!({"state": "kept", "message_id": "m-7",
+                "sha256": hex(&openssl::sha::sha256(sha))})
+        };
+        let r = x_road_facts(signed(&genuine), Some("evidence/01XR.asice"));
+        let files = |asice: &[u8]| -> Vec<(&str, Vec<u8>)> {
+            vec![
+                ("documents/01XR.xml", doc.to_vec()),
+                ("documents/01XR.attachment-1", att.to_vec()),
+                ("evidence/01XR.asice", asice.to_vec()),
+            ]
+        };
+        let run = |r: &RequestFacts, f: Vec<(&str, Vec<u8>)>| {
+            let f: Vec<(&str, &[u8])> = f.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            judge_x_road(r, &f)
+        };
+        // The genuine one holds, and names the signed document.
+        let rep = run(&r, files(&genuine));
+        assert!(rep.holds(), "{:#?}", rep.findings);
+        let text = format!("{:?}", rep.findings);
+        assert!(text.contains("signed by the X-Road security server: evidence/01XR.asice, message id m-7; its X-Road signature is verified with NIIS's asicverifier and the instance's verification configuration: java -jar asicverifier.jar <verificationconf> evidence/01XR.asice"), "{text}");
+        assert!(
+            text.contains("byte for byte the attachment1 of evidence/01XR.asice"),
+            "{text}"
+        );
+
+        // Another message's signed document (resealed, case.json updated).
+        let other = asice(b"<Envelope><Body><other/></Body></Envelope>", att);
+        let r2 = x_road_facts(signed(&other), Some("evidence/01XR.asice"));
+        let rep = run(&r2, files(&other));
+        assert!(!rep.holds());
+        assert!(
+            rep.findings.iter().any(|f| f.file == "documents/01XR.xml"
+                && f.verdict == Verdict::Invalid
+                && f.detail.contains("came by X-Road, but is not bound to its signed document evidence/01XR.asice: its message.xml")),
+            "{:#?}",
+            rep.findings
+        );
+        // Another attachment in the signed document.
+        let swapped = asice(doc, b"%PDF-1.7\nX");
+        let r3 = x_road_facts(signed(&swapped), Some("evidence/01XR.asice"));
+        let rep = run(&r3, files(&swapped));
+        assert!(
+            rep.findings.iter().any(|f| f
+                .detail
+                .contains("its attachment1 is not the document's attachment 1")),
+            "{:#?}",
+            rep.findings
+        );
+        // The signed document swapped after case.json recorded its digest.
+        let rep = run(&r, files(&other));
+        assert!(
+            rep.findings
+                .iter()
+                .any(|f| f.file == "evidence/01XR.asice" && f.detail.contains("case.json records")),
+            "{:#?}",
+            rep.findings
+        );
+        // Not kept: said so, and the dossier does not hold.
+        let pending = x_road_facts(
+            serde_json::json!({"state": "failed", "message_id": "m-7", "reason": "given up after 20 tries: not timestamped yet"}),
+            None,
+        );
+        let rep = run(&pending, files(&genuine));
+        assert!(!rep.holds());
+        assert!(
+            rep.findings.iter().any(|f| f.verdict == Verdict::Unverifiable
+                && f.detail == "civil's document came by X-Road (message id m-7) and its signed document is not kept (failed: given up after 20 tries: not timestamped yet): it is bound to no signature"),
+            "{:#?}",
+            rep.findings
+        );
+        // A signer named beside it: a signed-XML document dressed as X-Road.
+        let mut dressed = x_road_facts(signed(&genuine), Some("evidence/01XR.asice"));
+        dressed.signer_sha256 = Some("ab".repeat(32));
+        let rep = run(&dressed, files(&genuine));
+        assert!(
+            rep.findings.iter().any(|f| f.verdict == Verdict::Invalid
+                && f.detail.contains("claiming X-Road does not replace")),
+            "{:#?}",
+            rep.findings
+        );
     }
 
     #[test]

@@ -102,6 +102,55 @@ def main(path):
             covered.add(uri)
         check("every data file is signed", files == covered, sorted(files ^ covered))
 
+    # X-Road: each evidence/{id}.asice is the security server's signed
+    # document of documents/{id}.xml, read here with zipfile alone: an
+    # ASiC-E whose message.xml is the document byte for byte, whose
+    # attachment1.. are the document's attachments, with a signature.
+    for name in sorted(n for n in names if n.startswith("evidence/") and n.endswith(".asice")):
+        rid = name[len("evidence/"):-len(".asice")]
+        try:
+            import io
+
+            with zipfile.ZipFile(io.BytesIO(data[name])) as inner:
+                inner_names = inner.namelist()
+                check(
+                    f"{name}: mimetype",
+                    "mimetype" in inner_names
+                    and inner.read("mimetype") == b"application/vnd.etsi.asic-e+zip",
+                    inner_names,
+                )
+                check(f"{name}: CRCs", inner.testzip() is None, inner.testzip())
+                check(
+                    f"{name}: message.xml is documents/{rid}.xml",
+                    "message.xml" in inner_names
+                    and inner.read("message.xml") == data.get(f"documents/{rid}.xml"),
+                )
+                attached = sorted(
+                    (n for n in names if n.startswith(f"documents/{rid}.attachment-")),
+                    key=lambda n: int(n.rsplit("-", 1)[1]),
+                )
+                inner_attached = sorted(n for n in inner_names if n.startswith("attachment"))
+                check(
+                    f"{name}: as many attachments as the document",
+                    len(attached) == len(inner_attached),
+                    (attached, inner_attached),
+                )
+                for i, a in enumerate(attached, 1):
+                    check(
+                        f"{name}: attachment{i} is {a}",
+                        f"attachment{i}" in inner_names and inner.read(f"attachment{i}") == data[a],
+                    )
+                check(
+                    f"{name}: a signature",
+                    any(
+                        n.startswith("META-INF/") and "signatures" in n and n.endswith(".xml")
+                        for n in inner_names
+                    ),
+                    inner_names,
+                )
+        except zipfile.BadZipFile as e:
+            check(f"{name}: a zip", False, repr(e))
+
     # pyasice's verdict: it opens the container (its own manifest check),
     # verifies the signature value and the signature's timestamp.
     try:
