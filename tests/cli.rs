@@ -4175,3 +4175,178 @@ w.close()
         .unwrap();
     assert!(text(&o).contains("--max-total"), "{}", text(&o));
 }
+
+/// An X-Road security server's signed document of `message`: an ASiC-E
+/// with the message, its attachments and a signature entry.
+fn x_road_asice(message: &[u8], attachments: &[&[u8]]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let deflated = zip::write::SimpleFileOptions::default();
+    z.start_file("mimetype", stored).unwrap();
+    z.write_all(b"application/vnd.etsi.asic-e+zip").unwrap();
+    z.start_file("message.xml", deflated).unwrap();
+    z.write_all(message).unwrap();
+    for (i, a) in attachments.iter().enumerate() {
+        z.start_file(format!("attachment{}", i + 1), deflated)
+            .unwrap();
+        z.write_all(a).unwrap();
+    }
+    z.start_file("META-INF/signatures.xml", deflated).unwrap();
+    z.write_all(b"<asic:XAdESSignatures xmlns:asic=\"http://uri.etsi.org/02918/v1.2.1#\"/>")
+        .unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// The insider's dodge of the signer binding: a signed-XML document of
+/// the demo dossier re-filed as if it had come by X-Road (its signer
+/// taken out of case.json, a signed document made for it, the dossier
+/// resealed with the seal's key and a genuine timestamp). The audit trail
+/// recorded its signer when the answer came, so it is refused, naming
+/// that signer; so is the claim made beside the signer. The genuine
+/// dossier resealed still holds, and the independent check reads the
+/// forged signed document as consistent (it holds the document byte for
+/// byte: the forgery is caught by the trail, not by its bytes) and
+/// catches one that holds another message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_xml_document_claiming_an_x_road_signed_document_does_not_hold() {
+    use jum_gateway::xml::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dossier(dir.path()).await;
+    let certs = demo.data.join("certs");
+    let ca = certs.join("ca.pem");
+    let seal = SigningKey::from_pem(
+        &std::fs::read(certs.join("gateway-sign.key")).unwrap(),
+        &std::fs::read(certs.join("gateway-sign.pem")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let evidence: jum_gateway::config::EvidenceConfig = toml::from_str(&format!(
+        "tsa_url = \"{}/tsa\"\ntsa_trust = \"{}\"",
+        demo.daemon.1,
+        ca.display()
+    ))
+    .unwrap();
+    let tsa = jum_gateway::evidence::stamper::TsaClient::configured(&evidence)
+        .unwrap()
+        .unwrap();
+    let genuine = unzip(&demo.out);
+    let same = write(
+        dir.path(),
+        "same.asice",
+        &reseal(&genuine, &seal, &tsa).await,
+    );
+    let (code, report) = dossier_verify(&same, &[&ca]);
+    assert_eq!(code, 0, "{report}");
+
+    let facts: serde_json::Value = serde_json::from_slice(entry(&genuine, "case.json")).unwrap();
+    let i = facts["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|r| r["registry"] == "cadastre")
+        .unwrap();
+    let id = facts["requests"][i]["id"].as_str().unwrap().to_owned();
+    let sha = facts["requests"][i]["signer_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doc_name = format!("documents/{id}.xml");
+    let doc = entry(&genuine, &doc_name).to_vec();
+    let asice_name = format!("evidence/{id}.asice");
+    let forge = |container: &[u8], keep_signer: bool| {
+        let mut facts = facts.clone();
+        let r = &mut facts["requests"][i];
+        if !keep_signer {
+            for k in [
+                "signer",
+                "signer_sha256",
+                "signer_anchor",
+                "signer_anchor_sha256",
+            ] {
+                r[k] = serde_json::Value::Null;
+            }
+        }
+        r["signed_document"] = serde_json::json!({
+            "state": "kept", "message_id": "5b7f3f4e-1c1e-4f8e-9a57-0d5e3c1b2a90",
+            "tries": 1, "since_ms": 0,
+            "document_id": format!("{id}.asice"),
+            "sha256": sha256_hex(container),
+        });
+        r["signed_document_file"] = asice_name.clone().into();
+        let mut entries = genuine.clone();
+        replace(
+            &mut entries,
+            "case.json",
+            serde_json::to_vec_pretty(&facts).unwrap(),
+        );
+        let at = entries.iter().position(|(n, _)| n == &doc_name).unwrap() + 1;
+        entries.insert(at, (asice_name.clone(), container.to_vec()));
+        entries
+    };
+
+    // The signer dropped, X-Road claimed: the trail's signer decides.
+    let container = x_road_asice(&doc, &[]);
+    let dodged = write(
+        dir.path(),
+        "dodged.asice",
+        &reseal(&forge(&container, false), &seal, &tsa).await,
+    );
+    let (code, report) = dossier_verify(&dodged, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(
+            "case.json says it came by X-Road, bound to a signed document, but the audit trail's exchange.answered entry"
+        ) && report.contains(&format!(
+            "recorded the signer SHA-256 {sha} when cadastre's answer came: a signed-XML document, which must be bound to that signer"
+        )),
+        "{report}"
+    );
+    // The independent check reads the forged signed document as the
+    // document's: the bytes agree, the trail does not.
+    let (ok, v) = asice_check(&dodged);
+    assert!(ok, "{v:#}");
+    assert!(
+        v["checks"].as_array().unwrap().iter().any(|c| c["check"]
+            == format!("{asice_name}: message.xml is {doc_name}")
+            && c["ok"] == true),
+        "{v:#}"
+    );
+
+    // The claim beside the signer.
+    let beside = write(
+        dir.path(),
+        "beside.asice",
+        &reseal(&forge(&container, true), &seal, &tsa).await,
+    );
+    let (code, report) = dossier_verify(&beside, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("and an X-Road signed document for it: a signed-XML document is bound to its signer, which claiming X-Road does not replace"),
+        "{report}"
+    );
+
+    // A signed document of another message: the independent check too.
+    let other = x_road_asice(b"<other/>", &[]);
+    let wrong = write(
+        dir.path(),
+        "wrong.asice",
+        &reseal(&forge(&other, false), &seal, &tsa).await,
+    );
+    let (code, report) = dossier_verify(&wrong, &[&ca]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!(
+            "not the signed document of {doc_name}: its message.xml"
+        )),
+        "{report}"
+    );
+    let (ok, v) = asice_check(&wrong);
+    assert!(!ok, "{v:#}");
+    assert!(
+        v["checks"].as_array().unwrap().iter().any(|c| c["check"]
+            == format!("{asice_name}: message.xml is {doc_name}")
+            && c["ok"] == false),
+        "{v:#}"
+    );
+}
