@@ -260,7 +260,12 @@ impl Exchange {
                 )
             }
         };
-        let checked = wire::check(request, &received.xml, &svc.namespace, code, &self.limits);
+        // MTOM's parts come back into the XML as base64: a third larger
+        // than they came, within the body's cap.
+        let mut limits = self.limits.clone();
+        limits.max_size = limits.max_size.saturating_mul(4) / 3 + 4096;
+        limits.max_text_len = limits.max_size;
+        let checked = wire::check(request, &received.xml, &svc.namespace, code, &limits);
         let content = match checked {
             Err(CheckError::Malformed(e)) => Content::Malformed(e),
             Err(CheckError::Headers(e)) => Content::HeadersNotCopied(e),

@@ -13,10 +13,12 @@ use crate::config::{GatewayConfig, RegistryProtocol, RevocationPolicy};
 use crate::exchange::Outcome;
 use crate::protocol::{ns, Subject};
 
+/// Path and query, content type, SOAPAction and body of a request.
+type Asked = (String, Option<String>, Option<String>, Vec<u8>);
+
 #[derive(Default)]
 struct Seen {
-    /// Path and query, content type, SOAPAction and body of each request.
-    requests: Vec<(String, Option<String>, Option<String>, Vec<u8>)>,
+    requests: Vec<Asked>,
     mode: String,
 }
 
@@ -54,7 +56,7 @@ fn answer(mode: &str, req: &[u8]) -> (u16, String, Vec<u8>) {
         r[s..s + r[s..].find('<').unwrap()].to_owned()
     };
     let mut doc = if r.contains("<jum:Poll>") {
-        format!("<jum:Accepted><jum:ticket>T-2</jum:ticket><jum:retryAfter>PT5S</jum:retryAfter></jum:Accepted>")
+        "<jum:Accepted><jum:ticket>T-2</jum:ticket><jum:retryAfter>PT5S</jum:retryAfter></jum:Accepted>".to_owned()
     } else {
         birth_extract()
     };

@@ -464,7 +464,7 @@ fn multipart(
         let ptype = p.header("Content-Type").map(str::to_owned);
         let name = p
             .header("Content-Disposition")
-            .and_then(|d| disposition_name(d))
+            .and_then(disposition_name)
             .or_else(|| {
                 ptype
                     .as_deref()

@@ -875,7 +875,7 @@ fn broken_multiparts_are_refused_with_a_precise_message() {
         "no part before the closing boundary",
     );
     let many: Vec<(&str, &[u8])> = std::iter::once(("Content-Type: text/xml", SOAP_PART))
-        .chain(std::iter::repeat(("Content-ID: <x>", &b"x"[..])).take(64))
+        .chain(std::iter::repeat_n(("Content-ID: <x>", &b"x"[..]), 64))
         .collect();
     refused(
         "multipart/related; boundary=B",
