@@ -310,7 +310,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         &cfg,
         dyn_store.clone(),
         cipher.clone(),
-        Arc::new(signed::SecurityServers::new(&cfg)),
+        Arc::new(signed::SecurityServers(dispatcher.clone())),
     )
     .map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
