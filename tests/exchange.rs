@@ -621,25 +621,10 @@ async fn a_registry_tls_key_weaker_than_accepted_is_refused_naming_it() {
 // E1), and its answers read by independent code (Python's lxml, hashlib,
 // email and zipfile; pyasice for the signed document).
 
-/// A simulator with its X-Road front on a free port; signed documents
-/// wait for their timestamp far longer than a test runs.
+/// A simulator with its X-Road front (the gateway's registries too are
+/// set to X-Road; the tests that ask the front directly ignore them).
 async fn xr_setup(faults: &str) -> Env {
-    setup_with(faults, |sc| {
-        let c = sc.client_ca.parent().unwrap().to_owned();
-        sc.x_road = Some(config::SimXRoad {
-            port: 0,
-            tls_cert: c.join("cadastre-tls.pem"),
-            tls_key: c.join("cadastre-tls.key"),
-            clients: vec![config::Member {
-                instance: "RS".into(),
-                class: "GOV".into(),
-                code: "08070431".into(),
-                subsystem: Some("jum-becej".into()),
-            }],
-            asic_delay: Duration::from_secs(3600),
-        });
-    })
-    .await
+    setup_x_road(faults).await
 }
 
 /// An HTTPS client with the gateway's TLS certificate, which is the
@@ -1159,5 +1144,236 @@ json.dump({'type': msg.get_content_type(), 'start': msg.get_param('start'), 'par
             rule == "mtom",
             "{soap}"
         );
+    }
+}
+
+// The gateway's X-Road exchange against the front: the request the front
+// saw passed its checks (the official schemas among them), and each form
+// and fault of an answer ends as the issue says.
+
+async fn xr_gateway(faults: &str) -> Env {
+    setup_x_road(faults).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_exchanges_get_every_document_through_the_front() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    let mut ids = std::collections::BTreeSet::new();
+    for (service, s) in SIX {
+        let a = attempt(
+            &ex,
+            service,
+            &subject(s),
+            &ulid::Ulid::new().to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(a.outcome, Outcome::Document, "{service}: {}", a.outcome);
+        let id = a.message_id.clone().unwrap();
+        assert!(ids.insert(id.clone()), "a new message id on each attempt");
+        assert!(a.signer.is_none() && a.attachments.is_empty());
+        // The request as sent, and the answer as received: the headers
+        // copied back and the hash of those exact bytes, by lxml/hashlib.
+        let req = String::from_utf8(a.request.clone()).unwrap();
+        let r = xr_read(&env, &req, a.response.as_ref().unwrap());
+        let sent = r["request"].as_array().unwrap();
+        assert_eq!(&r["answer"].as_array().unwrap()[..sent.len()], &sent[..]);
+        assert_eq!(r["hash"], r["sha512"]);
+        assert_eq!(r["invalid"], serde_json::json!([]));
+        assert_eq!(r["texts"]["id"], id.as_str());
+        assert_eq!(
+            r["wrapper"].as_str().unwrap().rsplit('}').next().unwrap(),
+            format!("{service}Response")
+        );
+    }
+    let seen = env.seen().await;
+    assert_eq!(seen["total"], 6);
+    for id in &ids {
+        assert_eq!(seen["by_id"][id], 1, "the front passed {id} on once");
+    }
+    // One request, two attempts: two messages.
+    let s = subject("jmbg=0512981717776");
+    let rid = ulid::Ulid::new().to_string();
+    let a = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    let b = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    assert_ne!(a.message_id, b.message_id);
+
+    // An asynchronous answer: the ticket in the wrapper, then the poll.
+    env.faults("civil:async=next:1").await;
+    let a = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    let Outcome::Accepted { ticket, .. } = &a.outcome else {
+        panic!("{}", a.outcome)
+    };
+    let ready = env
+        .control
+        .post(format!("http://{}/tickets/ready", env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 204);
+    let p = attempt(&ex, "civil.birth-extract", &s, &rid, Some(ticket)).await;
+    assert_eq!(p.outcome, Outcome::Document, "{}", p.outcome);
+
+    // The metaservices: every service listed, one hidden from allowedMethods.
+    env.faults("cadastre.parcel:unlisted").await;
+    let m = ex.methods("cadastre").await.unwrap();
+    assert_eq!(m.listed, ["cadastre.property-sheet", "cadastre.parcel"]);
+    assert_eq!(m.allowed, ["cadastre.property-sheet"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_end_in_their_outcomes() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    const H: &str = "security failure: the answer does not copy back the request's headers: Header";
+    const X: &str = "{http://x-road.eu/xsd/xroad.xsd}";
+    const C: &str = "{urn:jum-gateway:civil:1}civil.birth-extract";
+    const S: &str = "SERVICE:RS/GOV/17862146/maticne-knjige/civil.birth-extract";
+    let cases: Vec<(&str, String)> = vec![
+        ("civil:xr-header-dropped=next:1", format!("{H}: {X}protocolVersion where {X}issue was sent")),
+        ("civil:xr-header-changed=next:1", format!("{H}/id: \"")),
+        ("civil:xr-headers-reordered=next:1", format!("{H}: {X}service where {X}client was sent")),
+        ("civil:badhash=next:1", "security failure: the answer's requestHash: not the hash of the request sent".into()),
+        ("civil:xr-wrapper=next:1", format!("retryable: unexpected payload the body holds {C}Result where {C}Response was expected")),
+        (
+            "civil:xr-network=next:1",
+            "retryable: X-Road fault Server.ServerProxy.ServiceFailed.NetworkError: Service RS/GOV/17862146/maticne-knjige/civil.birth-extract failed".into(),
+        ),
+        (
+            "civil:xr-network-snake=next:1",
+            "retryable: X-Road fault server.serverproxy.service_failed.network_error: Service RS/GOV/17862146/maticne-knjige/civil.birth-extract failed".into(),
+        ),
+        (
+            "civil:xr-denied=next:1",
+            format!("permanent failure: X-Road fault Server.ServerProxy.AccessDenied: Request is not allowed: {S}"),
+        ),
+        (
+            "civil:xr-denied-snake=next:1",
+            format!("permanent failure: X-Road fault server.serverproxy.access_denied: Request is not allowed: {S}"),
+        ),
+        ("civil:notfound=next:1", "permanent failure: registry found no data".into()),
+        ("civil:unavailable=next:1", "retryable: registry unavailable".into()),
+        ("civil:503=next:1", "retryable: registry returned 503".into()),
+    ];
+    for (spec, want) in &cases {
+        env.faults(spec).await;
+        let got = birth_extract(&ex).await.outcome.to_string();
+        assert!(got.starts_with(want.as_str()), "{spec}: {got}");
+    }
+    // The positive control.
+    assert_eq!(birth_extract(&ex).await.outcome, Outcome::Document);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_in_every_form_deliver_the_same_document() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    let plain = birth_extract(&ex).await;
+    assert_eq!(plain.outcome, Outcome::Document);
+    let text_of = |a: &jum_gateway::exchange::Attempt| {
+        let req = String::from_utf8(a.request.clone()).unwrap();
+        let mut v = xr_read(&env, &req, a.response.as_ref().unwrap());
+        assert_eq!(v["hash"], v["sha512"]);
+        v["texts"].as_object_mut().unwrap().remove("issuedAt");
+        v["texts"].as_object_mut().unwrap().remove("id");
+        v["texts"].as_object_mut().unwrap().remove("requestHash");
+        v["texts"].as_object_mut().unwrap().remove("requestId");
+        v["texts"].clone()
+    };
+    let want = text_of(&plain);
+    assert_eq!(want["firstName"], "Erzsébet");
+    for rule in ["latin1", "bom", "cdata", "swa", "mtom"] {
+        env.faults(&format!("civil:{rule}=next:1")).await;
+        let a = birth_extract(&ex).await;
+        assert_eq!(a.outcome, Outcome::Document, "{rule}: {}", a.outcome);
+        // The SOAP part exactly as received: what the signed document holds.
+        let raw = a.response.clone().unwrap();
+        match rule {
+            "latin1" => assert!(raw.windows(9).any(|w| w == b"Erzs\xe9bet<"), "{rule}"),
+            "bom" => assert_eq!(&raw[..3], b"\xEF\xBB\xBF"),
+            "cdata" => assert!(raw.windows(9).any(|w| w == b"<![CDATA[")),
+            _ => assert!(raw.starts_with(b"<?xml"), "{rule}: the SOAP part only"),
+        }
+        assert_eq!(text_of(&a), want, "{rule}");
+        if rule == "swa" || rule == "mtom" {
+            assert_eq!(a.attachments.len(), 1, "{rule}");
+            let at = &a.attachments[0];
+            assert_eq!(at.content_type, "application/pdf");
+            assert_eq!(at.name.as_deref(), Some("izvod.pdf"));
+            assert!(at.bytes.starts_with(b"%PDF-1.4\n"));
+            assert!((0u8..=255).all(|b| at.bytes.contains(&b)), "binary-safe");
+        } else {
+            assert!(a.attachments.is_empty());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_road_answers_signed_document_is_not_yet_until_timestamped() {
+    use jum_gateway::exchange::SignedDocFetch;
+    let env = xr_gateway("civil:swa=next:1").await;
+    let ex = env.exchange();
+    let a = birth_extract(&ex).await;
+    assert_eq!(a.outcome, Outcome::Document);
+    let id = a.message_id.clone().unwrap();
+    for _ in 0..2 {
+        match ex.signed_document("civil", &id, false).await.unwrap() {
+            SignedDocFetch::NotYet(why) => {
+                assert_eq!(why, "Message signature has not been timestamped yet!")
+            }
+            SignedDocFetch::Container(_) => panic!("not timestamped yet"),
+        }
+    }
+    let SignedDocFetch::Container(zip) = ex.signed_document("civil", &id, true).await.unwrap()
+    else {
+        panic!("force stamps it")
+    };
+    let entries = unzip(&write(env.dir.path(), "signed.asice", &zip));
+    assert_eq!(
+        entries[0],
+        (
+            "mimetype".into(),
+            b"application/vnd.etsi.asic-e+zip".to_vec()
+        )
+    );
+    assert_eq!(entries[1].0, "message.xml");
+    assert_eq!(
+        &entries[1].1,
+        a.response.as_ref().unwrap(),
+        "byte for byte the answer received"
+    );
+    assert_eq!(
+        entries[2],
+        ("attachment1".into(), a.attachments[0].bytes.clone())
+    );
+    // Another message's, once the control endpoint stamps it.
+    let b = birth_extract(&ex).await;
+    let bid = b.message_id.unwrap();
+    assert!(matches!(
+        ex.signed_document("civil", &bid, false).await.unwrap(),
+        SignedDocFetch::NotYet(_)
+    ));
+    env.control
+        .post(format!("http://{}/x-road/stamp", env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    let SignedDocFetch::Container(zip) = ex.signed_document("civil", &bid, false).await.unwrap()
+    else {
+        panic!("stamped")
+    };
+    assert_eq!(
+        unzip(&write(env.dir.path(), "b.asice", &zip))[1].1,
+        b.response.unwrap()
+    );
+    // An unknown message is a 404 too, with the security server's word.
+    match ex
+        .signed_document("civil", "no-such-message", false)
+        .await
+        .unwrap()
+    {
+        SignedDocFetch::NotYet(why) => assert_eq!(why, "No signed documents found"),
+        SignedDocFetch::Container(_) => panic!("no such message"),
     }
 }

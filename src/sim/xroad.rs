@@ -835,11 +835,13 @@ fn log_and_send(
     soap_response(status, &ctype, body)
 }
 
-/// The answer's envelope: the headers, `requestHash`, and the body.
+/// The answer's envelope: the headers, `requestHash`, and the body (whose
+/// `jum:Accepted` or `jum:` fault uses the prefix declared here).
 fn envelope(headers: &[(String, String, Vec<u8>)], hash: &str, body: &str) -> String {
     let mut o = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"{}\"><SOAP-ENV:Header>",
-        ns::SOAP
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"{}\" xmlns:jum=\"{}\"><SOAP-ENV:Header>",
+        ns::SOAP,
+        ns::JUM
     );
     for (_, _, h) in headers {
         o.push_str(&String::from_utf8_lossy(h));
