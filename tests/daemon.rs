@@ -3327,3 +3327,145 @@ async fn x_road_security_failures_are_never_delivered_and_denials_end_dead() {
     d.until(&ok, State::Delivered, Duration::from_secs(10))
         .await;
 }
+
+/// X-Road's own evidence end to end: a document over X-Road through the
+/// simulator's security-server front is not marked for a TSA stamp; its
+/// signed document is asked for and answered 404 until the front
+/// timestamps its log (`POST /x-road/stamp`), then kept (its message.xml
+/// the document byte for byte), put into the case dossier, and named by
+/// `jumgw dossier verify`; the independent check agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_in_the_dossier() {
+    use jum_gateway::evidence::signed::{bind, SignedDocs};
+    let d = run(setup_x_road("").await, |gw| {
+        let e = &mut gw.evidence;
+        e.interval = Duration::from_millis(100);
+        e.base = Duration::from_millis(100);
+        e.cap = Duration::from_millis(300);
+        // Far more tries than the test waits for: it is the 404s that
+        // are counted.
+        e.signed_document_attempts = 10_000;
+    })
+    .await;
+    let data = d.env.dir.path().to_owned();
+    let dyn_store: Arc<dyn QueueStore> = d.store.clone();
+    dyn_store.set_audit_rule(jum_gateway::audit::rule(d.state.audit_key.clone()));
+    let job = SignedDocs::new(
+        &d.env.gw,
+        dyn_store.clone(),
+        d.cipher.clone(),
+        Arc::new(jum_gateway::daemon::signed::SecurityServers(
+            d.dispatcher.clone(),
+        )),
+    )
+    .expect("an X-Road registry: the job runs");
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(job.run(rx));
+
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let message_id = r.attempts.last().unwrap().message_id.clone().unwrap();
+    assert!(r.stamp.is_none(), "an X-Road document gets no TSA stamp");
+    // Asked for, and not timestamped yet.
+    let end = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let r = d.store.get(&id).await.unwrap().unwrap();
+        let s = r.signed_document.unwrap();
+        if s.tries >= 2 {
+            break s;
+        }
+        assert!(Instant::now() < end, "never asked: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (s.state.as_str(), s.message_id.as_str()),
+        ("pending", message_id.as_str())
+    );
+    assert!(
+        s.reason
+            .as_deref()
+            .unwrap()
+            .contains("Message signature has not been timestamped yet"),
+        "{s:?}"
+    );
+    assert!(d
+        .store
+        .document(&format!("{id}.asice"))
+        .await
+        .unwrap()
+        .is_none());
+    // The security server timestamps its log: the next try keeps it.
+    let r = d
+        .env
+        .control
+        .post(format!("http://{}/x-road/stamp", d.env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let end = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let r = d.store.get(&id).await.unwrap().unwrap();
+        let s = r.signed_document.unwrap();
+        if s.state != "pending" {
+            break s;
+        }
+        assert!(Instant::now() < end, "not kept: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s.state, "kept", "{s:?}");
+    let open = |id: String| {
+        let (store, cipher) = (d.store.clone(), d.cipher.clone());
+        async move {
+            let sealed = store.document(&id).await.unwrap().unwrap();
+            cipher.open(&id, &sealed).unwrap()
+        }
+    };
+    let container = open(format!("{id}.asice")).await;
+    let document = open(id.clone()).await;
+    assert_eq!(
+        s.sha256.as_deref(),
+        Some(jum_gateway::xml::dsig::hex(&openssl::sha::sha256(&container)).as_str())
+    );
+    bind(&container, &document, &[]).unwrap();
+
+    // The case's dossier carries it, and its verifier names it.
+    let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
+        &d.env.gw,
+        dyn_store.clone(),
+        d.cipher.clone(),
+        d.state.audit_key.clone(),
+        &data,
+    )
+    .unwrap();
+    let state = d.state.clone().with_dossiers(dossiers);
+    let resp = api::app(state)
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/cases/351-12%2F2026-IV/dossier")
+                .header("authorization", "Bearer t")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let zip = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    let file = write(&data, "case.asice", &zip);
+    let ca = data.join("certs").join("ca.pem");
+    let (code, report) = dossier_verify(&file, &[&ca]);
+    for want in [
+        format!("evidence/{id}.asice: signed by the X-Road security server: evidence/{id}.asice, message id {message_id}"),
+        format!("its X-Road signature is verified with NIIS's asicverifier and the instance's verification configuration: java -jar asicverifier.jar <verificationconf> evidence/{id}.asice"),
+        format!("documents/{id}.xml: civil's document, the answer to request {id} of case 351-12/2026-IV, came by X-Road: it is byte for byte the message.xml of its security server's signed document evidence/{id}.asice"),
+    ] {
+        assert!(report.contains(&want), "{want:?} not in {report}");
+    }
+    assert_eq!(code, 0, "{report}");
+    let (ok, v) = asice_check(&file);
+    assert!(ok, "{v:#}");
+}

@@ -940,12 +940,14 @@ impl Dispatcher {
         };
         drop(permit);
         let now = self.store.clock_ms();
+        let mut message_id = None;
         let (outcome, status, duration_ms, signer, document, revocation, crl) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
                     .then_some(a.response)
                     .flatten();
                 let crl = doc.as_ref().and(a.crl);
+                message_id = a.message_id;
                 (
                     a.outcome,
                     a.status,
@@ -1042,7 +1044,7 @@ impl Dispatcher {
                 signer_anchor_sha256: signer_anchor_sha256.as_deref(),
                 revocation: revocation.as_ref(),
                 stamp,
-                message_id: None,
+                message_id: message_id.as_deref(),
                 attachments: &[],
             };
             let answered = Event::Answered {
