@@ -4349,4 +4349,70 @@ async fn a_signed_xml_document_claiming_an_x_road_signed_document_does_not_hold(
             && c["ok"] == false),
         "{v:#}"
     );
+
+    // A signed document whose message.xml inflates to 200 MiB (a file of
+    // ~200 KB, made here with Python's zlib; under the per-entry cap, over
+    // the signed document's total), read by `dossier verify` with 256 MiB
+    // of address space: refused at the cap while inflating, with its
+    // message, not killed; the genuine dossier holds under the same limit.
+    let bomb_file = dir.path().join("inner-bomb.asice");
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            r#"
+import sys, zlib, struct
+out = sys.argv[1]
+c = zlib.compressobj(9, zlib.DEFLATED, -15)
+zeros, data, crc, left = bytes(1 << 20), [], 0, 200 << 20
+while left:
+    k = min(left, len(zeros))
+    data.append(c.compress(zeros[:k])); crc = zlib.crc32(zeros[:k], crc); left -= k
+data.append(c.flush()); data = b"".join(data)
+mt = b"application/vnd.etsi.asic-e+zip"
+items = [(b"mimetype", 0, mt, zlib.crc32(mt), len(mt)), (b"message.xml", 8, data, crc, 200 << 20)]
+body, central = b"", b""
+for name, method, d, c32, usize in items:
+    off = len(body)
+    body += struct.pack("<IHHHHHIIIHH", 0x04034b50, 20, 0, method, 0, 0x21, c32, len(d), usize, len(name), 0) + name + d
+    central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 20, 20, 0, method, 0, 0x21, c32, len(d), usize, len(name), 0, 0, 0, 0, 0, off) + name
+end = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, len(items), len(items), len(central), len(body), 0)
+open(out, "wb").write(body + central + end)
+"#,
+        ])
+        .arg(&bomb_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let inner_bomb = std::fs::read(&bomb_file).unwrap();
+    assert!(inner_bomb.len() < 4 << 20, "{}", inner_bomb.len());
+    let bombed = write(
+        dir.path(),
+        "bombed.asice",
+        &reseal(&forge(&inner_bomb, false), &seal, &tsa).await,
+    );
+    let limited = |file: &std::path::Path| {
+        let o = jumgw_limited(256 << 20)
+            .args(["dossier", "verify"])
+            .arg(file)
+            .arg("--trust")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (code, report) = limited(&same);
+    assert_eq!(
+        code,
+        Some(0),
+        "the genuine dossier under the limit: {report}"
+    );
+    let (code, report) = limited(&bombed);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains(&format!(
+            "{asice_name}: not the signed document of {doc_name}: its entries uncompress to more than {} bytes together, what a signed document may hold, reached at entry \"message.xml\"",
+            128u64 << 20
+        )),
+        "{report}"
+    );
 }

@@ -93,6 +93,8 @@ pub enum SignedDocError {
 pub enum BindingError {
     #[error("not a readable ASiC-E container: {0}")]
     Container(#[from] ContainerError),
+    #[error("its entries uncompress to more than {cap} bytes together, what a signed document may hold, reached at entry {name:?}")]
+    TooLarge { cap: u64, name: String },
     #[error("its mimetype is {0:?}, not {ASIC_MIMETYPE}")]
     Mimetype(String),
     #[error("it has no {MESSAGE_ENTRY}")]
@@ -153,7 +155,11 @@ pub fn bind(
     let limits = Limits {
         max_total: (SIGNED_DOC_MAX_BYTES as u64) * 2,
     };
-    let c = Container::open(std::io::Cursor::new(container), limits)?;
+    let c = Container::open(std::io::Cursor::new(container), limits).map_err(|e| match e {
+        // Our cap, not the dossier reader's --max-total.
+        ContainerError::Total { name, cap } => BindingError::TooLarge { cap, name },
+        e => BindingError::Container(e),
+    })?;
     let mimetype = match c.load("mimetype", 256) {
         Some(m) => m?,
         None => return Err(BindingError::Mimetype("(none)".into())),
