@@ -982,6 +982,9 @@ fn answers(doc: &crate::xml::Document, r: &RequestFacts, case: &str) -> Result<(
     Ok(())
 }
 
+/// Loads a file the seal vouches for, or makes its finding.
+type SealedLoad<'a> = dyn FnMut(&mut Report, &str, u64) -> Option<Vec<u8>> + 'a;
+
 /// `case.json` says the request's document came by X-Road.
 fn claims_x_road(r: &RequestFacts) -> bool {
     r.signed_document.is_some() || r.signed_document_file.is_some()
@@ -999,7 +1002,7 @@ fn x_road<R: Read + Seek>(
     intact: &BTreeSet<&str>,
     case: &str,
     rep: &mut Report,
-    sealed_load: &mut dyn FnMut(&mut Report, &str, u64) -> Option<Vec<u8>>,
+    sealed_load: &mut SealedLoad<'_>,
 ) {
     // One or the other: a signer named beside a signed document is a
     // signed-XML document dressed as X-Road.
