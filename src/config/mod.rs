@@ -923,6 +923,32 @@ mod tests {
         }
     }
 
+    /// X-Road's signed documents are tried at least once; the default is
+    /// taken.
+    #[test]
+    fn signed_document_attempts_of_zero_are_refused_naming_the_key() {
+        let check = |line: &str| {
+            let text =
+                edited_base().replacen("\n[evidence]\n", &format!("\n[evidence]\n{line}\n"), 1);
+            assert_ne!(text, edited_base());
+            parse::<GatewayConfig>(&text, "e.toml", std::iter::empty())
+                .unwrap()
+                .validate("e.toml")
+                .map_err(|e| e.to_string())
+        };
+        let e = check("signed_document_attempts = 0").unwrap_err();
+        assert!(
+            e.starts_with("e.toml: evidence.signed_document_attempts: must be at least 1"),
+            "{e}"
+        );
+        assert_eq!(check("signed_document_attempts = 1"), Ok(()));
+        let d = EvidenceConfig::default();
+        assert_eq!(
+            (d.signed_document_attempts, d.signed_document_force_after),
+            (20, std::time::Duration::from_secs(300))
+        );
+    }
+
     #[test]
     fn webhook_secrets_are_checked_with_a_precise_reason() {
         assert_eq!(
