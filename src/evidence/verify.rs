@@ -25,7 +25,9 @@
 //! byte for byte and whose `attachment1`.. its attachments (read strictly,
 //! `signed::bind`). X-Road's own signature in that container needs the
 //! instance's verification configuration and is left to NIIS's
-//! `asicverifier`; the report says so and how. Claiming X-Road does not
+//! `asicverifier`; the report says so and how. The headers its provider
+//! copied back must name the request it is filed under (`jum:requestId`),
+//! its case (`issue`), legal basis and purpose. Claiming X-Road does not
 //! dodge the signer binding: a document whose `exchange.answered` audit
 //! entry recorded a signer, or for which `case.json` names one, is held to
 //! that signer.
@@ -1088,6 +1090,12 @@ fn x_road<R: Read + Seek>(
                     if b.timestamped { ", timestamped" } else { "" }
                 ),
             );
+            // Bound to its signed document, and so to its message; that
+            // message must be the answer to this request.
+            if let Err(why) = x_road_answers(doc, r, case) {
+                rep.invalid(doc_name, why);
+                return;
+            }
             rep.valid(
                 doc_name,
                 format!(
@@ -1115,6 +1123,55 @@ fn x_road<R: Read + Seek>(
             );
         }
     }
+}
+
+/// An X-Road document is the answer to the request it is filed under:
+/// the headers its provider copied back (the client's security server
+/// checked them at receipt) name this request (`jum:requestId`), case
+/// (`issue`), legal basis and purpose. Read with the charset its XML
+/// declaration names, as it was received.
+fn x_road_answers(doc: &[u8], r: &RequestFacts, case: &str) -> Result<(), String> {
+    use crate::protocol::ns;
+    let received = crate::protocol::xroad::receive(None, doc, &Default::default())
+        .map_err(|e| format!("is not an X-Road message: {e}"))?;
+    let d = crate::xml::Document::parse(&received.xml, &crate::xml::Limits::default())
+        .map_err(|e| format!("is not an X-Road message: {e}"))?;
+    let header = d
+        .child(d.root(), ns::SOAP, "Header")
+        .ok_or("is not an X-Road message: it has no SOAP header")?;
+    let one = |namespace: &str, local: &str| -> Result<String, String> {
+        let found: Vec<_> = d
+            .child_elements(header)
+            .filter(|n| d.is(*n, namespace, local))
+            .collect();
+        match found.as_slice() {
+            [n] => Ok(d.text(*n)),
+            _ => Err(format!(
+                "has {} {{{namespace}}}{local} headers, not one: not the answer to request {} as the gateway sent it",
+                found.len(),
+                r.id
+            )),
+        }
+    };
+    let said = [
+        ("request", one(ns::JUM, "requestId")?, r.id.as_str()),
+        ("case", one(ns::XROAD, "issue")?, case),
+        (
+            "legal basis",
+            one(ns::JUM, "legalBasis")?,
+            r.legal_basis.as_str(),
+        ),
+        ("purpose", one(ns::JUM, "purpose")?, r.purpose.as_str()),
+    ];
+    for (what, header, listed) in said {
+        if header != listed {
+            return Err(format!(
+                "answers the {what} {header:?}, not the {listed:?} of request {} it is filed under",
+                r.id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The audit files a dossier has besides what `case.json` names.
@@ -1723,7 +1780,14 @@ mod tests {
 
     #[test]
     fn an_x_road_document_is_bound_to_its_signed_document() {
-        let doc: &[u8] = b"<Envelope><Body><birthExtractResponse/></Body></Envelope>";
+        let answer = |request: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:xrd=\"http://x-road.eu/xsd/xroad.xsd\" xmlns:jum=\"urn:jum-gateway:exchange:1\"><SOAP-ENV:Header><xrd:id>m-7</xrd:id><xrd:userId>RSo</xrd:userId><xrd:issue>1/2026</xrd:issue><xrd:protocolVersion>4.0</xrd:protocolVersion><jum:legalBasis>ZUP</jum:legalBasis><jum:purpose>p</jum:purpose><jum:requestId>{request}</jum:requestId></SOAP-ENV:Header><SOAP-ENV:Body><birthExtractResponse/></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+            )
+            .into_bytes()
+        };
+        let genuine_doc = answer("01XR");
+        let doc: &[u8] = &genuine_doc;
         let att: &[u8] = b"%PDF-1.7\n";
         let asice = |message: &[u8], attachment: &[u8]| {
             zip_of(&[
@@ -1789,6 +1853,21 @@ mod tests {
             rep.findings
                 .iter()
                 .any(|f| f.file == "evidence/01XR.asice" && f.detail.contains("case.json records")),
+            "{:#?}",
+            rep.findings
+        );
+        // Another request's answer, with its own signed document: the
+        // copied-back headers name the other request.
+        let foreign = answer("01OTHER");
+        let foreign_asice = asice(&foreign, att);
+        let r5 = x_road_facts(signed(&foreign_asice), Some("evidence/01XR.asice"));
+        let mut f = files(&foreign_asice);
+        f[0].1 = foreign.clone();
+        let rep = run(&r5, f);
+        assert!(
+            rep.findings.iter().any(|f| f.file == "documents/01XR.xml"
+                && f.verdict == Verdict::Invalid
+                && f.detail == "answers the request \"01OTHER\", not the \"01XR\" of request 01XR it is filed under"),
             "{:#?}",
             rep.findings
         );
