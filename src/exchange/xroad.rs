@@ -98,6 +98,7 @@ impl Exchange {
     fn receive_limits(&self) -> wire::ReceiveLimits {
         wire::ReceiveLimits {
             xml: self.limits.clone(),
+            max_resolved: self.limits.max_size.saturating_mul(4) / 3 + 4096,
             ..wire::ReceiveLimits::default()
         }
     }

@@ -990,3 +990,87 @@ proptest::proptest! {
         let _ = check(&sent, &a, P, "exampleService", &Limits::default());
     }
 }
+
+/// An MTOM message whose one part is named by `includes` includes: each
+/// would be the part again in base64 (here 50,000 × 1.3 MB, 70 GB).
+fn mtom_bomb(includes: usize) -> (String, Vec<u8>) {
+    let include = "<xop:Include href=\"cid:big\"/>".repeat(includes);
+    let soap = format!("<e xmlns:xop=\"http://www.w3.org/2004/08/xop/include\">{include}</e>");
+    let mut b = format!(
+        "--B\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"text/xml\"\r\n\r\n{soap}\r\n--B\r\nContent-ID: <big>\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend(std::iter::repeat_n(b'x', 1 << 20));
+    b.extend_from_slice(b"\r\n--B--\r\n");
+    (
+        "multipart/related; type=\"application/xop+xml\"; boundary=B".into(),
+        b,
+    )
+}
+
+/// Run by [`an_mtom_bomb_is_refused_within_bounded_memory`] in a child
+/// process under an address-space limit.
+#[test]
+#[ignore = "run under prlimit by an_mtom_bomb_is_refused_within_bounded_memory"]
+fn mtom_bomb_child() {
+    let includes = match std::env::var("JUMGW_TEST_MTOM").as_deref() {
+        Ok("bomb") => 50_000,
+        _ => 3,
+    };
+    let (ct, body) = mtom_bomb(includes);
+    let limits = ReceiveLimits {
+        xml: Limits {
+            max_size: 10 << 20,
+            max_text_len: 10 << 20,
+            ..Limits::default()
+        },
+        max_resolved: (10 << 20) * 4 / 3 + 4096,
+        ..ReceiveLimits::default()
+    };
+    match receive(Some(&ct), &body, &limits) {
+        Ok(r) => println!("RESOLVED {}", r.xml.len()),
+        Err(e) => println!("REFUSED {e}"),
+    }
+}
+
+#[test]
+fn an_mtom_bomb_is_refused_within_bounded_memory() {
+    let run = |mode: &str| {
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 256u64 << 20))
+            .arg("--")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "protocol::xroad::tests::mtom_bomb_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("JUMGW_TEST_MTOM", mode)
+            .output()
+            .unwrap();
+        let so = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{mode}: {so}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        so
+    };
+    // The genuine case resolves within the limit ...
+    let ok = run("genuine");
+    assert!(
+        ok.contains(&format!("RESOLVED {}", 3 * 1_398_104 + 57)),
+        "{ok}"
+    );
+    // ... the bomb is refused, counted before anything is made.
+    let bomb = run("bomb");
+    assert!(
+        bomb.contains(&format!(
+            "REFUSED MTOM: the message with its xop:Include parts resolved is larger than {} bytes",
+            (10 << 20) * 4 / 3 + 4096
+        )),
+        "{bomb}"
+    );
+}
