@@ -98,6 +98,20 @@ fn requests_conform_to_the_official_schemas_by_an_independent_validator() {
     let f = dir.path().join("poll.xml");
     std::fs::write(&f, &poll).unwrap();
     files.push(f);
+    // The metaservice requests.
+    let provider = &cfg.registries["civil"].member;
+    for meta in [Meta::ListMethods, Meta::AllowedMethods] {
+        let x = meta_request(
+            meta,
+            &cfg.gateway.client,
+            provider,
+            &uuid::Uuid::new_v4().to_string(),
+            "",
+        );
+        let f = dir.path().join(format!("{}.xml", meta.code()));
+        std::fs::write(&f, &x).unwrap();
+        files.push(f);
+    }
     // The negative control: a request as today's signed-XML profile
     // builds it (a ULID id, requestHash-free but no wrapper) is refused.
     let bad = built("civil.birth-extract", "01J9Z3Q4V8K2M6N0P1R3S5T7V9", None)
