@@ -193,13 +193,15 @@ fn service_codes_must_be_identifiers_and_element_names() {
     for ok in [
         "civil.birth-extract",
         "exampleService",
-        "getPerson_v2",
-        "Šifra",
+        "getPerson.v2",
+        "a-1",
     ] {
         valid_service_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     for (bad, says) in [
         ("", "is empty"),
+        ("getPerson_v2", "has '_'"),
+        ("Šifra", "has 'Š'"),
         ("a b", "has ' '"),
         ("a/b", "has '/'"),
         ("a:b", "has ':'"),
