@@ -92,6 +92,7 @@ fn answer(mode: &str, req: &[u8]) -> (u16, String, Vec<u8>) {
     let scan = b"%PDF-1.4 \x00\xff scan".to_vec();
     match mode {
         "latin1" => (200, "text/xml; charset=ISO-8859-1".into(), latin1(&soap)),
+        "huge" => (200, "text/xml".into(), vec![b' '; 2 << 20]),
         "fault-dotted" => (
             500,
             "text/xml; charset=UTF-8".into(),
@@ -217,6 +218,7 @@ async fn setup() -> Setup {
     gw.gateway.tls_key = c.join("gateway-tls.key");
     gw.gateway.sign_cert = c.join("gateway-sign.pem");
     gw.gateway.sign_key = c.join("gateway-sign.key");
+    gw.gateway.max_body_bytes = 1 << 20;
     for (name, r) in gw.registries.iter_mut() {
         r.tls_ca = c.join("gateway-trust.pem");
         r.signer_ca = Some(c.join("gateway-trust.pem"));
@@ -359,6 +361,16 @@ async fn x_road_attempts_end_to_end_against_a_security_server_double() {
         a.outcome
     );
     assert!(reason(&a.outcome).contains("server.clientproxy.access_denied"));
+
+    // An answer beyond the cap, read no further.
+    let a = attempt(&s, "huge", None).await;
+    assert_eq!(
+        a.outcome,
+        Outcome::Retryable {
+            reason: "answer larger than the limit of 1048576 bytes".into(),
+            retry_after: None
+        }
+    );
 
     // The metaservices.
     let m = s.ex.methods("civil").await.unwrap();
