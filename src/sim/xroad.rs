@@ -42,7 +42,11 @@
 //! gateway must notice (headers not copied back, a wrong `requestHash`, a
 //! wrong wrapper, X-Road's technical faults in both forms) or take (SOAP
 //! with attachments, MTOM, ISO-8859-1, a byte order mark, comments and
-//! CDATA). The service schemas allow nothing beside a document's own
+//! CDATA). The registries' transport faults (`500`, `503`, `429`, `reset`,
+//! `truncate`, `drip`, `malformed`, `oversize`) and their own (`invalid`,
+//! `notfound`, `unavailable`, `maintenance`, `async`, `lost`) come through
+//! the front as a provider's security server passes them on; `badsig` and
+//! `untrusted` do not apply (the security servers sign, not the registry). The service schemas allow nothing beside a document's own
 //! elements, so MTOM's `xop:Include` travels in an `attachment` element
 //! after the document inside the wrapper, which the protocol keeps with
 //! the document.
@@ -748,8 +752,18 @@ async fn soap(State(front): State<Arc<Front>>, hdrs: HeaderMap, bytes: Bytes) ->
         soap_bytes,
         attachment.into_iter().collect(),
     );
-    if fault == Some(Fault::Truncate) {
-        r = super::truncated(status, body_bytes(r).await);
+    match fault {
+        Some(Fault::Truncate) => r = super::truncated(status, body_bytes(r).await),
+        Some(Fault::Drip) => {
+            let ct = r.headers().get(header::CONTENT_TYPE).cloned();
+            let full = body_bytes(r).await;
+            r = Response::new(super::broken_body(full, Some(Duration::from_millis(200))));
+            *r.status_mut() = status;
+            if let Some(ct) = ct {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+        }
+        _ => {}
     }
     r
 }
