@@ -116,6 +116,8 @@ const OFFICIAL: [(&str, &[u8]); 3] = [
 ];
 
 const XOP_NS: &str = "http://www.w3.org/2004/08/xop/include";
+/// Messages kept for their signed documents.
+const MAX_LOGGED: usize = 10_000;
 const NOT_STAMPED: &str = "Message signature has not been timestamped yet!";
 
 /// One answer as the security server's message log keeps it.
@@ -802,7 +804,19 @@ fn log_and_send(
 ) -> Response {
     let (status, ctype, fault) =
         how.unwrap_or((StatusCode::OK, "text/xml; charset=UTF-8".into(), None));
-    lock(&front.shared.x_road_log).insert(
+    let mut log = lock(&front.shared.x_road_log);
+    // A long demo must not grow without bound: the oldest goes first, as
+    // a security server's message log archives and forgets.
+    if log.len() >= MAX_LOGGED {
+        if let Some(oldest) = log
+            .iter()
+            .min_by_key(|(_, l)| l.stamp_at)
+            .map(|(k, _)| k.clone())
+        {
+            log.remove(&oldest);
+        }
+    }
+    log.insert(
         req.id.clone(),
         Logged {
             client: req.client.clone(),
@@ -814,6 +828,7 @@ fn log_and_send(
             stamp_at: Instant::now() + front.asic_delay,
         },
     );
+    drop(log);
     if parts.is_empty() {
         return soap_response(status, &ctype, soap);
     }
