@@ -989,6 +989,19 @@ proptest::proptest! {
         let _ = receive(Some(ct.trim()), &body, &lim());
     }
 
+    /// Any Content-Type with any body: read, or refused with a reason.
+    #[test]
+    fn receive_never_panics_on_any_type_and_body(
+        ct in "(multipart/related|text/xml|application/xop\\+xml)?(; ?[a-z-]{1,8}=(\"[^\"]{0,12}\"|[A-Za-z0-9<>@.-]{0,12})){0,4}",
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        prefix in "(--[A-Za-z0-9<>]{0,6}(\r?\n)?([A-Za-z-]{1,12}: ?[^\r\n]{0,20}\r?\n){0,3}(\r?\n)?)?",
+    ) {
+        let mut b = prefix.into_bytes();
+        b.extend_from_slice(&body);
+        let _ = receive(Some(&ct), &b, &lim());
+        let _ = receive(None, &b, &lim());
+    }
+
     /// The answer check takes any byte mutation of the spec's answer (and
     /// any well-formedness-keeping edit) without panicking.
     #[test]
