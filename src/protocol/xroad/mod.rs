@@ -183,6 +183,26 @@ pub fn request(r: &Request<'_>, wrapper_ns: &str, wrapper_prefix: &str, inner: &
     envelope(r, true, &body)
 }
 
+/// A kept X-Road answer (the SOAP part as received) made readable by the
+/// hardened reader: decoded by its XML declaration (else as UTF-8), the
+/// byte order mark gone. (A charset named only by the HTTP Content-Type
+/// is not in the kept bytes: such an answer reads here only if it was
+/// UTF-8.)
+pub fn readable(raw: &[u8]) -> Result<Vec<u8>, XRoadError> {
+    mime::to_utf8(raw, None)
+}
+
+/// The document of a read X-Road answer: the first element child of the
+/// body's wrapper (`None` for a fault or a body without one).
+pub fn document_node(doc: &crate::xml::Document) -> Option<crate::xml::dom::NodeId> {
+    let body = doc.child(doc.root(), ns::SOAP, "Body")?;
+    let wrapper = doc.child_elements(body).next()?;
+    if doc.is(wrapper, ns::SOAP, "Fault") {
+        return None;
+    }
+    doc.child_elements(wrapper).next()
+}
+
 /// Which metaservice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meta {

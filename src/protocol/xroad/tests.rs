@@ -966,6 +966,21 @@ fn charsets_byte_order_marks_and_declarations() {
     assert_eq!(r.raw, b"<a>\xfc</a>");
 }
 
+#[test]
+fn a_kept_answer_reads_again_with_its_document() {
+    let latin1: Vec<u8> =
+        b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><S:Envelope xmlns:S=\"http://schemas.xmlsoap.org/soap/envelope/\"><S:Body><w:xResponse xmlns:w=\"urn:w\"><w:doc>M\xfcller</w:doc><w:more/></w:xResponse></S:Body></S:Envelope>"
+            .to_vec();
+    let x = readable(&latin1).unwrap();
+    let d = crate::xml::Document::parse(&x, &Limits::default()).unwrap();
+    let n = document_node(&d).unwrap();
+    assert!(d.is(n, "urn:w", "doc"));
+    assert_eq!(d.text(n), "Müller");
+    let fault = vector("pr-mess-D1-fault-technical.xml");
+    let d = crate::xml::Document::parse(&readable(&fault).unwrap(), &Limits::default()).unwrap();
+    assert_eq!(document_node(&d), None);
+}
+
 proptest::proptest! {
     /// The splitter takes any mutation of a multipart body without
     /// panicking: it splits it or says why not.
@@ -987,6 +1002,19 @@ proptest::proptest! {
         let _ = receive(Some(ct.trim()), &body, &lim());
         body.truncate(cut % (body.len() + 1));
         let _ = receive(Some(ct.trim()), &body, &lim());
+    }
+
+    /// Any Content-Type with any body: read, or refused with a reason.
+    #[test]
+    fn receive_never_panics_on_any_type_and_body(
+        ct in "(multipart/related|text/xml|application/xop\\+xml)?(; ?[a-z-]{1,8}=(\"[^\"]{0,12}\"|[A-Za-z0-9<>@.-]{0,12})){0,4}",
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        prefix in "(--[A-Za-z0-9<>]{0,6}(\r?\n)?([A-Za-z-]{1,12}: ?[^\r\n]{0,20}\r?\n){0,3}(\r?\n)?)?",
+    ) {
+        let mut b = prefix.into_bytes();
+        b.extend_from_slice(&body);
+        let _ = receive(Some(&ct), &b, &lim());
+        let _ = receive(None, &b, &lim());
     }
 
     /// The answer check takes any byte mutation of the spec's answer (and
