@@ -4434,3 +4434,125 @@ open(out, "wb").write(body + central + end)
         "{report}"
     );
 }
+
+/// `serve --demo` with the cadastre over X-Road: the daemon runs the
+/// evidence job for signed documents; once the demo's security-server
+/// front has timestamped its log, the cadastre's signed document is in
+/// the case's dossier, which `jumgw dossier verify` accepts and in which
+/// it names the signed document; the other registries' documents are
+/// timestamped by the TSA as before, the cadastre's is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_one_registry_over_x_road_exports_its_signed_document_in_the_dossier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let env: Vec<(String, String)> = [
+        ("JUMGW_REGISTRIES__CADASTRE__PROTOCOL", "x-road"),
+        ("JUMGW_EVIDENCE__BASE", "300ms"),
+        ("JUMGW_EVIDENCE__CAP", "1s"),
+        ("JUMGW_EVIDENCE__SIGNED_DOCUMENT_ATTEMPTS", "1000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let d = start_daemon_env(&data, port, &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let case = "351-13/2026-IV";
+    let r = http
+        .post(format!(
+            "{base}/api/v1/cases/{}/requests",
+            case.replace('/', "%2F")
+        ))
+        .bearer_auth("demo-backoffice")
+        .json(&serde_json::json!({
+            "legal_basis": "ZUP čl. 103", "official": "marija.kovac", "purpose": "building permit",
+            "procedure": "building-permit",
+            "subject": {"jmbg": "0512981717776", "ko": "803472", "sheet": "1520"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let ids: Vec<String> = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    wait_delivered(&http, port, &ids).await;
+    let mut cadastre = None;
+    let mut others = Vec::new();
+    for id in &ids {
+        let v = get_json(
+            &http,
+            &format!("{base}/api/v1/requests/{id}"),
+            Some("demo-admin"),
+        )
+        .await;
+        if v["registry"] == "cadastre" {
+            cadastre = Some(id.clone());
+        } else {
+            others.push(id.clone());
+        }
+    }
+    let cadastre = cadastre.expect("the bundle asks the cadastre");
+    wait_stamped(&http, &base, &others, std::time::Duration::from_secs(20)).await;
+    // The front timestamps its log now rather than in 10 s.
+    let r = http
+        .post(format!("{}/x-road/stamp", d.1))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let out = dir.path().join("case.asice");
+    let asice = format!("evidence/{cadastre}.asice");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = run(&[
+            "dossier",
+            "export",
+            case,
+            "--out",
+            out.to_str().unwrap(),
+            "--url",
+            &base,
+            "--token",
+            "demo-backoffice",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        if unzip(&out).iter().any(|(n, _)| *n == asice) {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "no {asice} in the dossier");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let doc = get_json(
+        &http,
+        &format!("{base}/api/v1/documents/{cadastre}"),
+        Some("demo-admin"),
+    )
+    .await;
+    assert!(
+        doc["timestamp"].is_null(),
+        "an X-Road document is not stamped by the TSA: {doc}"
+    );
+    drop(d);
+    let (code, report) = dossier_verify(&out, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains(&format!(
+            "{asice}: signed by the X-Road security server: {asice}, message id "
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "documents/{cadastre}.xml: cadastre's document, the answer to request {cadastre} of case {case}, came by X-Road"
+        )),
+        "{report}"
+    );
+    let (ok, v) = asice_check(&out);
+    assert!(ok, "{v:#}");
+}
