@@ -52,8 +52,7 @@ fn simulate_help_names_every_fault() {
         .join(" ");
     for (name, _) in jum_gateway::sim::faults::Fault::ALL {
         assert!(
-            help.split(|c: char| c == ' ' || c == ',' || c == ';' || c == '(' || c == ')')
-                .any(|w| w == name),
+            help.split([' ', ',', ';', '(', ')']).any(|w| w == name),
             "{name} is not in: {help}"
         );
     }

@@ -889,6 +889,26 @@ async fn the_x_road_front_refuses_what_a_security_server_refuses() {
         assert_eq!(&c, code, "{t}");
         assert!(t.starts_with(text), "{code}: {t}");
     }
+    // No client certificate: no information system, refused at the handshake.
+    let c = certs(env.dir.path());
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(
+                &std::fs::read(c.join("gateway-trust.pem")).unwrap(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(anonymous
+        .post(format!("https://{}/", env.sim.x_road.unwrap()))
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .body(genuine.clone())
+        .send()
+        .await
+        .is_err());
+    let refused = env.seen().await["tls_refused"].clone();
+    assert_eq!(refused[0]["registry"], "x-road", "{refused}");
     // Not SOAP 1.1's content type.
     let r = xr_http(&env)
         .post(format!("https://{}/", env.sim.x_road.unwrap()))
