@@ -662,10 +662,13 @@ pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {
             let cfg = st.config.registries.get(name);
             let certificates = cfg
                 .map(|c| {
-                    [("tls trust", Some(&c.tls_ca)), ("signer trust", c.signer_ca.as_ref())]
-                        .into_iter()
-                        .filter_map(|(role, p)| cert_info(role, p?))
-                        .collect()
+                    [
+                        ("tls trust", Some(&c.tls_ca)),
+                        ("signer trust", c.signer_ca.as_ref()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(role, p)| cert_info(role, p?))
+                    .collect()
                 })
                 .unwrap_or_default();
             RegistryOut {

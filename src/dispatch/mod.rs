@@ -20,8 +20,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
-use crate::lifecycle::RevocationRecord;
 use crate::lifecycle::{self, AttemptFacts, Event};
+use crate::lifecycle::{AttachmentRecord, RevocationRecord};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
 use crate::store::{QueueStore, RequestRecord, State, StoreError};
@@ -296,8 +296,50 @@ pub fn gate_settings(
 /// A document for its case folder, and who waits for the outcome.
 struct FolderJob {
     rec: RequestRecord,
-    doc: Vec<u8>,
+    doc: Fetched,
     done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+/// A fetched document in clear, with its attachments (in the order of the
+/// record's `attachments`).
+pub struct Fetched {
+    pub document: Vec<u8>,
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// An X-Road document's attachments as the store keeps them: each sealed
+/// under its document id (`{request}.attachment-{n}`, n from 1), to be
+/// written in the same transaction as the document, and what the record
+/// says of each (metadata only: a record stays small whatever came).
+pub fn seal_attachments(
+    cipher: &crate::store::crypt::DocumentCipher,
+    request: &str,
+    attachments: &[crate::protocol::xroad::Attachment],
+) -> Result<(Vec<(String, Vec<u8>)>, Vec<AttachmentRecord>), crate::store::crypt::CryptError> {
+    let mut sealed = Vec::with_capacity(attachments.len());
+    let mut records = Vec::with_capacity(attachments.len());
+    for (i, a) in attachments.iter().enumerate() {
+        let id = attachment_id(request, i + 1);
+        sealed.push((id.clone(), cipher.seal(&id, &a.bytes)?));
+        records.push(AttachmentRecord {
+            document_id: id,
+            content_id: a.content_id.clone(),
+            content_type: a.content_type.clone(),
+            name: a.name.clone(),
+            size: a.bytes.len() as u64,
+            sha256: hex(&openssl::sha::sha256(&a.bytes)),
+        });
+    }
+    Ok((sealed, records))
+}
+
+/// Where a request's `n`-th attachment (from 1) is stored.
+pub fn attachment_id(request: &str, n: usize) -> String {
+    format!("{request}.attachment-{n}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes what is waiting as one batch, then the next.
@@ -308,8 +350,19 @@ async fn folder_writer(cases: CaseFolders, mut rx: tokio::sync::mpsc::Receiver<F
         let (jobs, done): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| ((j.rec, j.doc), j.done)).unzip();
         let results = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(&RequestRecord, &[u8])> =
-                jobs.iter().map(|(r, d)| (r, d.as_slice())).collect();
+            let atts: Vec<Vec<&[u8]>> = jobs
+                .iter()
+                .map(|(_, d)| d.attachments.iter().map(Vec::as_slice).collect())
+                .collect();
+            let refs: Vec<crate::delivery::Delivery<'_>> = jobs
+                .iter()
+                .zip(&atts)
+                .map(|((r, d), a)| crate::delivery::Delivery {
+                    record: r,
+                    document: &d.document,
+                    attachments: a,
+                })
+                .collect();
             cases.deliver_batch(&refs)
         })
         .await;
@@ -334,9 +387,10 @@ struct Recorded {
     id: String,
     change: Box<dyn Fn(&mut RequestRecord) -> bool + Send + Sync>,
     document: Option<Vec<u8>>,
-    /// The CRL that confirmed the document's signer (its id, sealed),
-    /// stored in the same write as the document.
-    crl: Option<(String, Vec<u8>)>,
+    /// Other documents stored in the same write (each id, sealed): the
+    /// CRL that confirmed the document's signer, the document's
+    /// attachments.
+    extra: Vec<(String, Vec<u8>)>,
     done: tokio::sync::oneshot::Sender<Result<Option<RequestRecord>, StoreError>>,
 }
 
@@ -362,7 +416,7 @@ async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receive
                 .chain(
                     batch
                         .iter()
-                        .filter_map(|o| o.crl.as_ref().map(|(id, d)| (id.as_str(), d.as_slice()))),
+                        .flat_map(|o| o.extra.iter().map(|(id, d)| (id.as_str(), d.as_slice()))),
                 )
                 .collect();
             let f = |r: &mut RequestRecord| {
@@ -499,7 +553,10 @@ impl Dispatcher {
                 )
             };
             let crl_id = crl.as_ref().map(|(c, _)| c.clone());
-            match self.record_with(&id, None, crl, change).await {
+            match self
+                .record_with(&id, None, crl.into_iter().collect(), change)
+                .await
+            {
                 Ok(_) => self.crl_stored(crl_id),
                 Err(e) => {
                     tracing::warn!(request = %id, error = %e, "cannot record a revocation re-check")
@@ -886,15 +943,16 @@ impl Dispatcher {
         document: Option<Vec<u8>>,
         change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        self.record_with(id, document, None, change).await
+        self.record_with(id, document, Vec::new(), change).await
     }
 
-    /// [`Dispatcher::record`], keeping a CRL (id, sealed) in the same write.
+    /// [`Dispatcher::record`], keeping other documents (each id, sealed:
+    /// a CRL, attachments) in the same write.
     async fn record_with(
         &self,
         id: &str,
         document: Option<Vec<u8>>,
-        crl: Option<(String, Vec<u8>)>,
+        extra: Vec<(String, Vec<u8>)>,
         change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
     ) -> Result<Option<RequestRecord>, StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
@@ -903,7 +961,7 @@ impl Dispatcher {
                 id: id.to_owned(),
                 change: Box::new(change),
                 document,
-                crl,
+                extra,
                 done,
             })
             .await
@@ -940,12 +998,21 @@ impl Dispatcher {
         };
         drop(permit);
         let now = self.store.clock_ms();
+        let mut message_id = None;
+        let mut attachments = Vec::new();
         let (outcome, status, duration_ms, signer, document, revocation, crl) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
                     .then_some(a.response)
                     .flatten();
                 let crl = doc.as_ref().and(a.crl);
+                // Every attempt's message id is recorded (the security
+                // server's log knows each message by it); attachments
+                // only come with a document.
+                message_id = a.message_id;
+                if doc.is_some() {
+                    attachments = a.attachments;
+                }
                 (
                     a.outcome,
                     a.status,
@@ -1024,6 +1091,19 @@ impl Dispatcher {
                 return;
             }
         };
+        let (sealed_attachments, attachment_records) = match seal_attachments(
+            &self.cipher,
+            &id,
+            &attachments,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(request = %id, error = %e, "cannot seal an attachment; the attempt will be repeated");
+                lock(&self.busy).remove(&id);
+                self.wake();
+                return;
+            }
+        };
         let jitter: f64 = rand::rng().random();
         // A fetched document is delivered at once by this task: its
         // delivery lease is taken in the same write as the attempt.
@@ -1042,8 +1122,8 @@ impl Dispatcher {
                 signer_anchor_sha256: signer_anchor_sha256.as_deref(),
                 revocation: revocation.as_ref(),
                 stamp,
-                message_id: None,
-                attachments: &[],
+                message_id: message_id.as_deref(),
+                attachments: &attachment_records,
             };
             let answered = Event::Answered {
                 facts: &facts,
@@ -1053,13 +1133,18 @@ impl Dispatcher {
             };
             lifecycle::apply(r, &answered, now)
         };
-        // The document (and the CRL that vouched for its signer) is
-        // stored in the same transaction as the outcome.
+        // The document (with the CRL that vouched for its signer and its
+        // attachments) is stored in the same transaction as the outcome.
         let crl_id = crl.as_ref().map(|(c, _)| c.clone());
-        match self.record_with(&id, sealed, crl, change).await {
+        let extra = crl.into_iter().chain(sealed_attachments).collect();
+        match self.record_with(&id, sealed, extra, change).await {
             Ok(Some(r)) if r.state == State::Fetched => {
                 self.crl_stored(crl_id);
-                self.clone().deliver(r, document).await;
+                let fresh = document.map(|document| Fetched {
+                    document,
+                    attachments: attachments.into_iter().map(|a| a.bytes).collect(),
+                });
+                self.clone().deliver(r, fresh).await;
             }
             Ok(_) => {
                 self.crl_stored(crl_id);
@@ -1111,6 +1196,18 @@ impl Dispatcher {
         }
     }
 
+    /// A stored document (or attachment) in clear.
+    async fn stored(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        let sealed = self
+            .store
+            .document(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("document {id}")))?;
+        self.cipher
+            .open(id, &sealed)
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
     async fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let now = self.store.clock_ms();
         self.record(id, None, move |r| {
@@ -1124,7 +1221,7 @@ impl Dispatcher {
     /// left it); without it, the record and the document are read again
     /// (a delivery leased from the due index, after a restart or a failed
     /// delivery).
-    async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Vec<u8>>) {
+    async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Fetched>) {
         let id = rec.id.clone();
         let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
         let result = async {
@@ -1145,16 +1242,18 @@ impl Dispatcher {
             }
             let doc = match fresh {
                 Some(doc) => doc,
-                None => {
-                    let sealed = self
-                        .store
-                        .document(&id)
-                        .await?
-                        .ok_or_else(|| StoreError::NotFound(format!("document of {id}")))?;
-                    self.cipher
-                        .open(&id, &sealed)
-                        .map_err(|e| StoreError::Io(e.to_string()))?
-                }
+                None => Fetched {
+                    document: self.stored(&id).await?,
+                    // A redelivery (after a crash, a failed delivery)
+                    // takes them from the store, as the record lists them.
+                    attachments: {
+                        let mut all = Vec::with_capacity(rec.attachments.len());
+                        for a in &rec.attachments {
+                            all.push(self.stored(&a.document_id).await?);
+                        }
+                        all
+                    },
+                },
             };
             let (done, outcome) = tokio::sync::oneshot::channel();
             let io = |e: &dyn std::fmt::Display| StoreError::Io(e.to_string());
@@ -1214,6 +1313,91 @@ mod tests {
             last: Default::default(),
             history: Default::default(),
         }
+    }
+
+    /// An X-Road answer's attachments, from a hand-made attempt: each
+    /// sealed under its own id (bound to it: it does not open under
+    /// another), its record metadata only, and stored in the write of the
+    /// document's change or not at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attachments_are_sealed_under_their_ids_and_stored_with_their_document_or_not_at_all() {
+        use crate::protocol::xroad::Attachment;
+        use crate::store::prelude::*;
+        let cipher = crate::store::crypt::DocumentCipher::from_hex(&"7".repeat(64)).unwrap();
+        let came = vec![
+            Attachment {
+                content_id: "plan@registry".into(),
+                content_type: "application/pdf".into(),
+                name: Some("../../etc/passwd".into()),
+                bytes: b"%PDF-1.7".to_vec(),
+            },
+            Attachment {
+                content_id: "x".into(),
+                content_type: "text/html".into(),
+                name: None,
+                bytes: vec![0u8; 70_000],
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
+        let r = RequestRecord::queued(
+            "c",
+            "1/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "cadastre.property-sheet".into(),
+            "cadastre".into(),
+            Vec::new(),
+            Duration::from_secs(60),
+        );
+        let id = r.id.clone();
+        let (sealed, records) = seal_attachments(&cipher, &id, &came).unwrap();
+        assert_eq!(
+            records
+                .iter()
+                .map(|a| a.document_id.as_str())
+                .collect::<Vec<_>>(),
+            [format!("{id}.attachment-1"), format!("{id}.attachment-2")]
+        );
+        assert_eq!(records[0].name.as_deref(), Some("../../etc/passwd"));
+        assert_eq!(records[1].size, 70_000);
+        assert_eq!(records[0].sha256, hex(&openssl::sha::sha256(b"%PDF-1.7")));
+        // The record holds metadata only, however large the attachment.
+        assert!(serde_json::to_vec(&records).unwrap().len() < 600);
+        assert!(cipher.open(&sealed[1].0, &sealed[0].1).is_err());
+        store.enqueue(vec![r]).await.unwrap();
+        let docs: Vec<(&str, &[u8])> = std::iter::once((id.as_str(), &b"<doc/>"[..]))
+            .chain(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())))
+            .collect();
+        // Declined (as a late answer is): neither the document nor an
+        // attachment is stored.
+        let got = store
+            .update_many(&[id.as_str()], &docs, &|_r: &mut RequestRecord| false)
+            .await
+            .unwrap();
+        assert!(got[0].is_none());
+        assert!(store.document(&id).await.unwrap().is_none());
+        for (i, _) in &sealed {
+            assert!(
+                store.document(i).await.unwrap().is_none(),
+                "{i} stored without its change"
+            );
+        }
+        let listed = records.clone();
+        let got = store
+            .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
+                r.attachments = listed.clone();
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(got[0].as_ref().unwrap().attachments, records);
+        for ((i, _), a) in sealed.iter().zip(&came) {
+            let back = store.document(i).await.unwrap().unwrap();
+            assert_eq!(cipher.open(i, &back).unwrap(), a.bytes);
+        }
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

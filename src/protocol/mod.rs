@@ -6,8 +6,8 @@
 //! service catalogue, which is data from the configuration.
 
 pub mod envelope;
-pub mod xroad;
 pub mod subject;
+pub mod xroad;
 
 pub use envelope::{Body, FaultCode, Headers};
 pub use subject::Subject;

@@ -1180,10 +1180,12 @@ async fn concurrent_changes_of_one_record_are_none_lost() {
 /// first lease ran out while its registry was slow, and a second exchange
 /// of the same request got there first) is declined, and its document with
 /// it: the stored document stays the one the record was fetched with, so
-/// the API serves what went into the case. A document under another id (a
-/// CRL) is stored all the same.
+/// the API serves what went into the case; so do its attachments
+/// (`{id}.attachment-{n}`). A document under another id (a CRL) is stored
+/// all the same.
 pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: RequestRecord) {
     let id = r.id.clone();
+    let attachment = format!("{id}.attachment-1");
     s.enqueue(vec![r]).await.unwrap();
     let fetch = |r: &mut RequestRecord| {
         if r.state == State::Fetched {
@@ -1194,14 +1196,22 @@ pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: 
         true
     };
     let got = s
-        .update_many(&[id.as_str()], &[(id.as_str(), b"first")], &fetch)
+        .update_many(
+            &[id.as_str()],
+            &[(id.as_str(), b"first"), (attachment.as_str(), b"first-a")],
+            &fetch,
+        )
         .await
         .unwrap();
     assert!(got[0].is_some());
     let got = s
         .update_many(
             &[id.as_str()],
-            &[(id.as_str(), b"late"), ("crl-1", b"crl")],
+            &[
+                (id.as_str(), b"late"),
+                (attachment.as_str(), b"late-a"),
+                ("crl-1", b"crl"),
+            ],
             &fetch,
         )
         .await
@@ -1211,6 +1221,11 @@ pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: 
         s.document(&id).await.unwrap().as_deref(),
         Some(&b"first"[..]),
         "a declined change replaced the document"
+    );
+    assert_eq!(
+        s.document(&attachment).await.unwrap().as_deref(),
+        Some(&b"first-a"[..]),
+        "a declined change replaced the document's attachment"
     );
     assert_eq!(
         s.document("crl-1").await.unwrap().as_deref(),

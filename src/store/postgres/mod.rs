@@ -733,8 +733,11 @@ impl Requests for PgStore {
                 // whose change was declined (the answer of an exchange
                 // that another had already concluded, its lease having run
                 // out) must not replace the document the record names.
-                let declined =
-                    |id: &str| ids.contains(&id) && !changed.iter().any(|(_, n)| n.id == id);
+                // Its attachments (`{id}.attachment-{n}`) likewise.
+                let declined = |id: &str| {
+                    let owner = super::document_owner(id);
+                    ids.contains(&owner) && !changed.iter().any(|(_, n)| n.id == owner)
+                };
                 let documents: Vec<(&str, &[u8])> = documents
                     .iter()
                     .copied()
