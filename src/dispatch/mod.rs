@@ -9,6 +9,10 @@
 //! per two syncs). It sleeps until the next due time or a wake-up (new
 //! request, finished attempt); it never polls busily.
 
+mod metaservices;
+
+pub use metaservices::{catalogue as x_road_catalogue, missing, MethodsReport, METHODS_EVERY};
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -482,6 +486,10 @@ pub struct Dispatcher {
     revocation_recheck: Duration,
     /// A TSA is configured: documents are marked for a timestamp.
     stamps: bool,
+    /// The X-Road registries and our service codes of each.
+    catalogue: BTreeMap<String, Vec<String>>,
+    /// What each X-Road registry's security server last said of them.
+    methods: Mutex<BTreeMap<String, MethodsReport>>,
 }
 
 /// Administrators' pauses, as the store holds them for every instance.
@@ -654,6 +662,8 @@ impl Dispatcher {
             wake,
             busy: Mutex::new(HashSet::new()),
             kept_crls: Mutex::new(HashSet::new()),
+            catalogue: metaservices::catalogue(cfg),
+            methods: Mutex::new(BTreeMap::new()),
             modes: cfg
                 .clients
                 .iter()

@@ -6,6 +6,7 @@
 //! validate against the schemas → [`classify`].
 
 pub mod classify;
+mod metaservices;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::protocol::{request_hash, Subject};
 use crate::xml::schema::Validator;
 use crate::xml::{self, dsig::DsigError, Limits, SigningKey, TrustStore};
 pub use classify::{classify, Content, Observation, Outcome, Transport};
+pub use metaservices::Methods;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
