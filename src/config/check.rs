@@ -192,6 +192,17 @@ impl GatewayConfig {
                     ),
                 ));
             }
+            // Over X-Road the service code is an identifier and names the
+            // body's wrapper element.
+            if self.registries[&s.registry].protocol == super::RegistryProtocol::XRoad {
+                crate::protocol::xroad::valid_service_code(s.code(id)).map_err(|m| {
+                    let key = match s.service_code {
+                        Some(_) => format!("services.{id}.service_code"),
+                        None => format!("services.{id}"),
+                    };
+                    bad(key, format!("the X-Road service code {:?} {m}", s.code(id)))
+                })?;
+            }
             if s.subjects.is_empty() {
                 return Err(bad(
                     format!("services.{id}.subjects"),

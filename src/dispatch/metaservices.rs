@@ -57,6 +57,12 @@ pub fn catalogue(cfg: &GatewayConfig) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+fn sorted(mut codes: Vec<String>) -> Vec<String> {
+    codes.sort();
+    codes.dedup();
+    codes
+}
+
 /// Our service codes that `allowed` does not list.
 pub fn missing(ours: &[String], allowed: &[String]) -> Vec<String> {
     ours.iter()
@@ -99,8 +105,9 @@ impl Dispatcher {
             Ok(m) => MethodsReport {
                 checked_ms: self.store.clock_ms(),
                 missing: missing(ours, &m.allowed),
-                listed: m.listed,
-                allowed: m.allowed,
+                // In order, once each, whatever order the server chose.
+                listed: sorted(m.listed),
+                allowed: sorted(m.allowed),
                 error: None,
             },
             Err(e) => MethodsReport {

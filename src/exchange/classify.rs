@@ -59,6 +59,66 @@ pub enum Content {
         text: String,
         retry_after: Option<Duration>,
     },
+    /// X-Road: a header of the request not copied back as it was.
+    HeadersNotCopied(String),
+    /// X-Road: `requestHash` not that of the request sent, or of an
+    /// algorithm not taken.
+    RequestHashWrong(String),
+    /// X-Road's own fault (a security server's, in either of its forms).
+    XRoadFault { code: String, text: String },
+}
+
+/// Whether an X-Road fault code is worth another try. Both of X-Road's
+/// forms are read alike: the dotted CamelCase of older versions
+/// (`Server.ServerProxy.ServiceFailed.NetworkError`) and the snake_case of
+/// recent ones (`server.serverproxy.service_failed.network_error`), each
+/// segment lower-cased without its underscores. A code is permanent when
+/// one of its segments says the request itself, or our access to the
+/// service, is wrong (sending it again changes nothing); anything else
+/// (the service failed, network, I/O, timeouts, the database, an internal
+/// error, a security server's own trouble) is transient.
+pub fn x_road_fault_is_transient(code: &str) -> bool {
+    const PERMANENT: &[&str] = &[
+        "access_denied",
+        "unknown_service",
+        "service_disabled",
+        "invalid_client_identifier",
+        "invalid_protocol_version",
+        "unknown_member",
+        "service_type",
+        "client_proxy_version_not_supported",
+        "bad_request",
+        "invalid_request",
+        "invalid_content_type",
+        "invalid_soap_action",
+        "invalid_http_method",
+        "invalid_message",
+        "missing_header",
+        "missing_header_field",
+        "duplicate_header_field",
+        "missing_body",
+        "invalid_body",
+        "inconsistent_headers",
+        "missing_soap",
+        "invalid_soap",
+        "malformed_soap",
+        "missing_rest",
+        "invalid_xml",
+        "invalid_encoded_id",
+        "invalid_parameters",
+        "service_missing_url",
+        "service_malformed_url",
+    ];
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    !code
+        .split('.')
+        .map(norm)
+        .any(|seg| PERMANENT.iter().any(|p| norm(p) == seg))
 }
 
 /// Everything the classification looks at.
@@ -130,6 +190,17 @@ pub fn classify(obs: &Observation) -> Outcome {
         Content::IdMismatch { expected, found } => security(format!(
             "response answers request {found:?}, not {expected:?}"
         )),
+        Content::HeadersNotCopied(e) => security(format!(
+            "the answer does not copy back the request's headers: {e}"
+        )),
+        Content::RequestHashWrong(e) => security(format!("the answer's requestHash: {e}")),
+        Content::XRoadFault { code, text } => {
+            if x_road_fault_is_transient(code) {
+                retryable(format!("X-Road fault {code}: {text}"), retry_after)
+            } else {
+                permanent(format!("X-Road fault {code}: {text}"))
+            }
+        }
         Content::Fault {
             code,
             text,
@@ -407,5 +478,160 @@ mod tests {
             Content::BadSignature("digest of the signed content does not match".into()),
         ));
         assert_eq!(o.to_string(), "security failure: response signature does not verify: digest of the signed content does not match");
+    }
+
+    /// The dotted CamelCase form of a snake_case code
+    /// (`server.serverproxy.access_denied` → `Server.ServerProxy.AccessDenied`).
+    fn camel(code: &str) -> String {
+        code.split('.')
+            .map(|seg| match seg {
+                "serverproxy" => "ServerProxy".to_owned(),
+                "clientproxy" => "ClientProxy".to_owned(),
+                _ => seg
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    fn x_road(status: u16, code: &str) -> Outcome {
+        classify(&answer(
+            status,
+            Content::XRoadFault {
+                code: code.into(),
+                text: "said".into(),
+            },
+        ))
+    }
+
+    /// Every code of X-Road's ErrorCodes.java, in both forms and behind
+    /// each prefix: what the issue names transient is retried, what it
+    /// names permanent is not, and both forms always mean the same.
+    #[test]
+    fn x_road_fault_codes_of_both_forms() {
+        let java = include_str!("../../tests/vectors/x-road/ErrorCodes.java");
+        let mut codes = Vec::new();
+        let mut prefixes = Vec::new();
+        for line in java.lines() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix("public static final String ") else {
+                continue;
+            };
+            let Some((name, value)) = rest.split_once(" = \"") else {
+                continue;
+            };
+            let value = value.trim_end_matches("\";").to_owned();
+            if name.ends_with("_X") && !name.starts_with("X_") {
+                prefixes.push(value);
+            } else if name.starts_with("X_") {
+                codes.push(value);
+            }
+        }
+        assert!(codes.len() > 80, "{codes:?}");
+        assert!(prefixes.contains(&"server.serverproxy".to_owned()));
+        let expect = |code: &str| -> Option<bool> {
+            // The issue's words: transient ...
+            if [
+                "service_failed",
+                "network_error",
+                "io_error",
+                "database_error",
+                "internal_error",
+                "unknown_host",
+                "timestamping_failed",
+                "logging_failed",
+                "maintenance_mode",
+                "global_conf_outdated",
+            ]
+            .contains(&code)
+            {
+                return Some(true);
+            }
+            // ... and permanent.
+            if [
+                "access_denied",
+                "unknown_service",
+                "service_disabled",
+                "invalid_client_identifier",
+                "invalid_protocol_version",
+                "unknown_member",
+                "missing_body",
+                "invalid_content_type",
+            ]
+            .contains(&code)
+            {
+                return Some(false);
+            }
+            None
+        };
+        let mut checked = 0;
+        for prefix in &prefixes {
+            for code in &codes {
+                let snake = format!("{prefix}.{code}");
+                let dotted = camel(&snake);
+                let (a, b) = (x_road(500, &snake), x_road(500, &dotted));
+                assert_eq!(
+                    std::mem::discriminant(&a),
+                    std::mem::discriminant(&b),
+                    "{snake} and {dotted}"
+                );
+                if let Some(transient) = expect(code) {
+                    let want = if transient { "retryable" } else { "permanent" };
+                    assert_eq!(a.kind(), want, "{snake}");
+                    assert_eq!(b.kind(), want, "{dotted}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 18 * prefixes.len() - 2, "{checked}");
+        // The examples the issue and the spec name, and the wrapping of a
+        // service's failure.
+        for (code, want) in [
+            ("Server.ServerProxy.ServiceFailed.NetworkError", "retryable"),
+            (
+                "server.serverproxy.service_failed.network_error",
+                "retryable",
+            ),
+            ("Server.ServerProxy.AccessDenied", "permanent"),
+            ("server.serverproxy.access_denied", "permanent"),
+            ("Server.ClientProxy.UnknownService", "permanent"),
+            ("Server.ClientProxy.ServiceFailed.MissingBody", "permanent"),
+            (
+                "Server.ServerProxy.ServiceFailed.InternalError",
+                "retryable",
+            ),
+            ("Server.ClientProxy.InvalidProtocolVersion", "permanent"),
+            ("Client.InvalidClientIdentifier", "permanent"),
+            ("Server.ServerProxy.DatabaseError", "retryable"),
+            ("SOAP-ENV:Server", "retryable"),
+        ] {
+            assert_eq!(x_road(500, code).kind(), want, "{code}");
+            // The HTTP status does not change it.
+            assert_eq!(x_road(200, code).kind(), want, "{code}");
+        }
+        assert_eq!(
+            x_road(500, "Server.ServerProxy.AccessDenied"),
+            Outcome::Permanent {
+                reason: "X-Road fault Server.ServerProxy.AccessDenied: said".into()
+            }
+        );
+    }
+
+    #[test]
+    fn x_road_refusals_are_security_failures() {
+        for c in [
+            Content::HeadersNotCopied("userId missing".into()),
+            Content::RequestHashWrong("wrong".into()),
+        ] {
+            assert_eq!(classify(&answer(200, c.clone())).kind(), "security");
+            assert_eq!(classify(&answer(500, c)).kind(), "security");
+        }
     }
 }

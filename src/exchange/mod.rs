@@ -1,12 +1,17 @@
 //! Talking to registries: one reqwest + rustls client per registry (our
 //! client certificate, that registry's CA as the only trust root, connect
 //! and total timeouts, a keep-alive pool, a byte cap while reading), and
-//! one attempt = build → sign → POST → read with the cap → parse hardened →
-//! verify signature, certificate chain, `requestHash` and the echoed id →
-//! validate against the schemas → [`classify`].
+//! one attempt by the registry's protocol. Signed XML: build → sign → POST
+//! → read with the cap → parse hardened → verify signature, certificate
+//! chain, `requestHash` and the echoed id → validate against the schemas →
+//! [`classify`]. X-Road ([`xroad`]): build with a new message id → POST to
+//! the security server → read with the cap → receive (charset, SwA, MTOM)
+//! → check the copied-back headers, `requestHash` and the wrapper →
+//! validate the document → [`classify`]; also the metaservices and the
+//! signed document of each message.
 
 pub mod classify;
-mod metaservices;
+mod xroad;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use crate::protocol::{request_hash, Subject};
 use crate::xml::schema::Validator;
 use crate::xml::{self, dsig::DsigError, Limits, SigningKey, TrustStore};
 pub use classify::{classify, Content, Observation, Outcome, Transport};
-pub use metaservices::Methods;
+pub use xroad::{Methods, SignedDocFetch};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +64,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ExchangeError> {
 /// One registry's client.
 pub struct RegistryClient {
     pub name: String,
+    protocol: crate::config::RegistryProtocol,
     url: String,
     http: reqwest::Client,
     trust: TrustStore,
@@ -120,6 +126,8 @@ pub struct Exchange {
     registries: BTreeMap<String, RegistryClient>,
     services: BTreeMap<String, ServiceConfig>,
     client: Member,
+    /// Put before the official's id in X-Road's `userId`.
+    country: String,
     key: Arc<SigningKey>,
     validator: Validator,
     limits: Limits,
@@ -378,6 +386,7 @@ impl Exchange {
                 name.clone(),
                 RegistryClient {
                     name: name.clone(),
+                    protocol: r.protocol,
                     url: r.url.clone(),
                     http,
                     trust,
@@ -397,6 +406,7 @@ impl Exchange {
             registries,
             services: cfg.services.clone(),
             client: g.client.clone(),
+            country: g.country.clone(),
             key: Arc::new(key),
             validator: Validator::start(schemas, limits.clone())?,
             limits,
@@ -481,6 +491,9 @@ impl Exchange {
             .registries
             .get(&svc.registry)
             .ok_or_else(|| ExchangeError::UnknownRegistry(svc.registry.clone()))?;
+        if reg.protocol == crate::config::RegistryProtocol::XRoad {
+            return self.attempt_x_road(call, svc, reg).await;
+        }
         let headers = Headers {
             client: self.client.clone(),
             service: reg.member.clone(),
