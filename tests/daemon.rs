@@ -3621,3 +3621,136 @@ async fn services_an_x_road_security_server_does_not_allow_are_reported_on_the_p
     let (_, _, v) = call(&d, "GET", "/admin/v1/registries", "a", String::new()).await;
     assert!(panel(&v, "cadastre")["x_road"]["error"].is_string(), "{v}");
 }
+
+// X-Road: a registry reached through the simulator's security-server front.
+
+fn case_file(d: &Running, id: &str, service: &str) -> std::path::PathBuf {
+    d.env
+        .dir
+        .path()
+        .join("cases/backoffice/351-12%2F2026-IV")
+        .join(format!("{id}.{service}.xml"))
+}
+
+/// The first-name texts of a delivered answer, as lxml reads it with the
+/// encoding it declares.
+fn first_names(file: &std::path::Path) -> Vec<String> {
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys,json\nfrom lxml import etree\n\
+             d=etree.parse(sys.argv[1])\n\
+             json.dump([e.text for e in d.iter('{urn:jum-gateway:civil:1}firstName')], sys.stdout)",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_are_retried_as_new_messages_and_delivered() {
+    let d = run(
+        setup_x_road("civil:xr-network=next:1, civil:xr-network-snake=next:1").await,
+        |_| {},
+    )
+    .await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["retryable", "retryable", "document"]);
+    assert!(
+        r.attempts[0]
+            .detail
+            .contains("Server.ServerProxy.ServiceFailed.NetworkError"),
+        "{:?}",
+        r.attempts[0]
+    );
+    assert!(
+        r.attempts[1]
+            .detail
+            .contains("server.serverproxy.service_failed.network_error"),
+        "{:?}",
+        r.attempts[1]
+    );
+    // Each attempt was a message of its own at the security server.
+    let seen = d.env.seen().await;
+    let ids: std::collections::BTreeSet<&str> = seen["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{seen}");
+    assert!(
+        !ids.contains(id.as_str()),
+        "the request's own id is not a message id"
+    );
+    let file = case_file(&d, &id, BIRTH.0);
+    assert_eq!(first_names(&file), ["Jelena", "Đorđe", "Erzsébet"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_in_latin1_with_attachments_or_a_bom_are_delivered_with_their_text() {
+    let d = run(setup_x_road("").await, |_| {}).await;
+    for rule in ["latin1", "swa", "mtom", "bom", "cdata"] {
+        d.env.faults(&format!("civil:{rule}=next:1")).await;
+        let id = d.submit(BIRTH.0, BIRTH.1).await;
+        let r = d
+            .until(&id, State::Delivered, Duration::from_secs(10))
+            .await;
+        assert_eq!(r.attempts.len(), 1, "{rule}");
+        let file = case_file(&d, &id, BIRTH.0);
+        assert_eq!(
+            first_names(&file),
+            ["Jelena", "Đorđe", "Erzsébet"],
+            "{rule}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_security_failures_are_never_delivered_and_denials_end_dead() {
+    let d = run(
+        setup_x_road("civil:xr-header-changed, cadastre:xr-denied-snake").await,
+        |_| {},
+    )
+    .await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d.until(&id, State::Dead, Duration::from_secs(10)).await;
+    assert_eq!(r.attempts.len(), 3);
+    let e = r.error.unwrap();
+    assert!(
+        e.starts_with("security failure, 3 times: the answer does not copy back the request's headers: Header/id: "),
+        "{e}"
+    );
+    assert!(d.store.document(&id).await.unwrap().is_none());
+    assert!(!case_file(&d, &id, BIRTH.0).exists());
+
+    let denied = d
+        .submit(
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        )
+        .await;
+    let r = d.until(&denied, State::Dead, Duration::from_secs(10)).await;
+    assert!(
+        r.attempts.len() <= 2,
+        "at most a confirming retry: {:?}",
+        r.attempts
+    );
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("server.serverproxy.access_denied: Request is not allowed: SERVICE:RS/GOV/17211226/katastar/cadastre.property-sheet"),
+        "{e}"
+    );
+    assert!(d.store.document(&denied).await.unwrap().is_none());
+    // The positive control: with the rules gone, the same request is delivered.
+    d.env.faults("").await;
+    let ok = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&ok, State::Delivered, Duration::from_secs(10))
+        .await;
+}

@@ -615,3 +615,765 @@ async fn a_registry_tls_key_weaker_than_accepted_is_refused_naming_it() {
     );
     assert_eq!(served(), 1, "no further request may reach it");
 }
+
+// The simulator's X-Road security-server front, asked directly with
+// requests written here after the message protocol's own example (annex
+// E1), and its answers read by independent code (Python's lxml, hashlib,
+// email and zipfile; pyasice for the signed document).
+
+/// A simulator with its X-Road front (the gateway's registries too are
+/// set to X-Road; the tests that ask the front directly ignore them).
+async fn xr_setup(faults: &str) -> Env {
+    setup_x_road(faults).await
+}
+
+/// An HTTPS client with the gateway's TLS certificate, which is the
+/// information system's.
+fn xr_http(env: &Env) -> reqwest::Client {
+    let c = certs(env.dir.path());
+    let mut id = std::fs::read(c.join("gateway-tls.pem")).unwrap();
+    id.extend(std::fs::read(c.join("gateway-tls.key")).unwrap());
+    let roots =
+        reqwest::Certificate::from_pem_bundle(&std::fs::read(c.join("gateway-trust.pem")).unwrap())
+            .unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .identity(reqwest::Identity::from_pem(&id).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A request for the example citizen's birth extract, as the message
+/// protocol has it.
+fn xr_request(id: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers" xmlns:jum="urn:jum-gateway:exchange:1">
+<SOAP-ENV:Header>
+<xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>RS</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>08070431</id:memberCode><id:subsystemCode>jum-becej</id:subsystemCode></xrd:client>
+<xrd:service id:objectType="SERVICE"><id:xRoadInstance>RS</id:xRoadInstance><id:memberClass>GOV</id:memberClass><id:memberCode>17862146</id:memberCode><id:subsystemCode>maticne-knjige</id:subsystemCode><id:serviceCode>civil.birth-extract</id:serviceCode><id:serviceVersion>v1</id:serviceVersion></xrd:service>
+<xrd:id>{id}</xrd:id>
+<xrd:userId>RSmarija.kovac</xrd:userId>
+<xrd:issue>351-12/2026-IV</xrd:issue>
+<xrd:protocolVersion>4.0</xrd:protocolVersion>
+<jum:legalBasis>ZUP čl. 103</jum:legalBasis>
+<jum:purpose>test</jum:purpose>
+</SOAP-ENV:Header>
+<SOAP-ENV:Body><c:civil.birth-extract xmlns:c="urn:jum-gateway:civil:1"><c:BirthExtractRequest><c:jmbg>0512981717776</c:jmbg></c:BirthExtractRequest></c:civil.birth-extract></SOAP-ENV:Body>
+</SOAP-ENV:Envelope>"#
+    )
+}
+
+/// POSTs `body` to the front: status, content type, bytes.
+async fn xr_post(env: &Env, body: &str) -> (u16, String, Vec<u8>) {
+    let r = xr_http(env)
+        .post(format!("https://{}/", env.sim.x_road.unwrap()))
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .header("SOAPAction", "\"\"")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ct, r.bytes().await.unwrap().to_vec())
+}
+
+/// A Python program's JSON output (argv[1..] after the program).
+fn py_json(program: &str, args: &[&std::path::Path]) -> serde_json::Value {
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+}
+
+/// The request's and the answer's headers (Clark name, exclusive C14N),
+/// the answer's requestHash against hashlib's SHA-512 of the request, its
+/// headers against the official xroad.xsd, and its body's wrapper and
+/// first child, all read by lxml.
+const XR_READ: &str = r#"
+import sys, json, hashlib, base64
+from lxml import etree
+req = open(sys.argv[1], 'rb').read()
+ans = open(sys.argv[2], 'rb').read()
+S = '{http://schemas.xmlsoap.org/soap/envelope/}'
+X = '{http://x-road.eu/xsd/xroad.xsd}'
+def heads(doc):
+    return [[h.tag, etree.tostring(h, method='c14n', exclusive=True).decode()] for h in doc.find(S + 'Header') if isinstance(h.tag, str)]
+q = etree.fromstring(req)
+a = etree.fromstring(ans)
+schema = etree.XMLSchema(etree.parse(sys.argv[3]))
+invalid = []
+for h in a.find(S + 'Header'):
+    if isinstance(h.tag, str) and h.tag.startswith(X) and not schema.validate(etree.fromstring(etree.tostring(h))):
+        invalid.append(str(schema.error_log))
+rh = a.find(S + 'Header/' + X + 'requestHash')
+body = [e for e in a.find(S + 'Body') if isinstance(e.tag, str)]
+json.dump({
+    'request': heads(q), 'answer': heads(a), 'invalid': invalid,
+    'hash': ''.join(rh.text.split()) if rh is not None else None,
+    'algorithm': rh.get('algorithmId') if rh is not None else None,
+    'sha512': base64.b64encode(hashlib.sha512(req).digest()).decode(),
+    'wrapper': body[0].tag if body else None,
+    'document': next((c.tag for c in body[0] if isinstance(c.tag, str)), None) if body else None,
+    'texts': {e.tag.split('}')[1]: e.text for e in a.iter() if isinstance(e.tag, str) and e.text and e.text.strip()},
+}, sys.stdout)
+"#;
+
+fn xr_read(env: &Env, request: &str, answer: &[u8]) -> serde_json::Value {
+    let d = env.dir.path();
+    let q = write(d, "xr-request.xml", request.as_bytes());
+    let a = write(d, "xr-answer.xml", answer);
+    let xsd = manifest_dir().join("tests/vectors/x-road/xroad.xsd");
+    py_json(XR_READ, &[&q, &a, &xsd])
+}
+
+fn fault_of(body: &[u8]) -> (String, String) {
+    let t = String::from_utf8_lossy(body);
+    let between = |a: &str, b: &str| {
+        let s = t.find(a).map(|i| i + a.len()).unwrap_or(0);
+        let e = t[s..].find(b).map(|i| s + i).unwrap_or(s);
+        t[s..e]
+            .replace("&#39;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    (
+        between("<faultcode>", "</faultcode>"),
+        between("<faultstring>", "</faultstring>"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_x_road_front_answers_as_a_provider_security_server_does() {
+    let env = xr_setup("").await;
+    let id = ulid::Ulid::new().to_string();
+    let req = xr_request(&id);
+    let (status, ct, body) = xr_post(&env, &req).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(ct, "text/xml; charset=UTF-8");
+    let r = xr_read(&env, &req, &body);
+    // Every request header copied back, in order, with the same values;
+    // then the requestHash, SHA-512 of the exact bytes sent.
+    let sent = r["request"].as_array().unwrap();
+    let back = r["answer"].as_array().unwrap();
+    assert_eq!(sent.len(), 8);
+    assert_eq!(&back[..sent.len()], &sent[..]);
+    assert_eq!(back.len(), sent.len() + 1);
+    assert_eq!(r["algorithm"], "http://www.w3.org/2001/04/xmlenc#sha512");
+    assert_eq!(r["hash"], r["sha512"]);
+    assert_eq!(r["invalid"], serde_json::json!([]), "the official schema");
+    assert_eq!(
+        r["wrapper"],
+        "{urn:jum-gateway:civil:1}civil.birth-extractResponse"
+    );
+    assert_eq!(r["document"], "{urn:jum-gateway:civil:1}BirthExtract");
+    assert_eq!(r["texts"]["jmbg"], "0512981717776");
+    let seen = env.seen().await;
+    assert_eq!(seen["by_service"]["civil.birth-extract"], 1);
+    assert_eq!(seen["by_id"][&id], 1);
+
+    // The metaservices list the registry's services, and an `unlisted`
+    // rule hides one from allowedMethods only.
+    let meta = |code: &str| {
+        req.replace("civil.birth-extract</id:serviceCode>", &format!("{code}</id:serviceCode>"))
+            .replace("<id:serviceVersion>v1</id:serviceVersion>", "")
+            .replace(
+                r#"<c:civil.birth-extract xmlns:c="urn:jum-gateway:civil:1"><c:BirthExtractRequest><c:jmbg>0512981717776</c:jmbg></c:BirthExtractRequest></c:civil.birth-extract>"#,
+                &format!("<xrd:{code}/>"),
+            )
+    };
+    env.faults("civil.citizenship-certificate:unlisted").await;
+    for (code, want) in [
+        (
+            "listMethods",
+            vec!["civil.birth-extract", "civil.citizenship-certificate"],
+        ),
+        ("allowedMethods", vec!["civil.birth-extract"]),
+    ] {
+        let q = meta(code);
+        let (status, _, body) = xr_post(&env, &q).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let r = xr_read(&env, &q, &body);
+        assert_eq!(
+            r["wrapper"],
+            format!("{{http://x-road.eu/xsd/xroad.xsd}}{code}Response")
+        );
+        let text = String::from_utf8_lossy(&body);
+        let codes: Vec<String> = text[text.find("<SOAP-ENV:Body>").unwrap()..]
+            .split("<id:serviceCode>")
+            .skip(1)
+            .map(|s| s.split('<').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(codes, want, "{code}");
+        let sent = r["request"].as_array().unwrap();
+        assert_eq!(&r["answer"].as_array().unwrap()[..sent.len()], &sent[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_x_road_front_refuses_what_a_security_server_refuses() {
+    let env = xr_setup("").await;
+    let genuine = xr_request("1");
+    let cut = |from: &str, to: &str| {
+        let s = genuine.find(from).unwrap();
+        let e = genuine[s..].find(to).unwrap() + s + to.len();
+        format!("{}{}", &genuine[..s], &genuine[e..])
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (cut("<xrd:client", "</xrd:client>"), "Server.ClientProxy.MissingHeaderField", "Required field 'client' is missing"),
+        (cut("<xrd:service", "</xrd:service>"), "Server.ClientProxy.MissingHeaderField", "Required field 'service' is missing"),
+        (cut("<xrd:id>", "</xrd:id>"), "Server.ClientProxy.MissingHeaderField", "Required field 'id' is missing"),
+        (cut("<xrd:protocolVersion>", "</xrd:protocolVersion>"), "Server.ClientProxy.MissingHeaderField", "Required field 'protocolVersion' is missing"),
+        (genuine.replace(">4.0<", ">3.1<"), "Server.ClientProxy.InvalidProtocolVersion", "Unsupported protocol version '3.1'"),
+        (
+            genuine.replace("</xrd:protocolVersion>", "</xrd:protocolVersion><xrd:requestHash algorithmId=\"http://www.w3.org/2001/04/xmlenc#sha512\">AAAA</xrd:requestHash>"),
+            "Server.ClientProxy.InvalidSoap",
+            "Malformed SOAP message: a request must not carry requestHash",
+        ),
+        (
+            genuine.replace("<xrd:id>1</xrd:id>", "<xrd:id>1</xrd:id><xrd:id>2</xrd:id>"),
+            "Server.ClientProxy.DuplicateHeaderField",
+            "Duplicate header field 'id'",
+        ),
+        (
+            genuine.replace("c:civil.birth-extract", "c:BirthExtract"),
+            "Server.ClientProxy.InvalidBody",
+            "Malformed SOAP message: the body's element \"BirthExtract\" is not named after the service code \"civil.birth-extract\"",
+        ),
+        (
+            genuine.replace("civil.birth-extract", "civil.death-certificate"),
+            "Server.ServerProxy.UnknownService",
+            "Unknown service: SERVICE:RS/GOV/17862146/maticne-knjige/civil.death-certificate",
+        ),
+        (
+            genuine.replace(">17862146<", ">17211226<"),
+            "Server.ServerProxy.UnknownService",
+            "Unknown service: SERVICE:RS/GOV/17211226/maticne-knjige/civil.birth-extract",
+        ),
+        (
+            genuine.replace(">08070431<", ">08070432<"),
+            "Server.ServerProxy.AccessDenied",
+            "Request is not allowed: SERVICE:RS/GOV/17862146/maticne-knjige/civil.birth-extract (client RS/GOV/08070432/jum-becej)",
+        ),
+        (
+            genuine.replace(r#"<xrd:client id:objectType="SUBSYSTEM">"#, r#"<xrd:client id:objectType="SERVICE">"#),
+            "Server.ClientProxy.InvalidClientIdentifier",
+            "Invalid client identifier: objectType Some(\"SERVICE\") for RS/GOV/08070431/jum-becej",
+        ),
+        (
+            genuine.replace(r#"<xrd:client id:objectType="SUBSYSTEM">"#, r#"<xrd:client id:objectType="PERSON">"#),
+            "Server.ClientProxy.InvalidSoap",
+            "Malformed SOAP message: schema-invalid: ",
+        ),
+        (
+            genuine.replace("<id:memberClass>GOV</id:memberClass><id:memberCode>08070431", "<id:memberCode>08070431"),
+            "Server.ClientProxy.InvalidSoap",
+            "Malformed SOAP message: schema-invalid: ",
+        ),
+    ];
+    for (req, code, text) in &cases {
+        let (status, _, body) = xr_post(&env, req).await;
+        let (c, t) = fault_of(&body);
+        assert_eq!(status, 500, "{code}");
+        assert_eq!(&c, code, "{t}");
+        assert!(t.starts_with(text), "{code}: {t}");
+    }
+    assert_eq!(
+        env.seen().await["total"],
+        0,
+        "no refused request reaches a registry"
+    );
+    // The snake_case form of recent versions, by rule.
+    env.faults("*:snake").await;
+    let (_, _, body) = xr_post(&env, &cases[8].0).await;
+    assert_eq!(fault_of(&body).0, "server.serverproxy.unknown_service");
+    let (_, _, body) = xr_post(&env, &cases[0].0).await;
+    assert_eq!(fault_of(&body).0, "server.clientproxy.missing_header_field");
+    // The positive control: the genuine request still gets its document.
+    let (status, _, body) = xr_post(&env, &genuine).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(env.seen().await["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_x_road_front_serves_signed_documents_once_timestamped() {
+    let env = xr_setup("").await;
+    let http = xr_http(&env);
+    let front = env.sim.x_road.unwrap();
+    let (id, other) = (ulid::Ulid::new().to_string(), ulid::Ulid::new().to_string());
+    let (_, _, answer) = xr_post(&env, &xr_request(&id)).await;
+    let (_, _, answer2) = xr_post(&env, &xr_request(&other)).await;
+    let client = "xRoadInstance=RS&memberClass=GOV&memberCode=08070431&subsystemCode=jum-becej";
+    let get = |q: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("https://{front}/asic?{q}"))
+                .send()
+                .await
+                .unwrap();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (r.status().as_u16(), ct, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let said = |r: &(u16, String, Vec<u8>)| (r.0, String::from_utf8_lossy(&r.2).into_owned());
+    assert_eq!(
+        said(&get(format!("{client}&responseOnly&unique")).await),
+        (400, "Missing parameter \"queryId\"".into())
+    );
+    assert_eq!(
+        said(
+            &get(format!(
+                "queryId={id}&{client}&requestOnly&responseOnly&unique"
+            ))
+            .await
+        ),
+        (
+            400,
+            "Parameters \"requestOnly\" and \"responseOnly\" are mutually exclusive".into()
+        )
+    );
+    assert_eq!(
+        said(&get(format!("queryId={id}&{client}&unique")).await),
+        (
+            400,
+            "Parameter \"unique\" must be used with \"requestOnly\" or \"responseOnly\"".into()
+        )
+    );
+    assert_eq!(
+        said(&get(format!("queryId={id}&xRoadInstance=RS&memberClass=GOV&memberCode=08070432&subsystemCode=jum-becej&responseOnly&unique")).await),
+        (404, "No signed documents found".into()),
+        "another client's identifiers"
+    );
+    let not_yet = (
+        404,
+        "Message signature has not been timestamped yet!".to_owned(),
+    );
+    assert_eq!(
+        said(&get(format!("queryId={id}&{client}&responseOnly&unique")).await),
+        not_yet
+    );
+    assert_eq!(
+        said(&get(format!("queryId={id}&{client}&responseOnly&unique")).await),
+        not_yet
+    );
+    // `force` stamps it at once.
+    let (status, ct, zip) = get(format!("queryId={id}&{client}&responseOnly&unique&force")).await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (200, "application/vnd.etsi.asic-e+zip")
+    );
+    let f = write(env.dir.path(), "answer.asice", &zip);
+    let entries = unzip(&f);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "mimetype",
+            "message.xml",
+            "META-INF/manifest.xml",
+            "META-INF/signatures.xml"
+        ]
+    );
+    assert_eq!(entries[0].1, b"application/vnd.etsi.asic-e+zip");
+    assert_eq!(
+        entries[1].1, answer,
+        "message.xml is the answer byte for byte"
+    );
+    let stored = py_json(
+        "import sys,zipfile,json; json.dump(zipfile.ZipFile(sys.argv[1]).infolist()[0].compress_type, sys.stdout)",
+        &[&f],
+    );
+    assert_eq!(stored, 0, "mimetype is stored");
+    // X-Road keeps a message's timestamp beside its signature, not in it
+    // (XAdES B): every other check of the independent reader passes.
+    let (_, report) = asice_check(&f);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["pyasice: META-INF/signatures.xml signature timestamp"],
+        "{report}"
+    );
+    assert!(report["checks"].as_array().unwrap().iter().any(|c| {
+        c["check"] == "pyasice: META-INF/signatures.xml signature value" && c["ok"] == true
+    }));
+    // The other message waits until the control endpoint stamps it.
+    assert_eq!(
+        said(&get(format!("queryId={other}&{client}&responseOnly&unique")).await),
+        not_yet
+    );
+    let r = env
+        .control
+        .post(format!("http://{}/x-road/stamp", env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, _, zip) = get(format!("queryId={other}&{client}&responseOnly&unique")).await;
+    assert_eq!(status, 200);
+    let entries = unzip(&write(env.dir.path(), "other.asice", &zip));
+    assert_eq!(entries[1].1, answer2);
+}
+
+/// The forms a real security server sends, read by Python: the charset
+/// from Content-Type, the byte order mark, multipart/related (SwA and
+/// MTOM) split by the email package, comments and CDATA by lxml.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_x_road_front_sends_every_form_a_security_server_may() {
+    let env = xr_setup("").await;
+    let req = xr_request("forms");
+    let (_, _, plain) = xr_post(&env, &req).await;
+    let mother = |b: &[u8]| {
+        let t = String::from_utf8_lossy(b).into_owned();
+        t.contains("<c:firstName>Erzsébet</c:firstName>")
+    };
+    assert!(mother(&plain), "the example citizen's mother is Erzsébet");
+
+    env.faults("civil:latin1=next:1").await;
+    let (status, ct, body) = xr_post(&env, &req).await;
+    assert_eq!((status, ct.as_str()), (200, "text/xml; charset=ISO-8859-1"));
+    assert!(
+        body.windows(9).any(|w| w == b"Erzs\xe9bet<"),
+        "é is one Latin-1 byte"
+    );
+    assert!(std::str::from_utf8(&body).is_err(), "not UTF-8");
+    let r = xr_read(&env, &req, &body);
+    assert_eq!(r["hash"], r["sha512"]);
+    let texts = |mut v: serde_json::Value| {
+        // The only text that differs from one answer to the next.
+        v["texts"].as_object_mut().unwrap().remove("issuedAt");
+        v["texts"].clone()
+    };
+    let p = texts(xr_read(&env, &req, &plain));
+    assert_eq!(texts(r), p, "the same text once decoded");
+
+    env.faults("civil:bom=next:1").await;
+    let (_, ct, body) = xr_post(&env, &req).await;
+    assert_eq!(ct, "text/xml; charset=UTF-8");
+    assert_eq!(&body[..3], b"\xEF\xBB\xBF");
+    assert_eq!(texts(xr_read(&env, &req, &body)), p);
+
+    env.faults("civil:cdata=next:1").await;
+    let (_, _, body) = xr_post(&env, &req).await;
+    let t = String::from_utf8_lossy(&body);
+    assert!(t.contains("<![CDATA[") && t.contains("<!--"), "{t}");
+    assert_eq!(texts(xr_read(&env, &req, &body)), p);
+
+    const PARTS: &str = r#"
+import sys, json, email, email.policy
+raw = open(sys.argv[1], 'rb').read()
+msg = email.message_from_bytes(b'Content-Type: ' + open(sys.argv[2], 'rb').read() + b'\r\n\r\n' + raw, policy=email.policy.HTTP)
+parts = list(msg.iter_parts())
+json.dump({'type': msg.get_content_type(), 'start': msg.get_param('start'), 'parts': [
+    {'type': p.get_content_type(), 'id': p['Content-ID'], 'name': p.get_filename(), 'bytes': list(p.get_payload(decode=True))}
+    for p in parts]}, sys.stdout)
+"#;
+    for (rule, root_type, ctype) in [
+        ("swa", "text/xml", "multipart/related; type=\"text/xml\""),
+        (
+            "mtom",
+            "application/xop+xml",
+            "multipart/related; type=\"application/xop+xml\"",
+        ),
+    ] {
+        env.faults(&format!("civil:{rule}=next:1")).await;
+        let (status, ct, body) = xr_post(&env, &req).await;
+        assert_eq!(status, 200);
+        assert!(ct.starts_with(ctype), "{ct}");
+        let d = env.dir.path();
+        let m = py_json(
+            PARTS,
+            &[
+                &write(d, "mime.body", &body),
+                &write(d, "mime.type", ct.as_bytes()),
+            ],
+        );
+        assert_eq!(m["type"], "multipart/related");
+        let parts = m["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 2, "{rule}");
+        assert_eq!(parts[0]["type"], root_type);
+        assert_eq!(parts[0]["id"], m["start"]);
+        let soap: Vec<u8> = parts[0]["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        let attachment: Vec<u8> = parts[1]["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(parts[1]["type"], "application/pdf");
+        assert_eq!(parts[1]["name"], "izvod.pdf");
+        assert!(attachment.starts_with(b"%PDF-1.4\n"));
+        assert!((0u8..=255).all(|b| attachment.contains(&b)), "binary-safe");
+        let r = xr_read(&env, &req, &soap);
+        assert_eq!(r["hash"], r["sha512"], "{rule}");
+        assert_eq!(r["document"], "{urn:jum-gateway:civil:1}BirthExtract");
+        let cid = parts[1]["id"]
+            .as_str()
+            .unwrap()
+            .trim_matches(['<', '>'])
+            .to_owned();
+        let soap = String::from_utf8(soap).unwrap();
+        assert_eq!(
+            soap.contains(&format!("<xop:Include xmlns:xop=\"http://www.w3.org/2004/08/xop/include\" href=\"cid:{cid}\"/>")),
+            rule == "mtom",
+            "{soap}"
+        );
+    }
+}
+
+// The gateway's X-Road exchange against the front: the request the front
+// saw passed its checks (the official schemas among them), and each form
+// and fault of an answer ends as the issue says.
+
+async fn xr_gateway(faults: &str) -> Env {
+    setup_x_road(faults).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_exchanges_get_every_document_through_the_front() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    let mut ids = std::collections::BTreeSet::new();
+    for (service, s) in SIX {
+        let a = attempt(
+            &ex,
+            service,
+            &subject(s),
+            &ulid::Ulid::new().to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(a.outcome, Outcome::Document, "{service}: {}", a.outcome);
+        let id = a.message_id.clone().unwrap();
+        assert!(ids.insert(id.clone()), "a new message id on each attempt");
+        assert!(a.signer.is_none() && a.attachments.is_empty());
+        // The request as sent, and the answer as received: the headers
+        // copied back and the hash of those exact bytes, by lxml/hashlib.
+        let req = String::from_utf8(a.request.clone()).unwrap();
+        let r = xr_read(&env, &req, a.response.as_ref().unwrap());
+        let sent = r["request"].as_array().unwrap();
+        assert_eq!(&r["answer"].as_array().unwrap()[..sent.len()], &sent[..]);
+        assert_eq!(r["hash"], r["sha512"]);
+        assert_eq!(r["invalid"], serde_json::json!([]));
+        assert_eq!(r["texts"]["id"], id.as_str());
+        assert_eq!(
+            r["wrapper"].as_str().unwrap().rsplit('}').next().unwrap(),
+            format!("{service}Response")
+        );
+    }
+    let seen = env.seen().await;
+    assert_eq!(seen["total"], 6);
+    for id in &ids {
+        assert_eq!(seen["by_id"][id], 1, "the front passed {id} on once");
+    }
+    // One request, two attempts: two messages.
+    let s = subject("jmbg=0512981717776");
+    let rid = ulid::Ulid::new().to_string();
+    let a = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    let b = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    assert_ne!(a.message_id, b.message_id);
+
+    // An asynchronous answer: the ticket in the wrapper, then the poll.
+    env.faults("civil:async=next:1").await;
+    let a = attempt(&ex, "civil.birth-extract", &s, &rid, None).await;
+    let Outcome::Accepted { ticket, .. } = &a.outcome else {
+        panic!("{}", a.outcome)
+    };
+    let ready = env
+        .control
+        .post(format!("http://{}/tickets/ready", env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 204);
+    let p = attempt(&ex, "civil.birth-extract", &s, &rid, Some(ticket)).await;
+    assert_eq!(p.outcome, Outcome::Document, "{}", p.outcome);
+
+    // The metaservices: every service listed, one hidden from allowedMethods.
+    env.faults("cadastre.parcel:unlisted").await;
+    let m = ex.methods("cadastre").await.unwrap();
+    assert_eq!(m.listed, ["cadastre.property-sheet", "cadastre.parcel"]);
+    assert_eq!(m.allowed, ["cadastre.property-sheet"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_end_in_their_outcomes() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    const H: &str = "security failure: the answer does not copy back the request's headers: Header";
+    const X: &str = "{http://x-road.eu/xsd/xroad.xsd}";
+    const C: &str = "{urn:jum-gateway:civil:1}civil.birth-extract";
+    const S: &str = "SERVICE:RS/GOV/17862146/maticne-knjige/civil.birth-extract";
+    let cases: Vec<(&str, String)> = vec![
+        ("civil:xr-header-dropped=next:1", format!("{H}: {X}protocolVersion where {X}issue was sent")),
+        ("civil:xr-header-changed=next:1", format!("{H}/id: \"")),
+        ("civil:xr-headers-reordered=next:1", format!("{H}: {X}service where {X}client was sent")),
+        ("civil:badhash=next:1", "security failure: the answer's requestHash: not the hash of the request sent".into()),
+        ("civil:xr-wrapper=next:1", format!("retryable: unexpected payload the body holds {C}Result where {C}Response was expected")),
+        (
+            "civil:xr-network=next:1",
+            "retryable: X-Road fault Server.ServerProxy.ServiceFailed.NetworkError: Service RS/GOV/17862146/maticne-knjige/civil.birth-extract failed".into(),
+        ),
+        (
+            "civil:xr-network-snake=next:1",
+            "retryable: X-Road fault server.serverproxy.service_failed.network_error: Service RS/GOV/17862146/maticne-knjige/civil.birth-extract failed".into(),
+        ),
+        (
+            "civil:xr-denied=next:1",
+            format!("permanent failure: X-Road fault Server.ServerProxy.AccessDenied: Request is not allowed: {S}"),
+        ),
+        (
+            "civil:xr-denied-snake=next:1",
+            format!("permanent failure: X-Road fault server.serverproxy.access_denied: Request is not allowed: {S}"),
+        ),
+        ("civil:notfound=next:1", "permanent failure: registry found no data".into()),
+        ("civil:unavailable=next:1", "retryable: registry unavailable".into()),
+        ("civil:503=next:1", "retryable: registry returned 503".into()),
+    ];
+    for (spec, want) in &cases {
+        env.faults(spec).await;
+        let got = birth_extract(&ex).await.outcome.to_string();
+        assert!(got.starts_with(want.as_str()), "{spec}: {got}");
+    }
+    // The positive control.
+    assert_eq!(birth_extract(&ex).await.outcome, Outcome::Document);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_answers_in_every_form_deliver_the_same_document() {
+    let env = xr_gateway("").await;
+    let ex = env.exchange();
+    let plain = birth_extract(&ex).await;
+    assert_eq!(plain.outcome, Outcome::Document);
+    let text_of = |a: &jum_gateway::exchange::Attempt| {
+        let req = String::from_utf8(a.request.clone()).unwrap();
+        let mut v = xr_read(&env, &req, a.response.as_ref().unwrap());
+        assert_eq!(v["hash"], v["sha512"]);
+        v["texts"].as_object_mut().unwrap().remove("issuedAt");
+        v["texts"].as_object_mut().unwrap().remove("id");
+        v["texts"].as_object_mut().unwrap().remove("requestHash");
+        v["texts"].as_object_mut().unwrap().remove("requestId");
+        v["texts"].clone()
+    };
+    let want = text_of(&plain);
+    assert_eq!(want["firstName"], "Erzsébet");
+    for rule in ["latin1", "bom", "cdata", "swa", "mtom"] {
+        env.faults(&format!("civil:{rule}=next:1")).await;
+        let a = birth_extract(&ex).await;
+        assert_eq!(a.outcome, Outcome::Document, "{rule}: {}", a.outcome);
+        // The SOAP part exactly as received: what the signed document holds.
+        let raw = a.response.clone().unwrap();
+        match rule {
+            "latin1" => assert!(raw.windows(9).any(|w| w == b"Erzs\xe9bet<"), "{rule}"),
+            "bom" => assert_eq!(&raw[..3], b"\xEF\xBB\xBF"),
+            "cdata" => assert!(raw.windows(9).any(|w| w == b"<![CDATA[")),
+            _ => assert!(raw.starts_with(b"<?xml"), "{rule}: the SOAP part only"),
+        }
+        assert_eq!(text_of(&a), want, "{rule}");
+        if rule == "swa" || rule == "mtom" {
+            assert_eq!(a.attachments.len(), 1, "{rule}");
+            let at = &a.attachments[0];
+            assert_eq!(at.content_type, "application/pdf");
+            assert_eq!(at.name.as_deref(), Some("izvod.pdf"));
+            assert!(at.bytes.starts_with(b"%PDF-1.4\n"));
+            assert!((0u8..=255).all(|b| at.bytes.contains(&b)), "binary-safe");
+        } else {
+            assert!(a.attachments.is_empty());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_road_answers_signed_document_is_not_yet_until_timestamped() {
+    use jum_gateway::exchange::SignedDocFetch;
+    let env = xr_gateway("civil:swa=next:1").await;
+    let ex = env.exchange();
+    let a = birth_extract(&ex).await;
+    assert_eq!(a.outcome, Outcome::Document);
+    let id = a.message_id.clone().unwrap();
+    for _ in 0..2 {
+        match ex.signed_document("civil", &id, false).await.unwrap() {
+            SignedDocFetch::NotYet(why) => {
+                assert_eq!(why, "Message signature has not been timestamped yet!")
+            }
+            SignedDocFetch::Container(_) => panic!("not timestamped yet"),
+        }
+    }
+    let SignedDocFetch::Container(zip) = ex.signed_document("civil", &id, true).await.unwrap()
+    else {
+        panic!("force stamps it")
+    };
+    let entries = unzip(&write(env.dir.path(), "signed.asice", &zip));
+    assert_eq!(
+        entries[0],
+        (
+            "mimetype".into(),
+            b"application/vnd.etsi.asic-e+zip".to_vec()
+        )
+    );
+    assert_eq!(entries[1].0, "message.xml");
+    assert_eq!(
+        &entries[1].1,
+        a.response.as_ref().unwrap(),
+        "byte for byte the answer received"
+    );
+    assert_eq!(
+        entries[2],
+        ("attachment1".into(), a.attachments[0].bytes.clone())
+    );
+    // Another message's, once the control endpoint stamps it.
+    let b = birth_extract(&ex).await;
+    let bid = b.message_id.unwrap();
+    assert!(matches!(
+        ex.signed_document("civil", &bid, false).await.unwrap(),
+        SignedDocFetch::NotYet(_)
+    ));
+    env.control
+        .post(format!("http://{}/x-road/stamp", env.sim.control))
+        .send()
+        .await
+        .unwrap();
+    let SignedDocFetch::Container(zip) = ex.signed_document("civil", &bid, false).await.unwrap()
+    else {
+        panic!("stamped")
+    };
+    assert_eq!(
+        unzip(&write(env.dir.path(), "b.asice", &zip))[1].1,
+        b.response.unwrap()
+    );
+    // An unknown message is a 404 too, with the security server's word.
+    match ex
+        .signed_document("civil", "no-such-message", false)
+        .await
+        .unwrap()
+    {
+        SignedDocFetch::NotYet(why) => assert_eq!(why, "No signed documents found"),
+        SignedDocFetch::Container(_) => panic!("no such message"),
+    }
+}

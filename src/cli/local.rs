@@ -340,6 +340,9 @@ pub(super) fn simulate(
         for (name, addr) in &sim.addrs {
             println!("{name} listening on https://{addr}/");
         }
+        if let Some(a) = sim.x_road {
+            println!("x-road security server listening on https://{a}/");
+        }
         println!("control on http://{}/", sim.control);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();

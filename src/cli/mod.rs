@@ -164,9 +164,19 @@ registries, over HTTPS with client certificates required, with synthetic data an
 Faults: comma-separated SCOPE:FAULT[=WHEN]; SCOPE is *, a registry or a service; WHEN is a rate \
 0..1 or next:N. Faults: 500 503 429 reset drip truncate oversize malformed invalid badsig untrusted \
 badhash unavailable maintenance async lost notfound; also latency=50ms or latency=20ms..200ms and \
-async-delay=2s; hold keeps requests until POST /held/release. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\nA control endpoint (plain HTTP, \
+async-delay=2s; hold keeps requests until POST /held/release. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\n\
+With an [x_road] section, an X-Road security-server front (message protocol 4.0) serves every registry on \
+one more HTTPS port: requests checked against the official schemas and refused with X-Road faults, \
+listMethods/allowedMethods, and GET /asic for the signed document of each answer (404 until timestamped). \
+Its faults: xr-header-dropped xr-header-changed xr-headers-reordered (headers not copied back), badhash \
+(wrong requestHash), xr-wrapper (not {serviceCode}Response), xr-network xr-network-snake (transient \
+ServiceFailed.NetworkError, dotted or snake_case), xr-denied xr-denied-snake (permanent AccessDenied), \
+swa (SOAP with attachments), mtom, latin1 (ISO-8859-1), bom, cdata (comments and CDATA); states: \
+unlisted (missing from allowedMethods), snake (the front's own refusals in snake_case).\n\n\
+A control endpoint (plain HTTP, \
 loopback) serves GET/PUT/POST/DELETE /faults, GET /seen, POST /reset, POST /tickets/ready \
-(every waiting asynchronous answer ready now) and POST /held/release (every held request goes on)."
+(every waiting asynchronous answer ready now), POST /held/release (every held request goes on) and \
+POST /x-road/stamp (every signed document waiting for its timestamp stamped now)."
     )]
     Simulate {
         #[arg(long, default_value = "config/simulator.toml")]

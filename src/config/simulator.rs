@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::gateway::default_max_body;
-use super::{load, ConfigError, MaintenanceWindow, Member};
+use super::{duration, load, ConfigError, MaintenanceWindow, Member};
 
 /// One registry as the simulator serves it.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,32 @@ pub struct SimRegistry {
     /// `jum:Maintenance` fault.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// The X-Road security-server front (`[x_road]`): one HTTPS listener that
+/// speaks X-Road message protocol 4.0 to the gateway on behalf of every
+/// simulated registry, as a municipality's client security server would.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimXRoad {
+    /// Port on `listen`; 0 picks a free one (printed at start).
+    pub port: u16,
+    /// The security server's internal TLS certificate and key (what the
+    /// gateway's `tls_ca` for an X-Road registry trusts).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Clients allowed to call the registries' services; empty: any
+    /// client. Another gets `Server.ServerProxy.AccessDenied`.
+    #[serde(default)]
+    pub clients: Vec<Member>,
+    /// How long after an answer the security server timestamps its
+    /// signature: until then `GET /asic` answers 404 (unless `force`).
+    #[serde(default = "default_asic_delay", with = "duration")]
+    pub asic_delay: Duration,
+}
+
+fn default_asic_delay() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `config/simulator.toml`.
@@ -61,6 +88,9 @@ pub struct SimulatorConfig {
     pub ca_cert: Option<PathBuf>,
     #[serde(default)]
     pub ca_key: Option<PathBuf>,
+    /// The X-Road security-server front; off unless set.
+    #[serde(default)]
+    pub x_road: Option<SimXRoad>,
 }
 
 fn default_listen() -> String {

@@ -185,10 +185,26 @@ async fn demo(
     }
     let (mut gw, mut sim_cfg) = demo_configs(&certs, opts.sim_faults.clone())?;
     sim_cfg.served_log = opts.sim_log.clone();
+    // The X-Road front, for a registry set to `protocol = "x-road"` (e.g.
+    // JUMGW_REGISTRIES__CADASTRE__PROTOCOL=x-road): its internal TLS
+    // certificate is one the development CA issued for loopback, which
+    // the registry's `tls_ca` already trusts.
+    sim_cfg.x_road = Some(crate::config::SimXRoad {
+        port: 0,
+        tls_cert: certs.join("cadastre-tls.pem"),
+        tls_key: certs.join("cadastre-tls.key"),
+        clients: vec![gw.gateway.client.clone()],
+        asic_delay: std::time::Duration::from_secs(10),
+    });
     let sim = crate::sim::start(&sim_cfg).await?;
     for (name, r) in gw.registries.iter_mut() {
-        if let Some(a) = sim.addrs.get(name) {
-            r.url = format!("https://{a}/");
+        match (r.protocol, sim.x_road) {
+            (crate::config::RegistryProtocol::XRoad, Some(a)) => r.url = format!("https://{a}/"),
+            _ => {
+                if let Some(a) = sim.addrs.get(name) {
+                    r.url = format!("https://{a}/");
+                }
+            }
         }
         // The development CA answers on the simulator's control endpoint,
         // not at the fixed address its certificates name.
@@ -203,6 +219,9 @@ async fn demo(
         "embedded registry simulator: control on http://{}/",
         sim.control
     ));
+    if let Some(a) = sim.x_road {
+        logs::say(&format!("embedded X-Road security server on https://{a}/"));
+    }
     gw.validate("embedded gateway.toml")?;
     Ok((gw, Box::new(sim)))
 }

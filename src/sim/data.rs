@@ -423,6 +423,17 @@ fn rsd(para: u64) -> String {
     format!("{}.{:02}", para / 100, para % 100)
 }
 
+/// The services the registries answer, by id (which the X-Road front
+/// takes as their service codes).
+pub const SERVICES: [&str; 6] = [
+    "civil.birth-extract",
+    "civil.citizenship-certificate",
+    "cadastre.property-sheet",
+    "cadastre.parcel",
+    "tax.clearance-certificate",
+    "tax.property-tax-status",
+];
+
 /// What a registry answers for a request payload: a document, or not found.
 pub enum Answer {
     Document(String),

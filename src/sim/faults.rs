@@ -22,6 +22,25 @@
 //! `revoked` (the scope registry's signing certificate is revoked, in OCSP
 //! and the CRL, from when the rule is set) and `ocsp-down` (the OCSP
 //! responder and the CRL answer 503).
+//!
+//! Faults of the X-Road front (`[x_road]`, see `sim::xroad`), on its
+//! answers: `xr-header-dropped`, `xr-header-changed` (`xrd:id` altered),
+//! `xr-headers-reordered` (the request's headers not copied back as sent),
+//! `badhash` (a `requestHash` over other bytes), `xr-wrapper` (the body's
+//! wrapper not named `{serviceCode}Response`), X-Road technical faults
+//! instead of the registry's answer: `xr-network`
+//! (`Server.ServerProxy.ServiceFailed.NetworkError`, transient),
+//! `xr-network-snake` (`server.serverproxy.service_failed.network_error`),
+//! `xr-denied` (`Server.ServerProxy.AccessDenied`, permanent),
+//! `xr-denied-snake` (`server.serverproxy.access_denied`); and forms a real
+//! security server sends: `swa` (SOAP with attachments: the document and a
+//! PDF attachment), `mtom` (MTOM: an `xop:Include` beside the document),
+//! `latin1` (ISO-8859-1 in `Content-Type` and the XML declaration),
+//! `bom` (a UTF-8 byte order mark), `cdata` (comments and a CDATA section
+//! in the document). Two are states of the front: `unlisted` (the scope's
+//! services are missing from `allowedMethods`) and `snake` (the front's
+//! own refusals in the snake_case form of recent X-Road versions).
+//!
 //! Example: `cadastre:503=0.1, tax.clearance-certificate:async=next:2, *:latency=5ms..20ms`.
 
 use std::time::Duration;
@@ -52,10 +71,27 @@ pub enum Fault {
     OcspDown,
     /// The TSA answers 503.
     TsaDown,
+    XrHeaderDropped,
+    XrHeaderChanged,
+    XrHeadersReordered,
+    XrWrapper,
+    XrNetwork,
+    XrNetworkSnake,
+    XrDenied,
+    XrDeniedSnake,
+    Swa,
+    Mtom,
+    Latin1,
+    Bom,
+    Cdata,
+    /// The scope's services are missing from the front's `allowedMethods`.
+    Unlisted,
+    /// The front's own refusals in the snake_case form.
+    Snake,
 }
 
 impl Fault {
-    pub const ALL: [(&'static str, Fault); 20] = [
+    pub const ALL: [(&'static str, Fault); 35] = [
         ("500", Fault::Http500),
         ("503", Fault::Http503),
         ("429", Fault::Http429),
@@ -76,11 +112,30 @@ impl Fault {
         ("revoked", Fault::Revoked),
         ("ocsp-down", Fault::OcspDown),
         ("tsa-down", Fault::TsaDown),
+        ("xr-header-dropped", Fault::XrHeaderDropped),
+        ("xr-header-changed", Fault::XrHeaderChanged),
+        ("xr-headers-reordered", Fault::XrHeadersReordered),
+        ("xr-wrapper", Fault::XrWrapper),
+        ("xr-network", Fault::XrNetwork),
+        ("xr-network-snake", Fault::XrNetworkSnake),
+        ("xr-denied", Fault::XrDenied),
+        ("xr-denied-snake", Fault::XrDeniedSnake),
+        ("swa", Fault::Swa),
+        ("mtom", Fault::Mtom),
+        ("latin1", Fault::Latin1),
+        ("bom", Fault::Bom),
+        ("cdata", Fault::Cdata),
+        ("unlisted", Fault::Unlisted),
+        ("snake", Fault::Snake),
     ];
 
-    /// A state of the CA, not a misbehaviour of one answer.
+    /// A state of the CA or of the X-Road front, not a misbehaviour of
+    /// one answer.
     pub fn is_state(self) -> bool {
-        matches!(self, Fault::Revoked | Fault::OcspDown | Fault::TsaDown)
+        matches!(
+            self,
+            Fault::Revoked | Fault::OcspDown | Fault::TsaDown | Fault::Unlisted | Fault::Snake
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -296,6 +351,14 @@ impl FaultTable {
                     None => true,
                 }
         })
+    }
+
+    /// Is the state `fault` set for `service` (by its scope: `*`, its
+    /// registry or itself)?
+    pub fn has_service_state(&self, fault: Fault, registry: &str, service: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.action == Action::Fault { fault } && in_scope(&r.scope, registry, service))
     }
 }
 

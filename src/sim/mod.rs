@@ -15,9 +15,18 @@
 //! and `POST /held/release`, which lets go every request the `hold` fault
 //! keeps (a test then holds requests out for as long as it needs, not for a
 //! latency it hopes is long enough).
+//!
+//! With `[x_road]` set, an X-Road security-server front ([`xroad`]) serves
+//! every registry over X-Road message protocol 4.0 on one more listener,
+//! with the signed documents of its answers (`GET /asic`); `POST
+//! /x-road/stamp` on the control endpoint timestamps every message that
+//! waits for it. A registry's answer is made once ([`serve`]) and wrapped
+//! by the front that was asked: signed here, or as X-Road's provider
+//! security server returns it there.
 
 pub mod data;
 pub mod faults;
+mod xroad;
 
 use crate::pki::tls;
 use std::collections::{BTreeMap, HashMap};
@@ -110,6 +119,8 @@ struct Shared {
     tsa: Option<crate::evidence::tsa::Tsa>,
     /// Each registry's signing certificate, for the `revoked` fault.
     signers: BTreeMap<String, openssl::x509::X509>,
+    /// The X-Road front's message log, by message id.
+    x_road_log: Mutex<HashMap<String, xroad::Logged>>,
 }
 
 impl Shared {
@@ -144,6 +155,8 @@ pub struct Simulator {
     /// Where each registry listens.
     pub addrs: BTreeMap<String, SocketAddr>,
     pub control: SocketAddr,
+    /// Where the X-Road front listens, when `[x_road]` is set.
+    pub x_road: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -245,11 +258,13 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
                 Some((n.clone(), openssl::x509::X509::from_pem(&pem).ok()?))
             })
             .collect(),
+        x_road_log: Mutex::new(HashMap::new()),
     });
     shared.apply_revocations();
 
     let mut addrs = BTreeMap::new();
     let mut tasks = Vec::new();
+    let mut registries = Vec::new();
     for (name, r) in &cfg.registries {
         // A PEM file, or a key on a token, as the gateway's seal may be.
         let key = crate::pki::pkcs11::signing_key(&r.sign_key, &read(&r.sign_cert)?).map_err(
@@ -273,6 +288,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
             key,
             maintenance,
         });
+        registries.push(reg.clone());
         let app = Router::new()
             .route("/", post(handle))
             .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
@@ -312,6 +328,23 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         )));
     }
 
+    let x_road = match &cfg.x_road {
+        Some(x) => {
+            let (addr, task) = xroad::start(
+                x,
+                &cfg.listen,
+                &cfg.client_ca,
+                cfg.max_body_bytes,
+                registries,
+                shared.clone(),
+            )
+            .await?;
+            tasks.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
+
     let control = Router::new()
         .route(
             "/faults",
@@ -327,6 +360,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         .route("/ocsp", post(ocsp_post))
         .route("/ca.crl", get(crl_get))
         .route("/tsa", post(tsa_post))
+        .route("/x-road/stamp", post(x_road_stamp))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cfg.control)
         .await
@@ -344,6 +378,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
     Ok(Simulator {
         addrs,
         control: control_addr,
+        x_road,
         tasks,
     })
 }
@@ -400,10 +435,111 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
         Err(e) => return unsigned_fault(&reg, &sh, &format!("request rejected: {e}")),
     };
     let h = env.headers;
-    let service = h.service_code.clone();
-    let poll = matches!(env.body, PBody::Poll { .. });
     let hash = request_hash(&body);
+    let asked = Asked {
+        service: h.service_code.clone(),
+        id: h.id.clone(),
+        body: match &env.body {
+            PBody::Poll { ticket } => AskedBody::Poll(ticket.clone()),
+            PBody::Payload { node, .. } => AskedBody::Payload(
+                verified
+                    .doc
+                    .child_elements(*node)
+                    .filter_map(|c| {
+                        verified
+                            .doc
+                            .element(c)
+                            .map(|e| (e.local.clone(), verified.doc.text(c).trim().to_owned()))
+                    })
+                    .collect(),
+            ),
+            _ => AskedBody::Other,
+        },
+    };
+    let wrong = (!h.service_code.starts_with(&format!("{}.", reg.name))
+        || h.service.code != reg.member.code)
+        .then(|| format!("this registry does not offer {}", h.service_code));
+    let (status, body_xml, fault) = match serve(&reg, &sh, &asked, wrong).await {
+        Reply::Raw(r) => return r,
+        Reply::Answer {
+            status,
+            body,
+            fault,
+        } => (status, body, fault),
+    };
+    match fault {
+        Some(Fault::BadHash) => signed(
+            &reg.key,
+            &h,
+            &request_hash(b"some other request"),
+            &body_xml,
+            status,
+            &sh,
+        ),
+        Some(Fault::Untrusted) => signed(&sh.rogue, &h, &hash, &body_xml, status, &sh),
+        Some(Fault::BadSig) => {
+            let r = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
+            // Change one character of signed content after signing.
+            let tampered = String::from_utf8_lossy(&r).replacen("<xrd:userId>", "<xrd:userId>X", 1);
+            xml_response(status, tampered)
+        }
+        Some(Fault::Truncate) => {
+            truncated(status, sign_envelope(&reg.key, &h, &hash, &body_xml, &sh))
+        }
+        Some(Fault::Drip) => {
+            let full = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
+            xml_response(status, broken_body(full, Some(Duration::from_millis(200))))
+        }
+        _ => signed(&reg.key, &h, &hash, &body_xml, status, &sh),
+    }
+}
 
+/// An answer cut half-way, with the `Content-Length` of the whole.
+fn truncated(status: StatusCode, full: Vec<u8>) -> Response {
+    let mut r = xml_response(status, broken_body(full[..full.len() / 2].to_vec(), None));
+    if let Ok(v) = HeaderValue::from_str(&full.len().to_string()) {
+        r.headers_mut().insert(header::CONTENT_LENGTH, v);
+    }
+    r
+}
+
+/// What a registry was asked, through whichever front.
+struct Asked {
+    /// The service's id (`cadastre.property-sheet`).
+    pub service: String,
+    /// The message's id, for the served log and `/seen`.
+    pub id: String,
+    pub body: AskedBody,
+}
+
+enum AskedBody {
+    Payload(Fields),
+    Poll(String),
+    /// Neither a request payload nor a poll.
+    Other,
+}
+
+/// A registry's answer before a front wraps it (signs it, or wraps it as
+/// X-Road's security server does).
+enum Reply {
+    /// The body's content: a document, `jum:Accepted`, or a `jum:` SOAP
+    /// fault (status 500); `fault` is the rule that fired, for the front
+    /// to apply what concerns the wrapping (hash, signature, transport).
+    Answer {
+        status: StatusCode,
+        body: String,
+        fault: Option<Fault>,
+    },
+    /// Answered as is: a transport-level fault.
+    Raw(Response),
+}
+
+/// The registry itself: faults, maintenance, tickets and the population's
+/// answer. `wrong` refuses a request meant for another registry (after
+/// the arrival is logged and the fault rules consulted, as always).
+async fn serve(reg: &Registry, sh: &Shared, asked: &Asked, wrong: Option<String>) -> Reply {
+    let service = asked.service.clone();
+    let poll = matches!(asked.body, AskedBody::Poll(_));
     let kind = if poll { "poll" } else { "request" };
     let log = |line: String| {
         if let Some(f) = &sh.served {
@@ -415,7 +551,7 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
     // Every arrival is answered by exactly one line below (unless the
     // caller hangs up first): more arrivals than answers since a process
     // started means a request of that process is at the registry now.
-    log(format!("{} {kind} arrived\n", h.id));
+    log(format!("{} {kind} arrived\n", asked.id));
     let decision = lock(&sh.faults).decide(&reg.name, &service, &mut *lock(&sh.rng));
     if decision.hold {
         let mut released = sh.released.subscribe();
@@ -428,34 +564,30 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
         tokio::time::sleep(l).await;
     }
     let record = |outcome: &str| {
-        log(format!("{} {kind}\n", h.id));
+        log(format!("{} {kind}\n", asked.id));
         lock(&sh.seen).push(Seen {
             registry: reg.name.clone(),
             service: service.clone(),
-            id: h.id.clone(),
+            id: asked.id.clone(),
             poll,
             outcome: outcome.to_owned(),
         })
     };
-    // A signed SOAP fault (HTTP 500, as SOAP 1.1 has it) echoing the request.
-    let fault_reply = |code: FaultCode, text: &str, retry_after: Option<Duration>| {
-        let b = envelope::fault(&code, text, retry_after);
-        signed(
-            &reg.key,
-            &h,
-            &hash,
-            &b,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &sh,
-        )
+    // A SOAP fault (HTTP 500, as SOAP 1.1 has it).
+    let fault_reply = |code: FaultCode, text: &str, retry_after: Option<Duration>| Reply::Answer {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        body: envelope::fault(&code, text, retry_after),
+        fault: None,
     };
-    if !service.starts_with(&format!("{}.", reg.name)) || h.service.code != reg.member.code {
+    let answer = |status: StatusCode, body: String| Reply::Answer {
+        status,
+        body,
+        fault: None,
+    };
+    let raw = Reply::Raw;
+    if let Some(why) = wrong {
         record("wrong registry");
-        return fault_reply(
-            FaultCode::NotAuthorized,
-            &format!("this registry does not offer {service}"),
-            None,
-        );
+        return fault_reply(FaultCode::NotAuthorized, &why, None);
     }
     let now = chrono::Utc::now();
     let window_end = reg
@@ -483,30 +615,41 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
     }
     match fault {
         Some(Fault::Http500) => {
-            return xml_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            return raw(xml_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ))
         }
         Some(Fault::Http503) => {
-            return xml_response(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+            return raw(xml_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable",
+            ))
         }
         Some(Fault::Http429) => {
             let mut r = xml_response(StatusCode::TOO_MANY_REQUESTS, "slow down");
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-            return r;
+            return raw(r);
         }
-        Some(Fault::Reset) => return xml_response(StatusCode::OK, broken_body(Vec::new(), None)),
+        Some(Fault::Reset) => {
+            return raw(xml_response(StatusCode::OK, broken_body(Vec::new(), None)))
+        }
         Some(Fault::Malformed) => {
-            return xml_response(StatusCode::OK, "<SOAP-ENV:Envelope><not-closed>")
+            return raw(xml_response(
+                StatusCode::OK,
+                "<SOAP-ENV:Envelope><not-closed>",
+            ))
         }
         Some(Fault::Oversize) => {
             let filler = "<!-- padding -->".repeat(11 * 1024 * 1024 / 16 + 1);
-            return xml_response(
+            return raw(xml_response(
                 StatusCode::OK,
                 format!(
                     "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"{}\">{filler}</SOAP-ENV:Envelope>",
                     dsig::SOAP_NS
                 ),
-            );
+            ));
         }
         Some(Fault::Unavailable) => {
             return fault_reply(
@@ -529,8 +672,8 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
     }
 
     // 2. The answer: at once, or by ticket.
-    let (answer_service, fields) = match &env.body {
-        PBody::Poll { ticket } => {
+    let (answer_service, fields) = match &asked.body {
+        AskedBody::Poll(ticket) => {
             let t = if fault == Some(Fault::Lost) {
                 None
             } else {
@@ -552,28 +695,11 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
                 if fault.is_none() {
                     record("not ready");
                 }
-                return signed(
-                    &reg.key,
-                    &h,
-                    &hash,
-                    &envelope::accepted(ticket, left),
-                    StatusCode::OK,
-                    &sh,
-                );
+                return answer(StatusCode::OK, envelope::accepted(ticket, left));
             }
             (t.service, t.fields)
         }
-        PBody::Payload { node, .. } => {
-            let fields: Fields = verified
-                .doc
-                .child_elements(*node)
-                .filter_map(|c| {
-                    verified
-                        .doc
-                        .element(c)
-                        .map(|e| (e.local.clone(), verified.doc.text(c).trim().to_owned()))
-                })
-                .collect();
+        AskedBody::Payload(fields) => {
             if fault == Some(Fault::Async) {
                 let ticket = format!("{}-{}", reg.name.to_uppercase(), ulid::Ulid::new());
                 let delay = decision.async_delay.unwrap_or(Duration::from_secs(1));
@@ -582,21 +708,14 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
                     Ticket {
                         ready_at: Instant::now() + delay,
                         service: service.clone(),
-                        fields,
+                        fields: fields.clone(),
                     },
                 );
-                return signed(
-                    &reg.key,
-                    &h,
-                    &hash,
-                    &envelope::accepted(&ticket, delay),
-                    StatusCode::OK,
-                    &sh,
-                );
+                return answer(StatusCode::OK, envelope::accepted(&ticket, delay));
             }
-            (service.clone(), fields)
+            (service.clone(), fields.clone())
         }
-        _ => {
+        AskedBody::Other => {
             record("bad body");
             return fault_reply(
                 FaultCode::InvalidSubject,
@@ -619,40 +738,16 @@ async fn handle(State((reg, sh)): St, body: Bytes) -> Response {
             "not found"
         });
     }
-    match fault {
-        Some(Fault::Invalid) => {
-            // Signed correctly, but the document lacks its required first child.
-            let broken = body_xml.replacen("issuance>", "issuanceX>", 2);
-            signed(&reg.key, &h, &hash, &broken, status, &sh)
-        }
-        Some(Fault::BadHash) => signed(
-            &reg.key,
-            &h,
-            &request_hash(b"some other request"),
-            &body_xml,
-            status,
-            &sh,
-        ),
-        Some(Fault::Untrusted) => signed(&sh.rogue, &h, &hash, &body_xml, status, &sh),
-        Some(Fault::BadSig) => {
-            let r = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
-            // Change one character of signed content after signing.
-            let tampered = String::from_utf8_lossy(&r).replacen("<xrd:userId>", "<xrd:userId>X", 1);
-            xml_response(status, tampered)
-        }
-        Some(Fault::Truncate) => {
-            let full = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
-            let mut r = xml_response(status, broken_body(full[..full.len() / 2].to_vec(), None));
-            if let Ok(v) = HeaderValue::from_str(&full.len().to_string()) {
-                r.headers_mut().insert(header::CONTENT_LENGTH, v);
-            }
-            r
-        }
-        Some(Fault::Drip) => {
-            let full = sign_envelope(&reg.key, &h, &hash, &body_xml, &sh);
-            xml_response(status, broken_body(full, Some(Duration::from_millis(200))))
-        }
-        _ => signed(&reg.key, &h, &hash, &body_xml, status, &sh),
+    let body = if fault == Some(Fault::Invalid) {
+        // The document lacks its required first child.
+        body_xml.replacen("issuance>", "issuanceX>", 2)
+    } else {
+        body_xml
+    };
+    Reply::Answer {
+        status,
+        body,
+        fault,
     }
 }
 
@@ -850,6 +945,11 @@ async fn held_release(State(sh): Ctl) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn x_road_stamp(State(sh): Ctl) -> Response {
+    xroad::stamp_all(&sh);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn tickets_ready(State(sh): Ctl) -> Response {
     let now = Instant::now();
     for t in lock(&sh.tickets).values_mut() {
@@ -863,5 +963,6 @@ async fn reset(State(sh): Ctl) -> Response {
     lock(&sh.tls_refused).clear();
     lock(&sh.faults).rules.clear();
     lock(&sh.tickets).clear();
+    lock(&sh.x_road_log).clear();
     StatusCode::NO_CONTENT.into_response()
 }

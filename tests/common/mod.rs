@@ -237,6 +237,35 @@ pub async fn setup_with(
     }
 }
 
+/// [`setup`] with the simulator's X-Road security-server front on a free
+/// port (signed documents wait far longer than a test runs for their
+/// timestamp) and every registry reached over X-Road through it.
+pub async fn setup_x_road(faults: &str) -> Env {
+    let mut env = setup_with(faults, |sc| {
+        let c = sc.client_ca.parent().unwrap().to_owned();
+        sc.x_road = Some(jum_gateway::config::SimXRoad {
+            port: 0,
+            tls_cert: c.join("cadastre-tls.pem"),
+            tls_key: c.join("cadastre-tls.key"),
+            clients: vec![jum_gateway::config::Member {
+                instance: "RS".into(),
+                class: "GOV".into(),
+                code: "08070431".into(),
+                subsystem: Some("jum-becej".into()),
+            }],
+            asic_delay: std::time::Duration::from_secs(3600),
+        });
+    })
+    .await;
+    let front = env.sim.x_road.unwrap();
+    for r in env.gw.registries.values_mut() {
+        r.protocol = jum_gateway::config::RegistryProtocol::XRoad;
+        r.url = format!("https://{front}/");
+    }
+    env.gw.validate("test").unwrap();
+    env
+}
+
 /// The gateway's parts in-process on `env`: a store in its folder, a
 /// fresh document key, and a dispatcher (not yet running).
 pub struct Parts {
