@@ -3754,3 +3754,119 @@ async fn x_road_security_failures_are_never_delivered_and_denials_end_dead() {
     d.until(&ok, State::Delivered, Duration::from_secs(10))
         .await;
 }
+
+/// An X-Road answer with attachments, end to end over the simulator's
+/// security-server front (SwA and MTOM): the attachment is stored sealed
+/// in the write of its document, lands beside it in the case folder with
+/// the sidecar listing it and the message id, is served by the API byte
+/// for byte; after a crash between the fetch and the delivery (the case
+/// folder lost, the request fetched again), the redelivery takes it from
+/// the store. The front's `unlisted` state shows as services not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
+    let d = run(setup_x_road("").await, |_| {}).await;
+    for rule in ["swa", "mtom"] {
+        d.env.faults(&format!("civil:{rule}=next:1")).await;
+        let id = d.submit(BIRTH.0, BIRTH.1).await;
+        let r = d
+            .until(&id, State::Delivered, Duration::from_secs(10))
+            .await;
+        let message = r.attempts.last().unwrap().message_id.clone().unwrap();
+        assert_eq!(r.attachments.len(), 1, "{rule}: {:?}", r.attachments);
+        let a = &r.attachments[0];
+        assert_eq!(a.document_id, format!("{id}.attachment-1"));
+        let stored = d
+            .cipher
+            .open(
+                &a.document_id,
+                &d.store.document(&a.document_id).await.unwrap().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(stored.len() as u64, a.size, "{rule}");
+        let doc = case_file(&d, &id, BIRTH.0);
+        let beside = doc.with_file_name(format!("{id}.{}.attachment-1", BIRTH.0));
+        assert_eq!(std::fs::read(&beside).unwrap(), stored, "{rule}");
+        let sha = |b: &[u8]| -> String {
+            openssl::sha::sha256(b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        };
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(doc.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(
+            side["message_ids"],
+            serde_json::json!([message]),
+            "{rule}: {side}"
+        );
+        assert_eq!(
+            side["attachments"][0]["file"],
+            format!("{id}.{}.attachment-1", BIRTH.0)
+        );
+        assert_eq!(
+            side["attachments"][0]["sha256"],
+            sha(&stored),
+            "{rule}: {side}"
+        );
+        assert_eq!(
+            side["attachments"][0]["content_type"],
+            a.content_type.as_str()
+        );
+        let (status, _, body) =
+            raw(&d, &format!("/api/v1/documents/{id}/attachments/1"), "t").await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, stored.as_slice()),
+            "{rule}"
+        );
+        if rule == "mtom" {
+            continue;
+        }
+        // A crash after the fetch and before the delivery: nothing in the
+        // case folder, the request fetched and due for delivery.
+        for f in [&doc, &beside, &doc.with_extension("json")] {
+            std::fs::remove_file(f).unwrap();
+        }
+        let now = jum_gateway::store::now_ms();
+        d.store
+            .update_many(&[id.as_str()], &[], &move |r: &mut RequestRecord| {
+                r.state = State::Fetched;
+                r.delivered_ms = None;
+                r.due_ms = Some(now);
+                true
+            })
+            .await
+            .unwrap();
+        d.dispatcher.wake();
+        d.until(&id, State::Delivered, Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            std::fs::read(&beside).unwrap(),
+            stored,
+            "redelivered from the store"
+        );
+        assert!(doc.with_extension("json").exists());
+    }
+    // The positive control: an answer without attachments has none.
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    assert!(r.attachments.is_empty());
+    assert!(r.attempts[0].message_id.is_some());
+    let side = std::fs::read_to_string(case_file(&d, &id, BIRTH.0).with_extension("json")).unwrap();
+    assert!(!side.contains("\"attachments\""), "{side}");
+    // allowedMethods of the front without the cadastre's services.
+    d.env.faults("cadastre:unlisted").await;
+    let reports = d.dispatcher.report_methods().await;
+    assert_eq!(
+        reports["cadastre"].missing,
+        ["cadastre.parcel", "cadastre.property-sheet"],
+        "{reports:?}"
+    );
+    assert!(reports["civil"].missing.is_empty(), "{reports:?}");
+    assert!(
+        reports["civil"].allowed.contains(&BIRTH.0.to_owned()),
+        "{reports:?}"
+    );
+}
