@@ -311,6 +311,9 @@ pub struct Fetched {
     pub attachments: Vec<Vec<u8>>,
 }
 
+/// A document to store: its id and its bytes, sealed under that id.
+pub type Sealed = (String, Vec<u8>);
+
 /// An X-Road document's attachments as the store keeps them: each sealed
 /// under its document id (`{request}.attachment-{n}`, n from 1), to be
 /// written in the same transaction as the document, and what the record
@@ -319,7 +322,7 @@ pub fn seal_attachments(
     cipher: &crate::store::crypt::DocumentCipher,
     request: &str,
     attachments: &[crate::protocol::xroad::Attachment],
-) -> Result<(Vec<(String, Vec<u8>)>, Vec<AttachmentRecord>), crate::store::crypt::CryptError> {
+) -> Result<(Vec<Sealed>, Vec<AttachmentRecord>), crate::store::crypt::CryptError> {
     let mut sealed = Vec::with_capacity(attachments.len());
     let mut records = Vec::with_capacity(attachments.len());
     for (i, a) in attachments.iter().enumerate() {
