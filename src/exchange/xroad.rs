@@ -98,6 +98,7 @@ impl Exchange {
     fn receive_limits(&self) -> wire::ReceiveLimits {
         wire::ReceiveLimits {
             xml: self.limits.clone(),
+            max_resolved: self.limits.max_size.saturating_mul(4) / 3 + 4096,
             ..wire::ReceiveLimits::default()
         }
     }
@@ -378,7 +379,11 @@ impl Exchange {
             registry: registry.to_owned(),
             detail: format!("signed document of {message_id}: {detail}"),
         };
-        let mut url = reg.url.trim_end_matches('/').to_owned();
+        // The service is at the security server's root, whatever path
+        // its messages are posted to.
+        let mut url = reqwest::Url::parse(&reg.url)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|e| fail(format!("url {:?}: {e}", reg.url)))?;
         url.push_str("/asic?queryId=");
         url.push_str(&query_value(message_id));
         let c = &self.client;
@@ -413,6 +418,11 @@ impl Exchange {
         match status {
             200 => Ok(SignedDocFetch::Container(body)),
             404 => Ok(SignedDocFetch::NotYet(excerpt(&body))),
+            // Versions that answer a missing timestamp as an internal
+            // error (ug-sigdoc 2.3) say so in its message.
+            500 if String::from_utf8_lossy(&body).contains("not been timestamped yet") => {
+                Ok(SignedDocFetch::NotYet(excerpt(&body)))
+            }
             s => Err(fail(format!("HTTP {s}: {}", excerpt(&body)))),
         }
     }

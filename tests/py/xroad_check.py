@@ -49,10 +49,12 @@ def check(path, country):
         for e in schema.iter_errors(etree.tostring(h)):
             errors.append(f"{etree.QName(h).localname}: {e.reason}")
     names = [etree.QName(h).localname for h in xrd]
-    if names != ORDER:
-        errors.append(f"X-Road headers {names}, expected {ORDER}")
-    first = [etree.QName(h).localname for h in header if isinstance(h.tag, str)][: len(ORDER)]
-    if first != ORDER:
+    # userId and issue are optional (a metaservice request has neither).
+    want = [n for n in ORDER if n in names or n not in ("userId", "issue")]
+    if names != want:
+        errors.append(f"X-Road headers {names}, expected {want}")
+    first = [etree.QName(h).localname for h in header if isinstance(h.tag, str)][: len(want)]
+    if first != want:
         errors.append(f"the header does not start with the X-Road headers: {first}")
     if header.find(f"{{{XRD}}}requestHash") is not None:
         errors.append("a request has a requestHash")
@@ -71,6 +73,9 @@ def check(path, country):
     content = [b for b in body if isinstance(b.tag, str)]
     if len(content) != 1:
         errors.append(f"the body holds {len(content)} elements")
+    elif code in ("listMethods", "allowedMethods"):
+        if content[0].tag != f"{{{XRD}}}{code}" or len(content[0]):
+            errors.append(f"a metaservice body is an empty xrd:{code}, not {content[0].tag}")
     elif etree.QName(content[0]).localname != code:
         errors.append(f"the wrapper is {content[0].tag}, not the service code {code!r}")
     return errors

@@ -92,6 +92,7 @@ fn answer(mode: &str, req: &[u8]) -> (u16, String, Vec<u8>) {
     let scan = b"%PDF-1.4 \x00\xff scan".to_vec();
     match mode {
         "latin1" => (200, "text/xml; charset=ISO-8859-1".into(), latin1(&soap)),
+        "huge" => (200, "text/xml".into(), vec![b' '; 2 << 20]),
         "fault-dotted" => (
             500,
             "text/xml; charset=UTF-8".into(),
@@ -140,10 +141,16 @@ async fn double(certs: &std::path::Path, seen: Shared) -> SocketAddr {
                 s.requests.push((uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(), h("content-type"), h("soapaction"), body.to_vec()));
                 if uri.path() == "/asic" {
                     return match s.mode.as_str() {
-                        "asic-404" => axum::response::Response::builder()
-                            .status(404)
-                            .body(axum::body::Body::from("Message signature has not been timestamped yet!"))
-                            .unwrap(),
+                        "asic-404" | "asic-500" | "asic-500-other" => {
+                            axum::response::Response::builder()
+                                .status(if s.mode == "asic-404" { 404 } else { 500 })
+                                .body(axum::body::Body::from(if s.mode == "asic-500-other" {
+                                    "Failed to get timestamp from any time-stamping providers"
+                                } else {
+                                    "Message signature has not been timestamped yet!"
+                                }))
+                                .unwrap()
+                        }
                         _ => axum::response::Response::builder()
                             .status(200)
                             .header("content-type", "application/vnd.etsi.asic-e+zip")
@@ -217,6 +224,7 @@ async fn setup() -> Setup {
     gw.gateway.tls_key = c.join("gateway-tls.key");
     gw.gateway.sign_cert = c.join("gateway-sign.pem");
     gw.gateway.sign_key = c.join("gateway-sign.key");
+    gw.gateway.max_body_bytes = 1 << 20;
     for (name, r) in gw.registries.iter_mut() {
         r.tls_ca = c.join("gateway-trust.pem");
         r.signer_ca = Some(c.join("gateway-trust.pem"));
@@ -360,6 +368,16 @@ async fn x_road_attempts_end_to_end_against_a_security_server_double() {
     );
     assert!(reason(&a.outcome).contains("server.clientproxy.access_denied"));
 
+    // An answer beyond the cap, read no further.
+    let a = attempt(&s, "huge", None).await;
+    assert_eq!(
+        a.outcome,
+        Outcome::Retryable {
+            reason: "answer larger than the limit of 1048576 bytes".into(),
+            retry_after: None
+        }
+    );
+
     // The metaservices.
     let m = s.ex.methods("civil").await.unwrap();
     assert_eq!(
@@ -375,6 +393,21 @@ async fn x_road_attempts_end_to_end_against_a_security_server_double() {
         s.ex.signed_document("civil", &ia, false).await.unwrap(),
         SignedDocFetch::NotYet("Message signature has not been timestamped yet!".into())
     );
+    s.seen.lock().unwrap().mode = "asic-500".into();
+    assert_eq!(
+        s.ex.signed_document("civil", &ia, false).await.unwrap(),
+        SignedDocFetch::NotYet("Message signature has not been timestamped yet!".into())
+    );
+    s.seen.lock().unwrap().mode = "asic-500-other".into();
+    let e =
+        s.ex.signed_document("civil", &ia, false)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.ends_with(&format!("signed document of {ia}: HTTP 500: Failed to get timestamp from any time-stamping providers")),
+        "{e}"
+    );
     s.seen.lock().unwrap().mode = "asic".into();
     assert_eq!(
         s.ex.signed_document("civil", &ia, true).await.unwrap(),
@@ -387,8 +420,9 @@ async fn x_road_attempts_end_to_end_against_a_security_server_double() {
         .map(|r| &r.0)
         .filter(|p| p.starts_with("/asic"))
         .collect();
+    assert_eq!(asked.len(), 4);
     assert_eq!(
-        asked,
+        [asked[0], asked[3]],
         [
             &format!("/asic?queryId={ia}&xRoadInstance=RS&memberClass=GOV&memberCode=08070431&subsystemCode=jum-becej&responseOnly&unique"),
             &format!("/asic?queryId={ia}&xRoadInstance=RS&memberClass=GOV&memberCode=08070431&subsystemCode=jum-becej&responseOnly&unique&force"),

@@ -25,6 +25,9 @@ pub struct ReceiveLimits {
     pub max_header_bytes: usize,
     /// The XML reader's, for an MTOM part read to resolve its includes.
     pub xml: Limits,
+    /// Bytes of the XML once every `xop:Include` is resolved: one part
+    /// named by many includes must not multiply it.
+    pub max_resolved: usize,
 }
 
 impl Default for ReceiveLimits {
@@ -33,6 +36,7 @@ impl Default for ReceiveLimits {
             max_parts: 64,
             max_header_bytes: 16 * 1024,
             xml: Limits::default(),
+            max_resolved: Limits::default().max_size.saturating_mul(4) / 3 + 4096,
         }
     }
 }
@@ -480,7 +484,7 @@ fn multipart(
     }
     let mut xml = to_utf8(&raw, soap_type.param("charset"))?;
     if mtom {
-        xml = resolve_xop(&xml, &attachments, &limits.xml)?;
+        xml = resolve_xop(&xml, &attachments, limits)?;
     }
     Ok(Received {
         raw,
@@ -534,9 +538,9 @@ fn unpercent(s: &str) -> String {
 fn resolve_xop(
     xml: &[u8],
     attachments: &[Attachment],
-    limits: &Limits,
+    limits: &ReceiveLimits,
 ) -> Result<Vec<u8>, XRoadError> {
-    let doc = Document::parse(xml, limits)
+    let doc = Document::parse(xml, &limits.xml)
         .map_err(|e| XRoadError::Mtom(format!("the SOAP part is not XML: {e}")))?;
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
     for n in doc.find_all(XOP, "Include") {
@@ -571,12 +575,19 @@ fn resolve_xop(
         let (Some(before), Some(_)) = (xml.get(last..start), xml.get(start..end)) else {
             return Err(XRoadError::Mtom("xop:Include out of place".into()));
         };
+        // Counted before it is made.
+        let grown = (out.len() + before.len())
+            .saturating_add(base64::encoded_len(a.bytes.len(), true).unwrap_or(usize::MAX));
+        if grown > limits.max_resolved {
+            return Err(XRoadError::Mtom(format!(
+                "the message with its xop:Include parts resolved is larger than {} bytes",
+                limits.max_resolved
+            )));
+        }
         out.extend_from_slice(before);
-        out.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(&a.bytes)
-                .as_bytes(),
-        );
+        let mut b64 = String::with_capacity(grown - out.len());
+        base64::engine::general_purpose::STANDARD.encode_string(&a.bytes, &mut b64);
+        out.extend_from_slice(b64.as_bytes());
         last = end;
     }
     out.extend_from_slice(xml.get(last..).unwrap_or_default());

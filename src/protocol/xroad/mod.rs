@@ -183,6 +183,26 @@ pub fn request(r: &Request<'_>, wrapper_ns: &str, wrapper_prefix: &str, inner: &
     envelope(r, true, &body)
 }
 
+/// A kept X-Road answer (the SOAP part as received) made readable by the
+/// hardened reader: decoded by its XML declaration (else as UTF-8), the
+/// byte order mark gone. (A charset named only by the HTTP Content-Type
+/// is not in the kept bytes: such an answer reads here only if it was
+/// UTF-8.)
+pub fn readable(raw: &[u8]) -> Result<Vec<u8>, XRoadError> {
+    mime::to_utf8(raw, None)
+}
+
+/// The document of a read X-Road answer: the first element child of the
+/// body's wrapper (`None` for a fault or a body without one).
+pub fn document_node(doc: &crate::xml::Document) -> Option<crate::xml::dom::NodeId> {
+    let body = doc.child(doc.root(), ns::SOAP, "Body")?;
+    let wrapper = doc.child_elements(body).next()?;
+    if doc.is(wrapper, ns::SOAP, "Fault") {
+        return None;
+    }
+    doc.child_elements(wrapper).next()
+}
+
 /// Which metaservice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meta {
@@ -224,32 +244,32 @@ pub fn meta_request(
 }
 
 /// Whether `code` may be an X-Road service code that also names an XML
-/// element: X-Road's identifier characters (pr-mess 2.7: letters, digits
-/// and `'()+,-.=?`; also `_`, which both allow) and an NCName (it does not
-/// start with a digit, `-` or `.`, and has no `:`).
+/// element: X-Road's identifier characters (pr-mess 2.7: the letters
+/// `A–Z`, `a–z`, the digits and `'()+,-.=?`, nothing else) and an XML
+/// name (so it starts with a letter and has none of `'()+,=?`).
 pub fn valid_service_code(code: &str) -> Result<(), String> {
     let Some(first) = code.chars().next() else {
         return Err("is empty".into());
     };
     if let Some(c) = code
         .chars()
-        .find(|c| !(c.is_alphanumeric() || "'()+,-.=?_".contains(*c)))
+        .find(|c| !(c.is_ascii_alphanumeric() || "'()+,-.=?".contains(*c)))
     {
         return Err(format!(
-            "has {c:?}: an X-Road identifier has letters, digits and '()+,-.=? only"
+            "has {c:?}: an X-Road identifier has the letters A-Z, a-z, digits and '()+,-.=? only"
         ));
     }
-    if !(first.is_alphabetic() || first == '_') {
+    if !first.is_ascii_alphabetic() {
         return Err(format!(
             "starts with {first:?}: it names the body's wrapper element, which must start with a letter"
         ));
     }
     if let Some(c) = code
         .chars()
-        .find(|c| !(c.is_alphanumeric() || "-._".contains(*c)))
+        .find(|c| !(c.is_ascii_alphanumeric() || "-.".contains(*c)))
     {
         return Err(format!(
-            "has {c:?}: it names the body's wrapper element, an XML name (letters, digits, '-', '.', '_')"
+            "has {c:?}: it names the body's wrapper element, an XML name (letters, digits, '-', '.')"
         ));
     }
     Ok(())

@@ -98,6 +98,20 @@ fn requests_conform_to_the_official_schemas_by_an_independent_validator() {
     let f = dir.path().join("poll.xml");
     std::fs::write(&f, &poll).unwrap();
     files.push(f);
+    // The metaservice requests.
+    let provider = &cfg.registries["civil"].member;
+    for meta in [Meta::ListMethods, Meta::AllowedMethods] {
+        let x = meta_request(
+            meta,
+            &cfg.gateway.client,
+            provider,
+            &uuid::Uuid::new_v4().to_string(),
+            "",
+        );
+        let f = dir.path().join(format!("{}.xml", meta.code()));
+        std::fs::write(&f, &x).unwrap();
+        files.push(f);
+    }
     // The negative control: a request as today's signed-XML profile
     // builds it (a ULID id, requestHash-free but no wrapper) is refused.
     let bad = built("civil.birth-extract", "01J9Z3Q4V8K2M6N0P1R3S5T7V9", None)
@@ -179,13 +193,15 @@ fn service_codes_must_be_identifiers_and_element_names() {
     for ok in [
         "civil.birth-extract",
         "exampleService",
-        "getPerson_v2",
-        "Šifra",
+        "getPerson.v2",
+        "a-1",
     ] {
         valid_service_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     for (bad, says) in [
         ("", "is empty"),
+        ("getPerson_v2", "has '_'"),
+        ("Šifra", "has 'Š'"),
         ("a b", "has ' '"),
         ("a/b", "has '/'"),
         ("a:b", "has ':'"),
@@ -950,6 +966,21 @@ fn charsets_byte_order_marks_and_declarations() {
     assert_eq!(r.raw, b"<a>\xfc</a>");
 }
 
+#[test]
+fn a_kept_answer_reads_again_with_its_document() {
+    let latin1: Vec<u8> =
+        b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><S:Envelope xmlns:S=\"http://schemas.xmlsoap.org/soap/envelope/\"><S:Body><w:xResponse xmlns:w=\"urn:w\"><w:doc>M\xfcller</w:doc><w:more/></w:xResponse></S:Body></S:Envelope>"
+            .to_vec();
+    let x = readable(&latin1).unwrap();
+    let d = crate::xml::Document::parse(&x, &Limits::default()).unwrap();
+    let n = document_node(&d).unwrap();
+    assert!(d.is(n, "urn:w", "doc"));
+    assert_eq!(d.text(n), "Müller");
+    let fault = vector("pr-mess-D1-fault-technical.xml");
+    let d = crate::xml::Document::parse(&readable(&fault).unwrap(), &Limits::default()).unwrap();
+    assert_eq!(document_node(&d), None);
+}
+
 proptest::proptest! {
     /// The splitter takes any mutation of a multipart body without
     /// panicking: it splits it or says why not.
@@ -973,6 +1004,19 @@ proptest::proptest! {
         let _ = receive(Some(ct.trim()), &body, &lim());
     }
 
+    /// Any Content-Type with any body: read, or refused with a reason.
+    #[test]
+    fn receive_never_panics_on_any_type_and_body(
+        ct in "(multipart/related|text/xml|application/xop\\+xml)?(; ?[a-z-]{1,8}=(\"[^\"]{0,12}\"|[A-Za-z0-9<>@.-]{0,12})){0,4}",
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        prefix in "(--[A-Za-z0-9<>]{0,6}(\r?\n)?([A-Za-z-]{1,12}: ?[^\r\n]{0,20}\r?\n){0,3}(\r?\n)?)?",
+    ) {
+        let mut b = prefix.into_bytes();
+        b.extend_from_slice(&body);
+        let _ = receive(Some(&ct), &b, &lim());
+        let _ = receive(None, &b, &lim());
+    }
+
     /// The answer check takes any byte mutation of the spec's answer (and
     /// any well-formedness-keeping edit) without panicking.
     #[test]
@@ -989,4 +1033,88 @@ proptest::proptest! {
         }
         let _ = check(&sent, &a, P, "exampleService", &Limits::default());
     }
+}
+
+/// An MTOM message whose one part is named by `includes` includes: each
+/// would be the part again in base64 (here 50,000 × 1.3 MB, 70 GB).
+fn mtom_bomb(includes: usize) -> (String, Vec<u8>) {
+    let include = "<xop:Include href=\"cid:big\"/>".repeat(includes);
+    let soap = format!("<e xmlns:xop=\"http://www.w3.org/2004/08/xop/include\">{include}</e>");
+    let mut b = format!(
+        "--B\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"text/xml\"\r\n\r\n{soap}\r\n--B\r\nContent-ID: <big>\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend(std::iter::repeat_n(b'x', 1 << 20));
+    b.extend_from_slice(b"\r\n--B--\r\n");
+    (
+        "multipart/related; type=\"application/xop+xml\"; boundary=B".into(),
+        b,
+    )
+}
+
+/// Run by [`an_mtom_bomb_is_refused_within_bounded_memory`] in a child
+/// process under an address-space limit.
+#[test]
+#[ignore = "run under prlimit by an_mtom_bomb_is_refused_within_bounded_memory"]
+fn mtom_bomb_child() {
+    let includes = match std::env::var("JUMGW_TEST_MTOM").as_deref() {
+        Ok("bomb") => 50_000,
+        _ => 3,
+    };
+    let (ct, body) = mtom_bomb(includes);
+    let limits = ReceiveLimits {
+        xml: Limits {
+            max_size: 10 << 20,
+            max_text_len: 10 << 20,
+            ..Limits::default()
+        },
+        max_resolved: (10 << 20) * 4 / 3 + 4096,
+        ..ReceiveLimits::default()
+    };
+    match receive(Some(&ct), &body, &limits) {
+        Ok(r) => println!("RESOLVED {}", r.xml.len()),
+        Err(e) => println!("REFUSED {e}"),
+    }
+}
+
+#[test]
+fn an_mtom_bomb_is_refused_within_bounded_memory() {
+    let run = |mode: &str| {
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 256u64 << 20))
+            .arg("--")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "protocol::xroad::tests::mtom_bomb_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("JUMGW_TEST_MTOM", mode)
+            .output()
+            .unwrap();
+        let so = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{mode}: {so}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        so
+    };
+    // The genuine case resolves within the limit ...
+    let ok = run("genuine");
+    assert!(
+        ok.contains(&format!("RESOLVED {}", 3 * 1_398_104 + 57)),
+        "{ok}"
+    );
+    // ... the bomb is refused, counted before anything is made.
+    let bomb = run("bomb");
+    assert!(
+        bomb.contains(&format!(
+            "REFUSED MTOM: the message with its xop:Include parts resolved is larger than {} bytes",
+            (10 << 20) * 4 / 3 + 4096
+        )),
+        "{bomb}"
+    );
 }
