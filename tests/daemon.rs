@@ -3812,6 +3812,17 @@ async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
             side["attachments"][0]["content_type"],
             a.content_type.as_str()
         );
+        let (status, _, v) = call(
+            &d,
+            "GET",
+            &format!("/api/v1/documents/{id}"),
+            "t",
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["payload"].to_string().contains("Erzsébet"), "{rule}: {v}");
+        assert_eq!(v["attachments"][0]["sha256"], sha(&stored), "{rule}: {v}");
         let (status, _, body) =
             raw(&d, &format!("/api/v1/documents/{id}/attachments/1"), "t").await;
         assert_eq!(
@@ -3847,12 +3858,25 @@ async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
         );
         assert!(doc.with_extension("json").exists());
     }
-    // The positive control: an answer without attachments has none.
+    // The positive control: an answer without attachments has none; one
+    // in ISO-8859-1 reads again for the API's projection of it.
+    d.env.faults("civil:latin1=next:1").await;
     let id = d.submit(BIRTH.0, BIRTH.1).await;
     let r = d
         .until(&id, State::Delivered, Duration::from_secs(10))
         .await;
     assert!(r.attachments.is_empty());
+    let (status, _, doc) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc["payload"].to_string().contains("Erzsébet"), "{doc}");
+    assert_eq!(doc["attachments"], serde_json::json!([]));
     assert!(r.attempts[0].message_id.is_some());
     let side = std::fs::read_to_string(case_file(&d, &id, BIRTH.0).with_extension("json")).unwrap();
     assert!(!side.contains("\"attachments\""), "{side}");

@@ -103,21 +103,20 @@ pub async fn get_document(
         .get(&rec.registry)
         .is_some_and(|r| r.protocol == crate::config::RegistryProtocol::XRoad)
         || rec.signed_document.is_some();
-    let parsed = crate::xml::Document::parse(&plain, &crate::xml::Limits::default());
     let (doc, payload) = if x_road {
         // The SOAP message as the security server sent it (in its own
         // charset, perhaps): the payload is the wrapper's first element
-        // child; what cannot be read as UTF-8 XML here has no projection.
-        match parsed {
-            Ok(doc) => {
-                let payload = x_road_payload(&doc)
-                    .map(|n| project(&doc, n))
-                    .unwrap_or(serde_json::Value::Null);
-                (Some(doc), payload)
-            }
-            Err(_) => (None, serde_json::Value::Null),
-        }
+        // child; what cannot be read again has no projection.
+        let doc = crate::protocol::xroad::readable(&plain)
+            .ok()
+            .and_then(|x| crate::xml::Document::parse(&x, &crate::xml::Limits::default()).ok());
+        let payload = doc
+            .as_ref()
+            .and_then(|d| crate::protocol::xroad::document_node(d).map(|n| project(d, n)))
+            .unwrap_or(serde_json::Value::Null);
+        (doc, payload)
     } else {
+        let parsed = crate::xml::Document::parse(&plain, &crate::xml::Limits::default());
         let doc = parsed.map_err(ApiError::internal)?;
         let env = crate::protocol::envelope::read(&doc).map_err(ApiError::internal)?;
         let payload = match env.body {
@@ -192,13 +191,6 @@ pub async fn get_document(
         attachments,
         payload,
     }))
-}
-
-/// An X-Road document's payload: the Body's wrapper's first element child.
-fn x_road_payload(doc: &crate::xml::Document) -> Option<crate::xml::dom::NodeId> {
-    let body = doc.child(doc.root(), crate::protocol::ns::SOAP, "Body")?;
-    let wrapper = doc.child_elements(body).next()?;
-    doc.child_elements(wrapper).next()
 }
 
 /// A document's attachments as the API lists them.
