@@ -7,9 +7,13 @@
 //! [`lifecycle`], written by one recorder a batch per transaction; and
 //! hands fetched documents to delivery (case folders by one writer, a batch
 //! per two syncs). It sleeps until the next due time or a wake-up (new
-//! request, finished attempt); it never polls busily.
+//! request, finished attempt); it never polls busily. An X-Road answer's
+//! message id goes on its attempt, and a document's attachments are sealed
+//! and stored in the write of the document (its record keeps only their
+//! metadata). What each X-Road registry's security server allows of our
+//! catalogue is kept here for the operators ([`metaservices`]).
 
-mod metaservices;
+pub mod metaservices;
 
 pub use metaservices::{catalogue as x_road_catalogue, missing, MethodsReport, METHODS_EVERY};
 
