@@ -1632,6 +1632,16 @@ impl Core {
                         index::change(&ix, &mut deltas, Some(&r), None)?;
                         deltas.apply(ix.counts)?;
                         docs.remove(id.as_bytes())?;
+                        // And every document of its own beside it
+                        // (`{id}.*`: attachments, a signed document).
+                        let own = r.attachments.iter().map(|a| &a.document_id).chain(
+                            r.signed_document
+                                .iter()
+                                .filter_map(|s| s.document_id.as_ref()),
+                        );
+                        for d in own {
+                            docs.remove(d.as_bytes())?;
+                        }
                     }
                     Ok(())
                 },

@@ -844,10 +844,23 @@ impl Requests for PgStore {
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
         self.tx(async |t| {
-            t.run("DELETE FROM requests WHERE id = $1", &[&id])
+            let gone = t
+                .opt(
+                    "DELETE FROM requests WHERE id = $1 RETURNING record",
+                    &[&id],
+                )
                 .await
                 .map_err(|e| self.err(e))?;
-            t.run("DELETE FROM documents WHERE id = $1", &[&id])
+            // With it every document of its own its record names
+            // (attachments, a signed document), by their ids.
+            let mut docs = vec![id.to_owned()];
+            if let Some(row) = gone {
+                let text: String = row.get(0);
+                let r = super::decode(id.as_bytes(), text.as_bytes())?;
+                docs.extend(r.attachments.into_iter().map(|a| a.document_id));
+                docs.extend(r.signed_document.and_then(|s| s.document_id));
+            }
+            t.run("DELETE FROM documents WHERE id = ANY($1)", &[&docs])
                 .await
                 .map_err(|e| self.err(e))?;
             Ok(())
