@@ -41,6 +41,23 @@ fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `jumgw simulate --help` names every fault rule the simulator knows.
+#[test]
+fn simulate_help_names_every_fault() {
+    let o = run(&["simulate", "--help"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (name, _) in jum_gateway::sim::faults::Fault::ALL {
+        assert!(
+            help.split([' ', ',', ';', '(', ')']).any(|w| w == name),
+            "{name} is not in: {help}"
+        );
+    }
+}
+
 #[test]
 fn ids_check_prints_parts_or_the_exact_defect() {
     let o = run(&["ids", "check", "jmbg", "0512981717776"]);

@@ -3894,3 +3894,51 @@ async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
         "{reports:?}"
     );
 }
+
+/// `serve --demo` with `JUMGW_REGISTRIES__CADASTRE__PROTOCOL=x-road`: the
+/// cadastre is reached through the embedded security-server front, the
+/// other registries as before, and every request is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_one_registry_over_x_road_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let d = start_daemon_env(
+        &data,
+        port,
+        &[(
+            "JUMGW_REGISTRIES__CADASTRE__PROTOCOL".into(),
+            "x-road".into(),
+        )],
+    );
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&http, port, i).await.unwrap());
+    }
+    wait_delivered(&http, port, &ids).await;
+    // The cadastre's requests came to the registry as X-Road messages
+    // (ids the gateway made per attempt, not the requests' own), the
+    // others' with the requests' ids as before.
+    let seen: serde_json::Value = http
+        .get(format!("{}/seen", d.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for s in seen["requests"].as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        let by_request = ids.iter().any(|r| r == id);
+        if s["registry"] == "cadastre" {
+            assert!(!by_request && id.len() == 36, "an X-Road message id: {s}");
+        } else if !s["poll"].as_bool().unwrap() {
+            assert!(by_request, "{s}");
+        }
+    }
+    assert!(
+        seen["by_registry"]["cadastre"].as_u64().unwrap() >= 2,
+        "{seen}"
+    );
+}

@@ -889,6 +889,42 @@ async fn the_x_road_front_refuses_what_a_security_server_refuses() {
         assert_eq!(&c, code, "{t}");
         assert!(t.starts_with(text), "{code}: {t}");
     }
+    // No client certificate: no information system, refused at the handshake.
+    let c = certs(env.dir.path());
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(
+                &std::fs::read(c.join("gateway-trust.pem")).unwrap(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(anonymous
+        .post(format!("https://{}/", env.sim.x_road.unwrap()))
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .body(genuine.clone())
+        .send()
+        .await
+        .is_err());
+    let refused = env.seen().await["tls_refused"].clone();
+    assert_eq!(refused[0]["registry"], "x-road", "{refused}");
+    // Not SOAP 1.1's content type.
+    let r = xr_http(&env)
+        .post(format!("https://{}/", env.sim.x_road.unwrap()))
+        .header("Content-Type", "application/soap+xml; charset=UTF-8")
+        .body(genuine.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        fault_of(&r.bytes().await.unwrap()),
+        (
+            "Server.ClientProxy.InvalidContentType".to_owned(),
+            "Invalid content type: \"application/soap+xml; charset=UTF-8\"".to_owned()
+        )
+    );
     assert_eq!(
         env.seen().await["total"],
         0,
@@ -1255,6 +1291,8 @@ async fn x_road_answers_end_in_their_outcomes() {
         ("civil:notfound=next:1", "permanent failure: registry found no data".into()),
         ("civil:unavailable=next:1", "retryable: registry unavailable".into()),
         ("civil:503=next:1", "retryable: registry returned 503".into()),
+        ("civil:truncate=next:1", "retryable: connection broke".into()),
+        ("civil:drip=next:1", "retryable: no complete answer before the timeout".into()),
     ];
     for (spec, want) in &cases {
         env.faults(spec).await;

@@ -163,8 +163,8 @@ check holds; 1 something is invalid or cannot be verified (the report says which
 registries, over HTTPS with client certificates required, with synthetic data and fault injection.\n\n\
 Faults: comma-separated SCOPE:FAULT[=WHEN]; SCOPE is *, a registry or a service; WHEN is a rate \
 0..1 or next:N. Faults: 500 503 429 reset drip truncate oversize malformed invalid badsig untrusted \
-badhash unavailable maintenance async lost notfound; also latency=50ms or latency=20ms..200ms and \
-async-delay=2s; hold keeps requests until POST /held/release. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\n\
+badhash unavailable maintenance async lost notfound; states of the development CA: revoked ocsp-down \
+tsa-down; also latency=50ms or latency=20ms..200ms and async-delay=2s; hold keeps requests until POST /held/release. Example: \"cadastre:503=0.1, tax:async=next:2\".\n\n\
 With an [x_road] section, an X-Road security-server front (message protocol 4.0) serves every registry on \
 one more HTTPS port: requests checked against the official schemas and refused with X-Road faults, \
 listMethods/allowedMethods, and GET /asic for the signed document of each answer (404 until timestamped). \

@@ -42,7 +42,11 @@
 //! gateway must notice (headers not copied back, a wrong `requestHash`, a
 //! wrong wrapper, X-Road's technical faults in both forms) or take (SOAP
 //! with attachments, MTOM, ISO-8859-1, a byte order mark, comments and
-//! CDATA). The service schemas allow nothing beside a document's own
+//! CDATA). The registries' transport faults (`500`, `503`, `429`, `reset`,
+//! `truncate`, `drip`, `malformed`, `oversize`) and their own (`invalid`,
+//! `notfound`, `unavailable`, `maintenance`, `async`, `lost`) come through
+//! the front as a provider's security server passes them on; `badsig` and
+//! `untrusted` do not apply (the security servers sign, not the registry). The service schemas allow nothing beside a document's own
 //! elements, so MTOM's `xop:Include` travels in an `attachment` element
 //! after the document inside the wrapper, which the protocol keeps with
 //! the document.
@@ -112,6 +116,8 @@ const OFFICIAL: [(&str, &[u8]); 3] = [
 ];
 
 const XOP_NS: &str = "http://www.w3.org/2004/08/xop/include";
+/// Messages kept for their signed documents.
+const MAX_LOGGED: usize = 10_000;
 const NOT_STAMPED: &str = "Message signature has not been timestamped yet!";
 
 /// One answer as the security server's message log keeps it.
@@ -150,26 +156,10 @@ pub(super) async fn start(
     registries: Vec<Arc<Registry>>,
     shared: Arc<Shared>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), SimError> {
-    let dir = tempfile::tempdir().map_err(|e| SimError::File {
+    let (dir, validator) = schemas(&shared.limits).map_err(|detail| SimError::File {
         path: "x_road schemas".into(),
-        detail: e.to_string(),
+        detail,
     })?;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(dir.path().join(name), bytes).map_err(|e| SimError::File {
-            path: dir.path().join(name).display().to_string(),
-            detail: e.to_string(),
-        })
-    };
-    for (name, bytes) in OFFICIAL {
-        write(name, bytes)?;
-    }
-    write("soap.xsd", SOAP_XSD.as_bytes())?;
-    write(crate::xml::schema::ENTRY, ENTRY_XSD.as_bytes())?;
-    let validator =
-        Validator::start(dir.path(), shared.limits.clone()).map_err(|e| SimError::File {
-            path: "x_road schemas".into(),
-            detail: e.to_string(),
-        })?;
     let ca = Issued::new(
         &CertSpec::new("simulated security server CA", Role::Ca),
         KeyKind::EcP256,
@@ -233,6 +223,23 @@ pub(super) async fn start(
         tls::ServeLimits::for_this_process(Duration::from_secs(10)),
     ));
     Ok((bound, task))
+}
+
+/// The official schemas (and the SOAP envelope's, lax) compiled in a
+/// folder of their own, which libxml2 reads them from.
+fn schemas(limits: &crate::xml::Limits) -> Result<(tempfile::TempDir, Validator), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.path().join(name), bytes)
+            .map_err(|e| format!("{}: {e}", dir.path().join(name).display()))
+    };
+    for (name, bytes) in OFFICIAL {
+        write(name, bytes)?;
+    }
+    write("soap.xsd", SOAP_XSD.as_bytes())?;
+    write(crate::xml::schema::ENTRY, ENTRY_XSD.as_bytes())?;
+    let validator = Validator::start(dir.path(), limits.clone()).map_err(|e| e.to_string())?;
+    Ok((dir, validator))
 }
 
 /// `POST /x-road/stamp` on the control endpoint: every waiting message is
@@ -390,7 +397,8 @@ struct Request {
 /// The request checked as a client's security server does; a refusal is
 /// the fault's code and text.
 fn read_request(
-    front: &Front,
+    validator: &Validator,
+    limits: &crate::xml::Limits,
     ctype: Option<&str>,
     bytes: &[u8],
 ) -> Result<Request, (Code, String)> {
@@ -401,7 +409,7 @@ fn read_request(
             format!("Invalid content type: {:?}", ctype.unwrap_or_default()),
         ));
     }
-    let doc = Document::parse(bytes, &front.shared.limits)
+    let doc = Document::parse(bytes, limits)
         .map_err(|e| (INVALID_SOAP, format!("Malformed SOAP message: {e}")))?;
     let root = doc.root();
     if !doc.is(root, ns::SOAP, "Envelope") {
@@ -410,8 +418,7 @@ fn read_request(
             "Malformed SOAP message: not a SOAP 1.1 envelope".into(),
         ));
     }
-    front
-        .validator
+    validator
         .validate(bytes)
         .map_err(|e| (INVALID_SOAP, format!("Malformed SOAP message: {e}")))?;
     let header = doc.child(root, ns::SOAP, "Header").ok_or((
@@ -559,7 +566,7 @@ async fn soap(State(front): State<Arc<Front>>, hdrs: HeaderMap, bytes: Bytes) ->
     let sh = &front.shared;
     let snake_all = lock(&sh.faults).has_service_state(Fault::Snake, "*", "*");
     let ctype = hdrs.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let req = match read_request(&front, ctype, &bytes) {
+    let req = match read_request(&front.validator, &sh.limits, ctype, &bytes) {
         Ok(r) => r,
         Err((code, text)) => return technical_fault(&code.render(snake_all), &text),
     };
@@ -747,8 +754,18 @@ async fn soap(State(front): State<Arc<Front>>, hdrs: HeaderMap, bytes: Bytes) ->
         soap_bytes,
         attachment.into_iter().collect(),
     );
-    if fault == Some(Fault::Truncate) {
-        r = super::truncated(status, body_bytes(r).await);
+    match fault {
+        Some(Fault::Truncate) => r = super::truncated(status, body_bytes(r).await),
+        Some(Fault::Drip) => {
+            let ct = r.headers().get(header::CONTENT_TYPE).cloned();
+            let full = body_bytes(r).await;
+            r = Response::new(super::broken_body(full, Some(Duration::from_millis(200))));
+            *r.status_mut() = status;
+            if let Some(ct) = ct {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+        }
+        _ => {}
     }
     r
 }
@@ -787,7 +804,19 @@ fn log_and_send(
 ) -> Response {
     let (status, ctype, fault) =
         how.unwrap_or((StatusCode::OK, "text/xml; charset=UTF-8".into(), None));
-    lock(&front.shared.x_road_log).insert(
+    let mut log = lock(&front.shared.x_road_log);
+    // A long demo must not grow without bound: the oldest goes first, as
+    // a security server's message log archives and forgets.
+    if log.len() >= MAX_LOGGED {
+        if let Some(oldest) = log
+            .iter()
+            .min_by_key(|(_, l)| l.stamp_at)
+            .map(|(k, _)| k.clone())
+        {
+            log.remove(&oldest);
+        }
+    }
+    log.insert(
         req.id.clone(),
         Logged {
             client: req.client.clone(),
@@ -799,6 +828,7 @@ fn log_and_send(
             stamp_at: Instant::now() + front.asic_delay,
         },
     );
+    drop(log);
     if parts.is_empty() {
         return soap_response(status, &ctype, soap);
     }
@@ -1114,6 +1144,69 @@ mod tests {
             b.contains(&0xF3) && b.contains(&0xC9),
             "ó and É are one byte each"
         );
+    }
+
+    const GENUINE: &str = concat!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" "#,
+        r#"xmlns:xrd="http://x-road.eu/xsd/xroad.xsd" xmlns:id="http://x-road.eu/xsd/identifiers"><SOAP-ENV:Header>"#,
+        r#"<xrd:client id:objectType="SUBSYSTEM"><id:xRoadInstance>RS</id:xRoadInstance><id:memberClass>GOV</id:memberClass>"#,
+        r#"<id:memberCode>08070431</id:memberCode><id:subsystemCode>jum-becej</id:subsystemCode></xrd:client>"#,
+        r#"<xrd:service id:objectType="SERVICE"><id:xRoadInstance>RS</id:xRoadInstance><id:memberClass>GOV</id:memberClass>"#,
+        r#"<id:memberCode>17862146</id:memberCode><id:subsystemCode>maticne-knjige</id:subsystemCode>"#,
+        r#"<id:serviceCode>civil.birth-extract</id:serviceCode></xrd:service><xrd:id>m1</xrd:id>"#,
+        r#"<xrd:protocolVersion>4.0</xrd:protocolVersion></SOAP-ENV:Header><SOAP-ENV:Body>"#,
+        r#"<c:civil.birth-extract xmlns:c="urn:jum-gateway:civil:1"><c:BirthExtractRequest><c:jmbg>0512981717776</c:jmbg>"#,
+        r#"</c:BirthExtractRequest></c:civil.birth-extract></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+    );
+
+    fn validator() -> &'static (tempfile::TempDir, Validator) {
+        static V: std::sync::OnceLock<(tempfile::TempDir, Validator)> = std::sync::OnceLock::new();
+        V.get_or_init(|| schemas(&crate::xml::Limits::default()).unwrap())
+    }
+
+    fn read(bytes: &[u8]) -> Result<Request, (Code, String)> {
+        read_request(
+            &validator().1,
+            &crate::xml::Limits::default(),
+            Some("text/xml; charset=UTF-8"),
+            bytes,
+        )
+    }
+
+    #[test]
+    fn the_genuine_request_is_read() {
+        let r = read(GENUINE.as_bytes())
+            .map_err(|(c, t)| (c.render(false), t))
+            .unwrap();
+        assert_eq!(
+            (r.code.as_str(), r.id.as_str()),
+            ("civil.birth-extract", "m1")
+        );
+        assert_eq!(r.headers.len(), 4);
+        assert!(matches!(r.body, AskedBody::Payload(ref f) if f["jmbg"] == "0512981717776"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any bytes, and the genuine request with one byte changed or cut
+        /// short: read, or refused with a fault code and a message; never
+        /// a panic.
+        #[test]
+        fn requests_are_read_or_refused_with_a_message(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            at in 0usize..GENUINE.len(),
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..GENUINE.len(),
+        ) {
+            let mut changed = GENUINE.as_bytes().to_vec();
+            changed[at] = byte;
+            for input in [&junk[..], &changed[..], &GENUINE.as_bytes()[..cut]] {
+                if let Err((code, text)) = read(input) {
+                    proptest::prop_assert!(code.render(false).starts_with("Server."));
+                    proptest::prop_assert!(!text.is_empty());
+                }
+            }
+        }
     }
 
     #[test]
