@@ -1417,6 +1417,67 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A write that fails (the disk full under the store's reserve) stores
+    /// neither the document nor any of its attachments: one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_stores_neither_the_document_nor_its_attachments() {
+        use crate::store::prelude::*;
+        let cipher = crate::store::crypt::DocumentCipher::from_hex(&"7".repeat(64)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = RequestRecord::queued(
+            "c",
+            "1/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "cadastre.property-sheet".into(),
+            "cadastre".into(),
+            Vec::new(),
+            Duration::from_secs(60),
+        );
+        let id = r.id.clone();
+        let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.enqueue(vec![r]).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let store = crate::store::SledStore::open_with(
+            dir.path(),
+            &crate::store::Opening {
+                cache_bytes: 1 << 20,
+                min_free: u64::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let came = [crate::protocol::xroad::Attachment {
+            content_id: "a".into(),
+            content_type: "application/pdf".into(),
+            name: None,
+            bytes: b"%PDF".to_vec(),
+        }];
+        let (sealed, records) = seal_attachments(&cipher, &id, &came).unwrap();
+        let mut docs: Vec<(&str, &[u8])> = vec![(id.as_str(), b"<doc/>")];
+        docs.extend(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())));
+        let e = store
+            .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
+                r.attachments = records.clone();
+                true
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Full { .. }), "{e}");
+        assert!(store.document(&id).await.unwrap().is_none());
+        assert!(store.document(&sealed[0].0).await.unwrap().is_none());
+        assert!(store
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attachments
+            .is_empty());
+        store.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_reread_ceiling_holds_at_once_upwards_and_as_attempts_end_downwards() {
         let g = gate(limits(4, 1000.0));
