@@ -4555,3 +4555,69 @@ async fn the_demo_with_one_registry_over_x_road_exports_its_signed_document_in_t
     let (ok, v) = asice_check(&out);
     assert!(ok, "{v:#}");
 }
+
+/// `config check` asks each X-Road registry's security server (here an
+/// independent stand-in, over mutual TLS) which services it allows: our
+/// services it does not allow are a warning line naming the registry and
+/// their service codes, not a failure; a security server that cannot be
+/// reached is a note. A configuration without X-Road registries says
+/// nothing of it (the positive control: all allowed, no line either).
+#[test]
+fn config_check_warns_of_services_an_x_road_security_server_does_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = checkable(dir.path());
+    let certs = dir.path().join("certs");
+    let check = |env: &[(&str, String)]| {
+        jumgw()
+            .args(["config", "check", "--quiet", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&data)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let x_road = |url: String| {
+        vec![
+            ("JUMGW_REGISTRIES__CADASTRE__PROTOCOL", "x-road".to_owned()),
+            ("JUMGW_REGISTRIES__CADASTRE__URL", url),
+        ]
+    };
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!err(&o).contains("registries.cadastre"), "{}", err(&o));
+    let (server, port) = start_xroad_metaservices(
+        &certs,
+        &["cadastre.property-sheet", "cadastre.parcel"],
+        &["cadastre.parcel"],
+    );
+    let o = check(&x_road(format!("https://127.0.0.1:{port}/")));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        err(&o).contains(
+            "warning: registries.cadastre: its security server does not allow services of our catalogue (allowedMethods): cadastre.property-sheet\n"
+        ),
+        "{}",
+        err(&o)
+    );
+    drop(server);
+    let (_all, port) = start_xroad_metaservices(
+        &certs,
+        &["cadastre.property-sheet", "cadastre.parcel"],
+        &["cadastre.parcel", "cadastre.property-sheet"],
+    );
+    let o = check(&x_road(format!("https://127.0.0.1:{port}/")));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!err(&o).contains("registries.cadastre"), "{}", err(&o));
+    let closed = free_port();
+    let o = check(&x_road(format!("https://127.0.0.1:{closed}/")));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        err(&o).contains(
+            "note: registries.cadastre: its security server could not be asked which services it allows, not checked: "
+        ),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("warning:"), "{}", err(&o));
+}

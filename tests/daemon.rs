@@ -3195,6 +3195,433 @@ async fn a_rounds_leases_and_sent_entries_are_flushed_before_a_request_leaves() 
     );
 }
 
+/// A request through the API router, its answer's bytes as they are.
+async fn raw(d: &Running, uri: &str, token: &str) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    let req = Request::get(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(req).await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let b = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    (status, headers, b.to_vec())
+}
+
+/// A document that came by X-Road with its attachments, as dispatch
+/// records it (the record's attempts with their message ids, the sealed
+/// attachments in the document's write), for the API's views of it. The
+/// registry is paused so that nothing sends it.
+async fn x_road_document(
+    d: &Running,
+    attachments: &[(&str, Option<&str>, &[u8])],
+) -> RequestRecord {
+    let mut rec = RequestRecord::queued(
+        "backoffice",
+        "351-12/2026-IV".into(),
+        "ZUP čl. 103".into(),
+        "o".into(),
+        "ex officio data for the case".into(),
+        "cadastre.property-sheet".into(),
+        "cadastre".into(),
+        vec![
+            ("ko".into(), "803472".into()),
+            ("sheet".into(), "1520".into()),
+        ],
+        Duration::from_secs(86_400),
+    );
+    let id = rec.id.clone();
+    d.store.enqueue(vec![rec.clone()]).await.unwrap();
+    let came: Vec<jum_gateway::protocol::xroad::Attachment> = attachments
+        .iter()
+        .enumerate()
+        .map(
+            |(i, (ty, name, bytes))| jum_gateway::protocol::xroad::Attachment {
+                content_id: format!("part{}@cadastre", i + 1),
+                content_type: ty.to_string(),
+                name: name.map(str::to_owned),
+                bytes: bytes.to_vec(),
+            },
+        )
+        .collect();
+    let (sealed, records) = jum_gateway::dispatch::seal_attachments(&d.cipher, &id, &came).unwrap();
+    let soap = "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+        <SOAP-ENV:Header/><SOAP-ENV:Body><k:cadastre.property-sheetResponse xmlns:k=\"urn:jum-gateway:cadastre:1\">\
+        <k:PropertySheet><k:ko>803472</k:ko><k:sheet>1520</k:sheet></k:PropertySheet>\
+        </k:cadastre.property-sheetResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>";
+    let doc = d.cipher.seal(&id, soap.as_bytes()).unwrap();
+    let mut docs: Vec<(&str, &[u8])> = vec![(id.as_str(), doc.as_slice())];
+    docs.extend(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())));
+    let listed = records.clone();
+    let now = jum_gateway::store::now_ms();
+    let got = d
+        .store
+        .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
+            for (i, outcome) in ["retryable", "document"].into_iter().enumerate() {
+                r.attempts.push(jum_gateway::store::AttemptRecord {
+                    at_ms: now + i as u64,
+                    duration_ms: 12,
+                    http_status: Some(if i == 0 { 500 } else { 200 }),
+                    outcome: outcome.into(),
+                    detail: outcome.into(),
+                    message_id: Some(format!("0b9d7e52-1f4a-4c8e-9d3b-00000000000{}", i + 1)),
+                });
+            }
+            r.state = State::Delivered;
+            r.due_ms = None;
+            r.document_id = Some(r.id.clone());
+            r.delivered_ms = Some(now);
+            r.attachments = listed.clone();
+            r.signed_document = Some(jum_gateway::lifecycle::SignedDocRecord::pending(
+                "0b9d7e52-1f4a-4c8e-9d3b-000000000002",
+                now,
+            ));
+            true
+        })
+        .await
+        .unwrap();
+    rec = got[0].clone().unwrap();
+    rec
+}
+
+/// An X-Road document's attachments through the API: the request shows
+/// each attempt's message id, the attachments and the signed document's
+/// state; the document lists them; each is served byte for byte as a
+/// download, its type as the registry declared it only when that is a
+/// valid MIME type, `nosniff`, and under a file name made safe. A hostile
+/// name (`../../etc/passwd`, quotes) and a hostile type (`text/html`, one
+/// with a header folded in) are neutralised; a missing number and
+/// another client's document are 404 problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_attachments_are_listed_and_served_as_safe_downloads() {
+    let d = run(setup("").await, |g| {
+        g.registries.get_mut("cadastre").unwrap().paused = true
+    })
+    .await;
+    let pdf: &[u8] = b"%PDF-1.7 the plan of parcel 1520";
+    let html: &[u8] = b"<html><script>alert(document.cookie)</script></html>";
+    let r = x_road_document(
+        &d,
+        &[
+            ("application/pdf", Some("../../etc/passwd"), pdf),
+            ("text/html", Some("plan\"; x=\".html"), html),
+            ("text/html\r\nSet-Cookie: a=b", None, b"folded"),
+        ],
+    )
+    .await;
+    let id = r.id.clone();
+    let (status, _, v) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/requests/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["attempts"][0]["message_id"],
+        "0b9d7e52-1f4a-4c8e-9d3b-000000000001"
+    );
+    assert_eq!(
+        v["attempts"][1]["message_id"],
+        "0b9d7e52-1f4a-4c8e-9d3b-000000000002"
+    );
+    assert_eq!(v["signed_document"]["state"], "pending", "{v}");
+    assert_eq!(
+        v["signed_document"]["message_id"],
+        "0b9d7e52-1f4a-4c8e-9d3b-000000000002"
+    );
+    assert_eq!(v["attachments"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["attachments"][0]["name"], "../../etc/passwd");
+    assert_eq!(v["attachments"][0]["size"], pdf.len());
+    let (status, _, doc) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["payload"]["ko"], "803472", "{doc}");
+    let listed = doc["attachments"].as_array().unwrap();
+    assert_eq!(listed[1]["content_type"], "text/html");
+    assert_eq!(
+        listed[1]["url"],
+        format!("/api/v1/documents/{id}/attachments/2")
+    );
+    assert_eq!(
+        listed[0]["sha256"],
+        openssl::sha::sha256(pdf)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let header = |h: &axum::http::HeaderMap, k: &str| {
+        h.get(k)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let served = |n: usize| {
+        let (d, uri) = (&d, format!("/api/v1/documents/{id}/attachments/{n}"));
+        async move { raw(d, &uri, "t").await }
+    };
+    // The positive control: the PDF as it came, as its own type.
+    let (status, h, body) = served(1).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, pdf);
+    assert_eq!(header(&h, "content-type"), "application/pdf");
+    assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"passwd\""
+    );
+    // HTML stays HTML, but downloaded, never sniffed nor rendered here.
+    let (status, h, body) = served(2).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, html);
+    assert_eq!(header(&h, "content-type"), "text/html");
+    assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"plan___x__.html\""
+    );
+    // A type that is no MIME type is not passed on.
+    let (status, h, body) = served(3).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, b"folded");
+    assert_eq!(header(&h, "content-type"), "application/octet-stream");
+    assert!(h.get("set-cookie").is_none());
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"attachment-3\""
+    );
+    for n in ["4", "0", "one"] {
+        let (status, h, body) =
+            raw(&d, &format!("/api/v1/documents/{id}/attachments/{n}"), "t").await;
+        assert_eq!(status, 404, "{n}");
+        assert_eq!(
+            header(&h, "content-type"),
+            "application/problem+json",
+            "{n}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["detail"],
+            format!("no attachment {n} of document {id}"),
+            "{v}"
+        );
+    }
+    // Another back-office does not see it; an administrator does.
+    let (status, _, _) = served_as(&d, &id, "x").await;
+    assert_eq!(status, 404);
+    let (status, _, body) = served_as(&d, &id, "a").await;
+    assert_eq!((status, body.as_slice()), (200, pdf));
+    // Each read is on the audit trail.
+    let trail = d.store.audit_scan(0, 10_000).await.unwrap();
+    let reads = trail
+        .iter()
+        .filter_map(|(_, e)| e.as_ref().ok())
+        .filter(|e| e.draft.action == "document.read" && e.draft.request_id.as_deref() == Some(&id))
+        .count();
+    assert!(reads >= 5, "{reads} reads on the trail");
+    // The dashboard's request page lists them and the message ids.
+    let session = sign_in(&d, "viewer", false).await;
+    let page = Request::get(format!("/ui/requests/{id}"))
+        .header("cookie", format!("jumgw_session={session}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(page).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = String::from_utf8(
+        axum::body::to_bytes(r.into_body(), 1 << 24)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        html.contains("data-message-id=\"0b9d7e52-1f4a-4c8e-9d3b-000000000001\""),
+        "{html}"
+    );
+    assert!(html.contains("data-attachment=\"3\""), "{html}");
+    assert!(html.contains("../../etc/passwd"), "{html}");
+    assert!(
+        html.contains("plan&quot;; x=&quot;.html"),
+        "the name escaped: {html}"
+    );
+    assert!(html.contains("data-signed-document=\"pending\""), "{html}");
+}
+
+async fn served_as(d: &Running, id: &str, token: &str) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    raw(d, &format!("/api/v1/documents/{id}/attachments/1"), token).await
+}
+
+/// What an X-Road registry's security server allows of our catalogue, as
+/// an independent stand-in answers listMethods and allowedMethods over
+/// mutual TLS: a service it does not allow is on the registry's panel (the
+/// admin API and the dashboard), counted by the metrics, and raised once
+/// as an alert; a security server that cannot be reached is reported as
+/// such, and is no alert. The signed-XML registries are not asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_an_x_road_security_server_does_not_allow_are_reported_on_the_panel_and_alerted() {
+    let _scraping = SCRAPES.lock().await;
+    let env = setup("").await;
+    let (server, port) = start_xroad_metaservices(
+        &certs(env.dir.path()),
+        &[
+            "cadastre.property-sheet",
+            "cadastre.parcel",
+            "cadastre.other",
+        ],
+        &["cadastre.parcel"],
+    );
+    let mut d = run(env, |g| {
+        let c = g.registries.get_mut("cadastre").unwrap();
+        c.protocol = jum_gateway::config::RegistryProtocol::XRoad;
+        c.url = format!("https://127.0.0.1:{port}/");
+        c.paused = true;
+    })
+    .await;
+    d.state = d.state.clone().with_metrics(Some(recorder()));
+    assert_eq!(d.dispatcher.x_road_registries(), ["cadastre"]);
+    let reports = d.dispatcher.report_methods().await;
+    assert_eq!(reports.len(), 1);
+    let cadastre = &reports["cadastre"];
+    assert_eq!(cadastre.error, None);
+    assert_eq!(
+        cadastre.listed,
+        [
+            "cadastre.other",
+            "cadastre.parcel",
+            "cadastre.property-sheet"
+        ]
+    );
+    assert_eq!(cadastre.allowed, ["cadastre.parcel"]);
+    assert_eq!(cadastre.missing, ["cadastre.property-sheet"]);
+    let (status, _, v) = call(&d, "GET", "/admin/v1/registries", "a", String::new()).await;
+    assert_eq!(status, 200, "{v}");
+    let panel = |v: &serde_json::Value, name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["registry"] == name)
+            .unwrap()
+            .clone()
+    };
+    let c = panel(&v, "cadastre");
+    assert_eq!(c["protocol"], "x-road");
+    assert_eq!(
+        c["x_road"]["missing"],
+        serde_json::json!(["cadastre.property-sheet"]),
+        "{c}"
+    );
+    assert!(c["x_road"]["checked_utc"].is_string(), "{c}");
+    assert_eq!(panel(&v, "civil")["protocol"], "signed-xml");
+    assert!(panel(&v, "civil")["x_road"].is_null());
+    let session = sign_in(&d, "viewer", false).await;
+    let overview = |session: String| {
+        let d = &d;
+        async move {
+            let page = Request::get("/ui")
+                .header("cookie", format!("jumgw_session={session}"))
+                .body(Body::empty())
+                .unwrap();
+            let r = api::app(d.state.clone()).oneshot(page).await.unwrap();
+            String::from_utf8(
+                axum::body::to_bytes(r.into_body(), 1 << 24)
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            )
+            .unwrap()
+        }
+    };
+    let html = overview(session.clone()).await;
+    assert!(
+        html.contains("data-x-road-missing=\"cadastre.property-sheet\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("<code>cadastre.property-sheet</code>"),
+        "{html}"
+    );
+    // The metrics: one missing for cadastre, and promtool reads the page.
+    let (status, _, text) = scrape(&d, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("jumgw_xroad_services_missing{registry=\"cadastre\"} 1"),
+        "{text}"
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let o = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // It reads the whole page (a parse error would stop it) and has
+    // nothing to say of the new gauge (its lint of older names aside).
+    assert!(
+        !said.contains("error while linting") && !said.contains("jumgw_xroad"),
+        "promtool check metrics: {said}"
+    );
+    // The alert, through the daemon's Look: once while it holds.
+    let look_state = d.state.clone();
+    let look: jum_gateway::alerts::watch::Look = Arc::new(move || {
+        let st = look_state.clone();
+        Box::pin(async move { jum_gateway::api::admin::alert_snapshot(&st).await })
+    });
+    let mut watch = jum_gateway::alerts::watch::Watch::new(
+        &jum_gateway::config::AlertsConfig {
+            free_bytes: 0,
+            paused: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        d.store.clone(),
+        look,
+        d.env.dir.path().to_owned(),
+        jum_gateway::audit::Checkpoints {
+            path: d.env.dir.path().join("checkpoints.log"),
+        },
+        true,
+    );
+    watch.round().await.unwrap();
+    watch.round().await.unwrap();
+    let alerts: Vec<serde_json::Value> = d
+        .store
+        .outbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == "alert.services-not-allowed")
+        .map(|(_, e)| e.data)
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["about"], "cadastre");
+    assert_eq!(alerts[0]["detail"], "cadastre.property-sheet");
+    // The security server gone: reported as such, nothing else claimed.
+    drop(server);
+    let reports = d.dispatcher.report_methods().await;
+    let gone = &reports["cadastre"];
+    assert!(
+        gone.error.as_deref().unwrap_or("").contains("listMethods"),
+        "{gone:?}"
+    );
+    assert!(gone.missing.is_empty() && gone.allowed.is_empty());
+    let html = overview(session).await;
+    assert!(html.contains("data-x-road-missing=\"\""), "{html}");
+    let (_, _, v) = call(&d, "GET", "/admin/v1/registries", "a", String::new()).await;
+    assert!(panel(&v, "cadastre")["x_road"]["error"].is_string(), "{v}");
+}
+
 // X-Road: a registry reached through the simulator's security-server front.
 
 fn case_file(d: &Running, id: &str, service: &str) -> std::path::PathBuf {
@@ -3468,6 +3895,146 @@ async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_i
     assert_eq!(code, 0, "{report}");
     let (ok, v) = asice_check(&file);
     assert!(ok, "{v:#}");
+}
+
+/// An X-Road answer with attachments, end to end over the simulator's
+/// security-server front (SwA and MTOM): the attachment is stored sealed
+/// in the write of its document, lands beside it in the case folder with
+/// the sidecar listing it and the message id, is served by the API byte
+/// for byte; after a crash between the fetch and the delivery (the case
+/// folder lost, the request fetched again), the redelivery takes it from
+/// the store. The front's `unlisted` state shows as services not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
+    let d = run(setup_x_road("").await, |_| {}).await;
+    for rule in ["swa", "mtom"] {
+        d.env.faults(&format!("civil:{rule}=next:1")).await;
+        let id = d.submit(BIRTH.0, BIRTH.1).await;
+        let r = d
+            .until(&id, State::Delivered, Duration::from_secs(10))
+            .await;
+        let message = r.attempts.last().unwrap().message_id.clone().unwrap();
+        assert_eq!(r.attachments.len(), 1, "{rule}: {:?}", r.attachments);
+        let a = &r.attachments[0];
+        assert_eq!(a.document_id, format!("{id}.attachment-1"));
+        let stored = d
+            .cipher
+            .open(
+                &a.document_id,
+                &d.store.document(&a.document_id).await.unwrap().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(stored.len() as u64, a.size, "{rule}");
+        let doc = case_file(&d, &id, BIRTH.0);
+        let beside = doc.with_file_name(format!("{id}.{}.attachment-1", BIRTH.0));
+        assert_eq!(std::fs::read(&beside).unwrap(), stored, "{rule}");
+        let sha = |b: &[u8]| -> String {
+            openssl::sha::sha256(b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        };
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(doc.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(
+            side["message_ids"],
+            serde_json::json!([message]),
+            "{rule}: {side}"
+        );
+        assert_eq!(
+            side["attachments"][0]["file"],
+            format!("{id}.{}.attachment-1", BIRTH.0)
+        );
+        assert_eq!(
+            side["attachments"][0]["sha256"],
+            sha(&stored),
+            "{rule}: {side}"
+        );
+        assert_eq!(
+            side["attachments"][0]["content_type"],
+            a.content_type.as_str()
+        );
+        let (status, _, v) = call(
+            &d,
+            "GET",
+            &format!("/api/v1/documents/{id}"),
+            "t",
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["payload"].to_string().contains("Erzsébet"), "{rule}: {v}");
+        assert_eq!(v["attachments"][0]["sha256"], sha(&stored), "{rule}: {v}");
+        let (status, _, body) =
+            raw(&d, &format!("/api/v1/documents/{id}/attachments/1"), "t").await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, stored.as_slice()),
+            "{rule}"
+        );
+        if rule == "mtom" {
+            continue;
+        }
+        // A crash after the fetch and before the delivery: nothing in the
+        // case folder, the request fetched and due for delivery.
+        for f in [&doc, &beside, &doc.with_extension("json")] {
+            std::fs::remove_file(f).unwrap();
+        }
+        let now = jum_gateway::store::now_ms();
+        d.store
+            .update_many(&[id.as_str()], &[], &move |r: &mut RequestRecord| {
+                r.state = State::Fetched;
+                r.delivered_ms = None;
+                r.due_ms = Some(now);
+                true
+            })
+            .await
+            .unwrap();
+        d.dispatcher.wake();
+        d.until(&id, State::Delivered, Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            std::fs::read(&beside).unwrap(),
+            stored,
+            "redelivered from the store"
+        );
+        assert!(doc.with_extension("json").exists());
+    }
+    // The positive control: an answer without attachments has none; one
+    // in ISO-8859-1 reads again for the API's projection of it.
+    d.env.faults("civil:latin1=next:1").await;
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    let r = d
+        .until(&id, State::Delivered, Duration::from_secs(10))
+        .await;
+    assert!(r.attachments.is_empty());
+    let (status, _, doc) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/documents/{id}"),
+        "t",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc["payload"].to_string().contains("Erzsébet"), "{doc}");
+    assert_eq!(doc["attachments"], serde_json::json!([]));
+    assert!(r.attempts[0].message_id.is_some());
+    let side = std::fs::read_to_string(case_file(&d, &id, BIRTH.0).with_extension("json")).unwrap();
+    assert!(!side.contains("\"attachments\""), "{side}");
+    // allowedMethods of the front without the cadastre's services.
+    d.env.faults("cadastre:unlisted").await;
+    let reports = d.dispatcher.report_methods().await;
+    assert_eq!(
+        reports["cadastre"].missing,
+        ["cadastre.parcel", "cadastre.property-sheet"],
+        "{reports:?}"
+    );
+    assert!(reports["civil"].missing.is_empty(), "{reports:?}");
+    assert!(
+        reports["civil"].allowed.contains(&BIRTH.0.to_owned()),
+        "{reports:?}"
+    );
 }
 
 /// `serve --demo` with `JUMGW_REGISTRIES__CADASTRE__PROTOCOL=x-road`: the

@@ -1,6 +1,9 @@
 //! The dashboard in a real browser (Debian's headless Chromium, driven by
 //! Playwright): it shows the counts the API reports, in three languages,
-//! and its retry button works. Screenshots land in target/ui-screenshots.
+//! and its retry button works; the tax registry is reached over X-Road
+//! (the simulator's front, its answers with an attachment): its panel says
+//! what the security server allows, its document's page lists the
+//! attachment and the message id. Screenshots land in target/ui-screenshots.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -21,6 +24,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         // 3 requests × 3 attempts: the breaker opens on the last failure.
         ("JUMGW_REGISTRIES__CADASTRE__BREAKER_FAILURES", "9"),
         ("JUMGW_REGISTRIES__CADASTRE__BREAKER_COOLDOWN", "60s"),
+        ("JUMGW_REGISTRIES__TAX__PROTOCOL", "x-road"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -28,7 +32,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
     let d = start_daemon_env(&dir.path().join("data"), port, &env);
     let http = reqwest::Client::new();
     http.put(format!("{}/faults", d.1))
-        .body("cadastre:503")
+        .body("cadastre:503, tax:swa")
         .send()
         .await
         .unwrap();
@@ -112,6 +116,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         .args([&base, "demo-admin", "0512981717776"])
         .arg(&shots)
         .arg(stamped)
+        .args([&ids[4], "tax"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -173,6 +178,33 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         );
     }
     assert_eq!(seen["timestamp"], "stamped", "{seen}");
+    // Over X-Road: the panel, the message id and the attachment.
+    assert!(
+        seen["x_road_panel"]
+            .as_str()
+            .is_some_and(|p| p.contains("all of ours allowed")),
+        "{seen}"
+    );
+    let x: Value = http
+        .get(format!("{base}/api/v1/requests/{}", ids[4]))
+        .bearer_auth("demo-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = x["attempts"][0]["message_id"].as_str().unwrap();
+    assert_eq!(seen["x_road_message_ids"], json!([message]), "{seen}");
+    let rows = seen["x_road_attachments"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{seen}");
+    let row = rows[0].as_str().unwrap();
+    let a = &x["attachments"][0];
+    assert!(
+        row.contains(a["content_type"].as_str().unwrap())
+            && row.contains(a["sha256"].as_str().unwrap()),
+        "{row} / {a}"
+    );
     assert!(
         seen["timestamp_text"]
             .as_str()
@@ -187,6 +219,7 @@ async fn the_dashboard_shows_what_the_api_reports_and_its_buttons_work() {
         "overview-sr",
         "overview-hu",
         "request-en",
+        "request-x-road-en",
         "deadlines-en",
         "audit-who-en",
     ] {

@@ -401,3 +401,126 @@ async fn operators_get_digests_by_starttls_and_an_alert_outlives_a_crash() {
     .await;
     assert!(m >= 1.0, "{m}");
 }
+
+/// A document that came by X-Road with an attachment (SOAP with
+/// attachments, from the demo's simulator front): its `request.delivered`
+/// event names the message and lists the attachment with the URL to fetch
+/// it, which gives its bytes (their SHA-256 and size as the event says);
+/// a signed-XML document's event has neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_road_delivery_event_lists_its_attachments_to_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (port, hook_port) = (free_port(), free_port());
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    let token_hash: String = openssl::sha::sha256(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let env: Vec<(String, String)> = [
+        ("JUMGW_CLIENTS__HOOK__TOKEN_SHA256", token_hash),
+        ("JUMGW_CLIENTS__HOOK__DELIVERY", "webhook".into()),
+        (
+            "JUMGW_CLIENTS__HOOK__WEBHOOK_URL",
+            format!("http://127.0.0.1:{hook_port}/events"),
+        ),
+        ("JUMGW_CLIENTS__HOOK__WEBHOOK_SECRET", secret.clone()),
+        ("JUMGW_REGISTRIES__CADASTRE__PROTOCOL", "x-road".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let daemon = start_daemon_env(&data, port, &env);
+    let out = tmp.path().join("received.jsonl");
+    let _receiver = start_receiver(hook_port, &secret, &out, 0);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/faults", daemon.1))
+        .body("cadastre:swa")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let mut ids = Vec::new();
+    for (service, subject) in [
+        (
+            "cadastre.property-sheet",
+            r#"{"ko":"803472","sheet":"1520"}"#,
+        ),
+        ("civil.birth-extract", r#"{"jmbg":"0512981717776"}"#),
+    ] {
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/requests"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"case":{{"number":"9/2026","legal_basis":"ZUP","official":"o"}},"purpose":"p","service":"{service}","subject":{subject}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        let got: Vec<serde_json::Value> = received(&out)
+            .into_iter()
+            .filter(|e| e["type"] == "request.delivered")
+            .collect();
+        if got.len() == 2 {
+            break got;
+        }
+        assert!(Instant::now() < end, "{got:?}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(delivered.iter().all(|e| e["verified"] == true));
+    let of = |id: &str| {
+        delivered
+            .iter()
+            .find(|e| e["data"]["request_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let x_road = of(&ids[0]);
+    let d = &x_road["data"];
+    assert!(
+        d["message_id"].as_str().is_some_and(|m| m.len() == 36),
+        "{d}"
+    );
+    let list = d["attachments"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{d}");
+    assert_eq!(list[0]["n"], 1);
+    let url = list[0]["url"].as_str().unwrap();
+    assert_eq!(url, format!("/api/v1/documents/{}/attachments/1", ids[0]));
+    let r = http
+        .get(format!("http://127.0.0.1:{port}{url}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        list[0]["content_type"].as_str().unwrap()
+    );
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename="));
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, list[0]["size"].as_u64().unwrap());
+    let sha: String = openssl::sha::sha256(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(list[0]["sha256"], sha);
+    // The signed-XML registry's event is as it always was.
+    let signed = of(&ids[1]);
+    assert!(signed["data"].get("attachments").is_none(), "{signed}");
+    assert!(signed["data"].get("message_id").is_none(), "{signed}");
+}

@@ -45,6 +45,7 @@ pub enum Kind {
     AuditBroken,
     DiskLow,
     TokenAway,
+    ServicesNotAllowed,
 }
 
 impl Kind {
@@ -58,6 +59,7 @@ impl Kind {
             Kind::AuditBroken => "audit-broken",
             Kind::DiskLow => "disk-low",
             Kind::TokenAway => "token-away",
+            Kind::ServicesNotAllowed => "services-not-allowed",
         }
     }
 
@@ -103,6 +105,11 @@ impl Kind {
                 "A key's token (PKCS#11) has been away for long: nothing is signed with it",
                 "Token ključa (PKCS#11) je dugo nedostupan: ništa se njime ne potpisuje",
                 "Egy kulcs tokenje (PKCS#11) régóta nem elérhető: semmit nem írunk alá vele",
+            ],
+            Kind::ServicesNotAllowed => [
+                "An X-Road security server does not allow services of our catalogue: their requests will be refused",
+                "X-Road server bezbednosti ne dozvoljava servise iz našeg kataloga: njihovi zahtevi biće odbijeni",
+                "Egy X-Road biztonsági szerver nem engedélyezi a katalógusunk szolgáltatásait: kéréseiket elutasítják",
             ],
         })
     }

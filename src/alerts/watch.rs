@@ -22,6 +22,9 @@ pub struct GateFacts {
     pub registry: String,
     pub breaker_open: bool,
     pub paused: bool,
+    /// X-Road: service codes of our catalogue its security server does
+    /// not allow (`allowedMethods`, as last asked).
+    pub services_not_allowed: Vec<String>,
 }
 
 /// A certificate in use and its end.
@@ -130,6 +133,14 @@ impl Watch {
                     Kind::Paused,
                     g.registry.clone(),
                     String::new(),
+                    String::new(),
+                ));
+            }
+            if !g.services_not_allowed.is_empty() {
+                holding.push((
+                    Kind::ServicesNotAllowed,
+                    g.registry.clone(),
+                    g.services_not_allowed.join(", "),
                     String::new(),
                 ));
             }
@@ -269,6 +280,7 @@ mod tests {
                 registry: "cadastre".into(),
                 breaker_open: false,
                 paused: true,
+                services_not_allowed: Vec::new(),
             }],
             certificates: vec![
                 CertFacts {
@@ -342,6 +354,79 @@ mod tests {
         assert!(told
             .iter()
             .all(|(_, e)| e.client == super::super::OUTBOX_CLIENT));
+    }
+
+    /// An X-Road registry whose security server does not allow services
+    /// of our catalogue is told at once, naming them, and once while it
+    /// holds; allowed again and then not, it is told again.
+    #[tokio::test]
+    async fn services_an_x_road_security_server_does_not_allow_are_told_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::store::SledStore::open(&dir.path().join("store"), 1 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gate = |missing: &[&str]| GateFacts {
+            registry: "cadastre".into(),
+            breaker_open: false,
+            paused: false,
+            services_not_allowed: missing.iter().map(|s| s.to_string()).collect(),
+        };
+        let snap = Arc::new(Mutex::new(Snapshot {
+            gates: vec![
+                gate(&["property-sheet", "parcel"]),
+                GateFacts {
+                    registry: "civil".into(),
+                    ..gate(&[])
+                },
+            ],
+            ..Snapshot::default()
+        }));
+        let s2 = snap.clone();
+        let look: Look = Arc::new(move || {
+            let s = crate::sync::lock(&s2).clone();
+            Box::pin(async move { s })
+        });
+        let cfg = AlertsConfig {
+            free_bytes: 0,
+            ..AlertsConfig::default()
+        };
+        let mut w = Watch::new(
+            &cfg,
+            store.clone(),
+            look,
+            dir.path().to_owned(),
+            crate::audit::Checkpoints {
+                path: dir.path().join("checkpoints.log"),
+            },
+            true,
+        );
+        let told = |store: Arc<crate::store::SledStore>| async move {
+            let all = store.outbox(100).await.unwrap_or_else(|e| panic!("{e}"));
+            all.into_iter()
+                .filter(|(_, e)| e.kind == "alert.services-not-allowed")
+                .map(|(_, e)| {
+                    serde_json::from_value::<super::super::Alert>(e.data)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect::<Vec<_>>()
+        };
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        let t = told(store.clone()).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (t[0].about.as_str(), t[0].detail.as_str()),
+            ("cadastre", "property-sheet, parcel")
+        );
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(told(store.clone()).await.len(), 1);
+        crate::sync::lock(&snap).gates[0] = gate(&[]);
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        // Apart by a millisecond at least: another episode's id.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::sync::lock(&snap).gates[0] = gate(&["parcel"]);
+        w.round().await.unwrap_or_else(|e| panic!("{e}"));
+        let t = told(store.clone()).await;
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert!(t.iter().any(|a| a.detail == "parcel"), "{t:?}");
     }
 
     /// A token away past `alerts.token_away` is told once, naming the key

@@ -530,6 +530,13 @@ pub struct RegistryOut {
     pub last: crate::dispatch::LastSeen,
     pub certificates: Vec<CertOut>,
     pub revocation: crate::dispatch::RevocationStatus,
+    /// `signed-xml` or `x-road`.
+    pub protocol: String,
+    /// X-Road: what its security server last said of our services
+    /// (`listMethods`, `allowedMethods`, and ours it does not allow),
+    /// asked at start and hourly; absent until asked, and for a
+    /// signed-XML registry.
+    pub x_road: Option<crate::dispatch::MethodsReport>,
 }
 
 /// The first certificate of a PEM file.
@@ -633,6 +640,7 @@ pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
             // Half-open is still failing: only a closed breaker ends it.
             breaker_open: r.gate.breaker != "closed",
             paused: r.gate.paused,
+            services_not_allowed: r.x_road.map(|m| m.missing).unwrap_or_default(),
             registry: r.gate.registry,
         });
     }
@@ -688,6 +696,11 @@ pub fn registries(st: &AppState, stats: &Stats) -> Vec<RegistryOut> {
                 last: g.last(),
                 certificates,
                 revocation: st.dispatcher.revocation(name),
+                protocol: cfg
+                    .map(|c| c.protocol.name())
+                    .unwrap_or_default()
+                    .to_owned(),
+                x_road: st.dispatcher.methods_report(name),
             }
         })
         .collect()

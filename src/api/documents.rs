@@ -1,5 +1,5 @@
-//! Documents (metadata, a JSON projection, the signed XML byte for byte)
-//! and the service catalogue.
+//! Documents (metadata, a JSON projection, the signed XML byte for byte,
+//! the attachments an X-Road answer brought) and the service catalogue.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -97,18 +97,43 @@ pub async fn get_document(
     Path(id): Path<String>,
 ) -> Result<Json<DocumentOut>, ApiError> {
     let (rec, plain) = document_of(&st, &who, &id).await?;
-    let doc = crate::xml::Document::parse(&plain, &crate::xml::Limits::default())
-        .map_err(ApiError::internal)?;
-    let env = crate::protocol::envelope::read(&doc).map_err(ApiError::internal)?;
-    let payload = match env.body {
-        crate::protocol::Body::Payload { node, .. } => project(&doc, node),
-        _ => serde_json::Value::Null,
+    let x_road = st
+        .config
+        .registries
+        .get(&rec.registry)
+        .is_some_and(|r| r.protocol == crate::config::RegistryProtocol::XRoad)
+        || rec.signed_document.is_some();
+    let (doc, payload) = if x_road {
+        // The SOAP message as the security server sent it (in its own
+        // charset, perhaps): the payload is the wrapper's first element
+        // child; what cannot be read again has no projection.
+        let doc = crate::protocol::xroad::readable(&plain)
+            .ok()
+            .and_then(|x| crate::xml::Document::parse(&x, &crate::xml::Limits::default()).ok());
+        let payload = doc
+            .as_ref()
+            .and_then(|d| crate::protocol::xroad::document_node(d).map(|n| project(d, n)))
+            .unwrap_or(serde_json::Value::Null);
+        (doc, payload)
+    } else {
+        let parsed = crate::xml::Document::parse(&plain, &crate::xml::Limits::default());
+        let doc = parsed.map_err(ApiError::internal)?;
+        let env = crate::protocol::envelope::read(&doc).map_err(ApiError::internal)?;
+        let payload = match env.body {
+            crate::protocol::Body::Payload { node, .. } => project(&doc, node),
+            _ => serde_json::Value::Null,
+        };
+        (Some(doc), payload)
     };
     // The signer certificate as received in the signature.
     let cert = doc
-        .find_all(crate::xml::dsig::DSIG_NS, "X509Certificate")
-        .first()
-        .and_then(|&n| {
+        .as_ref()
+        .and_then(|doc| {
+            doc.find_all(crate::xml::dsig::DSIG_NS, "X509Certificate")
+                .first()
+                .map(|&n| (doc, n))
+        })
+        .and_then(|(doc, n)| {
             use base64::Engine;
             let clean: String = doc.text(n).chars().filter(|c| !c.is_whitespace()).collect();
             base64::engine::general_purpose::STANDARD.decode(clean).ok()
@@ -120,6 +145,7 @@ pub async fn get_document(
         not_before: c.not_before().to_string(),
         not_after: c.not_after().to_string(),
     });
+    let attachments = attachments_out(&id, &rec.attachments);
     Ok(Json(DocumentOut {
         id,
         request_id: rec.id,
@@ -130,8 +156,14 @@ pub async fn get_document(
         size: plain.len(),
         etag: etag(&plain),
         // Verified on receipt (signature, chain, requestHash, schema):
-        // an unverified answer is never stored as a document.
-        verification: "verified on receipt".into(),
+        // an unverified answer is never stored as a document. Over X-Road
+        // the security servers sign; we checked what a client's security
+        // server checks, and more.
+        verification: if x_road {
+            "verified on receipt: headers copied back, requestHash, schema (signed by the X-Road security servers)".into()
+        } else {
+            "verified on receipt".into()
+        },
         signer,
         revocation: rec.revocation.map(|r| RevocationOut {
             status: r.status,
@@ -156,8 +188,166 @@ pub async fn get_document(
             token: s.token,
             reason: s.reason,
         }),
+        attachments,
         payload,
     }))
+}
+
+/// A document's attachments as the API lists them.
+pub fn attachments_out(
+    document: &str,
+    list: &[crate::lifecycle::AttachmentRecord],
+) -> Vec<AttachmentOut> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| AttachmentOut {
+            n: i + 1,
+            content_id: a.content_id.clone(),
+            content_type: a.content_type.clone(),
+            name: a.name.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+            url: format!("/api/v1/documents/{document}/attachments/{}", i + 1),
+        })
+        .collect()
+}
+
+/// One attachment that came with an X-Road document (SOAP with
+/// attachments, MTOM), kept beside it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "n": 1, "content_id": "plan-1@cadastre", "content_type": "application/pdf",
+    "name": "plan.pdf", "size": 18432, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "url": "/api/v1/documents/01KAW3Q3ZJ0N5W9K5T1X0Y8B2C/attachments/1"
+}))]
+pub struct AttachmentOut {
+    /// Its number (from 1), as in its URL and its case-folder file.
+    pub n: usize,
+    /// Its MIME `Content-ID`, without the angle brackets.
+    pub content_id: String,
+    /// Its MIME type as the registry sent it (served as
+    /// `application/octet-stream` when it is not a valid type).
+    pub content_type: String,
+    /// The file name the registry gave it, if any (never used as a path).
+    pub name: Option<String>,
+    pub size: u64,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// Where to fetch it.
+    pub url: String,
+}
+
+/// The type an attachment is served with: its own when it is a valid MIME
+/// type (RFC 2045 tokens, parameters allowed), else
+/// `application/octet-stream`: the registry's header is outside input.
+pub fn served_type(declared: &str) -> HeaderValue {
+    const FALLBACK: HeaderValue = HeaderValue::from_static("application/octet-stream");
+    match declared.trim().parse::<mime::Mime>() {
+        Ok(m) => HeaderValue::from_str(m.as_ref()).unwrap_or(FALLBACK),
+        Err(_) => FALLBACK,
+    }
+}
+
+/// The file name an attachment is offered under: the last part of the
+/// registry's name (no folders), only letters, digits, `.`, `-`, `_` and
+/// `+` of ASCII (others become `_`), no leading dot, at most 100
+/// characters; `attachment-{n}` when nothing is left.
+pub fn served_name(name: Option<&str>, n: usize) -> String {
+    let last = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    if clean.chars().all(|c| c == '_') {
+        format!("attachment-{n}")
+    } else {
+        clean.to_owned()
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/documents/{id}/attachments/{n}", tag = "documents",
+    summary = "One attachment of an X-Road document, byte for byte",
+    params(
+        ("id" = String, Path, description = "Document id (the id of the request that fetched it)"),
+        ("n" = usize, Path, description = "The attachment's number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The attachment, with its content type (application/octet-stream when the registry's is not a valid MIME type), offered as a download",
+         content_type = "application/octet-stream", body = Vec<u8>,
+         headers(
+             ("Content-Disposition" = String, description = "attachment; filename=\"...\" (the registry's name, made safe)"),
+             ("X-Content-Type-Options" = String, description = "nosniff"),
+             ("ETag" = String, description = "SHA-256 of the bytes"),
+         ),
+         example = "%PDF-1.7 …"),
+        super::openapi::ReadErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_attachment(
+    State(st): State<AppState>,
+    who: Client,
+    Path((id, n)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let absent = || ApiError::NotFound(format!("no attachment {n} of document {id}"));
+    let rec = match st.store.get(&id).await? {
+        Some(r) if visible(&who, &r) && r.document_id.is_some() => r,
+        _ => return Err(absent()),
+    };
+    let number: usize = n.parse().map_err(|_| absent())?;
+    let a = number
+        .checked_sub(1)
+        .and_then(|i| rec.attachments.get(i))
+        .ok_or_else(absent)?;
+    let sealed = st
+        .store
+        .document(&a.document_id)
+        .await?
+        .ok_or_else(absent)?;
+    let plain = st
+        .cipher
+        .open(&a.document_id, &sealed)
+        .map_err(ApiError::internal)?;
+    // No personal data leaves without its trace in the audit trail.
+    st.store
+        .audit_append(vec![crate::audit::about(
+            &st.audit_key,
+            &rec,
+            &who.name,
+            "document.read",
+            "read",
+        )])
+        .await?;
+    let tag = etag(&plain);
+    let mut r = (StatusCode::OK, plain).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, served_type(&a.content_type));
+    // Never rendered by a browser as what it claims to be (an HTML
+    // "attachment" would run in the API's origin): downloaded, unsniffed.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        served_name(a.name.as_deref(), number)
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(r)
 }
 
 /// The third party's timestamp on the document's signature value (RFC
@@ -245,6 +435,9 @@ pub struct DocumentOut {
     pub revocation: Option<RevocationOut>,
     /// Its timestamp (absent when no TSA is configured).
     pub timestamp: Option<StampOut>,
+    /// What came with it (X-Road: SOAP with attachments, MTOM); empty
+    /// for a signed-XML document.
+    pub attachments: Vec<AttachmentOut>,
     /// The payload as JSON: elements become keys (repeated ones arrays),
     /// attributes `@name`, leaves their text.
     #[schema(value_type = Object)]
@@ -366,5 +559,58 @@ pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/documents/{id}", get(get_document))
         .route("/api/v1/documents/{id}/content", get(get_document_content))
+        .route(
+            "/api/v1/documents/{id}/attachments/{n}",
+            get(get_attachment),
+        )
         .route("/api/v1/services", get(list_services))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_and_types_are_made_safe() {
+        assert_eq!(served_name(Some("../../etc/passwd"), 1), "passwd");
+        assert_eq!(served_name(Some("..\\..\\boot.ini"), 1), "boot.ini");
+        assert_eq!(served_name(Some("plan \"1\".pdf"), 2), "plan__1_.pdf");
+        assert_eq!(served_name(Some(".htaccess"), 3), "htaccess");
+        assert_eq!(served_name(Some("../"), 4), "attachment-4");
+        assert_eq!(served_name(Some("план.pdf"), 5), "____.pdf");
+        assert_eq!(served_name(None, 6), "attachment-6");
+        assert_eq!(served_type("application/pdf"), "application/pdf");
+        assert_eq!(served_type("text/html"), "text/html");
+        // As the mime crate writes it back.
+        assert_eq!(
+            served_type("text/plain; charset=UTF-8"),
+            "text/plain; charset=utf-8"
+        );
+        for bad in [
+            "",
+            "pdf",
+            "text/html\r\nSet-Cookie: a=b",
+            "a/b/c",
+            "te xt/html",
+        ] {
+            assert_eq!(served_type(bad), "application/octet-stream", "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a registry names or types an attachment, what is
+        /// served is a quoted file name of safe ASCII and a header value
+        /// that is a MIME type.
+        #[test]
+        fn served_names_and_types_are_safe_for_any_input(name in proptest::option::of(".{0,300}"), ty in ".{0,200}", n in 1usize..1000) {
+            let s = served_name(name.as_deref(), n);
+            proptest::prop_assert!(!s.is_empty() && s.len() <= 100, "{s:?}");
+            proptest::prop_assert!(!s.starts_with('.'), "{s:?}");
+            proptest::prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')), "{s:?}");
+            let t = served_type(&ty);
+            let t = t.to_str().map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(t.parse::<mime::Mime>().is_ok(), "{t:?}");
+            proptest::prop_assert!(!t.contains(['\r', '\n']), "{t:?}");
+        }
+    }
 }

@@ -126,6 +126,7 @@ impl Modify for Security {
         requests::get_dossier,
         documents::get_document,
         documents::get_document_content,
+        documents::get_attachment,
         documents::list_services,
         super::export,
         super::admin::list,

@@ -94,6 +94,28 @@ pub struct AttemptOut {
     /// document, accepted, ticket-lost, permanent, retryable, security.
     pub outcome: String,
     pub detail: String,
+    /// X-Road: this attempt's message id (every attempt is a message of
+    /// its own; the security server's log and signed document know it by
+    /// this id). Absent for the signed-XML profile.
+    pub message_id: Option<String>,
+}
+
+/// X-Road: the security server's signed document (ASiC-E) of the message
+/// that brought the document, and where getting it stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"state": "pending", "message_id": "2f0c1c0e-8f4e-4c53-9a44-9d1c3c5b8e21", "tries": 1, "next_ms": 1795643852420u64, "reason": null}))]
+pub struct SignedDocOut {
+    /// `pending` (asked for again at `next_ms`: the security server has
+    /// not timestamped the message yet), `kept`, or `failed` (given up,
+    /// `reason` says why).
+    pub state: String,
+    /// The X-Road message id it is asked for by (`queryId`).
+    pub message_id: String,
+    pub tries: u32,
+    pub next_ms: Option<u64>,
+    /// SHA-256 of the container, once kept.
+    pub sha256: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// A request and everything that happened to it.
@@ -119,6 +141,11 @@ pub struct RequestOut {
     pub deadline_ms: u64,
     pub attempts: Vec<AttemptOut>,
     pub document_id: Option<String>,
+    /// What came with the document (X-Road); empty otherwise.
+    pub attachments: Vec<super::documents::AttachmentOut>,
+    /// X-Road: the signed document of the message that brought the
+    /// document; absent for the signed-XML profile.
+    pub signed_document: Option<SignedDocOut>,
     pub delivered_ms: Option<u64>,
     pub error: Option<String>,
 }
@@ -143,9 +170,22 @@ impl From<&RequestRecord> for RequestOut {
                     http_status: a.http_status,
                     outcome: a.outcome.clone(),
                     detail: a.detail.clone(),
+                    message_id: a.message_id.clone(),
                 })
                 .collect(),
             document_id: r.document_id.clone(),
+            attachments: super::documents::attachments_out(
+                r.document_id.as_deref().unwrap_or(&r.id),
+                &r.attachments,
+            ),
+            signed_document: r.signed_document.as_ref().map(|d| SignedDocOut {
+                state: d.state.clone(),
+                message_id: d.message_id.clone(),
+                tries: d.tries,
+                next_ms: d.next_ms,
+                sha256: d.sha256.clone(),
+                reason: d.reason.clone(),
+            }),
             delivered_ms: r.delivered_ms,
             error: r.error.clone(),
         }

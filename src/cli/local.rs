@@ -788,6 +788,10 @@ pub(super) fn config_check(
 ) -> CmdResult {
     let schemas = schemas.unwrap_or_else(xml::schema::default_dir);
     let cfg = crate::daemon::check::check(config, data_dir, &schemas).map_err(Fail::Invalid)?;
+    // Reported, never a failure: the security server enforces access.
+    for line in runtime()?.block_on(crate::daemon::check::x_road_services(&cfg, &schemas)) {
+        eprintln!("{line}");
+    }
     if quiet {
         return Ok(());
     }

@@ -68,6 +68,49 @@ pub fn check(path: &Path, data_dir: &Path, schemas: &Path) -> Result<GatewayConf
     Ok(cfg)
 }
 
+/// How long `config check` waits for one security server's metaservices.
+const METHODS_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// X-Road: asks each X-Road registry's security server which services it
+/// allows (`allowedMethods`), as the daemon does at start, and says what
+/// of our catalogue it does not: a `warning:` line naming the registry and
+/// the service codes. A security server that cannot be reached is a
+/// `note:`, not a failure (the check may run where it is not reachable).
+/// Nothing for a configuration without X-Road registries.
+pub async fn x_road_services(cfg: &GatewayConfig, schemas: &Path) -> Vec<String> {
+    let catalogue = crate::dispatch::x_road_catalogue(cfg);
+    if catalogue.is_empty() {
+        return Vec::new();
+    }
+    let exchange = match crate::exchange::Exchange::new(cfg, schemas) {
+        Ok(e) => e,
+        Err(e) => return vec![format!("note: X-Road services not checked: {e}")],
+    };
+    let mut lines = Vec::new();
+    for (registry, ours) in &catalogue {
+        match tokio::time::timeout(METHODS_WAIT, exchange.methods(registry)).await {
+            Ok(Ok(m)) => {
+                let missing = crate::dispatch::missing(ours, &m.allowed);
+                if !missing.is_empty() {
+                    lines.push(format!(
+                        "warning: registries.{registry}: its security server does not allow services of our catalogue (allowedMethods): {}",
+                        missing.join(", ")
+                    ));
+                }
+            }
+            Ok(Err(e)) => lines.push(format!(
+                "note: registries.{registry}: its security server could not be asked which services it allows, not checked: {}",
+                crate::ids::redact_text(&e.to_string())
+            )),
+            Err(_) => lines.push(format!(
+                "note: registries.{registry}: its security server did not answer within {} s, not checked",
+                METHODS_WAIT.as_secs()
+            )),
+        }
+    }
+    lines
+}
+
 /// Keys whose values are secrets.
 const SECRETS: [&str; 2] = ["password", "webhook_secret"];
 

@@ -333,6 +333,21 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     )
     .map(|s| tokio::spawn(s.run(stop_rx.clone())));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
+    // X-Road: what each security server allows of our catalogue, asked at
+    // start and hourly, beside the sending (which never waits for it).
+    let methods_task = (!dispatcher.x_road_registries().is_empty()).then(|| {
+        let d = dispatcher.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                d.report_methods().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::dispatch::METHODS_EVERY) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    });
     let webhook_task = tokio::spawn(webhooks.run(stop_rx.clone()));
     let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
         .await
@@ -475,6 +490,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     tracing::info!("shutting down: finishing attempts in flight");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     reloads.abort();
+    if let Some(t) = methods_task {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

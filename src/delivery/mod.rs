@@ -4,7 +4,11 @@
 //! - `folder` (the default): `{client's folder}/{case}/{request-id}.{service}.xml`
 //!   (the client's folder: `clients.<name>.cases_dir`, or `data/cases/{name}`,
 //!   so that two clients' cases of one number never share a folder),
-//!   the registry's signed envelope byte for byte, plus a `.json` sidecar;
+//!   the registry's signed envelope byte for byte (X-Road: the SOAP message
+//!   as the security server sent it), each attachment that came with it
+//!   beside it as `{request-id}.{service}.attachment-{n}` (never under the
+//!   registry's file name, which is outside input: the sidecar says it),
+//!   plus a `.json` sidecar;
 //!   written atomically and durably in batches (temporary files, a
 //!   file-system sync, renames, another sync) and idempotently, so a redelivery after a crash rewrites the same file and
 //!   never adds a second. This module.
@@ -74,6 +78,34 @@ struct Sidecar<'a> {
     attempts: usize,
     signer: Option<&'a str>,
     document: String,
+    /// X-Road: each attempt's message id, in order (the security server's
+    /// log and signed documents know a message by it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    message_ids: Vec<&'a str>,
+    /// What came with the document, each a file beside it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<SidecarAttachment<'a>>,
+}
+
+#[derive(Serialize)]
+struct SidecarAttachment<'a> {
+    /// Its file in the case folder.
+    file: String,
+    content_id: &'a str,
+    content_type: &'a str,
+    /// The name the registry gave it (never used as a path).
+    name: Option<&'a str>,
+    size: u64,
+    sha256: &'a str,
+}
+
+/// One document to deliver: its request, its bytes, and its attachments'
+/// bytes in the order of the record's `attachments`.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub record: &'a RequestRecord,
+    pub document: &'a [u8],
+    pub attachments: &'a [&'a [u8]],
 }
 
 /// Writes a new file, mode 0640 whatever the umask allows beyond it, in
@@ -107,6 +139,11 @@ fn make_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
         std::os::unix::fs::chown(dir, None, Some(g))?;
     }
     Ok(())
+}
+
+/// The file name of a request's `n`-th attachment (from 1).
+fn attachment_file(r: &RequestRecord, n: usize) -> String {
+    format!("{}.{}.attachment-{n}", r.id, r.service)
 }
 
 /// A file to write: its name in the case folder and its bytes.
@@ -191,17 +228,24 @@ impl CaseFolders {
             .join(format!("{}.{}.xml", r.id, r.service))
     }
 
+    /// Where a request's `n`-th attachment (from 1) lands: beside its
+    /// document, named after the request and service only.
+    pub fn attachment_path(&self, r: &RequestRecord, n: usize) -> PathBuf {
+        self.document_path(r).with_file_name(attachment_file(r, n))
+    }
+
     /// Delivers many at once, durably, with two file-system syncs in all
     /// instead of three per document: every temporary file is written,
     /// the file system synced, every file renamed into place, synced again.
-    /// Each result is that document's; safe to repeat.
-    pub fn deliver_batch(&self, jobs: &[(&RequestRecord, &[u8])]) -> Vec<std::io::Result<PathBuf>> {
+    /// A document's attachments and sidecar go in the same batch, synced
+    /// as it is. Each result is that document's; safe to repeat.
+    pub fn deliver_batch(&self, jobs: &[Delivery<'_>]) -> Vec<std::io::Result<PathBuf>> {
         let mut staged: Vec<std::io::Result<(PathBuf, Vec<String>)>> =
             Vec::with_capacity(jobs.len());
         let mut bases = std::collections::BTreeSet::new();
-        for (r, doc) in jobs {
-            bases.insert(self.client_dir(&r.client));
-            staged.push(self.files(r, doc).and_then(|(dir, files)| {
+        for job in jobs {
+            bases.insert(self.client_dir(&job.record.client));
+            staged.push(self.files(job).and_then(|(dir, files)| {
                 for (name, bytes) in &files {
                     write_private(&dir.join(format!(".{name}.tmp")), bytes, self.group)?;
                 }
@@ -243,13 +287,18 @@ impl CaseFolders {
         Ok(())
     }
 
-    /// The folder of a request's case (created), and the document and
-    /// sidecar to write into it: the document first, the sidecar names it.
-    fn files(
-        &self,
-        r: &RequestRecord,
-        document: &[u8],
-    ) -> std::io::Result<(PathBuf, Vec<NamedFile>)> {
+    /// The folder of a request's case (created), and the document, its
+    /// attachments and sidecar to write into it: the document first, the
+    /// sidecar names them.
+    fn files(&self, job: &Delivery<'_>) -> std::io::Result<(PathBuf, Vec<NamedFile>)> {
+        let r = job.record;
+        if job.attachments.len() != r.attachments.len() {
+            return Err(std::io::Error::other(format!(
+                "{} attachments to deliver where the record lists {}",
+                job.attachments.len(),
+                r.attachments.len()
+            )));
+        }
         let base = self.client_dir(&r.client);
         make_dir(&base, self.group)?;
         let dir = base.join(case_folder(&r.case));
@@ -272,10 +321,33 @@ impl CaseFolders {
             attempts: r.attempts.len(),
             signer: r.signer.as_deref(),
             document: name.clone(),
+            message_ids: r
+                .attempts
+                .iter()
+                .filter_map(|a| a.message_id.as_deref())
+                .collect(),
+            attachments: r
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| SidecarAttachment {
+                    file: attachment_file(r, i + 1),
+                    content_id: &a.content_id,
+                    content_type: &a.content_type,
+                    name: a.name.as_deref(),
+                    size: a.size,
+                    sha256: &a.sha256,
+                })
+                .collect(),
         };
         let json = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
         let sidecar_name = format!("{}.{}.json", r.id, r.service);
-        Ok((dir, vec![(name, document.to_vec()), (sidecar_name, json)]))
+        let mut files = vec![(name, job.document.to_vec())];
+        for (i, bytes) in job.attachments.iter().enumerate() {
+            files.push((attachment_file(r, i + 1), bytes.to_vec()));
+        }
+        files.push((sidecar_name, json));
+        Ok((dir, files))
     }
 }
 
@@ -312,7 +384,12 @@ mod tests {
             )
         };
         let (a, b, c) = (filed("pisarnica"), filed("gradjevina"), filed("arhiva"));
-        let out = cases.deliver_batch(&[(&a, b"<a/>"), (&b, b"<b/>"), (&c, b"<c/>")]);
+        let one = |record, document| Delivery {
+            record,
+            document,
+            attachments: &[],
+        };
+        let out = cases.deliver_batch(&[one(&a, b"<a/>"), one(&b, b"<b/>"), one(&c, b"<c/>")]);
         let paths: Vec<PathBuf> = out.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(
             paths[0],
@@ -355,16 +432,20 @@ mod tests {
         let docs: Vec<Vec<u8>> = (0..5)
             .map(|i| format!("<doc n=\"{i}\"/>").into_bytes())
             .collect();
-        let jobs: Vec<(&RequestRecord, &[u8])> = recs
+        let jobs: Vec<Delivery<'_>> = recs
             .iter()
             .zip(&docs)
-            .map(|(r, d)| (r, d.as_slice()))
+            .map(|(record, d)| Delivery {
+                record,
+                document: d,
+                attachments: &[],
+            })
             .collect();
         let out = cases.deliver_batch(&jobs);
-        for ((r, d), res) in jobs.iter().zip(&out) {
+        for (job, res) in jobs.iter().zip(&out) {
             let p = res.as_ref().unwrap();
-            assert_eq!(p, &cases.document_path(r));
-            assert_eq!(std::fs::read(p).unwrap(), *d);
+            assert_eq!(p, &cases.document_path(job.record));
+            assert_eq!(std::fs::read(p).unwrap(), job.document);
             assert!(p.with_extension("json").exists());
         }
         // Repeating it (a redelivery after a crash) changes nothing.
@@ -381,6 +462,110 @@ mod tests {
                 .unwrap()
                 .count(),
             6
+        );
+    }
+
+    /// An X-Road document's attachments land beside it under names made
+    /// of the request and service only (a registry's hostile file name
+    /// stays in the sidecar, never a path), in the same batch, and the
+    /// sidecar lists each with the attempts' message ids; a redelivery
+    /// rewrites the same files.
+    #[test]
+    fn attachments_land_beside_their_document_and_the_sidecar_lists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = CaseFolders::new(dir.path().join("cases"));
+        let mut r = RequestRecord::queued(
+            "pisarnica",
+            "7/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "cadastre.property-sheet".into(),
+            "cadastre".into(),
+            Vec::new(),
+            std::time::Duration::from_secs(60),
+        );
+        for (i, m) in ["m-1", "m-2"].into_iter().enumerate() {
+            r.attempts.push(crate::lifecycle::AttemptRecord {
+                at_ms: 1_000 + i as u64,
+                duration_ms: 1,
+                http_status: Some(200),
+                outcome: "retryable".into(),
+                detail: String::new(),
+                message_id: Some(m.into()),
+            });
+        }
+        let bytes: [&[u8]; 2] = [b"%PDF-1.7 plan", b"<html>not for a browser</html>"];
+        for (i, (name, ty)) in [
+            (Some("../../etc/passwd"), "application/pdf"),
+            (None, "text/html"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.attachments.push(crate::lifecycle::AttachmentRecord {
+                document_id: format!("{}.attachment-{}", r.id, i + 1),
+                content_id: format!("part{}@registry", i + 1),
+                content_type: ty.into(),
+                name: name.map(str::to_owned),
+                size: bytes[i].len() as u64,
+                sha256: openssl::sha::sha256(bytes[i])
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            });
+        }
+        let job = Delivery {
+            record: &r,
+            document: b"<soap/>",
+            attachments: &bytes,
+        };
+        let doc = cases.deliver_batch(&[job]).remove(0).unwrap();
+        let folder = doc.parent().unwrap().to_owned();
+        for (i, b) in bytes.iter().enumerate() {
+            let p = cases.attachment_path(&r, i + 1);
+            assert_eq!(p.parent().unwrap(), folder);
+            assert_eq!(
+                p.file_name().unwrap().to_string_lossy(),
+                format!("{}.cadastre.property-sheet.attachment-{}", r.id, i + 1)
+            );
+            assert_eq!(std::fs::read(&p).unwrap(), *b);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(!dir.path().join("etc").exists());
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(doc.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(side["message_ids"], serde_json::json!(["m-1", "m-2"]));
+        let listed = side["attachments"].as_array().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0]["file"],
+            format!("{}.cadastre.property-sheet.attachment-1", r.id)
+        );
+        assert_eq!(listed[0]["name"], "../../etc/passwd");
+        assert_eq!(listed[0]["content_type"], "application/pdf");
+        assert_eq!(listed[0]["content_id"], "part1@registry");
+        assert_eq!(listed[1]["size"], bytes[1].len());
+        assert_eq!(listed[1]["sha256"], r.attachments[1].sha256.as_str());
+        assert!(listed[1]["name"].is_null());
+        // Again (a redelivery after a crash): the same four files.
+        assert!(cases.deliver_batch(&[job]).remove(0).is_ok());
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 4);
+        // Fewer bytes than the record lists is refused, not half written.
+        let short = Delivery {
+            attachments: &bytes[..1],
+            ..job
+        };
+        let err = cases.deliver_batch(&[short]).remove(0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("1 attachments to deliver where the record lists 2"),
+            "{err}"
         );
     }
 

@@ -116,17 +116,26 @@ pub fn request_events(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent>
                     "state": new.state.name(), "deadline_ms": new.deadline_ms,
                 }),
             ),
-            Tell::Delivered => event(
-                REQUEST_DELIVERED,
-                format!("msg_{}_delivered", new.id),
-                new,
-                json!({
+            Tell::Delivered => event(REQUEST_DELIVERED, format!("msg_{}_delivered", new.id), new, {
+                let mut data = json!({
                     "request_id": new.id, "case": new.case, "service": new.service,
                     "registry": new.registry, "document_id": new.document_id,
                     "document_url": new.document_id.as_ref().map(|d| format!("/api/v1/documents/{d}/content")),
                     "delivered_ms": new.delivered_ms,
-                }),
-            ),
+                });
+                // X-Road: the message that brought the document and what
+                // came with it, each to fetch from the API (a signed-XML
+                // document's event is as it was).
+                if let (Some(m), Some(d)) = (new.attempts.last().and_then(|a| a.message_id.as_deref()), &new.document_id) {
+                    data["message_id"] = json!(m);
+                    data["attachments"] = json!(new.attachments.iter().enumerate().map(|(i, a)| json!({
+                        "n": i + 1, "content_id": a.content_id, "content_type": a.content_type,
+                        "name": a.name, "size": a.size, "sha256": a.sha256,
+                        "url": format!("/api/v1/documents/{d}/attachments/{}", i + 1),
+                    })).collect::<Vec<_>>());
+                }
+                data
+            }),
             Tell::Failed => event(
                 REQUEST_FAILED,
                 // An administrator may retry a dead request, and it may
@@ -469,6 +478,46 @@ mod tests {
         let mut risk = q.clone();
         risk.at_risk = true;
         assert_eq!(request_events(&q, &risk)[0].kind, DEADLINE_AT_RISK);
+        assert!(e
+            .iter()
+            .chain(&request_events(&q, &d))
+            .all(|e| e.data.get("attachments").is_none()));
+    }
+
+    /// A document that came by X-Road: its event names the message and
+    /// lists each attachment with the URL to fetch it.
+    #[test]
+    fn an_x_road_delivery_lists_its_attachments_and_message() {
+        let q = rec("B", State::Queued);
+        let mut d = q.clone();
+        d.state = State::Delivered;
+        d.document_id = Some("B".into());
+        d.attempts.push(crate::lifecycle::AttemptRecord {
+            at_ms: 1,
+            duration_ms: 1,
+            http_status: Some(200),
+            outcome: "document".into(),
+            detail: String::new(),
+            message_id: Some("5f1c-uuid".into()),
+        });
+        d.attachments.push(crate::lifecycle::AttachmentRecord {
+            document_id: "B.attachment-1".into(),
+            content_id: "plan@registry".into(),
+            content_type: "application/pdf".into(),
+            name: Some("plan.pdf".into()),
+            size: 5,
+            sha256: "ab".repeat(32),
+        });
+        let e = request_events(&q, &d);
+        assert_eq!(e[0].data["message_id"], "5f1c-uuid");
+        assert_eq!(
+            e[0].data["attachments"],
+            serde_json::json!([{
+                "n": 1, "content_id": "plan@registry", "content_type": "application/pdf",
+                "name": "plan.pdf", "size": 5, "sha256": "ab".repeat(32),
+                "url": "/api/v1/documents/B/attachments/1",
+            }])
+        );
     }
 
     #[test]

@@ -7,7 +7,15 @@
 //! [`lifecycle`], written by one recorder a batch per transaction; and
 //! hands fetched documents to delivery (case folders by one writer, a batch
 //! per two syncs). It sleeps until the next due time or a wake-up (new
-//! request, finished attempt); it never polls busily.
+//! request, finished attempt); it never polls busily. An X-Road answer's
+//! message id goes on its attempt, and a document's attachments are sealed
+//! and stored in the write of the document (its record keeps only their
+//! metadata). What each X-Road registry's security server allows of our
+//! catalogue is kept here for the operators ([`metaservices`]).
+
+pub mod metaservices;
+
+pub use metaservices::{catalogue as x_road_catalogue, missing, MethodsReport, METHODS_EVERY};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +28,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::{GatewayConfig, RetryConfig};
 use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
-use crate::lifecycle::RevocationRecord;
 use crate::lifecycle::{self, AttemptFacts, Event};
+use crate::lifecycle::{AttachmentRecord, RevocationRecord};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
 use crate::schedule::Window;
 use crate::store::{QueueStore, RequestRecord, State, StoreError};
@@ -296,8 +304,53 @@ pub fn gate_settings(
 /// A document for its case folder, and who waits for the outcome.
 struct FolderJob {
     rec: RequestRecord,
-    doc: Vec<u8>,
+    doc: Fetched,
     done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+/// A fetched document in clear, with its attachments (in the order of the
+/// record's `attachments`).
+pub struct Fetched {
+    pub document: Vec<u8>,
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// A document to store: its id and its bytes, sealed under that id.
+pub type Sealed = (String, Vec<u8>);
+
+/// An X-Road document's attachments as the store keeps them: each sealed
+/// under its document id (`{request}.attachment-{n}`, n from 1), to be
+/// written in the same transaction as the document, and what the record
+/// says of each (metadata only: a record stays small whatever came).
+pub fn seal_attachments(
+    cipher: &crate::store::crypt::DocumentCipher,
+    request: &str,
+    attachments: &[crate::protocol::xroad::Attachment],
+) -> Result<(Vec<Sealed>, Vec<AttachmentRecord>), crate::store::crypt::CryptError> {
+    let mut sealed = Vec::with_capacity(attachments.len());
+    let mut records = Vec::with_capacity(attachments.len());
+    for (i, a) in attachments.iter().enumerate() {
+        let id = attachment_id(request, i + 1);
+        sealed.push((id.clone(), cipher.seal(&id, &a.bytes)?));
+        records.push(AttachmentRecord {
+            document_id: id,
+            content_id: a.content_id.clone(),
+            content_type: a.content_type.clone(),
+            name: a.name.clone(),
+            size: a.bytes.len() as u64,
+            sha256: hex(&openssl::sha::sha256(&a.bytes)),
+        });
+    }
+    Ok((sealed, records))
+}
+
+/// Where a request's `n`-th attachment (from 1) is stored.
+pub fn attachment_id(request: &str, n: usize) -> String {
+    format!("{request}.attachment-{n}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes what is waiting as one batch, then the next.
@@ -308,8 +361,19 @@ async fn folder_writer(cases: CaseFolders, mut rx: tokio::sync::mpsc::Receiver<F
         let (jobs, done): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| ((j.rec, j.doc), j.done)).unzip();
         let results = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(&RequestRecord, &[u8])> =
-                jobs.iter().map(|(r, d)| (r, d.as_slice())).collect();
+            let atts: Vec<Vec<&[u8]>> = jobs
+                .iter()
+                .map(|(_, d)| d.attachments.iter().map(Vec::as_slice).collect())
+                .collect();
+            let refs: Vec<crate::delivery::Delivery<'_>> = jobs
+                .iter()
+                .zip(&atts)
+                .map(|((r, d), a)| crate::delivery::Delivery {
+                    record: r,
+                    document: &d.document,
+                    attachments: a,
+                })
+                .collect();
             cases.deliver_batch(&refs)
         })
         .await;
@@ -334,9 +398,10 @@ struct Recorded {
     id: String,
     change: Box<dyn Fn(&mut RequestRecord) -> bool + Send + Sync>,
     document: Option<Vec<u8>>,
-    /// The CRL that confirmed the document's signer (its id, sealed),
-    /// stored in the same write as the document.
-    crl: Option<(String, Vec<u8>)>,
+    /// Other documents stored in the same write (each id, sealed): the
+    /// CRL that confirmed the document's signer, the document's
+    /// attachments.
+    extra: Vec<(String, Vec<u8>)>,
     done: tokio::sync::oneshot::Sender<Result<Option<RequestRecord>, StoreError>>,
 }
 
@@ -362,7 +427,7 @@ async fn recorder(store: Arc<dyn QueueStore>, mut rx: tokio::sync::mpsc::Receive
                 .chain(
                     batch
                         .iter()
-                        .filter_map(|o| o.crl.as_ref().map(|(id, d)| (id.as_str(), d.as_slice()))),
+                        .flat_map(|o| o.extra.iter().map(|(id, d)| (id.as_str(), d.as_slice()))),
                 )
                 .collect();
             let f = |r: &mut RequestRecord| {
@@ -428,6 +493,10 @@ pub struct Dispatcher {
     revocation_recheck: Duration,
     /// A TSA is configured: documents are marked for a timestamp.
     stamps: bool,
+    /// The X-Road registries and our service codes of each.
+    catalogue: BTreeMap<String, Vec<String>>,
+    /// What each X-Road registry's security server last said of them.
+    methods: Mutex<BTreeMap<String, MethodsReport>>,
 }
 
 /// Administrators' pauses, as the store holds them for every instance.
@@ -499,7 +568,10 @@ impl Dispatcher {
                 )
             };
             let crl_id = crl.as_ref().map(|(c, _)| c.clone());
-            match self.record_with(&id, None, crl, change).await {
+            match self
+                .record_with(&id, None, crl.into_iter().collect(), change)
+                .await
+            {
                 Ok(_) => self.crl_stored(crl_id),
                 Err(e) => {
                     tracing::warn!(request = %id, error = %e, "cannot record a revocation re-check")
@@ -597,6 +669,8 @@ impl Dispatcher {
             wake,
             busy: Mutex::new(HashSet::new()),
             kept_crls: Mutex::new(HashSet::new()),
+            catalogue: metaservices::catalogue(cfg),
+            methods: Mutex::new(BTreeMap::new()),
             modes: cfg
                 .clients
                 .iter()
@@ -886,15 +960,16 @@ impl Dispatcher {
         document: Option<Vec<u8>>,
         change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        self.record_with(id, document, None, change).await
+        self.record_with(id, document, Vec::new(), change).await
     }
 
-    /// [`Dispatcher::record`], keeping a CRL (id, sealed) in the same write.
+    /// [`Dispatcher::record`], keeping other documents (each id, sealed:
+    /// a CRL, attachments) in the same write.
     async fn record_with(
         &self,
         id: &str,
         document: Option<Vec<u8>>,
-        crl: Option<(String, Vec<u8>)>,
+        extra: Vec<(String, Vec<u8>)>,
         change: impl Fn(&mut RequestRecord) -> bool + Send + Sync + 'static,
     ) -> Result<Option<RequestRecord>, StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
@@ -903,7 +978,7 @@ impl Dispatcher {
                 id: id.to_owned(),
                 change: Box::new(change),
                 document,
-                crl,
+                extra,
                 done,
             })
             .await
@@ -941,13 +1016,20 @@ impl Dispatcher {
         drop(permit);
         let now = self.store.clock_ms();
         let mut message_id = None;
+        let mut attachments = Vec::new();
         let (outcome, status, duration_ms, signer, document, revocation, crl) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
                     .then_some(a.response)
                     .flatten();
                 let crl = doc.as_ref().and(a.crl);
+                // Every attempt's message id is recorded (the security
+                // server's log knows each message by it); attachments
+                // only come with a document.
                 message_id = a.message_id;
+                if doc.is_some() {
+                    attachments = a.attachments;
+                }
                 (
                     a.outcome,
                     a.status,
@@ -1026,6 +1108,19 @@ impl Dispatcher {
                 return;
             }
         };
+        let (sealed_attachments, attachment_records) = match seal_attachments(
+            &self.cipher,
+            &id,
+            &attachments,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(request = %id, error = %e, "cannot seal an attachment; the attempt will be repeated");
+                lock(&self.busy).remove(&id);
+                self.wake();
+                return;
+            }
+        };
         let jitter: f64 = rand::rng().random();
         // A fetched document is delivered at once by this task: its
         // delivery lease is taken in the same write as the attempt.
@@ -1045,7 +1140,7 @@ impl Dispatcher {
                 revocation: revocation.as_ref(),
                 stamp,
                 message_id: message_id.as_deref(),
-                attachments: &[],
+                attachments: &attachment_records,
             };
             let answered = Event::Answered {
                 facts: &facts,
@@ -1055,13 +1150,18 @@ impl Dispatcher {
             };
             lifecycle::apply(r, &answered, now)
         };
-        // The document (and the CRL that vouched for its signer) is
-        // stored in the same transaction as the outcome.
+        // The document (with the CRL that vouched for its signer and its
+        // attachments) is stored in the same transaction as the outcome.
         let crl_id = crl.as_ref().map(|(c, _)| c.clone());
-        match self.record_with(&id, sealed, crl, change).await {
+        let extra = crl.into_iter().chain(sealed_attachments).collect();
+        match self.record_with(&id, sealed, extra, change).await {
             Ok(Some(r)) if r.state == State::Fetched => {
                 self.crl_stored(crl_id);
-                self.clone().deliver(r, document).await;
+                let fresh = document.map(|document| Fetched {
+                    document,
+                    attachments: attachments.into_iter().map(|a| a.bytes).collect(),
+                });
+                self.clone().deliver(r, fresh).await;
             }
             Ok(_) => {
                 self.crl_stored(crl_id);
@@ -1113,6 +1213,18 @@ impl Dispatcher {
         }
     }
 
+    /// A stored document (or attachment) in clear.
+    async fn stored(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        let sealed = self
+            .store
+            .document(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("document {id}")))?;
+        self.cipher
+            .open(id, &sealed)
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
     async fn mark_delivered(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let now = self.store.clock_ms();
         self.record(id, None, move |r| {
@@ -1126,7 +1238,7 @@ impl Dispatcher {
     /// left it); without it, the record and the document are read again
     /// (a delivery leased from the due index, after a restart or a failed
     /// delivery).
-    async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Vec<u8>>) {
+    async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Fetched>) {
         let id = rec.id.clone();
         let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
         let result = async {
@@ -1147,16 +1259,18 @@ impl Dispatcher {
             }
             let doc = match fresh {
                 Some(doc) => doc,
-                None => {
-                    let sealed = self
-                        .store
-                        .document(&id)
-                        .await?
-                        .ok_or_else(|| StoreError::NotFound(format!("document of {id}")))?;
-                    self.cipher
-                        .open(&id, &sealed)
-                        .map_err(|e| StoreError::Io(e.to_string()))?
-                }
+                None => Fetched {
+                    document: self.stored(&id).await?,
+                    // A redelivery (after a crash, a failed delivery)
+                    // takes them from the store, as the record lists them.
+                    attachments: {
+                        let mut all = Vec::with_capacity(rec.attachments.len());
+                        for a in &rec.attachments {
+                            all.push(self.stored(&a.document_id).await?);
+                        }
+                        all
+                    },
+                },
             };
             let (done, outcome) = tokio::sync::oneshot::channel();
             let io = |e: &dyn std::fmt::Display| StoreError::Io(e.to_string());
@@ -1216,6 +1330,152 @@ mod tests {
             last: Default::default(),
             history: Default::default(),
         }
+    }
+
+    /// An X-Road answer's attachments, from a hand-made attempt: each
+    /// sealed under its own id (bound to it: it does not open under
+    /// another), its record metadata only, and stored in the write of the
+    /// document's change or not at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attachments_are_sealed_under_their_ids_and_stored_with_their_document_or_not_at_all() {
+        use crate::protocol::xroad::Attachment;
+        use crate::store::prelude::*;
+        let cipher = crate::store::crypt::DocumentCipher::from_hex(&"7".repeat(64)).unwrap();
+        let came = vec![
+            Attachment {
+                content_id: "plan@registry".into(),
+                content_type: "application/pdf".into(),
+                name: Some("../../etc/passwd".into()),
+                bytes: b"%PDF-1.7".to_vec(),
+            },
+            Attachment {
+                content_id: "x".into(),
+                content_type: "text/html".into(),
+                name: None,
+                bytes: vec![0u8; 70_000],
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
+        let r = RequestRecord::queued(
+            "c",
+            "1/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "cadastre.property-sheet".into(),
+            "cadastre".into(),
+            Vec::new(),
+            Duration::from_secs(60),
+        );
+        let id = r.id.clone();
+        let (sealed, records) = seal_attachments(&cipher, &id, &came).unwrap();
+        assert_eq!(
+            records
+                .iter()
+                .map(|a| a.document_id.as_str())
+                .collect::<Vec<_>>(),
+            [format!("{id}.attachment-1"), format!("{id}.attachment-2")]
+        );
+        assert_eq!(records[0].name.as_deref(), Some("../../etc/passwd"));
+        assert_eq!(records[1].size, 70_000);
+        assert_eq!(records[0].sha256, hex(&openssl::sha::sha256(b"%PDF-1.7")));
+        // The record holds metadata only, however large the attachment.
+        assert!(serde_json::to_vec(&records).unwrap().len() < 600);
+        assert!(cipher.open(&sealed[1].0, &sealed[0].1).is_err());
+        store.enqueue(vec![r]).await.unwrap();
+        let docs: Vec<(&str, &[u8])> = std::iter::once((id.as_str(), &b"<doc/>"[..]))
+            .chain(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())))
+            .collect();
+        // Declined (as a late answer is): neither the document nor an
+        // attachment is stored.
+        let got = store
+            .update_many(&[id.as_str()], &docs, &|_r: &mut RequestRecord| false)
+            .await
+            .unwrap();
+        assert!(got[0].is_none());
+        assert!(store.document(&id).await.unwrap().is_none());
+        for (i, _) in &sealed {
+            assert!(
+                store.document(i).await.unwrap().is_none(),
+                "{i} stored without its change"
+            );
+        }
+        let listed = records.clone();
+        let got = store
+            .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
+                r.attachments = listed.clone();
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(got[0].as_ref().unwrap().attachments, records);
+        for ((i, _), a) in sealed.iter().zip(&came) {
+            let back = store.document(i).await.unwrap().unwrap();
+            assert_eq!(cipher.open(i, &back).unwrap(), a.bytes);
+        }
+        store.close().await.unwrap();
+    }
+
+    /// A write that fails (the disk full under the store's reserve) stores
+    /// neither the document nor any of its attachments: one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_stores_neither_the_document_nor_its_attachments() {
+        use crate::store::prelude::*;
+        let cipher = crate::store::crypt::DocumentCipher::from_hex(&"7".repeat(64)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = RequestRecord::queued(
+            "c",
+            "1/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "cadastre.property-sheet".into(),
+            "cadastre".into(),
+            Vec::new(),
+            Duration::from_secs(60),
+        );
+        let id = r.id.clone();
+        let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.enqueue(vec![r]).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let store = crate::store::SledStore::open_with(
+            dir.path(),
+            &crate::store::Opening {
+                cache_bytes: 1 << 20,
+                min_free: u64::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let came = [crate::protocol::xroad::Attachment {
+            content_id: "a".into(),
+            content_type: "application/pdf".into(),
+            name: None,
+            bytes: b"%PDF".to_vec(),
+        }];
+        let (sealed, records) = seal_attachments(&cipher, &id, &came).unwrap();
+        let mut docs: Vec<(&str, &[u8])> = vec![(id.as_str(), b"<doc/>")];
+        docs.extend(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())));
+        let e = store
+            .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
+                r.attachments = records.clone();
+                true
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Full { .. }), "{e}");
+        assert!(store.document(&id).await.unwrap().is_none());
+        assert!(store.document(&sealed[0].0).await.unwrap().is_none());
+        assert!(store
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attachments
+            .is_empty());
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -135,6 +135,18 @@ fn describe() {
         "jumgw_audit_broken",
         "1 when the audit trail's last verification found a broken link, else 0"
     );
+    describe_gauge!(
+        "jumgw_xroad_services_missing",
+        "X-Road: services of the catalogue that the registry's security server does not list in allowedMethods, as last asked"
+    );
+}
+
+/// What an X-Road registry's security server does not allow of our
+/// catalogue; `None`: it could not be asked (the last count stays).
+pub fn x_road_missing(registry: &str, missing: Option<usize>) {
+    if let Some(n) = missing {
+        gauge!("jumgw_xroad_services_missing", "registry" => registry.to_owned()).set(n as f64);
+    }
 }
 
 /// An alert of `kind` was raised.

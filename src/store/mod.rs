@@ -25,6 +25,14 @@ pub use embedded::{Opening, SledStore};
 pub use outbox::{EventRule, OutEvent};
 pub use query::{Listing, Order, Selector, Tally};
 
+/// The request a stored document belongs to: its id up to the first `.`
+/// (`{request}` itself, `{request}.attachment-{n}`, `{request}.asice`), so
+/// that every document of a request goes in only with its change. A CRL
+/// (`crl-{sha256}`) belongs to none of the requests written with it.
+pub fn document_owner(document_id: &str) -> &str {
+    document_id.split('.').next().unwrap_or(document_id)
+}
+
 /// The schema of a record and of an export (`store export`); each
 /// backend versions its own tables or trees besides.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -210,7 +218,7 @@ pub trait Requests: Documents + Send + Sync {
             let declined = ids
                 .iter()
                 .zip(&out)
-                .any(|(asked, r)| asked == id && r.is_none());
+                .any(|(asked, r)| *asked == document_owner(id) && r.is_none());
             if !declined {
                 self.put_document(id, bytes).await?;
             }

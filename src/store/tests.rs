@@ -1233,10 +1233,12 @@ async fn concurrent_changes_of_one_record_are_none_lost() {
 /// first lease ran out while its registry was slow, and a second exchange
 /// of the same request got there first) is declined, and its document with
 /// it: the stored document stays the one the record was fetched with, so
-/// the API serves what went into the case. A document under another id (a
-/// CRL) is stored all the same.
+/// the API serves what went into the case; so do its attachments
+/// (`{id}.attachment-{n}`). A document under another id (a CRL) is stored
+/// all the same.
 pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: RequestRecord) {
     let id = r.id.clone();
+    let attachment = format!("{id}.attachment-1");
     s.enqueue(vec![r]).await.unwrap();
     let fetch = |r: &mut RequestRecord| {
         if r.state == State::Fetched {
@@ -1247,14 +1249,22 @@ pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: 
         true
     };
     let got = s
-        .update_many(&[id.as_str()], &[(id.as_str(), b"first")], &fetch)
+        .update_many(
+            &[id.as_str()],
+            &[(id.as_str(), b"first"), (attachment.as_str(), b"first-a")],
+            &fetch,
+        )
         .await
         .unwrap();
     assert!(got[0].is_some());
     let got = s
         .update_many(
             &[id.as_str()],
-            &[(id.as_str(), b"late"), ("crl-1", b"crl")],
+            &[
+                (id.as_str(), b"late"),
+                (attachment.as_str(), b"late-a"),
+                ("crl-1", b"crl"),
+            ],
             &fetch,
         )
         .await
@@ -1266,9 +1276,79 @@ pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: 
         "a declined change replaced the document"
     );
     assert_eq!(
+        s.document(&attachment).await.unwrap().as_deref(),
+        Some(&b"first-a"[..]),
+        "a declined change replaced the document's attachment"
+    );
+    assert_eq!(
         s.document("crl-1").await.unwrap().as_deref(),
         Some(&b"crl"[..])
     );
+}
+
+/// A request removed (retention) takes the documents of its own with it:
+/// its document and the attachments its record names; another request's
+/// stay.
+pub(super) async fn a_removed_request_takes_its_attachments(
+    s: &dyn QueueStore,
+    r: RequestRecord,
+    other: RequestRecord,
+) {
+    let (id, keep) = (r.id.clone(), other.id.clone());
+    s.enqueue(vec![r, other]).await.unwrap();
+    let names = |id: &str| {
+        [
+            id.to_owned(),
+            format!("{id}.attachment-1"),
+            format!("{id}.attachment-2"),
+        ]
+    };
+    for who in [&id, &keep] {
+        let docs = names(who);
+        let listed: Vec<crate::lifecycle::AttachmentRecord> = docs[1..]
+            .iter()
+            .map(|d| crate::lifecycle::AttachmentRecord {
+                document_id: d.clone(),
+                content_id: "c".into(),
+                content_type: "application/pdf".into(),
+                name: None,
+                size: 1,
+                sha256: "00".repeat(32),
+            })
+            .collect();
+        let pairs: Vec<(&str, &[u8])> = docs.iter().map(|d| (d.as_str(), &b"x"[..])).collect();
+        let fetch = move |r: &mut RequestRecord| {
+            r.state = State::Delivered;
+            r.due_ms = None;
+            r.document_id = Some(r.id.clone());
+            r.attachments = listed.clone();
+            true
+        };
+        s.update_many(&[who.as_str()], &pairs, &fetch)
+            .await
+            .unwrap();
+    }
+    s.remove(&id).await.unwrap();
+    for d in names(&id) {
+        assert!(
+            s.document(&d).await.unwrap().is_none(),
+            "{d} outlived its request"
+        );
+    }
+    for d in names(&keep) {
+        assert!(
+            s.document(&d).await.unwrap().is_some(),
+            "{d} went with another request"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sled_a_removed_request_takes_its_attachments() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+    a_removed_request_takes_its_attachments(&*s, record(1, 5), record(2, 5)).await;
+    s.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

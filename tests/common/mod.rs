@@ -1291,3 +1291,32 @@ pub fn openssl_issued(
     ]);
     (cert, key)
 }
+
+/// A stand-in X-Road security server's metaservices
+/// (tests/py/xroad_metaservices.py: Python's ssl and xml.etree), serving
+/// with the development PKI's cadastre TLS certificate and requiring a
+/// client certificate the registries trust; `listed` and `allowed` are its
+/// answers to listMethods and allowedMethods. Killed on drop; its port.
+pub fn start_xroad_metaservices(
+    certs: &Path,
+    listed: &[&str],
+    allowed: &[&str],
+) -> (Receiver, u16) {
+    let mut child = Command::new(python())
+        .arg(manifest_dir().join("tests/py/xroad_metaservices.py"))
+        .arg(certs.join("cadastre-tls.pem"))
+        .arg(certs.join("cadastre-tls.key"))
+        .arg(certs.join("registry-trust.pem"))
+        .arg(listed.join(","))
+        .arg(allowed.join(","))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child);
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the stand-in security server said {line:?}"));
+    (Receiver(child), port)
+}

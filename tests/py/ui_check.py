@@ -2,7 +2,11 @@
 browser download) the way an administrator would, and prints what it saw
 as JSON. Screenshots go to OUT_DIR.
 
-    ui_check.py BASE_URL ADMIN_TOKEN JMBG OUT_DIR [DELIVERED_ID]
+    ui_check.py BASE_URL ADMIN_TOKEN JMBG OUT_DIR [DELIVERED_ID [X_ROAD_ID X_ROAD_REGISTRY]]
+
+X_ROAD_ID: a request whose document came over X-Road with attachments;
+X_ROAD_REGISTRY: its registry, whose panel says what its security server
+allows.
 """
 import json
 import os
@@ -12,6 +16,7 @@ from playwright.sync_api import sync_playwright
 
 base, token, jmbg, out = sys.argv[1:5]
 delivered = sys.argv[5] if len(sys.argv) > 5 else None
+x_road, x_road_registry = sys.argv[6:8] if len(sys.argv) > 7 else (None, None)
 os.makedirs(out, exist_ok=True)
 seen = {}
 
@@ -38,6 +43,9 @@ with sync_playwright() as p:
         r: page.inner_text(f"#registry-{r} h3") for r in ["civil", "cadastre", "tax"]
     }
     seen["charts"] = page.locator("section.card svg").count()
+    if x_road_registry:
+        panel = page.locator(f"#registry-{x_road_registry} [data-x-road-missing]")
+        seen["x_road_panel"] = panel.inner_text() if panel.count() else None
     page.screenshot(path=f"{out}/overview-en.png", full_page=True)
     for code, name, lang in [("sr", "Srpski", "sr-Latn"), ("hu", "Magyar", "hu")]:
         page.click(f"text={name}")
@@ -63,6 +71,17 @@ with sync_playwright() as p:
         el = page.locator("[data-timestamp]")
         seen["timestamp"] = el.get_attribute("data-timestamp") if el.count() else None
         seen["timestamp_text"] = el.inner_text() if el.count() else ""
+    if x_road:
+        # An X-Road document's page: each attempt's message id, the
+        # attachments with their names and types.
+        page.goto(f"{base}/ui/requests/{x_road}")
+        seen["x_road_message_ids"] = [
+            e.get_attribute("data-message-id") for e in page.locator("[data-message-id]").all()
+        ]
+        seen["x_road_attachments"] = [
+            r.inner_text() for r in page.locator("table.attachments tr[data-attachment]").all()
+        ]
+        page.screenshot(path=f"{out}/request-x-road-en.png", full_page=True)
     page.goto(base + "/ui/deadlines")
     seen["deadline_rows"] = [r.inner_text() for r in page.locator("tbody tr").all()]
     page.screenshot(path=f"{out}/deadlines-en.png", full_page=True)

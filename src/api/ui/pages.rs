@@ -140,6 +140,28 @@ fn registry_card(
                     (r.revocation.policy) " · " (t(l, "last-good")) " "
                     (r.revocation.last_good_ms.map(ago).unwrap_or_else(|| "—".into()))
                 }
+                @if r.protocol == "x-road" {
+                    dt { (t(l, "x-road-services")) }
+                    dd data-x-road-missing=(r.x_road.as_ref().map(|m| m.missing.join(" ")).unwrap_or_default()) {
+                        @match &r.x_road {
+                            None => span.muted { (t(l, "not-asked-yet")) },
+                            Some(m) => {
+                                @if let Some(e) = &m.error {
+                                    span class="badge warn" { (t(l, "could-not-ask")) } " " span.muted { (e) }
+                                } @else if m.missing.is_empty() {
+                                    span class="badge ok" { (t(l, "all-allowed")) }
+                                } @else {
+                                    span class="badge bad" { (t(l, "not-allowed")) } " "
+                                    @for (i, c) in m.missing.iter().enumerate() {
+                                        @if i > 0 { ", " }
+                                        code { (c) }
+                                    }
+                                }
+                                " · " (ago(m.checked_ms))
+                            }
+                        }
+                    }
+                }
             }
             div.muted { (t(l, "throughput")) }
             (chart(&history, false, t(l, "throughput")))
@@ -189,6 +211,13 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
             @for (k, v) in &facts {
                 dt { (t(l, k)) } dd { (v) }
             }
+            @if let Some(d) = &r.signed_document {
+                dt { (t(l, "signed-document")) }
+                dd data-signed-document=(d.state) {
+                    (d.state) " · " code { (d.message_id) }
+                    @if let Some(why) = &d.reason { " · " span.muted { (why) } }
+                }
+            }
             @if let Some(s) = &r.stamp {
                 dt { (t(l, "timestamp")) }
                 dd data-timestamp=(s.state) {
@@ -210,12 +239,30 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
                     strong { (a.outcome) }
                     @if let Some(s) = a.http_status { " (HTTP " (s) ")" }
                     " · " (a.duration_ms) " ms"
+                    @if let Some(m) = &a.message_id {
+                        " · " (t(l, "message-id")) " " code data-message-id=(m) { (m) }
+                    }
                     br;
                     span.muted { (crate::ids::redact_text(&a.detail)) }
                 }
             }
             @if let Some(d) = r.delivered_ms {
                 li { (when(d)) " — " (t(l, "delivered")) }
+            }
+        }
+        @if !r.attachments.is_empty() {
+            h2 { (t(l, "attachments")) }
+            table.attachments {
+                tr { th { "#" } th { (t(l, "file-name")) } th { (t(l, "content-type")) } th { (t(l, "size")) } th { "SHA-256" } }
+                @for (i, a) in r.attachments.iter().enumerate() {
+                    tr data-attachment=(i + 1) {
+                        td { (i + 1) }
+                        td { (a.name.as_deref().unwrap_or("—")) }
+                        td { code { (a.content_type) } }
+                        td { (a.size) }
+                        td { code { (a.sha256) } }
+                    }
+                }
             }
         }
     };

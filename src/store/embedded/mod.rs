@@ -7,7 +7,7 @@
 //! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
 //! | `due` | due time in ms, big-endian u64 ‖ request id | the registry to ask, or `!deliver`: the request needs attention at that time |
 //! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
-//! | `documents` | document id (= request id), or `crl-{sha256}` | the registry's signed envelope, or a CRL that confirmed a signer (once per CRL), sealed with AES-256-GCM (see [`crypt`](super::crypt)) |
+//! | `documents` | document id (= request id), `{request}.attachment-{n}`, or `crl-{sha256}` | the registry's signed envelope, an attachment that came with it (X-Road), or a CRL that confirmed a signer (once per CRL), sealed with AES-256-GCM (see [`crypt`](super::crypt)) |
 //! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
 //! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
 //! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |
@@ -279,11 +279,12 @@ impl SledStore {
         let mut todo: Vec<usize> = (0..ids.len()).collect();
         // A request's document goes with its record's write, and only if
         // that write takes place (a late answer, declined, must not replace
-        // the document its record names); the others (CRLs) go at once.
+        // the document its record names), its attachments with it; the
+        // others (CRLs) go at once.
         let (own, mut docs): (Vec<_>, Vec<_>) = documents
             .iter()
             .map(|(id, b)| (id.to_string(), b.to_vec()))
-            .partition(|(id, _)| ids.contains(&id.as_str()));
+            .partition(|(id, _)| ids.contains(&super::document_owner(id)));
         while !todo.is_empty() || !docs.is_empty() {
             let keys: Vec<String> = todo.iter().map(|&i| ids[i].to_owned()).collect();
             let core = self.core.clone();
@@ -307,7 +308,7 @@ impl SledStore {
             let mut docs = std::mem::take(&mut docs);
             docs.extend(
                 own.iter()
-                    .filter(|(id, _)| writes.iter().any(|(w, ..)| w == id))
+                    .filter(|(id, _)| writes.iter().any(|(w, ..)| w == super::document_owner(id)))
                     .cloned(),
             );
             let written = core
@@ -1635,6 +1636,16 @@ impl Core {
                         index::change(&ix, &mut deltas, Some(&r), None)?;
                         deltas.apply(ix.counts)?;
                         docs.remove(id.as_bytes())?;
+                        // And every document of its own beside it
+                        // (`{id}.*`: attachments, a signed document).
+                        let own = r.attachments.iter().map(|a| &a.document_id).chain(
+                            r.signed_document
+                                .iter()
+                                .filter_map(|s| s.document_id.as_ref()),
+                        );
+                        for d in own {
+                            docs.remove(d.as_bytes())?;
+                        }
                     }
                     Ok(())
                 },

@@ -727,8 +727,11 @@ impl Requests for PgStore {
                 // whose change was declined (the answer of an exchange
                 // that another had already concluded, its lease having run
                 // out) must not replace the document the record names.
-                let declined =
-                    |id: &str| ids.contains(&id) && !changed.iter().any(|(_, n)| n.id == id);
+                // Its attachments (`{id}.attachment-{n}`) likewise.
+                let declined = |id: &str| {
+                    let owner = super::document_owner(id);
+                    ids.contains(&owner) && !changed.iter().any(|(_, n)| n.id == owner)
+                };
                 let documents: Vec<(&str, &[u8])> = documents
                     .iter()
                     .copied()
@@ -835,10 +838,23 @@ impl Requests for PgStore {
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
         self.tx(async |t| {
-            t.run("DELETE FROM requests WHERE id = $1", &[&id])
+            let gone = t
+                .opt(
+                    "DELETE FROM requests WHERE id = $1 RETURNING record",
+                    &[&id],
+                )
                 .await
                 .map_err(|e| self.err(e))?;
-            t.run("DELETE FROM documents WHERE id = $1", &[&id])
+            // With it every document of its own its record names
+            // (attachments, a signed document), by their ids.
+            let mut docs = vec![id.to_owned()];
+            if let Some(row) = gone {
+                let text: String = row.get(0);
+                let r = super::decode(id.as_bytes(), text.as_bytes())?;
+                docs.extend(r.attachments.into_iter().map(|a| a.document_id));
+                docs.extend(r.signed_document.and_then(|s| s.document_id));
+            }
+            t.run("DELETE FROM documents WHERE id = ANY($1)", &[&docs])
                 .await
                 .map_err(|e| self.err(e))?;
             Ok(())

@@ -685,3 +685,19 @@ async fn on_postgres_a_declined_change_stores_no_document() {
     let s = PgStore::open(&url, 2).await.unwrap();
     crate::store::tests::a_declined_change_stores_no_document(&*s, record(1, "civil")).await;
 }
+
+#[cfg_attr(
+    not(jumgw_pg),
+    ignore = "needs PostgreSQL: ./tests/run starts a server (JUMGW_REQUIRE_PG, JUMGW_TEST_PG)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_removed_request_takes_its_attachments() {
+    let url = crate::store::testing::fresh_database("removed");
+    let s = PgStore::open(&url, 2).await.unwrap();
+    crate::store::tests::a_removed_request_takes_its_attachments(
+        &*s,
+        record(1, "civil"),
+        record(2, "civil"),
+    )
+    .await;
+}
