@@ -341,6 +341,20 @@ impl RequestRecord {
             || (State::UNFETCHED.contains(&self.state) && self.attempts.len() >= 2)
     }
 
+    /// The documents stored beside its own, each under its own id: its
+    /// attachments and its kept signed document. A backup carries them
+    /// with the request, and retention removes them with it.
+    pub fn documents_beside(&self) -> impl Iterator<Item = &str> {
+        self.attachments
+            .iter()
+            .map(|a| a.document_id.as_str())
+            .chain(
+                self.signed_document
+                    .as_ref()
+                    .and_then(|s| s.document_id.as_deref()),
+            )
+    }
+
     /// Its document waits for a timestamp: the stores index it, so that
     /// the evidence job finds these without a scan.
     pub fn stamp_pending(&self) -> bool {

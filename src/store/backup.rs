@@ -1,5 +1,6 @@
 //! Backups as JSON lines: one header line, then per request its record and,
-//! if it has one, its document (base64, still the signed bytes). Written
+//! if it has one, its document (base64, still the signed bytes) and the
+//! documents stored beside it (attachments, a signed document). Written
 //! request by request, so every exported request is consistent with its
 //! document even while the daemon runs; `import` restores into an empty
 //! store and rebuilds the indexes from the records. The audit trail follows
@@ -158,9 +159,21 @@ pub async fn export(
             } else {
                 None
             };
+            // What came with the document (an X-Road document's
+            // attachments, its signed document) goes with it: a restored
+            // store answers the API and builds the dossier as the old one.
+            let mut beside = Vec::new();
+            for id in r.documents_beside() {
+                if let Some(d) = store.document(id).await? {
+                    beside.push((id.to_owned(), d));
+                }
+            }
             let id = r.id.clone();
             sink.request(r)?;
             if let Some(d) = doc {
+                sink.document(id, &d)?;
+            }
+            for (id, d) in beside {
                 sink.document(id, &d)?;
             }
         }

@@ -1841,3 +1841,82 @@ async fn a_read_error_while_running_is_counted_and_views_skip_it() {
     ));
     s.close().await.unwrap();
 }
+
+/// What is stored beside a document (an X-Road document's attachments and
+/// its signed document) goes with its request into an export and a
+/// salvage, and comes back with it on import: a restored store serves the
+/// attachments and builds the dossier as the old one did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_and_a_salvage_carry_the_documents_beside_a_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let s = SledStore::open(&path, 8 << 20).unwrap();
+    let r = record(1, 5_000);
+    let id = r.id.clone();
+    s.enqueue(vec![r]).await.unwrap();
+    let beside = [
+        (format!("{id}.attachment-1"), b"%PDF-1.7 one".to_vec()),
+        (format!("{id}.attachment-2"), b"two".to_vec()),
+        (format!("{id}.asice"), b"PK container".to_vec()),
+    ];
+    let mut docs: Vec<(&str, &[u8])> = vec![(&id, b"<doc/>")];
+    docs.extend(beside.iter().map(|(i, d)| (i.as_str(), d.as_slice())));
+    s.update_many(&[id.as_str()], &docs, &|r| {
+        r.state = State::Fetched;
+        r.document_id = Some(r.id.clone());
+        r.attachments = (1..=2)
+            .map(|n| crate::lifecycle::AttachmentRecord {
+                document_id: format!("{}.attachment-{n}", r.id),
+                content_id: format!("part{n}"),
+                content_type: "application/pdf".into(),
+                name: None,
+                size: 3,
+                sha256: String::new(),
+            })
+            .collect();
+        let mut sd = crate::lifecycle::SignedDocRecord::pending("m-1", 1);
+        sd.state = "kept".into();
+        sd.next_ms = None;
+        sd.document_id = Some(format!("{}.asice", r.id));
+        r.signed_document = Some(sd);
+        true
+    })
+    .await
+    .unwrap();
+    let exported = export_lines(&*s).await.unwrap();
+    let mut exported_bytes = Vec::new();
+    crate::store::backup::export(&*s, &mut exported_bytes)
+        .await
+        .unwrap();
+    s.close().await.unwrap();
+    drop(s);
+    let mut salvaged = Vec::new();
+    let saved = embedded::Repair::open(&path)
+        .unwrap()
+        .salvage(&mut salvaged)
+        .unwrap();
+    assert!(saved.lost.is_empty(), "{:?}", saved.lost);
+    assert_eq!(saved.counts.documents, 4);
+    for (what, dump) in [("export", exported_bytes), ("salvage", salvaged)] {
+        let fresh = tempfile::tempdir().unwrap();
+        let restored = SledStore::open(&fresh.path().join("store"), 8 << 20).unwrap();
+        let c = crate::store::backup::import(&*restored, &mut dump.as_slice())
+            .await
+            .unwrap();
+        assert_eq!(c.documents, 4, "{what}");
+        assert_eq!(
+            restored.document(&id).await.unwrap().as_deref(),
+            Some(&b"<doc/>"[..]),
+            "{what}"
+        );
+        for (i, d) in &beside {
+            assert_eq!(
+                restored.document(i).await.unwrap().as_ref(),
+                Some(d),
+                "{what}: {i}"
+            );
+        }
+        assert_eq!(export_lines(&*restored).await.unwrap(), exported, "{what}");
+        restored.close().await.unwrap();
+    }
+}

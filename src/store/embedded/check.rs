@@ -651,6 +651,24 @@ pub(super) fn salvage(
                 }
             },
         };
+        let mut beside = Vec::new();
+        for d in r.documents_beside() {
+            match get(&t.documents, d.as_bytes()) {
+                Ok(Some(bytes)) => beside.push((d.to_owned(), bytes)),
+                Ok(None) => lost.push(Lost {
+                    tree: "documents".into(),
+                    key: d.to_owned(),
+                    problem: "missing: the request is kept without it".into(),
+                    audit_seqs: None,
+                }),
+                Err(why) => lost.push(Lost {
+                    tree: "documents".into(),
+                    key: d.to_owned(),
+                    problem: format!("unreadable: {why}; the request is kept without it"),
+                    audit_seqs: None,
+                }),
+            }
+        }
         let mut r = r;
         if doc.is_none() {
             // The import would otherwise promise a document it has not got.
@@ -658,6 +676,9 @@ pub(super) fn salvage(
         }
         sink.request(r)?;
         if let Some((id, bytes)) = doc {
+            sink.document(id, &bytes)?;
+        }
+        for (id, bytes) in beside {
             sink.document(id, &bytes)?;
         }
     }

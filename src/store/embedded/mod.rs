@@ -1638,12 +1638,7 @@ impl Core {
                         docs.remove(id.as_bytes())?;
                         // And every document of its own beside it
                         // (`{id}.*`: attachments, a signed document).
-                        let own = r.attachments.iter().map(|a| &a.document_id).chain(
-                            r.signed_document
-                                .iter()
-                                .filter_map(|s| s.document_id.as_ref()),
-                        );
-                        for d in own {
+                        for d in r.documents_beside() {
                             docs.remove(d.as_bytes())?;
                         }
                     }

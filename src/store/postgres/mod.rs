@@ -851,8 +851,7 @@ impl Requests for PgStore {
             if let Some(row) = gone {
                 let text: String = row.get(0);
                 let r = super::decode(id.as_bytes(), text.as_bytes())?;
-                docs.extend(r.attachments.into_iter().map(|a| a.document_id));
-                docs.extend(r.signed_document.and_then(|s| s.document_id));
+                docs.extend(r.documents_beside().map(str::to_owned));
             }
             t.run("DELETE FROM documents WHERE id = ANY($1)", &[&docs])
                 .await
