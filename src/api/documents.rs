@@ -107,7 +107,7 @@ pub async fn get_document(
         // The SOAP message as the security server sent it (in its own
         // charset, perhaps): the payload is the wrapper's first element
         // child; what cannot be read again has no projection.
-        let doc = crate::protocol::xroad::readable(&plain)
+        let doc = crate::protocol::xroad::readable(&plain, rec.charset.as_deref())
             .ok()
             .and_then(|x| crate::xml::Document::parse(&x, &crate::xml::Limits::default()).ok());
         let payload = doc
@@ -464,8 +464,17 @@ pub async fn get_document_content(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, plain) = document_of(&st, &who, &id).await?;
+    let (rec, plain) = document_of(&st, &who, &id).await?;
     let tag = etag(&plain);
+    // The bytes as they came: an X-Road answer may be in another charset,
+    // named by its Content-Type then (kept on the record) or by its XML
+    // declaration (which a charset here would override: RFC 7303).
+    let content_type = match (&rec.charset, rec.signed_document.is_some()) {
+        (Some(c), _) => HeaderValue::from_str(&format!("text/xml; charset={c}"))
+            .unwrap_or(HeaderValue::from_static("text/xml")),
+        (None, true) => HeaderValue::from_static("text/xml"),
+        (None, false) => HeaderValue::from_static("text/xml; charset=utf-8"),
+    };
     let mut r = if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -474,10 +483,7 @@ pub async fn get_document_content(
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = (StatusCode::OK, plain).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/xml; charset=utf-8"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, content_type);
         r
     };
     if let Ok(v) = HeaderValue::from_str(&tag) {

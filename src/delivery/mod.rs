@@ -85,6 +85,11 @@ struct Sidecar<'a> {
     /// What came with the document, each a file beside it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     attachments: Vec<SidecarAttachment<'a>>,
+    /// The charset the document is in, when its answer's Content-Type
+    /// named it (X-Road): the file holds the bytes as they came, which its
+    /// XML declaration may not describe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    charset: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -321,6 +326,7 @@ impl CaseFolders {
             attempts: r.attempts.len(),
             signer: r.signer.as_deref(),
             document: name.clone(),
+            charset: r.charset.as_deref(),
             message_ids: r
                 .attempts
                 .iter()

@@ -1017,6 +1017,7 @@ impl Dispatcher {
         let now = self.store.clock_ms();
         let mut message_id = None;
         let mut attachments = Vec::new();
+        let mut charset = None;
         let (outcome, status, duration_ms, signer, document, revocation, crl) = match result {
             Ok(a) => {
                 let doc = (a.outcome == Outcome::Document)
@@ -1029,6 +1030,7 @@ impl Dispatcher {
                 message_id = a.message_id;
                 if doc.is_some() {
                     attachments = a.attachments;
+                    charset = a.charset;
                 }
                 (
                     a.outcome,
@@ -1141,6 +1143,7 @@ impl Dispatcher {
                 stamp,
                 message_id: message_id.as_deref(),
                 attachments: &attachment_records,
+                charset: charset.as_deref(),
             };
             let answered = Event::Answered {
                 facts: &facts,

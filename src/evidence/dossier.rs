@@ -119,6 +119,10 @@ pub struct RequestFacts {
     /// `evidence/{id}.asice`, when it is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_document_file: Option<String>,
+    /// X-Road: the charset its answer's Content-Type named; the document
+    /// is in it (kept as it came), whatever its XML declaration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
 }
 
 /// One attachment of a document, as `case.json` lists it.
@@ -568,6 +572,7 @@ impl Dossiers {
             timestamp_token,
             attachments,
             signed_document: r.signed_document.as_ref().map(json),
+            charset: r.charset.clone(),
             signed_document_file: signed_file,
         })
     }

@@ -1086,8 +1086,8 @@ fn x_road<R: Read + Seek>(
             rep.valid(
                 file,
                 format!(
-                    "signed by the X-Road security server: {file}, message id {message_id}{}; its X-Road signature is verified with NIIS's asicverifier and the instance's verification configuration: java -jar asicverifier.jar <verificationconf> {file} (the verification configuration from the security server's /verificationconf)",
-                    if b.timestamped { ", timestamped" } else { "" }
+                    "signed by the X-Road security server: {file}, message id {message_id}{}; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> {file} (the verification configuration from the security server's /verificationconf)",
+                    if b.timestamped { ", with a timestamp entry" } else { "" }
                 ),
             );
             // Bound to its signed document, and so to its message; that
@@ -1128,12 +1128,15 @@ fn x_road<R: Read + Seek>(
 /// An X-Road document is the answer to the request it is filed under:
 /// the headers its provider copied back (the client's security server
 /// checked them at receipt) name this request (`jum:requestId`), case
-/// (`issue`), legal basis and purpose. Read with the charset its XML
-/// declaration names, as it was received.
+/// (`issue`), legal basis and purpose. Read with the charset its answer's
+/// Content-Type named (kept on the record), else its XML declaration's,
+/// as it was received.
 fn x_road_answers(doc: &[u8], r: &RequestFacts, case: &str) -> Result<(), String> {
     use crate::protocol::ns;
-    let received = crate::protocol::xroad::receive(None, doc, &Default::default())
-        .map_err(|e| format!("is not an X-Road message: {e}"))?;
+    let content_type = r.charset.as_ref().map(|c| format!("text/xml; charset={c}"));
+    let received =
+        crate::protocol::xroad::receive(content_type.as_deref(), doc, &Default::default())
+            .map_err(|e| format!("is not an X-Road message: {e}"))?;
     let d = crate::xml::Document::parse(&received.xml, &crate::xml::Limits::default())
         .map_err(|e| format!("is not an X-Road message: {e}"))?;
     let header = d
@@ -1818,7 +1821,7 @@ mod tests {
         let rep = run(&r, files(&genuine));
         assert!(rep.holds(), "{:#?}", rep.findings);
         let text = format!("{:?}", rep.findings);
-        assert!(text.contains("signed by the X-Road security server: evidence/01XR.asice, message id m-7; its X-Road signature is verified with NIIS's asicverifier and the instance's verification configuration: java -jar asicverifier.jar <verificationconf> evidence/01XR.asice"), "{text}");
+        assert!(text.contains("signed by the X-Road security server: evidence/01XR.asice, message id m-7; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> evidence/01XR.asice"), "{text}");
         assert!(
             text.contains("byte for byte the attachment1 of evidence/01XR.asice"),
             "{text}"

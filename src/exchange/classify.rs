@@ -66,6 +66,10 @@ pub enum Content {
     RequestHashWrong(String),
     /// X-Road's own fault (a security server's, in either of its forms).
     XRoadFault { code: String, text: String },
+    /// X-Road: the body is not the `{serviceCode}Response` wrapper the
+    /// request's wrapper calls for (Document/Literal-Wrapped): not a
+    /// document, and not one on the next try of the same service either.
+    NotWrapped(String),
 }
 
 /// Whether an X-Road fault code is worth another try. Both of X-Road's
@@ -194,6 +198,7 @@ pub fn classify(obs: &Observation) -> Outcome {
             "the answer does not copy back the request's headers: {e}"
         )),
         Content::RequestHashWrong(e) => security(format!("the answer's requestHash: {e}")),
+        Content::NotWrapped(e) => permanent(format!("not a document: {e}")),
         Content::XRoadFault { code, text } => {
             if x_road_fault_is_transient(code) {
                 retryable(format!("X-Road fault {code}: {text}"), retry_after)

@@ -115,6 +115,9 @@ pub struct Attempt {
     pub message_id: Option<String>,
     /// X-Road: what came with a document (SOAP with attachments, MTOM).
     pub attachments: Vec<crate::protocol::xroad::Attachment>,
+    /// X-Road: the charset the document's `Content-Type` named (its bytes
+    /// are kept as they came, in it).
+    pub charset: Option<String>,
 }
 
 /// What the revocation check of a document's signer leaves: the record,
@@ -533,6 +536,7 @@ impl Exchange {
                     duration: Duration::ZERO,
                     message_id: None,
                     attachments: Vec::new(),
+                    charset: None,
                 });
             }
             Err(e) => return Err(ExchangeError::Sign(e)),
@@ -562,6 +566,7 @@ impl Exchange {
             duration: started.elapsed(),
             message_id: None,
             attachments: Vec::new(),
+            charset: None,
         })
     }
 

@@ -159,7 +159,7 @@ impl Exchange {
         )
         .into_bytes();
         let started = Instant::now();
-        let (status, response, observation, attachments) = self
+        let (status, response, observation, (attachments, charset)) = self
             .send_x_road(reg, svc, code, &request, call.ticket.is_some())
             .await;
         Ok(Attempt {
@@ -175,6 +175,7 @@ impl Exchange {
             duration: started.elapsed(),
             message_id: Some(message_id),
             attachments,
+            charset,
         })
     }
 
@@ -203,7 +204,7 @@ impl Exchange {
         Option<u16>,
         Option<Vec<u8>>,
         Observation,
-        Vec<wire::Attachment>,
+        (Vec<wire::Attachment>, Option<String>),
     ) {
         let resp = match self.post(reg, request).await {
             Ok(r) => r,
@@ -212,7 +213,7 @@ impl Exchange {
                     None,
                     None,
                     Observation::Transport(transport(&e)),
-                    Vec::new(),
+                    (Vec::new(), None),
                 )
             }
         };
@@ -233,14 +234,19 @@ impl Exchange {
                 let t = Transport::TooLarge {
                     limit: reg.max_body,
                 };
-                return (Some(status), None, Observation::Transport(t), Vec::new());
+                return (
+                    Some(status),
+                    None,
+                    Observation::Transport(t),
+                    (Vec::new(), None),
+                );
             }
             Err((ReadFailed::Broke(e), partial)) => {
                 return (
                     Some(status),
                     Some(partial),
                     Observation::Transport(transport(&e)),
-                    Vec::new(),
+                    (Vec::new(), None),
                 )
             }
         };
@@ -257,7 +263,7 @@ impl Exchange {
                     Some(status),
                     Some(body),
                     answer(Content::Malformed(e.to_string())),
-                    Vec::new(),
+                    (Vec::new(), None),
                 )
             }
         };
@@ -271,7 +277,7 @@ impl Exchange {
             Err(CheckError::Malformed(e)) => Content::Malformed(e),
             Err(CheckError::Headers(e)) => Content::HeadersNotCopied(e),
             Err(CheckError::RequestHash(e)) => Content::RequestHashWrong(e),
-            Err(CheckError::Wrapper(e)) => Content::UnexpectedPayload(e),
+            Err(CheckError::Wrapper(e)) => Content::NotWrapped(e),
             Ok(Answer::XRoadFault { code, text }) => Content::XRoadFault { code, text },
             Ok(Answer::Fault {
                 code,
@@ -310,9 +316,9 @@ impl Exchange {
             }
         };
         let attachments = if content == Content::Document {
-            received.attachments
+            (received.attachments, received.charset)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         (
             Some(status),

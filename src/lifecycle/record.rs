@@ -143,6 +143,12 @@ pub struct RequestRecord {
     /// message that brought the document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_document: Option<SignedDocRecord>,
+    /// X-Road: the charset its answer's `Content-Type` named. The document
+    /// is kept byte for byte as it came (its signed document holds those
+    /// bytes), so whoever reads it must know, when its XML declaration does
+    /// not say (or says otherwise: HTTP's charset wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
 }
 
 /// One attachment of a document, stored under `document_id`.
@@ -331,6 +337,7 @@ impl RequestRecord {
             stamp: None,
             attachments: Vec::new(),
             signed_document: None,
+            charset: None,
         }
     }
 

@@ -65,6 +65,8 @@ pub struct AttemptFacts<'a> {
     pub message_id: Option<&'a str>,
     /// What came with the document, stored beside it.
     pub attachments: &'a [super::AttachmentRecord],
+    /// X-Road: the charset the document's `Content-Type` named.
+    pub charset: Option<&'a str>,
 }
 
 /// Applies an attempt's outcome to a request that was `sending`. Returns
@@ -126,6 +128,7 @@ pub(super) fn apply(
             // server's, in its signed document.
             r.stamp = (f.stamp && f.message_id.is_none()).then(|| super::StampRecord::pending(now));
             r.attachments = f.attachments.to_vec();
+            r.charset = f.charset.map(str::to_owned);
             r.signed_document = f
                 .message_id
                 .map(|m| super::SignedDocRecord::pending(m, now));
@@ -242,6 +245,7 @@ mod tests {
             stamp: None,
             attachments: Vec::new(),
             signed_document: None,
+            charset: None,
         }
     }
 
@@ -258,6 +262,7 @@ mod tests {
             stamp: false,
             message_id: None,
             attachments: &[],
+            charset: None,
         }
     }
 

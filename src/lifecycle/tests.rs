@@ -89,6 +89,7 @@ fn transitions() -> BTreeSet<(String, &'static str, String)> {
             stamp: false,
             message_id: None,
             attachments: &[],
+            charset: None,
         })
         .collect();
     let rechecked = good_revocation();
@@ -220,6 +221,7 @@ fn stale_events_change_nothing() {
         stamp: false,
         message_id: None,
         attachments: &[],
+        charset: None,
     };
     let retry = RetryConfig::default();
     let answered = Event::Answered {
@@ -306,6 +308,7 @@ fn an_x_road_document_waits_for_its_signed_document_not_a_stamp() {
             stamp: true,
             message_id,
             attachments: &[],
+            charset: None,
         };
         let e = Event::Answered {
             facts: &facts,

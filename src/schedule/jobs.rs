@@ -282,6 +282,7 @@ mod tests {
             stamp: None,
             attachments: Vec::new(),
             signed_document: None,
+            charset: None,
         }
     }
 

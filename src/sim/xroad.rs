@@ -736,9 +736,15 @@ async fn soap(State(front): State<Arc<Front>>, hdrs: HeaderMap, bytes: Bytes) ->
         bytes: attachment_bytes(&req.id),
     });
     let (ctype, soap_bytes) = match fault {
+        // The charset named by the Content-Type alone, pr-mess 2.6's
+        // preferred way: no XML declaration says it, so whoever keeps the
+        // bytes as they came must keep the charset with them.
         Some(Fault::Latin1) => (
             "text/xml; charset=ISO-8859-1".to_owned(),
-            latin1(&xml.replacen("encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\"", 1)),
+            latin1(
+                xml.find("<SOAP-ENV:Envelope")
+                    .map_or(xml.as_str(), |i| &xml[i..]),
+            ),
         ),
         Some(Fault::Bom) => {
             let mut b = vec![0xEF, 0xBB, 0xBF];

@@ -48,6 +48,7 @@ fn record(n: u64, due: u64) -> RequestRecord {
         stamp: None,
         attachments: Vec::new(),
         signed_document: None,
+        charset: None,
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Received {
     pub attachments: Vec<Attachment>,
     /// The SOAP part was MTOM's (`application/xop+xml`).
     pub mtom: bool,
+    /// The charset its `Content-Type` named, when it named one: `raw` is
+    /// in it, whatever (or whether) its XML declaration says, and is kept
+    /// so, so it must be read by it again.
+    pub charset: Option<String>,
 }
 
 /// Reads an answer's body by its `Content-Type`.
@@ -80,6 +84,7 @@ pub fn receive(
                 xml,
                 attachments: Vec::new(),
                 mtom: false,
+                charset: ct.param("charset").map(str::to_owned),
             })
         }
         _ => Err(XRoadError::UnsupportedType(ct.raw_essence())),
@@ -491,6 +496,7 @@ fn multipart(
         xml,
         attachments,
         mtom,
+        charset: soap_type.param("charset").map(str::to_owned),
     })
 }
 

@@ -188,8 +188,8 @@ pub fn request(r: &Request<'_>, wrapper_ns: &str, wrapper_prefix: &str, inner: &
 /// byte order mark gone. (A charset named only by the HTTP Content-Type
 /// is not in the kept bytes: such an answer reads here only if it was
 /// UTF-8.)
-pub fn readable(raw: &[u8]) -> Result<Vec<u8>, XRoadError> {
-    mime::to_utf8(raw, None)
+pub fn readable(raw: &[u8], charset: Option<&str>) -> Result<Vec<u8>, XRoadError> {
+    mime::to_utf8(raw, charset)
 }
 
 /// The document of a read X-Road answer: the first element child of the

@@ -971,13 +971,14 @@ fn a_kept_answer_reads_again_with_its_document() {
     let latin1: Vec<u8> =
         b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><S:Envelope xmlns:S=\"http://schemas.xmlsoap.org/soap/envelope/\"><S:Body><w:xResponse xmlns:w=\"urn:w\"><w:doc>M\xfcller</w:doc><w:more/></w:xResponse></S:Body></S:Envelope>"
             .to_vec();
-    let x = readable(&latin1).unwrap();
+    let x = readable(&latin1, None).unwrap();
     let d = crate::xml::Document::parse(&x, &Limits::default()).unwrap();
     let n = document_node(&d).unwrap();
     assert!(d.is(n, "urn:w", "doc"));
     assert_eq!(d.text(n), "Müller");
     let fault = vector("pr-mess-D1-fault-technical.xml");
-    let d = crate::xml::Document::parse(&readable(&fault).unwrap(), &Limits::default()).unwrap();
+    let d =
+        crate::xml::Document::parse(&readable(&fault, None).unwrap(), &Limits::default()).unwrap();
     assert_eq!(document_node(&d), None);
 }
 
