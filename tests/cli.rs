@@ -4542,7 +4542,7 @@ async fn the_demo_with_one_registry_over_x_road_exports_its_signed_document_in_t
     assert_eq!(code, 0, "{report}");
     assert!(
         report.contains(&format!(
-            "{asice}: signed by the X-Road security server: {asice}, message id "
+            "{asice}: the X-Road security server's signed document of it: {asice}, message id "
         )),
         "{report}"
     );

@@ -3860,7 +3860,7 @@ async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_i
         s.sha256.as_deref(),
         Some(jum_gateway::xml::dsig::hex(&openssl::sha::sha256(&container)).as_str())
     );
-    bind(&container, &document, &[]).unwrap();
+    bind(&container, &document, None, &[]).unwrap();
 
     // The case's dossier carries it, and its verifier names it.
     let dossiers = jum_gateway::evidence::dossier::Dossiers::configured(
@@ -3890,7 +3890,7 @@ async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_i
     let ca = data.join("certs").join("ca.pem");
     let (code, report) = dossier_verify(&file, &[&ca]);
     for want in [
-        format!("evidence/{id}.asice: signed by the X-Road security server: evidence/{id}.asice, message id {message_id}"),
+        format!("evidence/{id}.asice: the X-Road security server's signed document of it: evidence/{id}.asice, message id {message_id}"),
         format!("its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> evidence/{id}.asice"),
         format!("documents/{id}.xml: civil's document, the answer to request {id} of case 351-12/2026-IV, came by X-Road: it is byte for byte the message.xml of its security server's signed document evidence/{id}.asice"),
     ] {

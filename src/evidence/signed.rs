@@ -122,6 +122,13 @@ pub struct Bound {
     /// Whether it holds the security server's timestamp
     /// (`META-INF/timestamp.tst` or a timestamp hash chain).
     pub timestamped: bool,
+    /// Whether it holds the attachments (a security server that logs no
+    /// bodies, or signs in batches, leaves them out).
+    pub attachments_logged: bool,
+    /// Whether its `message.xml` is the document's bytes themselves, or
+    /// their text written as UTF-8 (how NIIS's security server logs an
+    /// answer that came in another charset or with a byte order mark).
+    pub message_as_text: bool,
 }
 
 /// An attachment as it is compared: its size and SHA-256 (the dossier's
@@ -142,14 +149,19 @@ impl Digest {
 }
 
 /// Checks that `container` is the security server's signed document of
-/// `document` (the SOAP message exactly as received) and its
-/// `attachments`: an ASiC-E container, read strictly, whose `mimetype` is
-/// [`ASIC_MIMETYPE`], whose `message.xml` is the document byte for byte,
-/// whose `attachment1`.. are the attachments in order and no more, and
-/// which has a `META-INF/*signatures*.xml`.
+/// `document` (the SOAP message exactly as received, in `charset` when its
+/// Content-Type named one) and its `attachments`: an ASiC-E container,
+/// read strictly, whose `mimetype` is [`ASIC_MIMETYPE`], whose
+/// `message.xml` is the document byte for byte or its text written as
+/// UTF-8 (NIIS's security server logs the message's text so: an answer in
+/// ISO-8859-1 is logged as UTF-8), whose `attachment1`.. are the
+/// attachments in order and no more, or none at all (a security server
+/// that logs no bodies leaves them out), and which has a
+/// `META-INF/*signatures*.xml`.
 pub fn bind(
     container: &[u8],
     document: &[u8],
+    charset: Option<&str>,
     attachments: &[Digest],
 ) -> Result<Bound, BindingError> {
     let limits = Limits {
@@ -171,15 +183,28 @@ pub fn bind(
     }
     let hex = crate::xml::dsig::hex;
     let message = c.entry(MESSAGE_ENTRY).ok_or(BindingError::NoMessage)?;
+    let same = |m: &crate::evidence::container::Entry, d: &[u8]| {
+        m.size == d.len() as u64 && m.sha256 == openssl::sha::sha256(d)
+    };
+    // The bytes as received, or their text as UTF-8 (the same bytes for a
+    // UTF-8 answer without a byte order mark).
+    let text = crate::protocol::xroad::logged_text(document, charset).ok();
+    let (document, message_as_text) = if same(message, document) {
+        (document, false)
+    } else {
+        match text.as_deref() {
+            Some(t) if same(message, t) => (t, true),
+            _ => {
+                return Err(BindingError::MessageDiffers {
+                    found: message.size,
+                    found_sha256: hex(&message.sha256),
+                    want: document.len() as u64,
+                    want_sha256: hex(&openssl::sha::sha256(document)),
+                })
+            }
+        }
+    };
     let want_sha = openssl::sha::sha256(document);
-    if message.size != document.len() as u64 || message.sha256 != want_sha {
-        return Err(BindingError::MessageDiffers {
-            found: message.size,
-            found_sha256: hex(&message.sha256),
-            want: document.len() as u64,
-            want_sha256: hex(&want_sha),
-        });
-    }
     // The digests agree; the bytes too (the entry is within its size).
     match c.load(MESSAGE_ENTRY, document.len() as u64) {
         Some(Ok(m)) if m == document => {}
@@ -199,13 +224,18 @@ pub fn bind(
         .iter()
         .filter(|e| e.name.starts_with("attachment"))
         .count();
-    if found != attachments.len() {
+    let attachments_logged = found > 0 || attachments.is_empty();
+    if attachments_logged && found != attachments.len() {
         return Err(BindingError::AttachmentCount {
             found,
             want: attachments.len(),
         });
     }
-    for (i, a) in attachments.iter().enumerate() {
+    for (i, a) in attachments
+        .iter()
+        .enumerate()
+        .filter(|_| attachments_logged)
+    {
         let n = i + 1;
         let e = c
             .entry(&format!("attachment{n}"))
@@ -229,6 +259,8 @@ pub fn bind(
     Ok(Bound {
         signatures,
         timestamped,
+        attachments_logged,
+        message_as_text,
     })
 }
 
@@ -357,17 +389,12 @@ impl SignedDocs {
         let now = self.store.clock_ms();
         // The index is shared with the timestamps: take those whose signed
         // document is due.
-        let due: Vec<RequestRecord> = self
-            .store
-            .evidence_due(now, self.policy.batch)
-            .await?
-            .into_iter()
-            .filter(|r| {
-                r.signed_document
-                    .as_ref()
-                    .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
-            })
-            .collect();
+        let due: Vec<RequestRecord> = super::due_of(&*self.store, now, self.policy.batch, |r| {
+            r.signed_document
+                .as_ref()
+                .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
+        })
+        .await?;
         crate::metrics::signed_documents_pending(due.len());
         if due.is_empty() {
             return Ok(0);
@@ -457,7 +484,7 @@ impl SignedDocs {
                         c.len()
                     )));
                 }
-                bind(&c, &document, &attachments)?;
+                bind(&c, &document, r.charset.as_deref(), &attachments)?;
                 Ok(c)
             }
         }

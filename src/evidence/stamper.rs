@@ -270,17 +270,12 @@ impl Stamper {
         let now = self.store.clock_ms();
         // The index is shared with the signed documents: take those whose
         // timestamp is due.
-        let due: Vec<RequestRecord> = self
-            .store
-            .evidence_due(now, self.tsa.cfg.batch)
-            .await?
-            .into_iter()
-            .filter(|r| {
-                r.stamp
-                    .as_ref()
-                    .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
-            })
-            .collect();
+        let due: Vec<RequestRecord> = super::due_of(&*self.store, now, self.tsa.cfg.batch, |r| {
+            r.stamp
+                .as_ref()
+                .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
+        })
+        .await?;
         crate::metrics::timestamps_pending(due.len());
         if due.is_empty() {
             return Ok(0);

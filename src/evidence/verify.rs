@@ -1081,13 +1081,15 @@ fn x_road<R: Read + Seek>(
             }
         }
     }
-    match crate::evidence::signed::bind(&container, doc, &digests) {
+    match crate::evidence::signed::bind(&container, doc, r.charset.as_deref(), &digests) {
         Ok(b) => {
             rep.valid(
                 file,
                 format!(
-                    "signed by the X-Road security server: {file}, message id {message_id}{}; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> {file} (the verification configuration from the security server's /verificationconf)",
-                    if b.timestamped { ", with a timestamp entry" } else { "" }
+                    "the X-Road security server's signed document of it: {file}, message id {message_id}{}{}{}; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> {file} (the verification configuration from the security server's /verificationconf)",
+                    if b.timestamped { ", with a timestamp entry" } else { "" },
+                    if b.message_as_text { ", its message.xml the document's text as UTF-8" } else { "" },
+                    if b.attachments_logged { "" } else { ", the attachments not logged in it" }
                 ),
             );
             // Bound to its signed document, and so to its message; that
@@ -1821,7 +1823,7 @@ mod tests {
         let rep = run(&r, files(&genuine));
         assert!(rep.holds(), "{:#?}", rep.findings);
         let text = format!("{:?}", rep.findings);
-        assert!(text.contains("signed by the X-Road security server: evidence/01XR.asice, message id m-7; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> evidence/01XR.asice"), "{text}");
+        assert!(text.contains("the X-Road security server's signed document of it: evidence/01XR.asice, message id m-7; its X-Road signature and timestamp are not verified here (they need the X-Road instance's global configuration): verify them with NIIS's asicverifier: java -jar asicverifier.jar <verificationconf> evidence/01XR.asice"), "{text}");
         assert!(
             text.contains("byte for byte the attachment1 of evidence/01XR.asice"),
             "{text}"

@@ -386,8 +386,8 @@ async fn the_job_leaves_timestamps_to_the_stamper_and_they_share_the_index() {
 #[test]
 fn bind_refuses_what_is_not_the_documents_signed_document() {
     let genuine = asice(DOCUMENT, &[], true);
-    assert!(bind(&genuine, DOCUMENT, &[]).unwrap().signatures == ["META-INF/signatures.xml"]);
-    let refused = |c: &[u8]| bind(c, DOCUMENT, &[]).unwrap_err().to_string();
+    assert!(bind(&genuine, DOCUMENT, None, &[]).unwrap().signatures == ["META-INF/signatures.xml"]);
+    let refused = |c: &[u8]| bind(c, DOCUMENT, None, &[]).unwrap_err().to_string();
     // Another mimetype.
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let o = zip::write::SimpleFileOptions::default();
@@ -420,15 +420,150 @@ proptest! {
     fn any_changed_byte_of_the_message_is_refused(at in 0usize..DOCUMENT.len(), x in 1u8..=255) {
         let mut m = DOCUMENT.to_vec();
         m[at] ^= x;
-        let e = bind(&asice(&m, &[], true), DOCUMENT, &[]).unwrap_err();
+        let e = bind(&asice(&m, &[], true), DOCUMENT, None, &[]).unwrap_err();
         prop_assert!(matches!(e, BindingError::MessageDiffers { .. }), "{e}");
-        prop_assert!(bind(&asice(DOCUMENT, &[], true), DOCUMENT, &[]).is_ok());
+        prop_assert!(bind(&asice(DOCUMENT, &[], true), DOCUMENT, None, &[]).is_ok());
     }
 
     /// Whatever bytes come, the reading ends in a refusal or a binding,
     /// never a panic.
     #[test]
     fn arbitrary_bytes_are_refused_cleanly(b in proptest::collection::vec(any::<u8>(), 0..512)) {
-        prop_assert!(bind(&b, DOCUMENT, &[]).is_err());
+        prop_assert!(bind(&b, DOCUMENT, None, &[]).is_err());
     }
+}
+
+/// NIIS's security server logs a message's text written as UTF-8 (its
+/// message.xml of an ISO-8859-1 answer is not the bytes received), and a
+/// server that logs no bodies leaves the attachments out: both are the
+/// signed document of the document all the same; anything else is not.
+#[test]
+fn bind_takes_the_message_as_a_security_server_logs_it() {
+    // An answer in ISO-8859-1, its charset named by HTTP alone.
+    let text = "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\"><SOAP-ENV:Body><x>Erzsébet Đorđe</x></SOAP-ENV:Body></SOAP-ENV:Envelope>";
+    let latin1: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect();
+    assert_ne!(latin1, text.as_bytes());
+    let logged = crate::protocol::xroad::logged_text(&latin1, Some("ISO-8859-1")).unwrap();
+    let b = bind(&asice(&logged, &[], true), &latin1, Some("ISO-8859-1"), &[]).unwrap();
+    assert!(b.message_as_text && b.attachments_logged);
+    // The bytes themselves still hold, and say so.
+    let b = bind(&asice(&latin1, &[], true), &latin1, Some("ISO-8859-1"), &[]).unwrap();
+    assert!(!b.message_as_text);
+    // Another text is another message, however it is written.
+    let other = logged_other(&logged);
+    let e = bind(&asice(&other, &[], true), &latin1, Some("ISO-8859-1"), &[]).unwrap_err();
+    assert!(e.to_string().contains("is not the document"), "{e}");
+    // Read by the wrong charset (none: UTF-8), the logged text is not it.
+    assert!(bind(&asice(&logged, &[], true), &latin1, None, &[]).is_err());
+    // Attachments: none logged is taken and said; logged, they must be
+    // the document's.
+    let pdf: &[u8] = b"%PDF-1.4 scan";
+    let d = [Digest::of(pdf)];
+    let b = bind(&asice(DOCUMENT, &[], true), DOCUMENT, None, &d).unwrap();
+    assert!(!b.attachments_logged);
+    assert!(
+        bind(&asice(DOCUMENT, &[pdf], true), DOCUMENT, None, &d)
+            .unwrap()
+            .attachments_logged
+    );
+    assert_eq!(
+        bind(
+            &asice(DOCUMENT, &[b"%PDF-1.4 other"], true),
+            DOCUMENT,
+            None,
+            &d
+        )
+        .unwrap_err()
+        .to_string(),
+        "its attachment1 is not the document's attachment 1"
+    );
+}
+
+/// `logged` with one letter changed.
+fn logged_other(logged: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8(logged.to_vec()).unwrap();
+    s.replace("Erzsébet", "Erzsebet").into_bytes()
+}
+
+/// Records due only for a timestamp that no job takes (the TSA removed
+/// from the configuration) fill the head of the shared evidence index:
+/// the signed-document job reads past them, and so does the stamper past
+/// signed documents no job takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_kind_stuck_at_the_head_of_the_index_starves_not_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn QueueStore> = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
+    let rec = |n: u64| {
+        let mut r = RequestRecord::queued(
+            "c",
+            format!("351-{n}/2026"),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "civil.birth-extract".into(),
+            "civil".into(),
+            Vec::new(),
+            Duration::from_secs(86_400),
+        );
+        r.state = State::Fetched;
+        r.due_ms = None;
+        r
+    };
+    let mut recs = Vec::new();
+    for n in 0..40 {
+        let mut r = rec(n);
+        let mut s = crate::lifecycle::StampRecord::pending(1);
+        s.next_ms = Some(1 + n);
+        r.stamp = Some(s);
+        recs.push(r);
+    }
+    let mut signed = rec(100);
+    signed.signed_document = Some(SignedDocRecord::pending("m-1", 500));
+    let wanted = signed.id.clone();
+    recs.push(signed);
+    let mut late_stamp = rec(101);
+    late_stamp.stamp = Some(crate::lifecycle::StampRecord::pending(600));
+    let stamp_id = late_stamp.id.clone();
+    recs.push(late_stamp);
+    for n in 0..40 {
+        let mut r = rec(200 + n);
+        r.signed_document = Some(SignedDocRecord::pending("m", 2 + n));
+        recs.push(r);
+    }
+    store.enqueue(recs).await.unwrap();
+    let now = 1_000;
+    // The control: a batch of the index's head holds no signed document
+    // due after the stuck timestamps.
+    let head = store.evidence_due(now, 5).await.unwrap();
+    assert!(head.iter().all(|r| r.id != wanted));
+    let signed_due = |r: &RequestRecord| {
+        r.signed_document
+            .as_ref()
+            .is_some_and(|s| s.is_pending() && s.next_ms.unwrap_or(0) <= now)
+            && r.id == wanted
+    };
+    let got = crate::evidence::due_of(&*store, now, 5, signed_due)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [wanted.as_str()]
+    );
+    let stamp_due = |r: &RequestRecord| r.id == stamp_id && r.stamp_pending();
+    let got = crate::evidence::due_of(&*store, now, 5, stamp_due)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    // A batch is filled from the earliest of its own kind.
+    let any_signed = |r: &RequestRecord| r.signed_document.as_ref().is_some_and(|s| s.is_pending());
+    let got = crate::evidence::due_of(&*store, now, 5, any_signed)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(got
+        .iter()
+        .all(|r| r.signed_document.as_ref().unwrap().next_ms.unwrap() < 500));
 }

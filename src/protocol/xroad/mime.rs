@@ -164,6 +164,25 @@ fn declared(text: &[u8]) -> Option<String> {
 /// another encoding rewritten to say UTF-8, so that the hardened reader,
 /// which reads UTF-8 only, takes it.
 pub(super) fn to_utf8(bytes: &[u8], charset: Option<&str>) -> Result<Vec<u8>, XRoadError> {
+    let text = text_of(bytes, charset)?;
+    if !text.starts_with("<?xml") || declared(text.as_bytes()).is_none() {
+        return Ok(text.into_bytes());
+    }
+    // Rewrite the declaration: the rest stays exactly as it was.
+    let end = text.find("?>").map_or(0, |e| e + 2);
+    let standalone = if text[..end].contains("standalone") {
+        " standalone=\"yes\""
+    } else {
+        ""
+    };
+    let mut out = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"{standalone}?>").into_bytes();
+    out.extend_from_slice(&text.as_bytes()[end..]);
+    Ok(out)
+}
+
+/// The XML's text: decoded by `charset` (else by its declaration, else as
+/// UTF-8), the byte order mark gone, the declaration left as it was.
+pub(super) fn text_of(bytes: &[u8], charset: Option<&str>) -> Result<String, XRoadError> {
     let label = charset
         .map(|c| c.trim().to_owned())
         .or_else(|| declared(bytes))
@@ -181,20 +200,9 @@ pub(super) fn to_utf8(bytes: &[u8], charset: Option<&str>) -> Result<Vec<u8>, XR
         }
         text.into_owned()
     };
-    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
-    if !text.starts_with("<?xml") || declared(text.as_bytes()).is_none() {
-        return Ok(text.as_bytes().to_vec());
-    }
-    // Rewrite the declaration: the rest stays exactly as it was.
-    let end = text.find("?>").map_or(0, |e| e + 2);
-    let standalone = if text[..end].contains("standalone") {
-        " standalone=\"yes\""
-    } else {
-        ""
-    };
-    let mut out = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"{standalone}?>").into_bytes();
-    out.extend_from_slice(&text.as_bytes()[end..]);
-    Ok(out)
+    Ok(text
+        .strip_prefix('\u{FEFF}')
+        .map_or(text.clone(), str::to_owned))
 }
 
 /// One part of a multipart body.

@@ -192,6 +192,15 @@ pub fn readable(raw: &[u8], charset: Option<&str>) -> Result<Vec<u8>, XRoadError
     mime::to_utf8(raw, charset)
 }
 
+/// The text of a SOAP message as received, written as UTF-8 with nothing
+/// else changed (its declaration neither): what NIIS's security server
+/// logs as a signed document's `message.xml` (the message's text as a
+/// Java string, written as UTF-8), which is the received bytes themselves
+/// only when they were UTF-8 without a byte order mark.
+pub fn logged_text(raw: &[u8], charset: Option<&str>) -> Result<Vec<u8>, XRoadError> {
+    mime::text_of(raw, charset).map(String::into_bytes)
+}
+
 /// The document of a read X-Road answer: the first element child of the
 /// body's wrapper (`None` for a fault or a body without one).
 pub fn document_node(doc: &crate::xml::Document) -> Option<crate::xml::dom::NodeId> {
