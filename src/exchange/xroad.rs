@@ -385,11 +385,18 @@ impl Exchange {
             registry: registry.to_owned(),
             detail: format!("signed document of {message_id}: {detail}"),
         };
-        // The service is at the security server's root, whatever path
-        // its messages are posted to.
-        let mut url = reqwest::Url::parse(&reg.url)
-            .map(|u| u.origin().ascii_serialization())
-            .map_err(|e| fail(format!("url {:?}: {e}", reg.url)))?;
+        // `{url}/asic` (ug-sigdoc: the security server's `asic` service,
+        // at its root when `url` is the security server's own address; a
+        // proxy that puts it under a path keeps it there).
+        let base =
+            reqwest::Url::parse(&reg.url).map_err(|e| fail(format!("url {:?}: {e}", reg.url)))?;
+        let mut url = base
+            .as_str()
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
         url.push_str("/asic?queryId=");
         url.push_str(&query_value(message_id));
         let c = &self.client;

@@ -7,7 +7,7 @@
 //! | `requests` | request id (ULID text) | [`RequestRecord`] as JSON with a schema version |
 //! | `due` | due time in ms, big-endian u64 ‖ request id | the registry to ask, or `!deliver`: the request needs attention at that time |
 //! | `by_case` | case number ‖ 0x00 ‖ request id | empty |
-//! | `documents` | document id (= request id), `{request}.attachment-{n}`, or `crl-{sha256}` | the registry's signed envelope, an attachment that came with it (X-Road), or a CRL that confirmed a signer (once per CRL), sealed with AES-256-GCM (see [`crypt`](super::crypt)) |
+//! | `documents` | document id (= request id), `{request}.attachment-{n}`, `{request}.asice`, or `crl-{sha256}` | the registry's signed envelope, an attachment that came with it (X-Road), its security server's signed document (X-Road), or a CRL that confirmed a signer (once per CRL), sealed with AES-256-GCM (see [`crypt`](super::crypt)) |
 //! | `idempotency` | client ‖ 0x00 ‖ Idempotency-Key | the request ids it created and the body's SHA-256, as JSON |
 //! | `outbox` | sequence number, big-endian u64 | an [`OutEvent`] waiting for its webhook, as JSON |
 //! | `outbox_ids` | event id | its sequence number and creation time: events already written (also after they were sent) |

@@ -850,8 +850,13 @@ impl Requests for PgStore {
             let mut docs = vec![id.to_owned()];
             if let Some(row) = gone {
                 let text: String = row.get(0);
-                let r = super::decode(id.as_bytes(), text.as_bytes())?;
-                docs.extend(r.documents_beside().map(str::to_owned));
+                // A record that no longer reads is removed all the same
+                // (with its own document): what it named beside it cannot
+                // be known.
+                match super::decode(id.as_bytes(), text.as_bytes()) {
+                    Ok(r) => docs.extend(r.documents_beside().map(str::to_owned)),
+                    Err(e) => tracing::warn!(request = %id, error = %e, "removing a request whose record does not read: the documents beside its own, if any, stay"),
+                }
             }
             t.run("DELETE FROM documents WHERE id = ANY($1)", &[&docs])
                 .await
