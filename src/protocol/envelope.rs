@@ -166,6 +166,24 @@ pub enum FaultCode {
 }
 
 impl FaultCode {
+    /// The code of a fault whose `faultcode` is `local` in namespace
+    /// `code_ns`: one of ours in the jum namespace, else `{ns}local`.
+    pub fn read(code_ns: &str, local: &str) -> FaultCode {
+        if code_ns != ns::JUM {
+            return FaultCode::Other(format!("{{{code_ns}}}{local}"));
+        }
+        match local {
+            "NotFound" => FaultCode::NotFound,
+            "InvalidSubject" => FaultCode::InvalidSubject,
+            "NotAuthorized" => FaultCode::NotAuthorized,
+            "Unavailable" => FaultCode::Unavailable,
+            "Maintenance" => FaultCode::Maintenance,
+            "BadSignature" => FaultCode::BadSignature,
+            "Internal" => FaultCode::Internal,
+            other => FaultCode::Other(format!("{{{code_ns}}}{other}")),
+        }
+    }
+
     pub fn local(&self) -> &str {
         match self {
             FaultCode::NotFound => "NotFound",
@@ -282,6 +300,15 @@ pub fn parse_xs_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs <= 30.0 * 86_400.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// The `retryAfter` a fault of ours carries in its detail
+/// (`jum:FaultDetail`), if any.
+pub fn fault_retry_after(doc: &Document, fault: NodeId) -> Option<Duration> {
+    doc.child(fault, "", "detail")
+        .and_then(|d| doc.child(d, ns::JUM, "FaultDetail"))
+        .and_then(|fd| doc.child(fd, ns::JUM, "retryAfter"))
+        .and_then(|n| parse_xs_duration(&doc.text(n)))
+}
+
 /// Reads an envelope from a (verified) tree.
 pub fn read(doc: &Document) -> Result<Envelope, ProtocolError> {
     let root = doc.root();
@@ -355,29 +382,12 @@ pub fn read(doc: &Document) -> Result<Envelope, ProtocolError> {
             .split_once(':')
             .unwrap_or(("", code_text.as_str()));
         let code_ns = doc.lookup_prefix(*only, prefix).unwrap_or_default();
-        let code = if code_ns == ns::JUM {
-            match local {
-                "NotFound" => FaultCode::NotFound,
-                "InvalidSubject" => FaultCode::InvalidSubject,
-                "NotAuthorized" => FaultCode::NotAuthorized,
-                "Unavailable" => FaultCode::Unavailable,
-                "Maintenance" => FaultCode::Maintenance,
-                "BadSignature" => FaultCode::BadSignature,
-                "Internal" => FaultCode::Internal,
-                other => FaultCode::Other(format!("{{{code_ns}}}{other}")),
-            }
-        } else {
-            FaultCode::Other(format!("{{{code_ns}}}{local}"))
-        };
+        let code = FaultCode::read(code_ns, local);
         let text = doc
             .child(*only, "", "faultstring")
             .map(|n| doc.text(n).trim().to_owned())
             .unwrap_or_default();
-        let retry_after = doc
-            .child(*only, "", "detail")
-            .and_then(|d| doc.child(d, ns::JUM, "FaultDetail"))
-            .and_then(|fd| doc.child(fd, ns::JUM, "retryAfter"))
-            .and_then(|n| parse_xs_duration(&doc.text(n)));
+        let retry_after = fault_retry_after(doc, *only);
         Body::Fault {
             code,
             text,

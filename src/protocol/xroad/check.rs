@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::ns;
-use crate::protocol::envelope::{parse_xs_duration, FaultCode};
+use crate::protocol::envelope::{fault_retry_after, parse_xs_duration, FaultCode};
 use crate::xml::dom::{Document, NodeId, NodeKind};
 use crate::xml::Limits;
 
@@ -272,25 +272,10 @@ fn fault(doc: &Document, f: NodeId) -> Answer {
         doc.lookup_prefix(f, prefix).unwrap_or_default()
     };
     if code_ns == ns::JUM {
-        let code = match local {
-            "NotFound" => FaultCode::NotFound,
-            "InvalidSubject" => FaultCode::InvalidSubject,
-            "NotAuthorized" => FaultCode::NotAuthorized,
-            "Unavailable" => FaultCode::Unavailable,
-            "Maintenance" => FaultCode::Maintenance,
-            "BadSignature" => FaultCode::BadSignature,
-            "Internal" => FaultCode::Internal,
-            other => FaultCode::Other(format!("{{{code_ns}}}{other}")),
-        };
-        let retry_after = doc
-            .child(f, "", "detail")
-            .and_then(|d| doc.child(d, ns::JUM, "FaultDetail"))
-            .and_then(|fd| doc.child(fd, ns::JUM, "retryAfter"))
-            .and_then(|n| parse_xs_duration(&doc.text(n)));
         return Answer::Fault {
-            code,
+            code: FaultCode::read(code_ns, local),
             text,
-            retry_after,
+            retry_after: fault_retry_after(doc, f),
         };
     }
     // X-Road's codes are written without a prefix; one that has the SOAP
