@@ -205,6 +205,53 @@ fn transport(e: &reqwest::Error) -> Transport {
     Transport::Interrupted(text)
 }
 
+/// Why a body could not be had whole.
+pub(super) enum ReadFailed {
+    TooLarge,
+    Broke(reqwest::Error),
+}
+
+/// The body, at most `max` bytes: counted while reading, so that an
+/// endless answer costs at most the limit.
+pub(super) async fn read_capped(
+    resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, (ReadFailed, Vec<u8>)> {
+    if resp.content_length().is_some_and(|l| l as usize > max) {
+        return Err((ReadFailed::TooLarge, Vec::new()));
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if body.len() + c.len() > max {
+                    return Err((ReadFailed::TooLarge, Vec::new()));
+                }
+                body.extend_from_slice(&c);
+            }
+            Err(e) => return Err((ReadFailed::Broke(e), body)),
+        }
+    }
+    Ok(body)
+}
+
+/// An answer's `Retry-After`, in seconds.
+pub(super) fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// An answer's `Content-Type`, as sent.
+pub(super) fn content_type(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 /// A confirmed status as the document keeps it, and the CRL to keep when
 /// a CRL confirmed it.
 fn evidence(a: &revocation::Answer) -> Evidence {
@@ -604,46 +651,25 @@ impl Exchange {
             }
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let too_large = || {
-            let t = Transport::TooLarge {
-                limit: reg.max_body,
-            };
-            (Some(status), None, Observation::Transport(t), None, None)
-        };
-        if resp
-            .content_length()
-            .is_some_and(|l| l as usize > reg.max_body)
-        {
-            return too_large();
-        }
-        // Read with a cap: an endless answer costs at most the limit.
-        let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    if body.len() + c.len() > reg.max_body {
-                        return too_large();
-                    }
-                    body.extend_from_slice(&c);
-                }
-                Err(e) => {
-                    return (
-                        Some(status),
-                        Some(body),
-                        Observation::Transport(transport(&e)),
-                        None,
-                        None,
-                    )
-                }
+        let retry_after = retry_after(&resp);
+        let body = match read_capped(resp, reg.max_body).await {
+            Ok(b) => b,
+            Err((ReadFailed::TooLarge, _)) => {
+                let t = Transport::TooLarge {
+                    limit: reg.max_body,
+                };
+                return (Some(status), None, Observation::Transport(t), None, None);
             }
-        }
+            Err((ReadFailed::Broke(e), partial)) => {
+                return (
+                    Some(status),
+                    Some(partial),
+                    Observation::Transport(transport(&e)),
+                    None,
+                    None,
+                )
+            }
+        };
         let (content, signer, revocation) = self.examine(reg, svc, headers, request, &body).await;
         (
             Some(status),

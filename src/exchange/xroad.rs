@@ -8,13 +8,11 @@
 //! schema, and asks its security server for the metaservices and for the
 //! signed document of each message.
 
-use std::time::{Duration, Instant};
-
-use futures_util::StreamExt;
+use std::time::Instant;
 
 use super::{
-    chain, classify, transport, Attempt, Call, Content, Exchange, ExchangeError, Observation,
-    RegistryClient, Transport,
+    chain, classify, content_type, read_capped, retry_after, transport, Attempt, Call, Content,
+    Exchange, ExchangeError, Observation, ReadFailed, RegistryClient, Transport,
 };
 use crate::config::{RegistryProtocol, ServiceConfig};
 use crate::protocol::envelope;
@@ -48,37 +46,6 @@ fn excerpt(body: &[u8]) -> String {
     } else {
         t.to_owned()
     }
-}
-
-/// Why a body could not be had whole.
-enum ReadFailed {
-    TooLarge,
-    Broke(reqwest::Error),
-}
-
-/// The body, at most `max` bytes: counted while reading, so that an
-/// endless answer costs at most the limit.
-async fn read_capped(
-    resp: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, (ReadFailed, Vec<u8>)> {
-    if resp.content_length().is_some_and(|l| l as usize > max) {
-        return Err((ReadFailed::TooLarge, Vec::new()));
-    }
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                if body.len() + c.len() > max {
-                    return Err((ReadFailed::TooLarge, Vec::new()));
-                }
-                body.extend_from_slice(&c);
-            }
-            Err(e) => return Err((ReadFailed::Broke(e), body)),
-        }
-    }
-    Ok(body)
 }
 
 /// `%`-encoding of a query value (RFC 3986's unreserved characters kept).
@@ -218,16 +185,8 @@ impl Exchange {
             }
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let retry_after = retry_after(&resp);
+        let content_type = content_type(&resp);
         let body = match read_capped(resp, reg.max_body).await {
             Ok(b) => b,
             Err((ReadFailed::TooLarge, _)) => {
@@ -346,10 +305,7 @@ impl Exchange {
                 .await
                 .map_err(|e| fail(chain(&e)))?;
             let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let content_type = content_type(&resp);
             let body = match read_capped(resp, reg.max_body).await {
                 Ok(b) => b,
                 Err((ReadFailed::TooLarge, _)) => {
