@@ -1207,7 +1207,9 @@ fn structure(facts: &CaseFacts, data_files: &[&container::Entry], rep: &mut Repo
                 .and_then(|h| h.strip_suffix(".crl"))
                 .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         };
-        let files = [
+        // Every file case.json names for this request, under the one name
+        // the dossier gives it.
+        let mut files: Vec<(String, &String, String)> = [
             ("document", &r.document, format!("documents/{}.xml", r.id)),
             ("OCSP response", &r.ocsp, format!("evidence/{}.ocsp", r.id)),
             (
@@ -1215,40 +1217,25 @@ fn structure(facts: &CaseFacts, data_files: &[&container::Entry], rep: &mut Repo
                 &r.timestamp_token,
                 format!("evidence/{}.tst", r.id),
             ),
-        ];
-        for (what, file, want) in files {
-            let Some(file) = file else { continue };
-            if *file != want {
-                rep.invalid(
-                    "case.json",
-                    format!(
-                        "request {} files its {what} as {file:?}, not {want:?}",
-                        r.id
-                    ),
-                );
-            }
-            named.insert(file);
-        }
-        let mut x_road_files: Vec<(String, &String, String)> = r
-            .attachments
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                (
-                    format!("attachment {}", i + 1),
-                    &a.file,
-                    super::dossier::attachment_file(&r.id, i + 1),
-                )
-            })
-            .collect();
+        ]
+        .into_iter()
+        .filter_map(|(what, file, want)| Some((what.to_owned(), file.as_ref()?, want)))
+        .collect();
+        files.extend(r.attachments.iter().enumerate().map(|(i, a)| {
+            (
+                format!("attachment {}", i + 1),
+                &a.file,
+                super::dossier::attachment_file(&r.id, i + 1),
+            )
+        }));
         if let Some(f) = &r.signed_document_file {
-            x_road_files.push((
+            files.push((
                 "signed document".into(),
                 f,
                 super::dossier::signed_document_file(&r.id),
             ));
         }
-        for (what, file, want) in x_road_files {
+        for (what, file, want) in files {
             if *file != want {
                 rep.invalid(
                     "case.json",
