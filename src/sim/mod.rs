@@ -512,6 +512,7 @@ struct Asked {
     pub body: AskedBody,
 }
 
+#[derive(Clone)]
 enum AskedBody {
     Payload(Fields),
     Poll(String),

@@ -622,11 +622,7 @@ async fn soap(State(front): State<Arc<Front>>, hdrs: HeaderMap, bytes: Bytes) ->
     let asked = Asked {
         service: req.code.clone(),
         id: req.id.clone(),
-        body: match &req.body {
-            AskedBody::Payload(f) => AskedBody::Payload(f.clone()),
-            AskedBody::Poll(t) => AskedBody::Poll(t.clone()),
-            AskedBody::Other => AskedBody::Other,
-        },
+        body: req.body.clone(),
     };
     let (status, body, fault) = match serve(&reg, sh, &asked, None).await {
         Reply::Raw(r) => return r,
