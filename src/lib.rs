@@ -21,9 +21,9 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod protocol;
-pub mod schedule;
 #[cfg(feature = "simulator")]
 pub mod sim;
 pub mod store;
 pub mod sync;
+pub mod time;
 pub mod xml;

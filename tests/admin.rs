@@ -225,7 +225,7 @@ async fn an_operator_finds_the_failing_registry_pauses_retries_and_resumes() {
     // Only the pause may hold them: the breaker's 3 s cool-down, from the
     // last failure the registries view reports, is over first.
     let opened = cad["last"]["error_ms"].as_u64().unwrap();
-    while jum_gateway::store::now_ms() <= opened + 3_000 {
+    while jum_gateway::time::now_ms() <= opened + 3_000 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cadastre_seen = sim_seen(&d, "cadastre").await;

@@ -49,9 +49,9 @@ fn pki() -> Files {
     let authority =
         jum_gateway::pki::revocation::authority::Authority::new(ca.cert.clone(), ca.key.clone());
     authority
-        .revoke_cert(&revoked.cert, jum_gateway::store::now_ms())
+        .revoke_cert(&revoked.cert, jum_gateway::time::now_ms())
         .unwrap();
-    let crl = authority.crl(jum_gateway::store::now_ms()).unwrap();
+    let crl = authority.crl(jum_gateway::time::now_ms()).unwrap();
     let put = |name: &str, data: Vec<u8>| write(dir.path(), name, &data);
     Files {
         ca: put("ca.pem", ca.cert_pem().unwrap()),

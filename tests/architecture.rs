@@ -219,9 +219,40 @@ impl<'ast> Visit<'ast> for Reader {
     }
 }
 
-/// The rules: a part, and the parts it must not use (`None`: any).
-fn rules() -> Vec<(String, Option<Vec<String>>)> {
-    let doc = include_str!("../ARCHITECTURE.md");
+/// A rule of ARCHITECTURE.md: which parts a part may use.
+#[derive(Debug)]
+enum Rule {
+    /// `X uses nothing`
+    Nothing,
+    /// `X uses only: a, b`
+    Only(Vec<String>),
+    /// `X does not use: a, b`
+    Not(Vec<String>),
+}
+
+impl Rule {
+    fn allows(&self, part: &str) -> bool {
+        match self {
+            Rule::Nothing => false,
+            Rule::Only(list) => list.iter().any(|p| p == part),
+            Rule::Not(list) => !list.iter().any(|p| p == part),
+        }
+    }
+
+    fn names(&self) -> &[String] {
+        match self {
+            Rule::Nothing => &[],
+            Rule::Only(l) | Rule::Not(l) => l,
+        }
+    }
+}
+
+/// The rules, as ARCHITECTURE.md writes them between its markers.
+fn rules() -> Vec<(String, Rule)> {
+    rules_in(include_str!("../ARCHITECTURE.md"))
+}
+
+fn rules_in(doc: &str) -> Vec<(String, Rule)> {
     let start = doc
         .find("<!-- imports:begin -->")
         .expect("no imports:begin marker");
@@ -232,56 +263,167 @@ fn rules() -> Vec<(String, Option<Vec<String>>)> {
         .lines()
         .filter_map(|l| l.strip_prefix("- "))
         .map(|l| {
+            let list = |s: &str| s.split(", ").map(str::to_owned).collect();
             if let Some(part) = l.strip_suffix(" uses nothing") {
-                (part.to_owned(), None)
+                (part.to_owned(), Rule::Nothing)
+            } else if let Some((part, allowed)) = l.split_once(" uses only: ") {
+                (part.to_owned(), Rule::Only(list(allowed)))
+            } else if let Some((part, banned)) = l.split_once(" does not use: ") {
+                (part.to_owned(), Rule::Not(list(banned)))
             } else {
-                let (part, banned) = l.split_once(" does not use: ").unwrap_or_else(|| {
-                    panic!("a rule reads 'X uses nothing' or 'X does not use: a, b': {l}")
-                });
-                (
-                    part.to_owned(),
-                    Some(banned.split(", ").map(str::to_owned).collect()),
-                )
+                panic!("a rule reads 'X uses nothing', 'X uses only: a, b' or 'X does not use: a, b': {l}")
             }
         })
         .collect()
 }
 
 /// Each use a rule forbids: "part uses other".
-fn broken(
-    uses: &BTreeMap<String, BTreeSet<String>>,
-    rules: &[(String, Option<Vec<String>>)],
-) -> Vec<String> {
+fn broken(uses: &BTreeMap<String, BTreeSet<String>>, rules: &[(String, Rule)]) -> Vec<String> {
     let mut broken = Vec::new();
-    for (part, banned) in rules {
+    for (part, rule) in rules {
         let used = uses
             .get(part)
             .unwrap_or_else(|| panic!("a rule names {part}, which is not a folder of src/"));
         for u in used {
-            let bad = match banned {
-                None => true,
-                Some(list) => list.contains(u),
-            };
-            if bad {
+            if !rule.allows(u) {
                 broken.push(format!("{part} uses {u}"));
             }
         }
-        if let Some(list) = banned {
-            for b in list {
-                assert!(
-                    uses.contains_key(b),
-                    "the rule for {part} names {b}, which is not a part"
-                );
-            }
+        for b in rule.names() {
+            assert!(
+                uses.contains_key(b),
+                "the rule for {part} names {b}, which is not a part"
+            );
         }
     }
     broken
+}
+
+/// Every loop between parts, each as the path that closes it
+/// (`a -> b -> a`): the parts of each strongly connected component of the
+/// graph of uses (Tarjan), and within one, a shortest way back to its
+/// first part.
+fn loops(uses: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    struct T<'a> {
+        uses: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on: BTreeSet<&'a str>,
+        out: Vec<Vec<&'a str>>,
+    }
+    impl<'a> T<'a> {
+        fn visit(&mut self, v: &'a str) {
+            let i = self.index.len();
+            self.index.insert(v, i);
+            self.low.insert(v, i);
+            self.stack.push(v);
+            self.on.insert(v);
+            for w in self.uses.get(v).into_iter().flatten() {
+                let w = w.as_str();
+                if !self.uses.contains_key(w) {
+                    continue; // a file of src/, not a folder: no part
+                }
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(lw);
+                } else if self.on.contains(w) {
+                    let iw = self.index[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let mut c = Vec::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on.remove(w);
+                    c.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                self.out.push(c);
+            }
+        }
+    }
+    let mut t = T {
+        uses,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for v in uses.keys() {
+        if !t.index.contains_key(v.as_str()) {
+            t.visit(v);
+        }
+    }
+    let mut found = Vec::new();
+    for mut c in t.out {
+        let self_loop = c.len() == 1 && uses[c[0]].contains(c[0]);
+        if c.len() < 2 && !self_loop {
+            continue;
+        }
+        c.sort();
+        // A shortest way from the first part back to it, within the loop.
+        let inside: BTreeSet<&str> = c.iter().copied().collect();
+        let start = c[0];
+        let mut came: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut end = None;
+        while let Some(v) = queue.pop_front() {
+            for w in &uses[v] {
+                let w = w.as_str();
+                if w == start {
+                    end = Some(v);
+                    break;
+                }
+                if inside.contains(w) && !came.contains_key(w) {
+                    came.insert(w, v);
+                    queue.push_back(w);
+                }
+            }
+            if end.is_some() {
+                break;
+            }
+        }
+        let mut path = vec![start];
+        let mut at = end.unwrap();
+        while at != start {
+            path.push(at);
+            at = came[at];
+        }
+        path[1..].reverse();
+        path.push(start);
+        found.push(format!(
+            "{} (the loop holds {})",
+            path.join(" -> "),
+            c.join(", ")
+        ));
+    }
+    found
 }
 
 #[test]
 fn every_part_keeps_to_the_import_rules() {
     let uses = uses();
     let rules = rules();
+    // Every folder of src/ is a part with a rule, and no part is in a
+    // loop with another: each stands above all it uses.
+    let ruled: BTreeSet<&str> = rules.iter().map(|(p, _)| p.as_str()).collect();
+    let unruled: Vec<&String> = uses
+        .keys()
+        .filter(|p| !ruled.contains(p.as_str()))
+        .collect();
+    assert!(
+        unruled.is_empty(),
+        "ARCHITECTURE.md has no rule for {unruled:?}"
+    );
+    let loops = loops(&uses);
+    assert!(loops.is_empty(), "parts that use each other: {loops:?}");
     // The rules the project was rebuilt on must stay written down.
     let named: BTreeSet<&str> = rules.iter().map(|(p, _)| p.as_str()).collect();
     for p in [
@@ -397,4 +539,43 @@ fn a_forbidden_import_over_many_lines_is_caught() {
         ["lifecycle uses dispatch"]
     );
     assert!(check("use crate::{\n    ids::RequestId,\n    limits,\n};\n").is_empty());
+}
+
+/// The loop finder finds a loop of any length, names it by a way around
+/// it, and finds none where the uses only go down.
+#[test]
+fn a_loop_between_parts_is_found() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            m.entry(a.to_string()).or_default().insert(b.to_string());
+            m.entry(b.to_string()).or_default();
+        }
+        m
+    };
+    let down = [
+        ("api", "ops"),
+        ("ops", "store"),
+        ("api", "store"),
+        ("store", "ids"),
+    ];
+    assert!(loops(&graph(&down)).is_empty());
+    let mut around = down.to_vec();
+    around.push(("store", "api"));
+    assert_eq!(
+        loops(&graph(&around)),
+        ["api -> store -> api (the loop holds api, ops, store)"]
+    );
+    assert_eq!(
+        loops(&graph(&[
+            ("config", "pki"),
+            ("pki", "metrics"),
+            ("metrics", "config"),
+            ("ids", "ids")
+        ])),
+        [
+            "config -> pki -> metrics -> config (the loop holds config, metrics, pki)",
+            "ids -> ids (the loop holds ids)"
+        ]
+    );
 }

@@ -3672,7 +3672,7 @@ async fn a_document_or_request_from_elsewhere_does_not_hold() {
         .as_millis() as u64
         + 5000;
     f["exported_ms"] = now.into();
-    f["exported"] = jum_gateway::pki::revocation::rfc3339(now).into();
+    f["exported"] = jum_gateway::time::rfc3339_secs(now).into();
     with_facts(&mut e, &f);
     let tax2 = write(dir.path(), "tax2.asice", &reseal(&e, &seal, &tsa).await);
     let (code, report) = dossier_verify(&tax2, &[&ca]);

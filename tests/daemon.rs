@@ -226,7 +226,7 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_when_the_registry_
     // had a round, shown by a civil request filed after that delivered.
     let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = jum_gateway::store::now_ms();
+        let now = jum_gateway::time::now_ms();
         let mut all_due = true;
         for id in &ids {
             let r = d.store.get(id).await.unwrap().unwrap();
@@ -1038,7 +1038,7 @@ async fn ui_post(d: &Running, session: &str, uri: &str, form: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_action_is_audited_under_the_acting_account() {
     let d = run(setup("").await, |_| {}).await;
-    let now = jum_gateway::store::now_ms();
+    let now = jum_gateway::time::now_ms();
     let dead: Vec<RequestRecord> = (1..=4)
         .map(|i| {
             let mut r = RequestRecord::queued(
@@ -1479,7 +1479,7 @@ async fn an_idempotency_key_gives_the_same_answer_and_refuses_another_body() {
     // keys expire
     assert_eq!(
         d.store
-            .purge_idempotency(jum_gateway::store::now_ms() + 1)
+            .purge_idempotency(jum_gateway::time::now_ms() + 1)
             .await
             .unwrap(),
         2
@@ -1787,7 +1787,7 @@ async fn the_operators_views_read_only_what_they_show() {
     let _scraping = SCRAPES.lock().await;
     let mut d = run(setup("").await, |_| {}).await;
     d.state = d.state.clone().with_metrics(Some(recorder()));
-    let now = jum_gateway::store::now_ms();
+    let now = jum_gateway::time::now_ms();
     let mut recs = Vec::new();
     for i in 0..3000u64 {
         let mut r = RequestRecord::queued(
@@ -2700,7 +2700,7 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
             hex
         }
     };
-    let now = jum_gateway::lifecycle::now_ms();
+    let now = jum_gateway::time::now_ms();
     let hex = keep(authority.crl(now).unwrap()).await;
     let zip = dossiers
         .build("351-12/2026-IV", "t", &|_| true)
@@ -2758,7 +2758,7 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
     assert!(
         report.contains(&format!(
             "INVALID         {name}: CRL: the signer was revoked at {}",
-            jum_gateway::pki::revocation::rfc3339(now - 3_600_000)
+            jum_gateway::time::rfc3339_secs(now - 3_600_000)
         )),
         "{report}"
     );
@@ -3252,7 +3252,7 @@ async fn x_road_document(
     let mut docs: Vec<(&str, &[u8])> = vec![(id.as_str(), doc.as_slice())];
     docs.extend(sealed.iter().map(|(i, b)| (i.as_str(), b.as_slice())));
     let listed = records.clone();
-    let now = jum_gateway::store::now_ms();
+    let now = jum_gateway::time::now_ms();
     let got = d
         .store
         .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
@@ -3984,7 +3984,7 @@ async fn x_road_attachments_reach_the_case_folder_the_sidecar_and_the_api() {
         for f in [&doc, &beside, &doc.with_extension("json")] {
             std::fs::remove_file(f).unwrap();
         }
-        let now = jum_gateway::store::now_ms();
+        let now = jum_gateway::time::now_ms();
         d.store
             .update_many(&[id.as_str()], &[], &move |r: &mut RequestRecord| {
                 r.state = State::Fetched;

@@ -246,7 +246,7 @@ async fn an_instance_with_a_wrong_clock_takes_no_lease_of_another() {
             .unwrap();
         assert!(r.status().is_success());
     }
-    let started = jum_gateway::store::now_ms();
+    let started = jum_gateway::time::now_ms();
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(

@@ -208,7 +208,7 @@ async fn a_backoffice_that_was_down_gets_every_event_signed_and_in_order() {
         .header("webhook-id", "msg_forged")
         .header(
             "webhook-timestamp",
-            (jum_gateway::store::now_ms() / 1000).to_string(),
+            (jum_gateway::time::now_ms() / 1000).to_string(),
         )
         .header(
             "webhook-signature",

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::AlertsConfig;
-use crate::lifecycle::{now_ms, rfc3339, RequestRecord, State};
+use crate::lifecycle::{RequestRecord, State};
 use crate::store::{OutEvent, QueueStore, StoreError};
+use crate::time::{now_ms, rfc3339};
 
 pub use crate::lang::Lang;
 pub use mail::{MailError, Mailer};

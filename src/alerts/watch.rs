@@ -13,8 +13,8 @@ use futures_util::future::BoxFuture;
 
 use super::{threshold, Alert, Kind};
 use crate::config::AlertsConfig;
-use crate::lifecycle::now_ms;
 use crate::store::QueueStore;
+use crate::time::now_ms;
 
 /// A registry's state, as the dispatcher has it.
 #[derive(Debug, Clone)]

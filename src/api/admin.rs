@@ -15,7 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::layers::{Admin, Auditor, Operator};
 use super::{ApiError, AppState, Client, RequestOut};
 use crate::audit::Draft;
-use crate::store::{now_ms, RequestRecord, State as RState};
+use crate::store::{RequestRecord, State as RState};
+use crate::time::now_ms;
 
 /// Appends an administrator's action to the audit trail; an action that
 /// cannot be audited is not done.
@@ -596,7 +597,7 @@ pub async fn tokens(st: &AppState) -> Vec<TokenOut> {
                 crate::pki::pkcs11::state(&uri).map(|s| TokenOut {
                     key: key.into(),
                     up: s.up,
-                    since: lifecycle::rfc3339(s.since_ms),
+                    since: crate::time::rfc3339(s.since_ms),
                     error: s.error,
                 })
             })

@@ -182,7 +182,7 @@ pub async fn get_document(
             tries: s.tries,
             next_ms: s.next_ms,
             time_ms: s.time_ms,
-            time: s.time_ms.map(crate::pki::revocation::rfc3339),
+            time: s.time_ms.map(crate::time::rfc3339_secs),
             tsa: s.tsa,
             serial: s.serial,
             token: s.token,

@@ -135,7 +135,7 @@ pub async fn client_rate(
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &mut req)?;
     if let Some(rate) = who.rate_per_s {
-        let now = crate::store::now_ms();
+        let now = crate::time::now_ms();
         let refused = {
             let mut limits = lock(&st.limits);
             limits

@@ -32,9 +32,9 @@ pub fn add(v: &mut Value) {
                 add(x);
                 if let Some(name) = sibling(k) {
                     let t = match x {
-                        Value::Number(n) => n.as_u64().map_or(Value::Null, |ms| {
-                            Value::String(crate::lifecycle::rfc3339(ms))
-                        }),
+                        Value::Number(n) => n
+                            .as_u64()
+                            .map_or(Value::Null, |ms| Value::String(crate::time::rfc3339(ms))),
                         _ => Value::Null,
                     };
                     extra.push((name, t));

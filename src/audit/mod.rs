@@ -81,7 +81,7 @@ impl AuditKey {
 /// A draft about a request, with its case, legal basis and purpose.
 pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outcome: &str) -> Draft {
     Draft {
-        at_ms: crate::store::now_ms(),
+        at_ms: crate::time::now_ms(),
         actor: actor.to_owned(),
         official: r.official.clone(),
         action: action.to_owned(),

@@ -82,7 +82,7 @@ async fn raw_sled(dir: &std::path::Path, writers: usize, seconds: f64) -> Result
 fn record(n: u64) -> RequestRecord {
     let mut r = super::queued(n % 1000, "civil.birth-extract", "civil");
     // Due tomorrow, so the restart measurement starts an idle dispatcher.
-    r.due_ms = Some(crate::store::now_ms() + 86_400_000);
+    r.due_ms = Some(crate::time::now_ms() + 86_400_000);
     r
 }
 

@@ -62,7 +62,7 @@ fn record(i: u64, n: u64, now: u64) -> RequestRecord {
 }
 
 async fn fill(store: &dyn QueueStore, n: u64) -> Result<(), String> {
-    let now = crate::store::now_ms();
+    let now = crate::time::now_ms();
     let mut i = 0;
     while i < n {
         let batch: Vec<RequestRecord> =

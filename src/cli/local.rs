@@ -659,13 +659,13 @@ fn revocation_of(
                 State::Good => {
                     said.push_str(&format!(
                         "; not revoked ({what}, {})",
-                        revocation::rfc3339(a.this_update_ms)
+                        crate::time::rfc3339_secs(a.this_update_ms)
                     ));
                 }
                 State::Revoked { at_ms, .. } => {
                     return Err(Fail::Invalid(format!(
                         "invalid: the signer's certificate is revoked since {} ({what})",
-                        revocation::rfc3339(at_ms)
+                        crate::time::rfc3339_secs(at_ms)
                     )))
                 }
                 State::Unknown => {

@@ -227,7 +227,7 @@ pub fn table(headers: &[&str], widths: &[usize], rows: &[Vec<String>]) -> String
 
 fn age(ms: Option<u64>) -> String {
     let Some(ms) = ms else { return "-".into() };
-    let s = crate::store::now_ms().saturating_sub(ms) / 1000;
+    let s = crate::time::now_ms().saturating_sub(ms) / 1000;
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m", s / 60),

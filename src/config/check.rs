@@ -142,7 +142,7 @@ impl GatewayConfig {
                 ));
             }
             for (i, w) in r.maintenance.iter().enumerate() {
-                crate::schedule::Window::new(w)
+                w.window()
                     .map_err(|m| bad(format!("registries.{name}.maintenance[{i}].cron"), m))?;
             }
             if r.max_in_flight == 0 {
@@ -201,7 +201,7 @@ impl GatewayConfig {
             // Over X-Road the service code is an identifier and names the
             // body's wrapper element.
             if self.registries[&s.registry].protocol == super::RegistryProtocol::XRoad {
-                crate::protocol::xroad::valid_service_code(s.code(id)).map_err(|m| {
+                crate::ids::x_road_service_code(s.code(id)).map_err(|m| {
                     let key = match s.service_code {
                         Some(_) => format!("services.{id}.service_code"),
                         None => format!("services.{id}"),
@@ -251,13 +251,13 @@ impl GatewayConfig {
                     "must be a positive number".into(),
                 ));
             }
-            if crate::api::Role::parse(&c.role).is_none() {
+            if super::Role::parse(&c.role).is_none() {
                 return Err(bad(
                     format!("clients.{name}.role"),
                     format!(
                         "unknown role {:?}; one of {}",
                         c.role,
-                        crate::api::Role::NAMES.join(", ")
+                        super::Role::NAMES.join(", ")
                     ),
                 ));
             }
@@ -313,7 +313,7 @@ impl GatewayConfig {
             ("jobs.watch_cron", &j.watch_cron),
             ("jobs.audit_checkpoint_cron", &j.audit_checkpoint_cron),
         ] {
-            crate::schedule::cron(expr).map_err(|m| bad(key.into(), m))?;
+            crate::time::cron(expr).map_err(|m| bad(key.into(), m))?;
         }
         for (name, c) in &self.clients {
             if name.contains('@') {

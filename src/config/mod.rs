@@ -40,7 +40,13 @@ mod check;
 mod gateway;
 mod load;
 pub mod reference;
+mod role;
 mod simulator;
+
+/// The registries the simulator plays and the development PKI makes
+/// certificates for.
+pub const REGISTRIES: [&str; 3] = ["civil", "cadastre", "tax"];
+pub use role::{Duty, Role};
 
 pub use gateway::*;
 pub use load::{load, parse};
@@ -141,6 +147,13 @@ pub struct MaintenanceWindow {
     /// How long it lasts.
     #[serde(with = "duration")]
     pub duration: Duration,
+}
+
+impl MaintenanceWindow {
+    /// The window, its cron expression read.
+    pub fn window(&self) -> Result<crate::time::Window, String> {
+        crate::time::Window::new(&self.cron, self.duration)
+    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl SimulatorConfig {
         let origin = path.display().to_string();
         for (name, r) in &c.registries {
             for (i, w) in r.maintenance.iter().enumerate() {
-                crate::schedule::Window::new(w).map_err(|message| ConfigError::Invalid {
+                w.window().map_err(|message| ConfigError::Invalid {
                     path: origin.clone(),
                     key: format!("registries.{name}.maintenance[{i}].cron"),
                     message,
@@ -120,11 +120,11 @@ impl SimulatorConfig {
             }
         }
         for name in c.registries.keys() {
-            if !crate::pki::REGISTRIES.contains(&name.as_str()) {
+            if !super::REGISTRIES.contains(&name.as_str()) {
                 return Err(ConfigError::Invalid {
                     path: origin,
                     key: format!("registries.{name}"),
-                    message: format!("the simulator knows {}", crate::pki::REGISTRIES.join(", ")),
+                    message: format!("the simulator knows {}", super::REGISTRIES.join(", ")),
                 });
             }
         }

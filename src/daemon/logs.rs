@@ -61,7 +61,7 @@ fn emit(to: &mut dyn std::io::Write, level: &str, text_prefix: &str, message: &s
     let _ = match FORMAT.get() {
         Some(LogFormat::Json) => {
             let line = serde_json::json!({
-                "timestamp": crate::lifecycle::rfc3339(crate::lifecycle::now_ms()),
+                "timestamp": crate::time::rfc3339(crate::time::now_ms()),
                 "level": level,
                 "target": "jumgw",
                 "message": message,

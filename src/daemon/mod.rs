@@ -20,6 +20,7 @@ use crate::exchange::Exchange;
 use crate::store::QueueStore;
 
 pub mod check;
+pub mod jobs;
 pub mod logs;
 mod reload;
 pub mod signed;
@@ -349,7 +350,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
         })
     });
     let webhook_task = tokio::spawn(webhooks.run(stop_rx.clone()));
-    let mut jobs = crate::schedule::jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
+    let mut jobs = jobs::start(dyn_store.clone(), &cfg, &opts.data_dir)
         .await
         .map_err(|e| DaemonError::Jobs(e.to_string()))?;
 

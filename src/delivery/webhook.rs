@@ -22,7 +22,8 @@ use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::{DeliveryMode, GatewayConfig, WebhookConfig};
-use crate::store::{now_ms, EventRule, OutEvent, QueueStore, RequestRecord, State};
+use crate::store::{EventRule, OutEvent, QueueStore, RequestRecord, State};
+use crate::time::now_ms;
 
 pub const REQUEST_DELIVERED: &str = "request.delivered";
 pub const REQUEST_FAILED: &str = "request.failed";
@@ -257,7 +258,7 @@ impl Webhooks {
     /// Runs until `stop`; POSTs in flight are finished first.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::schedule::rounds("webhooks", &self.notify, stop, |tasks| {
+        crate::time::rounds("webhooks", &self.notify, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await

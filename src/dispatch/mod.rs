@@ -31,8 +31,8 @@ use crate::exchange::{Call, Exchange, Outcome};
 use crate::lifecycle::{self, AttemptFacts, Event};
 use crate::lifecycle::{AttachmentRecord, RevocationRecord};
 use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
-use crate::schedule::Window;
 use crate::store::{QueueStore, RequestRecord, State, StoreError};
+use crate::time::Window;
 
 /// One registry's limits and health.
 pub struct Gate {
@@ -268,7 +268,7 @@ impl Gate {
                 BreakerState::Open { .. } => "open",
                 BreakerState::HalfOpen => "half-open",
             },
-            paused: self.is_paused(crate::store::now_ms()),
+            paused: self.is_paused(crate::time::now_ms()),
             paused_until: Some(self.paused_until.load(Ordering::Relaxed)).filter(|u| *u != 0),
             in_maintenance: crate::sync::read(&self.windows)
                 .iter()
@@ -296,7 +296,7 @@ pub fn gate_settings(
         // validated when the configuration was loaded
         r.maintenance
             .iter()
-            .filter_map(|w| Window::new(w).ok())
+            .filter_map(|w| w.window().ok())
             .collect(),
     )
 }
@@ -736,7 +736,7 @@ impl Dispatcher {
             }
         });
         let me = self.clone();
-        crate::schedule::rounds("dispatcher", &self.wake, stop, |tasks| {
+        crate::time::rounds("dispatcher", &self.wake, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await;

@@ -365,7 +365,7 @@ impl Dossiers {
             return Err(DossierError::NoCase(case.to_owned()));
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
-        let now = crate::lifecycle::now_ms();
+        let now = crate::time::now_ms();
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         let mut facts = Vec::new();
         for r in &records {
@@ -380,7 +380,7 @@ impl Dossiers {
         let facts = CaseFacts {
             case: case.to_owned(),
             exported_ms: now,
-            exported: crate::pki::revocation::rfc3339(now),
+            exported: crate::time::rfc3339_secs(now),
             exported_by: actor.to_owned(),
             requests: facts,
             audit,
@@ -547,7 +547,7 @@ impl Dossiers {
             subject: r.subject.iter().cloned().collect(),
             state: r.state.name().to_owned(),
             created_ms: r.created_ms,
-            created: crate::pki::revocation::rfc3339(r.created_ms),
+            created: crate::time::rfc3339_secs(r.created_ms),
             attempts: r.attempts.clone(),
             signer: r.signer.clone(),
             signer_sha256: r.signer_sha256.clone(),

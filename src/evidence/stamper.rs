@@ -177,7 +177,7 @@ impl TsaClient {
             &Expect {
                 nonce: &req.nonce,
                 policy: self.cfg.policy.as_deref(),
-                now_ms: lifecycle::now_ms(),
+                now_ms: crate::time::now_ms(),
                 tolerance: self.cfg.tolerance,
             },
         )?)
@@ -375,7 +375,7 @@ impl Stamper {
                 return;
             }
         };
-        let now = lifecycle::now_ms();
+        let now = crate::time::now_ms();
         for c in list {
             let path = checkpoint_token_path(&self.checkpoints, c.seq);
             if path.exists() {

@@ -78,7 +78,7 @@ impl Tsa {
             cert,
             cert_der,
             policy: der::oid::ObjectIdentifier::new_unwrap(DEMO_POLICY),
-            serial: std::sync::atomic::AtomicU64::new((crate::lifecycle::now_ms() / 1000) << 20),
+            serial: std::sync::atomic::AtomicU64::new((crate::time::now_ms() / 1000) << 20),
             ess: Ess::Own,
         })
     }
@@ -327,7 +327,7 @@ mod tests {
         let expect = crate::evidence::tsp::Expect {
             nonce: &req.nonce,
             policy: Some(DEMO_POLICY),
-            now_ms: crate::lifecycle::now_ms(),
+            now_ms: crate::time::now_ms(),
             tolerance: std::time::Duration::from_secs(60),
         };
         let t =
@@ -444,7 +444,7 @@ mod tests {
             &crate::evidence::tsp::Expect {
                 nonce: &g.nonce,
                 policy: Some(DEMO_POLICY),
-                now_ms: crate::lifecycle::now_ms(),
+                now_ms: crate::time::now_ms(),
                 // The genuine reply is made once for all cases: an hour
                 // keeps it fresh however slow the machine.
                 tolerance: std::time::Duration::from_secs(3600),

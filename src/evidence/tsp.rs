@@ -176,7 +176,7 @@ pub fn read_reply(
     let off_s = (t.time_ms as i64 - expect.now_ms as i64) / 1000;
     if off_s.unsigned_abs() > expect.tolerance.as_secs() {
         return Err(TspError::Time {
-            got: crate::pki::revocation::rfc3339(t.time_ms),
+            got: crate::time::rfc3339_secs(t.time_ms),
             off_s,
             tol_s: expect.tolerance.as_secs(),
         });

@@ -209,10 +209,6 @@ impl std::fmt::Display for SignerPin {
     }
 }
 
-fn rfc3339(ms: u64) -> String {
-    revocation::rfc3339(ms)
-}
-
 fn sha256_of(c: &X509) -> String {
     cert_sha256(c).unwrap_or_default()
 }
@@ -372,7 +368,11 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                     Some(Ok(t)) => {
                         rep.valid(
                             &format!("{SIGNATURE_FILE}#timestamp"),
-                            format!("signature timestamp at {} by {}", rfc3339(t.time_ms), t.tsa),
+                            format!(
+                                "signature timestamp at {} by {}",
+                                crate::time::rfc3339_secs(t.time_ms),
+                                t.tsa
+                            ),
                         );
                         Some(t.time_ms)
                     }
@@ -600,7 +600,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                         n,
                         format!(
                             "timestamp on {doc_name}'s signature at {}, after the dossier was exported ({}): not the token the dossier was made with",
-                            rfc3339(t.time_ms),
+                            crate::time::rfc3339_secs(t.time_ms),
                             facts.exported
                         ),
                     ),
@@ -611,8 +611,8 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                                 format!(
                                     "request {} says its document was stamped at {}, its token says {}",
                                     r.id,
-                                    recorded_time(r).map(rfc3339).unwrap_or_else(|| "no time".into()),
-                                    rfc3339(t.time_ms)
+                                    recorded_time(r).map(crate::time::rfc3339_secs).unwrap_or_else(|| "no time".into()),
+                                    crate::time::rfc3339_secs(t.time_ms)
                                 ),
                             );
                         }
@@ -620,7 +620,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                             n,
                             format!(
                                 "timestamp on {doc_name}'s signature at {} by {}",
-                                rfc3339(t.time_ms),
+                                crate::time::rfc3339_secs(t.time_ms),
                                 t.tsa
                             ),
                         );
@@ -722,7 +722,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                                 " (no signer given for it with --registry-signer: bound only to what the dossier records)"
                             },
                             anchor_sha.as_deref().unwrap_or("?"),
-                            at.map(rfc3339).unwrap_or_default()
+                            at.map(crate::time::rfc3339_secs).unwrap_or_default()
                         ),
                     ),
                     Err(Bound::Invalid(why)) => {
@@ -785,13 +785,16 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                                     format!(
                                         "OCSP: {}'s signer not revoked (thisUpdate {})",
                                         doc_name,
-                                        rfc3339(a.this_update_ms)
+                                        crate::time::rfc3339_secs(a.this_update_ms)
                                     ),
                                 )
                             }
                             State::Revoked { at_ms, .. } => rep.invalid(
                                 n,
-                                format!("OCSP: the signer was revoked at {}", rfc3339(at_ms)),
+                                format!(
+                                    "OCSP: the signer was revoked at {}",
+                                    crate::time::rfc3339_secs(at_ms)
+                                ),
                             ),
                             State::Unknown => {
                                 rep.invalid(n, "OCSP: the signer is unknown to its CA")
@@ -816,12 +819,18 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                             said_good(&mut rep, r);
                             rep.valid(
                                 n,
-                                format!("CRL: {doc_name}'s signer not on it at {}", rfc3339(at)),
+                                format!(
+                                    "CRL: {doc_name}'s signer not on it at {}",
+                                    crate::time::rfc3339_secs(at)
+                                ),
                             )
                         }
                         Ok(Some(when)) if when <= at => rep.invalid(
                             n,
-                            format!("CRL: the signer was revoked at {}", rfc3339(when)),
+                            format!(
+                                "CRL: the signer was revoked at {}",
+                                crate::time::rfc3339_secs(when)
+                            ),
                         ),
                         Ok(Some(when)) => {
                             said_good(&mut rep, r);
@@ -829,7 +838,7 @@ pub fn verify_file<R: Read + Seek>(file: R, opts: &Options) -> Report {
                                 n,
                                 format!(
                                     "CRL: {doc_name}'s signer revoked only later ({}), not when it signed",
-                                    rfc3339(when)
+                                    crate::time::rfc3339_secs(when)
                                 ),
                             )
                         }
@@ -1587,13 +1596,13 @@ fn audit<R: Read + Seek>(
                     "audit/checkpoint.tst",
                     format!(
                         "the checkpoint was stamped at {}, after the dossier was sealed ({}): not the one the dossier was made with",
-                        rfc3339(t.time_ms),
-                        sealed_at_ms.map(rfc3339).unwrap_or_default()
+                        crate::time::rfc3339_secs(t.time_ms),
+                        sealed_at_ms.map(crate::time::rfc3339_secs).unwrap_or_default()
                     ),
                 ),
                 Ok(t) => rep.valid(
                     "audit/checkpoint.tst",
-                    format!("the chain up to entry {last_seq} existed at {} ({})", rfc3339(t.time_ms), t.tsa),
+                    format!("the chain up to entry {last_seq} existed at {} ({})", crate::time::rfc3339_secs(t.time_ms), t.tsa),
                 ),
                 Err(e) => rep.invalid("audit/checkpoint.tst", e.to_string()),
             }

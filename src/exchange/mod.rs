@@ -501,7 +501,7 @@ impl Exchange {
                         e.reason = Some(match a.state {
                             revocation::State::Revoked { at_ms, .. } => format!(
                                 "revoked since {}, found after the document was taken",
-                                revocation::rfc3339(at_ms)
+                                crate::time::rfc3339_secs(at_ms)
                             ),
                             _ => {
                                 "unknown to its CA's responder, found after the document was taken"
@@ -770,7 +770,7 @@ impl Exchange {
                     RevocationRecord {
                         status: "unchecked".into(),
                         method: None,
-                        checked_ms: crate::lifecycle::now_ms(),
+                        checked_ms: crate::time::now_ms(),
                         this_update_ms: None,
                         next_update_ms: None,
                         crl_number: None,

@@ -23,8 +23,8 @@ pub mod retry;
 
 pub use outcome::Outcome;
 pub use record::{
-    now_ms, rfc3339, AttachmentRecord, AttemptRecord, RequestRecord, RevocationRecord,
-    SignedDocRecord, StampRecord, State, RECORD_VERSION,
+    AttachmentRecord, AttemptRecord, RequestRecord, RevocationRecord, SignedDocRecord, StampRecord,
+    State, RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 

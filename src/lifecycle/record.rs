@@ -306,7 +306,7 @@ impl RequestRecord {
         subject: Vec<(String, String)>,
         deadline: std::time::Duration,
     ) -> RequestRecord {
-        let now = now_ms();
+        let now = crate::time::now_ms();
         RequestRecord {
             v: RECORD_VERSION,
             id: ulid::Ulid::new().to_string(),
@@ -443,34 +443,4 @@ impl RequestRecord {
             .map(|s| s.redacted())
             .unwrap_or_else(|_| "(invalid subject)".into())
     }
-}
-
-/// Milliseconds since the epoch by this machine's clock. Where several
-/// instances share a store, times that must agree between them come from
-/// [`QueueStore::clock_ms`](super::QueueStore::clock_ms) instead.
-///
-/// `JUMGW_CLOCK_SKEW_MS` (signed) shifts this clock: the tests' way of
-/// giving one instance a machine whose clock is wrong.
-pub fn now_ms() -> u64 {
-    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let skew = *SKEW.get_or_init(|| {
-        std::env::var("JUMGW_CLOCK_SKEW_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    let real = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    real.saturating_add(skew).max(0) as u64
-}
-
-/// A time in ms since the epoch as RFC 3339 in UTC, to the millisecond:
-/// what the API writes beside every `*_ms` field, for people and for
-/// tools that read dates rather than numbers.
-pub fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms.min(i64::MAX as u64) as i64)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }

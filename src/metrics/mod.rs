@@ -270,7 +270,7 @@ pub fn set_levels(l: &Levels<'_>) {
     let age = l
         .stats
         .oldest_queued_ms
-        .map(|t| crate::store::now_ms().saturating_sub(t) as f64 / 1000.0)
+        .map(|t| crate::time::now_ms().saturating_sub(t) as f64 / 1000.0)
         .unwrap_or(0.0);
     gauge!("jumgw_oldest_open_age_seconds").set(age);
     gauge!("jumgw_deadline_at_risk").set(l.stats.at_risk as f64);
@@ -288,7 +288,7 @@ pub fn set_levels(l: &Levels<'_>) {
                 .set(c.days_left as f64);
         }
         if let Some(at) = r.revocation.last_good_ms {
-            let age = crate::lifecycle::now_ms().saturating_sub(at) as f64 / 1000.0;
+            let age = crate::time::now_ms().saturating_sub(at) as f64 / 1000.0;
             gauge!("jumgw_revocation_good_age_seconds", "registry" => r.gate.registry.clone())
                 .set(age);
         }

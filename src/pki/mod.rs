@@ -250,8 +250,7 @@ impl Issued {
 pub const DEV_OCSP: &str = "http://127.0.0.1:9440/ocsp";
 pub const DEV_CRL: &str = "http://127.0.0.1:9440/ca.crl";
 
-/// The registries the development PKI makes certificates for.
-pub const REGISTRIES: [&str; 3] = ["civil", "cadastre", "tax"];
+use crate::config::REGISTRIES;
 
 /// Errors of the development PKI.
 #[derive(Debug, thiserror::Error)]

@@ -570,7 +570,7 @@ impl TokenKey {
             live: Mutex::new(Some(live)),
             health: Mutex::new(Health {
                 up: true,
-                since_ms: crate::lifecycle::now_ms(),
+                since_ms: crate::time::now_ms(),
                 error: None,
                 next_look: Instant::now(),
                 wait: BACKOFF_MIN,
@@ -610,7 +610,7 @@ impl TokenKey {
         if h.up {
             tracing::error!(key = %self.uri, error = %why, "the key's token is away: it is looked for again, with backoff");
             h.up = false;
-            h.since_ms = crate::lifecycle::now_ms();
+            h.since_ms = crate::time::now_ms();
             h.wait = BACKOFF_MIN;
             h.next_look = Instant::now();
         }
@@ -686,7 +686,7 @@ impl TokenKey {
         if !h.up {
             tracing::info!(key = %self.uri, "the key's token is back: the key is used again");
             h.up = true;
-            h.since_ms = crate::lifecycle::now_ms();
+            h.since_ms = crate::time::now_ms();
         }
         h.error = None;
         h.wait = BACKOFF_MIN;

@@ -362,7 +362,7 @@ impl FaultTable {
     }
 }
 
-pub use crate::schedule::Window;
+pub use crate::time::Window;
 
 #[cfg(test)]
 mod tests {
@@ -452,27 +452,6 @@ mod tests {
             None
         );
         assert!(t.rules.is_empty());
-    }
-
-    #[test]
-    fn maintenance_windows_follow_their_cron() {
-        use chrono::TimeZone;
-        let w = Window::new(&crate::config::MaintenanceWindow {
-            cron: "0 0 2 * * *".into(),
-            duration: Duration::from_secs(1800),
-        })
-        .unwrap();
-        let at = |h, m| chrono::Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
-        assert_eq!(w.active_until(at(2, 10)), Some(at(2, 30)));
-        assert_eq!(w.active_until(at(2, 0)), Some(at(2, 30)));
-        assert_eq!(w.active_until(at(2, 31)), None);
-        assert_eq!(w.active_until(at(1, 59)), None);
-        let e = Window::new(&crate::config::MaintenanceWindow {
-            cron: "0 2 * * *".into(),
-            duration: Duration::from_secs(1),
-        })
-        .unwrap_err();
-        assert!(e.contains("is not a 6-field cron expression"), "{e}");
     }
 
     /// One rule as the grammar has it (`SCOPE:FAULT[=WHEN]`), right or

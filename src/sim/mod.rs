@@ -132,7 +132,7 @@ impl Shared {
         for (name, cert) in &self.signers {
             if faults.has_state(Fault::Revoked, Some(name)) {
                 if a.status_of(cert).is_none() {
-                    let _ = a.revoke_cert(cert, crate::lifecycle::now_ms());
+                    let _ = a.revoke_cert(cert, crate::time::now_ms());
                 }
             } else {
                 a.unrevoke(cert);
@@ -276,7 +276,7 @@ pub async fn start(cfg: &SimulatorConfig) -> Result<Simulator, SimError> {
         let maintenance = r
             .maintenance
             .iter()
-            .map(faults::Window::new)
+            .map(crate::config::MaintenanceWindow::window)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|detail| SimError::File {
                 path: format!("registries.{name}.maintenance"),
@@ -846,7 +846,7 @@ async fn ocsp_post(State(sh): Ctl, body: Bytes) -> Response {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    let der = a.respond(&body, crate::lifecycle::now_ms());
+    let der = a.respond(&body, crate::time::now_ms());
     ([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response()
 }
 
@@ -875,7 +875,7 @@ async fn crl_get(State(sh): Ctl) -> Response {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    match a.crl(crate::lifecycle::now_ms()) {
+    match a.crl(crate::time::now_ms()) {
         Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

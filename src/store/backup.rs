@@ -73,7 +73,7 @@ impl<'a> Sink<'a> {
         s.line(&Line::Header {
             format: FORMAT.into(),
             schema: SCHEMA_VERSION,
-            exported_ms: super::now_ms(),
+            exported_ms: crate::time::now_ms(),
         })?;
         Ok(s)
     }

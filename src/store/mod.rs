@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use crate::lifecycle::{now_ms, AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
+pub use crate::lifecycle::{AttemptRecord, RequestRecord, State, Work, RECORD_VERSION};
+use crate::time::now_ms;
 pub use embedded::{Opening, SledStore};
 pub use outbox::{EventRule, OutEvent};
 pub use query::{Listing, Order, Selector, Tally};

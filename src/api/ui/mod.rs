@@ -21,7 +21,8 @@ use serde::Deserialize;
 
 use super::admin;
 use super::{ApiError, AppState};
-use crate::store::{now_ms, RequestRecord, State as RState};
+use crate::store::{RequestRecord, State as RState};
+use crate::time::now_ms;
 
 pub use html::Notice;
 use html::*;

@@ -176,7 +176,7 @@ impl Freshness {
         if this_update > now_ms.saturating_add(skew) {
             return Err(RevocationError::Malformed(format!(
                 "{what}'s thisUpdate ({}) is in the future",
-                rfc3339(this_update)
+                crate::time::rfc3339_secs(this_update)
             )));
         }
         match next_update {
@@ -185,7 +185,7 @@ impl Freshness {
             ))),
             Some(n) if n.saturating_add(skew) < now_ms => Err(RevocationError::Stale(format!(
                 "{what} expired: its nextUpdate ({}) passed {} s ago",
-                rfc3339(n),
+                crate::time::rfc3339_secs(n),
                 (now_ms - n) / 1000
             ))),
             Some(_) => Ok(()),
@@ -194,7 +194,7 @@ impl Freshness {
                 if age > (self.max_age.as_millis() as u64).saturating_add(skew) {
                     Err(RevocationError::Stale(format!(
                         "{what} has no nextUpdate and its thisUpdate ({}) is {} old, more than the maximum age of {}",
-                        rfc3339(this_update),
+                        crate::time::rfc3339_secs(this_update),
                         span(age),
                         span(self.max_age.as_millis() as u64)
                     )))
@@ -365,7 +365,7 @@ impl Checker {
             failures: Mutex::new(HashMap::new()),
             crls: Mutex::new(HashMap::new()),
             last_good: Mutex::new(HashMap::new()),
-            started_ms: crate::lifecycle::now_ms(),
+            started_ms: crate::time::now_ms(),
             max_bytes: OCSP_MAX_BYTES,
             max_crl_bytes: CRL_MAX_BYTES,
             fresh: Freshness::default(),
@@ -406,7 +406,7 @@ impl Checker {
     /// The cached answer's state for `cert`, while fresh; never asks.
     pub fn cached(&self, cert: &X509, issuer: &X509) -> Option<State> {
         let key = key_of(cert, issuer).ok()?;
-        let now = crate::lifecycle::now_ms();
+        let now = crate::time::now_ms();
         let answers = crate::sync::lock(&self.answers);
         let a = answers.get(&key)?;
         (now < self.fresh_until(a)).then(|| a.state.clone())
@@ -537,7 +537,7 @@ impl Checker {
         use_ocsp: bool,
         use_crl: bool,
     ) -> Result<Answer, RevocationError> {
-        let now = crate::lifecycle::now_ms();
+        let now = crate::time::now_ms();
         let key = key_of(cert, issuer)?;
         if let Some(a) = crate::sync::lock(&self.answers).get(&key) {
             if now < self.fresh_until(a) {
@@ -573,7 +573,7 @@ impl Checker {
                     &body,
                     &q,
                     issuer,
-                    crate::lifecycle::now_ms(),
+                    crate::time::now_ms(),
                     &self.fresh,
                     sources.ocsp_preproduced,
                 ) {
@@ -676,7 +676,7 @@ impl Checker {
                     return Verdict::Revoked {
                         reason: format!(
                             "revoked since {} ({}){}",
-                            rfc3339(*at_ms),
+                            crate::time::rfc3339_secs(*at_ms),
                             a.method(),
                             reason
                                 .as_deref()
@@ -701,7 +701,7 @@ impl Checker {
             },
             _ => {
                 let since = self.last_good_ms(name).unwrap_or(self.started_ms);
-                let age = crate::lifecycle::now_ms().saturating_sub(since);
+                let age = crate::time::now_ms().saturating_sub(since);
                 if age > grace.as_millis() as u64 {
                     Verdict::Refused {
                         reason: format!(
@@ -716,13 +716,6 @@ impl Checker {
             }
         }
     }
-}
-
-/// Milliseconds since the epoch as RFC 3339, for messages.
-pub fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 fn a_kind(s: &State) -> &'static str {
@@ -1046,7 +1039,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let crl = dir.path().join("ca.crl");
-        std::fs::write(&crl, c.authority.crl(crate::lifecycle::now_ms()).unwrap()).unwrap();
+        std::fs::write(&crl, c.authority.crl(crate::time::now_ms()).unwrap()).unwrap();
         let from_crl = Sources {
             crl: Some(crl.display().to_string()),
             ..Sources::default()
@@ -1064,13 +1057,9 @@ mod tests {
         let revoked = ca(KeyKind::EcP256);
         revoked
             .authority
-            .revoke_cert(&revoked.leaf, crate::lifecycle::now_ms() - 1000)
+            .revoke_cert(&revoked.leaf, crate::time::now_ms() - 1000)
             .unwrap();
-        std::fs::write(
-            &crl,
-            revoked.authority.crl(crate::lifecycle::now_ms()).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&crl, revoked.authority.crl(crate::time::now_ms()).unwrap()).unwrap();
         let v = Checker::default()
             .judge(
                 "tax",

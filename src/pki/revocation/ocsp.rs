@@ -234,9 +234,9 @@ fn authorised(
     if produced_ms < from || produced_ms > to {
         return Err(RevocationError::BadSignature(format!(
             "the delegated responder {who:?} was not valid when the answer was produced ({}): its certificate is valid from {} to {}",
-            super::rfc3339(produced_ms),
-            super::rfc3339(from),
-            super::rfc3339(to)
+            crate::time::rfc3339_secs(produced_ms),
+            crate::time::rfc3339_secs(from),
+            crate::time::rfc3339_secs(to)
         )));
     }
     // producedAt is the responder's own word: an expired responder could
@@ -245,9 +245,9 @@ fn authorised(
     if used_ms < from || used_ms > to {
         return Err(RevocationError::BadSignature(format!(
             "the delegated responder {who:?} is not valid at {}, when its answer is used: its certificate is valid from {} to {}",
-            super::rfc3339(used_ms),
-            super::rfc3339(from),
-            super::rfc3339(to)
+            crate::time::rfc3339_secs(used_ms),
+            crate::time::rfc3339_secs(from),
+            crate::time::rfc3339_secs(to)
         )));
     }
     Ok(())
@@ -374,7 +374,7 @@ fn check_with(
     if produced_ms > now_ms.saturating_add(skew) {
         return Err(bad(format!(
             "its producedAt ({}) is in the future",
-            super::rfc3339(produced_ms)
+            crate::time::rfc3339_secs(produced_ms)
         )));
     }
     authorised(signer, issuer, produced_ms, now_ms)?;
@@ -431,7 +431,7 @@ fn check_with(
     if produced_ms.saturating_add(skew) < unix_ms(single.this_update.0.to_system_time()) {
         return Err(bad(format!(
             "its producedAt ({}) comes before the thisUpdate it vouches for",
-            super::rfc3339(produced_ms)
+            crate::time::rfc3339_secs(produced_ms)
         )));
     }
     let this_update = unix_ms(single.this_update.0.to_system_time());
@@ -446,7 +446,7 @@ fn check_with(
             return Err(RevocationError::BadSignature(format!(
                 "it carries the nonce we just sent but says it was produced at {}, earlier \
                  than it can have been",
-                super::rfc3339(produced_ms)
+                crate::time::rfc3339_secs(produced_ms)
             )));
         }
     }

@@ -196,7 +196,7 @@ fn service_codes_must_be_identifiers_and_element_names() {
         "getPerson.v2",
         "a-1",
     ] {
-        valid_service_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        crate::ids::x_road_service_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     for (bad, says) in [
         ("", "is empty"),
@@ -210,7 +210,7 @@ fn service_codes_must_be_identifiers_and_element_names() {
         ("get(Person)", "has '('"),
         ("a=b", "has '='"),
     ] {
-        let e = valid_service_code(bad).unwrap_err();
+        let e = crate::ids::x_road_service_code(bad).unwrap_err();
         assert!(e.contains(says), "{bad:?}: {e}");
     }
 }

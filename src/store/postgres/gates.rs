@@ -9,10 +9,10 @@ use tokio_postgres::NoTls;
 use super::conn::{Db, Tx};
 use super::listen::{pauses_of, NOTIFY_GATES, PAUSES};
 use super::{ms, why, PgStore};
-use crate::lifecycle::now_ms;
 use crate::limits::{Breaker, Limiter, Wait};
 use crate::store::{Coordination, GateLimits, Pause, StoreError, Watch};
 use crate::sync::write;
+use crate::time::now_ms;
 
 impl PgStore {
     /// Admits requests of one registry (`ids`, none of them written yet)

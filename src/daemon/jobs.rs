@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::{GatewayConfig, JobsConfig};
-use crate::store::{backup, now_ms, Listing, Order, QueueStore, Selector, State};
+use crate::store::{backup, Listing, Order, QueueStore, Selector, State};
+use crate::time::now_ms;
 
 /// Writes today's export into `dir` and keeps the newest `keep` of them.
 pub async fn backup_now(
