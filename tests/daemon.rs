@@ -205,7 +205,7 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_when_the_registry_
     .await;
     let gate = &d.dispatcher.gates["tax"];
     let end = std::time::Instant::now() + Duration::from_secs(15);
-    while gate.status().breaker != "open" {
+    while gate.status().breaker != jum_gateway::limits::BreakerShown::Open {
         assert!(std::time::Instant::now() < end, "{:?}", gate.status());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -268,7 +268,10 @@ async fn the_breaker_opens_on_consecutive_failures_and_closes_when_the_registry_
     for id in &ids {
         d.until(id, State::Delivered, Duration::from_secs(60)).await;
     }
-    assert_eq!(d.dispatcher.gates["tax"].status().breaker, "closed");
+    assert_eq!(
+        d.dispatcher.gates["tax"].status().breaker,
+        jum_gateway::limits::BreakerShown::Closed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

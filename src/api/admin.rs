@@ -639,7 +639,7 @@ pub async fn alert_snapshot(st: &AppState) -> crate::alerts::watch::Snapshot {
         }
         gates.push(GateFacts {
             // Half-open is still failing: only a closed breaker ends it.
-            breaker_open: r.gate.breaker != "closed",
+            breaker_open: r.gate.breaker != crate::limits::BreakerShown::Closed,
             paused: r.gate.paused,
             services_not_allowed: r.x_road.map(|m| m.missing).unwrap_or_default(),
             registry: r.gate.registry,

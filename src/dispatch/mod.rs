@@ -30,7 +30,7 @@ use crate::delivery::CaseFolders;
 use crate::exchange::{Call, Exchange, Outcome};
 use crate::lifecycle::{self, AttemptFacts, Event};
 use crate::lifecycle::{AttachmentRecord, RevocationRecord};
-use crate::limits::{BreakerState, GateLimits, Limiter, Wait};
+use crate::limits::{GateLimits, Limiter, Wait};
 use crate::store::{QueueStore, RequestRecord, State, StoreError};
 use crate::time::Window;
 
@@ -99,9 +99,7 @@ use crate::sync::lock;
 #[schema(example = json!({"registry": "cadastre", "breaker": "closed", "paused": true, "paused_until": null, "in_maintenance": false, "in_flight": 0}))]
 pub struct GateStatus {
     pub registry: String,
-    /// closed, open or half-open.
-    #[schema(value_type = String)]
-    pub breaker: &'static str,
+    pub breaker: crate::limits::BreakerShown,
     pub paused: bool,
     /// When the pause ends by itself (ms since the epoch).
     pub paused_until: Option<u64>,
@@ -263,11 +261,7 @@ impl Gate {
         let now = chrono::Utc::now();
         GateStatus {
             registry: self.name.clone(),
-            breaker: match lock(&self.limiter).breaker().state() {
-                BreakerState::Closed => "closed",
-                BreakerState::Open { .. } => "open",
-                BreakerState::HalfOpen => "half-open",
-            },
+            breaker: lock(&self.limiter).breaker().state().shown(),
             paused: self.is_paused(crate::time::now_ms()),
             paused_until: Some(self.paused_until.load(Ordering::Relaxed)).filter(|u| *u != 0),
             in_maintenance: crate::sync::read(&self.windows)

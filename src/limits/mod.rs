@@ -139,6 +139,37 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The state as operators are told it, without its time.
+    pub fn shown(&self) -> BreakerShown {
+        match self {
+            BreakerState::Closed => BreakerShown::Closed,
+            BreakerState::Open { .. } => BreakerShown::Open,
+            BreakerState::HalfOpen => BreakerShown::HalfOpen,
+        }
+    }
+}
+
+/// A breaker's state as the API, the dashboard and `/metrics` show it:
+/// `closed`, `open` or `half-open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerShown {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerShown {
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerShown::Closed => "closed",
+            BreakerShown::Open => "open",
+            BreakerShown::HalfOpen => "half-open",
+        }
+    }
+}
+
 impl Breaker {
     pub fn new(threshold: u32, base: Duration) -> Breaker {
         Breaker {

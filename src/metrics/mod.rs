@@ -276,9 +276,9 @@ pub fn set_levels(l: &Levels<'_>) {
     gauge!("jumgw_deadline_at_risk").set(l.stats.at_risk as f64);
     for r in l.registries {
         let b = match r.gate.breaker {
-            "closed" => 0.0,
-            "half-open" => 1.0,
-            _ => 2.0,
+            crate::limits::BreakerShown::Closed => 0.0,
+            crate::limits::BreakerShown::HalfOpen => 1.0,
+            crate::limits::BreakerShown::Open => 2.0,
         };
         gauge!("jumgw_breaker_state", "registry" => r.gate.registry.clone()).set(b);
         gauge!("jumgw_registry_paused", "registry" => r.gate.registry.clone())

@@ -3,6 +3,7 @@
 //! Markup is written with `maud`, which escapes every value it is given;
 //! only the style sheet goes in as it is.
 
+use crate::limits::BreakerShown;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::*;
@@ -113,14 +114,14 @@ pub(super) fn button(ui: &Ui, action: &str, label: &str, primary: bool) -> Marku
     }
 }
 
-pub(super) fn breaker_badge(lang: Lang, b: &str) -> Markup {
+pub(super) fn breaker_badge(lang: Lang, b: BreakerShown) -> Markup {
     let (class, shape) = match b {
-        "closed" => ("ok", "●"),
-        "half-open" => ("warn", "▲"),
-        _ => ("bad", "■"),
+        BreakerShown::Closed => ("ok", "●"),
+        BreakerShown::HalfOpen => ("warn", "▲"),
+        BreakerShown::Open => ("bad", "■"),
     };
     html! {
-        span class={ "badge " (class) } { (shape) " " (t(lang, "breaker")) " " (t(lang, b)) }
+        span class={ "badge " (class) } { (shape) " " (t(lang, "breaker")) " " (t(lang, b.name())) }
     }
 }
 
