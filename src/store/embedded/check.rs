@@ -19,7 +19,8 @@ use std::panic::AssertUnwindSafe;
 
 use serde::Serialize;
 
-use super::{index, seq_of, Trees};
+use super::events::seq_of;
+use super::{index, Trees};
 use crate::store::backup::{BackupError, Lost, Sink};
 use crate::store::trail::Entry;
 use crate::store::{decode, decode_event, IdemEntry, RequestRecord, State};

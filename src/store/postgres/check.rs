@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use super::columns::{Role, COLUMNS, RECORD, SELECT};
 use super::conn::Db;
-use super::{Columns, PgStore};
+use super::PgStore;
 use crate::store::integrity::Report;
 use crate::store::{decode, StoreError};
 
@@ -32,19 +33,13 @@ impl PgStore {
         let mut n = 0u64;
         let mut named: Vec<String> = Vec::new();
         loop {
-            let rows = self
-                .query(
-                    "SELECT id, case_no, state, registry, due_ms, work, record, deadline_ms, \
-                     attention, at_risk, stamp_ms FROM requests WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&after, &PAGE],
-                )
-                .await?;
+            let rows = self.query(&SELECT, &[&after, &PAGE]).await?;
             let Some(last) = rows.last() else { break };
             after = last.get(0);
             for row in &rows {
                 n += 1;
                 let id: String = row.get(0);
-                let text: String = row.get(6);
+                let text: String = row.get(RECORD);
                 let r = match decode(id.as_bytes(), text.as_bytes()) {
                     Ok(r) => r,
                     Err(e) => {
@@ -52,38 +47,12 @@ impl PgStore {
                         continue;
                     }
                 };
-                let want = Columns::of(std::iter::once(&r));
-                let mut differs = Vec::new();
-                if want.ids[0] != id {
-                    differs.push("id");
-                }
-                if want.cases[0] != row.get::<_, String>(1) {
-                    differs.push("case_no");
-                }
-                if want.states[0] != row.get::<_, String>(2) {
-                    differs.push("state");
-                }
-                if want.registries[0] != row.get::<_, String>(3) {
-                    differs.push("registry");
-                }
-                if want.dues[0] != row.get::<_, Option<i64>>(4) {
-                    differs.push("due_ms");
-                }
-                if want.works[0] != row.get::<_, Option<String>>(5) {
-                    differs.push("work");
-                }
-                if Some(want.deadlines[0]) != row.get::<_, Option<i64>>(7) {
-                    differs.push("deadline_ms");
-                }
-                if want.attention[0] != row.get::<_, bool>(8) {
-                    differs.push("attention");
-                }
-                if want.at_risk[0] != row.get::<_, bool>(9) {
-                    differs.push("at_risk");
-                }
-                if want.stamps[0] != row.get::<_, Option<i64>>(10) {
-                    differs.push("stamp_ms");
-                }
+                let differs: Vec<&str> = COLUMNS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, c)| c.role != Role::Record && !c.agrees(&r, row, *i))
+                    .map(|(_, c)| c.name)
+                    .collect();
                 if !differs.is_empty() {
                     report.found(
                         "requests",

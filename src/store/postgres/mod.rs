@@ -44,10 +44,12 @@
 //! runtime that opened the store, and the leader's advisory locks
 //! ([`gates`]) a session of their own. Here: the store, its requests,
 //! documents and idempotency keys, leases and the views' queries; the
-//! schema in [`schema`], events in [`events`].
+//! schema in [`schema`], events in [`events`], the columns written from a
+//! record in `columns`.
 
 mod chain;
 mod check;
+mod columns;
 mod conn;
 mod events;
 mod gates;
@@ -90,10 +92,6 @@ async fn clock_offset(c: &tokio_postgres::Client) -> Result<i64, tokio_postgres:
 
 fn ms(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
-}
-
-fn work_of(r: &RequestRecord) -> Option<String> {
-    Work::of(r).map(|w| w.code().to_owned())
 }
 
 /// What the store's tasks share with it.
@@ -271,29 +269,8 @@ impl PgStore {
             return Ok(0);
         }
         let e = |x: tokio_postgres::Error| self.err(x);
-        let c = Columns::of(changes.iter().map(|(_, n)| *n));
-        t.run(
-            "UPDATE requests AS r SET state = u.state, due_ms = u.due_ms, work = u.work, \
-             record = u.record, deadline_ms = u.deadline_ms, attention = u.attention, \
-             at_risk = u.at_risk, stamp_ms = u.stamp_ms \
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
-                         $6::int8[], $7::bool[], $8::bool[], $9::int8[]) \
-                  AS u(id, state, due_ms, work, record, deadline_ms, attention, at_risk, stamp_ms) \
-             WHERE r.id = u.id",
-            &[
-                &c.ids,
-                &c.states,
-                &c.dues,
-                &c.works,
-                &c.texts,
-                &c.deadlines,
-                &c.attention,
-                &c.at_risk,
-                &c.stamps,
-            ],
-        )
-        .await
-        .map_err(e)?;
+        let news: Vec<&RequestRecord> = changes.iter().map(|(_, n)| *n).collect();
+        columns::UPDATE.run(t, &news).await.map_err(e)?;
         let mut raised = 0;
         if let Some(ev) = self.event_rule() {
             let events: Vec<_> = changes
@@ -381,41 +358,6 @@ impl PgStore {
             return Ok(None);
         }
         Ok(Some((old, new)))
-    }
-}
-
-/// Records as the columns of a multi-row statement (`unnest` of arrays).
-struct Columns<'a> {
-    ids: Vec<&'a str>,
-    cases: Vec<&'a str>,
-    states: Vec<&'static str>,
-    registries: Vec<&'a str>,
-    dues: Vec<Option<i64>>,
-    works: Vec<Option<String>>,
-    texts: Vec<String>,
-    deadlines: Vec<i64>,
-    attention: Vec<bool>,
-    at_risk: Vec<bool>,
-    /// When the evidence job is next to try for its document (a pending
-    /// timestamp or signed document): `RequestRecord::evidence_due_ms`.
-    stamps: Vec<Option<i64>>,
-}
-
-impl<'a> Columns<'a> {
-    fn of(records: impl Iterator<Item = &'a RequestRecord> + Clone) -> Columns<'a> {
-        Columns {
-            ids: records.clone().map(|r| r.id.as_str()).collect(),
-            cases: records.clone().map(|r| r.case.as_str()).collect(),
-            states: records.clone().map(|r| r.state.name()).collect(),
-            registries: records.clone().map(|r| r.registry.as_str()).collect(),
-            dues: records.clone().map(|r| r.due_ms.map(ms)).collect(),
-            works: records.clone().map(work_of).collect(),
-            texts: records.clone().map(super::encode_text).collect(),
-            deadlines: records.clone().map(|r| ms(r.deadline_ms)).collect(),
-            attention: records.clone().map(|r| r.needs_attention()).collect(),
-            at_risk: records.clone().map(|r| r.at_risk_open()).collect(),
-            stamps: records.map(|r| r.evidence_due_ms().map(ms)).collect(),
-        }
     }
 }
 
@@ -558,30 +500,11 @@ impl PgStore {
         t: &Tx<'_>,
         records: &[&RequestRecord],
     ) -> Result<(), StoreError> {
-        let c = Columns::of(records.iter().copied());
-        t.run(
-            "INSERT INTO requests (id, case_no, state, registry, due_ms, work, record, \
-             deadline_ms, attention, at_risk, stamp_ms) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-                                  $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
-                                  $11::int8[])",
-            &[
-                &c.ids,
-                &c.cases,
-                &c.states,
-                &c.registries,
-                &c.dues,
-                &c.works,
-                &c.texts,
-                &c.deadlines,
-                &c.attention,
-                &c.at_risk,
-                &c.stamps,
-            ],
-        )
-        .await
-        .map(drop)
-        .map_err(|e| self.err(e))
+        columns::INSERT
+            .run(t, records)
+            .await
+            .map(drop)
+            .map_err(|e| self.err(e))
     }
 }
 
