@@ -3577,11 +3577,7 @@ async fn services_an_x_road_security_server_does_not_allow_are_reported_on_the_p
         "promtool check metrics: {said}"
     );
     // The alert, through the daemon's Look: once while it holds.
-    let look_state = d.state.clone();
-    let look: jum_gateway::alerts::watch::Look = Arc::new(move || {
-        let st = look_state.clone();
-        Box::pin(async move { jum_gateway::api::admin::alert_snapshot(&st).await })
-    });
+    let look = jum_gateway::alerts::watch::look(d.state.ops());
     let mut watch = jum_gateway::alerts::watch::Watch::new(
         &jum_gateway::config::AlertsConfig {
             free_bytes: 0,

@@ -232,6 +232,23 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// An operator's question or command that failed: the same problems as
+/// when the API answered them itself (the store's by what they mean, an
+/// audit trail that cannot be read or walked an internal fault).
+impl From<crate::ops::OpsError> for ApiError {
+    fn from(e: crate::ops::OpsError) -> ApiError {
+        use crate::ops::OpsError as O;
+        match e {
+            O::NotFound(m) => ApiError::NotFound(m),
+            O::StateConflict(m) => ApiError::StateConflict(m),
+            O::Invalid(errs) => ApiError::Invalid(errs),
+            O::Store(e) => ApiError::from(e),
+            // The detail (for the log) is the audit trail's own, as before.
+            O::Checkpoints(e) | O::Verify(e) => ApiError::internal(e),
+        }
+    }
+}
+
 /// A task that panicked or was cancelled: an internal fault.
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> ApiError {
