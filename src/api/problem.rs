@@ -92,9 +92,11 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, kind, title) = match &self {
+impl ApiError {
+    /// The HTTP status, the stable kind (the end of the `type` URI) and
+    /// the title of this problem.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -171,16 +173,44 @@ impl IntoResponse for ApiError {
                 "internal",
                 "Internal error",
             ),
-        };
-        // 5xx bodies say little; the detail goes to the log.
+        }
+    }
+
+    /// The HTTP status this problem is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The stable kind: `not-found`, `state-conflict`, … (the `type` URI
+    /// is `urn:jum-gateway:problem:` and this).
+    pub fn kind(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The problem's title, in English (as in problem+json).
+    pub fn title(&self) -> &'static str {
+        self.parts().2
+    }
+
+    /// A 5xx: the detail is for the log only (and is logged when the
+    /// problem is answered).
+    pub(crate) fn log_detail(&self) {
         if let ApiError::Unavailable(d)
         | ApiError::StorageFull(d)
         | ApiError::StoreDamaged(d)
         | ApiError::TsaUnavailable(d)
-        | ApiError::Internal(d) = &self
+        | ApiError::Internal(d) = self
         {
             tracing::error!(error = %d, "request failed");
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        // 5xx bodies say little; the detail goes to the log.
+        self.log_detail();
         let body = Problem {
             kind: format!("urn:jum-gateway:problem:{kind}"),
             title: title.to_owned(),

@@ -4,7 +4,8 @@
 //! cookie that only `/ui` reads; every form carries a token derived from it
 //! (CSRF). Questions and actions go through the operators' layer
 //! ([`crate::ops`]), like the admin API's, so actions are audited the same
-//! way.
+//! way; a failure is a page of the dashboard with the problem's title and
+//! HTTP status.
 //!
 //! States are told by a word and a shape, not colour alone, and the
 //! colours are the Okabe–Ito palette, which colour-blind readers can tell

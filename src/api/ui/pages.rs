@@ -1,12 +1,27 @@
 //! The pages and the actions behind their buttons (through the operators'
-//! layer, like the admin API, so audited the same way).
+//! layer, like the admin API, so audited the same way); a failure is a page
+//! of its own ([`ui_error`]).
 
 use maud::{html, Markup};
 
 use super::*;
 
-pub(super) fn ui_error(_l: Lang, e: ApiError) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+/// A failure as a page of the dashboard, in the reader's language: the
+/// problem's title and HTTP status (the same the admin API would answer),
+/// and its detail; a 5xx says little, its detail goes to the log.
+pub(super) fn ui_error(l: Lang, e: ApiError) -> Response {
+    e.log_detail();
+    let status = e.status();
+    let title = problem_title(l, e.kind()).unwrap_or(e.title());
+    let body = html! {
+        section.problem data-status=(status.as_u16()) data-problem=(e.kind()) {
+            h2 { (title) }
+            p { "HTTP " (status.as_u16()) }
+            p.muted { (e.to_string_for_ui()) }
+            p { a href="/ui" { (t(l, "back")) } }
+        }
+    };
+    (status, page(l, title, "", body, false)).into_response()
 }
 
 pub async fn overview(
@@ -141,14 +156,7 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
     let l = ui.lang;
     let r = match st.ops().request(&id).await {
         Ok(r) => r,
-        Err(OpsError::NotFound(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                page(l, &id, "", html! { p { (t(l, "none")) } }, false),
-            )
-                .into_response()
-        }
-        Err(e) => return ui_error(l, ApiError::Internal(e.to_string())),
+        Err(e) => return ui_error(l, e.into()),
     };
     let facts = [
         ("service", r.service.clone()),
@@ -478,5 +486,53 @@ impl ApiError {
                 .join("; "),
             other => other.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn shown(l: Lang, e: ApiError) -> (u16, String) {
+        let r = ui_error(l, e);
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// A conflict is told with its status and reason; a fault of ours
+    /// (5xx) with its status and title only, its detail kept for the log.
+    #[tokio::test]
+    async fn the_error_page_has_the_problems_status_and_title_and_no_inner_detail() {
+        let (status, html) = shown(
+            Lang::Hu,
+            ApiError::StateConflict("request 01X is delivered: nothing to retry".into()),
+        )
+        .await;
+        assert_eq!(status, 409);
+        assert!(
+            html.contains("<h2>Ebben az állapotban nem lehetséges</h2>"),
+            "{html}"
+        );
+        assert!(html.contains("HTTP 409"), "{html}");
+        assert!(
+            html.contains("request 01X is delivered: nothing to retry"),
+            "{html}"
+        );
+        let (status, html) = shown(
+            Lang::En,
+            ApiError::Unavailable("postgres://jumgw@db.local: connection refused".into()),
+        )
+        .await;
+        assert_eq!(status, 503);
+        assert!(html.contains("<h2>Temporarily unavailable</h2>"), "{html}");
+        assert!(!html.contains("db.local"), "{html}");
+        let (status, html) = shown(
+            Lang::En,
+            ApiError::Invalid(vec![("/jmbg".into(), "check digit".into())]),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert!(html.contains("/jmbg: check digit"), "{html}");
     }
 }
