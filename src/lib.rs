@@ -19,6 +19,7 @@ pub mod lang;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod protocol;
 #[cfg(feature = "simulator")]

@@ -1263,6 +1263,125 @@ async fn dashboard_sessions_hold_no_token_and_end_on_the_server() {
     assert_eq!(r.headers()["location"], "/ui/login");
 }
 
+/// A failure on the dashboard is a page of the dashboard, in the reader's
+/// language, with the problem's title and the HTTP status the admin API
+/// answers for the same thing (an unknown request: 404), not a bare 500
+/// with the error's text; a refused action comes back to the overview
+/// with the reason in its banner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_failure_as_a_page_with_the_problems_title_and_status() {
+    let d = run(setup("").await, |_| {}).await;
+    let session = sign_in(&d, "a", false).await;
+    let get = |uri: String, lang: &'static str| {
+        let state = d.state.clone();
+        let session = session.clone();
+        async move {
+            let req = Request::get(uri)
+                .header(
+                    "cookie",
+                    format!("jumgw_session={session}; jumgw_lang={lang}"),
+                )
+                .body(Body::empty())
+                .unwrap();
+            let r = api::app(state).oneshot(req).await.unwrap();
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let b = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+            (status, ct, String::from_utf8(b.to_vec()).unwrap())
+        }
+    };
+    // Positive control: a request that exists has its page, and no problem.
+    let id = d.submit(BIRTH.0, BIRTH.1).await;
+    d.until(&id, State::Delivered, Duration::from_secs(15))
+        .await;
+    let (status, ct, html) = get(format!("/ui/requests/{id}"), "en").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(html.contains(&format!("<code>{id}</code>")), "{html}");
+    assert!(!html.contains("data-problem"), "{html}");
+
+    // An unknown one: the admin API's problem, as a page.
+    let unknown = "01KAW3Q3ZJ0N5W9K5T1X0Y8B2C";
+    let (api_status, _, problem) = call(
+        &d,
+        "GET",
+        &format!("/admin/v1/requests/{unknown}"),
+        "a",
+        String::new(),
+    )
+    .await;
+    assert_eq!(api_status, 404, "{problem}");
+    let title = problem["title"].as_str().unwrap();
+    assert_eq!(title, "No such resource");
+    let (status, ct, html) = get(format!("/ui/requests/{unknown}"), "en").await;
+    assert_eq!(status, 404, "{html}");
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(
+        html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
+        "{html}"
+    );
+    // The dashboard's frame (its heading and menu), then the problem.
+    assert!(html.contains("Gateway console"), "{html}");
+    assert!(html.contains("href=\"/ui/deadlines\""), "{html}");
+    assert!(
+        html.contains(&format!("<title>{title} · jum-gateway</title>")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("<h2>{title}</h2>")), "{html}");
+    assert!(
+        html.contains("data-status=\"404\" data-problem=\"not-found\""),
+        "{html}"
+    );
+    assert!(html.contains("HTTP 404"), "{html}");
+    assert!(html.contains(&format!("no request {unknown}")), "{html}");
+    // In the reader's language, like the rest of the dashboard.
+    let (status, _, html) = get(format!("/ui/requests/{unknown}"), "sr").await;
+    assert_eq!(status, 404, "{html}");
+    assert!(html.contains("<html lang=\"sr-Latn\">"), "{html}");
+    assert!(html.contains("<h2>Nema takvog resursa</h2>"), "{html}");
+    assert!(html.contains("Konzola mrežnog prolaza"), "{html}");
+    assert!(!html.contains(title), "{html}");
+
+    // A retry of a delivered request: refused as the API refuses it (409),
+    // and the overview tells why.
+    let (api_status, _, problem) = call(
+        &d,
+        "POST",
+        &format!("/admin/v1/requests/{id}/retry"),
+        "a",
+        String::new(),
+    )
+    .await;
+    assert_eq!(api_status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap().to_owned();
+    assert_eq!(
+        detail,
+        format!("request {id} is delivered: nothing to retry")
+    );
+    let csrf = csrf_of(&d, &session).await;
+    let act = Request::post(format!("/ui/requests/{id}/retry"))
+        .header("cookie", format!("jumgw_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}")))
+        .unwrap();
+    let r = api::app(d.state.clone()).oneshot(act).await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with("/ui?failed="), "{to}");
+    let (status, _, html) = get(to, "en").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!(
+            "<div class=\"banner bad\" role=\"status\">{detail}</div>"
+        )),
+        "{html}"
+    );
+}
+
 /// A dashboard session lasts `gateway.ui_session_lifetime` from its
 /// sign-in: its cookie says so (Max-Age), the page answers it before, and
 /// once the lifetime has passed the same cookie is sent to sign in again
@@ -3577,11 +3696,7 @@ async fn services_an_x_road_security_server_does_not_allow_are_reported_on_the_p
         "promtool check metrics: {said}"
     );
     // The alert, through the daemon's Look: once while it holds.
-    let look_state = d.state.clone();
-    let look: jum_gateway::alerts::watch::Look = Arc::new(move || {
-        let st = look_state.clone();
-        Box::pin(async move { jum_gateway::api::admin::alert_snapshot(&st).await })
-    });
+    let look = jum_gateway::alerts::watch::look(d.state.ops());
     let mut watch = jum_gateway::alerts::watch::Watch::new(
         &jum_gateway::config::AlertsConfig {
             free_bytes: 0,

@@ -1,8 +1,10 @@
 //! The conditions that are not a request's: looked at every
 //! `alerts.check`, each told once when it has held for its threshold and
-//! again only after it cleared and came back. What the dispatcher knows
-//! (breakers, pauses, certificates, the keys' tokens) comes through a
-//! [`Look`] the daemon gives; the audit trail and the disk are read here.
+//! again only after it cleared and came back. What the dispatcher and the
+//! configuration know (breakers, pauses, certificates, the keys' tokens)
+//! is the operators' layer's [`Snapshot`], taken through a [`Look`] the
+//! daemon gives ([`look`]; tests give their own); the audit trail and the
+//! disk are read here.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,47 +18,19 @@ use crate::config::AlertsConfig;
 use crate::store::QueueStore;
 use crate::time::now_ms;
 
-/// A registry's state, as the dispatcher has it.
-#[derive(Debug, Clone)]
-pub struct GateFacts {
-    pub registry: String,
-    pub breaker_open: bool,
-    pub paused: bool,
-    /// X-Road: service codes of our catalogue its security server does
-    /// not allow (`allowedMethods`, as last asked).
-    pub services_not_allowed: Vec<String>,
-}
-
-/// A certificate in use and its end.
-#[derive(Debug, Clone)]
-pub struct CertFacts {
-    /// `gateway/tls`, `cadastre/signer`, …
-    pub label: String,
-    pub not_after: String,
-    pub days_left: i64,
-}
-
-/// A key of the gateway's on a PKCS#11 token, and whether the token is
-/// there.
-#[derive(Debug, Clone)]
-pub struct TokenFacts {
-    /// `seal`, `tls`, `api-tls`.
-    pub key: String,
-    pub up: bool,
-    /// Why it is away (the key's URI without its PIN, the module's answer).
-    pub error: Option<String>,
-}
-
-/// What the dispatcher and the configuration know now.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub gates: Vec<GateFacts>,
-    pub certificates: Vec<CertFacts>,
-    pub tokens: Vec<TokenFacts>,
-}
+pub use crate::ops::{CertFacts, GateFacts, Snapshot, TokenFacts};
 
 /// How the watch learns the [`Snapshot`].
 pub type Look = Arc<dyn Fn() -> BoxFuture<'static, Snapshot> + Send + Sync>;
+
+/// The daemon's [`Look`]: the operators' layer's snapshot, taken anew at
+/// each round.
+pub fn look(ops: crate::ops::Ops) -> Look {
+    Arc::new(move || {
+        let ops = ops.clone();
+        Box::pin(async move { ops.alert_snapshot().await })
+    })
+}
 
 /// The audit trail is walked whole: not more often than this.
 const AUDIT_EVERY: Duration = Duration::from_secs(3600);

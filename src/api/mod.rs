@@ -173,6 +173,18 @@ impl AppState {
         self.checkpoints = Some(checkpoints);
         self
     }
+
+    /// The operators' questions and commands, over this state's store,
+    /// dispatcher, configuration and audit trail.
+    pub fn ops(&self) -> crate::ops::Ops {
+        crate::ops::Ops {
+            store: self.store.clone(),
+            dispatcher: self.dispatcher.clone(),
+            config: self.config.clone(),
+            audit_key: self.audit_key.clone(),
+            checkpoints: self.checkpoints.clone(),
+        }
+    }
 }
 
 /// The authenticated client: an extractor that runs before the body is
@@ -292,7 +304,7 @@ pub struct ReadyOut {
     /// The gateway's keys on a PKCS#11 token whose token is away (the
     /// seal's, a TLS key's): nothing is signed with them until it is back.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tokens_away: Vec<admin::TokenOut>,
+    pub tokens_away: Vec<crate::ops::TokenOut>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -323,7 +335,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
             read_errors: f.count,
             first: f.first,
         }),
-        tokens_away: admin::tokens(&st)
+        tokens_away: st
+            .ops()
+            .tokens()
             .await
             .into_iter()
             .filter(|t| !t.up)
@@ -391,33 +405,7 @@ async fn metrics_text(
     let Some(handle) = st.metrics.clone() else {
         return Err(ApiError::NotFound("metrics are not served here".into()));
     };
-    let stats = admin::stats(&st).await?;
-    // Reads certificate files: small, and the page cache holds them.
-    let registries = admin::registries(&st, &stats);
-    let g = &st.config.gateway;
-    let gateway_certs = [
-        ("gateway tls", &g.tls_cert),
-        ("gateway signer", &g.sign_cert),
-    ]
-    .into_iter()
-    .filter_map(|(role, p)| admin::cert_info(role, p))
-    .collect();
-    crate::metrics::set_levels(&crate::metrics::Levels {
-        stats: &stats,
-        registries: &registries,
-        gateway_certs,
-        store_bytes: st.store.size_on_disk().await.unwrap_or(0),
-        webhook_backlog: st
-            .store
-            .outbox(100_000)
-            .await
-            .map(|o| o.iter().filter(|(_, e)| !e.is_alert()).count())
-            .unwrap_or(0),
-        store_read_errors: st.store.read_faults().map_or(0, |f| f.count),
-    });
-    for t in admin::tokens(&st).await {
-        crate::metrics::token_up(&t.key, t.up);
-    }
+    crate::metrics::set_levels(&st.ops().levels().await?);
     let mut r = (StatusCode::OK, handle.render()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -92,9 +92,11 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, kind, title) = match &self {
+impl ApiError {
+    /// The HTTP status, the stable kind (the end of the `type` URI) and
+    /// the title of this problem.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -171,16 +173,44 @@ impl IntoResponse for ApiError {
                 "internal",
                 "Internal error",
             ),
-        };
-        // 5xx bodies say little; the detail goes to the log.
+        }
+    }
+
+    /// The HTTP status this problem is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The stable kind: `not-found`, `state-conflict`, … (the `type` URI
+    /// is `urn:jum-gateway:problem:` and this).
+    pub fn kind(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The problem's title, in English (as in problem+json).
+    pub fn title(&self) -> &'static str {
+        self.parts().2
+    }
+
+    /// A 5xx: the detail is for the log only (and is logged when the
+    /// problem is answered).
+    pub(crate) fn log_detail(&self) {
         if let ApiError::Unavailable(d)
         | ApiError::StorageFull(d)
         | ApiError::StoreDamaged(d)
         | ApiError::TsaUnavailable(d)
-        | ApiError::Internal(d) = &self
+        | ApiError::Internal(d) = self
         {
             tracing::error!(error = %d, "request failed");
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        // 5xx bodies say little; the detail goes to the log.
+        self.log_detail();
         let body = Problem {
             kind: format!("urn:jum-gateway:problem:{kind}"),
             title: title.to_owned(),
@@ -228,6 +258,23 @@ impl From<crate::store::StoreError> for ApiError {
             }
             S::Corrupt { .. } => ApiError::StoreDamaged(e.to_string()),
             S::Damaged { .. } | S::TooNew { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// An operator's question or command that failed: the same problems as
+/// when the API answered them itself (the store's by what they mean, an
+/// audit trail that cannot be read or walked an internal fault).
+impl From<crate::ops::OpsError> for ApiError {
+    fn from(e: crate::ops::OpsError) -> ApiError {
+        use crate::ops::OpsError as O;
+        match e {
+            O::NotFound(m) => ApiError::NotFound(m),
+            O::StateConflict(m) => ApiError::StateConflict(m),
+            O::Invalid(errs) => ApiError::Invalid(errs),
+            O::Store(e) => ApiError::from(e),
+            // The detail (for the log) is the audit trail's own, as before.
+            O::Checkpoints(e) | O::Verify(e) => ApiError::internal(e),
         }
     }
 }

@@ -384,11 +384,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), DaemonError> {
     );
     let clients_handle = state.clients.clone();
     let rates_handle = state.limits.clone();
-    let look_state = state.clone();
-    let look: crate::alerts::watch::Look = Arc::new(move || {
-        let st = look_state.clone();
-        Box::pin(async move { crate::api::admin::alert_snapshot(&st).await })
-    });
+    let look = crate::alerts::watch::look(state.ops());
     let watch_task = tokio::spawn(
         crate::alerts::watch::Watch::new(
             &cfg.alerts,

@@ -5,11 +5,17 @@
 //!
 //! Labels never carry personal data: registry, service, outcome, state,
 //! client name.
+//!
+//! Counters and gauges only: this part reads nothing. Levels are set from
+//! the plain values it is given ([`Levels`], which the operators' layer
+//! reads at a scrape).
 
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::limits::BreakerShown;
 
 /// Installs the process-wide recorder; the daemon calls it once. None if
 /// one is installed already (tests running several gateways in-process).
@@ -249,55 +255,75 @@ pub fn webhook(ok: bool) {
         .increment(1);
 }
 
-/// The levels, read now.
-pub struct Levels<'a> {
-    pub stats: &'a crate::api::admin::Stats,
-    pub registries: &'a [crate::api::admin::RegistryOut],
-    pub gateway_certs: Vec<crate::api::admin::CertOut>,
+/// The levels, as read at a scrape (the operators' layer reads them).
+#[derive(Debug, Default)]
+pub struct Levels {
+    /// Requests by registry and state: every state of every registry,
+    /// those with none as 0.
+    pub queue_depth: Vec<(String, &'static str, u64)>,
+    /// Age of the oldest request not yet fetched (0: there is none).
+    pub oldest_open_age_s: f64,
+    /// Open requests within the warning time of their ZUP deadline.
+    pub deadline_at_risk: u64,
+    pub registries: Vec<RegistryLevels>,
+    /// The gateway's own certificates: role, days left.
+    pub gateway_certs: Vec<(String, i64)>,
     pub store_bytes: u64,
     pub webhook_backlog: usize,
     pub store_read_errors: u64,
+    /// The gateway's keys on PKCS#11 tokens: key, whether its token is
+    /// there.
+    pub tokens: Vec<(String, bool)>,
 }
 
-pub fn set_levels(l: &Levels<'_>) {
-    for (registry, states) in &l.stats.registries {
-        for s in crate::store::State::ALL {
-            let n = states.get(s.name()).copied().unwrap_or(0);
-            gauge!("jumgw_queue_depth", "registry" => registry.clone(), "state" => s.name())
-                .set(n as f64);
-        }
+/// One registry's levels.
+#[derive(Debug)]
+pub struct RegistryLevels {
+    pub registry: String,
+    pub breaker: BreakerShown,
+    pub paused: bool,
+    /// The certificates the gateway relies on for it: role, days left.
+    pub certificates: Vec<(String, i64)>,
+    /// Age of the newest good revocation answer; None: none yet (the
+    /// gauge keeps its last value).
+    pub revocation_good_age_s: Option<f64>,
+}
+
+pub fn set_levels(l: &Levels) {
+    for (registry, state, n) in &l.queue_depth {
+        gauge!("jumgw_queue_depth", "registry" => registry.clone(), "state" => *state)
+            .set(*n as f64);
     }
-    let age = l
-        .stats
-        .oldest_queued_ms
-        .map(|t| crate::time::now_ms().saturating_sub(t) as f64 / 1000.0)
-        .unwrap_or(0.0);
-    gauge!("jumgw_oldest_open_age_seconds").set(age);
-    gauge!("jumgw_deadline_at_risk").set(l.stats.at_risk as f64);
-    for r in l.registries {
-        let b = match r.gate.breaker {
-            crate::limits::BreakerShown::Closed => 0.0,
-            crate::limits::BreakerShown::HalfOpen => 1.0,
-            crate::limits::BreakerShown::Open => 2.0,
+    gauge!("jumgw_oldest_open_age_seconds").set(l.oldest_open_age_s);
+    gauge!("jumgw_deadline_at_risk").set(l.deadline_at_risk as f64);
+    for r in &l.registries {
+        let b = match r.breaker {
+            BreakerShown::Closed => 0.0,
+            BreakerShown::HalfOpen => 1.0,
+            BreakerShown::Open => 2.0,
         };
-        gauge!("jumgw_breaker_state", "registry" => r.gate.registry.clone()).set(b);
-        gauge!("jumgw_registry_paused", "registry" => r.gate.registry.clone())
-            .set(if r.gate.paused { 1.0 } else { 0.0 });
-        for c in &r.certificates {
-            gauge!("jumgw_certificate_days_left", "registry" => r.gate.registry.clone(), "role" => c.role.clone())
-                .set(c.days_left as f64);
+        gauge!("jumgw_breaker_state", "registry" => r.registry.clone()).set(b);
+        gauge!("jumgw_registry_paused", "registry" => r.registry.clone()).set(if r.paused {
+            1.0
+        } else {
+            0.0
+        });
+        for (role, days_left) in &r.certificates {
+            gauge!("jumgw_certificate_days_left", "registry" => r.registry.clone(), "role" => role.clone())
+                .set(*days_left as f64);
         }
-        if let Some(at) = r.revocation.last_good_ms {
-            let age = crate::time::now_ms().saturating_sub(at) as f64 / 1000.0;
-            gauge!("jumgw_revocation_good_age_seconds", "registry" => r.gate.registry.clone())
-                .set(age);
+        if let Some(age) = r.revocation_good_age_s {
+            gauge!("jumgw_revocation_good_age_seconds", "registry" => r.registry.clone()).set(age);
         }
     }
-    for c in &l.gateway_certs {
-        gauge!("jumgw_certificate_days_left", "registry" => "gateway", "role" => c.role.clone())
-            .set(c.days_left as f64);
+    for (role, days_left) in &l.gateway_certs {
+        gauge!("jumgw_certificate_days_left", "registry" => "gateway", "role" => role.clone())
+            .set(*days_left as f64);
     }
     gauge!("jumgw_store_bytes").set(l.store_bytes as f64);
     gauge!("jumgw_store_read_errors").set(l.store_read_errors as f64);
     gauge!("jumgw_webhook_backlog").set(l.webhook_backlog as f64);
+    for (key, up) in &l.tokens {
+        token_up(key, *up);
+    }
 }

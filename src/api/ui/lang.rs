@@ -158,9 +158,59 @@ pub(super) fn t(lang: Lang, key: &str) -> &'static str {
             "najstariji otvoren zahtev",
             "legrégebbi nyitott kérelem",
         ],
+        "back" => [
+            "Back to the overview",
+            "Nazad na pregled",
+            "Vissza az áttekintéshez",
+        ],
         _ => [""; 3],
     };
     lang.pick([en, sr, hu])
+}
+
+/// A problem's title (by its kind, as in problem+json's `type`) in
+/// Serbian or Hungarian; None in English, whose titles are the problems'
+/// own, or for a kind not translated.
+pub(super) fn problem_title(lang: Lang, kind: &str) -> Option<&'static str> {
+    let [sr, hu]: [&'static str; 2] = match kind {
+        "unauthorized" => [
+            "Nedostaje ili je nepoznat token",
+            "Hiányzó vagy ismeretlen token",
+        ],
+        "forbidden" => [
+            "Nije dozvoljeno ovom klijentu",
+            "Ennek az ügyfélnek nem engedélyezett",
+        ],
+        "not-found" => ["Nema takvog resursa", "Nincs ilyen erőforrás"],
+        "malformed-json" => ["Neispravno telo zahteva", "Hibás kéréstörzs"],
+        "unsupported-media-type" => ["Nepodržan tip sadržaja", "Nem támogatott tartalomtípus"],
+        "state-conflict" => [
+            "Nije moguće u ovom stanju",
+            "Ebben az állapotban nem lehetséges",
+        ],
+        "idempotency-key-reused" => [
+            "Idempotency-Key je već upotrebljen",
+            "Az Idempotency-Key már használatban volt",
+        ],
+        "body-too-large" => ["Telo zahteva je preveliko", "A kérés törzse túl nagy"],
+        "rate-limited" => ["Previše zahteva", "Túl sok kérés"],
+        "method-not-allowed" => ["Metoda nije dozvoljena", "A metódus nem engedélyezett"],
+        "validation-failed" => ["Neispravan zahtev", "Érvénytelen kérés"],
+        "store-unavailable" => ["Privremeno nedostupno", "Átmenetileg nem elérhető"],
+        "insufficient-storage" => ["Nedovoljno prostora na disku", "Nincs elég tárhely"],
+        "store-damaged" => ["Skladište je oštećeno", "A tároló sérült"],
+        "tsa-unavailable" => [
+            "Služba vremenskih žigova je nedostupna",
+            "Az időbélyeg-szolgáltató nem elérhető",
+        ],
+        "internal" => ["Interna greška", "Belső hiba"],
+        _ => return None,
+    };
+    match lang {
+        Lang::En => None,
+        Lang::Sr => Some(sr),
+        Lang::Hu => Some(hu),
+    }
 }
 
 pub(super) fn state_word(lang: Lang, s: RState) -> &'static str {
@@ -175,4 +225,72 @@ pub(super) fn state_word(lang: Lang, s: RState) -> &'static str {
         RState::Cancelled => ["cancelled", "otkazano", "visszavonva"],
     };
     lang.pick([en, sr, hu])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each problem the API can answer, once (the match below fails to
+    /// compile when a kind is added and not listed).
+    fn every_problem() -> Vec<ApiError> {
+        let s = String::new;
+        let all = vec![
+            ApiError::Unauthorized(s()),
+            ApiError::Forbidden(s()),
+            ApiError::NotFound(s()),
+            ApiError::BadJson(s()),
+            ApiError::MediaType,
+            ApiError::Invalid(Vec::new()),
+            ApiError::Conflict(s()),
+            ApiError::StateConflict(s()),
+            ApiError::TooLarge(0),
+            ApiError::TooMany(0),
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable(s()),
+            ApiError::StorageFull(s()),
+            ApiError::StoreDamaged(s()),
+            ApiError::TsaUnavailable(s()),
+            ApiError::Internal(s()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::NotFound(_)
+                | ApiError::BadJson(_)
+                | ApiError::MediaType
+                | ApiError::Invalid(_)
+                | ApiError::Conflict(_)
+                | ApiError::StateConflict(_)
+                | ApiError::TooLarge(_)
+                | ApiError::TooMany(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::Unavailable(_)
+                | ApiError::StorageFull(_)
+                | ApiError::StoreDamaged(_)
+                | ApiError::TsaUnavailable(_)
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// The dashboard's error page says what went wrong in each of its
+    /// languages: every problem's title is translated (English is the
+    /// problem's own title).
+    #[test]
+    fn every_problem_has_its_title_in_each_language() {
+        for e in every_problem() {
+            assert_eq!(problem_title(Lang::En, e.kind()), None, "{}", e.kind());
+            for l in [Lang::Sr, Lang::Hu] {
+                let title = problem_title(l, e.kind());
+                assert!(
+                    title.is_some_and(|t| !t.is_empty() && t != e.title()),
+                    "{} in {l:?}: {title:?}",
+                    e.kind()
+                );
+            }
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //! needed), in English, Serbian (Latin) and Hungarian. An administrator
 //! signs in with an admin token, kept in an HttpOnly, SameSite=Strict
 //! cookie that only `/ui` reads; every form carries a token derived from it
-//! (CSRF). Actions go through the same functions as the admin API, so they
-//! are audited the same way.
+//! (CSRF). Questions and actions go through the operators' layer
+//! ([`crate::ops`]), like the admin API's, so actions are audited the same
+//! way; a failure is a page of the dashboard with the problem's title and
+//! HTTP status.
 //!
 //! States are told by a word and a shape, not colour alone, and the
 //! colours are the Okabe–Ito palette, which colour-blind readers can tell
@@ -19,8 +21,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::admin;
 use super::{ApiError, AppState};
+use crate::ops::{Ops, OpsError, RegistryOut, RetryDeadIn, Stats, WhoIn};
 use crate::store::{RequestRecord, State as RState};
 use crate::time::now_ms;
 

@@ -1,47 +1,27 @@
-//! The pages and the actions behind their buttons (through the admin
-//! API's functions, so audited the same way).
+//! The pages and the actions behind their buttons (through the operators'
+//! layer, like the admin API, so audited the same way); a failure is a page
+//! of its own ([`ui_error`]).
 
 use maud::{html, Markup};
 
 use super::*;
 
-/// How long an open request may wait before the overview lists it.
-const STUCK_AFTER_MS: u64 = 5 * 60_000;
-
-/// The newest 100 requests that need an operator: dead, failed twice, or
-/// open for over [`STUCK_AFTER_MS`]. From the attention index and the
-/// state index sought at that age, so at most 500 records are read.
-pub(super) async fn stuck(st: &AppState, now: u64) -> Result<Vec<RequestRecord>, ApiError> {
-    use crate::store::{Listing, Order, Selector};
-    let newest = |selector: Selector| Listing {
-        selector,
-        order: Order::Newest,
-        after: None,
-        limit: 100,
+/// A failure as a page of the dashboard, in the reader's language: the
+/// problem's title and HTTP status (the same the admin API would answer),
+/// and its detail; a 5xx says little, its detail goes to the log.
+pub(super) fn ui_error(l: Lang, e: ApiError) -> Response {
+    e.log_detail();
+    let status = e.status();
+    let title = problem_title(l, e.kind()).unwrap_or(e.title());
+    let body = html! {
+        section.problem data-status=(status.as_u16()) data-problem=(e.kind()) {
+            h2 { (title) }
+            p { "HTTP " (status.as_u16()) }
+            p.muted { (e.to_string_for_ui()) }
+            p { a href="/ui" { (t(l, "back")) } }
+        }
     };
-    let mut out = st
-        .store
-        .list(&newest(Selector {
-            attention: true,
-            ..Selector::default()
-        }))
-        .await?;
-    for s in RState::UNFETCHED {
-        let old = newest(Selector {
-            state: Some(s),
-            created_before: Some(now.saturating_sub(STUCK_AFTER_MS)),
-            ..Selector::default()
-        });
-        out.extend(st.store.list(&old).await?);
-    }
-    out.sort_by(|a, b| b.id.cmp(&a.id));
-    out.dedup_by(|a, b| a.id == b.id);
-    out.truncate(100);
-    Ok(out)
-}
-
-pub(super) fn ui_error(e: ApiError) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+    (status, page(l, title, "", body, false)).into_response()
 }
 
 pub async fn overview(
@@ -49,16 +29,17 @@ pub async fn overview(
     ui: Ui,
     notice: axum::extract::Query<Notice>,
 ) -> Response {
+    let l = ui.lang;
+    let ops = st.ops();
     let data = async {
-        let stats = admin::stats(&st).await?;
-        let regs = admin::registries(&st, &stats);
-        Ok::<_, ApiError>((stats, regs, stuck(&st, now_ms()).await?))
+        let stats = ops.stats().await?;
+        let regs = ops.registries(&stats);
+        Ok::<_, OpsError>((stats, regs, ops.stuck(now_ms()).await?))
     };
     let (stats, regs, recs) = match data.await {
         Ok(d) => d,
-        Err(e) => return ui_error(e),
+        Err(e) => return ui_error(l, e.into()),
     };
-    let l = ui.lang;
     let now = now_ms();
     let stuck: Vec<&RequestRecord> = recs.iter().collect();
     let body = html! {
@@ -79,7 +60,7 @@ pub async fn overview(
         h2 { (t(l, "registries")) }
         div.grid {
             @for r in &regs {
-                (registry_card(&st, &ui, &stats, r, now))
+                (registry_card(&ops, &ui, &stats, r, now))
             }
         }
         h2 { (t(l, "stuck")) }
@@ -90,13 +71,7 @@ pub async fn overview(
 
 /// One registry on the overview: its breaker, pause, queue, last answers,
 /// certificates, traffic of the last hour and its buttons.
-fn registry_card(
-    st: &AppState,
-    ui: &Ui,
-    stats: &admin::Stats,
-    r: &admin::RegistryOut,
-    now: u64,
-) -> Markup {
+fn registry_card(ops: &Ops, ui: &Ui, stats: &Stats, r: &RegistryOut, now: u64) -> Markup {
     let l = ui.lang;
     let name = &r.gate.registry;
     let waiting: u64 = r.queue.values().sum();
@@ -106,12 +81,7 @@ fn registry_card(
         .and_then(|m| m.get("dead"))
         .copied()
         .unwrap_or(0);
-    let history = st
-        .dispatcher
-        .gates
-        .get(name)
-        .map(|g| g.history(now))
-        .unwrap_or_default();
+    let history = ops.history(name, now);
     let certs = r
         .certificates
         .iter()
@@ -184,16 +154,9 @@ fn registry_card(
 
 pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<String>) -> Response {
     let l = ui.lang;
-    let r = match st.store.get(&id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                page(l, &id, "", html! { p { (t(l, "none")) } }, false),
-            )
-                .into_response()
-        }
-        Err(e) => return ui_error(ApiError::Internal(e.to_string())),
+    let r = match st.ops().request(&id).await {
+        Ok(r) => r,
+        Err(e) => return ui_error(l, e.into()),
     };
     let facts = [
         ("service", r.service.clone()),
@@ -271,9 +234,9 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
 
 pub async fn deadlines(State(st): State<AppState>, ui: Ui) -> Response {
     let l = ui.lang;
-    let recs = match st.store.by_deadline(u64::MAX, 500).await {
+    let recs = match st.ops().deadlines().await {
         Ok(r) => r,
-        Err(e) => return ui_error(e.into()),
+        Err(e) => return ui_error(l, e.into()),
     };
     let open: Vec<&RequestRecord> = recs.iter().collect();
     let now = now_ms();
@@ -341,14 +304,14 @@ pub async fn audit_who(State(st): State<AppState>, ui: Ui, Form(f): Form<WhoForm
     if f.csrf != ui.csrf {
         return forbidden();
     }
-    let body = admin::WhoIn {
+    let body = WhoIn {
         jmbg: f.jmbg.trim().to_owned(),
         from: None,
         to: None,
     };
     let report = match async {
         let who = crate::api::layers::Auditor::of(&ui.who)?;
-        admin::do_who(&st, &who, &body).await
+        Ok::<_, ApiError>(st.ops().who(&who.name, &body).await?)
     }
     .await
     {
@@ -422,8 +385,8 @@ pub async fn audit_verify(State(st): State<AppState>, ui: Ui, Form(f): Form<Csrf
         Err(e) => return back("/ui/audit", Err(e)),
     };
     // Audited as from the API: who walked the chain, and what it found.
-    let report = admin::do_verify(&st, &who);
-    match report.await {
+    let report = st.ops().verify(&who.name).await.map_err(ApiError::from);
+    match report {
         Ok(r) => match r.broken {
             None => back(
                 "/ui/audit",
@@ -458,16 +421,19 @@ pub async fn act_request(
         Ok(o) => o,
         Err(e) => return back("/ui", Err(e)),
     };
+    let ops = st.ops();
     let r = match action.as_str() {
-        "retry" => admin::do_retry(&st, &who, &id)
+        "retry" => ops
+            .retry(&who.name, &id)
             .await
             .map(|r| format!("{}: {} → {}", t(l, "retry"), r.id, state_word(l, r.state))),
-        "cancel" => admin::do_cancel(&st, &who, &id)
+        "cancel" => ops
+            .cancel(&who.name, &id)
             .await
             .map(|r| format!("{}: {} → {}", t(l, "cancel"), r.id, state_word(l, r.state))),
-        _ => Err(ApiError::NotFound(format!("no action {action}"))),
+        _ => Err(OpsError::NotFound(format!("no action {action}"))),
     };
-    back("/ui", r)
+    back("/ui", r.map_err(ApiError::from))
 }
 
 pub async fn act_registry(
@@ -484,26 +450,29 @@ pub async fn act_registry(
         Ok(o) => o,
         Err(e) => return back("/ui", Err(e)),
     };
+    let ops = st.ops();
     let r = match action.as_str() {
-        "pause" => admin::do_pause(&st, &who, &name, None)
+        "pause" => ops
+            .pause(&who.name, &name, None)
             .await
             .map(|_| format!("{name}: {}", t(l, "paused"))),
-        "resume" => admin::do_resume(&st, &who, &name)
+        "resume" => ops
+            .resume(&who.name, &name)
             .await
             .map(|_| format!("{name}: {}", t(l, "active"))),
-        "retry-dead" => admin::do_retry_dead(
-            &st,
-            &who,
-            admin::RetryDeadIn {
-                registry: Some(name.clone()),
-                ..Default::default()
-            },
-        )
-        .await
-        .map(|o| format!("{name}: {} {}/{}", t(l, "retry-dead"), o.retried, o.matched)),
-        _ => Err(ApiError::NotFound(format!("no action {action}"))),
+        "retry-dead" => ops
+            .retry_dead(
+                &who.name,
+                RetryDeadIn {
+                    registry: Some(name.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|o| format!("{name}: {} {}/{}", t(l, "retry-dead"), o.retried, o.matched)),
+        _ => Err(OpsError::NotFound(format!("no action {action}"))),
     };
-    back("/ui", r)
+    back("/ui", r.map_err(ApiError::from))
 }
 
 impl ApiError {
@@ -517,5 +486,53 @@ impl ApiError {
                 .join("; "),
             other => other.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn shown(l: Lang, e: ApiError) -> (u16, String) {
+        let r = ui_error(l, e);
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// A conflict is told with its status and reason; a fault of ours
+    /// (5xx) with its status and title only, its detail kept for the log.
+    #[tokio::test]
+    async fn the_error_page_has_the_problems_status_and_title_and_no_inner_detail() {
+        let (status, html) = shown(
+            Lang::Hu,
+            ApiError::StateConflict("request 01X is delivered: nothing to retry".into()),
+        )
+        .await;
+        assert_eq!(status, 409);
+        assert!(
+            html.contains("<h2>Ebben az állapotban nem lehetséges</h2>"),
+            "{html}"
+        );
+        assert!(html.contains("HTTP 409"), "{html}");
+        assert!(
+            html.contains("request 01X is delivered: nothing to retry"),
+            "{html}"
+        );
+        let (status, html) = shown(
+            Lang::En,
+            ApiError::Unavailable("postgres://jumgw@db.local: connection refused".into()),
+        )
+        .await;
+        assert_eq!(status, 503);
+        assert!(html.contains("<h2>Temporarily unavailable</h2>"), "{html}");
+        assert!(!html.contains("db.local"), "{html}");
+        let (status, html) = shown(
+            Lang::En,
+            ApiError::Invalid(vec![("/jmbg".into(), "check digit".into())]),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert!(html.contains("/jmbg: check digit"), "{html}");
     }
 }
