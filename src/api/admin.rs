@@ -92,7 +92,7 @@ pub struct Page {
     get, path = "/admin/v1/requests", tag = "administration",
     summary = "List and filter the queue, newest or oldest first, a page at a time",
     params(ListQuery),
-    responses((status = 200, body = Page), (status = 422, description = "A filter is invalid", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
+    responses((status = 200, body = Page), (status = 422, description = "A filter is invalid", body = super::problem::Problem, content_type = "application/problem+json"), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -135,7 +135,7 @@ pub async fn list(
     get, path = "/admin/v1/requests/{id}", tag = "administration",
     summary = "One request with every attempt",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), super::openapi::AdminErrors),
+    responses((status = 200, body = AdminRequestOut), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn show(
@@ -150,7 +150,7 @@ pub async fn show(
     post, path = "/admin/v1/requests/{id}/retry", tag = "administration",
     summary = "Retry one request now (a dead or cancelled one starts over)",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Delivered, being sent or fetched: nothing to retry", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
+    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Delivered, being sent or fetched: nothing to retry", body = super::problem::Problem, content_type = "application/problem+json"), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn retry(
@@ -166,7 +166,7 @@ pub async fn retry(
     post, path = "/admin/v1/requests/{id}/cancel", tag = "administration",
     summary = "Cancel a request that has not finished; one being sent finishes its attempt, and its answer is kept but not delivered",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json"), super::openapi::AdminErrors),
+    responses((status = 200, body = AdminRequestOut), (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json"), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn cancel(
@@ -182,7 +182,7 @@ pub async fn cancel(
     post, path = "/admin/v1/requests/retry-dead", tag = "administration",
     summary = "Retry every dead request that matches a filter (or, with dry_run, count them)",
     request_body = RetryDeadIn,
-    responses((status = 200, body = RetryDeadOut), super::openapi::WriteErrors),
+    responses((status = 200, body = RetryDeadOut), super::problem::WriteErrors),
     security(("bearer" = []))
 )]
 pub async fn retry_dead(
@@ -208,7 +208,7 @@ fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
 #[utoipa::path(
     get, path = "/admin/v1/stats", tag = "administration",
     summary = "Requests by state, overall and per registry",
-    responses((status = 200, body = Stats), super::openapi::AdminErrors),
+    responses((status = 200, body = Stats), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn get_stats(State(st): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
@@ -218,7 +218,7 @@ pub async fn get_stats(State(st): State<AppState>, _admin: Admin) -> Result<Json
 #[utoipa::path(
     get, path = "/admin/v1/registries", tag = "administration",
     summary = "Each registry: breaker, pause, maintenance, in flight, queue, last success and error, certificates",
-    responses((status = 200, body = Vec<RegistryOut>), super::openapi::AdminErrors),
+    responses((status = 200, body = Vec<RegistryOut>), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn list_registries(
@@ -243,7 +243,7 @@ pub struct PauseIn {
     summary = "Stop sending to a registry (optionally until a time); its requests wait",
     params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
     request_body(content = PauseIn, description = "Optional; {} pauses until resumed"),
-    responses((status = 200, body = crate::dispatch::GateStatus), super::openapi::WriteErrors, super::openapi::AdminErrors),
+    responses((status = 200, body = crate::dispatch::GateStatus), super::problem::WriteErrors, super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn pause(
@@ -282,7 +282,7 @@ pub async fn pause(
     post, path = "/admin/v1/registries/{name}/resume", tag = "administration",
     summary = "Resume sending to a registry",
     params(("name" = String, Path, description = "Registry: civil, cadastre, tax")),
-    responses((status = 200, body = crate::dispatch::GateStatus), super::openapi::AdminErrors),
+    responses((status = 200, body = crate::dispatch::GateStatus), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn resume(
@@ -296,7 +296,7 @@ pub async fn resume(
 #[utoipa::path(
     post, path = "/admin/v1/audit/verify", tag = "administration",
     summary = "Walk the audit trail's hash chain and check it against the checkpoints",
-    responses((status = 200, description = "The report; `broken` names the first broken link", body = crate::audit::Verification), super::openapi::AdminErrors),
+    responses((status = 200, description = "The report; `broken` names the first broken link", body = crate::audit::Verification), super::problem::AdminErrors),
     security(("bearer" = []))
 )]
 pub async fn audit_verify(
@@ -310,7 +310,7 @@ pub async fn audit_verify(
     post, path = "/admin/v1/audit/who", tag = "administration",
     summary = "Who used my data: every access to data about a person (by JMBG, in the body so that it stays out of URLs and logs)",
     request_body = WhoIn,
-    responses((status = 200, body = WhoOut), super::openapi::WriteErrors),
+    responses((status = 200, body = WhoOut), super::problem::WriteErrors),
     security(("bearer" = []))
 )]
 pub async fn audit_who(

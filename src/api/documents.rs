@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::requests::visible;
+use super::requests::{attachments_out, visible, AttachmentOut};
 use super::{ApiError, AppState, Client};
 use crate::store::RequestRecord;
 
@@ -88,7 +88,7 @@ fn etag(bytes: &[u8]) -> String {
     get, path = "/api/v1/documents/{id}", tag = "documents",
     summary = "A document's metadata, signer and a JSON projection of its payload",
     params(("id" = String, Path, description = "Document id (the id of the request that fetched it)")),
-    responses((status = 200, body = DocumentOut), super::openapi::ReadErrors),
+    responses((status = 200, body = DocumentOut), super::problem::ReadErrors),
     security(("bearer" = []))
 )]
 pub async fn get_document(
@@ -193,50 +193,6 @@ pub async fn get_document(
     }))
 }
 
-/// A document's attachments as the API lists them.
-pub fn attachments_out(
-    document: &str,
-    list: &[crate::lifecycle::AttachmentRecord],
-) -> Vec<AttachmentOut> {
-    list.iter()
-        .enumerate()
-        .map(|(i, a)| AttachmentOut {
-            n: i + 1,
-            content_id: a.content_id.clone(),
-            content_type: a.content_type.clone(),
-            name: a.name.clone(),
-            size: a.size,
-            sha256: a.sha256.clone(),
-            url: format!("/api/v1/documents/{document}/attachments/{}", i + 1),
-        })
-        .collect()
-}
-
-/// One attachment that came with an X-Road document (SOAP with
-/// attachments, MTOM), kept beside it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[schema(example = json!({
-    "n": 1, "content_id": "plan-1@cadastre", "content_type": "application/pdf",
-    "name": "plan.pdf", "size": 18432, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    "url": "/api/v1/documents/01KAW3Q3ZJ0N5W9K5T1X0Y8B2C/attachments/1"
-}))]
-pub struct AttachmentOut {
-    /// Its number (from 1), as in its URL and its case-folder file.
-    pub n: usize,
-    /// Its MIME `Content-ID`, without the angle brackets.
-    pub content_id: String,
-    /// Its MIME type as the registry sent it (served as
-    /// `application/octet-stream` when it is not a valid type).
-    pub content_type: String,
-    /// The file name the registry gave it, if any (never used as a path).
-    pub name: Option<String>,
-    pub size: u64,
-    /// SHA-256 of its bytes, lowercase hex.
-    pub sha256: String,
-    /// Where to fetch it.
-    pub url: String,
-}
-
 /// The type an attachment is served with: its own when it is a valid MIME
 /// type (RFC 2045 tokens, parameters allowed), else
 /// `application/octet-stream`: the registry's header is outside input.
@@ -289,7 +245,7 @@ pub fn served_name(name: Option<&str>, n: usize) -> String {
              ("ETag" = String, description = "SHA-256 of the bytes"),
          ),
          example = "%PDF-1.7 …"),
-        super::openapi::ReadErrors,
+        super::problem::ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -454,7 +410,7 @@ pub struct DocumentOut {
          example = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><env:Envelope xmlns:env=\"http://schemas.xmlsoap.org/soap/envelope/\">…<ds:Signature>…</ds:Signature></env:Envelope>"),
         (status = 304, description = "Unchanged since the ETag given",
          headers(("ETag" = String, description = "SHA-256 of the bytes"))),
-        super::openapi::ReadErrors,
+        super::problem::ReadErrors,
     ),
     security(("bearer" = []))
 )]
@@ -495,7 +451,7 @@ pub async fn get_document_content(
 #[utoipa::path(
     get, path = "/api/v1/services", tag = "documents",
     summary = "The service catalogue, each registry's current state, and the named procedures",
-    responses((status = 200, body = ServicesOut), super::openapi::ReadErrors),
+    responses((status = 200, body = ServicesOut), super::problem::ReadErrors),
     security(("bearer" = []))
 )]
 pub async fn list_services(State(st): State<AppState>, _who: Client) -> Json<ServicesOut> {

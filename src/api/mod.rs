@@ -256,7 +256,7 @@ pub fn authenticate(state: &AppState, token: &str, peer: Option<&str>) -> Result
     responses(
         (status = 200, description = "JSON lines for `jumgw store import`", content_type = "application/x-ndjson", body = String,
          example = "{\"kind\":\"request\",\"record\":{\"id\":\"01KAW3Q3ZJ0N5W9K5T1X0Y8B2C\",\"state\":\"delivered\"}}\n"),
-                openapi::AdminErrors,
+                problem::AdminErrors,
     ),
     security(("bearer" = []))
 )]

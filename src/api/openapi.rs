@@ -3,94 +3,10 @@
 //! cannot drift from the code. The error responses every operation shares
 //! are declared once here ([`ReadErrors`], [`WriteErrors`]).
 
-use std::collections::BTreeMap;
-
-use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::{documents, problem, requests};
-
-fn problem_response(description: &str) -> RefOr<Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build(),
-    )
-}
-
-fn responses(list: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
-    list.iter()
-        .map(|(code, what)| (code.to_string(), problem_response(what)))
-        .collect()
-}
-
-const AUTH: (&str, &str) = ("401", "Missing or unknown bearer token");
-const INTERNAL: (&str, &str) = ("500", "Internal error (details in the gateway's log)");
-
-/// Errors of a read: authentication, not found.
-pub struct ReadErrors;
-
-impl IntoResponses for ReadErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses(&[
-            AUTH,
-            ("404", "No such resource, or not this client's"),
-            INTERNAL,
-        ])
-    }
-}
-
-/// Errors of an operator's call: as a read, and 403 for a non-admin token.
-pub struct AdminErrors;
-
-impl IntoResponses for AdminErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut r = ReadErrors::responses();
-        r.extend(responses(&[("403", "Not an admin token")]));
-        r
-    }
-}
-
-/// Errors of a POST that files requests.
-pub struct WriteErrors;
-
-impl IntoResponses for WriteErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses(&[
-            (
-                "400",
-                "The body is not JSON of this operation's shape (unknown field, wrong type)",
-            ),
-            AUTH,
-            ("403", "The client may not request this service"),
-            ("409", "The Idempotency-Key was used with another body"),
-            ("413", "The body is larger than gateway.max_request_bytes"),
-            ("415", "The body is not application/json"),
-            (
-                "422",
-                "Fields are invalid; `errors` names each by JSON pointer",
-            ),
-            ("429", "Over the client's rate; see Retry-After"),
-            INTERNAL,
-            (
-                "503",
-                "The store cannot take requests now (closing, or its disk or server failing for a moment); try again",
-            ),
-            (
-                "507",
-                "The gateway's disk is full: nothing is stored until an operator makes room (`insufficient-storage`)",
-            ),
-        ])
-    }
-}
 
 struct Security;
 

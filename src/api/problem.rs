@@ -2,10 +2,15 @@
 //! stable `type` URI per kind, made in one place ([`ApiError`]'s
 //! `IntoResponse`).
 
+use std::collections::BTreeMap;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use utoipa::openapi::response::{Response as DocResponse, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::IntoResponses;
 use utoipa::ToSchema;
 
 /// The body of every error (RFC 9457).
@@ -334,5 +339,88 @@ mod tests {
         assert!(!v.to_string().contains("line 1"), "{v}");
         let (s, _) = answer(StoreError::NotFound("01X".into())).await;
         assert_eq!(s, 404);
+    }
+}
+
+// The problems an operation may answer, as its OpenAPI responses: the
+// handlers name these sets beside their paths, the document collects them.
+
+fn problem_response(description: &str) -> RefOr<DocResponse> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn responses(list: &[(&str, &str)]) -> BTreeMap<String, RefOr<DocResponse>> {
+    list.iter()
+        .map(|(code, what)| (code.to_string(), problem_response(what)))
+        .collect()
+}
+
+const AUTH: (&str, &str) = ("401", "Missing or unknown bearer token");
+const INTERNAL: (&str, &str) = ("500", "Internal error (details in the gateway's log)");
+
+/// Errors of a read: authentication, not found.
+pub struct ReadErrors;
+
+impl IntoResponses for ReadErrors {
+    fn responses() -> BTreeMap<String, RefOr<DocResponse>> {
+        responses(&[
+            AUTH,
+            ("404", "No such resource, or not this client's"),
+            INTERNAL,
+        ])
+    }
+}
+
+/// Errors of an operator's call: as a read, and 403 for a non-admin token.
+pub struct AdminErrors;
+
+impl IntoResponses for AdminErrors {
+    fn responses() -> BTreeMap<String, RefOr<DocResponse>> {
+        let mut r = ReadErrors::responses();
+        r.extend(responses(&[("403", "Not an admin token")]));
+        r
+    }
+}
+
+/// Errors of a POST that files requests.
+pub struct WriteErrors;
+
+impl IntoResponses for WriteErrors {
+    fn responses() -> BTreeMap<String, RefOr<DocResponse>> {
+        responses(&[
+            (
+                "400",
+                "The body is not JSON of this operation's shape (unknown field, wrong type)",
+            ),
+            AUTH,
+            ("403", "The client may not request this service"),
+            ("409", "The Idempotency-Key was used with another body"),
+            ("413", "The body is larger than gateway.max_request_bytes"),
+            ("415", "The body is not application/json"),
+            (
+                "422",
+                "Fields are invalid; `errors` names each by JSON pointer",
+            ),
+            ("429", "Over the client's rate; see Retry-After"),
+            INTERNAL,
+            (
+                "503",
+                "The store cannot take requests now (closing, or its disk or server failing for a moment); try again",
+            ),
+            (
+                "507",
+                "The gateway's disk is full: nothing is stored until an operator makes room (`insufficient-storage`)",
+            ),
+        ])
     }
 }

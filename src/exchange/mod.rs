@@ -347,7 +347,7 @@ impl Exchange {
             path: g.tls_cert.display().to_string(),
             detail: e.to_string(),
         })?;
-        let identity = crate::pki::pkcs11::certified_key(ours, &g.tls_key).map_err(|detail| {
+        let identity = crate::pki::tls::certified_key(ours, &g.tls_key).map_err(|detail| {
             ExchangeError::File {
                 path: crate::pki::pkcs11::redact(&g.tls_key.to_string_lossy()),
                 detail,

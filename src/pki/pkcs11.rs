@@ -997,34 +997,23 @@ fn ecdsa_der(rs: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     openssl::ecdsa::EcdsaSig::from_private_components(r, s)?.to_der()
 }
 
-/// A certificate chain with its key, for a rustls client or server: the
-/// key a PKCS#11 URI names (proven the certificate's by a probe
-/// signature), or a PEM file.
-pub fn certified_key(
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: &Path,
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
-    let text = key.to_string_lossy();
-    let signing: Arc<dyn rustls::sign::SigningKey> = if is_uri(&text) {
-        let token = TokenKey::open(&text).map_err(|e| e.to_string())?;
-        let leaf = chain.first().ok_or("no certificate")?;
-        let pem = openssl::x509::X509::from_der(leaf)
-            .and_then(|c| c.to_pem())
-            .map_err(|e| format!("the certificate: {e}"))?;
-        // The same proof as the seal's: the token signs, the certificate's
-        // public key verifies.
-        crate::xml::SigningKey::from_device(token.clone(), &pem)
-            .map_err(|e| format!("{}: {e}", redact(&text)))?;
-        bind_to(&token, &pem);
-        Arc::new(TlsKey(token))
-    } else {
-        let der = super::tls::load_key(key).map_err(|e| e.to_string())?;
-        rustls::crypto::aws_lc_rs::default_provider()
-            .key_provider
-            .load_private_key(der)
-            .map_err(|e| format!("{}: {e}", key.display()))?
-    };
-    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
+/// The key a PKCS#11 URI names, as rustls signs with it, proven the key
+/// of the chain's first certificate by a probe signature.
+pub fn tls_signing_key(
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    uri: &str,
+) -> Result<Arc<dyn rustls::sign::SigningKey>, String> {
+    let token = TokenKey::open(uri).map_err(|e| e.to_string())?;
+    let leaf = chain.first().ok_or("no certificate")?;
+    let pem = openssl::x509::X509::from_der(leaf)
+        .and_then(|c| c.to_pem())
+        .map_err(|e| format!("the certificate: {e}"))?;
+    // The same proof as the seal's: the token signs, the certificate's
+    // public key verifies.
+    crate::xml::SigningKey::from_device(token.clone(), &pem)
+        .map_err(|e| format!("{}: {e}", redact(uri)))?;
+    bind_to(&token, &pem);
+    Ok(Arc::new(TlsKey(token)))
 }
 
 /// Makes a key pair of `kind` on the token the URI names, with the URI's

@@ -58,6 +58,28 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .ok_or_else(|| file_err(path, "no private key in the file"))
 }
 
+/// A certificate chain with its key, for a rustls client or server: the
+/// key a PKCS#11 URI names (proven the certificate's by a probe
+/// signature), or a PEM file.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: &Path,
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
+    let text = key.to_string_lossy();
+    let signing = if super::pkcs11::is_uri(&text) {
+        super::pkcs11::tls_signing_key(&chain, &text)?
+    } else {
+        let der = load_key(key).map_err(|e| e.to_string())?;
+        rustls::crypto::aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| format!("{}: {e}", key.display()))?
+    };
+    Ok(std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+        chain, signing,
+    )))
+}
+
 /// Whether clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -125,11 +147,10 @@ pub fn server_config_checked(
     if let Some(w) = crate::xml::dsig::weak_own_key(&key_pem, &pem(cert)?, min_rsa_bits) {
         return Err(TlsError::Tls(format!("{}: too weak: {w}", key.display())));
     }
-    let certified =
-        super::pkcs11::certified_key(load_certs(cert)?, key).map_err(|detail| TlsError::File {
-            path: super::pkcs11::redact(&key.to_string_lossy()),
-            detail,
-        })?;
+    let certified = certified_key(load_certs(cert)?, key).map_err(|detail| TlsError::File {
+        path: super::pkcs11::redact(&key.to_string_lossy()),
+        detail,
+    })?;
     let mut cfg =
         builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

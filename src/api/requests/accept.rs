@@ -227,7 +227,7 @@ pub(super) fn admit_body(
     responses(
         (status = 202, description = "Accepted and stored durably; follow it at Location", body = crate::api::RequestOut,
          headers(("Location" = String, description = "/api/v1/requests/{id}"))),
-        crate::api::openapi::WriteErrors,
+        crate::api::problem::WriteErrors,
     ),
     security(("bearer" = []))
 )]

@@ -211,7 +211,7 @@ fn bundle_response(case: &str, recs: &[RequestRecord]) -> Response {
     responses(
         (status = 202, description = "All stored together (or none)", body = BundleOut,
          headers(("Location" = String, description = "/api/v1/cases/{case}"))),
-        crate::api::openapi::WriteErrors,
+        crate::api::problem::WriteErrors,
     ),
     security(("bearer" = []))
 )]

@@ -14,7 +14,7 @@ use crate::api::{fields, ApiError, AppState, Client};
         (status = 200, description = "The container, a zip (`jumgw dossier verify` checks it offline)", content_type = "application/vnd.etsi.asic-e+zip", body = String,
          example = "PK\u{3}\u{4}…mimetypeapplication/vnd.etsi.asic-e+zip…case.json…documents/…META-INF/signatures0.xml"),
         (status = 503, description = "The TSA cannot timestamp the seal now (`tsa-unavailable`)", body = crate::api::problem::Problem, content_type = "application/problem+json"),
-        crate::api::openapi::ReadErrors,
+        crate::api::problem::ReadErrors,
     ),
     security(("bearer" = []))
 )]

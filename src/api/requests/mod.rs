@@ -155,7 +155,7 @@ pub struct RequestOut {
     pub attempts: Vec<AttemptOut>,
     pub document_id: Option<String>,
     /// What came with the document (X-Road); empty otherwise.
-    pub attachments: Vec<super::documents::AttachmentOut>,
+    pub attachments: Vec<AttachmentOut>,
     /// X-Road: the signed document of the message that brought the
     /// document; absent for the signed-XML profile.
     pub signed_document: Option<SignedDocOut>,
@@ -187,10 +187,7 @@ impl From<&RequestRecord> for RequestOut {
                 })
                 .collect(),
             document_id: r.document_id.clone(),
-            attachments: super::documents::attachments_out(
-                r.document_id.as_deref().unwrap_or(&r.id),
-                &r.attachments,
-            ),
+            attachments: attachments_out(r.document_id.as_deref().unwrap_or(&r.id), &r.attachments),
             signed_document: r.signed_document.as_ref().map(|d| SignedDocOut {
                 state: d.state.clone(),
                 message_id: d.message_id.clone(),
@@ -203,6 +200,50 @@ impl From<&RequestRecord> for RequestOut {
             error: r.error.clone(),
         }
     }
+}
+
+/// A document's attachments as the API lists them.
+pub fn attachments_out(
+    document: &str,
+    list: &[crate::lifecycle::AttachmentRecord],
+) -> Vec<AttachmentOut> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| AttachmentOut {
+            n: i + 1,
+            content_id: a.content_id.clone(),
+            content_type: a.content_type.clone(),
+            name: a.name.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+            url: format!("/api/v1/documents/{document}/attachments/{}", i + 1),
+        })
+        .collect()
+}
+
+/// One attachment that came with an X-Road document (SOAP with
+/// attachments, MTOM), kept beside it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "n": 1, "content_id": "plan-1@cadastre", "content_type": "application/pdf",
+    "name": "plan.pdf", "size": 18432, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "url": "/api/v1/documents/01KAW3Q3ZJ0N5W9K5T1X0Y8B2C/attachments/1"
+}))]
+pub struct AttachmentOut {
+    /// Its number (from 1), as in its URL and its case-folder file.
+    pub n: usize,
+    /// Its MIME `Content-ID`, without the angle brackets.
+    pub content_id: String,
+    /// Its MIME type as the registry sent it (served as
+    /// `application/octet-stream` when it is not a valid type).
+    pub content_type: String,
+    /// The file name the registry gave it, if any (never used as a path).
+    pub name: Option<String>,
+    pub size: u64,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// Where to fetch it.
+    pub url: String,
 }
 
 /// Whether `who` may see `r`: a client its own requests, an

@@ -14,7 +14,7 @@ use crate::store::{RequestRecord, State as RState};
     get, path = "/api/v1/requests/{id}", tag = "requests",
     summary = "A request: state, attempts with timings and errors, document id",
     params(("id" = String, Path, description = "Request id (ULID)")),
-    responses((status = 200, body = crate::api::RequestOut), crate::api::openapi::ReadErrors),
+    responses((status = 200, body = crate::api::RequestOut), crate::api::problem::ReadErrors),
     security(("bearer" = []))
 )]
 pub async fn get_request(
@@ -33,7 +33,7 @@ pub async fn get_request(
     get, path = "/api/v1/cases/{case}", tag = "requests",
     summary = "A case: its requests and how far the bundle is",
     params(("case" = String, Path, description = "The case number, URL-encoded", example = "351-12/2026-IV")),
-    responses((status = 200, body = CaseOut), crate::api::openapi::ReadErrors),
+    responses((status = 200, body = CaseOut), crate::api::problem::ReadErrors),
     security(("bearer" = []))
 )]
 pub async fn get_case(
