@@ -16,6 +16,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod names;
+
+pub use names::{CaseNumber, ClientId, RegistryId, RequestId, ServiceId};
+
 /// Why a string is not a valid identifier. The text is shown to users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
