@@ -72,7 +72,7 @@ impl From<&RequestRecord> for AdminRequestOut {
     fn from(r: &RequestRecord) -> Self {
         AdminRequestOut {
             request: RequestOut::from(r),
-            client: r.client.clone(),
+            client: r.client.to_string(),
             official: r.official.clone(),
             legal_basis: r.legal_basis.clone(),
             purpose: r.purpose.clone(),
@@ -155,7 +155,7 @@ impl Filter {
                 .list(&crate::store::Listing {
                     selector: selector.clone(),
                     order: crate::store::Order::Oldest,
-                    after: out.last().map(|r: &RequestRecord| r.id.clone()),
+                    after: out.last().map(|r: &RequestRecord| r.id.to_string()),
                     limit: 1000,
                 })
                 .await?;
@@ -260,7 +260,9 @@ pub async fn list(
     };
     let more = page.len() > limit;
     page.truncate(limit);
-    let next = more.then(|| page.last().map(|r| r.id.clone())).flatten();
+    let next = more
+        .then(|| page.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Json(Page {
         requests: page.iter().map(AdminRequestOut::from).collect(),
         total: total as usize,
@@ -427,7 +429,7 @@ pub async fn do_retry_dead(
         older_than: b.older_than,
     };
     let dead = filter.select(st).await?;
-    let ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = dead.iter().map(|r| r.id.to_string()).collect();
     let mut retried = 0;
     if !b.dry_run {
         audit(

@@ -39,7 +39,7 @@ pub fn rate<E: std::fmt::Display, F: FnMut() -> Result<(), E>>(
 pub(crate) fn queued(case: u64, service: &str, registry: &str) -> crate::store::RequestRecord {
     crate::store::RequestRecord::queued(
         "bench",
-        format!("351-{case}/2026-IV"),
+        format!("351-{case}/2026-IV").into(),
         "Zakon o opštem upravnom postupku, čl. 103".into(),
         "bench".into(),
         "benchmark".into(),

@@ -424,7 +424,7 @@ mod tests {
             .map(|i| {
                 RequestRecord::queued(
                     "c",
-                    format!("{}/2026", i % 2),
+                    format!("{}/2026", i % 2).into(),
                     "ZUP".into(),
                     "o".into(),
                     "p".into(),
@@ -496,7 +496,7 @@ mod tests {
                 at_ms: 1_000 + i as u64,
                 duration_ms: 1,
                 http_status: Some(200),
-                outcome: "retryable".into(),
+                outcome: crate::lifecycle::OutcomeKind::Retryable,
                 detail: String::new(),
                 message_id: Some(m.into()),
             });

@@ -540,7 +540,7 @@ impl Dispatcher {
     /// stays, its evidence says so.
     async fn recheck_revocations(&self) {
         for (id, evidence, crl) in self.exchange().recheck().await {
-            if evidence.status == "revoked" {
+            if evidence.status == crate::lifecycle::RevocationStatus::Revoked {
                 tracing::error!(request = %id, reason = evidence.reason.as_deref().unwrap_or(""), "a document's signer turned out revoked after it was taken");
                 crate::metrics::revocation_check("recheck", "revoked");
             }
@@ -826,11 +826,11 @@ impl Dispatcher {
                     plans.push(Planned::Deliver);
                 }
                 State::Queued | State::Retrying | State::Awaiting | State::Sending => {
-                    if let Some(b) = blocked.get(&rec.registry) {
+                    if let Some(b) = blocked.get(rec.registry.as_str()) {
                         note(*b, &mut earliest, &mut event_blocked);
                         continue;
                     }
-                    let Some(gate) = self.gates.get(&rec.registry) else {
+                    let Some(gate) = self.gates.get(rec.registry.as_str()) else {
                         unroutable.push(&d.id);
                         continue;
                     };
@@ -838,7 +838,7 @@ impl Dispatcher {
                         Ok(p) => p,
                         Err(b) => {
                             note(b, &mut earliest, &mut event_blocked);
-                            blocked.insert(rec.registry.clone(), b);
+                            blocked.insert(rec.registry.to_string(), b);
                             continue;
                         }
                     };
@@ -876,7 +876,7 @@ impl Dispatcher {
         for (plan, lease) in plans.into_iter().zip(leased) {
             match (plan, lease) {
                 (Planned::Deliver, crate::store::Lease::Taken(r)) => {
-                    lock(&self.busy).insert(r.id.clone());
+                    lock(&self.busy).insert(r.id.to_string());
                     let me = self.clone();
                     tasks.spawn(async move { me.deliver(*r, None).await });
                 }
@@ -888,7 +888,7 @@ impl Dispatcher {
                     },
                     crate::store::Lease::Taken(r),
                 ) => {
-                    lock(&self.busy).insert(r.id.clone());
+                    lock(&self.busy).insert(r.id.to_string());
                     starts.push((*r, polling, gate, permit));
                 }
                 (Planned::Exchange { gate, .. }, crate::store::Lease::Blocked(until)) => {
@@ -908,7 +908,7 @@ impl Dispatcher {
             if let Err(e) = self.store.flush().await {
                 let mut busy = lock(&self.busy);
                 for (r, ..) in &starts {
-                    busy.remove(&r.id);
+                    busy.remove(r.id.as_str());
                 }
                 // Their leases expire and they are leased again.
                 return Err(e);
@@ -987,7 +987,7 @@ impl Dispatcher {
         gate: Arc<Gate>,
         permit: OwnedSemaphorePermit,
     ) {
-        let id = rec.id.clone();
+        let id = rec.id.to_string();
         let result = match rec.subject() {
             Ok(subject) => {
                 let call = Call {
@@ -1051,7 +1051,7 @@ impl Dispatcher {
         crate::metrics::attempt(
             &rec.registry,
             &rec.service,
-            outcome.kind(),
+            outcome.kind().name(),
             Duration::from_millis(duration_ms),
         );
         let failed = outcome.is_registry_failure();
@@ -1236,8 +1236,12 @@ impl Dispatcher {
     /// (a delivery leased from the due index, after a restart or a failed
     /// delivery).
     async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Fetched>) {
-        let id = rec.id.clone();
-        let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
+        let id = rec.id.to_string();
+        let mode = self
+            .modes
+            .get(rec.client.as_str())
+            .copied()
+            .unwrap_or_default();
         let result = async {
             if fresh.is_none()
                 && self

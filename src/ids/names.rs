@@ -235,7 +235,12 @@ mod tests {
         assert_eq!(id.time_ms(), Some(1_700_000_000_000));
         assert_eq!(RequestId::parse(&id).unwrap(), id);
         assert!(RequestId::new() > id, "later ids sort later");
-        for bad in ["", "01JTEST", "01j9z3q4v8k2m6n0p1r3s5t7v9", "81J9Z3Q4V8K2M6N0P1R3S5T7V9"] {
+        for bad in [
+            "",
+            "01JTEST",
+            "01j9z3q4v8k2m6n0p1r3s5t7v9",
+            "81J9Z3Q4V8K2M6N0P1R3S5T7V9",
+        ] {
             let e = RequestId::parse(bad).unwrap_err().to_string();
             assert!(e.contains("a request id is a ULID"), "{bad}: {e}");
         }

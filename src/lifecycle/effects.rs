@@ -61,7 +61,7 @@ pub fn effects(old: Option<&RequestRecord>, new: &RequestRecord) -> Effects {
                 at_ms: a.at_ms,
                 outcome: match a.http_status {
                     Some(s) => format!("{} (HTTP {s})", a.outcome),
-                    None => a.outcome.clone(),
+                    None => a.outcome.to_string(),
                 },
             }),
     );
@@ -117,7 +117,7 @@ mod tests {
             at_ms: 7,
             duration_ms: 1,
             http_status: Some(503),
-            outcome: "retryable".into(),
+            outcome: crate::lifecycle::OutcomeKind::Retryable,
             detail: String::new(),
             message_id: None,
         });

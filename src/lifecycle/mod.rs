@@ -21,10 +21,11 @@ pub mod outcome;
 pub mod record;
 pub mod retry;
 
-pub use outcome::Outcome;
+pub use outcome::{Outcome, OutcomeKind};
 pub use record::{
-    AttachmentRecord, AttemptRecord, RequestRecord, RevocationRecord, SignedDocRecord, StampRecord,
-    State, RECORD_VERSION,
+    AttachmentRecord, AttemptRecord, RequestRecord, RevocationMethod, RevocationRecord,
+    RevocationStatus, SignedDocRecord, SignedDocState, StampRecord, StampState, State,
+    RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
@@ -87,7 +88,7 @@ impl Event<'_> {
         match self {
             Event::Lease { .. } => "lease",
             Event::LeaseDelivery { .. } => "lease-delivery",
-            Event::Answered { facts, .. } => facts.outcome.kind(),
+            Event::Answered { facts, .. } => facts.outcome.kind().name(),
             Event::Delivered => "delivered",
             Event::DeliveryFailed { .. } => "delivery-failed",
             Event::Retry => "retry",
@@ -224,7 +225,7 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
             let unchecked = r
                 .revocation
                 .as_ref()
-                .is_some_and(|v| v.status == "unchecked");
+                .is_some_and(|v| v.status == RevocationStatus::Unchecked);
             if r.document_id.is_none() || !unchecked {
                 return false;
             }
@@ -279,7 +280,7 @@ impl Work {
         Some(if r.state == State::Fetched {
             Work::Deliver
         } else {
-            Work::Exchange(r.registry.clone())
+            Work::Exchange(r.registry.to_string())
         })
     }
 
