@@ -1717,7 +1717,7 @@ async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.service.into_string(), r.subject))
+        .map(|r| (r.service.into_string(), r.subject.to_vec()))
         .collect();
     got.sort();
     let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());

@@ -25,7 +25,7 @@ pub use outcome::{Outcome, OutcomeKind};
 pub use record::{
     AttachmentRecord, AttemptRecord, RequestRecord, RevocationMethod, RevocationRecord,
     RevocationStatus, SignedDocRecord, SignedDocState, StampRecord, StampState, State,
-    RECORD_VERSION,
+    SubjectRecord, RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{CaseNumber, ClientId, RegistryId, RequestId, ServiceId};
 use crate::lifecycle::OutcomeKind;
+use crate::protocol::subject::{Subject, SubjectError};
 
 /// The current record schema version.
 pub const RECORD_VERSION: u32 = 1;
@@ -95,8 +96,8 @@ pub struct RequestRecord {
     pub purpose: String,
     pub service: ServiceId,
     pub registry: RegistryId,
-    /// Subject fields by name (jmbg, pib, mb, ko, sheet, parcel).
-    pub subject: Vec<(String, String)>,
+    /// Whom or what it is about, parsed; written as its fields by name.
+    pub subject: SubjectRecord,
     pub state: State,
     pub created_ms: u64,
     /// ZUP deadline: never retried past it.
@@ -425,7 +426,7 @@ impl RequestRecord {
         purpose: String,
         service: ServiceId,
         registry: RegistryId,
-        subject: Vec<(String, String)>,
+        subject: impl Into<SubjectRecord>,
         deadline: std::time::Duration,
     ) -> RequestRecord {
         let now = crate::time::now_ms();
@@ -439,7 +440,7 @@ impl RequestRecord {
             purpose,
             service,
             registry,
-            subject,
+            subject: subject.into(),
             state: State::Queued,
             created_ms: now,
             deadline_ms: now + deadline.as_millis() as u64,
@@ -539,24 +540,9 @@ impl RequestRecord {
         self
     }
 
-    /// The subject rebuilt and checked again from its stored fields.
-    pub fn subject(
-        &self,
-    ) -> Result<crate::protocol::Subject, crate::protocol::subject::SubjectError> {
-        let get = |k: &str| {
-            self.subject
-                .iter()
-                .find(|(f, _)| f == k)
-                .map(|(_, v)| v.as_str())
-        };
-        crate::protocol::Subject::from_parts(
-            get("jmbg"),
-            get("pib"),
-            get("mb"),
-            get("ko"),
-            get("sheet"),
-            get("parcel"),
-        )
+    /// The subject, as parsed when the request came or was read.
+    pub fn subject(&self) -> Result<&Subject, SubjectError> {
+        self.subject.parsed().map_err(Clone::clone)
     }
 
     /// For logs: the subject with JMBGs masked.
@@ -564,6 +550,114 @@ impl RequestRecord {
         self.subject()
             .map(|s| s.redacted())
             .unwrap_or_else(|_| "(invalid subject)".into())
+    }
+}
+
+/// A request's subject as its record keeps it: parsed once, when the
+/// request came (or when the record is read), and written as the list of
+/// its fields by name (`[["ko","803472"],["sheet","1520"]]`), in the
+/// order the API has always written them (jmbg, pib, mb, ko, sheet,
+/// parcel).
+///
+/// A record whose fields do not make a subject (damaged, or from before a
+/// rule) is still read, and written back as it was: refusing to read it
+/// would hide the whole request from operators. Sending it fails with the
+/// parse error, as it did when the subject was parsed at each attempt.
+#[derive(Clone)]
+pub struct SubjectRecord {
+    fields: Vec<(String, String)>,
+    parsed: Result<Subject, SubjectError>,
+}
+
+impl SubjectRecord {
+    /// The field names in the order records write them.
+    const ORDER: [&'static str; 6] = ["jmbg", "pib", "mb", "ko", "sheet", "parcel"];
+
+    /// Parses the fields as a record or a client names them.
+    pub fn from_fields(fields: Vec<(String, String)>) -> SubjectRecord {
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        let parsed = Subject::from_parts(
+            get("jmbg"),
+            get("pib"),
+            get("mb"),
+            get("ko"),
+            get("sheet"),
+            get("parcel"),
+        );
+        SubjectRecord { fields, parsed }
+    }
+
+    pub fn parsed(&self) -> Result<&Subject, &SubjectError> {
+        self.parsed.as_ref()
+    }
+
+    /// Its fields by name, as written.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+}
+
+impl From<Subject> for SubjectRecord {
+    fn from(subject: Subject) -> SubjectRecord {
+        let mut fields: Vec<(String, String)> = subject
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        fields.sort_by_key(|(k, _)| SubjectRecord::ORDER.iter().position(|o| o == k));
+        SubjectRecord {
+            fields,
+            parsed: Ok(subject),
+        }
+    }
+}
+
+impl From<Vec<(String, String)>> for SubjectRecord {
+    fn from(fields: Vec<(String, String)>) -> SubjectRecord {
+        SubjectRecord::from_fields(fields)
+    }
+}
+
+impl std::ops::Deref for SubjectRecord {
+    type Target = [(String, String)];
+    fn deref(&self) -> &[(String, String)] {
+        &self.fields
+    }
+}
+
+impl<'a> IntoIterator for &'a SubjectRecord {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.fields.iter()
+    }
+}
+
+/// Two subjects are the same when their fields are.
+impl PartialEq for SubjectRecord {
+    fn eq(&self, other: &SubjectRecord) -> bool {
+        self.fields == other.fields
+    }
+}
+
+impl Eq for SubjectRecord {}
+
+/// As the list of fields prints, so that a record's `Debug` is as it was.
+impl std::fmt::Debug for SubjectRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.fields, f)
+    }
+}
+
+impl Serialize for SubjectRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubjectRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<(String, String)>::deserialize(d).map(SubjectRecord::from_fields)
     }
 }
 
@@ -587,7 +681,7 @@ pub mod testing {
             purpose: "p".into(),
             service: "civil.birth-extract".into(),
             registry: "civil".into(),
-            subject: vec![("jmbg".into(), "0512981717776".into())],
+            subject: SubjectRecord::from_fields(vec![("jmbg".into(), "0512981717776".into())]),
             state: State::Queued,
             created_ms: 0,
             deadline_ms: 15 * 86_400_000,
@@ -641,10 +735,12 @@ pub mod testing {
 
         /// The subject's fields by name (`jmbg`, `ko` and `sheet`, ...).
         pub fn subject(mut self, fields: &[(&str, &str)]) -> Builder {
-            self.0.subject = fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
+            self.0.subject = SubjectRecord::from_fields(
+                fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
             self
         }
 
@@ -768,6 +864,62 @@ mod tests {
         let r: RequestRecord = serde_json::from_str(OLD[2]).unwrap();
         assert!(r.stamp_pending() && r.signed_document_pending());
         assert_eq!(r.evidence_due_ms(), Some(7));
+    }
+
+    #[test]
+    fn a_subject_is_written_as_the_api_always_wrote_its_fields() {
+        // As the API stored them: the fields given, in the order jmbg,
+        // pib, mb, ko, sheet, parcel, each as the client wrote it.
+        let cases: [&[(&str, &str)]; 7] = [
+            &[("jmbg", "0512981717776")],
+            &[("pib", "101134702")],
+            &[("mb", "07004044")],
+            &[("ko", "803472"), ("sheet", "1520")],
+            &[("ko", "803472"), ("parcel", "1234/5")],
+            &[("jmbg", "0512981717776"), ("ko", "803472")],
+            &[("mb", "07004044"), ("ko", "803472")],
+        ];
+        for fields in cases {
+            let get = |k: &str| fields.iter().find(|(f, _)| *f == k).map(|(_, v)| *v);
+            let parsed = Subject::from_parts(
+                get("jmbg"),
+                get("pib"),
+                get("mb"),
+                get("ko"),
+                get("sheet"),
+                get("parcel"),
+            )
+            .unwrap();
+            let old: Vec<(String, String)> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let kept = SubjectRecord::from(parsed.clone());
+            assert_eq!(json(&kept), json(&old), "{}", parsed.kind());
+            let read: SubjectRecord = serde_json::from_str(&json(&old)).unwrap();
+            assert_eq!(read.parsed(), Ok(&parsed));
+            assert_eq!(read, kept);
+        }
+    }
+
+    #[test]
+    fn a_subject_that_does_not_parse_is_read_and_written_back_as_it_was() {
+        for old in [
+            r#"[]"#,
+            r#"[["jmbg","0512981717777"]]"#,
+            r#"[["sheet","1"],["x","y"]]"#,
+        ] {
+            let read: SubjectRecord = serde_json::from_str(old).unwrap();
+            assert_eq!(json(&read), old);
+            assert!(read.parsed().is_err(), "{old}");
+        }
+        let mut r = testing::record().build();
+        r.subject = serde_json::from_str(r#"[["jmbg","0512981717777"]]"#).unwrap();
+        assert_eq!(
+            r.subject().unwrap_err().to_string(),
+            "jmbg: check digit should be 6, found 7"
+        );
+        assert_eq!(r.subject_redacted(), "(invalid subject)");
     }
 
     #[test]
