@@ -1047,18 +1047,13 @@ async fn every_admin_action_is_audited_under_the_acting_account() {
     let now = jum_gateway::time::now_ms();
     let dead: Vec<RequestRecord> = (1..=4)
         .map(|i| {
-            let mut r = RequestRecord::queued(
-                "backoffice",
-                format!("dead-{i}/2026").into(),
-                "ZUP".into(),
-                "o".into(),
-                "p".into(),
-                BIRTH.0.into(),
-                "civil".into(),
-                vec![("jmbg".into(), "0512981717776".into())],
-                Duration::from_secs(86_400 * 30),
-            )
-            .at(now - 60_000);
+            let mut r = jum_gateway::lifecycle::record::testing::record()
+                .client("backoffice")
+                .case(format!("dead-{i}/2026"))
+                .service(BIRTH.0, "civil")
+                .now(Duration::from_secs(86_400 * 30))
+                .build()
+                .at(now - 60_000);
             r.state = State::Dead;
             r.due_ms = None;
             r.error = Some("permanent failure".into());
@@ -1796,18 +1791,13 @@ async fn the_operators_views_read_only_what_they_show() {
     let now = jum_gateway::time::now_ms();
     let mut recs = Vec::new();
     for i in 0..3000u64 {
-        let mut r = RequestRecord::queued(
-            "backoffice",
-            format!("351-{}/2026-IV", i % 40).into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            BIRTH.0.into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            Duration::from_secs(86_400 * 30),
-        )
-        .at(now - 3_600_000 + i);
+        let mut r = jum_gateway::lifecycle::record::testing::record()
+            .client("backoffice")
+            .case(format!("351-{}/2026-IV", i % 40))
+            .service(BIRTH.0, "civil")
+            .now(Duration::from_secs(86_400 * 30))
+            .build()
+            .at(now - 3_600_000 + i);
         match i % 10 {
             0..=5 => {
                 r.state = State::Delivered;
@@ -3227,20 +3217,14 @@ async fn x_road_document(
     d: &Running,
     attachments: &[(&str, Option<&str>, &[u8])],
 ) -> RequestRecord {
-    let mut rec = RequestRecord::queued(
-        "backoffice",
-        "351-12/2026-IV".into(),
-        "ZUP čl. 103".into(),
-        "o".into(),
-        "ex officio data for the case".into(),
-        "cadastre.property-sheet".into(),
-        "cadastre".into(),
-        vec![
-            ("ko".into(), "803472".into()),
-            ("sheet".into(), "1520".into()),
-        ],
-        Duration::from_secs(86_400),
-    );
+    let mut rec = jum_gateway::lifecycle::record::testing::record()
+        .client("backoffice")
+        .case("351-12/2026-IV")
+        .legal("ZUP čl. 103", "o", "ex officio data for the case")
+        .service("cadastre.property-sheet", "cadastre")
+        .subject(&[("ko", "803472"), ("sheet", "1520")])
+        .now(Duration::from_secs(86_400))
+        .build();
     let id = rec.id.clone();
     d.store.enqueue(vec![rec.clone()]).await.unwrap();
     let came: Vec<jum_gateway::protocol::xroad::Attachment> = attachments

@@ -482,17 +482,11 @@ mod tests {
         use crate::store::{AttemptRecord, State};
         let key = Arc::new(AuditKey::from_bytes([1; 32]));
         let r = rule(key.clone());
-        let q = RequestRecord::queued(
-            "pisarnica",
-            "1/2026".into(),
-            "ZUP".into(),
-            "marija".into(),
-            "permit".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            std::time::Duration::from_secs(60),
-        );
+        let q = crate::lifecycle::record::testing::record()
+            .client("pisarnica")
+            .legal("ZUP", "marija", "permit")
+            .now(std::time::Duration::from_secs(60))
+            .build();
         let accepted = r(None, &q);
         assert_eq!(accepted[0].action, "request.accepted");
         assert_eq!(accepted[0].subject, vec![key.hash("jmbg", "0512981717776")]);

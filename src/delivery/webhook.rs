@@ -443,17 +443,10 @@ mod tests {
     }
 
     fn rec(id: &str, state: State) -> RequestRecord {
-        let mut r = RequestRecord::queued(
-            "hook",
-            "1/2026".into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            Duration::from_secs(86_400),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .client("hook")
+            .now(Duration::from_secs(86_400))
+            .build();
         r.id = crate::ids::RequestId::named(id);
         r.state = state;
         r

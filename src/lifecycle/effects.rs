@@ -85,17 +85,12 @@ mod tests {
     use crate::lifecycle::AttemptRecord;
 
     fn rec(state: State) -> RequestRecord {
-        let mut r = RequestRecord::queued(
-            "c",
-            "1".into(),
-            "l".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![],
-            std::time::Duration::from_secs(60),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .case("1")
+            .legal("l", "o", "p")
+            .subject(&[])
+            .now(std::time::Duration::from_secs(60))
+            .build();
         r.state = state;
         r
     }

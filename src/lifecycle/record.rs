@@ -744,6 +744,25 @@ pub mod testing {
             self
         }
 
+        /// The legal basis, the official and the purpose the case gives.
+        pub fn legal(mut self, legal_basis: &str, official: &str, purpose: &str) -> Builder {
+            self.0.legal_basis = legal_basis.into();
+            self.0.official = official.into();
+            self.0.purpose = purpose.into();
+            self
+        }
+
+        /// Filed now by the system clock (its id of now too), due at once,
+        /// with `deadline` to go: as [`RequestRecord::queued`] files one.
+        pub fn now(mut self, deadline: std::time::Duration) -> Builder {
+            let now = crate::time::now_ms();
+            self.0.id = RequestId::at(now);
+            self.0.created_ms = now;
+            self.0.deadline_ms = now + deadline.as_millis() as u64;
+            self.0.due_ms = Some(now);
+            self
+        }
+
         pub fn state(mut self, state: State) -> Builder {
             self.0.state = state;
             self

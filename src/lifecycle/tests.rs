@@ -11,17 +11,9 @@ const DUE: u64 = 999_000;
 
 fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
     let retry = RetryConfig::default();
-    let mut r = RequestRecord::queued(
-        "c",
-        "1/2026".into(),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        "civil.birth-extract".into(),
-        "civil".into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(86_400),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .now(Duration::from_secs(86_400))
+        .build();
     r.state = state;
     r.due_ms = due;
     r.deadline_ms = NOW + 86_400_000;

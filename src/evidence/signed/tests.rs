@@ -96,17 +96,10 @@ async fn fixture(
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn QueueStore> = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
     let cipher = Arc::new(DocumentCipher::from_hex(&"ab".repeat(32)).unwrap());
-    let mut r = RequestRecord::queued(
-        "c",
-        "351-1/2026".into(),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        "civil.birth-extract".into(),
-        "civil".into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(86_400),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .case("351-1/2026")
+        .now(Duration::from_secs(86_400))
+        .build();
     let now = store.clock_ms();
     r.state = State::Fetched;
     r.due_ms = None;
@@ -500,17 +493,11 @@ async fn one_kind_stuck_at_the_head_of_the_index_starves_not_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn QueueStore> = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
     let rec = |n: u64| {
-        let mut r = RequestRecord::queued(
-            "c",
-            format!("351-{n}/2026").into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            Vec::new(),
-            Duration::from_secs(86_400),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .case(format!("351-{n}/2026"))
+            .subject(&[])
+            .now(Duration::from_secs(86_400))
+            .build();
         r.state = State::Fetched;
         r.due_ms = None;
         r

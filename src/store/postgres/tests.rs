@@ -10,17 +10,12 @@ use crate::store::QueueStore;
 use crate::store::{AuditTrail, Upkeep};
 
 fn record(n: u64, registry: &str) -> RequestRecord {
-    let mut r = RequestRecord::queued(
-        "c",
-        format!("351-{}/2026", n % 5).into(),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        format!("{registry}.x").into(),
-        registry.into(),
-        vec![("pib".into(), "101134702".into())],
-        Duration::from_secs(3600),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .case(format!("351-{}/2026", n % 5))
+        .service(&format!("{registry}.x"), registry)
+        .subject(&[("pib", "101134702")])
+        .now(Duration::from_secs(3600))
+        .build();
     r.due_ms = Some(1_000 + n);
     r
 }
