@@ -993,7 +993,7 @@ impl Dispatcher {
                 let call = Call {
                     id: &rec.id,
                     service: &rec.service,
-                    subject: &subject,
+                    subject,
                     case: &rec.case,
                     official: &rec.official,
                     legal_basis: &rec.legal_basis,

@@ -2,6 +2,11 @@
 //! The stores keep records as JSON with a schema version `v`, so a later
 //! version can migrate them on open; how a record changes is
 //! [`super::apply`]'s.
+//!
+//! Its fields are typed (ids, the parsed subject, enums for states and
+//! outcomes) but written exactly as the strings they were before they had
+//! types, so records on disk, API bodies and case.json are unchanged and
+//! no migration is needed; the tests below hold old records to that.
 
 use serde::{Deserialize, Serialize};
 
