@@ -776,11 +776,11 @@ impl Dispatcher {
                 let crate::store::Work::Exchange(reg) = &d.work else {
                     return true;
                 };
-                if let Some(b) = blocked.get(reg) {
+                if let Some(b) = blocked.get(reg.as_str()) {
                     note(*b, &mut earliest, &mut event_blocked);
                     return false;
                 }
-                let Some(gate) = self.gates.get(reg) else {
+                let Some(gate) = self.gates.get(reg.as_str()) else {
                     return true;
                 };
                 let left = room
@@ -789,7 +789,7 @@ impl Dispatcher {
                 let closed = gate.closed(now).or((*left == 0).then_some(Blocked::Event));
                 if let Some(b) = closed {
                     note(b, &mut earliest, &mut event_blocked);
-                    blocked.insert(reg.clone(), b);
+                    blocked.insert(reg.to_string(), b);
                     return false;
                 }
                 *left -= 1;

@@ -321,7 +321,7 @@ pub struct SignedDocs {
 
 /// One try's result: the new record, and the container to keep with it.
 struct Tried {
-    id: String,
+    id: crate::ids::RequestId,
     record: SignedDocRecord,
     container: Option<Vec<u8>>,
 }
@@ -416,7 +416,7 @@ impl SignedDocs {
                     jitter,
                 );
                 Tried {
-                    id: r.id.to_string(),
+                    id: r.id.clone(),
                     record,
                     container,
                 }
@@ -439,7 +439,7 @@ impl SignedDocs {
                 }
             })
             .collect();
-        let by_id: std::collections::HashMap<String, SignedDocRecord> = tried
+        let by_id: std::collections::HashMap<crate::ids::RequestId, SignedDocRecord> = tried
             .into_iter()
             // A container that could not be sealed is not recorded as
             // kept: the record keeps its pending state and is tried again.
@@ -448,7 +448,7 @@ impl SignedDocs {
             })
             .map(|t| (t.id, t.record))
             .collect();
-        let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+        let ids: Vec<&str> = by_id.keys().map(|id| id.as_str()).collect();
         let docs: Vec<(&str, &[u8])> = sealed
             .iter()
             .map(|(id, b)| (id.as_str(), b.as_slice()))

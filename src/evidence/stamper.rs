@@ -17,6 +17,7 @@ use openssl::x509::X509;
 
 use super::tsp::{self, Expect, Token, TspError};
 use crate::config::{EvidenceConfig, GatewayConfig};
+use crate::ids::RequestId;
 use crate::lifecycle::{self, Event, RequestRecord, StampRecord, StampState};
 use crate::store::crypt::DocumentCipher;
 use crate::store::{QueueStore, StoreError};
@@ -280,12 +281,12 @@ impl Stamper {
         if due.is_empty() {
             return Ok(0);
         }
-        let tried: Vec<(String, StampRecord)> = futures_util::stream::iter(due)
+        let tried: Vec<(RequestId, StampRecord)> = futures_util::stream::iter(due)
             .map(|r| async move {
                 let prev = r.stamp.clone().unwrap_or_else(|| StampRecord::pending(now));
                 let result = self.stamp_document(&r).await;
                 (
-                    r.id.to_string(),
+                    r.id.clone(),
                     self.outcome(prev, result, self.store.clock_ms()),
                 )
             })
@@ -293,8 +294,8 @@ impl Stamper {
             .collect()
             .await;
         let n = tried.len();
-        let by_id: std::collections::HashMap<String, StampRecord> = tried.into_iter().collect();
-        let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+        let by_id: std::collections::HashMap<RequestId, StampRecord> = tried.into_iter().collect();
+        let ids: Vec<&str> = by_id.keys().map(RequestId::as_str).collect();
         let now = self.store.clock_ms();
         let change = |r: &mut RequestRecord| match by_id.get(r.id.as_str()) {
             Some(s) => lifecycle::apply(r, &Event::Stamped { stamp: s }, now),

@@ -30,6 +30,7 @@ pub use record::{
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
 use crate::config::RetryConfig;
+use crate::ids::RegistryId;
 
 /// Something that happens to a request.
 #[derive(Clone, Copy)]
@@ -268,7 +269,7 @@ pub enum Work {
     /// Delivery into the case (not limited by the registry).
     Deliver,
     /// An exchange with this registry (a first send, a retry, a poll).
-    Exchange(String),
+    Exchange(RegistryId),
     /// Written without a value: read the record.
     Unknown,
 }
@@ -280,7 +281,7 @@ impl Work {
         Some(if r.state == State::Fetched {
             Work::Deliver
         } else {
-            Work::Exchange(r.registry.to_string())
+            Work::Exchange(r.registry.clone())
         })
     }
 
@@ -298,7 +299,7 @@ impl Work {
         match s {
             "" => Work::Unknown,
             "!deliver" => Work::Deliver,
-            reg => Work::Exchange(reg.to_owned()),
+            reg => Work::Exchange(reg.into()),
         }
     }
 }

@@ -615,7 +615,7 @@ fn run_model(
                 let work = if r.state == State::Fetched {
                     Work::Deliver
                 } else {
-                    Work::Exchange(r.registry.to_string())
+                    Work::Exchange(r.registry.clone())
                 };
                 prop_assert_eq!(d.work, work);
             }
