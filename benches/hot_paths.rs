@@ -122,17 +122,11 @@ fn store_enqueue(c: &mut Criterion) {
     g.bench_function("enqueue_one_durable", |b| {
         b.iter_batched(
             || {
-                jum_gateway::store::RequestRecord::queued(
-                    "bench",
-                    "351-12/2026-IV".into(),
-                    "ZUP".into(),
-                    "o".into(),
-                    "p".into(),
-                    "civil.birth-extract".into(),
-                    "civil".into(),
-                    vec![("jmbg".into(), "0512981717776".into())],
-                    std::time::Duration::from_secs(86_400),
-                )
+                jum_gateway::lifecycle::record::testing::record()
+                    .client("bench")
+                    .case("351-12/2026-IV")
+                    .now(std::time::Duration::from_secs(86_400))
+                    .build()
             },
             |r| {
                 use jum_gateway::store::Requests;

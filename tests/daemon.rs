@@ -17,6 +17,9 @@ use common::*;
 use jum_gateway::api::{self, AppState, Client};
 use jum_gateway::config::MaintenanceWindow;
 use jum_gateway::dispatch::Dispatcher;
+use jum_gateway::lifecycle::{
+    OutcomeKind, RevocationMethod, RevocationStatus, SignedDocState, StampState,
+};
 use jum_gateway::store::crypt::DocumentCipher;
 use jum_gateway::store::prelude::*;
 use jum_gateway::store::{Change, Lease, QueueStore, RequestRecord, SledStore, State, StoreError};
@@ -148,7 +151,7 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
     let r = d
         .until(&id, State::Delivered, Duration::from_secs(10))
         .await;
-    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.name()).collect();
     assert_eq!(outcomes, ["retryable", "retryable", "document"]);
     let file = d
         .env
@@ -362,7 +365,7 @@ async fn asynchronous_answers_are_polled_and_permanent_failures_end_dead() {
         .await;
     d.until(&id, State::Awaiting, Duration::from_secs(5)).await;
     let r = d.until(&id, State::Delivered, Duration::from_secs(5)).await;
-    assert_eq!(r.attempts.first().unwrap().outcome, "accepted");
+    assert_eq!(r.attempts.first().unwrap().outcome, OutcomeKind::Accepted);
     let gone = d.submit(BIRTH.0, r#"{"jmbg":"0101990800007"}"#).await;
     let r = d.until(&gone, State::Dead, Duration::from_secs(5)).await;
     assert_eq!(r.attempts.len(), 1);
@@ -1044,25 +1047,20 @@ async fn every_admin_action_is_audited_under_the_acting_account() {
     let now = jum_gateway::time::now_ms();
     let dead: Vec<RequestRecord> = (1..=4)
         .map(|i| {
-            let mut r = RequestRecord::queued(
-                "backoffice",
-                format!("dead-{i}/2026"),
-                "ZUP".into(),
-                "o".into(),
-                "p".into(),
-                BIRTH.0.into(),
-                "civil".into(),
-                vec![("jmbg".into(), "0512981717776".into())],
-                Duration::from_secs(86_400 * 30),
-            )
-            .at(now - 60_000);
+            let mut r = jum_gateway::lifecycle::record::testing::record()
+                .client("backoffice")
+                .case(format!("dead-{i}/2026"))
+                .service(BIRTH.0, "civil")
+                .now(Duration::from_secs(86_400 * 30))
+                .build()
+                .at(now - 60_000);
             r.state = State::Dead;
             r.due_ms = None;
             r.error = Some("permanent failure".into());
             r
         })
         .collect();
-    let dead_ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
+    let dead_ids: Vec<String> = dead.iter().map(|r| r.id.to_string()).collect();
     d.store.enqueue(dead).await.unwrap();
     let ok = |(status, _, v): (u16, axum::http::HeaderMap, serde_json::Value)| {
         assert!(status < 300, "{status}: {v}");
@@ -1833,7 +1831,7 @@ async fn a_named_procedure_files_what_it_needs_and_purpose_is_required() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.service, r.subject))
+        .map(|r| (r.service.into_string(), r.subject.to_vec()))
         .collect();
     got.sort();
     let f = |k: &str, v: &str| (k.to_owned(), v.to_owned());
@@ -1912,18 +1910,13 @@ async fn the_operators_views_read_only_what_they_show() {
     let now = jum_gateway::time::now_ms();
     let mut recs = Vec::new();
     for i in 0..3000u64 {
-        let mut r = RequestRecord::queued(
-            "backoffice",
-            format!("351-{}/2026-IV", i % 40),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            BIRTH.0.into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            Duration::from_secs(86_400 * 30),
-        )
-        .at(now - 3_600_000 + i);
+        let mut r = jum_gateway::lifecycle::record::testing::record()
+            .client("backoffice")
+            .case(format!("351-{}/2026-IV", i % 40))
+            .service(BIRTH.0, "civil")
+            .now(Duration::from_secs(86_400 * 30))
+            .build()
+            .at(now - 3_600_000 + i);
         match i % 10 {
             0..=5 => {
                 r.state = State::Delivered;
@@ -2029,8 +2022,8 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
         .await;
     let rev = r.revocation.clone().expect("revocation evidence");
     assert_eq!(
-        (rev.status.as_str(), rev.method.as_deref()),
-        ("good", Some("ocsp"))
+        (rev.status, rev.method),
+        (RevocationStatus::Good, Some(RevocationMethod::Ocsp))
     );
     let (status, _, v) = call(
         &d,
@@ -2075,7 +2068,10 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
         error.contains("signing certificate is revoked since"),
         "{error}"
     );
-    assert!(r.attempts.iter().all(|a| a.outcome == "security"));
+    assert!(r
+        .attempts
+        .iter()
+        .all(|a| a.outcome == OutcomeKind::Security));
     assert!(d.store.document(&tax).await.unwrap().is_none());
 
     let d = run(setup("*:ocsp-down").await, |gw| {
@@ -2100,7 +2096,7 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
         .until(&cadastre, State::Delivered, Duration::from_secs(10))
         .await;
     let rev = r.revocation.unwrap();
-    assert_eq!(rev.status, "unchecked");
+    assert_eq!(rev.status, RevocationStatus::Unchecked);
     // `off`: not asked, and the document says nothing of it.
     let r = d
         .until(&tax, State::Delivered, Duration::from_secs(10))
@@ -2138,8 +2134,8 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     loop {
         let r = d.store.get(&cadastre).await.unwrap().unwrap();
         let rev = r.revocation.unwrap();
-        if rev.status == "good" {
-            assert_eq!(rev.method.as_deref(), Some("ocsp"));
+        if rev.status == RevocationStatus::Good {
+            assert_eq!(rev.method, Some(RevocationMethod::Ocsp));
             assert!(rev.ocsp_response.is_some());
             break;
         }
@@ -2217,8 +2213,8 @@ async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder(
                 .await;
             let rev = r.revocation.unwrap();
             assert_eq!(
-                (rev.status.as_str(), rev.method.as_deref()),
-                ("good", Some("ocsp"))
+                (rev.status, rev.method),
+                (RevocationStatus::Good, Some(RevocationMethod::Ocsp))
             );
             continue;
         };
@@ -2265,8 +2261,8 @@ async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
             .await;
         let rev = r.revocation.unwrap();
         assert_eq!(
-            (rev.status.as_str(), rev.method.as_deref()),
-            ("good", Some("crl"))
+            (rev.status, rev.method),
+            (RevocationStatus::Good, Some(RevocationMethod::Crl))
         );
         kept.push(rev.crl_sha256.expect("the CRL's hash"));
     }
@@ -2375,7 +2371,7 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
             .stamp
             .clone()
             .expect("a TSA is configured: a stamp record");
-        assert_eq!(s.state, "pending", "{s:?}");
+        assert_eq!(s.state, StampState::Pending, "{s:?}");
         if s.tries >= 1 {
             assert!(s.reason.as_deref().unwrap_or("").contains("TSA"), "{s:?}");
             break;
@@ -2423,7 +2419,10 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             let r = d.store.get(id).await.unwrap().unwrap();
-            if r.stamp.as_ref().is_some_and(|s| s.state == "stamped") {
+            if r.stamp
+                .as_ref()
+                .is_some_and(|s| s.state == StampState::Stamped)
+            {
                 records.push(r);
                 break;
             }
@@ -2658,7 +2657,7 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
     for r in &records {
         let line = text
             .lines()
-            .find(|l| l.contains(&r.id) && l.contains("\"stamp\""))
+            .find(|l| l.contains(r.id.as_str()) && l.contains("\"stamp\""))
             .unwrap_or_else(|| panic!("{} not exported with its stamp", r.id));
         assert!(
             line.contains(r.stamp.as_ref().unwrap().token.as_deref().unwrap()),
@@ -2722,13 +2721,13 @@ async fn a_timestamp_that_cannot_be_had_is_given_up_with_its_reason() {
     let end = Instant::now() + Duration::from_secs(15);
     let s = loop {
         let s = d.store.get(&id).await.unwrap().unwrap().stamp.unwrap();
-        if s.state != "pending" {
+        if s.state != StampState::Pending {
             break s;
         }
         assert!(Instant::now() < end, "still pending: {s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!((s.state.as_str(), s.tries), ("failed", 3), "{s:?}");
+    assert_eq!((s.state, s.tries), (StampState::Failed, 3), "{s:?}");
     assert!(
         s.reason.as_deref().unwrap_or("").contains("HTTP 503"),
         "{s:?}"
@@ -2803,8 +2802,8 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
                 store
                     .update(r, &move |r: &mut RequestRecord| {
                         r.revocation = Some(RevocationRecord {
-                            status: "good".into(),
-                            method: Some("crl".into()),
+                            status: RevocationStatus::Good,
+                            method: Some(RevocationMethod::Crl),
                             checked_ms: r.attempts.last().unwrap().at_ms,
                             this_update_ms: None,
                             next_update_ms: None,
@@ -3035,7 +3034,7 @@ impl Recording {
         for lease in leases {
             if let Lease::Taken(r) = lease {
                 if r.state == State::Sending {
-                    l.leased.push(r.id.clone());
+                    l.leased.push(r.id.to_string());
                 }
             }
         }
@@ -3337,20 +3336,14 @@ async fn x_road_document(
     d: &Running,
     attachments: &[(&str, Option<&str>, &[u8])],
 ) -> RequestRecord {
-    let mut rec = RequestRecord::queued(
-        "backoffice",
-        "351-12/2026-IV".into(),
-        "ZUP čl. 103".into(),
-        "o".into(),
-        "ex officio data for the case".into(),
-        "cadastre.property-sheet".into(),
-        "cadastre".into(),
-        vec![
-            ("ko".into(), "803472".into()),
-            ("sheet".into(), "1520".into()),
-        ],
-        Duration::from_secs(86_400),
-    );
+    let mut rec = jum_gateway::lifecycle::record::testing::record()
+        .client("backoffice")
+        .case("351-12/2026-IV")
+        .legal("ZUP čl. 103", "o", "ex officio data for the case")
+        .service("cadastre.property-sheet", "cadastre")
+        .subject(&[("ko", "803472"), ("sheet", "1520")])
+        .now(Duration::from_secs(86_400))
+        .build();
     let id = rec.id.clone();
     d.store.enqueue(vec![rec.clone()]).await.unwrap();
     let came: Vec<jum_gateway::protocol::xroad::Attachment> = attachments
@@ -3378,19 +3371,22 @@ async fn x_road_document(
     let got = d
         .store
         .update_many(&[id.as_str()], &docs, &move |r: &mut RequestRecord| {
-            for (i, outcome) in ["retryable", "document"].into_iter().enumerate() {
+            for (i, outcome) in [OutcomeKind::Retryable, OutcomeKind::Document]
+                .into_iter()
+                .enumerate()
+            {
                 r.attempts.push(jum_gateway::store::AttemptRecord {
                     at_ms: now + i as u64,
                     duration_ms: 12,
                     http_status: Some(if i == 0 { 500 } else { 200 }),
-                    outcome: outcome.into(),
-                    detail: outcome.into(),
+                    outcome,
+                    detail: outcome.name().into(),
                     message_id: Some(format!("0b9d7e52-1f4a-4c8e-9d3b-00000000000{}", i + 1)),
                 });
             }
             r.state = State::Delivered;
             r.due_ms = None;
-            r.document_id = Some(r.id.clone());
+            r.document_id = Some(r.id.to_string());
             r.delivered_ms = Some(now);
             r.attachments = listed.clone();
             r.signed_document = Some(jum_gateway::lifecycle::SignedDocRecord::pending(
@@ -3782,7 +3778,7 @@ async fn x_road_answers_are_retried_as_new_messages_and_delivered() {
     let r = d
         .until(&id, State::Delivered, Duration::from_secs(10))
         .await;
-    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.name()).collect();
     assert_eq!(outcomes, ["retryable", "retryable", "document"]);
     assert!(
         r.attempts[0]
@@ -3929,8 +3925,8 @@ async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(
-        (s.state.as_str(), s.message_id.as_str()),
-        ("pending", message_id.as_str())
+        (s.state, s.message_id.as_str()),
+        (SignedDocState::Pending, message_id.as_str())
     );
     assert!(
         s.reason
@@ -3958,13 +3954,13 @@ async fn an_x_road_documents_signed_document_is_kept_once_stamped_and_verified_i
     let s = loop {
         let r = d.store.get(&id).await.unwrap().unwrap();
         let s = r.signed_document.unwrap();
-        if s.state != "pending" {
+        if s.state != SignedDocState::Pending {
             break s;
         }
         assert!(Instant::now() < end, "not kept: {s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(s.state, "kept", "{s:?}");
+    assert_eq!(s.state, SignedDocState::Kept, "{s:?}");
     let open = |id: String| {
         let (store, cipher) = (d.store.clone(), d.cipher.clone());
         async move {

@@ -156,7 +156,7 @@ pub fn request_alerts(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent>
             Tell::Failed if new.state == State::Dead => {
                 let a = Alert {
                     kind: Kind::RequestDead,
-                    about: new.id.clone(),
+                    about: new.id.to_string(),
                     since_ms: now_ms(),
                     detail: format!(
                         "{} · {} · {}",
@@ -171,7 +171,7 @@ pub fn request_alerts(old: &RequestRecord, new: &RequestRecord) -> Vec<OutEvent>
             Tell::AtRisk => {
                 let a = Alert {
                     kind: Kind::DeadlineAtRisk,
-                    about: new.id.clone(),
+                    about: new.id.to_string(),
                     since_ms: now_ms(),
                     detail: format!(
                         "{} · {} · {} · {}",
@@ -393,7 +393,7 @@ mod rule_tests {
             vec![("jmbg".into(), "0512981717776".into())],
             std::time::Duration::from_secs(86_400),
         );
-        open.id = "01JTEST".into();
+        open.id = crate::ids::RequestId::named("01JTEST");
         let mut risky = open.clone();
         apply(&mut risky, &Event::AtRisk, 2_000);
         let raised = request_alerts(&open, &risky);

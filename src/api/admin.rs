@@ -45,7 +45,7 @@ impl From<&RequestRecord> for AdminRequestOut {
     fn from(r: &RequestRecord) -> Self {
         AdminRequestOut {
             request: RequestOut::from(r),
-            client: r.client.clone(),
+            client: r.client.to_string(),
             official: r.official.clone(),
             legal_basis: r.legal_basis.clone(),
             purpose: r.purpose.clone(),

@@ -100,7 +100,7 @@ pub async fn get_document(
     let x_road = st
         .config
         .registries
-        .get(&rec.registry)
+        .get(rec.registry.as_str())
         .is_some_and(|r| r.protocol == crate::config::RegistryProtocol::XRoad)
         || rec.signed_document.is_some();
     let (doc, payload) = if x_road {
@@ -148,10 +148,10 @@ pub async fn get_document(
     let attachments = attachments_out(&id, &rec.attachments);
     Ok(Json(DocumentOut {
         id,
-        request_id: rec.id,
-        case: rec.case,
-        service: rec.service,
-        registry: rec.registry,
+        request_id: rec.id.into(),
+        case: rec.case.into(),
+        service: rec.service.into(),
+        registry: rec.registry.into(),
         fetched_ms: rec.attempts.last().map(|a| a.at_ms),
         size: plain.len(),
         etag: etag(&plain),
@@ -166,8 +166,8 @@ pub async fn get_document(
         },
         signer,
         revocation: rec.revocation.map(|r| RevocationOut {
-            status: r.status,
-            method: r.method,
+            status: r.status.name().to_owned(),
+            method: r.method.map(|m| m.name().to_owned()),
             checked_ms: r.checked_ms,
             this_update_ms: r.this_update_ms,
             next_update_ms: r.next_update_ms,
@@ -178,7 +178,7 @@ pub async fn get_document(
             crl_sha256: r.crl_sha256,
         }),
         timestamp: rec.stamp.map(|s| StampOut {
-            state: s.state,
+            state: s.state.name().to_owned(),
             tries: s.tries,
             next_ms: s.next_ms,
             time_ms: s.time_ms,

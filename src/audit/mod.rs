@@ -85,9 +85,9 @@ pub fn about(key: &AuditKey, r: &RequestRecord, actor: &str, action: &str, outco
         actor: actor.to_owned(),
         official: r.official.clone(),
         action: action.to_owned(),
-        request_id: Some(r.id.clone()),
-        case: r.case.clone(),
-        service: r.service.clone(),
+        request_id: Some(r.id.to_string()),
+        case: r.case.to_string(),
+        service: r.service.to_string(),
         legal_basis: r.legal_basis.clone(),
         purpose: r.purpose.clone(),
         outcome: outcome.to_owned(),
@@ -482,17 +482,11 @@ mod tests {
         use crate::store::{AttemptRecord, State};
         let key = Arc::new(AuditKey::from_bytes([1; 32]));
         let r = rule(key.clone());
-        let q = RequestRecord::queued(
-            "pisarnica",
-            "1/2026".into(),
-            "ZUP".into(),
-            "marija".into(),
-            "permit".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            std::time::Duration::from_secs(60),
-        );
+        let q = crate::lifecycle::record::testing::record()
+            .client("pisarnica")
+            .legal("ZUP", "marija", "permit")
+            .now(std::time::Duration::from_secs(60))
+            .build();
         let accepted = r(None, &q);
         assert_eq!(accepted[0].action, "request.accepted");
         assert_eq!(accepted[0].subject, vec![key.hash("jmbg", "0512981717776")]);
@@ -510,7 +504,7 @@ mod tests {
             at_ms: 5,
             duration_ms: 1,
             http_status: Some(200),
-            outcome: "document".into(),
+            outcome: crate::lifecycle::OutcomeKind::Document,
             detail: "document".into(),
             message_id: None,
         });

@@ -37,17 +37,17 @@ pub fn rate<E: std::fmt::Display, F: FnMut() -> Result<(), E>>(
 /// A request as the benchmarks file them: in case `351-{case}/2026-IV`,
 /// for one citizen, with a 15-day deadline, queued and due now.
 pub(crate) fn queued(case: u64, service: &str, registry: &str) -> crate::store::RequestRecord {
-    crate::store::RequestRecord::queued(
-        "bench",
-        format!("351-{case}/2026-IV"),
-        "Zakon o opštem upravnom postupku, čl. 103".into(),
-        "bench".into(),
-        "benchmark".into(),
-        service.into(),
-        registry.into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(15 * 86_400),
-    )
+    crate::lifecycle::record::testing::record()
+        .client("bench")
+        .case(format!("351-{case}/2026-IV"))
+        .legal(
+            "Zakon o opštem upravnom postupku, čl. 103",
+            "bench",
+            "benchmark",
+        )
+        .service(service, registry)
+        .now(Duration::from_secs(15 * 86_400))
+        .build()
 }
 
 /// The gateway's API state over `store`, with the embedded configuration,

@@ -68,7 +68,7 @@ pub async fn purge(
                 })
                 .await?;
             let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
+            after = Some(last.id.to_string());
             for r in &page {
                 let finished = r
                     .delivered_ms
@@ -253,38 +253,13 @@ mod tests {
     use crate::store::{RequestRecord, SledStore, State};
 
     fn rec(id: &str, state: State, created: u64, deadline: u64) -> RequestRecord {
-        RequestRecord {
-            v: 1,
-            id: id.into(),
-            client: "c".into(),
-            case: "k".into(),
-            legal_basis: "l".into(),
-            official: "o".into(),
-            purpose: "p".into(),
-            service: "civil.birth-extract".into(),
-            registry: "civil".into(),
-            subject: vec![("jmbg".into(), "0512981717776".into())],
-            state,
-            created_ms: created,
-            deadline_ms: deadline,
-            due_ms: (!state.is_terminal()).then_some(created),
-            attempts: vec![],
-            security_failures: 0,
-            ticket: None,
-            document_id: None,
-            signer: None,
-            signer_sha256: None,
-            signer_anchor_sha256: None,
-            delivered_ms: None,
-            error: None,
-            at_risk: false,
-            delivery_failures: 0,
-            revocation: None,
-            stamp: None,
-            attachments: Vec::new(),
-            signed_document: None,
-            charset: None,
-        }
+        crate::lifecycle::record::testing::record()
+            .id(id)
+            .case("k")
+            .state(state)
+            .filed(created, deadline)
+            .due((!state.is_terminal()).then_some(created))
+            .build()
     }
 
     #[tokio::test]

@@ -377,17 +377,12 @@ mod tests {
             .insert("arhiva".into(), dir.path().join("elsewhere"));
         cases.group = Some(gid);
         let filed = |client: &str| {
-            RequestRecord::queued(
-                client,
-                "351-12/2026-IV".into(),
-                "ZUP".into(),
-                "o".into(),
-                "p".into(),
-                "civil.birth-extract".into(),
-                "civil".into(),
-                Vec::new(),
-                std::time::Duration::from_secs(60),
-            )
+            crate::lifecycle::record::testing::record()
+                .client(client)
+                .case("351-12/2026-IV")
+                .subject(&[])
+                .now(std::time::Duration::from_secs(60))
+                .build()
         };
         let (a, b, c) = (filed("pisarnica"), filed("gradjevina"), filed("arhiva"));
         let one = |record, document| Delivery {
@@ -422,17 +417,10 @@ mod tests {
         let cases = CaseFolders::new(dir.path().to_owned());
         let recs: Vec<RequestRecord> = (0..5)
             .map(|i| {
-                RequestRecord::queued(
-                    "c",
-                    format!("{}/2026", i % 2),
-                    "ZUP".into(),
-                    "o".into(),
-                    "p".into(),
-                    "civil.birth-extract".into(),
-                    "civil".into(),
-                    vec![("jmbg".into(), "0512981717776".into())],
-                    std::time::Duration::from_secs(60),
-                )
+                crate::lifecycle::record::testing::record()
+                    .case(format!("{}/2026", i % 2))
+                    .now(std::time::Duration::from_secs(60))
+                    .build()
             })
             .collect();
         let docs: Vec<Vec<u8>> = (0..5)
@@ -480,23 +468,19 @@ mod tests {
     fn attachments_land_beside_their_document_and_the_sidecar_lists_them() {
         let dir = tempfile::tempdir().unwrap();
         let cases = CaseFolders::new(dir.path().join("cases"));
-        let mut r = RequestRecord::queued(
-            "pisarnica",
-            "7/2026".into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "cadastre.property-sheet".into(),
-            "cadastre".into(),
-            Vec::new(),
-            std::time::Duration::from_secs(60),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .client("pisarnica")
+            .case("7/2026")
+            .service("cadastre.property-sheet", "cadastre")
+            .subject(&[])
+            .now(std::time::Duration::from_secs(60))
+            .build();
         for (i, m) in ["m-1", "m-2"].into_iter().enumerate() {
             r.attempts.push(crate::lifecycle::AttemptRecord {
                 at_ms: 1_000 + i as u64,
                 duration_ms: 1,
                 http_status: Some(200),
-                outcome: "retryable".into(),
+                outcome: crate::lifecycle::OutcomeKind::Retryable,
                 detail: String::new(),
                 message_id: Some(m.into()),
             });

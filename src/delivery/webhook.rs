@@ -74,7 +74,7 @@ pub fn event_rule(cfg: &GatewayConfig, notify: Arc<Notify>) -> EventRule {
         .collect();
     EventRule {
         rule: Arc::new(move |old, new| {
-            if hooked.contains(&new.client) {
+            if hooked.contains(new.client.as_str()) {
                 request_events(old, new)
             } else {
                 Vec::new()
@@ -87,8 +87,8 @@ pub fn event_rule(cfg: &GatewayConfig, notify: Arc<Notify>) -> EventRule {
 fn event(kind: &str, id: String, r: &RequestRecord, data: serde_json::Value) -> OutEvent {
     OutEvent {
         id,
-        client: r.client.clone(),
-        case: r.case.clone(),
+        client: r.client.to_string(),
+        case: r.case.to_string(),
         kind: kind.to_owned(),
         created_ms: now_ms(),
         data,
@@ -443,18 +443,11 @@ mod tests {
     }
 
     fn rec(id: &str, state: State) -> RequestRecord {
-        let mut r = RequestRecord::queued(
-            "hook",
-            "1/2026".into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            Duration::from_secs(86_400),
-        );
-        r.id = id.into();
+        let mut r = crate::lifecycle::record::testing::record()
+            .client("hook")
+            .now(Duration::from_secs(86_400))
+            .build();
+        r.id = crate::ids::RequestId::named(id);
         r.state = state;
         r
     }
@@ -497,7 +490,7 @@ mod tests {
             at_ms: 1,
             duration_ms: 1,
             http_status: Some(200),
-            outcome: "document".into(),
+            outcome: crate::lifecycle::OutcomeKind::Document,
             detail: String::new(),
             message_id: Some("5f1c-uuid".into()),
         });
@@ -542,7 +535,7 @@ mod tests {
         );
         assert_eq!(e1.data["delivered"], 1);
         assert_eq!(e1.data["failed"], 1);
-        a.id = "A2".into();
+        a.id = crate::ids::RequestId::named("A2");
         let e3 = bundle_event("hook", "1/2026", &[a, b2]).unwrap();
         assert_ne!(e1.id, e3.id);
     }

@@ -101,13 +101,13 @@ impl Dispatcher {
         gate: Arc<Gate>,
         permit: OwnedSemaphorePermit,
     ) {
-        let id = rec.id.clone();
+        let id = rec.id.to_string();
         let result = match rec.subject() {
             Ok(subject) => {
                 let call = Call {
                     id: &rec.id,
                     service: &rec.service,
-                    subject: &subject,
+                    subject,
                     case: &rec.case,
                     official: &rec.official,
                     legal_basis: &rec.legal_basis,
@@ -165,7 +165,7 @@ impl Dispatcher {
         crate::metrics::attempt(
             &rec.registry,
             &rec.service,
-            outcome.kind(),
+            outcome.kind().name(),
             Duration::from_millis(duration_ms),
         );
         let failed = outcome.is_registry_failure();

@@ -127,8 +127,12 @@ impl Dispatcher {
     /// (a delivery leased from the due index, after a restart or a failed
     /// delivery).
     pub(super) async fn deliver(self: Arc<Self>, rec: RequestRecord, fresh: Option<Fetched>) {
-        let id = rec.id.clone();
-        let mode = self.modes.get(&rec.client).copied().unwrap_or_default();
+        let id = rec.id.to_string();
+        let mode = self
+            .modes
+            .get(rec.client.as_str())
+            .copied()
+            .unwrap_or_default();
         let result = async {
             if fresh.is_none()
                 && self

@@ -66,11 +66,11 @@ impl Dispatcher {
                 let crate::store::Work::Exchange(reg) = &d.work else {
                     return true;
                 };
-                if let Some(b) = blocked.get(reg) {
+                if let Some(b) = blocked.get(reg.as_str()) {
                     note(*b, &mut earliest, &mut event_blocked);
                     return false;
                 }
-                let Some(gate) = self.gates.get(reg) else {
+                let Some(gate) = self.gates.get(reg.as_str()) else {
                     return true;
                 };
                 let left = room
@@ -79,7 +79,7 @@ impl Dispatcher {
                 let closed = gate.closed(now).or((*left == 0).then_some(Blocked::Event));
                 if let Some(b) = closed {
                     note(b, &mut earliest, &mut event_blocked);
-                    blocked.insert(reg.clone(), b);
+                    blocked.insert(reg.to_string(), b);
                     return false;
                 }
                 *left -= 1;
@@ -116,11 +116,11 @@ impl Dispatcher {
                     plans.push(Planned::Deliver);
                 }
                 State::Queued | State::Retrying | State::Awaiting | State::Sending => {
-                    if let Some(b) = blocked.get(&rec.registry) {
+                    if let Some(b) = blocked.get(rec.registry.as_str()) {
                         note(*b, &mut earliest, &mut event_blocked);
                         continue;
                     }
-                    let Some(gate) = self.gates.get(&rec.registry) else {
+                    let Some(gate) = self.gates.get(rec.registry.as_str()) else {
                         unroutable.push(&d.id);
                         continue;
                     };
@@ -128,7 +128,7 @@ impl Dispatcher {
                         Ok(p) => p,
                         Err(b) => {
                             note(b, &mut earliest, &mut event_blocked);
-                            blocked.insert(rec.registry.clone(), b);
+                            blocked.insert(rec.registry.to_string(), b);
                             continue;
                         }
                     };
@@ -166,7 +166,7 @@ impl Dispatcher {
         for (plan, lease) in plans.into_iter().zip(leased) {
             match (plan, lease) {
                 (Planned::Deliver, crate::store::Lease::Taken(r)) => {
-                    lock(&self.busy).insert(r.id.clone());
+                    lock(&self.busy).insert(r.id.to_string());
                     let me = self.clone();
                     tasks.spawn(async move { me.deliver(*r, None).await });
                 }
@@ -178,7 +178,7 @@ impl Dispatcher {
                     },
                     crate::store::Lease::Taken(r),
                 ) => {
-                    lock(&self.busy).insert(r.id.clone());
+                    lock(&self.busy).insert(r.id.to_string());
                     starts.push((*r, polling, gate, permit));
                 }
                 (Planned::Exchange { gate, .. }, crate::store::Lease::Blocked(until)) => {
@@ -198,7 +198,7 @@ impl Dispatcher {
             if let Err(e) = self.store.flush().await {
                 let mut busy = lock(&self.busy);
                 for (r, ..) in &starts {
-                    busy.remove(&r.id);
+                    busy.remove(r.id.as_str());
                 }
                 // Their leases expire and they are leased again.
                 return Err(e);

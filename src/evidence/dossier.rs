@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stamper::{checkpoint_imprint, checkpoint_token_path, TsaClient};
 use crate::audit::{AuditKey, Checkpoints};
-use crate::lifecycle::RequestRecord;
+use crate::lifecycle::{RequestRecord, SignedDocState};
 use crate::store::crypt::DocumentCipher;
 use crate::store::trail::Entry;
 use crate::store::{QueueStore, StoreError};
@@ -519,7 +519,7 @@ impl Dossiers {
         if let Some(id) = r
             .signed_document
             .as_ref()
-            .filter(|s| s.state == "kept")
+            .filter(|s| s.state == SignedDocState::Kept)
             .and_then(|s| s.document_id.as_deref())
         {
             let file = signed_document_file(&r.id);
@@ -537,10 +537,10 @@ impl Dossiers {
                 name
             });
         Ok(RequestFacts {
-            id: r.id.clone(),
-            client: r.client.clone(),
-            service: r.service.clone(),
-            registry: r.registry.clone(),
+            id: r.id.to_string(),
+            client: r.client.to_string(),
+            service: r.service.to_string(),
+            registry: r.registry.to_string(),
             legal_basis: r.legal_basis.clone(),
             purpose: r.purpose.clone(),
             official: r.official.clone(),

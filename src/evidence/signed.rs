@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 
 use super::container::{Container, ContainerError, Limits};
 use crate::config::{EvidenceConfig, GatewayConfig, RegistryProtocol};
-use crate::lifecycle::{self, Event, RequestRecord, SignedDocRecord};
+use crate::lifecycle::{self, Event, RequestRecord, SignedDocRecord, SignedDocState};
 use crate::store::crypt::DocumentCipher;
 use crate::store::{QueueStore, StoreError};
 
@@ -321,7 +321,7 @@ pub struct SignedDocs {
 
 /// One try's result: the new record, and the container to keep with it.
 struct Tried {
-    id: String,
+    id: crate::ids::RequestId,
     record: SignedDocRecord,
     container: Option<Vec<u8>>,
 }
@@ -439,7 +439,7 @@ impl SignedDocs {
                 }
             })
             .collect();
-        let by_id: std::collections::HashMap<String, SignedDocRecord> = tried
+        let by_id: std::collections::HashMap<crate::ids::RequestId, SignedDocRecord> = tried
             .into_iter()
             // A container that could not be sealed is not recorded as
             // kept: the record keeps its pending state and is tried again.
@@ -448,13 +448,13 @@ impl SignedDocs {
             })
             .map(|t| (t.id, t.record))
             .collect();
-        let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+        let ids: Vec<&str> = by_id.keys().map(|id| id.as_str()).collect();
         let docs: Vec<(&str, &[u8])> = sealed
             .iter()
             .map(|(id, b)| (id.as_str(), b.as_slice()))
             .collect();
         let now = self.store.clock_ms();
-        let change = |r: &mut RequestRecord| match by_id.get(&r.id) {
+        let change = |r: &mut RequestRecord| match by_id.get(r.id.as_str()) {
             Some(s) => lifecycle::apply(r, &Event::SignedDocument { signed: s }, now),
             None => false,
         };
@@ -503,7 +503,7 @@ impl SignedDocs {
                 .open(&id, &sealed)
                 .map_err(|e| SignedDocError::Document(e.to_string()))
         };
-        let doc = open(r.document_id.clone().unwrap_or_else(|| r.id.clone())).await?;
+        let doc = open(r.document_id.clone().unwrap_or_else(|| r.id.to_string())).await?;
         let mut atts = Vec::with_capacity(r.attachments.len());
         for a in &r.attachments {
             atts.push(Digest::of(&open(a.document_id.clone()).await?));
@@ -528,7 +528,7 @@ fn outcome(
         Ok(c) => {
             crate::metrics::signed_document("kept");
             tracing::info!(request = %request, message_id = %s.message_id, tries = s.tries, "the signed document is kept");
-            s.state = "kept".into();
+            s.state = SignedDocState::Kept;
             s.next_ms = None;
             s.document_id = Some(document_id(request));
             s.sha256 = Some(crate::xml::dsig::hex(&openssl::sha::sha256(&c)));
@@ -541,7 +541,7 @@ fn outcome(
             if hopeless || s.tries >= policy.attempts {
                 crate::metrics::signed_document("given-up");
                 tracing::error!(request = %request, message_id = %s.message_id, tries = s.tries, error = %reason, "a signed document is given up");
-                s.state = "failed".into();
+                s.state = SignedDocState::Failed;
                 s.next_ms = None;
                 s.reason = Some(format!("given up after {} tries: {reason}", s.tries));
             } else {

@@ -17,7 +17,8 @@ use openssl::x509::X509;
 
 use super::tsp::{self, Expect, Token, TspError};
 use crate::config::{EvidenceConfig, GatewayConfig};
-use crate::lifecycle::{self, Event, RequestRecord, StampRecord};
+use crate::ids::RequestId;
+use crate::lifecycle::{self, Event, RequestRecord, StampRecord, StampState};
 use crate::store::crypt::DocumentCipher;
 use crate::store::{QueueStore, StoreError};
 
@@ -280,7 +281,7 @@ impl Stamper {
         if due.is_empty() {
             return Ok(0);
         }
-        let tried: Vec<(String, StampRecord)> = futures_util::stream::iter(due)
+        let tried: Vec<(RequestId, StampRecord)> = futures_util::stream::iter(due)
             .map(|r| async move {
                 let prev = r.stamp.clone().unwrap_or_else(|| StampRecord::pending(now));
                 let result = self.stamp_document(&r).await;
@@ -293,10 +294,10 @@ impl Stamper {
             .collect()
             .await;
         let n = tried.len();
-        let by_id: std::collections::HashMap<String, StampRecord> = tried.into_iter().collect();
-        let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+        let by_id: std::collections::HashMap<RequestId, StampRecord> = tried.into_iter().collect();
+        let ids: Vec<&str> = by_id.keys().map(RequestId::as_str).collect();
         let now = self.store.clock_ms();
-        let change = |r: &mut RequestRecord| match by_id.get(&r.id) {
+        let change = |r: &mut RequestRecord| match by_id.get(r.id.as_str()) {
             Some(s) => lifecycle::apply(r, &Event::Stamped { stamp: s }, now),
             None => false,
         };
@@ -332,7 +333,7 @@ impl Stamper {
         match result {
             Ok(t) => {
                 crate::metrics::timestamp("document", "stamped");
-                s.state = "stamped".into();
+                s.state = StampState::Stamped;
                 s.next_ms = None;
                 s.token = Some(base64::engine::general_purpose::STANDARD.encode(&t.der));
                 s.time_ms = Some(t.time_ms);
@@ -347,7 +348,7 @@ impl Stamper {
                 if hopeless || s.tries >= self.tsa.cfg.attempts {
                     crate::metrics::timestamp("document", "given-up");
                     tracing::error!(error = %reason, tries = s.tries, "a document's timestamp is given up");
-                    s.state = "failed".into();
+                    s.state = StampState::Failed;
                     s.next_ms = None;
                 } else {
                     crate::metrics::timestamp("document", "failed");

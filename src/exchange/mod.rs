@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::config::{GatewayConfig, Member, ServiceConfig};
-use crate::lifecycle::RevocationRecord;
+use crate::lifecycle::{RevocationMethod, RevocationRecord, RevocationStatus};
 use crate::pki::revocation::{self, Checker, Verdict};
 use crate::protocol::envelope::{self, Body, Headers};
 use crate::protocol::{request_hash, Subject};
@@ -268,8 +268,8 @@ fn evidence(a: &revocation::Answer) -> Evidence {
         }
     };
     let record = RevocationRecord {
-        status: "good".into(),
-        method: Some(a.method().into()),
+        status: RevocationStatus::Good,
+        method: Some(method(&a.source)),
         checked_ms: a.checked_ms,
         this_update_ms: Some(a.this_update_ms),
         next_update_ms: a.next_update_ms,
@@ -282,6 +282,14 @@ fn evidence(a: &revocation::Answer) -> Evidence {
             .map(|d| xml::dsig::hex(&openssl::sha::sha256(d))),
     };
     (record, crl)
+}
+
+/// How a revocation answer was established, as the record keeps it.
+fn method(source: &revocation::Source) -> RevocationMethod {
+    match source {
+        revocation::Source::Ocsp { .. } => RevocationMethod::Ocsp,
+        revocation::Source::Crl { .. } => RevocationMethod::Crl,
+    }
 }
 
 /// The id under which a CRL is kept beside the documents.
@@ -497,7 +505,7 @@ impl Exchange {
                 Ok(a) => {
                     let (mut e, crl) = evidence(&a);
                     if a.state != revocation::State::Good {
-                        e.status = "revoked".into();
+                        e.status = RevocationStatus::Revoked;
                         e.reason = Some(match a.state {
                             revocation::State::Revoked { at_ms, .. } => format!(
                                 "revoked since {}, found after the document was taken",
@@ -768,7 +776,7 @@ impl Exchange {
                 }
                 Some((
                     RevocationRecord {
-                        status: "unchecked".into(),
+                        status: RevocationStatus::Unchecked,
                         method: None,
                         checked_ms: crate::time::now_ms(),
                         this_update_ms: None,

@@ -3,6 +3,10 @@
 //! property-sheet numbers. Parsing is the validation ("parse, don't
 //! validate"): a value of these types always has a correct check digit.
 //!
+//! Beside them, the gateway's own names (`names`): request ids, case
+//! numbers, registries, services and clients, each a type of its own
+//! written as the plain string it holds.
+//!
 //! The rules are those of `shared/IDENTIFIERS.md`. Error messages are meant
 //! for the official at the counter and for API clients: they name the exact
 //! defect ("check digit should be 6", "day 31 does not exist in month 02").
@@ -15,6 +19,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+mod names;
+
+pub use names::{CaseNumber, ClientId, RegistryId, RequestId, ServiceId};
 
 /// Why a string is not a valid identifier. The text is shown to users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

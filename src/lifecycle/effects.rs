@@ -61,7 +61,7 @@ pub fn effects(old: Option<&RequestRecord>, new: &RequestRecord) -> Effects {
                 at_ms: a.at_ms,
                 outcome: match a.http_status {
                     Some(s) => format!("{} (HTTP {s})", a.outcome),
-                    None => a.outcome.clone(),
+                    None => a.outcome.to_string(),
                 },
             }),
     );
@@ -85,17 +85,12 @@ mod tests {
     use crate::lifecycle::AttemptRecord;
 
     fn rec(state: State) -> RequestRecord {
-        let mut r = RequestRecord::queued(
-            "c",
-            "1".into(),
-            "l".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![],
-            std::time::Duration::from_secs(60),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .case("1")
+            .legal("l", "o", "p")
+            .subject(&[])
+            .now(std::time::Duration::from_secs(60))
+            .build();
         r.state = state;
         r
     }
@@ -117,7 +112,7 @@ mod tests {
             at_ms: 7,
             duration_ms: 1,
             http_status: Some(503),
-            outcome: "retryable".into(),
+            outcome: crate::lifecycle::OutcomeKind::Retryable,
             detail: String::new(),
             message_id: None,
         });

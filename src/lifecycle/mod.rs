@@ -21,14 +21,16 @@ pub mod outcome;
 pub mod record;
 pub mod retry;
 
-pub use outcome::Outcome;
+pub use outcome::{Outcome, OutcomeKind};
 pub use record::{
-    AttachmentRecord, AttemptRecord, RequestRecord, RevocationRecord, SignedDocRecord, StampRecord,
-    State, RECORD_VERSION,
+    AttachmentRecord, AttemptRecord, RequestRecord, RevocationMethod, RevocationRecord,
+    RevocationStatus, SignedDocRecord, SignedDocState, StampRecord, StampState, State,
+    SubjectRecord, RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
 use crate::config::RetryConfig;
+use crate::ids::RegistryId;
 
 /// Something that happens to a request.
 #[derive(Clone, Copy)]
@@ -87,7 +89,7 @@ impl Event<'_> {
         match self {
             Event::Lease { .. } => "lease",
             Event::LeaseDelivery { .. } => "lease-delivery",
-            Event::Answered { facts, .. } => facts.outcome.kind(),
+            Event::Answered { facts, .. } => facts.outcome.kind().name(),
             Event::Delivered => "delivered",
             Event::DeliveryFailed { .. } => "delivery-failed",
             Event::Retry => "retry",
@@ -224,7 +226,7 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
             let unchecked = r
                 .revocation
                 .as_ref()
-                .is_some_and(|v| v.status == "unchecked");
+                .is_some_and(|v| v.status == RevocationStatus::Unchecked);
             if r.document_id.is_none() || !unchecked {
                 return false;
             }
@@ -267,7 +269,7 @@ pub enum Work {
     /// Delivery into the case (not limited by the registry).
     Deliver,
     /// An exchange with this registry (a first send, a retry, a poll).
-    Exchange(String),
+    Exchange(RegistryId),
     /// Written without a value: read the record.
     Unknown,
 }
@@ -297,7 +299,7 @@ impl Work {
         match s {
             "" => Work::Unknown,
             "!deliver" => Work::Deliver,
-            reg => Work::Exchange(reg.to_owned()),
+            reg => Work::Exchange(reg.into()),
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// The meaning of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -29,16 +31,64 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome's name as records and the API show it.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of outcome it is, as records keep it.
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Document => "document",
-            Outcome::Accepted { .. } => "accepted",
-            Outcome::TicketLost { .. } => "ticket-lost",
-            Outcome::Permanent { .. } => "permanent",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Security { .. } => "security",
+            Outcome::Document => OutcomeKind::Document,
+            Outcome::Accepted { .. } => OutcomeKind::Accepted,
+            Outcome::TicketLost { .. } => OutcomeKind::TicketLost,
+            Outcome::Permanent { .. } => OutcomeKind::Permanent,
+            Outcome::Retryable { .. } => OutcomeKind::Retryable,
+            Outcome::Security { .. } => OutcomeKind::Security,
         }
+    }
+}
+
+/// An outcome without its details: what an attempt's record keeps
+/// (`AttemptRecord::outcome`), written as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeKind {
+    Document,
+    Accepted,
+    TicketLost,
+    Permanent,
+    Retryable,
+    Security,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 6] = [
+        OutcomeKind::Document,
+        OutcomeKind::Accepted,
+        OutcomeKind::TicketLost,
+        OutcomeKind::Permanent,
+        OutcomeKind::Retryable,
+        OutcomeKind::Security,
+    ];
+
+    /// The name as records, the API and the metrics' labels show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutcomeKind::Document => "document",
+            OutcomeKind::Accepted => "accepted",
+            OutcomeKind::TicketLost => "ticket-lost",
+            OutcomeKind::Permanent => "permanent",
+            OutcomeKind::Retryable => "retryable",
+            OutcomeKind::Security => "security",
+        }
+    }
+
+    /// The registry answered with something for the case: a document or
+    /// a ticket. Anything else is a failed attempt.
+    pub fn answered(self) -> bool {
+        matches!(self, OutcomeKind::Document | OutcomeKind::Accepted)
+    }
+}
+
+impl fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

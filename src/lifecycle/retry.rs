@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{AttemptRecord, Outcome, RequestRecord, State};
+use super::{AttemptRecord, Outcome, OutcomeKind, RequestRecord, State};
 use crate::config::RetryConfig;
 
 /// Security failures are retried at most this often, then the request dies.
@@ -86,14 +86,19 @@ pub(super) fn apply(
         at_ms: f.at_ms,
         duration_ms: f.duration_ms,
         http_status: f.http_status,
-        outcome: f.outcome.kind().into(),
+        outcome: f.outcome.kind(),
         detail: f.outcome.to_string(),
         message_id: f.message_id.map(str::to_owned),
     });
     let failures = r
         .attempts
         .iter()
-        .filter(|a| matches!(a.outcome.as_str(), "retryable" | "security" | "ticket-lost"))
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                OutcomeKind::Retryable | OutcomeKind::Security | OutcomeKind::TicketLost
+            )
+        })
         .count() as u32;
     let retry_or_die =
         |r: &mut RequestRecord, retry_after: Option<Duration>, why: String| match next_retry(
@@ -118,7 +123,7 @@ pub(super) fn apply(
     match f.outcome {
         Outcome::Document => {
             r.state = State::Fetched;
-            r.document_id = Some(r.id.clone());
+            r.document_id = Some(r.id.to_string());
             r.signer = f.signer.map(str::to_owned);
             r.signer_sha256 = f.signer_sha256.map(str::to_owned);
             r.signer_anchor_sha256 = f.signer_anchor_sha256.map(str::to_owned);
@@ -215,38 +220,14 @@ mod tests {
     }
 
     fn sending() -> RequestRecord {
-        RequestRecord {
-            v: 1,
-            id: "01X".into(),
-            client: "c".into(),
-            case: "1".into(),
-            legal_basis: "l".into(),
-            official: "o".into(),
-            purpose: "p".into(),
-            service: "civil.birth-extract".into(),
-            registry: "civil".into(),
-            subject: vec![],
-            state: State::Sending,
-            created_ms: 0,
-            deadline_ms: 15 * 86_400_000,
-            due_ms: Some(60_000),
-            attempts: vec![],
-            security_failures: 0,
-            ticket: None,
-            document_id: None,
-            signer: None,
-            signer_sha256: None,
-            signer_anchor_sha256: None,
-            delivered_ms: None,
-            error: None,
-            at_risk: false,
-            delivery_failures: 0,
-            revocation: None,
-            stamp: None,
-            attachments: Vec::new(),
-            signed_document: None,
-            charset: None,
-        }
+        crate::lifecycle::record::testing::record()
+            .id("01X")
+            .case("1")
+            .subject(&[])
+            .state(State::Sending)
+            .filed(0, 15 * 86_400_000)
+            .due(Some(60_000))
+            .build()
     }
 
     fn facts(o: &Outcome) -> AttemptFacts<'_> {

@@ -11,17 +11,9 @@ const DUE: u64 = 999_000;
 
 fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
     let retry = RetryConfig::default();
-    let mut r = RequestRecord::queued(
-        "c",
-        "1/2026".into(),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        "civil.birth-extract".into(),
-        "civil".into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(86_400),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .now(Duration::from_secs(86_400))
+        .build();
     r.state = state;
     r.due_ms = due;
     r.deadline_ms = NOW + 86_400_000;
@@ -33,7 +25,7 @@ fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
                 at_ms: 0,
                 duration_ms: 1,
                 http_status: Some(503),
-                outcome: "retryable".into(),
+                outcome: OutcomeKind::Retryable,
                 detail: "x".into(),
                 message_id: None,
             });
@@ -41,7 +33,7 @@ fn record(state: State, due: Option<u64>, worn: bool) -> RequestRecord {
         r.security_failures = MAX_SECURITY_FAILURES - 1;
         r.deadline_ms = NOW + 1_000;
         // its document fetched, and one failed delivery from giving up
-        r.document_id = Some(r.id.clone());
+        r.document_id = Some(r.id.to_string());
         r.delivery_failures = retry.delivery_attempts - 1;
     }
     r
@@ -253,8 +245,8 @@ fn work_is_kept_as_a_code_and_read_back() {
 
 fn good_revocation() -> RevocationRecord {
     RevocationRecord {
-        status: "good".into(),
-        method: Some("ocsp".into()),
+        status: RevocationStatus::Good,
+        method: Some(RevocationMethod::Ocsp),
         checked_ms: NOW,
         this_update_ms: Some(NOW),
         next_update_ms: None,
@@ -274,10 +266,10 @@ fn a_later_revocation_answer_fills_in_an_unchecked_document() {
     let e = Event::Rechecked { revocation: &good };
     for state in [State::Fetched, State::Delivered] {
         let mut r = record(state, None, false);
-        r.document_id = Some(r.id.clone());
+        r.document_id = Some(r.id.to_string());
         assert!(!apply(&mut r, &e, NOW), "{state:?} without evidence");
         r.revocation = Some(RevocationRecord {
-            status: "unchecked".into(),
+            status: RevocationStatus::Unchecked,
             reason: Some("responder down".into()),
             ..good.clone()
         });
@@ -329,7 +321,7 @@ fn an_x_road_document_waits_for_its_signed_document_not_a_stamp() {
 fn a_signed_document_try_applies_to_its_pending_message_only() {
     let mut r = record(State::Fetched, None, false);
     let mut kept = SignedDocRecord::pending("m-1", NOW);
-    kept.state = "kept".into();
+    kept.state = SignedDocState::Kept;
     kept.next_ms = None;
     kept.document_id = Some(format!("{}.asice", r.id));
     let e = Event::SignedDocument { signed: &kept };

@@ -144,7 +144,9 @@ impl Ops {
         let total = self.store.count(&selector).await?;
         let more = page.len() > limit;
         page.truncate(limit);
-        let next = more.then(|| page.last().map(|r| r.id.clone())).flatten();
+        let next = more
+            .then(|| page.last().map(|r| r.id.to_string()))
+            .flatten();
         Ok(Listed {
             requests: page,
             total,
@@ -162,7 +164,7 @@ impl Ops {
                 .list(&Listing {
                     selector: selector.clone(),
                     order: Order::Oldest,
-                    after: out.last().map(|r: &RequestRecord| r.id.clone()),
+                    after: out.last().map(|r: &RequestRecord| r.id.to_string()),
                     limit: 1000,
                 })
                 .await?;
@@ -271,7 +273,7 @@ impl Ops {
             older_than: b.older_than,
         };
         let dead = self.select(&filter).await?;
-        let ids: Vec<String> = dead.iter().map(|r| r.id.clone()).collect();
+        let ids: Vec<String> = dead.iter().map(|r| r.id.to_string()).collect();
         let mut retried = 0;
         if !b.dry_run {
             self.audit(

@@ -147,7 +147,7 @@ pub async fn export(
     loop {
         let page = store.scan(after.as_deref(), 500).await?;
         let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        after = Some(last.id.to_string());
         for r in page {
             // Read the record again right before its document, so the pair is
             // consistent even if it changed since its page was read.
@@ -168,7 +168,7 @@ pub async fn export(
                     beside.push((id.to_owned(), d));
                 }
             }
-            let id = r.id.clone();
+            let id = r.id.to_string();
             sink.request(r)?;
             if let Some(d) = doc {
                 sink.document(id, &d)?;
@@ -295,7 +295,7 @@ mod tests {
             for i in 0..3u64 {
                 let mut r = RequestRecord::queued(
                     "c",
-                    format!("351-{i}/2026"),
+                    format!("351-{i}/2026").into(),
                     "ZUP".into(),
                     "o".into(),
                     "p".into(),
@@ -304,7 +304,7 @@ mod tests {
                     Vec::new(),
                     std::time::Duration::from_secs(3600),
                 );
-                r.document_id = (i == 1).then(|| r.id.clone());
+                r.document_id = (i == 1).then(|| r.id.to_string());
                 recs.push(r);
             }
             let id1 = recs[1].id.clone();

@@ -506,7 +506,7 @@ pub async fn for_each<E: From<StoreError>>(
         let Some(last) = page.last() else {
             return Ok(());
         };
-        after = Some(last.id.clone());
+        after = Some(last.id.to_string());
         for r in page {
             f(r)?;
         }

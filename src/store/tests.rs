@@ -11,45 +11,21 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::lifecycle::{OutcomeKind, SignedDocState, StampState};
 
 fn record(n: u64, due: u64) -> RequestRecord {
-    RequestRecord {
-        v: RECORD_VERSION,
-        id: format!("01TEST{n:020}"),
-        client: "c".into(),
-        case: format!("351-{}/2026-IV", n % 3),
-        legal_basis: "ZUP".into(),
-        official: "o".into(),
-        purpose: "p".into(),
-        service: "civil.birth-extract".into(),
-        registry: if n.is_multiple_of(2) {
-            "civil"
-        } else {
-            "cadastre"
-        }
-        .into(),
-        subject: vec![("jmbg".into(), "0512981717776".into())],
-        state: State::Queued,
-        created_ms: n,
-        deadline_ms: 10_000 + (n * 7919) % 1000,
-        due_ms: Some(due),
-        attempts: Vec::new(),
-        security_failures: 0,
-        ticket: None,
-        document_id: None,
-        signer: None,
-        signer_sha256: None,
-        signer_anchor_sha256: None,
-        delivered_ms: None,
-        error: None,
-        at_risk: false,
-        delivery_failures: 0,
-        revocation: None,
-        stamp: None,
-        attachments: Vec::new(),
-        signed_document: None,
-        charset: None,
-    }
+    let registry = if n.is_multiple_of(2) {
+        "civil"
+    } else {
+        "cadastre"
+    };
+    crate::lifecycle::record::testing::record()
+        .id(&format!("01TEST{n:020}"))
+        .case(format!("351-{}/2026-IV", n % 3))
+        .service("civil.birth-extract", registry)
+        .filed(n, 10_000 + (n * 7919) % 1000)
+        .due(Some(due))
+        .build()
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +101,7 @@ fn fetch(r: &mut RequestRecord, now: u64) -> bool {
         return false;
     }
     r.state = State::Fetched;
-    r.document_id = Some(r.id.clone());
+    r.document_id = Some(r.id.to_string());
     r.ticket = None;
     r.due_ms = Some(now);
     // Its timestamp is to be asked for, at times that differ; some came by
@@ -156,7 +132,7 @@ fn stamp(r: &mut RequestRecord) -> bool {
     if s.tries == 1 {
         s.next_ms = s.next_ms.map(|n| n + 1000);
     } else {
-        s.state = "stamped".into();
+        s.state = StampState::Stamped;
         s.next_ms = None;
         s.token = Some("MA==".into());
     }
@@ -173,7 +149,7 @@ fn sign(r: &mut RequestRecord) -> bool {
     if s.tries == 1 {
         s.next_ms = s.next_ms.map(|n| n + 700);
     } else {
-        s.state = "kept".into();
+        s.state = SignedDocState::Kept;
         s.next_ms = None;
         s.document_id = Some(format!("{}.asice", r.id));
     }
@@ -208,7 +184,7 @@ fn fail(r: &mut RequestRecord, now: u64) -> bool {
         at_ms: now,
         duration_ms: 1,
         http_status: Some(503),
-        outcome: "retryable".into(),
+        outcome: OutcomeKind::Retryable,
         detail: "x".into(),
         message_id: None,
     });
@@ -277,7 +253,7 @@ async fn compare_queries(
     let t = store.tally().await.unwrap();
     let mut by: BTreeMap<(String, State), u64> = BTreeMap::new();
     for r in model.values() {
-        *by.entry((r.registry.clone(), r.state)).or_default() += 1;
+        *by.entry((r.registry.to_string(), r.state)).or_default() += 1;
     }
     prop_assert_eq!(&t.by_registry, &by);
     prop_assert_eq!(
@@ -304,7 +280,7 @@ async fn compare_queries(
                 (None, Some(b)) => next(b.next_ms),
                 (None, None) => return None,
             };
-            Some((at, r.id.clone()))
+            Some((at, r.id.to_string()))
         })
         .collect();
     want.sort();
@@ -313,7 +289,7 @@ async fn compare_queries(
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.evidence_due_ms().unwrap_or(u64::MAX), r.id))
+        .map(|r| (r.evidence_due_ms().unwrap_or(u64::MAX), r.id.into_string()))
         .collect();
     prop_assert_eq!(&got, &want);
     // Read up to a time: only what is due by then.
@@ -323,7 +299,7 @@ async fn compare_queries(
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.id)
+        .map(|r| r.id.into_string())
         .collect();
     let due: Vec<String> = want
         .iter()
@@ -347,8 +323,8 @@ async fn compare_queries(
             let Some(last) = page.last() else {
                 return out;
             };
-            after = Some(last.id.clone());
-            out.extend(page.into_iter().map(|r| r.id));
+            after = Some(last.id.to_string());
+            out.extend(page.into_iter().map(|r| r.id.into_string()));
         }
     }
     let mut selectors: Vec<Selector> = State::ALL.iter().map(|s| Selector::state(*s)).collect();
@@ -371,7 +347,7 @@ async fn compare_queries(
         let want: Vec<String> = model
             .values()
             .filter(|r| sel.matches(r))
-            .map(|r| r.id.clone())
+            .map(|r| r.id.to_string())
             .collect();
         prop_assert_eq!(&walk(store, sel, Order::Oldest).await, &want, "{:?}", sel);
         let mut newest = want.clone();
@@ -387,7 +363,7 @@ async fn compare_queries(
     let mut open: Vec<(u64, String)> = model
         .values()
         .filter(|r| !r.state.is_terminal() && r.deadline_ms <= 10_500)
-        .map(|r| (r.deadline_ms, r.id.clone()))
+        .map(|r| (r.deadline_ms, r.id.to_string()))
         .collect();
     open.sort();
     let got: Vec<(u64, String)> = store
@@ -395,7 +371,7 @@ async fn compare_queries(
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.deadline_ms, r.id))
+        .map(|r| (r.deadline_ms, r.id.into_string()))
         .collect();
     prop_assert_eq!(got, open);
     Ok(())
@@ -425,9 +401,9 @@ fn run_model(
             // the change as the model does).
             let pick = |i: &prop::sample::Index, states: &[State]| {
                 let fit: Vec<&String> = model
-                    .values()
-                    .filter(|r| states.contains(&r.state))
-                    .map(|r| &r.id)
+                    .iter()
+                    .filter(|(_, r)| states.contains(&r.state))
+                    .map(|(id, _)| id)
                     .collect();
                 let all: Vec<&String> = model.keys().collect();
                 let from = if fit.is_empty() { all } else { fit };
@@ -443,7 +419,7 @@ fn run_model(
                         .collect();
                     store.enqueue(recs.clone()).await.unwrap();
                     for r in recs {
-                        model.insert(r.id.clone(), r);
+                        model.insert(r.id.to_string(), r);
                     }
                 }
                 Op::Lease => {
@@ -456,7 +432,7 @@ fn run_model(
                         .collect();
                     let mut want: Vec<(u64, String)> = model
                         .values()
-                        .filter_map(|r| r.due_ms.map(|d| (d, r.id.clone())))
+                        .filter_map(|r| r.due_ms.map(|d| (d, r.id.to_string())))
                         .collect();
                     want.sort();
                     prop_assert_eq!(due.first(), want.first());
@@ -512,7 +488,7 @@ fn run_model(
                             kinds.entry(id).or_insert(kind);
                         }
                     }
-                    let change = |r: &mut RequestRecord| match kinds.get(&r.id) {
+                    let change = |r: &mut RequestRecord| match kinds.get(r.id.as_str()) {
                         Some(0) => fetch(r, now),
                         Some(1) => accept(r, now),
                         Some(2) => fail(r, now),
@@ -628,7 +604,7 @@ fn run_model(
             }
             let mut want: Vec<(u64, String)> = model
                 .values()
-                .filter_map(|r| r.due_ms.map(|d| (d, r.id.clone())))
+                .filter_map(|r| r.due_ms.map(|d| (d, r.id.to_string())))
                 .collect();
             want.sort();
             let due = store.due(u64::MAX / 4, 10_000).await.unwrap();
@@ -651,12 +627,12 @@ fn run_model(
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|r| r.id)
+                .map(|r| r.id.into_string())
                 .collect();
             let want: Vec<String> = model
                 .values()
                 .filter(|r| r.case == case)
-                .map(|r| r.id.clone())
+                .map(|r| r.id.to_string())
                 .collect();
             prop_assert_eq!(by, want);
         }
@@ -732,10 +708,10 @@ fn sent_rule() -> trail::AuditRule {
         }
         vec![trail::Draft {
             at_ms: new.due_ms.unwrap_or(0),
-            actor: new.client.clone(),
+            actor: new.client.to_string(),
             action: "exchange.sent".into(),
-            request_id: Some(new.id.clone()),
-            case: new.case.clone(),
+            request_id: Some(new.id.to_string()),
+            case: new.case.to_string(),
             subject: vec![format!("{:064x}", new.created_ms)],
             ..trail::Draft::default()
         }]
@@ -827,7 +803,7 @@ fn crash_child() {
                     // An accept is flushed before it is answered.
                     for r in recs {
                         say(format!("A {}", r.id));
-                        model.insert(r.id.clone(), r);
+                        model.insert(r.id.to_string(), r);
                     }
                     say("F".into());
                 }
@@ -853,8 +829,8 @@ fn crash_child() {
                     for l in got {
                         if let Lease::Taken(r) = l {
                             say(format!("A {}", r.id));
-                            taken.push(r.id.clone());
-                            model.insert(r.id.clone(), *r);
+                            taken.push(r.id.to_string());
+                            model.insert(r.id.to_string(), *r);
                         }
                     }
                     // As the dispatcher does: the round's leases flushed,
@@ -869,7 +845,7 @@ fn crash_child() {
                     let open: Vec<String> = model
                         .values()
                         .filter(|r| matches!(r.state, State::Sending | State::Fetched))
-                        .map(|r| r.id.clone())
+                        .map(|r| r.id.to_string())
                         .collect();
                     if open.is_empty() {
                         continue;
@@ -904,7 +880,7 @@ fn crash_child() {
                     let open: Vec<String> = model
                         .values()
                         .filter(|r| !r.state.is_terminal())
-                        .map(|r| r.id.clone())
+                        .map(|r| r.id.to_string())
                         .collect();
                     if open.is_empty() {
                         continue;
@@ -1211,7 +1187,7 @@ async fn concurrent_changes_of_one_record_are_none_lost() {
     s.enqueue(vec![r.clone()]).await.unwrap();
     let tasks: Vec<_> = (0..64)
         .map(|_| {
-            let (s, id) = (s.clone(), r.id.clone());
+            let (s, id) = (s.clone(), r.id.to_string());
             tokio::spawn(async move {
                 s.update(&id, &|x| {
                     x.security_failures += 1;
@@ -1238,7 +1214,7 @@ async fn concurrent_changes_of_one_record_are_none_lost() {
 /// (`{id}.attachment-{n}`). A document under another id (a CRL) is stored
 /// all the same.
 pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: RequestRecord) {
-    let id = r.id.clone();
+    let id = r.id.to_string();
     let attachment = format!("{id}.attachment-1");
     s.enqueue(vec![r]).await.unwrap();
     let fetch = |r: &mut RequestRecord| {
@@ -1246,7 +1222,7 @@ pub(super) async fn a_declined_change_stores_no_document(s: &dyn QueueStore, r: 
             return false;
         }
         r.state = State::Fetched;
-        r.document_id = Some(r.id.clone());
+        r.document_id = Some(r.id.to_string());
         true
     };
     let got = s
@@ -1295,7 +1271,7 @@ pub(super) async fn a_removed_request_takes_its_attachments(
     r: RequestRecord,
     other: RequestRecord,
 ) {
-    let (id, keep) = (r.id.clone(), other.id.clone());
+    let (id, keep) = (r.id.to_string(), other.id.to_string());
     s.enqueue(vec![r, other]).await.unwrap();
     let names = |id: &str| {
         [
@@ -1321,7 +1297,7 @@ pub(super) async fn a_removed_request_takes_its_attachments(
         let fetch = move |r: &mut RequestRecord| {
             r.state = State::Delivered;
             r.due_ms = None;
-            r.document_id = Some(r.id.clone());
+            r.document_id = Some(r.id.to_string());
             r.attachments = listed.clone();
             true
         };
@@ -1554,17 +1530,17 @@ async fn rich_store(s: &SledStore, n: u64) -> Vec<String> {
             }
             vec![trail::Draft {
                 at_ms: new.created_ms,
-                actor: new.client.clone(),
+                actor: new.client.to_string(),
                 action: "request.accepted".into(),
-                request_id: Some(new.id.clone()),
-                case: new.case.clone(),
+                request_id: Some(new.id.to_string()),
+                case: new.case.to_string(),
                 subject: vec![format!("{:064x}", new.created_ms % 7)],
                 ..trail::Draft::default()
             }]
         },
     ));
     let recs: Vec<_> = (0..n).map(|i| record(i, 5_000 + i)).collect();
-    let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = recs.iter().map(|r| r.id.to_string()).collect();
     s.enqueue(recs).await.unwrap();
     let fetched: Vec<&str> = ids.iter().step_by(4).map(String::as_str).collect();
     let docs: Vec<(&str, Vec<u8>)> = fetched
@@ -1574,7 +1550,7 @@ async fn rich_store(s: &SledStore, n: u64) -> Vec<String> {
     let docs: Vec<(&str, &[u8])> = docs.iter().map(|(i, d)| (*i, d.as_slice())).collect();
     s.update_many(&fetched, &docs, &|r| {
         r.state = State::Fetched;
-        r.document_id = Some(r.id.clone());
+        r.document_id = Some(r.id.to_string());
         r.due_ms = Some(9_000);
         true
     })
@@ -1853,7 +1829,7 @@ async fn an_export_and_a_salvage_carry_the_documents_beside_a_document() {
     let path = dir.path().join("store");
     let s = SledStore::open(&path, 8 << 20).unwrap();
     let r = record(1, 5_000);
-    let id = r.id.clone();
+    let id = r.id.to_string();
     s.enqueue(vec![r]).await.unwrap();
     let beside = [
         (format!("{id}.attachment-1"), b"%PDF-1.7 one".to_vec()),
@@ -1864,7 +1840,7 @@ async fn an_export_and_a_salvage_carry_the_documents_beside_a_document() {
     docs.extend(beside.iter().map(|(i, d)| (i.as_str(), d.as_slice())));
     s.update_many(&[id.as_str()], &docs, &|r| {
         r.state = State::Fetched;
-        r.document_id = Some(r.id.clone());
+        r.document_id = Some(r.id.to_string());
         r.attachments = (1..=2)
             .map(|n| crate::lifecycle::AttachmentRecord {
                 document_id: format!("{}.attachment-{n}", r.id),
@@ -1876,7 +1852,7 @@ async fn an_export_and_a_salvage_carry_the_documents_beside_a_document() {
             })
             .collect();
         let mut sd = crate::lifecycle::SignedDocRecord::pending("m-1", 1);
-        sd.state = "kept".into();
+        sd.state = SignedDocState::Kept;
         sd.next_ms = None;
         sd.document_id = Some(format!("{}.asice", r.id));
         r.signed_document = Some(sd);

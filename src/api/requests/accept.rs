@@ -85,13 +85,9 @@ pub fn validate(
             ids::ParcelNumber::parse(v).map(drop)
         }),
     ];
-    let mut fields = Vec::new();
     for (name, v, check) in checks {
-        if let Some(v) = v {
-            match check(v) {
-                Ok(()) => fields.push((name.to_owned(), v.clone())),
-                Err(e) => errs.push((format!("/subject/{name}"), e.to_string())),
-            }
+        if let Some(Err(e)) = v.map(|v| check(v)) {
+            errs.push((format!("/subject/{name}"), e.to_string()));
         }
     }
     let subject = crate::protocol::Subject::from_parts(
@@ -123,15 +119,17 @@ pub fn validate(
         return Err(ApiError::Invalid(errs));
     }
     let svc = svc.ok_or_else(|| ApiError::Internal("service vanished".into()))?;
+    // Parsed above, and no error: the subject is a good one.
+    let subject = subject.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(RequestRecord::queued(
         &who.name,
-        number,
+        number.into(),
         legal_basis,
         official,
         purpose,
-        body.service,
-        svc.registry.clone(),
-        fields,
+        body.service.into(),
+        svc.registry.as_str().into(),
+        subject,
         state.retry.deadline,
     )
     .at(state.store.clock_ms()))

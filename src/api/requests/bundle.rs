@@ -188,9 +188,9 @@ fn bundle_response(case: &str, recs: &[RequestRecord]) -> Response {
         requests: recs
             .iter()
             .map(|r| BundleEntry {
-                id: r.id.clone(),
+                id: r.id.to_string(),
                 state: r.state.name(),
-                service: r.service.clone(),
+                service: r.service.to_string(),
             })
             .collect(),
     };

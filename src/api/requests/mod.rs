@@ -166,12 +166,12 @@ pub struct RequestOut {
 impl From<&RequestRecord> for RequestOut {
     fn from(r: &RequestRecord) -> Self {
         RequestOut {
-            id: r.id.clone(),
+            id: r.id.to_string(),
             state: r.state.name(),
-            service: r.service.clone(),
-            registry: r.registry.clone(),
-            case: r.case.clone(),
-            client: r.client.clone(),
+            service: r.service.to_string(),
+            registry: r.registry.to_string(),
+            case: r.case.to_string(),
+            client: r.client.to_string(),
             created_ms: r.created_ms,
             deadline_ms: r.deadline_ms,
             attempts: r
@@ -181,7 +181,7 @@ impl From<&RequestRecord> for RequestOut {
                     at_ms: a.at_ms,
                     duration_ms: a.duration_ms,
                     http_status: a.http_status,
-                    outcome: a.outcome.clone(),
+                    outcome: a.outcome.name().to_owned(),
                     detail: a.detail.clone(),
                     message_id: a.message_id.clone(),
                 })
@@ -189,7 +189,7 @@ impl From<&RequestRecord> for RequestOut {
             document_id: r.document_id.clone(),
             attachments: attachments_out(r.document_id.as_deref().unwrap_or(&r.id), &r.attachments),
             signed_document: r.signed_document.as_ref().map(|d| SignedDocOut {
-                state: d.state.clone(),
+                state: d.state.name().to_owned(),
                 message_id: d.message_id.clone(),
                 tries: d.tries,
                 next_ms: d.next_ms,

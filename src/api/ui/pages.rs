@@ -159,8 +159,8 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
         Err(e) => return ui_error(l, e.into()),
     };
     let facts = [
-        ("service", r.service.clone()),
-        ("case", r.case.clone()),
+        ("service", r.service.to_string()),
+        ("case", r.case.to_string()),
         ("official", r.official.clone()),
         ("legal-basis", r.legal_basis.clone()),
         ("purpose", r.purpose.clone()),
@@ -196,7 +196,7 @@ pub async fn request_page(State(st): State<AppState>, ui: Ui, Path(id): Path<Str
         ol.timeline {
             li { (when(r.created_ms)) " — " (t(l, "filed")) }
             @for (i, a) in r.attempts.iter().enumerate() {
-                @let bad = !matches!(a.outcome.as_str(), "document" | "accepted");
+                @let bad = !a.outcome.answered();
                 li class=(if bad { "bad" } else { "" }) {
                     (when(a.at_ms)) " — " (t(l, "attempt")) " " (i + 1) ": "
                     strong { (a.outcome) }

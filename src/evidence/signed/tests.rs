@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use proptest::prelude::*;
 
 use super::*;
-use crate::lifecycle::{AttachmentRecord, State};
+use crate::lifecycle::{AttachmentRecord, SignedDocState, State};
 use crate::store::SledStore;
 
 const DOCUMENT: &[u8] = b"<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\"><SOAP-ENV:Body><birthExtractResponse/></SOAP-ENV:Body></SOAP-ENV:Envelope>";
@@ -96,21 +96,14 @@ async fn fixture(
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn QueueStore> = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
     let cipher = Arc::new(DocumentCipher::from_hex(&"ab".repeat(32)).unwrap());
-    let mut r = RequestRecord::queued(
-        "c",
-        "351-1/2026".into(),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        "civil.birth-extract".into(),
-        "civil".into(),
-        vec![("jmbg".into(), "0512981717776".into())],
-        Duration::from_secs(86_400),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .case("351-1/2026")
+        .now(Duration::from_secs(86_400))
+        .build();
     let now = store.clock_ms();
     r.state = State::Fetched;
     r.due_ms = None;
-    r.document_id = Some(r.id.clone());
+    r.document_id = Some(r.id.to_string());
     store
         .put_document(&r.id, &cipher.seal(&r.id, DOCUMENT).unwrap())
         .await
@@ -133,7 +126,7 @@ async fn fixture(
     let mut s = SignedDocRecord::pending("8f1b1c56-0d3a-4e3b-9d61-2f0ad4c3b0aa", now - age_ms);
     s.next_ms = Some(now);
     r.signed_document = Some(s);
-    let id = r.id.clone();
+    let id = r.id.to_string();
     store.enqueue(vec![r]).await.unwrap();
     let script = Arc::new(Script {
         answers: Mutex::new(answers.into()),
@@ -187,7 +180,7 @@ async fn a_404_is_tried_again_and_then_the_container_is_kept() {
     .await;
     assert_eq!(f.job.round().await.unwrap(), 1);
     let s = f.signed().await;
-    assert_eq!((s.state.as_str(), s.tries), ("pending", 1));
+    assert_eq!((s.state, s.tries), (SignedDocState::Pending, 1));
     assert!(
         s.reason
             .as_deref()
@@ -199,7 +192,7 @@ async fn a_404_is_tried_again_and_then_the_container_is_kept() {
     // Still in the index: found again.
     assert_eq!(f.job.round().await.unwrap(), 1);
     let s = f.signed().await;
-    assert_eq!((s.state.as_str(), s.tries), ("kept", 2), "{s:?}");
+    assert_eq!((s.state, s.tries), (SignedDocState::Kept, 2), "{s:?}");
     assert_eq!(s.document_id.as_deref(), Some(document_id(&f.id).as_str()));
     assert_eq!(
         s.sha256.as_deref(),
@@ -241,7 +234,7 @@ async fn the_signed_document_of_another_message_is_refused_and_tried_again() {
     .await;
     f.job.round().await.unwrap();
     let s = f.signed().await;
-    assert_eq!(s.state, "pending");
+    assert_eq!(s.state, SignedDocState::Pending);
     let reason = s.reason.unwrap();
     assert!(
         reason.contains("the signed document is refused: its message.xml")
@@ -250,7 +243,7 @@ async fn the_signed_document_of_another_message_is_refused_and_tried_again() {
     );
     assert!(f.kept().await.is_none(), "a refused container is not kept");
     f.job.round().await.unwrap();
-    assert_eq!(f.signed().await.state, "kept");
+    assert_eq!(f.signed().await.state, SignedDocState::Kept);
     assert_eq!(f.kept().await.unwrap(), genuine);
 }
 
@@ -287,7 +280,7 @@ async fn attachments_must_be_the_documents_attachments() {
         "{s:?}"
     );
     f.job.round().await.unwrap();
-    assert_eq!(f.signed().await.state, "kept");
+    assert_eq!(f.signed().await.state, SignedDocState::Kept);
 }
 
 #[tokio::test]
@@ -304,7 +297,7 @@ async fn the_security_server_is_asked_to_force_once_the_document_is_older_than_t
         f.asked()[0].2,
         "past evidence.signed_document_force_after: force"
     );
-    assert_eq!(f.signed().await.state, "kept");
+    assert_eq!(f.signed().await.state, SignedDocState::Kept);
     let young = fixture(&[], 299_000, 5, vec![Ok(Fetched::NotYet("not yet".into()))]).await;
     young.job.round().await.unwrap();
     assert!(!young.asked()[0].2, "within the while: no force");
@@ -328,7 +321,10 @@ async fn a_signed_document_is_given_up_after_the_attempts() {
         assert_eq!(f.job.round().await.unwrap(), 1);
     }
     let s = f.signed().await;
-    assert_eq!((s.state.as_str(), s.tries, s.next_ms), ("failed", 3, None));
+    assert_eq!(
+        (s.state, s.tries, s.next_ms),
+        (SignedDocState::Failed, 3, None)
+    );
     assert_eq!(
         s.reason.as_deref(),
         Some("given up after 3 tries: the signed document is refused: it has no signature (META-INF/*signatures*.xml)")
@@ -497,17 +493,11 @@ async fn one_kind_stuck_at_the_head_of_the_index_starves_not_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn QueueStore> = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
     let rec = |n: u64| {
-        let mut r = RequestRecord::queued(
-            "c",
-            format!("351-{n}/2026"),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            Vec::new(),
-            Duration::from_secs(86_400),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .case(format!("351-{n}/2026"))
+            .subject(&[])
+            .now(Duration::from_secs(86_400))
+            .build();
         r.state = State::Fetched;
         r.due_ms = None;
         r

@@ -133,7 +133,10 @@ pub(super) async fn commit_loop(t: Trees, mut rx: mpsc::Receiver<Batch>) {
                                         continue;
                                     }
                                     let e = IdemEntry {
-                                        request_ids: records.iter().map(|r| r.id.clone()).collect(),
+                                        request_ids: records
+                                            .iter()
+                                            .map(|r| r.id.to_string())
+                                            .collect(),
                                         body_hash: k.body_hash.clone(),
                                         created_ms: now,
                                     };

@@ -65,11 +65,11 @@ impl PgStore {
                 }
                 named.extend(r.document_id.clone());
                 *counts
-                    .entry((r.registry.clone(), r.state.name().to_owned()))
+                    .entry((r.registry.to_string(), r.state.name().to_owned()))
                     .or_default() += 1;
                 if r.at_risk_open() {
                     *counts
-                        .entry((r.registry.clone(), "!at_risk".to_owned()))
+                        .entry((r.registry.to_string(), "!at_risk".to_owned()))
                         .or_default() += 1;
                 }
             }

@@ -367,7 +367,7 @@ fn in_order(
     records: impl IntoIterator<Item = RequestRecord>,
 ) -> Vec<Option<RequestRecord>> {
     let mut by_id: std::collections::HashMap<String, RequestRecord> =
-        records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        records.into_iter().map(|r| (r.id.to_string(), r)).collect();
     ids.iter().map(|id| by_id.remove(*id)).collect()
 }
 
@@ -430,7 +430,7 @@ impl PgStore {
                         .iter()
                         .map(|(i, k)| {
                             serde_json::to_string(&IdemEntry {
-                                request_ids: batch[*i].0.iter().map(|r| r.id.clone()).collect(),
+                                request_ids: batch[*i].0.iter().map(|r| r.id.to_string()).collect(),
                                 body_hash: k.body_hash.clone(),
                                 created_ms: now,
                             })
@@ -723,7 +723,7 @@ impl Requests for PgStore {
                     let mut group = group.into_iter();
                     taken.extend(group.by_ref().take(admitted));
                     for (_, n) in group {
-                        blocked.insert(n.id, until);
+                        blocked.insert(n.id.into(), until);
                     }
                 }
                 let pairs: Vec<_> = taken.iter().map(|(o, n)| (o, n)).collect();
@@ -1051,7 +1051,7 @@ impl PgStore {
                 .await?;
             let full = page.len() as i64 == batch;
             for r in page {
-                after = Some(r.id.clone());
+                after = Some(r.id.to_string());
                 if sel.matches(&r) && !f(r) {
                     return Ok(());
                 }

@@ -10,17 +10,12 @@ use crate::store::QueueStore;
 use crate::store::{AuditTrail, Upkeep};
 
 fn record(n: u64, registry: &str) -> RequestRecord {
-    let mut r = RequestRecord::queued(
-        "c",
-        format!("351-{}/2026", n % 5),
-        "ZUP".into(),
-        "o".into(),
-        "p".into(),
-        format!("{registry}.x"),
-        registry.into(),
-        vec![("pib".into(), "101134702".into())],
-        Duration::from_secs(3600),
-    );
+    let mut r = crate::lifecycle::record::testing::record()
+        .case(format!("351-{}/2026", n % 5))
+        .service(&format!("{registry}.x"), registry)
+        .subject(&[("pib", "101134702")])
+        .now(Duration::from_secs(3600))
+        .build();
     r.due_ms = Some(1_000 + n);
     r
 }
@@ -84,7 +79,7 @@ async fn two_instances_never_lease_one_request_twice() {
                         true
                     };
                     if let Lease::Taken(r) = s.lease(&d.id, None, &f).await.unwrap() {
-                        taken.push(r.id);
+                        taken.push(r.id.into_string());
                     }
                 }
             }
@@ -388,7 +383,7 @@ async fn the_check_names_what_disagrees() {
     let url = crate::store::testing::fresh_database("check");
     let s = PgStore::open(&url, 2).await.unwrap();
     let recs: Vec<_> = (0..20).map(|i| record(i, "civil")).collect();
-    let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = recs.iter().map(|r| r.id.to_string()).collect();
     s.enqueue(recs).await.unwrap();
     let fetched = [ids[4].as_str(), ids[5].as_str()];
     s.update_many(
@@ -396,7 +391,7 @@ async fn the_check_names_what_disagrees() {
         &[(ids[4].as_str(), b"<a/>"), (ids[5].as_str(), b"<b/>")],
         &|r| {
             r.state = State::Fetched;
-            r.document_id = Some(r.id.clone());
+            r.document_id = Some(r.id.to_string());
             true
         },
     )
@@ -537,7 +532,7 @@ async fn requests_are_read_by_index() {
             .iter()
             .map(|&n| {
                 let mut r = record(n, if n % 2 == 0 { "civil" } else { "tax" });
-                r.case = format!("351-{}/2026", n / 10);
+                r.case = format!("351-{}/2026", n / 10).into();
                 r.deadline_ms = now + (n * 7919 % 30) * 86_400_000;
                 match n % 20 {
                     0..=11 => {
@@ -555,7 +550,7 @@ async fn requests_are_read_by_index() {
                     18 => r.due_ms = Some(now - 1_000),
                     _ => {
                         r.state = State::Fetched;
-                        r.document_id = Some(r.id.clone());
+                        r.document_id = Some(r.id.to_string());
                         r.due_ms = Some(now + 3_600_000);
                         r.stamp = Some(crate::lifecycle::StampRecord::pending(now + n));
                         if n % 40 == 19 {
