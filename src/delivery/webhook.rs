@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::{DeliveryMode, GatewayConfig, WebhookConfig};
 use crate::store::{EventRule, OutEvent, QueueStore, RequestRecord, State};
-use crate::time::now_ms;
+use crate::time::{now_ms, Backoff, Jitter};
 
 pub const REQUEST_DELIVERED: &str = "request.delivered";
 pub const REQUEST_FAILED: &str = "request.failed";
@@ -347,12 +347,17 @@ impl Webhooks {
             }
             Err(e) => {
                 ev.attempts += 1;
-                let exp = self.cfg.base.as_secs_f64() * 2f64.powi(ev.attempts.min(30) as i32 - 1);
-                let ceiling = exp.min(self.cfg.cap.as_secs_f64());
                 // Full jitter, but never sooner than a tenth of the base.
-                let delay =
-                    (rand::rng().random::<f64>() * ceiling).max(self.cfg.base.as_secs_f64() / 10.0);
-                ev.next_ms = now_ms() + (delay * 1000.0) as u64;
+                let backoff = Backoff {
+                    base: self.cfg.base,
+                    factor: 2.0,
+                    max_steps: 29,
+                    cap: self.cfg.cap,
+                    jitter: Jitter::Full,
+                    floor: self.cfg.base / 10,
+                };
+                let delay = backoff.delay(ev.attempts, rand::rng().random());
+                ev.next_ms = now_ms() + delay.as_millis() as u64;
                 tracing::warn!(event = %ev.id, client = %ev.client, attempts = ev.attempts, error = %e, "webhook failed; will retry");
                 ev.last_error = Some(e);
                 self.store.outbox_retry(seq, &ev).await

@@ -303,11 +303,16 @@ impl Policy {
     /// `base`·2^(tries−1), at most `cap`, the upper half jittered by
     /// `jitter` in [0, 1).
     pub fn backoff(&self, tries: u32, jitter: f64) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << tries.saturating_sub(1).min(20))
-            .min(self.cap);
-        exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+        use crate::time::{Backoff, Jitter};
+        Backoff {
+            base: self.base,
+            factor: 2.0,
+            max_steps: 20,
+            cap: self.cap,
+            jitter: Jitter::Half,
+            floor: Duration::ZERO,
+        }
+        .delay(tries, jitter)
     }
 }
 

@@ -256,13 +256,17 @@ impl Stamper {
     /// When try `tries` (1 = the first) failed, the next is due after the
     /// backoff: `base`·2^(tries−1), at most `cap`, with half of it jittered.
     fn backoff(&self, tries: u32) -> Duration {
+        use crate::time::{Backoff, Jitter};
         let c = &self.tsa.cfg;
-        let exp = c
-            .base
-            .saturating_mul(1u32 << tries.saturating_sub(1).min(20))
-            .min(c.cap);
-        let jitter: f64 = rand::random();
-        exp.mul_f64(0.5 + 0.5 * jitter)
+        let backoff = Backoff {
+            base: c.base,
+            factor: 2.0,
+            max_steps: 20,
+            cap: c.cap,
+            jitter: Jitter::Half,
+            floor: Duration::ZERO,
+        };
+        backoff.delay(tries, rand::random())
     }
 
     /// One batch of documents: asks for their tokens (a few at a time) and

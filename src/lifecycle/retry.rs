@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{AttemptRecord, Outcome, OutcomeKind, RequestRecord, State};
 use crate::config::RetryConfig;
+use crate::time::{Backoff, Jitter};
 
 /// Security failures are retried at most this often, then the request dies.
 pub const MAX_SECURITY_FAILURES: u32 = 3;
@@ -20,10 +21,15 @@ pub fn backoff(
     retry_after: Option<Duration>,
     jitter: f64,
 ) -> Duration {
-    let exp = p.base.as_secs_f64() * p.factor.powi(failures.saturating_sub(1).min(64) as i32);
-    let ceiling = exp.min(p.cap.as_secs_f64());
-    let d = Duration::from_secs_f64((ceiling * jitter.clamp(0.0, 1.0)).max(0.0));
-    d.max(retry_after.unwrap_or_default())
+    Backoff {
+        base: p.base,
+        factor: p.factor,
+        max_steps: 64,
+        cap: p.cap,
+        jitter: Jitter::Full,
+        floor: retry_after.unwrap_or_default(),
+    }
+    .delay(failures, jitter)
 }
 
 /// The due time of the next retry, or `None` when attempts or the

@@ -1,11 +1,16 @@
 //! Time, the gateway's own: the clock every part reads ([`now_ms`]), how
 //! a time is written for people and tools ([`rfc3339`]), cron expressions
-//! and the maintenance windows written in them ([`Window`]), and the
-//! sleep-until-due loop the queue workers share ([`rounds`]). A leaf: it
+//! and the maintenance windows written in them ([`Window`]), the
+//! sleep-until-due loop the queue workers share ([`rounds`]), and how long
+//! a retry waits ([`Backoff`], in `backoff.rs`). A leaf: it
 //! knows no other part, so the simulator and the revocation checks read
 //! the same clock as the store without depending on it.
 
 use std::time::Duration;
+
+mod backoff;
+
+pub use backoff::{Backoff, Jitter};
 
 /// Milliseconds since the epoch by this machine's clock. Where several
 /// instances share a store, times that must agree between them come from
