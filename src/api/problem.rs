@@ -291,57 +291,6 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreError;
-
-    async fn answer(e: StoreError) -> (u16, serde_json::Value) {
-        let r = ApiError::from(e).into_response();
-        let status = r.status().as_u16();
-        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap())
-    }
-
-    #[tokio::test]
-    async fn each_store_failure_answers_what_happened_and_leaks_nothing() {
-        let (s, v) = answer(StoreError::Full {
-            available: 1234,
-            minimum: 8 << 20,
-        })
-        .await;
-        assert_eq!(
-            (s, v["type"].as_str()),
-            (507, Some("urn:jum-gateway:problem:insufficient-storage"))
-        );
-        assert!(!v["detail"].as_str().unwrap().contains("1234"), "{v}");
-        let (s, v) = answer(StoreError::Closed).await;
-        assert_eq!(
-            (s, v["type"].as_str()),
-            (503, Some("urn:jum-gateway:problem:store-unavailable"))
-        );
-        let (s, v) = answer(StoreError::Postgres {
-            url: "postgres://jumgw@db.local/jumgw".into(),
-            detail: "connection refused".into(),
-        })
-        .await;
-        assert_eq!(s, 503);
-        assert!(!v.to_string().contains("db.local"), "{v}");
-        let (s, v) = answer(StoreError::Corrupt {
-            id: "01X".into(),
-            detail: "expected value at line 1".into(),
-        })
-        .await;
-        assert_eq!(
-            (s, v["type"].as_str()),
-            (503, Some("urn:jum-gateway:problem:store-damaged"))
-        );
-        assert!(!v.to_string().contains("line 1"), "{v}");
-        let (s, _) = answer(StoreError::NotFound("01X".into())).await;
-        assert_eq!(s, 404);
-    }
-}
-
 // The problems an operation may answer, as its OpenAPI responses: the
 // handlers name these sets beside their paths, the document collects them.
 
@@ -422,5 +371,56 @@ impl IntoResponses for WriteErrors {
                 "The gateway's disk is full: nothing is stored until an operator makes room (`insufficient-storage`)",
             ),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    async fn answer(e: StoreError) -> (u16, serde_json::Value) {
+        let r = ApiError::from(e).into_response();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_store_failure_answers_what_happened_and_leaks_nothing() {
+        let (s, v) = answer(StoreError::Full {
+            available: 1234,
+            minimum: 8 << 20,
+        })
+        .await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (507, Some("urn:jum-gateway:problem:insufficient-storage"))
+        );
+        assert!(!v["detail"].as_str().unwrap().contains("1234"), "{v}");
+        let (s, v) = answer(StoreError::Closed).await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (503, Some("urn:jum-gateway:problem:store-unavailable"))
+        );
+        let (s, v) = answer(StoreError::Postgres {
+            url: "postgres://jumgw@db.local/jumgw".into(),
+            detail: "connection refused".into(),
+        })
+        .await;
+        assert_eq!(s, 503);
+        assert!(!v.to_string().contains("db.local"), "{v}");
+        let (s, v) = answer(StoreError::Corrupt {
+            id: "01X".into(),
+            detail: "expected value at line 1".into(),
+        })
+        .await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (503, Some("urn:jum-gateway:problem:store-damaged"))
+        );
+        assert!(!v.to_string().contains("line 1"), "{v}");
+        let (s, _) = answer(StoreError::NotFound("01X".into())).await;
+        assert_eq!(s, 404);
     }
 }
