@@ -241,13 +241,26 @@ async fn through_a_pipe_the_log_is_json_lines_and_systemd_hears_ready_and_the_wa
         }
     }
     let outs = std::thread::spawn(move || out_lines.map_while(Result::ok).collect::<Vec<String>>());
+    // The socket is read all along, as systemd reads it: a datagram queue
+    // left full (ten by default) would hold the daemon's next ping.
+    let (said_tx, said_rx) = std::sync::mpsc::channel::<String>();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let s = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let stopping = s.contains("STOPPING=1");
+            if said_tx.send(s).is_err() || stopping {
+                break;
+            }
+        }
+    });
     let mut said = Vec::new();
-    let mut buf = [0u8; 512];
     while !said.iter().any(|s: &String| s.contains("WATCHDOG=1")) {
-        let n = sock
-            .recv(&mut buf)
-            .expect("nothing from the daemon on NOTIFY_SOCKET");
-        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        said.push(
+            said_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("nothing from the daemon on NOTIFY_SOCKET"),
+        );
     }
     assert!(said[0].contains("READY=1"), "{said:?}");
 
@@ -263,14 +276,8 @@ async fn through_a_pipe_the_log_is_json_lines_and_systemd_hears_ready_and_the_wa
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
-    while let Ok(n) = sock.recv(&mut buf) {
-        let s = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let stopping = s.contains("STOPPING=1");
-        said.push(s);
-        if stopping {
-            break;
-        }
-    }
+    listener.join().unwrap();
+    said.extend(said_rx.try_iter());
     assert!(said.iter().any(|s| s.contains("STOPPING=1")), "{said:?}");
 
     stdout.extend(outs.join().unwrap());
