@@ -57,7 +57,9 @@ impl Subject {
             .join(" ")
     }
 
-    /// Builds a subject from optional parts as a CLI or API gives them.
+    /// Builds a subject from optional parts as a CLI or API gives them:
+    /// the first field that does not parse (the KO first), or the
+    /// combination, is the error.
     pub fn from_parts(
         jmbg: Option<&str>,
         pib: Option<&str>,
@@ -66,31 +68,18 @@ impl Subject {
         sheet: Option<&str>,
         parcel: Option<&str>,
     ) -> Result<Subject, SubjectError> {
-        let ko = ko
-            .map(KoCode::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("ko", e))?;
-        let jmbg = jmbg
-            .map(Jmbg::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("jmbg", e))?;
-        let pib = pib
-            .map(Pib::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("pib", e))?;
-        let mb = mb
-            .map(Mb::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("mb", e))?;
-        let sheet = sheet
-            .map(SheetNumber::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("sheet", e))?;
-        let parcel = parcel
-            .map(ParcelNumber::parse)
-            .transpose()
-            .map_err(|e| SubjectError::Field("parcel", e))?;
-        Ok(match (ko, jmbg, pib, mb, sheet, parcel) {
+        let (parts, mut bad) = Parts::parse(jmbg, pib, mb, ko, sheet, parcel);
+        if !bad.is_empty() {
+            let first = bad.iter().position(|(f, _)| *f == "ko").unwrap_or(0);
+            let (field, e) = bad.swap_remove(first);
+            return Err(SubjectError::Field(field, e));
+        }
+        Subject::from_parsed(parts)
+    }
+
+    /// The subject the parsed fields make, if they make one.
+    pub fn from_parsed(p: Parts) -> Result<Subject, SubjectError> {
+        Ok(match (p.ko, p.jmbg, p.pib, p.mb, p.sheet, p.parcel) {
             (None, Some(j), None, None, None, None) => Subject::Jmbg(j),
             (None, None, Some(p), None, None, None) => Subject::Pib(p),
             (None, None, None, Some(m), None, None) => Subject::Mb(m),
@@ -100,6 +89,59 @@ impl Subject {
             (Some(k), None, None, Some(m), None, None) => Subject::KoMb(k, m),
             _ => return Err(SubjectError::Combination),
         })
+    }
+}
+
+/// A subject's identifiers, each parsed on its own: what the API checks
+/// field by field (naming every field that is wrong) before it asks
+/// whether they make a subject, so that nothing is parsed twice.
+#[derive(Debug, Default)]
+pub struct Parts {
+    pub jmbg: Option<Jmbg>,
+    pub pib: Option<Pib>,
+    pub mb: Option<Mb>,
+    pub ko: Option<KoCode>,
+    pub sheet: Option<SheetNumber>,
+    pub parcel: Option<ParcelNumber>,
+}
+
+impl Parts {
+    /// Each field given, parsed; those that do not parse, by name, in the
+    /// order jmbg, pib, mb, ko, sheet, parcel.
+    pub fn parse(
+        jmbg: Option<&str>,
+        pib: Option<&str>,
+        mb: Option<&str>,
+        ko: Option<&str>,
+        sheet: Option<&str>,
+        parcel: Option<&str>,
+    ) -> (Parts, Vec<(&'static str, IdError)>) {
+        let mut bad = Vec::new();
+        // Fields are read in the order written, and so are their errors.
+        let parts = Parts {
+            jmbg: field(&mut bad, "jmbg", jmbg, Jmbg::parse),
+            pib: field(&mut bad, "pib", pib, Pib::parse),
+            mb: field(&mut bad, "mb", mb, Mb::parse),
+            ko: field(&mut bad, "ko", ko, KoCode::parse),
+            sheet: field(&mut bad, "sheet", sheet, SheetNumber::parse),
+            parcel: field(&mut bad, "parcel", parcel, ParcelNumber::parse),
+        };
+        (parts, bad)
+    }
+}
+
+fn field<T>(
+    bad: &mut Vec<(&'static str, IdError)>,
+    name: &'static str,
+    value: Option<&str>,
+    parse: fn(&str) -> Result<T, IdError>,
+) -> Option<T> {
+    match value.map(parse)? {
+        Ok(v) => Some(v),
+        Err(e) => {
+            bad.push((name, e));
+            None
+        }
     }
 }
 

@@ -10,7 +10,6 @@ use axum::Json;
 
 use super::{IdempotencyKey, RequestIn, RequestOut};
 use crate::api::{fields, ApiError, AppState, Client};
-use crate::ids;
 use crate::store::RequestRecord;
 
 /// The purpose is required (the audit trail must say why), but checked
@@ -72,25 +71,7 @@ pub fn validate(
         )));
     }
     let s = &body.subject;
-    type Check = fn(&str) -> Result<(), ids::IdError>;
-    let checks: [(&str, Option<&String>, Check); 6] = [
-        ("jmbg", s.jmbg.as_ref(), |v| ids::Jmbg::parse(v).map(drop)),
-        ("pib", s.pib.as_ref(), |v| ids::Pib::parse(v).map(drop)),
-        ("mb", s.mb.as_ref(), |v| ids::Mb::parse(v).map(drop)),
-        ("ko", s.ko.as_ref(), |v| ids::KoCode::parse(v).map(drop)),
-        ("sheet", s.sheet.as_ref(), |v| {
-            ids::SheetNumber::parse(v).map(drop)
-        }),
-        ("parcel", s.parcel.as_ref(), |v| {
-            ids::ParcelNumber::parse(v).map(drop)
-        }),
-    ];
-    for (name, v, check) in checks {
-        if let Some(Err(e)) = v.map(|v| check(v)) {
-            errs.push((format!("/subject/{name}"), e.to_string()));
-        }
-    }
-    let subject = crate::protocol::Subject::from_parts(
+    let (parts, bad) = crate::protocol::subject::Parts::parse(
         s.jmbg.as_deref(),
         s.pib.as_deref(),
         s.mb.as_deref(),
@@ -98,6 +79,12 @@ pub fn validate(
         s.sheet.as_deref(),
         s.parcel.as_deref(),
     );
+    for (name, e) in bad {
+        errs.push((format!("/subject/{name}"), e.to_string()));
+    }
+    // Each field parsed once: whether they make a subject is asked of the
+    // parsed values.
+    let subject = crate::protocol::Subject::from_parsed(parts);
     if errs.iter().all(|(p, _)| !p.starts_with("/subject")) {
         match (&subject, svc) {
             (Err(e), _) => errs.push(("/subject".into(), e.to_string())),
@@ -119,7 +106,7 @@ pub fn validate(
         return Err(ApiError::Invalid(errs));
     }
     let svc = svc.ok_or_else(|| ApiError::Internal("service vanished".into()))?;
-    // Parsed above, and no error: the subject is a good one.
+    // No error above: the fields parsed and make a subject.
     let subject = subject.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(RequestRecord::queued(
         &who.name,
