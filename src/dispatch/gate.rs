@@ -77,6 +77,8 @@ pub(super) enum Blocked {
 #[schema(example = json!({"registry": "cadastre", "breaker": "closed", "paused": true, "paused_until": null, "in_maintenance": false, "in_flight": 0}))]
 pub struct GateStatus {
     pub registry: String,
+    /// closed, open or half-open.
+    #[schema(value_type = String)]
     pub breaker: crate::limits::BreakerShown,
     pub paused: bool,
     /// When the pause ends by itself (ms since the epoch).

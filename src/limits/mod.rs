@@ -152,7 +152,7 @@ impl BreakerState {
 
 /// A breaker's state as the API, the dashboard and `/metrics` show it:
 /// `closed`, `open` or `half-open`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BreakerShown {
     Closed,
