@@ -18,7 +18,7 @@ use jum_gateway::api::{self, AppState, Client};
 use jum_gateway::config::MaintenanceWindow;
 use jum_gateway::dispatch::Dispatcher;
 use jum_gateway::lifecycle::{
-    OutcomeKind, RevocationMethod, RevocationStatus, SignedDocState, StampState,
+    OutcomeKind, RevocationMethod, SignedDocState, SignerStatus, StampState,
 };
 use jum_gateway::store::crypt::DocumentCipher;
 use jum_gateway::store::prelude::*;
@@ -2023,7 +2023,7 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     let rev = r.revocation.clone().expect("revocation evidence");
     assert_eq!(
         (rev.status, rev.method),
-        (RevocationStatus::Good, Some(RevocationMethod::Ocsp))
+        (SignerStatus::Good, Some(RevocationMethod::Ocsp))
     );
     let (status, _, v) = call(
         &d,
@@ -2096,7 +2096,7 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
         .until(&cadastre, State::Delivered, Duration::from_secs(10))
         .await;
     let rev = r.revocation.unwrap();
-    assert_eq!(rev.status, RevocationStatus::Unchecked);
+    assert_eq!(rev.status, SignerStatus::Unchecked);
     // `off`: not asked, and the document says nothing of it.
     let r = d
         .until(&tax, State::Delivered, Duration::from_secs(10))
@@ -2134,7 +2134,7 @@ async fn revocation_is_checked_and_its_evidence_kept_with_the_document() {
     loop {
         let r = d.store.get(&cadastre).await.unwrap().unwrap();
         let rev = r.revocation.unwrap();
-        if rev.status == RevocationStatus::Good {
+        if rev.status == SignerStatus::Good {
             assert_eq!(rev.method, Some(RevocationMethod::Ocsp));
             assert!(rev.ocsp_response.is_some());
             break;
@@ -2214,7 +2214,7 @@ async fn require_believes_only_a_fresh_ocsp_answer_from_an_authorised_responder(
             let rev = r.revocation.unwrap();
             assert_eq!(
                 (rev.status, rev.method),
-                (RevocationStatus::Good, Some(RevocationMethod::Ocsp))
+                (SignerStatus::Good, Some(RevocationMethod::Ocsp))
             );
             continue;
         };
@@ -2262,7 +2262,7 @@ async fn documents_checked_by_one_crl_keep_one_copy_of_it() {
         let rev = r.revocation.unwrap();
         assert_eq!(
             (rev.status, rev.method),
-            (RevocationStatus::Good, Some(RevocationMethod::Crl))
+            (SignerStatus::Good, Some(RevocationMethod::Crl))
         );
         kept.push(rev.crl_sha256.expect("the CRL's hash"));
     }
@@ -2802,7 +2802,7 @@ async fn a_kept_crl_is_in_the_dossier_once_and_verified() {
                 store
                     .update(r, &move |r: &mut RequestRecord| {
                         r.revocation = Some(RevocationRecord {
-                            status: RevocationStatus::Good,
+                            status: SignerStatus::Good,
                             method: Some(RevocationMethod::Crl),
                             checked_ms: r.attempts.last().unwrap().at_ms,
                             this_update_ms: None,

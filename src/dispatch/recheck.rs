@@ -12,7 +12,7 @@ impl Dispatcher {
     /// stays, its evidence says so.
     pub(super) async fn recheck_revocations(&self) {
         for (id, evidence, crl) in self.exchange().recheck().await {
-            if evidence.status == crate::lifecycle::RevocationStatus::Revoked {
+            if evidence.status == crate::lifecycle::SignerStatus::Revoked {
                 tracing::error!(request = %id, reason = evidence.reason.as_deref().unwrap_or(""), "a document's signer turned out revoked after it was taken");
                 crate::metrics::revocation_check("recheck", "revoked");
             }

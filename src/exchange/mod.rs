@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::config::{GatewayConfig, Member, ServiceConfig};
-use crate::lifecycle::{RevocationMethod, RevocationRecord, RevocationStatus};
+use crate::lifecycle::{RevocationMethod, RevocationRecord, SignerStatus};
 use crate::pki::revocation::{self, Checker, Verdict};
 use crate::protocol::envelope::{self, Body, Headers};
 use crate::protocol::{request_hash, Subject};
@@ -268,7 +268,7 @@ fn evidence(a: &revocation::Answer) -> Evidence {
         }
     };
     let record = RevocationRecord {
-        status: RevocationStatus::Good,
+        status: SignerStatus::Good,
         method: Some(method(&a.source)),
         checked_ms: a.checked_ms,
         this_update_ms: Some(a.this_update_ms),
@@ -505,7 +505,7 @@ impl Exchange {
                 Ok(a) => {
                     let (mut e, crl) = evidence(&a);
                     if a.state != revocation::State::Good {
-                        e.status = RevocationStatus::Revoked;
+                        e.status = SignerStatus::Revoked;
                         e.reason = Some(match a.state {
                             revocation::State::Revoked { at_ms, .. } => format!(
                                 "revoked since {}, found after the document was taken",
@@ -776,7 +776,7 @@ impl Exchange {
                 }
                 Some((
                     RevocationRecord {
-                        status: RevocationStatus::Unchecked,
+                        status: SignerStatus::Unchecked,
                         method: None,
                         checked_ms: crate::time::now_ms(),
                         this_update_ms: None,

@@ -24,8 +24,8 @@ pub mod retry;
 pub use outcome::{Outcome, OutcomeKind};
 pub use record::{
     AttachmentRecord, AttemptRecord, RequestRecord, RevocationMethod, RevocationRecord,
-    RevocationStatus, SignedDocRecord, SignedDocState, StampRecord, StampState, State,
-    SubjectRecord, RECORD_VERSION,
+    SignedDocRecord, SignedDocState, SignerStatus, StampRecord, StampState, State, SubjectRecord,
+    RECORD_VERSION,
 };
 pub use retry::{backoff, next_retry, AttemptFacts, MAX_SECURITY_FAILURES};
 
@@ -226,7 +226,7 @@ pub fn apply(r: &mut RequestRecord, e: &Event<'_>, now: u64) -> bool {
             let unchecked = r
                 .revocation
                 .as_ref()
-                .is_some_and(|v| v.status == RevocationStatus::Unchecked);
+                .is_some_and(|v| v.status == SignerStatus::Unchecked);
             if r.document_id.is_none() || !unchecked {
                 return false;
             }

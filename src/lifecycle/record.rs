@@ -332,7 +332,7 @@ impl std::fmt::Display for StampState {
 /// not revoked when it came (or why that was not established).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
-    pub status: RevocationStatus,
+    pub status: SignerStatus,
     /// How a confirmed status was established.
     #[serde(default)]
     pub method: Option<RevocationMethod>,
@@ -360,7 +360,7 @@ pub struct RevocationRecord {
 /// How a registry signer's certificate stood when its document came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RevocationStatus {
+pub enum SignerStatus {
     /// Confirmed not revoked.
     Good,
     /// Not established, and accepted by the registry's `prefer` policy:
@@ -370,24 +370,24 @@ pub enum RevocationStatus {
     Revoked,
 }
 
-impl RevocationStatus {
-    pub const ALL: [RevocationStatus; 3] = [
-        RevocationStatus::Good,
-        RevocationStatus::Unchecked,
-        RevocationStatus::Revoked,
+impl SignerStatus {
+    pub const ALL: [SignerStatus; 3] = [
+        SignerStatus::Good,
+        SignerStatus::Unchecked,
+        SignerStatus::Revoked,
     ];
 
     /// The name as records and the dossier show it.
     pub fn name(self) -> &'static str {
         match self {
-            RevocationStatus::Good => "good",
-            RevocationStatus::Unchecked => "unchecked",
-            RevocationStatus::Revoked => "revoked",
+            SignerStatus::Good => "good",
+            SignerStatus::Unchecked => "unchecked",
+            SignerStatus::Revoked => "revoked",
         }
     }
 }
 
-impl std::fmt::Display for RevocationStatus {
+impl std::fmt::Display for SignerStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -833,14 +833,14 @@ mod tests {
                 s
             );
         }
-        for (s, old) in RevocationStatus::ALL
+        for (s, old) in SignerStatus::ALL
             .into_iter()
             .zip(["good", "unchecked", "revoked"])
         {
             assert_eq!(json(&s), format!("\"{old}\""));
             assert_eq!(s.name(), old);
             assert_eq!(
-                serde_json::from_str::<RevocationStatus>(&json(&old)).unwrap(),
+                serde_json::from_str::<SignerStatus>(&json(&old)).unwrap(),
                 s
             );
         }
@@ -878,7 +878,7 @@ mod tests {
         let v = r.revocation.as_ref().unwrap();
         assert_eq!(
             (v.status, v.method),
-            (RevocationStatus::Revoked, Some(RevocationMethod::Crl))
+            (SignerStatus::Revoked, Some(RevocationMethod::Crl))
         );
         assert_eq!(r.stamp.as_ref().unwrap().state, StampState::Failed);
         assert_eq!(

@@ -245,7 +245,7 @@ fn work_is_kept_as_a_code_and_read_back() {
 
 fn good_revocation() -> RevocationRecord {
     RevocationRecord {
-        status: RevocationStatus::Good,
+        status: SignerStatus::Good,
         method: Some(RevocationMethod::Ocsp),
         checked_ms: NOW,
         this_update_ms: Some(NOW),
@@ -269,7 +269,7 @@ fn a_later_revocation_answer_fills_in_an_unchecked_document() {
         r.document_id = Some(r.id.to_string());
         assert!(!apply(&mut r, &e, NOW), "{state:?} without evidence");
         r.revocation = Some(RevocationRecord {
-            status: RevocationStatus::Unchecked,
+            status: SignerStatus::Unchecked,
             reason: Some("responder down".into()),
             ..good.clone()
         });
