@@ -382,18 +382,13 @@ mod rule_tests {
 
     #[test]
     fn a_request_going_dead_or_near_its_deadline_raises_one_alert_each_without_personal_data() {
-        let mut open = RequestRecord::queued(
-            "pisarnica",
-            "351-12/2026".into(),
-            "ZUP čl. 103".into(),
-            "marija".into(),
-            "p".into(),
-            "civil.birth-extract".into(),
-            "civil".into(),
-            vec![("jmbg".into(), "0512981717776".into())],
-            std::time::Duration::from_secs(86_400),
-        );
-        open.id = crate::ids::RequestId::named("01JTEST");
+        let open = crate::lifecycle::record::testing::record()
+            .client("pisarnica")
+            .case("351-12/2026")
+            .legal("ZUP čl. 103", "marija", "p")
+            .now(std::time::Duration::from_secs(86_400))
+            .id("01JTEST")
+            .build();
         let mut risky = open.clone();
         apply(&mut risky, &Event::AtRisk, 2_000);
         let raised = request_alerts(&open, &risky);

@@ -317,17 +317,11 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
-        let r = RequestRecord::queued(
-            "c",
-            "1/2026".into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "cadastre.property-sheet".into(),
-            "cadastre".into(),
-            Vec::new(),
-            Duration::from_secs(60),
-        );
+        let r = crate::lifecycle::record::testing::record()
+            .service("cadastre.property-sheet", "cadastre")
+            .subject(&[])
+            .now(Duration::from_secs(60))
+            .build();
         let id = r.id.clone();
         let (sealed, records) = seal_attachments(&cipher, &id, &came).unwrap();
         assert_eq!(
@@ -384,17 +378,11 @@ mod tests {
         use crate::store::prelude::*;
         let cipher = crate::store::crypt::DocumentCipher::from_hex(&"7".repeat(64)).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let r = RequestRecord::queued(
-            "c",
-            "1/2026".into(),
-            "ZUP".into(),
-            "o".into(),
-            "p".into(),
-            "cadastre.property-sheet".into(),
-            "cadastre".into(),
-            Vec::new(),
-            Duration::from_secs(60),
-        );
+        let r = crate::lifecycle::record::testing::record()
+            .service("cadastre.property-sheet", "cadastre")
+            .subject(&[])
+            .now(Duration::from_secs(60))
+            .build();
         let id = r.id.clone();
         let store = crate::store::SledStore::open(dir.path(), 1 << 20).unwrap();
         store.enqueue(vec![r]).await.unwrap();

@@ -293,17 +293,11 @@ mod tests {
             let s = SledStore::open(&dir.path().join("s"), 1 << 20).unwrap();
             let mut recs = Vec::new();
             for i in 0..3u64 {
-                let mut r = RequestRecord::queued(
-                    "c",
-                    format!("351-{i}/2026").into(),
-                    "ZUP".into(),
-                    "o".into(),
-                    "p".into(),
-                    "civil.birth-extract".into(),
-                    "civil".into(),
-                    Vec::new(),
-                    std::time::Duration::from_secs(3600),
-                );
+                let mut r = crate::lifecycle::record::testing::record()
+                    .case(format!("351-{i}/2026"))
+                    .subject(&[])
+                    .now(std::time::Duration::from_secs(3600))
+                    .build();
                 r.document_id = (i == 1).then(|| r.id.to_string());
                 recs.push(r);
             }

@@ -271,17 +271,14 @@ mod tests {
             lang: Lang::En,
             csrf: "c".into(),
         };
-        let mut r = RequestRecord::queued(
-            "bo",
-            evil.into(),
-            "l".into(),
-            "o".into(),
-            "p".into(),
-            evil.into(),
-            "civil".into(),
-            vec![],
-            std::time::Duration::from_secs(60),
-        );
+        let mut r = crate::lifecycle::record::testing::record()
+            .client("bo")
+            .case(evil)
+            .legal("l", "o", "p")
+            .service(evil, "civil")
+            .subject(&[])
+            .now(std::time::Duration::from_secs(60))
+            .build();
         r.state = RState::Dead;
         r.error = Some(evil.into());
         let html = page(
