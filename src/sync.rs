@@ -3,7 +3,8 @@
 //! statements, so the lock is taken over rather than the gateway stopped.
 //! And the one way a writer task gathers a batch from its channel
 //! ([`gather`]): the group committers, the recorder, the case-folder
-//! writer.
+//! writer. And the one loop of a queue worker ([`rounds`]): the
+//! dispatcher's and the webhook sender's.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -80,4 +81,40 @@ mod tests {
         );
         assert_eq!(super::gather(&mut rx, &mut held, 10, key).await, None);
     }
+}
+
+/// The loop of a queue worker (the dispatcher, the webhook sender): runs
+/// `round` until `stop` turns true. Each round starts tasks into the set and
+/// says how long to sleep until something is due; `wake` cuts the sleep
+/// short. At the end it waits for the tasks, so that their results are
+/// recorded.
+pub async fn rounds<E: std::fmt::Display>(
+    what: &str,
+    wake: &tokio::sync::Notify,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut round: impl for<'a> FnMut(
+        &'a mut tokio::task::JoinSet<()>,
+    )
+        -> futures_util::future::BoxFuture<'a, Result<std::time::Duration, E>>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match round(&mut tasks).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "{what} cannot read the store");
+                std::time::Duration::from_secs(1)
+            }
+        };
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }

@@ -221,6 +221,15 @@ impl<'ast> Visit<'ast> for Reader {
     // `pub(crate)`, `pub(super)`: who may see an item, not a use.
     fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
 
+    // An attribute's arguments are tokens too (`#[utoipa::path(body =
+    // crate::x::T)]`, `#[arg(default_value = crate::y::Z)]`).
+    fn visit_attribute(&mut self, a: &'ast syn::Attribute) {
+        if let syn::Meta::List(l) = &a.meta {
+            self.tokens(l.tokens.clone());
+        }
+        syn::visit::visit_attribute(self, a);
+    }
+
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
         self.tokens(m.tokens.clone());
         syn::visit::visit_macro(self, m);
@@ -487,7 +496,7 @@ fn the_reader_of_crate_paths_sees_groups_and_paths() {
     assert!(names("fn no_paths_here() {}", &["api"]).is_empty());
     // Over many lines, nested, renamed, globbed; `super` climbing to the
     // root from a file and from an inline module; paths in types, in
-    // `impl`s and in a macro's arguments; `$crate` in a macro's body.
+    // `impl`s and in a macro's and an attribute's arguments; `$crate` in a macro's body.
     let source = r#"
         use crate::{
             limits,
@@ -508,6 +517,8 @@ fn the_reader_of_crate_paths_sees_groups_and_paths() {
             Ok(())
         }
         macro_rules! m { () => { $crate::evidence::seal() } }
+        #[utoipa::path(get, responses((status = 200, body = crate::ops::Stats)))]
+        fn handler() {}
         mod tests {
             use super::super::super::delivery::*;
             use super::*;
@@ -520,7 +531,7 @@ fn the_reader_of_crate_paths_sees_groups_and_paths() {
         names(source, &["api", "ui"]),
         [
             "api", "audit", "delivery", "dispatch", "evidence", "exchange", "ids", "limits",
-            "metrics", "pki", "protocol", "store"
+            "metrics", "ops", "pki", "protocol", "store"
         ]
     );
 }

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 description served at `/openapi.json`, generated from
 //! the handlers' annotations and the request and response types, so it
 //! cannot drift from the code. The error responses every operation shares
-//! are declared once here ([`ReadErrors`], [`WriteErrors`]).
+//! are declared with the problems themselves ([`super::problem::ReadErrors`],
+//! [`super::problem::WriteErrors`]).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -201,7 +201,7 @@ impl GatewayConfig {
             // Over X-Road the service code is an identifier and names the
             // body's wrapper element.
             if self.registries[&s.registry].protocol == super::RegistryProtocol::XRoad {
-                crate::ids::x_road_service_code(s.code(id)).map_err(|m| {
+                x_road_service_code(s.code(id)).map_err(|m| {
                     let key = match s.service_code {
                         Some(_) => format!("services.{id}.service_code"),
                         None => format!("services.{id}"),
@@ -378,5 +378,69 @@ impl GatewayConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether `code` may be an X-Road service code that also names an XML
+/// element: X-Road's identifier characters (pr-mess 2.7: the letters
+/// `A–Z`, `a–z`, the digits and `'()+,-.=?`, nothing else) and an XML
+/// name (so it starts with a letter and has none of `'()+,=?`).
+fn x_road_service_code(code: &str) -> Result<(), String> {
+    let Some(first) = code.chars().next() else {
+        return Err("is empty".into());
+    };
+    if let Some(c) = code
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "'()+,-.=?".contains(*c)))
+    {
+        return Err(format!(
+            "has {c:?}: an X-Road identifier has the letters A-Z, a-z, digits and '()+,-.=? only"
+        ));
+    }
+    if !first.is_ascii_alphabetic() {
+        return Err(format!(
+            "starts with {first:?}: it names the body's wrapper element, which must start with a letter"
+        ));
+    }
+    if let Some(c) = code
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-.".contains(*c)))
+    {
+        return Err(format!(
+            "has {c:?}: it names the body's wrapper element, an XML name (letters, digits, '-', '.')"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_must_be_identifiers_and_element_names() {
+        for ok in [
+            "civil.birth-extract",
+            "exampleService",
+            "getPerson.v2",
+            "a-1",
+        ] {
+            x_road_service_code(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, says) in [
+            ("", "is empty"),
+            ("getPerson_v2", "has '_'"),
+            ("Šifra", "has 'Š'"),
+            ("a b", "has ' '"),
+            ("a/b", "has '/'"),
+            ("a:b", "has ':'"),
+            ("1getPerson", "starts with '1'"),
+            ("-x", "starts with '-'"),
+            ("get(Person)", "has '('"),
+            ("a=b", "has '='"),
+        ] {
+            let e = x_road_service_code(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 }

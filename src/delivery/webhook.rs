@@ -258,7 +258,7 @@ impl Webhooks {
     /// Runs until `stop`; POSTs in flight are finished first.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let me = self.clone();
-        crate::time::rounds("webhooks", &self.notify, stop, |tasks| {
+        crate::sync::rounds("webhooks", &self.notify, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await

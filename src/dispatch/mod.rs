@@ -230,7 +230,7 @@ impl Dispatcher {
             }
         });
         let me = self.clone();
-        crate::time::rounds("dispatcher", &self.wake, stop, |tasks| {
+        crate::sync::rounds("dispatcher", &self.wake, stop, |tasks| {
             Box::pin(me.clone().round(tasks))
         })
         .await;

@@ -467,38 +467,6 @@ pub fn parse_ko_parcel(s: &str) -> Result<(KoCode, ParcelNumber), IdError> {
     Ok((KoCode::parse(ko)?, ParcelNumber::parse(parcel)?))
 }
 
-/// Whether `code` may be an X-Road service code that also names an XML
-/// element: X-Road's identifier characters (pr-mess 2.7: the letters
-/// `A–Z`, `a–z`, the digits and `'()+,-.=?`, nothing else) and an XML
-/// name (so it starts with a letter and has none of `'()+,=?`).
-pub fn x_road_service_code(code: &str) -> Result<(), String> {
-    let Some(first) = code.chars().next() else {
-        return Err("is empty".into());
-    };
-    if let Some(c) = code
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "'()+,-.=?".contains(*c)))
-    {
-        return Err(format!(
-            "has {c:?}: an X-Road identifier has the letters A-Z, a-z, digits and '()+,-.=? only"
-        ));
-    }
-    if !first.is_ascii_alphabetic() {
-        return Err(format!(
-            "starts with {first:?}: it names the body's wrapper element, which must start with a letter"
-        ));
-    }
-    if let Some(c) = code
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-.".contains(*c)))
-    {
-        return Err(format!(
-            "has {c:?}: it names the body's wrapper element, an XML name (letters, digits, '-', '.')"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -264,7 +264,7 @@ impl Ops {
     /// `dry_run` only counts them.
     pub async fn retry_dead(&self, who: &str, b: RetryDeadIn) -> Result<RetryDeadOut, OpsError> {
         let filter = Filter {
-            state: Some("dead".into()),
+            state: Some(RState::Dead.name().into()),
             registry: b.registry,
             service: b.service,
             case: b.case,

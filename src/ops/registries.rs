@@ -125,8 +125,11 @@ impl Ops {
                         .get(name)
                         .map(|m| {
                             m.iter()
+                                // Open states only: what the registry still owes.
                                 .filter(|(s, _)| {
-                                    !matches!(s.as_str(), "delivered" | "dead" | "cancelled")
+                                    !RState::ALL
+                                        .iter()
+                                        .any(|x| x.is_terminal() && x.name() == s.as_str())
                                 })
                                 .map(|(s, n)| (s.clone(), *n))
                                 .collect()

@@ -1,10 +1,15 @@
 //! Time, the gateway's own: the clock every part reads ([`now_ms`]), how
 //! a time is written for people and tools ([`rfc3339`]), cron expressions
-//! and the maintenance windows written in them ([`Window`]), the
-//! sleep-until-due loop the queue workers share ([`rounds`]), and how long
-//! a retry waits ([`Backoff`], in `backoff.rs`). A leaf: it
-//! knows no other part, so the simulator and the revocation checks read
-//! the same clock as the store without depending on it.
+//! and the maintenance windows written in them ([`Window`]), and how long
+//! a retry waits ([`Backoff`], in `backoff.rs`). A leaf: it knows no other
+//! part, so the simulator and the revocation checks read the same clock as
+//! the store without depending on it.
+//!
+//! Three reads of the system clock stay outside it, on purpose: `xml`
+//! checks a certificate's validity by it (a leaf, it uses no other part),
+//! and the development PKI and the simulator's time-stamping authority
+//! date what they issue by the machine's real time, which a test's skewed
+//! clock must not move.
 
 use std::time::Duration;
 
@@ -85,42 +90,6 @@ pub fn cron(expr: &str) -> Result<croner::Cron, String> {
         .with_seconds_required()
         .parse()
         .map_err(|e| format!("{expr:?} is not a 6-field cron expression (seconds first): {e}"))
-}
-
-/// The loop of a queue worker (the dispatcher, the webhook sender): runs
-/// `round` until `stop` turns true. Each round starts tasks into the set and
-/// says how long to sleep until something is due; `wake` cuts the sleep
-/// short. At the end it waits for the tasks, so that their results are
-/// recorded.
-pub async fn rounds<E: std::fmt::Display>(
-    what: &str,
-    wake: &tokio::sync::Notify,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    mut round: impl for<'a> FnMut(
-        &'a mut tokio::task::JoinSet<()>,
-    )
-        -> futures_util::future::BoxFuture<'a, Result<std::time::Duration, E>>,
-) {
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let wait = match round(&mut tasks).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "{what} cannot read the store");
-                std::time::Duration::from_secs(1)
-            }
-        };
-        while tasks.try_join_next().is_some() {}
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
-        }
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

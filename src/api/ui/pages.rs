@@ -78,7 +78,7 @@ fn registry_card(ops: &Ops, ui: &Ui, stats: &Stats, r: &RegistryOut, now: u64) -
     let dead = stats
         .registries
         .get(name)
-        .and_then(|m| m.get("dead"))
+        .and_then(|m| m.get(crate::store::State::Dead.name()))
         .copied()
         .unwrap_or(0);
     let history = ops.history(name, now);
