@@ -55,34 +55,6 @@ pub async fn gather<T, K: Eq + Hash>(
     Some(batch)
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn a_batch_takes_what_waits_and_one_item_per_key() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        for i in [1, 2, 3, 2, 4, 5, 6] {
-            tx.send(i).await.unwrap();
-        }
-        drop(tx);
-        let mut held = None;
-        let key = |i: &i32| Some(*i);
-        assert_eq!(
-            super::gather(&mut rx, &mut held, 10, key).await,
-            Some(vec![1, 2, 3])
-        );
-        assert_eq!(held, Some(2));
-        assert_eq!(
-            super::gather(&mut rx, &mut held, 2, key).await,
-            Some(vec![2, 4])
-        );
-        assert_eq!(
-            super::gather(&mut rx, &mut held, 10, |_| None::<i32>).await,
-            Some(vec![5, 6])
-        );
-        assert_eq!(super::gather(&mut rx, &mut held, 10, key).await, None);
-    }
-}
-
 /// The loop of a queue worker (the dispatcher, the webhook sender): runs
 /// `round` until `stop` turns true. Each round starts tasks into the set and
 /// says how long to sleep until something is due; `wake` cuts the sleep
@@ -117,4 +89,32 @@ pub async fn rounds<E: std::fmt::Display>(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_batch_takes_what_waits_and_one_item_per_key() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        for i in [1, 2, 3, 2, 4, 5, 6] {
+            tx.send(i).await.unwrap();
+        }
+        drop(tx);
+        let mut held = None;
+        let key = |i: &i32| Some(*i);
+        assert_eq!(
+            super::gather(&mut rx, &mut held, 10, key).await,
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(held, Some(2));
+        assert_eq!(
+            super::gather(&mut rx, &mut held, 2, key).await,
+            Some(vec![2, 4])
+        );
+        assert_eq!(
+            super::gather(&mut rx, &mut held, 10, |_| None::<i32>).await,
+            Some(vec![5, 6])
+        );
+        assert_eq!(super::gather(&mut rx, &mut held, 10, key).await, None);
+    }
 }

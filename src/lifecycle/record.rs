@@ -676,37 +676,23 @@ pub mod testing {
 
     /// A queued record; see the module for its defaults.
     pub fn record() -> Builder {
+        // Filed as the API files one, then moved to time 0.
+        let r = RequestRecord::queued(
+            "c",
+            "1/2026".into(),
+            "ZUP".into(),
+            "o".into(),
+            "p".into(),
+            "civil.birth-extract".into(),
+            "civil".into(),
+            SubjectRecord::from_fields(vec![("jmbg".into(), "0512981717776".into())]),
+            std::time::Duration::ZERO,
+        );
         Builder(RequestRecord {
-            v: RECORD_VERSION,
-            id: RequestId::new(),
-            client: "c".into(),
-            case: "1/2026".into(),
-            legal_basis: "ZUP".into(),
-            official: "o".into(),
-            purpose: "p".into(),
-            service: "civil.birth-extract".into(),
-            registry: "civil".into(),
-            subject: SubjectRecord::from_fields(vec![("jmbg".into(), "0512981717776".into())]),
-            state: State::Queued,
             created_ms: 0,
             deadline_ms: 15 * 86_400_000,
             due_ms: Some(0),
-            attempts: Vec::new(),
-            security_failures: 0,
-            ticket: None,
-            document_id: None,
-            signer: None,
-            signer_sha256: None,
-            signer_anchor_sha256: None,
-            delivered_ms: None,
-            error: None,
-            at_risk: false,
-            delivery_failures: 0,
-            revocation: None,
-            stamp: None,
-            attachments: Vec::new(),
-            signed_document: None,
-            charset: None,
+            ..r
         })
     }
 
