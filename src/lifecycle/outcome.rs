@@ -5,8 +5,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// The meaning of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -44,51 +42,24 @@ impl Outcome {
     }
 }
 
-/// An outcome without its details: what an attempt's record keeps
-/// (`AttemptRecord::outcome`), written as its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutcomeKind {
-    Document,
-    Accepted,
-    TicketLost,
-    Permanent,
-    Retryable,
-    Security,
+named_enum! {
+    /// An outcome without its details: what an attempt's record keeps
+    /// (`AttemptRecord::outcome`), written as its name.
+    pub enum OutcomeKind {
+        Document = "document",
+        Accepted = "accepted",
+        TicketLost = "ticket-lost",
+        Permanent = "permanent",
+        Retryable = "retryable",
+        Security = "security",
+    }
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 6] = [
-        OutcomeKind::Document,
-        OutcomeKind::Accepted,
-        OutcomeKind::TicketLost,
-        OutcomeKind::Permanent,
-        OutcomeKind::Retryable,
-        OutcomeKind::Security,
-    ];
-
-    /// The name as records, the API and the metrics' labels show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            OutcomeKind::Document => "document",
-            OutcomeKind::Accepted => "accepted",
-            OutcomeKind::TicketLost => "ticket-lost",
-            OutcomeKind::Permanent => "permanent",
-            OutcomeKind::Retryable => "retryable",
-            OutcomeKind::Security => "security",
-        }
-    }
-
     /// The registry answered with something for the case: a document or
     /// a ticket. Anything else is a failed attempt.
     pub fn answered(self) -> bool {
         matches!(self, OutcomeKind::Document | OutcomeKind::Accepted)
-    }
-}
-
-impl fmt::Display for OutcomeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

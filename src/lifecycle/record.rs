@@ -17,39 +17,26 @@ use crate::protocol::subject::{Subject, SubjectError};
 /// The current record schema version.
 pub const RECORD_VERSION: u32 = 1;
 
-/// Life-cycle states; the names are those of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Queued,
-    /// Leased to a dispatcher until `lease_until`.
-    Sending,
-    /// Accepted by the registry; poll the ticket when due.
-    Awaiting,
-    Retrying,
-    /// The document is here; delivery into the case is pending.
-    Fetched,
-    Delivered,
-    Dead,
-    Cancelled,
+named_enum! {
+    /// Life-cycle states; the names are those of the API.
+    pub enum State {
+        Queued = "queued",
+        /// Leased to a dispatcher until `lease_until`.
+        Sending = "sending",
+        /// Accepted by the registry; poll the ticket when due.
+        Awaiting = "awaiting",
+        Retrying = "retrying",
+        /// The document is here; delivery into the case is pending.
+        Fetched = "fetched",
+        Delivered = "delivered",
+        Dead = "dead",
+        Cancelled = "cancelled",
+    }
 }
 
 impl State {
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Delivered | State::Dead | State::Cancelled)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Sending => "sending",
-            State::Awaiting => "awaiting",
-            State::Retrying => "retrying",
-            State::Fetched => "fetched",
-            State::Delivered => "delivered",
-            State::Dead => "dead",
-            State::Cancelled => "cancelled",
-        }
     }
 
     /// Open and not yet fetched: the registry is still to answer. The
@@ -59,17 +46,6 @@ impl State {
         State::Sending,
         State::Awaiting,
         State::Retrying,
-    ];
-
-    pub const ALL: [State; 8] = [
-        State::Queued,
-        State::Sending,
-        State::Awaiting,
-        State::Retrying,
-        State::Fetched,
-        State::Delivered,
-        State::Dead,
-        State::Cancelled,
     ];
 }
 
@@ -218,38 +194,15 @@ impl SignedDocRecord {
     }
 }
 
-/// Where the security server's signed document of a message stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignedDocState {
-    /// To be asked for, at `next_ms`.
-    Pending,
-    /// Asked for, checked and stored.
-    Kept,
-    /// Given up: `reason` says why.
-    Failed,
-}
-
-impl SignedDocState {
-    pub const ALL: [SignedDocState; 3] = [
-        SignedDocState::Pending,
-        SignedDocState::Kept,
-        SignedDocState::Failed,
-    ];
-
-    /// The name as records and the API show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SignedDocState::Pending => "pending",
-            SignedDocState::Kept => "kept",
-            SignedDocState::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for SignedDocState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+named_enum! {
+    /// Where the security server's signed document of a message stands.
+    pub enum SignedDocState {
+        /// To be asked for, at `next_ms`.
+        Pending = "pending",
+        /// Asked for, checked and stored.
+        Kept = "kept",
+        /// Given up: `reason` says why.
+        Failed = "failed",
     }
 }
 
@@ -297,34 +250,15 @@ impl StampRecord {
     }
 }
 
-/// Where a document's timestamp stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StampState {
-    /// To be asked for, at `next_ms`.
-    Pending,
-    /// Asked for, checked and kept (`token`).
-    Stamped,
-    /// Given up: `reason` says why.
-    Failed,
-}
-
-impl StampState {
-    pub const ALL: [StampState; 3] = [StampState::Pending, StampState::Stamped, StampState::Failed];
-
-    /// The name as records and the API show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            StampState::Pending => "pending",
-            StampState::Stamped => "stamped",
-            StampState::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for StampState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+named_enum! {
+    /// Where a document's timestamp stands.
+    pub enum StampState {
+        /// To be asked for, at `next_ms`.
+        Pending = "pending",
+        /// Asked for, checked and kept (`token`).
+        Stamped = "stamped",
+        /// Given up: `reason` says why.
+        Failed = "failed",
     }
 }
 
@@ -357,65 +291,24 @@ pub struct RevocationRecord {
     pub crl_sha256: Option<String>,
 }
 
-/// How a registry signer's certificate stood when its document came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignerStatus {
-    /// Confirmed not revoked.
-    Good,
-    /// Not established, and accepted by the registry's `prefer` policy:
-    /// to be checked again.
-    Unchecked,
-    /// Found revoked by that later check.
-    Revoked,
-}
-
-impl SignerStatus {
-    pub const ALL: [SignerStatus; 3] = [
-        SignerStatus::Good,
-        SignerStatus::Unchecked,
-        SignerStatus::Revoked,
-    ];
-
-    /// The name as records and the dossier show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SignerStatus::Good => "good",
-            SignerStatus::Unchecked => "unchecked",
-            SignerStatus::Revoked => "revoked",
-        }
+named_enum! {
+    /// How a registry signer's certificate stood when its document came.
+    pub enum SignerStatus {
+        /// Confirmed not revoked.
+        Good = "good",
+        /// Not established, and accepted by the registry's `prefer` policy:
+        /// to be checked again.
+        Unchecked = "unchecked",
+        /// Found revoked by that later check.
+        Revoked = "revoked",
     }
 }
 
-impl std::fmt::Display for SignerStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What confirmed a revocation status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RevocationMethod {
-    Ocsp,
-    Crl,
-}
-
-impl RevocationMethod {
-    pub const ALL: [RevocationMethod; 2] = [RevocationMethod::Ocsp, RevocationMethod::Crl];
-
-    /// The name as records and the dossier show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            RevocationMethod::Ocsp => "ocsp",
-            RevocationMethod::Crl => "crl",
-        }
-    }
-}
-
-impl std::fmt::Display for RevocationMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+named_enum! {
+    /// What confirmed a revocation status.
+    pub enum RevocationMethod {
+        Ocsp = "ocsp",
+        Crl = "crl",
     }
 }
 
