@@ -1903,10 +1903,9 @@ async fn demo_dossier(dir: &std::path::Path) -> DemoDossier {
     }
 }
 
-/// The README's bundle filed in `case` with the daemon at `base`,
-/// delivered and stamped, and the case's dossier exported to `out`.
-async fn file_and_export(base: &str, case: &str, out: &std::path::Path) -> Vec<String> {
-    let http = reqwest::Client::new();
+/// The README's bundle (the building-permit procedure) filed in `case`
+/// with the daemon at `base`, and its requests' ids once all are delivered.
+async fn file_bundle(http: &reqwest::Client, base: &str, case: &str) -> Vec<String> {
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let r = http
         .post(format!(
@@ -1930,7 +1929,15 @@ async fn file_and_export(base: &str, case: &str, out: &std::path::Path) -> Vec<S
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
-    wait_delivered(&http, port, &ids).await;
+    wait_delivered(http, port, &ids).await;
+    ids
+}
+
+/// The README's bundle filed in `case` with the daemon at `base`,
+/// delivered and stamped, and the case's dossier exported to `out`.
+async fn file_and_export(base: &str, case: &str, out: &std::path::Path) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let ids = file_bundle(&http, base, case).await;
     wait_stamped(&http, base, &ids, std::time::Duration::from_secs(20)).await;
     let o = run(&[
         "dossier",
@@ -4458,29 +4465,7 @@ async fn the_demo_with_one_registry_over_x_road_exports_its_signed_document_in_t
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let case = "351-13/2026-IV";
-    let r = http
-        .post(format!(
-            "{base}/api/v1/cases/{}/requests",
-            case.replace('/', "%2F")
-        ))
-        .bearer_auth("demo-backoffice")
-        .json(&serde_json::json!({
-            "legal_basis": "ZUP čl. 103", "official": "marija.kovac", "purpose": "building permit",
-            "procedure": "building-permit",
-            "subject": {"jmbg": "0512981717776", "ko": "803472", "sheet": "1520"}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let v: serde_json::Value = r.json().await.unwrap();
-    let ids: Vec<String> = v["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    wait_delivered(&http, port, &ids).await;
+    let ids = file_bundle(&http, &base, case).await;
     let mut cadastre = None;
     let mut others = Vec::new();
     for id in &ids {
