@@ -152,3 +152,94 @@ pub enum SubjectError {
     #[error("a subject is one of: jmbg; pib; mb; ko + sheet; ko + parcel; ko + jmbg; ko + mb")]
     Combination,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A field as a back-office may send it: absent, good, off by a check
+    /// digit, of another kind, or anything at all.
+    fn field() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            Just("0512981717776".to_owned()),
+            Just("0512981717777".to_owned()),
+            Just("101134702".to_owned()),
+            Just("07002106".to_owned()),
+            Just("803472".to_owned()),
+            Just("1520".to_owned()),
+            Just("1234/5".to_owned()),
+            ".{0,16}",
+        ])
+    }
+
+    #[test]
+    fn every_bad_field_is_named_in_order_and_from_parts_names_the_ko_first() {
+        let (parts, bad) =
+            Parts::parse(Some("0512981717777"), None, None, Some("80347"), None, None);
+        let named: Vec<&str> = bad.iter().map(|(f, _)| *f).collect();
+        assert_eq!(named, ["jmbg", "ko"]);
+        assert!(parts.jmbg.is_none() && parts.ko.is_none());
+        let e = Subject::from_parts(Some("0512981717777"), None, None, Some("80347"), None, None)
+            .unwrap_err();
+        assert!(matches!(e, SubjectError::Field("ko", _)), "{e}");
+        // The good ones make the subject from_parts makes.
+        let (parts, bad) = Parts::parse(None, None, None, Some("803472"), Some("1520"), None);
+        assert!(bad.is_empty());
+        assert_eq!(
+            Subject::from_parsed(parts).unwrap(),
+            Subject::from_parts(None, None, None, Some("803472"), Some("1520"), None).unwrap()
+        );
+    }
+
+    proptest! {
+        /// A field is named bad exactly when its own parser refuses it, in
+        /// the order jmbg, pib, mb, ko, sheet, parcel, and kept exactly
+        /// when it parses; `from_parts` agrees with parsing then
+        /// `from_parsed`.
+        #[test]
+        fn each_field_is_parsed_once_and_every_bad_one_named(
+            jmbg in field(), pib in field(), mb in field(),
+            ko in field(), sheet in field(), parcel in field(),
+        ) {
+            let given = [
+                ("jmbg", jmbg.as_deref().map(|v| Jmbg::parse(v).is_ok())),
+                ("pib", pib.as_deref().map(|v| Pib::parse(v).is_ok())),
+                ("mb", mb.as_deref().map(|v| Mb::parse(v).is_ok())),
+                ("ko", ko.as_deref().map(|v| KoCode::parse(v).is_ok())),
+                ("sheet", sheet.as_deref().map(|v| SheetNumber::parse(v).is_ok())),
+                ("parcel", parcel.as_deref().map(|v| ParcelNumber::parse(v).is_ok())),
+            ];
+            let (parts, bad) = Parts::parse(
+                jmbg.as_deref(), pib.as_deref(), mb.as_deref(),
+                ko.as_deref(), sheet.as_deref(), parcel.as_deref(),
+            );
+            let named: Vec<&str> = bad.iter().map(|(f, _)| *f).collect();
+            let refused: Vec<&str> = given
+                .iter()
+                .filter(|(_, ok)| *ok == Some(false))
+                .map(|(f, _)| *f)
+                .collect();
+            prop_assert_eq!(named, refused);
+            let kept = [
+                parts.jmbg.is_some(), parts.pib.is_some(), parts.mb.is_some(),
+                parts.ko.is_some(), parts.sheet.is_some(), parts.parcel.is_some(),
+            ];
+            for ((f, ok), kept) in given.iter().zip(kept) {
+                prop_assert_eq!(kept, *ok == Some(true), "{}", f);
+            }
+            let whole = Subject::from_parts(
+                jmbg.as_deref(), pib.as_deref(), mb.as_deref(),
+                ko.as_deref(), sheet.as_deref(), parcel.as_deref(),
+            );
+            match (bad.first(), whole) {
+                (None, whole) => prop_assert_eq!(whole.ok(), Subject::from_parsed(parts).ok()),
+                (Some((first, _)), Err(SubjectError::Field(f, _))) => {
+                    let ko_bad = bad.iter().any(|(f, _)| *f == "ko");
+                    prop_assert_eq!(f, if ko_bad { "ko" } else { *first });
+                }
+                (Some(_), other) => prop_assert!(false, "a bad field, yet {:?}", other),
+            }
+        }
+    }
+}
