@@ -318,6 +318,57 @@ mod tests {
         }
     }
 
+    /// Once a TSA's certificates are known (their chain built once), a
+    /// token carrying the same certificates is still checked for its own
+    /// signature: one with a byte of its signature changed, or signed by
+    /// another key under the known certificate, is refused, before and
+    /// after the known one.
+    #[test]
+    fn a_known_tsa_certificate_lets_no_forged_token_through() {
+        let (tsa, ca) = tsa_and_ca();
+        let imprint = openssl::sha::sha256(b"known signer");
+        let token = |tsa: &Tsa| {
+            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
+            let reply = tsa.respond(&req.der).unwrap();
+            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
+            r.time_stamp_token.unwrap().to_der().unwrap()
+        };
+        let anchors = std::slice::from_ref(&ca);
+        let genuine = token(&tsa);
+        let mut flipped = genuine.clone();
+        *flipped.last_mut().unwrap() ^= 0x01;
+        let other_key = crate::pki::new_key(crate::pki::KeyKind::EcP256).unwrap();
+        let impostor = token(&Tsa::new(other_key, tsa.cert.clone()).unwrap());
+        let check = |t: &[u8]| crate::evidence::tsp::check_token(t, &imprint, anchors);
+        // Cold: the chain is built for the forgery itself.
+        assert!(matches!(
+            check(&impostor),
+            Err(crate::evidence::tsp::TspError::Signature(_))
+        ));
+        // Warm: the genuine token makes its certificates known...
+        let first = check(&genuine).unwrap();
+        let again = check(&genuine).unwrap();
+        assert_eq!(first.tsa, again.tsa);
+        assert!(first.tsa.contains("development TSA"), "{}", first.tsa);
+        // ...and neither forgery rides on them.
+        for forged in [&flipped, &impostor] {
+            assert!(
+                matches!(
+                    check(forged),
+                    Err(crate::evidence::tsp::TspError::Signature(_))
+                ),
+                "{:?}",
+                check(forged).map(|t| t.serial)
+            );
+        }
+        // Nor does a known token vouch under other anchors.
+        let (_, foreign) = tsa_and_ca();
+        assert!(matches!(
+            crate::evidence::tsp::check_token(&genuine, &imprint, &[foreign]),
+            Err(crate::evidence::tsp::TspError::Signature(_))
+        ));
+    }
+
     #[test]
     fn its_tokens_check_out_and_a_foreign_imprint_or_anchor_is_refused() {
         let (tsa, ca) = tsa_and_ca();

@@ -159,8 +159,7 @@ pub fn read_reply(
         detail: "granted without a token".into(),
     })?;
     let der = token.to_der().map_err(malformed("token"))?;
-    let t = check_token(&der, imprint, anchors)?;
-    let info = tst_info(&der)?;
+    let (t, info) = check(&der, imprint, anchors)?;
     match &info.nonce {
         Some(n) if n.as_bytes() == expect.nonce => {}
         _ => return Err(TspError::Nonce),
@@ -184,9 +183,8 @@ pub fn read_reply(
     Ok(t)
 }
 
-/// The TSTInfo inside a token, unverified: for its time before the
-/// signature is checked at that time.
-fn tst_info(token: &[u8]) -> Result<TstInfo, TspError> {
+/// The SignedData inside a token, unverified.
+fn signed_data(token: &[u8]) -> Result<cms::signed_data::SignedData, TspError> {
     let ci = cms::content_info::ContentInfo::from_der(token).map_err(malformed("token"))?;
     if ci.content_type != SIGNED_DATA_OID {
         return Err(TspError::Malformed {
@@ -194,8 +192,12 @@ fn tst_info(token: &[u8]) -> Result<TstInfo, TspError> {
             detail: format!("content type {} is not signedData", ci.content_type),
         });
     }
-    let sd: cms::signed_data::SignedData =
-        ci.content.decode_as().map_err(malformed("SignedData"))?;
+    ci.content.decode_as().map_err(malformed("SignedData"))
+}
+
+/// The TSTInfo inside a token's SignedData, unverified: for its time
+/// before the signature is checked at that time.
+fn tst_info(sd: &cms::signed_data::SignedData) -> Result<TstInfo, TspError> {
     if sd.encap_content_info.econtent_type != TST_INFO_OID {
         return Err(TspError::Malformed {
             what: "token",
@@ -205,10 +207,14 @@ fn tst_info(token: &[u8]) -> Result<TstInfo, TspError> {
             ),
         });
     }
-    let content = sd.encap_content_info.econtent.ok_or(TspError::Malformed {
-        what: "token",
-        detail: "no TSTInfo in it".into(),
-    })?;
+    let content = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or(TspError::Malformed {
+            what: "token",
+            detail: "no TSTInfo in it".into(),
+        })?;
     let octets: der::asn1::OctetString = content.decode_as().map_err(malformed("TSTInfo"))?;
     TstInfo::from_der(octets.as_bytes()).map_err(malformed("TSTInfo"))
 }
@@ -227,25 +233,144 @@ fn tsa_store(anchors: &[X509], at: i64) -> Result<X509Store, TspError> {
     Ok(b.build())
 }
 
+/// A TSA's certificates whose chain openssl built to the anchors once,
+/// and the times at which that verdict holds for a later token carrying
+/// the same certificates: every certificate it carries and every anchor
+/// is valid then, so a chain built at that time would be built alike.
+/// A TSA signs thousands of tokens with one certificate; openssl 3 takes
+/// about as long to parse a certificate as to check a signature, and
+/// building the chain again for each token cost more than the rest of
+/// the token's check together.
+#[derive(Clone)]
+struct Known {
+    signer: X509,
+    subject: String,
+    from: i64,
+    until: i64,
+}
+
+/// Known signers by the SHA-256 of (the certificates a token carries,
+/// the anchors); cleared when full.
+static KNOWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<[u8; 32], Known>>> =
+    std::sync::LazyLock::new(Default::default);
+const KNOWN_CAPACITY: usize = 64;
+
+fn known_key(certs: &[Vec<u8>], anchors: &[X509]) -> Result<[u8; 32], TspError> {
+    let mut h = openssl::sha::Sha256::new();
+    for c in certs {
+        h.update(&(c.len() as u64).to_be_bytes());
+        h.update(c);
+    }
+    h.update(b"|anchors|");
+    for a in anchors {
+        let d = a.to_der()?;
+        h.update(&(d.len() as u64).to_be_bytes());
+        h.update(&d);
+    }
+    Ok(h.finish())
+}
+
+fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<i64, TspError> {
+    let d = openssl::asn1::Asn1Time::from_unix(0)?.diff(t)?;
+    Ok(d.days as i64 * 86_400 + d.secs as i64)
+}
+
+/// The times at which every certificate of `certs` and `anchors` is valid.
+fn common_validity(certs: &[X509], anchors: &[X509]) -> Result<(i64, i64), TspError> {
+    let (mut from, mut until) = (i64::MIN, i64::MAX);
+    for c in certs.iter().chain(anchors) {
+        from = from.max(unix_of(c.not_before())?);
+        until = until.min(unix_of(c.not_after())?);
+    }
+    Ok((from, until))
+}
+
+/// The token without the certificates it carries: what openssl is given
+/// once their chain is known, with the signer's certificate beside it.
+/// The signature covers the signed attributes, not the certificate set,
+/// so what is checked is the same.
+fn without_certificates(mut sd: cms::signed_data::SignedData) -> Result<Vec<u8>, TspError> {
+    sd.certificates = None;
+    let ci = cms::content_info::ContentInfo {
+        content_type: SIGNED_DATA_OID,
+        content: der::Any::encode_from(&sd).map_err(malformed("SignedData"))?,
+    };
+    ci.to_der().map_err(malformed("token"))
+}
+
 /// Checks a token on `imprint`: its signature, by a TSA certificate that
 /// chains to `anchors` and was valid when the token says it was made, and
 /// that it is about `imprint`. What a token proves years later; a fresh
 /// one is checked further by [`read_reply`].
 pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<Token, TspError> {
-    let info = tst_info(token)?;
+    check(token, imprint, anchors).map(|(t, _)| t)
+}
+
+/// [`check_token`], with the TSTInfo it read.
+fn check(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<(Token, TstInfo), TspError> {
+    let sd = signed_data(token)?;
+    let info = tst_info(&sd)?;
     let time_s = info.gen_time.to_unix_duration().as_secs() as i64;
-    let store = tsa_store(anchors, time_s)?;
-    let mut cms = openssl::cms::CmsContentInfo::from_der(token)?;
+    let certs = carried(&sd);
+    let key = known_key(&certs, anchors)?;
+    let known = KNOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .filter(|k| k.from <= time_s && time_s <= k.until)
+        .cloned();
     let mut out = Vec::new();
-    cms.verify(
-        None,
-        Some(&store),
-        None,
-        Some(&mut out),
-        openssl::cms::CMSOptions::BINARY,
-    )
-    .map_err(|e| TspError::Signature(first_reason(&e)))?;
-    ess_names_its_signer(token)?;
+    let known = match known {
+        Some(k) => {
+            // The chain is known to hold at this time: openssl checks the
+            // signature with the signer's certificate, parsed once.
+            let mut cms =
+                openssl::cms::CmsContentInfo::from_der(&without_certificates(sd.clone())?)?;
+            let mut signers = openssl::stack::Stack::new()?;
+            signers.push(k.signer.clone())?;
+            cms.verify(
+                Some(&signers),
+                None,
+                None,
+                Some(&mut out),
+                openssl::cms::CMSOptions::BINARY | openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY,
+            )
+            .map_err(|e| TspError::Signature(first_reason(&e)))?;
+            ess_names_its_signer(&sd)?;
+            k
+        }
+        None => {
+            let store = tsa_store(anchors, time_s)?;
+            let mut cms = openssl::cms::CmsContentInfo::from_der(token)?;
+            cms.verify(
+                None,
+                Some(&store),
+                None,
+                Some(&mut out),
+                openssl::cms::CMSOptions::BINARY,
+            )
+            .map_err(|e| TspError::Signature(first_reason(&e)))?;
+            let signer = ess_names_its_signer(&sd)?;
+            let signer = X509::from_der(&signer.to_der().map_err(malformed("certificate"))?)?;
+            let parsed = certs
+                .iter()
+                .map(|d| X509::from_der(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (from, until) = common_validity(&parsed, anchors)?;
+            let k = Known {
+                subject: crate::xml::dsig::name_to_string(signer.subject_name()),
+                signer,
+                from,
+                until,
+            };
+            let mut m = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= KNOWN_CAPACITY {
+                m.clear();
+            }
+            m.insert(key, k.clone());
+            k
+        }
+    };
     // What the signature covers is what we read.
     let signed = TstInfo::from_der(&out).map_err(malformed("TSTInfo"))?;
     if signed != info {
@@ -258,13 +383,14 @@ pub fn check_token(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result
     if mi.hash_algorithm.oid != SHA256_OID || mi.hashed_message.as_bytes() != imprint {
         return Err(TspError::Imprint);
     }
-    Ok(Token {
+    let token = Token {
         der: token.to_vec(),
         time_ms: info.gen_time.to_unix_duration().as_millis() as u64,
         serial: crate::store::trail::hex(info.serial_number.as_bytes()),
         policy: info.policy.to_string(),
-        tsa: signer_subject(token).unwrap_or_default(),
-    })
+        tsa: known.subject,
+    };
+    Ok((token, info))
 }
 
 const SIGNING_CERTIFICATE: der::oid::ObjectIdentifier =
@@ -308,11 +434,10 @@ struct SigningCertificateV2 {
 /// TSA's certificate (ESS signingCertificate or signingCertificateV2), so
 /// that no other certificate of the same key or name can be put in its
 /// place; the first certificate named must be the one that signed.
-fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
+fn ess_names_its_signer(
+    sd: &cms::signed_data::SignedData,
+) -> Result<&x509_cert::Certificate, TspError> {
     let refuse = |why: &str| TspError::Signature(why.to_owned());
-    let ci = cms::content_info::ContentInfo::from_der(token).map_err(malformed("token"))?;
-    let sd: cms::signed_data::SignedData =
-        ci.content.decode_as().map_err(malformed("SignedData"))?;
     // RFC 3161 2.4.2: one signer, the TSA.
     let si = match sd.signer_infos.0.as_slice() {
         [one] => one,
@@ -324,7 +449,7 @@ fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
             )))
         }
     };
-    let cert = signer_certificate(&sd, si)
+    let cert = signer_certificate(sd, si)
         .ok_or_else(|| refuse("the token does not carry the certificate that signed it"))?;
     let attrs = si
         .signed_attrs
@@ -393,7 +518,7 @@ fn ess_names_its_signer(token: &[u8]) -> Result<(), TspError> {
             "the certificate its signed attributes name is not the one that signed it",
         ));
     }
-    Ok(())
+    Ok(cert)
 }
 
 /// The certificate among those a token carries that its signer names.
@@ -430,40 +555,17 @@ fn ski_of(c: &x509_cert::Certificate) -> Option<Vec<u8>> {
     Some(k.as_bytes().to_vec())
 }
 
-/// The subject of the certificate that signed the token.
-fn signer_subject(token: &[u8]) -> Option<String> {
-    let ci = cms::content_info::ContentInfo::from_der(token).ok()?;
-    let sd: cms::signed_data::SignedData = ci.content.decode_as().ok()?;
-    let si = sd.signer_infos.0.iter().next()?;
-    let certs = sd.certificates?;
-    for c in certs.0.iter() {
-        if let cms::cert::CertificateChoices::Certificate(c) = c {
-            let tbs = &c.tbs_certificate;
-            let ours = match &si.sid {
-                cms::signed_data::SignerIdentifier::IssuerAndSerialNumber(i) => {
-                    i.serial_number == tbs.serial_number && i.issuer == tbs.issuer
-                }
-                cms::signed_data::SignerIdentifier::SubjectKeyIdentifier(_) => true,
-            };
-            if ours {
-                let der = c.to_der().ok()?;
-                let x = X509::from_der(&der).ok()?;
-                return Some(crate::xml::dsig::name_to_string(x.subject_name()));
-            }
-        }
-    }
-    None
-}
-
 /// The certificates a token carries (the TSA's, and any chain), DER.
 pub fn certificates(token: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(ci) = cms::content_info::ContentInfo::from_der(token) else {
-        return Vec::new();
-    };
-    let Ok(sd) = ci.content.decode_as::<cms::signed_data::SignedData>() else {
-        return Vec::new();
-    };
+    signed_data(token)
+        .map(|sd| carried(&sd))
+        .unwrap_or_default()
+}
+
+/// The certificates a SignedData carries, DER.
+fn carried(sd: &cms::signed_data::SignedData) -> Vec<Vec<u8>> {
     sd.certificates
+        .as_ref()
         .map(|c| {
             c.0.iter()
                 .filter_map(|c| match c {

@@ -310,13 +310,11 @@ struct SignerSeen {
 }
 
 impl SignerSeen {
-    fn of(v: &xml::Verified, trust: &TrustStore) -> SignerSeen {
+    fn of(v: &xml::Verified) -> SignerSeen {
         SignerSeen {
             subject: v.signer_subject(),
             sha256: xml::dsig::cert_sha256(&v.signer),
-            anchor_sha256: trust
-                .anchor_of(&v.signer, &v.intermediates)
-                .and_then(|a| xml::dsig::cert_sha256(&a)),
+            anchor_sha256: v.anchor.as_deref().and_then(xml::dsig::cert_sha256),
         }
     }
 }
@@ -720,7 +718,7 @@ impl Exchange {
             }
             Err(e) => return (Content::BadSignature(e.to_string()), None, None),
         };
-        let signer = Some(SignerSeen::of(&verified, &reg.trust));
+        let signer = Some(SignerSeen::of(&verified));
         let env = match envelope::read(&verified.doc) {
             Ok(e) => e,
             Err(e) => return (Content::Malformed(e.to_string()), signer, None),
@@ -740,9 +738,7 @@ impl Exchange {
         }
         // Is the signer's certificate still good? Asked only of a genuine
         // answer to this request, so that no one makes us ask for nothing.
-        let mut candidates = verified.intermediates.clone();
-        candidates.extend_from_slice(reg.trust.anchors());
-        let issuer = revocation::issuer_of(&verified.signer, &candidates);
+        let issuer = verified.issuer.clone();
         let verdict = self
             .checker
             .judge(

@@ -306,15 +306,7 @@ fn crl_points(cert: &X509) -> Vec<String> {
 
 /// The CA certificate among `anchors` that issued `cert`.
 pub fn issuer_of(cert: &X509, anchors: &[X509]) -> Option<X509> {
-    let want = cert.issuer_name().to_der().ok()?;
-    anchors
-        .iter()
-        .find(|a| {
-            a.subject_name().to_der().ok().as_deref() == Some(want.as_slice())
-                && a.public_key()
-                    .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
-        })
-        .cloned()
+    crate::xml::dsig::issuer_of(cert, anchors)
 }
 
 /// The largest OCSP answer read: a few certificates and one status.

@@ -47,6 +47,14 @@ pub struct TrustStore {
 pub(super) struct Checked {
     pub(super) cert: X509,
     pub(super) key: PKey<Public>,
+    /// The other certificates offered with it, parsed: openssl 3's parse
+    /// of a certificate costs about as much as checking a signature, so
+    /// it is done once per chain, not once per answer.
+    pub(super) intermediates: Vec<X509>,
+    /// The anchor its chain ended at, and its issuer among the offered
+    /// certificates and the anchors ([`issuer_of`]), found with the chain.
+    pub(super) anchor: Option<X509>,
+    pub(super) issuer: Option<X509>,
     not_before: i64,
     not_after: i64,
     at: Instant,
@@ -163,9 +171,14 @@ impl TrustStore {
                     );
                 }
                 let signer = certs.remove(0);
-                check_certificate(&signer, certs, self)?;
+                let anchor = check_certificate(&signer, certs.clone(), self)?;
+                let mut candidates = certs.clone();
+                candidates.extend_from_slice(&self.anchors);
                 let c = Checked {
                     key: signer.public_key()?,
+                    issuer: issuer_of(&signer, &candidates),
+                    intermediates: certs,
+                    anchor,
                     not_before: unix_of(signer.not_before())?,
                     not_after: unix_of(signer.not_after())?,
                     cert: signer,
@@ -224,13 +237,29 @@ impl TrustStore {
     }
 }
 
+/// The certificate among `candidates` that issued `cert`: its subject is
+/// `cert`'s issuer and its key verifies `cert`'s signature. Whom a
+/// revocation check asks about a signer.
+pub fn issuer_of(cert: &X509, candidates: &[X509]) -> Option<X509> {
+    let want = cert.issuer_name().to_der().ok()?;
+    candidates
+        .iter()
+        .find(|a| {
+            a.subject_name().to_der().ok().as_deref() == Some(want.as_slice())
+                && a.public_key()
+                    .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
+        })
+        .cloned()
+}
+
 /// The signer may sign (its key usage), it and the certificates offered
-/// with it are strong enough, and they chain to one of the anchors.
+/// with it are strong enough, and they chain to one of the anchors: the
+/// anchor the chain ended at.
 fn check_certificate(
     signer: &X509,
     intermediates: Vec<X509>,
     trust: &TrustStore,
-) -> Result<(), DsigError> {
+) -> Result<Option<X509>, DsigError> {
     if let Some(ku) = signer.key_usage() {
         if !ku.intersects(X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION) {
             return Err(DsigError::Certificate(
@@ -250,10 +279,13 @@ fn check_certificate(
     let mut ctx = X509StoreContext::new()?;
     let result = ctx.init(&trust.store, signer, &chain, |c| {
         let ok = c.verify_cert()?;
-        Ok((ok, c.error()))
+        let anchor = c
+            .chain()
+            .and_then(|s| s.iter().last().map(|x| x.to_owned()));
+        Ok((ok, c.error(), anchor))
     })?;
     if !result.0 {
         return Err(DsigError::Untrusted(result.1.error_string().to_owned()));
     }
-    Ok(())
+    Ok(result.2)
 }

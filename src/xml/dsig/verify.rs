@@ -30,6 +30,13 @@ pub struct Verified {
     pub signer: X509,
     /// The other certificates the signature carried, as they came.
     pub intermediates: Vec<X509>,
+    /// The anchor the signer's chain ended at (see
+    /// [`TrustStore::anchor_of`](super::TrustStore::anchor_of)).
+    pub anchor: Option<X509>,
+    /// The signer's issuer among the certificates it came with and the
+    /// anchors ([`issuer_of`](super::trust::issuer_of)): whom a
+    /// revocation check asks.
+    pub issuer: Option<X509>,
     pub algorithm: Algorithm,
 }
 
@@ -56,7 +63,12 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
     let signature_bytes = b64_decode(&doc.text(parts.value), "ds:SignatureValue")?;
     let ders = offered_certificates(&s, parts.key_info)?;
     let Checked {
-        cert: signer, key, ..
+        cert: signer,
+        key,
+        intermediates,
+        anchor,
+        issuer,
+        ..
     } = trust.signer(&ders)?;
     check_key_fits_method(info.algorithm, &key)?;
     check_signature_value(
@@ -68,18 +80,13 @@ pub fn verify(input: &[u8], trust: &TrustStore, limits: &Limits) -> Result<Verif
         &key,
     )?;
     check_digest(&doc, signature, &reference.c14n, &reference.digest)?;
-    // The chain the signature offered (already checked to the anchors
-    // with the signer): the issuer a revocation check asks about may be
-    // among them rather than among the anchors.
-    let intermediates = ders[1..]
-        .iter()
-        .filter_map(|d| X509::from_der(d).ok())
-        .collect();
     Ok(Verified {
         doc,
         signature,
         signer,
         intermediates,
+        anchor,
+        issuer,
         algorithm: info.algorithm,
     })
 }
