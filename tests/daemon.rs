@@ -2372,6 +2372,17 @@ async fn documents_and_checkpoints_are_timestamped_and_the_dossier_verifies_offl
             .clone()
             .expect("a TSA is configured: a stamp record");
         assert_eq!(s.state, StampState::Pending, "{s:?}");
+        // What the token is to be on was found when the answer was
+        // verified: the SHA-256 of the stored document's signature value,
+        // as the document itself gives it.
+        let sealed = d.store.document(&ids[0]).await.unwrap().unwrap();
+        let plain = d.cipher.open(&ids[0], &sealed).unwrap();
+        let want = jum_gateway::evidence::stamper::document_imprint(&plain).unwrap();
+        assert_eq!(
+            s.imprint.as_deref(),
+            Some(jum_gateway::xml::dsig::hex(&want).as_str()),
+            "{s:?}"
+        );
         if s.tries >= 1 {
             assert!(s.reason.as_deref().unwrap_or("").contains("TSA"), "{s:?}");
             break;

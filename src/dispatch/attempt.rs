@@ -144,7 +144,12 @@ impl Dispatcher {
                     a.outcome,
                     a.status,
                     a.duration.as_millis() as u64,
-                    (a.signer, a.signer_sha256, a.signer_anchor_sha256),
+                    (
+                        a.signer,
+                        a.signer_sha256,
+                        a.signer_anchor_sha256,
+                        a.signature_imprint,
+                    ),
                     doc,
                     a.revocation,
                     crl,
@@ -156,7 +161,7 @@ impl Dispatcher {
                 Outcome::Permanent { reason: e },
                 None,
                 0,
-                (None, None, None),
+                (None, None, None, None),
                 None,
                 None,
                 None,
@@ -237,7 +242,7 @@ impl Dispatcher {
         let lease_until = now + self.policy.lease.as_millis() as u64;
         let policy = self.policy.clone();
         let stamp = self.stamps;
-        let (signer, signer_sha256, signer_anchor_sha256) = signer;
+        let (signer, signer_sha256, signer_anchor_sha256, imprint) = signer;
         let change = move |r: &mut RequestRecord| {
             let facts = AttemptFacts {
                 outcome: &outcome,
@@ -247,6 +252,7 @@ impl Dispatcher {
                 signer: signer.as_deref(),
                 signer_sha256: signer_sha256.as_deref(),
                 signer_anchor_sha256: signer_anchor_sha256.as_deref(),
+                stamp_imprint: imprint.as_deref(),
                 revocation: revocation.as_ref(),
                 stamp,
                 message_id: message_id.as_deref(),

@@ -105,6 +105,9 @@ pub struct Attempt {
     /// SHA-256 (hex) of the DER of the registry's trust anchor its chain
     /// ended at.
     pub signer_anchor_sha256: Option<String>,
+    /// SHA-256 (hex) of the answer's decoded `ds:SignatureValue`: what its
+    /// timestamp is to be on.
+    pub signature_imprint: Option<String>,
     /// How the signer's certificate stood (for a document).
     pub revocation: Option<RevocationRecord>,
     /// The CRL that confirmed it (DER), when a CRL did: kept once per CRL
@@ -307,6 +310,8 @@ struct SignerSeen {
     sha256: Option<String>,
     /// SHA-256 (hex) of the DER of the registry's anchor its chain ended at.
     anchor_sha256: Option<String>,
+    /// SHA-256 (hex) of its one decoded `ds:SignatureValue`, if it has one.
+    imprint: Option<String>,
 }
 
 impl SignerSeen {
@@ -315,6 +320,9 @@ impl SignerSeen {
             subject: v.signer_subject(),
             sha256: xml::dsig::cert_sha256(&v.signer),
             anchor_sha256: v.anchor.as_deref().and_then(xml::dsig::cert_sha256),
+            imprint: xml::dsig::signature_value(&v.doc)
+                .ok()
+                .map(|b| xml::dsig::hex(&openssl::sha::sha256(&b))),
         }
     }
 }
@@ -584,6 +592,7 @@ impl Exchange {
                     signer: None,
                     signer_sha256: None,
                     signer_anchor_sha256: None,
+                    signature_imprint: None,
                     revocation: None,
                     crl: None,
                     duration: Duration::ZERO,
@@ -598,9 +607,9 @@ impl Exchange {
         let (status, response, observation, signer, revocation) = self
             .send(reg, svc, &headers, &request, call.ticket.is_some())
             .await;
-        let (signer, signer_sha256, signer_anchor_sha256) = match signer {
-            Some(s) => (Some(s.subject), s.sha256, s.anchor_sha256),
-            None => (None, None, None),
+        let (signer, signer_sha256, signer_anchor_sha256, signature_imprint) = match signer {
+            Some(s) => (Some(s.subject), s.sha256, s.anchor_sha256, s.imprint),
+            None => (None, None, None, None),
         };
         let (revocation, crl) = match revocation {
             Some((r, c)) => (Some(r), c),
@@ -614,6 +623,7 @@ impl Exchange {
             signer,
             signer_sha256,
             signer_anchor_sha256,
+            signature_imprint,
             revocation,
             crl,
             duration: started.elapsed(),

@@ -137,6 +137,7 @@ impl Exchange {
             signer: None,
             signer_sha256: None,
             signer_anchor_sha256: None,
+            signature_imprint: None,
             revocation: None,
             crl: None,
             duration: started.elapsed(),

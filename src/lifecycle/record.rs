@@ -229,6 +229,13 @@ pub struct StampRecord {
     /// Why the last try failed, or why it was given up.
     #[serde(default)]
     pub reason: Option<String>,
+    /// What the token is to be on: the SHA-256 (hex) of the document's
+    /// decoded `ds:SignatureValue`, found when the answer was verified,
+    /// so that the evidence job need not read and parse the document
+    /// again. Absent in records from before it was kept: the job reads
+    /// the document then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imprint: Option<String>,
 }
 
 impl StampRecord {
@@ -241,6 +248,7 @@ impl StampRecord {
             time_ms: None,
             tsa: None,
             serial: None,
+            imprint: None,
             reason: None,
         }
     }

@@ -66,6 +66,9 @@ pub struct AttemptFacts<'a> {
     /// that came by X-Road (`message_id`): it waits for its signed
     /// document instead.
     pub stamp: bool,
+    /// What the timestamp is to be on (SHA-256 hex of the document's
+    /// decoded `ds:SignatureValue`), when the answer's verification found it.
+    pub stamp_imprint: Option<&'a str>,
     /// X-Road: this attempt's message id. A document that came by X-Road
     /// waits for its security server's signed document of this message.
     pub message_id: Option<&'a str>,
@@ -137,7 +140,10 @@ pub(super) fn apply(
             // A document that came by X-Road has no signature of its own to
             // stamp (no ds:SignatureValue): its timestamp is the security
             // server's, in its signed document.
-            r.stamp = (f.stamp && f.message_id.is_none()).then(|| super::StampRecord::pending(now));
+            r.stamp = (f.stamp && f.message_id.is_none()).then(|| super::StampRecord {
+                imprint: f.stamp_imprint.map(str::to_owned),
+                ..super::StampRecord::pending(now)
+            });
             r.attachments = f.attachments.to_vec();
             r.charset = f.charset.map(str::to_owned);
             r.signed_document = f
@@ -247,6 +253,7 @@ mod tests {
             signer_anchor_sha256: None,
             revocation: None,
             stamp: false,
+            stamp_imprint: None,
             message_id: None,
             attachments: &[],
             charset: None,

@@ -34,7 +34,7 @@ pub use names::{cert_sha256, hex, name_to_string, parse_sha256_pin, rfc4514, Nam
 pub use policy::{weak_certificate, weak_key, weak_own_key, MIN_RSA_BITS};
 pub use sign::sign;
 pub use trust::{issuer_of, TrustStore};
-pub use verify::{verify, Verified};
+pub use verify::{signature_value, verify, Verified};
 
 use super::dom::{Document, NodeId};
 use super::reader::XmlError;

@@ -488,6 +488,21 @@ impl Sig<'_> {
     }
 }
 
+/// The decoded bytes of a document's one `ds:SignatureValue`, wherever
+/// it is: what a timestamp on the document's signature is on (its
+/// SHA-256). A document with none or several is refused, so that what is
+/// stamped is never a choice.
+pub fn signature_value(doc: &Document) -> Result<Vec<u8>, DsigError> {
+    let values = doc.find_all(DSIG_NS, "SignatureValue");
+    let [v] = values.as_slice() else {
+        return Err(DsigError::Structure(format!(
+            "{} ds:SignatureValue elements, not one",
+            values.len()
+        )));
+    };
+    b64_decode(&doc.text(*v), "ds:SignatureValue")
+}
+
 fn b64_decode(s: &str, what: &str) -> Result<Vec<u8>, DsigError> {
     let clean: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
