@@ -58,18 +58,24 @@ impl SledStore {
                     out[i] = Applied::Missing;
                     continue;
                 };
-                let mut new = decode(ids[i].as_bytes(), &seen)?;
+                let old = decode(ids[i].as_bytes(), &seen)?;
+                let mut new = old.clone();
                 if !f(&mut new) {
                     out[i] = Applied::Declined;
                     continue;
                 }
-                writes.push((ids[i].to_owned(), seen.to_vec(), new));
+                writes.push(Write {
+                    id: ids[i].to_owned(),
+                    seen: seen.to_vec(),
+                    old,
+                    new,
+                });
                 slots.push(i);
             }
             let mut docs = std::mem::take(&mut docs);
             docs.extend(
                 own.iter()
-                    .filter(|(id, _)| writes.iter().any(|(w, ..)| w == document_owner(id)))
+                    .filter(|(id, _)| writes.iter().any(|w| w.id == document_owner(id)))
                     .cloned(),
             );
             let written = self
@@ -89,6 +95,17 @@ impl SledStore {
     }
 }
 
+/// One record to write: `new` over `old` if the record is still `seen`.
+pub(super) struct Write {
+    pub id: String,
+    /// The bytes `old` was read from.
+    pub seen: Vec<u8>,
+    /// The record as read (decoded once, outside the transaction: if the
+    /// stored bytes are still `seen`, this is what they decode to).
+    pub old: RequestRecord,
+    pub new: RequestRecord,
+}
+
 impl Core {
     /// Writes each `new` over its record if that is still `seen` (the
     /// bytes the caller's change was made from), with their indexes,
@@ -98,7 +115,7 @@ impl Core {
     /// left alone (`Changed`).
     pub(super) fn update_batch_now(
         &self,
-        writes: Vec<(String, Vec<u8>, RequestRecord)>,
+        writes: Vec<Write>,
         documents: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<Written>, StoreError> {
         self.check_room()?;
@@ -148,7 +165,7 @@ impl Core {
                     let mut drafts = Vec::new();
                     let mut raised = 0;
                     let mut out = Vec::with_capacity(writes.len());
-                    for (id, seen, new) in &writes {
+                    for Write { id, seen, old, new } in &writes {
                         let Some(cur) = req.get(id.as_bytes())? else {
                             // Removed meanwhile (retention): nothing to change.
                             out.push(None);
@@ -158,17 +175,15 @@ impl Core {
                             out.push(None);
                             continue;
                         }
-                        let old = decode(id.as_bytes(), &cur)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        index::change(&ix, &mut deltas, Some(&old), Some(new))?;
+                        index::change(&ix, &mut deltas, Some(old), Some(new))?;
                         req.insert(id.as_bytes(), encode(new))?;
                         if let Some(ev) = &events {
-                            for e in (ev.rule)(&old, new) {
+                            for e in (ev.rule)(old, new) {
                                 raised += put_event(outbox, ids, &e)?;
                             }
                         }
                         if let Some(r) = &rule {
-                            drafts.extend(r(Some(&old), new));
+                            drafts.extend(r(Some(old), new));
                         }
                         out.push(Some(new.clone()));
                     }
@@ -177,7 +192,7 @@ impl Core {
                         let lost = writes
                             .iter()
                             .zip(&out)
-                            .any(|((w, ..), r)| w == id && r.is_none());
+                            .any(|(w, r)| &w.id == id && r.is_none());
                         if !lost {
                             docs.insert(id.as_bytes(), bytes.as_slice())?;
                         }
