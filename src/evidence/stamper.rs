@@ -48,7 +48,7 @@ pub fn document_imprint(document: &[u8]) -> Result<[u8; 32], StampError> {
 pub fn signature_value(document: &[u8]) -> Result<Vec<u8>, StampError> {
     let doc = crate::xml::dom::Document::parse(document, &crate::xml::reader::Limits::default())
         .map_err(|e| StampError::Document(e.to_string()))?;
-    crate::xml::dsig::signature_value(&doc).map_err(|e| StampError::Document(e.to_string()))
+    crate::xml::dsig::signature_value(&doc).map_err(StampError::Document)
 }
 
 /// The imprint a checkpoint's token is on: SHA-256 of `"{seq} {hash}"`.

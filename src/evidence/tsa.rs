@@ -369,6 +369,62 @@ mod tests {
         ));
     }
 
+    /// The first two signed attributes of a genuine token swapped in its
+    /// bytes: what was signed is the attributes in their DER order, so
+    /// openssl refuses the swapped token. A decoder that sorts them again
+    /// would see the genuine token; a known TSA certificate must not let
+    /// the swapped one through on that.
+    fn with_signed_attributes_swapped(token: &[u8]) -> Vec<u8> {
+        let ci = cms::content_info::ContentInfo::from_der(token).unwrap();
+        let sd: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+        let attrs = sd.signer_infos.0.as_slice()[0]
+            .signed_attrs
+            .as_ref()
+            .unwrap();
+        let a: Vec<Vec<u8>> = attrs.iter().map(|a| a.to_der().unwrap()).collect();
+        assert!(
+            a.len() >= 2 && a[0] != a[1],
+            "two different signed attributes"
+        );
+        let both = [a[0].as_slice(), a[1].as_slice()].concat();
+        let at = token
+            .windows(both.len())
+            .position(|w| w == both.as_slice())
+            .unwrap();
+        let mut out = token.to_vec();
+        out[at..at + both.len()].copy_from_slice(&[a[1].as_slice(), a[0].as_slice()].concat());
+        assert_ne!(out, token);
+        out
+    }
+
+    #[test]
+    fn a_token_with_its_signed_attributes_reordered_is_refused_cold_and_warm() {
+        let imprint = openssl::sha::sha256(b"reordered");
+        let token = |tsa: &Tsa| {
+            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
+            let reply = tsa.respond(&req.der).unwrap();
+            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
+            r.time_stamp_token.unwrap().to_der().unwrap()
+        };
+        for warm in [false, true] {
+            let (tsa, ca) = tsa_and_ca();
+            let anchors = std::slice::from_ref(&ca);
+            let genuine = token(&tsa);
+            let swapped = with_signed_attributes_swapped(&genuine);
+            if warm {
+                crate::evidence::tsp::check_token(&genuine, &imprint, anchors).unwrap();
+            }
+            let e = crate::evidence::tsp::check_token(&swapped, &imprint, anchors);
+            assert!(
+                matches!(e, Err(crate::evidence::tsp::TspError::Signature(_))),
+                "warm {warm}: {:?}",
+                e.map(|t| t.serial)
+            );
+            // And the genuine one still checks out after it.
+            crate::evidence::tsp::check_token(&genuine, &imprint, anchors).unwrap();
+        }
+    }
+
     #[test]
     fn its_tokens_check_out_and_a_foreign_imprint_or_anchor_is_refused() {
         let (tsa, ca) = tsa_and_ca();

@@ -244,6 +244,8 @@ fn tsa_store(anchors: &[X509], at: i64) -> Result<X509Store, TspError> {
 #[derive(Clone)]
 struct Known {
     signer: X509,
+    /// Its DER, as the token's signed attributes name it.
+    signer_der: Vec<u8>,
     subject: String,
     from: i64,
     until: i64,
@@ -298,6 +300,46 @@ fn without_certificates(mut sd: cms::signed_data::SignedData) -> Result<Vec<u8>,
     ci.to_der().map_err(malformed("token"))
 }
 
+/// A token whose certificates are `k`'s, checked with `k`'s signer
+/// without building its chain again: what the signature covers, and the
+/// signer. `None` whenever anything differs from the check that made `k`
+/// known, so that the full check decides (and names what is wrong):
+/// - the token is not exactly the DER it decodes to (the certificates are
+///   taken out by encoding it again, and an encoder sorts what a signer
+///   may not have: openssl would check other bytes than it was given);
+/// - its signed attributes name another certificate than `k`'s signer;
+/// - openssl does not verify its signature with `k`'s signer.
+fn known_signer(
+    token: &[u8],
+    sd: &cms::signed_data::SignedData,
+    k: Known,
+) -> Option<(Vec<u8>, Known)> {
+    let again = cms::content_info::ContentInfo {
+        content_type: SIGNED_DATA_OID,
+        content: der::Any::encode_from(sd).ok()?,
+    };
+    if again.to_der().ok()? != token {
+        return None;
+    }
+    if ess_names_its_signer(sd).ok()?.to_der().ok()? != k.signer_der {
+        return None;
+    }
+    let mut cms =
+        openssl::cms::CmsContentInfo::from_der(&without_certificates(sd.clone()).ok()?).ok()?;
+    let mut signers = openssl::stack::Stack::new().ok()?;
+    signers.push(k.signer.clone()).ok()?;
+    let mut out = Vec::new();
+    cms.verify(
+        Some(&signers),
+        None,
+        None,
+        Some(&mut out),
+        openssl::cms::CMSOptions::BINARY | openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY,
+    )
+    .ok()?;
+    Some((out, k))
+}
+
 /// Checks a token on `imprint`: its signature, by a TSA certificate that
 /// chains to `anchors` and was valid when the token says it was made, and
 /// that it is about `imprint`. What a token proves years later; a fresh
@@ -319,29 +361,12 @@ fn check(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<(Token, T
         .get(&key)
         .filter(|k| k.from <= time_s && time_s <= k.until)
         .cloned();
-    let mut out = Vec::new();
-    let known = match known {
-        Some(k) => {
-            // The chain is known to hold at this time: openssl checks the
-            // signature with the signer's certificate, parsed once.
-            let mut cms =
-                openssl::cms::CmsContentInfo::from_der(&without_certificates(sd.clone())?)?;
-            let mut signers = openssl::stack::Stack::new()?;
-            signers.push(k.signer.clone())?;
-            cms.verify(
-                Some(&signers),
-                None,
-                None,
-                Some(&mut out),
-                openssl::cms::CMSOptions::BINARY | openssl::cms::CMSOptions::NO_SIGNER_CERT_VERIFY,
-            )
-            .map_err(|e| TspError::Signature(first_reason(&e)))?;
-            ess_names_its_signer(&sd)?;
-            k
-        }
+    let (out, known) = match known.and_then(|k| known_signer(token, &sd, k)) {
+        Some(hit) => hit,
         None => {
             let store = tsa_store(anchors, time_s)?;
             let mut cms = openssl::cms::CmsContentInfo::from_der(token)?;
+            let mut out = Vec::new();
             cms.verify(
                 None,
                 Some(&store),
@@ -350,8 +375,10 @@ fn check(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<(Token, T
                 openssl::cms::CMSOptions::BINARY,
             )
             .map_err(|e| TspError::Signature(first_reason(&e)))?;
-            let signer = ess_names_its_signer(&sd)?;
-            let signer = X509::from_der(&signer.to_der().map_err(malformed("certificate"))?)?;
+            let signer_der = ess_names_its_signer(&sd)?
+                .to_der()
+                .map_err(malformed("certificate"))?;
+            let signer = X509::from_der(&signer_der)?;
             let parsed = certs
                 .iter()
                 .map(|d| X509::from_der(d))
@@ -360,6 +387,7 @@ fn check(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<(Token, T
             let k = Known {
                 subject: crate::xml::dsig::name_to_string(signer.subject_name()),
                 signer,
+                signer_der,
                 from,
                 until,
             };
@@ -368,7 +396,7 @@ fn check(token: &[u8], imprint: &[u8; 32], anchors: &[X509]) -> Result<(Token, T
                 m.clear();
             }
             m.insert(key, k.clone());
-            k
+            (out, k)
         }
     };
     // What the signature covers is what we read.

@@ -315,13 +315,19 @@ struct SignerSeen {
 }
 
 impl SignerSeen {
-    fn of(v: &xml::Verified) -> SignerSeen {
+    /// `body_len`: the answer's size, which decides whether the evidence
+    /// job could read it (see `imprint`).
+    fn of(v: &xml::Verified, body_len: usize) -> SignerSeen {
         SignerSeen {
             subject: v.signer_subject(),
             sha256: xml::dsig::cert_sha256(&v.signer),
             anchor_sha256: v.anchor.as_deref().and_then(xml::dsig::cert_sha256),
-            imprint: xml::dsig::signature_value(&v.doc)
-                .ok()
+            // Only for a document the evidence job itself could read (its
+            // limits are the default ones, which the exchange's may exceed):
+            // one it could not is read by it, and fails there as before.
+            imprint: (body_len <= xml::Limits::default().max_size)
+                .then(|| xml::dsig::signature_value(&v.doc).ok())
+                .flatten()
                 .map(|b| xml::dsig::hex(&openssl::sha::sha256(&b))),
         }
     }
@@ -728,7 +734,7 @@ impl Exchange {
             }
             Err(e) => return (Content::BadSignature(e.to_string()), None, None),
         };
-        let signer = Some(SignerSeen::of(&verified));
+        let signer = Some(SignerSeen::of(&verified, body.len()));
         let env = match envelope::read(&verified.doc) {
             Ok(e) => e,
             Err(e) => return (Content::Malformed(e.to_string()), signer, None),

@@ -34,7 +34,7 @@ pub struct Verified {
     /// [`TrustStore::anchor_of`](super::TrustStore::anchor_of)).
     pub anchor: Option<X509>,
     /// The signer's issuer among the certificates it came with and the
-    /// anchors ([`issuer_of`](super::trust::issuer_of)): whom a
+    /// anchors ([`issuer_of`](super::issuer_of)): whom a
     /// revocation check asks.
     pub issuer: Option<X509>,
     pub algorithm: Algorithm,
@@ -492,15 +492,22 @@ impl Sig<'_> {
 /// it is: what a timestamp on the document's signature is on (its
 /// SHA-256). A document with none or several is refused, so that what is
 /// stamped is never a choice.
-pub fn signature_value(doc: &Document) -> Result<Vec<u8>, DsigError> {
+pub fn signature_value(doc: &Document) -> Result<Vec<u8>, String> {
     let values = doc.find_all(DSIG_NS, "SignatureValue");
     let [v] = values.as_slice() else {
-        return Err(DsigError::Structure(format!(
+        return Err(format!(
             "{} ds:SignatureValue elements, not one",
             values.len()
-        )));
+        ));
     };
-    b64_decode(&doc.text(*v), "ds:SignatureValue")
+    let text: String = doc
+        .text(*v)
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("ds:SignatureValue is not base64: {e}"))
 }
 
 fn b64_decode(s: &str, what: &str) -> Result<Vec<u8>, DsigError> {
