@@ -225,10 +225,59 @@ fn xml_sign_and_verify_round_trip_with_exit_codes() {
     assert_eq!(err(&o).trim(), "invalid: no ds:Signature found");
 }
 
+/// `jumgw deadline`: the last day first, then why; JSON too; a bad date
+/// named. The expectations are counted by hand from the law (ZUP art.
+/// 82-83, the holidays law) and that year's calendar.
+#[test]
+fn deadline_prints_the_last_day_of_a_zup_limit_and_why() {
+    // 2021: 15 days from Monday 19 April reach Tuesday 4 May, off because
+    // 2 May (Labour Day, and Easter) was a Sunday and Monday the 3rd was
+    // Easter Monday: the limit ends Wednesday 5 May.
+    let o = run(&["deadline", "--from", "2021-04-19", "--days", "15"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("2021-05-05"), "{text}");
+    assert!(
+        text.contains("2021-05-04 (Tuesday): not a working day"),
+        "{text}"
+    );
+    assert!(text.contains("Praznik rada fell on a Sunday"), "{text}");
+    // 2026: Statehood Day, 15 February, on a Sunday; the limit from
+    // Saturday 31 January moves over the 15th, 16th and 17th.
+    let o = run(&["deadline", "--from", "2026-01-31", "--days", "15", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["last"], "2026-02-18", "{v}");
+    assert_eq!(v["counted"], "2026-02-15", "{v}");
+    let moved: Vec<&str> = v["moved_over"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["date"].as_str().unwrap())
+        .collect();
+    assert_eq!(moved, ["2026-02-15", "2026-02-16", "2026-02-17"], "{v}");
+    // 2027: Easter on 2 May again; from Monday 19 April to Wednesday 5 May.
+    let o = run(&["deadline", "--from", "2027-04-19", "--days", "15"]);
+    assert_eq!(out(&o).lines().next(), Some("2027-05-05"), "{}", out(&o));
+    // A working last day stays.
+    let o = run(&["deadline", "--from", "2026-12-07", "--days", "3"]);
+    assert_eq!(out(&o).lines().next(), Some("2026-12-10"), "{}", out(&o));
+    for bad in ["2026-02-30", "7.12.2026", "2026-1-5"] {
+        let o = run(&["deadline", "--from", bad, "--days", "3"]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(
+            err(&o).contains("is not a date written YYYY-MM-DD"),
+            "{bad}: {}",
+            err(&o)
+        );
+    }
+}
+
 #[test]
 fn help_names_every_command_of_the_contract() {
     let o = run(&["--help"]);
-    for c in ["ids", "xml", "bench"] {
+    for c in ["ids", "xml", "bench", "deadline"] {
         assert!(out(&o).contains(c), "{c} missing from --help");
     }
     let o = run(&["xml", "--help"]);

@@ -153,6 +153,26 @@ async fn retries_until_the_registry_answers_then_delivers_into_the_case() {
         .await;
     let outcomes: Vec<&str> = r.attempts.iter().map(|a| a.outcome.name()).collect();
     assert_eq!(outcomes, ["retryable", "retryable", "document"]);
+    // Its deadline is counted as ZUP counts 15 days: it ends at midnight
+    // in Serbia, on a working day at least 15 days after the filing day.
+    {
+        use chrono::{Datelike, TimeZone};
+        let belgrade = |ms: u64| {
+            chrono_tz::Europe::Belgrade
+                .timestamp_millis_opt(ms as i64)
+                .unwrap()
+        };
+        let end = belgrade(r.deadline_ms + 1);
+        assert_eq!(end.time(), chrono::NaiveTime::MIN, "{end}");
+        let filed = belgrade(r.created_ms).date_naive();
+        let last = belgrade(r.deadline_ms).date_naive();
+        assert!((last - filed).num_days() >= 15, "{filed} -> {last}");
+        assert!(last.weekday().num_days_from_monday() < 5, "{last}");
+        assert_eq!(
+            Some(last),
+            jum_gateway::time::calendar::limit(filed, 15).map(|l| l.last)
+        );
+    }
     let file = d
         .env
         .dir

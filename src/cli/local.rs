@@ -427,6 +427,56 @@ pub(super) fn exchange(a: ExchangeArgs) -> CmdResult {
     Ok(())
 }
 
+/// `jumgw deadline`: the last day of a ZUP limit, then why.
+pub(super) fn deadline(from: &str, days: u32, json: bool) -> CmdResult {
+    use crate::time::calendar;
+    let day = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d")
+        .ok()
+        .filter(|d| d.format("%Y-%m-%d").to_string() == from)
+        .ok_or_else(|| {
+            Fail::Invalid(format!(
+                "--from {from:?} is not a date written YYYY-MM-DD (e.g. 2026-03-02)"
+            ))
+        })?;
+    let l = calendar::limit(day, days)
+        .ok_or_else(|| Fail::Invalid(format!("{days} days from {from} is past the calendar")))?;
+    if json {
+        let moved: Vec<serde_json::Value> = l
+            .moved_over
+            .iter()
+            .map(|(d, why)| serde_json::json!({"date": d.to_string(), "why": why.to_string()}))
+            .collect();
+        let v = serde_json::json!({
+            "from": l.from.to_string(),
+            "days": l.days,
+            "counted": l.counted.to_string(),
+            "last": l.last.to_string(),
+            "moved_over": moved,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("{}", l.last);
+    let start = l.from.succ_opt().unwrap_or(l.from);
+    println!(
+        "{days} days from {} (counted from {start}) reach {} ({})",
+        l.from,
+        l.counted,
+        l.counted.format("%A")
+    );
+    for (d, why) in &l.moved_over {
+        println!("{d} ({}): not a working day: {why}", d.format("%A"));
+    }
+    if !l.moved_over.is_empty() {
+        println!(
+            "so the limit ends on {} ({}), the next working day",
+            l.last,
+            l.last.format("%A")
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn ids_check(kind: IdKind, value: &str) -> CmdResult {
     let invalid = |e: ids::IdError| Fail::Invalid(format!("invalid: {e}"));
     let lines: Vec<String> = match kind {

@@ -141,6 +141,28 @@ check holds; 1 something is invalid or cannot be verified (the report says which
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// The last day of a ZUP time limit: counted from the day after the
+    /// event, a last day that is not a working day in Serbia (weekend,
+    /// non-working state holiday, the Sunday rule) moved to the next one.
+    #[command(
+        long_about = "The last day of a time limit in days, as ZUP counts it (art. 82-83): the count \
+starts on the day after the event; when the last day is a Saturday, a Sunday or a non-working state \
+holiday of Serbia (1-2 January, 7 January, 15-16 February, Orthodox Good Friday to Easter Monday, 1-2 May, \
+11 November, and the first working day after 1-2 January, 15-16 February, 1-2 May or 11 November when one \
+falls on a Sunday), the limit ends on the next working day. Prints the last day first, then how it was \
+found; the request deadlines of the gateway are counted the same way."
+    )]
+    Deadline {
+        /// The day of the event (filing, delivery), YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// The limit in days.
+        #[arg(long)]
+        days: u32,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check Serbian identifiers (JMBG, PIB, MB, KO, parcel numbers).
     Ids {
         #[command(subcommand)]
@@ -707,6 +729,7 @@ fn failed<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> Fail + '_ {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Deadline { from, days, json } => local::deadline(&from, days, json),
         Command::Ids { command } => match command {
             IdsCommand::Check { kind, value } => ids_check(kind, &value),
         },

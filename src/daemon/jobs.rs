@@ -91,14 +91,15 @@ pub async fn purge(
     Ok(n)
 }
 
-/// Flags open requests within `warning` of their ZUP deadline; returns how
-/// many were newly flagged.
+/// Flags open requests within `warning` of their ZUP deadline (for a
+/// number of days, that many working days in Serbia); returns how many
+/// were newly flagged.
 pub async fn deadline_watch(
     store: &dyn QueueStore,
     warning: Duration,
     now: u64,
 ) -> Result<usize, crate::store::StoreError> {
-    let limit = now.saturating_add(warning.as_millis() as u64);
+    let limit = crate::time::calendar::warning_until(now, warning);
     let mut n = 0;
     // Open requests by deadline: those already flagged stay in the index
     // until they finish, so the walk grows with them, not with the queue.

@@ -349,7 +349,7 @@ impl RequestRecord {
             subject: subject.into(),
             state: State::Queued,
             created_ms: now,
-            deadline_ms: now + deadline.as_millis() as u64,
+            deadline_ms: crate::time::calendar::deadline_after(now, deadline),
             due_ms: Some(now),
             attempts: Vec::new(),
             security_failures: 0,
@@ -430,6 +430,14 @@ impl RequestRecord {
     /// counts.
     pub fn at_risk_open(&self) -> bool {
         self.at_risk && !self.state.is_terminal()
+    }
+
+    /// Its deadline counted from its filing with a limit of `limit`
+    /// (`retry.deadline`): a number of days as ZUP counts them, with
+    /// Serbia's working days ([`crate::time::calendar::deadline_after`]).
+    pub fn counting(mut self, limit: std::time::Duration) -> RequestRecord {
+        self.deadline_ms = crate::time::calendar::deadline_after(self.created_ms, limit);
+        self
     }
 
     /// The same request timed by another clock (the store's, where
@@ -650,7 +658,7 @@ pub mod testing {
             let now = crate::time::now_ms();
             self.0.id = RequestId::at(now);
             self.0.created_ms = now;
-            self.0.deadline_ms = now + deadline.as_millis() as u64;
+            self.0.deadline_ms = crate::time::calendar::deadline_after(now, deadline);
             self.0.due_ms = Some(now);
             self
         }
@@ -848,10 +856,14 @@ mod tests {
             std::time::Duration::from_secs(15 * 86_400),
         )
         .at(0);
+        // The deadline is one the builder says (15 days of plain time from
+        // 0); the constructor counts it by the ZUP calendar from the day it
+        // was really filed on.
         assert_eq!(
             built,
             RequestRecord {
                 id: built.id.clone(),
+                deadline_ms: built.deadline_ms,
                 ..q
             }
         );

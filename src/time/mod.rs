@@ -1,7 +1,8 @@
 //! Time, the gateway's own: the clock every part reads ([`now_ms`]), how
 //! a time is written for people and tools ([`rfc3339`]), cron expressions
 //! and the maintenance windows written in them ([`Window`]), and how long
-//! a retry waits ([`Backoff`], in `backoff.rs`). A leaf: it knows no other
+//! a retry waits ([`Backoff`], in `backoff.rs`), and the ZUP calendar of
+//! Serbia's working days by which deadlines are counted ([`calendar`]). A leaf: it knows no other
 //! part, so the simulator and the revocation checks read the same clock as
 //! the store without depending on it.
 //!
@@ -14,6 +15,7 @@
 use std::time::Duration;
 
 mod backoff;
+pub mod calendar;
 
 pub use backoff::{Backoff, Jitter};
 

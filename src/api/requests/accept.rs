@@ -119,7 +119,8 @@ pub fn validate(
         subject,
         state.retry.deadline,
     )
-    .at(state.store.clock_ms()))
+    .at(state.store.clock_ms())
+    .counting(state.retry.deadline))
 }
 
 fn accepted_response(rec: &RequestRecord) -> Response {
