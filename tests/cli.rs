@@ -263,7 +263,10 @@ fn deadline_prints_the_last_day_of_a_zup_limit_and_why() {
     // A working last day stays.
     let o = run(&["deadline", "--from", "2026-12-07", "--days", "3"]);
     assert_eq!(out(&o).lines().next(), Some("2026-12-10"), "{}", out(&o));
-    for bad in ["2026-02-30", "7.12.2026", "2026-1-5"] {
+    let o = run(&["deadline", "--from", "9999-12-31", "--days", "400"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(err(&o).contains("past the calendar"), "{}", err(&o));
+    for bad in ["2026-02-30", "7.12.2026", "2026-1-5", "10000-01-01"] {
         let o = run(&["deadline", "--from", bad, "--days", "3"]);
         assert_eq!(o.status.code(), Some(1), "{bad}");
         assert!(

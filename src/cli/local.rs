@@ -438,7 +438,10 @@ pub(super) fn deadline(from: &str, days: u32, json: bool) -> CmdResult {
                 "--from {from:?} is not a date written YYYY-MM-DD (e.g. 2026-03-02)"
             ))
         })?;
+    // Dates are written YYYY-MM-DD both ways: a limit that ends after
+    // 9999 could not be.
     let l = calendar::limit(day, days)
+        .filter(|l| l.last.format("%Y-%m-%d").to_string().len() == 10)
         .ok_or_else(|| Fail::Invalid(format!("{days} days from {from} is past the calendar")))?;
     if json {
         let moved: Vec<serde_json::Value> = l
@@ -458,8 +461,13 @@ pub(super) fn deadline(from: &str, days: u32, json: bool) -> CmdResult {
     }
     println!("{}", l.last);
     let start = l.from.succ_opt().unwrap_or(l.from);
+    let (unit, reach) = if days == 1 {
+        ("day", "reaches")
+    } else {
+        ("days", "reach")
+    };
     println!(
-        "{days} days from {} (counted from {start}) reach {} ({})",
+        "{days} {unit} from {} (counted from {start}) {reach} {} ({})",
         l.from,
         l.counted,
         l.counted.format("%A")
