@@ -438,6 +438,14 @@ pub(super) fn deadline(from: &str, days: u32, json: bool) -> CmdResult {
                 "--from {from:?} is not a date written YYYY-MM-DD (e.g. 2026-03-02)"
             ))
         })?;
+    // The holidays law as it stands (Armistice Day a non-working day)
+    // is the one of 2012 and later: an answer for an earlier date would
+    // count by a law that did not apply then.
+    if day < chrono::NaiveDate::from_ymd_opt(2012, 1, 1).unwrap_or(day) {
+        return Err(Fail::Invalid(format!(
+            "--from {from}: the calendar counts by the holidays law as it stands since 2012"
+        )));
+    }
     // Dates are written YYYY-MM-DD both ways: a limit that ends after
     // 9999 could not be.
     let l = calendar::limit(day, days)

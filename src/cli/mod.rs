@@ -156,8 +156,8 @@ found; the request deadlines of the gateway are counted the same way."
         /// The day of the event (filing, delivery), YYYY-MM-DD.
         #[arg(long)]
         from: String,
-        /// The limit in days.
-        #[arg(long)]
+        /// The limit in days (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         /// One JSON object instead of lines.
         #[arg(long)]

@@ -340,12 +340,14 @@ pub struct RetryConfig {
     /// Attempts before a request is given up (dead).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
-    /// ZUP deadline, counted from filing: never retried past it. A number
-    /// of days is counted as ZUP counts them: from the day after filing,
-    /// and a last day that is not a working day in Serbia (weekend,
-    /// non-working state holiday) moves to the next one, which ends at
-    /// midnight in Serbia (see `jumgw deadline`); another length (a test's
-    /// seconds) is plain time.
+    /// ZUP deadline, counted from filing: never retried past it. A whole
+    /// number of days (`15d`, or `360h`) is counted as ZUP counts them:
+    /// from the day after filing (in Serbia), and a last day that is not a
+    /// working day there (weekend, non-working state holiday) moves to the
+    /// next one; the deadline is the end of that day, midnight in Serbia
+    /// (see `jumgw deadline`), so it may fall an hour either side of the
+    /// same number of 24-hour days. Another length (a test's seconds) is
+    /// plain time.
     #[serde(default = "default_deadline", with = "duration")]
     pub deadline: Duration,
     /// How long a leased request may stay in `sending` before it is sent again.
@@ -498,8 +500,9 @@ pub struct JobsConfig {
     /// When deadlines and certificates are watched.
     #[serde(default = "default_watch_cron")]
     pub watch_cron: String,
-    /// Requests this close to their ZUP deadline are flagged: a number of
-    /// days is that many working days in Serbia; another length is plain time.
+    /// Requests this close to their ZUP deadline are flagged: a whole
+    /// number of days (`3d`, or `72h`) is that many working days in Serbia,
+    /// to the end of the last of them; another length is plain time.
     #[serde(default = "default_deadline_warning", with = "duration")]
     pub deadline_warning: Duration,
     /// Certificates this close to expiry are warned about.

@@ -263,6 +263,50 @@ mod tests {
             .build()
     }
 
+    /// A warning of 3 days is 3 working days in Serbia: on Thursday
+    /// 9 April 2026 at 20:00 there (before Orthodox Easter: Friday to
+    /// Monday off), a deadline at the end of Wednesday the 15th is near
+    /// (Tuesday, Wednesday: two working days), though 72 hours of plain
+    /// time would not reach it; one at the end of Friday the 17th (the
+    /// fourth working day) is not.
+    #[tokio::test]
+    async fn a_warning_in_days_counts_working_days_in_serbia() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("store"), 1 << 20).unwrap();
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis() as u64
+        };
+        let now = ms("2026-04-09T20:00:00+02:00");
+        let filed = now - 10 * 86_400_000;
+        s.enqueue(vec![
+            rec(
+                "01W",
+                State::Queued,
+                filed,
+                ms("2026-04-15T23:59:59.999+02:00"),
+            ),
+            rec(
+                "01F",
+                State::Queued,
+                filed,
+                ms("2026-04-17T23:59:59.999+02:00"),
+            ),
+        ])
+        .await
+        .unwrap();
+        assert!(ms("2026-04-15T23:59:59.999+02:00") > now + 3 * 86_400_000);
+        assert_eq!(
+            deadline_watch(&*s, Duration::from_secs(3 * 86_400), now)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(s.get("01W").await.unwrap().unwrap().at_risk);
+        assert!(!s.get("01F").await.unwrap().unwrap().at_risk);
+    }
+
     #[tokio::test]
     async fn retention_waits_for_a_dossier_export_of_the_case() {
         let dir = tempfile::tempdir().unwrap();

@@ -89,9 +89,15 @@ pub(super) fn page(
     Html(doc.into_string())
 }
 
+/// A time as the officials who read the dashboard live it: in Serbia,
+/// with its zone (CET or CEST), so that a deadline that ends at midnight
+/// there reads as 23:59:59, not as a UTC hour.
 pub(super) fn when(ms: u64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    use chrono::TimeZone;
+    chrono_tz::Europe::Belgrade
+        .timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
         .unwrap_or_default()
 }
 
