@@ -6,6 +6,8 @@ the gateway (perf record --call-graph dwarf -p <gateway>, during
     perf script --no-inline -F tid,ip,sym,dso -i perf.data > samples.txt
     python3 benches/cost_model.py samples.txt <cpu ms per exchange of that run>
 
+(`-` for the file reads the samples from standard input.)
+
 Each sample goes to the first stage whose pattern matches a function on
 its stack, in the order below (so the signature made while signing a
 request counts as our signature, a certificate parsed while checking a
@@ -46,7 +48,8 @@ STAGES = [
 def samples(path):
     """The stacks of `perf script` output, leaf first, as (symbol, dso)."""
     stack = []
-    for line in open(path, errors="replace"):
+    lines = sys.stdin if path == "-" else open(path, errors="replace")
+    for line in lines:
         line = line.rstrip("\n")
         if not line.strip():
             if stack:
