@@ -287,6 +287,14 @@ mod tests {
         (Tsa::issued_by(&ca.cert, &ca.key).unwrap(), ca.cert)
     }
 
+    /// The token `tsa` answers a request on `imprint` with, DER.
+    fn token_on(tsa: &Tsa, imprint: &[u8; 32]) -> Vec<u8> {
+        let req = crate::evidence::tsp::request(imprint, None).unwrap();
+        let reply = tsa.respond(&req.der).unwrap();
+        let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
+        r.time_stamp_token.unwrap().to_der().unwrap()
+    }
+
     /// RFC 3161 2.4.1: a token must name its signing certificate in its
     /// signed attributes. One that names none, or another certificate (of
     /// another TSA), is refused even though its
@@ -295,12 +303,7 @@ mod tests {
     fn a_token_that_does_not_name_its_signer_is_refused() {
         let (tsa, ca) = tsa_and_ca();
         let imprint = openssl::sha::sha256(b"signature value");
-        let token = |tsa: &Tsa| {
-            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
-            let reply = tsa.respond(&req.der).unwrap();
-            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
-            r.time_stamp_token.unwrap().to_der().unwrap()
-        };
+        let token = |tsa: &Tsa| token_on(tsa, &imprint);
         let anchors = std::slice::from_ref(&ca);
         let own = token(&tsa);
         assert!(crate::evidence::tsp::check_token(&own, &imprint, anchors).is_ok());
@@ -327,12 +330,7 @@ mod tests {
     fn a_known_tsa_certificate_lets_no_forged_token_through() {
         let (tsa, ca) = tsa_and_ca();
         let imprint = openssl::sha::sha256(b"known signer");
-        let token = |tsa: &Tsa| {
-            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
-            let reply = tsa.respond(&req.der).unwrap();
-            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
-            r.time_stamp_token.unwrap().to_der().unwrap()
-        };
+        let token = |tsa: &Tsa| token_on(tsa, &imprint);
         let anchors = std::slice::from_ref(&ca);
         let genuine = token(&tsa);
         let mut flipped = genuine.clone();
@@ -400,12 +398,7 @@ mod tests {
     #[test]
     fn a_token_with_its_signed_attributes_reordered_is_refused_cold_and_warm() {
         let imprint = openssl::sha::sha256(b"reordered");
-        let token = |tsa: &Tsa| {
-            let req = crate::evidence::tsp::request(&imprint, None).unwrap();
-            let reply = tsa.respond(&req.der).unwrap();
-            let r = x509_tsp::TimeStampResp::from_der(&reply).unwrap();
-            r.time_stamp_token.unwrap().to_der().unwrap()
-        };
+        let token = |tsa: &Tsa| token_on(tsa, &imprint);
         for warm in [false, true] {
             let (tsa, ca) = tsa_and_ca();
             let anchors = std::slice::from_ref(&ca);
